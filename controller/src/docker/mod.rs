@@ -1,0 +1,1 @@
+//! The Docker Engine driver: a thin wrapper over bollard with kedge's own types at the boundary.

@@ -1,0 +1,11 @@
+//! kedge's engine.
+//!
+//! Layout, in the order data flows through an agent:
+//!
+//! - [`store`]: the desired-state store trait and its two implementations (etcd, embedded file).
+//! - [`docker`]: the only module that speaks to the Docker Engine; bollard's types stay inside it.
+//! - [`planner`]: a pure function from (spec, observed container, image facts) to actions.
+//! - [`executor`]: carries actions out; the only code that mutates containers.
+
+pub mod docker;
+pub mod store;

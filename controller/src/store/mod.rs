@@ -1,0 +1,1 @@
+//! The desired-state store: one trait, an etcd and an embedded implementation with the same semantics.
