@@ -1,1 +1,160 @@
-//! Shared helpers for kedge's end-to-end tests: the test environment's endpoints, and cleanup guards.
+//! Shared helpers for kedge's end-to-end tests.
+//!
+//! Every test here runs against the real services that `scripts/test-env up` starts. Their endpoints
+//! come from the environment that `scripts/test-env env` prints; a missing variable is a loud failure,
+//! never a silent skip. Everything a test creates in the engine carries the label
+//! [`TEST_LABEL`]`=<run id>` and is removed by an [`EngineCleanup`] guard when the test ends,
+//! also when it panics, so tests can run in parallel and leave nothing behind.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
+
+/// The label every engine object a test creates carries, valued with the test's run id.
+pub const TEST_LABEL: &str = "io.kedge.test";
+
+/// The endpoints of the test environment, read from the variables `scripts/test-env env` exports.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub docker_host: String,
+    pub etcd_endpoints: Vec<String>,
+    pub registry: String,
+    pub state_dir: String,
+}
+
+impl TestEnv {
+    /// Reads the environment; panics with the command to run when it is not set up.
+    pub fn get() -> TestEnv {
+        TestEnv {
+            docker_host: required("DOCKER_HOST"),
+            etcd_endpoints: required("KEDGE_ETCD_ENDPOINTS").split(',').map(str::to_owned).collect(),
+            registry: required("KEDGE_REGISTRY"),
+            state_dir: required("KEDGE_TEST_ENV_DIR"),
+        }
+    }
+}
+
+fn required(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set: end-to-end tests need the real services. \
+             Run `scripts/test-env up && eval \"$(scripts/test-env env)\"` (scripts/test does both)."
+        ),
+    }
+}
+
+/// A unique id for one test run, short enough to put into container names.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A Docker client for assertions, connected to the test engine with the API version negotiated.
+pub async fn docker() -> Docker {
+    let _ = TestEnv::get();
+    let client = Docker::connect_with_defaults().expect("DOCKER_HOST names a usable engine");
+    client.negotiate_version().await.expect("the test engine answers the version negotiation")
+}
+
+/// Removes every container, network and volume labelled with this run's id when dropped.
+///
+/// Drop runs while a failing test unwinds, so cleanup happens on failure too. It runs the removal
+/// on a fresh thread with its own runtime because it may be dropped inside an async test.
+pub struct EngineCleanup {
+    pub run_id: String,
+}
+
+impl EngineCleanup {
+    pub fn new(run_id: &str) -> EngineCleanup {
+        EngineCleanup { run_id: run_id.to_owned() }
+    }
+
+    /// The label pair to put on everything this test creates.
+    pub fn label(&self) -> (String, String) {
+        (TEST_LABEL.to_owned(), self.run_id.clone())
+    }
+
+    /// The labels map to pass to create calls.
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([self.label()])
+    }
+}
+
+impl Drop for EngineCleanup {
+    fn drop(&mut self) {
+        let run_id = self.run_id.clone();
+        let result = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(remove_labelled(&run_id))
+        })
+        .join();
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("cleanup of test run {}: {error:#}", self.run_id),
+            Err(_) => eprintln!("cleanup of test run {} panicked", self.run_id),
+        }
+    }
+}
+
+/// Removes containers (forced, with anonymous volumes), then networks and volumes carrying
+/// `io.kedge.test=<run_id>`.
+pub async fn remove_labelled(run_id: &str) -> anyhow::Result<()> {
+    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    let filter = format!("{TEST_LABEL}={run_id}");
+    let filters = HashMap::from([("label".to_owned(), vec![filter.clone()])]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+        .await?;
+    for container in containers {
+        if let Some(id) = container.id {
+            let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+            docker.remove_container(&id, Some(options)).await.ok();
+        }
+    }
+    let networks = docker
+        .list_networks(Some(bollard::query_parameters::ListNetworksOptionsBuilder::new().filters(&filters).build()))
+        .await?;
+    for network in networks {
+        if let Some(id) = network.id {
+            docker.remove_network(&id).await.ok();
+        }
+    }
+    let volumes = docker
+        .list_volumes(Some(bollard::query_parameters::ListVolumesOptionsBuilder::new().filters(&filters).build()))
+        .await?;
+    for volume in volumes.volumes.unwrap_or_default() {
+        docker.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.ok();
+    }
+    Ok(())
+}
+
+/// Polls `probe` until it returns `Some`, or panics naming `what` once `timeout` has passed.
+///
+/// This is how tests wait: never a bare sleep as synchronisation.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Runs the `docker` CLI against the test engine (tests make drift by hand, as a user would).
+pub fn docker_cli(args: &[&str]) -> std::process::Output {
+    let _ = TestEnv::get();
+    std::process::Command::new("docker").args(args).output().expect("the docker CLI is installed")
+}
