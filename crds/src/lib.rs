@@ -3,3 +3,21 @@
 //! This crate is the API boundary. It holds plain data with serde and schemars derives and the rules
 //! that decide whether a document is valid. It does no IO beyond reading the files it is asked to parse
 //! and knows nothing of tokio, Docker or the store.
+//!
+//! Layout:
+//! - [`container`]: the resource types (`Container`, `ObjectMeta`, `ContainerSpec`, `ContainerStatus`, ...).
+//! - [`reference`]: image references (`registry/repo:tag@digest`).
+//! - [`quantity`]: byte sizes, CPU counts and durations as people write them.
+//! - [`spec_hash`]: the fingerprint the controller labels containers with.
+//! - `forms` (private): serde plumbing for short and long forms of the same field.
+
+pub mod container;
+mod forms;
+mod hash;
+pub mod quantity;
+pub mod reference;
+
+pub use container::*;
+pub use hash::spec_hash;
+pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
+pub use reference::ImageReference;

@@ -1,0 +1,856 @@
+//! The `Container` resource: envelope, metadata, spec and status types, as users write them.
+//!
+//! Spec fields are `Option`s (or empty collections) when not declared, so that "not declared" (use the
+//! image's default) stays distinct from "declared as the default value". Defaults kedge applies itself are
+//! in the `*_or_default` helpers, not baked into the data.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::forms::{self, ShortForm};
+use crate::quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
+use crate::reference::ImageReference;
+
+/// The only `apiVersion` this crate reads and writes.
+pub const API_VERSION: &str = "kedge.io/v1";
+/// The `kind` of a [`Container`].
+pub const KIND_CONTAINER: &str = "Container";
+/// The namespace of a spec that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Exit codes that mean "recreate, do not restart" when a spec names none (as docker-map has it).
+pub const DEFAULT_NON_RECOVERABLE_EXIT_CODES: [i64; 2] = [-127, -1];
+
+/// A desired container on a Docker host: what the user applies, plus the status the agent reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Container", description = "A kedge Container: a desired container on a Docker host.")]
+pub struct Container {
+    /// Always `kedge.io/v1`.
+    pub api_version: String,
+    /// Always `Container`.
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: ContainerSpec,
+    /// Written by the agent, never by the user; ignored by `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ContainerStatus>,
+}
+
+/// Identity and bookkeeping, as in Kubernetes' ObjectMeta.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// A DNS label (lowercase letters, digits and `-`, at most 63), unique in its namespace. It is also the
+    /// Docker container's name.
+    pub name: String,
+    /// A DNS label; `default` when not given.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Labels on the spec itself, for selecting specs (`kedge get -l`); not put on the Docker container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form notes for tools and people.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Set by the store on create; never changes for the life of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Set by the store; increases on every spec change. Status reports which generation it has seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Set by the store: the revision of the last write, for compare-and-swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Set by the store on create, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+/// What the user wants the container to be.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The image, as `docker pull` takes it.
+    pub image: ImageReference,
+    /// Overrides the image's ENTRYPOINT (exec form).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "forms::lenient_opt_vec")]
+    #[schemars(schema_with = "forms::lenient_vec_schema")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Overrides the image's CMD (exec form).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "forms::lenient_opt_vec")]
+    #[schemars(schema_with = "forms::lenient_vec_schema")]
+    pub command: Option<Vec<String>>,
+    /// Environment variables added to the image's. A map, or a list of `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
+    #[schemars(schema_with = "forms::lenient_map_schema")]
+    pub env: BTreeMap<String, String>,
+    /// Overrides the image's WORKDIR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Overrides the image's USER: `name`, `uid`, `uid:gid`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "forms::lenient_opt_string"
+    )]
+    #[schemars(schema_with = "forms::lenient_string_schema")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Labels put on the Docker container, beside the `kedge.io/*` labels kedge adds itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
+    #[schemars(schema_with = "forms::lenient_map_schema")]
+    pub labels: BTreeMap<String, String>,
+    /// Published ports: `8080:80/tcp` or a map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+    /// Bind mounts, named volumes and tmpfs mounts: `/src:/dst:ro` or a map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// Networks to join. The first is joined at create; the others are connected after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    /// Docker's restart policy: `no`, `always`, `unless-stopped`, `on-failure[:N]`, or a map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// Limits applied in place by Docker's update API, without a recreate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Overrides the image's HEALTHCHECK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+    /// Signal sent to stop the container: `SIGTERM`, `TERM`, `15`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "forms::lenient_opt_string"
+    )]
+    #[schemars(schema_with = "forms::lenient_string_schema")]
+    pub stop_signal: Option<String>,
+    /// How long to wait after the stop signal before killing (Docker's default: 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<HumanDuration>,
+    /// Linux capabilities to add, as Docker names them (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Linux capabilities to drop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// Mount the container's root filesystem read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_rootfs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Specs (same namespace) that must be started, or healthy, before this one starts: `db` or a map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+    /// Commands run in the container after it starts (docker-map's exec commands).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_start: Vec<PostStartExec>,
+    /// How kedge notices a newer image for the same reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_policy: Option<UpdatePolicy>,
+    /// How kedge replaces the container when it must recreate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<UpdateStrategy>,
+    /// Which host runs the container. Without it, every agent that reads the spec may run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Exit codes after which the container is recreated rather than restarted (default `[-127, -1]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_recoverable_exit_codes: Option<Vec<i64>>,
+    /// What happens to the container when the spec is deleted (default `remove`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// A published port. Short form: `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`, where an IPv6 host IP
+/// is bracketed: `[::1]:8080:80`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub container_port: u16,
+    /// The host port; Docker picks one when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// The host address to bind; all addresses when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<IpAddr>,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// The map form of [`PortMapping`].
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "PortMappingObject")]
+pub(crate) struct PortMappingLong {
+    container_port: u16,
+    #[serde(default)]
+    host_port: Option<u16>,
+    #[serde(default)]
+    host_ip: Option<IpAddr>,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// A mount. Short form: `SOURCE:TARGET[:ro|rw]` (a bind when SOURCE is an absolute path, else a named
+/// volume) or `TARGET` (an anonymous volume).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Host path for `bind`, volume name for `volume` (absent: an anonymous volume), none for `tmpfs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Absolute path in the container.
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Size limit of a `tmpfs` mount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_size: Option<ByteSize>,
+}
+
+/// The map form of [`Mount`].
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "MountObject")]
+pub(crate) struct MountLong {
+    #[serde(rename = "type")]
+    kind: MountKind,
+    #[serde(default)]
+    source: Option<String>,
+    target: String,
+    #[serde(default)]
+    read_only: Option<bool>,
+    #[serde(default)]
+    tmpfs_size: Option<ByteSize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+/// A network the container joins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkAttachment {
+    /// The Docker network's name. kedge does not create networks; the network must exist on the host.
+    pub name: String,
+    /// Extra DNS names for the container on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// A static address on a user-defined network with a configured subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<Ipv4Addr>,
+}
+
+/// Docker's restart policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartPolicy {
+    pub name: RestartPolicyName,
+    /// How many restarts Docker tries; only with `on-failure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_retry_count: Option<u32>,
+}
+
+/// The map form of [`RestartPolicy`].
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "RestartPolicyObject")]
+pub(crate) struct RestartPolicyLong {
+    name: RestartPolicyName,
+    #[serde(default)]
+    maximum_retry_count: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RestartPolicyName {
+    #[serde(rename = "no")]
+    No,
+    #[serde(rename = "always")]
+    Always,
+    #[serde(rename = "unless-stopped")]
+    UnlessStopped,
+    #[serde(rename = "on-failure")]
+    OnFailure,
+}
+
+/// Resource limits, in Docker's terms. All can be changed on a running container.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// CPUs the container may use (`1.5`); Docker's NanoCpus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<NanoCpus>,
+    /// Relative CPU weight (Docker's default is 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// CFS period in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period; -1 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    /// CPUs the container may run on: `0-3`, `0,2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use: `0-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
+    /// Hard memory limit (`512Mi`); at least 6Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Soft memory limit; at most `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<ByteSize>,
+    /// Memory plus swap; at least `memory`, or -1 for unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<MemorySwap>,
+    /// Block IO weight: 10 to 1000, or 0 to leave Docker's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio_weight: Option<u16>,
+    /// Maximum number of processes; -1 or 0 for unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+}
+
+/// A health check, as in a Dockerfile's HEALTHCHECK.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Healthcheck {
+    /// `[CMD, arg...]`, `[CMD-SHELL, command]` or `[NONE]`; a plain string means `CMD-SHELL`.
+    #[serde(deserialize_with = "healthcheck_test")]
+    #[schemars(schema_with = "healthcheck_test_schema")]
+    pub test: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Consecutive failures before the container is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Grace time after start during which failures do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<HumanDuration>,
+    /// Interval between checks during the start period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<HumanDuration>,
+}
+
+/// A logging driver and its options, as `docker run --log-driver --log-opt`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// `json-file`, `local`, `syslog`, `none`...
+    pub driver: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
+    #[schemars(schema_with = "forms::lenient_map_schema")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A spec this one waits for. Short form: the spec's name (condition `started`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// The name of a Container spec in the same namespace.
+    pub name: String,
+    pub condition: DependencyCondition,
+}
+
+/// The map form of [`Dependency`].
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "DependencyObject")]
+pub(crate) struct DependencyLong {
+    name: String,
+    #[serde(default)]
+    condition: DependencyCondition,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyCondition {
+    /// The dependency's container is running.
+    #[default]
+    Started,
+    /// The dependency's container reports healthy (it needs a health check).
+    Healthy,
+}
+
+/// A command run inside the container after it starts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostStartExec {
+    /// Exec form: `[sh, -c, "..."]`.
+    #[serde(deserialize_with = "forms::lenient_vec")]
+    #[schemars(schema_with = "forms::lenient_vec_schema")]
+    pub command: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "forms::lenient_opt_string"
+    )]
+    #[schemars(schema_with = "forms::lenient_string_schema")]
+    pub user: Option<String>,
+    /// `once` (default): after each container start. `ensureRunning`: a long-running process that kedge
+    /// restarts when it is found not running.
+    #[serde(default)]
+    pub policy: ExecPolicy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ExecPolicy {
+    #[default]
+    Once,
+    EnsureRunning,
+}
+
+/// How kedge notices that the image reference now names another image.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// `none` (default), `local` (the tag names another local image ID) or `registry` (the registry's digest
+    /// for the tag moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_check: Option<ImageCheck>,
+    /// How often to check (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageCheck {
+    #[default]
+    None,
+    Local,
+    Registry,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PullPolicy {
+    /// Pull before every create.
+    Always,
+    /// Pull only when the image is missing (default).
+    #[default]
+    IfNotPresent,
+    /// Never pull; fail when the image is missing.
+    Never,
+}
+
+/// How a recreate replaces the old container.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateStrategy {
+    /// `stop-first` (default; forced when host ports are published) or `start-first`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<UpdateOrder>,
+    /// How long the new container has to become healthy (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout: Option<HumanDuration>,
+    /// Put the old container back when the new one fails (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_on_failure: Option<bool>,
+    /// Remove the old image when no container uses it any more (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_old_image: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+/// Where the container runs: one named host, or any host whose labels match. Both: the named host, if it matches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Every label must be present on the host with this value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_selector: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletionPolicy {
+    /// Stop and remove the container (default).
+    #[default]
+    Remove,
+    /// Leave the container as it is and stop managing it (docker-map's persistent containers).
+    Orphan,
+}
+
+/// What the agent last saw and did. Written only by the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The host whose agent runs the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The local image ID (`sha256:...`) the container runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The registry digest of that image, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default)]
+    pub restart_count: u64,
+    /// Differences between the spec and the container found at the last observation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<FieldDiff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One field that differs between spec and container.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldDiff {
+    /// The spec field path: `spec.resources.memory`, `spec.networks[backend]`.
+    pub field: String,
+    /// The declared value, rendered; absent when the field is not declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+    /// The observed value, rendered; absent when the container lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+}
+
+/// A condition in the Kubernetes convention.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// One of [`condition_type`]'s constants.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: ConditionStatus,
+    /// One CamelCase word: `Running`, `ImagePullFailed`, `Stalled`.
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339; changes only when `status` changes.
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Condition types kedge reports.
+pub mod condition_type {
+    /// The container runs and, if it has a health check, is healthy.
+    pub const READY: &str = "Ready";
+    /// The container matches the spec's current generation.
+    pub const SYNCED: &str = "Synced";
+    /// Reconciling fails and is backing off (reason `Stalled`), or the container keeps failing.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl Container {
+    /// A container of this crate's apiVersion and kind with the given name in the default namespace.
+    pub fn new(name: impl Into<String>, spec: ContainerSpec) -> Self {
+        Container {
+            api_version: API_VERSION.to_owned(),
+            kind: KIND_CONTAINER.to_owned(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: default_namespace(),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        }
+    }
+
+    /// `namespace/name`: the key of the spec in the store and in the work queue.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.metadata.namespace, self.metadata.name)
+    }
+}
+
+impl ContainerSpec {
+    /// The declared exit codes that force a recreate, or `[-127, -1]`.
+    pub fn non_recoverable_exit_codes_or_default(&self) -> Vec<i64> {
+        self.non_recoverable_exit_codes.clone().unwrap_or_else(|| DEFAULT_NON_RECOVERABLE_EXIT_CODES.to_vec())
+    }
+
+    pub fn deletion_policy_or_default(&self) -> DeletionPolicy {
+        self.deletion_policy.unwrap_or_default()
+    }
+}
+
+impl ContainerStatus {
+    /// The condition of this type, if reported.
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|condition| condition.kind == kind)
+    }
+}
+
+impl From<PortMappingLong> for PortMapping {
+    fn from(long: PortMappingLong) -> Self {
+        PortMapping {
+            container_port: long.container_port,
+            host_port: long.host_port,
+            host_ip: long.host_ip,
+            protocol: long.protocol,
+        }
+    }
+}
+
+impl ShortForm for PortMapping {
+    type Long = PortMappingLong;
+    const EXPECTING: &'static str = "a port such as `8080:80/tcp`";
+
+    fn parse_short(text: &str) -> Result<Self, String> {
+        let invalid = |why: &str| format!("invalid port `{text}`: {why}");
+        let (addresses, protocol) = match text.rsplit_once('/') {
+            Some((addresses, "tcp")) => (addresses, Protocol::Tcp),
+            Some((addresses, "udp")) => (addresses, Protocol::Udp),
+            Some((addresses, "sctp")) => (addresses, Protocol::Sctp),
+            Some((_, other)) => return Err(invalid(&format!("protocol `{other}` is not tcp, udp or sctp"))),
+            None => (text, Protocol::Tcp),
+        };
+        // An IPv6 host address is bracketed, so its colons do not split.
+        let (host_ip, ports) = if let Some(rest) = addresses.strip_prefix('[') {
+            let Some((ip, after)) = rest.split_once("]:") else {
+                return Err(invalid("a bracketed IPv6 address must be followed by `:PORT`"));
+            };
+            let ip = ip.parse::<IpAddr>().map_err(|_| invalid(&format!("`{ip}` is not an IP address")))?;
+            (Some(ip), after)
+        } else {
+            let parts: Vec<&str> = addresses.split(':').collect();
+            if parts.len() == 3 {
+                let ip = parts[0]
+                    .parse::<IpAddr>()
+                    .map_err(|_| invalid(&format!("`{}` is not an IP address", parts[0])))?;
+                (Some(ip), &addresses[parts[0].len() + 1..])
+            } else {
+                (None, addresses)
+            }
+        };
+        let parse_port = |port: &str| -> Result<u16, String> {
+            match port.parse::<u16>() {
+                Ok(number) if number > 0 => Ok(number),
+                _ => Err(invalid(&format!("`{port}` is not a port number from 1 to 65535"))),
+            }
+        };
+        let (host_port, container_port) = match ports.split(':').collect::<Vec<_>>()[..] {
+            [container] => (None, parse_port(container)?),
+            ["", container] => (None, parse_port(container)?),
+            [host, container] => (Some(parse_port(host)?), parse_port(container)?),
+            _ => return Err(invalid("expected `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`")),
+        };
+        Ok(PortMapping { container_port, host_port, host_ip, protocol })
+    }
+}
+
+impl From<MountLong> for Mount {
+    fn from(long: MountLong) -> Self {
+        Mount {
+            kind: long.kind,
+            source: long.source,
+            target: long.target,
+            read_only: long.read_only,
+            tmpfs_size: long.tmpfs_size,
+        }
+    }
+}
+
+impl ShortForm for Mount {
+    type Long = MountLong;
+    const EXPECTING: &'static str = "a mount such as `/host/path:/path:ro` or `volume:/path`";
+
+    fn parse_short(text: &str) -> Result<Self, String> {
+        let invalid = |why: &str| format!("invalid mount `{text}`: {why}");
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, read_only) = match parts[..] {
+            [target] => (None, target, None),
+            [source, target] => (Some(source), target, None),
+            [source, target, "ro"] => (Some(source), target, Some(true)),
+            [source, target, "rw"] => (Some(source), target, Some(false)),
+            [_, _, mode] => return Err(invalid(&format!("mode `{mode}` is not `ro` or `rw`"))),
+            _ => return Err(invalid("expected `SOURCE:TARGET[:ro|rw]` or `TARGET`")),
+        };
+        let kind = match source {
+            Some(path) if path.starts_with('/') || path.starts_with('.') || path.starts_with('~') => {
+                MountKind::Bind
+            }
+            _ => MountKind::Volume,
+        };
+        Ok(Mount {
+            kind,
+            source: source.map(str::to_owned),
+            target: target.to_owned(),
+            read_only,
+            tmpfs_size: None,
+        })
+    }
+}
+
+impl From<RestartPolicyLong> for RestartPolicy {
+    fn from(long: RestartPolicyLong) -> Self {
+        RestartPolicy { name: long.name, maximum_retry_count: long.maximum_retry_count }
+    }
+}
+
+impl ShortForm for RestartPolicy {
+    type Long = RestartPolicyLong;
+    const EXPECTING: &'static str = "`no`, `always`, `unless-stopped` or `on-failure[:N]`";
+
+    fn parse_short(text: &str) -> Result<Self, String> {
+        let (name, count) = match text.split_once(':') {
+            Some((name, count)) => (name, Some(count)),
+            None => (text, None),
+        };
+        let name = match name {
+            "no" => RestartPolicyName::No,
+            "always" => RestartPolicyName::Always,
+            "unless-stopped" => RestartPolicyName::UnlessStopped,
+            "on-failure" => RestartPolicyName::OnFailure,
+            _ => {
+                return Err(format!(
+                    "invalid restart policy `{text}`: expected `no`, `always`, `unless-stopped` or `on-failure[:N]`"
+                ))
+            }
+        };
+        let maximum_retry_count =
+            match count {
+                Some(count) => Some(count.parse::<u32>().map_err(|_| {
+                    format!("invalid restart policy `{text}`: `{count}` is not a retry count")
+                })?),
+                None => None,
+            };
+        Ok(RestartPolicy { name, maximum_retry_count })
+    }
+}
+
+impl From<DependencyLong> for Dependency {
+    fn from(long: DependencyLong) -> Self {
+        Dependency { name: long.name, condition: long.condition }
+    }
+}
+
+impl ShortForm for Dependency {
+    type Long = DependencyLong;
+    const EXPECTING: &'static str = "a spec name";
+
+    fn parse_short(text: &str) -> Result<Self, String> {
+        Ok(Dependency { name: text.to_owned(), condition: DependencyCondition::Started })
+    }
+}
+
+macro_rules! short_form_impls {
+    ($type:ty, $long:ty, $short:literal) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                forms::short_or_long(deserializer)
+            }
+        }
+
+        impl JsonSchema for $type {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($type))
+            }
+
+            fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+                forms::short_or_long_schema::<$long>(generator, $short)
+            }
+        }
+    };
+}
+
+short_form_impls!(
+    PortMapping,
+    PortMappingLong,
+    "`[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`, e.g. `8080:80/tcp`"
+);
+short_form_impls!(
+    Mount,
+    MountLong,
+    "`SOURCE:TARGET[:ro|rw]` (bind when SOURCE is a path, else volume) or `TARGET`"
+);
+short_form_impls!(
+    RestartPolicy,
+    RestartPolicyLong,
+    "`no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`"
+);
+short_form_impls!(Dependency, DependencyLong, "the name of a Container spec in the same namespace");
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_owned()
+}
+
+/// A health check test: a list, or a string meaning `[CMD-SHELL, string]` as in Compose.
+fn healthcheck_test<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct TestVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for TestVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a shell command string or a list such as [CMD, arg]")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+            Ok(vec!["CMD-SHELL".to_owned(), text.to_owned()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<String>, A::Error> {
+            forms::lenient_vec(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+
+    deserializer.deserialize_any(TestVisitor)
+}
+
+fn healthcheck_test_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "anyOf": [
+            { "type": "string", "description": "A shell command, run as CMD-SHELL." },
+            { "type": "array", "items": { "type": ["string", "number", "boolean"] }, "minItems": 1 }
+        ]
+    })
+}

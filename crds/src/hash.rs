@@ -1,0 +1,61 @@
+//! `spec_hash`: a stable fingerprint of a spec, which the controller puts on containers as a label.
+
+use sha2::{Digest, Sha256};
+
+use crate::container::ContainerSpec;
+
+/// The SHA-256 (lowercase hex) of the spec's canonical JSON: fields in sorted order, quantities in their
+/// canonical form, fields that are not declared left out. Two specs that parse to the same value hash the
+/// same, however their files were written (key order, short or long forms, `512m` or `512Mi`).
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let value = serde_json::to_value(spec).expect("a ContainerSpec always serializes to JSON");
+    let mut canonical = String::new();
+    write_canonical(&value, &mut canonical);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Writes JSON with object keys sorted, whatever map type serde_json was built with.
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(value, out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        let spec = ContainerSpec { image: "kedge-test/app:v1".parse().unwrap(), ..ContainerSpec::default() };
+        let same = spec.clone();
+        let other = ContainerSpec { image: "kedge-test/app:v2".parse().unwrap(), ..ContainerSpec::default() };
+        assert_eq!(spec_hash(&spec), spec_hash(&same));
+        assert_ne!(spec_hash(&spec), spec_hash(&other));
+        assert_eq!(spec_hash(&spec).len(), 64);
+    }
+}
