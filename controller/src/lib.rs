@@ -6,6 +6,8 @@
 //! - [`docker`]: the only module that speaks to the Docker Engine; bollard's types stay inside it.
 //! - [`planner`]: a pure function from (spec, observed container, image facts) to actions.
 //! - [`executor`]: carries actions out; the only code that mutates containers.
+//! - [`queue`]: the work queue: de-duplication, one worker per key, per-key backoff.
 
 pub mod docker;
+pub mod queue;
 pub mod store;
