@@ -1,1 +1,18 @@
 //! The Docker Engine driver: a thin wrapper over bollard with kedge's own types at the boundary.
+//!
+//! - [`client`]: `DockerClient`, every engine call kedge makes.
+//! - [`types`]: kedge's mirror of the Docker fields it uses (create config, inspect, image, events).
+//! - [`labels`]: the ownership contract (which containers kedge may touch) and recreate markers.
+//! - [`error`]: `DockerError`, the one error type of this module.
+//!
+//! bollard's types never leave this module: its minor versions change them.
+
+pub mod client;
+mod convert;
+pub mod error;
+pub mod labels;
+pub mod types;
+
+pub use client::{ContainerFilter, DockerClient, RemoveOptions};
+pub use error::{DockerError, DockerResult};
+pub use types::*;

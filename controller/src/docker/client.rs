@@ -1,0 +1,484 @@
+//! `DockerClient`: every Docker Engine call kedge makes, in kedge's types.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models as b;
+use bollard::query_parameters as q;
+use bollard::Docker;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tracing::{debug, instrument};
+
+use super::convert;
+use super::error::{DockerError, DockerResult};
+use super::types::*;
+
+/// The request timeout of the client. Long enough for a stop with a generous grace period;
+/// kedge's own deadlines (health waits, exit waits) are set per call.
+const REQUEST_TIMEOUT_SECS: u64 = 300;
+
+/// A connection to one Docker Engine, with the API version negotiated. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DockerClient {
+    docker: Docker,
+    host: String,
+}
+
+/// Which containers to list. Labels are Docker filter values: `key` or `key=value`, all must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFilter {
+    pub labels: Vec<String>,
+    /// Docker's name filter: an unanchored regular expression on the name.
+    pub name: Option<String>,
+}
+
+/// How to remove a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveOptions {
+    /// Kill it first if it runs.
+    pub force: bool,
+    /// Remove its anonymous volumes too (named volumes are never removed by Docker).
+    pub anonymous_volumes: bool,
+}
+
+impl DockerClient {
+    /// Connects to `DOCKER_HOST` (`unix://...` or `tcp://...`), or `/var/run/docker.sock` when
+    /// unset, and negotiates the API version (Debian's 20.10 engine speaks 1.41).
+    pub async fn connect() -> DockerResult<DockerClient> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        DockerClient::connect_to(&host).await
+    }
+
+    /// Connects to `host` (`unix://PATH`, `tcp://HOST:PORT` or `http://HOST:PORT`).
+    pub async fn connect_to(host: &str) -> DockerResult<DockerClient> {
+        let connect_error = |source: bollard::errors::Error| DockerError::Connect {
+            host: host.to_string(),
+            source: Box::new(source),
+        };
+        let docker = if host.starts_with("unix://") {
+            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(DockerError::Connect {
+                host: host.to_string(),
+                source: "only unix:// and tcp:// docker hosts are supported".into(),
+            });
+        }
+        .map_err(connect_error)?;
+        let docker = docker.negotiate_version().await?;
+        debug!(host, api = %docker.client_version(), "connected to docker");
+        Ok(DockerClient { docker, host: host.to_string() })
+    }
+
+    /// The address this client talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The negotiated API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// Answers when the engine is reachable.
+    pub async fn ping(&self) -> DockerResult<()> {
+        self.docker.ping().await?;
+        Ok(())
+    }
+
+    /// Lists containers in every state (running, stopped, created) matching `filter`.
+    pub async fn list_containers(&self, filter: &ContainerFilter) -> DockerResult<Vec<ContainerSummary>> {
+        let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+        if !filter.labels.is_empty() {
+            filters.insert("label".to_string(), filter.labels.clone());
+        }
+        if let Some(name) = &filter.name {
+            filters.insert("name".to_string(), vec![name.clone()]);
+        }
+        let options = q::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_containers(Some(options)).await?;
+        Ok(list.into_iter().filter_map(convert::summary_from).collect())
+    }
+
+    /// Inspects a container by ID or name; `Ok(None)` when there is none.
+    pub async fn inspect_container(&self, id_or_name: &str) -> DockerResult<Option<ObservedContainer>> {
+        match self.docker.inspect_container(id_or_name, None::<q::InspectContainerOptions>).await {
+            Ok(inspect) => convert::observed_from_inspect(inspect).map(Some).ok_or_else(|| {
+                DockerError::Unexpected { message: format!("inspect of {id_or_name} has no ID") }
+            }),
+            Err(e) => none_on_not_found(e.into()),
+        }
+    }
+
+    /// Inspects a local image by reference or ID; `Ok(None)` when it is not present.
+    pub async fn inspect_image(&self, reference: &str) -> DockerResult<Option<ImageInfo>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(inspect) => convert::image_from_inspect(inspect)
+                .map(Some)
+                .ok_or_else(|| DockerError::Unexpected { message: format!("image {reference} has no ID") }),
+            Err(e) => none_on_not_found(e.into()),
+        }
+    }
+
+    /// The digest the registry currently serves for `reference`, without pulling (the engine's
+    /// distribution inspect; the engine uses its own registry configuration and credentials).
+    pub async fn registry_digest(&self, reference: &str) -> DockerResult<RegistryDigest> {
+        let inspect = self.docker.inspect_registry_image(reference, None).await?;
+        let digest = inspect.descriptor.digest.ok_or_else(|| DockerError::Unexpected {
+            message: format!("distribution inspect of {reference} has no digest"),
+        })?;
+        Ok(RegistryDigest { digest, media_type: inspect.descriptor.media_type })
+    }
+
+    /// Pulls `reference`, calling `on_progress` with every progress line the engine sends.
+    #[instrument(skip(self, on_progress))]
+    pub async fn pull(&self, reference: &str, mut on_progress: impl FnMut(PullProgress)) -> DockerResult<()> {
+        let (from_image, tag) = split_reference(reference);
+        let options = q::CreateImageOptions {
+            from_image: Some(from_image.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(line) = stream.next().await {
+            let line = line?;
+            if let Some(detail) = line.error_detail {
+                return Err(DockerError::Stream { message: detail.message.unwrap_or_default() });
+            }
+            let detail = line.progress_detail.unwrap_or_default();
+            on_progress(PullProgress {
+                layer: line.id,
+                status: line.status.unwrap_or_default(),
+                current: detail.current,
+                total: detail.total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the container `config` describes (not started): attached at create to its first
+    /// network, then connected to the others. On a failed connect the half-made container is
+    /// removed again. Returns the new container's ID.
+    #[instrument(skip(self, config), fields(name = %config.name, image = %config.image))]
+    pub async fn create_container(&self, config: &ContainerConfig) -> DockerResult<String> {
+        let options = q::CreateContainerOptions { name: Some(config.name.clone()), ..Default::default() };
+        let created = self.docker.create_container(Some(options), convert::create_body(config)).await?;
+        for network in config.networks.iter().skip(1) {
+            if let Err(error) = self.connect_network(&created.id, network).await {
+                let _ = self
+                    .remove_container(&created.id, RemoveOptions { force: true, anonymous_volumes: true })
+                    .await;
+                return Err(error);
+            }
+        }
+        Ok(created.id)
+    }
+
+    /// Starts a container; starting a running one is a no-op (Docker answers 304).
+    pub async fn start_container(&self, id: &str) -> DockerResult<()> {
+        self.docker.start_container(id, None::<q::StartContainerOptions>).await?;
+        Ok(())
+    }
+
+    /// Stops a container with the stop signal it was created with, SIGKILL after `timeout`
+    /// (`None`: the container's own stop timeout, else Docker's 10 s). Stopping a stopped container
+    /// is a no-op.
+    pub async fn stop_container(&self, id: &str, timeout: Option<Duration>) -> DockerResult<()> {
+        let options = q::StopContainerOptions { t: timeout.map(secs_i32), signal: None };
+        self.docker.stop_container(id, Some(options)).await?;
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. `SIGKILL`, `SIGHUP`) to a running container.
+    pub async fn kill_container(&self, id: &str, signal: &str) -> DockerResult<()> {
+        let options = q::KillContainerOptions { signal: signal.to_string() };
+        self.docker.kill_container(id, Some(options)).await?;
+        Ok(())
+    }
+
+    /// Restarts a container (stop with its stop signal and `timeout`, then start).
+    pub async fn restart_container(&self, id: &str, timeout: Option<Duration>) -> DockerResult<()> {
+        let options = q::RestartContainerOptions { t: timeout.map(secs_i32), signal: None };
+        self.docker.restart_container(id, Some(options)).await?;
+        Ok(())
+    }
+
+    /// Renames a container. Renaming to the name it already has is a no-op here (Docker refuses it).
+    pub async fn rename_container(&self, id: &str, new_name: &str) -> DockerResult<()> {
+        if let Some(current) = self.inspect_container(id).await? {
+            if current.name == new_name {
+                return Ok(());
+            }
+        }
+        let options = q::RenameContainerOptions { name: new_name.to_string() };
+        self.docker.rename_container(id, options).await?;
+        Ok(())
+    }
+
+    /// Removes a container; removing one that is already gone succeeds.
+    pub async fn remove_container(&self, id: &str, options: RemoveOptions) -> DockerResult<()> {
+        let options =
+            q::RemoveContainerOptions { force: options.force, v: options.anonymous_volumes, link: false };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => none_on_not_found(e.into()).map(|_: Option<()>| ()),
+        }
+    }
+
+    /// Changes the declared resource limits of a container in place (no restart, same ID).
+    pub async fn update_resources(&self, id: &str, resources: &Resources) -> DockerResult<()> {
+        self.docker.update_container(id, convert::update_body(resources)).await?;
+        Ok(())
+    }
+
+    /// Connects a container to a network with aliases and an optional static IPv4, without a restart.
+    pub async fn connect_network(&self, id: &str, network: &NetworkAttachment) -> DockerResult<()> {
+        let request = b::NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(convert::endpoint_settings(network)),
+        };
+        self.docker.connect_network(&network.network, request).await?;
+        Ok(())
+    }
+
+    /// Disconnects a container from a network, without a restart.
+    pub async fn disconnect_network(&self, id: &str, network: &str, force: bool) -> DockerResult<()> {
+        let request = b::NetworkDisconnectRequest { container: id.to_string(), force: Some(force) };
+        self.docker.disconnect_network(network, request).await?;
+        Ok(())
+    }
+
+    /// Creates a bridge network named `name` with `labels` unless one exists; returns its ID.
+    /// `subnet`, when given, is the IPAM subnet (needed for static addresses).
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> DockerResult<String> {
+        match self.docker.inspect_network(name, None::<q::InspectNetworkOptions>).await {
+            Ok(network) => return Ok(network.id.unwrap_or_default()),
+            Err(e) => none_on_not_found::<()>(e.into()).map(|_| ())?,
+        }
+        let request = b::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            ipam: subnet.map(|subnet| b::Ipam {
+                config: Some(vec![b::IpamConfig { subnet: Some(subnet.to_string()), ..Default::default() }]),
+                ..Default::default()
+            }),
+            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(created) => Ok(created.id),
+            // Lost a race with another creator: the network exists now.
+            Err(e) => match DockerError::from(e) {
+                DockerError::Conflict { .. } => {
+                    let network = self.docker.inspect_network(name, None::<q::InspectNetworkOptions>).await?;
+                    Ok(network.id.unwrap_or_default())
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Removes a network; a missing one is fine.
+    pub async fn remove_network(&self, name: &str) -> DockerResult<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) => none_on_not_found(e.into()).map(|_: Option<()>| ()),
+        }
+    }
+
+    /// Creates an exec in a running container; returns the exec ID.
+    pub async fn exec_create(&self, id: &str, spec: &ExecSpec) -> DockerResult<String> {
+        let config = b::ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(spec.cmd.clone()),
+            env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+            user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
+            ..Default::default()
+        };
+        Ok(self.docker.create_exec(id, config).await?.id)
+    }
+
+    /// Starts an exec and collects its output until it ends.
+    pub async fn exec_start(&self, exec_id: &str) -> DockerResult<String> {
+        use bollard::exec::StartExecResults;
+        let mut text = String::new();
+        match self.docker.start_exec(exec_id, None).await? {
+            StartExecResults::Attached { mut output, .. } => {
+                while let Some(chunk) = output.next().await {
+                    text.push_str(&chunk?.to_string());
+                }
+            }
+            StartExecResults::Detached => {}
+        }
+        Ok(text)
+    }
+
+    /// The exit code of an exec (`None` while it runs).
+    pub async fn exec_exit_code(&self, exec_id: &str) -> DockerResult<Option<i64>> {
+        let inspect = self.docker.inspect_exec(exec_id).await?;
+        Ok(if inspect.running == Some(true) { None } else { inspect.exit_code })
+    }
+
+    /// Runs a command in a running container to its end: output and exit code.
+    #[instrument(skip(self, spec), fields(cmd = ?spec.cmd))]
+    pub async fn exec(&self, id: &str, spec: &ExecSpec) -> DockerResult<ExecOutcome> {
+        let exec_id = self.exec_create(id, spec).await?;
+        let output = self.exec_start(&exec_id).await?;
+        Ok(ExecOutcome { exit_code: self.exec_exit_code(&exec_id).await?, output })
+    }
+
+    /// The processes running in a container (`docker top`, `ps -ef` columns).
+    pub async fn top(&self, id: &str) -> DockerResult<Vec<ProcessInfo>> {
+        let top = self.docker.top_processes(id, Some(q::TopOptions { ps_args: "-ef".to_string() })).await?;
+        let titles = top.titles.unwrap_or_default();
+        let column = |name: &str| titles.iter().position(|t| t == name);
+        let (pid_at, cmd_at) = (column("PID"), column("CMD").or_else(|| column("COMMAND")));
+        Ok(top
+            .processes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| ProcessInfo {
+                pid: pid_at.and_then(|i| row.get(i).cloned()),
+                command: cmd_at.and_then(|i| row.get(i).cloned()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// True when a process whose command line is `cmd` (joined with spaces) runs in the container.
+    pub async fn is_process_running(&self, id: &str, cmd: &[String]) -> DockerResult<bool> {
+        let wanted = cmd.join(" ");
+        Ok(self.top(id).await?.iter().any(|p| p.command == wanted))
+    }
+
+    /// The IDs of the containers (any state) created from image `image_id`.
+    pub async fn containers_using_image(&self, image_id: &str) -> DockerResult<Vec<String>> {
+        let all = self.list_containers(&ContainerFilter::default()).await?;
+        Ok(all.into_iter().filter(|c| c.image_id == image_id).map(|c| c.id).collect())
+    }
+
+    /// Removes an image only when no container (in any state) uses it. Returns whether it was
+    /// removed: `false` when it was in use or already gone. Tags are untagged and layers freed as
+    /// by `docker rmi` without force.
+    pub async fn remove_image_if_unused(&self, image_id: &str) -> DockerResult<bool> {
+        if !self.containers_using_image(image_id).await?.is_empty() {
+            return Ok(false);
+        }
+        let options = q::RemoveImageOptions { force: false, noprune: false, platforms: None };
+        match self.docker.remove_image(image_id, Some(options), None).await {
+            Ok(_) => Ok(true),
+            // Gone already, or a container was created from it since we looked.
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound { .. } | DockerError::Conflict { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The last `tail` lines of a container's log (stdout and stderr).
+    pub async fn logs(&self, id: &str, tail: usize) -> DockerResult<Vec<LogLine>> {
+        use bollard::container::LogOutput;
+        let options =
+            q::LogsOptions { stdout: true, stderr: true, tail: tail.to_string(), ..Default::default() };
+        let chunks: Vec<LogOutput> = self.docker.logs(id, Some(options)).try_collect().await?;
+        Ok(chunks
+            .into_iter()
+            .filter_map(|chunk| match chunk {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => Some(LogLine {
+                    stream: LogStream::Stdout,
+                    text: String::from_utf8_lossy(&message).into_owned(),
+                }),
+                LogOutput::StdErr { message } => Some(LogLine {
+                    stream: LogStream::Stderr,
+                    text: String::from_utf8_lossy(&message).into_owned(),
+                }),
+                LogOutput::StdIn { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Waits until the container is not running and returns its exit code, or `Timeout`.
+    pub async fn wait_for_exit(&self, id: &str, timeout: Duration) -> DockerResult<i64> {
+        let options = q::WaitContainerOptions { condition: "not-running".to_string() };
+        let mut stream = self.docker.wait_container(id, Some(options));
+        let waited = tokio::time::timeout(timeout, stream.next()).await;
+        match waited {
+            Err(_) => Err(DockerError::Timeout { what: format!("container {id} to exit"), after: timeout }),
+            Ok(Some(Ok(response))) => Ok(response.status_code),
+            // bollard reports a non-zero exit as an error; it is an answer for us.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => Ok(code),
+            Ok(Some(Err(e))) => Err(e.into()),
+            Ok(None) => {
+                Err(DockerError::Unexpected { message: format!("wait on {id} ended without an answer") })
+            }
+        }
+    }
+
+    /// The engine's container events from now on (optionally only those matching label filters).
+    /// The stream ends or yields an error when the connection drops; reconnecting (and resyncing)
+    /// is the caller's job.
+    pub fn events(
+        &self,
+        label_filters: &[String],
+    ) -> impl Stream<Item = DockerResult<EngineEvent>> + Send + 'static {
+        let mut filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
+        if !label_filters.is_empty() {
+            filters.insert("label".to_string(), label_filters.to_vec());
+        }
+        let options = q::EventsOptions { filters: Some(filters), ..Default::default() };
+        self.docker.events(Some(options)).filter_map(|event| async move {
+            match event {
+                Ok(event) => convert::event_from(event).map(Ok),
+                Err(e) => Some(Err(e.into())),
+            }
+        })
+    }
+}
+
+/// Splits `repo[:tag]` / `repo@digest` into what the pull API wants (`latest` when no tag).
+fn split_reference(reference: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = reference.split_once('@') {
+        return (repo, digest);
+    }
+    let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[last_slash..].rfind(':') {
+        Some(colon) => (&reference[..last_slash + colon], &reference[last_slash + colon + 1..]),
+        None => (reference, "latest"),
+    }
+}
+
+fn secs_i32(d: Duration) -> i32 {
+    d.as_secs().min(i32::MAX as u64) as i32
+}
+
+fn none_on_not_found<T>(error: DockerError) -> DockerResult<Option<T>> {
+    match error {
+        DockerError::NotFound { .. } => Ok(None),
+        other => Err(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_reference;
+
+    #[test]
+    fn references_split_into_image_and_tag() {
+        let check = |r: &str, expected: (&str, &str)| assert_eq!(split_reference(r), expected, "{r}");
+        check("busybox", ("busybox", "latest"));
+        check("kedge-test/app:v1", ("kedge-test/app", "v1"));
+        check("127.0.0.1:5000/app", ("127.0.0.1:5000/app", "latest"));
+        check("127.0.0.1:5000/app:2", ("127.0.0.1:5000/app", "2"));
+        check("app@sha256:abc", ("app", "sha256:abc"));
+    }
+}

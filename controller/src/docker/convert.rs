@@ -1,0 +1,508 @@
+//! Translation between kedge's Docker types and bollard's: the only place both meet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::models as b;
+
+use super::types::*;
+
+/// The create body for `config`, attached to its first network only (Docker takes one at create).
+pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
+    let mut exposed: Vec<String> = config.exposed_ports.iter().map(ExposedPort::key).collect();
+    for binding in &config.port_bindings {
+        let key = ExposedPort { port: binding.container_port, protocol: binding.protocol }.key();
+        if !exposed.contains(&key) {
+            exposed.push(key);
+        }
+    }
+    let mut port_map: b::PortMap = HashMap::new();
+    for binding in &config.port_bindings {
+        let key = ExposedPort { port: binding.container_port, protocol: binding.protocol }.key();
+        port_map.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
+            b::PortBinding {
+                host_ip: binding.host_ip.clone(),
+                host_port: binding.host_port.map(|p| p.to_string()),
+            },
+        );
+    }
+    let first_network = config.networks.first();
+    let r = &config.resources;
+    let host_config = b::HostConfig {
+        port_bindings: (!port_map.is_empty()).then_some(port_map),
+        mounts: (!config.mounts.is_empty()).then(|| config.mounts.iter().map(mount_to_bollard).collect()),
+        restart_policy: config.restart_policy.map(restart_policy_to_bollard),
+        nano_cpus: r.nano_cpus,
+        cpu_shares: r.cpu_shares,
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        memory: r.memory,
+        memory_reservation: r.memory_reservation,
+        memory_swap: r.memory_swap,
+        blkio_weight: r.blkio_weight,
+        pids_limit: r.pids_limit,
+        cap_add: non_empty(&config.cap_add),
+        cap_drop: non_empty(&config.cap_drop),
+        privileged: config.privileged.then_some(true),
+        readonly_rootfs: config.read_only_rootfs.then_some(true),
+        log_config: config.log_config.as_ref().map(|log| b::HostConfigLogConfig {
+            typ: Some(log.driver.clone()),
+            config: Some(log.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        }),
+        network_mode: first_network.map(|n| n.network.clone()),
+        ..Default::default()
+    };
+    b::ContainerCreateBody {
+        image: Some(config.image.clone()),
+        env: non_empty(&config.env),
+        cmd: config.cmd.clone(),
+        entrypoint: config.entrypoint.clone(),
+        working_dir: config.working_dir.clone(),
+        user: config.user.clone(),
+        hostname: config.hostname.clone(),
+        labels: Some(config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: config.healthcheck.as_ref().map(healthcheck_to_bollard),
+        stop_signal: config.stop_signal.clone(),
+        stop_timeout: config.stop_timeout.map(|d| d.as_secs() as i64),
+        host_config: Some(host_config),
+        networking_config: first_network.map(|n| b::NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(n.network.clone(), endpoint_settings(n))])),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The endpoint settings for attaching to `network` (at create or with connect).
+pub(crate) fn endpoint_settings(network: &NetworkAttachment) -> b::EndpointSettings {
+    b::EndpointSettings {
+        aliases: non_empty(&network.aliases),
+        ipam_config: network
+            .ipv4_address
+            .as_ref()
+            .map(|ip| b::EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The update body that changes exactly the declared resources.
+pub(crate) fn update_body(r: &Resources) -> b::ContainerUpdateBody {
+    b::ContainerUpdateBody {
+        nano_cpus: r.nano_cpus,
+        cpu_shares: r.cpu_shares,
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        memory: r.memory,
+        memory_reservation: r.memory_reservation,
+        memory_swap: r.memory_swap,
+        blkio_weight: r.blkio_weight,
+        pids_limit: r.pids_limit,
+        ..Default::default()
+    }
+}
+
+fn non_empty(values: &[String]) -> Option<Vec<String>> {
+    (!values.is_empty()).then(|| values.to_vec())
+}
+
+fn nanos(d: Duration) -> i64 {
+    d.as_nanos().min(i64::MAX as u128) as i64
+}
+
+fn duration_from_nanos(n: Option<i64>) -> Option<Duration> {
+    n.filter(|n| *n > 0).map(|n| Duration::from_nanos(n as u64))
+}
+
+fn healthcheck_to_bollard(h: &Healthcheck) -> b::HealthConfig {
+    b::HealthConfig {
+        test: Some(h.test.clone()),
+        interval: h.interval.map(nanos),
+        timeout: h.timeout.map(nanos),
+        retries: h.retries,
+        start_period: h.start_period.map(nanos),
+        ..Default::default()
+    }
+}
+
+fn healthcheck_from_bollard(h: b::HealthConfig) -> Option<Healthcheck> {
+    let test = h.test.unwrap_or_default();
+    if test.is_empty() {
+        return None;
+    }
+    Some(Healthcheck {
+        test,
+        interval: duration_from_nanos(h.interval),
+        timeout: duration_from_nanos(h.timeout),
+        retries: h.retries.filter(|r| *r > 0),
+        start_period: duration_from_nanos(h.start_period),
+    })
+}
+
+fn restart_policy_to_bollard(p: RestartPolicy) -> b::RestartPolicy {
+    use b::RestartPolicyNameEnum as N;
+    let name = match p.kind {
+        RestartPolicyKind::No => N::NO,
+        RestartPolicyKind::Always => N::ALWAYS,
+        RestartPolicyKind::UnlessStopped => N::UNLESS_STOPPED,
+        RestartPolicyKind::OnFailure => N::ON_FAILURE,
+    };
+    let retries = (p.kind == RestartPolicyKind::OnFailure).then_some(p.max_retries);
+    b::RestartPolicy { name: Some(name), maximum_retry_count: retries }
+}
+
+fn restart_policy_from_bollard(p: b::RestartPolicy) -> Option<RestartPolicy> {
+    use b::RestartPolicyNameEnum as N;
+    let kind = match p.name? {
+        N::EMPTY => return None,
+        N::NO => RestartPolicyKind::No,
+        N::ALWAYS => RestartPolicyKind::Always,
+        N::UNLESS_STOPPED => RestartPolicyKind::UnlessStopped,
+        N::ON_FAILURE => RestartPolicyKind::OnFailure,
+    };
+    Some(RestartPolicy { kind, max_retries: p.maximum_retry_count.unwrap_or(0) })
+}
+
+fn mount_to_bollard(m: &Mount) -> b::Mount {
+    let (typ, source, tmpfs_options) = match &m.source {
+        MountSource::Bind { host_path } => (b::MountType::BIND, Some(host_path.clone()), None),
+        MountSource::Volume { name } => (b::MountType::VOLUME, name.clone(), None),
+        MountSource::Tmpfs { size_bytes } => (
+            b::MountType::TMPFS,
+            None,
+            size_bytes.map(|size| b::MountTmpfsOptions { size_bytes: Some(size), ..Default::default() }),
+        ),
+    };
+    b::Mount {
+        target: Some(m.target.clone()),
+        source,
+        typ: Some(typ),
+        read_only: m.read_only.then_some(true),
+        tmpfs_options,
+        ..Default::default()
+    }
+}
+
+fn mount_from_bollard(m: b::Mount) -> Option<Mount> {
+    let source = match m.typ? {
+        b::MountType::BIND => MountSource::Bind { host_path: m.source.unwrap_or_default() },
+        b::MountType::VOLUME => MountSource::Volume { name: m.source.filter(|s| !s.is_empty()) },
+        b::MountType::TMPFS => {
+            MountSource::Tmpfs { size_bytes: m.tmpfs_options.and_then(|o| o.size_bytes).filter(|s| *s > 0) }
+        }
+        _ => return None,
+    };
+    Some(Mount { source, target: m.target.unwrap_or_default(), read_only: m.read_only.unwrap_or(false) })
+}
+
+/// Parses a `-v` style bind (`src:dst[:opts]`): a source starting with `/` is a host path, else a volume.
+fn mount_from_bind_string(bind: &str) -> Option<Mount> {
+    let mut parts = bind.split(':');
+    let source = parts.next()?;
+    let target = parts.next()?;
+    let read_only = parts.next().is_some_and(|opts| opts.split(',').any(|o| o == "ro"));
+    let source = if source.starts_with('/') {
+        MountSource::Bind { host_path: source.to_string() }
+    } else {
+        MountSource::Volume { name: Some(source.to_string()) }
+    };
+    Some(Mount { source, target: target.to_string(), read_only })
+}
+
+fn labels_from(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+fn string_opt(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn positive(n: Option<i64>) -> Option<i64> {
+    n.filter(|n| *n > 0)
+}
+
+fn resources_from_host_config(h: &b::HostConfig) -> Resources {
+    Resources {
+        nano_cpus: positive(h.nano_cpus),
+        cpu_shares: positive(h.cpu_shares),
+        cpu_period: positive(h.cpu_period),
+        cpu_quota: positive(h.cpu_quota),
+        cpuset_cpus: string_opt(h.cpuset_cpus.clone()),
+        cpuset_mems: string_opt(h.cpuset_mems.clone()),
+        memory: positive(h.memory),
+        memory_reservation: positive(h.memory_reservation),
+        // -1 (unlimited swap) is a real declaration, 0 is "not set".
+        memory_swap: h.memory_swap.filter(|n| *n != 0),
+        blkio_weight: h.blkio_weight.filter(|w| *w > 0),
+        pids_limit: positive(h.pids_limit),
+    }
+}
+
+fn port_bindings_from(map: Option<b::PortMap>) -> Vec<PortBinding> {
+    let mut out = Vec::new();
+    for (key, bindings) in map.unwrap_or_default() {
+        let Some(port) = ExposedPort::parse(&key) else { continue };
+        for binding in bindings.unwrap_or_default() {
+            out.push(PortBinding {
+                container_port: port.port,
+                protocol: port.protocol,
+                host_ip: string_opt(binding.host_ip),
+                host_port: binding.host_port.and_then(|p| p.parse().ok()),
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+fn exposed_from(ports: Option<Vec<String>>) -> Vec<ExposedPort> {
+    let mut out: Vec<ExposedPort> =
+        ports.unwrap_or_default().iter().filter_map(|p| ExposedPort::parse(p)).collect();
+    out.sort();
+    out
+}
+
+fn status_from(s: Option<b::ContainerStateStatusEnum>) -> ContainerStatus {
+    use b::ContainerStateStatusEnum as S;
+    match s {
+        Some(S::CREATED) => ContainerStatus::Created,
+        Some(S::RUNNING) => ContainerStatus::Running,
+        Some(S::PAUSED) => ContainerStatus::Paused,
+        Some(S::RESTARTING) => ContainerStatus::Restarting,
+        Some(S::REMOVING) => ContainerStatus::Removing,
+        Some(S::EXITED) => ContainerStatus::Exited,
+        Some(S::DEAD) => ContainerStatus::Dead,
+        _ => ContainerStatus::Unknown,
+    }
+}
+
+pub(crate) fn health_from_str(s: &str) -> HealthStatus {
+    match s {
+        "starting" => HealthStatus::Starting,
+        "healthy" => HealthStatus::Healthy,
+        "unhealthy" => HealthStatus::Unhealthy,
+        _ => HealthStatus::None,
+    }
+}
+
+fn health_from(h: Option<b::Health>) -> Option<HealthStatus> {
+    use b::HealthStatusEnum as H;
+    match h?.status? {
+        H::STARTING => Some(HealthStatus::Starting),
+        H::HEALTHY => Some(HealthStatus::Healthy),
+        H::UNHEALTHY => Some(HealthStatus::Unhealthy),
+        H::NONE | H::EMPTY => None,
+    }
+}
+
+fn strip_slash(name: &str) -> String {
+    name.strip_prefix('/').unwrap_or(name).to_string()
+}
+
+pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<ObservedContainer> {
+    let id = i.id?;
+    let config = i.config.unwrap_or_default();
+    let host = i.host_config.unwrap_or_default();
+    let state = i.state.unwrap_or_default();
+    let mut mounts: Vec<Mount> =
+        host.mounts.clone().unwrap_or_default().into_iter().filter_map(mount_from_bollard).collect();
+    mounts.extend(host.binds.clone().unwrap_or_default().iter().filter_map(|b| mount_from_bind_string(b)));
+    for target in host.tmpfs.clone().unwrap_or_default().into_keys() {
+        mounts.push(Mount { source: MountSource::Tmpfs { size_bytes: None }, target, read_only: false });
+    }
+    mounts.sort();
+    let mut networks: Vec<ObservedNetwork> = i
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(network, e)| ObservedNetwork {
+            network,
+            network_id: string_opt(e.network_id),
+            aliases: e.aliases.unwrap_or_default(),
+            ipv4_address: e.ipam_config.and_then(|c| string_opt(c.ipv4_address)),
+            ip_address: string_opt(e.ip_address),
+        })
+        .collect();
+    networks.sort_by(|a, b| a.network.cmp(&b.network));
+    Some(ObservedContainer {
+        id,
+        name: strip_slash(&i.name.unwrap_or_default()),
+        image: config.image.clone().unwrap_or_default(),
+        image_id: i.image.unwrap_or_default(),
+        created: i.created.map(|c| c.to_string()),
+        state: ContainerState {
+            status: status_from(state.status),
+            running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            exit_code: state.exit_code,
+            error: string_opt(state.error),
+            started_at: string_opt(state.started_at),
+            finished_at: string_opt(state.finished_at),
+            restart_count: i.restart_count.unwrap_or(0),
+            health: health_from(state.health),
+        },
+        labels: labels_from(config.labels),
+        env: config.env.unwrap_or_default(),
+        cmd: config.cmd,
+        entrypoint: config.entrypoint,
+        working_dir: string_opt(config.working_dir),
+        user: string_opt(config.user),
+        hostname: string_opt(config.hostname),
+        exposed_ports: exposed_from(config.exposed_ports),
+        port_bindings: port_bindings_from(host.port_bindings.clone()),
+        mounts,
+        restart_policy: host.restart_policy.clone().and_then(restart_policy_from_bollard),
+        resources: resources_from_host_config(&host),
+        healthcheck: config.healthcheck.and_then(healthcheck_from_bollard),
+        stop_signal: string_opt(config.stop_signal),
+        stop_timeout: config.stop_timeout.filter(|t| *t >= 0).map(|t| Duration::from_secs(t as u64)),
+        cap_add: host.cap_add.clone().unwrap_or_default(),
+        cap_drop: host.cap_drop.clone().unwrap_or_default(),
+        privileged: host.privileged.unwrap_or(false),
+        read_only_rootfs: host.readonly_rootfs.unwrap_or(false),
+        log_config: host
+            .log_config
+            .clone()
+            .and_then(|l| Some(LogConfig { driver: string_opt(l.typ)?, options: labels_from(l.config) })),
+        network_mode: string_opt(host.network_mode),
+        networks,
+    })
+}
+
+pub(crate) fn summary_from(s: b::ContainerSummary) -> Option<ContainerSummary> {
+    Some(ContainerSummary {
+        id: s.id?,
+        name: s.names.unwrap_or_default().first().map(|n| strip_slash(n)).unwrap_or_default(),
+        image: s.image.unwrap_or_default(),
+        image_id: s.image_id.unwrap_or_default(),
+        state: s.state.map(|st| st.to_string()).unwrap_or_default(),
+        labels: labels_from(s.labels),
+    })
+}
+
+pub(crate) fn image_from_inspect(i: b::ImageInspect) -> Option<ImageInfo> {
+    let config = i.config.unwrap_or_default();
+    Some(ImageInfo {
+        id: i.id?,
+        repo_tags: i.repo_tags.unwrap_or_default(),
+        repo_digests: i.repo_digests.unwrap_or_default(),
+        env: config.env.unwrap_or_default(),
+        cmd: config.cmd,
+        entrypoint: config.entrypoint,
+        working_dir: string_opt(config.working_dir),
+        user: string_opt(config.user),
+        healthcheck: config.healthcheck.and_then(healthcheck_from_bollard),
+        exposed_ports: exposed_from(config.exposed_ports),
+        labels: labels_from(config.labels),
+        stop_signal: string_opt(config.stop_signal),
+    })
+}
+
+/// A container event, or `None` for events about other object types.
+pub(crate) fn event_from(e: b::EventMessage) -> Option<EngineEvent> {
+    if e.typ != Some(b::EventMessageTypeEnum::CONTAINER) {
+        return None;
+    }
+    let actor = e.actor.unwrap_or_default();
+    let mut attributes = actor.attributes.unwrap_or_default();
+    let name = attributes.remove("name");
+    let exit_code = attributes.remove("exitCode").and_then(|c| c.parse().ok());
+    let old_name = attributes.remove("oldName").map(|n| strip_slash(&n));
+    // Docker mixes a few of its own attributes with the labels; drop the ones that are not labels.
+    for key in ["image", "signal", "execID"] {
+        attributes.remove(key);
+    }
+    let raw = e.action.unwrap_or_default();
+    let action = match raw.as_str() {
+        "create" => EventAction::Create,
+        "start" => EventAction::Start,
+        "restart" => EventAction::Restart,
+        "die" => EventAction::Die,
+        "stop" => EventAction::Stop,
+        "kill" => EventAction::Kill,
+        "destroy" => EventAction::Destroy,
+        "oom" => EventAction::Oom,
+        "pause" => EventAction::Pause,
+        "unpause" => EventAction::Unpause,
+        "rename" => EventAction::Rename { old_name },
+        "update" => EventAction::Update,
+        other => match other.strip_prefix("health_status") {
+            Some(rest) => EventAction::HealthStatus(health_from_str(rest.trim_start_matches(':').trim())),
+            None => EventAction::Other(other.to_string()),
+        },
+    };
+    Some(EngineEvent {
+        id: actor.id.unwrap_or_default(),
+        name,
+        action,
+        exit_code,
+        labels: attributes.into_iter().collect(),
+        time_nano: e.time_nano.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_strings_parse_as_bind_or_volume() {
+        let check = |s: &str, expected: Option<Mount>| assert_eq!(mount_from_bind_string(s), expected, "{s}");
+        check(
+            "/srv:/data:ro",
+            Some(Mount {
+                source: MountSource::Bind { host_path: "/srv".into() },
+                target: "/data".into(),
+                read_only: true,
+            }),
+        );
+        check(
+            "vol:/data",
+            Some(Mount {
+                source: MountSource::Volume { name: Some("vol".into()) },
+                target: "/data".into(),
+                read_only: false,
+            }),
+        );
+        check("nonsense", None);
+    }
+
+    #[test]
+    fn exposed_port_keys_round_trip() {
+        for key in ["80/tcp", "53/udp", "9/sctp"] {
+            assert_eq!(ExposedPort::parse(key).map(|p| p.key()).as_deref(), Some(key));
+        }
+        assert_eq!(ExposedPort::parse("8080"), Some(ExposedPort { port: 8080, protocol: Protocol::Tcp }));
+        assert_eq!(ExposedPort::parse("x/tcp"), None);
+    }
+
+    #[test]
+    fn health_event_actions_parse() {
+        let event = |action: &str| b::EventMessage {
+            typ: Some(b::EventMessageTypeEnum::CONTAINER),
+            action: Some(action.to_string()),
+            actor: Some(b::EventActor {
+                id: Some("abc".into()),
+                attributes: Some(HashMap::from([
+                    ("name".to_string(), "web".to_string()),
+                    ("image".to_string(), "img".to_string()),
+                    ("io.kedge.key".to_string(), "ns/web".to_string()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        let e = event_from(event("health_status: healthy")).unwrap();
+        assert_eq!(e.action, EventAction::HealthStatus(HealthStatus::Healthy));
+        assert_eq!(e.name.as_deref(), Some("web"));
+        assert_eq!(e.labels, BTreeMap::from([("io.kedge.key".to_string(), "ns/web".to_string())]));
+        assert_eq!(
+            event_from(event("exec_start: sh -c x")).unwrap().action,
+            EventAction::Other("exec_start: sh -c x".into())
+        );
+    }
+}

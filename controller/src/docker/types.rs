@@ -1,0 +1,418 @@
+//! kedge's mirror of the Docker fields it uses: what to create, what inspect saw, image facts, events.
+//!
+//! These types are plain data with no bollard in sight. `ContainerConfig` says only what the user
+//! declared: `None` and empty mean "not declared, let the image decide", which is what keeps image
+//! defaults (Env, Cmd, Entrypoint, ...) out of re-created containers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A container to create: only what was declared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerConfig {
+    /// The container name, without Docker's leading slash.
+    pub name: String,
+    /// The image reference as the user wrote it (`repo:tag` or `repo@digest`).
+    pub image: String,
+    /// `KEY=value` entries added to (and overriding) the image's own environment.
+    pub env: Vec<String>,
+    /// `None`: the image's CMD. `Some(vec![])`: an explicitly empty CMD.
+    pub cmd: Option<Vec<String>>,
+    /// `None`: the image's ENTRYPOINT. `Some(vec![])`: reset the entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Ports exposed without being published (published ones are exposed implicitly).
+    pub exposed_ports: Vec<ExposedPort>,
+    pub port_bindings: Vec<PortBinding>,
+    pub mounts: Vec<Mount>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub resources: Resources,
+    pub healthcheck: Option<Healthcheck>,
+    pub stop_signal: Option<String>,
+    /// The grace period between the stop signal and SIGKILL (whole seconds for Docker).
+    pub stop_timeout: Option<Duration>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    pub log_config: Option<LogConfig>,
+    /// Ordered: the first network is attached at create (Docker allows one), the rest are connected
+    /// before the container starts. Empty: Docker's default bridge.
+    pub networks: Vec<NetworkAttachment>,
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// Parses Docker's protocol suffix; unknown suffixes are `None`.
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "sctp" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// A container port, as in Docker's `80/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExposedPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl ExposedPort {
+    /// Docker's `port/proto` key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.port, self.protocol.as_str())
+    }
+
+    /// Parses `80/tcp` (or a bare `80`, meaning tcp).
+    pub fn parse(key: &str) -> Option<ExposedPort> {
+        let (port, protocol) = match key.split_once('/') {
+            Some((port, proto)) => (port, Protocol::parse(proto)?),
+            None => (key, Protocol::Tcp),
+        };
+        Some(ExposedPort { port: port.parse().ok()?, protocol })
+    }
+}
+
+/// A published port: `host_ip:host_port -> container_port/protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortBinding {
+    pub container_port: u16,
+    pub protocol: Protocol,
+    /// `None`: all interfaces (Docker's empty HostIp).
+    pub host_ip: Option<String>,
+    /// `None`: an ephemeral port chosen by Docker.
+    pub host_port: Option<u16>,
+}
+
+/// What a mount's source is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MountSource {
+    /// A host path.
+    Bind { host_path: String },
+    /// A named volume (`None`: an anonymous volume).
+    Volume { name: Option<String> },
+    /// A tmpfs, optionally size-limited.
+    Tmpfs { size_bytes: Option<i64> },
+}
+
+/// A mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mount {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Docker's restart policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestartPolicyKind {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RestartPolicy {
+    pub kind: RestartPolicyKind,
+    /// Only meaningful for `OnFailure`; 0 means unlimited.
+    pub max_retries: i64,
+}
+
+/// Resource limits: the part of a container Docker can change in place (`docker update`).
+///
+/// `None` means "not declared": on create Docker's default applies, on update the field is left
+/// as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Resources {
+    pub nano_cpus: Option<i64>,
+    pub cpu_shares: Option<i64>,
+    pub cpu_period: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub memory: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub blkio_weight: Option<u16>,
+    pub pids_limit: Option<i64>,
+}
+
+impl Resources {
+    /// True when nothing is declared.
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
+/// A Docker healthcheck. `test` is Docker's form: `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<i64>,
+    pub start_period: Option<Duration>,
+}
+
+impl Healthcheck {
+    /// True for `["NONE"]`: the image's healthcheck is disabled.
+    pub fn is_disabled(&self) -> bool {
+        self.test.first().map(String::as_str) == Some("NONE")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// A network to attach a container to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct NetworkAttachment {
+    /// The network's name (or ID).
+    pub network: String,
+    pub aliases: Vec<String>,
+    /// A static address from the network's subnet (`IPAMConfig.IPv4Address`).
+    pub ipv4_address: Option<String>,
+}
+
+/// A container as inspect reports it: raw values, image defaults merged in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedContainer {
+    pub id: String,
+    /// Without Docker's leading slash.
+    pub name: String,
+    /// The image reference the container was created from (`Config.Image`).
+    pub image: String,
+    /// The image ID the container runs (`Image`, `sha256:...`).
+    pub image_id: String,
+    /// RFC 3339 creation time as the engine printed it.
+    pub created: Option<String>,
+    pub state: ContainerState,
+    pub labels: BTreeMap<String, String>,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub exposed_ports: Vec<ExposedPort>,
+    pub port_bindings: Vec<PortBinding>,
+    /// The mounts as declared at create time (HostConfig.Mounts and HostConfig.Binds).
+    pub mounts: Vec<Mount>,
+    pub restart_policy: Option<RestartPolicy>,
+    /// Zero values are reported as `None`: for Docker, 0 means "no limit".
+    pub resources: Resources,
+    pub healthcheck: Option<Healthcheck>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<Duration>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    pub log_config: Option<LogConfig>,
+    /// `HostConfig.NetworkMode` (`default`, `bridge`, `host`, `none`, a network name, `container:...`).
+    pub network_mode: Option<String>,
+    /// Sorted by network name (Docker reports a map).
+    pub networks: Vec<ObservedNetwork>,
+}
+
+/// A network attachment as inspect reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedNetwork {
+    pub network: String,
+    pub network_id: Option<String>,
+    /// Raw: Docker 20.10 adds the container's short ID to the aliases on user-defined networks.
+    pub aliases: Vec<String>,
+    /// The static address requested (`IPAMConfig.IPv4Address`).
+    pub ipv4_address: Option<String>,
+    /// The address the container actually has (empty while stopped).
+    pub ip_address: Option<String>,
+}
+
+/// Docker's container status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ContainerStatus {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    #[default]
+    Unknown,
+}
+
+/// A container's health as Docker's healthcheck reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// The container has no healthcheck.
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerState {
+    pub status: ContainerStatus,
+    pub running: bool,
+    pub restarting: bool,
+    pub oom_killed: bool,
+    pub exit_code: Option<i64>,
+    /// The engine's error message (e.g. "executable file not found").
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub restart_count: i64,
+    /// `None`: no healthcheck configured.
+    pub health: Option<HealthStatus>,
+}
+
+/// One row of a container listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerSummary {
+    pub id: String,
+    /// The first name, without the leading slash.
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    /// Docker's state word (`running`, `exited`, ...).
+    pub state: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An image and its own config defaults (what inspect of a container merges in).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub healthcheck: Option<Healthcheck>,
+    pub exposed_ports: Vec<ExposedPort>,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+/// The registry's view of a tag, without pulling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryDigest {
+    /// `sha256:...` of the manifest (list) the tag names.
+    pub digest: String,
+    pub media_type: Option<String>,
+}
+
+/// One line of pull progress.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullProgress {
+    /// The layer ID, when the line is about a layer.
+    pub layer: Option<String>,
+    pub status: String,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
+/// A command to run inside a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+}
+
+/// What an exec reported.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutcome {
+    pub exit_code: Option<i64>,
+    pub output: String,
+}
+
+/// A process as `docker top` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessInfo {
+    pub pid: Option<String>,
+    /// The full command line (`ps -ef`'s CMD column).
+    pub command: String,
+}
+
+/// A container event from the engine's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    pub id: String,
+    /// The container's name at the time of the event (without slash).
+    pub name: Option<String>,
+    pub action: EventAction,
+    /// On `die`: the exit code.
+    pub exit_code: Option<i64>,
+    /// The container's labels (Docker copies them into every event's attributes).
+    pub labels: BTreeMap<String, String>,
+    pub time_nano: i64,
+}
+
+/// What happened to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    Create,
+    Start,
+    Restart,
+    Die,
+    Stop,
+    Kill,
+    Destroy,
+    Oom,
+    Pause,
+    Unpause,
+    /// On rename: the old name (without slash), when the engine reported it.
+    Rename {
+        old_name: Option<String>,
+    },
+    Update,
+    HealthStatus(HealthStatus),
+    /// Any other action, verbatim (`exec_start: sh`, `attach`, `commit`, ...).
+    Other(String),
+}
+
+/// Which end of a log stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub text: String,
+}
