@@ -1,0 +1,352 @@
+//! The executor: carries the planner's actions out against Docker; the only code that mutates containers.
+//!
+//! Every mutation first checks ownership: a container without `io.kedge.managed-by=kedge` is never
+//! stopped, renamed, updated or removed; it is reported as [`ExecutorError::Foreign`] with its ID.
+//! The one exception is [`Executor::recreate_any`], the explicit `kedge recreate NAME` entry point.
+//!
+//! Every action is idempotent: starting a running container, stopping a stopped one, removing a
+//! gone one and connecting an already connected network all succeed without change, so a
+//! reconcile that is retried after a partial failure converges.
+//!
+//! - [`failpoint`]: crash hooks for the crash-safety tests (feature `failpoints`).
+//! - `recreate`: the safe recreate with rollback (DESIGN.md section 4).
+//! - `recover`: finishing or rolling back a recreate interrupted by a crash.
+//! - `declared`: the config a container was declared with, image defaults removed (`kedge recreate`).
+//! - `health`: waiting until a started container is healthy, or still running after a grace period.
+
+pub mod failpoint;
+
+mod declared;
+mod health;
+mod recover;
+mod recreate;
+
+use std::time::Duration;
+
+use tracing::{info, info_span, Instrument};
+
+use crate::docker::labels;
+use crate::docker::{
+    ContainerConfig, DockerClient, DockerError, ExecOutcome, ExecSpec, NetworkAttachment, ObservedContainer,
+    RemoveOptions, Resources,
+};
+
+pub use declared::declared_config;
+pub use recover::{RecoveryOutcome, RecoveryReport};
+pub use recreate::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy};
+
+/// One change to a container, as the planner decides it. `container` is an ID or a name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Nothing to do: the container is as declared.
+    Nothing,
+    /// Pull an image (before a create or recreate that needs it).
+    Pull {
+        image: String,
+    },
+    /// Create the container (attached to all its networks), without starting it.
+    Create {
+        config: ContainerConfig,
+    },
+    Start {
+        container: String,
+    },
+    /// Stop with the container's stop signal; SIGKILL after `timeout` (`None`: its own stop timeout).
+    Stop {
+        container: String,
+        timeout: Option<Duration>,
+    },
+    /// Remove (forcefully, so a running container goes too). Named volumes are kept.
+    Remove {
+        container: String,
+    },
+    /// Change resource limits in place: same container ID, no restart.
+    UpdateInPlace {
+        container: String,
+        resources: Resources,
+    },
+    /// Connect to a network without a restart.
+    ConnectNetwork {
+        container: String,
+        network: NetworkAttachment,
+    },
+    /// Disconnect from a network without a restart.
+    DisconnectNetwork {
+        container: String,
+        network: String,
+    },
+    /// Replace the container named `config.name` with a new one made from `config` (safe recreate).
+    Recreate {
+        config: ContainerConfig,
+        reason: String,
+        strategy: RecreateStrategy,
+    },
+    /// Run a command in the running container (post-start commands). With `unless_running`, the
+    /// command is skipped when a process with exactly this command line already runs.
+    RunExec {
+        container: String,
+        exec: ExecSpec,
+        unless_running: bool,
+    },
+}
+
+impl Action {
+    /// A short name for logs and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Nothing => "Nothing",
+            Action::Pull { .. } => "Pull",
+            Action::Create { .. } => "Create",
+            Action::Start { .. } => "Start",
+            Action::Stop { .. } => "Stop",
+            Action::Remove { .. } => "Remove",
+            Action::UpdateInPlace { .. } => "UpdateInPlace",
+            Action::ConnectNetwork { .. } => "ConnectNetwork",
+            Action::DisconnectNetwork { .. } => "DisconnectNetwork",
+            Action::Recreate { .. } => "Recreate",
+            Action::RunExec { .. } => "RunExec",
+        }
+    }
+}
+
+/// What carrying an action out produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionOutcome {
+    /// Done, nothing to report.
+    Done,
+    /// A container was created; its ID.
+    Created {
+        id: String,
+    },
+    Recreated(RecreateReport),
+    /// The exec ran (`None`: skipped because the process already runs).
+    Exec(Option<ExecOutcome>),
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A container kedge does not own holds the name (or is the target): reported, never touched.
+    #[error("container {name:?} ({id}) is not managed by kedge and was left untouched")]
+    Foreign { name: String, id: String },
+    /// Another kedge container holds the name (e.g. one of another spec key).
+    #[error("the name {name:?} is taken by container {id}")]
+    NameTaken { name: String, id: String },
+    /// The config lacks the ownership labels, so kedge could never manage what it would create.
+    #[error("the config for {name:?} lacks the {} label", labels::MANAGED_BY)]
+    Unlabeled { name: String },
+    #[error("no container {container:?}")]
+    NotFound { container: String },
+    /// A Docker call failed.
+    #[error("{step} of {container:?} failed")]
+    Docker {
+        step: &'static str,
+        container: String,
+        #[source]
+        source: DockerError,
+    },
+    /// The recreate failed and was rolled back: the old container runs again with its original ID.
+    #[error("recreate of {name:?} failed and was rolled back to container {old_id}: {failure}")]
+    RolledBack { name: String, old_id: String, failure: RecreateFailure },
+    /// The recreate failed and so did its rollback; `recover` on the name finishes the rollback.
+    #[error("recreate of {name:?} failed ({failure}) and its rollback failed too")]
+    RollbackFailed {
+        name: String,
+        failure: RecreateFailure,
+        #[source]
+        rollback: Box<ExecutorError>,
+    },
+    /// Recovery found containers it cannot account for; it touched nothing.
+    #[error("cannot recover {name:?}: {message}; nothing was touched")]
+    Ambiguous { name: String, message: String },
+}
+
+impl ExecutorError {
+    /// A CamelCase reason for status conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ExecutorError::Foreign { .. } => "ForeignContainer",
+            ExecutorError::NameTaken { .. } => "NameTaken",
+            ExecutorError::Unlabeled { .. } => "Unlabeled",
+            ExecutorError::NotFound { .. } => "NotFound",
+            ExecutorError::Docker { .. } => "DockerError",
+            ExecutorError::RolledBack { failure, .. } => failure.reason(),
+            ExecutorError::RollbackFailed { .. } => "RollbackFailed",
+            ExecutorError::Ambiguous { .. } => "RecoveryAmbiguous",
+        }
+    }
+}
+
+pub type ExecutorResult<T> = Result<T, ExecutorError>;
+
+/// Carries actions out against one Docker Engine.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    docker: DockerClient,
+}
+
+impl Executor {
+    pub fn new(docker: DockerClient) -> Executor {
+        Executor { docker }
+    }
+
+    pub fn docker(&self) -> &DockerClient {
+        &self.docker
+    }
+
+    /// Carries one action out. `progress` hears the steps of a recreate (and pull progress).
+    pub async fn execute(
+        &self,
+        action: &Action,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> ExecutorResult<ActionOutcome> {
+        let span = info_span!("action", kind = action.kind());
+        async move {
+            match action {
+                Action::Nothing => Ok(ActionOutcome::Done),
+                Action::Pull { image } => {
+                    self.docker
+                        .pull(image, |line| progress(RecreateProgress::Pull(line)))
+                        .await
+                        .map_err(docker_error("pull", image))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::Create { config } => Ok(ActionOutcome::Created { id: self.create(config).await? }),
+                Action::Start { container } => {
+                    let id = self.owned(container).await?.id;
+                    self.docker.start_container(&id).await.map_err(docker_error("start", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::Stop { container, timeout } => {
+                    let id = self.owned(container).await?.id;
+                    self.docker
+                        .stop_container(&id, *timeout)
+                        .await
+                        .map_err(docker_error("stop", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::Remove { container } => {
+                    let Some(observed) = self.inspect(container).await? else {
+                        return Ok(ActionOutcome::Done);
+                    };
+                    ensure_managed(&observed)?;
+                    let options = RemoveOptions { force: true, anonymous_volumes: false };
+                    self.docker
+                        .remove_container(&observed.id, options)
+                        .await
+                        .map_err(docker_error("remove", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::UpdateInPlace { container, resources } => {
+                    let id = self.owned(container).await?.id;
+                    self.docker
+                        .update_resources(&id, resources)
+                        .await
+                        .map_err(docker_error("update resources", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::ConnectNetwork { container, network } => {
+                    let observed = self.owned(container).await?;
+                    if observed.networks.iter().any(|n| n.network == network.network) {
+                        return Ok(ActionOutcome::Done);
+                    }
+                    self.docker
+                        .connect_network(&observed.id, network)
+                        .await
+                        .map_err(docker_error("connect network", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::DisconnectNetwork { container, network } => {
+                    let observed = self.owned(container).await?;
+                    if !observed.networks.iter().any(|n| &n.network == network) {
+                        return Ok(ActionOutcome::Done);
+                    }
+                    self.docker
+                        .disconnect_network(&observed.id, network, false)
+                        .await
+                        .map_err(docker_error("disconnect network", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::Recreate { config, reason, strategy } => {
+                    info!(name = %config.name, reason, "recreating");
+                    Ok(ActionOutcome::Recreated(self.recreate(config, strategy, progress).await?))
+                }
+                Action::RunExec { container, exec, unless_running } => {
+                    let id = self.owned(container).await?.id;
+                    if *unless_running
+                        && self
+                            .docker
+                            .is_process_running(&id, &exec.cmd)
+                            .await
+                            .map_err(docker_error("top", container))?
+                    {
+                        return Ok(ActionOutcome::Exec(None));
+                    }
+                    let outcome =
+                        self.docker.exec(&id, exec).await.map_err(docker_error("exec", container))?;
+                    Ok(ActionOutcome::Exec(Some(outcome)))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Creates the container `config` describes (all networks attached, not started) and returns
+    /// its ID. The config must carry the ownership labels. A container already holding the name is
+    /// a [`ExecutorError::Foreign`] (unlabeled) or [`ExecutorError::NameTaken`] error.
+    pub async fn create(&self, config: &ContainerConfig) -> ExecutorResult<String> {
+        if !labels::is_managed(&config.labels) {
+            return Err(ExecutorError::Unlabeled { name: config.name.clone() });
+        }
+        self.create_unchecked(config).await
+    }
+
+    /// `create` without the label requirement (the new container of `recreate_any`).
+    async fn create_unchecked(&self, config: &ContainerConfig) -> ExecutorResult<String> {
+        match self.docker.create_container(config).await {
+            Ok(id) => Ok(id),
+            Err(DockerError::Conflict { .. }) => match self.inspect(&config.name).await? {
+                Some(holder) if !labels::is_managed(&holder.labels) => {
+                    Err(ExecutorError::Foreign { name: config.name.clone(), id: holder.id })
+                }
+                Some(holder) => Err(ExecutorError::NameTaken { name: config.name.clone(), id: holder.id }),
+                None => Err(ExecutorError::Docker {
+                    step: "create",
+                    container: config.name.clone(),
+                    source: DockerError::Conflict { message: "name conflict that vanished".to_string() },
+                }),
+            },
+            Err(source) => {
+                Err(ExecutorError::Docker { step: "create", container: config.name.clone(), source })
+            }
+        }
+    }
+
+    async fn inspect(&self, container: &str) -> ExecutorResult<Option<ObservedContainer>> {
+        self.docker.inspect_container(container).await.map_err(docker_error("inspect", container))
+    }
+
+    /// The container, if it exists and is kedge's.
+    async fn owned(&self, container: &str) -> ExecutorResult<ObservedContainer> {
+        let observed = self
+            .inspect(container)
+            .await?
+            .ok_or_else(|| ExecutorError::NotFound { container: container.to_string() })?;
+        ensure_managed(&observed)?;
+        Ok(observed)
+    }
+}
+
+fn ensure_managed(observed: &ObservedContainer) -> ExecutorResult<()> {
+    if labels::is_managed(&observed.labels) {
+        Ok(())
+    } else {
+        Err(ExecutorError::Foreign { name: observed.name.clone(), id: observed.id.clone() })
+    }
+}
+
+fn docker_error(step: &'static str, container: &str) -> impl FnOnce(DockerError) -> ExecutorError {
+    let container = container.to_string();
+    move |source| ExecutorError::Docker { step, container, source }
+}

@@ -1,0 +1,112 @@
+//! Waiting for a started container to prove itself: healthy by its Docker healthcheck, or still
+//! running after a grace period when it has none.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::recreate::{RecreateFailure, RecreateProgress, RecreateStrategy};
+use crate::docker::{DockerClient, DockerError, HealthStatus, LogStream};
+
+/// How often the health status is read while waiting for `healthy`.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+/// How many log lines a failure report carries.
+const LOG_TAIL: usize = 20;
+
+/// Waits until container `id` is healthy (with a healthcheck) or still running after
+/// `strategy.running_grace` (without). Fails fast when it exits or turns unhealthy.
+pub(crate) async fn wait_until_proven(
+    docker: &DockerClient,
+    id: &str,
+    strategy: &RecreateStrategy,
+    progress: &mut (dyn FnMut(RecreateProgress) + Send),
+) -> Result<(), WaitError> {
+    let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
+    let has_healthcheck = observed.healthcheck.as_ref().is_some_and(|h| !h.is_disabled());
+    if !has_healthcheck {
+        // No healthcheck: the engine's wait answers as soon as the container stops; a timeout
+        // means it is still running after the grace period.
+        return match docker.wait_for_exit(id, strategy.running_grace).await {
+            Err(DockerError::Timeout { .. }) => confirm_running(docker, id).await,
+            Ok(code) => Err(exited(Some(code), tail(docker, id).await)),
+            Err(other) => Err(other.into()),
+        };
+    }
+    let started = Instant::now();
+    let deadline = started + strategy.health_timeout;
+    let mut last = None;
+    loop {
+        let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
+        if !observed.state.running || observed.state.restarting {
+            return Err(exited(observed.state.exit_code, tail(docker, id).await));
+        }
+        let health = observed.state.health.unwrap_or(HealthStatus::None);
+        if last != Some(health) {
+            progress(RecreateProgress::Health(health));
+            last = Some(health);
+        }
+        match health {
+            HealthStatus::Healthy => return Ok(()),
+            HealthStatus::Unhealthy => {
+                return Err(WaitError::Failed(RecreateFailure::Unhealthy {
+                    health,
+                    after: started.elapsed(),
+                    logs: tail(docker, id).await,
+                }))
+            }
+            HealthStatus::Starting | HealthStatus::None => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitError::Failed(RecreateFailure::Unhealthy {
+                health,
+                after: started.elapsed(),
+                logs: tail(docker, id).await,
+            }));
+        }
+        tokio::time::sleep(HEALTH_POLL.min(deadline - Instant::now())).await;
+    }
+}
+
+async fn confirm_running(docker: &DockerClient, id: &str) -> Result<(), WaitError> {
+    let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
+    if observed.state.running && !observed.state.restarting {
+        Ok(())
+    } else {
+        Err(exited(observed.state.exit_code, tail(docker, id).await))
+    }
+}
+
+fn exited(exit_code: Option<i64>, logs: String) -> WaitError {
+    WaitError::Failed(RecreateFailure::Exited { exit_code, logs })
+}
+
+/// The last log lines, for the failure report; empty when they cannot be read.
+async fn tail(docker: &DockerClient, id: &str) -> String {
+    match docker.logs(id, LOG_TAIL).await {
+        Ok(lines) => lines
+            .iter()
+            .map(|l| match l.stream {
+                LogStream::Stdout => l.text.clone(),
+                LogStream::Stderr => l.text.clone(),
+            })
+            .collect::<String>()
+            .trim_end()
+            .to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Why the wait ended without proof.
+#[derive(Debug)]
+pub(crate) enum WaitError {
+    /// The container failed: exited, or unhealthy.
+    Failed(RecreateFailure),
+    /// Docker could not be asked.
+    Docker(DockerError),
+}
+
+impl From<DockerError> for WaitError {
+    fn from(e: DockerError) -> Self {
+        WaitError::Docker(e)
+    }
+}

@@ -1,0 +1,446 @@
+//! The safe recreate (DESIGN.md section 4): replace a container by a new one made from a config,
+//! with rollback to the very same old container on any failure.
+//!
+//! Order is always stop-first: the old container is stopped before the new one starts. Start-first
+//! would shorten the gap, but the new container would have to start under its temporary name while
+//! the old one holds host ports, static IPs and named volumes (two writers on one database volume),
+//! and a rename of a running container changes its DNS name under running clients. Stop-first is
+//! correct for every container; start-first is left for a later, opt-in strategy.
+//!
+//! Steps, each observable from names and labels so `recover` can finish or undo it after a crash:
+//!
+//! 1. pull (optional);
+//! 2. create `<name>-kedge-new-<id>` labeled `recreate-role=new`, `recreate-id=<id>`,
+//!    `recreate-old-id=<old ID>`, `recreate-old-running=<bool>` (first network at create, the rest
+//!    connected before start);
+//! 3. stop the old container (its own stop signal, its own grace period unless overridden), and
+//!    rename it aside to `<name>-kedge-old-<id>`;
+//! 4. rename the new container to `<name>` and start it;
+//! 5. wait until it is healthy (Docker healthcheck) or still running after a grace period;
+//! 6. remove the old container (named volumes kept), and its image when asked and unused.
+//!
+//! A failure in 2-5 rolls back: the new container is stopped and renamed back to its temporary
+//! name, the old one started (when it was running) and renamed back, then the new one removed.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::failpoint::fail_point;
+use super::health::{wait_until_proven, WaitError};
+use super::{declared_config, Executor, ExecutorError, ExecutorResult};
+use crate::docker::labels;
+use crate::docker::{ContainerConfig, DockerError, HealthStatus, PullProgress, RemoveOptions};
+
+/// How a recreate proceeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecreateStrategy {
+    /// Pull the image first.
+    pub pull: bool,
+    /// With a Docker healthcheck: how long the new container may take to become healthy.
+    pub health_timeout: Duration,
+    /// Without a healthcheck: the new container must still run after this long.
+    pub running_grace: Duration,
+    /// The old container's stop grace period; `None`: its own stop timeout (Docker's 10 s default).
+    pub stop_timeout: Option<Duration>,
+    /// Remove the old container's image afterwards when no container uses it any more.
+    pub remove_old_image: bool,
+}
+
+impl Default for RecreateStrategy {
+    fn default() -> Self {
+        RecreateStrategy {
+            pull: false,
+            health_timeout: Duration::from_secs(60),
+            running_grace: Duration::from_secs(5),
+            stop_timeout: None,
+            remove_old_image: false,
+        }
+    }
+}
+
+/// The steps of a recreate, as reported to a progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecreateStep {
+    Pull,
+    CreateNew,
+    StopOld,
+    RenameOldAside,
+    RenameNew,
+    StartNew,
+    WaitHealthy,
+    RemoveOld,
+    RemoveOldImage,
+    RollBack,
+    Done,
+}
+
+/// What a recreate reports while it runs (for the CLI's progress display).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecreateProgress {
+    /// A step begins.
+    Step(RecreateStep),
+    /// A pull progress line.
+    Pull(PullProgress),
+    /// The new container's health changed while waiting.
+    Health(HealthStatus),
+}
+
+/// What a successful recreate did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecreateReport {
+    pub name: String,
+    pub recreate_id: String,
+    /// The replaced container (`None`: there was none, the container was just created).
+    pub old_id: Option<String>,
+    pub new_id: String,
+    pub old_image_removed: bool,
+    pub duration: Duration,
+}
+
+/// Why a recreate was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecreateFailure {
+    /// A Docker call of a step failed.
+    #[error("{step:?} failed: {message}")]
+    Step { step: RecreateStep, message: String },
+    /// The new container stopped (or never ran).
+    #[error("the new container exited (code {exit_code:?}): {logs}")]
+    Exited { exit_code: Option<i64>, logs: String },
+    /// The new container turned unhealthy, or was not healthy in time.
+    #[error("the new container was {health:?} after {after:?}: {logs}")]
+    Unhealthy { health: HealthStatus, after: Duration, logs: String },
+}
+
+impl RecreateFailure {
+    /// A CamelCase reason for status conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecreateFailure::Step { .. } => "RecreateStepFailed",
+            RecreateFailure::Exited { .. } => "NewContainerExited",
+            RecreateFailure::Unhealthy { .. } => "NewContainerUnhealthy",
+        }
+    }
+}
+
+/// Which containers a recreate may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ownership {
+    ManagedOnly,
+    /// `kedge recreate NAME`: any container, on explicit request.
+    Any,
+}
+
+/// What a rollback undoes: the containers of one recreate, by ID.
+#[derive(Debug, Clone)]
+pub(crate) struct RollbackPlan {
+    pub(crate) base: String,
+    pub(crate) recreate_id: String,
+    pub(crate) old_id: Option<String>,
+    pub(crate) old_running: bool,
+    pub(crate) new_id: Option<String>,
+}
+
+impl Executor {
+    /// Safely replaces the kedge container named `config.name` with one made from `config`.
+    /// When there is no such container, it is simply created and started. A foreign container
+    /// holding the name is an [`ExecutorError::Foreign`] error and is left untouched.
+    pub async fn recreate(
+        &self,
+        config: &ContainerConfig,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> ExecutorResult<RecreateReport> {
+        if !labels::is_managed(&config.labels) {
+            return Err(ExecutorError::Unlabeled { name: config.name.clone() });
+        }
+        self.recreate_with(config, strategy, progress, Ownership::ManagedOnly).await
+    }
+
+    /// `kedge recreate NAME`: safely recreates ANY container, managed or not, with the
+    /// configuration it was declared with (its image's defaults removed, so a newer image's CMD,
+    /// ENV, ... take effect) from the same image reference (pulled first with `strategy.pull`).
+    pub async fn recreate_any(
+        &self,
+        name: &str,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> ExecutorResult<RecreateReport> {
+        let old = self
+            .inspect(name)
+            .await?
+            .ok_or_else(|| ExecutorError::NotFound { container: name.to_string() })?;
+        let image = self.docker.inspect_image(&old.image_id).await.map_err(|source| {
+            ExecutorError::Docker { step: "inspect image", container: name.to_string(), source }
+        })?;
+        let config = declared_config(&old, image.as_ref());
+        self.recreate_with(&config, strategy, progress, Ownership::Any).await
+    }
+
+    async fn recreate_with(
+        &self,
+        config: &ContainerConfig,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+        ownership: Ownership,
+    ) -> ExecutorResult<RecreateReport> {
+        let started = Instant::now();
+        let name = config.name.clone();
+        // Start from one container: finish or undo a recreate of this name that a crash interrupted.
+        self.recover_name(&name, strategy).await?;
+        let recreate_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        let span = info_span!("recreate", name = %name, recreate_id = %recreate_id);
+        async move {
+            let old = self.inspect(&name).await?;
+            if let Some(old) = &old {
+                if ownership == Ownership::ManagedOnly && !labels::is_managed(&old.labels) {
+                    return Err(ExecutorError::Foreign { name: name.clone(), id: old.id.clone() });
+                }
+            }
+            if strategy.pull {
+                progress(RecreateProgress::Step(RecreateStep::Pull));
+                let span = info_span!("pull", image = %config.image);
+                self.docker
+                    .pull(&config.image, |line| progress(RecreateProgress::Pull(line)))
+                    .instrument(span)
+                    .await
+                    .map_err(|source| ExecutorError::Docker {
+                        step: "pull",
+                        container: name.clone(),
+                        source,
+                    })?;
+            }
+            let Some(old) = old else {
+                // Nothing to replace: create and start.
+                progress(RecreateProgress::Step(RecreateStep::CreateNew));
+                let new_id = self.create_unchecked(config).await?;
+                progress(RecreateProgress::Step(RecreateStep::StartNew));
+                self.docker.start_container(&new_id).await.map_err(|source| ExecutorError::Docker {
+                    step: "start",
+                    container: name.clone(),
+                    source,
+                })?;
+                progress(RecreateProgress::Step(RecreateStep::Done));
+                return Ok(RecreateReport {
+                    name: name.clone(),
+                    recreate_id,
+                    old_id: None,
+                    new_id,
+                    old_image_removed: false,
+                    duration: started.elapsed(),
+                });
+            };
+
+            let mut new_config = config.clone();
+            new_config.name = labels::recreate_new_name(&name, &recreate_id);
+            for (key, value) in [
+                (labels::RECREATE_ROLE, labels::ROLE_NEW.to_string()),
+                (labels::RECREATE_ID, recreate_id.clone()),
+                (labels::RECREATE_OLD_ID, old.id.clone()),
+                (labels::RECREATE_OLD_RUNNING, old.state.running.to_string()),
+            ] {
+                new_config.labels.insert(key.to_string(), value);
+            }
+            progress(RecreateProgress::Step(RecreateStep::CreateNew));
+            let new_id = match self.create_unchecked(&new_config).instrument(info_span!("create_new")).await {
+                Ok(id) => id,
+                // Nothing was changed yet: the old container is as it was.
+                Err(e) => {
+                    return Err(ExecutorError::RolledBack {
+                        name: name.clone(),
+                        old_id: old.id.clone(),
+                        failure: RecreateFailure::Step {
+                            step: RecreateStep::CreateNew,
+                            message: error_chain(&e),
+                        },
+                    })
+                }
+            };
+            fail_point!("recreate.after_create");
+
+            let switched = self.switch_over(&name, &recreate_id, &old, &new_id, strategy, progress).await;
+            if let Err(failure) = switched {
+                warn!(%failure, "recreate failed, rolling back");
+                progress(RecreateProgress::Step(RecreateStep::RollBack));
+                let plan = RollbackPlan {
+                    base: name.clone(),
+                    recreate_id: recreate_id.clone(),
+                    old_id: Some(old.id.clone()),
+                    old_running: old.state.running,
+                    new_id: Some(new_id.clone()),
+                };
+                return match self.roll_back(&plan).instrument(info_span!("roll_back")).await {
+                    Ok(()) => {
+                        Err(ExecutorError::RolledBack { name: name.clone(), old_id: old.id.clone(), failure })
+                    }
+                    Err(rollback) => Err(ExecutorError::RollbackFailed {
+                        name: name.clone(),
+                        failure,
+                        rollback: Box::new(rollback),
+                    }),
+                };
+            }
+
+            progress(RecreateProgress::Step(RecreateStep::RemoveOld));
+            self.docker
+                .remove_container(&old.id, RemoveOptions { force: true, anonymous_volumes: false })
+                .instrument(info_span!("remove_old"))
+                .await
+                .map_err(|source| ExecutorError::Docker {
+                    step: "remove old container",
+                    container: old.id.clone(),
+                    source,
+                })?;
+            fail_point!("recreate.after_remove_old");
+
+            let mut old_image_removed = false;
+            if strategy.remove_old_image {
+                progress(RecreateProgress::Step(RecreateStep::RemoveOldImage));
+                let new_image =
+                    self.docker.inspect_container(&new_id).await.ok().flatten().map(|c| c.image_id);
+                if new_image.as_deref() != Some(old.image_id.as_str()) {
+                    match self.docker.remove_image_if_unused(&old.image_id).await {
+                        Ok(removed) => old_image_removed = removed,
+                        // The recreate itself succeeded; a leftover image is not worth failing it.
+                        Err(e) => warn!(image = %old.image_id, error = %e, "could not remove the old image"),
+                    }
+                }
+            }
+            progress(RecreateProgress::Step(RecreateStep::Done));
+            let report = RecreateReport {
+                name: name.clone(),
+                recreate_id: recreate_id.clone(),
+                old_id: Some(old.id.clone()),
+                new_id,
+                old_image_removed,
+                duration: started.elapsed(),
+            };
+            info!(duration = ?report.duration, "recreated");
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Steps 3-5: stop and set the old container aside, put the new one in place, prove it.
+    async fn switch_over(
+        &self,
+        name: &str,
+        recreate_id: &str,
+        old: &crate::docker::ObservedContainer,
+        new_id: &str,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
+        let step_failed = |step: RecreateStep| {
+            move |e: DockerError| RecreateFailure::Step { step, message: error_chain(&e) }
+        };
+
+        progress(RecreateProgress::Step(RecreateStep::StopOld));
+        self.docker
+            .stop_container(&old.id, strategy.stop_timeout)
+            .instrument(info_span!("stop_old"))
+            .await
+            .map_err(step_failed(RecreateStep::StopOld))?;
+        fail_point!("recreate.after_stop_old");
+
+        progress(RecreateProgress::Step(RecreateStep::RenameOldAside));
+        self.docker
+            .rename_container(&old.id, &labels::recreate_old_name(name, recreate_id))
+            .instrument(info_span!("rename_old_aside"))
+            .await
+            .map_err(step_failed(RecreateStep::RenameOldAside))?;
+        fail_point!("recreate.after_rename_old");
+
+        progress(RecreateProgress::Step(RecreateStep::RenameNew));
+        self.docker
+            .rename_container(new_id, name)
+            .instrument(info_span!("rename_new"))
+            .await
+            .map_err(step_failed(RecreateStep::RenameNew))?;
+        fail_point!("recreate.after_rename_new");
+
+        progress(RecreateProgress::Step(RecreateStep::StartNew));
+        self.docker
+            .start_container(new_id)
+            .instrument(info_span!("start_new"))
+            .await
+            .map_err(step_failed(RecreateStep::StartNew))?;
+        fail_point!("recreate.after_start_new");
+
+        progress(RecreateProgress::Step(RecreateStep::WaitHealthy));
+        match wait_until_proven(&self.docker, new_id, strategy, progress)
+            .instrument(info_span!("wait_healthy"))
+            .await
+        {
+            Ok(()) => {}
+            Err(WaitError::Failed(failure)) => return Err(failure),
+            Err(WaitError::Docker(e)) => return Err(step_failed(RecreateStep::WaitHealthy)(e)),
+        }
+        fail_point!("recreate.after_healthy");
+        Ok(())
+    }
+
+    /// Undoes a recreate, each step idempotent so a crash inside is undone by running it again:
+    /// stop the new container and give it back its temporary name, start the old one (when it was
+    /// running) and give it back the name, then remove the new one.
+    pub(crate) async fn roll_back(&self, plan: &RollbackPlan) -> ExecutorResult<()> {
+        let fail = |step: &'static str, id: &str| {
+            let container = id.to_string();
+            move |source| ExecutorError::Docker { step, container, source }
+        };
+        if let Some(new_id) = &plan.new_id {
+            if let Some(new) = self.inspect(new_id).await? {
+                if new.state.running || new.state.restarting {
+                    self.docker
+                        .stop_container(new_id, None)
+                        .await
+                        .map_err(fail("stop new container", new_id))?;
+                }
+                if new.name == plan.base {
+                    let temporary = labels::recreate_new_name(&plan.base, &plan.recreate_id);
+                    self.docker
+                        .rename_container(new_id, &temporary)
+                        .await
+                        .map_err(fail("rename new aside", new_id))?;
+                }
+            }
+        }
+        fail_point!("rollback.after_new_aside");
+        if let Some(old_id) = &plan.old_id {
+            if let Some(old) = self.inspect(old_id).await? {
+                if plan.old_running && !old.state.running {
+                    self.docker.start_container(old_id).await.map_err(fail("start old container", old_id))?;
+                }
+                fail_point!("rollback.after_start_old");
+                self.docker
+                    .rename_container(old_id, &plan.base)
+                    .await
+                    .map_err(fail("rename old back", old_id))?;
+                fail_point!("rollback.after_rename_old");
+            }
+        }
+        if let Some(new_id) = &plan.new_id {
+            let options = RemoveOptions { force: true, anonymous_volumes: true };
+            self.docker
+                .remove_container(new_id, options)
+                .await
+                .map_err(fail("remove new container", new_id))?;
+        }
+        fail_point!("rollback.after_remove_new");
+        Ok(())
+    }
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
