@@ -9,5 +9,6 @@
 //! - [`queue`]: the work queue: de-duplication, one worker per key, per-key backoff.
 
 pub mod docker;
+pub mod executor;
 pub mod queue;
 pub mod store;
