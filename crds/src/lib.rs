@@ -14,10 +14,16 @@
 pub mod container;
 mod forms;
 mod hash;
+pub mod parse;
 pub mod quantity;
 pub mod reference;
+pub mod validate;
+mod yaml;
 
 pub use container::*;
 pub use hash::spec_hash;
+pub use parse::{load_paths, load_str, parse_paths, parse_str, ParsedContainer, SpecError, SpecErrors};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
+pub use validate::{validate, validate_container, FieldError};
+pub use yaml::Position;

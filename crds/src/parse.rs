@@ -1,0 +1,342 @@
+//! Spec files to `Container`s: YAML or JSON, several `---` documents per file, files and directories.
+//! Every error names the file, line, column and field path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::container::{Container, API_VERSION, KIND_CONTAINER};
+use crate::yaml::{self, child_index_path, child_key_path, Position, PositionIndex};
+
+/// A `Container` read from a file, with where it came from.
+#[derive(Clone, Debug)]
+pub struct ParsedContainer {
+    pub container: Container,
+    /// The file as it was named (or `<stdin>`, or what the caller passed to [`parse_str`]).
+    pub file: String,
+    /// Where the document starts.
+    pub position: Position,
+    /// Where each field of the document is, to point errors found later at it.
+    pub(crate) positions: PositionIndex,
+}
+
+/// One problem in a spec file. Displays as `FILE:LINE:COL: PATH: MESSAGE`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpecError {
+    pub file: String,
+    /// 1-based; 0 when the error is about the file as a whole (it cannot be read).
+    pub line: usize,
+    /// 1-based; 0 when the error is about the file as a whole.
+    pub column: usize,
+    /// The field path (`spec.ports[1].hostPort`); empty for errors about the document or file as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in a set of spec files, in file and line order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            error.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Parses the `Container` documents of one file's text. `file` names the file in errors. Each document is
+/// parsed on its own, so one bad document does not hide the errors of the next; a YAML syntax error ends the
+/// file. Only the shape of the documents is checked here; [`crate::validate`] checks their values.
+pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError>) {
+    let (documents, syntax_error) = yaml::read_documents(text);
+    let mut containers = Vec::new();
+    let mut errors = Vec::new();
+    for document in documents {
+        match parse_document(file, document) {
+            Ok(container) => containers.push(container),
+            Err(error) => errors.push(error),
+        }
+    }
+    if let Some(error) = syntax_error {
+        errors.push(SpecError {
+            file: file.to_owned(),
+            line: error.position.line,
+            column: error.position.column,
+            path: error.path,
+            message: error.message,
+        });
+    }
+    (containers, errors)
+}
+
+/// Reads and parses files and directories. A directory is read recursively, taking files ending in `.yaml`,
+/// `.yml` or `.json` in name order and skipping hidden entries; a file named directly is read whatever its
+/// name. Errors of all files are collected.
+pub fn parse_paths<P: AsRef<Path>>(paths: &[P]) -> (Vec<ParsedContainer>, Vec<SpecError>) {
+    let mut containers = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let files = match spec_files(path) {
+            Ok(files) => files,
+            Err(error) => {
+                errors.push(file_error(path, error));
+                continue;
+            }
+        };
+        for file in files {
+            let name = file.display().to_string();
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    let (parsed, file_errors) = parse_str(&name, &text);
+                    containers.extend(parsed);
+                    errors.extend(file_errors);
+                }
+                Err(error) => errors.push(file_error(&file, error.to_string())),
+            }
+        }
+    }
+    (containers, errors)
+}
+
+/// Parses and validates files and directories (what `kedge validate -f` and `apply -f` need): every
+/// `Container` in them, or every error in them.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Container>, SpecErrors> {
+    let (containers, errors) = parse_paths(paths);
+    finish_loading(containers, errors)
+}
+
+/// Parses and validates one file's text, as [`load_paths`] does for files: for standard input or an API
+/// request body. `file` names the text in errors.
+pub fn load_str(file: &str, text: &str) -> Result<Vec<Container>, SpecErrors> {
+    let (containers, errors) = parse_str(file, text);
+    finish_loading(containers, errors)
+}
+
+fn finish_loading(
+    containers: Vec<ParsedContainer>,
+    mut errors: Vec<SpecError>,
+) -> Result<Vec<Container>, SpecErrors> {
+    errors.extend(crate::validate::validate(&containers, &[]));
+    if errors.is_empty() {
+        return Ok(containers.into_iter().map(|parsed| parsed.container).collect());
+    }
+    // File by file (in the order they were read), then by position.
+    let mut file_order: Vec<&str> = Vec::new();
+    for error in &errors {
+        if !file_order.contains(&error.file.as_str()) {
+            file_order.push(&error.file);
+        }
+    }
+    let rank = |file: &str| file_order.iter().position(|known| *known == file).unwrap_or(usize::MAX);
+    let mut ranked: Vec<(usize, SpecError)> =
+        errors.iter().map(|error| (rank(&error.file), error.clone())).collect();
+    ranked.sort_by(|(rank_a, a), (rank_b, b)| (rank_a, a.line, a.column).cmp(&(rank_b, b.line, b.column)));
+    Err(SpecErrors(ranked.into_iter().map(|(_, error)| error).collect()))
+}
+
+impl ParsedContainer {
+    /// The position of the field at `path` (`spec.ports[1]`), or of its nearest ancestor in the file.
+    pub fn position_of(&self, path: &str) -> Position {
+        self.positions.value_position(path).unwrap_or(self.position)
+    }
+
+    /// An error about the field at `path` of this document.
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
+        let position = self.position_of(path);
+        SpecError {
+            file: self.file.clone(),
+            line: position.line,
+            column: position.column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl ParsedContainer {
+    /// An error about the key of the map entry at `path` (`spec.env.FOO`: the name `FOO` itself).
+    pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
+        let position = self.positions.key_position(path).unwrap_or(self.position);
+        SpecError {
+            file: self.file.clone(),
+            line: position.line,
+            column: position.column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+fn file_error(path: &Path, message: String) -> SpecError {
+    SpecError { file: path.display().to_string(), line: 0, column: 0, path: String::new(), message }
+}
+
+fn spec_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let metadata = std::fs::metadata(path).map_err(|error| error.to_string())?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    collect_spec_files(path, &mut files).map_err(|error| error.to_string())?;
+    if files.is_empty() {
+        return Err("the directory holds no .yaml, .yml or .json files".to_owned());
+    }
+    Ok(files)
+}
+
+fn collect_spec_files(directory: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(directory)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() || std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+            collect_spec_files(&path, files)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn parse_document(file: &str, document: yaml::PositionedDocument) -> Result<ParsedContainer, SpecError> {
+    let positions = document.positions;
+    let error = |path: &str, key: bool, message: String| {
+        let position = if key { positions.key_position(path) } else { positions.value_position(path) };
+        let position = position.unwrap_or(document.start);
+        SpecError {
+            file: file.to_owned(),
+            line: position.line,
+            column: position.column,
+            path: path.to_owned(),
+            message,
+        }
+    };
+    let Value::Object(fields) = &document.value else {
+        return Err(error(
+            "",
+            false,
+            "a document must be a map with apiVersion, kind, metadata and spec".to_owned(),
+        ));
+    };
+    // The envelope is checked first: a document of another kind would otherwise fail with confusing
+    // messages about fields that kind does not have.
+    match fields.get("apiVersion") {
+        Some(Value::String(version)) if version == API_VERSION => {}
+        Some(other) => {
+            return Err(error(
+                "apiVersion",
+                false,
+                format!("unsupported apiVersion {}, expected `{API_VERSION}`", describe(other)),
+            ))
+        }
+        None => return Err(error("apiVersion", false, "missing required field `apiVersion`".to_owned())),
+    }
+    match fields.get("kind") {
+        Some(Value::String(kind)) if kind == KIND_CONTAINER => {}
+        Some(other) => {
+            return Err(error(
+                "kind",
+                false,
+                format!("unsupported kind {}, expected `{KIND_CONTAINER}`", describe(other)),
+            ))
+        }
+        None => return Err(error("kind", false, "missing required field `kind`".to_owned())),
+    }
+    match serde_path_to_error::deserialize::<_, Container>(&document.value) {
+        Ok(container) => {
+            Ok(ParsedContainer { container, file: file.to_owned(), position: document.start, positions })
+        }
+        Err(failure) => {
+            let mut path = String::new();
+            for segment in failure.path().iter() {
+                path = match segment {
+                    serde_path_to_error::Segment::Seq { index } => child_index_path(&path, *index),
+                    serde_path_to_error::Segment::Map { key } => child_key_path(&path, key),
+                    serde_path_to_error::Segment::Enum { variant } => child_key_path(&path, variant),
+                    serde_path_to_error::Segment::Unknown => child_key_path(&path, "?"),
+                };
+            }
+            let message = failure.into_inner().to_string();
+            let (path, key, message) = rewrite_serde_message(path, message);
+            Err(error(&path, key, message))
+        }
+    }
+}
+
+/// Makes serde's messages say where and what, briefly: a missing field's path names the field, and an
+/// unknown field suggests the closest known name instead of listing all of them.
+fn rewrite_serde_message(path: String, message: String) -> (String, bool, String) {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.trim_end_matches('`');
+        return (child_key_path(&path, field), false, format!("missing required field `{field}`"));
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let suggestion =
+            closest(field, &known).map(|name| format!(", did you mean `{name}`?")).unwrap_or_default();
+        return (path, true, format!("unknown field `{field}`{suggestion}"));
+    }
+    (path, false, message)
+}
+
+/// The known name closest to `field` by edit distance, when it is close enough to be a likely typo.
+fn closest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = field.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|name| (edit_distance(&lower, &name.to_ascii_lowercase()), *name))
+        .filter(|(distance, name)| *distance <= 2.max(name.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_char) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(a_char != *b_char);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("`{text}`"),
+        other => other.to_string(),
+    }
+}

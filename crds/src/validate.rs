@@ -1,0 +1,708 @@
+//! The rules a parsed `Container` must follow beyond its shape, one container at a time
+//! ([`validate_container`]) and across a set of specs ([`validate`]: duplicates, unknown dependencies,
+//! dependency cycles). Every rule reports and goes on, so that one run shows every error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use crate::container::{
+    Container, ContainerSpec, Healthcheck, MountKind, ObjectMeta, Resources, RestartPolicyName, UpdateOrder,
+    API_VERSION, KIND_CONTAINER,
+};
+use crate::parse::{ParsedContainer, SpecError};
+use crate::quantity::MemorySwap;
+
+/// A rule broken by one field of one container, before it is placed in a file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FieldError {
+    /// `spec.ports[1].hostPort`.
+    pub path: String,
+    pub message: String,
+    /// The error is about a map key (an environment variable's or label's name), not its value.
+    pub on_key: bool,
+}
+
+/// Docker refuses a memory limit below this.
+pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+
+/// Checks the rules of a single container, whatever its source (a file, or an API request body).
+pub fn validate_container(container: &Container) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    if container.api_version != API_VERSION {
+        errors.add(
+            "apiVersion",
+            format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", container.api_version),
+        );
+    }
+    if container.kind != KIND_CONTAINER {
+        errors.add("kind", format!("unsupported kind `{}`, expected `{KIND_CONTAINER}`", container.kind));
+    }
+    check_metadata(&container.metadata, &mut errors);
+    check_spec(&container.spec, &mut errors);
+    errors.0
+}
+
+/// Checks every container's own rules, then the rules of the set: no two specs with one key, every
+/// `dependsOn` names a spec of the set or of `existing` (the specs already stored, which the set may
+/// replace), and no dependency cycle. Set-level errors point at the offending `dependsOn` entry or name.
+pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    for parsed in containers {
+        for error in validate_container(&parsed.container) {
+            if error.on_key {
+                errors.push(parsed.error_at_key(&error.path, error.message));
+            } else {
+                errors.push(parsed.error_at(&error.path, error.message));
+            }
+        }
+    }
+    let mut first_by_key: HashMap<String, &ParsedContainer> = HashMap::new();
+    for parsed in containers {
+        let key = parsed.container.key();
+        match first_by_key.get(&key) {
+            Some(first) => {
+                let position = first.position_of("metadata.name");
+                errors.push(parsed.error_at(
+                    "metadata.name",
+                    format!(
+                        "duplicate spec `{key}`, first defined at {}:{}:{}",
+                        first.file, position.line, position.column
+                    ),
+                ));
+            }
+            None => {
+                first_by_key.insert(key, parsed);
+            }
+        }
+    }
+    // The dependency graph: the set's specs override stored ones of the same key.
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for container in existing {
+        graph.insert(container.key(), dependency_keys(container));
+    }
+    for parsed in first_by_key.values() {
+        graph.insert(parsed.container.key(), dependency_keys(&parsed.container));
+    }
+    for parsed in containers {
+        let namespace = &parsed.container.metadata.namespace;
+        for (index, dependency) in parsed.container.spec.depends_on.iter().enumerate() {
+            let key = format!("{namespace}/{}", dependency.name);
+            if !graph.contains_key(&key) {
+                errors.push(parsed.error_at(
+                    &format!("spec.dependsOn[{index}]"),
+                    format!("depends on `{key}`, which is not among the specs"),
+                ));
+            }
+        }
+    }
+    for component in cyclic_components(&graph) {
+        // Reported once per cycle, at the first spec of the set on it, at its entry naming the next one.
+        let Some(reporter) = containers.iter().find(|parsed| component.contains(&parsed.container.key()))
+        else {
+            continue;
+        };
+        let cycle = walk_cycle(&graph, &component, reporter.container.key());
+        let namespace = &reporter.container.metadata.namespace;
+        let next = cycle.get(1).unwrap_or(&cycle[0]);
+        let index = reporter
+            .container
+            .spec
+            .depends_on
+            .iter()
+            .position(|dependency| format!("{namespace}/{}", dependency.name) == *next)
+            .unwrap_or(0);
+        let mut description: Vec<&str> = cycle.iter().map(String::as_str).collect();
+        description.push(&cycle[0]);
+        errors.push(reporter.error_at(
+            &format!("spec.dependsOn[{index}]"),
+            format!("dependency cycle: {}", description.join(" -> ")),
+        ));
+    }
+    errors
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { path: path.into(), message: message.into(), on_key: false });
+    }
+
+    fn add_on_key(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { path: path.into(), message: message.into(), on_key: true });
+    }
+}
+
+fn check_metadata(metadata: &ObjectMeta, errors: &mut Errors) {
+    if let Err(why) = check_dns_label(&metadata.name) {
+        errors.add("metadata.name", format!("`{}` is not a valid name: {why}", metadata.name));
+    }
+    if let Err(why) = check_dns_label(&metadata.namespace) {
+        errors.add("metadata.namespace", format!("`{}` is not a valid namespace: {why}", metadata.namespace));
+    }
+    for key in metadata.labels.keys() {
+        if let Err(why) = check_label_key(key) {
+            errors.add_on_key(format!("metadata.labels.{key}"), why);
+        }
+    }
+    if let Some(generation) = metadata.generation {
+        if generation < 0 {
+            errors.add("metadata.generation", "must not be negative");
+        }
+    }
+}
+
+fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
+    if spec.image.repository.is_empty() {
+        errors.add("spec.image", "missing required field `image`");
+    }
+    for name in spec.env.keys() {
+        if name.is_empty() || name.contains('=') || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            errors.add_on_key(
+                format!("spec.env.{name}"),
+                format!(
+                    "`{name}` is not a valid variable name: it must be non-empty, without `=` or whitespace"
+                ),
+            );
+        }
+    }
+    if let Some(directory) = &spec.working_dir {
+        if !directory.starts_with('/') {
+            errors.add("spec.workingDir", format!("`{directory}` is not an absolute path"));
+        }
+    }
+    if let Some(hostname) = &spec.hostname {
+        if let Err(why) = check_hostname(hostname) {
+            errors.add("spec.hostname", format!("`{hostname}` is not a valid hostname: {why}"));
+        }
+    }
+    for key in spec.labels.keys() {
+        if key.starts_with("kedge.io/") {
+            errors.add_on_key(
+                format!("spec.labels.{key}"),
+                "labels under `kedge.io/` are reserved for kedge itself",
+            );
+        } else if key.is_empty() {
+            errors.add("spec.labels", "a label key must not be empty");
+        }
+    }
+    check_ports(spec, errors);
+    check_mounts(spec, errors);
+    check_networks(spec, errors);
+    if let Some(policy) = &spec.restart_policy {
+        if policy.maximum_retry_count.is_some() && policy.name != RestartPolicyName::OnFailure {
+            errors.add(
+                "spec.restartPolicy.maximumRetryCount",
+                "a retry count is only allowed with `on-failure`",
+            );
+        }
+    }
+    if let Some(resources) = &spec.resources {
+        check_resources(resources, errors);
+    }
+    if let Some(healthcheck) = &spec.healthcheck {
+        check_healthcheck(healthcheck, errors);
+    }
+    if let Some(signal) = &spec.stop_signal {
+        if !is_valid_signal(signal) {
+            errors.add(
+                "spec.stopSignal",
+                format!("`{signal}` is not a signal name (such as `SIGTERM`) or number"),
+            );
+        }
+    }
+    for (field, capabilities) in [("capAdd", &spec.cap_add), ("capDrop", &spec.cap_drop)] {
+        for (index, capability) in capabilities.iter().enumerate() {
+            if !is_valid_capability(capability) {
+                errors.add(
+                    format!("spec.{field}[{index}]"),
+                    format!("`{capability}` is not a Linux capability"),
+                );
+            }
+        }
+    }
+    if let Some(logging) = &spec.logging {
+        if logging.driver.is_empty() {
+            errors.add("spec.logging.driver", "must not be empty");
+        }
+    }
+    let mut dependencies = BTreeSet::new();
+    for (index, dependency) in spec.depends_on.iter().enumerate() {
+        let path = format!("spec.dependsOn[{index}]");
+        if let Err(why) = check_dns_label(&dependency.name) {
+            errors.add(&path, format!("`{}` is not a valid name: {why}", dependency.name));
+        } else if !dependencies.insert(dependency.name.as_str()) {
+            errors.add(&path, format!("`{}` is listed twice", dependency.name));
+        }
+    }
+    for (index, exec) in spec.post_start.iter().enumerate() {
+        if exec.command.is_empty() {
+            errors.add(format!("spec.postStart[{index}].command"), "must not be empty");
+        }
+    }
+    if let Some(policy) = &spec.update_policy {
+        if let Some(interval) = policy.check_interval {
+            if interval.duration() < Duration::from_secs(1) {
+                errors.add("spec.updatePolicy.checkInterval", "must be at least 1s");
+            }
+        }
+    }
+    if let Some(strategy) = &spec.update_strategy {
+        if let Some(timeout) = strategy.health_timeout {
+            if timeout.duration().is_zero() {
+                errors.add("spec.updateStrategy.healthTimeout", "must be more than 0s");
+            }
+        }
+        if strategy.kind == Some(UpdateOrder::StartFirst)
+            && spec.ports.iter().any(|port| port.host_port.is_some())
+        {
+            errors.add(
+                "spec.updateStrategy.type",
+                "`start-first` cannot be used with published host ports: the new container could not bind them",
+            );
+        }
+    }
+    if let Some(placement) = &spec.placement {
+        if placement.host.is_none() && placement.host_selector.is_empty() {
+            errors.add("spec.placement", "give `host`, `hostSelector` or both");
+        }
+        if let Some(host) = &placement.host {
+            if let Err(why) = check_hostname(host) {
+                errors.add("spec.placement.host", format!("`{host}` is not a valid host name: {why}"));
+            }
+        }
+        for key in placement.host_selector.keys() {
+            if let Err(why) = check_label_key(key) {
+                errors.add_on_key(format!("spec.placement.hostSelector.{key}"), why);
+            }
+        }
+    }
+}
+
+fn check_ports(spec: &ContainerSpec, errors: &mut Errors) {
+    let mut bindings = std::collections::HashSet::new();
+    for (index, port) in spec.ports.iter().enumerate() {
+        let path = format!("spec.ports[{index}]");
+        if port.container_port == 0 {
+            errors.add(format!("{path}.containerPort"), "must be a port number from 1 to 65535");
+        }
+        if let Some(host_port) = port.host_port {
+            if host_port == 0 {
+                errors.add(
+                    format!("{path}.hostPort"),
+                    "must be a port number from 1 to 65535 (leave it out for any)",
+                );
+            } else if !bindings.insert((port.host_ip, host_port, port.protocol)) {
+                errors.add(format!("{path}.hostPort"), format!("host port {host_port} is published twice"));
+            }
+        }
+    }
+}
+
+fn check_mounts(spec: &ContainerSpec, errors: &mut Errors) {
+    let mut targets = BTreeSet::new();
+    for (index, mount) in spec.mounts.iter().enumerate() {
+        let path = format!("spec.mounts[{index}]");
+        if !mount.target.starts_with('/') {
+            errors.add(format!("{path}.target"), format!("`{}` is not an absolute path", mount.target));
+        } else if !targets.insert(mount.target.trim_end_matches('/')) {
+            errors.add(format!("{path}.target"), format!("`{}` is mounted twice", mount.target));
+        }
+        match (mount.kind, &mount.source) {
+            (MountKind::Bind, None) => {
+                errors.add(format!("{path}.source"), "a bind mount needs a source path")
+            }
+            (MountKind::Bind, Some(source)) if !source.starts_with('/') => {
+                errors.add(format!("{path}.source"), format!("`{source}` is not an absolute path"))
+            }
+            (MountKind::Volume, Some(source)) if !is_valid_volume_name(source) => errors.add(
+                format!("{path}.source"),
+                format!("`{source}` is not a valid volume name: use letters, digits, `_`, `.` and `-`"),
+            ),
+            (MountKind::Tmpfs, Some(_)) => {
+                errors.add(format!("{path}.source"), "a tmpfs mount has no source")
+            }
+            _ => {}
+        }
+        if mount.tmpfs_size.is_some() && mount.kind != MountKind::Tmpfs {
+            errors.add(format!("{path}.tmpfsSize"), "only a tmpfs mount has a size");
+        }
+        if mount.kind == MountKind::Tmpfs && mount.read_only == Some(true) {
+            errors.add(format!("{path}.readOnly"), "a read-only tmpfs mount cannot be written at all");
+        }
+    }
+}
+
+fn check_networks(spec: &ContainerSpec, errors: &mut Errors) {
+    let mut names = BTreeSet::new();
+    for (index, network) in spec.networks.iter().enumerate() {
+        let path = format!("spec.networks[{index}]");
+        if network.name.is_empty() {
+            errors.add(format!("{path}.name"), "must not be empty");
+        } else if !names.insert(network.name.as_str()) {
+            errors.add(format!("{path}.name"), format!("network `{}` is listed twice", network.name));
+        }
+        for (alias_index, alias) in network.aliases.iter().enumerate() {
+            if let Err(why) = check_hostname(alias) {
+                errors.add(
+                    format!("{path}.aliases[{alias_index}]"),
+                    format!("`{alias}` is not a valid alias: {why}"),
+                );
+            }
+        }
+        if let Some(address) = network.ipv4_address {
+            if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+                errors.add(
+                    format!("{path}.ipv4Address"),
+                    format!("`{address}` cannot be a container's address"),
+                );
+            }
+        }
+    }
+}
+
+fn check_resources(resources: &Resources, errors: &mut Errors) {
+    if let Some(cpus) = resources.cpus {
+        if cpus.nanos() == 0 {
+            errors.add("spec.resources.cpus", "must be more than 0");
+        }
+        if resources.cpu_period.is_some() || resources.cpu_quota.is_some() {
+            errors.add(
+                "spec.resources.cpus",
+                "cannot be combined with cpuPeriod or cpuQuota (Docker refuses both)",
+            );
+        }
+    }
+    if let Some(shares) = resources.cpu_shares {
+        if shares == 1 {
+            errors.add("spec.resources.cpuShares", "must be at least 2 (or 0 for Docker's default)");
+        }
+    }
+    if let Some(period) = resources.cpu_period {
+        if period != 0 && !(1_000..=1_000_000).contains(&period) {
+            errors.add("spec.resources.cpuPeriod", "must be from 1000 to 1000000 microseconds");
+        }
+    }
+    if let Some(quota) = resources.cpu_quota {
+        if quota != -1 && quota != 0 && quota < 1_000 {
+            errors.add("spec.resources.cpuQuota", "must be at least 1000 microseconds, or -1 for none");
+        }
+    }
+    for (field, value) in [("cpusetCpus", &resources.cpuset_cpus), ("cpusetMems", &resources.cpuset_mems)] {
+        if let Some(list) = value {
+            if !is_valid_cpu_list(list) {
+                errors.add(
+                    format!("spec.resources.{field}"),
+                    format!("`{list}` is not a list such as `0-3` or `0,2`"),
+                );
+            }
+        }
+    }
+    if let Some(memory) = resources.memory {
+        if memory.bytes() < MIN_MEMORY_BYTES {
+            errors.add("spec.resources.memory", format!("`{memory}` is below Docker's minimum of 6Mi"));
+        }
+    }
+    if let (Some(reservation), Some(memory)) = (resources.memory_reservation, resources.memory) {
+        if reservation > memory {
+            errors.add(
+                "spec.resources.memoryReservation",
+                format!("`{reservation}` is more than memory `{memory}`"),
+            );
+        }
+    }
+    match (resources.memory_swap, resources.memory) {
+        (Some(MemorySwap::Limit(swap)), Some(memory)) if swap < memory => errors.add(
+            "spec.resources.memorySwap",
+            format!("`{swap}` is less than memory `{memory}`: it counts memory plus swap (-1 for unlimited)"),
+        ),
+        (Some(_), None) => errors.add("spec.resources.memorySwap", "needs `memory` to be set too"),
+        _ => {}
+    }
+    if let Some(weight) = resources.blkio_weight {
+        if weight != 0 && !(10..=1000).contains(&weight) {
+            errors.add("spec.resources.blkioWeight", "must be from 10 to 1000, or 0 for Docker's default");
+        }
+    }
+    if let Some(limit) = resources.pids_limit {
+        if limit < -1 {
+            errors.add("spec.resources.pidsLimit", "must be positive, or 0 or -1 for unlimited");
+        }
+    }
+}
+
+fn check_healthcheck(healthcheck: &Healthcheck, errors: &mut Errors) {
+    let test = &healthcheck.test;
+    let problem = match test.first().map(String::as_str) {
+        None => Some("must not be empty: use [NONE] to disable the image's health check"),
+        Some("CMD") if test.len() < 2 => Some("[CMD, ...] needs a command after CMD"),
+        Some("CMD-SHELL") if test.len() != 2 => Some("[CMD-SHELL, command] takes exactly one shell command"),
+        Some("NONE") if test.len() != 1 => Some("[NONE] takes nothing after NONE"),
+        Some("CMD" | "CMD-SHELL" | "NONE") => None,
+        Some(_) => Some("must start with CMD, CMD-SHELL or NONE (or be a string, run as CMD-SHELL)"),
+    };
+    if let Some(problem) = problem {
+        errors.add("spec.healthcheck.test", problem);
+    }
+    for (field, value) in [
+        ("interval", healthcheck.interval),
+        ("timeout", healthcheck.timeout),
+        ("startPeriod", healthcheck.start_period),
+        ("startInterval", healthcheck.start_interval),
+    ] {
+        if let Some(value) = value {
+            if !value.duration().is_zero() && value.duration() < Duration::from_millis(1) {
+                errors.add(
+                    format!("spec.healthcheck.{field}"),
+                    "must be at least 1ms, or 0 for Docker's default",
+                );
+            }
+        }
+    }
+}
+
+fn dependency_keys(container: &Container) -> Vec<String> {
+    let namespace = &container.metadata.namespace;
+    container.spec.depends_on.iter().map(|dependency| format!("{namespace}/{}", dependency.name)).collect()
+}
+
+/// The strongly connected components that hold a cycle: more than one spec, or one that depends on itself.
+fn cyclic_components(graph: &BTreeMap<String, Vec<String>>) -> Vec<BTreeSet<String>> {
+    let keys: Vec<&String> = graph.keys().collect();
+    let index_of: HashMap<&String, usize> =
+        keys.iter().enumerate().map(|(index, key)| (*key, index)).collect();
+    let edges: Vec<Vec<usize>> = keys
+        .iter()
+        .map(|key| graph[*key].iter().filter_map(|target| index_of.get(target).copied()).collect())
+        .collect();
+    strongly_connected_components(&edges)
+        .into_iter()
+        .filter(|component| component.len() > 1 || edges[component[0]].contains(&component[0]))
+        .map(|component| component.into_iter().map(|index| keys[index].clone()).collect())
+        .collect()
+}
+
+/// A shortest cycle through `start` inside its strongly connected component, as keys without repeating the
+/// first: a breadth-first search from `start` back to itself (every key of such a component is on a cycle).
+fn walk_cycle(
+    graph: &BTreeMap<String, Vec<String>>,
+    component: &BTreeSet<String>,
+    start: String,
+) -> Vec<String> {
+    let mut came_from: HashMap<&String, &String> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([&start]);
+    while let Some(key) = queue.pop_front() {
+        for target in graph.get(key).into_iter().flatten().filter(|target| component.contains(*target)) {
+            if *target == start {
+                let mut cycle = vec![key.clone()];
+                let mut current = key;
+                while *current != start {
+                    current = came_from[current];
+                    cycle.push(current.clone());
+                }
+                cycle.reverse();
+                return cycle;
+            }
+            if !came_from.contains_key(target) {
+                came_from.insert(target, key);
+                queue.push_back(target);
+            }
+        }
+    }
+    vec![start]
+}
+
+/// Tarjan's algorithm, iterative.
+fn strongly_connected_components(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let count = edges.len();
+    let mut index = vec![usize::MAX; count];
+    let mut low = vec![0; count];
+    let mut on_stack = vec![false; count];
+    let mut stack = Vec::new();
+    let mut next_index = 0;
+    let mut components = Vec::new();
+    for root in 0..count {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        let mut work: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(&mut (node, ref mut edge)) = work.last_mut() {
+            if *edge == 0 && index[node] == usize::MAX {
+                index[node] = next_index;
+                low[node] = next_index;
+                next_index += 1;
+                stack.push(node);
+                on_stack[node] = true;
+            }
+            if *edge < edges[node].len() {
+                let target = edges[node][*edge];
+                *edge += 1;
+                if index[target] == usize::MAX {
+                    work.push((target, 0));
+                } else if on_stack[target] {
+                    low[node] = low[node].min(index[target]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[node]);
+            }
+            if low[node] == index[node] {
+                let mut component = Vec::new();
+                loop {
+                    let member = stack.pop().expect("the node is on the stack");
+                    on_stack[member] = false;
+                    component.push(member);
+                    if member == node {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
+        }
+    }
+    components
+}
+
+fn check_dns_label(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("it must be 1 to 63 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("use only lowercase letters, digits and `-`");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("it must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// RFC 1123 host names: dot-separated labels of letters, digits and `-`; case is free.
+fn check_hostname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("it must be 1 to 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each dot-separated part must be 1 to 63 characters");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err("use letters, digits and `-`, not at the start or end of a part");
+        }
+    }
+    Ok(())
+}
+
+/// `[prefix/]name` as Kubernetes label keys: the name is 1 to 63 of `[A-Za-z0-9._-]`, starting and ending
+/// alphanumeric; the prefix a DNS subdomain.
+fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok =
+        prefix.is_none_or(|prefix| check_hostname(prefix).is_ok() && prefix == prefix.to_ascii_lowercase());
+    if name_ok && prefix_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{key}` is not a valid label key: `[prefix/]name`, name of letters, digits, `.`, `_`, `-`"
+        ))
+    }
+}
+
+fn is_valid_volume_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn is_valid_cpu_list(list: &str) -> bool {
+    list.split(',').all(|part| {
+        let (low, high) = part.split_once('-').unwrap_or((part, part));
+        match (low.parse::<u32>(), high.parse::<u32>()) {
+            (Ok(low), Ok(high)) => low <= high,
+            _ => false,
+        }
+    })
+}
+
+const SIGNALS: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
+    "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
+    "VTALRM", "PROF", "WINCH", "IO", "PWR",
+];
+
+/// `SIGTERM`, `TERM`, `15`, `SIGRTMIN+3`, as `docker run --stop-signal` takes them.
+fn is_valid_signal(signal: &str) -> bool {
+    if let Ok(number) = signal.parse::<u32>() {
+        return (1..=64).contains(&number);
+    }
+    let name = signal.strip_prefix("SIG").unwrap_or(signal);
+    if SIGNALS.contains(&name) || name == "SYS" || name == "RTMIN" || name == "RTMAX" {
+        return true;
+    }
+    let offset = |rest: &str| rest.parse::<u32>().is_ok_and(|n| (1..=15).contains(&n));
+    name.strip_prefix("RTMIN+").is_some_and(offset) || name.strip_prefix("RTMAX-").is_some_and(offset)
+}
+
+const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Docker's names, with or without `CAP_`, in any case, or `ALL`.
+fn is_valid_capability(capability: &str) -> bool {
+    let upper = capability.to_ascii_uppercase();
+    let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    name == "ALL" || CAPABILITIES.contains(&name)
+}
