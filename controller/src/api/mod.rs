@@ -1,0 +1,762 @@
+//! The HTTP API every agent serves: the only door to the store for users and the `kedge` CLI.
+//!
+//! Routes (JSON in and out; errors are `{"error": MESSAGE, ...}` with a 4xx or 5xx status):
+//!
+//! ```text
+//! GET    /healthz                                          no authentication
+//! GET    /version
+//! GET    /api/v1/containers?labelSelector=SEL              every namespace
+//! GET    /api/v1/namespaces/{ns}/containers?labelSelector=SEL
+//! POST   /api/v1/namespaces/{ns}/containers                create; 409 when it exists
+//! GET    /api/v1/namespaces/{ns}/containers/{name}         spec with its status merged in
+//! PUT    /api/v1/namespaces/{ns}/containers/{name}         create or replace; with metadata.resourceVersion,
+//!                                                          only if unchanged since (else 409 with both versions)
+//! DELETE /api/v1/namespaces/{ns}/containers/{name}?resourceVersion=R
+//! GET    /api/v1/namespaces/{ns}/containers/{name}/status
+//! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   501 unless a RecreateHandler is installed
+//! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
+//! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
+//! GET    /api/v1/hosts
+//! ```
+//!
+//! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
+//! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
+//!
+//! Authentication: on TCP every route but `/healthz` needs `Authorization: Bearer TOKEN` (see
+//! [`load_or_create_token`]); on the Unix socket the socket file's permissions are the authentication.
+//! Request bodies over [`MAX_BODY_BYTES`] get a 413. The generation rule lives in [`crate::store::objects`];
+//! this module only translates HTTP to it.
+
+mod selector;
+mod token;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use kedge_crds::{Container, ContainerStatus};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::objects::{self, ApplyOutcome};
+use crate::store::{keys, BoxFuture, EventKind, SharedStore, StoreError};
+
+pub use selector::{LabelSelector, SelectorError};
+pub use token::{load_or_create_token, token_path, TOKEN_FILE};
+
+/// Request bodies larger than this are refused with 413: a spec is a few kilobytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The header write responses carry to say what happened.
+pub const OUTCOME_HEADER: &str = "x-kedge-outcome";
+
+/// What the API needs from the agent that serves it.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: SharedStore,
+    /// This agent's host name, reported by `/version`.
+    pub host: String,
+    /// The bearer token TCP clients must present; `None` disables authentication (tests, Unix socket only).
+    pub token: Option<String>,
+    /// The one-call recreate of issue 8; the route answers 501 until the agent installs a handler.
+    pub recreate: Option<Arc<dyn RecreateHandler>>,
+}
+
+/// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
+pub trait RecreateHandler: Send + Sync + 'static {
+    /// Recreates the container of spec `namespace/name`, pulling first when `pull`; answers a JSON report.
+    fn recreate<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        pull: bool,
+    ) -> BoxFuture<'a, Result<Value, String>>;
+}
+
+/// Where the API listens.
+pub enum ApiListener {
+    /// Authenticated by bearer token.
+    Tcp(tokio::net::TcpListener),
+    /// Authenticated by the socket file's permissions: no token needed.
+    Unix(tokio::net::UnixListener),
+}
+
+impl ApiState {
+    pub fn new(store: SharedStore, host: impl Into<String>, token: Option<String>) -> ApiState {
+        ApiState { store, host: host.into(), token, recreate: None }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends open watches and
+/// returns once in-flight requests have finished.
+pub async fn serve(
+    state: ApiState,
+    listener: ApiListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = CancellationToken::new();
+    let require_token = matches!(listener, ApiListener::Tcp(_));
+    let app = router(state, require_token, stopping.clone());
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
+    match listener {
+        ApiListener::Tcp(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        ApiListener::Unix(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    api: ApiState,
+    require_token: bool,
+    /// Cancelled on shutdown so that watch streams end and graceful shutdown can complete.
+    stopping: CancellationToken,
+}
+
+fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Router {
+    let state = AppState { api, require_token, stopping };
+    let authenticated = Router::new()
+        .route("/version", get(version))
+        .route("/api/v1/containers", get(list_all))
+        .route("/api/v1/namespaces/{ns}/containers", get(list_namespace).post(create))
+        .route("/api/v1/namespaces/{ns}/containers/{name}", get(read).put(replace).delete(remove))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/status", get(read_status))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
+        .route("/api/v1/watch/containers", get(watch_containers))
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/watch/events", get(watch_events))
+        .route("/api/v1/hosts", get(list_hosts))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(authenticated)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// An error answer: `{"error": message, ...details}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, body: json!({ "error": message.into() }) }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> ApiError {
+        self.body[key] = value;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let status = match &error {
+            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::Compacted { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            format!("cannot read request body: {}", rejection.body_text())
+        };
+        ApiError::new(status, message)
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad query string: {}", rejection.body_text()))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let (true, Some(expected)) = (state.require_token, state.api.token.as_deref()) {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match presented {
+            Some(presented) if token::tokens_equal(presented.trim(), expected) => {}
+            Some(_) => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response()
+            }
+            None => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing `Authorization: Bearer TOKEN` header",
+                )
+                .into_response()
+            }
+        }
+    }
+    next.run(request).await
+}
+
+async fn version(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "apiVersion": kedge_crds::API_VERSION,
+        "host": state.api.host,
+    }))
+}
+
+async fn list_all(State(state): State<AppState>, params: Params) -> ApiResult<Json<Value>> {
+    list(&state, None, &params?.0).await
+}
+
+async fn list_namespace(
+    State(state): State<AppState>,
+    Path(ns): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    list(&state, Some(&ns), &params?.0).await
+}
+
+async fn list(
+    state: &AppState,
+    ns: Option<&str>,
+    params: &HashMap<String, String>,
+) -> ApiResult<Json<Value>> {
+    let selector = selector_param(params)?;
+    let (containers, revision) = merged_containers(state, ns).await?;
+    let items: Vec<&Container> = containers.iter().filter(|c| selector.matches(&c.metadata.labels)).collect();
+    Ok(Json(json!({
+        "apiVersion": kedge_crds::API_VERSION,
+        "kind": "ContainerList",
+        "metadata": { "resourceVersion": revision.to_string() },
+        "items": items,
+    })))
+}
+
+/// Specs with their statuses merged in, and the revision of the spec read.
+async fn merged_containers(state: &AppState, ns: Option<&str>) -> ApiResult<(Vec<Container>, i64)> {
+    let store = state.api.store.as_ref();
+    let (mut containers, revision) = objects::list_containers(store, ns).await?;
+    let status_prefix =
+        keys::status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let statuses = store.list(&status_prefix).await?;
+    let mut by_key: HashMap<(String, String), ContainerStatus> = HashMap::new();
+    for kv in &statuses.kvs {
+        let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
+        if let Ok(status) = serde_json::from_slice(&kv.value) {
+            by_key.insert((ns.to_owned(), name.to_owned()), status);
+        }
+    }
+    for container in &mut containers {
+        let key = (container.metadata.namespace.clone(), container.metadata.name.clone());
+        container.status = by_key.remove(&key);
+    }
+    Ok((containers, revision))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Json<Container>> {
+    let store = state.api.store.as_ref();
+    let mut container =
+        objects::get_container(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
+    container.status = objects::get_status(store, &ns, &name).await?.map(|(status, _)| status);
+    Ok(Json(container))
+}
+
+async fn read_status(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let store = state.api.store.as_ref();
+    match objects::get_status(store, &ns, &name).await? {
+        Some((status, revision)) => {
+            let mut value = serde_json::to_value(status).unwrap_or_default();
+            value["resourceVersion"] = json!(revision.to_string());
+            Ok(Json(value))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no status reported yet for container {ns}/{name}"),
+        )),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(ns): Path<String>,
+    params: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let params = params?.0;
+    let desired = decode_body(&body?, &ns, None)?;
+    write(&state, desired, Some(0), is_dry_run(&params)?).await
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let params = params?.0;
+    let desired = decode_body(&body?, &ns, Some(&name))?;
+    let expected = match desired.metadata.resource_version.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_revision(text, "metadata.resourceVersion")?),
+    };
+    write(&state, desired, expected, is_dry_run(&params)?).await
+}
+
+async fn write(
+    state: &AppState,
+    desired: Container,
+    expected: Option<i64>,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let store = state.api.store.as_ref();
+    let (ns, name) = (desired.metadata.namespace.clone(), desired.metadata.name.clone());
+    let result = if dry_run {
+        dry_run_apply(state, &desired, expected).await
+    } else {
+        objects::apply_container(store, &desired, expected).await.map(|a| (a.container, a.outcome))
+    };
+    let (container, outcome) = match result {
+        Ok(done) => done,
+        Err(StoreError::Conflict { current_mod_revision, .. }) => {
+            let message = match (expected, current_mod_revision) {
+                (Some(0), _) => format!("container {ns}/{name} already exists"),
+                (_, 0) => format!("container {ns}/{name} does not exist (it was deleted)"),
+                _ => format!(
+                    "container {ns}/{name} was changed since resourceVersion {}",
+                    expected.unwrap_or(0)
+                ),
+            };
+            return Err(ApiError::new(StatusCode::CONFLICT, message)
+                .with("yourResourceVersion", json!(expected.unwrap_or(0).to_string()))
+                .with("currentResourceVersion", json!(current_mod_revision.to_string())));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let (status, word) = match outcome {
+        ApplyOutcome::Created => (StatusCode::CREATED, "created"),
+        ApplyOutcome::Updated { .. } => (StatusCode::OK, "configured"),
+        ApplyOutcome::Unchanged => (StatusCode::OK, "unchanged"),
+    };
+    let mut response = (status, Json(container)).into_response();
+    response.headers_mut().insert(OUTCOME_HEADER, HeaderValue::from_static(word));
+    Ok(response)
+}
+
+/// What [`objects::apply_container`] would do, without writing.
+async fn dry_run_apply(
+    state: &AppState,
+    desired: &Container,
+    expected: Option<i64>,
+) -> Result<(Container, ApplyOutcome), StoreError> {
+    let store = state.api.store.as_ref();
+    let (ns, name) = (&desired.metadata.namespace, &desired.metadata.name);
+    let current = objects::get_container(store, ns, name).await?;
+    let current_revision =
+        current.as_ref().and_then(|c| c.metadata.resource_version.as_deref()?.parse().ok()).unwrap_or(0);
+    if let Some(expected) = expected {
+        if expected != current_revision {
+            let key = keys::spec_key(ns, name).unwrap_or_default();
+            return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
+        }
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match objects::next_stored(current.as_ref(), desired, "00000000-0000-0000-0000-000000000000", &now) {
+        Some((mut next, outcome)) => {
+            next.metadata.resource_version = current.and_then(|c| c.metadata.resource_version);
+            Ok((next, outcome))
+        }
+        None => Ok((current.expect("unchanged implies existing"), ApplyOutcome::Unchanged)),
+    }
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let params = params?.0;
+    let store = state.api.store.as_ref();
+    let expected = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") => None,
+        Some(text) => Some(parse_revision(text, "resourceVersion")?),
+    };
+    let current = objects::get_container(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
+    let deleted = if is_dry_run(&params)? {
+        let current_revision = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
+        if expected.is_some() && expected != current_revision {
+            let key = keys::spec_key(&ns, &name).unwrap_or_default();
+            Err(StoreError::Conflict { key, current_mod_revision: current_revision.unwrap_or(0) })
+        } else {
+            Ok(current_revision)
+        }
+    } else {
+        objects::delete_container(store, &ns, &name, expected).await
+    };
+    match deleted {
+        Ok(Some(_)) => {
+            let mut response = Json(current).into_response();
+            response.headers_mut().insert(OUTCOME_HEADER, HeaderValue::from_static("deleted"));
+            Ok(response)
+        }
+        Ok(None) => Err(not_found(&ns, &name)),
+        Err(StoreError::Conflict { current_mod_revision, .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("container {ns}/{name} was changed since resourceVersion {}", expected.unwrap_or(0)),
+        )
+        .with("yourResourceVersion", json!(expected.unwrap_or(0).to_string()))
+        .with("currentResourceVersion", json!(current_mod_revision.to_string()))),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn recreate(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let params = params?.0;
+    let Some(handler) = state.api.recreate.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "recreate is not available on this agent yet",
+        ));
+    };
+    let pull = matches!(params.get("pull").map(String::as_str), Some("true" | "1"));
+    handler.recreate(&ns, &name, pull).await.map(Json).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))
+}
+
+async fn list_events(State(state): State<AppState>, params: Params) -> ApiResult<Json<Value>> {
+    let params = params?.0;
+    let prefix = keys::events_prefix(params.get("namespace").map(String::as_str))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let list = state.api.store.list(&prefix).await?;
+    let items: Vec<Value> = list
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter(|event| event_matches(event, &params))
+        .collect();
+    Ok(Json(
+        json!({ "kind": "EventList", "metadata": { "resourceVersion": list.revision.to_string() }, "items": items }),
+    ))
+}
+
+async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let list = state.api.store.list(keys::HOSTS).await?;
+    let items: Vec<Value> = list
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            let mut host = serde_json::from_slice::<Value>(&kv.value).ok()?;
+            if host.is_object() && host.get("name").is_none() {
+                host["name"] = json!(keys::parse_host_key(&kv.key)?);
+            }
+            Some(host)
+        })
+        .collect();
+    Ok(Json(
+        json!({ "kind": "HostList", "metadata": { "resourceVersion": list.revision.to_string() }, "items": items }),
+    ))
+}
+
+/// `?object=NAME` keeps the events about one container: those whose `involvedObject`
+/// (`Container/<ns>/<name>`) names it. `?namespace=` is already applied by the key prefix.
+fn event_matches(event: &Value, params: &HashMap<String, String>) -> bool {
+    let Some(wanted) = params.get("object") else { return true };
+    event
+        .get("involvedObject")
+        .and_then(Value::as_str)
+        .is_some_and(|object| object == wanted || object.rsplit('/').next() == Some(wanted.as_str()))
+}
+
+async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
+    let params = params?.0;
+    let selector = selector_param(&params)?;
+    let ns = params.get("namespace").cloned().filter(|ns| !ns.is_empty());
+    let name = params.get("name").cloned();
+    let wanted = move |c: &Container| {
+        ns.as_ref().is_none_or(|ns| &c.metadata.namespace == ns)
+            && name.as_ref().is_none_or(|name| &c.metadata.name == name)
+            && selector.matches(&c.metadata.labels)
+    };
+    let (current, revision) = merged_containers(&state, None).await?;
+    let (start, replay) = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => (revision + 1, true),
+        Some(text) => (parse_revision(text, "resourceVersion")? + 1, false),
+    };
+    let mut cache: BTreeMap<(String, String), Container> =
+        current.into_iter().map(|c| ((c.metadata.namespace.clone(), c.metadata.name.clone()), c)).collect();
+    let mut upstream = state.api.store.watch(keys::ROOT, start).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        let line = |kind: &str, object: &Container| {
+            let mut text = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+            text.push(b'\n');
+            Ok(Bytes::from(text))
+        };
+        if replay {
+            for container in cache.values().filter(|c| wanted(c)) {
+                if sender.send(line("ADDED", container)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            let event = tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = sender.closed() => return,
+                event = upstream.next() => event,
+            };
+            let event = match event {
+                Some(Ok(event)) => event,
+                Some(Err(error)) => {
+                    let text =
+                        format!("{}\n", json!({ "type": "ERROR", "object": { "error": error.to_string() } }));
+                    let _ = sender.send(Ok(Bytes::from(text))).await;
+                    return;
+                }
+                None => return,
+            };
+            let out = if let Some((ns, name)) = keys::parse_spec_key(&event.kv.key) {
+                let key = (ns.to_owned(), name.to_owned());
+                match event.kind {
+                    EventKind::Put => {
+                        let Ok(mut container) = objects::decode_container(&event.kv) else { continue };
+                        let kind = match cache.get(&key) {
+                            Some(previous) => {
+                                container.status = previous.status.clone();
+                                "MODIFIED"
+                            }
+                            None => "ADDED",
+                        };
+                        cache.insert(key, container.clone());
+                        Some((kind, container))
+                    }
+                    EventKind::Delete => cache.remove(&key).map(|mut c| {
+                        c.metadata.resource_version = Some(event.revision.to_string());
+                        ("DELETED", c)
+                    }),
+                }
+            } else if let Some((ns, name)) = keys::parse_status_key(&event.kv.key) {
+                let key = (ns.to_owned(), name.to_owned());
+                match (event.kind, cache.get_mut(&key)) {
+                    (EventKind::Put, Some(container)) => {
+                        let Ok(status) = serde_json::from_slice(&event.kv.value) else { continue };
+                        container.status = Some(status);
+                        Some(("MODIFIED", container.clone()))
+                    }
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some((kind, container)) = out {
+                if wanted(&container) && sender.send(line(kind, &container)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+async fn watch_events(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
+    let params = params?.0;
+    let start = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => state.api.store.list(keys::EVENTS).await?.revision + 1,
+        Some(text) => parse_revision(text, "resourceVersion")? + 1,
+    };
+    let prefix = keys::events_prefix(params.get("namespace").map(String::as_str))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let mut upstream = state.api.store.watch(&prefix, start).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = sender.closed() => return,
+                event = upstream.next() => event,
+            };
+            let Some(Ok(event)) = event else { return };
+            if event.kind != EventKind::Put {
+                continue;
+            }
+            let Ok(value) = serde_json::from_slice::<Value>(&event.kv.value) else { continue };
+            if !event_matches(&value, &params) {
+                continue;
+            }
+            let text = format!("{}\n", json!({ "type": "ADDED", "object": value }));
+            if sender.send(Ok(Bytes::from(text))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+fn ndjson(receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// Parses and checks a spec sent to `namespace` (and to `name`, for a PUT). The namespace defaults to the
+/// path's; a body that names another namespace or name is refused.
+fn decode_body(body: &[u8], namespace: &str, name: Option<&str>) -> ApiResult<Container> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("request body is not valid JSON: {e}"))
+    })?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request body must be a JSON object (a Container)",
+        ));
+    };
+    if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
+        match metadata.get("namespace") {
+            None | Some(Value::Null) => {
+                metadata.insert("namespace".to_owned(), json!(namespace));
+            }
+            Some(Value::String(given)) if given == namespace => {}
+            Some(given) => {
+                return Err(invalid(vec![FieldError::new(
+                    "metadata.namespace",
+                    format!("{given} does not match the namespace in the URL, `{namespace}`"),
+                )]))
+            }
+        }
+        if let Some(name) = name {
+            match metadata.get("name") {
+                Some(Value::String(given)) if given == name => {}
+                None | Some(Value::Null) => {
+                    metadata.insert("name".to_owned(), json!(name));
+                }
+                Some(given) => {
+                    return Err(invalid(vec![FieldError::new(
+                        "metadata.name",
+                        format!("{given} does not match the name in the URL, `{name}`"),
+                    )]))
+                }
+            }
+        }
+    }
+    validate(value).map_err(invalid)
+}
+
+/// One rejected field: its path (`spec.ports[1].hostPort`) and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+/// The crds rules, server side: the shape (serde, with the field path of the first error) and then every
+/// rule of [`kedge_crds::validate_container`].
+fn validate(value: Value) -> Result<Container, Vec<FieldError>> {
+    let container: Container = match serde_json::from_value(value.clone()) {
+        Ok(container) => container,
+        Err(_) => {
+            // Re-parse through the crds file parser for its field path and wording.
+            let (_, errors) = kedge_crds::parse_str("request body", &value.to_string());
+            let errors: Vec<FieldError> =
+                errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect();
+            return Err(if errors.is_empty() {
+                vec![FieldError::new("", "not a Container")]
+            } else {
+                errors
+            });
+        }
+    };
+    let errors = kedge_crds::validate_container(&container);
+    if errors.is_empty() {
+        Ok(container)
+    } else {
+        Err(errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect())
+    }
+}
+
+fn invalid(errors: Vec<FieldError>) -> ApiError {
+    let summary = errors
+        .iter()
+        .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
+        .collect::<Vec<_>>()
+        .join("; ");
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid Container: {summary}"))
+        .with("details", serde_json::to_value(errors).unwrap_or_default())
+}
+
+fn selector_param(params: &HashMap<String, String>) -> ApiResult<LabelSelector> {
+    LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn is_dry_run(params: &HashMap<String, String>) -> ApiResult<bool> {
+    match params.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, format!("dryRun={other}: the only value is `All`")))
+        }
+    }
+}
+
+fn parse_revision(text: &str, field: &str) -> ApiResult<i64> {
+    text.parse::<i64>().ok().filter(|revision| *revision >= 0).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("{field} {text:?} is not a resource version"))
+    })
+}
+
+fn not_found(ns: &str, name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("container {ns}/{name} not found"))
+}
