@@ -167,6 +167,10 @@ impl DockerClient {
     pub async fn create_container(&self, config: &ContainerConfig) -> DockerResult<String> {
         let options = q::CreateContainerOptions { name: Some(config.name.clone()), ..Default::default() };
         let created = self.docker.create_container(Some(options), convert::create_body(config)).await?;
+        for warning in &created.warnings {
+            // E.g. "Your kernel does not support Block I/O weight": the engine dropped a setting.
+            tracing::warn!(name = %config.name, warning, "docker warned on create");
+        }
         for network in config.networks.iter().skip(1) {
             if let Err(error) = self.connect_network(&created.id, network).await {
                 let _ = self
@@ -424,18 +428,24 @@ impl DockerClient {
         }
     }
 
-    /// The engine's container events from now on (optionally only those matching label filters).
-    /// The stream ends or yields an error when the connection drops; reconnecting (and resyncing)
-    /// is the caller's job.
+    /// The engine's container events (optionally only those matching label filters), from `since`
+    /// (the engine replays what it still remembers) or else from the moment the stream is first
+    /// polled: the request is only sent then. The stream ends or yields an error when the
+    /// connection drops; reconnecting (from the last event's time) and resyncing is the caller's job.
     pub fn events(
         &self,
         label_filters: &[String],
+        since: Option<std::time::SystemTime>,
     ) -> impl Stream<Item = DockerResult<EngineEvent>> + Send + 'static {
         let mut filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
         if !label_filters.is_empty() {
             filters.insert("label".to_string(), label_filters.to_vec());
         }
-        let options = q::EventsOptions { filters: Some(filters), ..Default::default() };
+        let since = since.map(|at| {
+            let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", at.as_secs(), at.subsec_nanos())
+        });
+        let options = q::EventsOptions { filters: Some(filters), since, ..Default::default() };
         self.docker.events(Some(options)).filter_map(|event| async move {
             match event {
                 Ok(event) => convert::event_from(event).map(Ok),
