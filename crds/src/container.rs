@@ -29,8 +29,10 @@ pub const DEFAULT_NON_RECOVERABLE_EXIT_CODES: [i64; 2] = [-127, -1];
 #[schemars(title = "Container", description = "A kedge Container: a desired container on a Docker host.")]
 pub struct Container {
     /// Always `kedge.io/v1`.
+    #[schemars(extend("const" = "kedge.io/v1"))]
     pub api_version: String,
     /// Always `Container`.
+    #[schemars(extend("const" = "Container"))]
     pub kind: String,
     pub metadata: ObjectMeta,
     pub spec: ContainerSpec,
@@ -185,7 +187,7 @@ pub struct PortMapping {
     pub protocol: Protocol,
 }
 
-/// The map form of [`PortMapping`].
+/// A published port, as a map.
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "PortMappingObject")]
@@ -227,7 +229,7 @@ pub struct Mount {
     pub tmpfs_size: Option<ByteSize>,
 }
 
-/// The map form of [`Mount`].
+/// A mount, as a map.
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "MountObject")]
@@ -275,7 +277,7 @@ pub struct RestartPolicy {
     pub maximum_retry_count: Option<u32>,
 }
 
-/// The map form of [`RestartPolicy`].
+/// A restart policy, as a map.
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "RestartPolicyObject")]
@@ -379,7 +381,7 @@ pub struct Dependency {
     pub condition: DependencyCondition,
 }
 
-/// The map form of [`Dependency`].
+/// A dependency, as a map.
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "DependencyObject")]

@@ -8,6 +8,11 @@
 //! - [`container`]: the resource types (`Container`, `ObjectMeta`, `ContainerSpec`, `ContainerStatus`, ...).
 //! - [`reference`]: image references (`registry/repo:tag@digest`).
 //! - [`quantity`]: byte sizes, CPU counts and durations as people write them.
+//! - [`parse`]: YAML and JSON files and directories to `Container`s, with file, line, column and field
+//!   path on every error ([`load_paths`] parses and validates).
+//! - [`validate`]: the rules for one container and for a set (duplicates, dependsOn references and cycles).
+//! - [`schema`]: the JSON Schema, generated from the types.
+//! - `yaml` (private): YAML text to positioned values.
 //! - [`spec_hash`]: the fingerprint the controller labels containers with.
 //! - `forms` (private): serde plumbing for short and long forms of the same field.
 
@@ -17,6 +22,7 @@ mod hash;
 pub mod parse;
 pub mod quantity;
 pub mod reference;
+pub mod schema;
 pub mod validate;
 mod yaml;
 
@@ -25,5 +31,6 @@ pub use hash::spec_hash;
 pub use parse::{load_paths, load_str, parse_paths, parse_str, ParsedContainer, SpecError, SpecErrors};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
+pub use schema::{schema, schema_json};
 pub use validate::{validate, validate_container, FieldError};
 pub use yaml::Position;
