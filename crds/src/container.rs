@@ -629,6 +629,26 @@ impl ContainerStatus {
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
         self.conditions.iter().find(|condition| condition.kind == kind)
     }
+
+    /// Adds or updates the condition of `condition.kind`, as Kubernetes' `SetStatusCondition` does: when the
+    /// status is unchanged, the old `lastTransitionTime` is kept. Returns whether anything changed, so that
+    /// callers can skip writing an unchanged status.
+    pub fn set_condition(&mut self, mut condition: Condition) -> bool {
+        match self.conditions.iter_mut().find(|existing| existing.kind == condition.kind) {
+            Some(existing) => {
+                if existing.status == condition.status {
+                    condition.last_transition_time = existing.last_transition_time.clone();
+                }
+                let changed = *existing != condition;
+                *existing = condition;
+                changed
+            }
+            None => {
+                self.conditions.push(condition);
+                true
+            }
+        }
+    }
 }
 
 impl From<PortMappingLong> for PortMapping {
@@ -855,4 +875,41 @@ fn healthcheck_test_schema(_: &mut SchemaGenerator) -> Schema {
             { "type": "array", "items": { "type": ["string", "number", "boolean"] }, "minItems": 1 }
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(status: ConditionStatus, reason: &str, time: &str) -> Condition {
+        Condition {
+            kind: condition_type::READY.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: String::new(),
+            last_transition_time: time.to_owned(),
+            observed_generation: Some(1),
+        }
+    }
+
+    #[test]
+    fn set_condition_keeps_the_transition_time_while_the_status_holds() {
+        let mut status = ContainerStatus::default();
+        assert!(status.set_condition(condition(ConditionStatus::False, "Starting", "t1")));
+        assert!(!status.set_condition(condition(ConditionStatus::False, "Starting", "t2")));
+        assert_eq!(status.condition("Ready").unwrap().last_transition_time, "t1");
+        assert!(status.set_condition(condition(ConditionStatus::False, "Unhealthy", "t3")));
+        assert_eq!(status.condition("Ready").unwrap().last_transition_time, "t1");
+        assert!(status.set_condition(condition(ConditionStatus::True, "Running", "t4")));
+        assert_eq!(status.condition("Ready").unwrap().last_transition_time, "t4");
+        assert_eq!(status.conditions.len(), 1);
+    }
+
+    #[test]
+    fn key_and_defaults() {
+        let container = Container::new("web", ContainerSpec::default());
+        assert_eq!(container.key(), "default/web");
+        assert_eq!(container.spec.non_recoverable_exit_codes_or_default(), vec![-127, -1]);
+        assert_eq!(container.spec.deletion_policy_or_default(), DeletionPolicy::Remove);
+    }
 }

@@ -144,18 +144,9 @@ fn finish_loading(
     if errors.is_empty() {
         return Ok(containers.into_iter().map(|parsed| parsed.container).collect());
     }
-    // File by file (in the order they were read), then by position.
-    let mut file_order: Vec<&str> = Vec::new();
-    for error in &errors {
-        if !file_order.contains(&error.file.as_str()) {
-            file_order.push(&error.file);
-        }
-    }
-    let rank = |file: &str| file_order.iter().position(|known| *known == file).unwrap_or(usize::MAX);
-    let mut ranked: Vec<(usize, SpecError)> =
-        errors.iter().map(|error| (rank(&error.file), error.clone())).collect();
-    ranked.sort_by(|(rank_a, a), (rank_b, b)| (rank_a, a.line, a.column).cmp(&(rank_b, b.line, b.column)));
-    Err(SpecErrors(ranked.into_iter().map(|(_, error)| error).collect()))
+    // File by file, then by position; errors at one place keep the order they were found in.
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    Err(SpecErrors(errors))
 }
 
 impl ParsedContainer {
