@@ -24,7 +24,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_NON_RECOVERABLE_EXIT_CODES: [i64; 2] = [-127, -1];
 
 /// A desired container on a Docker host: what the user applies, plus the status the agent reports.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "Container", description = "A kedge Container: a desired container on a Docker host.")]
 pub struct Container {
@@ -72,7 +72,7 @@ pub struct ObjectMeta {
 }
 
 /// What the user wants the container to be.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
     /// The image, as `docker pull` takes it.

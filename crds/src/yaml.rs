@@ -293,10 +293,16 @@ fn scalar_value(
     if style != ScalarStyle::Plain {
         return Ok(Value::String(text.to_owned()));
     }
+    // A number is only a number when it is written the way it prints (`8080`, `1.5`); `1.10`, `007`,
+    // `0x1F` or `1e3` stay strings. No field of a spec is a float, and string fields that take numbers
+    // (`env`, `command`) must keep the text as written: `VERSION: 1.10` is "1.10", not "1.1". Fields that
+    // want an integer then refuse such text instead of silently reading it in another base.
+    let number = resolve_int(text)
+        .or_else(|| resolve_float(text))
+        .filter(|number| matches!(number, Value::Number(n) if n.to_string().as_str() == text));
     Ok(resolve_null(text)
         .or_else(|| resolve_bool(text))
-        .or_else(|| resolve_int(text))
-        .or_else(|| resolve_float(text))
+        .or(number)
         .unwrap_or_else(|| Value::String(text.to_owned())))
 }
 
@@ -385,10 +391,11 @@ mod tests {
             r#"{"a":1,"b":["x","y",2.5]} @1:1 a@1:4 b@2:4 b[0]@2:5 b[1]@2:8 b[2]@2:13"#,
         );
         check(
-            "a: yes\nb: no\nc: ~\nd: 0x10\ne: '1'\nf: -3\ng: .inf\n",
-            r#"{"a":"yes","b":"no","c":null,"d":16,"e":"1","f":-3,"g":".inf"} @1:1 a@1:4 b@2:4 c@3:4 d@4:4 e@5:4 f@6:4 g@7:4"#,
+            "a: yes\nb: no\nc: ~\nd: 0x10\ne: '1'\nf: -3\ng: .inf\nh: 1.10\ni: 007\nj: 1.5\nk: 1e3\n",
+            r#"{"a":"yes","b":"no","c":null,"d":"0x10","e":"1","f":-3,"g":".inf","h":"1.10","i":"007","j":1.5,"k":"1e3"} @1:1 a@1:4 b@2:4 c@3:4 d@4:4 e@5:4 f@6:4 g@7:4 h@8:4 i@9:4 j@10:4 k@11:4"#,
         );
         check("a: !!str 12\n", r#"{"a":"12"} @1:1 a@1:4"#);
+        check("a: !!int 0x10\n", r#"{"a":16} @1:1 a@1:4"#);
         check("{\"a\": {\"b\": [1, 2]}}", r#"{"a":{"b":[1,2]}} @1:1 a.b@1:13 a.b[0]@1:14 a.b[1]@1:17 a@1:7"#);
     }
 

@@ -80,3 +80,16 @@ spec: {image: busybox}
     assert_eq!(short[0].spec.resources.as_ref().unwrap().memory.unwrap().bytes(), 512 * 1024 * 1024);
     assert_eq!(short[0].spec.resources.as_ref().unwrap().cpus.unwrap().nanos(), 1_500_000_000);
 }
+
+#[test]
+fn json_with_tabs_crlf_and_a_byte_order_mark() {
+    let text = "\u{feff}{\r\n\t\"apiVersion\": \"kedge.io/v1\",\r\n\t\"kind\": \"Container\",\r\n\t\"metadata\": {\"name\": \"a\"},\r\n\t\"spec\": {\r\n\t\t\"image\": \"busybox\",\r\n\t\t\"env\": {\"V\": 1.10, \"W\": 007}\r\n\t}\r\n}\r\n";
+    let containers = kedge_crds::load_str("tabs.json", text).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(containers[0].spec.env["V"], "1.10");
+    assert_eq!(containers[0].spec.env["W"], "007");
+    let broken = text.replace("\"busybox\"", "\"busybox\" \"x\"");
+    assert_eq!(
+        kedge_crds::load_str("tabs.json", &broken).unwrap_err().to_string(),
+        "tabs.json:6:22: YAML syntax error: invalid trailing content after double-quoted scalar"
+    );
+}
