@@ -28,7 +28,7 @@
 //! this module only translates HTTP to it.
 
 mod selector;
-mod token;
+pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

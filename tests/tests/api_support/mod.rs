@@ -1,0 +1,229 @@
+//! Shared by the api_* and cli_* tests: the API server in-process on an embedded store in a fresh
+//! directory, a minimal HTTP/1.1 client (so the tests need no HTTP crate), and the real `kedge` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kedge_controller::api::{self, ApiListener, ApiState};
+use kedge_controller::store::{EmbeddedOptions, EmbeddedStore, SharedStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An API server on `127.0.0.1:0` over its own embedded store; stopped and cleaned up when dropped.
+pub struct TestServer {
+    pub url: String,
+    pub token: String,
+    pub store: SharedStore,
+    pub dir: PathBuf,
+    pub unix_socket: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    unix_shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = std::env::temp_dir().join(format!("kedge-api-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let store = EmbeddedStore::open(dir.join("store.db"), EmbeddedOptions::default())
+            .await
+            .expect("the embedded store opens");
+        let store: SharedStore = Arc::new(store);
+        let token = api::load_or_create_token(&dir).expect("a token");
+        let state = ApiState::new(store.clone(), "test-host", Some(token.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(api::serve(state.clone(), ApiListener::Tcp(listener), async move {
+            let _ = stopped.await;
+        }));
+        let unix_socket = dir.join("api.sock");
+        let unix = tokio::net::UnixListener::bind(&unix_socket).expect("a unix socket");
+        let (unix_shutdown, unix_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(api::serve(state, ApiListener::Unix(unix), async move {
+            let _ = unix_stopped.await;
+        }));
+        TestServer {
+            url,
+            token,
+            store,
+            dir,
+            unix_socket,
+            shutdown: Some(shutdown),
+            unix_shutdown: Some(unix_shutdown),
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// A request with the server's token.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        http(self.address(), method, path, Some(&self.token), body.map(str::as_bytes)).await
+    }
+
+    /// Runs `kedge ARGS` against this server with its token, from `cwd`.
+    pub fn kedge(&self, args: &[&str]) -> Output {
+        kedge_command(&self.dir)
+            .env("KEDGE_SERVER", &self.url)
+            .env("KEDGE_TOKEN", &self.token)
+            .args(args)
+            .output()
+            .expect("kedge runs")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(shutdown) = self.unix_shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// One request on a fresh TCP connection (`Connection: close`), read to the end.
+pub async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(address).await.expect("the server accepts");
+    exchange(stream, method, path, token, body).await
+}
+
+/// The same over a Unix socket.
+pub async fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+    let stream = tokio::net::UnixStream::connect(socket).await.expect("the socket accepts");
+    exchange(stream, method, path, None, body).await
+}
+
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Reply {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request written");
+    // A server may answer (413) before reading the whole body and close; that is not a test failure.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw)).await;
+    read.expect("the server answers within 30s").expect("the answer is readable");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Reply { status, headers: head, body }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+    out
+}
+
+/// The `kedge` binary: `$KEDGE_BIN`, else `kedge` next to this test's `deps` directory. It is built by
+/// `cargo build -p kedge-cli` (scripts/test does it); a missing binary fails loudly.
+pub fn kedge_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KEDGE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("kedge");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build -p kedge-cli`, or set KEDGE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A `kedge` command isolated from the user's config, token file and colours.
+pub fn kedge_command(dir: &Path) -> Command {
+    let mut command = Command::new(kedge_bin());
+    command
+        .current_dir(dir)
+        .env_remove("KEDGE_SERVER")
+        .env_remove("KEDGE_TOKEN")
+        .env_remove("KEDGE_CONTEXT")
+        .env_remove("KEDGE_NAMESPACE")
+        .env("KEDGE_CONFIG", dir.join("no-config.json"))
+        .env("KEDGE_STATE_DIR", dir.join("no-state"))
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// A unique namespace for one test, so tests can share nothing and run in parallel.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A minimal valid spec as JSON.
+pub fn spec_json(namespace: &str, name: &str, image: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "kedge.io/v1",
+        "kind": "Container",
+        "metadata": { "name": name, "namespace": namespace, "labels": { "app": name } },
+        "spec": { "image": image }
+    })
+    .to_string()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
