@@ -10,5 +10,7 @@
 
 pub mod docker;
 pub mod executor;
+pub mod mapping;
+pub mod planner;
 pub mod queue;
 pub mod store;

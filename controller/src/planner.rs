@@ -1,0 +1,343 @@
+//! The planner: a pure function from (desired spec, observed container, image facts) to the actions that
+//! bring the container to the spec, and the drift it found.
+//!
+//! No IO, no clock, no tokio: everything the decision needs is passed in, so every drift rule is a
+//! unit test below. The least disruptive repair wins: a container is recreated only when something
+//! it cannot change while running differs; limits are updated and networks reconnected in place,
+//! and a stopped container is started. A container without kedge's ownership label is a conflict,
+//! never a target.
+//!
+//! The spec-hash label is a hint, not the decision. Docker cannot relabel a container, so after an
+//! in-place repair (a limit changed in the spec, applied with the update API) the label keeps the
+//! old hash for the life of the container; deciding by hash would recreate it on the next pass. The
+//! decision is made field by field from inspect instead, which also catches edits made with the
+//! docker CLI. Every spec field that shapes the container can be read back from inspect; the ones
+//! that cannot (`postStart`, `updatePolicy`, `dependsOn`, ...) do not need a new container.
+//!
+//! - `drift`: the field-by-field comparison and the engine's normalizations it undoes.
+
+mod drift;
+
+use kedge_crds::{Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName};
+
+use crate::docker::labels;
+use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer};
+use crate::executor::{Action, RecreateStrategy};
+use crate::mapping::{container_config, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
+
+use drift::Repair;
+
+/// What the caller learned about images (and processes) before planning; the planner reads no engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageFacts {
+    /// The image ID (`sha256:...`) the spec's image reference names in the local store now; `None`
+    /// when the reference is not in the store. With `updatePolicy.imageCheck: local`, a container
+    /// running another ID is recreated (the ctr-updater rule).
+    pub local_image_id: Option<String>,
+    /// The registry's digest for the spec's reference now (`sha256:...`), for `imageCheck: registry`;
+    /// `None` when not asked or unknown, which never triggers a recreate.
+    pub registry_digest: Option<String>,
+    /// `RepoDigests` of the image the container runs (`repo@sha256:...`).
+    pub running_repo_digests: Vec<String>,
+    /// The config of the image the container runs: its defaults are what inspect merged into the
+    /// container. Without it, only declared fields can be compared.
+    pub running_image: Option<ImageInfo>,
+    /// `kedge recreate` was asked for this container.
+    pub force_recreate: bool,
+    /// Command lines of the processes running in the container (`docker top`), for the
+    /// `ensureRunning` post-start commands; `None` when not looked at.
+    pub running_processes: Option<Vec<String>>,
+}
+
+/// What to do, and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// In order. Empty when the container is as declared.
+    pub actions: Vec<Action>,
+    /// Every difference found between the spec and the container, for status.
+    pub drift: Vec<FieldDiff>,
+    /// Why the actions are needed, for events and status messages.
+    pub reason: Option<String>,
+    /// A container kedge must not touch holds the spec's name; `actions` is then empty.
+    pub conflict: Option<Conflict>,
+}
+
+/// A container holds the spec's name but is not this spec's to manage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub container_id: String,
+    pub reason: String,
+}
+
+impl Plan {
+    /// True when nothing needs doing and nothing differs.
+    pub fn is_nothing(&self) -> bool {
+        self.actions.is_empty() && self.drift.is_empty() && self.conflict.is_none()
+    }
+}
+
+/// Plans the repair of `observed` (`None`: no container holds the spec's name) towards `desired`.
+pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
+    let config = container_config(desired);
+    let name = config.name.clone();
+
+    let Some(observed) = observed else {
+        let mut actions = Vec::new();
+        if needs_pull_before_create(desired, facts) {
+            actions.push(Action::Pull { image: config.image.clone() });
+        }
+        actions.push(Action::Create { config });
+        actions.push(Action::Start { container: name.clone() });
+        actions.extend(post_start_execs(desired, &name));
+        return Plan { actions, reason: Some("container missing".to_owned()), ..Plan::default() };
+    };
+
+    if !labels::is_managed(&observed.labels) {
+        return conflict(observed, format!("container {:?} is not managed by kedge", observed.name));
+    }
+    let key = desired.key();
+    if let Some(owner) = labels::key(&observed.labels).filter(|owner| *owner != key) {
+        return conflict(
+            observed,
+            format!("container {:?} belongs to spec {owner}, not {key}", observed.name),
+        );
+    }
+
+    let drift = drift::compare(&config, observed, facts.running_image.as_ref());
+    let diffs: Vec<FieldDiff> = drift.findings.iter().map(|finding| finding.diff.clone()).collect();
+    let mut reasons = recreate_reasons(desired, observed, facts, &drift);
+    let container = observed.id.clone();
+
+    if !reasons.is_empty() {
+        let strategy = recreate_strategy(desired, facts);
+        let reason = reasons.join("; ");
+        let mut actions = vec![Action::Recreate { config, reason: reason.clone(), strategy }];
+        actions.extend(post_start_execs(desired, &name));
+        return Plan { actions, drift: diffs, reason: Some(reason), conflict: None };
+    }
+
+    let mut actions = Vec::new();
+    if drift.needs(Repair::UpdateResources) {
+        reasons.push("resource limits differ".to_owned());
+        actions.push(Action::UpdateInPlace {
+            container: container.clone(),
+            resources: drift::update_resources(&config.resources),
+        });
+    }
+    if drift.needs(Repair::Network) {
+        reasons.push("networks differ".to_owned());
+        for network in &drift.disconnect {
+            actions
+                .push(Action::DisconnectNetwork { container: container.clone(), network: network.clone() });
+        }
+        for network in &drift.connect {
+            actions.push(Action::ConnectNetwork { container: container.clone(), network: network.clone() });
+        }
+    }
+    let mut diffs = diffs;
+    match start_decision(desired, observed) {
+        StartDecision::Start(why) => {
+            reasons.push(why);
+            actions.push(Action::Start { container: container.clone() });
+            actions.extend(post_start_execs(desired, &container));
+        }
+        StartDecision::Leave => {}
+        StartDecision::Running => {
+            for (index, exec) in missing_ensured_execs(desired, facts) {
+                reasons.push(format!("post-start command {index} is not running"));
+                diffs.push(FieldDiff {
+                    field: format!("spec.postStart[{index}]"),
+                    desired: Some(exec.cmd.join(" ")),
+                    actual: None,
+                });
+                actions.push(Action::RunExec { container: container.clone(), exec, unless_running: true });
+            }
+        }
+    }
+    Plan { actions, drift: diffs, reason: (!reasons.is_empty()).then(|| reasons.join("; ")), conflict: None }
+}
+
+/// Why the container must be replaced, if it must. Empty: it can be repaired in place.
+fn recreate_reasons(
+    desired: &Container,
+    observed: &ObservedContainer,
+    facts: &ImageFacts,
+    drift: &drift::Drift,
+) -> Vec<String> {
+    let spec = &desired.spec;
+    let mut reasons = Vec::new();
+    if facts.force_recreate {
+        reasons.push("recreate requested".to_owned());
+    }
+    if let Some(requested) = desired.metadata.annotations.get(RESTARTED_AT_ANNOTATION) {
+        if observed.labels.get(RESTARTED_AT_LABEL) != Some(requested) {
+            reasons.push(format!("{RESTARTED_AT_ANNOTATION} set to {requested}"));
+        }
+    }
+
+    let image_check = spec.update_policy.as_ref().and_then(|policy| policy.image_check).unwrap_or_default();
+    match image_check {
+        ImageCheck::None => {}
+        ImageCheck::Local => {
+            if let Some(local) = &facts.local_image_id {
+                if *local != observed.image_id {
+                    reasons.push(format!(
+                        "{} now names image {}, the container runs {}",
+                        spec.image,
+                        short_image_id(local),
+                        short_image_id(&observed.image_id)
+                    ));
+                }
+            }
+        }
+        ImageCheck::Registry => {
+            if let Some(digest) = &facts.registry_digest {
+                let running = facts.running_repo_digests.iter().any(|repo_digest| {
+                    repo_digest.rsplit_once('@').is_some_and(|(_, running)| running == digest)
+                });
+                if !running {
+                    reasons.push(format!("the registry's {} moved to {digest}", spec.image));
+                }
+            }
+        }
+    }
+
+    let settled = !observed.state.running && !observed.state.restarting;
+    if settled && observed.state.status == ContainerStatus::Dead {
+        reasons.push("container is dead".to_owned());
+    } else if settled && observed.state.status == ContainerStatus::Exited {
+        if let Some(code) = observed.state.exit_code {
+            if spec.non_recoverable_exit_codes_or_default().contains(&code) {
+                reasons.push(format!("exit code {code} is non-recoverable"));
+            }
+        }
+    }
+
+    let fields: Vec<&str> = drift
+        .findings
+        .iter()
+        .filter(|finding| finding.repair == Repair::Recreate)
+        .map(|finding| finding.diff.field.as_str())
+        .collect();
+    if !fields.is_empty() {
+        reasons.push(format!("{} cannot change in place", fields.join(", ")));
+    }
+
+    let hash_changed = labels::spec_hash(&observed.labels) != Some(kedge_crds::spec_hash(spec).as_str());
+    if hash_changed && drift.findings.is_empty() && facts.running_image.is_none() {
+        // Without the image's defaults, an undeclared field that was removed from the spec cannot
+        // be seen; the hash says something changed, so replace rather than guess.
+        reasons.push("spec changed and the running image is unknown".to_owned());
+    }
+    reasons
+}
+
+enum StartDecision {
+    /// Running (or Docker is restarting it itself).
+    Running,
+    /// Stopped, and meant to stay so.
+    Leave,
+    Start(String),
+}
+
+/// A stopped container is started, except after a clean exit under `no` or `on-failure` (a job that
+/// finished). Docker's own restarts are left to Docker.
+fn start_decision(desired: &Container, observed: &ObservedContainer) -> StartDecision {
+    let state = &observed.state;
+    if state.running || state.restarting {
+        return StartDecision::Running;
+    }
+    match state.status {
+        ContainerStatus::Created => return StartDecision::Start("container was never started".to_owned()),
+        ContainerStatus::Removing | ContainerStatus::Paused => return StartDecision::Leave,
+        _ => {}
+    }
+    let policy = desired.spec.restart_policy.as_ref().map_or(RestartPolicyName::No, |policy| policy.name);
+    let exit_code = state.exit_code.unwrap_or(0);
+    match policy {
+        RestartPolicyName::No | RestartPolicyName::OnFailure if exit_code == 0 => StartDecision::Leave,
+        _ => StartDecision::Start(format!("container exited with code {exit_code}")),
+    }
+}
+
+/// `ensureRunning` post-start commands with no process of exactly their command line.
+fn missing_ensured_execs(desired: &Container, facts: &ImageFacts) -> Vec<(usize, ExecSpec)> {
+    let Some(processes) = &facts.running_processes else { return Vec::new() };
+    desired
+        .spec
+        .post_start
+        .iter()
+        .enumerate()
+        .filter(|(_, exec)| exec.policy == ExecPolicy::EnsureRunning)
+        .filter(|(_, exec)| !processes.iter().any(|process| *process == exec.command.join(" ")))
+        .map(|(index, exec)| (index, exec_spec(exec)))
+        .collect()
+}
+
+/// Every post-start command, for a container that is about to (re)start.
+fn post_start_execs(desired: &Container, container: &str) -> Vec<Action> {
+    desired
+        .spec
+        .post_start
+        .iter()
+        .map(|exec| Action::RunExec {
+            container: container.to_owned(),
+            exec: exec_spec(exec),
+            unless_running: exec.policy == ExecPolicy::EnsureRunning,
+        })
+        .collect()
+}
+
+fn exec_spec(exec: &kedge_crds::PostStartExec) -> ExecSpec {
+    ExecSpec { cmd: exec.command.clone(), user: exec.user.clone(), ..ExecSpec::default() }
+}
+
+fn pull_policy(desired: &Container) -> PullPolicy {
+    desired.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default()
+}
+
+fn needs_pull_before_create(desired: &Container, facts: &ImageFacts) -> bool {
+    match pull_policy(desired) {
+        PullPolicy::Always => true,
+        PullPolicy::IfNotPresent => facts.local_image_id.is_none(),
+        PullPolicy::Never => false,
+    }
+}
+
+fn recreate_strategy(desired: &Container, facts: &ImageFacts) -> RecreateStrategy {
+    let spec = &desired.spec;
+    let registry_moved = spec.update_policy.as_ref().and_then(|policy| policy.image_check)
+        == Some(ImageCheck::Registry)
+        && facts.registry_digest.is_some();
+    let defaults = RecreateStrategy::default();
+    let strategy = spec.update_strategy.as_ref();
+    RecreateStrategy {
+        pull: match pull_policy(desired) {
+            PullPolicy::Always => true,
+            PullPolicy::IfNotPresent => registry_moved || facts.local_image_id.is_none(),
+            PullPolicy::Never => false,
+        },
+        health_timeout: strategy
+            .and_then(|strategy| strategy.health_timeout)
+            .map_or(defaults.health_timeout, |timeout| timeout.duration()),
+        stop_timeout: spec.stop_grace_period.map(|period| period.duration()).or(defaults.stop_timeout),
+        remove_old_image: strategy.and_then(|strategy| strategy.remove_old_image).unwrap_or(false),
+        running_grace: defaults.running_grace,
+    }
+}
+
+fn conflict(observed: &ObservedContainer, reason: String) -> Plan {
+    Plan {
+        reason: Some(reason.clone()),
+        conflict: Some(Conflict { container_id: observed.id.clone(), reason }),
+        ..Plan::default()
+    }
+}
+
+fn short_image_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,726 @@
+//! The drift rules, one small case each, through `plan` only.
+//!
+//! `created` plays the engine: it turns a create config into what inspect reports for it (image
+//! defaults merged, swap twice the memory, short-ID hostname and alias, default bridge, restart
+//! policy `no`). The end-to-end tests in tests/tests/drift_*.rs check the real engine agrees.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kedge_crds::{Container, ContainerSpec};
+
+use super::*;
+use crate::docker::{
+    ContainerConfig, ContainerState, Healthcheck, ObservedContainer, ObservedNetwork, RestartPolicy,
+    RestartPolicyKind,
+};
+
+const OLD_IMAGE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const NEW_IMAGE: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const CONTAINER_ID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+
+/// A spec named `web` at generation 1, from JSON (this crate does not depend on a YAML parser).
+fn spec(json_spec: &str) -> Container {
+    let spec: ContainerSpec = serde_json::from_str(json_spec).expect("a valid spec");
+    let mut container = Container::new("web", spec);
+    container.metadata.generation = Some(1);
+    container
+}
+
+fn image() -> ImageInfo {
+    ImageInfo {
+        id: OLD_IMAGE.to_owned(),
+        repo_tags: vec!["kedge-test/app:v1".to_owned()],
+        repo_digests: vec!["127.0.0.1:5000/kedge-test/app@sha256:aaaa".to_owned()],
+        env: vec!["PATH=/bin".to_owned(), "VERSION=1".to_owned()],
+        cmd: Some(vec!["/bin/sleep".to_owned(), "3600".to_owned()]),
+        entrypoint: None,
+        working_dir: None,
+        user: None,
+        healthcheck: None,
+        exposed_ports: Vec::new(),
+        labels: BTreeMap::from([("org.image".to_owned(), "yes".to_owned())]),
+        stop_signal: None,
+    }
+}
+
+/// What inspect reports for a container the engine created from `config` on `image`, running.
+fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
+    let mut env = image.env.clone();
+    for entry in &config.env {
+        let key = entry.split('=').next().unwrap_or_default();
+        env.retain(|existing| existing.split('=').next() != Some(key));
+        env.push(entry.clone());
+    }
+    let entrypoint = config.entrypoint.clone().or_else(|| image.entrypoint.clone());
+    let cmd = match (&config.cmd, &config.entrypoint) {
+        (Some(cmd), _) if !cmd.is_empty() => Some(cmd.clone()),
+        (_, Some(entrypoint)) if !entrypoint.is_empty() => None,
+        _ => image.cmd.clone(),
+    };
+    let mut labels = image.labels.clone();
+    labels.extend(config.labels.clone());
+    let short = &CONTAINER_ID[..12];
+    let networks = if config.networks.is_empty() {
+        vec![ObservedNetwork { network: "bridge".to_owned(), ..ObservedNetwork::default() }]
+    } else {
+        let mut networks: Vec<ObservedNetwork> = config
+            .networks
+            .iter()
+            .map(|attachment| ObservedNetwork {
+                network: attachment.network.clone(),
+                network_id: Some(format!("id-{}", attachment.network)),
+                aliases: attachment.aliases.iter().cloned().chain([short.to_owned()]).collect(),
+                ipv4_address: attachment.ipv4_address.clone(),
+                ip_address: Some("10.0.0.2".to_owned()),
+            })
+            .collect();
+        networks.sort_by(|a, b| a.network.cmp(&b.network));
+        networks
+    };
+    let mut resources = config.resources.clone();
+    if let (Some(memory), None) = (resources.memory, resources.memory_swap) {
+        resources.memory_swap = Some(memory * 2);
+    }
+    let mut mounts = config.mounts.clone();
+    mounts.sort();
+    let mut port_bindings = config.port_bindings.clone();
+    port_bindings.sort();
+    ObservedContainer {
+        id: CONTAINER_ID.to_owned(),
+        name: config.name.clone(),
+        image: config.image.clone(),
+        image_id: image.id.clone(),
+        created: Some("2026-11-21T22:00:00Z".to_owned()),
+        state: ContainerState {
+            status: ContainerStatus::Running,
+            running: true,
+            exit_code: Some(0),
+            ..ContainerState::default()
+        },
+        labels,
+        env,
+        cmd,
+        entrypoint,
+        working_dir: config.working_dir.clone().or_else(|| image.working_dir.clone()),
+        user: config.user.clone().or_else(|| image.user.clone()),
+        hostname: Some(config.hostname.clone().unwrap_or_else(|| short.to_owned())),
+        exposed_ports: image.exposed_ports.clone(),
+        port_bindings,
+        mounts,
+        restart_policy: Some(
+            config.restart_policy.unwrap_or(RestartPolicy { kind: RestartPolicyKind::No, max_retries: 0 }),
+        ),
+        resources,
+        healthcheck: config.healthcheck.clone().or_else(|| image.healthcheck.clone()),
+        stop_signal: config.stop_signal.clone().or_else(|| image.stop_signal.clone()),
+        stop_timeout: config.stop_timeout,
+        cap_add: config.cap_add.clone(),
+        cap_drop: config.cap_drop.clone(),
+        privileged: config.privileged,
+        read_only_rootfs: config.read_only_rootfs,
+        log_config: Some(config.log_config.clone().unwrap_or(crate::docker::LogConfig {
+            driver: "json-file".to_owned(),
+            options: BTreeMap::new(),
+        })),
+        network_mode: Some(config.networks.first().map_or("default".to_owned(), |n| n.network.clone())),
+        networks,
+    }
+}
+
+/// The container as kedge created it from `desired`, then changed by `edit` (a hand edit).
+fn observed(desired: &Container, edit: impl FnOnce(&mut ObservedContainer)) -> ObservedContainer {
+    let mut observed = created(&container_config(desired), &image());
+    edit(&mut observed);
+    observed
+}
+
+fn facts() -> ImageFacts {
+    ImageFacts {
+        local_image_id: Some(OLD_IMAGE.to_owned()),
+        running_image: Some(image()),
+        running_repo_digests: image().repo_digests,
+        ..ImageFacts::default()
+    }
+}
+
+/// The plan in short: action kinds in order, then drift field paths.
+struct Expect<'a> {
+    actions: &'a [&'a str],
+    drift: &'a [&'a str],
+}
+
+#[track_caller]
+fn check(
+    desired: &Container,
+    observed: Option<&ObservedContainer>,
+    facts: &ImageFacts,
+    expected: Expect<'_>,
+) -> Plan {
+    let plan = plan(desired, observed, facts);
+    let actions: Vec<&str> = plan.actions.iter().map(Action::kind).collect();
+    let drift: Vec<&str> = plan.drift.iter().map(|diff| diff.field.as_str()).collect();
+    assert_eq!((actions.as_slice(), drift.as_slice()), (expected.actions, expected.drift), "plan: {plan:#?}");
+    assert!(plan.conflict.is_none(), "unexpected conflict: {plan:#?}");
+    plan
+}
+
+const NOTHING: Expect<'static> = Expect { actions: &[], drift: &[] };
+
+/// Specs shaped like the examples, each field kind at least once.
+fn example_specs() -> Vec<Container> {
+    [
+        r#"{"image": "kedge-test/app:v1"}"#,
+        r#"{"image": "kedge-test/web:latest", "ports": ["8080:80/tcp", "127.0.0.1:9090:90/udp", "0.0.0.0:7070:70"],
+            "healthcheck": {"test": ["CMD", "wget", "-q", "-O-", "http://127.0.0.1/healthz"], "interval": "5s",
+                            "timeout": "2s", "retries": 3, "startPeriod": "2s"},
+            "restartPolicy": "unless-stopped", "stopGracePeriod": "5s", "labels": {"app": "web"}}"#,
+        r#"{"image": "kedge-test/app:v1", "user": "1000:1000", "workingDir": "/tmp", "readOnlyRootfs": true,
+            "mounts": [{"type": "tmpfs", "target": "/tmp", "tmpfsSize": "16Mi"}, "/srv:/srv:ro", "data:/data"],
+            "resources": {"cpus": 0.5, "cpuShares": 512, "memory": "64Mi", "memoryReservation": "32Mi",
+                          "memorySwap": "128Mi", "pidsLimit": 100, "blkioWeight": 300},
+            "capDrop": ["ALL"], "capAdd": ["CAP_NET_ADMIN"], "stopSignal": "SIGTERM", "stopGracePeriod": "30s",
+            "restartPolicy": "on-failure:3", "logging": {"driver": "json-file", "options": {"max-size": "10m"}}}"#,
+        r#"{"image": "kedge-test/web:latest", "hostname": "api",
+            "networks": [{"name": "front", "aliases": ["api"]},
+                         {"name": "back", "aliases": ["api-internal", "search"], "ipv4Address": "172.29.0.10"}]}"#,
+        r#"{"image": "kedge-test/app:v1", "command": ["sh", "-c", "sleep 1d"], "env": {"DB": "shop", "VERSION": "1"},
+            "entrypoint": ["/bin/env"], "resources": {"memory": "64Mi"}}"#,
+        r#"{"image": "kedge-test/app:v1", "entrypoint": ["/bin/sleep"], "privileged": true}"#,
+    ]
+    .iter()
+    .map(|text| spec(text))
+    .collect()
+}
+
+#[test]
+fn a_freshly_created_container_matches_its_spec() {
+    for desired in example_specs() {
+        check(&desired, Some(&observed(&desired, |_| {})), &facts(), NOTHING);
+        // Without the image's defaults at hand, declared fields alone must match too.
+        let without_image = ImageFacts { running_image: None, ..facts() };
+        check(&desired, Some(&observed(&desired, |_| {})), &without_image, NOTHING);
+    }
+}
+
+#[test]
+fn engine_normalizations_are_not_drift() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1", "ports": ["8080:80"], "resources": {"memory": "64Mi"},
+                          "networks": [{"name": "back", "aliases": ["db"]}]}"#,
+    );
+    let normalized = |edit: fn(&mut ObservedContainer)| observed(&desired, edit);
+    // "0.0.0.0" and "" both mean all addresses.
+    check(
+        &desired,
+        Some(&normalized(|o| o.port_bindings[0].host_ip = Some("0.0.0.0".into()))),
+        &facts(),
+        NOTHING,
+    );
+    // A kernel without swap accounting reports -1.
+    check(&desired, Some(&normalized(|o| o.resources.memory_swap = Some(-1))), &facts(), NOTHING);
+    // The short-ID alias Docker adds, or none of it.
+    check(&desired, Some(&normalized(|o| o.networks[0].aliases = vec!["db".into()])), &facts(), NOTHING);
+    check(&desired, Some(&normalized(|o| o.networks[0].aliases.push("web".into()))), &facts(), NOTHING);
+    // Restart policy `no` reported as absent; the image's reference written out in full.
+    check(&desired, Some(&normalized(|o| o.restart_policy = None)), &facts(), NOTHING);
+    check(&desired, Some(&normalized(|o| o.image = "docker.io/kedge-test/app:v1".into())), &facts(), NOTHING);
+    check(&desired, Some(&normalized(|o| o.cap_add = vec![])), &facts(), NOTHING);
+}
+
+#[test]
+fn a_missing_container_is_created_and_started() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1",
+        "postStart": [{"command": ["touch", "/tmp/x"]}, {"command": ["sh", "-c", "sleep 1d"], "policy": "ensureRunning"}]}"#,
+    );
+    let plan = check(
+        &desired,
+        None,
+        &facts(),
+        Expect { actions: &["Create", "Start", "RunExec", "RunExec"], drift: &[] },
+    );
+    assert_eq!(plan.reason.as_deref(), Some("container missing"));
+    let Action::Create { config } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(config, &container_config(&desired));
+    // The image is not in the local store: pull first (pull policy ifNotPresent).
+    let no_image = ImageFacts { local_image_id: None, ..facts() };
+    check(
+        &desired,
+        None,
+        &no_image,
+        Expect { actions: &["Pull", "Create", "Start", "RunExec", "RunExec"], drift: &[] },
+    );
+    let never = spec(r#"{"image": "kedge-test/app:v1", "updatePolicy": {"pullPolicy": "never"}}"#);
+    check(&never, None, &no_image, Expect { actions: &["Create", "Start"], drift: &[] });
+    let always = spec(r#"{"image": "kedge-test/app:v1", "updatePolicy": {"pullPolicy": "always"}}"#);
+    check(&always, None, &facts(), Expect { actions: &["Pull", "Create", "Start"], drift: &[] });
+}
+
+#[test]
+fn a_foreign_container_is_a_conflict_and_never_touched() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let foreign = observed(&desired, |o| {
+        o.labels.remove(labels::MANAGED_BY);
+    });
+    let refused = plan(&desired, Some(&foreign), &facts());
+    assert!(refused.actions.is_empty());
+    assert_eq!(refused.conflict.map(|c| c.container_id), Some(CONTAINER_ID.to_owned()));
+    // kedge's, but another spec's (same name in another namespace).
+    let other_key = observed(&desired, |o| {
+        o.labels.insert(labels::KEY.into(), "other/web".into());
+    });
+    let refused = plan(&desired, Some(&other_key), &facts());
+    assert!(refused.actions.is_empty());
+    assert!(refused.conflict.is_some());
+}
+
+#[test]
+fn limits_are_updated_in_place() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1",
+        "resources": {"memory": "64Mi", "cpus": 0.5, "cpuShares": 512, "cpuPeriod": 100000, "cpuQuota": 50000,
+                      "cpusetCpus": "0", "cpusetMems": "0", "memoryReservation": "32Mi", "blkioWeight": 300,
+                      "pidsLimit": 100}}"#,
+    );
+    let in_place = |field: &'static str, edit: fn(&mut ObservedContainer)| {
+        let plan = check(
+            &desired,
+            Some(&observed(&desired, edit)),
+            &facts(),
+            Expect { actions: &["UpdateInPlace"], drift: &[field] },
+        );
+        let Action::UpdateInPlace { container, resources } = &plan.actions[0] else { unreachable!() };
+        assert_eq!(container, CONTAINER_ID);
+        // Everything declared is sent, with swap at Docker's create-time default of twice the memory.
+        assert_eq!(resources.memory, Some(64 << 20));
+        assert_eq!(resources.memory_swap, Some(128 << 20));
+        assert_eq!(resources.pids_limit, Some(100));
+    };
+    in_place("spec.resources.memory", |o| o.resources.memory = Some(128 << 20));
+    in_place("spec.resources.cpus", |o| o.resources.nano_cpus = Some(2_000_000_000));
+    in_place("spec.resources.cpuShares", |o| o.resources.cpu_shares = None);
+    in_place("spec.resources.cpuPeriod", |o| o.resources.cpu_period = Some(50_000));
+    in_place("spec.resources.cpuQuota", |o| o.resources.cpu_quota = Some(1));
+    in_place("spec.resources.cpusetCpus", |o| o.resources.cpuset_cpus = Some("0-1".into()));
+    in_place("spec.resources.cpusetMems", |o| o.resources.cpuset_mems = None);
+    in_place("spec.resources.memoryReservation", |o| o.resources.memory_reservation = Some(1 << 20));
+    in_place("spec.resources.blkioWeight", |o| o.resources.blkio_weight = Some(10));
+    in_place("spec.resources.pidsLimit", |o| o.resources.pids_limit = Some(5));
+    in_place("spec.resources.memorySwap", |o| o.resources.memory_swap = Some(1 << 30));
+}
+
+#[test]
+fn a_limit_docker_cannot_unset_takes_a_recreate() {
+    // Set by hand (or left from an older spec), not declared: the update API cannot remove it.
+    let desired = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    for (field, edit) in [
+        ("spec.resources.memory", (|o| o.resources.memory = Some(64 << 20)) as fn(&mut ObservedContainer)),
+        ("spec.resources.pidsLimit", |o| o.resources.pids_limit = Some(10)),
+        ("spec.resources.cpus", |o| o.resources.nano_cpus = Some(1_000_000_000)),
+    ] {
+        let plan = check(
+            &desired,
+            Some(&observed(&desired, edit)),
+            &facts(),
+            Expect { actions: &["Recreate"], drift: &[field] },
+        );
+        assert!(plan.reason.unwrap().contains(field));
+    }
+    // Memory removed, swap went with it: both listed, one recreate.
+    let with_memory = spec(r#"{"image": "kedge-test/app:v1", "resources": {"memory": "64Mi"}}"#);
+    let was_limited = observed(&with_memory, |_| {});
+    check(
+        &desired,
+        Some(&was_limited),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.resources.memory", "spec.resources.memorySwap"] },
+    );
+}
+
+#[test]
+fn networks_are_reconnected_in_place() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1",
+        "networks": [{"name": "front", "aliases": ["api"]}, {"name": "back", "ipv4Address": "172.29.0.10"}]}"#,
+    );
+    let network_plan = |edit: fn(&mut ObservedContainer), expected: Expect<'_>| {
+        check(&desired, Some(&observed(&desired, edit)), &facts(), expected)
+    };
+    // `docker network disconnect back web`
+    let plan = network_plan(
+        |o| o.networks.retain(|n| n.network != "back"),
+        Expect { actions: &["ConnectNetwork"], drift: &["spec.networks[back]"] },
+    );
+    let Action::ConnectNetwork { network, .. } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(network.ipv4_address.as_deref(), Some("172.29.0.10"));
+    // `docker network connect extra web`
+    let plan = network_plan(
+        |o| o.networks.push(ObservedNetwork { network: "extra".into(), ..ObservedNetwork::default() }),
+        Expect { actions: &["DisconnectNetwork"], drift: &["spec.networks[extra]"] },
+    );
+    assert_eq!(
+        plan.actions[0],
+        Action::DisconnectNetwork { container: CONTAINER_ID.into(), network: "extra".into() }
+    );
+    // Reconnected by hand without the alias: disconnect, then connect with it.
+    let plan = network_plan(
+        |o| o.networks.iter_mut().filter(|n| n.network == "front").for_each(|n| n.aliases.clear()),
+        Expect { actions: &["DisconnectNetwork", "ConnectNetwork"], drift: &["spec.networks[front]"] },
+    );
+    assert_eq!(plan.drift[0].desired.as_deref(), Some("aliases=[api]"));
+    assert_eq!(plan.drift[0].actual.as_deref(), Some("aliases=[]"));
+    // No network declared: Docker's bridge, and nothing else.
+    let plain = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let off_bridge = observed(&plain, |o| o.networks.clear());
+    check(
+        &plain,
+        Some(&off_bridge),
+        &facts(),
+        Expect { actions: &["ConnectNetwork"], drift: &["spec.networks[bridge]"] },
+    );
+}
+
+#[test]
+fn a_spec_change_of_limits_or_networks_only_stays_in_place() {
+    let before = spec(
+        r#"{"image": "kedge-test/app:v1", "resources": {"memory": "64Mi"}, "networks": [{"name": "a"}]}"#,
+    );
+    let running = observed(&before, |_| {});
+    let after = spec(
+        r#"{"image": "kedge-test/app:v1", "resources": {"memory": "128Mi"}, "networks": [{"name": "a"}, {"name": "b"}]}"#,
+    );
+    // The spec-hash label is stale now, and stays so: in-place repairs cannot relabel.
+    check(
+        &after,
+        Some(&running),
+        &facts(),
+        Expect {
+            actions: &["UpdateInPlace", "ConnectNetwork"],
+            drift: &["spec.resources.memory", "spec.networks[b]"],
+        },
+    );
+    // Once repaired, the stale hash alone does not recreate.
+    let repaired = observed(&before, |o| {
+        o.resources.memory = Some(128 << 20);
+        o.resources.memory_swap = Some(256 << 20);
+        o.networks.push(ObservedNetwork {
+            network: "b".into(),
+            aliases: vec![CONTAINER_ID[..12].into()],
+            ..ObservedNetwork::default()
+        });
+    });
+    check(&after, Some(&repaired), &facts(), NOTHING);
+    // A change that does not shape the container (update policy) changes nothing either.
+    let policy_only = spec(
+        r#"{"image": "kedge-test/app:v1", "resources": {"memory": "64Mi"}, "networks": [{"name": "a"}],
+                               "updatePolicy": {"checkInterval": "1m"}}"#,
+    );
+    check(&policy_only, Some(&running), &facts(), NOTHING);
+    // But without the image's defaults kedge cannot tell what changed, so it replaces.
+    let blind = ImageFacts { running_image: None, ..facts() };
+    check(&policy_only, Some(&running), &blind, Expect { actions: &["Recreate"], drift: &[] });
+}
+
+#[test]
+fn spec_changes_that_need_a_new_container_recreate() {
+    let before = spec(
+        r#"{"image": "kedge-test/app:v1", "env": {"A": "1"}, "ports": ["8080:80"],
+                          "mounts": ["/srv:/srv"], "labels": {"team": "a"}}"#,
+    );
+    let running = observed(&before, |_| {});
+    let recreate = |after: &str, drift: &[&str]| {
+        let plan = check(&spec(after), Some(&running), &facts(), Expect { actions: &["Recreate"], drift });
+        let Action::Recreate { config, .. } = &plan.actions[0] else { unreachable!() };
+        assert_eq!(config, &container_config(&spec(after)));
+    };
+    let base = r#""ports": ["8080:80"], "mounts": ["/srv:/srv"], "labels": {"team": "a"}"#;
+    recreate(&format!(r#"{{"image": "kedge-test/app:v2", "env": {{"A": "1"}}, {base}}}"#), &["spec.image"]);
+    recreate(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "2"}}, {base}}}"#), &["spec.env.A"]);
+    // An env entry removed from the spec: found because the image does not have it.
+    recreate(&format!(r#"{{"image": "kedge-test/app:v1", {base}}}"#), &["spec.env.A"]);
+    recreate(
+        r#"{"image": "kedge-test/app:v1", "env": {"A": "1"}, "ports": ["8081:80"], "mounts": ["/srv:/srv"], "labels": {"team": "a"}}"#,
+        &["spec.ports"],
+    );
+    recreate(
+        r#"{"image": "kedge-test/app:v1", "env": {"A": "1"}, "ports": ["8080:80"], "mounts": ["/srv:/srv:ro"], "labels": {"team": "a"}}"#,
+        &["spec.mounts[/srv]"],
+    );
+    recreate(
+        r#"{"image": "kedge-test/app:v1", "env": {"A": "1"}, "ports": ["8080:80"], "mounts": ["/srv:/srv"], "labels": {"team": "b"}}"#,
+        &["spec.labels.team"],
+    );
+    recreate(
+        &format!(
+            r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}, "command": ["sleep", "9"], {base}}}"#
+        ),
+        &["spec.command"],
+    );
+    recreate(
+        &format!(
+            r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}, "restartPolicy": "always", {base}}}"#
+        ),
+        &["spec.restartPolicy"],
+    );
+    recreate(
+        &format!(
+            r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}, "healthcheck": {{"test": "true"}}, {base}}}"#
+        ),
+        &["spec.healthcheck"],
+    );
+    recreate(
+        &format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}, "stopGracePeriod": "3s", {base}}}"#),
+        &["spec.stopGracePeriod"],
+    );
+    recreate(
+        &format!(
+            r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}, "user": "nobody", "workingDir": "/w", {base}}}"#
+        ),
+        &["spec.workingDir", "spec.user"],
+    );
+}
+
+#[test]
+fn hand_edits_are_found_from_inspect() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1", "env": {"A": "1"}, "restartPolicy": "always"}"#);
+    // `docker update --restart no web`: not a resource, so a recreate (the wrapper cannot update it).
+    let plan = check(
+        &desired,
+        Some(&observed(&desired, |o| {
+            o.restart_policy = Some(RestartPolicy { kind: RestartPolicyKind::No, max_retries: 0 })
+        })),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.restartPolicy"] },
+    );
+    assert_eq!(plan.drift[0].desired.as_deref(), Some("always"));
+    assert_eq!(plan.drift[0].actual.as_deref(), Some("no"));
+    // A container re-run by hand with an extra variable and label, kedge's labels copied.
+    let plan = check(
+        &desired,
+        Some(&observed(&desired, |o| {
+            o.env.push("DEBUG=1".into());
+            o.labels.insert("hand".into(), "made".into());
+        })),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.env.DEBUG", "spec.labels.hand"] },
+    );
+    assert_eq!(
+        plan.drift[0],
+        FieldDiff { field: "spec.env.DEBUG".into(), desired: None, actual: Some("1".into()) }
+    );
+}
+
+#[test]
+fn a_tag_that_names_another_image_recreates_under_policy_local() {
+    let local = spec(r#"{"image": "kedge-test/app:v1", "updatePolicy": {"imageCheck": "local"}}"#);
+    let retagged = ImageFacts { local_image_id: Some(NEW_IMAGE.to_owned()), ..facts() };
+    let plan = check(
+        &local,
+        Some(&observed(&local, |_| {})),
+        &retagged,
+        Expect { actions: &["Recreate"], drift: &[] },
+    );
+    assert!(plan.reason.unwrap().contains("now names image 222222222222"));
+    let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+    assert!(!strategy.pull);
+    // The same tag move is ignored without the policy, and the same ID is current.
+    let none = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    check(&none, Some(&observed(&none, |_| {})), &retagged, NOTHING);
+    check(&local, Some(&observed(&local, |_| {})), &facts(), NOTHING);
+}
+
+#[test]
+fn a_moved_registry_digest_recreates_with_a_pull_under_policy_registry() {
+    let registry = spec(r#"{"image": "kedge-test/app:v1", "updatePolicy": {"imageCheck": "registry"}}"#);
+    let moved = ImageFacts { registry_digest: Some("sha256:bbbb".to_owned()), ..facts() };
+    let plan = check(
+        &registry,
+        Some(&observed(&registry, |_| {})),
+        &moved,
+        Expect { actions: &["Recreate"], drift: &[] },
+    );
+    let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+    assert!(strategy.pull);
+    let same = ImageFacts { registry_digest: Some("sha256:aaaa".to_owned()), ..facts() };
+    check(&registry, Some(&observed(&registry, |_| {})), &same, NOTHING);
+    // Registry unreachable: no news is no recreate.
+    check(&registry, Some(&observed(&registry, |_| {})), &facts(), NOTHING);
+}
+
+fn exited(code: i64) -> impl FnOnce(&mut ObservedContainer) {
+    move |o| {
+        o.state = ContainerState {
+            status: ContainerStatus::Exited,
+            running: false,
+            exit_code: Some(code),
+            ..ContainerState::default()
+        }
+    }
+}
+
+#[test]
+fn a_stopped_container_is_started_per_restart_policy() {
+    let cases: [(&str, i64, &[&str]); 10] = [
+        (r#""no""#, 0, &[]),
+        (r#""no""#, 137, &["Start"]),
+        (r#""on-failure""#, 0, &[]),
+        (r#""on-failure:3""#, 3, &["Start"]),
+        (r#""always""#, 0, &["Start"]),
+        (r#""always""#, 137, &["Start"]),
+        (r#""unless-stopped""#, 0, &["Start"]),
+        (r#""unless-stopped""#, 143, &["Start"]),
+        // Non-recoverable exit codes (default -127 and -1) take a new container.
+        (r#""always""#, -1, &["Recreate"]),
+        (r#""no""#, -127, &["Recreate"]),
+    ];
+    for (policy, code, actions) in cases {
+        let desired = spec(&format!(r#"{{"image": "kedge-test/app:v1", "restartPolicy": {policy}}}"#));
+        let plan = check(
+            &desired,
+            Some(&observed(&desired, exited(code))),
+            &facts(),
+            Expect { actions, drift: &[] },
+        );
+        if actions == ["Start"] {
+            assert_eq!(plan.actions[0], Action::Start { container: CONTAINER_ID.to_owned() });
+        }
+    }
+    // Declared non-recoverable codes replace the default ones.
+    let custom =
+        spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "nonRecoverableExitCodes": [3]}"#);
+    check(
+        &custom,
+        Some(&observed(&custom, exited(3))),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &[] },
+    );
+    check(
+        &custom,
+        Some(&observed(&custom, exited(-1))),
+        &facts(),
+        Expect { actions: &["Start"], drift: &[] },
+    );
+    // Docker restarting it itself, or never started.
+    let always = spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "always"}"#);
+    let restarting = observed(&always, |o| {
+        o.state = ContainerState {
+            status: ContainerStatus::Restarting,
+            restarting: true,
+            ..ContainerState::default()
+        }
+    });
+    check(&always, Some(&restarting), &facts(), NOTHING);
+    let never_started = observed(&always, |o| {
+        o.state = ContainerState { status: ContainerStatus::Created, ..ContainerState::default() }
+    });
+    check(&always, Some(&never_started), &facts(), Expect { actions: &["Start"], drift: &[] });
+    let dead = observed(&always, |o| {
+        o.state = ContainerState { status: ContainerStatus::Dead, ..ContainerState::default() }
+    });
+    check(&always, Some(&dead), &facts(), Expect { actions: &["Recreate"], drift: &[] });
+}
+
+#[test]
+fn post_start_commands_run_after_a_start_and_are_kept_running() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "postStart": [
+        {"command": ["touch", "/tmp/started"]},
+        {"command": ["sh", "-c", "while true; do sleep 5; done"], "policy": "ensureRunning", "user": "nobody"}]}"#,
+    );
+    let plan = check(
+        &desired,
+        Some(&observed(&desired, exited(137))),
+        &facts(),
+        Expect { actions: &["Start", "RunExec", "RunExec"], drift: &[] },
+    );
+    assert!(matches!(&plan.actions[1], Action::RunExec { unless_running: false, .. }));
+    // Running, heartbeat gone: run it again; it is drift of its own.
+    let processes = |list: &[&str]| ImageFacts {
+        running_processes: Some(list.iter().map(|p| p.to_string()).collect()),
+        ..facts()
+    };
+    let plan = check(
+        &desired,
+        Some(&observed(&desired, |_| {})),
+        &processes(&["/bin/sleep 3600"]),
+        Expect { actions: &["RunExec"], drift: &["spec.postStart[1]"] },
+    );
+    let Action::RunExec { exec, unless_running, .. } = &plan.actions[0] else { unreachable!() };
+    assert!(*unless_running);
+    assert_eq!(exec.user.as_deref(), Some("nobody"));
+    check(
+        &desired,
+        Some(&observed(&desired, |_| {})),
+        &processes(&["/bin/sleep 3600", "sh -c while true; do sleep 5; done"]),
+        NOTHING,
+    );
+    // Processes not looked at: nothing assumed.
+    check(&desired, Some(&observed(&desired, |_| {})), &facts(), NOTHING);
+}
+
+#[test]
+fn a_requested_recreate_happens_once() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let forced = ImageFacts { force_recreate: true, ..facts() };
+    check(
+        &desired,
+        Some(&observed(&desired, |_| {})),
+        &forced,
+        Expect { actions: &["Recreate"], drift: &[] },
+    );
+
+    let mut restarted = desired.clone();
+    restarted.metadata.annotations.insert(RESTARTED_AT_ANNOTATION.into(), "2026-11-21T22:00:00Z".into());
+    // The container predates the annotation: recreate, and the new one records it.
+    let plan = check(
+        &restarted,
+        Some(&observed(&desired, |_| {})),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &[] },
+    );
+    let Action::Recreate { config, .. } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(config.labels.get(RESTARTED_AT_LABEL).map(String::as_str), Some("2026-11-21T22:00:00Z"));
+    check(&restarted, Some(&observed(&restarted, |_| {})), &facts(), NOTHING);
+}
+
+#[test]
+fn recreate_strategy_follows_the_spec() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1", "stopGracePeriod": "7s", "env": {"A": "1"},
+        "updateStrategy": {"healthTimeout": "20s", "removeOldImage": true}}"#,
+    );
+    let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
+    let plan =
+        check(&desired, Some(&stale), &facts(), Expect { actions: &["Recreate"], drift: &["spec.env.A"] });
+    let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(strategy.stop_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(strategy.health_timeout, Duration::from_secs(20));
+    assert!(strategy.remove_old_image);
+    assert!(!strategy.pull);
+}
+
+#[test]
+fn image_defaults_are_not_declarations() {
+    // The image has a HEALTHCHECK, STOPSIGNAL and WORKDIR the spec does not mention: no drift.
+    let desired = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let mut rich = image();
+    rich.healthcheck =
+        Some(Healthcheck { test: vec!["CMD".into(), "true".into()], ..Healthcheck::default() });
+    rich.stop_signal = Some("SIGQUIT".into());
+    rich.working_dir = Some("/app".into());
+    rich.entrypoint = Some(vec!["/entry".into()]);
+    let observed = created(&container_config(&desired), &rich);
+    let facts = ImageFacts { running_image: Some(rich.clone()), ..facts() };
+    check(&desired, Some(&observed), &facts, NOTHING);
+    // Overriding one field of the image's healthcheck keeps the rest of it.
+    let partial =
+        spec(r#"{"image": "kedge-test/app:v1", "healthcheck": {"test": ["CMD", "true"], "interval": "3s"}}"#);
+    let mut merged = created(&container_config(&partial), &rich);
+    merged.healthcheck = Some(Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        interval: Some(Duration::from_secs(3)),
+        ..Healthcheck::default()
+    });
+    check(&partial, Some(&merged), &facts, NOTHING);
+}
