@@ -46,18 +46,9 @@ impl Fixture {
         BTreeMap::from([(TEST_LABEL.to_string(), self.run.clone())])
     }
 
-    /// A config kedge owns: ownership labels, the test label, a 1 s stop grace (busybox `sleep`
-    /// as PID 1 ignores SIGTERM, so every stop waits the whole grace period).
+    /// A config kedge owns (see [`managed_config`]).
     pub fn managed(&self, what: &str, image: &str) -> ContainerConfig {
-        let mut labels = labels::ownership(&format!("test/{}", self.name(what)), 1, "hash-1");
-        labels.extend(self.test_labels());
-        ContainerConfig {
-            name: self.name(what),
-            image: image.to_string(),
-            labels,
-            stop_timeout: Some(Duration::from_secs(1)),
-            ..Default::default()
-        }
+        managed_config(&self.run, what, image)
     }
 
     /// Creates a labeled bridge network with a random /24 (for static addresses); returns (name, prefix).
@@ -104,6 +95,21 @@ impl Fixture {
         let mut all = self.docker.list_containers(&filter).await.expect("list");
         all.retain(|c| c.name.starts_with(prefix));
         all
+    }
+}
+
+/// A config kedge owns: ownership labels, the test label, a 1 s stop grace (busybox `sleep`
+/// as PID 1 ignores SIGTERM, so every stop waits the whole grace period).
+pub fn managed_config(run: &str, what: &str, image: &str) -> ContainerConfig {
+    let name = format!("kt-{what}-{run}");
+    let mut labels = labels::ownership(&format!("test/{name}"), 1, "hash-1");
+    labels.insert(TEST_LABEL.to_string(), run.to_string());
+    ContainerConfig {
+        name,
+        image: image.to_string(),
+        labels,
+        stop_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,201 @@
+//! Crash safety of the safe recreate: a process killed at every step boundary leaves containers
+//! that `recover_name` turns into exactly one container holding the name, running the intended image.
+//!
+//! A child process (this test binary, re-run with `KEDGE_CRASH_CHILD` set, built with the
+//! `kedge-controller/failpoints` feature) runs the recreate with `KEDGE_FAILPOINT=<name>` and
+//! aborts there. When this binary was built without the feature, the harness builds a copy with it
+//! (`cargo test --no-run`) once; CI avoids that by testing with `--features kedge-controller/failpoints`.
+
+mod docker_support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use docker_support::*;
+use kedge_controller::executor::{failpoint, RecoveryOutcome};
+
+/// Set in the child: `<run id>|<what>|<new image>`.
+const CHILD_ENV: &str = "KEDGE_CRASH_CHILD";
+
+/// The child's side of the harness: run the recreate that the parent asked for, so that the
+/// failpoint named by `KEDGE_FAILPOINT` aborts it. Run by `cargo test` directly it checks that the
+/// failpoint list covers the recreate and returns.
+#[tokio::test]
+async fn crash_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        assert_eq!(failpoint::RECREATE_FAILPOINTS.len(), 7);
+        assert_eq!(failpoint::ROLLBACK_FAILPOINTS.len(), 4);
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [run, what, image] = parts[..] else { panic!("bad {CHILD_ENV}: {spec}") };
+    assert!(failpoint::COMPILED, "the crash child must be built with the failpoints feature");
+    let docker = kedge_controller::docker::DockerClient::connect().await.expect("connect");
+    let executor = kedge_controller::executor::Executor::new(docker);
+    let config = managed_config(run, what, image);
+    let result = executor.recreate(&config, &quick_strategy(), &mut |_| {}).await;
+    panic!("the failpoint was not reached; the recreate ended with {result:?}");
+}
+
+/// The test binary with failpoints compiled in.
+fn failpoint_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if failpoint::COMPILED {
+                return std::env::current_exe().expect("current exe");
+            }
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+            let output = Command::new(cargo)
+                .args(["test", "--manifest-path", manifest, "--test", "executor_crash", "--no-run"])
+                .args(["--features", "kedge-controller/failpoints", "--message-format=json"])
+                .output()
+                .expect("run cargo to build the failpoint binary");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "building with failpoints failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|m| m["target"]["name"] == "executor_crash")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo reports the test executable")
+        })
+        .clone()
+}
+
+/// Runs the child until it aborts at `failpoint`.
+fn crash_child_at(run: &str, what: &str, new_image: &str, failpoint: &str) {
+    let binary = failpoint_binary();
+    let output = Command::new(&binary)
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{run}|{what}|{new_image}"))
+        .env(failpoint::ENV, failpoint)
+        .output()
+        .expect("run the crash child");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(6),
+        "the child must abort (SIGABRT) at {failpoint}; status {:?}, stderr:\n{stderr}",
+        output.status
+    );
+    assert!(stderr.contains(&format!("failpoint {failpoint} reached")), "{stderr}");
+}
+
+/// Where the crash left things must recover to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The old container, same ID, running.
+    Old,
+    /// The new container, running the new image.
+    New,
+}
+
+async fn crash_and_recover(failpoint: &str, new_image: &str, expect: Expect) {
+    let fx = Fixture::new().await;
+    let what = failpoint.replace(['.', '_'], "-");
+    let config = fx.managed(&what, APP_V1);
+    let old_id = fx.executor.create(&config).await.expect("create");
+    fx.docker.start_container(&old_id).await.expect("start");
+
+    crash_child_at(&fx.run, &what, new_image, failpoint);
+
+    let report = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover");
+    let left = fx.containers_named(&config.name).await;
+    let names: Vec<_> = left.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(
+        names,
+        vec![config.name.clone()],
+        "exactly one container, holding the name ({failpoint}: {report:?})"
+    );
+    let holder = fx.inspect(&config.name).await;
+    assert!(holder.state.running, "{failpoint}: running");
+    match expect {
+        Expect::Old => {
+            assert_eq!(holder.id, old_id, "{failpoint}: the same old container");
+            assert_eq!(holder.image, APP_V1);
+        }
+        Expect::New => {
+            assert_ne!(holder.id, old_id, "{failpoint}: the new container");
+            assert_eq!(holder.image, new_image);
+        }
+    }
+    // What recovery reported matches, and a second recovery finds nothing to do.
+    match (expect, report.outcomes.first().map(|(_, o)| o)) {
+        // Crashed after the last step of a recreate or of a rollback: nothing left to do.
+        (_, None) => assert!(
+            ["recreate.after_remove_old", "rollback.after_remove_new"].contains(&failpoint),
+            "{failpoint}: only a finished recreate or rollback is clean"
+        ),
+        (Expect::Old, Some(RecoveryOutcome::RolledBack { old_id: back })) => assert_eq!(back, &old_id),
+        (Expect::New, Some(RecoveryOutcome::Completed { new_id, removed_old_id })) => {
+            assert_eq!(new_id, &holder.id);
+            assert_eq!(removed_old_id, &old_id);
+        }
+        (expect, outcome) => panic!("{failpoint}: expected {expect:?}, recovery reported {outcome:?}"),
+    }
+    let again = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover again");
+    assert!(again.is_clean(), "{failpoint}: {again:?}");
+}
+
+#[tokio::test]
+async fn crash_after_create_rolls_back() {
+    crash_and_recover("recreate.after_create", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_after_stop_old_rolls_back() {
+    crash_and_recover("recreate.after_stop_old", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_after_rename_old_rolls_back() {
+    crash_and_recover("recreate.after_rename_old", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_after_rename_new_rolls_back_because_the_new_one_never_started() {
+    crash_and_recover("recreate.after_rename_new", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_after_start_new_completes_once_the_new_one_proves_itself() {
+    crash_and_recover("recreate.after_start_new", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn crash_after_healthy_completes() {
+    crash_and_recover("recreate.after_healthy", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn crash_after_remove_old_is_already_complete() {
+    crash_and_recover("recreate.after_remove_old", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn crash_in_rollback_after_new_aside_finishes_the_rollback() {
+    crash_and_recover("rollback.after_new_aside", FAIL, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_in_rollback_after_start_old_finishes_the_rollback() {
+    crash_and_recover("rollback.after_start_old", FAIL, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_in_rollback_after_rename_old_finishes_the_rollback() {
+    crash_and_recover("rollback.after_rename_old", FAIL, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn crash_in_rollback_after_remove_new_is_already_rolled_back() {
+    crash_and_recover("rollback.after_remove_new", FAIL, Expect::Old).await;
+}
