@@ -31,7 +31,7 @@ async fn crash_child() {
     };
     let parts: Vec<&str> = spec.split('|').collect();
     let [run, what, image] = parts[..] else { panic!("bad {CHILD_ENV}: {spec}") };
-    assert!(failpoint::COMPILED, "the crash child must be built with the failpoints feature");
+    assert!(failpoint::compiled(), "the crash child must be built with the failpoints feature");
     let docker = kedge_controller::docker::DockerClient::connect().await.expect("connect");
     let executor = kedge_controller::executor::Executor::new(docker);
     let config = managed_config(run, what, image);
@@ -44,7 +44,7 @@ fn failpoint_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            if failpoint::COMPILED {
+            if failpoint::compiled() {
                 return std::env::current_exe().expect("current exe");
             }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());

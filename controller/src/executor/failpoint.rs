@@ -6,7 +6,9 @@
 //! OOM looks like to Docker.
 
 /// True when this build has the failpoints compiled in.
-pub const COMPILED: bool = cfg!(feature = "failpoints");
+pub fn compiled() -> bool {
+    cfg!(feature = "failpoints")
+}
 
 /// The environment variable naming the failpoint to crash at.
 pub const ENV: &str = "KEDGE_FAILPOINT";
