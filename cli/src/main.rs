@@ -1,5 +1,319 @@
-//! The `kedge` binary: argument parsing and output formatting only; the work happens in `kedge-controller`.
+//! The `kedge` binary: argument parsing and output formatting only; the work happens in `kedge-controller`
+//! (the agent) and behind the HTTP API (every other command).
+//!
+//! Modules: `commands` (one function per command), `client` (HTTP and error mapping), `config` (server,
+//! token and contexts), `output` (every table, YAML and describe page), `error` (exit codes).
 
-fn main() {
-    println!("kedge {}", env!("CARGO_PKG_VERSION"));
+mod agent;
+mod client;
+mod commands;
+mod config;
+mod error;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+
+use crate::error::{CliError, Exit};
+
+/// kedge keeps Docker hosts in the state their owners declared.
+#[derive(Debug, Parser)]
+#[command(name = "kedge", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  kedge apply -f specs/ --prune\n  kedge get containers -o wide\n\n\
+Exit codes: 0 ok, 1 changes found, 2 usage or invalid input, 3 not found, 4 conflict,\n\
+5 server unreachable, unauthorized or failed, 6 timed out (see docs/cli.md).")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// How to reach the API (see `kedge config --help` for the precedence).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The agent's API, e.g. `http://127.0.0.1:7443`.
+    #[arg(long, global = true, env = "KEDGE_SERVER")]
+    pub server: Option<String>,
+    /// The API's bearer token (the agent writes it to STATE_DIR/api-token).
+    #[arg(long, global = true, env = "KEDGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A context of the config file to use instead of its current one.
+    #[arg(long, global = true, env = "KEDGE_CONTEXT")]
+    pub context: Option<String>,
+    /// The config file (default `~/.config/kedge/config.json`).
+    #[arg(long, global = true, env = "KEDGE_CONFIG")]
+    pub kedgeconfig: Option<PathBuf>,
+    /// The namespace to work in (default: the context's, else `default`).
+    #[arg(short = 'n', long, global = true, env = "KEDGE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Which of `server`, `token` and `namespace` were given on the command line rather than by the
+    /// environment (`config set-context` saves only those).
+    #[arg(skip)]
+    pub from_command_line: Vec<&'static str>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the agent: the reconciler and the API server for this Docker host.
+    #[command(after_help = "Example:\n  kedge agent --state-dir /var/lib/kedge --listen 127.0.0.1:7443")]
+    Agent(agent::AgentArgs),
+    /// Create or update specs from files, directories (recursively) or `-` (stdin).
+    #[command(after_help = "Examples:\n  kedge apply -f web.yaml\n  kedge apply -f specs/ --prune\n  \
+cat web.yaml | kedge apply -f - --dry-run=server")]
+    Apply(ApplyArgs),
+    /// List or show containers, hosts or events.
+    #[command(
+        after_help = "Examples:\n  kedge get containers\n  kedge get containers -l app=web -o wide\n  \
+kedge get container web -o yaml\n  kedge get containers -A -w"
+    )]
+    Get(GetArgs),
+    /// Show a container's spec summary, status, conditions, drift and recent events.
+    #[command(after_help = "Example:\n  kedge describe container web")]
+    Describe {
+        #[arg(value_enum)]
+        kind: ContainerKind,
+        name: String,
+    },
+    /// Show how the live specs differ from local files (exit 0: no change, 1: changes, >1: error).
+    #[command(after_help = "Example:\n  kedge diff -f specs/ && echo in sync")]
+    Diff {
+        /// Files, directories or `-`.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The apply set the files would be applied with (see `apply --applyset`).
+        #[arg(long)]
+        applyset: Option<String>,
+    },
+    /// Delete containers by name, by the files that declare them, or by label selector.
+    #[command(after_help = "Examples:\n  kedge delete container web\n  kedge delete -f specs/\n  \
+kedge delete container -l app=web")]
+    Delete(DeleteArgs),
+    /// Wait until a container meets a condition or is deleted.
+    #[command(after_help = "Examples:\n  kedge wait container web --for condition=Ready --timeout 60s\n  \
+kedge wait container web --for delete")]
+    Wait(WaitArgs),
+    /// Print a container's logs (not supported yet: exits 2).
+    #[command(after_help = "Example:\n  kedge logs web -f")]
+    Logs {
+        name: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// List events, or stream them with `-w`.
+    #[command(after_help = "Examples:\n  kedge events\n  kedge events --for web -w")]
+    Events {
+        /// Only the events of this container.
+        #[arg(long = "for")]
+        for_name: Option<String>,
+        #[arg(short = 'w', long)]
+        watch: bool,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Check spec files without a server: shape and every rule, with file:line:column and field path.
+    #[command(after_help = "Example:\n  kedge validate -f specs/")]
+    Validate {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the Container resource (for editors and CI).
+    #[command(after_help = "Example:\n  kedge schema > container.schema.json")]
+    Schema,
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  kedge completion bash > /etc/bash_completion.d/kedge")]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Show or edit the config file's contexts.
+    #[command(after_help = "Examples:\n  kedge config set-context prod --server http://10.0.0.5:7443 \
+--token-file ~/prod.token\n  kedge config use-context prod\n  kedge config get-contexts\n\n\
+Precedence: --server/--token, KEDGE_SERVER/KEDGE_TOKEN, --context or currentContext, then\n\
+http://127.0.0.1:7443 and the local agent's token file ($KEDGE_STATE_DIR or /var/lib/kedge, api-token).")]
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the client's and the server's versions.
+    #[command(after_help = "Example:\n  kedge version")]
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContainerKind {
+    #[value(alias = "containers", alias = "c")]
+    Container,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    #[value(alias = "container", alias = "c")]
+    Containers,
+    #[value(alias = "host")]
+    Hosts,
+    #[value(alias = "event", alias = "ev")]
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Wide,
+    Yaml,
+    Json,
+    Name,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    None,
+    /// Validate locally and compare with the live object; write nothing.
+    Client,
+    /// Send to the server, which validates and answers as if written.
+    Server,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Files, directories (read recursively: .yaml, .yml, .json) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "client")]
+    pub dry_run: DryRun,
+    /// Delete the containers applied earlier with the same apply set that are no longer in the input.
+    #[arg(long)]
+    pub prune: bool,
+    /// The apply set's name (default: derived from the input paths). Required with `-f -` and `--prune`.
+    #[arg(long)]
+    pub applyset: Option<String>,
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[arg(value_enum)]
+    pub resource: Resource,
+    pub name: Option<String>,
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// Label selector: `k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// After listing, stream changes.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[arg(value_enum)]
+    pub kind: Option<ContainerKind>,
+    pub names: Vec<String>,
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Not an error when the container does not exist.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+    #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "client")]
+    pub dry_run: DryRun,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(value_enum)]
+    pub kind: ContainerKind,
+    pub name: String,
+    /// `condition=TYPE[=STATUS]` (STATUS defaults to True), or `delete`.
+    #[arg(long = "for", required = true)]
+    pub for_what: String,
+    /// How long to wait: `30s`, `5m`, `1h`.
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config file.
+    View,
+    /// List the contexts; `*` marks the current one.
+    GetContexts,
+    CurrentContext,
+    UseContext {
+        name: String,
+    },
+    /// Create or change a context from --server, --token, --token-file and --namespace.
+    SetContext {
+        name: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    DeleteContext {
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let matches = command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let mut deepest = &matches;
+    while let Some((_, sub)) = deepest.subcommand() {
+        deepest = sub;
+    }
+    for id in ["server", "token", "namespace"] {
+        if deepest.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            cli.global.from_command_line.push(id);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return report(CliError::new(Exit::Server, format!("cannot start the runtime: {error}")))
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Commands::Agent(args) => agent::run(args)
+                .await
+                .map(|()| Exit::Ok)
+                .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
+            command => commands::run(command, &cli.global).await,
+        }
+    });
+    // Watches hold tasks open; do not wait for them on the way out.
+    runtime.shutdown_background();
+    match result {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(error) => report(error),
+    }
+}
+
+fn report(error: CliError) -> ExitCode {
+    let colour = output::use_colour(std::io::stderr().is_terminal());
+    eprintln!("{} {}", output::paint("error:", "31;1", colour), error.message);
+    if let Some(hint) = &error.hint {
+        eprintln!("{} {hint}", output::paint("hint:", "33", colour));
+    }
+    ExitCode::from(error.exit as u8)
+}
+
+/// The command tree, for completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }

@@ -1,0 +1,57 @@
+//! Errors of the CLI: one line, an optional hint, and the documented exit code (docs/cli.md).
+
+use std::fmt;
+
+/// The exit codes of `kedge`, documented in docs/cli.md. Scripts depend on them: never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// `diff` found changes (`check`: an update is available).
+    Changes = 1,
+    /// Bad usage or invalid input (a spec that does not validate, a bad selector).
+    Usage = 2,
+    NotFound = 3,
+    /// The object changed since it was read (optimistic concurrency), or already exists.
+    Conflict = 4,
+    /// The server cannot be reached, refused the credentials, or failed.
+    Server = 5,
+    /// `wait` ran out of time.
+    Timeout = 6,
+}
+
+/// An error to print as `error: MESSAGE` plus `hint: HINT`, then exit with `exit`.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+impl CliError {
+    pub fn new(exit: Exit, message: impl Into<String>) -> CliError {
+        CliError { exit, message: message.into(), hint: None }
+    }
+
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError::new(Exit::Usage, message)
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> CliError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> CliError {
+        CliError::usage(error.to_string())
+    }
+}

@@ -1,0 +1,468 @@
+//! Everything `kedge` prints: tables, ages, YAML, describe pages. Pure functions of their input and a
+//! fixed `now`, so the golden tests can pin them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use kedge_crds::{condition_type, Container, ContainerStatus};
+use serde_json::Value;
+
+/// Shown for a value that is not there, as kubectl does.
+pub const NONE: &str = "<none>";
+
+/// Left-aligned columns separated by three spaces; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if index < widths.len() {
+                widths[index] = widths[index].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        out.push_str(&table_row(&widths, row));
+        out.push('\n');
+    }
+    out
+}
+
+/// One row padded to `widths` (for streaming rows under a header printed earlier).
+pub fn table_row(widths: &[usize], row: &[String]) -> String {
+    let mut line = String::new();
+    for (index, cell) in row.iter().enumerate() {
+        if index + 1 == row.len() {
+            line.push_str(cell);
+        } else {
+            let width = widths.get(index).copied().unwrap_or(0);
+            let _ = write!(line, "{cell:<width$}   ");
+        }
+    }
+    line.trim_end().to_owned()
+}
+
+/// kubectl's short age: `5s`, `3m`, `2h`, `4d`, `1y`.
+pub fn age(since: Option<&str>, now: DateTime<Utc>) -> String {
+    let Some(since) = since.and_then(|s| DateTime::parse_from_rfc3339(s).ok()) else {
+        return NONE.to_owned();
+    };
+    let seconds = (now - since.with_timezone(&Utc)).num_seconds();
+    match seconds {
+        s if s < -1 => "<invalid>".to_owned(),
+        s if s < 0 => "0s".to_owned(),
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s if s < 365 * 86_400 => format!("{}d", s / 86_400),
+        s => format!("{}y", s / (365 * 86_400)),
+    }
+}
+
+/// How `get containers` shows a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOptions {
+    pub wide: bool,
+    /// Adds a NAMESPACE column (with `-A`).
+    pub namespaces: bool,
+}
+
+pub fn container_header(options: TableOptions) -> Vec<&'static str> {
+    let mut header = Vec::new();
+    if options.namespaces {
+        header.push("NAMESPACE");
+    }
+    header.extend(["NAME", "HOST", "IMAGE", "READY", "SYNCED", "RESTARTS", "AGE"]);
+    if options.wide {
+        header.extend(["GENERATION", "CONTAINER", "DRIFT", "REASON"]);
+    }
+    header
+}
+
+pub fn container_row(container: &Container, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+    let status = container.status.as_ref();
+    let mut row = Vec::new();
+    if options.namespaces {
+        row.push(container.metadata.namespace.clone());
+    }
+    row.push(container.metadata.name.clone());
+    row.push(host_of(container));
+    row.push(container.spec.image.to_string());
+    row.push(condition_word(status, condition_type::READY));
+    row.push(condition_word(status, condition_type::SYNCED));
+    row.push(status.map_or("0".to_owned(), |s| s.restart_count.to_string()));
+    row.push(age(container.metadata.creation_timestamp.as_deref(), now));
+    if options.wide {
+        let generation = container.metadata.generation.map_or("-".to_owned(), |g| g.to_string());
+        let observed = status.and_then(|s| s.observed_generation).map_or("-".to_owned(), |g| g.to_string());
+        row.push(format!("{observed}/{generation}"));
+        row.push(status.and_then(|s| s.container_id.as_deref()).map_or(NONE.to_owned(), short_id));
+        row.push(status.map_or(0, |s| s.drift.len()).to_string());
+        row.push(problem_reason(status).unwrap_or_else(|| NONE.to_owned()));
+    }
+    row
+}
+
+pub fn containers_table(containers: &[Container], options: TableOptions, now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = containers.iter().map(|c| container_row(c, options, now)).collect();
+    table(&container_header(options), &rows)
+}
+
+/// The host the container runs on (from status), else the one it is placed on, else `<none>`.
+fn host_of(container: &Container) -> String {
+    container
+        .status
+        .as_ref()
+        .and_then(|s| s.host.clone())
+        .or_else(|| container.spec.placement.as_ref().and_then(|p| p.host.clone()))
+        .unwrap_or_else(|| NONE.to_owned())
+}
+
+fn condition_word(status: Option<&ContainerStatus>, kind: &str) -> String {
+    match status.and_then(|s| s.condition(kind)) {
+        Some(condition) => format!("{:?}", condition.status),
+        None => "Unknown".to_owned(),
+    }
+}
+
+/// The reason of the first condition that is not as it should be (Ready/Synced not True, Degraded True).
+fn problem_reason(status: Option<&ContainerStatus>) -> Option<String> {
+    let status = status?;
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            let healthy = if c.kind == condition_type::DEGRADED {
+                c.status != kedge_crds::ConditionStatus::True
+            } else {
+                c.status == kedge_crds::ConditionStatus::True
+            };
+            !healthy
+        })
+        .map(|c| c.reason.clone())
+}
+
+fn short_id(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+pub fn host_header(wide: bool) -> Vec<&'static str> {
+    let mut header = vec!["NAME", "VERSION", "CONTAINERS", "LAST-SEEN"];
+    if wide {
+        header.push("LABELS");
+    }
+    header
+}
+
+/// A host record as the agent writes it; fields are read leniently because hosts are plain JSON.
+pub fn host_row(host: &Value, containers_on_host: usize, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    let text =
+        |keys: &[&str]| keys.iter().find_map(|k| host.get(*k).and_then(Value::as_str)).map(str::to_owned);
+    let mut row = vec![
+        text(&["name", "host"]).unwrap_or_else(|| NONE.to_owned()),
+        text(&["version", "agentVersion"]).unwrap_or_else(|| NONE.to_owned()),
+        containers_on_host.to_string(),
+        age(text(&["lastHeartbeat", "lastHeartbeatTime", "heartbeat", "lastSeen"]).as_deref(), now),
+    ];
+    if wide {
+        row.push(labels_text(host.get("labels")));
+    }
+    row
+}
+
+fn labels_text(labels: Option<&Value>) -> String {
+    match labels.and_then(Value::as_object) {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => NONE.to_owned(),
+    }
+}
+
+pub fn event_header(wide: bool) -> Vec<&'static str> {
+    let mut header = vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"];
+    if wide {
+        header.splice(4..4, ["HOST", "COUNT", "FIRST SEEN"]);
+    }
+    header
+}
+
+/// An event as `controller::events::Event` serializes it.
+pub fn event_row(event: &Value, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let object = text("involvedObject");
+    let object = object.strip_prefix("Container/").map_or(object.clone(), |rest| {
+        format!("container/{}", rest.split_once('/').map_or(rest, |(_, name)| name))
+    });
+    let mut row = vec![age(Some(&text("lastTimestamp")), now), text("type"), text("reason"), object];
+    if wide {
+        row.push(text("host"));
+        row.push(event.get("count").and_then(Value::as_u64).unwrap_or(1).to_string());
+        row.push(age(Some(&text("firstTimestamp")), now));
+    }
+    row.push(text("message"));
+    row
+}
+
+/// Events sorted oldest first, as kubectl lists them.
+pub fn sort_events(events: &mut [Value]) {
+    events.sort_by(|a, b| {
+        let key = |e: &Value| e.get("lastTimestamp").and_then(Value::as_str).unwrap_or_default().to_owned();
+        key(a).cmp(&key(b))
+    });
+}
+
+/// The page `kedge describe container NAME` prints.
+pub fn describe_container(container: &Container, events: &[Value], now: DateTime<Utc>) -> String {
+    let meta = &container.metadata;
+    let spec = &container.spec;
+    let status = container.status.as_ref();
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| {
+        let _ = writeln!(out, "{:<18}{value}", format!("{name}:"));
+    };
+    field("Name", meta.name.clone());
+    field("Namespace", meta.namespace.clone());
+    field("Labels", map_lines(&meta.labels, 18));
+    field("Annotations", map_lines(&meta.annotations, 18));
+    let created = meta.creation_timestamp.as_deref();
+    field("Created", created.map_or(NONE.to_owned(), |c| format!("{c} ({} ago)", age(Some(c), now))));
+    let generation = meta.generation.map_or(NONE.to_owned(), |g| g.to_string());
+    let observed = status.and_then(|s| s.observed_generation).map_or(NONE.to_owned(), |g| g.to_string());
+    field("Generation", format!("{generation} (observed: {observed})"));
+    field("Resource Version", meta.resource_version.clone().unwrap_or_else(|| NONE.to_owned()));
+    field("Host", host_of(container));
+    field("Image", spec.image.to_string());
+    field("Image ID", status.and_then(|s| s.image_id.clone()).unwrap_or_else(|| NONE.to_owned()));
+    field("Container ID", status.and_then(|s| s.container_id.as_deref()).map_or(NONE.to_owned(), short_id));
+    field("Restarts", status.map_or(0, |s| s.restart_count).to_string());
+    if let Some(command) = &spec.command {
+        field("Command", command.join(" "));
+    }
+    let ports: Vec<String> = spec
+        .ports
+        .iter()
+        .map(|p| {
+            let host = match (p.host_ip, p.host_port) {
+                (Some(ip), Some(port)) => format!("{ip}:{port}:"),
+                (None, Some(port)) => format!("{port}:"),
+                _ => String::new(),
+            };
+            format!("{host}{}/{}", p.container_port, json_word(&p.protocol))
+        })
+        .collect();
+    field("Ports", list_or_none(&ports));
+    let mounts: Vec<String> = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.read_only == Some(true) { " (ro)" } else { "" };
+            format!("{}:{} [{}]{mode}", m.source.as_deref().unwrap_or(""), m.target, json_word(&m.kind))
+        })
+        .collect();
+    field("Mounts", list_or_none(&mounts));
+    let networks: Vec<String> = spec.networks.iter().map(|n| n.name.clone()).collect();
+    field("Networks", list_or_none(&networks));
+    field(
+        "Restart Policy",
+        spec.restart_policy.as_ref().map_or(NONE.to_owned(), |r| match r.maximum_retry_count {
+            Some(n) => format!("{}:{n}", json_word(&r.name)),
+            None => json_word(&r.name),
+        }),
+    );
+    field("Env", map_lines(&spec.env, 18));
+    field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
+
+    out.push_str("Conditions:\n");
+    match status.filter(|s| !s.conditions.is_empty()) {
+        None => out.push_str("  <none>\n"),
+        Some(status) => {
+            let rows: Vec<Vec<String>> = status
+                .conditions
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.kind.clone(),
+                        format!("{:?}", c.status),
+                        c.reason.clone(),
+                        age(Some(&c.last_transition_time), now),
+                        c.message.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&indent(&table(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)));
+        }
+    }
+    out.push_str("Drift:\n");
+    match status.filter(|s| !s.drift.is_empty()) {
+        None => out.push_str("  <none>\n"),
+        Some(status) => {
+            let rows: Vec<Vec<String>> = status
+                .drift
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.field.clone(),
+                        d.desired.clone().unwrap_or_else(|| NONE.to_owned()),
+                        d.actual.clone().unwrap_or_else(|| NONE.to_owned()),
+                    ]
+                })
+                .collect();
+            out.push_str(&indent(&table(&["FIELD", "DESIRED", "ACTUAL"], &rows)));
+        }
+    }
+    out.push_str("Events:\n");
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                let text = |key: &str| e.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let count = e.get("count").and_then(Value::as_u64).unwrap_or(1);
+                let seen = age(Some(&text("lastTimestamp")), now);
+                let seen = if count > 1 { format!("{seen} (x{count})") } else { seen };
+                vec![seen, text("type"), text("reason"), text("message")]
+            })
+            .collect();
+        out.push_str(&indent(&table(&["LAST SEEN", "TYPE", "REASON", "MESSAGE"], &rows)));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("  {line}\n")).collect()
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        NONE.to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `k=v` one a line, continuation lines indented to the value column.
+fn map_lines(map: &BTreeMap<String, String>, column: usize) -> String {
+    if map.is_empty() {
+        return NONE.to_owned();
+    }
+    map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(&format!("\n{}", " ".repeat(column)))
+}
+
+/// A serde enum's wire name (`on-failure`, `tcp`).
+fn json_word<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// Block-style YAML of a JSON value, readable back by the crds parser. Strings that could read as
+/// another type or hold special characters are double-quoted (JSON escapes are valid YAML escapes).
+pub fn to_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
+        Value::Array(items) if !items.is_empty() => write_seq(&mut out, items, 0),
+        scalar => {
+            out.push_str(&yaml_scalar(scalar));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, indent: usize) {
+    for (key, value) in map {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&yaml_string(key));
+        out.push(':');
+        write_nested(out, value, indent);
+    }
+}
+
+fn write_seq(out: &mut String, items: &[Value], indent: usize) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match item {
+            Value::Object(map) if !map.is_empty() => {
+                // The first entry shares the dash's line; the rest align under it.
+                let mut nested = String::new();
+                write_map(&mut nested, map, indent + 2);
+                out.push(' ');
+                out.push_str(&nested[indent + 2..]);
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                out.push('\n');
+                write_seq(out, inner, indent + 2);
+            }
+            scalar => {
+                out.push(' ');
+                out.push_str(&yaml_scalar(scalar));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn write_nested(out: &mut String, value: &Value, indent: usize) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            write_map(out, map, indent + 2);
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            write_seq(out, items, indent);
+        }
+        scalar => {
+            out.push(' ');
+            out.push_str(&yaml_scalar(scalar));
+            out.push('\n');
+        }
+    }
+}
+
+fn yaml_scalar(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => yaml_string(s),
+        Value::Object(_) => "{}".to_owned(),
+        Value::Array(_) => "[]".to_owned(),
+    }
+}
+
+fn yaml_string(text: &str) -> String {
+    let reserved = ["true", "false", "null", "yes", "no", "on", "off", "y", "n", "~", ""];
+    let plain = !reserved.contains(&text.to_ascii_lowercase().as_str())
+        && text.parse::<f64>().is_err()
+        && !text.starts_with(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '.'))
+        && !text.ends_with([' ', ':'])
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && !text.starts_with("0x")
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || " _./:@+,=-".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        serde_json::to_string(text).expect("strings serialize")
+    }
+}
+
+/// Whether to colour `stream`: a terminal, and `NO_COLOR` unset or empty.
+pub fn use_colour(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+pub fn paint(text: &str, ansi: &str, colour: bool) -> String {
+    if colour {
+        format!("\x1b[{ansi}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}

@@ -1,0 +1,325 @@
+//! The real `kedge` binary against a real API server (in-process, on an embedded store): apply a
+//! directory, get, describe, diff, wait, delete, prune, watch, configuration and exit codes.
+
+mod api_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use api_support::{kedge_command, stderr, stdout, unique, TestServer};
+use kedge_controller::store::{objects, PutCondition};
+use kedge_crds::{Condition, ConditionStatus, ContainerStatus};
+
+fn spec_yaml(ns: &str, name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {name}\nspec:\n  image: {image}\n"
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[track_caller]
+fn assert_exit(output: &std::process::Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit code\nstdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn ready(host: &str) -> ContainerStatus {
+    ContainerStatus {
+        observed_generation: Some(1),
+        host: Some(host.into()),
+        conditions: vec![Condition {
+            kind: "Ready".into(),
+            status: ConditionStatus::True,
+            reason: "Running".into(),
+            message: "running".into(),
+            last_transition_time: "2026-11-21T10:00:00Z".into(),
+            observed_generation: Some(1),
+        }],
+        ..ContainerStatus::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
+    let server = TestServer::start().await;
+    let ns = unique("e2e");
+    let dir = server.dir.join("specs");
+    write(&dir.join("web.yaml"), &spec_yaml(&ns, "web", "nginx:1.27"));
+    write(
+        &dir.join("nested/workers.yaml"),
+        &format!("{}---\n{}", spec_yaml(&ns, "worker-a", "busybox:1"), spec_yaml(&ns, "worker-b", "busybox:1")),
+    );
+    let d = dir.to_str().unwrap();
+
+    let applied = server.kedge(&["apply", "-f", d]);
+    assert_exit(&applied, 0);
+    assert_eq!(
+        stdout(&applied),
+        "container/worker-a created\ncontainer/worker-b created\ncontainer/web created\n"
+    );
+    let again = server.kedge(&["apply", "-f", d]);
+    assert_exit(&again, 0);
+    assert!(stdout(&again).lines().all(|l| l.ends_with(" unchanged")), "{}", stdout(&again));
+
+    let table = server.kedge(&["get", "containers", "-n", &ns]);
+    assert_exit(&table, 0);
+    let table = stdout(&table);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME ") && lines[0].contains("READY") && lines[0].ends_with("AGE"), "{table}");
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[1].starts_with("web ") && lines[1].contains("nginx:1.27"), "{table}");
+
+    let names = server.kedge(&["get", "containers", "-n", &ns, "-l", "app in (web,worker-b)", "-o", "name"]);
+    assert_eq!(stdout(&names), "container/web\ncontainer/worker-b\n");
+    let json = server.kedge(&["get", "container", "web", "-n", &ns, "-o", "json"]);
+    assert_exit(&json, 0);
+    let object: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(object["metadata"]["generation"], 1);
+    assert!(object["metadata"]["labels"]["kedge.io/applyset"].as_str().unwrap().starts_with("path-"));
+    let yaml = server.kedge(&["get", "container", "web", "-n", &ns, "-o", "yaml"]);
+    assert!(stdout(&yaml).contains("  image: nginx:1.27\n"), "{}", stdout(&yaml));
+
+    // No difference right after apply; a changed file is a diff and exit 1, and nothing is written.
+    let same = server.kedge(&["diff", "-f", d]);
+    assert_exit(&same, 0);
+    assert_eq!(stdout(&same), "");
+    write(&dir.join("web.yaml"), &spec_yaml(&ns, "web", "nginx:1.28"));
+    let changed = server.kedge(&["diff", "-f", d]);
+    assert_exit(&changed, 1);
+    let text = stdout(&changed);
+    assert!(text.contains(&format!("--- live/container/{ns}/web\n+++ local/container/{ns}/web\n")), "{text}");
+    assert!(text.contains("\n-  image: nginx:1.27\n+  image: nginx:1.28\n"), "{text}");
+    let dry = server.kedge(&["apply", "-f", d, "--dry-run=server"]);
+    assert!(stdout(&dry).contains("container/web configured (server dry run)"), "{}", stdout(&dry));
+    assert_exit(&server.kedge(&["diff", "-f", d]), 1);
+
+    // wait blocks until an agent (here: the test, writing status) reports Ready.
+    let waiter = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", &server.url)
+        .env("KEDGE_TOKEN", &server.token)
+        .args(["wait", "container", "web", "-n", &ns, "--for", "condition=Ready", "--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    objects::put_status(server.store.as_ref(), &ns, "web", &ready("h1"), PutCondition::Always).await.unwrap();
+    let waited = tokio::task::spawn_blocking(move || waiter.wait_with_output()).await.unwrap().unwrap();
+    assert_exit(&waited, 0);
+    assert_eq!(stdout(&waited), "container/web condition Ready met\n");
+    let timed_out = server.kedge(&["wait", "container", "worker-a", "-n", &ns, "--for", "condition=Ready", "--timeout", "1s"]);
+    assert_exit(&timed_out, 6);
+    assert!(stderr(&timed_out).contains("timed out after 1s"), "{}", stderr(&timed_out));
+
+    let described = server.kedge(&["describe", "container", "web", "-n", &ns]);
+    assert_exit(&described, 0);
+    let page = stdout(&described);
+    for needle in ["Name:             web\n", "Host:             h1\n", "Conditions:\n", "  Ready  ", "Drift:\n  <none>\n", "Events:\n"] {
+        assert!(page.contains(needle), "{needle:?} in\n{page}");
+    }
+    let wide = server.kedge(&["get", "containers", "-n", &ns, "-o", "wide"]);
+    let wide = stdout(&wide);
+    assert!(wide.lines().next().unwrap().contains("GENERATION"), "{wide}");
+    assert!(wide.lines().any(|l| l.starts_with("web ") && l.contains(" h1 ") && l.contains(" True ")), "{wide}");
+
+    let deleted = server.kedge(&["delete", "container", "worker-a", "-n", &ns]);
+    assert_exit(&deleted, 0);
+    assert_eq!(stdout(&deleted), "container/worker-a deleted\n");
+    assert_exit(&server.kedge(&["wait", "container", "worker-a", "-n", &ns, "--for", "delete", "--timeout", "10s"]), 0);
+    let missing = server.kedge(&["get", "container", "worker-a", "-n", &ns]);
+    assert_exit(&missing, 3);
+    assert!(stderr(&missing).starts_with("error: container ") && stderr(&missing).contains("\nhint: "), "{}", stderr(&missing));
+    let by_label = server.kedge(&["delete", "container", "-n", &ns, "-l", "app=worker-b"]);
+    assert_eq!(stdout(&by_label), "container/worker-b deleted\n");
+    assert_exit(&server.kedge(&["delete", "container", "worker-a", "-n", &ns]), 3);
+    assert_exit(&server.kedge(&["delete", "container", "worker-a", "-n", &ns, "--ignore-not-found"]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_exactly_the_dropped_spec() {
+    let server = TestServer::start().await;
+    let ns = unique("prune");
+    let dir = server.dir.join("set");
+    for name in ["a", "b", "c"] {
+        write(&dir.join(format!("{name}.yaml")), &spec_yaml(&ns, name, "busybox:1"));
+    }
+    // A container of the same namespace applied from elsewhere is not part of the set.
+    let other = server.dir.join("other.yaml");
+    write(&other, &spec_yaml(&ns, "outsider", "busybox:1"));
+    assert_exit(&server.kedge(&["apply", "-f", other.to_str().unwrap()]), 0);
+    let d = dir.to_str().unwrap();
+    let first = server.kedge(&["apply", "-f", d, "--prune"]);
+    assert_exit(&first, 0);
+    assert_eq!(stdout(&first), "container/a created\ncontainer/b created\ncontainer/c created\n");
+
+    std::fs::remove_file(dir.join("b.yaml")).unwrap();
+    let dry = server.kedge(&["apply", "-f", d, "--prune", "--dry-run=client"]);
+    assert_exit(&dry, 0);
+    assert!(stdout(&dry).contains("container/b pruned (dry run)\n"), "{}", stdout(&dry));
+    let pruned = server.kedge(&["apply", "-f", d, "--prune"]);
+    assert_exit(&pruned, 0);
+    assert_eq!(stdout(&pruned), "container/a unchanged\ncontainer/c unchanged\ncontainer/b pruned\n");
+    let left = server.kedge(&["get", "containers", "-n", &ns, "-o", "name"]);
+    assert_eq!(stdout(&left), "container/a\ncontainer/c\ncontainer/outsider\n");
+    // Pruning again finds nothing more to delete.
+    assert_eq!(stdout(&server.kedge(&["apply", "-f", d, "--prune"])), "container/a unchanged\ncontainer/c unchanged\n");
+
+    // A named apply set from stdin.
+    let mut child = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", &server.url)
+        .env("KEDGE_TOKEN", &server.token)
+        .args(["apply", "-f", "-", "--applyset", "piped", "--prune"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(spec_yaml(&ns, "piped", "busybox:1").as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&output), "container/piped created\n");
+    let stdin_without_name = server.kedge(&["apply", "-f", "-", "--prune"]);
+    assert_exit(&stdin_without_name, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_sees_a_change_made_by_another_client() {
+    let server = TestServer::start().await;
+    let ns = unique("watch");
+    let file = server.dir.join("web.yaml");
+    write(&file, &spec_yaml(&ns, "web", "nginx:1"));
+    assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
+
+    let mut watcher = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", &server.url)
+        .env("KEDGE_TOKEN", &server.token)
+        .args(["get", "containers", "-n", &ns, "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = mpsc::channel::<String>();
+    let out = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let expect_line = |what: &str, matches: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line with {what} within 20s"),
+            }
+        }
+    };
+    expect_line("the header", &|l| l.starts_with("NAME "));
+    expect_line("web at nginx:1", &|l| l.starts_with("web ") && l.contains("nginx:1 "));
+
+    // Another client: a second kedge changes the image; the watch shows the new row.
+    write(&file, &spec_yaml(&ns, "web", "nginx:2"));
+    assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
+    expect_line("web at nginx:2", &|l| l.starts_with("web ") && l.contains("nginx:2 "));
+    // And an agent's status report shows as a new row too.
+    objects::put_status(server.store.as_ref(), &ns, "web", &ready("h9"), PutCondition::Always).await.unwrap();
+    expect_line("web ready on h9", &|l| l.starts_with("web ") && l.contains(" h9 ") && l.contains(" True "));
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
+    let server = TestServer::start().await;
+    let ns = unique("errors");
+
+    // No token: refused, exit 5.
+    let refused = kedge_command(&server.dir).env("KEDGE_SERVER", &server.url).args(["get", "containers"]).output().unwrap();
+    assert_exit(&refused, 5);
+    let text = stderr(&refused);
+    assert!(text.starts_with("error: missing `Authorization: Bearer TOKEN` header\nhint: "), "{text}");
+    // Nothing listens: exit 5.
+    let unreachable =
+        kedge_command(&server.dir).env("KEDGE_SERVER", "http://127.0.0.1:1").args(["get", "containers"]).output().unwrap();
+    assert_exit(&unreachable, 5);
+    assert!(stderr(&unreachable).contains("cannot reach the kedge API at http://127.0.0.1:1"), "{}", stderr(&unreachable));
+
+    // An invalid file: exit 2, file:line:column and field path, and nothing applied.
+    let bad = server.dir.join("bad.yaml");
+    write(&bad, &format!("{}  ports: [\"70000:80\"]\n", spec_yaml(&ns, "bad", "nginx")));
+    let rejected = server.kedge(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_exit(&rejected, 2);
+    assert!(stderr(&rejected).contains("bad.yaml:10:"), "{}", stderr(&rejected));
+    assert!(stderr(&rejected).contains("spec.ports[0]"), "{}", stderr(&rejected));
+    assert_exit(&server.kedge(&["get", "container", "bad", "-n", &ns]), 3);
+    assert_exit(&server.kedge(&["validate", "-f", bad.to_str().unwrap()]), 2);
+
+    // A bad selector is the server's 400: exit 2.
+    assert_exit(&server.kedge(&["get", "containers", "-l", "app in (a"]), 2);
+    // Logs have no API yet.
+    assert_exit(&server.kedge(&["logs", "web"]), 2);
+    // Usage errors are clap's exit 2.
+    assert_exit(&server.kedge(&["get", "nonsense"]), 2);
+
+    // Every command's help has an example.
+    for command in [
+        "agent", "apply", "get", "describe", "diff", "delete", "wait", "logs", "events", "validate", "schema",
+        "completion", "config", "version",
+    ] {
+        let help = server.kedge(&[command, "--help"]);
+        assert_exit(&help, 0);
+        assert!(stdout(&help).contains("Example"), "`kedge {command} --help` has no example");
+    }
+    let completion = server.kedge(&["completion", "bash"]);
+    assert_exit(&completion, 0);
+    assert!(stdout(&completion).contains("_kedge"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_context_names_the_server_and_token() {
+    let server = TestServer::start().await;
+    let config = server.dir.join("kedge-config.json");
+    let set = kedge_command(&server.dir)
+        .env("KEDGE_CONFIG", &config)
+        .args(["config", "set-context", "test", "--server", &server.url, "--token", &server.token, "--namespace", "ctx-ns"])
+        .output()
+        .unwrap();
+    assert_exit(&set, 0);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let contexts = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["config", "get-contexts"]).output().unwrap();
+    assert!(stdout(&contexts).lines().nth(1).unwrap().starts_with("*         test   http://"), "{}", stdout(&contexts));
+    let view = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["config", "view"]).output().unwrap();
+    assert!(!stdout(&view).contains(&server.token), "config view shows the token");
+
+    let file = server.dir.join("c.yaml");
+    std::fs::write(&file, "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: c\nspec:\n  image: busybox\n").unwrap();
+    let applied = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["apply", "-f", "c.yaml"]).output().unwrap();
+    assert_exit(&applied, 0);
+    // The context's namespace applies to documents that name none.
+    let got = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["get", "containers", "-o", "name"]).output().unwrap();
+    assert_eq!(stdout(&got), "container/c\n");
+    let json = server.call("GET", "/api/v1/namespaces/ctx-ns/containers/c", None).await;
+    assert_eq!(json.status, 200);
+    // --server beats the context.
+    let flag = kedge_command(&server.dir)
+        .env("KEDGE_CONFIG", &config)
+        .args(["get", "containers", "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_exit(&flag, 5);
+}
