@@ -336,6 +336,29 @@ async fn exec_top_logs_kill_restart_and_wait() {
 }
 
 #[tokio::test]
+async fn stop_sends_the_containers_own_stop_signal() {
+    let fx = Fixture::new().await;
+    let mut config = fx.managed("signal", APP_V1);
+    config.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+    config.cmd = Some(vec!["trap 'echo got-usr1; exit 0' USR1; while true; do sleep 0.1; done".into()]);
+    config.stop_signal = Some("SIGUSR1".into());
+    config.stop_timeout = Some(Duration::from_secs(20));
+    let id = fx.docker.create_container(&config).await.expect("create");
+    fx.docker.start_container(&id).await.expect("start");
+    kedge_tests::eventually("the shell to run", Duration::from_secs(10), || async {
+        fx.docker.is_process_running(&id, &["sleep".into(), "0.1".into()]).await.ok().filter(|r| *r)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    fx.docker.stop_container(&id, None).await.expect("stop");
+    let stopped = fx.inspect(&id).await;
+    assert_eq!(stopped.state.exit_code, Some(0), "exited by its trap, not SIGKILL");
+    assert!(started.elapsed() < Duration::from_secs(10), "did not wait for the grace period");
+    let logs = fx.docker.logs(&id, 10).await.expect("logs");
+    assert!(logs.iter().any(|l| l.text.contains("got-usr1")), "{logs:?}");
+}
+
+#[tokio::test]
 async fn engine_events_are_typed_container_events() {
     let fx = Fixture::new().await;
     let config = fx.managed("events", FAIL);

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use docker_support::*;
+use kedge_controller::docker::labels;
 use kedge_controller::executor::{failpoint, RecoveryOutcome};
 
 /// Set in the child: `<run id>|<what>|<new image>`.
@@ -143,6 +144,34 @@ async fn crash_and_recover(failpoint: &str, new_image: &str, expect: Expect) {
     }
     let again = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover again");
     assert!(again.is_clean(), "{failpoint}: {again:?}");
+}
+
+#[tokio::test]
+async fn recover_key_finds_leftovers_by_label() {
+    let fx = Fixture::new().await;
+    let by_key = fx.managed("by-key", APP_V1);
+    let by_name = fx.managed("by-name", APP_V1);
+    let mut ids = Vec::new();
+    for (config, what) in [(&by_key, "by-key"), (&by_name, "by-name")] {
+        let id = fx.executor.create(config).await.expect("create");
+        fx.docker.start_container(&id).await.expect("start");
+        crash_child_at(&fx.run, what, APP_V2, "recreate.after_rename_old");
+        ids.push(id);
+    }
+    let key = labels::key(&by_key.labels).expect("key").to_string();
+    let reports = fx.executor.recover_key(&key, &quick_strategy()).await.expect("recover key");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[0].clone() });
+    // The other one is found by name. (`recover_all` is not called here: it would also recover
+    // the crashes of the tests running in parallel, under their feet.)
+    let report = fx.executor.recover_name(&by_name.name, &quick_strategy()).await.expect("recover name");
+    assert_eq!(report.outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[1].clone() });
+    for (config, id) in [(&by_key, &ids[0]), (&by_name, &ids[1])] {
+        let holder = fx.inspect(&config.name).await;
+        assert_eq!(&holder.id, id);
+        assert!(holder.state.running);
+        assert_eq!(fx.containers_named(&config.name).await.len(), 1);
+    }
 }
 
 #[tokio::test]

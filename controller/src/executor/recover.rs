@@ -103,6 +103,27 @@ impl Executor {
         Ok(reports)
     }
 
+    /// `recover_name` for every base name with recreate leftovers on this engine, managed or not
+    /// (a `kedge recreate NAME` of a foreign container leaves the same names). For agent start-up.
+    pub async fn recover_all(&self, strategy: &RecreateStrategy) -> ExecutorResult<Vec<RecoveryReport>> {
+        let filter = ContainerFilter { labels: Vec::new(), name: Some("-kedge-(new|old)-".to_string()) };
+        let containers = self.docker.list_containers(&filter).await.map_err(|source| {
+            ExecutorError::Docker { step: "list containers", container: "*".to_string(), source }
+        })?;
+        let bases: BTreeSet<String> = containers
+            .iter()
+            .filter_map(|c| match labels::parse_recreate_name(&c.name) {
+                RecreateName::New { base, .. } | RecreateName::Old { base, .. } => Some(base.to_string()),
+                RecreateName::Plain(_) => None,
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for base in bases {
+            reports.push(self.recover_name(&base, strategy).await?);
+        }
+        Ok(reports)
+    }
+
     async fn recreate_leftovers(&self, name: &str) -> ExecutorResult<Leftovers> {
         // Docker's name filter is an unanchored regular expression: a superset, narrowed below.
         let filter = ContainerFilter { labels: Vec::new(), name: Some(name.to_string()) };
