@@ -178,7 +178,8 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
     pub fn failed(&self, key: &K) -> Retry {
         let mut state = self.lock();
         let config = self.shared.backoff;
-        let (attempt, backoff) = state.failures.entry(key.clone()).or_insert_with(|| (0, build_backoff(config)));
+        let (attempt, backoff) =
+            state.failures.entry(key.clone()).or_insert_with(|| (0, build_backoff(config)));
         *attempt += 1;
         let attempt = *attempt;
         let delay = backoff.next().unwrap_or(config.max_delay);

@@ -115,7 +115,9 @@ pub async fn remove_labelled(run_id: &str) -> anyhow::Result<()> {
         }
     }
     let networks = docker
-        .list_networks(Some(bollard::query_parameters::ListNetworksOptionsBuilder::new().filters(&filters).build()))
+        .list_networks(Some(
+            bollard::query_parameters::ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
         .await?;
     for network in networks {
         if let Some(id) = network.id {
@@ -123,7 +125,9 @@ pub async fn remove_labelled(run_id: &str) -> anyhow::Result<()> {
         }
     }
     let volumes = docker
-        .list_volumes(Some(bollard::query_parameters::ListVolumesOptionsBuilder::new().filters(&filters).build()))
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::new().filters(&filters).build(),
+        ))
         .await?;
     for volume in volumes.volumes.unwrap_or_default() {
         docker.remove_volume(&volume.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await.ok();
@@ -157,4 +161,133 @@ where
 pub fn docker_cli(args: &[&str]) -> std::process::Output {
     let _ = TestEnv::get();
     std::process::Command::new("docker").args(args).output().expect("the docker CLI is installed")
+}
+
+/// An agent running in this test process against the test engine, stopped when dropped.
+pub struct InProcessAgent {
+    pub store: kedge_controller::store::SharedStore,
+    pub host: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), kedge_controller::agent::AgentError>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl InProcessAgent {
+    /// Starts an agent on a fresh embedded store in a temporary directory.
+    pub async fn embedded(host: &str) -> InProcessAgent {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = kedge_controller::store::EmbeddedStore::open(
+            dir.path().join("kedge.db"),
+            kedge_controller::store::EmbeddedOptions::default(),
+        )
+        .await
+        .expect("open the embedded store");
+        Self::start(std::sync::Arc::new(store), host, Some(dir)).await
+    }
+
+    /// Starts an agent on the test environment's etcd.
+    pub async fn etcd(host: &str) -> InProcessAgent {
+        let env = TestEnv::get();
+        let store = kedge_controller::store::EtcdStore::connect(kedge_controller::store::EtcdOptions::new(
+            env.etcd_endpoints.clone(),
+        ))
+        .await
+        .expect("connect to the test etcd");
+        Self::start(std::sync::Arc::new(store), host, None).await
+    }
+
+    /// Starts an agent on `store`.
+    pub async fn start(
+        store: kedge_controller::store::SharedStore,
+        host: &str,
+        dir: Option<tempfile::TempDir>,
+    ) -> InProcessAgent {
+        init_logs();
+        let docker =
+            kedge_controller::docker::DockerClient::connect().await.expect("connect to the test engine");
+        let mut config = kedge_controller::agent::AgentConfig::new(host);
+        config.backoff.min_delay = Duration::from_millis(200);
+        config.backoff.max_delay = Duration::from_secs(5);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task =
+            tokio::spawn(kedge_controller::agent::run(store.clone(), docker, config, shutdown.clone()));
+        InProcessAgent { store, host: host.to_owned(), shutdown, task: Some(task), _dir: dir }
+    }
+
+    /// Stops the agent gracefully and returns how it ended.
+    pub async fn stop(mut self) -> Result<(), kedge_controller::agent::AgentError> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the agent stops within 60 s")
+            .expect("the agent task did not panic")
+    }
+}
+
+impl Drop for InProcessAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A Container spec for tests: placed on `host`, labelled for cleanup with `cleanup`'s run id.
+pub fn test_spec(
+    name: &str,
+    namespace: &str,
+    host: &str,
+    cleanup: &EngineCleanup,
+    spec: serde_json::Value,
+) -> kedge_crds::Container {
+    let mut document = serde_json::json!({
+        "apiVersion": "kedge.io/v1",
+        "kind": "Container",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    let spec = document["spec"].as_object_mut().expect("spec is an object");
+    spec.insert("placement".into(), serde_json::json!({"host": host}));
+    let labels = spec.entry("labels").or_insert_with(|| serde_json::json!({}));
+    labels[TEST_LABEL] = serde_json::Value::String(cleanup.run_id.clone());
+    serde_json::from_value(document).expect("a valid test spec")
+}
+
+/// The status condition `kind` of spec `namespace/name`, if reported.
+pub async fn condition(
+    store: &dyn kedge_controller::store::Store,
+    namespace: &str,
+    name: &str,
+    kind: &str,
+) -> Option<kedge_crds::Condition> {
+    let (status, _) = kedge_controller::store::objects::get_status(store, namespace, name).await.ok()??;
+    status.condition(kind).cloned()
+}
+
+/// Waits until spec `namespace/name` reports Ready=True and Synced=True for its current generation.
+pub async fn wait_ready(
+    store: &dyn kedge_controller::store::Store,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) {
+    eventually(&format!("{namespace}/{name} to be Ready and Synced"), timeout, || async {
+        let spec = kedge_controller::store::objects::get_container(store, namespace, name).await.ok()??;
+        let (status, _) =
+            kedge_controller::store::objects::get_status(store, namespace, name).await.ok()??;
+        let current = status.observed_generation == spec.metadata.generation;
+        let ready = status.condition("Ready")?.status == kedge_crds::ConditionStatus::True;
+        let synced = status.condition("Synced")?.status == kedge_crds::ConditionStatus::True;
+        (current && ready && synced).then_some(())
+    })
+    .await
+}
+
+/// With `KEDGE_LOG` set (`debug`, `kedge_controller=debug`, ...), the agent's logs go to the test output.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("KEDGE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }

@@ -441,6 +441,27 @@ impl DockerClient {
         if !label_filters.is_empty() {
             filters.insert("label".to_string(), label_filters.to_vec());
         }
+        self.event_stream(filters, since)
+    }
+
+    /// Every container event and every network connect and disconnect, with no label filter (the
+    /// engine's network events carry no container labels, and one filter applies to both kinds), from
+    /// `since`. Network events are reported as [`EventAction::NetworkConnect`] and
+    /// [`EventAction::NetworkDisconnect`] events of the container, with empty labels.
+    pub fn events_with_networks(
+        &self,
+        since: Option<std::time::SystemTime>,
+    ) -> impl Stream<Item = DockerResult<EngineEvent>> + Send + 'static {
+        let filters =
+            HashMap::from([("type".to_string(), vec!["container".to_string(), "network".to_string()])]);
+        self.event_stream(filters, since)
+    }
+
+    fn event_stream(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+        since: Option<std::time::SystemTime>,
+    ) -> impl Stream<Item = DockerResult<EngineEvent>> + Send + 'static {
         let since = since.map(|at| {
             let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             format!("{}.{:09}", at.as_secs(), at.subsec_nanos())

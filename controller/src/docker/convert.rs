@@ -405,6 +405,9 @@ pub(crate) fn image_from_inspect(i: b::ImageInspect) -> Option<ImageInfo> {
 
 /// A container event, or `None` for events about other object types.
 pub(crate) fn event_from(e: b::EventMessage) -> Option<EngineEvent> {
+    if e.typ == Some(b::EventMessageTypeEnum::NETWORK) {
+        return network_event_from(e);
+    }
     if e.typ != Some(b::EventMessageTypeEnum::CONTAINER) {
         return None;
     }
@@ -442,6 +445,27 @@ pub(crate) fn event_from(e: b::EventMessage) -> Option<EngineEvent> {
         action,
         exit_code,
         labels: attributes.into_iter().collect(),
+        time_nano: e.time_nano.unwrap_or(0),
+    })
+}
+
+/// A network connect or disconnect, reported as an event of the container it concerns. The
+/// engine's network events carry the network's labels, not the container's: `labels` is empty.
+fn network_event_from(e: b::EventMessage) -> Option<EngineEvent> {
+    let actor = e.actor.unwrap_or_default();
+    let attributes = actor.attributes.unwrap_or_default();
+    let network = attributes.get("name").cloned().unwrap_or_default();
+    let action = match e.action.as_deref() {
+        Some("connect") => EventAction::NetworkConnect { network },
+        Some("disconnect") => EventAction::NetworkDisconnect { network },
+        _ => return None,
+    };
+    Some(EngineEvent {
+        id: attributes.get("container").cloned()?,
+        name: None,
+        action,
+        exit_code: None,
+        labels: BTreeMap::new(),
         time_nano: e.time_nano.unwrap_or(0),
     })
 }

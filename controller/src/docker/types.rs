@@ -400,6 +400,14 @@ pub enum EventAction {
     },
     Update,
     HealthStatus(HealthStatus),
+    /// The container was connected to a network (from the engine's network events).
+    NetworkConnect {
+        network: String,
+    },
+    /// The container was disconnected from a network (from the engine's network events).
+    NetworkDisconnect {
+        network: String,
+    },
     /// Any other action, verbatim (`exec_start: sh`, `attach`, `commit`, ...).
     Other(String),
 }

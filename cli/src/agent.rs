@@ -1,0 +1,181 @@
+//! `kedge agent`: runs the reconciler and the API server for one Docker host.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kedge_controller::agent::{self, AgentConfig};
+use kedge_controller::api::{self, ApiListener, ApiState};
+use kedge_controller::docker::DockerClient;
+use kedge_controller::store::etcd::EtcdTls;
+use kedge_controller::store::{EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, SharedStore};
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `kedge agent`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    kedge agent --state-dir /var/lib/kedge\n  \
+    kedge agent --store etcd://10.0.0.1:2379,10.0.0.2:2379 --host-name web-1 --host-label zone=a\n\n\
+    The etcd connection takes KEDGE_ETCD_USER / KEDGE_ETCD_PASSWORD for authentication and\n\
+    KEDGE_ETCD_CA / KEDGE_ETCD_CERT / KEDGE_ETCD_KEY for TLS (use https:// endpoints).")]
+pub struct AgentArgs {
+    /// Where desired state lives: `etcd://HOST:PORT[,HOST:PORT...]`, `embedded` (a file in the state
+    /// directory) or `embedded:PATH`.
+    #[arg(long, env = "KEDGE_STORE", default_value = "embedded")]
+    pub store: String,
+    /// State directory: the embedded store's file, the API token, the API's Unix socket.
+    #[arg(long, env = "KEDGE_STATE_DIR", default_value = "/var/lib/kedge")]
+    pub state_dir: PathBuf,
+    /// The name this agent reconciles for (default: the machine's hostname).
+    #[arg(long, env = "KEDGE_HOST_NAME")]
+    pub host_name: Option<String>,
+    /// A label of this host, `key=value`, matched by specs' host selectors. Repeatable.
+    #[arg(long = "host-label", value_name = "KEY=VALUE")]
+    pub host_labels: Vec<String>,
+    /// Address the HTTP API listens on (bearer-token authenticated).
+    #[arg(long, env = "KEDGE_LISTEN", default_value = "127.0.0.1:7443")]
+    pub listen: String,
+    /// How many specs are reconciled at once.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// How often every spec is reconciled even without an event, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Logs as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_json);
+    let host_name = match args.host_name.clone() {
+        Some(name) => name,
+        None => hostname().context("cannot read the machine's hostname; pass --host-name")?,
+    };
+    let mut config = AgentConfig::new(host_name.clone());
+    config.workers = args.workers;
+    config.resync_interval = Duration::from_secs(args.resync_seconds.max(1));
+    for label in &args.host_labels {
+        let (key, value) =
+            label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;
+        config.host_labels.insert(key.to_owned(), value.to_owned());
+    }
+
+    create_private_dir(&args.state_dir)?;
+    let store = open_store(&args.store, &args.state_dir).await?;
+    let docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let token = api::token::load_or_create_token(&args.state_dir)
+        .with_context(|| format!("cannot create the API token in {}", args.state_dir.display()))?;
+    let state = ApiState::new(store.clone(), host_name.clone(), Some(token));
+    let tcp = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %tcp.local_addr()?, "API listening (bearer token in {})", api::token::token_path(&args.state_dir).display());
+    let socket_path = args.state_dir.join("kedge.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let unix = tokio::net::UnixListener::bind(&socket_path)
+        .with_context(|| format!("cannot listen on {}", socket_path.display()))?;
+    set_mode(&socket_path, 0o600)?;
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(api::serve(state.clone(), ApiListener::Tcp(tcp), shutdown.clone().cancelled_owned()));
+    servers.spawn(api::serve(state, ApiListener::Unix(unix), shutdown.clone().cancelled_owned()));
+
+    let outcome = agent::run(store, docker, config, shutdown.clone()).await;
+    shutdown.cancel();
+    while let Some(result) = servers.join_next().await {
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "API server ended with an error");
+        }
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    outcome.context("agent failed")
+}
+
+/// Opens the store an `--store` value names.
+async fn open_store(spec: &str, state_dir: &Path) -> anyhow::Result<SharedStore> {
+    if spec.starts_with("etcd://") {
+        let mut options = EtcdOptions::from_url(spec)?;
+        if let (Ok(user), Ok(password)) =
+            (std::env::var("KEDGE_ETCD_USER"), std::env::var("KEDGE_ETCD_PASSWORD"))
+        {
+            options.user = Some((user, password));
+        }
+        let ca_pem = read_optional_env_file("KEDGE_ETCD_CA")?;
+        let client_cert_pem = read_optional_env_file("KEDGE_ETCD_CERT")?;
+        let client_key_pem = read_optional_env_file("KEDGE_ETCD_KEY")?;
+        if ca_pem.is_some() || client_cert_pem.is_some() {
+            options.tls = Some(EtcdTls { ca_pem, client_cert_pem, client_key_pem, domain: None });
+        }
+        let store = EtcdStore::connect(options).await.with_context(|| format!("cannot connect to {spec}"))?;
+        return Ok(Arc::new(store));
+    }
+    let path = match spec {
+        "embedded" => state_dir.join("kedge.db"),
+        other => match other.strip_prefix("embedded:") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                anyhow::bail!("--store {other:?}: expected etcd://HOST:PORT[,...], embedded or embedded:PATH")
+            }
+        },
+    };
+    let store = EmbeddedStore::open(&path, EmbeddedOptions::default())
+        .await
+        .with_context(|| format!("cannot open the embedded store {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn read_optional_env_file(variable: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::env::var(variable) {
+        Ok(path) => Ok(Some(std::fs::read(&path).with_context(|| format!("cannot read {variable} {path}"))?)),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_owned();
+    anyhow::ensure!(!name.is_empty(), "empty hostname");
+    Ok(name)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    set_mode(dir, 0o700)
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the permissions of {}", path.display()))
+}

@@ -1,0 +1,200 @@
+//! The agent: keeps every spec placed on one Docker host reconciled.
+//!
+//! Sources ([`sources`]) feed keys into one [`WorkQueue`]; a fixed number of workers take keys and
+//! [`reconcile`] each from the latest state; [`status`] turns the outcome into conditions, written
+//! only when they change; [`crate::events`] records what was done.
+//!
+//! Promises:
+//! - One key is never reconciled by two workers at once; a failing key backs off on its own.
+//! - Losing the store is not an instruction: the agent keeps repairing from the last specs it read
+//!   and removes nothing until it has read the store successfully again ([`cache`]).
+//! - Only one agent acts for a Docker host: it holds the host's lock (a leased key) while it runs.
+//! - Shutdown finishes the reconcile in flight (a recreate completes or rolls back) before it returns.
+//! - On start, recreates interrupted by a crash are finished or rolled back before anything else.
+
+pub mod cache;
+mod lock;
+mod reconcile;
+mod sources;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kedge_crds::ContainerStatus;
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::{labels, ContainerFilter, DockerClient, DockerError};
+use crate::events::EventRecorder;
+use crate::executor::{Executor, RecreateStrategy};
+use crate::queue::{BackoffConfig, WorkQueue};
+use crate::store::{SharedStore, StoreError};
+
+pub use cache::DesiredState;
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The host this agent reconciles for: specs placed elsewhere are left to other agents.
+    pub host_name: String,
+    /// This host's labels, matched against specs' host selectors.
+    pub host_labels: BTreeMap<String, String>,
+    /// How many keys are reconciled at once.
+    pub workers: usize,
+    /// How often every key is reconciled even without an event (watches and event streams can drop).
+    pub resync_interval: Duration,
+    /// Backoff of failing keys.
+    pub backoff: BackoffConfig,
+    /// How often a spec waiting for its dependencies looks again.
+    pub dependency_poll: Duration,
+    /// How often a container whose name a foreign container holds is looked at again.
+    pub conflict_poll: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(host_name: impl Into<String>) -> AgentConfig {
+        AgentConfig {
+            host_name: host_name.into(),
+            host_labels: BTreeMap::new(),
+            workers: 8,
+            resync_interval: Duration::from_secs(300),
+            backoff: BackoffConfig::default(),
+            dependency_poll: Duration::from_secs(1),
+            conflict_poll: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("docker engine: {0}")]
+    Docker(#[from] DockerError),
+    #[error("another agent holds the lock of host {host:?}")]
+    LockLost { host: String },
+}
+
+/// Everything the workers share.
+pub(crate) struct Agent {
+    pub(crate) store: SharedStore,
+    pub(crate) docker: DockerClient,
+    pub(crate) executor: Executor,
+    pub(crate) cache: Arc<DesiredState>,
+    pub(crate) queue: WorkQueue<String>,
+    pub(crate) events: EventRecorder,
+    pub(crate) config: AgentConfig,
+    /// The last status written per key, so an unchanged status is not written again.
+    pub(crate) statuses: Mutex<HashMap<String, ContainerStatus>>,
+}
+
+/// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
+pub async fn run(
+    store: SharedStore,
+    docker: DockerClient,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let host_lock = tokio::select! {
+        lock = lock::HostLock::acquire(store.clone(), &config.host_name) => lock?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    tracing::info!(host = %config.host_name, engine_api = %docker.api_version(), "agent starting");
+
+    let agent = Arc::new(Agent {
+        executor: Executor::new(docker.clone()),
+        events: EventRecorder::new(store.clone(), config.host_name.clone()),
+        cache: Arc::new(DesiredState::default()),
+        queue: WorkQueue::new(config.backoff),
+        statuses: Mutex::new(HashMap::new()),
+        store,
+        docker,
+        config,
+    });
+
+    agent.recover_interrupted_recreates().await?;
+
+    // Sources stop on `stopping`; the lock's loss stops everything too.
+    let stopping = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(sources::follow_store(
+        agent.store.clone(),
+        agent.cache.clone(),
+        agent.queue.clone(),
+        stopping.clone(),
+    ));
+    tasks.spawn(sources::follow_engine(
+        agent.docker.clone(),
+        agent.cache.clone(),
+        agent.queue.clone(),
+        stopping.clone(),
+    ));
+    tasks.spawn(sources::resync_every(
+        agent.config.resync_interval,
+        agent.docker.clone(),
+        agent.cache.clone(),
+        agent.queue.clone(),
+        stopping.clone(),
+    ));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..agent.config.workers.max(1) {
+        workers.spawn(agent.clone().work());
+    }
+
+    let lock_lost = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = host_lock.lost() => true,
+    };
+    tracing::info!("agent stopping: finishing the reconciles in flight");
+    stopping.cancel();
+    agent.queue.shutdown();
+    while workers.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
+    host_lock.release().await;
+    if lock_lost {
+        return Err(AgentError::LockLost { host: agent.config.host_name.clone() });
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+impl Agent {
+    /// A worker: takes keys until the queue shuts down. A reconcile in flight always completes.
+    async fn work(self: Arc<Self>) {
+        while let Some(key) = self.queue.next().await {
+            let span = tracing::info_span!("reconcile", %key);
+            let outcome = tracing::Instrument::instrument(self.reconcile(&key), span).await;
+            match outcome {
+                Ok(reconcile::Next::Done) => self.queue.succeeded(&key),
+                Ok(reconcile::Next::After(delay)) => self.queue.done_requeue_after(&key, delay),
+                Err(failure) => {
+                    let retry = self.queue.failed(&key);
+                    tracing::warn!(%key, attempt = retry.attempt, retry_in = ?retry.delay, error = %failure.message, "reconcile failed");
+                    self.report_failure(&key, &failure, retry).await;
+                }
+            }
+        }
+    }
+
+    /// Finishes or rolls back every recreate a crash interrupted, before the workers start.
+    async fn recover_interrupted_recreates(&self) -> Result<(), AgentError> {
+        let filter = ContainerFilter { labels: vec![labels::managed_filter()], name: None };
+        let mut keys = std::collections::BTreeSet::new();
+        for container in self.docker.list_containers(&filter).await? {
+            if !matches!(labels::parse_recreate_name(&container.name), labels::RecreateName::Plain(_)) {
+                if let Some(key) = labels::key(&container.labels) {
+                    keys.insert(key.to_owned());
+                }
+            }
+        }
+        for key in keys {
+            match self.executor.recover_key(&key, &RecreateStrategy::default()).await {
+                Ok(reports) => tracing::info!(%key, ?reports, "recovered an interrupted recreate"),
+                // Left to the reconcile of its key, which retries with backoff and reports.
+                Err(error) => tracing::error!(%key, %error, "could not recover an interrupted recreate"),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! One reconcile of one key: read the latest spec (from the cache) and the containers the engine
+//! shows for it, plan, execute, and write status if it changed. Level-triggered: nothing here
+//! depends on which event enqueued the key.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use kedge_crds::{Container, ContainerStatus, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy};
+
+use crate::docker::{labels, ContainerFilter, ContainerSummary, HealthStatus, ObservedContainer};
+use crate::events::EventType;
+use crate::executor::{Action, ActionOutcome, ExecutorError, RecreateStrategy};
+use crate::planner::{self, ImageFacts};
+use crate::queue::Retry;
+use crate::store::{keys, objects, PutCondition};
+
+use super::status::{next_status, Observation, SyncState};
+use super::Agent;
+
+/// The label that records a spec's deletion policy on its container, so the policy is known after
+/// the spec is gone.
+pub(crate) const DELETION_POLICY_LABEL: &str = "io.kedge.deletion-policy";
+
+/// What the worker does with the key after a successful reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Converged; wait for the next event.
+    Done,
+    /// Look again after this long (waiting on a dependency, a periodic image check).
+    After(Duration),
+}
+
+/// A failed reconcile: retried with the key's backoff.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// One CamelCase word for conditions and events.
+    pub reason: String,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>, message: impl std::fmt::Display) -> Failure {
+        Failure { reason: reason.into(), message: message.to_string() }
+    }
+}
+
+impl From<ExecutorError> for Failure {
+    fn from(error: ExecutorError) -> Failure {
+        Failure::new(error.reason(), error_chain(&error))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// When a store write fails, the status is written again this soon.
+const STATUS_RETRY: Duration = Duration::from_secs(5);
+/// Default period of image checks when the spec sets none.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+
+impl Agent {
+    pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
+        let mut owned = self.owned_containers(key).await?;
+        if owned.iter().any(|container| is_recreate_leftover(&container.name)) {
+            // A recreate of this key was interrupted (a crash): finish or roll it back first.
+            self.executor.recover_key(key, &RecreateStrategy::default()).await?;
+            owned = self.owned_containers(key).await?;
+        }
+        match self.cache.get(key) {
+            None => self.reconcile_deleted(key, &owned).await,
+            Some(spec) if !self.placed_here(&spec) => self.reconcile_placed_elsewhere(key, &owned).await,
+            Some(spec) => self.reconcile_spec(key, &spec, &owned).await,
+        }
+    }
+
+    async fn owned_containers(&self, key: &str) -> Result<Vec<ContainerSummary>, Failure> {
+        let filter = ContainerFilter { labels: vec![labels::key_filter(key)], name: None };
+        let containers =
+            self.docker.list_containers(&filter).await.map_err(|e| Failure::new("EngineUnavailable", e))?;
+        // The key filter matches the label; ownership needs managed-by as well.
+        Ok(containers.into_iter().filter(|container| labels::is_managed(&container.labels)).collect())
+    }
+
+    fn placed_here(&self, spec: &Container) -> bool {
+        let Some(placement) = &spec.spec.placement else { return true };
+        if let Some(host) = &placement.host {
+            return *host == self.config.host_name;
+        }
+        placement.host_selector.iter().all(|(key, value)| self.config.host_labels.get(key) == Some(value))
+    }
+
+    /// The spec is gone: remove its containers, unless it asked for them to be orphaned. Only when
+    /// the cache is known to match the store: an outage is not a deletion.
+    async fn reconcile_deleted(&self, key: &str, owned: &[ContainerSummary]) -> Result<Next, Failure> {
+        if !self.cache.authoritative() {
+            return Ok(Next::After(STATUS_RETRY));
+        }
+        for container in owned {
+            if container.labels.get(DELETION_POLICY_LABEL).map(String::as_str) == Some("orphan") {
+                tracing::info!(container = %container.name, "spec deleted; orphaning its container as it asked");
+                continue;
+            }
+            self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
+            self.events
+                .record(
+                    key,
+                    EventType::Normal,
+                    "Removed",
+                    &format!("removed container {} (spec deleted)", container.name),
+                )
+                .await;
+        }
+        self.forget_status(key).await;
+        Ok(Next::Done)
+    }
+
+    /// The spec belongs to another host now: remove what this host still runs of it.
+    async fn reconcile_placed_elsewhere(
+        &self,
+        key: &str,
+        owned: &[ContainerSummary],
+    ) -> Result<Next, Failure> {
+        if !self.cache.authoritative() {
+            return Ok(Next::After(STATUS_RETRY));
+        }
+        for container in owned {
+            self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
+            self.events
+                .record(
+                    key,
+                    EventType::Normal,
+                    "Removed",
+                    &format!("removed container {}: placed on another host", container.name),
+                )
+                .await;
+        }
+        self.statuses_lock().remove(key);
+        Ok(Next::Done)
+    }
+
+    async fn reconcile_spec(
+        &self,
+        key: &str,
+        spec: &Container,
+        owned: &[ContainerSummary],
+    ) -> Result<Next, Failure> {
+        let name = spec.metadata.name.as_str();
+        // Never two containers for one spec: a managed container of this key under another name
+        // (a spec renamed by hand, a leftover) goes.
+        for extra in owned.iter().filter(|container| container.name != name) {
+            self.executor.execute(&Action::Remove { container: extra.id.clone() }, &mut |_| {}).await?;
+            self.events
+                .record(
+                    key,
+                    EventType::Normal,
+                    "RemovedDuplicate",
+                    &format!("removed extra container {}", extra.name),
+                )
+                .await;
+        }
+
+        let observed = self.inspect(name).await?;
+        if let Some(container) = &observed {
+            if !labels::is_managed(&container.labels) || labels::key(&container.labels) != Some(key) {
+                let sync = SyncState::Conflict { container_id: container.id.clone() };
+                self.write_status(key, spec, None, None, vec![], sync).await;
+                self.events
+                    .record(
+                        key,
+                        EventType::Warning,
+                        "NameConflict",
+                        &format!(
+                            "container {} ({}) holds the name and is not this spec's; left alone",
+                            name,
+                            short(&container.id)
+                        ),
+                    )
+                    .await;
+                return Ok(Next::After(self.config.conflict_poll));
+            }
+        }
+
+        if let Some(waiting) = self.unmet_dependency(spec).await? {
+            let sync = SyncState::Progressing { reason: "WaitingForDependency".into(), message: waiting };
+            self.write_status(key, spec, observed.as_ref(), None, vec![], sync).await;
+            return Ok(Next::After(self.config.dependency_poll));
+        }
+
+        let facts = self.image_facts(key, spec, observed.as_ref()).await?;
+        let plan = planner::plan(spec, observed.as_ref(), &facts);
+        if let Some(conflict) = &plan.conflict {
+            let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
+            self.write_status(key, spec, None, None, plan.drift.clone(), sync).await;
+            return Ok(Next::After(self.config.conflict_poll));
+        }
+        let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
+        for action in &plan.actions {
+            if matches!(action, Action::Nothing) {
+                continue;
+            }
+            let outcome = self.executor.execute(action, &mut |_| {}).await?;
+            self.record_action(key, action, &outcome).await;
+        }
+
+        let after = if acted { self.inspect(name).await? } else { observed };
+        let digest = facts.registry_digest.clone();
+        let sync = SyncState::Synced;
+        let written = self.write_status(key, spec, after.as_ref(), digest, plan.drift, sync).await;
+        if !written {
+            return Ok(Next::After(STATUS_RETRY));
+        }
+        Ok(match image_check(spec) {
+            ImageCheck::None => Next::Done,
+            ImageCheck::Local | ImageCheck::Registry => Next::After(check_interval(spec)),
+        })
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<ObservedContainer>, Failure> {
+        self.docker.inspect_container(name).await.map_err(|e| Failure::new("EngineUnavailable", e))
+    }
+
+    /// The first dependency that is not in its condition yet, as a message; `None` when all are.
+    async fn unmet_dependency(&self, spec: &Container) -> Result<Option<String>, Failure> {
+        for dependency in &spec.spec.depends_on {
+            let Some(container) = self.inspect(&dependency.name).await? else {
+                return Ok(Some(format!("waiting for {} to exist", dependency.name)));
+            };
+            if !container.state.running {
+                return Ok(Some(format!("waiting for {} to run", dependency.name)));
+            }
+            if dependency.condition == DependencyCondition::Healthy
+                && !matches!(
+                    container.state.health,
+                    Some(HealthStatus::Healthy) | Some(HealthStatus::None) | None
+                )
+            {
+                return Ok(Some(format!("waiting for {} to be healthy", dependency.name)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What the planner needs to know about the spec's image: pulls it first when the spec's pull
+    /// policy says so, and asks the registry for the tag's digest when the spec checks the registry.
+    async fn image_facts(
+        &self,
+        key: &str,
+        spec: &Container,
+        observed: Option<&ObservedContainer>,
+    ) -> Result<ImageFacts, Failure> {
+        let reference = spec.spec.image.to_string();
+        let pull_policy =
+            spec.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default();
+        let mut local =
+            self.docker.inspect_image(&reference).await.map_err(|e| Failure::new("EngineUnavailable", e))?;
+        let must_pull = match pull_policy {
+            PullPolicy::Never => false,
+            PullPolicy::IfNotPresent => local.is_none(),
+            // Pull when a container is to be made; not on every reconcile of a running one.
+            PullPolicy::Always => observed.is_none(),
+        };
+        if must_pull {
+            self.executor
+                .execute(&Action::Pull { image: reference.clone() }, &mut |_| {})
+                .await
+                .map_err(|e| Failure::new("ImagePullFailed", error_chain(&e)))?;
+            self.events.record(key, EventType::Normal, "Pulled", &format!("pulled {reference}")).await;
+            local = self
+                .docker
+                .inspect_image(&reference)
+                .await
+                .map_err(|e| Failure::new("EngineUnavailable", e))?;
+        }
+        let Some(local) = local else {
+            return Err(Failure::new(
+                "ImageNotPresent",
+                format!("image {reference} is not on this host and the pull policy is Never"),
+            ));
+        };
+        let registry_digest = if image_check(spec) == ImageCheck::Registry {
+            match self.docker.registry_digest(&reference).await {
+                Ok(digest) => Some(digest.digest),
+                Err(error) => {
+                    // Not knowing is not drift: keep the container, say why in the log.
+                    tracing::warn!(%reference, %error, "could not read the registry digest");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // What inspect merged into the container came from the image it runs, which is not
+        // necessarily the one the tag names now.
+        let running_image = match observed {
+            Some(container) if container.image_id == local.id => Some(local.clone()),
+            Some(container) => self
+                .docker
+                .inspect_image(&container.image_id)
+                .await
+                .map_err(|e| Failure::new("EngineUnavailable", e))?,
+            None => None,
+        };
+        let wants_processes =
+            spec.spec.post_start.iter().any(|exec| exec.policy == ExecPolicy::EnsureRunning);
+        let running_processes = match observed {
+            Some(container) if wants_processes && container.state.running => Some(
+                self.docker
+                    .top(&container.id)
+                    .await
+                    .map_err(|e| Failure::new("EngineUnavailable", e))?
+                    .into_iter()
+                    .map(|process| process.command)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Ok(ImageFacts {
+            local_image_id: Some(local.id.clone()),
+            registry_digest,
+            running_repo_digests: running_image
+                .as_ref()
+                .map(|image| image.repo_digests.clone())
+                .unwrap_or_default(),
+            running_image,
+            force_recreate: false,
+            running_processes,
+        })
+    }
+
+    async fn record_action(&self, key: &str, action: &Action, outcome: &ActionOutcome) {
+        let (reason, message) = match (action, outcome) {
+            (Action::Create { config }, ActionOutcome::Created { id }) => (
+                "Created",
+                format!("created container {} ({}) from {}", config.name, short(id), config.image),
+            ),
+            (Action::Recreate { reason, .. }, ActionOutcome::Recreated(report)) => {
+                ("Recreated", format!("recreated: {reason} ({report:?})"))
+            }
+            (Action::Start { container }, _) => ("Started", format!("started {container}")),
+            (Action::Stop { container, .. }, _) => ("Stopped", format!("stopped {container}")),
+            (Action::Remove { container }, _) => ("Removed", format!("removed {container}")),
+            (Action::UpdateInPlace { resources, .. }, _) => {
+                ("UpdatedInPlace", format!("updated resource limits in place: {resources:?}"))
+            }
+            (Action::ConnectNetwork { network, .. }, _) => {
+                ("NetworkConnected", format!("connected to {}", network.network))
+            }
+            (Action::DisconnectNetwork { network, .. }, _) => {
+                ("NetworkDisconnected", format!("disconnected from {network}"))
+            }
+            (Action::RunExec { exec, .. }, _) => ("ExecRan", format!("ran {:?}", exec.cmd)),
+            (Action::Pull { image }, _) => ("Pulled", format!("pulled {image}")),
+            (action, _) => (action.kind(), action.kind().to_owned()),
+        };
+        self.events.record(key, EventType::Normal, reason, &message).await;
+    }
+
+    /// Writes the status for `spec` if it differs from the last one written. Returns false when the
+    /// store refused the write (it is then retried soon).
+    async fn write_status(
+        &self,
+        key: &str,
+        spec: &Container,
+        container: Option<&ObservedContainer>,
+        image_digest: Option<String>,
+        drift: Vec<kedge_crds::FieldDiff>,
+        sync: SyncState,
+    ) -> bool {
+        let previous = self.previous_status(key, spec).await;
+        let seen = Observation {
+            generation: spec.metadata.generation,
+            host: &self.config.host_name,
+            container,
+            image_digest: image_digest
+                .or_else(|| previous.as_ref().and_then(|status| status.image_digest.clone())),
+            drift,
+            sync,
+        };
+        let status = next_status(previous.as_ref(), &seen, Utc::now());
+        if previous.as_ref() == Some(&status) {
+            return true;
+        }
+        let namespace = spec.metadata.namespace.as_str();
+        match objects::put_status(
+            self.store.as_ref(),
+            namespace,
+            &spec.metadata.name,
+            &status,
+            PutCondition::Always,
+        )
+        .await
+        {
+            Ok(_) => {
+                self.statuses_lock().insert(key.to_owned(), status);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(key, %error, "could not write status; will retry");
+                false
+            }
+        }
+    }
+
+    async fn previous_status(&self, key: &str, spec: &Container) -> Option<ContainerStatus> {
+        if let Some(status) = self.statuses_lock().get(key) {
+            return Some(status.clone());
+        }
+        // After a restart: compare with what the store has, so an agent restart writes nothing new.
+        match objects::get_status(self.store.as_ref(), &spec.metadata.namespace, &spec.metadata.name).await {
+            Ok(Some((status, _))) => {
+                self.statuses_lock().insert(key.to_owned(), status.clone());
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    async fn forget_status(&self, key: &str) {
+        self.statuses_lock().remove(key);
+        if let Some((namespace, name)) = key.split_once('/') {
+            if let Ok(status_key) = keys::status_key(namespace, name) {
+                if let Err(error) =
+                    self.store.delete(&status_key, crate::store::DeleteCondition::Always).await
+                {
+                    tracing::debug!(key, %error, "could not delete the status of a deleted spec");
+                }
+            }
+        }
+    }
+
+    /// A failed reconcile: status says Degraded (Stalled) with the attempt and the next retry.
+    pub(crate) async fn report_failure(&self, key: &str, failure: &Failure, retry: Retry) {
+        self.events.record(key, EventType::Warning, &failure.reason, &failure.message).await;
+        let Some(spec) = self.cache.get(key) else { return };
+        if !self.placed_here(&spec) {
+            return;
+        }
+        let observed = self.inspect(&spec.metadata.name).await.ok().flatten();
+        let observed = observed.filter(|container| labels::key(&container.labels) == Some(key));
+        let sync = SyncState::Failed {
+            reason: failure.reason.clone(),
+            error: failure.message.clone(),
+            attempt: retry.attempt,
+            retry_in: retry.delay,
+        };
+        self.write_status(key, &spec, observed.as_ref(), None, vec![], sync).await;
+    }
+
+    fn statuses_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ContainerStatus>> {
+        self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn is_recreate_leftover(name: &str) -> bool {
+    !matches!(labels::parse_recreate_name(name), labels::RecreateName::Plain(_))
+}
+
+fn image_check(spec: &Container) -> ImageCheck {
+    spec.spec.update_policy.as_ref().and_then(|policy| policy.image_check).unwrap_or_default()
+}
+
+fn check_interval(spec: &Container) -> Duration {
+    spec.spec
+        .update_policy
+        .as_ref()
+        .and_then(|policy| policy.check_interval)
+        .map_or(DEFAULT_CHECK_INTERVAL, |interval| interval.duration())
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

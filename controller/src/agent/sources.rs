@@ -1,0 +1,210 @@
+//! The agent's sources of work: the store follower, the engine-event follower and the resync timer.
+//! Each only updates the desired-state cache (the store follower) and adds keys to the work queue.
+//!
+//! Both followers reconnect with exponential backoff and jitter; after every reconnect they make up
+//! for what they may have missed (the store follower re-lists, the engine follower enqueues every key),
+//! because watches and event streams can drop silently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::{labels, ContainerFilter, DockerClient, EngineEvent, EventAction};
+use crate::queue::WorkQueue;
+use crate::store::{keys, objects, EventKind, SharedStore, StoreError};
+
+use super::cache::DesiredState;
+
+/// Reconnection backoff of the followers: quick at first, never slower than every 10 s.
+fn reconnect_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Keeps `cache` equal to the store's specs: list, then watch from the list's revision; on a
+/// compacted revision re-list, on any error mark the cache out of sync (keeping every spec) and
+/// retry with backoff. Ends when `shutdown` is cancelled.
+pub(crate) async fn follow_store(
+    store: SharedStore,
+    cache: Arc<DesiredState>,
+    queue: WorkQueue<String>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = reconnect_backoff();
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = list_and_watch(&store, &cache, &queue, &mut backoff) => outcome,
+        };
+        let error = match outcome {
+            Err(StoreError::Compacted { compact_revision }) => {
+                tracing::info!(compact_revision, "the store compacted past our revision; re-listing");
+                continue;
+            }
+            Err(error) => error.to_string(),
+            Ok(()) => "the store ended the watch".to_owned(),
+        };
+        if cache.authoritative() {
+            tracing::warn!(%error, "lost the store; reconciling from the last known specs, deleting nothing");
+        }
+        cache.mark_out_of_sync(error);
+        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn list_and_watch(
+    store: &SharedStore,
+    cache: &DesiredState,
+    queue: &WorkQueue<String>,
+    backoff: &mut ExponentialBackoff,
+) -> Result<(), StoreError> {
+    let (containers, revision) = objects::list_containers(store.as_ref(), None).await?;
+    let prefix = keys::specs_prefix(None).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut watch = store.watch(&prefix, revision + 1).await?;
+    let was_in_sync = cache.authoritative();
+    let changed = cache.replace_all(containers, revision);
+    if !was_in_sync {
+        tracing::info!(specs = cache.len(), revision, "in sync with the store");
+    }
+    *backoff = reconnect_backoff();
+    for key in changed.keys {
+        queue.add(key);
+    }
+    while let Some(event) = watch.next().await {
+        let event = event?;
+        match event.kind {
+            EventKind::Put => match objects::decode_container(&event.kv) {
+                Ok(container) => queue.add(cache.upsert(container, event.revision)),
+                // The API validates what it stores, so this is another writer's doing. Keep the
+                // last good spec rather than acting on something unreadable.
+                Err(error) => tracing::error!(key = %event.kv.key, %error, "ignoring an unreadable spec"),
+            },
+            EventKind::Delete => {
+                if let Some((namespace, name)) = keys::parse_spec_key(&event.kv.key) {
+                    let key = format!("{namespace}/{name}");
+                    cache.remove(&key, event.revision);
+                    queue.add(key);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns the engine's container events into keys to reconcile. After every (re)connect it also
+/// enqueues every known key, since events may have been missed while disconnected (an engine restart
+/// is such a gap). Ends when `shutdown` is cancelled.
+pub(crate) async fn follow_engine(
+    docker: DockerClient,
+    cache: Arc<DesiredState>,
+    queue: WorkQueue<String>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = reconnect_backoff();
+    let mut connected_before = false;
+    // After a reconnect, the engine replays events since the last one seen, closing most of the gap.
+    let mut last_seen: Option<std::time::SystemTime> = None;
+    loop {
+        let mut events = Box::pin(docker.events_with_networks(last_seen));
+        // Resync after subscribing, so nothing falls between the resync and the subscription.
+        if connected_before {
+            if let Err(error) = enqueue_everything(&docker, &cache, &queue).await {
+                tracing::warn!(%error, "resync after an engine reconnect failed");
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = events.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    if let Ok(nanos) = u64::try_from(event.time_nano) {
+                        last_seen = Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos));
+                    }
+                    backoff = reconnect_backoff();
+                    if let Some(key) = key_of(&docker, &event).await {
+                        queue.add(key);
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "lost the engine's event stream; reconnecting");
+                    break;
+                }
+                None => {
+                    tracing::warn!("the engine closed its event stream; reconnecting");
+                    break;
+                }
+            }
+        }
+        connected_before = true;
+        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// The key of the spec an event may concern, for events that can mean drift. Exec, attach and the
+/// like are the agent's own noise; containers kedge does not manage are none of its business.
+async fn key_of(docker: &DockerClient, event: &EngineEvent) -> Option<String> {
+    match &event.action {
+        EventAction::Other(_) | EventAction::Pause | EventAction::Unpause => None,
+        // Network events carry the network's labels, not the container's: look the container up.
+        EventAction::NetworkConnect { .. } | EventAction::NetworkDisconnect { .. } => {
+            let container = docker.inspect_container(&event.id).await.ok()??;
+            labels::is_managed(&container.labels)
+                .then(|| labels::key(&container.labels).map(str::to_owned))?
+        }
+        _ => labels::is_managed(&event.labels).then(|| labels::key(&event.labels).map(str::to_owned))?,
+    }
+}
+
+/// Enqueues every spec's key and the key of every managed container (which finds containers whose
+/// spec is gone). Runs at start, after an engine reconnect, and every `interval`.
+pub(crate) async fn resync_every(
+    interval: Duration,
+    docker: DockerClient,
+    cache: Arc<DesiredState>,
+    queue: WorkQueue<String>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(error) = enqueue_everything(&docker, &cache, &queue).await {
+            tracing::warn!(%error, "periodic resync could not list the engine's containers");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+pub(crate) async fn enqueue_everything(
+    docker: &DockerClient,
+    cache: &DesiredState,
+    queue: &WorkQueue<String>,
+) -> Result<(), crate::docker::DockerError> {
+    for key in cache.keys() {
+        queue.add(key);
+    }
+    let filter = ContainerFilter { labels: vec![labels::managed_filter()], name: None };
+    for container in docker.list_containers(&filter).await? {
+        if let Some(key) = labels::key(&container.labels) {
+            queue.add(key.to_owned());
+        }
+    }
+    Ok(())
+}

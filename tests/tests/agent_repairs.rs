@@ -1,0 +1,124 @@
+//! A running agent repairs drift made by hand with the docker CLI, without being restarted:
+//! a kill, a stop, a removal, a network disconnect and a memory change. In-place repairs keep the
+//! container ID.
+
+use std::time::Duration;
+
+use kedge_controller::store::objects;
+use kedge_tests::{
+    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
+};
+use serde_json::json;
+
+const READY: Duration = Duration::from_secs(60);
+
+async fn container_id(name: &str) -> String {
+    docker().await.inspect_container(name, None).await.expect("inspect").id.expect("an ID")
+}
+
+fn cli_ok(args: &[&str]) {
+    let output = docker_cli(args);
+    assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+async fn wait_running_with(
+    name: &str,
+    what: &str,
+    check: impl Fn(&bollard::models::ContainerInspectResponse) -> bool,
+) {
+    let docker = docker().await;
+    eventually(what, READY, || async {
+        let inspect = docker.inspect_container(name, None).await.ok()?;
+        let running = inspect.state.as_ref()?.running?;
+        (running && check(&inspect)).then_some(())
+    })
+    .await
+}
+
+async fn repairs_drift(agent: InProcessAgent, id: &str, cleanup: &EngineCleanup) {
+    let namespace = format!("t{id}");
+    let network = format!("net-{id}");
+    cli_ok(&["network", "create", "--label", &format!("io.kedge.test={id}"), &network]);
+
+    let limited = format!("limited-{id}");
+    let web = format!("web-{id}");
+    let plain = format!("plain-{id}");
+    let specs = [
+        test_spec(
+            &limited,
+            &namespace,
+            &agent.host,
+            cleanup,
+            json!({
+                "image": "kedge-test/app:v1",
+                "resources": {"memory": "64Mi"},
+                "networks": [{"name": network, "aliases": ["limited"]}],
+            }),
+        ),
+        test_spec(&web, &namespace, &agent.host, cleanup, json!({"image": "kedge-test/web:latest"})),
+        test_spec(&plain, &namespace, &agent.host, cleanup, json!({"image": "kedge-test/app:v1"})),
+    ];
+    for spec in &specs {
+        objects::apply_container(agent.store.as_ref(), spec, None).await.expect("apply");
+    }
+    for spec in &specs {
+        wait_ready(agent.store.as_ref(), &namespace, &spec.metadata.name, READY).await;
+    }
+
+    // Killed: started again, same container.
+    let before = container_id(&limited).await;
+    cli_ok(&["kill", &limited]);
+    wait_running_with(&limited, "the killed container to run again", |_| true).await;
+    assert_eq!(container_id(&limited).await, before, "a killed container is restarted, not replaced");
+
+    // Stopped by hand: started again, same container.
+    let before = container_id(&plain).await;
+    cli_ok(&["stop", "-t", "1", &plain]);
+    wait_running_with(&plain, "the stopped container to run again", |_| true).await;
+    assert_eq!(container_id(&plain).await, before);
+
+    // Removed: a new container takes its place.
+    let before = container_id(&web).await;
+    cli_ok(&["rm", "-f", &web]);
+    wait_running_with(&web, "the removed container to be created again", |_| true).await;
+    assert_ne!(container_id(&web).await, before);
+
+    // Network disconnected: reconnected in place, with its alias.
+    let before = container_id(&limited).await;
+    cli_ok(&["network", "disconnect", &network, &limited]);
+    wait_running_with(&limited, "the network to be reconnected", |inspect| {
+        let networks = inspect.network_settings.as_ref().and_then(|s| s.networks.as_ref());
+        networks
+            .and_then(|n| n.get(&network))
+            .and_then(|n| n.aliases.as_ref())
+            .is_some_and(|a| a.contains(&"limited".to_owned()))
+    })
+    .await;
+    assert_eq!(container_id(&limited).await, before, "reconnecting a network keeps the container");
+
+    // Memory changed by hand: set back in place.
+    cli_ok(&["update", "--memory", "128m", "--memory-swap", "256m", &limited]);
+    wait_running_with(&limited, "the memory limit to be set back to 64Mi", |inspect| {
+        inspect.host_config.as_ref().and_then(|h| h.memory) == Some(64 * 1024 * 1024)
+    })
+    .await;
+    assert_eq!(container_id(&limited).await, before, "a limit is repaired in place");
+
+    agent.stop().await.expect("the agent stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repairs_drift_made_by_hand_on_the_embedded_store() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
+    repairs_drift(agent, &id, &cleanup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repairs_drift_made_by_hand_on_etcd() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let agent = InProcessAgent::etcd(&format!("host-{id}")).await;
+    repairs_drift(agent, &id, &cleanup).await;
+}
