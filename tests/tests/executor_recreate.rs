@@ -179,16 +179,19 @@ async fn a_healthchecked_web_server_is_recreated_once_healthy_and_answers_on_its
     let mut changed = config.clone();
     changed.env = vec!["CHANGED=1".into()];
     let mut health_seen = Vec::new();
+    let mut timeline = Vec::new();
+    let started = std::time::Instant::now();
     let report = fx
         .executor
         .recreate(&changed, &quick_strategy(), &mut |p| {
+            timeline.push((started.elapsed(), format!("{p:?}")));
             if let RecreateProgress::Health(h) = p {
                 health_seen.push(h)
             }
         })
         .await
         .expect("recreate");
-    eprintln!("recreate of a healthchecked web server took {:?}", report.duration);
+    eprintln!("recreate of a healthchecked web server took {:?}: {timeline:?}", report.duration);
     assert_eq!(health_seen.last(), Some(&HealthStatus::Healthy));
     let new = fx.inspect(&config.name).await;
     assert_eq!(new.state.health, Some(HealthStatus::Healthy));
