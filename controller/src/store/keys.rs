@@ -1,0 +1,143 @@
+//! The key layout of the store (DESIGN.md section 5), in one place.
+//!
+//! ```text
+//! /kedge/v1/specs/<ns>/<name>     what the user applied (an envelope object; `metadata.generation`)
+//! /kedge/v1/status/<ns>/<name>    what the agent observed (written only by agents; `observedGeneration`)
+//! /kedge/v1/hosts/<host>          an agent's heartbeat, on a lease
+//! /kedge/v1/events/<ns>/<id>      events, on a lease so that they expire
+//! ```
+//!
+//! Spec and status are separate keys so that an agent never rewrites what the user applied. Every
+//! prefix ends with `/` so that listing `specs/a/` never matches namespace `ab`.
+
+/// The root of kedge's key space; the version segment lets a future layout live next to this one.
+pub const ROOT: &str = "/kedge/v1/";
+pub const SPECS: &str = "/kedge/v1/specs/";
+pub const STATUS: &str = "/kedge/v1/status/";
+pub const HOSTS: &str = "/kedge/v1/hosts/";
+pub const EVENTS: &str = "/kedge/v1/events/";
+
+/// Why a key segment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key segment {segment:?}: {reason}")]
+pub struct InvalidSegment {
+    pub segment: String,
+    pub reason: &'static str,
+}
+
+/// Checks one path segment (a namespace, a name, a host): non-empty, no `/`, no control characters,
+/// not `.` or `..`.
+pub fn check_segment(segment: &str) -> Result<(), InvalidSegment> {
+    let reason = if segment.is_empty() {
+        "empty"
+    } else if segment.contains('/') {
+        "contains '/'"
+    } else if segment.chars().any(char::is_control) {
+        "contains a control character"
+    } else if segment == "." || segment == ".." {
+        "is '.' or '..'"
+    } else {
+        return Ok(());
+    };
+    Err(InvalidSegment { segment: segment.to_owned(), reason })
+}
+
+fn two(prefix: &str, a: &str, b: &str) -> Result<String, InvalidSegment> {
+    check_segment(a)?;
+    check_segment(b)?;
+    Ok(format!("{prefix}{a}/{b}"))
+}
+
+pub fn spec_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(SPECS, namespace, name)
+}
+
+pub fn status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(STATUS, namespace, name)
+}
+
+pub fn host_key(host: &str) -> Result<String, InvalidSegment> {
+    check_segment(host)?;
+    Ok(format!("{HOSTS}{host}"))
+}
+
+/// An event key; `id` should sort by time (e.g. a zero-padded timestamp followed by a random suffix).
+pub fn event_key(namespace: &str, id: &str) -> Result<String, InvalidSegment> {
+    two(EVENTS, namespace, id)
+}
+
+/// The prefix of every spec in one namespace, or of all specs when `namespace` is `None`.
+pub fn specs_prefix(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(SPECS, namespace)
+}
+
+pub fn status_prefix(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(STATUS, namespace)
+}
+
+pub fn events_prefix(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(EVENTS, namespace)
+}
+
+fn namespaced_prefix(root: &str, namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    match namespace {
+        None => Ok(root.to_owned()),
+        Some(ns) => {
+            check_segment(ns)?;
+            Ok(format!("{root}{ns}/"))
+        }
+    }
+}
+
+/// Splits a spec key into (namespace, name); `None` if the key is not a well-formed spec key.
+pub fn parse_spec_key(key: &str) -> Option<(&str, &str)> {
+    parse_two(SPECS, key)
+}
+
+/// Splits a status key into (namespace, name).
+pub fn parse_status_key(key: &str) -> Option<(&str, &str)> {
+    parse_two(STATUS, key)
+}
+
+pub fn parse_host_key(key: &str) -> Option<&str> {
+    let host = key.strip_prefix(HOSTS)?;
+    check_segment(host).ok()?;
+    Some(host)
+}
+
+fn parse_two<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let (ns, name) = key.strip_prefix(prefix)?.split_once('/')?;
+    check_segment(ns).ok()?;
+    check_segment(name).ok()?;
+    Some((ns, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips() {
+        let k = spec_key("default", "web").unwrap();
+        assert_eq!(k, "/kedge/v1/specs/default/web");
+        assert_eq!(parse_spec_key(&k), Some(("default", "web")));
+        assert_eq!(status_key("default", "web").unwrap(), "/kedge/v1/status/default/web");
+        assert_eq!(parse_status_key("/kedge/v1/status/a/b"), Some(("a", "b")));
+        assert_eq!(host_key("h1").unwrap(), "/kedge/v1/hosts/h1");
+        assert_eq!(parse_host_key("/kedge/v1/hosts/h1"), Some("h1"));
+        assert_eq!(event_key("ns", "0001-x").unwrap(), "/kedge/v1/events/ns/0001-x");
+        assert_eq!(specs_prefix(Some("a")).unwrap(), "/kedge/v1/specs/a/");
+        assert_eq!(specs_prefix(None).unwrap(), SPECS);
+    }
+
+    #[test]
+    fn bad_segments_are_refused() {
+        for bad in ["", "a/b", "..", ".", "x\ny"] {
+            assert!(spec_key("ns", bad).is_err(), "{bad:?}");
+            assert!(spec_key(bad, "n").is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_spec_key("/kedge/v1/specs/a/b/c"), None);
+        assert_eq!(parse_spec_key("/kedge/v1/status/a/b"), None);
+        assert_eq!(parse_spec_key("/kedge/v1/specs/a"), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! Container specs and statuses on top of the raw store: the generation rule and the bookkeeping fields.
+//!
+//! Rules, kept here and nowhere else:
+//! - A spec lives at [`keys::spec_key`], its status at [`keys::status_key`]; the agent writes only status.
+//! - `metadata.generation` is 1 on create and increases by one on a write that changes `spec`, and only
+//!   then (a label or annotation change is written without a new generation). Specs are compared in
+//!   their serialized (normalized) form.
+//! - `metadata.uid` and `metadata.creationTimestamp` are set on create and kept on every later write,
+//!   whatever the caller sends.
+//! - `metadata.resourceVersion` is never stored: it is the key's `mod_revision`, filled in on every read.
+//! - An apply that changes nothing writes nothing (the revision does not move).
+//! - `status` is never stored in the spec key.
+
+use kedge_crds::{Container, ContainerStatus, DEFAULT_NAMESPACE};
+
+use super::keys;
+use super::{DeleteCondition, KeyValue, PutCondition, Store, StoreError};
+
+/// What [`apply_container`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Created,
+    /// Written; `spec_changed` tells whether the generation moved.
+    Updated {
+        spec_changed: bool,
+    },
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The spec as stored, with `resourceVersion` set.
+    pub container: Container,
+    pub outcome: ApplyOutcome,
+}
+
+/// How often an apply without a precondition re-reads and retries after losing a race.
+const APPLY_ATTEMPTS: usize = 8;
+
+/// Creates or updates the spec of `desired` (its `status` and store-managed metadata are ignored).
+///
+/// With `expected_resource_version`, the write happens only if the stored spec is still at that revision
+/// (`0`: only if it does not exist); otherwise a concurrent writer makes it re-read and retry.
+pub async fn apply_container(
+    store: &dyn Store,
+    desired: &Container,
+    expected_resource_version: Option<i64>,
+) -> Result<Applied, StoreError> {
+    let ns = namespace_of(desired);
+    let key = keys::spec_key(ns, &desired.metadata.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = match store.get(&key).await? {
+            Some(kv) => Some(decode_container(&kv)?),
+            None => None,
+        };
+        let current_revision = current.as_ref().map_or(0, resource_version);
+        if let Some(expected) = expected_resource_version {
+            if expected != current_revision {
+                return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
+            }
+        }
+        let uid = uuid::Uuid::new_v4().to_string();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let Some((next, outcome)) = next_stored(current.as_ref(), desired, &uid, &now) else {
+            let container = current.expect("unchanged implies existing");
+            return Ok(Applied { container, outcome: ApplyOutcome::Unchanged });
+        };
+        let condition = match current_revision {
+            0 => PutCondition::Absent,
+            r => PutCondition::ModRevision(r),
+        };
+        let value = serde_json::to_vec(&next).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        match store.put(&key, value, condition, 0).await {
+            Ok(revision) => {
+                let mut container = next;
+                container.metadata.resource_version = Some(revision.to_string());
+                return Ok(Applied { container, outcome });
+            }
+            Err(StoreError::Conflict { .. })
+                if expected_resource_version.is_none() && attempts < APPLY_ATTEMPTS =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pure part of apply: what to store given what is stored, or `None` when nothing would change.
+pub fn next_stored(
+    current: Option<&Container>,
+    desired: &Container,
+    new_uid: &str,
+    now_rfc3339: &str,
+) -> Option<(Container, ApplyOutcome)> {
+    let mut next = desired.clone();
+    next.status = None;
+    next.metadata.resource_version = None;
+    next.metadata.namespace = namespace_of(desired).to_owned();
+    match current {
+        None => {
+            next.metadata.uid = Some(new_uid.to_owned());
+            next.metadata.creation_timestamp = Some(now_rfc3339.to_owned());
+            next.metadata.generation = Some(1);
+            Some((next, ApplyOutcome::Created))
+        }
+        Some(current) => {
+            let spec_changed =
+                serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok();
+            let generation = current.metadata.generation.unwrap_or(1);
+            next.metadata.uid = current.metadata.uid.clone();
+            next.metadata.creation_timestamp = current.metadata.creation_timestamp.clone();
+            next.metadata.generation = Some(if spec_changed { generation + 1 } else { generation });
+            let mut stored = current.clone();
+            stored.metadata.resource_version = None;
+            stored.status = None;
+            if serde_json::to_value(&stored).ok() == serde_json::to_value(&next).ok() {
+                return None;
+            }
+            Some((next, ApplyOutcome::Updated { spec_changed }))
+        }
+    }
+}
+
+/// Decodes a spec key's value, filling in `resourceVersion` from the key's `mod_revision`.
+pub fn decode_container(kv: &KeyValue) -> Result<Container, StoreError> {
+    let mut c: Container = serde_json::from_slice(&kv.value)
+        .map_err(|e| StoreError::Corrupt(format!("{}: not a Container: {e}", kv.key)))?;
+    c.metadata.resource_version = Some(kv.mod_revision.to_string());
+    Ok(c)
+}
+
+pub async fn get_container(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Container>, StoreError> {
+    let key = keys::spec_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    store.get(&key).await?.map(|kv| decode_container(&kv)).transpose()
+}
+
+/// Every spec in `namespace` (or in all namespaces), sorted by key, and the revision of the read.
+/// One undecodable spec fails the whole list: a partial list would read as "the others were deleted".
+pub async fn list_containers(
+    store: &dyn Store,
+    namespace: Option<&str>,
+) -> Result<(Vec<Container>, i64), StoreError> {
+    let prefix = keys::specs_prefix(namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let list = store.list(&prefix).await?;
+    let containers = list.kvs.iter().map(decode_container).collect::<Result<Vec<_>, _>>()?;
+    Ok((containers, list.revision))
+}
+
+/// Deletes a spec (not its status: the agent removes that once the container is gone).
+pub async fn delete_container(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+    expected_resource_version: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    let key = keys::spec_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let condition = expected_resource_version.map_or(DeleteCondition::Always, DeleteCondition::ModRevision);
+    store.delete(&key, condition).await
+}
+
+/// Writes a status; returns the new revision of the status key.
+pub async fn put_status(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+    status: &ContainerStatus,
+    condition: PutCondition,
+) -> Result<i64, StoreError> {
+    let key = keys::status_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let value = serde_json::to_vec(status).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    store.put(&key, value, condition, 0).await
+}
+
+/// Reads a status and the revision of its key.
+pub async fn get_status(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(ContainerStatus, i64)>, StoreError> {
+    let key = keys::status_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    match store.get(&key).await? {
+        None => Ok(None),
+        Some(kv) => {
+            let status = serde_json::from_slice(&kv.value)
+                .map_err(|e| StoreError::Corrupt(format!("{key}: not a ContainerStatus: {e}")))?;
+            Ok(Some((status, kv.mod_revision)))
+        }
+    }
+}
+
+fn namespace_of(c: &Container) -> &str {
+    if c.metadata.namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        &c.metadata.namespace
+    }
+}
+
+fn resource_version(c: &Container) -> i64 {
+    c.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
