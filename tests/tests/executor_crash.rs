@@ -147,7 +147,7 @@ async fn crash_and_recover(failpoint: &str, new_image: &str, expect: Expect) {
 }
 
 #[tokio::test]
-async fn recover_key_finds_leftovers_by_label() {
+async fn recover_key_and_recover_all_find_leftovers_by_label() {
     let fx = Fixture::new().await;
     let by_key = fx.managed("by-key", APP_V1);
     let by_name = fx.managed("by-name", APP_V1);
@@ -162,10 +162,13 @@ async fn recover_key_finds_leftovers_by_label() {
     let reports = fx.executor.recover_key(&key, &quick_strategy()).await.expect("recover key");
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[0].clone() });
-    // The other one is found by name. (`recover_all` is not called here: it would also recover
-    // the crashes of the tests running in parallel, under their feet.)
-    let report = fx.executor.recover_name(&by_name.name, &quick_strategy()).await.expect("recover name");
-    assert_eq!(report.outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[1].clone() });
+    // The other one is found by recover_all, scoped by label to this test (unscoped it would also
+    // recover the crashes of the tests running in parallel, under their feet).
+    let scope = vec![format!("{}={}", kedge_tests::TEST_LABEL, fx.run)];
+    let reports = fx.executor.recover_all(&scope, &quick_strategy()).await.expect("recover all");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].name, by_name.name);
+    assert_eq!(reports[0].outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[1].clone() });
     for (config, id) in [(&by_key, &ids[0]), (&by_name, &ids[1])] {
         let holder = fx.inspect(&config.name).await;
         assert_eq!(&holder.id, id);

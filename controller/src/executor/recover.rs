@@ -103,10 +103,19 @@ impl Executor {
         Ok(reports)
     }
 
-    /// `recover_name` for every base name with recreate leftovers on this engine, managed or not
-    /// (a `kedge recreate NAME` of a foreign container leaves the same names). For agent start-up.
-    pub async fn recover_all(&self, strategy: &RecreateStrategy) -> ExecutorResult<Vec<RecoveryReport>> {
-        let filter = ContainerFilter { labels: Vec::new(), name: Some("-kedge-(new|old)-".to_string()) };
+    /// `recover_name` for every base name with recreate leftovers on this engine that carry all of
+    /// `label_filters` (Docker filter values, e.g. the agent's host label). For agent start-up.
+    ///
+    /// Scope it: a recreate another process is running right now (another agent on the same
+    /// engine, a `kedge recreate`) looks exactly like an interrupted one. With no filters it also
+    /// takes in the leftovers of `kedge recreate NAME` of foreign containers.
+    pub async fn recover_all(
+        &self,
+        label_filters: &[String],
+        strategy: &RecreateStrategy,
+    ) -> ExecutorResult<Vec<RecoveryReport>> {
+        let filter =
+            ContainerFilter { labels: label_filters.to_vec(), name: Some("-kedge-(new|old)-".to_string()) };
         let containers = self.docker.list_containers(&filter).await.map_err(|source| {
             ExecutorError::Docker { step: "list containers", container: "*".to_string(), source }
         })?;
