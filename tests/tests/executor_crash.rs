@@ -231,3 +231,45 @@ async fn crash_in_rollback_after_rename_old_finishes_the_rollback() {
 async fn crash_in_rollback_after_remove_new_is_already_rolled_back() {
     crash_and_recover("rollback.after_remove_new", FAIL, Expect::Old).await;
 }
+
+#[tokio::test]
+async fn recovery_finishes_forward_when_the_old_container_vanished() {
+    let fx = Fixture::new().await;
+    let config = fx.managed("vanished", APP_V2);
+    // What a crash after create leaves when someone then removed the old container by hand.
+    let mut leftover = config.clone();
+    leftover.name = labels::recreate_new_name(&config.name, "0badc0de");
+    leftover.labels.insert(labels::RECREATE_ID.into(), "0badc0de".into());
+    leftover.labels.insert(labels::RECREATE_OLD_RUNNING.into(), "true".into());
+    let new_id = fx.executor.create(&leftover).await.expect("create");
+    let report = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover");
+    assert_eq!(
+        report.outcomes,
+        vec![("0badc0de".to_string(), RecoveryOutcome::FinishedForward { new_id: new_id.clone() })]
+    );
+    let holder = fx.inspect(&config.name).await;
+    assert_eq!(holder.id, new_id);
+    assert!(holder.state.running);
+}
+
+#[tokio::test]
+async fn recovery_touches_nothing_when_another_container_took_the_name() {
+    let fx = Fixture::new().await;
+    let config = fx.managed("taken", APP_V1);
+    // An old container set aside, and meanwhile someone else's container under the name.
+    let mut aside = config.clone();
+    aside.name = labels::recreate_old_name(&config.name, "feedf00d");
+    let aside_id = fx.executor.create(&aside).await.expect("create aside");
+    let mut intruder = fx.managed("taken", APP_V1);
+    intruder.labels = fx.test_labels();
+    let intruder_id = fx.docker.create_container(&intruder).await.expect("create intruder");
+    fx.docker.start_container(&intruder_id).await.expect("start intruder");
+    let result = fx.executor.recover_name(&config.name, &quick_strategy()).await;
+    assert!(
+        matches!(result, Err(kedge_controller::executor::ExecutorError::Ambiguous { ref message, .. }) if message.contains(&intruder_id)),
+        "{result:?}"
+    );
+    assert_eq!(fx.inspect(&config.name).await.id, intruder_id, "untouched");
+    assert!(fx.inspect(&intruder_id).await.state.running);
+    assert_eq!(fx.inspect(&aside_id).await.name, aside.name, "untouched");
+}
