@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kedge_controller::store::{
-    conformance, EtcdOptions, EtcdStore, EventKind, PutCondition, Store, StoreError,
+    conformance, EtcdOptions, EtcdStore, EtcdTls, EventKind, PutCondition, Store, StoreError,
 };
 
 /// The test environment's etcd; a loud failure when it is not set up, never a skip.
@@ -241,6 +241,97 @@ async fn etcd_auth_failure_is_reported() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_tls_with_client_certificate() {
+    let (cluster, pki) = EtcdCluster::start_tls().await;
+    let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+    let tls = EtcdTls {
+        ca_pem: Some(read("ca.crt")),
+        client_cert_pem: Some(read("client.crt")),
+        client_key_pem: Some(read("client.key")),
+        domain: None,
+    };
+    let mut options = EtcdOptions::new(cluster.endpoints());
+    options.tls = Some(tls.clone());
+    options.request_timeout = Duration::from_secs(3);
+    let store = EtcdStore::connect(options.clone()).await.unwrap();
+    // The member may still be starting: poll with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rev = loop {
+        match store.put("/tls/k", b"v".to_vec(), PutCondition::Always, 0).await {
+            Ok(rev) => break rev,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "TLS etcd never answered: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(store.get("/tls/k").await.unwrap().unwrap().mod_revision, rev);
+    conformance::basic_reads_and_writes(&store, "/tls/basic/").await;
+
+    // Without a client certificate the server refuses the connection: an error, not an empty answer.
+    let mut no_cert = options.clone();
+    no_cert.tls = Some(EtcdTls { client_cert_pem: None, client_key_pem: None, ..tls.clone() });
+    no_cert.request_timeout = Duration::from_secs(2);
+    if let Ok(store) = EtcdStore::connect(no_cert).await {
+        let result = store.list("/tls/").await;
+        assert!(result.is_err(), "a client without a certificate listed {:?}", result.map(|l| l.kvs.len()));
+    }
+    // A CA that did not sign the server's certificate: refused too.
+    let mut wrong_ca = options;
+    wrong_ca.tls = Some(EtcdTls { ca_pem: Some(read("other-ca.crt")), ..tls });
+    wrong_ca.request_timeout = Duration::from_secs(2);
+    if let Ok(store) = EtcdStore::connect(wrong_ca).await {
+        let result = store.list("/tls/").await;
+        assert!(result.is_err(), "an untrusted server answered {:?}", result.map(|l| l.kvs.len()));
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1, a client certificate, and an unrelated CA, with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=kedge-test-{ca}"));
+        let mut args = vec!["req", "-x509", "-days", "1", "-subj", &subj, "-keyout", &key, "-out", &crt];
+        args.extend(ec);
+        run(&args);
+    }
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key, csr, crt, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        let subj = format!("/CN=kedge-test-{name}");
+        let mut args = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
+        args.extend(ec);
+        run(&args);
+        run(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // etcd processes owned by a test: started on free loopback ports in a private directory, killed on drop
 // (also when the test panics).
@@ -260,6 +351,9 @@ struct EtcdCluster {
     dir: PathBuf,
     token: String,
     members: Vec<Member>,
+    /// Extra flags for every member, and the scheme its client URLs use.
+    tls_args: Vec<String>,
+    scheme: &'static str,
 }
 
 impl EtcdCluster {
@@ -275,7 +369,7 @@ impl EtcdCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = EtcdCluster { dir, token, members };
+        let mut cluster = EtcdCluster { dir, token, members, tls_args: Vec::new(), scheme: "http" };
         for i in 0..n {
             cluster.spawn(i, "new");
         }
@@ -283,8 +377,32 @@ impl EtcdCluster {
         cluster
     }
 
+    /// One member serving clients over TLS and requiring a client certificate signed by its CA.
+    /// Returns the cluster and the PEM files' directory (ca.crt, client.crt, client.key, ...).
+    async fn start_tls() -> (EtcdCluster, PathBuf) {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("kedge-etcd-{}", &token[..12]));
+        std::fs::create_dir_all(&dir).unwrap();
+        make_certificates(&dir);
+        let pem = |f: &str| dir.join(f).display().to_string();
+        let tls_args = vec![
+            "--cert-file".into(),
+            pem("server.crt"),
+            "--key-file".into(),
+            pem("server.key"),
+            "--trusted-ca-file".into(),
+            pem("ca.crt"),
+            "--client-cert-auth".into(),
+        ];
+        let members =
+            vec![Member { name: "m0".into(), client_port: free_port(), peer_port: free_port(), child: None }];
+        let mut cluster = EtcdCluster { dir: dir.clone(), token, members, tls_args, scheme: "https" };
+        cluster.spawn(0, "new");
+        (cluster, dir)
+    }
+
     fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect()
+        self.members.iter().map(|m| format!("{}://127.0.0.1:{}", self.scheme, m.client_port)).collect()
     }
 
     fn spawn(&mut self, i: usize, state: &str) {
@@ -302,9 +420,10 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(self.dir.join(&m.name))
             .arg("--listen-client-urls")
-            .arg(format!("http://127.0.0.1:{}", m.client_port))
+            .arg(format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
             .arg("--advertise-client-urls")
-            .arg(format!("http://127.0.0.1:{}", m.client_port))
+            .arg(format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
+            .args(&self.tls_args)
             .arg("--listen-peer-urls")
             .arg(format!("http://127.0.0.1:{}", m.peer_port))
             .arg("--initial-advertise-peer-urls")
