@@ -148,8 +148,10 @@ impl EtcdStore {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
+        // The first retries come quickly: the usual transient error is a request the balancer sent to a
+        // dead member ("tcp connect error"), and the next attempt most likely goes to a live one.
         let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
+            .with_min_delay(Duration::from_millis(10))
             .with_max_delay(Duration::from_secs(1))
             .with_jitter()
             .without_max_times();
@@ -258,7 +260,16 @@ impl Store for EtcdStore {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>> {
-        Box::pin(self.retrying(move || self.list_once(prefix)))
+        Box::pin(self.retrying(move || async move {
+            match self.list_once(prefix).await {
+                // A compaction between two pages of one list: the caller did not ask for an old
+                // revision, so start over at the current one (as a transient failure, retried).
+                Err(StoreError::Compacted { .. }) => {
+                    Err(StoreError::Unavailable("compacted while paging a list; retrying".into()))
+                }
+                other => other,
+            }
+        }))
     }
 
     fn put<'a>(
