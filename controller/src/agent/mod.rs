@@ -125,12 +125,14 @@ pub async fn run(
         stopping.clone(),
     ));
     tasks.spawn(sources::follow_engine(
+        agent.config.host_name.clone(),
         agent.docker.clone(),
         agent.cache.clone(),
         agent.queue.clone(),
         stopping.clone(),
     ));
     tasks.spawn(sources::resync_every(
+        agent.config.host_name.clone(),
         agent.config.resync_interval,
         agent.docker.clone(),
         agent.cache.clone(),
@@ -179,7 +181,10 @@ impl Agent {
 
     /// Finishes or rolls back every recreate a crash interrupted, before the workers start.
     async fn recover_interrupted_recreates(&self) -> Result<(), AgentError> {
-        let filter = ContainerFilter { labels: vec![labels::managed_filter()], name: None };
+        let filter = ContainerFilter {
+            labels: vec![labels::managed_filter(), labels::host_filter(&self.config.host_name)],
+            name: None,
+        };
         let mut keys = std::collections::BTreeSet::new();
         for container in self.docker.list_containers(&filter).await? {
             if !matches!(labels::parse_recreate_name(&container.name), labels::RecreateName::Plain(_)) {

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use kedge_crds::{Container, ContainerStatus, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy};
+use kedge_crds::{
+    Container, ContainerStatus, DeletionPolicy, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy,
+};
 
 use crate::docker::{labels, ContainerFilter, ContainerSummary, HealthStatus, ObservedContainer};
 use crate::events::EventType;
@@ -16,10 +18,6 @@ use crate::store::{keys, objects, PutCondition};
 
 use super::status::{next_status, Observation, SyncState};
 use super::Agent;
-
-/// The label that records a spec's deletion policy on its container, so the policy is known after
-/// the spec is gone.
-pub(crate) const DELETION_POLICY_LABEL: &str = "io.kedge.deletion-policy";
 
 /// What the worker does with the key after a successful reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +102,7 @@ impl Agent {
             return Ok(Next::After(STATUS_RETRY));
         }
         for container in owned {
-            if container.labels.get(DELETION_POLICY_LABEL).map(String::as_str) == Some("orphan") {
+            if container.labels.get(labels::DELETION_POLICY).map(String::as_str) == Some("orphan") {
                 tracing::info!(container = %container.name, "spec deleted; orphaning its container as it asked");
                 continue;
             }
@@ -169,7 +167,9 @@ impl Agent {
 
         let observed = self.inspect(name).await?;
         if let Some(container) = &observed {
-            if !labels::is_managed(&container.labels) || labels::key(&container.labels) != Some(key) {
+            let ours = labels::is_managed_by_host(&container.labels, &self.config.host_name)
+                && labels::key(&container.labels) == Some(key);
+            if !ours {
                 let sync = SyncState::Conflict { container_id: container.id.clone() };
                 self.write_status(key, spec, None, None, vec![], sync).await;
                 self.events
@@ -195,13 +195,20 @@ impl Agent {
         }
 
         let facts = self.image_facts(key, spec, observed.as_ref()).await?;
-        let plan = planner::plan(spec, observed.as_ref(), &facts);
+        let mut plan = planner::plan(spec, observed.as_ref(), &facts);
+        stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
             self.write_status(key, spec, None, None, plan.drift.clone(), sync).await;
             return Ok(Next::After(self.config.conflict_poll));
         }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
+        let attaches = plan.actions.iter().any(|action| {
+            matches!(action, Action::Create { .. } | Action::Recreate { .. } | Action::ConnectNetwork { .. })
+        });
+        if attaches {
+            self.ensure_networks(spec).await?;
+        }
         for action in &plan.actions {
             if matches!(action, Action::Nothing) {
                 continue;
@@ -221,6 +228,23 @@ impl Agent {
             ImageCheck::None => Next::Done,
             ImageCheck::Local | ImageCheck::Registry => Next::After(check_interval(spec)),
         })
+    }
+
+    /// Creates the spec's networks that do not exist yet, as Compose does, labelled as kedge's.
+    /// A network with a static address needs a subnet only its owner can choose, so it is not made
+    /// here: the create then fails with the engine's message, which status reports.
+    async fn ensure_networks(&self, spec: &Container) -> Result<(), Failure> {
+        let owned = std::collections::BTreeMap::from([(
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        )]);
+        for network in spec.spec.networks.iter().filter(|network| network.ipv4_address.is_none()) {
+            self.docker
+                .ensure_network(&network.name, None, &owned)
+                .await
+                .map_err(|e| Failure::new("NetworkUnavailable", format!("network {}: {e}", network.name)))?;
+        }
+        Ok(())
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<ObservedContainer>, Failure> {
@@ -444,7 +468,10 @@ impl Agent {
             return;
         }
         let observed = self.inspect(&spec.metadata.name).await.ok().flatten();
-        let observed = observed.filter(|container| labels::key(&container.labels) == Some(key));
+        let observed = observed.filter(|container| {
+            labels::is_managed_by_host(&container.labels, &self.config.host_name)
+                && labels::key(&container.labels) == Some(key)
+        });
         let sync = SyncState::Failed {
             reason: failure.reason.clone(),
             error: failure.message.clone(),
@@ -456,6 +483,21 @@ impl Agent {
 
     fn statuses_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ContainerStatus>> {
         self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Puts this agent's host and the spec's deletion policy on every container the plan creates: the
+/// agent only ever considers containers of its own host, and must know the policy once the spec is gone.
+fn stamp_owner_labels(actions: &mut [Action], spec: &Container, host: &str) {
+    let policy = match spec.spec.deletion_policy_or_default() {
+        DeletionPolicy::Remove => "remove",
+        DeletionPolicy::Orphan => "orphan",
+    };
+    for action in actions {
+        if let Action::Create { config } | Action::Recreate { config, .. } = action {
+            config.labels.insert(labels::HOST.to_owned(), host.to_owned());
+            config.labels.insert(labels::DELETION_POLICY.to_owned(), policy.to_owned());
+        }
     }
 }
 

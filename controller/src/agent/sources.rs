@@ -106,6 +106,7 @@ async fn list_and_watch(
 /// enqueues every known key, since events may have been missed while disconnected (an engine restart
 /// is such a gap). Ends when `shutdown` is cancelled.
 pub(crate) async fn follow_engine(
+    host: String,
     docker: DockerClient,
     cache: Arc<DesiredState>,
     queue: WorkQueue<String>,
@@ -119,7 +120,7 @@ pub(crate) async fn follow_engine(
         let mut events = Box::pin(docker.events_with_networks(last_seen));
         // Resync after subscribing, so nothing falls between the resync and the subscription.
         if connected_before {
-            if let Err(error) = enqueue_everything(&docker, &cache, &queue).await {
+            if let Err(error) = enqueue_everything(&host, &docker, &cache, &queue).await {
                 tracing::warn!(%error, "resync after an engine reconnect failed");
             }
         }
@@ -134,7 +135,7 @@ pub(crate) async fn follow_engine(
                         last_seen = Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos));
                     }
                     backoff = reconnect_backoff();
-                    if let Some(key) = key_of(&docker, &event).await {
+                    if let Some(key) = key_of(&host, &docker, &event).await {
                         queue.add(key);
                     }
                 }
@@ -159,22 +160,26 @@ pub(crate) async fn follow_engine(
 
 /// The key of the spec an event may concern, for events that can mean drift. Exec, attach and the
 /// like are the agent's own noise; containers kedge does not manage are none of its business.
-async fn key_of(docker: &DockerClient, event: &EngineEvent) -> Option<String> {
+async fn key_of(host: &str, docker: &DockerClient, event: &EngineEvent) -> Option<String> {
     match &event.action {
         EventAction::Other(_) | EventAction::Pause | EventAction::Unpause => None,
         // Network events carry the network's labels, not the container's: look the container up.
         EventAction::NetworkConnect { .. } | EventAction::NetworkDisconnect { .. } => {
             let container = docker.inspect_container(&event.id).await.ok()??;
-            labels::is_managed(&container.labels)
-                .then(|| labels::key(&container.labels).map(str::to_owned))?
+            let ours = labels::is_managed_by_host(&container.labels, host);
+            ours.then(|| labels::key(&container.labels).map(str::to_owned))?
         }
-        _ => labels::is_managed(&event.labels).then(|| labels::key(&event.labels).map(str::to_owned))?,
+        _ => {
+            let ours = labels::is_managed_by_host(&event.labels, host);
+            ours.then(|| labels::key(&event.labels).map(str::to_owned))?
+        }
     }
 }
 
 /// Enqueues every spec's key and the key of every managed container (which finds containers whose
 /// spec is gone). Runs at start, after an engine reconnect, and every `interval`.
 pub(crate) async fn resync_every(
+    host: String,
     interval: Duration,
     docker: DockerClient,
     cache: Arc<DesiredState>,
@@ -182,7 +187,7 @@ pub(crate) async fn resync_every(
     shutdown: CancellationToken,
 ) {
     loop {
-        if let Err(error) = enqueue_everything(&docker, &cache, &queue).await {
+        if let Err(error) = enqueue_everything(&host, &docker, &cache, &queue).await {
             tracing::warn!(%error, "periodic resync could not list the engine's containers");
         }
         tokio::select! {
@@ -193,6 +198,7 @@ pub(crate) async fn resync_every(
 }
 
 pub(crate) async fn enqueue_everything(
+    host: &str,
     docker: &DockerClient,
     cache: &DesiredState,
     queue: &WorkQueue<String>,
@@ -200,7 +206,8 @@ pub(crate) async fn enqueue_everything(
     for key in cache.keys() {
         queue.add(key);
     }
-    let filter = ContainerFilter { labels: vec![labels::managed_filter()], name: None };
+    let filter =
+        ContainerFilter { labels: vec![labels::managed_filter(), labels::host_filter(host)], name: None };
     for container in docker.list_containers(&filter).await? {
         if let Some(key) = labels::key(&container.labels) {
             queue.add(key.to_owned());

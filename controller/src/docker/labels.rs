@@ -27,6 +27,13 @@ pub const RECREATE_OLD_ID: &str = "io.kedge.recreate-old-id";
 /// On the new container: whether the replaced container was running (`true`/`false`), so a
 /// rollback restores its state and not more.
 pub const RECREATE_OLD_RUNNING: &str = "io.kedge.recreate-old-running";
+/// The host whose agent made the container. An agent only ever considers containers of its own
+/// host, so two agents on one engine (two kedge installations, or parallel tests) never touch each
+/// other's containers.
+pub const HOST: &str = "io.kedge.host";
+/// `remove` or `orphan`: what the agent does with the container once its spec is deleted. Kept on
+/// the container because the spec is gone by then.
+pub const DELETION_POLICY: &str = "io.kedge.deletion-policy";
 /// Put by tests on everything they create, so they can clean up by label.
 pub const TEST: &str = "io.kedge.test";
 
@@ -95,6 +102,16 @@ pub enum RecreateName<'a> {
     New { base: &'a str, recreate_id: &'a str },
     /// `<base>-kedge-old-<id>`.
     Old { base: &'a str, recreate_id: &'a str },
+}
+
+/// The Docker label filter for containers made by the agent of `host`.
+pub fn host_filter(host: &str) -> String {
+    format!("{HOST}={host}")
+}
+
+/// Whether the container carries kedge's ownership label and was made by the agent of `host`.
+pub fn is_managed_by_host(labels: &BTreeMap<String, String>, host: &str) -> bool {
+    is_managed(labels) && labels.get(HOST).map(String::as_str) == Some(host)
 }
 
 /// Splits a container name into its base name and recreate marker, if any.

@@ -1,0 +1,106 @@
+//! Ownership: an agent never touches a container it does not own. Foreign containers, including
+//! ones holding names that specs want, are left exactly as they are and reported as conflicts; two
+//! agents on one engine (two installations, or parallel tests) leave each other's containers alone.
+
+use std::time::Duration;
+
+use kedge_controller::store::objects;
+use kedge_crds::ConditionStatus;
+use kedge_tests::{
+    condition, docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
+};
+use serde_json::json;
+
+const READY: Duration = Duration::from_secs(60);
+
+/// (ID, StartedAt) of a container: both stay the same when nothing touched it.
+async fn identity(name: &str) -> (String, String) {
+    let inspect = docker().await.inspect_container(name, None).await.expect("the container exists");
+    (inspect.id.unwrap(), inspect.state.and_then(|s| s.started_at).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_containers_are_never_touched() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let foreign: Vec<String> = (0..20).map(|i| format!("foreign{i}-{id}")).collect();
+    for name in &foreign {
+        let output = docker_cli(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            &format!("io.kedge.test={id}"),
+            "kedge-test/app:v1",
+        ]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let before: Vec<_> = futures::future::join_all(foreign.iter().map(|name| identity(name))).await;
+
+    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
+    // Two specs want names foreign containers hold; one has a free name.
+    let wanted = [foreign[0].clone(), foreign[7].clone()];
+    let free = format!("free-{id}");
+    for name in wanted.iter().chain([&free]) {
+        let spec = test_spec(name, &namespace, &agent.host, &cleanup, json!({"image": "kedge-test/app:v2"}));
+        objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
+    }
+    wait_ready(agent.store.as_ref(), &namespace, &free, READY).await;
+    for name in &wanted {
+        let synced = eventually(&format!("{name} to report the conflict"), READY, || async {
+            condition(agent.store.as_ref(), &namespace, name, "Synced")
+                .await
+                .filter(|c| c.reason == "NameConflict")
+        })
+        .await;
+        assert_eq!(synced.status, ConditionStatus::False);
+        assert!(
+            synced.message.contains(&before[foreign.iter().position(|f| f == name).unwrap()].0),
+            "names the foreign ID: {}",
+            synced.message
+        );
+        let degraded = condition(agent.store.as_ref(), &namespace, name, "Degraded").await.unwrap();
+        assert_eq!(degraded.status, ConditionStatus::True);
+    }
+
+    agent.stop().await.expect("the agent stops cleanly");
+    let after: Vec<_> = futures::future::join_all(foreign.iter().map(|name| identity(name))).await;
+    assert_eq!(before, after, "every foreign container has its ID and start time");
+    let images = futures::future::join_all(foreign.iter().map(|name| async move {
+        docker().await.inspect_container(name, None).await.unwrap().config.unwrap().image.unwrap()
+    }))
+    .await;
+    assert!(images.iter().all(|image| image == "kedge-test/app:v1"), "none was moved to the spec's image");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_on_one_engine_leave_each_other_alone() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let first = InProcessAgent::embedded(&format!("first-{id}")).await;
+    let a = format!("a-{id}");
+    let spec = test_spec(&a, &namespace, &first.host, &cleanup, json!({"image": "kedge-test/app:v1"}));
+    objects::apply_container(first.store.as_ref(), &spec, None).await.expect("apply");
+    wait_ready(first.store.as_ref(), &namespace, &a, READY).await;
+    let a_before = identity(&a).await;
+
+    // The second agent's store has never heard of `a`: to it, `a` is not a spec whose container
+    // should go, because `a` is not its container.
+    let second = InProcessAgent::embedded(&format!("second-{id}")).await;
+    let b = format!("b-{id}");
+    let spec = test_spec(&b, &namespace, &second.host, &cleanup, json!({"image": "kedge-test/app:v1"}));
+    objects::apply_container(second.store.as_ref(), &spec, None).await.expect("apply");
+    wait_ready(second.store.as_ref(), &namespace, &b, READY).await;
+
+    // Events of `a` reach both agents; only the first acts on them.
+    let output = docker_cli(&["restart", "-t", "1", &a]);
+    assert!(output.status.success());
+    wait_ready(first.store.as_ref(), &namespace, &a, READY).await;
+    assert_eq!(identity(&a).await.0, a_before.0, "the second agent did not replace or remove a");
+    second.stop().await.expect("stops");
+    first.stop().await.expect("stops");
+    assert_eq!(identity(&a).await.0, a_before.0);
+}
