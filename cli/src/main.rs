@@ -17,7 +17,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-
 use crate::error::{CliError, Exit};
 
 /// kedge keeps Docker hosts in the state their owners declared.

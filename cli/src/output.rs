@@ -466,3 +466,247 @@ pub fn paint(text: &str, ansi: &str, colour: bool) -> String {
         text.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Golden tests: fixed objects and a fixed `now`, the exact text pinned.
+
+    use super::*;
+    use kedge_crds::{Condition, ConditionStatus, FieldDiff};
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn container(name: &str, json_spec: Value, status: Option<ContainerStatus>) -> Container {
+        let mut value = json!({
+            "apiVersion": "kedge.io/v1",
+            "kind": "Container",
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "labels": {"app": name},
+                "generation": 3,
+                "resourceVersion": "42",
+                "uid": "u-1",
+                "creationTimestamp": "2026-11-19T11:00:00Z"
+            },
+            "spec": json_spec
+        });
+        if let Some(status) = status {
+            value["status"] = serde_json::to_value(status).unwrap();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn condition(kind: &str, status: ConditionStatus, reason: &str, at: &str, message: &str) -> Condition {
+        Condition {
+            kind: kind.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: at.into(),
+            observed_generation: Some(3),
+        }
+    }
+
+    fn fixtures() -> Vec<Container> {
+        let ready = ContainerStatus {
+            observed_generation: Some(3),
+            host: Some("host-a".into()),
+            container_id: Some("0123456789abcdef0123".into()),
+            image_id: Some("sha256:feedbeef".into()),
+            restart_count: 2,
+            conditions: vec![
+                condition("Ready", ConditionStatus::True, "Running", "2026-11-21T11:55:00Z", ""),
+                condition("Synced", ConditionStatus::True, "UpToDate", "2026-11-21T11:59:55Z", ""),
+            ],
+            ..ContainerStatus::default()
+        };
+        let stalled = ContainerStatus {
+            observed_generation: Some(2),
+            host: Some("host-b".into()),
+            drift: vec![FieldDiff {
+                field: "spec.resources.memory".into(),
+                desired: Some("512Mi".into()),
+                actual: Some("1Gi".into()),
+            }],
+            last_error: Some("pull access denied".into()),
+            conditions: vec![
+                condition(
+                    "Ready",
+                    ConditionStatus::False,
+                    "ImagePullFailed",
+                    "2026-11-21T09:00:00Z",
+                    "pull access denied",
+                ),
+                condition(
+                    "Synced",
+                    ConditionStatus::False,
+                    "Drifted",
+                    "2026-11-21T09:00:00Z",
+                    "1 field differs",
+                ),
+                condition(
+                    "Degraded",
+                    ConditionStatus::True,
+                    "Stalled",
+                    "2026-11-21T09:00:00Z",
+                    "backing off 5m",
+                ),
+            ],
+            ..ContainerStatus::default()
+        };
+        vec![
+            container(
+                "web",
+                json!({"image": "nginx:1.27", "ports": ["8080:80"], "restartPolicy": "unless-stopped"}),
+                Some(ready),
+            ),
+            container(
+                "db",
+                json!({"image": "registry.example.com/team/postgres:16", "resources": {"memory": "512Mi"}}),
+                Some(stalled),
+            ),
+            container("pending", json!({"image": "busybox", "placement": {"host": "host-c"}}), None),
+        ]
+    }
+
+    #[test]
+    fn container_table() {
+        let options = TableOptions { wide: false, namespaces: false };
+        assert_eq!(
+            containers_table(&fixtures(), options, now()),
+            "\
+NAME      HOST     IMAGE                                   READY     SYNCED    RESTARTS   AGE
+web       host-a   nginx:1.27                              True      True      2          2d
+db        host-b   registry.example.com/team/postgres:16   False     False     0          2d
+pending   host-c   busybox                                 Unknown   Unknown   0          2d
+"
+        );
+    }
+
+    #[test]
+    fn container_table_wide_with_namespaces() {
+        let options = TableOptions { wide: true, namespaces: true };
+        assert_eq!(
+            containers_table(&fixtures()[..2], options, now()),
+            "\
+NAMESPACE   NAME   HOST     IMAGE                                   READY   SYNCED   RESTARTS   AGE   GENERATION   CONTAINER      DRIFT   REASON
+default     web    host-a   nginx:1.27                              True    True     2          2d    3/3          0123456789ab   0       <none>
+default     db     host-b   registry.example.com/team/postgres:16   False   False    0          2d    2/3          <none>         1       ImagePullFailed
+"
+        );
+    }
+
+    #[test]
+    fn describe_page() {
+        let events = vec![json!({
+            "involvedObject": "Container/default/db",
+            "namespace": "default",
+            "type": "Warning",
+            "reason": "BackOff",
+            "message": "pull access denied for registry.example.com/team/postgres",
+            "host": "host-b",
+            "count": 4,
+            "firstTimestamp": "2026-11-21T09:00:00Z",
+            "lastTimestamp": "2026-11-21T11:57:00Z"
+        })];
+        assert_eq!(
+            describe_container(&fixtures()[1], &events, now()),
+            "\
+Name:             db
+Namespace:        default
+Labels:           app=db
+Annotations:      <none>
+Created:          2026-11-19T11:00:00Z (2d ago)
+Generation:       3 (observed: 2)
+Resource Version: 42
+Host:             host-b
+Image:            registry.example.com/team/postgres:16
+Image ID:         <none>
+Container ID:     <none>
+Restarts:         0
+Ports:            <none>
+Mounts:           <none>
+Networks:         <none>
+Restart Policy:   <none>
+Env:              <none>
+Last Error:       pull access denied
+Conditions:
+  TYPE       STATUS   REASON            AGE   MESSAGE
+  Ready      False    ImagePullFailed   3h    pull access denied
+  Synced     False    Drifted           3h    1 field differs
+  Degraded   True     Stalled           3h    backing off 5m
+Drift:
+  FIELD                   DESIRED   ACTUAL
+  spec.resources.memory   512Mi     1Gi
+Events:
+  LAST SEEN   TYPE      REASON    MESSAGE
+  3m (x4)     Warning   BackOff   pull access denied for registry.example.com/team/postgres
+"
+        );
+    }
+
+    #[test]
+    fn describe_page_without_status() {
+        let page = describe_container(&fixtures()[0], &[], now());
+        assert!(page.contains("Ports:            8080:80/tcp\n"), "{page}");
+        assert!(page.contains("Restart Policy:   unless-stopped\n"), "{page}");
+        assert!(page.contains("Container ID:     0123456789ab\n"), "{page}");
+        assert!(page.ends_with("Drift:\n  <none>\nEvents:\n  <none>\n"), "{page}");
+    }
+
+    #[test]
+    fn host_and_event_tables() {
+        let host = json!({"name": "host-a", "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:59:50Z",
+            "labels": {"zone": "eu"}});
+        assert_eq!(
+            table(&host_header(true), &[host_row(&host, 3, true, now())]),
+            "NAME     VERSION   CONTAINERS   LAST-SEEN   LABELS\nhost-a   0.1.0     3            10s         zone=eu\n"
+        );
+        let event = json!({"involvedObject": "Container/default/web", "type": "Normal", "reason": "Created",
+            "message": "created container", "host": "host-a", "count": 1,
+            "firstTimestamp": "2026-11-21T11:00:00Z", "lastTimestamp": "2026-11-21T11:00:00Z"});
+        assert_eq!(
+            table(&event_header(false), &[event_row(&event, false, now())]),
+            "LAST SEEN   TYPE     REASON    OBJECT          MESSAGE\n1h          Normal   Created   container/web   created container\n"
+        );
+    }
+
+    #[test]
+    fn ages_like_kubectl() {
+        let check = |at: &str, expected: &str| assert_eq!(age(Some(at), now()), expected, "{at}");
+        check("2026-11-21T12:00:00Z", "0s");
+        check("2026-11-21T11:59:55Z", "5s");
+        check("2026-11-21T11:57:00Z", "3m");
+        check("2026-11-21T10:00:00Z", "2h");
+        check("2026-11-17T12:00:00Z", "4d");
+        check("2024-11-21T12:00:00Z", "2y");
+        check("2026-11-21T12:00:30Z", "<invalid>");
+        assert_eq!(age(None, now()), NONE);
+        assert_eq!(age(Some("yesterday"), now()), NONE);
+    }
+
+    #[test]
+    fn yaml_reads_back_as_the_same_container() {
+        for container in fixtures() {
+            let mut value = serde_json::to_value(&container).unwrap();
+            value["metadata"]["annotations"] = json!({"note": "yes", "k": "a: b #c", "n": "0x10", "e": ""});
+            let text = to_yaml(&value);
+            let (parsed, errors) = kedge_crds::parse_str("golden", &text);
+            assert!(errors.is_empty(), "{errors:?}\n{text}");
+            assert_eq!(serde_json::to_value(&parsed[0].container).unwrap(), value, "{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_layout() {
+        let value = json!({"a": 1, "b": {"c": [1, {"d": "x", "e": [true]}], "f": {}}, "g": "true", "h": []});
+        assert_eq!(
+            to_yaml(&value),
+            "a: 1\nb:\n  c:\n  - 1\n  - d: x\n    e:\n    - true\n  f: {}\ng: \"true\"\nh: []\n"
+        );
+    }
+}

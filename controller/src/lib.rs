@@ -8,6 +8,7 @@
 //! - [`executor`]: carries actions out; the only code that mutates containers.
 //! - [`queue`]: the work queue: de-duplication, one worker per key, per-key backoff.
 
+pub mod api;
 pub mod docker;
 pub mod executor;
 pub mod mapping;

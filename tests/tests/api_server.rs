@@ -271,7 +271,9 @@ async fn a_watch_streams_changes_made_by_another_client() {
 }
 
 /// The stream's next JSON line (chunk-size lines and headers are not JSON), within 20 seconds.
-async fn next_event<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> serde_json::Value {
+async fn next_event<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> serde_json::Value {
     loop {
         let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
             .await

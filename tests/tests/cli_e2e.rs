@@ -59,7 +59,11 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
     write(&dir.join("web.yaml"), &spec_yaml(&ns, "web", "nginx:1.27"));
     write(
         &dir.join("nested/workers.yaml"),
-        &format!("{}---\n{}", spec_yaml(&ns, "worker-a", "busybox:1"), spec_yaml(&ns, "worker-b", "busybox:1")),
+        &format!(
+            "{}---\n{}",
+            spec_yaml(&ns, "worker-a", "busybox:1"),
+            spec_yaml(&ns, "worker-b", "busybox:1")
+        ),
     );
     let d = dir.to_str().unwrap();
 
@@ -77,7 +81,10 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
     assert_exit(&table, 0);
     let table = stdout(&table);
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("NAME ") && lines[0].contains("READY") && lines[0].ends_with("AGE"), "{table}");
+    assert!(
+        lines[0].starts_with("NAME ") && lines[0].contains("READY") && lines[0].ends_with("AGE"),
+        "{table}"
+    );
     assert_eq!(lines.len(), 4, "{table}");
     assert!(lines[1].starts_with("web ") && lines[1].contains("nginx:1.27"), "{table}");
 
@@ -118,28 +125,55 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
     let waited = tokio::task::spawn_blocking(move || waiter.wait_with_output()).await.unwrap().unwrap();
     assert_exit(&waited, 0);
     assert_eq!(stdout(&waited), "container/web condition Ready met\n");
-    let timed_out = server.kedge(&["wait", "container", "worker-a", "-n", &ns, "--for", "condition=Ready", "--timeout", "1s"]);
+    let timed_out = server.kedge(&[
+        "wait",
+        "container",
+        "worker-a",
+        "-n",
+        &ns,
+        "--for",
+        "condition=Ready",
+        "--timeout",
+        "1s",
+    ]);
     assert_exit(&timed_out, 6);
     assert!(stderr(&timed_out).contains("timed out after 1s"), "{}", stderr(&timed_out));
 
     let described = server.kedge(&["describe", "container", "web", "-n", &ns]);
     assert_exit(&described, 0);
     let page = stdout(&described);
-    for needle in ["Name:             web\n", "Host:             h1\n", "Conditions:\n", "  Ready  ", "Drift:\n  <none>\n", "Events:\n"] {
+    for needle in [
+        "Name:             web\n",
+        "Host:             h1\n",
+        "Conditions:\n",
+        "  Ready  ",
+        "Drift:\n  <none>\n",
+        "Events:\n",
+    ] {
         assert!(page.contains(needle), "{needle:?} in\n{page}");
     }
     let wide = server.kedge(&["get", "containers", "-n", &ns, "-o", "wide"]);
     let wide = stdout(&wide);
     assert!(wide.lines().next().unwrap().contains("GENERATION"), "{wide}");
-    assert!(wide.lines().any(|l| l.starts_with("web ") && l.contains(" h1 ") && l.contains(" True ")), "{wide}");
+    assert!(
+        wide.lines().any(|l| l.starts_with("web ") && l.contains(" h1 ") && l.contains(" True ")),
+        "{wide}"
+    );
 
     let deleted = server.kedge(&["delete", "container", "worker-a", "-n", &ns]);
     assert_exit(&deleted, 0);
     assert_eq!(stdout(&deleted), "container/worker-a deleted\n");
-    assert_exit(&server.kedge(&["wait", "container", "worker-a", "-n", &ns, "--for", "delete", "--timeout", "10s"]), 0);
+    assert_exit(
+        &server.kedge(&["wait", "container", "worker-a", "-n", &ns, "--for", "delete", "--timeout", "10s"]),
+        0,
+    );
     let missing = server.kedge(&["get", "container", "worker-a", "-n", &ns]);
     assert_exit(&missing, 3);
-    assert!(stderr(&missing).starts_with("error: container ") && stderr(&missing).contains("\nhint: "), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).starts_with("error: container ") && stderr(&missing).contains("\nhint: "),
+        "{}",
+        stderr(&missing)
+    );
     let by_label = server.kedge(&["delete", "container", "-n", &ns, "-l", "app=worker-b"]);
     assert_eq!(stdout(&by_label), "container/worker-b deleted\n");
     assert_exit(&server.kedge(&["delete", "container", "worker-a", "-n", &ns]), 3);
@@ -173,7 +207,10 @@ async fn prune_removes_exactly_the_dropped_spec() {
     let left = server.kedge(&["get", "containers", "-n", &ns, "-o", "name"]);
     assert_eq!(stdout(&left), "container/a\ncontainer/c\ncontainer/outsider\n");
     // Pruning again finds nothing more to delete.
-    assert_eq!(stdout(&server.kedge(&["apply", "-f", d, "--prune"])), "container/a unchanged\ncontainer/c unchanged\n");
+    assert_eq!(
+        stdout(&server.kedge(&["apply", "-f", d, "--prune"])),
+        "container/a unchanged\ncontainer/c unchanged\n"
+    );
 
     // A named apply set from stdin.
     let mut child = kedge_command(&server.dir)
@@ -248,15 +285,26 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
     let ns = unique("errors");
 
     // No token: refused, exit 5.
-    let refused = kedge_command(&server.dir).env("KEDGE_SERVER", &server.url).args(["get", "containers"]).output().unwrap();
+    let refused = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", &server.url)
+        .args(["get", "containers"])
+        .output()
+        .unwrap();
     assert_exit(&refused, 5);
     let text = stderr(&refused);
     assert!(text.starts_with("error: missing `Authorization: Bearer TOKEN` header\nhint: "), "{text}");
     // Nothing listens: exit 5.
-    let unreachable =
-        kedge_command(&server.dir).env("KEDGE_SERVER", "http://127.0.0.1:1").args(["get", "containers"]).output().unwrap();
+    let unreachable = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", "http://127.0.0.1:1")
+        .args(["get", "containers"])
+        .output()
+        .unwrap();
     assert_exit(&unreachable, 5);
-    assert!(stderr(&unreachable).contains("cannot reach the kedge API at http://127.0.0.1:1"), "{}", stderr(&unreachable));
+    assert!(
+        stderr(&unreachable).contains("cannot reach the kedge API at http://127.0.0.1:1"),
+        "{}",
+        stderr(&unreachable)
+    );
 
     // An invalid file: exit 2, file:line:column and field path, and nothing applied.
     let bad = server.dir.join("bad.yaml");
@@ -277,8 +325,20 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
 
     // Every command's help has an example.
     for command in [
-        "agent", "apply", "get", "describe", "diff", "delete", "wait", "logs", "events", "validate", "schema",
-        "completion", "config", "version",
+        "agent",
+        "apply",
+        "get",
+        "describe",
+        "diff",
+        "delete",
+        "wait",
+        "logs",
+        "events",
+        "validate",
+        "schema",
+        "completion",
+        "config",
+        "version",
     ] {
         let help = server.kedge(&[command, "--help"]);
         assert_exit(&help, 0);
@@ -295,23 +355,54 @@ async fn a_config_file_context_names_the_server_and_token() {
     let config = server.dir.join("kedge-config.json");
     let set = kedge_command(&server.dir)
         .env("KEDGE_CONFIG", &config)
-        .args(["config", "set-context", "test", "--server", &server.url, "--token", &server.token, "--namespace", "ctx-ns"])
+        .args([
+            "config",
+            "set-context",
+            "test",
+            "--server",
+            &server.url,
+            "--token",
+            &server.token,
+            "--namespace",
+            "ctx-ns",
+        ])
         .output()
         .unwrap();
     assert_exit(&set, 0);
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let contexts = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["config", "get-contexts"]).output().unwrap();
-    assert!(stdout(&contexts).lines().nth(1).unwrap().starts_with("*         test   http://"), "{}", stdout(&contexts));
-    let view = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["config", "view"]).output().unwrap();
+    let contexts = kedge_command(&server.dir)
+        .env("KEDGE_CONFIG", &config)
+        .args(["config", "get-contexts"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&contexts).lines().nth(1).unwrap().starts_with("*         test   http://"),
+        "{}",
+        stdout(&contexts)
+    );
+    let view =
+        kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["config", "view"]).output().unwrap();
     assert!(!stdout(&view).contains(&server.token), "config view shows the token");
 
     let file = server.dir.join("c.yaml");
-    std::fs::write(&file, "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: c\nspec:\n  image: busybox\n").unwrap();
-    let applied = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["apply", "-f", "c.yaml"]).output().unwrap();
+    std::fs::write(
+        &file,
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: c\nspec:\n  image: busybox\n",
+    )
+    .unwrap();
+    let applied = kedge_command(&server.dir)
+        .env("KEDGE_CONFIG", &config)
+        .args(["apply", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert_exit(&applied, 0);
     // The context's namespace applies to documents that name none.
-    let got = kedge_command(&server.dir).env("KEDGE_CONFIG", &config).args(["get", "containers", "-o", "name"]).output().unwrap();
+    let got = kedge_command(&server.dir)
+        .env("KEDGE_CONFIG", &config)
+        .args(["get", "containers", "-o", "name"])
+        .output()
+        .unwrap();
     assert_eq!(stdout(&got), "container/c\n");
     let json = server.call("GET", "/api/v1/namespaces/ctx-ns/containers/c", None).await;
     assert_eq!(json.status, 200);
