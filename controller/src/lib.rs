@@ -8,8 +8,10 @@
 //! - [`executor`]: carries actions out; the only code that mutates containers.
 //! - [`queue`]: the work queue: de-duplication, one worker per key, per-key backoff.
 
+pub mod agent;
 pub mod api;
 pub mod docker;
+pub mod events;
 pub mod executor;
 pub mod mapping;
 pub mod planner;
