@@ -1,6 +1,10 @@
-//! The API client: requests, and HTTP answers turned into `CliError`s with exit codes and hints.
+//! The API client: requests over TCP (`http://`, `https://`) or the agent's Unix socket (`unix:///PATH`),
+//! and HTTP answers turned into `CliError`s with exit codes and hints.
 
-use futures::StreamExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -8,9 +12,15 @@ use crate::config::Resolved;
 use crate::error::{CliError, CliResult, Exit};
 
 pub struct Client {
-    http: reqwest::Client,
+    transport: Transport,
     server: String,
     token: Option<String>,
+}
+
+enum Transport {
+    Tcp(reqwest::Client),
+    /// One connection per request: the socket is local and requests are few.
+    Unix(PathBuf),
 }
 
 /// A successful answer: its body and the `X-Kedge-Outcome` header of writes.
@@ -19,18 +29,34 @@ pub struct Answer {
     pub outcome: Option<String>,
 }
 
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
+
+/// An answer of either transport, before its status is judged.
+struct Response {
+    status: StatusCode,
+    outcome: Option<String>,
+    body: BodyStream,
+}
+
 impl Client {
     pub fn new(resolved: &Resolved) -> CliResult<Client> {
         let server = resolved.server.trim_end_matches('/').to_owned();
-        if !(server.starts_with("http://") || server.starts_with("https://")) {
-            return Err(CliError::usage(format!("server `{server}` is not an http:// or https:// URL"))
-                .hint("e.g. --server http://127.0.0.1:7443"));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| CliError::new(Exit::Server, format!("cannot build HTTP client: {e}")))?;
-        Ok(Client { http, server, token: resolved.token.clone() })
+        let transport =
+            if let Some(path) = server.strip_prefix("unix://").or_else(|| server.strip_prefix("unix:")) {
+                Transport::Unix(PathBuf::from(path))
+            } else if server.starts_with("http://") || server.starts_with("https://") {
+                let http = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| CliError::new(Exit::Server, format!("cannot build HTTP client: {e}")))?;
+                Transport::Tcp(http)
+            } else {
+                return Err(CliError::usage(format!(
+                    "server `{server}` is not an http://, https:// or unix:// URL"
+                ))
+                .hint("e.g. --server http://127.0.0.1:7443 or --server unix:///var/lib/kedge/kedge.sock"));
+            };
+        Ok(Client { transport, server, token: resolved.token.clone() })
     }
 
     pub async fn get(&self, path: &str) -> CliResult<Value> {
@@ -38,12 +64,13 @@ impl Client {
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Answer> {
-        let response = self.request(method, path, body).await?;
-        let outcome =
-            response.headers().get("x-kedge-outcome").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        let mut response = self.request(method, path, body).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
+        }
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Answer { body, outcome })
+        Ok(Answer { body, outcome: response.outcome })
     }
 
     /// Opens a newline-delimited JSON stream; `on_line` gets each object until it returns `false`.
@@ -52,10 +79,9 @@ impl Client {
         path: &str,
         mut on_line: impl FnMut(Value) -> CliResult<bool>,
     ) -> CliResult<()> {
-        let response = self.request(Method::GET, path, None).await?;
-        let mut chunks = response.bytes_stream();
+        let mut response = self.request(Method::GET, path, None).await?;
         let mut buffer: Vec<u8> = Vec::new();
-        while let Some(chunk) = chunks.next().await {
+        while let Some(chunk) = response.body.next().await {
             buffer.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
@@ -73,36 +99,97 @@ impl Client {
             .hint("run the command again to resume"))
     }
 
-    async fn request(
+    async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Response> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
+        let mut response = match &self.transport {
+            Transport::Tcp(http) => self.tcp_request(http, method, path, body).await?,
+            Transport::Unix(socket) => self.unix_request(socket, method, path, body).await?,
+        };
+        if response.status.is_success() {
+            return Ok(response);
+        }
+        let mut bytes = Vec::new();
+        while let Some(Ok(chunk)) = response.body.next().await {
+            bytes.extend_from_slice(&chunk);
+        }
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(http_error(response.status, &body))
+    }
+
+    async fn tcp_request(
         &self,
+        http: &reqwest::Client,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> CliResult<reqwest::Response> {
-        let mut request = self.http.request(method, format!("{}{path}", self.server));
+        body: Option<Vec<u8>>,
+    ) -> CliResult<Response> {
+        let mut request = http.request(method, format!("{}{path}", self.server));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.json(body);
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         }
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        Err(http_error(status, &body))
+        let response = request.send().await.map_err(|e| self.unreachable(root_cause(&e)))?;
+        Ok(Response {
+            status: response.status(),
+            outcome: outcome_header(response.headers()),
+            body: Box::pin(
+                response.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec()).map_err(|e| root_cause(&e))),
+            ),
+        })
     }
 
-    fn unreachable(&self, error: reqwest::Error) -> CliError {
-        let mut cause: &dyn std::error::Error = &error;
-        while let Some(source) = cause.source() {
-            cause = source;
+    async fn unix_request(
+        &self,
+        socket: &std::path::Path,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> CliResult<Response> {
+        let stream =
+            tokio::net::UnixStream::connect(socket).await.map_err(|e| self.unreachable(e.to_string()))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| self.unreachable(root_cause(&e)))?;
+        tokio::spawn(connection);
+        let mut request = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
         }
+        let request = request
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| CliError::usage(format!("bad request: {e}")))?;
+        let response = sender.send_request(request).await.map_err(|e| self.unreachable(root_cause(&e)))?;
+        let status = response.status();
+        let outcome = outcome_header(response.headers());
+        let body = http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async move {
+            match frame {
+                Ok(frame) => frame.into_data().ok().map(|data| Ok(data.to_vec())),
+                Err(error) => Some(Err(root_cause(&error))),
+            }
+        });
+        Ok(Response { status, outcome, body: Box::pin(body) })
+    }
+
+    fn unreachable(&self, cause: String) -> CliError {
         CliError::new(Exit::Server, format!("cannot reach the kedge API at {}: {cause}", self.server))
             .hint("is an agent running there? Set --server, KEDGE_SERVER or a context (`kedge config`)")
     }
+}
+
+fn outcome_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get("x-kedge-outcome").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The innermost cause of an error: "Connection refused", not "error sending request".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Turns an error answer into a one-line error with the exit code of its class.

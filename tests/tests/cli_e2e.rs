@@ -414,3 +414,26 @@ async fn a_config_file_context_names_the_server_and_token() {
         .unwrap();
     assert_exit(&flag, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_needs_no_token() {
+    let server = TestServer::start().await;
+    let ns = unique("unix");
+    let file = server.dir.join("u.yaml");
+    write(&file, &spec_yaml(&ns, "u", "busybox:1"));
+    let socket = format!("unix://{}", server.unix_socket.display());
+    let run =
+        |args: &[&str]| kedge_command(&server.dir).env("KEDGE_SERVER", &socket).args(args).output().unwrap();
+    assert_exit(&run(&["apply", "-f", file.to_str().unwrap()]), 0);
+    let got = run(&["get", "containers", "-n", &ns, "-o", "name"]);
+    assert_exit(&got, 0);
+    assert_eq!(stdout(&got), "container/u\n");
+    assert_exit(&run(&["get", "container", "nope", "-n", &ns]), 3);
+    assert_exit(&run(&["diff", "-f", file.to_str().unwrap()]), 0);
+    let gone = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", "unix:///nonexistent/kedge.sock")
+        .args(["get", "containers"])
+        .output()
+        .unwrap();
+    assert_exit(&gone, 5);
+}
