@@ -167,6 +167,8 @@ pub fn docker_cli(args: &[&str]) -> std::process::Output {
 pub struct InProcessAgent {
     pub store: kedge_controller::store::SharedStore,
     pub host: String,
+    /// What the agent has done so far.
+    pub stats: std::sync::Arc<kedge_controller::agent::AgentStats>,
     shutdown: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), kedge_controller::agent::AgentError>>>,
     _dir: Option<tempfile::TempDir>,
@@ -208,10 +210,11 @@ impl InProcessAgent {
         let mut config = kedge_controller::agent::AgentConfig::new(host);
         config.backoff.min_delay = Duration::from_millis(200);
         config.backoff.max_delay = Duration::from_secs(5);
+        let stats = config.stats.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task =
             tokio::spawn(kedge_controller::agent::run(store.clone(), docker, config, shutdown.clone()));
-        InProcessAgent { store, host: host.to_owned(), shutdown, task: Some(task), _dir: dir }
+        InProcessAgent { store, host: host.to_owned(), stats, shutdown, task: Some(task), _dir: dir }
     }
 
     /// Stops the agent gracefully and returns how it ended.

@@ -104,3 +104,31 @@ async fn two_agents_on_one_engine_leave_each_other_alone() {
     first.stop().await.expect("stops");
     assert_eq!(identity(&a).await.0, a_before.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_on_a_new_store_prunes_nothing_it_did_not_make() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let host = format!("host-{id}");
+    let first = InProcessAgent::embedded(&host).await;
+    let kept = format!("kept-{id}");
+    let spec = test_spec(&kept, &namespace, &host, &cleanup, json!({"image": "kedge-test/app:v1"}));
+    objects::apply_container(first.store.as_ref(), &spec, None).await.expect("apply");
+    wait_ready(first.store.as_ref(), &namespace, &kept, READY).await;
+    first.stop().await.expect("stops");
+    let before = identity(&kept).await;
+
+    // Same host name, a new empty store (a misconfigured --store): to this agent the container's spec
+    // does not exist, but neither did it make the container, so it leaves it.
+    let second = InProcessAgent::embedded(&host).await;
+    let stats = second.stats.clone();
+    eventually("the new agent to look at the container", READY, || async {
+        let now = stats.snapshot();
+        (now.reconciles >= 1 && now.in_flight == 0).then_some(())
+    })
+    .await;
+    second.stop().await.expect("stops");
+    assert_eq!(stats.snapshot().actions_of("Remove"), 0);
+    assert_eq!(identity(&kept).await, before, "the container is still there, untouched");
+}

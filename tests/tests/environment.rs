@@ -67,7 +67,10 @@ async fn etcd_puts_gets_and_watches() {
     let event = &response.events()[0];
     assert_eq!(event.event_type(), EventType::Put);
     assert_eq!(event.kv().unwrap().key(), format!("{prefix}a").as_bytes());
-    client.delete(prefix.as_str(), Some(etcd_client::DeleteOptions::new().with_prefix())).await.expect("cleanup");
+    client
+        .delete(prefix.as_str(), Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .expect("cleanup");
 }
 
 #[test]

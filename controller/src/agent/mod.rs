@@ -13,12 +13,14 @@
 //! - On start, recreates interrupted by a crash are finished or rolled back before anything else.
 
 pub mod cache;
+mod identity;
 mod lock;
 mod reconcile;
 mod sources;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +52,50 @@ pub struct AgentConfig {
     pub dependency_poll: Duration,
     /// How often a container whose name a foreign container holds is looked at again.
     pub conflict_poll: Duration,
+    /// Counters the agent keeps while it runs, for tests, benchmarks and health reporting.
+    pub stats: Arc<AgentStats>,
+}
+
+/// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    reconciles: AtomicU64,
+    in_flight: AtomicU64,
+    failures: AtomicU64,
+    actions: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A point-in-time copy of [`AgentStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Reconciles finished (successful or not).
+    pub reconciles: u64,
+    /// Reconciles running now.
+    pub in_flight: u64,
+    pub failures: u64,
+    /// Actions carried out, by kind (`Create`, `Recreate`, `Start`, `UpdateInPlace`, ...).
+    pub actions: BTreeMap<&'static str, u64>,
+}
+
+impl StatsSnapshot {
+    pub fn actions_of(&self, kind: &str) -> u64 {
+        self.actions.get(kind).copied().unwrap_or(0)
+    }
+}
+
+impl AgentStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            reconciles: self.reconciles.load(Ordering::SeqCst),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            failures: self.failures.load(Ordering::SeqCst),
+            actions: self.actions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+        }
+    }
+
+    pub(crate) fn action(&self, kind: &'static str) {
+        *self.actions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kind).or_default() += 1;
+    }
 }
 
 impl AgentConfig {
@@ -62,6 +108,7 @@ impl AgentConfig {
             backoff: BackoffConfig::default(),
             dependency_poll: Duration::from_secs(1),
             conflict_poll: Duration::from_secs(15),
+            stats: Arc::default(),
         }
     }
 }
@@ -79,6 +126,8 @@ pub enum AgentError {
 /// Everything the workers share.
 pub(crate) struct Agent {
     pub(crate) store: SharedStore,
+    /// The store's identity, stamped on every container this agent makes.
+    pub(crate) store_id: String,
     pub(crate) docker: DockerClient,
     pub(crate) executor: Executor,
     pub(crate) cache: Arc<DesiredState>,
@@ -100,7 +149,8 @@ pub async fn run(
         lock = lock::HostLock::acquire(store.clone(), &config.host_name) => lock?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    tracing::info!(host = %config.host_name, engine_api = %docker.api_version(), "agent starting");
+    let store_id = identity::store_identity(store.as_ref()).await?;
+    tracing::info!(host = %config.host_name, store = %store_id, engine_api = %docker.api_version(), "agent starting");
 
     let agent = Arc::new(Agent {
         executor: Executor::new(docker.clone()),
@@ -108,6 +158,7 @@ pub async fn run(
         cache: Arc::new(DesiredState::default()),
         queue: WorkQueue::new(config.backoff),
         statuses: Mutex::new(HashMap::new()),
+        store_id,
         store,
         docker,
         config,
@@ -166,7 +217,14 @@ impl Agent {
     async fn work(self: Arc<Self>) {
         while let Some(key) = self.queue.next().await {
             let span = tracing::info_span!("reconcile", %key);
+            let stats = &self.config.stats;
+            stats.in_flight.fetch_add(1, Ordering::SeqCst);
             let outcome = tracing::Instrument::instrument(self.reconcile(&key), span).await;
+            if outcome.is_err() {
+                stats.failures.fetch_add(1, Ordering::SeqCst);
+            }
+            stats.reconciles.fetch_add(1, Ordering::SeqCst);
+            stats.in_flight.fetch_sub(1, Ordering::SeqCst);
             match outcome {
                 Ok(reconcile::Next::Done) => self.queue.succeeded(&key),
                 Ok(reconcile::Next::After(delay)) => self.queue.done_requeue_after(&key, delay),

@@ -106,15 +106,7 @@ impl Agent {
                 tracing::info!(container = %container.name, "spec deleted; orphaning its container as it asked");
                 continue;
             }
-            self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
-            self.events
-                .record(
-                    key,
-                    EventType::Normal,
-                    "Removed",
-                    &format!("removed container {} (spec deleted)", container.name),
-                )
-                .await;
+            self.remove(key, container, "its spec was deleted").await?;
         }
         self.forget_status(key).await;
         Ok(Next::Done)
@@ -130,18 +122,25 @@ impl Agent {
             return Ok(Next::After(STATUS_RETRY));
         }
         for container in owned {
-            self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
-            self.events
-                .record(
-                    key,
-                    EventType::Normal,
-                    "Removed",
-                    &format!("removed container {}: placed on another host", container.name),
-                )
-                .await;
+            self.remove(key, container, "its spec is placed on another host").await?;
         }
         self.statuses_lock().remove(key);
         Ok(Next::Done)
+    }
+
+    /// Removes one of this host's containers of `key`, counted and recorded as an event. A
+    /// container made from another store (this agent was started on a new or another store) is
+    /// left alone: this agent cannot know whether its spec still exists.
+    async fn remove(&self, key: &str, container: &ContainerSummary, why: &str) -> Result<(), Failure> {
+        if container.labels.get(labels::STORE) != Some(&self.store_id) {
+            tracing::warn!(key, container = %container.name, "not removing a container made from another store");
+            return Ok(());
+        }
+        self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
+        self.config.stats.action("Remove");
+        let message = format!("removed container {} ({}): {why}", container.name, short(&container.id));
+        self.events.record(key, EventType::Normal, "Removed", &message).await;
+        Ok(())
     }
 
     async fn reconcile_spec(
@@ -154,15 +153,7 @@ impl Agent {
         // Never two containers for one spec: a managed container of this key under another name
         // (a spec renamed by hand, a leftover) goes.
         for extra in owned.iter().filter(|container| container.name != name) {
-            self.executor.execute(&Action::Remove { container: extra.id.clone() }, &mut |_| {}).await?;
-            self.events
-                .record(
-                    key,
-                    EventType::Normal,
-                    "RemovedDuplicate",
-                    &format!("removed extra container {}", extra.name),
-                )
-                .await;
+            self.remove(key, extra, "a second container for one spec").await?;
         }
 
         let observed = self.inspect(name).await?;
@@ -196,7 +187,7 @@ impl Agent {
 
         let facts = self.image_facts(key, spec, observed.as_ref()).await?;
         let mut plan = planner::plan(spec, observed.as_ref(), &facts);
-        stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name);
+        stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
             self.write_status(key, spec, None, None, plan.drift.clone(), sync).await;
@@ -360,6 +351,7 @@ impl Agent {
     }
 
     async fn record_action(&self, key: &str, action: &Action, outcome: &ActionOutcome) {
+        self.config.stats.action(action.kind());
         let (reason, message) = match (action, outcome) {
             (Action::Create { config }, ActionOutcome::Created { id }) => (
                 "Created",
@@ -488,7 +480,7 @@ impl Agent {
 
 /// Puts this agent's host and the spec's deletion policy on every container the plan creates: the
 /// agent only ever considers containers of its own host, and must know the policy once the spec is gone.
-fn stamp_owner_labels(actions: &mut [Action], spec: &Container, host: &str) {
+fn stamp_owner_labels(actions: &mut [Action], spec: &Container, host: &str, store_id: &str) {
     let policy = match spec.spec.deletion_policy_or_default() {
         DeletionPolicy::Remove => "remove",
         DeletionPolicy::Orphan => "orphan",
@@ -496,6 +488,7 @@ fn stamp_owner_labels(actions: &mut [Action], spec: &Container, host: &str) {
     for action in actions {
         if let Action::Create { config } | Action::Recreate { config, .. } = action {
             config.labels.insert(labels::HOST.to_owned(), host.to_owned());
+            config.labels.insert(labels::STORE.to_owned(), store_id.to_owned());
             config.labels.insert(labels::DELETION_POLICY.to_owned(), policy.to_owned());
         }
     }

@@ -158,6 +158,8 @@ fn rfc3339(time: DateTime<Utc>) -> String {
 fn format_delay(delay: Duration) -> String {
     if delay < Duration::from_secs(1) {
         format!("{}ms", delay.as_millis())
+    } else if delay < Duration::from_secs(60) {
+        format!("{:.1}s", delay.as_secs_f64())
     } else {
         format!("{}s", delay.as_secs())
     }
@@ -288,7 +290,7 @@ mod tests {
             at(0),
         );
         let degraded = status.condition("Degraded").unwrap();
-        assert_eq!(degraded.message, "attempt 3 failed: boom; next retry in 8s at 2027-01-15T08:00:08Z");
+        assert_eq!(degraded.message, "attempt 3 failed: boom; next retry in 8.0s at 2027-01-15T08:00:08Z");
         assert_eq!(status.last_error.as_deref(), Some("boom"));
     }
 

@@ -31,6 +31,10 @@ pub const RECREATE_OLD_RUNNING: &str = "io.kedge.recreate-old-running";
 /// host, so two agents on one engine (two kedge installations, or parallel tests) never touch each
 /// other's containers.
 pub const HOST: &str = "io.kedge.host";
+/// The identity of the store whose spec the container realises. An agent removes a container whose
+/// spec is gone only when the container came from its own store: started on a new or wrong store, an
+/// agent prunes nothing it did not make.
+pub const STORE: &str = "io.kedge.store";
 /// `remove` or `orphan`: what the agent does with the container once its spec is deleted. Kept on
 /// the container because the spec is gone by then.
 pub const DELETION_POLICY: &str = "io.kedge.deletion-policy";
