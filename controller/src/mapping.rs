@@ -228,8 +228,8 @@ fn is_recreate_bookkeeping(key: &str) -> bool {
 }
 
 /// The observed networks as a declaration: the network of `NetworkMode` first (it is the one joined
-/// at create), the default bridge left out when it was not asked for, the short-ID alias Docker adds
-/// on user-defined networks left out.
+/// at create), the default bridge left out when it was not asked for, the hostname (short-ID) alias
+/// Docker adds on user-defined networks left out.
 fn declared_networks(observed: &ObservedContainer) -> Vec<NetworkAttachment> {
     let short_id = short_id(&observed.id);
     let mode = observed.network_mode.as_deref().unwrap_or("default");
@@ -242,7 +242,11 @@ fn declared_networks(observed: &ObservedContainer) -> Vec<NetworkAttachment> {
             aliases: network
                 .aliases
                 .iter()
-                .filter(|alias| alias.as_str() != short_id && **alias != observed.name)
+                .filter(|alias| {
+                    alias.as_str() != short_id
+                        && **alias != observed.name
+                        && Some(alias.as_str()) != observed.hostname.as_deref()
+                })
                 .cloned()
                 .collect(),
             ipv4_address: network.ipv4_address.clone(),

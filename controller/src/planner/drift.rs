@@ -2,7 +2,7 @@
 //!
 //! Inspect reports what the engine made of a create call, not what was sent: the image's Env, Cmd,
 //! Entrypoint, WorkingDir, User, Healthcheck and Labels merged in; MemorySwap set to twice Memory; the
-//! container's short ID added to its aliases on user-defined networks; the default bridge joined when
+//! container's hostname (by default its short ID) added to its aliases on user-defined networks; the default bridge joined when
 //! no network was named; `0.0.0.0` and an empty host IP for "all addresses". Every comparison here
 //! undoes those, so that a container freshly created from a spec shows no drift at all: that is what
 //! lets an agent adopt a hundred running containers without recreating one.
@@ -284,6 +284,9 @@ fn is_kedge_label(key: &str) -> bool {
         labels::RECREATE_ID,
         labels::RECREATE_OLD_ID,
         labels::RECREATE_OLD_RUNNING,
+        labels::HOST,
+        labels::STORE,
+        labels::DELETION_POLICY,
         RESTARTED_AT_LABEL,
     ]
     .contains(&key)
@@ -390,10 +393,11 @@ fn normalized_resources(resources: &Resources) -> Resources {
 /// Networks: each declared one joined with its aliases and address, nothing else joined. No network
 /// declared means Docker's default bridge. Repaired by disconnect and connect, without a restart.
 fn compare_networks(desired: &ContainerConfig, observed: &ObservedContainer, drift: &mut Drift) {
-    let short_id = short_id(&observed.id);
-    let name = observed.name.as_str();
+    // The engine adds the container's hostname (by default its short ID) to the aliases on
+    // user-defined networks; its name resolves anyway.
+    let implied = [Some(short_id(&observed.id)), Some(observed.name.as_str()), observed.hostname.as_deref()];
     let clean_aliases = |aliases: &[String]| -> BTreeSet<String> {
-        aliases.iter().filter(|alias| alias.as_str() != short_id && alias.as_str() != name).cloned().collect()
+        aliases.iter().filter(|alias| !implied.contains(&Some(alias.as_str()))).cloned().collect()
     };
     let want: Vec<NetworkAttachment> = if desired.networks.is_empty() {
         vec![NetworkAttachment { network: "bridge".to_owned(), ..NetworkAttachment::default() }]

@@ -1,7 +1,7 @@
 //! The drift rules, one small case each, through `plan` only.
 //!
 //! `created` plays the engine: it turns a create config into what inspect reports for it (image
-//! defaults merged, swap twice the memory, short-ID hostname and alias, default bridge, restart
+//! defaults merged, swap twice the memory, short-ID hostname, hostname alias, default bridge, restart
 //! policy `no`). The end-to-end tests in tests/tests/drift_*.rs check the real engine agrees.
 
 use std::collections::BTreeMap;
@@ -61,6 +61,7 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
     let mut labels = image.labels.clone();
     labels.extend(config.labels.clone());
     let short = &CONTAINER_ID[..12];
+    let hostname = config.hostname.clone().unwrap_or_else(|| short.to_owned());
     let networks = if config.networks.is_empty() {
         vec![ObservedNetwork { network: "bridge".to_owned(), ..ObservedNetwork::default() }]
     } else {
@@ -70,7 +71,7 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
             .map(|attachment| ObservedNetwork {
                 network: attachment.network.clone(),
                 network_id: Some(format!("id-{}", attachment.network)),
-                aliases: attachment.aliases.iter().cloned().chain([short.to_owned()]).collect(),
+                aliases: attachment.aliases.iter().cloned().chain([hostname.clone()]).collect(),
                 ipv4_address: attachment.ipv4_address.clone(),
                 ip_address: Some("10.0.0.2".to_owned()),
             })
@@ -104,7 +105,7 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
         entrypoint,
         working_dir: config.working_dir.clone().or_else(|| image.working_dir.clone()),
         user: config.user.clone().or_else(|| image.user.clone()),
-        hostname: Some(config.hostname.clone().unwrap_or_else(|| short.to_owned())),
+        hostname: Some(hostname.clone()),
         exposed_ports: image.exposed_ports.clone(),
         port_bindings,
         mounts,
