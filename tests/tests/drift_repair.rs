@@ -9,6 +9,7 @@ use std::time::Duration;
 use docker_support::*;
 use kedge_controller::docker::{ContainerStatus, ObservedContainer};
 use kedge_controller::executor::{Action, RecreateStrategy};
+use kedge_controller::mapping::declared_config;
 use kedge_controller::planner::{plan, ImageFacts, Plan};
 use kedge_crds::{Container, ContainerSpec, HumanDuration};
 use kedge_tests::{docker_cli, eventually, TEST_LABEL};
@@ -141,7 +142,8 @@ async fn containers_fresh_from_example_like_specs_plan_to_nothing() {
             &fx,
             "worker",
             json!({"image": APP_V1, "user": "1000:1000", "workingDir": "/tmp", "readOnlyRootfs": true,
-                   "mounts": [{"type": "tmpfs", "target": "/tmp", "tmpfsSize": "16Mi"}, format!("{volume}:/data:ro")],
+                   "mounts": [{"type": "tmpfs", "target": "/tmp", "tmpfsSize": "16Mi"}, format!("{volume}:/data:ro"),
+                              "/etc:/host-etc:ro"],
                    "resources": {"cpus": 0.5, "cpuShares": 512, "memory": "64Mi", "memoryReservation": "32Mi",
                                  "memorySwap": "128Mi", "pidsLimit": 100},
                    "capDrop": ["ALL"], "stopSignal": "SIGTERM", "restartPolicy": "on-failure:3",
@@ -412,4 +414,37 @@ async fn an_ensure_running_post_start_command_is_run_again_when_it_dies() {
     })
     .await;
     assert_in_sync(&fx, &desired).await;
+}
+
+#[tokio::test]
+async fn a_declared_config_from_inspect_recreates_a_hand_made_container_onto_the_new_image_defaults() {
+    let fx = Fixture::new().await;
+    let tag = format!("kedge-test/{}:current", fx.run);
+    cli(&["tag", APP_V1, &tag]);
+    let _repository = RepositoryCleanup(tag.clone());
+    let name = fx.name("handmade");
+    let label = format!("{TEST_LABEL}={}", fx.run);
+    cli(&["run", "-d", "--name", &name, "--label", &label, "-e", "MINE=1", "--restart", "always", &tag]);
+    let observed = fx.inspect(&name).await;
+    // Inspect merged the image's VERSION=1 and CMD into the container.
+    assert_eq!(env_value(&observed.env, "VERSION"), Some("1"));
+    let image = fx.docker.inspect_image(&observed.image_id).await.expect("inspect image").expect("image");
+
+    let mut declared = declared_config(&observed, &image);
+    assert_eq!(declared.env, ["MINE=1"]);
+    assert_eq!((declared.cmd.as_ref(), declared.entrypoint.as_ref()), (None, None));
+    assert!(declared.networks.is_empty(), "{:?}", declared.networks);
+
+    // The tag moves to v2; a copy made from the declared config takes v2's own defaults.
+    cli(&["tag", APP_V2, &tag]);
+    declared.name = fx.name("copy");
+    let id = fx.docker.create_container(&declared).await.expect("create the copy");
+    let copy = fx.inspect(&id).await;
+    let v2 = fx.docker.inspect_image(APP_V2).await.expect("inspect").expect("v2 exists");
+    assert_eq!(copy.image_id, v2.id);
+    assert_eq!(env_value(&copy.env, "VERSION"), Some("2"));
+    assert_eq!(env_value(&copy.env, "MINE"), Some("1"));
+    assert_eq!(copy.cmd, v2.cmd);
+    assert_eq!(copy.restart_policy, observed.restart_policy);
+    assert_eq!(copy.labels.get(TEST_LABEL), Some(&fx.run));
 }
