@@ -448,3 +448,46 @@ async fn a_declared_config_from_inspect_recreates_a_hand_made_container_onto_the
     assert_eq!(copy.restart_policy, observed.restart_policy);
     assert_eq!(copy.labels.get(TEST_LABEL), Some(&fx.run));
 }
+
+#[tokio::test]
+async fn a_spec_change_of_limits_and_networks_applies_in_place_and_an_env_change_recreates() {
+    let fx = Fixture::new().await;
+    let (front, _) = fx.network("front").await;
+    let (back, _) = fx.network("back").await;
+    let v1 = spec(
+        &fx,
+        "change",
+        json!({"image": APP_V1, "resources": {"memory": "64Mi"}, "networks": [{"name": front}], "env": {"A": "1"}}),
+    );
+    let before = create(&fx, &v1).await;
+
+    let mut v2 = spec(
+        &fx,
+        "change",
+        json!({"image": APP_V1, "resources": {"memory": "128Mi"}, "networks": [{"name": front}, {"name": back, "aliases": ["b"]}],
+               "env": {"A": "1"}}),
+    );
+    v2.metadata.generation = Some(2);
+    let (_, plan) = plan_now(&fx, &v2).await;
+    assert_eq!(kinds(&plan), ["UpdateInPlace", "ConnectNetwork"]);
+    execute(&fx, &plan).await;
+    // In place: same container, and its spec-hash label is stale for good; that is not drift.
+    let after = assert_in_sync(&fx, &v2).await;
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.resources.memory, Some(128 << 20));
+
+    let mut v3 = v2.clone();
+    v3.spec.env.insert("A".into(), "2".into());
+    v3.metadata.generation = Some(3);
+    let (_, plan) = plan_now(&fx, &v3).await;
+    assert_eq!(kinds(&plan), ["Recreate"]);
+    assert_eq!(drift_fields(&plan), ["spec.env.A"]);
+    execute(&fx, &plan).await;
+    let recreated = assert_in_sync(&fx, &v3).await;
+    assert_ne!(recreated.id, before.id);
+    assert_eq!(env_value(&recreated.env, "A"), Some("2"));
+    assert!(recreated
+        .networks
+        .iter()
+        .any(|network| network.network == back && network.aliases.iter().any(|a| a == "b")));
+}
