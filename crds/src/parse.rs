@@ -166,9 +166,7 @@ impl ParsedContainer {
             message: message.into(),
         }
     }
-}
 
-impl ParsedContainer {
     /// An error about the key of the map entry at `path` (`spec.env.FOO`: the name `FOO` itself).
     pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
         let position = self.positions.key_position(path).unwrap_or(self.position);
