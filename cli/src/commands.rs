@@ -29,7 +29,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         Commands::Apply(args) => apply(args, global).await,
         Commands::Get(args) => get(args, global).await,
         Commands::Describe { kind: _, name } => describe(&name, global).await,
-        Commands::Diff { files, applyset } => diff(&files, applyset.as_deref(), global).await,
+        Commands::Diff { files } => diff(&files, global).await,
         Commands::Delete(args) => delete(args, global).await,
         Commands::Wait(args) => wait(args, global).await,
         Commands::Logs { name, follow: _ } => Err(CliError::usage(format!(
@@ -187,6 +187,19 @@ fn declared(container: &Container) -> Value {
     if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         for key in ["uid", "generation", "resourceVersion", "creationTimestamp"] {
             metadata.remove(key);
+        }
+    }
+    value
+}
+
+/// What `diff` compares: what users declare, without the apply set label, which is bookkeeping (the same
+/// file applied as part of a directory and on its own differs only in it).
+fn compared_by_diff(container: &Container) -> Value {
+    let mut value = declared(container);
+    if let Some(labels) = value.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        labels.remove(APPLYSET_LABEL);
+        if labels.is_empty() {
+            value["metadata"].as_object_mut().map(|m| m.remove("labels"));
         }
     }
     value
@@ -530,23 +543,24 @@ async fn describe(name: &str, global: &GlobalArgs) -> CliResult<Exit> {
     Ok(Exit::Ok)
 }
 
-async fn diff(files: &[PathBuf], applyset: Option<&str>, global: &GlobalArgs) -> CliResult<Exit> {
+async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
     let containers = load_specs(files)?;
-    let applyset = applyset_id(applyset, files)?;
+    // The apply set label is not compared, so any value does.
+    let applyset = "diff";
     let (resolved, client) = connect(global)?;
     let colour = output::use_colour(std::io::stdout().is_terminal());
     let mut changed = false;
-    for container in prepare(containers, &resolved.namespace, &applyset) {
+    for container in prepare(containers, &resolved.namespace, applyset) {
         let (ns, name) = (&container.metadata.namespace, &container.metadata.name);
         let live = match client.get(&object_path(ns, name)).await {
             Ok(live) => {
                 let live: Container = serde_json::from_value(live).map_err(bad_answer)?;
-                output::to_yaml(&declared(&live))
+                output::to_yaml(&compared_by_diff(&live))
             }
             Err(error) if error.exit == Exit::NotFound => String::new(),
             Err(error) => return Err(error),
         };
-        let local = output::to_yaml(&declared(&container));
+        let local = output::to_yaml(&compared_by_diff(&container));
         let text = unified_diff(&live, &local, &format!("{ns}/{name}"));
         if !text.is_empty() {
             changed = true;

@@ -84,9 +84,6 @@ kedge get container web -o yaml\n  kedge get containers -A -w"
         /// Files, directories or `-`.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
-        /// The apply set the files would be applied with (see `apply --applyset`).
-        #[arg(long)]
-        applyset: Option<String>,
     },
     /// Delete containers by name, by the files that declare them, or by label selector.
     #[command(after_help = "Examples:\n  kedge delete container web\n  kedge delete -f specs/\n  \
