@@ -37,6 +37,12 @@ async fn observe(fx: &Fixture, desired: &Container) -> (Option<ObservedContainer
         facts.running_repo_digests =
             running.as_ref().map(|image| image.repo_digests.clone()).unwrap_or_default();
         facts.running_image = running;
+        let image_check = desired.spec.update_policy.as_ref().and_then(|policy| policy.image_check);
+        if image_check == Some(kedge_crds::ImageCheck::Registry) {
+            let digest =
+                fx.docker.registry_digest(&desired.spec.image.to_string()).await.expect("registry digest");
+            facts.registry_digest = Some(digest.digest);
+        }
         if observed.state.running {
             let processes = fx.docker.top(&observed.id).await.expect("top");
             facts.running_processes = Some(processes.into_iter().map(|process| process.command).collect());
@@ -490,4 +496,36 @@ async fn a_spec_change_of_limits_and_networks_applies_in_place_and_an_env_change
         .networks
         .iter()
         .any(|network| network.network == back && network.aliases.iter().any(|a| a == "b")));
+}
+
+#[tokio::test]
+async fn a_registry_digest_that_moved_recreates_with_a_pull_under_policy_registry() {
+    let fx = Fixture::new().await;
+    let registry = kedge_tests::TestEnv::get().registry;
+    let reference = format!("{registry}/kedge-test-{}:current", fx.run);
+    cli(&["tag", APP_V1, &reference]);
+    let _repository = RepositoryCleanup(reference.clone());
+    cli(&["push", &reference]);
+    let desired = spec(
+        &fx,
+        "registry",
+        json!({"image": reference, "updatePolicy": {"imageCheck": "registry", "pullPolicy": "ifNotPresent"}}),
+    );
+    let before = create(&fx, &desired).await;
+
+    // A new image is pushed under the tag elsewhere; this host's tag still names v1.
+    cli(&["tag", APP_V2, &reference]);
+    cli(&["push", &reference]);
+    cli(&["tag", APP_V1, &reference]);
+    let (_, plan) = plan_now(&fx, &desired).await;
+    assert_eq!(kinds(&plan), ["Recreate"]);
+    let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+    assert!(strategy.pull, "the new image must be pulled first");
+    execute(&fx, &plan).await;
+
+    let after = assert_in_sync(&fx, &desired).await;
+    let v2 = fx.docker.inspect_image(APP_V2).await.expect("inspect").expect("v2 exists");
+    assert_ne!(after.id, before.id);
+    assert_eq!(after.image_id, v2.id);
+    assert_eq!(env_value(&after.env, "VERSION"), Some("2"));
 }
