@@ -6,6 +6,8 @@
 //! [`TEST_LABEL`]`=<run id>` and is removed by an [`EngineCleanup`] guard when the test ends,
 //! also when it panics, so tests can run in parallel and leave nothing behind.
 
+pub mod etcd;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,0 +1,228 @@
+//! etcd processes a test owns: a single member or a cluster on loopback ports, in a temporary
+//! directory, killed when dropped (also when the test fails). For tests that stop, kill or compact
+//! etcd, which they must not do to the shared test environment's member.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CA, a server certificate for 127.0.0.1, a client certificate, and an unrelated CA, with openssl.
+pub fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=kedge-test-{ca}"));
+        let mut args = vec!["req", "-x509", "-days", "1", "-subj", &subj, "-keyout", &key, "-out", &crt];
+        args.extend(ec);
+        run(&args);
+    }
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key, csr, crt, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        let subj = format!("/CN=kedge-test-{name}");
+        let mut args = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
+        args.extend(ec);
+        run(&args);
+        run(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// etcd processes owned by a test: started on free loopback ports in a private directory, killed on drop
+// (also when the test panics).
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+pub struct EtcdCluster {
+    dir: PathBuf,
+    token: String,
+    members: Vec<Member>,
+    /// Extra flags for every member, and the scheme its client URLs use.
+    tls_args: Vec<String>,
+    scheme: &'static str,
+}
+
+impl EtcdCluster {
+    pub async fn start(n: usize) -> EtcdCluster {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("kedge-etcd-{}", &token[..12]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = EtcdCluster { dir, token, members, tls_args: Vec::new(), scheme: "http" };
+        for i in 0..n {
+            cluster.spawn(i, "new");
+        }
+        cluster.wait_healthy(&(0..n).collect::<Vec<_>>()).await;
+        cluster
+    }
+
+    /// One member serving clients over TLS and requiring a client certificate signed by its CA.
+    /// Returns the cluster and the PEM files' directory (ca.crt, client.crt, client.key, ...).
+    pub async fn start_tls() -> (EtcdCluster, PathBuf) {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("kedge-etcd-{}", &token[..12]));
+        std::fs::create_dir_all(&dir).unwrap();
+        make_certificates(&dir);
+        let pem = |f: &str| dir.join(f).display().to_string();
+        let tls_args = vec![
+            "--cert-file".into(),
+            pem("server.crt"),
+            "--key-file".into(),
+            pem("server.key"),
+            "--trusted-ca-file".into(),
+            pem("ca.crt"),
+            "--client-cert-auth".into(),
+        ];
+        let members =
+            vec![Member { name: "m0".into(), client_port: free_port(), peer_port: free_port(), child: None }];
+        let mut cluster = EtcdCluster { dir: dir.clone(), token, members, tls_args, scheme: "https" };
+        cluster.spawn(0, "new");
+        (cluster, dir)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| format!("{}://127.0.0.1:{}", self.scheme, m.client_port)).collect()
+    }
+
+    pub fn spawn(&mut self, i: usize, state: &str) {
+        let initial: Vec<String> =
+            self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect();
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .unwrap();
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(self.dir.join(&m.name))
+            .arg("--listen-client-urls")
+            .arg(format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
+            .arg("--advertise-client-urls")
+            .arg(format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
+            .args(&self.tls_args)
+            .arg("--listen-peer-urls")
+            .arg(format!("http://127.0.0.1:{}", m.peer_port))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://127.0.0.1:{}", m.peer_port))
+            .arg("--initial-cluster")
+            .arg(initial.join(","))
+            .arg("--initial-cluster-token")
+            .arg(&self.token)
+            .arg("--initial-cluster-state")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (scripts/test-env up installs it)");
+        self.members[i].child = Some(child);
+    }
+
+    /// Polls until the given members answer a status call with a known leader.
+    pub async fn wait_healthy(&self, members: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for &i in members {
+            let ep = format!("http://127.0.0.1:{}", self.members[i].client_port);
+            loop {
+                let fut = async {
+                    let mut c = etcd_client::Client::connect([ep.as_str()], None).await.ok()?;
+                    let s = c.status().await.ok()?;
+                    (s.leader() != 0).then_some(())
+                };
+                if tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten().is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member {} did not become healthy; see {}",
+                    self.members[i].name,
+                    self.dir.display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// SIGKILLs the current leader; returns its index.
+    pub async fn kill_leader(&mut self) -> usize {
+        let mut leader_id = None;
+        let mut ids = Vec::new();
+        for m in &self.members {
+            let ep = format!("http://127.0.0.1:{}", m.client_port);
+            let mut c = etcd_client::Client::connect([ep.as_str()], None).await.unwrap();
+            let s = c.status().await.unwrap();
+            ids.push(s.header().unwrap().member_id());
+            leader_id = Some(s.leader());
+        }
+        let leader = ids.iter().position(|id| Some(*id) == leader_id).expect("a leader among the members");
+        self.kill(leader);
+        leader
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i, "existing");
+        self.wait_healthy(&[i]).await;
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
