@@ -273,6 +273,9 @@ fn effective_healthcheck(
     }
 }
 
+/// The prefix of every label kedge puts on containers itself.
+const KEDGE_LABEL_PREFIX: &str = "io.kedge.";
+
 /// Labels kedge puts on containers itself; the spec does not declare them.
 fn is_kedge_label(key: &str) -> bool {
     [
@@ -305,7 +308,10 @@ fn compare_labels(
         }
     }
     let Some(image) = image else { return };
-    for (key, have) in observed.labels.iter().filter(|(key, _)| !is_kedge_label(key)) {
+    // kedge's own namespace: labels the agent stamps (host, store, ...) are not declarations, and a
+    // label kedge adds in a later version must not make every existing container drift.
+    let reserved = |key: &str| key.starts_with(KEDGE_LABEL_PREFIX);
+    for (key, have) in observed.labels.iter().filter(|(key, _)| !is_kedge_label(key) && !reserved(key)) {
         if !desired.labels.contains_key(key) && image.labels.get(key) != Some(have) {
             recreate(&format!("spec.labels.{key}"), image.labels.get(key).cloned(), Some(have.clone()));
         }

@@ -725,3 +725,16 @@ fn image_defaults_are_not_declarations() {
     });
     check(&partial, Some(&merged), &facts, NOTHING);
 }
+
+#[test]
+fn labels_kedge_stamps_on_its_containers_are_not_drift() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1", "labels": {"team": "a"}}"#);
+    let stamped = observed(&desired, |o| {
+        o.labels.insert(labels::HOST.into(), "host-1".into());
+        o.labels.insert(labels::STORE.into(), "store-1".into());
+        o.labels.insert("io.kedge.some-future-label".into(), "x".into());
+        o.labels.insert(labels::GENERATION.into(), "7".into());
+        o.labels.insert(labels::SPEC_HASH.into(), "stale".into());
+    });
+    check(&desired, Some(&stamped), &facts(), NOTHING);
+}
