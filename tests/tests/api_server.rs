@@ -285,3 +285,35 @@ async fn next_event<R: tokio::io::AsyncBufRead + Unpin>(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_an_old_version_replays_what_happened_since() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let ns = unique("replay");
+    let base = format!("/api/v1/namespaces/{ns}/containers");
+    assert_eq!(server.call("POST", &base, Some(&spec_json(&ns, "old", "busybox"))).await.status, 201);
+    let listed = server.call("GET", &base, None).await.json();
+    let since = listed["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    assert_eq!(server.call("DELETE", &format!("{base}/old"), None).await.status, 200);
+    assert_eq!(server.call("POST", &base, Some(&spec_json(&ns, "new", "busybox"))).await.status, 201);
+
+    let stream = tokio::net::TcpStream::connect(server.address()).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let request = format!(
+        "GET /api/v1/watch/containers?namespace={ns}&resourceVersion={since} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token
+    );
+    write.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let deleted = next_event(&mut lines).await;
+    assert_eq!(
+        (deleted["type"].as_str(), deleted["object"]["metadata"]["name"].as_str()),
+        (Some("DELETED"), Some("old"))
+    );
+    let added = next_event(&mut lines).await;
+    assert_eq!(
+        (added["type"].as_str(), added["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("new"))
+    );
+}

@@ -530,6 +530,7 @@ async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiR
     };
     let mut cache: BTreeMap<(String, String), Container> =
         current.into_iter().map(|c| ((c.metadata.namespace.clone(), c.metadata.name.clone()), c)).collect();
+    let replay_only_identity = !replay && !params.get("labelSelector").is_some_and(|s| !s.trim().is_empty());
     let mut upstream = state.api.store.watch(keys::ROOT, start).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let stopping = state.stopping.clone();
@@ -567,20 +568,30 @@ async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiR
                 match event.kind {
                     EventKind::Put => {
                         let Ok(mut container) = objects::decode_container(&event.kv) else { continue };
-                        let kind = match cache.get(&key) {
-                            Some(previous) => {
-                                container.status = previous.status.clone();
-                                "MODIFIED"
-                            }
-                            None => "ADDED",
-                        };
+                        if let Some(previous) = cache.get(&key) {
+                            container.status = previous.status.clone();
+                        }
+                        // The key's first write is its creation, whatever the cache (primed from the
+                        // current list) already knows when replaying from an old revision.
+                        let kind = if event.kv.version == 1 { "ADDED" } else { "MODIFIED" };
                         cache.insert(key, container.clone());
                         Some((kind, container))
                     }
-                    EventKind::Delete => cache.remove(&key).map(|mut c| {
-                        c.metadata.resource_version = Some(event.revision.to_string());
-                        ("DELETED", c)
-                    }),
+                    EventKind::Delete => {
+                        // Replaying from an old revision, a spec deleted since is in no list: report it
+                        // with its identity only (a label-selected watch cannot tell whether it matched).
+                        let removed = cache.remove(&key).or_else(|| {
+                            replay_only_identity.then(|| {
+                                let mut c = Container::new(&key.1, kedge_crds::ContainerSpec::default());
+                                c.metadata.namespace = key.0.clone();
+                                c
+                            })
+                        });
+                        removed.map(|mut c| {
+                            c.metadata.resource_version = Some(event.revision.to_string());
+                            ("DELETED", c)
+                        })
+                    }
                 }
             } else if let Some((ns, name)) = keys::parse_status_key(&event.kv.key) {
                 let key = (ns.to_owned(), name.to_owned());
