@@ -27,11 +27,20 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
         Commands::Agent(_) => unreachable!("dispatched in main"),
         Commands::Apply(args) => apply(args, global).await,
-        Commands::Get(args) => get(args, global).await,
-        Commands::Describe { kind: _, name } => describe(&name, global).await,
+        Commands::Get(mut args) => {
+            args.name = args.name.map(|n| bare_name(&n));
+            get(args, global).await
+        }
+        Commands::Describe { kind: _, name } => describe(&bare_name(&name), global).await,
         Commands::Diff { files } => diff(&files, global).await,
-        Commands::Delete(args) => delete(args, global).await,
-        Commands::Wait(args) => wait(args, global).await,
+        Commands::Delete(mut args) => {
+            args.names = args.names.iter().map(|n| bare_name(n)).collect();
+            delete(args, global).await
+        }
+        Commands::Wait(mut args) => {
+            args.name = bare_name(&args.name);
+            wait(args, global).await
+        }
         Commands::Logs { name, follow: _ } => Err(CliError::usage(format!(
             "logs of container/{name}: not supported yet (the API has no logs endpoint)"
         ))
@@ -39,7 +48,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         Commands::Events { for_name, watch, all_namespaces, output } => {
             let args = GetArgs {
                 resource: Resource::Events,
-                name: for_name,
+                name: for_name.map(|n| bare_name(&n)),
                 output,
                 selector: None,
                 all_namespaces,
@@ -73,6 +82,15 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// `container/web` (what `-o name` prints) names `web`, as in kubectl.
+fn bare_name(name: &str) -> String {
+    ["container/", "containers/"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .unwrap_or(name)
+        .to_owned()
 }
 
 fn overrides(global: &GlobalArgs) -> Overrides {

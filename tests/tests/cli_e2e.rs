@@ -174,6 +174,8 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
         "{}",
         stderr(&missing)
     );
+    // What `-o name` prints is a name other commands take.
+    assert_exit(&server.kedge(&["describe", "container", "container/web", "-n", &ns]), 0);
     let by_label = server.kedge(&["delete", "container", "-n", &ns, "-l", "app=worker-b"]);
     assert_eq!(stdout(&by_label), "container/worker-b deleted\n");
     assert_exit(&server.kedge(&["delete", "container", "worker-a", "-n", &ns]), 3);

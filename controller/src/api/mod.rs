@@ -530,7 +530,7 @@ async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiR
     };
     let mut cache: BTreeMap<(String, String), Container> =
         current.into_iter().map(|c| ((c.metadata.namespace.clone(), c.metadata.name.clone()), c)).collect();
-    let replay_only_identity = !replay && !params.get("labelSelector").is_some_and(|s| !s.trim().is_empty());
+    let replay_only_identity = !replay && params.get("labelSelector").is_none_or(|s| s.trim().is_empty());
     let mut upstream = state.api.store.watch(keys::ROOT, start).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let stopping = state.stopping.clone();
