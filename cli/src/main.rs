@@ -243,23 +243,30 @@ pub struct WaitArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print the config file.
+    /// Print the config file (tokens redacted).
+    #[command(after_help = "Example:\n  kedge config view")]
     View,
     /// List the contexts; `*` marks the current one.
+    #[command(after_help = "Example:\n  kedge config get-contexts")]
     GetContexts,
+    /// Print the current context's name.
+    #[command(after_help = "Example:\n  kedge config current-context")]
     CurrentContext,
-    UseContext {
-        name: String,
-    },
+    /// Make a context the current one.
+    #[command(after_help = "Example:\n  kedge config use-context prod")]
+    UseContext { name: String },
     /// Create or change a context from --server, --token, --token-file and --namespace.
+    #[command(after_help = "Example:\n  kedge config set-context prod --server http://10.0.0.5:7443 \
+--token-file ~/prod.token --namespace web")]
     SetContext {
         name: String,
+        /// A file holding the token, read at every call.
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
-    DeleteContext {
-        name: String,
-    },
+    /// Remove a context.
+    #[command(after_help = "Example:\n  kedge config delete-context lab")]
+    DeleteContext { name: String },
 }
 
 fn main() -> ExitCode {

@@ -346,6 +346,11 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
         assert_exit(&help, 0);
         assert!(stdout(&help).contains("Example"), "`kedge {command} --help` has no example");
     }
+    for sub in ["view", "get-contexts", "current-context", "use-context", "set-context", "delete-context"] {
+        let help = server.kedge(&["config", sub, "--help"]);
+        assert_exit(&help, 0);
+        assert!(stdout(&help).contains("Example"), "`kedge config {sub} --help` has no example");
+    }
     let completion = server.kedge(&["completion", "bash"]);
     assert_exit(&completion, 0);
     assert!(stdout(&completion).contains("_kedge"));
