@@ -313,12 +313,21 @@ async fn a_restart_policy_changed_by_hand_is_found_and_repaired_by_a_recreate() 
     assert_eq!(env_value(&after.env, "MODE"), Some("x"));
 }
 
-/// Removes the test's own image repository when dropped (after the containers are gone).
+/// Removes the test's own image repository when dropped (after the containers are gone): the
+/// tag, and the `repo@digest` references a push or pull left on the shared images.
 struct RepositoryCleanup(String);
 
 impl Drop for RepositoryCleanup {
     fn drop(&mut self) {
+        let repository = self.0.rsplit_once(':').map_or(self.0.as_str(), |(repository, _)| repository);
+        let listed =
+            docker_cli(&["images", "--digests", "--format", "{{.Repository}}@{{.Digest}}", repository]);
         let _ = docker_cli(&["image", "rm", "--no-prune", &self.0]);
+        for reference in
+            String::from_utf8_lossy(&listed.stdout).lines().filter(|line| !line.ends_with("@<none>"))
+        {
+            let _ = docker_cli(&["image", "rm", "--no-prune", reference]);
+        }
     }
 }
 
