@@ -1,6 +1,10 @@
 //! The host lock: a key on a lease that only one agent per Docker host holds, so two agents for the
 //! same engine never both act. A second agent waits until the first lets go or its lease lapses.
 //!
+//! A holder that died (SIGKILL, a crash) leaves its key until the lease lapses. The key names the
+//! holder's process, machine and boot, so an agent restarted on the same machine sees that the holder
+//! is gone and takes the lock over at once instead of waiting for the lease.
+//!
 //! While the store is unreachable the holder keeps acting: no other agent can take the lock without
 //! the store either. The lock is lost only when the store says the lease is gone; the agent then
 //! stops (its supervisor restarts it, and it waits for the lock like any newcomer).
@@ -32,7 +36,7 @@ impl HostLock {
     /// Waits until this agent holds the lock of `host`.
     pub(crate) async fn acquire(store: SharedStore, host: &str) -> Result<HostLock, StoreError> {
         let key = lock_key(host)?;
-        let holder = format!("pid {} on {}", std::process::id(), hostname());
+        let holder = Holder::this_process().to_string();
         let mut announced = false;
         loop {
             let lease = store.lease_grant(LOCK_TTL_SECONDS).await?;
@@ -92,8 +96,70 @@ async fn keep_alive(store: SharedStore, lease: LeaseId, lost: watch::Sender<bool
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_default()
+/// Who holds a lock: `pid PID on MACHINE boot BOOT_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    pid: u32,
+    machine: String,
+    boot: String,
+}
+
+impl Holder {
+    fn this_process() -> Holder {
+        Holder {
+            pid: std::process::id(),
+            machine: read_trimmed("/proc/sys/kernel/hostname"),
+            boot: boot_id(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Holder> {
+        let words: Vec<&str> = text.split(' ').collect();
+        let ["pid", pid, "on", machine, "boot", boot] = words[..] else { return None };
+        Some(Holder { pid: pid.parse().ok()?, machine: machine.to_owned(), boot: boot.to_owned() })
+    }
+
+    /// True only when the holder ran on this machine, in this boot, and its process is gone. A
+    /// holder elsewhere, or one that cannot be judged, is waited for.
+    fn is_dead_here(&self) -> bool {
+        let here = Holder::this_process();
+        !self.boot.is_empty()
+            && self.machine == here.machine
+            && self.boot == here.boot
+            && self.pid != here.pid
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on {} boot {}", self.pid, self.machine, self.boot)
+    }
+}
+
+fn boot_id() -> String {
+    read_trimmed("/proc/sys/kernel/random/boot_id")
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|text| text.trim().replace(' ', "_")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_round_trip_and_judge_liveness() {
+        let me = Holder::this_process();
+        assert_eq!(Holder::parse(&me.to_string()), Some(me.clone()));
+        assert!(!me.is_dead_here(), "this process is alive");
+        let gone = Holder { pid: u32::MAX - 1, ..me.clone() };
+        assert!(gone.is_dead_here(), "no such pid on this machine");
+        let elsewhere = Holder { machine: "another-machine".into(), ..gone.clone() };
+        assert!(!elsewhere.is_dead_here(), "a holder elsewhere is never judged dead");
+        let other_boot = Holder { boot: "another-boot".into(), ..gone };
+        assert!(!other_boot.is_dead_here());
+        assert_eq!(Holder::parse("pid 12 on somewhere"), None);
+    }
 }
