@@ -41,21 +41,30 @@ struct Response {
 impl Client {
     pub fn new(resolved: &Resolved) -> CliResult<Client> {
         let server = resolved.server.trim_end_matches('/').to_owned();
-        let transport =
-            if let Some(path) = server.strip_prefix("unix://").or_else(|| server.strip_prefix("unix:")) {
-                Transport::Unix(PathBuf::from(path))
-            } else if server.starts_with("http://") || server.starts_with("https://") {
-                let http = reqwest::Client::builder()
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .build()
-                    .map_err(|e| CliError::new(Exit::Server, format!("cannot build HTTP client: {e}")))?;
-                Transport::Tcp(http)
-            } else {
-                return Err(CliError::usage(format!(
-                    "server `{server}` is not an http://, https:// or unix:// URL"
-                ))
-                .hint("e.g. --server http://127.0.0.1:7443 or --server unix:///var/lib/kedge/kedge.sock"));
-            };
+        let transport = if let Some(path) =
+            server.strip_prefix("unix://").or_else(|| server.strip_prefix("unix:"))
+        {
+            Transport::Unix(PathBuf::from(path))
+        } else if server.starts_with("http://") || server.starts_with("https://") {
+            let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+            if let Some(path) = &resolved.certificate_authority {
+                let pem = std::fs::read(path).map_err(|e| {
+                    CliError::usage(format!("cannot read CA certificate {}: {e}", path.display()))
+                })?;
+                let certificate = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| CliError::usage(format!("CA certificate {}: {e}", path.display())))?;
+                builder = builder.add_root_certificate(certificate);
+            }
+            let http = builder
+                .build()
+                .map_err(|e| CliError::new(Exit::Server, format!("cannot build HTTP client: {e}")))?;
+            Transport::Tcp(http)
+        } else {
+            return Err(CliError::usage(format!(
+                "server `{server}` is not an http://, https:// or unix:// URL"
+            ))
+            .hint("e.g. --server http://127.0.0.1:7443 or --server unix:///var/lib/kedge/kedge.sock"));
+        };
         Ok(Client { transport, server, token: resolved.token.clone() })
     }
 

@@ -100,6 +100,7 @@ fn overrides(global: &GlobalArgs) -> Overrides {
         context: global.context.clone(),
         namespace: global.namespace.clone(),
         config_path: global.kedgeconfig.clone(),
+        certificate_authority: global.certificate_authority.clone(),
     }
 }
 
@@ -873,6 +874,9 @@ fn config_command(command: ConfigCommand, global: &GlobalArgs) -> CliResult<Exit
             }
             if namespace.is_some() {
                 context.namespace = namespace;
+            }
+            if global.from_command_line.contains(&"certificate_authority") {
+                context.certificate_authority = global.certificate_authority.as_deref().map(absolute);
             }
             if file.current_context.is_none() {
                 file.current_context = Some(name.clone());

@@ -36,6 +36,9 @@ pub struct Context {
     pub token_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// A PEM file of the CA that signed an `https://` server's certificate (else the system's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
 }
 
 /// What the flags and environment say, before the file is consulted.
@@ -46,6 +49,7 @@ pub struct Overrides {
     pub context: Option<String>,
     pub namespace: Option<String>,
     pub config_path: Option<PathBuf>,
+    pub certificate_authority: Option<PathBuf>,
 }
 
 /// The resolved connection settings.
@@ -54,6 +58,7 @@ pub struct Resolved {
     pub server: String,
     pub token: Option<String>,
     pub namespace: String,
+    pub certificate_authority: Option<PathBuf>,
 }
 
 pub fn config_path(overrides: &Overrides) -> PathBuf {
@@ -132,6 +137,7 @@ pub fn resolve(overrides: &Overrides, file: &ConfigFile, local_token: Option<Str
             .clone()
             .or(context.namespace)
             .unwrap_or_else(|| kedge_crds::DEFAULT_NAMESPACE.to_owned()),
+        certificate_authority: overrides.certificate_authority.clone().or(context.certificate_authority),
     })
 }
 

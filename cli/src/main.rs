@@ -50,6 +50,9 @@ pub struct GlobalArgs {
     /// The namespace to work in (default: the context's, else `default`).
     #[arg(short = 'n', long, global = true, env = "KEDGE_NAMESPACE")]
     pub namespace: Option<String>,
+    /// The CA certificate (PEM) that signed an `https://` server's certificate.
+    #[arg(long, global = true, env = "KEDGE_CA_CERT")]
+    pub certificate_authority: Option<PathBuf>,
     /// Which of `server`, `token` and `namespace` were given on the command line rather than by the
     /// environment (`config set-context` saves only those).
     #[arg(skip)]
@@ -279,7 +282,7 @@ fn main() -> ExitCode {
     while let Some((_, sub)) = deepest.subcommand() {
         deepest = sub;
     }
-    for id in ["server", "token", "namespace"] {
+    for id in ["server", "token", "namespace", "certificate_authority"] {
         if deepest.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
             cli.global.from_command_line.push(id);
         }

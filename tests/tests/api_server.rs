@@ -317,3 +317,44 @@ async fn a_watch_from_an_old_version_replays_what_happened_since() {
         (Some("ADDED"), Some("new"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_and_the_cli_trusts_the_given_ca() {
+    use kedge_controller::api::{self, ApiListener, ApiState, TlsConfig};
+    let server = TestServer::start().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_support/tls");
+    assert!(TlsConfig::from_pem(b"not a certificate", b"not a key").is_err());
+    let tls = TlsConfig::from_pem_files(&fixtures.join("server.pem"), &fixtures.join("server.key")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let state = ApiState::new(server.store.clone(), "tls-host", Some(server.token.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(api::serve(state, ApiListener::Tls(listener, tls), async move {
+        let _ = stopped.await;
+    }));
+    let ca = fixtures.join("ca.pem");
+    let run = |token: Option<&str>, ca: Option<&std::path::Path>| {
+        let mut command = api_support::kedge_command(&server.dir);
+        command.env("KEDGE_SERVER", &url).arg("version");
+        if let Some(token) = token {
+            command.env("KEDGE_TOKEN", token);
+        }
+        if let Some(ca) = ca {
+            command.arg("--certificate-authority").arg(ca);
+        }
+        command.output().unwrap()
+    };
+    let trusted = run(Some(&server.token), Some(&ca));
+    assert_eq!(trusted.status.code(), Some(0), "{}", api_support::stderr(&trusted));
+    assert!(api_support::stdout(&trusted).contains("on host tls-host"));
+    let untrusted = run(Some(&server.token), None);
+    assert_eq!(untrusted.status.code(), Some(5), "an unknown CA is refused");
+    let no_token = run(None, Some(&ca));
+    assert_eq!(no_token.status.code(), Some(5), "TLS does not replace the token");
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), serving)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+}

@@ -22,12 +22,14 @@
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
 //! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
 //!
-//! Authentication: on TCP every route but `/healthz` needs `Authorization: Bearer TOKEN` (see
-//! [`load_or_create_token`]); on the Unix socket the socket file's permissions are the authentication.
+//! Authentication: on TCP (plain or [`TlsConfig`]) every route but `/healthz` needs
+//! `Authorization: Bearer TOKEN` (see [`load_or_create_token`]); on the Unix socket the socket file's
+//! permissions are the authentication.
 //! Request bodies over [`MAX_BODY_BYTES`] get a 413. The generation rule lives in [`crate::store::objects`];
 //! this module only translates HTTP to it.
 
 mod selector;
+pub mod tls;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +53,7 @@ use crate::store::objects::{self, ApplyOutcome};
 use crate::store::{keys, BoxFuture, EventKind, SharedStore, StoreError};
 
 pub use selector::{LabelSelector, SelectorError};
+pub use tls::{TlsConfig, TlsError};
 pub use token::{load_or_create_token, token_path, TOKEN_FILE};
 
 /// Request bodies larger than this are refused with 413: a spec is a few kilobytes.
@@ -86,6 +89,8 @@ pub trait RecreateHandler: Send + Sync + 'static {
 pub enum ApiListener {
     /// Authenticated by bearer token.
     Tcp(tokio::net::TcpListener),
+    /// TCP with TLS, authenticated by bearer token.
+    Tls(tokio::net::TcpListener, TlsConfig),
     /// Authenticated by the socket file's permissions: no token needed.
     Unix(tokio::net::UnixListener),
 }
@@ -104,7 +109,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = CancellationToken::new();
-    let require_token = matches!(listener, ApiListener::Tcp(_));
+    let require_token = !matches!(listener, ApiListener::Unix(_));
     let app = router(state, require_token, stopping.clone());
     let shutdown = async move {
         shutdown.await;
@@ -113,6 +118,10 @@ pub async fn serve(
     match listener {
         ApiListener::Tcp(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
         ApiListener::Unix(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        ApiListener::Tls(listener, tls) => {
+            let listener = tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
     }
 }
 
