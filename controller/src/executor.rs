@@ -282,6 +282,18 @@ impl Executor {
                     {
                         return Ok(ActionOutcome::Exec(None));
                     }
+                    if *unless_running {
+                        // A process to keep running does not end: start it detached, or the
+                        // reconcile would wait on it for ever.
+                        self.docker
+                            .exec_detached(&id, exec)
+                            .await
+                            .map_err(docker_error("exec", container))?;
+                        return Ok(ActionOutcome::Exec(Some(ExecOutcome {
+                            exit_code: None,
+                            output: String::new(),
+                        })));
+                    }
                     let outcome =
                         self.docker.exec(&id, exec).await.map_err(docker_error("exec", container))?;
                     Ok(ActionOutcome::Exec(Some(outcome)))

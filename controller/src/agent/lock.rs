@@ -48,10 +48,18 @@ impl HostLock {
                 }
                 Err(StoreError::Conflict { .. }) => {
                     let _ = store.lease_revoke(lease).await;
+                    let Some(current) = store.get(&key).await? else { continue };
+                    let text = String::from_utf8_lossy(&current.value).into_owned();
+                    if Holder::parse(&text).is_some_and(|holder| holder.is_dead_here()) {
+                        tracing::info!(host, holder = %text, "the lock's holder died on this machine; taking over");
+                        let condition = crate::store::DeleteCondition::ModRevision(current.mod_revision);
+                        match store.delete(&key, condition).await {
+                            Ok(_) | Err(StoreError::Conflict { .. }) => continue,
+                            Err(error) => return Err(error),
+                        }
+                    }
                     if !announced {
-                        let current =
-                            store.get(&key).await?.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-                        tracing::warn!(host, holder = ?current, "another agent holds this host's lock; waiting for it");
+                        tracing::warn!(host, holder = %text, "another agent holds this host's lock; waiting for it");
                         announced = true;
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;

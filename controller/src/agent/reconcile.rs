@@ -185,7 +185,7 @@ impl Agent {
             return Ok(Next::After(self.config.dependency_poll));
         }
 
-        let facts = self.image_facts(key, spec, observed.as_ref()).await?;
+        let facts = self.image_facts(spec, observed.as_ref()).await?;
         let mut plan = planner::plan(spec, observed.as_ref(), &facts);
         stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
         if let Some(conflict) = &plan.conflict {
@@ -204,7 +204,10 @@ impl Agent {
             if matches!(action, Action::Nothing) {
                 continue;
             }
-            let outcome = self.executor.execute(action, &mut |_| {}).await?;
+            let outcome = self.executor.execute(action, &mut |_| {}).await.map_err(|error| match action {
+                Action::Pull { .. } => Failure::new("ImagePullFailed", error_chain(&error)),
+                _ => Failure::from(error),
+            })?;
             self.record_action(key, action, &outcome).await;
         }
 
@@ -267,39 +270,22 @@ impl Agent {
     /// policy says so, and asks the registry for the tag's digest when the spec checks the registry.
     async fn image_facts(
         &self,
-        key: &str,
         spec: &Container,
         observed: Option<&ObservedContainer>,
     ) -> Result<ImageFacts, Failure> {
         let reference = spec.spec.image.to_string();
         let pull_policy =
             spec.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default();
-        let mut local =
+        // Whether to pull is the planner's decision (it knows when a container is to be made); this
+        // only says what the host has.
+        let local =
             self.docker.inspect_image(&reference).await.map_err(|e| Failure::new("EngineUnavailable", e))?;
-        let must_pull = match pull_policy {
-            PullPolicy::Never => false,
-            PullPolicy::IfNotPresent => local.is_none(),
-            // Pull when a container is to be made; not on every reconcile of a running one.
-            PullPolicy::Always => observed.is_none(),
-        };
-        if must_pull {
-            self.executor
-                .execute(&Action::Pull { image: reference.clone() }, &mut |_| {})
-                .await
-                .map_err(|e| Failure::new("ImagePullFailed", error_chain(&e)))?;
-            self.events.record(key, EventType::Normal, "Pulled", &format!("pulled {reference}")).await;
-            local = self
-                .docker
-                .inspect_image(&reference)
-                .await
-                .map_err(|e| Failure::new("EngineUnavailable", e))?;
-        }
-        let Some(local) = local else {
+        if local.is_none() && observed.is_none() && pull_policy == PullPolicy::Never {
             return Err(Failure::new(
                 "ImageNotPresent",
                 format!("image {reference} is not on this host and the pull policy is Never"),
             ));
-        };
+        }
         let registry_digest = if image_check(spec) == ImageCheck::Registry {
             match self.docker.registry_digest(&reference).await {
                 Ok(digest) => Some(digest.digest),
@@ -315,7 +301,9 @@ impl Agent {
         // What inspect merged into the container came from the image it runs, which is not
         // necessarily the one the tag names now.
         let running_image = match observed {
-            Some(container) if container.image_id == local.id => Some(local.clone()),
+            Some(container) if local.as_ref().is_some_and(|local| local.id == container.image_id) => {
+                local.clone()
+            }
             Some(container) => self
                 .docker
                 .inspect_image(&container.image_id)
@@ -338,7 +326,7 @@ impl Agent {
             _ => None,
         };
         Ok(ImageFacts {
-            local_image_id: Some(local.id.clone()),
+            local_image_id: local.map(|image| image.id),
             registry_digest,
             running_repo_digests: running_image
                 .as_ref()

@@ -342,6 +342,16 @@ impl DockerClient {
         Ok(ExecOutcome { exit_code: self.exec_exit_code(&exec_id).await?, output })
     }
 
+    /// Starts a command in the container and returns at once, without waiting for it to end: for
+    /// long-running processes (post-start commands kept running), which an attached exec would wait
+    /// on for ever. Returns the exec's ID.
+    pub async fn exec_detached(&self, id: &str, spec: &ExecSpec) -> DockerResult<String> {
+        let exec_id = self.exec_create(id, spec).await?;
+        let options = bollard::exec::StartExecOptions { detach: true, ..Default::default() };
+        self.docker.start_exec(&exec_id, Some(options)).await?;
+        Ok(exec_id)
+    }
+
     /// The processes running in a container (`docker top`, `ps -ef` columns).
     pub async fn top(&self, id: &str) -> DockerResult<Vec<ProcessInfo>> {
         let top = self.docker.top_processes(id, Some(q::TopOptions { ps_args: "-ef".to_string() })).await?;
