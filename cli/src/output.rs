@@ -149,9 +149,9 @@ fn short_id(id: &str) -> String {
 }
 
 pub fn host_header(wide: bool) -> Vec<&'static str> {
-    let mut header = vec!["NAME", "VERSION", "CONTAINERS", "LAST-SEEN"];
+    let mut header = vec!["NAME", "READY", "VERSION", "CONTAINERS", "LAST-SEEN", "AGE"];
     if wide {
-        header.push("LABELS");
+        header.extend(["DOCKER", "CPUS", "MEMORY", "LABELS"]);
     }
     header
 }
@@ -160,13 +160,24 @@ pub fn host_header(wide: bool) -> Vec<&'static str> {
 pub fn host_row(host: &Value, containers_on_host: usize, wide: bool, now: DateTime<Utc>) -> Vec<String> {
     let text =
         |keys: &[&str]| keys.iter().find_map(|k| host.get(*k).and_then(Value::as_str)).map(str::to_owned);
+    let ready = match host.get("ready").and_then(Value::as_bool) {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    };
+    let number = |key: &str| host.get(key).and_then(Value::as_u64);
     let mut row = vec![
         text(&["name", "host"]).unwrap_or_else(|| NONE.to_owned()),
+        ready.to_owned(),
         text(&["version", "agentVersion"]).unwrap_or_else(|| NONE.to_owned()),
         containers_on_host.to_string(),
         age(text(&["lastHeartbeat", "lastHeartbeatTime", "heartbeat", "lastSeen"]).as_deref(), now),
+        age(text(&["startedAt"]).as_deref(), now),
     ];
     if wide {
+        row.push(text(&["dockerVersion"]).unwrap_or_else(|| NONE.to_owned()));
+        row.push(number("cpus").map_or_else(|| NONE.to_owned(), |cpus| cpus.to_string()));
+        row.push(number("memoryBytes").map_or_else(|| NONE.to_owned(), |bytes| format!("{}Mi", bytes >> 20)));
         row.push(labels_text(host.get("labels")));
     }
     row
@@ -660,11 +671,18 @@ Events:
 
     #[test]
     fn host_and_event_tables() {
-        let host = json!({"name": "host-a", "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:59:50Z",
+        let host = json!({"name": "host-a", "ready": true, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:59:50Z",
+            "startedAt": "2026-11-20T12:00:00Z", "dockerVersion": "20.10.24", "cpus": 2, "memoryBytes": 25_769_803_776u64,
             "labels": {"zone": "eu"}});
+        let gone = json!({"name": "host-b", "ready": false, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:00:00Z",
+            "startedAt": "2026-11-21T10:00:00Z"});
         assert_eq!(
-            table(&host_header(true), &[host_row(&host, 3, true, now())]),
-            "NAME     VERSION   CONTAINERS   LAST-SEEN   LABELS\nhost-a   0.1.0     3            10s         zone=eu\n"
+            table(&host_header(true), &[host_row(&host, 3, true, now()), host_row(&gone, 0, true, now())]),
+            "\
+NAME     READY   VERSION   CONTAINERS   LAST-SEEN   AGE   DOCKER     CPUS     MEMORY    LABELS
+host-a   True    0.1.0     3            10s         1d    20.10.24   2        24576Mi   zone=eu
+host-b   False   0.1.0     0            1h          2h    <none>     <none>   <none>    <none>
+"
         );
         let event = json!({"involvedObject": "Container/default/web", "type": "Normal", "reason": "Created",
             "message": "created container", "host": "host-a", "count": 1,

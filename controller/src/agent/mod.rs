@@ -13,6 +13,7 @@
 //! - On start, recreates interrupted by a crash are finished or rolled back before anything else.
 
 pub mod cache;
+pub mod host;
 mod identity;
 mod lock;
 mod reconcile;
@@ -188,6 +189,13 @@ pub async fn run(
         agent.docker.clone(),
         agent.cache.clone(),
         agent.queue.clone(),
+        stopping.clone(),
+    ));
+    tasks.spawn(host::keep_registered(
+        agent.store.clone(),
+        agent.docker.clone(),
+        agent.config.host_name.clone(),
+        agent.config.host_labels.clone(),
         stopping.clone(),
     ));
     let mut workers = tokio::task::JoinSet::new();

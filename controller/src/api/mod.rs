@@ -13,7 +13,8 @@
 //!                                                          only if unchanged since (else 409 with both versions)
 //! DELETE /api/v1/namespaces/{ns}/containers/{name}?resourceVersion=R
 //! GET    /api/v1/namespaces/{ns}/containers/{name}/status
-//! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   501 unless a RecreateHandler is installed
+//! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   body {"pull": true} or ?pull=true; 501 unless a
+//!                                                          RecreateHandler is installed (the agent installs one)
 //! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
 //! GET    /api/v1/hosts
@@ -466,15 +467,24 @@ async fn recreate(
     State(state): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
     params: Params,
+    body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let params = params?.0;
+    // `{"pull": true}` in the body (home-automation integrations), or `?pull=true`; an empty body is fine.
+    let body_pull = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
+        body.get("pull").and_then(Value::as_bool).unwrap_or(false)
+    };
     let Some(handler) = state.api.recreate.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "recreate is not available on this agent yet",
         ));
     };
-    let pull = matches!(params.get("pull").map(String::as_str), Some("true" | "1"));
+    let pull = body_pull || matches!(params.get("pull").map(String::as_str), Some("true" | "1"));
     handler.recreate(&ns, &name, pull).await.map(Json).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))
 }
 
@@ -496,14 +506,20 @@ async fn list_events(State(state): State<AppState>, params: Params) -> ApiResult
 
 async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let list = state.api.store.list(keys::HOSTS).await?;
+    // A host is ready while its agent's liveness key (on the agent's lease) exists.
+    let alive = state.api.store.list(keys::HOST_LEASES).await?;
+    let alive: std::collections::BTreeSet<&str> =
+        alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES)).collect();
     let items: Vec<Value> = list
         .kvs
         .iter()
         .filter_map(|kv| {
             let mut host = serde_json::from_slice::<Value>(&kv.value).ok()?;
+            let name = keys::parse_host_key(&kv.key)?;
             if host.is_object() && host.get("name").is_none() {
-                host["name"] = json!(keys::parse_host_key(&kv.key)?);
+                host["name"] = json!(name);
             }
+            host["ready"] = json!(alive.contains(name));
             Some(host)
         })
         .collect();

@@ -84,6 +84,17 @@ impl DockerClient {
         self.docker.client_version().to_string()
     }
 
+    /// The engine's version and capacity, for the host record.
+    pub async fn info(&self) -> DockerResult<EngineInfo> {
+        let info = self.docker.info().await?;
+        Ok(EngineInfo {
+            server_version: info.server_version.unwrap_or_default(),
+            cpus: info.ncpu.unwrap_or(0).max(0) as u64,
+            memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
+            containers_running: info.containers_running.unwrap_or(0).max(0) as u64,
+        })
+    }
+
     /// Answers when the engine is reachable.
     pub async fn ping(&self) -> DockerResult<()> {
         self.docker.ping().await?;

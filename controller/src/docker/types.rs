@@ -424,3 +424,12 @@ pub struct LogLine {
     pub stream: LogStream,
     pub text: String,
 }
+
+/// What the engine says of itself: its version and the machine's capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EngineInfo {
+    pub server_version: String,
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub containers_running: u64,
+}

@@ -16,6 +16,8 @@ pub const SPECS: &str = "/kedge/v1/specs/";
 pub const STATUS: &str = "/kedge/v1/status/";
 pub const HOSTS: &str = "/kedge/v1/hosts/";
 pub const EVENTS: &str = "/kedge/v1/events/";
+/// `/kedge/v1/host-leases/<host>`: present while the host's agent is alive (on its lease).
+pub const HOST_LEASES: &str = "/kedge/v1/host-leases/";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +56,12 @@ pub fn spec_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
 
 pub fn status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
     two(STATUS, namespace, name)
+}
+
+/// The key that exists while `host`'s agent is alive: it is on the agent's lease.
+pub fn host_lease_key(host: &str) -> Result<String, InvalidSegment> {
+    check_segment(host)?;
+    Ok(format!("{HOST_LEASES}{host}"))
 }
 
 pub fn host_key(host: &str) -> Result<String, InvalidSegment> {
