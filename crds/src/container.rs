@@ -169,6 +169,11 @@ pub struct ContainerSpec {
     /// What happens to the container when the spec is deleted (default `remove`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Whether the container should run (default `running`). `stopped` keeps it stopped across agent
+    /// restarts and host reboots: what `kedge stop` sets. Not part of the spec hash: stopping is not
+    /// a new container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<RunState>,
 }
 
 /// A published port. Short form: `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`, where an IPv6 host IP
@@ -513,6 +518,17 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
+/// The desired run state of the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Created and started, in dependency order, and started again when it stops (per restart policy).
+    #[default]
+    Running,
+    /// Stopped once every running dependent is stopped; created but not started when missing.
+    Stopped,
+}
+
 /// What the agent last saw and did. Written only by the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -621,6 +637,10 @@ impl ContainerSpec {
 
     pub fn deletion_policy_or_default(&self) -> DeletionPolicy {
         self.deletion_policy.unwrap_or_default()
+    }
+
+    pub fn run_state_or_default(&self) -> RunState {
+        self.run_state.unwrap_or_default()
     }
 }
 

@@ -8,7 +8,11 @@ use crate::container::ContainerSpec;
 /// canonical form, fields that are not declared left out. Two specs that parse to the same value hash the
 /// same, however their files were written (key order, short or long forms, `512m` or `512Mi`).
 pub fn spec_hash(spec: &ContainerSpec) -> String {
-    let value = serde_json::to_value(spec).expect("a ContainerSpec always serializes to JSON");
+    let mut value = serde_json::to_value(spec).expect("a ContainerSpec always serializes to JSON");
+    // The run state says whether the container runs, not what it is: stopping is not a new container.
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("runState");
+    }
     let mut canonical = String::new();
     write_canonical(&value, &mut canonical);
     hex::encode(Sha256::digest(canonical.as_bytes()))

@@ -340,6 +340,10 @@ fn healthcheck_and_lifecycle() {
         "7:19: spec.deletionPolicy: unknown variant `keep`, expected `remove` or `orphan`",
     );
     check(
+        &with_spec("runState: paused"),
+        "7:13: spec.runState: unknown variant `paused`, expected `running` or `stopped`",
+    );
+    check(
         &with_spec("nonRecoverableExitCodes: [1, x]"),
         "7:32: spec.nonRecoverableExitCodes[1]: invalid type: string \"x\", expected i64",
     );

@@ -215,7 +215,10 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
             of((of(text()), string_map())
                 .prop_map(|(host, host_selector)| Placement { host, host_selector })),
             of(vec(any::<i64>(), 0..3)),
-            of(prop_oneof![Just(DeletionPolicy::Remove), Just(DeletionPolicy::Orphan)]),
+            (
+                of(prop_oneof![Just(DeletionPolicy::Remove), Just(DeletionPolicy::Orphan)]),
+                of(prop_oneof![Just(RunState::Running), Just(RunState::Stopped)]),
+            ),
         ),
     )
         .prop_map(
@@ -228,7 +231,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                     (depends_on, post_start, update_policy, update_strategy),
                     placement,
                     non_recoverable_exit_codes,
-                    deletion_policy,
+                    (deletion_policy, run_state),
                 ),
             )| ContainerSpec {
                 image,
@@ -259,6 +262,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 placement,
                 non_recoverable_exit_codes,
                 deletion_policy,
+                run_state,
             },
         )
 }
