@@ -71,7 +71,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let token = api::token::load_or_create_token(&args.state_dir)
         .with_context(|| format!("cannot create the API token in {}", args.state_dir.display()))?;
-    let state = ApiState::new(store.clone(), host_name.clone(), Some(token));
+    let state = ApiState {
+        recreate: Some(kedge_controller::updater::recreate_handler(docker.clone())),
+        ..ApiState::new(store.clone(), host_name.clone(), Some(token))
+    };
     let tcp = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -25,7 +25,7 @@ pub const APPLYSET_LABEL: &str = "kedge.io/applyset";
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
-        Commands::Agent(_) => unreachable!("dispatched in main"),
+        Commands::Agent(_) | Commands::Check(_) | Commands::Recreate(_) => unreachable!("dispatched in main"),
         Commands::Apply(args) => apply(args, global).await,
         Commands::Get(mut args) => {
             args.name = args.name.map(|n| bare_name(&n));
@@ -110,7 +110,7 @@ fn resolve(global: &GlobalArgs) -> CliResult<Resolved> {
     config::resolve(&overrides, &file, local_token())
 }
 
-fn connect(global: &GlobalArgs) -> CliResult<(Resolved, Client)> {
+pub(crate) fn connect(global: &GlobalArgs) -> CliResult<(Resolved, Client)> {
     let resolved = resolve(global)?;
     let client = Client::new(&resolved)?;
     Ok((resolved, client))
@@ -125,7 +125,7 @@ fn local_token() -> Option<String> {
 }
 
 /// Parses and validates every spec in `files` (`-` is stdin); prints every error and fails when any.
-fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
+pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
     let mut parsed: Vec<ParsedContainer> = Vec::new();
     let mut errors: Vec<SpecError> = Vec::new();
     for file in files {
@@ -193,7 +193,7 @@ fn prepare(mut containers: Vec<Container>, namespace: &str, applyset: &str) -> V
     containers
 }
 
-fn object_path(namespace: &str, name: &str) -> String {
+pub(crate) fn object_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{}/containers/{}", encode(namespace), encode(name))
 }
 
@@ -309,11 +309,11 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     Ok(Exit::Ok)
 }
 
-fn bad_answer(error: impl std::fmt::Display) -> CliError {
+pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
     CliError::new(Exit::Server, format!("unexpected answer from the server: {error}"))
 }
 
-fn list_items(list: &Value) -> CliResult<Vec<Container>> {
+pub(crate) fn list_items(list: &Value) -> CliResult<Vec<Container>> {
     let items = list.get("items").cloned().unwrap_or(Value::Array(Vec::new()));
     serde_json::from_value(items).map_err(bad_answer)
 }

@@ -5,11 +5,13 @@
 //! token and contexts), `output` (every table, YAML and describe page), `error` (exit codes).
 
 mod agent;
+mod check;
 mod client;
 mod commands;
 mod config;
 mod error;
 mod output;
+mod recreate;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -143,6 +145,21 @@ http://127.0.0.1:7443 and the local agent's token file ($KEDGE_STATE_DIR or /var
     /// Print the client's and the server's versions.
     #[command(after_help = "Example:\n  kedge version")]
     Version,
+    /// Is a container's image current? Straight to the Docker Engine, for any container (no agent).
+    #[command(after_help = "Examples:\n  kedge check\n  kedge check web; echo $?\n  \
+kedge check --pull --autoupdate web\n  \
+docker run --rm -v /var/run/docker.sock:/var/run/docker.sock kedge check web\n\n\
+Without NAME: the running containers, one name a line (not kedge's own container).\n\
+Exit codes: 0 current (or updated by --autoupdate), 1 update available, 2 usage,\n\
+3 no such container or local image, 5 engine unreachable or failed, recreate rolled back.")]
+    Check(check::CheckArgs),
+    /// Recreate any container (managed or not) as declared, safely: rollback on failure.
+    #[command(after_help = "Examples:\n  kedge recreate web --pull --cleanup\n  \
+docker run --rm -v /var/run/docker.sock:/var/run/docker.sock kedge recreate web --pull\n\n\
+Keeps the declared config (not the old image's defaults), every network with its aliases and\n\
+static addresses, volumes and ports. Progress on stderr; one line on stdout when done.\n\
+Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed or rolled back.")]
+    Recreate(recreate::RecreateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -299,6 +316,8 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| Exit::Ok)
                 .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
+            Commands::Check(args) => check::run(args).await,
+            Commands::Recreate(args) => recreate::run(args).await,
             command => commands::run(command, &cli.global).await,
         }
     });

@@ -17,3 +17,4 @@ pub mod mapping;
 pub mod planner;
 pub mod queue;
 pub mod store;
+pub mod updater;

@@ -1,0 +1,205 @@
+//! `kedge recreate NAME`: the one-call recreate of any container, managed by kedge or started by hand,
+//! straight against the Docker Engine (no agent, no store). Also the progress display and error
+//! mapping that `kedge check --autoupdate` shares.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+use kedge_controller::docker::{DockerClient, HealthStatus, PullProgress};
+use kedge_controller::executor::{
+    Executor, ExecutorError, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy,
+};
+
+use crate::error::{CliError, CliResult, Exit};
+
+#[derive(Debug, Args)]
+pub struct RecreateArgs {
+    /// The container to recreate (any container on the engine, managed by kedge or not).
+    pub name: String,
+    /// Pull the container's image reference first (progress on stderr).
+    #[arg(long)]
+    pub pull: bool,
+    /// Remove the old image afterwards when no container uses it any more.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// With a Docker healthcheck: how long the new container may take to become healthy (`60s`, `5m`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Without a healthcheck: the new container must still run after this long (`5s`).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub running_grace: Duration,
+}
+
+/// Recreates `args.name` with the configuration it was declared with; prints one line on stdout when done.
+pub async fn run(args: RecreateArgs) -> CliResult<Exit> {
+    let docker = connect().await?;
+    let strategy = RecreateStrategy {
+        pull: args.pull,
+        health_timeout: args.health_timeout,
+        running_grace: args.running_grace,
+        stop_timeout: None,
+        remove_old_image: args.cleanup,
+    };
+    let report = recreate_any(docker, &args.name, &strategy).await?;
+    println!("{}", report_line(&report));
+    Ok(Exit::Ok)
+}
+
+/// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`).
+pub(crate) async fn connect() -> CliResult<DockerClient> {
+    DockerClient::connect().await.map_err(|error| {
+        CliError::new(Exit::Server, format!("cannot reach the Docker Engine: {}", chain(&error))).hint(
+            "set DOCKER_HOST, or in a container mount the socket: -v /var/run/docker.sock:/var/run/docker.sock",
+        )
+    })
+}
+
+/// The safe recreate (rollback included) of any container, its progress on stderr.
+pub(crate) async fn recreate_any(
+    docker: DockerClient,
+    name: &str,
+    strategy: &RecreateStrategy,
+) -> CliResult<RecreateReport> {
+    let executor = Executor::new(docker);
+    let mut progress = ProgressPrinter::default();
+    let mut on_progress = |event: RecreateProgress| progress.print(event);
+    executor.recreate_any(name, strategy, &mut on_progress).await.map_err(recreate_error)
+}
+
+/// `container NAME recreated: OLD -> NEW in 2.3s (old image removed)`.
+pub(crate) fn report_line(report: &RecreateReport) -> String {
+    let old = report.old_id.as_deref().map_or("none", short_id);
+    let cleanup = if report.old_image_removed { " (old image removed)" } else { "" };
+    format!(
+        "container {} recreated: {old} -> {} in {:.1}s{cleanup}",
+        report.name,
+        short_id(&report.new_id),
+        report.duration.as_secs_f64()
+    )
+}
+
+/// Prints a recreate's steps on stderr, and pull progress once per layer and status (never one line per
+/// byte count).
+#[derive(Default)]
+pub(crate) struct ProgressPrinter {
+    last_pull_line: Option<(Option<String>, String)>,
+}
+
+impl ProgressPrinter {
+    pub(crate) fn print(&mut self, event: RecreateProgress) {
+        match event {
+            RecreateProgress::Step(step) => eprintln!("recreate: {}", step_text(step)),
+            RecreateProgress::Pull(line) => self.print_pull(line),
+            RecreateProgress::Health(health) => eprintln!("recreate: health {}", health_text(health)),
+        }
+        let _ = std::io::stderr().flush();
+    }
+
+    pub(crate) fn print_pull(&mut self, line: PullProgress) {
+        let key = (line.layer.clone(), line.status.clone());
+        if self.last_pull_line.as_ref() == Some(&key) {
+            return;
+        }
+        match &line.layer {
+            Some(layer) => eprintln!("pull: {layer}: {}", line.status),
+            None => eprintln!("pull: {}", line.status),
+        }
+        self.last_pull_line = Some(key);
+    }
+}
+
+fn step_text(step: RecreateStep) -> &'static str {
+    match step {
+        RecreateStep::Pull => "pulling the image",
+        RecreateStep::CreateNew => "creating the new container",
+        RecreateStep::StopOld => "stopping the old container",
+        RecreateStep::RenameOldAside => "renaming the old container aside",
+        RecreateStep::RenameNew => "giving the new container its name",
+        RecreateStep::StartNew => "starting the new container",
+        RecreateStep::WaitHealthy => "waiting for the new container to prove itself",
+        RecreateStep::RemoveOld => "removing the old container",
+        RecreateStep::RemoveOldImage => "removing the old image if unused",
+        RecreateStep::RollBack => "failed: rolling back to the old container",
+        RecreateStep::Done => "done",
+    }
+}
+
+fn health_text(health: HealthStatus) -> &'static str {
+    match health {
+        HealthStatus::None => "none",
+        HealthStatus::Starting => "starting",
+        HealthStatus::Healthy => "healthy",
+        HealthStatus::Unhealthy => "unhealthy",
+    }
+}
+
+/// Maps the executor's error to one line, a hint and the documented exit code.
+fn recreate_error(error: ExecutorError) -> CliError {
+    let message = chain(&error);
+    match &error {
+        ExecutorError::NotFound { container } => CliError::new(Exit::NotFound, message)
+            .hint(format!("`docker ps -a` lists the containers; was {container:?} renamed or removed?")),
+        ExecutorError::RolledBack { .. } => CliError::new(Exit::Server, message)
+            .hint("the old container runs again unchanged; fix the image or config and retry"),
+        ExecutorError::RollbackFailed { name, .. } => CliError::new(Exit::Server, message)
+            .hint(format!("running `kedge recreate {name}` again first finishes the interrupted rollback")),
+        ExecutorError::Ambiguous { .. } | ExecutorError::NameTaken { .. } | ExecutorError::Foreign { .. } => {
+            CliError::new(Exit::Conflict, message)
+                .hint("`docker ps -a` shows the containers holding the name; remove the stray one")
+        }
+        ExecutorError::Unlabeled { .. } | ExecutorError::Docker { .. } => {
+            CliError::new(Exit::Server, message)
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The 12-character short form of a container or image ID (`sha256:` dropped).
+pub(crate) fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(value)),
+        "ms" => Ok(Duration::from_millis(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, expected) in
+            [("30s", Some(30)), ("5m", Some(300)), ("1h", Some(3600)), ("7", Some(7)), ("x", None)]
+        {
+            assert_eq!(parse_duration(text).ok().map(|d| d.as_secs()), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn short_ids() {
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+    }
+}
