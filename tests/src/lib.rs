@@ -6,6 +6,7 @@
 //! [`TEST_LABEL`]`=<run id>` and is removed by an [`EngineCleanup`] guard when the test ends,
 //! also when it panics, so tests can run in parallel and leave nothing behind.
 
+pub mod engine;
 pub mod etcd;
 
 use std::collections::HashMap;
@@ -200,15 +201,28 @@ impl InProcessAgent {
         Self::start(std::sync::Arc::new(store), host, None).await
     }
 
-    /// Starts an agent on `store`.
+    /// Starts an agent on `store`, against the test engine.
     pub async fn start(
         store: kedge_controller::store::SharedStore,
         host: &str,
         dir: Option<tempfile::TempDir>,
     ) -> InProcessAgent {
+        Self::start_on_engine(store, host, dir, None).await
+    }
+
+    /// Starts an agent on `store`, against the engine at `docker_host` (default: `DOCKER_HOST`).
+    pub async fn start_on_engine(
+        store: kedge_controller::store::SharedStore,
+        host: &str,
+        dir: Option<tempfile::TempDir>,
+        docker_host: Option<&str>,
+    ) -> InProcessAgent {
         init_logs();
-        let docker =
-            kedge_controller::docker::DockerClient::connect().await.expect("connect to the test engine");
+        let docker = match docker_host {
+            Some(docker_host) => kedge_controller::docker::DockerClient::connect_to(docker_host).await,
+            None => kedge_controller::docker::DockerClient::connect().await,
+        }
+        .expect("connect to the test engine");
         let mut config = kedge_controller::agent::AgentConfig::new(host);
         config.backoff.min_delay = Duration::from_millis(200);
         config.backoff.max_delay = Duration::from_secs(5);
