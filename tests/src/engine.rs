@@ -30,14 +30,15 @@ impl PrivateEngine {
             PrivateEngine { host: format!("unix://{}/d.sock", dir.display()), dir, bridge, child: None };
         engine.spawn().await;
         for image in images {
-            let save = Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().unwrap();
+            let mut save = Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().unwrap();
             let status = Command::new("docker")
                 .args(["load", "-q"])
                 .env("DOCKER_HOST", &engine.host)
-                .stdin(save.stdout.unwrap())
+                .stdin(save.stdout.take().unwrap())
                 .stdout(Stdio::null())
                 .status()
                 .unwrap();
+            assert!(save.wait().unwrap().success(), "saving {image} from the test engine");
             assert!(status.success(), "loading {image} into the private engine");
         }
         engine
