@@ -4,8 +4,9 @@
 //! No IO, no clock, no tokio: everything the decision needs is passed in, so every drift rule is a
 //! unit test below. The least disruptive repair wins: a container is recreated only when something
 //! it cannot change while running differs; limits are updated and networks reconnected in place,
-//! and a stopped container is started. A container without kedge's ownership label is a conflict,
-//! never a target.
+//! and a stopped container is started (unless the spec's `runState` is `stopped`: then a running
+//! one is stopped, a missing one created unstarted, a stopped one left). A container without
+//! kedge's ownership label is a conflict, never a target.
 //!
 //! The spec-hash label is a hint, not the decision. Docker cannot relabel a container, so after an
 //! in-place repair (a limit changed in the spec, applied with the update API) the label keeps the
@@ -18,7 +19,7 @@
 
 mod drift;
 
-use kedge_crds::{Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName};
+use kedge_crds::{Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName, RunState};
 
 use crate::docker::labels;
 use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer};
@@ -47,6 +48,9 @@ pub struct ImageFacts {
     /// Command lines of the processes running in the container (`docker top`), for the
     /// `ensureRunning` post-start commands; `None` when not looked at.
     pub running_processes: Option<Vec<String>>,
+    /// The container was stopped because the spec said `runState: stopped`, and now says running:
+    /// start it whatever its exit code and restart policy (a clean exit is not a finished job here).
+    pub start_requested: bool,
 }
 
 /// What to do, and why.
@@ -80,6 +84,7 @@ impl Plan {
 pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
     let config = container_config(desired);
     let name = config.name.clone();
+    let stopped = desired.spec.run_state_or_default() == RunState::Stopped;
 
     let Some(observed) = observed else {
         let mut actions = Vec::new();
@@ -87,6 +92,14 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
             actions.push(Action::Pull { image: config.image.clone() });
         }
         actions.push(Action::Create { config });
+        if stopped {
+            // Created, not started: `kedge start` (runState running) then only has to start it.
+            return Plan {
+                actions,
+                reason: Some("container missing (created stopped, as the spec asks)".to_owned()),
+                ..Plan::default()
+            };
+        }
         actions.push(Action::Start { container: name.clone() });
         actions.extend(post_start_execs(desired, &name));
         return Plan { actions, reason: Some("container missing".to_owned()), ..Plan::default() };
@@ -108,6 +121,12 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
     let mut reasons = recreate_reasons(desired, observed, facts, &drift);
     let container = observed.id.clone();
 
+    if !reasons.is_empty() && stopped {
+        // A container meant to stay stopped has nothing to keep serving: replace it plainly, unstarted.
+        let reason = reasons.join("; ");
+        let actions = vec![Action::Remove { container }, Action::Create { config }];
+        return Plan { actions, drift: diffs, reason: Some(reason), conflict: None };
+    }
     if !reasons.is_empty() {
         let strategy = recreate_strategy(desired, facts);
         let reason = reasons.join("; ");
@@ -135,13 +154,25 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
         }
     }
     let mut diffs = diffs;
-    match start_decision(desired, observed) {
+    let decision = match (stopped, start_decision(desired, observed)) {
+        (true, _) => stop_decision(observed),
+        (false, StartDecision::Leave) if facts.start_requested && observed.state.status == ContainerStatus::Exited => {
+            StartDecision::Start("the spec asks for it to run again".to_owned())
+        }
+        (false, decision) => decision,
+    };
+    match decision {
         StartDecision::Start(why) => {
             reasons.push(why);
             actions.push(Action::Start { container: container.clone() });
             actions.extend(post_start_execs(desired, &container));
         }
         StartDecision::Leave => {}
+        StartDecision::Stop(why) => {
+            reasons.push(why);
+            let timeout = desired.spec.stop_grace_period.map(|period| period.duration());
+            actions.push(Action::Stop { container: container.clone(), timeout });
+        }
         StartDecision::Running => {
             for (index, exec) in missing_ensured_execs(desired, facts) {
                 reasons.push(format!("post-start command {index} is not running"));
@@ -202,7 +233,11 @@ fn recreate_reasons(
         }
     }
 
-    let settled = !observed.state.running && !observed.state.restarting;
+    // How a container meant to stay stopped ended does not matter until it is to run again: then
+    // (`kedge start`, `kedge startup`) a non-recoverable end takes a new container, as docker-map's
+    // startup does.
+    let stopped = spec.run_state_or_default() == RunState::Stopped;
+    let settled = !observed.state.running && !observed.state.restarting && !stopped;
     if settled && observed.state.status == ContainerStatus::Dead {
         reasons.push("container is dead".to_owned());
     } else if settled && observed.state.status == ContainerStatus::Exited {
@@ -238,6 +273,18 @@ enum StartDecision {
     /// Stopped, and meant to stay so.
     Leave,
     Start(String),
+    /// Running, and the spec asks for it to be stopped.
+    Stop(String),
+}
+
+/// `runState: stopped`: a running (or restarting) container is stopped with the spec's signal and
+/// grace period; a stopped one is left, whatever its restart policy. Paused is left as it is.
+fn stop_decision(observed: &ObservedContainer) -> StartDecision {
+    let state = &observed.state;
+    if (state.running || state.restarting) && state.status != ContainerStatus::Paused {
+        return StartDecision::Stop("the spec asks for the container to be stopped".to_owned());
+    }
+    StartDecision::Leave
 }
 
 /// A stopped container is started, except after a clean exit under `no` or `on-failure` (a job that

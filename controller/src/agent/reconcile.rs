@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kedge_crds::{
     Container, ContainerStatus, DeletionPolicy, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy,
+    RunState,
 };
 
 use crate::docker::{labels, ContainerFilter, ContainerSummary, HealthStatus, ObservedContainer};
@@ -179,13 +180,24 @@ impl Agent {
             }
         }
 
-        if let Some(waiting) = self.unmet_dependency(spec).await? {
-            let sync = SyncState::Progressing { reason: "WaitingForDependency".into(), message: waiting };
+        let stopped = spec.spec.run_state_or_default() == RunState::Stopped;
+        let running = observed.as_ref().is_some_and(|container| container.state.running);
+        // Dependency order both ways: start after what this depends on, stop after what depends on this.
+        let waiting = match (stopped, running) {
+            (false, _) => self.unmet_dependency(spec).await?.map(|waiting| ("WaitingForDependency", waiting)),
+            (true, true) => {
+                self.running_dependent(spec).await?.map(|waiting| ("WaitingForDependents", waiting))
+            }
+            (true, false) => None,
+        };
+        if let Some((reason, waiting)) = waiting {
+            let sync = SyncState::Progressing { reason: reason.into(), message: waiting };
             self.write_status(key, spec, observed.as_ref(), None, vec![], sync).await;
             return Ok(Next::After(self.config.dependency_poll));
         }
 
-        let facts = self.image_facts(spec, observed.as_ref()).await?;
+        let mut facts = self.image_facts(spec, observed.as_ref()).await?;
+        facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let mut plan = planner::plan(spec, observed.as_ref(), &facts);
         stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
         if let Some(conflict) = &plan.conflict {
@@ -213,7 +225,8 @@ impl Agent {
 
         let after = if acted { self.inspect(name).await? } else { observed };
         let digest = facts.registry_digest.clone();
-        let sync = SyncState::Synced;
+        let stopped_as_desired = stopped && after.as_ref().is_some_and(|container| !container.state.running);
+        let sync = if stopped_as_desired { SyncState::StoppedAsDesired } else { SyncState::Synced };
         let written = self.write_status(key, spec, after.as_ref(), digest, plan.drift, sync).await;
         if !written {
             return Ok(Next::After(STATUS_RETRY));
@@ -261,6 +274,36 @@ impl Agent {
                 )
             {
                 return Ok(Some(format!("waiting for {} to be healthy", dependency.name)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the last status said the container was stopped because the spec asked for it.
+    async fn stopped_as_desired_before(&self, key: &str, spec: &Container) -> bool {
+        let previous = self.previous_status(key, spec).await;
+        previous
+            .and_then(|status| status.condition("Ready").map(|ready| ready.reason == "Stopped"))
+            .unwrap_or(false)
+    }
+
+    /// The first spec of this host that depends on `spec` and whose container still runs, as a
+    /// message; `None` when none does. A spec to be stopped waits for these to stop first.
+    async fn running_dependent(&self, spec: &Container) -> Result<Option<String>, Failure> {
+        let name = spec.metadata.name.as_str();
+        for key in self.cache.keys() {
+            let Some(other) = self.cache.get(&key) else { continue };
+            let depends = other.metadata.namespace == spec.metadata.namespace
+                && other.spec.depends_on.iter().any(|dependency| dependency.name == name);
+            if !depends || !self.placed_here(&other) {
+                continue;
+            }
+            let observed = self.inspect(&other.metadata.name).await?;
+            if observed.is_some_and(|container| container.state.running) {
+                return Ok(Some(format!(
+                    "waiting for {} (which depends on {name}) to stop",
+                    other.metadata.name
+                )));
             }
         }
         Ok(None)
@@ -335,6 +378,7 @@ impl Agent {
             running_image,
             force_recreate: false,
             running_processes,
+            start_requested: false,
         })
     }
 

@@ -738,3 +738,51 @@ fn labels_kedge_stamps_on_its_containers_are_not_drift() {
     });
     check(&desired, Some(&stamped), &facts(), NOTHING);
 }
+
+#[test]
+fn run_state_stopped_stops_and_keeps_stopped() {
+    let stopped = spec(
+        r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "stopGracePeriod": "7s",
+            "runState": "stopped", "postStart": [{"command": ["sh", "-c", "sleep 1d"], "policy": "ensureRunning"}]}"#,
+    );
+    // Running: stopped, with the spec's grace period; no post-start command is looked for.
+    let plan = check(&stopped, Some(&observed(&stopped, |_| {})), &facts(), Expect { actions: &["Stop"], drift: &[] });
+    assert_eq!(
+        plan.actions[0],
+        Action::Stop { container: CONTAINER_ID.to_owned(), timeout: Some(Duration::from_secs(7)) }
+    );
+    let with_processes = ImageFacts { running_processes: Some(vec![]), ..facts() };
+    check(&stopped, Some(&observed(&stopped, |_| {})), &with_processes, Expect { actions: &["Stop"], drift: &[] });
+    // Stopped, whatever the exit code and restart policy: left so.
+    for code in [0, 137, 143] {
+        check(&stopped, Some(&observed(&stopped, exited(code))), &facts(), NOTHING);
+    }
+    // Missing: created, not started.
+    check(&stopped, None, &facts(), Expect { actions: &["Create"], drift: &[] });
+    // A non-recoverable exit code matters only once the container is to run again.
+    check(&stopped, Some(&observed(&stopped, exited(-1))), &facts(), NOTHING);
+    let started = spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "stopGracePeriod": "7s"}"#);
+    check(&started, Some(&observed(&stopped, exited(-1))), &facts(), Expect { actions: &["Recreate"], drift: &[] });
+    // A requested recreate of a stopped container: replaced plainly, left unstarted.
+    let mut requested = stopped.clone();
+    requested.metadata.annotations.insert(RESTARTED_AT_ANNOTATION.to_owned(), "2026-11-21T23:00:00Z".to_owned());
+    check(
+        &requested,
+        Some(&observed(&stopped, exited(0))),
+        &facts(),
+        Expect { actions: &["Remove", "Create"], drift: &[] },
+    );
+    // The run state is not part of the spec hash: the same container serves both states.
+    let running = spec(
+        r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "stopGracePeriod": "7s",
+            "postStart": [{"command": ["sh", "-c", "sleep 1d"], "policy": "ensureRunning"}]}"#,
+    );
+    let without_image = ImageFacts { running_image: None, ..facts() };
+    check(&running, Some(&observed(&stopped, exited(0))), &without_image, Expect { actions: &["Start", "RunExec"], drift: &[] });
+    check(&stopped, Some(&observed(&running, |_| {})), &without_image, Expect { actions: &["Stop"], drift: &[] });
+    // Running again after a stop on purpose: started even after a clean exit under restart policy `no`.
+    let job = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    check(&job, Some(&observed(&job, exited(0))), &facts(), NOTHING);
+    let requested = ImageFacts { start_requested: true, ..facts() };
+    check(&job, Some(&observed(&job, exited(0))), &requested, Expect { actions: &["Start"], drift: &[] });
+}
