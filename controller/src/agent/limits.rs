@@ -1,0 +1,185 @@
+//! Limits the engine does not apply. Docker's update API answers OK for a limit the kernel cannot
+//! enforce (`blkioWeight` without blkio/io.weight support, for one) and inspect then shows it unset.
+//! Re-applying it on every pass would loop for ever, each update's own event waking the next. So
+//! after an in-place update the agent checks which limits took; those that did not are remembered
+//! for the spec's generation, left out of later updates, and reported instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::docker::Resources;
+use crate::executor::Action;
+
+/// The limits the engine ignored, per key, for the generation they were seen at.
+#[derive(Default)]
+pub(crate) struct IgnoredLimits {
+    by_key: Mutex<HashMap<String, (Option<i64>, Resources)>>,
+}
+
+impl IgnoredLimits {
+    /// Removes the limits known to be ignored from the plan's in-place updates, dropping an update
+    /// that is left with nothing to change. A new generation starts over.
+    pub(crate) fn filter(&self, key: &str, generation: Option<i64>, actions: &mut Vec<Action>) {
+        let Some(ignored) = self.current(key, generation) else { return };
+        for action in actions.iter_mut() {
+            if let Action::UpdateInPlace { resources, .. } = action {
+                *resources = without(resources, &ignored);
+            }
+        }
+        actions.retain(
+            |action| !matches!(action, Action::UpdateInPlace { resources, .. } if resources.is_empty()),
+        );
+    }
+
+    /// Records the limits of `requested` that `observed` does not show; returns them when there are any.
+    pub(crate) fn learn(
+        &self,
+        key: &str,
+        generation: Option<i64>,
+        requested: &Resources,
+        observed: &Resources,
+    ) -> Option<Resources> {
+        let ignored = not_applied(requested, observed);
+        if ignored.is_empty() {
+            return None;
+        }
+        let mut by_key = self.by_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = by_key.entry(key.to_owned()).or_insert_with(|| (generation, Resources::default()));
+        if entry.0 != generation {
+            *entry = (generation, Resources::default());
+        }
+        entry.1 = merge(&entry.1, &ignored);
+        Some(ignored)
+    }
+
+    /// The ignored limits of `key` at `generation`, if any.
+    pub(crate) fn current(&self, key: &str, generation: Option<i64>) -> Option<Resources> {
+        let by_key = self.by_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_key.get(key).filter(|(seen, _)| *seen == generation).map(|(_, ignored)| ignored.clone())
+    }
+
+    pub(crate) fn forget(&self, key: &str) {
+        self.by_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+    }
+}
+
+/// Applies `$op` to every field of [`Resources`]; one list, so a new limit cannot be forgotten here.
+macro_rules! each_limit {
+    ($op:ident) => {
+        Resources {
+            nano_cpus: $op!(nano_cpus),
+            cpu_shares: $op!(cpu_shares),
+            cpu_period: $op!(cpu_period),
+            cpu_quota: $op!(cpu_quota),
+            cpuset_cpus: $op!(cpuset_cpus),
+            cpuset_mems: $op!(cpuset_mems),
+            memory: $op!(memory),
+            memory_reservation: $op!(memory_reservation),
+            memory_swap: $op!(memory_swap),
+            blkio_weight: $op!(blkio_weight),
+            pids_limit: $op!(pids_limit),
+        }
+    };
+}
+
+/// The requested limits the observed container does not have.
+fn not_applied(requested: &Resources, observed: &Resources) -> Resources {
+    macro_rules! missing {
+        ($field:ident) => {
+            requested.$field.clone().filter(|_| requested.$field != observed.$field)
+        };
+    }
+    each_limit!(missing)
+}
+
+/// `requested` without the limits `ignored` holds at the same value.
+fn without(requested: &Resources, ignored: &Resources) -> Resources {
+    macro_rules! keep {
+        ($field:ident) => {
+            requested
+                .$field
+                .clone()
+                .filter(|_| ignored.$field.is_none() || requested.$field != ignored.$field)
+        };
+    }
+    each_limit!(keep)
+}
+
+fn merge(known: &Resources, new: &Resources) -> Resources {
+    macro_rules! either {
+        ($field:ident) => {
+            new.$field.clone().or_else(|| known.$field.clone())
+        };
+    }
+    each_limit!(either)
+}
+
+/// `blkioWeight=300, pidsLimit=100`, for status and events.
+pub(crate) fn describe(resources: &Resources) -> String {
+    let mut parts = Vec::new();
+    macro_rules! show {
+        ($field:ident, $name:literal) => {
+            if let Some(value) = &resources.$field {
+                parts.push(format!("{}={value:?}", $name).replace('"', ""));
+            }
+        };
+    }
+    show!(nano_cpus, "nanoCpus");
+    show!(cpu_shares, "cpuShares");
+    show!(cpu_period, "cpuPeriod");
+    show!(cpu_quota, "cpuQuota");
+    show!(cpuset_cpus, "cpusetCpus");
+    show!(cpuset_mems, "cpusetMems");
+    show!(memory, "memory");
+    show!(memory_reservation, "memoryReservation");
+    show!(memory_swap, "memorySwap");
+    show!(blkio_weight, "blkioWeight");
+    show!(pids_limit, "pidsLimit");
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(resources: Resources) -> Action {
+        Action::UpdateInPlace { container: "c".into(), resources }
+    }
+
+    #[test]
+    fn an_ignored_limit_is_learned_then_left_out() {
+        let limits = IgnoredLimits::default();
+        let requested = Resources { memory: Some(64 << 20), blkio_weight: Some(300), ..Default::default() };
+        let observed = Resources { memory: Some(64 << 20), ..Default::default() };
+        let ignored = limits.learn("ns/w", Some(1), &requested, &observed).expect("blkio was ignored");
+        assert_eq!(ignored, Resources { blkio_weight: Some(300), ..Default::default() });
+        assert_eq!(describe(&ignored), "blkioWeight=300");
+
+        // Only the ignored limit left to change: the update goes.
+        let mut actions = vec![update(Resources { blkio_weight: Some(300), ..Default::default() })];
+        limits.filter("ns/w", Some(1), &mut actions);
+        assert!(actions.is_empty());
+
+        // Another limit drifted too: it is still repaired, without the ignored one.
+        let mut actions =
+            vec![update(Resources { memory: Some(64 << 20), blkio_weight: Some(300), ..Default::default() })];
+        limits.filter("ns/w", Some(1), &mut actions);
+        assert_eq!(actions, vec![update(Resources { memory: Some(64 << 20), ..Default::default() })]);
+
+        // A changed value is tried again, and so is everything at a new generation.
+        let mut actions = vec![update(Resources { blkio_weight: Some(500), ..Default::default() })];
+        limits.filter("ns/w", Some(1), &mut actions);
+        assert_eq!(actions.len(), 1);
+        let mut actions = vec![update(Resources { blkio_weight: Some(300), ..Default::default() })];
+        limits.filter("ns/w", Some(2), &mut actions);
+        assert_eq!(actions.len(), 1);
+    }
+
+    #[test]
+    fn applied_limits_teach_nothing() {
+        let limits = IgnoredLimits::default();
+        let both = Resources { memory: Some(1 << 26), pids_limit: Some(100), ..Default::default() };
+        assert_eq!(limits.learn("ns/w", Some(1), &both, &both), None);
+        assert_eq!(limits.current("ns/w", Some(1)), None);
+    }
+}
