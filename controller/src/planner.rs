@@ -156,7 +156,9 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
     let mut diffs = diffs;
     let decision = match (stopped, start_decision(desired, observed)) {
         (true, _) => stop_decision(observed),
-        (false, StartDecision::Leave) if facts.start_requested && observed.state.status == ContainerStatus::Exited => {
+        (false, StartDecision::Leave)
+            if facts.start_requested && observed.state.status == ContainerStatus::Exited =>
+        {
             StartDecision::Start("the spec asks for it to run again".to_owned())
         }
         (false, decision) => decision,

@@ -746,13 +746,23 @@ fn run_state_stopped_stops_and_keeps_stopped() {
             "runState": "stopped", "postStart": [{"command": ["sh", "-c", "sleep 1d"], "policy": "ensureRunning"}]}"#,
     );
     // Running: stopped, with the spec's grace period; no post-start command is looked for.
-    let plan = check(&stopped, Some(&observed(&stopped, |_| {})), &facts(), Expect { actions: &["Stop"], drift: &[] });
+    let plan = check(
+        &stopped,
+        Some(&observed(&stopped, |_| {})),
+        &facts(),
+        Expect { actions: &["Stop"], drift: &[] },
+    );
     assert_eq!(
         plan.actions[0],
         Action::Stop { container: CONTAINER_ID.to_owned(), timeout: Some(Duration::from_secs(7)) }
     );
     let with_processes = ImageFacts { running_processes: Some(vec![]), ..facts() };
-    check(&stopped, Some(&observed(&stopped, |_| {})), &with_processes, Expect { actions: &["Stop"], drift: &[] });
+    check(
+        &stopped,
+        Some(&observed(&stopped, |_| {})),
+        &with_processes,
+        Expect { actions: &["Stop"], drift: &[] },
+    );
     // Stopped, whatever the exit code and restart policy: left so.
     for code in [0, 137, 143] {
         check(&stopped, Some(&observed(&stopped, exited(code))), &facts(), NOTHING);
@@ -761,11 +771,20 @@ fn run_state_stopped_stops_and_keeps_stopped() {
     check(&stopped, None, &facts(), Expect { actions: &["Create"], drift: &[] });
     // A non-recoverable exit code matters only once the container is to run again.
     check(&stopped, Some(&observed(&stopped, exited(-1))), &facts(), NOTHING);
-    let started = spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "stopGracePeriod": "7s"}"#);
-    check(&started, Some(&observed(&stopped, exited(-1))), &facts(), Expect { actions: &["Recreate"], drift: &[] });
+    let started =
+        spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "always", "stopGracePeriod": "7s"}"#);
+    check(
+        &started,
+        Some(&observed(&stopped, exited(-1))),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &[] },
+    );
     // A requested recreate of a stopped container: replaced plainly, left unstarted.
     let mut requested = stopped.clone();
-    requested.metadata.annotations.insert(RESTARTED_AT_ANNOTATION.to_owned(), "2026-11-21T23:00:00Z".to_owned());
+    requested
+        .metadata
+        .annotations
+        .insert(RESTARTED_AT_ANNOTATION.to_owned(), "2026-11-21T23:00:00Z".to_owned());
     check(
         &requested,
         Some(&observed(&stopped, exited(0))),
@@ -778,8 +797,18 @@ fn run_state_stopped_stops_and_keeps_stopped() {
             "postStart": [{"command": ["sh", "-c", "sleep 1d"], "policy": "ensureRunning"}]}"#,
     );
     let without_image = ImageFacts { running_image: None, ..facts() };
-    check(&running, Some(&observed(&stopped, exited(0))), &without_image, Expect { actions: &["Start", "RunExec"], drift: &[] });
-    check(&stopped, Some(&observed(&running, |_| {})), &without_image, Expect { actions: &["Stop"], drift: &[] });
+    check(
+        &running,
+        Some(&observed(&stopped, exited(0))),
+        &without_image,
+        Expect { actions: &["Start", "RunExec"], drift: &[] },
+    );
+    check(
+        &stopped,
+        Some(&observed(&running, |_| {})),
+        &without_image,
+        Expect { actions: &["Stop"], drift: &[] },
+    );
     // Running again after a stop on purpose: started even after a clean exit under restart policy `no`.
     let job = spec(r#"{"image": "kedge-test/app:v1"}"#);
     check(&job, Some(&observed(&job, exited(0))), &facts(), NOTHING);
