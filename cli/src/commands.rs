@@ -25,7 +25,9 @@ pub const APPLYSET_LABEL: &str = "kedge.io/applyset";
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
-        Commands::Agent(_) | Commands::Check(_) | Commands::Recreate(_) => unreachable!("dispatched in main"),
+        Commands::Agent(_) | Commands::Check(_) | Commands::Recreate(_) | Commands::Lifecycle(_) => {
+            unreachable!("dispatched in main")
+        }
         Commands::Apply(args) => apply(args, global).await,
         Commands::Get(mut args) => {
             args.name = args.name.map(|n| bare_name(&n));

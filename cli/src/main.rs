@@ -10,8 +10,10 @@ mod client;
 mod commands;
 mod config;
 mod error;
+mod lifecycle;
 mod output;
 mod recreate;
+mod run;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -160,6 +162,9 @@ Keeps the declared config (not the old image's defaults), every network with its
 static addresses, volumes and ports. Progress on stderr; one line on stdout when done.\n\
 Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed or rolled back.")]
     Recreate(recreate::RecreateArgs),
+    /// docker-map's actions: stop, start, restart, startup, shutdown, run (lifecycle.rs).
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -318,6 +323,7 @@ fn main() -> ExitCode {
                 .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
             Commands::Check(args) => check::run(args).await,
             Commands::Recreate(args) => recreate::run(args).await,
+            Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
             command => commands::run(command, &cli.global).await,
         }
     });

@@ -1,0 +1,208 @@
+//! `kedge run NAME --script PATH`: docker-map's `run_script`. A one-off container made from a spec's
+//! configuration, on the engine of DOCKER_HOST, after the spec's dependencies run.
+//!
+//! The container is not managed: it carries none of kedge's ownership labels, so no agent ever
+//! adopts, repairs or removes it, and it publishes no ports and takes no network alias or static
+//! address (those belong to the spec's own container). Its name is fixed (`NAME-script` unless
+//! `--container-name`), so a run left behind by a timeout is found again; it is never clobbered
+//! unless `--replace` says so, and a kedge-managed container never is.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use kedge_controller::docker::{
+    labels, DockerClient, DockerError, LogStream, Mount, MountSource, RemoveOptions,
+};
+use kedge_controller::mapping::{container_config, RESTARTED_AT_LABEL};
+use kedge_crds::{Container, RunState};
+
+use crate::commands::{bad_answer, connect, object_path};
+use crate::error::{CliError, CliResult, Exit};
+use crate::lifecycle::{self, Direction, Goal};
+use crate::GlobalArgs;
+
+/// Where docker-map mounts the script's directory (its `container_script_dir`).
+const DEFAULT_SCRIPT_DIR: &str = "/tmp/script_run";
+/// The placeholder in ARGS for the script's path inside the container.
+const SCRIPT_PATH_PLACEHOLDER: &str = "{script_path}";
+/// A label on one-off containers naming the spec they were made from (not an ownership label).
+pub const RUN_OF_LABEL: &str = "io.kedge.run-of";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The spec whose configuration the one-off container is made from.
+    pub name: String,
+    /// A script file (its directory is mounted) or a directory (mounted as it is).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// The entrypoint of the script's runtime, e.g. `/bin/sh`.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Where the script's directory is mounted inside the container.
+    #[arg(long, default_value = DEFAULT_SCRIPT_DIR)]
+    pub container_script_dir: String,
+    /// The one-off container's name (default `NAME-script`).
+    #[arg(long)]
+    pub container_name: Option<String>,
+    /// Remove an unmanaged container of that name first (docker-map's remove_existing_before).
+    #[arg(long)]
+    pub replace: bool,
+    /// Keep the container after the run (docker-map's remove_created_after=False).
+    #[arg(long)]
+    pub keep: bool,
+    /// How long to wait for the script to end; the container is left running after that.
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+    /// How long to wait for the dependencies to be Ready.
+    #[arg(long, default_value = "2m")]
+    pub dependency_timeout: String,
+    /// The command (after the entrypoint); `{script_path}` is replaced by the script's path inside.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
+    let timeout = duration("--timeout", &args.timeout)?;
+    let dependency_timeout = duration("--dependency-timeout", &args.dependency_timeout)?;
+    let (resolved, client) = connect(global)?;
+    let ns = resolved.namespace.clone();
+    let spec: Container =
+        serde_json::from_value(client.get(&object_path(&ns, &args.name)).await?).map_err(bad_answer)?;
+
+    // Dependencies first, each in its dependsOn condition (their agents start them in order).
+    let all = lifecycle::list(&client, &ns).await?;
+    let dependencies: Vec<String> = spec.spec.depends_on.iter().map(|d| d.name.clone()).collect();
+    let dependencies = lifecycle::along(&all, dependencies, Direction::Dependencies);
+    for name in &dependencies {
+        // Progress on stderr: stdout is the script's.
+        eprintln!("{}", lifecycle::set_run_state(&client, &ns, name, RunState::Running).await?);
+    }
+    lifecycle::wait_for(&client, &ns, &dependencies, Goal::Ready, dependency_timeout).await?;
+
+    let mount =
+        args.script.as_deref().map(|path| script_mount(path, &args.container_script_dir)).transpose()?;
+    let name = args.container_name.clone().unwrap_or_else(|| format!("{}-script", args.name));
+    let mut config = container_config(&spec);
+    config.name = name.clone();
+    for key in labels::ownership("", 0, "").keys() {
+        config.labels.remove(key);
+    }
+    config.labels.remove(RESTARTED_AT_LABEL);
+    config.labels.insert(RUN_OF_LABEL.to_owned(), spec.key());
+    config.restart_policy = None;
+    config.port_bindings.clear();
+    config.healthcheck = None;
+    for network in &mut config.networks {
+        network.aliases.clear();
+        network.ipv4_address = None;
+    }
+    let more_networks = config.networks.split_off(config.networks.len().min(1));
+    if let Some(entrypoint) = &args.entrypoint {
+        config.entrypoint = Some(vec![entrypoint.clone()]);
+        // A new entrypoint with no ARGS runs alone, not with the spec's command as arguments.
+        config.cmd = Some(Vec::new());
+    }
+    if !args.args.is_empty() {
+        let inside = mount.as_ref().map_or(String::new(), |(_, inside)| inside.clone());
+        config.cmd =
+            Some(args.args.iter().map(|arg| arg.replace(SCRIPT_PATH_PLACEHOLDER, &inside)).collect());
+    }
+    if let Some((mount, _)) = mount {
+        config.mounts.push(mount);
+    }
+
+    let docker = DockerClient::connect().await.map_err(|error| {
+        CliError::new(Exit::Server, format!("cannot reach the Docker Engine: {error}"))
+            .hint("run on a host of the spec's, or set DOCKER_HOST to its engine")
+    })?;
+    let label = name.as_str();
+    let engine = |step: &'static str| {
+        move |error: DockerError| CliError::new(Exit::Server, format!("{step} of {label:?} failed: {error}"))
+    };
+    if let Some(existing) = docker.inspect_container(&config.name).await.map_err(engine("inspect"))? {
+        if labels::is_managed(&existing.labels) || !args.replace {
+            return Err(CliError::new(
+                Exit::Conflict,
+                format!("a container named {} exists ({})", config.name, short(&existing.id)),
+            )
+            .hint("--replace removes it first (never a kedge-managed one), or pick --container-name"));
+        }
+        let options = RemoveOptions { force: true, anonymous_volumes: true };
+        docker.remove_container(&existing.id, options).await.map_err(engine("remove"))?;
+    }
+    let id = docker.create_container(&config).await.map_err(engine("create"))?;
+    for network in &more_networks {
+        docker.connect_network(&id, network).await.map_err(engine("connect"))?;
+    }
+    docker.start_container(&id).await.map_err(engine("start"))?;
+    let code = match docker.wait_for_exit(&id, timeout).await {
+        Ok(code) => code,
+        Err(DockerError::Timeout { .. }) => {
+            println!("{id}");
+            return Err(CliError::new(
+                Exit::Timeout,
+                format!("{name} did not end within {}; container {} left running", args.timeout, short(&id)),
+            )
+            .hint(format!("docker logs -f {id}; remove it with docker rm -f {id}")));
+        }
+        Err(error) => return Err(engine("wait")(error)),
+    };
+    let lines = docker.logs(&id, usize::MAX).await.map_err(engine("logs"))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        let mut stderr = std::io::stderr().lock();
+        for line in lines {
+            let _ = match line.stream {
+                LogStream::Stdout => stdout.write_all(line.text.as_bytes()),
+                LogStream::Stderr => stderr.write_all(line.text.as_bytes()),
+            };
+        }
+        let _ = stdout.flush();
+    }
+    if args.keep {
+        eprintln!("container {name} ({}) kept; exit code {code}", short(&id));
+    } else {
+        let options = RemoveOptions { force: true, anonymous_volumes: true };
+        docker.remove_container(&id, options).await.map_err(engine("remove"))?;
+    }
+    if code != 0 {
+        eprintln!("exit code {code}");
+        let _ = std::io::stderr().flush();
+        // As `docker run`: the script's own exit code.
+        std::process::exit(i32::try_from(code).unwrap_or(255).clamp(1, 255));
+    }
+    Ok(Exit::Ok)
+}
+
+/// The bind mount of the script's directory, and the script's path inside (`{script_path}`).
+fn script_mount(path: &Path, inside_dir: &str) -> CliResult<(Mount, String)> {
+    let path = path
+        .canonicalize()
+        .map_err(|error| CliError::usage(format!("--script {}: {error}", path.display())))?;
+    let inside_dir = inside_dir.trim_end_matches('/').to_owned();
+    let (host_dir, inside) = if path.is_dir() {
+        (path.clone(), inside_dir.clone())
+    } else {
+        let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        (dir, format!("{inside_dir}/{file}"))
+    };
+    let mount = Mount {
+        source: MountSource::Bind { host_path: host_dir.to_string_lossy().into_owned() },
+        target: inside_dir,
+        read_only: false,
+    };
+    Ok((mount, inside))
+}
+
+fn duration(flag: &str, text: &str) -> CliResult<Duration> {
+    text.parse::<kedge_crds::HumanDuration>()
+        .map(|duration| duration.duration())
+        .map_err(|e| CliError::usage(format!("{flag} {text}: {e}")))
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
