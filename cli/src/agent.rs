@@ -73,6 +73,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the API token in {}", args.state_dir.display()))?;
     let state = ApiState {
         recreate: Some(kedge_controller::updater::recreate_handler(docker.clone())),
+        docker: Some(docker.clone()),
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };
     let tcp = tokio::net::TcpListener::bind(&args.listen)

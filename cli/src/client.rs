@@ -108,6 +108,32 @@ impl Client {
             .hint("run the command again to resume"))
     }
 
+    /// Reads a newline-delimited JSON answer to its end (a finite stream, such as logs without
+    /// follow); `on_line` gets each object. An `ERROR` line ends it with that error.
+    pub async fn lines(&self, path: &str, mut on_line: impl FnMut(Value) -> CliResult<()>) -> CliResult<()> {
+        let mut response = self.request(Method::GET, path, None).await?;
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut handle = |line: &[u8]| -> CliResult<()> {
+            let Ok(value) = serde_json::from_slice::<Value>(line) else { return Ok(()) };
+            if value["type"] == "ERROR" {
+                let message = value["object"]["error"].as_str().unwrap_or("the stream failed").to_owned();
+                return Err(CliError::new(Exit::Server, message));
+            }
+            on_line(value)
+        };
+        while let Some(chunk) = response.body.next().await {
+            buffer.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                handle(&line)?;
+            }
+        }
+        if !buffer.is_empty() {
+            handle(&buffer)?;
+        }
+        Ok(())
+    }
+
     async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Response> {
         let body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
         let mut response = match &self.transport {

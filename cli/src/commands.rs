@@ -43,10 +43,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             args.name = bare_name(&args.name);
             wait(args, global).await
         }
-        Commands::Logs { name, follow: _ } => Err(CliError::usage(format!(
-            "logs of container/{name}: not supported yet (the API has no logs endpoint)"
-        ))
-        .hint("on the container's host, run `docker logs NAME`")),
+        Commands::Logs { name, follow, tail } => logs(&bare_name(&name), follow, tail, global).await,
         Commands::Events { for_name, watch, all_namespaces, output } => {
             let args = GetArgs {
                 resource: Resource::Events,
@@ -548,6 +545,25 @@ fn namespace_words(ns: &str, all: bool) -> String {
 
 fn list_revision(list: &Value) -> i64 {
     list["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+/// `kedge logs NAME [-f] [--tail N]`: the container's output, from the agent of its host.
+pub(crate) async fn logs(name: &str, follow: bool, tail: usize, global: &GlobalArgs) -> CliResult<Exit> {
+    use std::io::Write;
+    let (resolved, client) = connect(global)?;
+    let path = format!("{}/logs?tail={tail}&follow={follow}", object_path(&resolved.namespace, name));
+    client
+        .lines(&path, |line| {
+            let text = line["text"].as_str().unwrap_or_default();
+            let written = if line["stream"] == "stderr" {
+                std::io::stderr().write_all(text.as_bytes())
+            } else {
+                std::io::stdout().write_all(text.as_bytes()).and_then(|()| std::io::stdout().flush())
+            };
+            written.map_err(|e| CliError::new(Exit::Usage, format!("cannot write the logs: {e}")))
+        })
+        .await?;
+    Ok(Exit::Ok)
 }
 
 async fn describe(name: &str, global: &GlobalArgs) -> CliResult<Exit> {

@@ -100,12 +100,16 @@ kedge delete container -l app=web")]
     #[command(after_help = "Examples:\n  kedge wait container web --for condition=Ready --timeout 60s\n  \
 kedge wait container web --for delete")]
     Wait(WaitArgs),
-    /// Print a container's logs (not supported yet: exits 2).
-    #[command(after_help = "Example:\n  kedge logs web -f")]
+    /// Print a container's logs, served by the agent of the container's host.
+    #[command(after_help = "Examples:\n  kedge logs web\n  kedge logs web -f --tail 20")]
     Logs {
         name: String,
+        /// Keep printing new lines until the container stops (or Ctrl-C).
         #[arg(short = 'f', long)]
         follow: bool,
+        /// How many lines of history to print first.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
     },
     /// List events, or stream them with `-w`.
     #[command(after_help = "Examples:\n  kedge events\n  kedge events --for web -w")]

@@ -76,7 +76,8 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
         &spec,
         format!(
             "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-             spec:\n  image: kedge-test/app:v1\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n"
+             spec:\n  image: kedge-test/app:v1\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n\
+             \x20 command: [/bin/sh, -c, 'echo hello from {name}; echo to stderr >&2; exec sleep 3600']\n"
         ),
     )
     .unwrap();
@@ -100,8 +101,29 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let events = stdout(&kedge(&["events", "--for", &name, "-n", &ns, "-o", "wide"]));
     assert!(events.starts_with("LAST SEEN ") && events.contains(&format!("container/{name}")), "{events}");
     assert!(events.contains(&host), "{events}");
-    // FIXME: the agent writes no host heartbeat yet (keys::host_key); `get hosts` lists nothing until it does.
-    assert!(kedge(&["get", "hosts"]).status.success());
+    let hosts = stdout(&kedge(&["get", "hosts"]));
+    let row = hosts.lines().find(|l| l.starts_with(&host)).unwrap_or_else(|| panic!("{hosts}"));
+    assert!(row.contains(" True "), "the agent's host is registered and ready: {hosts}");
+
+    // Logs: history, with stdout and stderr kept apart, then following.
+    let logs = kedge(&["logs", &name, "-n", &ns]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    assert_eq!(stdout(&logs), format!("hello from {name}\n"));
+    assert_eq!(stderr(&logs), "to stderr\n");
+    let mut follower = kedge_command(&std::env::temp_dir())
+        .env("KEDGE_SERVER", &socket)
+        .args(["logs", &name, "-n", &ns, "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kedge logs -f runs");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(follower.stdout.take().unwrap()), &mut first)
+        .unwrap();
+    assert_eq!(first, format!("hello from {name}\n"));
+    assert_eq!(follower.try_wait().unwrap(), None, "-f keeps following a running container");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
 
     let deleted = kedge(&["delete", "container", &name, "-n", &ns]);
     assert_eq!(stdout(&deleted), format!("container/{name} deleted\n"));

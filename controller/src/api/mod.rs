@@ -29,6 +29,7 @@
 //! Request bodies over [`MAX_BODY_BYTES`] get a 413. The generation rule lives in [`crate::store::objects`];
 //! this module only translates HTTP to it.
 
+mod logs;
 mod selector;
 pub mod tls;
 pub mod token;
@@ -73,6 +74,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// The one-call recreate of issue 8; the route answers 501 until the agent installs a handler.
     pub recreate: Option<Arc<dyn RecreateHandler>>,
+    /// The engine this agent manages, for container logs; the logs route answers 501 without it.
+    pub docker: Option<crate::docker::DockerClient>,
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -98,7 +101,13 @@ pub enum ApiListener {
 
 impl ApiState {
     pub fn new(store: SharedStore, host: impl Into<String>, token: Option<String>) -> ApiState {
-        ApiState { store, host: host.into(), token, recreate: None }
+        ApiState { store, host: host.into(), token, recreate: None, docker: None }
+    }
+
+    /// Serves container logs from `docker` (the agent's own engine).
+    pub fn with_docker(mut self, docker: crate::docker::DockerClient) -> ApiState {
+        self.docker = Some(docker);
+        self
     }
 }
 
@@ -142,6 +151,7 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route("/api/v1/namespaces/{ns}/containers", get(list_namespace).post(create))
         .route("/api/v1/namespaces/{ns}/containers/{name}", get(read).put(replace).delete(remove))
         .route("/api/v1/namespaces/{ns}/containers/{name}/status", get(read_status))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/logs", get(logs::container_logs))
         .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
         .route("/api/v1/watch/containers", get(watch_containers))
         .route("/api/v1/events", get(list_events))

@@ -432,6 +432,38 @@ impl DockerClient {
             .collect())
     }
 
+    /// The last `tail` log lines of a container, then (with `follow`) new lines as they come, until
+    /// the container stops or the stream is dropped.
+    pub fn logs_stream(
+        &self,
+        id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> impl Stream<Item = DockerResult<LogLine>> + Send + 'static {
+        use bollard::container::LogOutput;
+        let options = q::LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        self.docker.logs(id, Some(options)).filter_map(|chunk| async move {
+            match chunk {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(LogLine {
+                    stream: LogStream::Stdout,
+                    text: String::from_utf8_lossy(&message).into_owned(),
+                })),
+                Ok(LogOutput::StdErr { message }) => Some(Ok(LogLine {
+                    stream: LogStream::Stderr,
+                    text: String::from_utf8_lossy(&message).into_owned(),
+                })),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(error) => Some(Err(error.into())),
+            }
+        })
+    }
+
     /// Waits until the container is not running and returns its exit code, or `Timeout`.
     pub async fn wait_for_exit(&self, id: &str, timeout: Duration) -> DockerResult<i64> {
         let options = q::WaitContainerOptions { condition: "not-running".to_string() };
