@@ -19,7 +19,9 @@
 
 mod drift;
 
-use kedge_crds::{Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName, RunState};
+use kedge_crds::{
+    CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName, RunState,
+};
 
 use crate::docker::labels;
 use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer};
@@ -250,10 +252,13 @@ fn recreate_reasons(
         }
     }
 
+    let skip_limit_reset =
+        spec.update_strategy.as_ref().and_then(|strategy| strategy.skip_limit_reset).unwrap_or(false);
     let fields: Vec<&str> = drift
         .findings
         .iter()
         .filter(|finding| finding.repair == Repair::Recreate)
+        .filter(|finding| !(skip_limit_reset && finding.diff.field.starts_with("spec.resources.")))
         .map(|finding| finding.diff.field.as_str())
         .collect();
     if !fields.is_empty() {
@@ -318,7 +323,13 @@ fn missing_ensured_execs(desired: &Container, facts: &ImageFacts) -> Vec<(usize,
         .iter()
         .enumerate()
         .filter(|(_, exec)| exec.policy == ExecPolicy::EnsureRunning)
-        .filter(|(_, exec)| !processes.iter().any(|process| *process == exec.command.join(" ")))
+        .filter(|(_, exec)| {
+            let command = exec.command.join(" ");
+            !processes.iter().any(|process| match exec.command_match.unwrap_or_default() {
+                CommandMatch::Full => *process == command,
+                CommandMatch::Partial => process.contains(&command),
+            })
+        })
         .map(|(index, exec)| (index, exec_spec(exec)))
         .collect()
 }

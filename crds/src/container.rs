@@ -425,6 +425,19 @@ pub struct PostStartExec {
     /// restarts when it is found not running.
     #[serde(default)]
     pub policy: ExecPolicy,
+    /// How an `ensureRunning` command is found among the container's processes: `full` (default)
+    /// the whole command line, `partial` any process whose command line contains it (for programs
+    /// that rewrite their own; docker-map's `check_exec_commands`).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub command_match: Option<CommandMatch>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandMatch {
+    #[default]
+    Full,
+    Partial,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
@@ -487,6 +500,11 @@ pub struct UpdateStrategy {
     /// Remove the old image when no container uses it any more (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_old_image: Option<bool>,
+    /// A resource limit removed from the spec cannot be removed from a running container: keep the
+    /// container (and its old limit) instead of recreating it (default false; docker-map's
+    /// `skip_limit_reset`). The difference stays in the status' drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_limit_reset: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]

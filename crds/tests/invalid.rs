@@ -340,6 +340,10 @@ fn healthcheck_and_lifecycle() {
         "7:19: spec.deletionPolicy: unknown variant `keep`, expected `remove` or `orphan`",
     );
     check(
+        &with_spec("postStart:\n  - command: [x]\n    match: some"),
+        "9:14: spec.postStart[0].match: unknown variant `some`, expected `full` or `partial`",
+    );
+    check(
         &with_spec("runState: paused"),
         "7:13: spec.runState: unknown variant `paused`, expected `running` or `stopped`",
     );

@@ -172,8 +172,18 @@ fn lifecycle(
     let dependency =
         (text(), prop_oneof![Just(DependencyCondition::Started), Just(DependencyCondition::Healthy)])
             .prop_map(|(name, condition)| Dependency { name, condition });
-    let exec = (texts(), of(text()), prop_oneof![Just(ExecPolicy::Once), Just(ExecPolicy::EnsureRunning)])
-        .prop_map(|(command, user, policy)| PostStartExec { command, user, policy });
+    let exec = (
+        texts(),
+        of(text()),
+        prop_oneof![Just(ExecPolicy::Once), Just(ExecPolicy::EnsureRunning)],
+        of(prop_oneof![Just(CommandMatch::Full), Just(CommandMatch::Partial)]),
+    )
+        .prop_map(|(command, user, policy, command_match)| PostStartExec {
+            command,
+            user,
+            policy,
+            command_match,
+        });
     let update_policy = (
         of(prop_oneof![Just(ImageCheck::None), Just(ImageCheck::Local), Just(ImageCheck::Registry)]),
         of(duration()),
@@ -184,16 +194,16 @@ fn lifecycle(
             check_interval,
             pull_policy,
         });
-    let update_strategy =
-        (
-            of(prop_oneof![Just(UpdateOrder::StopFirst), Just(UpdateOrder::StartFirst)]),
-            of(duration()),
-            of(any::<bool>()),
-            of(any::<bool>()),
-        )
-            .prop_map(|(kind, health_timeout, rollback_on_failure, remove_old_image)| {
-                UpdateStrategy { kind, health_timeout, rollback_on_failure, remove_old_image }
-            });
+    let update_strategy = (
+        of(prop_oneof![Just(UpdateOrder::StopFirst), Just(UpdateOrder::StartFirst)]),
+        of(duration()),
+        of(any::<bool>()),
+        of(any::<bool>()),
+        of(any::<bool>()),
+    )
+        .prop_map(|(kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset)| {
+            UpdateStrategy { kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset }
+        });
     (vec(dependency, 0..3), vec(exec, 0..3), of(update_policy), of(update_strategy))
 }
 

@@ -340,6 +340,27 @@ fn a_limit_docker_cannot_unset_takes_a_recreate() {
 }
 
 #[test]
+fn skip_limit_reset_keeps_the_container_and_reports_the_limit() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1", "updateStrategy": {"skipLimitReset": true}}"#);
+    check(
+        &desired,
+        Some(&observed(&desired, |o| o.resources.pids_limit = Some(10))),
+        &facts(),
+        Expect { actions: &[], drift: &["spec.resources.pidsLimit"] },
+    );
+    // Other reasons still recreate.
+    check(
+        &desired,
+        Some(&observed(&desired, |o| {
+            o.resources.pids_limit = Some(10);
+            o.env.push("HAND=edit".to_owned());
+        })),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.env.HAND", "spec.resources.pidsLimit"] },
+    );
+}
+
+#[test]
 fn networks_are_reconnected_in_place() {
     let desired = spec(
         r#"{"image": "kedge-test/app:v1",
@@ -658,6 +679,39 @@ fn post_start_commands_run_after_a_start_and_are_kept_running() {
     );
     // Processes not looked at: nothing assumed.
     check(&desired, Some(&observed(&desired, |_| {})), &facts(), NOTHING);
+}
+
+#[test]
+fn ensure_running_commands_match_fully_or_partially() {
+    let spec_with = |command_match: &str| {
+        spec(&format!(
+            r#"{{"image": "kedge-test/app:v1", "postStart": [
+            {{"command": ["worker", "--queue", "q"], "policy": "ensureRunning", "match": "{command_match}"}}]}}"#
+        ))
+    };
+    let rewritten = ImageFacts {
+        running_processes: Some(vec![
+            "/bin/sleep 3600".to_owned(),
+            "/usr/bin/worker --queue q [busy]".to_owned(),
+        ]),
+        ..facts()
+    };
+    let full = spec_with("full");
+    check(
+        &full,
+        Some(&observed(&full, |_| {})),
+        &rewritten,
+        Expect { actions: &["RunExec"], drift: &["spec.postStart[0]"] },
+    );
+    let partial = spec_with("partial");
+    check(&partial, Some(&observed(&partial, |_| {})), &rewritten, NOTHING);
+    let gone = ImageFacts { running_processes: Some(vec!["/bin/sleep 3600".to_owned()]), ..facts() };
+    check(
+        &partial,
+        Some(&observed(&partial, |_| {})),
+        &gone,
+        Expect { actions: &["RunExec"], drift: &["spec.postStart[0]"] },
+    );
 }
 
 #[test]
