@@ -2,8 +2,9 @@
 //!
 //! Each is a change of desired state written through the API (`spec.runState`, the
 //! `kedge.io/restartedAt` annotation, a delete), which the agent carries out in dependency order
-//! and keeps across agent restarts and reboots. Only a plain `restart` is a one-off: it goes
-//! straight to the engine, since "restart now" is not a state to keep (docs/migrating-from-docker-map.md).
+//! and keeps across agent restarts and reboots. Only a plain `restart` is a one-off (the agent of the
+//! container's host restarts it and records an event), since "restart now" is not a state to keep
+//! (docs/migrating-from-docker-map.md).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use kedge_controller::docker::{labels, DockerClient};
 use kedge_controller::mapping::RESTARTED_AT_ANNOTATION;
 use kedge_crds::{ConditionStatus, Container, DeletionPolicy, RunState};
 use reqwest::Method;
@@ -38,8 +38,9 @@ Sets spec.runState: running on NAME and, transitively, on everything NAME depend
     /// Restart one container now (not its dependencies); `--recreate` replaces it instead.
     #[command(
         after_help = "Examples:\n  kedge restart container app\n  kedge restart container app --recreate\n\n\
-Without --recreate: a one-off restart through the Docker Engine of this host (DOCKER_HOST):\n\
-same container ID, post-start commands are not run again. With --recreate: sets the\n\
+Without --recreate: a one-off restart by the agent of the container's host, recorded as a\n\
+Restarted event: same container ID; ensureRunning post-start commands come back when the agent\n\
+next finds them missing, once commands are not run again. With --recreate: sets the\n\
 kedge.io/restartedAt annotation, and the agent replaces the container (new ID), as\n\
 `kubectl rollout restart` does."
     )]
@@ -176,37 +177,11 @@ async fn restart(args: RestartArgs, global: &GlobalArgs) -> CliResult<Exit> {
         println!("container/{name} recreate requested ({RESTARTED_AT_ANNOTATION}={stamp})");
         return Ok(Exit::Ok);
     }
-    let container = get(&client, &ns, &name).await?;
-    let docker = DockerClient::connect().await.map_err(|error| {
-        CliError::new(Exit::Server, format!("cannot reach the Docker Engine: {error}"))
-            .hint("run on the container's host, or set DOCKER_HOST to its engine")
-    })?;
-    let observed = docker
-        .inspect_container(&name)
-        .await
-        .map_err(|error| CliError::new(Exit::Server, format!("inspect {name}: {error}")))?
-        .ok_or_else(|| {
-            CliError::new(Exit::NotFound, format!("no container {name} on this engine"))
-                .hint("restart runs against the engine of DOCKER_HOST: the container's host")
-        })?;
-    if !labels::is_managed(&observed.labels)
-        || labels::key(&observed.labels) != Some(container.key().as_str())
-    {
-        return Err(CliError::new(
-            Exit::Conflict,
-            format!(
-                "container {name} ({}) is not spec {}'s; left alone",
-                short(&observed.id),
-                container.key()
-            ),
-        ));
-    }
-    let timeout = container.spec.stop_grace_period.map(|period| period.duration());
-    docker
-        .restart_container(&observed.id, timeout)
-        .await
-        .map_err(|error| CliError::new(Exit::Server, format!("restart {name}: {error}")))?;
-    println!("container/{name} restarted ({})", short(&observed.id));
+    // Served by the agent of the container's host, which restarts it and records an event.
+    let path = format!("{}/restart", object_path(&ns, &name));
+    let report = client.send(Method::POST, &path, None).await?.body;
+    let id = report["id"].as_str().unwrap_or_default();
+    println!("container/{name} restarted ({})", short(id));
     Ok(Exit::Ok)
 }
 

@@ -200,6 +200,8 @@ async fn stop_and_start_follow_the_chain_and_stop_survives_an_agent_restart() {
     assert_eq!(inspect(&app, "{{.Id}}"), app_id);
     assert!(engine_time(&app, "StartedAt") > app_at);
     assert_eq!((engine_time(&db, "StartedAt"), engine_time(&web, "StartedAt")), (db_at, web_at));
+    let events = world.ok(&["events", "--for", &app]);
+    assert!(events.contains("Restarted"), "{events}");
 
     // --recreate: the agent replaces it (a new ID), as `kubectl rollout restart` does.
     world.ok(&["restart", "container", &app, "--recreate"]);

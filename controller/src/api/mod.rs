@@ -15,6 +15,7 @@
 //! GET    /api/v1/namespaces/{ns}/containers/{name}/status
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   body {"pull": true} or ?pull=true; 501 unless a
 //!                                                          RecreateHandler is installed (the agent installs one)
+//! POST   /api/v1/namespaces/{ns}/containers/{name}/restart    restart now, same container (an event records it)
 //! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
 //! GET    /api/v1/hosts
@@ -30,6 +31,7 @@
 //! this module only translates HTTP to it.
 
 mod logs;
+mod restart;
 mod selector;
 pub mod tls;
 pub mod token;
@@ -152,6 +154,7 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route("/api/v1/namespaces/{ns}/containers/{name}", get(read).put(replace).delete(remove))
         .route("/api/v1/namespaces/{ns}/containers/{name}/status", get(read_status))
         .route("/api/v1/namespaces/{ns}/containers/{name}/logs", get(logs::container_logs))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/restart", post(restart::restart_container))
         .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
         .route("/api/v1/watch/containers", get(watch_containers))
         .route("/api/v1/events", get(list_events))
