@@ -217,6 +217,18 @@ impl InProcessAgent {
         dir: Option<tempfile::TempDir>,
         docker_host: Option<&str>,
     ) -> InProcessAgent {
+        Self::start_with(store, host, dir, docker_host, |_| {}).await
+    }
+
+    /// [`InProcessAgent::start_on_engine`], the configuration changed by `configure` (labels, grace
+    /// periods).
+    pub async fn start_with(
+        store: kedge_controller::store::SharedStore,
+        host: &str,
+        dir: Option<tempfile::TempDir>,
+        docker_host: Option<&str>,
+        configure: impl FnOnce(&mut kedge_controller::agent::AgentConfig),
+    ) -> InProcessAgent {
         init_logs();
         let docker = match docker_host {
             Some(docker_host) => kedge_controller::docker::DockerClient::connect_to(docker_host).await,
@@ -226,6 +238,7 @@ impl InProcessAgent {
         let mut config = kedge_controller::agent::AgentConfig::new(host);
         config.backoff.min_delay = Duration::from_millis(200);
         config.backoff.max_delay = Duration::from_secs(5);
+        configure(&mut config);
         let stats = config.stats.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task =

@@ -12,11 +12,13 @@
 //! - Shutdown finishes the reconcile in flight (a recreate completes or rolls back) before it returns.
 //! - On start, recreates interrupted by a crash are finished or rolled back before anything else.
 
+pub mod bindings;
 pub mod cache;
 pub mod host;
 mod identity;
 mod lock;
 mod reconcile;
+mod scheduler;
 mod sources;
 pub mod status;
 
@@ -53,6 +55,8 @@ pub struct AgentConfig {
     pub dependency_poll: Duration,
     /// How often a container whose name a foreign container holds is looked at again.
     pub conflict_poll: Duration,
+    /// How long a host must be NotReady before the scheduler moves its specs to other hosts.
+    pub scheduler_grace: Duration,
     /// Counters the agent keeps while it runs, for tests, benchmarks and health reporting.
     pub stats: Arc<AgentStats>,
 }
@@ -109,6 +113,7 @@ impl AgentConfig {
             backoff: BackoffConfig::default(),
             dependency_poll: Duration::from_secs(1),
             conflict_poll: Duration::from_secs(15),
+            scheduler_grace: Duration::from_secs(30),
             stats: Arc::default(),
         }
     }
@@ -132,6 +137,8 @@ pub(crate) struct Agent {
     pub(crate) docker: DockerClient,
     pub(crate) executor: Executor,
     pub(crate) cache: Arc<DesiredState>,
+    /// Where the scheduler put the specs that name no host.
+    pub(crate) bindings: Arc<bindings::BindingCache>,
     pub(crate) queue: WorkQueue<String>,
     pub(crate) events: EventRecorder,
     pub(crate) config: AgentConfig,
@@ -157,6 +164,7 @@ pub async fn run(
         executor: Executor::new(docker.clone()),
         events: EventRecorder::new(store.clone(), config.host_name.clone()),
         cache: Arc::new(DesiredState::default()),
+        bindings: Arc::new(bindings::BindingCache::default()),
         queue: WorkQueue::new(config.backoff),
         statuses: Mutex::new(HashMap::new()),
         store_id,
@@ -174,6 +182,19 @@ pub async fn run(
         agent.store.clone(),
         agent.cache.clone(),
         agent.queue.clone(),
+        stopping.clone(),
+    ));
+    tasks.spawn(bindings::follow_bindings(
+        agent.store.clone(),
+        agent.bindings.clone(),
+        agent.queue.clone(),
+        stopping.clone(),
+    ));
+    tasks.spawn(scheduler::run(
+        agent.store.clone(),
+        agent.config.host_name.clone(),
+        agent.cache.clone(),
+        agent.config.scheduler_grace,
         stopping.clone(),
     ));
     tasks.spawn(sources::follow_engine(

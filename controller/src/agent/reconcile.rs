@@ -75,25 +75,34 @@ impl Agent {
         }
         match self.cache.get(key) {
             None => self.reconcile_deleted(key, &owned).await,
-            Some(spec) if !self.placed_here(&spec) => self.reconcile_placed_elsewhere(key, &owned).await,
+            Some(spec) if !self.placed_here(key, &spec) => self.reconcile_placed_elsewhere(key, &owned).await,
             Some(spec) => self.reconcile_spec(key, &spec, &owned).await,
         }
     }
 
     async fn owned_containers(&self, key: &str) -> Result<Vec<ContainerSummary>, Failure> {
-        let filter = ContainerFilter { labels: vec![labels::key_filter(key)], name: None };
+        let filter = ContainerFilter {
+            labels: vec![labels::key_filter(key), labels::host_filter(&self.config.host_name)],
+            name: None,
+        };
         let containers =
             self.docker.list_containers(&filter).await.map_err(|e| Failure::new("EngineUnavailable", e))?;
-        // The key filter matches the label; ownership needs managed-by as well.
-        Ok(containers.into_iter().filter(|container| labels::is_managed(&container.labels)).collect())
+        // The filters match the labels; ownership needs managed-by as well. Another host's agent may
+        // share this engine (or have left containers on it): its containers are never this agent's.
+        let host = &self.config.host_name;
+        Ok(containers
+            .into_iter()
+            .filter(|container| labels::is_managed_by_host(&container.labels, host))
+            .collect())
     }
 
-    fn placed_here(&self, spec: &Container) -> bool {
-        let Some(placement) = &spec.spec.placement else { return true };
-        if let Some(host) = &placement.host {
-            return *host == self.config.host_name;
+    /// A spec that names a host runs there; any other runs where the scheduler bound it
+    /// ([`super::bindings`]), and nowhere while unbound.
+    fn placed_here(&self, key: &str, spec: &Container) -> bool {
+        match spec.spec.placement.as_ref().and_then(|placement| placement.host.as_ref()) {
+            Some(host) => *host == self.config.host_name,
+            None => self.bindings.host_of(key).as_deref() == Some(self.config.host_name.as_str()),
         }
-        placement.host_selector.iter().all(|(key, value)| self.config.host_labels.get(key) == Some(value))
     }
 
     /// The spec is gone: remove its containers, unless it asked for them to be orphaned. Only when
@@ -119,7 +128,8 @@ impl Agent {
         key: &str,
         owned: &[ContainerSummary],
     ) -> Result<Next, Failure> {
-        if !self.cache.authoritative() {
+        // Neither a store outage nor a binding not read yet is an instruction to remove.
+        if !self.cache.authoritative() || !self.bindings.authoritative() {
             return Ok(Next::After(STATUS_RETRY));
         }
         for container in owned {
@@ -295,7 +305,7 @@ impl Agent {
             let Some(other) = self.cache.get(&key) else { continue };
             let depends = other.metadata.namespace == spec.metadata.namespace
                 && other.spec.depends_on.iter().any(|dependency| dependency.name == name);
-            if !depends || !self.placed_here(&other) {
+            if !depends || !self.placed_here(&key, &other) {
                 continue;
             }
             let observed = self.inspect(&other.metadata.name).await?;
@@ -488,7 +498,7 @@ impl Agent {
     pub(crate) async fn report_failure(&self, key: &str, failure: &Failure, retry: Retry) {
         self.events.record(key, EventType::Warning, &failure.reason, &failure.message).await;
         let Some(spec) = self.cache.get(key) else { return };
-        if !self.placed_here(&spec) {
+        if !self.placed_here(key, &spec) {
             return;
         }
         let observed = self.inspect(&spec.metadata.name).await.ok().flatten();

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use kedge_crds::{Container, ContainerSpec, ContainerStatus};
 
 use super::objects::{self, ApplyOutcome};
-use super::{DeleteCondition, EventKind, PutCondition, Store, StoreError, WatchEvent, WatchStream};
+use super::{DeleteCondition, EventKind, Fence, PutCondition, Store, StoreError, WatchEvent, WatchStream};
 
 /// How long a case waits for an event that must come.
 const EVENT_DEADLINE: Duration = Duration::from_secs(20);
@@ -24,6 +24,7 @@ pub async fn run_shared(store: &dyn Store, prefix: &str) {
     lease_revoke_deletes_keys(store, &format!("{prefix}revoke/")).await;
     lease_expiry_deletes_keys(store, &format!("{prefix}expiry/")).await;
     generation_rules(store, &format!("{prefix}gen")).await;
+    fenced_writes(store, &format!("{prefix}fence/")).await;
     errors_are_not_empty_results(store).await;
 }
 
@@ -424,6 +425,51 @@ pub async fn generation_rules(store: &dyn Store, ns_prefix: &str) {
 }
 
 /// Invalid requests are errors, not empty answers.
+/// A fenced write happens only while the fence key is unchanged: the leader-election pattern in which
+/// a stale leader's writes are refused once its key has lapsed or a successor created it again.
+pub async fn fenced_writes(store: &dyn Store, prefix: &str) {
+    let leader = format!("{prefix}leader");
+    let target = format!("{prefix}target");
+    let lease = store.lease_grant(30).await.unwrap();
+    let first_term = store.put(&leader, b"a".to_vec(), PutCondition::Absent, lease).await.unwrap();
+    let fence = Fence { key: &leader, mod_revision: first_term };
+    let written = store.put_fenced(fence, &target, b"1".to_vec(), PutCondition::Absent).await.unwrap();
+    assert_eq!(store.get(&target).await.unwrap().unwrap().value, b"1");
+    // The key's own condition still applies under a holding fence.
+    match store.put_fenced(fence, &target, b"x".to_vec(), PutCondition::Absent).await {
+        Err(StoreError::Conflict { key, current_mod_revision }) => {
+            assert_eq!((key.as_str(), current_mod_revision), (target.as_str(), written))
+        }
+        other => panic!("create-only over an existing key under a holding fence: {other:?}"),
+    }
+
+    // The leader's lease ends and a successor is elected: the old term's writes are refused.
+    store.lease_revoke(lease).await.unwrap();
+    let stale = |what: &str, outcome: Result<(), StoreError>, current: i64| match outcome {
+        Err(StoreError::Conflict { key, current_mod_revision }) => {
+            assert_eq!(key, leader, "{what}: the conflict names the fence");
+            assert_eq!(current_mod_revision, current, "{what}");
+        }
+        other => panic!("{what}: a stale fence must be refused, got {other:?}"),
+    };
+    let outcome = store.put_fenced(fence, &target, b"2".to_vec(), PutCondition::Always).await.map(drop);
+    stale("put with the leader key gone", outcome, 0);
+    let second_term = store.put(&leader, b"b".to_vec(), PutCondition::Absent, 0).await.unwrap();
+    assert!(second_term > first_term);
+    let outcome = store.put_fenced(fence, &target, b"2".to_vec(), PutCondition::ModRevision(written)).await;
+    stale("put under a successor", outcome.map(drop), second_term);
+    let outcome = store.delete_fenced(fence, &target, DeleteCondition::Always).await;
+    stale("delete under a successor", outcome.map(drop), second_term);
+    assert_eq!(store.get(&target).await.unwrap().unwrap().value, b"1", "no stale write landed");
+
+    // The successor's fence holds.
+    let fence = Fence { key: &leader, mod_revision: second_term };
+    store.put_fenced(fence, &target, b"3".to_vec(), PutCondition::ModRevision(written)).await.unwrap();
+    assert!(store.delete_fenced(fence, &target, DeleteCondition::Always).await.unwrap().is_some());
+    assert_eq!(store.delete_fenced(fence, &target, DeleteCondition::Always).await.unwrap(), None);
+    store.delete(&leader, DeleteCondition::Always).await.unwrap();
+}
+
 pub async fn errors_are_not_empty_results(store: &dyn Store) {
     assert!(matches!(
         store.put("", b"x".to_vec(), PutCondition::Always, 0).await,

@@ -48,8 +48,8 @@ use tokio::time::Instant;
 
 use super::crc::crc32;
 use super::{
-    BoxFuture, DeleteCondition, EventKind, KeyValue, LeaseId, ListResult, PutCondition, Store, StoreError,
-    WatchEvent, WatchStream,
+    BoxFuture, DeleteCondition, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition, Store,
+    StoreError, WatchEvent, WatchStream,
 };
 
 const MAGIC: &[u8; 8] = b"KEDGEST1";
@@ -495,6 +495,15 @@ impl State {
         }
     }
 
+    /// Refuses a fenced write whose fence key moved (see [`Fence`]).
+    fn check_fence(&self, fence: Fence<'_>) -> Result<(), StoreError> {
+        let current = self.kvs.get(fence.key).map_or(0, |kv| kv.mod_revision);
+        if current != fence.mod_revision {
+            return Err(StoreError::Conflict { key: fence.key.to_owned(), current_mod_revision: current });
+        }
+        Ok(())
+    }
+
     fn check_usable(&self) -> Result<(), StoreError> {
         match &self.failure {
             Some(why) => Err(StoreError::Unavailable(format!("embedded store failed earlier: {why}"))),
@@ -801,6 +810,73 @@ impl Store for EmbeddedStore {
             let (revision, seq) = {
                 let mut st = s.lock();
                 st.check_usable()?;
+                let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
+                if let DeleteCondition::ModRevision(r) = condition {
+                    if current != r {
+                        return Err(StoreError::Conflict {
+                            key: key.to_owned(),
+                            current_mod_revision: current,
+                        });
+                    }
+                }
+                if current == 0 {
+                    (None, st.queued_seq)
+                } else {
+                    let (rev, seq) = st.write_txn(vec![Op::Delete { key: key.to_owned() }], 0);
+                    (Some(rev), seq)
+                }
+            };
+            s.commit_wanted.notify_one();
+            s.wait_durable(seq).await?;
+            Ok(revision)
+        })
+    }
+
+    fn put_fenced<'a>(
+        &'a self,
+        fence: Fence<'a>,
+        key: &'a str,
+        value: Vec<u8>,
+        condition: PutCondition,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(async move {
+            if key.is_empty() {
+                return Err(StoreError::Invalid("empty key".into()));
+            }
+            let s = &self.handle.shared;
+            let (revision, seq) = {
+                let mut st = s.lock();
+                st.check_usable()?;
+                st.check_fence(fence)?;
+                let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
+                let ok = match condition {
+                    PutCondition::Always => true,
+                    PutCondition::Absent => current == 0,
+                    PutCondition::ModRevision(r) => current == r,
+                };
+                if !ok {
+                    return Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: current });
+                }
+                st.write_txn(vec![Op::Put { key: key.to_owned(), value, lease: 0 }], 0)
+            };
+            s.commit_wanted.notify_one();
+            s.wait_durable(seq).await?;
+            Ok(revision)
+        })
+    }
+
+    fn delete_fenced<'a>(
+        &'a self,
+        fence: Fence<'a>,
+        key: &'a str,
+        condition: DeleteCondition,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let s = &self.handle.shared;
+            let (revision, seq) = {
+                let mut st = s.lock();
+                st.check_usable()?;
+                st.check_fence(fence)?;
                 let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
                 if let DeleteCondition::ModRevision(r) = condition {
                     if current != r {

@@ -23,8 +23,8 @@ use etcd_client::{
 };
 
 use super::{
-    BoxFuture, DeleteCondition, EventKind, KeyValue, LeaseId, ListResult, PutCondition, Store, StoreError,
-    WatchEvent, WatchStream,
+    BoxFuture, DeleteCondition, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition, Store,
+    StoreError, WatchEvent, WatchStream,
 };
 
 const LIST_PAGE: i64 = 1000;
@@ -349,6 +349,55 @@ impl Store for EtcdStore {
         })
     }
 
+    fn put_fenced<'a>(
+        &'a self,
+        fence: Fence<'a>,
+        key: &'a str,
+        value: Vec<u8>,
+        condition: PutCondition,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(async move {
+            if key.is_empty() {
+                return Err(StoreError::Invalid("empty key".into()));
+            }
+            let mut compares = vec![Compare::mod_revision(fence.key, CompareOp::Equal, fence.mod_revision)];
+            match condition {
+                PutCondition::Always => {}
+                PutCondition::Absent | PutCondition::ModRevision(0) => {
+                    compares.push(Compare::create_revision(key, CompareOp::Equal, 0))
+                }
+                PutCondition::ModRevision(r) => {
+                    compares.push(Compare::mod_revision(key, CompareOp::Equal, r))
+                }
+            }
+            let txn = Txn::new()
+                .when(compares)
+                .and_then([TxnOp::put(key, value, None)])
+                .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
+            self.with_timeout(self.fenced(fence, key, txn)).await.map(|(revision, _)| revision)
+        })
+    }
+
+    fn delete_fenced<'a>(
+        &'a self,
+        fence: Fence<'a>,
+        key: &'a str,
+        condition: DeleteCondition,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let mut compares = vec![Compare::mod_revision(fence.key, CompareOp::Equal, fence.mod_revision)];
+            if let DeleteCondition::ModRevision(r) = condition {
+                compares.push(Compare::mod_revision(key, CompareOp::Equal, r));
+            }
+            let txn = Txn::new()
+                .when(compares)
+                .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
+                .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
+            let (revision, deleted) = self.with_timeout(self.fenced(fence, key, txn)).await?;
+            Ok((deleted > 0).then_some(revision))
+        })
+    }
+
     fn watch<'a>(
         &'a self,
         prefix: &'a str,
@@ -445,6 +494,39 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
+    /// Runs a `fence and compare ? write : get fence, get key` transaction; returns the revision and
+    /// how many keys a delete removed. On failure the conflict names the fence's key when the fence
+    /// moved, else the written key.
+    async fn fenced(&self, fence: Fence<'_>, key: &str, txn: Txn) -> Result<(i64, i64), StoreError> {
+        let mut client = self.client.clone();
+        let resp = client.txn(txn).await.map_err(map_err)?;
+        let revision = header_revision(resp.header())?;
+        let responses = resp.op_responses();
+        if resp.succeeded() {
+            let deleted = responses
+                .iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Delete(d) => Some(d.deleted()),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            return Ok((revision, deleted));
+        }
+        let mut currents = responses.iter().filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map_or(0, |kv| kv.mod_revision())),
+            _ => None,
+        });
+        let fence_current = currents.next().unwrap_or(0);
+        let key_current = currents.next().unwrap_or(0);
+        if fence_current != fence.mod_revision {
+            return Err(StoreError::Conflict {
+                key: fence.key.to_owned(),
+                current_mod_revision: fence_current,
+            });
+        }
+        Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: key_current })
+    }
+
     /// Runs a `compare ? write : get` transaction; on failure reports the key's current mod_revision.
     async fn conditional(&self, key: &str, txn: Txn) -> Result<i64, StoreError> {
         let mut client = self.client.clone();

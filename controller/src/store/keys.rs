@@ -5,6 +5,8 @@
 //! /kedge/v1/status/<ns>/<name>    what the agent observed (written only by agents; `observedGeneration`)
 //! /kedge/v1/hosts/<host>          an agent's heartbeat, on a lease
 //! /kedge/v1/events/<ns>/<id>      events, on a lease so that they expire
+//! /kedge/v1/bindings/<ns>/<name>  which host runs an unplaced spec (written only by the scheduler)
+//! /kedge/v1/scheduler/leader      the scheduler's leader, on its lease (create-only)
 //! ```
 //!
 //! Spec and status are separate keys so that an agent never rewrites what the user applied. Every
@@ -18,6 +20,11 @@ pub const HOSTS: &str = "/kedge/v1/hosts/";
 pub const EVENTS: &str = "/kedge/v1/events/";
 /// `/kedge/v1/host-leases/<host>`: present while the host's agent is alive (on its lease).
 pub const HOST_LEASES: &str = "/kedge/v1/host-leases/";
+/// `/kedge/v1/bindings/<ns>/<name>`: the host the scheduler chose for a spec that names none.
+pub const BINDINGS: &str = "/kedge/v1/bindings/";
+/// The scheduler's leader key: created only when absent, on the leader's lease. Its `mod_revision`
+/// is the leader's term, and every scheduler write is fenced on it.
+pub const SCHEDULER_LEADER: &str = "/kedge/v1/scheduler/leader";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +63,15 @@ pub fn spec_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
 
 pub fn status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
     two(STATUS, namespace, name)
+}
+
+pub fn binding_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(BINDINGS, namespace, name)
+}
+
+/// Splits a binding key into (namespace, name).
+pub fn parse_binding_key(key: &str) -> Option<(&str, &str)> {
+    parse_two(BINDINGS, key)
 }
 
 /// The key that exists while `host`'s agent is alive: it is on the agent's lease.
@@ -136,6 +152,8 @@ mod tests {
         assert_eq!(event_key("ns", "0001-x").unwrap(), "/kedge/v1/events/ns/0001-x");
         assert_eq!(specs_prefix(Some("a")).unwrap(), "/kedge/v1/specs/a/");
         assert_eq!(specs_prefix(None).unwrap(), SPECS);
+        assert_eq!(binding_key("ns", "web").unwrap(), "/kedge/v1/bindings/ns/web");
+        assert_eq!(parse_binding_key("/kedge/v1/bindings/ns/web"), Some(("ns", "web")));
     }
 
     #[test]

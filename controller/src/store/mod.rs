@@ -94,6 +94,16 @@ pub enum DeleteCondition {
     ModRevision(i64),
 }
 
+/// A condition on a second key: a fenced write happens only while `key`'s `mod_revision` is exactly
+/// `mod_revision`, checked atomically with the write. A leader that created its leader key at revision R
+/// fences every write on (leader key, R): once its lease lapses or another leader creates the key, the
+/// key's `mod_revision` differs (0 or a newer revision) and the stale leader's writes are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    pub key: &'a str,
+    pub mod_revision: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Put,
@@ -180,6 +190,26 @@ pub trait Store: Send + Sync + 'static {
     /// not exist (only possible with [`DeleteCondition::Always`]; the revision does not move then).
     fn delete<'a>(
         &'a self,
+        key: &'a str,
+        condition: DeleteCondition,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+
+    /// [`Store::put`] without a lease, applied only if `fence` holds as well, in one transaction. A
+    /// failed fence is a [`StoreError::Conflict`] naming the fence's key; a failed `condition` one
+    /// naming `key`.
+    fn put_fenced<'a>(
+        &'a self,
+        fence: Fence<'a>,
+        key: &'a str,
+        value: Vec<u8>,
+        condition: PutCondition,
+    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// [`Store::delete`], applied only if `fence` holds as well, in one transaction (conflicts as in
+    /// [`Store::put_fenced`]). Returns `None` when the key did not exist.
+    fn delete_fenced<'a>(
+        &'a self,
+        fence: Fence<'a>,
         key: &'a str,
         condition: DeleteCondition,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;

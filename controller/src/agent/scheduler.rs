@@ -1,0 +1,410 @@
+//! The scheduler: binds every spec that names no host to a ready host, run by one agent at a time.
+//!
+//! Leadership is a key on a lease, created only when absent ([`keys::SCHEDULER_LEADER`]); the leader
+//! renews the lease, the others try to create the key every second and take over once it is gone (the
+//! lease lapsed or the leader revoked it on shutdown). The leader key's `mod_revision` is the leader's
+//! term, and every binding write is fenced on it ([`Fence`]): the store applies the write only if the
+//! leader key still has that `mod_revision`, atomically. A leader that was paused, partitioned or slow
+//! past its lease therefore cannot write once a successor exists, or while nobody leads: at any
+//! revision of the store, only writes of the then-current term can commit. Decisions may be taken
+//! from stale reads; every binding write is also a compare-and-swap on the binding itself, so a
+//! decision taken from a stale binding is refused and taken again on the next pass.
+//!
+//! Each pass, from the agent's spec cache (only when it is authoritative) and fresh lists of hosts,
+//! liveness keys and bindings, [`plan`] decides:
+//! - an unplaced spec (no `placement.host`) without a binding is bound to the ready host matching its
+//!   `hostSelector` with the fewest specs (bound or named), ties broken by name;
+//! - a binding to a host NotReady (no liveness key) for longer than the grace period moves to another
+//!   ready host, and so does a binding to a host that no longer matches the selector;
+//! - the binding of a deleted spec, or of a spec that now names its host, is deleted.
+//!
+//! A new leader has not seen hosts go NotReady: it counts the grace period from its own first
+//! observation, which only delays a failover, never hastens one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{keys, DeleteCondition, Fence, LeaseId, PutCondition, SharedStore, StoreError};
+
+use super::bindings::{self, Binding, StoredBinding};
+use super::cache::DesiredState;
+use super::host::HostRecord;
+
+/// The leader lease's TTL: how long a dead leader blocks scheduling at most.
+const LEADER_TTL_SECONDS: i64 = 6;
+/// How often the leader schedules, and how often the others try to take over.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Where an unplaced spec may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SpecPlacement {
+    /// `namespace/name`.
+    pub key: String,
+    /// The host the spec names itself: it needs no binding.
+    pub named_host: Option<String>,
+    pub selector: BTreeMap<String, String>,
+}
+
+/// One change a pass makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Bind `key` to `host`; `previous` is the current binding's `mod_revision` (None: create).
+    Bind {
+        key: String,
+        host: String,
+        previous: Option<i64>,
+    },
+    Unbind {
+        key: String,
+        mod_revision: i64,
+    },
+}
+
+/// Decides a pass. `ready` holds every ready host's labels; `expired(host)` tells whether a host
+/// that is not ready has been so for longer than the grace period. Pure: the unit tests' surface.
+pub(crate) fn plan(
+    specs: &[SpecPlacement],
+    ready: &BTreeMap<String, BTreeMap<String, String>>,
+    bindings: &BTreeMap<String, StoredBinding>,
+    expired: &dyn Fn(&str) -> bool,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let by_key: HashMap<&str, &SpecPlacement> = specs.iter().map(|spec| (spec.key.as_str(), spec)).collect();
+    for (key, stored) in bindings {
+        let unplaced = by_key.get(key.as_str()).is_some_and(|spec| spec.named_host.is_none());
+        if !unplaced {
+            changes.push(Change::Unbind { key: key.clone(), mod_revision: stored.mod_revision });
+        }
+    }
+    let mut load: BTreeMap<&str, usize> = ready.keys().map(|host| (host.as_str(), 0)).collect();
+    for spec in specs {
+        let host = match &spec.named_host {
+            Some(host) => Some(host.as_str()),
+            None => bindings.get(&spec.key).map(|stored| stored.binding.host.as_str()),
+        };
+        if let Some(count) = host.and_then(|host| load.get_mut(host)) {
+            *count += 1;
+        }
+    }
+    let fits = |spec: &SpecPlacement, host: &str| {
+        ready.get(host).is_some_and(|labels| spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    // The most constrained specs choose first, so that a spec any host can run does not take the
+    // place a spec with a selector needed.
+    let mut unplaced: Vec<(usize, &SpecPlacement)> = specs
+        .iter()
+        .filter(|spec| spec.named_host.is_none())
+        .map(|spec| (ready.keys().filter(|host| fits(spec, host)).count(), spec))
+        .collect();
+    unplaced.sort_by(|(a_count, a), (b_count, b)| a_count.cmp(b_count).then_with(|| a.key.cmp(&b.key)));
+    for (_, spec) in unplaced {
+        let current = bindings.get(&spec.key);
+        let matches = |host: &str| fits(spec, host);
+        if let Some(stored) = current {
+            let host = stored.binding.host.as_str();
+            let keep = if ready.contains_key(host) { matches(host) } else { !expired(host) };
+            if keep {
+                continue;
+            }
+        }
+        let best = load
+            .iter()
+            .filter(|(host, _)| matches(host))
+            .min_by_key(|(host, count)| (**count, **host))
+            .map(|(host, _)| host.to_string());
+        let Some(best) = best else { continue };
+        if let Some(count) = current.and_then(|stored| load.get_mut(stored.binding.host.as_str())) {
+            *count -= 1;
+        }
+        *load.get_mut(best.as_str()).expect("a ready host") += 1;
+        changes.push(Change::Bind {
+            key: spec.key.clone(),
+            host: best,
+            previous: current.map(|stored| stored.mod_revision),
+        });
+    }
+    changes
+}
+
+/// Campaigns for leadership and schedules while leader, until `shutdown`; then lets go at once.
+pub(crate) async fn run(
+    store: SharedStore,
+    me: String,
+    specs: Arc<DesiredState>,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut announced_follower = false;
+    loop {
+        match campaign(&store, &me).await {
+            Ok(Some((term, lease))) => {
+                tracing::info!(host = %me, term, "this agent leads the scheduler");
+                announced_follower = false;
+                let mut leader = Leader {
+                    store: &store,
+                    term,
+                    lease,
+                    specs: &specs,
+                    grace,
+                    not_ready_since: HashMap::new(),
+                };
+                let stopped = leader.lead(&shutdown).await;
+                let _ = store.lease_revoke(lease).await;
+                if stopped {
+                    return;
+                }
+                tracing::warn!(host = %me, term, "lost the scheduler's leadership");
+            }
+            Ok(None) => {
+                if !announced_follower {
+                    tracing::debug!(host = %me, "another agent leads the scheduler");
+                    announced_follower = true;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "could not campaign for the scheduler's leadership"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Tries once to become leader: `Some((term, lease))` on success, `None` when someone else leads.
+async fn campaign(store: &SharedStore, me: &str) -> Result<Option<(i64, LeaseId)>, StoreError> {
+    if store.get(keys::SCHEDULER_LEADER).await?.is_some() {
+        return Ok(None);
+    }
+    let lease = store.lease_grant(LEADER_TTL_SECONDS).await?;
+    match store.put(keys::SCHEDULER_LEADER, me.as_bytes().to_vec(), PutCondition::Absent, lease).await {
+        Ok(term) => Ok(Some((term, lease))),
+        Err(error) => {
+            let _ = store.lease_revoke(lease).await;
+            match error {
+                StoreError::Conflict { .. } => Ok(None),
+                error => Err(error),
+            }
+        }
+    }
+}
+
+struct Leader<'a> {
+    store: &'a SharedStore,
+    term: i64,
+    lease: LeaseId,
+    specs: &'a DesiredState,
+    grace: Duration,
+    /// When each host was first seen NotReady by this leader.
+    not_ready_since: HashMap<String, Instant>,
+}
+
+impl Leader<'_> {
+    /// Schedules until the leadership is lost (false) or `shutdown` (true).
+    async fn lead(&mut self, shutdown: &CancellationToken) -> bool {
+        let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
+        let mut renewed = Instant::now();
+        loop {
+            if renewed.elapsed() >= renew_every {
+                match self.store.lease_keep_alive(self.lease).await {
+                    Ok(_) => renewed = Instant::now(),
+                    Err(StoreError::NotFound(_)) => return false,
+                    // The fence protects the store meanwhile; keep trying.
+                    Err(error) => tracing::debug!(%error, "could not renew the scheduler's lease"),
+                }
+            }
+            match self.pass().await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
+                Err(error) => tracing::debug!(%error, "scheduling pass failed; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    async fn pass(&mut self) -> Result<(), StoreError> {
+        if !self.specs.authoritative() {
+            return Ok(());
+        }
+        let hosts = self.store.list(keys::HOSTS).await?;
+        let alive = self.store.list(keys::HOST_LEASES).await?;
+        let listed = self.store.list(keys::BINDINGS).await?;
+        let alive: std::collections::HashSet<&str> =
+            alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES)).collect();
+        let mut ready = BTreeMap::new();
+        let now = Instant::now();
+        for kv in &hosts.kvs {
+            let Some(name) = keys::parse_host_key(&kv.key) else { continue };
+            if alive.contains(name) {
+                self.not_ready_since.remove(name);
+                let labels =
+                    serde_json::from_slice::<HostRecord>(&kv.value).map(|r| r.labels).unwrap_or_default();
+                ready.insert(name.to_owned(), labels);
+            }
+        }
+        let bindings: BTreeMap<String, StoredBinding> =
+            listed.kvs.iter().filter_map(bindings::decode).collect();
+        for stored in bindings.values() {
+            if !ready.contains_key(&stored.binding.host) {
+                self.not_ready_since.entry(stored.binding.host.clone()).or_insert(now);
+            }
+        }
+        let specs: Vec<SpecPlacement> = self
+            .specs
+            .keys()
+            .into_iter()
+            .filter_map(|key| {
+                let spec = self.specs.get(&key)?;
+                let placement = spec.spec.placement.unwrap_or_default();
+                Some(SpecPlacement { key, named_host: placement.host, selector: placement.host_selector })
+            })
+            .collect();
+        let grace = self.grace;
+        let since = &self.not_ready_since;
+        let expired = |host: &str| since.get(host).is_some_and(|at| now.duration_since(*at) >= grace);
+        let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
+        for change in plan(&specs, &ready, &bindings, &expired) {
+            let outcome = self.apply(fence, &change).await;
+            match outcome {
+                Ok(()) => tracing::info!(?change, term = self.term, "scheduled"),
+                Err(StoreError::Conflict { key, .. }) if key != keys::SCHEDULER_LEADER => {
+                    tracing::debug!(?change, "binding changed meanwhile; deciding again next pass")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, fence: Fence<'_>, change: &Change) -> Result<(), StoreError> {
+        let key_of = |key: &str| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            keys::binding_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))
+        };
+        match change {
+            Change::Bind { key, host, previous } => {
+                let binding = Binding { host: host.clone(), term: self.term };
+                let value = serde_json::to_vec(&binding).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let condition = previous.map_or(PutCondition::Absent, PutCondition::ModRevision);
+                self.store.put_fenced(fence, &key_of(key)?, value, condition).await?;
+            }
+            Change::Unbind { key, mod_revision } => {
+                let condition = DeleteCondition::ModRevision(*mod_revision);
+                self.store.delete_fenced(fence, &key_of(key)?, condition).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(key: &str, named: Option<&str>, selector: &[(&str, &str)]) -> SpecPlacement {
+        SpecPlacement {
+            key: key.into(),
+            named_host: named.map(str::to_owned),
+            selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn hosts(list: &[(&str, &[(&str, &str)])]) -> BTreeMap<String, BTreeMap<String, String>> {
+        list.iter()
+            .map(|(name, labels)| {
+                (name.to_string(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            })
+            .collect()
+    }
+
+    fn bound(list: &[(&str, &str, i64)]) -> BTreeMap<String, StoredBinding> {
+        list.iter()
+            .map(|(key, host, rev)| {
+                let binding = Binding { host: host.to_string(), term: 1 };
+                (key.to_string(), StoredBinding { binding, mod_revision: *rev })
+            })
+            .collect()
+    }
+
+    fn bind(key: &str, host: &str, previous: Option<i64>) -> Change {
+        Change::Bind { key: key.into(), host: host.into(), previous }
+    }
+
+    fn check(
+        specs: &[SpecPlacement],
+        ready: &BTreeMap<String, BTreeMap<String, String>>,
+        bindings: &BTreeMap<String, StoredBinding>,
+        expired: &[&str],
+        expected: &[Change],
+    ) {
+        let changes = plan(specs, ready, bindings, &|host| expired.contains(&host));
+        assert_eq!(changes, expected);
+    }
+
+    #[test]
+    fn unbound_specs_spread_by_load_then_name() {
+        let ready = hosts(&[("b", &[]), ("a", &[]), ("c", &[])]);
+        let specs = [
+            spec("ns/1", None, &[]),
+            spec("ns/2", None, &[]),
+            spec("ns/3", Some("a"), &[]),
+            spec("ns/4", None, &[]),
+        ];
+        // "a" already runs ns/3 by name, so the unplaced ones go to b, c, then a.
+        check(
+            &specs,
+            &ready,
+            &bound(&[]),
+            &[],
+            &[bind("ns/1", "b", None), bind("ns/2", "c", None), bind("ns/4", "a", None)],
+        );
+    }
+
+    #[test]
+    fn selectors_limit_the_candidates_and_nothing_matching_waits() {
+        let ready = hosts(&[("a", &[("disk", "ssd")]), ("b", &[])]);
+        let specs = [spec("ns/fast", None, &[("disk", "ssd")]), spec("ns/gpu", None, &[("gpu", "yes")])];
+        check(&specs, &ready, &bound(&[]), &[], &[bind("ns/fast", "a", None)]);
+    }
+
+    #[test]
+    fn constrained_specs_choose_first() {
+        let ready = hosts(&[("a", &[("zone", "x")]), ("b", &[])]);
+        let specs = [spec("ns/1", None, &[]), spec("ns/2", None, &[("zone", "x")]), spec("ns/3", None, &[])];
+        let expected = [bind("ns/2", "a", None), bind("ns/1", "b", None), bind("ns/3", "a", None)];
+        check(&specs, &ready, &bound(&[]), &[], &expected);
+    }
+
+    #[test]
+    fn bindings_stay_put_until_the_grace_period_ends() {
+        let ready = hosts(&[("a", &[]), ("b", &[])]);
+        let specs = [spec("ns/1", None, &[]), spec("ns/2", None, &[])];
+        let bindings = bound(&[("ns/1", "dead", 7), ("ns/2", "a", 8)]);
+        check(&specs, &ready, &bindings, &[], &[]);
+        check(&specs, &ready, &bindings, &["dead"], &[bind("ns/1", "b", Some(7))]);
+    }
+
+    #[test]
+    fn a_host_that_stops_matching_loses_the_spec() {
+        let ready = hosts(&[("a", &[]), ("b", &[("zone", "x")])]);
+        let specs = [spec("ns/1", None, &[("zone", "x")])];
+        check(&specs, &ready, &bound(&[("ns/1", "a", 3)]), &[], &[bind("ns/1", "b", Some(3))]);
+    }
+
+    #[test]
+    fn bindings_of_deleted_or_named_specs_go() {
+        let ready = hosts(&[("a", &[])]);
+        let specs = [spec("ns/named", Some("a"), &[])];
+        let bindings = bound(&[("ns/gone", "a", 4), ("ns/named", "a", 5)]);
+        let expected = [
+            Change::Unbind { key: "ns/gone".into(), mod_revision: 4 },
+            Change::Unbind { key: "ns/named".into(), mod_revision: 5 },
+        ];
+        check(&specs, &ready, &bindings, &[], &expected);
+    }
+}
