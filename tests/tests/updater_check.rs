@@ -131,11 +131,11 @@ fn errors_exit_above_one_on_stderr() {
     assert_eq!(code(&untagged), 3, "{}", stderr(&untagged));
     assert!(stderr(&untagged).contains("--pull"), "the hint says what to do: {}", stderr(&untagged));
 
-    let unreachable = api_like_kedge_with_host(&t, "unix:///nonexistent/docker.sock", &["check", &gone]);
+    let unreachable = kedge_with_docker_host(&t, "unix:///nonexistent/docker.sock", &["check", &gone]);
     assert_eq!(code(&unreachable), 5, "{}", stderr(&unreachable));
 }
 
-fn api_like_kedge_with_host(t: &Updater, host: &str, args: &[&str]) -> std::process::Output {
+fn kedge_with_docker_host(t: &Updater, host: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(kedge_bin())
         .args(args)
         .current_dir(t.dir.path())
