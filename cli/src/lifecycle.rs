@@ -89,8 +89,11 @@ pub struct RestartArgs {
     pub kind: ContainerKind,
     pub name: String,
     /// Replace the container (a new one from the spec) instead of restarting it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "exec")]
     pub recreate: bool,
+    /// Run the spec's post-start commands again after the restart (docker-map's restart_exec_commands).
+    #[arg(long)]
+    pub exec: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,7 +181,8 @@ async fn restart(args: RestartArgs, global: &GlobalArgs) -> CliResult<Exit> {
         return Ok(Exit::Ok);
     }
     // Served by the agent of the container's host, which restarts it and records an event.
-    let path = format!("{}/restart", object_path(&ns, &name));
+    let query = if args.exec { "?exec=true" } else { "" };
+    let path = format!("{}/restart{query}", object_path(&ns, &name));
     let report = client.send(Method::POST, &path, None).await?.body;
     let id = report["id"].as_str().unwrap_or_default();
     println!("container/{name} restarted ({})", short(id));

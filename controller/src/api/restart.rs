@@ -2,21 +2,28 @@
 //! engine of the agent that serves the request (docker-map's `restart`: only this container, not its
 //! dependencies), and records it as an event. A one-off: nothing about it is stored in the spec, and
 //! the container keeps its ID. Only the agent of the container's host can; another answers 409.
+//! With `?exec=true`, the spec's post-start commands run again after the restart (docker-map's
+//! `restart_exec_commands`); `ensureRunning` ones only when not running already.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
-use crate::docker::labels;
+use crate::docker::{labels, ExecSpec};
 use crate::events::{EventRecorder, EventType};
+use crate::executor::{Action, Executor};
 use crate::store::objects;
 
 pub(super) async fn restart_container(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
+    let rerun_execs = matches!(params.get("exec").map(String::as_str), Some("true" | "1"));
     let Some(docker) = state.api.docker.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -49,7 +56,8 @@ pub(super) async fn restart_container(
     let timeout = spec.spec.stop_grace_period.map(|period| period.duration());
     docker.restart_container(&container.id, timeout).await.map_err(engine)?;
     let short = &container.id[..container.id.len().min(12)];
-    EventRecorder::new(state.api.store.clone(), state.api.host.clone())
+    let events = EventRecorder::new(state.api.store.clone(), state.api.host.clone());
+    events
         .record(
             &key,
             EventType::Normal,
@@ -57,11 +65,29 @@ pub(super) async fn restart_container(
             &format!("restarted container {name} ({short}) on request"),
         )
         .await;
+    let mut execs_ran = 0;
+    if rerun_execs {
+        let executor = Executor::new(docker);
+        for exec in &spec.spec.post_start {
+            let action = Action::RunExec {
+                container: container.id.clone(),
+                exec: ExecSpec { cmd: exec.command.clone(), user: exec.user.clone(), ..ExecSpec::default() },
+                unless_running: exec.policy == kedge_crds::ExecPolicy::EnsureRunning,
+            };
+            executor.execute(&action, &mut |_| {}).await.map_err(|e| {
+                ApiError::new(StatusCode::BAD_GATEWAY, format!("post-start command {:?}: {e}", exec.command))
+            })?;
+            execs_ran += 1;
+        }
+        let message = format!("ran {execs_ran} post-start command(s) again after the restart");
+        events.record(&key, EventType::Normal, "ExecRan", &message).await;
+    }
     Ok(Json(json!({
         "kind": "RestartReport",
         "namespace": namespace,
         "name": name,
         "id": container.id,
         "host": state.api.host,
+        "postStartCommands": execs_ran,
     })))
 }
