@@ -1,15 +1,25 @@
 //! kedge's benchmark driver (see scripts/bench and BENCHMARKS.md).
 //!
-//! Subcommands: `store [--etcd ENDPOINTS]` (the desired-state stores, see `store.rs`).
+//! Subcommands:
+//! - `store [--etcd ENDPOINTS]`: the desired-state stores alone (`store.rs`);
+//! - `suite [...]`: every figure of BENCHMARKS.md against the engine on DOCKER_HOST (`suite.rs`):
+//!   drift repair against the floor and Swarm (`drift.rs`, `swarm.rs`), rollout, idle cost, cold
+//!   start and specs applied through the API, with the agent in process or as its binary (`kedge.rs`).
 
+mod common;
+mod drift;
+mod kedge;
 mod store;
+mod suite;
+mod swarm;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("store") => store::run(&args[1..]),
+        Some("suite") => suite::run(&args[1..]),
         _ => {
-            println!("usage: kedge-bench store [--etcd ENDPOINTS]");
+            println!("usage: kedge-bench store [--etcd ENDPOINTS] | kedge-bench suite [--help]");
             Ok(())
         }
     }

@@ -1,0 +1,606 @@
+//! `kedge-bench suite`: every figure of BENCHMARKS.md in one run, printed as a table and written
+//! as JSON. Each figure is measured `--reps` times; the table shows the median and the spread.
+//!
+//! Phases, in order (each cleans up what it made, also on failure):
+//! 1. kedge (an in-process agent on an embedded store) and the floor: drift repair, then rollout;
+//! 2. idle cost of the real `kedge agent` binary over many containers, then cold start over them;
+//! 3. specs applied per second through the API, on the embedded store and on etcd;
+//! 4. Docker Swarm: the same kill-and-restore and rollout (Swarm mode is left again at the end).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kedge_controller::store::objects;
+use serde_json::{json, Value};
+
+use crate::common::{self, figure, percentiles, spec, typed, EventLog, Figure, Percentiles};
+use crate::drift::{kill_each, Floor};
+use crate::kedge::{open_embedded, wait_all_ready, AgentProcess, InProcessAgent};
+
+const V1: &str = "kedge-test/app:v1";
+const V2: &str = "kedge-test/app:v2";
+
+#[derive(Debug, Clone)]
+struct Options {
+    reps: usize,
+    drift: usize,
+    rollout: usize,
+    idle: usize,
+    idle_seconds: u64,
+    api_specs: usize,
+    workers: usize,
+    swarm: bool,
+    out: PathBuf,
+    kedge_bin: PathBuf,
+    dockerd_pid: Option<u32>,
+    etcd: Option<String>,
+    only: Vec<String>,
+}
+
+const USAGE: &str = "usage: kedge-bench suite --kedge-bin PATH [--reps 2] [--drift 100] [--rollout 50] \
+[--idle 500] [--idle-seconds 60] [--api-specs 200] [--workers 8] [--no-swarm] [--dockerd-pid PID] \
+[--etcd ENDPOINTS] [--only drift,rollout,idle,api,swarm] [--out bench-results/latest.json]";
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        reps: 2,
+        drift: 100,
+        rollout: 50,
+        idle: 500,
+        idle_seconds: 60,
+        api_specs: 200,
+        workers: 8,
+        swarm: true,
+        out: PathBuf::from("bench-results/latest.json"),
+        kedge_bin: PathBuf::from("target/release/kedge"),
+        dockerd_pid: std::env::var("KEDGE_BENCH_DOCKERD_PID").ok().and_then(|p| p.parse().ok()),
+        etcd: std::env::var("KEDGE_ETCD_ENDPOINTS").ok().filter(|s| !s.is_empty()),
+        only: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value; {USAGE}"));
+        match flag.as_str() {
+            "--reps" => o.reps = value()?.parse()?,
+            "--drift" => o.drift = value()?.parse()?,
+            "--rollout" => o.rollout = value()?.parse()?,
+            "--idle" => o.idle = value()?.parse()?,
+            "--idle-seconds" => o.idle_seconds = value()?.parse()?,
+            "--api-specs" => o.api_specs = value()?.parse()?,
+            "--workers" => o.workers = value()?.parse()?,
+            "--no-swarm" => o.swarm = false,
+            "--out" => o.out = PathBuf::from(value()?),
+            "--kedge-bin" => o.kedge_bin = PathBuf::from(value()?),
+            "--dockerd-pid" => o.dockerd_pid = Some(value()?.parse()?),
+            "--etcd" => o.etcd = Some(value()?.clone()),
+            "--only" => o.only = value()?.split(',').map(str::to_owned).collect(),
+            other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
+        }
+    }
+    anyhow::ensure!(
+        o.reps >= 1 && o.drift >= 1 && o.rollout >= 1 && o.idle >= 1,
+        "counts must be at least 1"
+    );
+    anyhow::ensure!(o.rollout <= o.drift, "--rollout reuses the drift specs: it must be at most --drift");
+    Ok(o)
+}
+
+impl Options {
+    fn wants(&self, phase: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let options = parse(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(suite(options))
+}
+
+async fn suite(o: Options) -> anyhow::Result<()> {
+    let docker = common::docker().await?;
+    let run = common::run_id();
+    let version = docker.version().await?;
+    let mut results = json!({
+        "run_id": run,
+        "started_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "machine": machine(),
+        "engine": {"version": version.version, "api_version": version.api_version},
+        "load_average_before": common::load_average(),
+        "options": {
+            "reps": o.reps, "drift_containers": o.drift, "rollout_specs": o.rollout, "idle_containers": o.idle,
+            "idle_seconds": o.idle_seconds, "api_specs": o.api_specs, "workers": o.workers, "swarm": o.swarm,
+        },
+    });
+    eprintln!("bench run {run}: load average {}", common::load_average());
+
+    let outcome = phases(&o, &docker, &run, &mut results).await;
+    let removed = common::remove_labelled(&docker, &run).await;
+    outcome?;
+    removed?;
+    results["load_average_after"] = json!(common::load_average());
+
+    print_table(&results);
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("wrote {}", o.out.display());
+    Ok(())
+}
+
+async fn phases(o: &Options, docker: &bollard::Docker, run: &str, results: &mut Value) -> anyhow::Result<()> {
+    if o.wants("drift") || o.wants("rollout") {
+        results["kedge"] = kedge_phase(o, docker, run).await.context("drift and rollout (kedge, floor)")?;
+        common::remove_labelled(docker, run).await?;
+    }
+    if o.wants("idle") {
+        results["idle"] = idle_phase(o, docker, run).await.context("idle cost and cold start")?;
+        common::remove_labelled(docker, run).await?;
+    }
+    if o.wants("api") {
+        results["api"] = api_phase(o, run).await.context("specs applied through the API")?;
+    }
+    if o.swarm && (o.wants("swarm") || o.only.is_empty()) {
+        let swarm = {
+            let _mode = crate::swarm::SwarmMode::init()?;
+            swarm_phase(o, docker, run).await
+        };
+        common::remove_labelled(docker, run).await?;
+        results["swarm"] = swarm.context("Docker Swarm")?;
+    }
+    Ok(())
+}
+
+fn tmp_dir(run: &str, what: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("kedge-bench-{run}-{what}"));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn summary(runs: &[Percentiles]) -> Value {
+    json!({
+        "runs": runs,
+        "p50": figure(&runs.iter().map(|p| p.p50).collect::<Vec<_>>()),
+        "p95": figure(&runs.iter().map(|p| p.p95).collect::<Vec<_>>()),
+        "p99": figure(&runs.iter().map(|p| p.p99).collect::<Vec<_>>()),
+    })
+}
+
+/// Drift repair of kedge and the floor, interleaved rep by rep, then kedge's rollout.
+async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow::Result<Value> {
+    let dir = tmp_dir(run, "kedge")?;
+    let result = async {
+        let store = open_embedded(&dir.join("kedge.db")).await?;
+        let host = format!("bench-{run}");
+        let ns = format!("b{run}");
+        let agent = InProcessAgent::start(store.clone(), &host, o.workers).await?;
+        let names: Vec<String> = (0..o.drift).map(|i| format!("bk{i}-{run}")).collect();
+        let started = Instant::now();
+        let mut generations = Vec::new();
+        for name in &names {
+            let applied = objects::apply_container(store.as_ref(), &typed(spec(&ns, name, &host, run, V1))?, None).await?;
+            generations.push((name.clone(), applied.container.metadata.generation));
+        }
+        wait_all_ready(store.as_ref(), &ns, &generations, Duration::from_secs(600)).await?;
+        let create_seconds = started.elapsed().as_secs_f64();
+        eprintln!("kedge: {} specs Ready in {create_seconds:.1} s", names.len());
+
+        let floor = Floor::start(docker, run, o.drift, V1).await?;
+        let log = EventLog::follow(docker, run).await?;
+        let same = |name: &str| -> Box<dyn Fn(&str) -> bool + Send> {
+            let name = name.to_owned();
+            Box::new(move |n: &str| n == name)
+        };
+        let (mut floor_runs, mut kedge_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..o.reps {
+            let f = percentiles(&kill_each(docker, &log, &floor.names, same).await?);
+            let k = percentiles(&kill_each(docker, &log, &names, same).await?);
+            eprintln!("drift rep {rep}: floor p50 {:.1} p99 {:.1} ms | kedge p50 {:.1} p99 {:.1} ms", f.p50, f.p99, k.p50, k.p99);
+            ratios.push(k.p99 / f.p99);
+            floor_runs.push(f);
+            kedge_runs.push(k);
+        }
+        drop(floor);
+
+        // Rollout: the first `rollout` specs flip between v1 and v2, rep by rep.
+        let mut rollout_seconds = Vec::new();
+        for rep in 0..o.reps {
+            let image = if rep % 2 == 0 { V2 } else { V1 };
+            let started = Instant::now();
+            let mut wanted = Vec::new();
+            for name in &names[..o.rollout] {
+                let applied =
+                    objects::apply_container(store.as_ref(), &typed(spec(&ns, name, &host, run, image))?, None).await?;
+                wanted.push((name.clone(), applied.container.metadata.generation));
+            }
+            wait_all_ready(store.as_ref(), &ns, &wanted, Duration::from_secs(600)).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!("kedge rollout rep {rep}: {} specs to {image} Ready in {seconds:.2} s", o.rollout);
+            rollout_seconds.push(seconds);
+        }
+        let stats = agent.stats.snapshot();
+        agent.stop().await?;
+        anyhow::Ok(json!({
+            "initial_create_seconds": create_seconds,
+            "drift_floor_ms": summary(&floor_runs),
+            "drift_kedge_ms": summary(&kedge_runs),
+            "drift_p99_ratio_kedge_over_floor": figure(&ratios),
+            "drift_p50_ratio_kedge_over_floor": figure(&kedge_runs.iter().zip(&floor_runs).map(|(k, f)| k.p50 / f.p50).collect::<Vec<_>>()),
+            "rollout_kedge_seconds": figure(&rollout_seconds),
+            "agent_actions": stats.actions,
+            "agent_failures": stats.failures,
+        }))
+    }
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+/// Idle cost of the real agent binary over `idle` containers, then cold start over them.
+async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow::Result<Value> {
+    let dir = tmp_dir(run, "idle")?;
+    let result = async {
+        let host = format!("bench-{run}-idle");
+        let ns = format!("bi{run}");
+        let agent = AgentProcess::start(&o.kedge_bin, &dir, "embedded", &host).await?;
+        let client = reqwest::Client::new();
+        let names: Vec<String> = (0..o.idle).map(|i| format!("bi{i}-{run}")).collect();
+        let started = Instant::now();
+        common::bounded(8, names.iter().map(|name| agent.put(&client, spec(&ns, name, &host, run, V1)))).await?;
+        loop {
+            let ready = agent.ready_count(&client, &ns).await?;
+            if ready == o.idle {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(900), "only {ready} of {} Ready after 900 s", o.idle);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let create_seconds = started.elapsed().as_secs_f64();
+        eprintln!("idle: {} specs Ready in {create_seconds:.1} s through the agent binary", o.idle);
+        // Let the last status writes and event records settle before the window opens.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+
+        let pid = agent.pid();
+        let agent_cpu0 = common::cpu_seconds(pid)?;
+        let engine_cpu0 = o.dockerd_pid.map(common::tree_cpu_seconds).transpose()?;
+        let load_before = common::load_average();
+        let window = Instant::now();
+        tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+        let seconds = window.elapsed().as_secs_f64();
+        let agent_cpu = common::cpu_seconds(pid)? - agent_cpu0;
+        let engine_cpu = match (o.dockerd_pid, engine_cpu0) {
+            (Some(p), Some(c0)) => Some(common::tree_cpu_seconds(p)? - c0),
+            _ => None,
+        };
+        let peak_rss = common::status_mib(pid, "VmHWM")?;
+        let rss = common::status_mib(pid, "VmRSS")?;
+        eprintln!(
+            "idle: agent {agent_cpu:.3} CPU s over {seconds:.0} s ({:.2}% of a core), peak RSS {peak_rss:.1} MiB, RSS {rss:.1} MiB; engine {engine_cpu:?} CPU s",
+            100.0 * agent_cpu / seconds
+        );
+        agent.stop().await?;
+
+        // Cold start: an agent (in process, for its counters) over the same store and containers.
+        let before = container_identities(docker, &names).await?;
+        let (mut cold_seconds, mut reconciled_seconds, mut recreates, mut actions) = (Vec::new(), Vec::new(), 0u64, 0u64);
+        for rep in 0..o.reps {
+            let started = Instant::now();
+            let store = open_embedded(&dir.join("kedge.db")).await?;
+            let agent = InProcessAgent::start(store.clone(), &host, o.workers).await?;
+            loop {
+                let now = agent.stats.snapshot();
+                if now.reconciles >= o.idle as u64 && now.in_flight == 0 {
+                    break;
+                }
+                anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "cold start: {now:?} after 300 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            reconciled_seconds.push(started.elapsed().as_secs_f64());
+            let every: Vec<(String, Option<i64>)> = names.iter().map(|n| (n.clone(), None)).collect();
+            wait_all_ready(store.as_ref(), &ns, &every, Duration::from_secs(120)).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let stats = agent.stats.snapshot();
+            recreates += stats.actions_of("Recreate");
+            actions += stats.actions.values().sum::<u64>();
+            eprintln!("cold start rep {rep}: every spec reconciled and Ready in {seconds:.2} s; {stats:?}");
+            cold_seconds.push(seconds);
+            agent.stop().await?;
+        }
+        let after = container_identities(docker, &names).await?;
+        let changed = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        anyhow::Ok(json!({
+            "containers": o.idle,
+            "initial_create_seconds": create_seconds,
+            "window_seconds": seconds,
+            "agent_cpu_seconds": agent_cpu,
+            "agent_cpu_percent_of_one_core": 100.0 * agent_cpu / seconds,
+            "agent_peak_rss_mib": peak_rss,
+            "agent_rss_mib_end": rss,
+            "engine_cpu_seconds": engine_cpu,
+            "engine_cpu_percent_of_one_core": engine_cpu.map(|c| 100.0 * c / seconds),
+            "load_average_window_start": load_before,
+            "cold_start_ready_seconds": figure(&cold_seconds),
+            "cold_start_reconciled_seconds": figure(&reconciled_seconds),
+            "cold_start_recreates": recreates,
+            "cold_start_actions": actions,
+            "cold_start_containers_changed": changed,
+        }))
+    }
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+/// (id, started at) per container: a recreate changes the id, a restart the start time.
+async fn container_identities(
+    docker: &bollard::Docker,
+    names: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let inspect = docker.inspect_container(name, None).await?;
+        out.push((
+            inspect.id.unwrap_or_default(),
+            inspect.state.and_then(|s| s.started_at).unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Specs applied per second through the agent's HTTP API, on each store.
+async fn api_phase(o: &Options, run: &str) -> anyhow::Result<Value> {
+    let mut stores = vec![("embedded".to_owned(), "embedded".to_owned())];
+    match &o.etcd {
+        Some(endpoints) => {
+            let list: Vec<&str> =
+                endpoints.split(',').map(|e| e.trim().trim_start_matches("http://")).collect();
+            stores.push(("etcd".to_owned(), format!("etcd://{}", list.join(","))));
+        }
+        None => eprintln!("api: etcd skipped (no KEDGE_ETCD_ENDPOINTS / --etcd)"),
+    }
+    let mut out = json!({});
+    for (label, store) in stores {
+        let dir = tmp_dir(run, &format!("api-{label}"))?;
+        let result = async {
+            // Specs are placed on a host no agent serves: this measures the API and the store alone.
+            let agent = AgentProcess::start(&o.kedge_bin, &dir, &store, &format!("bench-{run}-api")).await?;
+            let client = reqwest::Client::new();
+            let ns = format!("ba{run}");
+            let nowhere = format!("nowhere-{run}");
+            let names: Vec<String> = (0..o.api_specs).map(|i| format!("ba{i}-{run}")).collect();
+            let (mut sequential, mut concurrent) = (Vec::new(), Vec::new());
+            for rep in 0..o.reps {
+                let versioned = |name: &str, round: usize| {
+                    let mut s = spec(&ns, name, &nowhere, run, V1);
+                    s["spec"]["env"] = json!({"ROUND": round.to_string()});
+                    s
+                };
+                let started = Instant::now();
+                for name in &names {
+                    agent.put(&client, versioned(name, 2 * rep)).await?;
+                }
+                sequential.push(names.len() as f64 / started.elapsed().as_secs_f64());
+                let started = Instant::now();
+                common::bounded(16, names.iter().map(|name| agent.put(&client, versioned(name, 2 * rep + 1)))).await?;
+                concurrent.push(names.len() as f64 / started.elapsed().as_secs_f64());
+                eprintln!(
+                    "api {label} rep {rep}: {:.0} specs/s one at a time, {:.0} specs/s 16 at once",
+                    sequential[rep], concurrent[rep]
+                );
+            }
+            common::bounded(16, names.iter().map(|name| agent.delete(&client, &ns, name))).await?;
+            agent.stop().await?;
+            anyhow::Ok(json!({"sequential_specs_per_second": figure(&sequential), "concurrent16_specs_per_second": figure(&concurrent)}))
+        }
+        .await;
+        std::fs::remove_dir_all(&dir).ok();
+        out[label] = result?;
+    }
+    Ok(out)
+}
+
+/// The same kill-and-restore and rollout against Docker Swarm services.
+async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow::Result<Value> {
+    let label = format!("{}={run}", common::BENCH_LABEL);
+    let drift_service = format!("bs{run}");
+    crate::swarm::create_service(&drift_service, o.drift, V1, &label, o.workers)?;
+    crate::swarm::wait_converged(docker, &drift_service, o.drift, V1, Duration::from_secs(600)).await?;
+    let log = EventLog::follow(docker, run).await?;
+    let mut runs = Vec::new();
+    for rep in 0..o.reps {
+        let mut tasks: Vec<String> =
+            crate::swarm::running_tasks(docker, &drift_service).await?.into_iter().map(|t| t.0).collect();
+        tasks.sort();
+        let replacement = |name: &str| -> Box<dyn Fn(&str) -> bool + Send> {
+            let (name, slot) = (name.to_owned(), crate::swarm::slot_prefix(name));
+            Box::new(move |n: &str| n != name && n.starts_with(&slot))
+        };
+        let p = percentiles(&kill_each(docker, &log, &tasks, replacement).await?);
+        eprintln!("swarm drift rep {rep}: p50 {:.1} p99 {:.1} ms", p.p50, p.p99);
+        runs.push(p);
+    }
+    crate::swarm::docker_cli(&["service", "rm", &drift_service])?;
+
+    let rollout_service = format!("br{run}");
+    crate::swarm::create_service(&rollout_service, o.rollout, V1, &label, o.workers)?;
+    crate::swarm::wait_converged(docker, &rollout_service, o.rollout, V1, Duration::from_secs(600)).await?;
+    let mut rollout_seconds = Vec::new();
+    for rep in 0..o.reps {
+        let image = if rep % 2 == 0 { V2 } else { V1 };
+        let started = Instant::now();
+        crate::swarm::docker_cli(&[
+            "service",
+            "update",
+            "-d",
+            "--no-resolve-image",
+            "--image",
+            image,
+            &rollout_service,
+        ])?;
+        crate::swarm::wait_converged(docker, &rollout_service, o.rollout, image, Duration::from_secs(600))
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("swarm rollout rep {rep}: {} tasks to {image} in {seconds:.2} s", o.rollout);
+        rollout_seconds.push(seconds);
+    }
+    crate::swarm::docker_cli(&["service", "rm", &rollout_service])?;
+    Ok(
+        json!({"drift_ms": summary(&runs), "rollout_seconds": figure(&rollout_seconds), "update_parallelism": o.workers}),
+    )
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory": memory,
+        "kernel": kernel.trim(),
+    })
+}
+
+fn med(v: &Value) -> Option<f64> {
+    v["median"].as_f64()
+}
+
+fn cell(v: &Value, unit: &str) -> String {
+    match serde_json::from_value::<Figure>(v.clone()) {
+        Ok(f) if f.runs > 1 => format!("{:.2}{unit} ({:.2}-{:.2})", f.median, f.min, f.max),
+        Ok(f) => format!("{:.2}{unit}", f.median),
+        Err(_) => "-".to_owned(),
+    }
+}
+
+fn print_table(r: &Value) {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let k = &r["kedge"];
+    if !k.is_null() {
+        for p in ["p50", "p95", "p99"] {
+            rows.push([
+                format!("drift repair {p}"),
+                cell(&k["drift_kedge_ms"][p], " ms"),
+                format!("floor {}", cell(&k["drift_floor_ms"][p], " ms")),
+                String::new(),
+            ]);
+        }
+        let ratio = med(&k["drift_p99_ratio_kedge_over_floor"]).unwrap_or(f64::NAN);
+        rows.push([
+            "drift p99 kedge/floor".into(),
+            cell(&k["drift_p99_ratio_kedge_over_floor"], "x"),
+            "target <= 1.25x".into(),
+            verdict(ratio <= 1.25),
+        ]);
+        rows.push([
+            "rollout (kedge)".into(),
+            cell(&k["rollout_kedge_seconds"], " s"),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    let s = &r["swarm"];
+    if !s.is_null() {
+        rows.push([
+            "drift repair p99 (Swarm)".into(),
+            cell(&s["drift_ms"]["p99"], " ms"),
+            String::new(),
+            String::new(),
+        ]);
+        if let (Some(kp), Some(sp)) = (med(&k["drift_kedge_ms"]["p99"]), med(&s["drift_ms"]["p99"])) {
+            rows.push([
+                "drift p99 kedge/Swarm".into(),
+                format!("{:.2}x", kp / sp),
+                "target < 1x".into(),
+                verdict(kp < sp),
+            ]);
+        }
+        rows.push([
+            "rollout (Swarm)".into(),
+            cell(&s["rollout_seconds"], " s"),
+            String::new(),
+            String::new(),
+        ]);
+        if let (Some(kr), Some(sr)) = (med(&k["rollout_kedge_seconds"]), med(&s["rollout_seconds"])) {
+            rows.push([
+                "rollout kedge/Swarm".into(),
+                format!("{:.2}x", kr / sr),
+                "target < 1x".into(),
+                verdict(kr < sr),
+            ]);
+        }
+    }
+    let i = &r["idle"];
+    if !i.is_null() {
+        let cpu = i["agent_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN);
+        let rss = i["agent_peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+        rows.push([
+            format!("idle CPU, {} containers", i["containers"]),
+            format!("{cpu:.3}% of a core"),
+            format!(
+                "engine {:.2}%; target < 1%",
+                i["engine_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN)
+            ),
+            verdict(cpu < 1.0),
+        ]);
+        rows.push([
+            "idle peak RSS".into(),
+            format!("{rss:.1} MiB"),
+            "target < 64 MiB".into(),
+            verdict(rss < 64.0),
+        ]);
+        let cold = med(&i["cold_start_ready_seconds"]).unwrap_or(f64::NAN);
+        let recreates = i["cold_start_recreates"].as_u64().unwrap_or(u64::MAX);
+        rows.push([
+            "cold start, all Ready".into(),
+            cell(&i["cold_start_ready_seconds"], " s"),
+            format!("{recreates} recreates; target <= 3 s, 0"),
+            verdict(cold <= 3.0 && recreates == 0),
+        ]);
+    }
+    let a = &r["api"];
+    if let Some(stores) = a.as_object() {
+        for (store, v) in stores {
+            rows.push([
+                format!("API applies/s ({store})"),
+                cell(&v["sequential_specs_per_second"], "/s"),
+                format!("16 at once {}", cell(&v["concurrent16_specs_per_second"], "/s")),
+                String::new(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> =
+        (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0).max(6)).collect();
+    println!(
+        "figure (median (min-max) over runs)   load average {}",
+        r["load_average_before"].as_str().unwrap_or("")
+    );
+    for row in rows {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+}
+
+fn verdict(met: bool) -> String {
+    if met { "met" } else { "MISSED" }.to_owned()
+}
