@@ -140,7 +140,7 @@ fn a_new_container_that_fails_to_start_rolls_back_to_the_same_old_container() {
     let (name, networks, _volume) = three_network_container(&t, &tag);
     let old_id = inspect("{{.Id}}", &name);
     // The tag now names an image that exits 3 at once: the new container cannot prove itself.
-    docker_ok(&["tag", "kedge-test/fail:latest", &tag]);
+    t.tag("kedge-test/fail:latest", &tag);
 
     let out = t.kedge(&["recreate", &name, "--running-grace", "2s"]);
     assert_eq!(code(&out), 5, "{}", stderr(&out));

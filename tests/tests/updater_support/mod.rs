@@ -29,7 +29,7 @@ impl Updater {
         let run = run_id();
         Updater {
             _engine: EngineCleanup::new(&run),
-            _images: ImageCleanup { run: run.clone() },
+            _images: ImageCleanup { run: run.clone(), tags: Default::default() },
             dir: tempfile::tempdir().expect("tempdir"),
             env,
             run,
@@ -84,6 +84,12 @@ impl Updater {
         panic!("no free subnet for {name}");
     }
 
+    /// Points `tag` at an existing (unlabelled) image; the tag is removed when the test ends.
+    pub fn tag(&self, image: &str, tag: &str) {
+        self._images.tags.lock().unwrap_or_else(|p| p.into_inner()).push(tag.to_owned());
+        docker_ok(&["tag", image, tag]);
+    }
+
     /// The page the container serves on port 80, fetched from inside it.
     pub fn page(&self, container: &str) -> String {
         stdout(&docker_ok(&["exec", container, "wget", "-qO-", "http://127.0.0.1/"]))
@@ -111,13 +117,19 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
-/// Removes (forced) every image labelled with the run id when dropped, tags and all.
+/// Removes (forced) every image labelled with the run id when dropped, tags and all, and the tags the
+/// test put on images it did not build.
 struct ImageCleanup {
     run: String,
+    tags: std::sync::Mutex<Vec<String>>,
 }
 
 impl Drop for ImageCleanup {
     fn drop(&mut self) {
+        for tag in self.tags.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            // Untags only: the image itself is shared (e.g. kedge-test/fail).
+            let _ = docker_cli(&["image", "rm", &tag]);
+        }
         let filter = format!("label={TEST_LABEL}={}", self.run);
         let listed = docker_cli(&["image", "ls", "-q", "--no-trunc", "--filter", &filter]);
         let mut ids: Vec<String> = stdout(&listed).lines().map(str::to_owned).collect();
