@@ -30,7 +30,8 @@ impl PrivateEngine {
             PrivateEngine { host: format!("unix://{}/d.sock", dir.display()), dir, bridge, child: None };
         engine.spawn().await;
         for image in images {
-            let mut save = Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().unwrap();
+            let mut save =
+                Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().unwrap();
             let status = Command::new("docker")
                 .args(["load", "-q"])
                 .env("DOCKER_HOST", &engine.host)

@@ -122,3 +122,58 @@ async fn repairs_drift_made_by_hand_on_etcd() {
     let agent = InProcessAgent::etcd(&format!("host-{id}")).await;
     repairs_drift(agent, &id, &cleanup).await;
 }
+
+/// A limit the engine accepts but does not apply (blkioWeight without kernel support, as on this
+/// machine's engine) must not start an update loop: it is either applied, or reported once as
+/// LimitNotApplied and left alone, while other limits are still repaired in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
+    let name = format!("blkio-{id}");
+    let spec = test_spec(
+        &name,
+        &namespace,
+        &agent.host,
+        &cleanup,
+        json!({
+            "image": "kedge-test/app:v1",
+            "resources": {"memory": "64Mi", "blkioWeight": 300},
+        }),
+    );
+    objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
+    let applied = eventually("the blkio weight to be applied or reported", READY, || async {
+        let inspect = docker().await.inspect_container(&name, None).await.ok()?;
+        if inspect.host_config.as_ref()?.blkio_weight == Some(300) {
+            return Some(true);
+        }
+        let synced = kedge_tests::condition(agent.store.as_ref(), &namespace, &name, "Synced").await?;
+        (synced.reason == "LimitNotApplied").then_some(false)
+    })
+    .await;
+    if !applied {
+        let synced = kedge_tests::condition(agent.store.as_ref(), &namespace, &name, "Synced").await.unwrap();
+        assert!(synced.message.contains("blkioWeight=300"), "{synced:?}");
+    }
+
+    // A hand edit of another limit is still repaired in place.
+    cli_ok(&["update", "--memory", "96m", "--memory-swap", "192m", &name]);
+    wait_running_with(&name, "the memory limit to be set back", |inspect| {
+        inspect.host_config.as_ref().and_then(|h| h.memory) == Some(64 * 1024 * 1024)
+    })
+    .await;
+
+    // And then the agent goes quiet: no reconcile keeps waking the next.
+    let stats = agent.stats.clone();
+    let quiet = eventually("the agent to go quiet", READY, || async {
+        let before = stats.snapshot();
+        tokio::time::sleep(Duration::from_millis(500)).await; // The window the count must hold still in.
+        let after = stats.snapshot();
+        (before == after && after.in_flight == 0).then_some(after)
+    })
+    .await;
+    assert!(quiet.actions_of("UpdateInPlace") <= 3, "no update loop: {quiet:?}");
+    agent.stop().await.expect("stops");
+}

@@ -1,8 +1,10 @@
 //! Limits the engine does not apply. Docker's update API answers OK for a limit the kernel cannot
 //! enforce (`blkioWeight` without blkio/io.weight support, for one) and inspect then shows it unset.
 //! Re-applying it on every pass would loop for ever, each update's own event waking the next. So
-//! after an in-place update the agent checks which limits took; those that did not are remembered
-//! for the spec's generation, left out of later updates, and reported instead.
+//! after an in-place update the agent checks which limits took; those that did not, twice in a row
+//! with the same value, are remembered for the spec's generation, left out of later updates, and
+//! reported instead. Twice, because a hand edit landing between the update and the check would
+//! otherwise pass for an engine that ignores the limit, and the limit would never be repaired again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,16 +16,29 @@ use crate::executor::Action;
 #[derive(Default)]
 pub(crate) struct IgnoredLimits {
     by_key: Mutex<HashMap<String, (Option<i64>, Resources)>>,
+    /// Limits that did not take once: ignored if they do not take the next time either.
+    suspects: Mutex<HashMap<String, (Option<i64>, Resources)>>,
 }
 
 impl IgnoredLimits {
-    /// Removes the limits known to be ignored from the plan's in-place updates, dropping an update
-    /// that is left with nothing to change. A new generation starts over.
-    pub(crate) fn filter(&self, key: &str, generation: Option<i64>, actions: &mut Vec<Action>) {
+    /// Removes from the plan's in-place updates the limits known to be ignored and, once that was
+    /// needed, those the container already has, dropping an update left with nothing to change (a
+    /// no-op update still emits an event, which would wake the next pass). A new generation starts over.
+    pub(crate) fn filter(
+        &self,
+        key: &str,
+        generation: Option<i64>,
+        observed: Option<&Resources>,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(ignored) = self.current(key, generation) else { return };
         for action in actions.iter_mut() {
             if let Action::UpdateInPlace { resources, .. } = action {
-                *resources = without(resources, &ignored);
+                let wanted = without(resources, &ignored);
+                *resources = match observed {
+                    Some(observed) => not_applied(&wanted, observed),
+                    None => wanted,
+                };
             }
         }
         actions.retain(
@@ -31,7 +46,8 @@ impl IgnoredLimits {
         );
     }
 
-    /// Records the limits of `requested` that `observed` does not show; returns them when there are any.
+    /// Notes the limits of `requested` that `observed` does not show. Returns the limits now known to
+    /// be ignored: those that did not take this time and the time before, with the same value.
     pub(crate) fn learn(
         &self,
         key: &str,
@@ -39,8 +55,17 @@ impl IgnoredLimits {
         requested: &Resources,
         observed: &Resources,
     ) -> Option<Resources> {
-        let ignored = not_applied(requested, observed);
-        if ignored.is_empty() {
+        let missing = not_applied(requested, observed);
+        let confirmed = {
+            let mut suspects = self.suspects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let before =
+                suspects.remove(key).filter(|(seen, _)| *seen == generation).map(|(_, limits)| limits);
+            if !missing.is_empty() {
+                suspects.insert(key.to_owned(), (generation, missing.clone()));
+            }
+            before.map(|before| both(&before, &missing)).unwrap_or_default()
+        };
+        if confirmed.is_empty() {
             return None;
         }
         let mut by_key = self.by_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -48,8 +73,8 @@ impl IgnoredLimits {
         if entry.0 != generation {
             *entry = (generation, Resources::default());
         }
-        entry.1 = merge(&entry.1, &ignored);
-        Some(ignored)
+        entry.1 = merge(&entry.1, &confirmed);
+        Some(confirmed)
     }
 
     /// The ignored limits of `key` at `generation`, if any.
@@ -60,6 +85,7 @@ impl IgnoredLimits {
 
     pub(crate) fn forget(&self, key: &str) {
         self.by_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+        self.suspects.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
     }
 }
 
@@ -103,6 +129,16 @@ fn without(requested: &Resources, ignored: &Resources) -> Resources {
         };
     }
     each_limit!(keep)
+}
+
+/// The limits both hold, at the same value.
+fn both(a: &Resources, b: &Resources) -> Resources {
+    macro_rules! same {
+        ($field:ident) => {
+            a.$field.clone().filter(|_| a.$field == b.$field)
+        };
+    }
+    each_limit!(same)
 }
 
 fn merge(known: &Resources, new: &Resources) -> Resources {
@@ -151,28 +187,46 @@ mod tests {
         let limits = IgnoredLimits::default();
         let requested = Resources { memory: Some(64 << 20), blkio_weight: Some(300), ..Default::default() };
         let observed = Resources { memory: Some(64 << 20), ..Default::default() };
-        let ignored = limits.learn("ns/w", Some(1), &requested, &observed).expect("blkio was ignored");
+        assert_eq!(limits.learn("ns/w", Some(1), &requested, &observed), None, "once may be a race");
+        let ignored = limits.learn("ns/w", Some(1), &requested, &observed).expect("twice: blkio is ignored");
         assert_eq!(ignored, Resources { blkio_weight: Some(300), ..Default::default() });
         assert_eq!(describe(&ignored), "blkioWeight=300");
 
         // Only the ignored limit left to change: the update goes.
         let mut actions = vec![update(Resources { blkio_weight: Some(300), ..Default::default() })];
-        limits.filter("ns/w", Some(1), &mut actions);
+        limits.filter("ns/w", Some(1), Some(&observed), &mut actions);
         assert!(actions.is_empty());
 
+        // The planner sends every declared limit: those the container has already go too.
+        let mut actions = vec![update(requested.clone())];
+        limits.filter("ns/w", Some(1), Some(&observed), &mut actions);
+        assert!(actions.is_empty(), "a no-op update would wake the next pass: {actions:?}");
+
         // Another limit drifted too: it is still repaired, without the ignored one.
-        let mut actions =
-            vec![update(Resources { memory: Some(64 << 20), blkio_weight: Some(300), ..Default::default() })];
-        limits.filter("ns/w", Some(1), &mut actions);
+        let edited = Resources { memory: Some(96 << 20), ..Default::default() };
+        let mut actions = vec![update(requested.clone())];
+        limits.filter("ns/w", Some(1), Some(&edited), &mut actions);
         assert_eq!(actions, vec![update(Resources { memory: Some(64 << 20), ..Default::default() })]);
 
         // A changed value is tried again, and so is everything at a new generation.
         let mut actions = vec![update(Resources { blkio_weight: Some(500), ..Default::default() })];
-        limits.filter("ns/w", Some(1), &mut actions);
+        limits.filter("ns/w", Some(1), Some(&observed), &mut actions);
         assert_eq!(actions.len(), 1);
         let mut actions = vec![update(Resources { blkio_weight: Some(300), ..Default::default() })];
-        limits.filter("ns/w", Some(2), &mut actions);
+        limits.filter("ns/w", Some(2), Some(&observed), &mut actions);
         assert_eq!(actions.len(), 1);
+    }
+
+    #[test]
+    fn a_hand_edit_racing_the_check_is_not_taken_for_an_ignored_limit() {
+        let limits = IgnoredLimits::default();
+        let requested = Resources { memory: Some(64 << 20), ..Default::default() };
+        let edited = Resources { memory: Some(96 << 20), ..Default::default() };
+        assert_eq!(limits.learn("ns/w", Some(1), &requested, &edited), None);
+        // The next repair takes: nothing is learned, and the suspicion is dropped.
+        assert_eq!(limits.learn("ns/w", Some(1), &requested, &requested), None);
+        assert_eq!(limits.learn("ns/w", Some(1), &requested, &edited), None);
+        assert_eq!(limits.current("ns/w", Some(1)), None);
     }
 
     #[test]

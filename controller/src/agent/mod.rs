@@ -16,6 +16,7 @@ pub mod bindings;
 pub mod cache;
 pub mod host;
 mod identity;
+mod limits;
 mod lock;
 mod reconcile;
 mod scheduler;
@@ -144,6 +145,8 @@ pub(crate) struct Agent {
     pub(crate) config: AgentConfig,
     /// The last status written per key, so an unchanged status is not written again.
     pub(crate) statuses: Mutex<HashMap<String, ContainerStatus>>,
+    /// Limits the engine accepted but does not apply, per key (see [`limits`]).
+    pub(crate) ignored_limits: limits::IgnoredLimits,
 }
 
 /// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
@@ -167,6 +170,7 @@ pub async fn run(
         bindings: Arc::new(bindings::BindingCache::default()),
         queue: WorkQueue::new(config.backoff),
         statuses: Mutex::new(HashMap::new()),
+        ignored_limits: limits::IgnoredLimits::default(),
         store_id,
         store,
         docker,
@@ -254,6 +258,7 @@ impl Agent {
             }
             stats.reconciles.fetch_add(1, Ordering::SeqCst);
             stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+            tracing::debug!(%key, ?outcome, "reconciled");
             match outcome {
                 Ok(reconcile::Next::Done) => self.queue.succeeded(&key),
                 Ok(reconcile::Next::After(delay)) => self.queue.done_requeue_after(&key, delay),

@@ -17,6 +17,7 @@ use crate::planner::{self, ImageFacts};
 use crate::queue::Retry;
 use crate::store::{keys, objects, PutCondition};
 
+use super::limits;
 use super::status::{next_status, Observation, SyncState};
 use super::Agent;
 
@@ -210,6 +211,8 @@ impl Agent {
         facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let mut plan = planner::plan(spec, observed.as_ref(), &facts);
         stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
+        let observed_limits = observed.as_ref().map(|container| &container.resources);
+        self.ignored_limits.filter(key, spec.metadata.generation, observed_limits, &mut plan.actions);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
             self.write_status(key, spec, None, None, plan.drift.clone(), sync).await;
@@ -234,9 +237,20 @@ impl Agent {
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
+        self.check_limits_took(key, spec, &plan.actions, after.as_ref()).await;
         let digest = facts.registry_digest.clone();
         let stopped_as_desired = stopped && after.as_ref().is_some_and(|container| !container.state.running);
-        let sync = if stopped_as_desired { SyncState::StoppedAsDesired } else { SyncState::Synced };
+        let sync = match self.ignored_limits.current(key, spec.metadata.generation) {
+            _ if stopped_as_desired => SyncState::StoppedAsDesired,
+            Some(ignored) => SyncState::Progressing {
+                reason: "LimitNotApplied".into(),
+                message: format!(
+                    "the engine does not apply {}; not retried until the spec changes",
+                    limits::describe(&ignored)
+                ),
+            },
+            None => SyncState::Synced,
+        };
         let written = self.write_status(key, spec, after.as_ref(), digest, plan.drift, sync).await;
         if !written {
             return Ok(Next::After(STATUS_RETRY));
@@ -245,6 +259,31 @@ impl Agent {
             ImageCheck::None => Next::Done,
             ImageCheck::Local | ImageCheck::Registry => Next::After(check_interval(spec)),
         })
+    }
+
+    /// After in-place updates: notes the limits the engine did not apply (see [`limits`]).
+    async fn check_limits_took(
+        &self,
+        key: &str,
+        spec: &Container,
+        actions: &[Action],
+        after: Option<&ObservedContainer>,
+    ) {
+        let Some(after) = after else { return };
+        for action in actions {
+            if let Action::UpdateInPlace { resources, .. } = action {
+                let generation = spec.metadata.generation;
+                if let Some(ignored) = self.ignored_limits.learn(key, generation, resources, &after.resources)
+                {
+                    let message = format!(
+                        "the engine accepted but does not apply {} (no kernel support?); not retried until the spec changes",
+                        limits::describe(&ignored)
+                    );
+                    tracing::warn!(key, %message);
+                    self.events.record(key, EventType::Warning, "LimitNotApplied", &message).await;
+                }
+            }
+        }
     }
 
     /// Creates the spec's networks that do not exist yet, as Compose does, labelled as kedge's.
@@ -483,6 +522,7 @@ impl Agent {
 
     async fn forget_status(&self, key: &str) {
         self.statuses_lock().remove(key);
+        self.ignored_limits.forget(key);
         if let Some((namespace, name)) = key.split_once('/') {
             if let Ok(status_key) = keys::status_key(namespace, name) {
                 if let Err(error) =
