@@ -431,24 +431,9 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
         Resource::Hosts => {
             if args.watch {
-                return Err(CliError::usage("`get hosts` cannot watch yet").hint("drop -w"));
+                return watch_hosts(&client, args.name.as_deref(), wide).await;
             }
-            let hosts = client.get("/api/v1/hosts").await?;
-            let mut hosts: Vec<Value> = hosts["items"].as_array().cloned().unwrap_or_default();
-            if let Some(name) = &args.name {
-                hosts.retain(|h| h["name"].as_str() == Some(name));
-                if hosts.is_empty() {
-                    return Err(CliError::new(Exit::NotFound, format!("host {name} not found"))
-                        .hint("list them with `kedge get hosts`"));
-                }
-            }
-            let containers = list_items(&client.get("/api/v1/containers").await?)?;
-            let mut per_host: HashMap<String, usize> = HashMap::new();
-            for container in &containers {
-                if let Some(host) = container.status.as_ref().and_then(|s| s.host.clone()) {
-                    *per_host.entry(host).or_default() += 1;
-                }
-            }
+            let (hosts, per_host) = hosts_and_counts(&client, args.name.as_deref()).await?;
             match args.output {
                 None | Some(OutputFormat::Wide) => {
                     let rows: Vec<Vec<String>> = hosts
@@ -545,6 +530,62 @@ fn namespace_words(ns: &str, all: bool) -> String {
 
 fn list_revision(list: &Value) -> i64 {
     list["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+/// The hosts (one, when `name` is given) and how many containers each runs.
+async fn hosts_and_counts(
+    client: &Client,
+    name: Option<&str>,
+) -> CliResult<(Vec<Value>, HashMap<String, usize>)> {
+    let hosts = client.get("/api/v1/hosts").await?;
+    let mut hosts: Vec<Value> = hosts["items"].as_array().cloned().unwrap_or_default();
+    if let Some(name) = name {
+        hosts.retain(|h| h["name"].as_str() == Some(name));
+        if hosts.is_empty() {
+            return Err(CliError::new(Exit::NotFound, format!("host {name} not found"))
+                .hint("list them with `kedge get hosts`"));
+        }
+    }
+    let containers = list_items(&client.get("/api/v1/containers").await?)?;
+    let mut per_host: HashMap<String, usize> = HashMap::new();
+    for container in &containers {
+        if let Some(host) = container.status.as_ref().and_then(|s| s.host.clone()) {
+            *per_host.entry(host).or_default() += 1;
+        }
+    }
+    Ok((hosts, per_host))
+}
+
+/// How often `get hosts -w` looks again: hosts change by heartbeat, so there is no event to follow.
+const HOSTS_WATCH_PERIOD: Duration = Duration::from_secs(2);
+
+/// `get hosts -w`: the table, then a row each time a host appears or its readiness, version,
+/// container count or labels change (not its heartbeat age), until interrupted.
+async fn watch_hosts(client: &Client, name: Option<&str>, wide: bool) -> CliResult<Exit> {
+    let mut shown: HashMap<String, Value> = HashMap::new();
+    let mut header = true;
+    loop {
+        let (hosts, per_host) = hosts_and_counts(client, name).await?;
+        let mut rows = Vec::new();
+        for host in &hosts {
+            let host_name = host["name"].as_str().unwrap_or_default().to_owned();
+            let count = per_host.get(&host_name).copied().unwrap_or(0);
+            let fingerprint =
+                json!([host["ready"], host["version"], host["labels"], host["dockerVersion"], count]);
+            if shown.get(&host_name) != Some(&fingerprint) {
+                rows.push(output::host_row(host, count, wide, Utc::now()));
+                shown.insert(host_name, fingerprint);
+            }
+        }
+        if !rows.is_empty() {
+            let table = output::table(&output::host_header(wide), &rows);
+            let body =
+                if header { table.as_str() } else { table.split_once('\n').map_or("", |(_, rest)| rest) };
+            print!("{body}");
+            header = false;
+        }
+        tokio::time::sleep(HOSTS_WATCH_PERIOD).await;
+    }
 }
 
 /// `kedge logs NAME [-f] [--tail N]`: the container's output, from the agent of its host.

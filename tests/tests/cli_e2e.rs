@@ -320,8 +320,8 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
 
     // A bad selector is the server's 400: exit 2.
     assert_exit(&server.kedge(&["get", "containers", "-l", "app in (a"]), 2);
-    // Logs have no API yet.
-    assert_exit(&server.kedge(&["logs", "web"]), 2);
+    // Logs of a container that has no spec: not found.
+    assert_exit(&server.kedge(&["logs", "no-such-container", "-n", &ns]), 3);
     // Usage errors are clap's exit 2.
     assert_exit(&server.kedge(&["get", "nonsense"]), 2);
 

@@ -24,16 +24,16 @@ pub(super) async fn container_logs(
     Path((namespace, name)): Path<(String, String)>,
     axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let store = state.api.store.as_ref();
+    if objects::get_container(store, &namespace, &name).await?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("container {namespace}/{name} not found")));
+    }
     let Some(docker) = state.api.docker.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "this server has no Docker Engine to read logs from",
         ));
     };
-    let store = state.api.store.as_ref();
-    if objects::get_container(store, &namespace, &name).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("container {namespace}/{name} not found")));
-    }
     let host = objects::get_status(store, &namespace, &name).await?.and_then(|(status, _)| status.host);
     if let Some(host) = host.filter(|host| *host != state.api.host) {
         return Err(ApiError::new(
