@@ -272,6 +272,16 @@ impl Agent {
     }
 
     /// Finishes or rolls back every recreate a crash interrupted, before the workers start.
+    /// Finishes or rolls back the interrupted recreates of `key` made by this host's agent (another
+    /// agent's, on a shared engine, may be running right now and only looks interrupted).
+    pub(crate) async fn recover_key(
+        &self,
+        key: &str,
+    ) -> crate::executor::ExecutorResult<Vec<crate::executor::RecoveryReport>> {
+        let scope = [labels::key_filter(key), labels::host_filter(&self.config.host_name)];
+        self.executor.recover_all(&scope, &RecreateStrategy::default()).await
+    }
+
     async fn recover_interrupted_recreates(&self) -> Result<(), AgentError> {
         let filter = ContainerFilter {
             labels: vec![labels::managed_filter(), labels::host_filter(&self.config.host_name)],
@@ -286,7 +296,7 @@ impl Agent {
             }
         }
         for key in keys {
-            match self.executor.recover_key(&key, &RecreateStrategy::default()).await {
+            match self.recover_key(&key).await {
                 Ok(reports) => tracing::info!(%key, ?reports, "recovered an interrupted recreate"),
                 // Left to the reconcile of its key, which retries with backoff and reports.
                 Err(error) => tracing::error!(%key, %error, "could not recover an interrupted recreate"),

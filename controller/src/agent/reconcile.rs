@@ -12,7 +12,7 @@ use kedge_crds::{
 
 use crate::docker::{labels, ContainerFilter, ContainerSummary, HealthStatus, ObservedContainer};
 use crate::events::EventType;
-use crate::executor::{Action, ActionOutcome, ExecutorError, RecreateStrategy};
+use crate::executor::{Action, ActionOutcome, ExecutorError};
 use crate::planner::{self, ImageFacts};
 use crate::queue::Retry;
 use crate::store::{keys, objects, PutCondition};
@@ -71,7 +71,7 @@ impl Agent {
         let mut owned = self.owned_containers(key).await?;
         if owned.iter().any(|container| is_recreate_leftover(&container.name)) {
             // A recreate of this key was interrupted (a crash): finish or roll it back first.
-            self.executor.recover_key(key, &RecreateStrategy::default()).await?;
+            self.recover_key(key).await?;
             owned = self.owned_containers(key).await?;
         }
         match self.cache.get(key) {

@@ -85,22 +85,7 @@ impl Executor {
         key: &str,
         strategy: &RecreateStrategy,
     ) -> ExecutorResult<Vec<RecoveryReport>> {
-        let filter = ContainerFilter { labels: vec![labels::key_filter(key)], name: None };
-        let containers = self.docker.list_containers(&filter).await.map_err(|source| {
-            ExecutorError::Docker { step: "list containers", container: key.to_string(), source }
-        })?;
-        let bases: BTreeSet<String> = containers
-            .iter()
-            .filter_map(|c| match labels::parse_recreate_name(&c.name) {
-                RecreateName::New { base, .. } | RecreateName::Old { base, .. } => Some(base.to_string()),
-                RecreateName::Plain(_) => None,
-            })
-            .collect();
-        let mut reports = Vec::new();
-        for base in bases {
-            reports.push(self.recover_name(&base, strategy).await?);
-        }
-        Ok(reports)
+        self.recover_all(&[labels::key_filter(key)], strategy).await
     }
 
     /// `recover_name` for every base name with recreate leftovers on this engine that carry all of
