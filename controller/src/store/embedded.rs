@@ -732,6 +732,79 @@ async fn revoke(shared: &Shared, id: LeaseId, only_if_expired: bool) -> Result<(
     shared.wait_durable(seq).await
 }
 
+/// The one write path of puts and deletes, fenced or not: under the state lock, the fence (if any)
+/// and the key's condition are checked, the transaction is queued, and the caller waits until it is
+/// durable.
+impl EmbeddedStore {
+    async fn write_put(
+        &self,
+        fence: Option<Fence<'_>>,
+        key: &str,
+        value: Vec<u8>,
+        condition: PutCondition,
+        lease: LeaseId,
+    ) -> Result<i64, StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::Invalid("empty key".into()));
+        }
+        let s = &self.handle.shared;
+        let (revision, seq) = {
+            let mut st = s.lock();
+            st.check_usable()?;
+            if let Some(fence) = fence {
+                st.check_fence(fence)?;
+            }
+            let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
+            let ok = match condition {
+                PutCondition::Always => true,
+                PutCondition::Absent => current == 0,
+                PutCondition::ModRevision(r) => current == r,
+            };
+            if !ok {
+                return Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: current });
+            }
+            if lease != 0 && !st.leases.contains_key(&lease) {
+                return Err(StoreError::NotFound(format!("lease {lease:x}")));
+            }
+            st.write_txn(vec![Op::Put { key: key.to_owned(), value, lease }], 0)
+        };
+        s.commit_wanted.notify_one();
+        s.wait_durable(seq).await?;
+        Ok(revision)
+    }
+
+    async fn write_delete(
+        &self,
+        fence: Option<Fence<'_>>,
+        key: &str,
+        condition: DeleteCondition,
+    ) -> Result<Option<i64>, StoreError> {
+        let s = &self.handle.shared;
+        let (revision, seq) = {
+            let mut st = s.lock();
+            st.check_usable()?;
+            if let Some(fence) = fence {
+                st.check_fence(fence)?;
+            }
+            let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
+            if let DeleteCondition::ModRevision(r) = condition {
+                if current != r {
+                    return Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: current });
+                }
+            }
+            if current == 0 {
+                (None, st.queued_seq)
+            } else {
+                let (rev, seq) = st.write_txn(vec![Op::Delete { key: key.to_owned() }], 0);
+                (Some(rev), seq)
+            }
+        };
+        s.commit_wanted.notify_one();
+        s.wait_durable(seq).await?;
+        Ok(revision)
+    }
+}
+
 impl Store for EmbeddedStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
         Box::pin(async move {
@@ -772,32 +845,7 @@ impl Store for EmbeddedStore {
         condition: PutCondition,
         lease: LeaseId,
     ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(async move {
-            if key.is_empty() {
-                return Err(StoreError::Invalid("empty key".into()));
-            }
-            let s = &self.handle.shared;
-            let (revision, seq) = {
-                let mut st = s.lock();
-                st.check_usable()?;
-                let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
-                let ok = match condition {
-                    PutCondition::Always => true,
-                    PutCondition::Absent => current == 0,
-                    PutCondition::ModRevision(r) => current == r,
-                };
-                if !ok {
-                    return Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: current });
-                }
-                if lease != 0 && !st.leases.contains_key(&lease) {
-                    return Err(StoreError::NotFound(format!("lease {lease:x}")));
-                }
-                st.write_txn(vec![Op::Put { key: key.to_owned(), value, lease }], 0)
-            };
-            s.commit_wanted.notify_one();
-            s.wait_durable(seq).await?;
-            Ok(revision)
-        })
+        Box::pin(self.write_put(None, key, value, condition, lease))
     }
 
     fn delete<'a>(
@@ -805,31 +853,7 @@ impl Store for EmbeddedStore {
         key: &'a str,
         condition: DeleteCondition,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(async move {
-            let s = &self.handle.shared;
-            let (revision, seq) = {
-                let mut st = s.lock();
-                st.check_usable()?;
-                let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
-                if let DeleteCondition::ModRevision(r) = condition {
-                    if current != r {
-                        return Err(StoreError::Conflict {
-                            key: key.to_owned(),
-                            current_mod_revision: current,
-                        });
-                    }
-                }
-                if current == 0 {
-                    (None, st.queued_seq)
-                } else {
-                    let (rev, seq) = st.write_txn(vec![Op::Delete { key: key.to_owned() }], 0);
-                    (Some(rev), seq)
-                }
-            };
-            s.commit_wanted.notify_one();
-            s.wait_durable(seq).await?;
-            Ok(revision)
-        })
+        Box::pin(self.write_delete(None, key, condition))
     }
 
     fn put_fenced<'a>(
@@ -839,30 +863,7 @@ impl Store for EmbeddedStore {
         value: Vec<u8>,
         condition: PutCondition,
     ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(async move {
-            if key.is_empty() {
-                return Err(StoreError::Invalid("empty key".into()));
-            }
-            let s = &self.handle.shared;
-            let (revision, seq) = {
-                let mut st = s.lock();
-                st.check_usable()?;
-                st.check_fence(fence)?;
-                let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
-                let ok = match condition {
-                    PutCondition::Always => true,
-                    PutCondition::Absent => current == 0,
-                    PutCondition::ModRevision(r) => current == r,
-                };
-                if !ok {
-                    return Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: current });
-                }
-                st.write_txn(vec![Op::Put { key: key.to_owned(), value, lease: 0 }], 0)
-            };
-            s.commit_wanted.notify_one();
-            s.wait_durable(seq).await?;
-            Ok(revision)
-        })
+        Box::pin(self.write_put(Some(fence), key, value, condition, 0))
     }
 
     fn delete_fenced<'a>(
@@ -871,32 +872,7 @@ impl Store for EmbeddedStore {
         key: &'a str,
         condition: DeleteCondition,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(async move {
-            let s = &self.handle.shared;
-            let (revision, seq) = {
-                let mut st = s.lock();
-                st.check_usable()?;
-                st.check_fence(fence)?;
-                let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
-                if let DeleteCondition::ModRevision(r) = condition {
-                    if current != r {
-                        return Err(StoreError::Conflict {
-                            key: key.to_owned(),
-                            current_mod_revision: current,
-                        });
-                    }
-                }
-                if current == 0 {
-                    (None, st.queued_seq)
-                } else {
-                    let (rev, seq) = st.write_txn(vec![Op::Delete { key: key.to_owned() }], 0);
-                    (Some(rev), seq)
-                }
-            };
-            s.commit_wanted.notify_one();
-            s.wait_durable(seq).await?;
-            Ok(revision)
-        })
+        Box::pin(self.write_delete(Some(fence), key, condition))
     }
 
     fn watch<'a>(
