@@ -11,7 +11,7 @@ use kedge_controller::docker::{ContainerFilter, DockerClient};
 use kedge_controller::executor::RecreateStrategy;
 
 use crate::error::{CliError, CliResult, Exit};
-use crate::recreate::{chain, connect, recreate_any, report_line, short_id, ProgressPrinter};
+use crate::recreate::{connect, recreate_any, report_line, short_id, ProgressPrinter};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -143,7 +143,7 @@ fn is_image_id(reference: &str, image_id: &str) -> bool {
 }
 
 fn engine_error(what: &str, error: &dyn std::error::Error) -> CliError {
-    CliError::new(Exit::Server, format!("{what}: {}", chain(error)))
+    CliError::new(Exit::Server, format!("{what}: {}", kedge_controller::error_chain(error)))
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub async fn run(args: RecreateArgs) -> CliResult<Exit> {
 /// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`).
 pub(crate) async fn connect() -> CliResult<DockerClient> {
     DockerClient::connect().await.map_err(|error| {
-        CliError::new(Exit::Server, format!("cannot reach the Docker Engine: {}", chain(&error))).hint(
+        CliError::new(Exit::Server, format!("cannot reach the Docker Engine: {}", kedge_controller::error_chain(&error))).hint(
             "set DOCKER_HOST, or in a container mount the socket: -v /var/run/docker.sock:/var/run/docker.sock",
         )
     })
@@ -136,7 +136,7 @@ fn health_text(health: HealthStatus) -> &'static str {
 
 /// Maps the executor's error to one line, a hint and the documented exit code.
 fn recreate_error(error: ExecutorError) -> CliError {
-    let message = chain(&error);
+    let message = kedge_controller::error_chain(&error);
     match &error {
         ExecutorError::NotFound { container } => CliError::new(Exit::NotFound, message)
             .hint(format!("`docker ps -a` lists the containers; was {container:?} renamed or removed?")),
@@ -152,18 +152,6 @@ fn recreate_error(error: ExecutorError) -> CliError {
             CliError::new(Exit::Server, message)
         }
     }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The 12-character short form of a container or image ID (`sha256:` dropped).

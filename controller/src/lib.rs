@@ -18,3 +18,16 @@ pub mod planner;
 pub mod queue;
 pub mod store;
 pub mod updater;
+
+/// An error and all its sources on one line (`outer: cause: root cause`), for status messages,
+/// events and the CLI's one-line errors.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

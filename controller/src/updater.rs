@@ -67,22 +67,13 @@ impl RecreateHandler for ExecutorRecreateHandler {
                     "durationSeconds": report.duration.as_secs_f64(),
                     "steps": steps,
                 })),
-                Err(error) => {
-                    Err(format!("{} ({}; steps: {})", error_chain(&error), error.reason(), steps.join(", ")))
-                }
+                Err(error) => Err(format!(
+                    "{} ({}; steps: {})",
+                    crate::error_chain(&error),
+                    error.reason(),
+                    steps.join(", ")
+                )),
             }
         })
     }
-}
-
-/// An error and its sources on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -46,19 +46,8 @@ impl Failure {
 
 impl From<ExecutorError> for Failure {
     fn from(error: ExecutorError) -> Failure {
-        Failure::new(error.reason(), error_chain(&error))
+        Failure::new(error.reason(), crate::error_chain(&error))
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// When a store write fails, the status is written again this soon.
@@ -230,7 +219,7 @@ impl Agent {
                 continue;
             }
             let outcome = self.executor.execute(action, &mut |_| {}).await.map_err(|error| match action {
-                Action::Pull { .. } => Failure::new("ImagePullFailed", error_chain(&error)),
+                Action::Pull { .. } => Failure::new("ImagePullFailed", crate::error_chain(&error)),
                 _ => Failure::from(error),
             })?;
             self.record_action(key, action, &outcome).await;

@@ -252,7 +252,7 @@ impl Executor {
                         old_id: old.id.clone(),
                         failure: RecreateFailure::Step {
                             step: RecreateStep::CreateNew,
-                            message: error_chain(&e),
+                            message: crate::error_chain(&e),
                         },
                     })
                 }
@@ -334,7 +334,7 @@ impl Executor {
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> Result<(), RecreateFailure> {
         let step_failed = |step: RecreateStep| {
-            move |e: DockerError| RecreateFailure::Step { step, message: error_chain(&e) }
+            move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
         };
 
         progress(RecreateProgress::Step(RecreateStep::StopOld));
@@ -431,16 +431,4 @@ impl Executor {
         fail_point!("rollback.after_remove_new");
         Ok(())
     }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
