@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// How often every spec is reconciled even without an event, in seconds.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// How long a host must be NotReady before the scheduler moves its specs to other hosts, in
+    /// seconds. Only the agent leading the scheduler uses it; give every agent the same value.
+    #[arg(long, default_value_t = 30)]
+    pub scheduler_grace_seconds: u64,
     /// Logs as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -56,6 +60,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(host_name.clone());
     config.workers = args.workers;
     config.resync_interval = Duration::from_secs(args.resync_seconds.max(1));
+    config.scheduler_grace = Duration::from_secs(args.scheduler_grace_seconds);
     for label in &args.host_labels {
         let (key, value) =
             label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;
