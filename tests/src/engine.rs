@@ -1,6 +1,7 @@
 //! A Docker Engine a test owns: its own socket, data and exec roots and bridge, so the test may stop,
 //! kill or restart it without disturbing the shared engine other tests use. Stopped and removed when
-//! dropped, also when the test fails.
+//! dropped, also when the test fails. [`PrivateEngine::start_in_netns`] runs one inside a network
+//! namespace, as one emulated host of [`crate::netns::Cluster`].
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +11,11 @@ pub struct PrivateEngine {
     /// `unix://...`, for `DOCKER_HOST`.
     pub host: String,
     dir: PathBuf,
-    bridge: String,
+    /// The bridge this engine's containers use, made by [`PrivateEngine::start`] in the root network
+    /// namespace. `None` in a namespace of its own, where the engine makes its own `docker0`.
+    bridge: Option<String>,
+    /// The network namespace dockerd runs in (`/var/run/netns/<name>`), or `None` for the root one.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -26,15 +31,48 @@ impl PrivateEngine {
         run("ip", &["link", "add", &bridge, "type", "bridge"]);
         run("ip", &["addr", "add", &format!("172.31.{octet}.1/24"), "dev", &bridge]);
         run("ip", &["link", "set", &bridge, "up"]);
-        let mut engine =
-            PrivateEngine { host: format!("unix://{}/d.sock", dir.display()), dir, bridge, child: None };
+        let mut engine = PrivateEngine {
+            host: format!("unix://{}/d.sock", dir.display()),
+            dir,
+            bridge: Some(bridge),
+            netns: None,
+            child: None,
+        };
         engine.spawn().await;
+        engine.load_images(images);
+        engine
+    }
+
+    /// Starts an engine inside the existing network namespace `netns`, its socket, roots and log in
+    /// `dir` (keep it short: unix socket paths are limited to 107 bytes and containerd nests its own
+    /// below), and loads `images` into it from the shared test engine.
+    ///
+    /// dockerd runs under `nsenter --net=...`, which changes only the network namespace: `ip netns
+    /// exec` would also make a mount namespace, in which dockerd fails ("Devices cgroup isn't
+    /// mounted"). The engine makes its own `docker0` in the namespace and leaves iptables alone.
+    pub async fn start_in_netns(netns: &str, dir: PathBuf, images: &[&str]) -> PrivateEngine {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut engine = PrivateEngine {
+            host: format!("unix://{}/d.sock", dir.display()),
+            dir,
+            bridge: None,
+            netns: Some(netns.to_owned()),
+            child: None,
+        };
+        engine.spawn().await;
+        engine.load_images(images);
+        engine
+    }
+
+    /// Copies `images` from the shared test engine (`DOCKER_HOST`) into this one (`docker save |
+    /// docker load`): no registry is needed.
+    pub fn load_images(&self, images: &[&str]) {
         for image in images {
             let mut save =
                 Command::new("docker").args(["save", image]).stdout(Stdio::piped()).spawn().unwrap();
             let status = Command::new("docker")
                 .args(["load", "-q"])
-                .env("DOCKER_HOST", &engine.host)
+                .env("DOCKER_HOST", &self.host)
                 .stdin(save.stdout.take().unwrap())
                 .stdout(Stdio::null())
                 .status()
@@ -42,7 +80,11 @@ impl PrivateEngine {
             assert!(save.wait().unwrap().success(), "saving {image} from the test engine");
             assert!(status.success(), "loading {image} into the private engine");
         }
-        engine
+    }
+
+    /// The directory holding the engine's socket, roots and `dockerd.log`.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     async fn spawn(&mut self) {
@@ -53,7 +95,19 @@ impl PrivateEngine {
         let _ = std::fs::remove_file(dir.join("x/containerd/containerd.sock.ttrpc"));
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command.arg(format!("--net=/var/run/netns/{netns}")).arg("dockerd");
+                command
+            }
+            None => Command::new("dockerd"),
+        };
+        match &self.bridge {
+            Some(bridge) => command.args(["--bridge", bridge]),
+            None => &mut command,
+        };
+        let child = command
             .arg("--host")
             .arg(&self.host)
             .arg("--data-root")
@@ -62,7 +116,7 @@ impl PrivateEngine {
             .arg(dir.join("x"))
             .arg("--pidfile")
             .arg(dir.join("d.pid"))
-            .args(["--bridge", &self.bridge, "--iptables=false", "--ip-masq=false"])
+            .args(["--iptables=false", "--ip-masq=false"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -128,7 +182,9 @@ impl Drop for PrivateEngine {
                 ),
             ])
             .status();
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -74,10 +74,19 @@ pub struct EtcdCluster {
     /// Extra flags for every member, and the scheme its client URLs use.
     tls_args: Vec<String>,
     scheme: &'static str,
+    /// Addresses besides 127.0.0.1 every member serves clients on (the hub of the test's network namespaces).
+    extra_addresses: Vec<String>,
 }
 
 impl EtcdCluster {
     pub async fn start(n: usize) -> EtcdCluster {
+        Self::start_listening_on(n, &[]).await
+    }
+
+    /// [`EtcdCluster::start`], every member also serving clients on each of `addresses` (on the same
+    /// port as on loopback), so that clients in other network namespaces reach it; see
+    /// [`EtcdCluster::endpoints_on`].
+    pub async fn start_listening_on(n: usize, addresses: &[&str]) -> EtcdCluster {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("kedge-etcd-{}", &token[..12]));
         std::fs::create_dir_all(&dir).unwrap();
@@ -89,7 +98,14 @@ impl EtcdCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = EtcdCluster { dir, token, members, tls_args: Vec::new(), scheme: "http" };
+        let mut cluster = EtcdCluster {
+            dir,
+            token,
+            members,
+            tls_args: Vec::new(),
+            scheme: "http",
+            extra_addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        };
         for i in 0..n {
             cluster.spawn(i, "new");
         }
@@ -116,7 +132,14 @@ impl EtcdCluster {
         ];
         let members =
             vec![Member { name: "m0".into(), client_port: free_port(), peer_port: free_port(), child: None }];
-        let mut cluster = EtcdCluster { dir: dir.clone(), token, members, tls_args, scheme: "https" };
+        let mut cluster = EtcdCluster {
+            dir: dir.clone(),
+            token,
+            members,
+            tls_args,
+            scheme: "https",
+            extra_addresses: Vec::new(),
+        };
         cluster.spawn(0, "new");
         (cluster, dir)
     }
@@ -125,10 +148,21 @@ impl EtcdCluster {
         self.members.iter().map(|m| format!("{}://127.0.0.1:{}", self.scheme, m.client_port)).collect()
     }
 
+    /// The client endpoints on `address`, one of those the cluster was started listening on.
+    pub fn endpoints_on(&self, address: &str) -> Vec<String> {
+        assert!(self.extra_addresses.iter().any(|a| a == address), "etcd does not listen on {address}");
+        self.members.iter().map(|m| format!("{}://{address}:{}", self.scheme, m.client_port)).collect()
+    }
+
     pub fn spawn(&mut self, i: usize, state: &str) {
         let initial: Vec<String> =
             self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect();
         let m = &self.members[i];
+        let client_urls: Vec<String> = std::iter::once("127.0.0.1")
+            .chain(self.extra_addresses.iter().map(String::as_str))
+            .map(|address| format!("{}://{address}:{}", self.scheme, m.client_port))
+            .collect();
+        let client_urls = client_urls.join(",");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -140,9 +174,9 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(self.dir.join(&m.name))
             .arg("--listen-client-urls")
-            .arg(format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
+            .arg(&client_urls)
             .arg("--advertise-client-urls")
-            .arg(format!("{}://127.0.0.1:{}", self.scheme, m.client_port))
+            .arg(&client_urls)
             .args(&self.tls_args)
             .arg("--listen-peer-urls")
             .arg(format!("http://127.0.0.1:{}", m.peer_port))

@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod etcd;
+pub mod netns;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -164,6 +165,23 @@ where
 pub fn docker_cli(args: &[&str]) -> std::process::Output {
     let _ = TestEnv::get();
     std::process::Command::new("docker").args(args).output().expect("the docker CLI is installed")
+}
+
+/// The `kedge` binary: `$KEDGE_BIN`, else `kedge` next to the running test's `deps` directory. It is
+/// built by `cargo build -p kedge-cli` (scripts/test does it); a missing binary fails loudly.
+pub fn kedge_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("KEDGE_BIN") {
+        return std::path::PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("kedge");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build -p kedge-cli`, or set KEDGE_BIN",
+        bin.display()
+    );
+    bin
 }
 
 /// An agent running in this test process against the test engine, stopped when dropped.
