@@ -51,7 +51,8 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
             typ: Some(log.driver.clone()),
             config: Some(log.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         }),
-        network_mode: first_network.map(|n| n.network.clone()),
+        network_mode: config.network_mode.clone().or_else(|| first_network.map(|n| n.network.clone())),
+        links: non_empty(&config.links),
         ..Default::default()
     };
     b::ContainerCreateBody {
@@ -68,8 +69,11 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         stop_signal: config.stop_signal.clone(),
         stop_timeout: config.stop_timeout.map(|d| d.as_secs() as i64),
         host_config: Some(host_config),
-        networking_config: first_network.map(|n| b::NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(n.network.clone(), endpoint_settings(n))])),
+        // A network mode other than a network (`host`, `container:NAME`) takes no endpoint.
+        networking_config: first_network.filter(|_| config.network_mode.is_none()).map(|n| {
+            b::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(n.network.clone(), endpoint_settings(n))])),
+            }
         }),
         ..Default::default()
     }
@@ -371,6 +375,7 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
             .and_then(|l| Some(LogConfig { driver: string_opt(l.typ)?, options: labels_from(l.config) })),
         network_mode: string_opt(host.network_mode),
         networks,
+        links: host.links.clone().unwrap_or_default(),
     })
 }
 
