@@ -379,10 +379,18 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
     })
 }
 
+/// The container's own name among a listing's `Names`. A linked container is also listed under
+/// each link to it (`/LINKER/ALIAS`), in no fixed order: taking the first name would call it by a
+/// link, and make it look like a second container of its spec.
+fn own_name(names: &[String]) -> String {
+    let own = names.iter().find(|name| !strip_slash(name).contains('/'));
+    own.or(names.first()).map(|name| strip_slash(name)).unwrap_or_default()
+}
+
 pub(crate) fn summary_from(s: b::ContainerSummary) -> Option<ContainerSummary> {
     Some(ContainerSummary {
         id: s.id?,
-        name: s.names.unwrap_or_default().first().map(|n| strip_slash(n)).unwrap_or_default(),
+        name: own_name(&s.names.unwrap_or_default()),
         image: s.image.unwrap_or_default(),
         image_id: s.image_id.unwrap_or_default(),
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
@@ -478,6 +486,14 @@ fn network_event_from(e: b::EventMessage) -> Option<EngineEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linked_container_is_listed_by_its_own_name() {
+        let names = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(own_name(&names(&["/client/database", "/db", "/other/db"])), "db");
+        assert_eq!(own_name(&names(&["/db"])), "db");
+        assert_eq!(own_name(&[]), "");
+    }
 
     #[test]
     fn bind_strings_parse_as_bind_or_volume() {
