@@ -143,7 +143,10 @@ pub fn declared_config(observed: &ObservedContainer, image: &ImageInfo) -> Conta
         entrypoint,
         working_dir: observed.working_dir.clone().filter(|dir| Some(dir) != image.working_dir.as_ref()),
         user: observed.user.clone().filter(|user| Some(user) != image.user.as_ref()),
-        hostname: observed.hostname.clone().filter(|hostname| !short_id.is_empty() && *hostname != short_id),
+        // A container in another's network namespace has that one's hostname, and may not set one.
+        hostname: observed.hostname.clone().filter(|hostname| {
+            !short_id.is_empty() && *hostname != short_id && !joins_another_namespace(observed)
+        }),
         labels,
         exposed_ports,
         port_bindings: observed.port_bindings.clone(),
@@ -171,6 +174,10 @@ pub fn declared_config(observed: &ObservedContainer, image: &ImageInfo) -> Conta
             .map(|(target, alias)| format!("{target}:{alias}"))
             .collect(),
     }
+}
+
+fn joins_another_namespace(observed: &ObservedContainer) -> bool {
+    observed.network_mode.as_deref().is_some_and(|mode| mode.starts_with("container:"))
 }
 
 /// Docker's short container ID (the default hostname and, on user-defined networks, an alias).
@@ -581,7 +588,9 @@ mod tests {
         joiner.network_mode = Some(format!("container:{ID}"));
         joiner.networks = vec![];
         joiner.links = strings(&["/db:/legacy/database"]);
+        joiner.hostname = Some("d00d0000d00d".into());
         let declared = declared_config(&joiner, &old_image());
+        assert_eq!(declared.hostname, None, "the provider's hostname is not the joiner's to declare");
         assert_eq!(declared.network_mode, Some(format!("container:{ID}")));
         assert_eq!((declared.networks.len(), declared.links), (0, strings(&["db:database"])));
     }
