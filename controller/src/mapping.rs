@@ -244,7 +244,8 @@ fn mount(mount: &SpecMount) -> Mount {
     Mount { source, target: mount.target.clone(), read_only: mount.read_only.unwrap_or(false) }
 }
 
-// FIXME: `startInterval` is not carried: the wrapper's Healthcheck has no field for it yet.
+/// Every declared field, `startInterval` included: an engine older than API 1.44 would drop it
+/// silently, so the planner leaves it out there and the agent reports it (`ImageFacts`).
 fn healthcheck(check: &SpecHealthcheck) -> Healthcheck {
     Healthcheck {
         test: check.test.clone(),
@@ -252,6 +253,7 @@ fn healthcheck(check: &SpecHealthcheck) -> Healthcheck {
         timeout: check.timeout.map(|d| d.duration()),
         retries: check.retries.map(i64::from),
         start_period: check.start_period.map(|d| d.duration()),
+        start_interval: check.start_interval.map(|d| d.duration()),
     }
 }
 
@@ -455,7 +457,8 @@ mod tests {
                 "resources": {"cpus": 0.5, "cpuShares": 512, "cpuPeriod": 100000, "cpuQuota": 50000, "cpusetCpus": "0",
                               "cpusetMems": "0", "memory": "64Mi", "memoryReservation": "32Mi", "memorySwap": -1,
                               "blkioWeight": 300, "pidsLimit": 100},
-                "healthcheck": {"test": "true", "interval": "5s", "timeout": "2s", "retries": 3, "startPeriod": "1s"},
+                "healthcheck": {"test": "true", "interval": "5s", "timeout": "2s", "retries": 3, "startPeriod": "1s",
+                                "startInterval": "500ms"},
                 "stopSignal": "SIGINT", "stopGracePeriod": "30s", "capAdd": ["NET_ADMIN"], "capDrop": ["ALL"],
                 "privileged": true, "readOnlyRootfs": true, "logging": {"driver": "local", "options": {"max-size": "10m"}}}"#,
         )
@@ -553,6 +556,7 @@ mod tests {
                 timeout: Some(Duration::from_secs(2)),
                 retries: Some(3),
                 start_period: Some(Duration::from_secs(1)),
+                start_interval: Some(Duration::from_millis(500)),
             })
         );
         assert_eq!(config.stop_signal.as_deref(), Some("SIGINT"));

@@ -58,6 +58,9 @@ pub struct ImageFacts {
     /// The container was stopped because the spec said `runState: stopped`, and now says running:
     /// start it whatever its exit code and restart policy (a clean exit is not a finished job here).
     pub start_requested: bool,
+    /// The engine speaks an API older than 1.44, which has no `Healthcheck.StartInterval`: it
+    /// would take the field and drop it, so it is neither sent nor compared (the agent reports it).
+    pub engine_lacks_start_interval: bool,
     /// The current container of each spec this one follows (`networkMode: container:NAME`,
     /// `links`), by spec name; a spec without a container is absent.
     pub providers: BTreeMap<String, ProviderContainer>,
@@ -103,7 +106,12 @@ impl Plan {
 
 /// Plans the repair of `observed` (`None`: no container holds the spec's name) towards `desired`.
 pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
-    let config = container_config(desired);
+    let mut config = container_config(desired);
+    if facts.engine_lacks_start_interval {
+        if let Some(healthcheck) = &mut config.healthcheck {
+            healthcheck.start_interval = None;
+        }
+    }
     let name = config.name.clone();
     let stopped = desired.spec.run_state_or_default() == RunState::Stopped;
 

@@ -371,7 +371,9 @@ pub struct Healthcheck {
     /// Grace time after start during which failures do not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_period: Option<HumanDuration>,
-    /// Interval between checks during the start period.
+    /// Interval between checks during the start period. Needs Docker Engine API 1.44 (Docker 25):
+    /// on an older engine the container is made without it, and the agent says so in a
+    /// `FieldNotSupported` Warning event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_interval: Option<HumanDuration>,
 }

@@ -209,6 +209,7 @@ impl Agent {
             return Ok(Next::After(self.config.conflict_poll));
         }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
+        self.report_start_interval_dropped(key, spec, &facts, &plan.actions).await;
         let attaches = plan.actions.iter().any(|action| {
             matches!(action, Action::Create { .. } | Action::Recreate { .. } | Action::ConnectNetwork { .. })
         });
@@ -309,6 +310,29 @@ impl Agent {
             }
         }
         Ok(providers)
+    }
+
+    /// A container about to be made without the spec's `healthcheck.startInterval`, because the
+    /// engine's API predates it: said in a Warning event and the log, rather than dropped silently.
+    async fn report_start_interval_dropped(
+        &self,
+        key: &str,
+        spec: &Container,
+        facts: &ImageFacts,
+        actions: &[Action],
+    ) {
+        let declared = spec.spec.healthcheck.as_ref().and_then(|check| check.start_interval);
+        let creates =
+            actions.iter().any(|action| matches!(action, Action::Create { .. } | Action::Recreate { .. }));
+        let Some(interval) = declared.filter(|_| facts.engine_lacks_start_interval && creates) else {
+            return;
+        };
+        let message = format!(
+            "spec.healthcheck.startInterval ({interval}) needs Docker Engine API 1.44 (Docker 25); this engine speaks {}: the container is made without it, and checks run at `interval` during the start period too",
+            self.docker.api_version()
+        );
+        tracing::warn!(key, %message);
+        self.events.record(key, EventType::Warning, "FieldNotSupported", &message).await;
     }
 
     /// After in-place updates: notes the limits the engine did not apply (see [`limits`]).
@@ -480,6 +504,7 @@ impl Agent {
             force_recreate: false,
             running_processes,
             start_requested: false,
+            engine_lacks_start_interval: api_older_than(&self.docker.api_version(), (1, 44)),
             providers: Default::default(),
         })
     }
@@ -649,6 +674,31 @@ fn check_interval(spec: &Container) -> Duration {
         .map_or(DEFAULT_CHECK_INTERVAL, |interval| interval.duration())
 }
 
+/// Whether the API version `version` (`1.41`) is older than `major.minor`; an unreadable one is
+/// taken for old, the safe side.
+fn api_older_than(version: &str, (major, minor): (u64, u64)) -> bool {
+    let mut parts = version.split('.').map(|part| part.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(have_major), Some(have_minor)) => (have_major, have_minor) < (major, minor),
+        _ => true,
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_older_than;
+
+    #[test]
+    fn api_versions_compare_by_number() {
+        assert!(api_older_than("1.41", (1, 44)));
+        assert!(api_older_than("1.9", (1, 44)));
+        assert!(!api_older_than("1.44", (1, 44)));
+        assert!(!api_older_than("1.100", (1, 44)));
+        assert!(!api_older_than("2.0", (1, 44)));
+        assert!(api_older_than("garbage", (1, 44)));
+    }
 }

@@ -128,7 +128,7 @@ fn healthcheck_to_bollard(h: &Healthcheck) -> b::HealthConfig {
         timeout: h.timeout.map(nanos),
         retries: h.retries,
         start_period: h.start_period.map(nanos),
-        ..Default::default()
+        start_interval: h.start_interval.map(nanos),
     }
 }
 
@@ -143,6 +143,7 @@ fn healthcheck_from_bollard(h: b::HealthConfig) -> Option<Healthcheck> {
         timeout: duration_from_nanos(h.timeout),
         retries: h.retries.filter(|r| *r > 0),
         start_period: duration_from_nanos(h.start_period),
+        start_interval: duration_from_nanos(h.start_interval),
     })
 }
 

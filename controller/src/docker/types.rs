@@ -182,6 +182,9 @@ pub struct Healthcheck {
     pub timeout: Option<Duration>,
     pub retries: Option<i64>,
     pub start_period: Option<Duration>,
+    /// Engine API 1.44 (Docker 25) and later; an older engine drops it without a word, which is
+    /// why the agent leaves it out there and says so (see `planner::ImageFacts`).
+    pub start_interval: Option<Duration>,
 }
 
 impl Healthcheck {

@@ -327,6 +327,7 @@ fn effective_healthcheck(
                 timeout: declared.timeout.or(base.timeout),
                 retries: declared.retries.or(base.retries),
                 start_period: declared.start_period.or(base.start_period),
+                start_interval: declared.start_interval.or(base.start_interval),
             }))
         }
     }

@@ -1060,3 +1060,34 @@ fn a_linker_follows_its_targets_new_container_and_address() {
         Expect { actions: &["Recreate"], drift: &["spec.links"] },
     );
 }
+
+#[test]
+fn start_interval_is_sent_and_compared_only_where_the_engine_has_it() {
+    let desired =
+        spec(r#"{"image": "kedge-test/app:v1", "healthcheck": {"test": "true", "startInterval": "1s"}}"#);
+    // API 1.44 and later: sent, and kept by the engine.
+    let plan = check(&desired, None, &facts(), Expect { actions: &["Create", "Start"], drift: &[] });
+    let Action::Create { config } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(
+        config.healthcheck.as_ref().and_then(|check| check.start_interval),
+        Some(Duration::from_secs(1))
+    );
+    check(&desired, Some(&observed(&desired, |_| {})), &facts(), NOTHING);
+    // An older engine drops it: not sent, and its absence is not drift to recreate for ever.
+    let old_engine = ImageFacts { engine_lacks_start_interval: true, ..facts() };
+    let plan = check(&desired, None, &old_engine, Expect { actions: &["Create", "Start"], drift: &[] });
+    let Action::Create { config } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(config.healthcheck.as_ref().and_then(|check| check.start_interval), None);
+    let dropped = observed(&desired, |container| {
+        if let Some(check) = &mut container.healthcheck {
+            check.start_interval = None;
+        }
+    });
+    check(&desired, Some(&dropped), &old_engine, NOTHING);
+    check(
+        &desired,
+        Some(&dropped),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.healthcheck"] },
+    );
+}
