@@ -9,7 +9,7 @@ use bollard::models::ContainerInspectResponse;
 use kedge_controller::events::list_events;
 use kedge_controller::store::objects;
 use kedge_tests::{
-    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
+    condition, docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
 };
 use serde_json::json;
 
@@ -109,8 +109,14 @@ async fn a_joiner_follows_its_provider_into_a_new_container_and_after_a_kill() {
             "stopGracePeriod": "1s",
         }),
     );
-    // The joiner first: the agent holds it until its provider runs, as a dependency.
+    // The joiner first: the agent holds it until its provider runs, as a dependency it never listed.
     objects::apply_container(agent.store.as_ref(), &joiner, None).await.expect("apply");
+    eventually("the joiner to wait for its provider", READY, || async {
+        let synced = condition(agent.store.as_ref(), &namespace, &side, "Synced").await?;
+        (synced.reason == "WaitingForDependency").then_some(())
+    })
+    .await;
+    assert!(inspect(&side).await.is_none(), "no joiner is made before its provider runs");
     objects::apply_container(agent.store.as_ref(), &provider("1"), None).await.expect("apply");
     wait_ready(agent.store.as_ref(), &namespace, &web, READY).await;
     wait_ready(agent.store.as_ref(), &namespace, &side, READY).await;
