@@ -56,6 +56,13 @@ pub enum Action {
         container: String,
         timeout: Option<Duration>,
     },
+    /// Restart (stop with the container's stop signal, SIGKILL after `timeout`, start): the same
+    /// container joins its network provider's current namespace and rereads its links' addresses.
+    Restart {
+        container: String,
+        reason: String,
+        timeout: Option<Duration>,
+    },
     /// Remove (forcefully, so a running container goes too). Named volumes are kept.
     Remove {
         container: String,
@@ -99,6 +106,7 @@ impl Action {
             Action::Create { .. } => "Create",
             Action::Start { .. } => "Start",
             Action::Stop { .. } => "Stop",
+            Action::Restart { .. } => "Restart",
             Action::Remove { .. } => "Remove",
             Action::UpdateInPlace { .. } => "UpdateInPlace",
             Action::ConnectNetwork { .. } => "ConnectNetwork",
@@ -223,6 +231,15 @@ impl Executor {
                         .stop_container(&id, *timeout)
                         .await
                         .map_err(docker_error("stop", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::Restart { container, reason, timeout } => {
+                    let id = self.owned(container).await?.id;
+                    info!(container, reason, "restarting");
+                    self.docker
+                        .restart_container(&id, *timeout)
+                        .await
+                        .map_err(docker_error("restart", container))?;
                     Ok(ActionOutcome::Done)
                 }
                 Action::Remove { container } => {

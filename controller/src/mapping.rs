@@ -11,7 +11,7 @@
 
 use kedge_crds::{
     Container, ContainerSpec, Healthcheck as SpecHealthcheck, MemorySwap, Mount as SpecMount, MountKind,
-    Protocol as SpecProtocol, RestartPolicyName,
+    NetworkMode, Protocol as SpecProtocol, RestartPolicyName,
 };
 
 use crate::docker::labels;
@@ -80,7 +80,26 @@ pub fn container_config(container: &Container) -> ContainerConfig {
                 ipv4_address: network.ipv4_address.map(|ip| ip.to_string()),
             })
             .collect(),
+        network_mode: spec.network_mode.as_ref().map(network_mode),
+        links: spec
+            .links
+            .iter()
+            .map(|link| format!("{}:{}", link.name, link.alias.as_deref().unwrap_or(&link.name)))
+            .collect(),
     }
+}
+
+/// Docker's `NetworkMode` for a spec's: the spec's names are the containers' names.
+pub(crate) fn network_mode(mode: &NetworkMode) -> String {
+    mode.to_string()
+}
+
+/// One of inspect's `HostConfig.Links`, `/TARGET:/THIS/ALIAS`, as `(TARGET, ALIAS)`; `None` when it
+/// has another shape.
+pub(crate) fn parse_observed_link(link: &str) -> Option<(String, String)> {
+    let (target, path) = link.split_once(':')?;
+    let alias = path.rsplit('/').next()?;
+    Some((target.strip_prefix('/').unwrap_or(target).to_owned(), alias.to_owned()))
 }
 
 /// What the user declared when creating `observed`, told apart from `image`'s defaults (the image the
@@ -124,7 +143,10 @@ pub fn declared_config(observed: &ObservedContainer, image: &ImageInfo) -> Conta
         entrypoint,
         working_dir: observed.working_dir.clone().filter(|dir| Some(dir) != image.working_dir.as_ref()),
         user: observed.user.clone().filter(|user| Some(user) != image.user.as_ref()),
-        hostname: observed.hostname.clone().filter(|hostname| !short_id.is_empty() && *hostname != short_id),
+        // A container in another's network namespace has that one's hostname, and may not set one.
+        hostname: observed.hostname.clone().filter(|hostname| {
+            !short_id.is_empty() && *hostname != short_id && !joins_another_namespace(observed)
+        }),
         labels,
         exposed_ports,
         port_bindings: observed.port_bindings.clone(),
@@ -142,7 +164,20 @@ pub fn declared_config(observed: &ObservedContainer, image: &ImageInfo) -> Conta
         read_only_rootfs: observed.read_only_rootfs,
         log_config: observed.log_config.clone(),
         networks: declared_networks(observed),
+        // Another container's namespace, by the ID the engine resolved at create: the same
+        // namespace, while that container lives.
+        network_mode: observed.network_mode.clone().filter(|mode| mode.starts_with("container:")),
+        links: observed
+            .links
+            .iter()
+            .filter_map(|link| parse_observed_link(link))
+            .map(|(target, alias)| format!("{target}:{alias}"))
+            .collect(),
     }
+}
+
+fn joins_another_namespace(observed: &ObservedContainer) -> bool {
+    observed.network_mode.as_deref().is_some_and(|mode| mode.starts_with("container:"))
 }
 
 /// Docker's short container ID (the default hostname and, on user-defined networks, an alias).
@@ -209,7 +244,8 @@ fn mount(mount: &SpecMount) -> Mount {
     Mount { source, target: mount.target.clone(), read_only: mount.read_only.unwrap_or(false) }
 }
 
-// FIXME: `startInterval` is not carried: the wrapper's Healthcheck has no field for it yet.
+/// Every declared field, `startInterval` included: an engine older than API 1.44 would drop it
+/// silently, so the planner leaves it out there and the agent reports it (`ImageFacts`).
 fn healthcheck(check: &SpecHealthcheck) -> Healthcheck {
     Healthcheck {
         test: check.test.clone(),
@@ -217,6 +253,7 @@ fn healthcheck(check: &SpecHealthcheck) -> Healthcheck {
         timeout: check.timeout.map(|d| d.duration()),
         retries: check.retries.map(i64::from),
         start_period: check.start_period.map(|d| d.duration()),
+        start_interval: check.start_interval.map(|d| d.duration()),
     }
 }
 
@@ -420,7 +457,8 @@ mod tests {
                 "resources": {"cpus": 0.5, "cpuShares": 512, "cpuPeriod": 100000, "cpuQuota": 50000, "cpusetCpus": "0",
                               "cpusetMems": "0", "memory": "64Mi", "memoryReservation": "32Mi", "memorySwap": -1,
                               "blkioWeight": 300, "pidsLimit": 100},
-                "healthcheck": {"test": "true", "interval": "5s", "timeout": "2s", "retries": 3, "startPeriod": "1s"},
+                "healthcheck": {"test": "true", "interval": "5s", "timeout": "2s", "retries": 3, "startPeriod": "1s",
+                                "startInterval": "500ms"},
                 "stopSignal": "SIGINT", "stopGracePeriod": "30s", "capAdd": ["NET_ADMIN"], "capDrop": ["ALL"],
                 "privileged": true, "readOnlyRootfs": true, "logging": {"driver": "local", "options": {"max-size": "10m"}}}"#,
         )
@@ -518,6 +556,7 @@ mod tests {
                 timeout: Some(Duration::from_secs(2)),
                 retries: Some(3),
                 start_period: Some(Duration::from_secs(1)),
+                start_interval: Some(Duration::from_millis(500)),
             })
         );
         assert_eq!(config.stop_signal.as_deref(), Some("SIGINT"));
@@ -525,6 +564,39 @@ mod tests {
         assert_eq!((config.cap_add, config.cap_drop), (strings(&["NET_ADMIN"]), strings(&["ALL"])));
         assert!(config.privileged && config.read_only_rootfs);
         assert_eq!(config.log_config.map(|log| (log.driver, log.options.len())), Some(("local".into(), 1)));
+    }
+
+    #[test]
+    fn network_mode_and_links_map_to_dockers_forms_and_back() {
+        let spec: ContainerSpec = serde_json::from_str(
+            r#"{"image": "kedge-test/app:v1", "networkMode": "service:db", "links": []}"#,
+        )
+        .unwrap();
+        let config = container_config(&Container::new("web", spec));
+        assert_eq!((config.network_mode.as_deref(), config.networks.len()), (Some("container:db"), 0));
+        let spec: ContainerSpec = serde_json::from_str(
+            r#"{"image": "kedge-test/app:v1", "links": ["db", {"name": "cache", "alias": "c"}]}"#,
+        )
+        .unwrap();
+        let config = container_config(&Container::new("web", spec));
+        assert_eq!((config.network_mode, config.links), (None, strings(&["db:db", "cache:c"])));
+        // Inspect's form names the target as it is called now, and the alias under this container.
+        assert_eq!(parse_observed_link("/db:/web/db"), Some(("db".into(), "db".into())));
+        assert_eq!(
+            parse_observed_link("/db-kedge-old-1:/web/database"),
+            Some(("db-kedge-old-1".into(), "database".into()))
+        );
+        assert_eq!(parse_observed_link("nonsense"), None);
+        // `kedge recreate` of a joiner keeps the namespace and the links it was created with.
+        let mut joiner = inspected();
+        joiner.network_mode = Some(format!("container:{ID}"));
+        joiner.networks = vec![];
+        joiner.links = strings(&["/db:/legacy/database"]);
+        joiner.hostname = Some("d00d0000d00d".into());
+        let declared = declared_config(&joiner, &old_image());
+        assert_eq!(declared.hostname, None, "the provider's hostname is not the joiner's to declare");
+        assert_eq!(declared.network_mode, Some(format!("container:{ID}")));
+        assert_eq!((declared.networks.len(), declared.links), (0, strings(&["db:database"])));
     }
 
     #[test]

@@ -16,8 +16,13 @@
 //! that cannot (`postStart`, `updatePolicy`, `dependsOn`, ...) do not need a new container.
 //!
 //! - `drift`: the field-by-field comparison and the engine's normalizations it undoes.
+//! - `providers`: containers that follow another spec's container (its network namespace, a link),
+//!   and what Docker does to them when that container restarts or is replaced.
 
 mod drift;
+mod providers;
+
+use std::collections::BTreeMap;
 
 use kedge_crds::{
     CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName, RunState,
@@ -53,6 +58,23 @@ pub struct ImageFacts {
     /// The container was stopped because the spec said `runState: stopped`, and now says running:
     /// start it whatever its exit code and restart policy (a clean exit is not a finished job here).
     pub start_requested: bool,
+    /// The engine speaks an API older than 1.44, which has no `Healthcheck.StartInterval`: it
+    /// would take the field and drop it, so it is neither sent nor compared (the agent reports it).
+    pub engine_lacks_start_interval: bool,
+    /// The current container of each spec this one follows (`networkMode: container:NAME`,
+    /// `links`), by spec name; a spec without a container is absent.
+    pub providers: BTreeMap<String, ProviderContainer>,
+}
+
+/// The container a spec's network provider or link target has now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderContainer {
+    pub id: String,
+    /// RFC 3339, as inspect prints it.
+    pub created: Option<String>,
+    /// RFC 3339, as inspect prints it: the last start.
+    pub started_at: Option<String>,
+    pub running: bool,
 }
 
 /// What to do, and why.
@@ -84,7 +106,12 @@ impl Plan {
 
 /// Plans the repair of `observed` (`None`: no container holds the spec's name) towards `desired`.
 pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
-    let config = container_config(desired);
+    let mut config = container_config(desired);
+    if facts.engine_lacks_start_interval {
+        if let Some(healthcheck) = &mut config.healthcheck {
+            healthcheck.start_interval = None;
+        }
+    }
     let name = config.name.clone();
     let stopped = desired.spec.run_state_or_default() == RunState::Stopped;
 
@@ -119,8 +146,16 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
     }
 
     let drift = drift::compare(&config, observed, facts.running_image.as_ref());
-    let diffs: Vec<FieldDiff> = drift.findings.iter().map(|finding| finding.diff.clone()).collect();
+    let followed = providers::compare(desired, observed, &facts.providers);
+    let mut diffs: Vec<FieldDiff> = drift.findings.iter().map(|finding| finding.diff.clone()).collect();
+    diffs.extend(followed.iter().map(|finding| finding.diff.clone()));
     let mut reasons = recreate_reasons(desired, observed, facts, &drift);
+    reasons.extend(
+        followed
+            .iter()
+            .filter(|finding| finding.repair == providers::Repair::Recreate)
+            .map(|finding| finding.reason.clone()),
+    );
     let container = observed.id.clone();
 
     if !reasons.is_empty() && stopped {
@@ -155,7 +190,6 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
             actions.push(Action::ConnectNetwork { container: container.clone(), network: network.clone() });
         }
     }
-    let mut diffs = diffs;
     let decision = match (stopped, start_decision(desired, observed)) {
         (true, _) => stop_decision(observed),
         (false, StartDecision::Leave)
@@ -176,6 +210,21 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
             reasons.push(why);
             let timeout = desired.spec.stop_grace_period.map(|period| period.duration());
             actions.push(Action::Stop { container: container.clone(), timeout });
+        }
+        StartDecision::Running
+            if followed.iter().any(|finding| finding.repair == providers::Repair::Restart) =>
+        {
+            // What it follows started again: a restart picks its new namespace or address up.
+            let reason = followed
+                .iter()
+                .filter(|finding| finding.repair == providers::Repair::Restart)
+                .map(|finding| finding.reason.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            reasons.push(reason.clone());
+            let timeout = desired.spec.stop_grace_period.map(|period| period.duration());
+            actions.push(Action::Restart { container: container.clone(), reason, timeout });
+            actions.extend(post_start_execs(desired, &container));
         }
         StartDecision::Running => {
             for (index, exec) in missing_ensured_execs(desired, facts) {

@@ -151,6 +151,16 @@ pub struct ContainerSpec {
     /// Specs (same namespace) that must be started, or healthy, before this one starts: `db` or a map.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// Docker's network mode: `bridge` (the default bridge, as without this field), `host`, `none`,
+    /// or `container:NAME` to share the network namespace of another spec of the namespace (Compose's
+    /// `network_mode: service:NAME`). Excludes `networks`; `container:` also excludes `ports`,
+    /// `hostname` and `links`. `container:NAME` implies `dependsOn: NAME` (started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<NetworkMode>,
+    /// Legacy Docker links on the default bridge: `NAME` or `NAME:ALIAS`, another spec of the
+    /// namespace, written into this container's `/etc/hosts`. Each implies `dependsOn: NAME` (started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     /// Commands run in the container after it starts (docker-map's exec commands).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post_start: Vec<PostStartExec>,
@@ -361,7 +371,9 @@ pub struct Healthcheck {
     /// Grace time after start during which failures do not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_period: Option<HumanDuration>,
-    /// Interval between checks during the start period.
+    /// Interval between checks during the start period. Needs Docker Engine API 1.44 (Docker 25):
+    /// on an older engine the container is made without it, and the agent says so in a
+    /// `FieldNotSupported` Warning event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_interval: Option<HumanDuration>,
 }
@@ -404,6 +416,41 @@ pub enum DependencyCondition {
     Started,
     /// The dependency's container reports healthy (it needs a health check).
     Healthy,
+}
+
+/// Docker's network mode. Written as a string: `bridge`, `host`, `none` or `container:NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum NetworkMode {
+    /// Docker's default bridge: what a spec without `networkMode` and `networks` gets.
+    Bridge,
+    /// The host's network stack.
+    Host,
+    /// A loopback interface only.
+    None,
+    /// The network namespace of the container of another spec (its `metadata.name`), same namespace.
+    Container(String),
+}
+
+/// A legacy link to another spec's container. Short form: `NAME` or `NAME:ALIAS`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Link {
+    /// The name of a Container spec in the same namespace.
+    pub name: String,
+    /// The extra host name it gets in `/etc/hosts`; its name is always there too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// A link, as a map.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "LinkObject")]
+pub(crate) struct LinkLong {
+    name: String,
+    #[serde(default)]
+    alias: Option<String>,
 }
 
 /// A command run inside the container after it starts.
@@ -660,6 +707,97 @@ impl ContainerSpec {
     pub fn run_state_or_default(&self) -> RunState {
         self.run_state.unwrap_or_default()
     }
+
+    /// The spec whose container's network namespace this one joins (`networkMode: container:NAME`).
+    pub fn network_provider(&self) -> Option<&str> {
+        match &self.network_mode {
+            Some(NetworkMode::Container(name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Every spec this one waits for: `dependsOn`, then the network provider and the link targets
+    /// it does not list, as `started` (a container cannot join or link to one that does not run).
+    pub fn dependencies(&self) -> Vec<Dependency> {
+        let mut dependencies = self.depends_on.clone();
+        let implied =
+            self.network_provider().into_iter().chain(self.links.iter().map(|link| link.name.as_str()));
+        for name in implied {
+            if !dependencies.iter().any(|dependency| dependency.name == name) {
+                dependencies
+                    .push(Dependency { name: name.to_owned(), condition: DependencyCondition::Started });
+            }
+        }
+        dependencies
+    }
+
+    /// Whether this spec's container must follow `name`'s container: it joins its network namespace
+    /// or links to it, so a new container (or a restart) of `name` needs one of this one too.
+    pub fn follows_container_of(&self, name: &str) -> bool {
+        self.network_provider() == Some(name) || self.links.iter().any(|link| link.name == name)
+    }
+}
+
+impl NetworkMode {
+    pub const EXPECTING: &'static str = "`bridge`, `host`, `none` or `container:NAME`";
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkMode::Bridge => f.write_str("bridge"),
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Container(name) => write!(f, "container:{name}"),
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "bridge" => Ok(NetworkMode::Bridge),
+            "host" => Ok(NetworkMode::Host),
+            "none" => Ok(NetworkMode::None),
+            _ => match text.strip_prefix("container:").or_else(|| text.strip_prefix("service:")) {
+                Some(name) if !name.is_empty() => Ok(NetworkMode::Container(name.to_owned())),
+                _ => Err(format!(
+                    "invalid network mode `{text}`: expected {} (for another network, use `networks`)",
+                    NetworkMode::EXPECTING
+                )),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for NetworkMode {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<NetworkMode> for String {
+    fn from(mode: NetworkMode) -> String {
+        mode.to_string()
+    }
+}
+
+impl JsonSchema for NetworkMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("NetworkMode")
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`bridge`, `host`, `none`, or `container:NAME` (another spec of the namespace; `service:NAME` is read as the same).",
+            "pattern": "^(bridge|host|none|(container|service):.+)$"
+        })
+    }
 }
 
 impl ContainerStatus {
@@ -842,6 +980,25 @@ impl ShortForm for Dependency {
     }
 }
 
+impl From<LinkLong> for Link {
+    fn from(long: LinkLong) -> Self {
+        Link { name: long.name, alias: long.alias }
+    }
+}
+
+impl ShortForm for Link {
+    type Long = LinkLong;
+    const EXPECTING: &'static str = "a link such as `db` or `db:database`";
+
+    fn parse_short(text: &str) -> Result<Self, String> {
+        match text.split(':').collect::<Vec<_>>()[..] {
+            [name] => Ok(Link { name: name.to_owned(), alias: None }),
+            [name, alias] => Ok(Link { name: name.to_owned(), alias: Some(alias.to_owned()) }),
+            _ => Err(format!("invalid link `{text}`: expected `NAME` or `NAME:ALIAS`")),
+        }
+    }
+}
+
 macro_rules! short_form_impls {
     ($type:ty, $long:ty, $short:literal) => {
         impl<'de> Deserialize<'de> for $type {
@@ -878,6 +1035,7 @@ short_form_impls!(
     "`no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`"
 );
 short_form_impls!(Dependency, DependencyLong, "the name of a Container spec in the same namespace");
+short_form_impls!(Link, LinkLong, "`NAME` or `NAME:ALIAS`: a Container spec in the same namespace");
 
 fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_owned()

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::container::{
-    Container, ContainerSpec, Healthcheck, MountKind, ObjectMeta, Resources, RestartPolicyName, UpdateOrder,
-    API_VERSION, KIND_CONTAINER,
+    Container, ContainerSpec, Healthcheck, MountKind, NetworkMode, ObjectMeta, Resources, RestartPolicyName,
+    UpdateOrder, API_VERSION, KIND_CONTAINER,
 };
 use crate::parse::{ParsedContainer, SpecError};
 use crate::quantity::MemorySwap;
@@ -43,8 +43,9 @@ pub fn validate_container(container: &Container) -> Vec<FieldError> {
 }
 
 /// Checks every container's own rules, then the rules of the set: no two specs with one key, every
-/// `dependsOn` names a spec of the set or of `existing` (the specs already stored, which the set may
-/// replace), and no dependency cycle. Set-level errors point at the offending `dependsOn` entry or name.
+/// `dependsOn`, `networkMode: container:NAME` and `links` entry names a spec of the set or of
+/// `existing` (the specs already stored, which the set may replace), and no dependency cycle through
+/// any of them. Set-level errors point at the offending entry or name.
 pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<SpecError> {
     let mut errors = Vec::new();
     for parsed in containers {
@@ -85,13 +86,20 @@ pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<S
     }
     for parsed in containers {
         let namespace = &parsed.container.metadata.namespace;
-        for (index, dependency) in parsed.container.spec.depends_on.iter().enumerate() {
-            let key = format!("{namespace}/{}", dependency.name);
-            if !graph.contains_key(&key) {
-                errors.push(parsed.error_at(
-                    &format!("spec.dependsOn[{index}]"),
-                    format!("depends on `{key}`, which is not among the specs"),
-                ));
+        let mut reported = BTreeSet::new();
+        for (path, name) in dependency_edges(&parsed.container.spec) {
+            let key = format!("{namespace}/{name}");
+            // A target named in `dependsOn` too is reported there only.
+            let first = reported.insert(name) || path.starts_with("spec.dependsOn");
+            if !graph.contains_key(&key) && first {
+                let what = if path.starts_with("spec.dependsOn") {
+                    "depends on"
+                } else if path == "spec.networkMode" {
+                    "joins the network namespace of"
+                } else {
+                    "links to"
+                };
+                errors.push(parsed.error_at(&path, format!("{what} `{key}`, which is not among the specs")));
             }
         }
     }
@@ -104,19 +112,13 @@ pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<S
         let cycle = walk_cycle(&graph, &component, reporter.container.key());
         let namespace = &reporter.container.metadata.namespace;
         let next = cycle.get(1).unwrap_or(&cycle[0]);
-        let index = reporter
-            .container
-            .spec
-            .depends_on
-            .iter()
-            .position(|dependency| format!("{namespace}/{}", dependency.name) == *next)
-            .unwrap_or(0);
+        let path = dependency_edges(&reporter.container.spec)
+            .into_iter()
+            .find(|(_, name)| format!("{namespace}/{name}") == *next)
+            .map_or_else(|| "spec.dependsOn".to_owned(), |(path, _)| path);
         let mut description: Vec<&str> = cycle.iter().map(String::as_str).collect();
         description.push(&cycle[0]);
-        errors.push(reporter.error_at(
-            &format!("spec.dependsOn[{index}]"),
-            format!("dependency cycle: {}", description.join(" -> ")),
-        ));
+        errors.push(reporter.error_at(&path, format!("dependency cycle: {}", description.join(" -> "))));
     }
     errors
 }
@@ -191,6 +193,7 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
     check_ports(spec, errors);
     check_mounts(spec, errors);
     check_networks(spec, errors);
+    check_network_mode_and_links(spec, errors);
     if let Some(policy) = &spec.restart_policy {
         if policy.maximum_retry_count.is_some() && policy.name != RestartPolicyName::OnFailure {
             errors.add(
@@ -363,6 +366,67 @@ fn check_networks(spec: &ContainerSpec, errors: &mut Errors) {
     }
 }
 
+/// Docker refuses these combinations at create ("conflicting options: ..."); saying so here names the
+/// field instead of failing the container later.
+fn check_network_mode_and_links(spec: &ContainerSpec, errors: &mut Errors) {
+    if let Some(mode) = &spec.network_mode {
+        if let NetworkMode::Container(name) = mode {
+            if let Err(why) = check_dns_label(name) {
+                errors.add("spec.networkMode", format!("`{name}` is not a valid spec name: {why}"));
+            }
+            let joined = format!("the container shares `{name}`'s network namespace (networkMode: {mode})");
+            if !spec.ports.is_empty() {
+                errors.add("spec.ports", format!("cannot publish ports: {joined}; publish them on `{name}`"));
+            }
+            if spec.hostname.is_some() {
+                errors.add("spec.hostname", format!("cannot be set: {joined}, and its hostname"));
+            }
+            if !spec.links.is_empty() {
+                errors.add("spec.links", format!("cannot be used: {joined}"));
+            }
+        }
+        if !spec.networks.is_empty() {
+            errors.add(
+                "spec.networks",
+                format!("cannot be combined with `networkMode: {mode}`: give one or the other"),
+            );
+        }
+        if *mode == NetworkMode::Host {
+            if !spec.ports.is_empty() {
+                errors.add(
+                    "spec.ports",
+                    "cannot publish ports with `networkMode: host`: the host's ports are the container's",
+                );
+            }
+            if !spec.links.is_empty() {
+                errors.add("spec.links", "cannot be used with `networkMode: host` (Docker refuses it)");
+            }
+        }
+    }
+    if !spec.links.is_empty() && !spec.networks.is_empty() {
+        errors.add(
+            "spec.links",
+            "links only work on the default bridge: on `networks`, containers reach each other by name (add `aliases` for other names)",
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (index, link) in spec.links.iter().enumerate() {
+        let path = format!("spec.links[{index}]");
+        if let Err(why) = check_dns_label(&link.name) {
+            errors.add(&path, format!("`{}` is not a valid spec name: {why}", link.name));
+        }
+        if let Some(alias) = &link.alias {
+            if let Err(why) = check_hostname(alias) {
+                errors.add(&path, format!("`{alias}` is not a valid alias: {why}"));
+            }
+        }
+        let host_name = link.alias.as_deref().unwrap_or(&link.name);
+        if !names.insert(host_name) {
+            errors.add(&path, format!("`{host_name}` is linked twice"));
+        }
+    }
+}
+
 fn check_resources(resources: &Resources, errors: &mut Errors) {
     if let Some(cpus) = resources.cpus {
         if cpus.nanos() == 0 {
@@ -465,7 +529,25 @@ fn check_healthcheck(healthcheck: &Healthcheck, errors: &mut Errors) {
 
 fn dependency_keys(container: &Container) -> Vec<String> {
     let namespace = &container.metadata.namespace;
-    container.spec.depends_on.iter().map(|dependency| format!("{namespace}/{}", dependency.name)).collect()
+    dependency_edges(&container.spec).into_iter().map(|(_, name)| format!("{namespace}/{name}")).collect()
+}
+
+/// Every spec this one depends on, with the field path that says so: `dependsOn` entries, the
+/// network provider, the link targets.
+fn dependency_edges(spec: &ContainerSpec) -> Vec<(String, &str)> {
+    let mut edges: Vec<(String, &str)> = spec
+        .depends_on
+        .iter()
+        .enumerate()
+        .map(|(index, dependency)| (format!("spec.dependsOn[{index}]"), dependency.name.as_str()))
+        .collect();
+    if let Some(provider) = spec.network_provider() {
+        edges.push(("spec.networkMode".to_owned(), provider));
+    }
+    for (index, link) in spec.links.iter().enumerate() {
+        edges.push((format!("spec.links[{index}]"), link.name.as_str()));
+    }
+    edges
 }
 
 /// The strongly connected components that hold a cycle: more than one spec, or one that depends on itself.

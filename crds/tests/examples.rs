@@ -22,6 +22,8 @@ fn examples_are_valid() {
             "default/db",
             "default/sleeper",
             "default/web",
+            "default/web-client",
+            "default/web-probe",
             "default/web-tracked",
             "jobs/worker"
         ]

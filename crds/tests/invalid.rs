@@ -251,6 +251,69 @@ fn networks_and_restart() {
     );
 }
 
+/// `with_spec`, followed by the specs `db` and `cache` that links and network modes can name.
+fn with_spec_and_targets(spec_lines: &str) -> String {
+    let target = |name: &str| {
+        format!("---\napiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: busybox\n")
+    };
+    format!("{}{}{}", with_spec(spec_lines), target("db"), target("cache"))
+}
+
+#[test]
+fn network_mode_and_links() {
+    check(&with_spec_and_targets("networkMode: bridge\nlinks: [db, 'cache:database']"), "");
+    check(&with_spec_and_targets("networkMode: container:db"), "");
+    check(
+        &with_spec_and_targets("networkMode: overlay"),
+        "7:16: spec.networkMode: invalid network mode `overlay`: expected `bridge`, `host`, `none` or `container:NAME` (for another network, use `networks`)",
+    );
+    check(
+        &with_spec_and_targets("networkMode: 'container:'"),
+        "7:16: spec.networkMode: invalid network mode `container:`: expected `bridge`, `host`, `none` or `container:NAME` (for another network, use `networks`)",
+    );
+    check(
+        &with_spec_and_targets("networkMode: container:Web"),
+        "7:16: spec.networkMode: `Web` is not a valid spec name: use only lowercase letters, digits and `-`\n7:16: spec.networkMode: joins the network namespace of `default/Web`, which is not among the specs",
+    );
+    // Docker refuses these with "conflicting options"; kedge names the field instead.
+    check(
+        &with_spec_and_targets("networkMode: container:db\nports: ['8080:80']\nhostname: web\nnetworks:\n  - name: back"),
+        "8:10: spec.ports: cannot publish ports: the container shares `db`'s network namespace (networkMode: container:db); publish them on `db`\n9:13: spec.hostname: cannot be set: the container shares `db`'s network namespace (networkMode: container:db), and its hostname\n11:5: spec.networks: cannot be combined with `networkMode: container:db`: give one or the other",
+    );
+    check(
+        &with_spec_and_targets("networkMode: container:db\nlinks: [cache]"),
+        "8:10: spec.links: cannot be used: the container shares `db`'s network namespace (networkMode: container:db)",
+    );
+    check(
+        &with_spec_and_targets("networkMode: host\nports: ['80']\nlinks: [db]"),
+        "8:10: spec.ports: cannot publish ports with `networkMode: host`: the host's ports are the container's\n9:10: spec.links: cannot be used with `networkMode: host` (Docker refuses it)",
+    );
+    check(
+        &with_spec_and_targets("networkMode: none\nnetworks:\n  - name: back"),
+        "9:5: spec.networks: cannot be combined with `networkMode: none`: give one or the other",
+    );
+    check(
+        &with_spec_and_targets("links: [db]\nnetworks:\n  - name: back"),
+        "7:10: spec.links: links only work on the default bridge: on `networks`, containers reach each other by name (add `aliases` for other names)",
+    );
+    check(
+        &with_spec_and_targets("links: ['db:a:b']"),
+        "7:11: spec.links[0]: invalid link `db:a:b`: expected `NAME` or `NAME:ALIAS`",
+    );
+    check(
+        &with_spec_and_targets("links: ['db:not ok', DB]"),
+        "7:11: spec.links[0]: `not ok` is not a valid alias: use letters, digits and `-`, not at the start or end of a part\n7:24: spec.links[1]: `DB` is not a valid spec name: use only lowercase letters, digits and `-`\n7:24: spec.links[1]: links to `default/DB`, which is not among the specs",
+    );
+    check(
+        &with_spec_and_targets("links: [db, {name: cache, alias: db}]"),
+        "7:15: spec.links[1]: `db` is linked twice",
+    );
+    check(
+        &with_spec_and_targets("links:\n  - name: db\n    port: 5432"),
+        "9:7: spec.links[0].port: unknown field `port`",
+    );
+}
+
 #[test]
 fn resources() {
     check(
@@ -399,6 +462,32 @@ fn sets_of_documents() {
     check(
         &doc("a", "  dependsOn: [b, b]\n"),
         "7:15: spec.dependsOn[0]: depends on `default/b`, which is not among the specs\n7:18: spec.dependsOn[1]: `b` is listed twice\n7:18: spec.dependsOn[1]: depends on `default/b`, which is not among the specs",
+    );
+    // Network namespaces and links are dependencies: unknown targets and cycles are reported there.
+    check(
+        &doc("a", "  networkMode: container:ghost\n"),
+        "7:16: spec.networkMode: joins the network namespace of `default/ghost`, which is not among the specs",
+    );
+    check(
+        &doc("a", "  dependsOn: [ghost]\n  links: [ghost, spook]\n"),
+        "7:15: spec.dependsOn[0]: depends on `default/ghost`, which is not among the specs\n8:18: spec.links[1]: links to `default/spook`, which is not among the specs",
+    );
+    check(
+        &format!("{}---\n{}", doc("a", "  networkMode: container:b\n"), doc("b", "  links: ['a:alias']\n")),
+        "7:16: spec.networkMode: dependency cycle: default/a -> default/b -> default/a",
+    );
+    check(
+        &doc("a", "  networkMode: service:a\n"),
+        "7:16: spec.networkMode: dependency cycle: default/a -> default/a",
+    );
+    check(
+        &format!(
+            "{}---\n{}---\n{}",
+            doc("a", "  networkMode: container:b\n"),
+            doc("b", "  links: [c]\n"),
+            doc("c", "")
+        ),
+        "",
     );
     // Errors of every document are reported, not only the first document's.
     check(

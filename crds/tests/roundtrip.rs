@@ -228,6 +228,17 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
             (
                 of(prop_oneof![Just(DeletionPolicy::Remove), Just(DeletionPolicy::Orphan)]),
                 of(prop_oneof![Just(RunState::Running), Just(RunState::Stopped)]),
+                of(prop_oneof![
+                    Just(NetworkMode::Bridge),
+                    Just(NetworkMode::Host),
+                    Just(NetworkMode::None),
+                    "[a-z][a-z0-9-]{0,8}".prop_map(NetworkMode::Container),
+                ]),
+                vec(
+                    ("[a-z][a-z0-9-]{0,8}", of("[a-z][a-z0-9.-]{0,8}"))
+                        .prop_map(|(name, alias)| Link { name, alias }),
+                    0..3,
+                ),
             ),
         ),
     )
@@ -241,7 +252,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                     (depends_on, post_start, update_policy, update_strategy),
                     placement,
                     non_recoverable_exit_codes,
-                    (deletion_policy, run_state),
+                    (deletion_policy, run_state, network_mode, links),
                 ),
             )| ContainerSpec {
                 image,
@@ -266,6 +277,8 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 read_only_rootfs,
                 logging,
                 depends_on,
+                network_mode,
+                links,
                 post_start,
                 update_policy,
                 update_strategy,

@@ -85,6 +85,8 @@ async fn every_config_field_survives_create_and_inspect() {
         timeout: Some(Duration::from_secs(1)),
         retries: Some(2),
         start_period: Some(Duration::from_millis(500)),
+        // Engine API 1.44 and later only; this engine speaks 1.41 and would drop it.
+        start_interval: None,
     });
     config.stop_signal = Some("SIGUSR1".into());
     config.stop_timeout = Some(Duration::from_secs(3));

@@ -131,6 +131,7 @@ async fn a_failing_healthcheck_rolls_back_to_the_same_old_container() {
         timeout: Some(Duration::from_secs(1)),
         retries: Some(1),
         start_period: None,
+        start_interval: None,
     });
     let mut health_seen = Vec::new();
     let result = fx
@@ -173,6 +174,7 @@ async fn a_healthchecked_web_server_is_recreated_once_healthy_and_answers_on_its
         timeout: Some(Duration::from_secs(2)),
         retries: Some(3),
         start_period: None,
+        start_interval: None,
     });
     let old_id = fx.executor.create(&config).await.expect("create");
     fx.docker.start_container(&old_id).await.expect("start");

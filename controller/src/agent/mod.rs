@@ -147,6 +147,9 @@ pub(crate) struct Agent {
     pub(crate) statuses: Mutex<HashMap<String, ContainerStatus>>,
     /// Limits the engine accepted but does not apply, per key (see [`limits`]).
     pub(crate) ignored_limits: limits::IgnoredLimits,
+    /// The container (ID, last start) each key had at its last reconcile: when it changes, the
+    /// keys that follow it (network namespace, links) are enqueued to catch up.
+    pub(crate) instances: Mutex<HashMap<String, (String, Option<String>)>>,
 }
 
 /// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
@@ -171,6 +174,7 @@ pub async fn run(
         queue: WorkQueue::new(config.backoff),
         statuses: Mutex::new(HashMap::new()),
         ignored_limits: limits::IgnoredLimits::default(),
+        instances: Mutex::new(HashMap::new()),
         store_id,
         store,
         docker,

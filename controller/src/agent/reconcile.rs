@@ -13,7 +13,7 @@ use kedge_crds::{
 use crate::docker::{labels, ContainerFilter, ContainerSummary, HealthStatus, ObservedContainer};
 use crate::events::EventType;
 use crate::executor::{Action, ActionOutcome, ExecutorError};
-use crate::planner::{self, ImageFacts};
+use crate::planner::{self, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
 use crate::store::{keys, objects, PutCondition};
 
@@ -197,6 +197,7 @@ impl Agent {
         }
 
         let mut facts = self.image_facts(spec, observed.as_ref()).await?;
+        facts.providers = self.provider_containers(spec).await?;
         facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let mut plan = planner::plan(spec, observed.as_ref(), &facts);
         stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
@@ -208,6 +209,7 @@ impl Agent {
             return Ok(Next::After(self.config.conflict_poll));
         }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
+        self.report_start_interval_dropped(key, spec, &facts, &plan.actions).await;
         let attaches = plan.actions.iter().any(|action| {
             matches!(action, Action::Create { .. } | Action::Recreate { .. } | Action::ConnectNetwork { .. })
         });
@@ -226,6 +228,7 @@ impl Agent {
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
+        self.wake_followers(key, spec, after.as_ref());
         self.check_limits_took(key, spec, &plan.actions, after.as_ref()).await;
         let digest = facts.registry_digest.clone();
         let stopped_as_desired = stopped && after.as_ref().is_some_and(|container| !container.state.running);
@@ -248,6 +251,88 @@ impl Agent {
             ImageCheck::None => Next::Done,
             ImageCheck::Local | ImageCheck::Registry => Next::After(check_interval(spec)),
         })
+    }
+
+    /// When this key's container is new or started again (by kedge or by Docker), enqueues the keys
+    /// that join its network namespace or link to it, so they catch up now rather than at the next
+    /// resync. They decide for themselves, from what they observe (level-triggered).
+    fn wake_followers(&self, key: &str, spec: &Container, container: Option<&ObservedContainer>) {
+        let Some(container) = container.filter(|container| container.state.running) else { return };
+        let instance = (container.id.clone(), container.state.started_at.clone());
+        let changed = {
+            let mut instances = self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Unknown before (the agent just started) counts as changed: followers collapse in the queue.
+            instances.insert(key.to_owned(), instance.clone()) != Some(instance)
+        };
+        if !changed {
+            return;
+        }
+        for follower in self.followers(spec) {
+            tracing::debug!(key, follower, "its container changed; reconciling what follows it");
+            self.queue.add(follower);
+        }
+    }
+
+    /// The keys of this host whose specs join `spec`'s network namespace or link to it.
+    fn followers(&self, spec: &Container) -> Vec<String> {
+        self.cache
+            .keys()
+            .into_iter()
+            .filter(|key| {
+                self.cache.get(key).is_some_and(|other| {
+                    other.metadata.namespace == spec.metadata.namespace
+                        && other.spec.follows_container_of(&spec.metadata.name)
+                        && self.placed_here(key, &other)
+                })
+            })
+            .collect()
+    }
+
+    /// The current containers of the specs `spec` follows, for the planner's provider rules.
+    async fn provider_containers(
+        &self,
+        spec: &Container,
+    ) -> Result<std::collections::BTreeMap<String, ProviderContainer>, Failure> {
+        let names =
+            spec.spec.network_provider().into_iter().chain(spec.spec.links.iter().map(|l| l.name.as_str()));
+        let mut providers = std::collections::BTreeMap::new();
+        for name in names {
+            if let Some(container) = self.inspect(name).await? {
+                providers.insert(
+                    name.to_owned(),
+                    ProviderContainer {
+                        id: container.id,
+                        created: container.created,
+                        started_at: container.state.started_at,
+                        running: container.state.running,
+                    },
+                );
+            }
+        }
+        Ok(providers)
+    }
+
+    /// A container about to be made without the spec's `healthcheck.startInterval`, because the
+    /// engine's API predates it: said in a Warning event and the log, rather than dropped silently.
+    async fn report_start_interval_dropped(
+        &self,
+        key: &str,
+        spec: &Container,
+        facts: &ImageFacts,
+        actions: &[Action],
+    ) {
+        let declared = spec.spec.healthcheck.as_ref().and_then(|check| check.start_interval);
+        let creates =
+            actions.iter().any(|action| matches!(action, Action::Create { .. } | Action::Recreate { .. }));
+        let Some(interval) = declared.filter(|_| facts.engine_lacks_start_interval && creates) else {
+            return;
+        };
+        let message = format!(
+            "spec.healthcheck.startInterval ({interval}) needs Docker Engine API 1.44 (Docker 25); this engine speaks {}: the container is made without it, and checks run at `interval` during the start period too",
+            self.docker.api_version()
+        );
+        tracing::warn!(key, %message);
+        self.events.record(key, EventType::Warning, "FieldNotSupported", &message).await;
     }
 
     /// After in-place updates: notes the limits the engine did not apply (see [`limits`]).
@@ -298,7 +383,9 @@ impl Agent {
 
     /// The first dependency that is not in its condition yet, as a message; `None` when all are.
     async fn unmet_dependency(&self, spec: &Container) -> Result<Option<String>, Failure> {
-        for dependency in &spec.spec.depends_on {
+        // `dependencies` adds the network provider and link targets: Docker cannot start a
+        // container that joins or links to one that does not run.
+        for dependency in &spec.spec.dependencies() {
             let Some(container) = self.inspect(&dependency.name).await? else {
                 return Ok(Some(format!("waiting for {} to exist", dependency.name)));
             };
@@ -332,7 +419,7 @@ impl Agent {
         for key in self.cache.keys() {
             let Some(other) = self.cache.get(&key) else { continue };
             let depends = other.metadata.namespace == spec.metadata.namespace
-                && other.spec.depends_on.iter().any(|dependency| dependency.name == name);
+                && other.spec.dependencies().iter().any(|dependency| dependency.name == name);
             if !depends || !self.placed_here(&key, &other) {
                 continue;
             }
@@ -417,6 +504,8 @@ impl Agent {
             force_recreate: false,
             running_processes,
             start_requested: false,
+            engine_lacks_start_interval: api_older_than(&self.docker.api_version(), (1, 44)),
+            providers: Default::default(),
         })
     }
 
@@ -432,6 +521,9 @@ impl Agent {
             }
             (Action::Start { container }, _) => ("Started", format!("started {container}")),
             (Action::Stop { container, .. }, _) => ("Stopped", format!("stopped {container}")),
+            (Action::Restart { container, reason, .. }, _) => {
+                ("Restarted", format!("restarted {container}: {reason}"))
+            }
             (Action::Remove { container }, _) => ("Removed", format!("removed {container}")),
             (Action::UpdateInPlace { resources, .. }, _) => {
                 ("UpdatedInPlace", format!("updated resource limits in place: {resources:?}"))
@@ -511,6 +603,7 @@ impl Agent {
 
     async fn forget_status(&self, key: &str) {
         self.statuses_lock().remove(key);
+        self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
         self.ignored_limits.forget(key);
         if let Some((namespace, name)) = key.split_once('/') {
             if let Ok(status_key) = keys::status_key(namespace, name) {
@@ -581,6 +674,31 @@ fn check_interval(spec: &Container) -> Duration {
         .map_or(DEFAULT_CHECK_INTERVAL, |interval| interval.duration())
 }
 
+/// Whether the API version `version` (`1.41`) is older than `major.minor`; an unreadable one is
+/// taken for old, the safe side.
+fn api_older_than(version: &str, (major, minor): (u64, u64)) -> bool {
+    let mut parts = version.split('.').map(|part| part.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(have_major), Some(have_minor)) => (have_major, have_minor) < (major, minor),
+        _ => true,
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_older_than;
+
+    #[test]
+    fn api_versions_compare_by_number() {
+        assert!(api_older_than("1.41", (1, 44)));
+        assert!(api_older_than("1.9", (1, 44)));
+        assert!(!api_older_than("1.44", (1, 44)));
+        assert!(!api_older_than("1.100", (1, 44)));
+        assert!(!api_older_than("2.0", (1, 44)));
+        assert!(api_older_than("garbage", (1, 44)));
+    }
 }

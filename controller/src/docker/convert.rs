@@ -51,7 +51,8 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
             typ: Some(log.driver.clone()),
             config: Some(log.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         }),
-        network_mode: first_network.map(|n| n.network.clone()),
+        network_mode: config.network_mode.clone().or_else(|| first_network.map(|n| n.network.clone())),
+        links: non_empty(&config.links),
         ..Default::default()
     };
     b::ContainerCreateBody {
@@ -68,8 +69,11 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         stop_signal: config.stop_signal.clone(),
         stop_timeout: config.stop_timeout.map(|d| d.as_secs() as i64),
         host_config: Some(host_config),
-        networking_config: first_network.map(|n| b::NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(n.network.clone(), endpoint_settings(n))])),
+        // A network mode other than a network (`host`, `container:NAME`) takes no endpoint.
+        networking_config: first_network.filter(|_| config.network_mode.is_none()).map(|n| {
+            b::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(n.network.clone(), endpoint_settings(n))])),
+            }
         }),
         ..Default::default()
     }
@@ -124,7 +128,7 @@ fn healthcheck_to_bollard(h: &Healthcheck) -> b::HealthConfig {
         timeout: h.timeout.map(nanos),
         retries: h.retries,
         start_period: h.start_period.map(nanos),
-        ..Default::default()
+        start_interval: h.start_interval.map(nanos),
     }
 }
 
@@ -139,6 +143,7 @@ fn healthcheck_from_bollard(h: b::HealthConfig) -> Option<Healthcheck> {
         timeout: duration_from_nanos(h.timeout),
         retries: h.retries.filter(|r| *r > 0),
         start_period: duration_from_nanos(h.start_period),
+        start_interval: duration_from_nanos(h.start_interval),
     })
 }
 
@@ -371,13 +376,22 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
             .and_then(|l| Some(LogConfig { driver: string_opt(l.typ)?, options: labels_from(l.config) })),
         network_mode: string_opt(host.network_mode),
         networks,
+        links: host.links.clone().unwrap_or_default(),
     })
+}
+
+/// The container's own name among a listing's `Names`. A linked container is also listed under
+/// each link to it (`/LINKER/ALIAS`), in no fixed order: taking the first name would call it by a
+/// link, and make it look like a second container of its spec.
+fn own_name(names: &[String]) -> String {
+    let own = names.iter().find(|name| !strip_slash(name).contains('/'));
+    own.or(names.first()).map(|name| strip_slash(name)).unwrap_or_default()
 }
 
 pub(crate) fn summary_from(s: b::ContainerSummary) -> Option<ContainerSummary> {
     Some(ContainerSummary {
         id: s.id?,
-        name: s.names.unwrap_or_default().first().map(|n| strip_slash(n)).unwrap_or_default(),
+        name: own_name(&s.names.unwrap_or_default()),
         image: s.image.unwrap_or_default(),
         image_id: s.image_id.unwrap_or_default(),
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
@@ -473,6 +487,14 @@ fn network_event_from(e: b::EventMessage) -> Option<EngineEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linked_container_is_listed_by_its_own_name() {
+        let names = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(own_name(&names(&["/client/database", "/db", "/other/db"])), "db");
+        assert_eq!(own_name(&names(&["/db"])), "db");
+        assert_eq!(own_name(&[]), "");
+    }
 
     #[test]
     fn bind_strings_parse_as_bind_or_volume() {

@@ -42,6 +42,12 @@ pub struct ContainerConfig {
     /// Ordered: the first network is attached at create (Docker allows one), the rest are connected
     /// before the container starts. Empty: Docker's default bridge.
     pub networks: Vec<NetworkAttachment>,
+    /// `HostConfig.NetworkMode` when it is not a network to attach: `bridge`, `host`, `none` or
+    /// `container:NAME` (the engine resolves NAME to the container's ID at create). `None`: the first
+    /// network's name, or Docker's default.
+    pub network_mode: Option<String>,
+    /// Legacy links, `NAME:ALIAS` (`HostConfig.Links`), resolved by the engine at create.
+    pub links: Vec<String>,
 }
 
 /// Transport protocol of a port.
@@ -176,6 +182,9 @@ pub struct Healthcheck {
     pub timeout: Option<Duration>,
     pub retries: Option<i64>,
     pub start_period: Option<Duration>,
+    /// Engine API 1.44 (Docker 25) and later; an older engine drops it without a word, which is
+    /// why the agent leaves it out there and says so (see `planner::ImageFacts`).
+    pub start_interval: Option<Duration>,
 }
 
 impl Healthcheck {
@@ -240,6 +249,9 @@ pub struct ObservedContainer {
     pub network_mode: Option<String>,
     /// Sorted by network name (Docker reports a map).
     pub networks: Vec<ObservedNetwork>,
+    /// `HostConfig.Links` as the engine reports them: `/TARGET:/THIS/ALIAS`, TARGET being the
+    /// linked container's name now (a rename of the target shows here).
+    pub links: Vec<String>,
 }
 
 /// A network attachment as inspect reports it.

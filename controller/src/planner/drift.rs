@@ -17,7 +17,7 @@ use crate::docker::{
     ContainerConfig, Healthcheck, ImageInfo, Mount, MountSource, NetworkAttachment, ObservedContainer,
     PortBinding, Resources, RestartPolicy, RestartPolicyKind,
 };
-use crate::mapping::{short_id, RESTARTED_AT_LABEL};
+use crate::mapping::{parse_observed_link, short_id, RESTARTED_AT_LABEL};
 
 /// How a difference can be repaired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,8 +209,67 @@ pub(crate) fn compare(
     }
 
     compare_resources(&desired.resources, &observed.resources, &mut drift.findings);
-    compare_networks(desired, observed, &mut drift);
+    let want_mode = ModeClass::of(desired.network_mode.as_deref());
+    let have_mode = ModeClass::of(observed.network_mode.as_deref());
+    if want_mode != have_mode {
+        // Only a new container changes its network mode; a `container:` mode of another provider
+        // is the provider rules' business (see `providers`), since it needs the provider's ID.
+        drift.findings.push(Finding {
+            diff: FieldDiff {
+                field: "spec.networkMode".to_owned(),
+                desired: Some(desired.network_mode.clone().unwrap_or_else(|| "bridge".to_owned())),
+                actual: observed.network_mode.clone(),
+            },
+            repair: Repair::Recreate,
+        });
+    } else if want_mode == ModeClass::Attached {
+        compare_networks(desired, observed, &mut drift);
+    }
+    let want_links: BTreeSet<(String, String)> = desired
+        .links
+        .iter()
+        .filter_map(|link| link.split_once(':'))
+        .map(|(t, a)| (t.to_owned(), a.to_owned()))
+        .collect();
+    let have_links: BTreeSet<(String, String)> =
+        observed.links.iter().filter_map(|link| parse_observed_link(link)).collect();
+    if want_links != have_links {
+        let render = |links: &BTreeSet<(String, String)>| {
+            links.iter().map(|(target, alias)| format!("{target}:{alias}")).collect::<Vec<_>>().join(", ")
+        };
+        drift.findings.push(Finding {
+            diff: FieldDiff {
+                field: "spec.links".to_owned(),
+                desired: Some(render(&want_links)),
+                actual: Some(render(&have_links)),
+            },
+            repair: Repair::Recreate,
+        });
+    }
     drift
+}
+
+/// A network mode, as far as it can be compared without knowing other containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModeClass {
+    /// On networks: Docker's default bridge (`default`, `bridge`) or user-defined networks, whose
+    /// membership the network comparison checks.
+    Attached,
+    Host,
+    None,
+    /// Another container's namespace, whichever.
+    Container,
+}
+
+impl ModeClass {
+    fn of(mode: Option<&str>) -> ModeClass {
+        match mode {
+            Some("host") => ModeClass::Host,
+            Some("none") => ModeClass::None,
+            Some(mode) if mode.starts_with("container:") => ModeClass::Container,
+            _ => ModeClass::Attached,
+        }
+    }
 }
 
 /// The resources an in-place update sends: the declared ones, plus Docker's create-time default for
@@ -268,6 +327,7 @@ fn effective_healthcheck(
                 timeout: declared.timeout.or(base.timeout),
                 retries: declared.retries.or(base.retries),
                 start_period: declared.start_period.or(base.start_period),
+                start_interval: declared.start_interval.or(base.start_interval),
             }))
         }
     }

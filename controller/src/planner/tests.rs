@@ -124,8 +124,24 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
             driver: "json-file".to_owned(),
             options: BTreeMap::new(),
         })),
-        network_mode: Some(config.networks.first().map_or("default".to_owned(), |n| n.network.clone())),
-        networks,
+        network_mode: Some(
+            config.network_mode.clone().unwrap_or_else(|| {
+                config.networks.first().map_or("default".to_owned(), |n| n.network.clone())
+            }),
+        ),
+        networks: match config.network_mode.as_deref() {
+            Some(mode) if mode.starts_with("container:") => Vec::new(),
+            Some(mode) => vec![ObservedNetwork { network: mode.to_owned(), ..ObservedNetwork::default() }],
+            None => networks,
+        },
+        links: config
+            .links
+            .iter()
+            .map(|link| {
+                let (target, alias) = link.split_once(':').expect("NAME:ALIAS");
+                format!("/{target}:/{}/{alias}", config.name)
+            })
+            .collect(),
     }
 }
 
@@ -146,6 +162,7 @@ fn facts() -> ImageFacts {
 }
 
 /// The plan in short: action kinds in order, then drift field paths.
+#[derive(Clone, Copy)]
 struct Expect<'a> {
     actions: &'a [&'a str],
     drift: &'a [&'a str],
@@ -868,4 +885,209 @@ fn run_state_stopped_stops_and_keeps_stopped() {
     check(&job, Some(&observed(&job, exited(0))), &facts(), NOTHING);
     let requested = ImageFacts { start_requested: true, ..facts() };
     check(&job, Some(&observed(&job, exited(0))), &requested, Expect { actions: &["Start"], drift: &[] });
+}
+
+const PROVIDER_ID: &str = "d00d0000d00d0000d00d0000d00d0000d00d0000d00d0000d00d0000d00d0000";
+const NEW_PROVIDER_ID: &str = "feed0000feed0000feed0000feed0000feed0000feed0000feed0000feed0000";
+
+/// A follower container as the engine shows it: created at 22:00, started at 22:01, its
+/// `container:` mode resolved to the provider's ID.
+fn follower(desired: &Container, joined: &str) -> ObservedContainer {
+    observed(desired, |container| {
+        container.created = Some("2026-11-21T22:00:00.5Z".to_owned());
+        container.state.started_at = Some("2026-11-21T22:01:00.123456789Z".to_owned());
+        if container.network_mode.as_deref().is_some_and(|mode| mode.starts_with("container:")) {
+            container.network_mode = Some(format!("container:{joined}"));
+        }
+    })
+}
+
+/// Facts naming `db`'s current container (and `cache`'s, an older one that has not restarted).
+fn with_providers(db_id: &str, db_created: &str, db_started: &str) -> ImageFacts {
+    let provider = |id: &str, created: &str, started: &str| ProviderContainer {
+        id: id.to_owned(),
+        created: Some(created.to_owned()),
+        started_at: Some(started.to_owned()),
+        running: true,
+    };
+    ImageFacts {
+        providers: BTreeMap::from([
+            ("db".to_owned(), provider(db_id, db_created, db_started)),
+            ("cache".to_owned(), provider("cafe", "2026-11-21T21:00:00Z", "2026-11-21T21:00:01Z")),
+        ]),
+        ..facts()
+    }
+}
+
+/// `db` as it was when the follower was made: created and started before it.
+fn providers_unchanged() -> ImageFacts {
+    with_providers(PROVIDER_ID, "2026-11-21T21:59:00Z", "2026-11-21T21:59:30.9Z")
+}
+
+#[test]
+fn network_modes_and_links_as_created_are_not_drift() {
+    for text in [
+        r#"{"image": "kedge-test/app:v1", "networkMode": "host"}"#,
+        r#"{"image": "kedge-test/app:v1", "networkMode": "none"}"#,
+        r#"{"image": "kedge-test/app:v1", "networkMode": "bridge", "links": ["db", "cache:c"]}"#,
+        r#"{"image": "kedge-test/app:v1", "networkMode": "container:db"}"#,
+        r#"{"image": "kedge-test/app:v1", "networkMode": "service:db"}"#,
+    ] {
+        let desired = spec(text);
+        check(&desired, Some(&follower(&desired, PROVIDER_ID)), &providers_unchanged(), NOTHING);
+        // A `container:` mode the engine could not resolve at create keeps the name.
+        check(&desired, Some(&follower(&desired, "db")), &providers_unchanged(), NOTHING);
+        // A provider not known (the agent plans a follower once its providers run) decides nothing.
+        check(&desired, Some(&follower(&desired, "0ther")), &facts(), NOTHING);
+    }
+}
+
+#[test]
+fn a_network_mode_changed_in_the_spec_or_by_hand_recreates() {
+    let recreate = Expect { actions: &["Recreate"], drift: &["spec.networkMode"] };
+    let on_host = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "host"}"#);
+    let bridged = observed(&spec(r#"{"image": "kedge-test/app:v1"}"#), |_| {});
+    check(&on_host, Some(&bridged), &facts(), recreate);
+    let plain = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let joined =
+        follower(&spec(r#"{"image": "kedge-test/app:v1", "networkMode": "container:db"}"#), PROVIDER_ID);
+    check(&plain, Some(&joined), &facts(), recreate);
+    let none = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "none"}"#);
+    check(&none, Some(&observed(&on_host, |_| {})), &facts(), recreate);
+    // `bridge` is what a spec without a mode gets.
+    let bridge = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "bridge"}"#);
+    check(&bridge, Some(&bridged), &facts(), NOTHING);
+}
+
+#[test]
+fn a_joiner_of_a_replaced_provider_is_recreated() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "container:db"}"#);
+    let facts = with_providers(NEW_PROVIDER_ID, "2026-11-21T22:05:00Z", "2026-11-21T22:05:01Z");
+    let plan = check(
+        &desired,
+        Some(&follower(&desired, PROVIDER_ID)),
+        &facts,
+        Expect { actions: &["Recreate"], drift: &["spec.networkMode"] },
+    );
+    assert!(
+        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("NetworkProviderReplaced:")),
+        "{plan:#?}"
+    );
+    assert_eq!(plan.drift[0].actual.as_deref(), Some("container:d00d0000d00d"));
+    assert_eq!(plan.drift[0].desired.as_deref(), Some("container:db (feed0000feed)"));
+    // Stopped (Docker cannot start it: the namespace it names is gone): recreated, not started.
+    let stopped = observed(&desired, |container| {
+        *container = follower(&desired, PROVIDER_ID);
+        exited(137)(container);
+    });
+    check(&desired, Some(&stopped), &facts, Expect { actions: &["Recreate"], drift: &["spec.networkMode"] });
+}
+
+#[test]
+fn a_joiner_of_a_restarted_provider_is_restarted() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "container:db"}"#);
+    // Same container, started again after the joiner joined: the joiner sits in the dead namespace.
+    let facts = with_providers(PROVIDER_ID, "2026-11-21T21:59:00Z", "2026-11-21T22:01:00.2Z");
+    let plan = check(
+        &desired,
+        Some(&follower(&desired, PROVIDER_ID)),
+        &facts,
+        Expect { actions: &["Restart"], drift: &["spec.networkMode"] },
+    );
+    assert!(
+        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("NetworkProviderRestarted:")),
+        "{plan:#?}"
+    );
+    // A joiner that was stopped joins the current namespace when it is started.
+    let stopped = observed(&desired, |container| {
+        *container = follower(&desired, PROVIDER_ID);
+        exited(137)(container);
+    });
+    check(&desired, Some(&stopped), &facts, Expect { actions: &["Start"], drift: &[] });
+    // Meant to stay stopped: nothing to catch up with.
+    let mut kept_stopped = desired.clone();
+    kept_stopped.spec.run_state = Some(RunState::Stopped);
+    check(&kept_stopped, Some(&stopped), &facts, NOTHING);
+}
+
+#[test]
+fn a_linker_follows_its_targets_new_container_and_address() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1", "links": ["db:database", "cache"]}"#);
+    let linker = follower(&desired, "");
+    // Target replaced after the link was made: only a new container links to the new one.
+    let replaced = with_providers(NEW_PROVIDER_ID, "2026-11-21T22:05:00Z", "2026-11-21T22:05:01Z");
+    let plan = check(
+        &desired,
+        Some(&linker),
+        &replaced,
+        Expect { actions: &["Recreate"], drift: &["spec.links[0]"] },
+    );
+    assert!(
+        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("LinkTargetReplaced:")),
+        "{plan:#?}"
+    );
+    // Same target container, started again (a new address): a restart rewrites /etc/hosts.
+    let restarted = with_providers(PROVIDER_ID, "2026-11-21T21:59:00Z", "2026-11-21T22:03:00Z");
+    let plan = check(
+        &desired,
+        Some(&linker),
+        &restarted,
+        Expect { actions: &["Restart"], drift: &["spec.links[0]"] },
+    );
+    assert!(
+        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("LinkTargetRestarted:")),
+        "{plan:#?}"
+    );
+    let Action::Restart { container, .. } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(container, CONTAINER_ID);
+    // The safe recreate renames the old target aside; the engine's link follows the rename.
+    let renamed = observed(&desired, |container| {
+        *container = follower(&desired, "");
+        container.links[0] = "/db-kedge-old-1:/web/database".to_owned();
+    });
+    check(
+        &desired,
+        Some(&renamed),
+        &providers_unchanged(),
+        Expect { actions: &["Recreate"], drift: &["spec.links"] },
+    );
+    // A link added to or removed from the spec takes a new container too.
+    let fewer = spec(r#"{"image": "kedge-test/app:v1", "links": ["db:database"]}"#);
+    check(
+        &fewer,
+        Some(&linker),
+        &providers_unchanged(),
+        Expect { actions: &["Recreate"], drift: &["spec.links"] },
+    );
+}
+
+#[test]
+fn start_interval_is_sent_and_compared_only_where_the_engine_has_it() {
+    let desired =
+        spec(r#"{"image": "kedge-test/app:v1", "healthcheck": {"test": "true", "startInterval": "1s"}}"#);
+    // API 1.44 and later: sent, and kept by the engine.
+    let plan = check(&desired, None, &facts(), Expect { actions: &["Create", "Start"], drift: &[] });
+    let Action::Create { config } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(
+        config.healthcheck.as_ref().and_then(|check| check.start_interval),
+        Some(Duration::from_secs(1))
+    );
+    check(&desired, Some(&observed(&desired, |_| {})), &facts(), NOTHING);
+    // An older engine drops it: not sent, and its absence is not drift to recreate for ever.
+    let old_engine = ImageFacts { engine_lacks_start_interval: true, ..facts() };
+    let plan = check(&desired, None, &old_engine, Expect { actions: &["Create", "Start"], drift: &[] });
+    let Action::Create { config } = &plan.actions[0] else { unreachable!() };
+    assert_eq!(config.healthcheck.as_ref().and_then(|check| check.start_interval), None);
+    let dropped = observed(&desired, |container| {
+        if let Some(check) = &mut container.healthcheck {
+            check.start_interval = None;
+        }
+    });
+    check(&desired, Some(&dropped), &old_engine, NOTHING);
+    check(
+        &desired,
+        Some(&dropped),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.healthcheck"] },
+    );
 }
