@@ -280,3 +280,101 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
         agent.stop().await.expect("stops");
     }
 }
+
+/// The rollout's state lives in the store: when the agent leading the scheduler stops mid-rollout,
+/// the next leader finishes it from the set's status, batch by batch, without starting over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_survives_a_change_of_leader() {
+    let id = run_id();
+    let _cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let etcd = EtcdCluster::start(1).await;
+    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let host = |n: usize| format!("h{n}-{id}");
+    let role = |n: usize| if n == 1 { "control" } else { "worker" };
+    let start = |n: usize| {
+        let labels = BTreeMap::from([("role".to_owned(), role(n).to_owned())]);
+        let (store, name) = (store.clone(), host(n));
+        async move {
+            InProcessAgent::start_with(store, &name, None, None, move |config| config.host_labels = labels)
+                .await
+        }
+    };
+    // h1 starts alone, so it leads; it runs no child (the set selects workers), so stopping it
+    // interrupts the controller and nothing else.
+    let leader = start(1).await;
+    eventually("h1 to lead the scheduler", READY, || async {
+        let kv = store.get(keys::SCHEDULER_LEADER).await.ok()??;
+        (kv.value == host(1).as_bytes()).then_some(())
+    })
+    .await;
+    let mut workers = Vec::new();
+    for n in 2..=4 {
+        workers.push(start(n).await);
+    }
+    for n in 2..=4 {
+        let alive = keys::host_lease_key(&host(n)).unwrap();
+        eventually("every worker ready", READY, || async { store.get(&alive).await.ok()? }).await;
+    }
+    let name = format!("api-{id}");
+    let names: Vec<String> = (0..3).map(|o| format!("{name}-{o}")).collect();
+    let document = |image: &str| {
+        let mut set = set_document(&name, &namespace, &id, image, 3);
+        set.spec.placement = Some(kedge_crds::SetPlacement {
+            host_selector: BTreeMap::from([("role".to_owned(), "worker".to_owned())]),
+            max_per_host: Some(1),
+        });
+        set
+    };
+    objects::apply_set(store.as_ref(), &document("kedge-test/app:v1"), None).await.unwrap();
+    wait_settled(store.as_ref(), &namespace, &name, &names, "kedge-test/app:v1").await;
+
+    objects::apply_set(store.as_ref(), &document("kedge-test/app:v2"), None).await.unwrap();
+    let (s, ns, set) = (store.as_ref(), namespace.as_str(), name.as_str());
+    // Stop the leader once the first batch has passed its gate and the second has been written.
+    eventually("the rollout's second batch", READY, || async move {
+        let rollout = set_status(s, ns, set).await?.rollout?;
+        (rollout.updated.len() == 2).then_some(())
+    })
+    .await;
+    let first_generation = children(s, ns, set).await.unwrap()[&names[0]].spec.metadata.generation;
+    let stopped = Instant::now();
+    leader.stop().await.expect("the leader stops");
+    let most_not_ready = &std::cell::Cell::new(0);
+    let order = &std::sync::Mutex::new(Vec::<String>::new());
+    eventually("the rollout to complete under the next leader", READY, || async move {
+        let children = children(s, ns, set).await?;
+        most_not_ready.set(most_not_ready.get().max(children.values().filter(|c| !c.ready).count()));
+        for (child_name, c) in &children {
+            let mut order = order.lock().unwrap();
+            if c.spec.spec.image.to_string() == "kedge-test/app:v2" && !order.contains(child_name) {
+                order.push(child_name.clone());
+            }
+        }
+        let status = set_status(s, ns, set).await?;
+        let done = progressing(&status)? == (ConditionStatus::False, "RolloutComplete".to_owned())
+            && status.updated_replicas == 3;
+        done.then_some(())
+    })
+    .await;
+    eprintln!("measured: rollout completed {:?} after the leader stopped", stopped.elapsed());
+    let new_leader = store.get(keys::SCHEDULER_LEADER).await.unwrap().expect("someone leads");
+    assert_ne!(new_leader.value, host(1).as_bytes(), "another agent took over");
+    // The new leader went on where the old one stopped: the first batch was not written again.
+    assert_eq!(order.lock().unwrap().last(), Some(&names[2]), "the new leader went on with the last batch");
+    let after = children(s, ns, set).await.unwrap();
+    assert_eq!(after[&names[0]].spec.metadata.generation, first_generation, "the first batch was not redone");
+    assert!(most_not_ready.get() <= 1, "at most one child not Ready at once, saw {}", most_not_ready.get());
+    wait_settled(store.as_ref(), &namespace, &name, &names, "kedge-test/app:v2").await;
+    let hosts: BTreeSet<String> =
+        children(s, ns, set).await.unwrap().values().filter_map(|c| c.host.clone()).collect();
+    assert_eq!(hosts, (2..=4).map(host).collect(), "one child per worker, none on the control host");
+    objects::delete_set(store.as_ref(), &namespace, &name, None).await.unwrap();
+    eventually("the children to go", READY, || async move {
+        children(s, ns, set).await?.is_empty().then_some(())
+    })
+    .await;
+    for worker in workers {
+        worker.stop().await.expect("stops");
+    }
+}
