@@ -103,7 +103,7 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
     let mut errors = Vec::new();
     for document in documents {
         match parse_document(file, document, &[KIND_CONTAINER]) {
-            Ok(Parsed::Container(container)) => containers.push(container),
+            Ok(Parsed::Container(container)) => containers.push(*container),
             Ok(Parsed::ContainerSet(_)) => unreachable!("only Container is accepted"),
             Err(error) => errors.push(error),
         }
@@ -127,8 +127,8 @@ pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecErro
     let mut errors = Vec::new();
     for document in documents {
         match parse_document(file, document, &[KIND_CONTAINER, KIND_CONTAINER_SET]) {
-            Ok(Parsed::Container(container)) => objects.containers.push(container),
-            Ok(Parsed::ContainerSet(set)) => objects.sets.push(set),
+            Ok(Parsed::Container(container)) => objects.containers.push(*container),
+            Ok(Parsed::ContainerSet(set)) => objects.sets.push(*set),
             Err(error) => errors.push(error),
         }
     }
@@ -397,8 +397,8 @@ fn collect_spec_files(directory: &Path, files: &mut Vec<PathBuf>) -> std::io::Re
 
 /// One parsed document of either kind.
 enum Parsed {
-    Container(ParsedContainer),
-    ContainerSet(ParsedContainerSet),
+    Container(Box<ParsedContainer>),
+    ContainerSet(Box<ParsedContainerSet>),
 }
 
 fn parse_document(
@@ -453,15 +453,20 @@ fn parse_document(
     let start = document.start;
     if kind == KIND_CONTAINER_SET {
         let set: ContainerSet = deserialize(&document.value).map_err(|(p, k, m)| error(&p, k, m))?;
-        return Ok(Parsed::ContainerSet(ParsedContainerSet {
+        return Ok(Parsed::ContainerSet(Box::new(ParsedContainerSet {
             set,
             file: file.to_owned(),
             position: start,
             positions,
-        }));
+        })));
     }
     let container: Container = deserialize(&document.value).map_err(|(p, k, m)| error(&p, k, m))?;
-    Ok(Parsed::Container(ParsedContainer { container, file: file.to_owned(), position: start, positions }))
+    Ok(Parsed::Container(Box::new(ParsedContainer {
+        container,
+        file: file.to_owned(),
+        position: start,
+        positions,
+    })))
 }
 
 /// Deserializes a document, or answers (field path, whether the error is about a key, message).

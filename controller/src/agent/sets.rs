@@ -398,7 +398,12 @@ pub(crate) async fn pass(
     let mut children: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
     for key in specs.keys() {
         let Some(spec) = specs.get(&key) else { continue };
+        // Only what the controller wrote (both labels) counts as a child: a spec a user labelled
+        // `kedge.io/set` by hand is not deleted with a set it never belonged to.
         let Some(set_name) = spec.metadata.labels.get(SET_LABEL).cloned() else { continue };
+        if !spec.metadata.labels.contains_key(SET_REVISION_LABEL) {
+            continue;
+        }
         let Some(ordinal) = kedge_crds::container_set::child_ordinal(&set_name, &spec.metadata.name) else {
             continue;
         };
