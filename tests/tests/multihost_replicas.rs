@@ -132,6 +132,17 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
         let labels = inspect.config.unwrap().labels.unwrap();
         assert_eq!(labels.get("io.kedge.host"), c.host.as_ref(), "{child_name} runs where its status says");
     }
+    // A hand edit of a child is put back by the set's controller.
+    let mut edited = before[&child(1)].spec.clone();
+    edited.spec.env.insert("HAND".into(), "edit".into());
+    objects::apply_container(store.as_ref(), &edited, None).await.unwrap();
+    eventually("the hand edit to be put back", READY, || async {
+        let spec = objects::get_container(store.as_ref(), &namespace, &child(1)).await.ok()??;
+        spec.spec.env.is_empty().then_some(())
+    })
+    .await;
+    wait_settled(store.as_ref(), &namespace, &name, &first_three, "kedge-test/app:v1").await;
+    let before = children(store.as_ref(), &namespace, &name).await.unwrap();
     let status = set_status(store.as_ref(), &namespace, &name).await.unwrap();
     let v1_revision = status.current_revision.clone().unwrap();
     assert_eq!(progressing(&status), Some((ConditionStatus::False, "RolloutComplete".into())));
@@ -377,4 +388,35 @@ async fn a_rollout_survives_a_change_of_leader() {
     for worker in workers {
         worker.stop().await.expect("stops");
     }
+}
+
+/// The example in examples/ works with the quick start's single agent on the embedded store: with one
+/// host and the default spread, every replica runs on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_runs_every_replica_on_a_single_host() {
+    let id = run_id();
+    let _cleanup = EngineCleanup::new(&id);
+    let agent = InProcessAgent::embedded(&format!("solo-{id}")).await;
+    let store = agent.store.clone();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/replicas.yaml");
+    let mut set = kedge_crds::load_objects_paths(&[path]).expect("the example is valid").sets.remove(0);
+    // The test's own name and cleanup label, so that it runs beside the quick start and other tests.
+    set.metadata.name = format!("pool-{id}");
+    set.metadata.namespace = format!("t{id}");
+    set.spec.template.spec.labels.insert(TEST_LABEL.to_owned(), id.clone());
+    objects::apply_set(store.as_ref(), &set, None).await.unwrap();
+    let names: Vec<String> = (0..set.spec.replicas).map(|o| set.child_name(o)).collect();
+    wait_settled(store.as_ref(), &set.metadata.namespace, &set.metadata.name, &names, "kedge-test/app:v1")
+        .await;
+    let on = children(store.as_ref(), &set.metadata.namespace, &set.metadata.name).await.unwrap();
+    assert!(on.values().all(|c| c.host.as_deref() == Some(agent.host.as_str())), "all on the one host");
+    objects::delete_set(store.as_ref(), &set.metadata.namespace, &set.metadata.name, None).await.unwrap();
+    let docker = docker().await;
+    for gone in &names {
+        eventually(&format!("{gone}'s container to go"), READY, || async {
+            docker.inspect_container(gone, None).await.is_err().then_some(())
+        })
+        .await;
+    }
+    agent.stop().await.expect("stops");
 }
