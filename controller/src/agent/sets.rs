@@ -49,6 +49,9 @@ use super::cache::DesiredState;
 pub(crate) struct Child {
     pub spec: Container,
     pub status: Option<ContainerStatus>,
+    /// The spec holds the child's name but was not written by the set (it lacks the set's labels): a
+    /// user's own Container. It is left alone, and the set reports the ordinal as blocked.
+    pub foreign: bool,
 }
 
 /// What one pass does to one set.
@@ -174,15 +177,27 @@ pub(crate) fn decide(
             (current_revision.as_str(), &current_template)
         };
         let wanted = child_spec(set, ordinal, revision, template);
-        let same = children.get(&ordinal).is_some_and(|child| declared_equal(&child.spec, &wanted));
+        let existing = children.get(&ordinal);
+        let same = existing.is_some_and(|child| child.foreign || declared_equal(&child.spec, &wanted));
         if !same {
             writes.push(wanted);
         }
     }
-    let deletes: Vec<u32> = children.keys().rev().copied().filter(|ordinal| *ordinal >= replicas).collect();
+    let deletes: Vec<u32> = children
+        .iter()
+        .rev()
+        .filter(|(ordinal, child)| **ordinal >= replicas && !child.foreign)
+        .map(|(ordinal, _)| *ordinal)
+        .collect();
+    let blocked: Vec<String> = children
+        .iter()
+        .filter(|(ordinal, child)| **ordinal < replicas && child.foreign)
+        .map(|(ordinal, _)| set.child_name(*ordinal))
+        .collect();
 
     let update_revision = status.rollout.as_ref().map_or(current_revision.clone(), |r| r.revision.clone());
-    let live: Vec<&Child> = children.iter().filter(|(o, _)| **o < replicas).map(|(_, c)| c).collect();
+    let live: Vec<&Child> =
+        children.iter().filter(|(o, c)| **o < replicas && !c.foreign).map(|(_, c)| c).collect();
     status.observed_generation = set.metadata.generation;
     status.replicas = live.len() as u32;
     status.ready_replicas = live.iter().filter(|child| child_ready(child)).count() as u32;
@@ -194,7 +209,17 @@ pub(crate) fn decide(
         })
         .count() as u32;
     status.update_revision = Some(update_revision);
-    let available = if status.ready_replicas >= replicas {
+    let available = if !blocked.is_empty() {
+        (
+            ConditionStatus::False,
+            "NameTaken",
+            format!(
+                "{} of {replicas} ready; {} held by Containers that are not this set's (delete or rename them)",
+                status.ready_replicas,
+                blocked.join(", ")
+            ),
+        )
+    } else if status.ready_replicas >= replicas {
         (
             ConditionStatus::True,
             "MinimumReplicasReady",
@@ -409,6 +434,8 @@ pub(crate) async fn pass(
         };
         children.entry((spec.metadata.namespace.clone(), set_name)).or_default().insert(ordinal, spec);
     }
+    // Specs a user named like a child (`<set>-<n>`) without the set's labels: left alone, reported.
+    let mut foreign: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
     let mut stored_statuses: HashMap<(String, String), (ContainerSetStatus, i64)> = HashMap::new();
     for kv in &set_statuses.kvs {
         let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
@@ -451,17 +478,33 @@ pub(crate) async fn pass(
             child_statuses.insert(format!("{ns}/{name}"), status);
         }
     }
+    for set in &sets {
+        for ordinal in 0..set.spec.replicas {
+            let key = format!("{}/{}", set.metadata.namespace, set.child_name(ordinal));
+            let Some(spec) = specs.get(&key) else { continue };
+            let labels = &spec.metadata.labels;
+            let ours =
+                labels.get(SET_LABEL) == Some(&set.metadata.name) && labels.contains_key(SET_REVISION_LABEL);
+            if !ours {
+                let id = (set.metadata.namespace.clone(), set.metadata.name.clone());
+                foreign.entry(id).or_default().insert(ordinal, spec);
+            }
+        }
+    }
     let now = Utc::now();
     for set in &sets {
         let id = (set.metadata.namespace.clone(), set.metadata.name.clone());
         let stored = children.remove(&id).unwrap_or_default();
-        let view: BTreeMap<u32, Child> = stored
+        let mut view: BTreeMap<u32, Child> = stored
             .iter()
             .map(|(ordinal, spec)| {
                 let status = child_statuses.get(&spec.key()).cloned();
-                (*ordinal, Child { spec: spec.clone(), status })
+                (*ordinal, Child { spec: spec.clone(), status, foreign: false })
             })
             .collect();
+        for (ordinal, spec) in foreign.remove(&id).unwrap_or_default() {
+            view.insert(ordinal, Child { spec, status: None, foreign: true });
+        }
         let previous = stored_statuses.get(&id);
         let decision = decide(set, previous.map(|(status, _)| status), &view, now);
         let status_key =

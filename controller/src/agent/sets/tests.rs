@@ -55,7 +55,7 @@ fn child(
             ..ContainerStatus::default()
         }
     });
-    (ordinal, Child { spec, status })
+    (ordinal, Child { spec, status, foreign: false })
 }
 
 fn healthy(set: &ContainerSet, ordinal: u32, template_of: &ContainerSet, generation: i64) -> (u32, Child) {
@@ -249,4 +249,23 @@ fn children_carry_the_sets_selector_and_spread_limit() {
     let child = child_spec(&v1, 0, "abc", &v1.spec.template);
     assert_eq!(child.spec.placement.unwrap().host_selector.get("zone").map(String::as_str), Some("a"));
     assert_eq!(child.metadata.annotations.get(MAX_PER_HOST_ANNOTATION).map(String::as_str), Some("2"));
+}
+
+#[test]
+fn a_users_container_holding_a_childs_name_is_left_alone_and_reported() {
+    let v1 = set("app:v1", 2, 1);
+    let mut children: BTreeMap<u32, Child> = (0..1).map(|o| healthy(&v1, o, &v1, 1)).collect();
+    let mut theirs = Container::new("web-1", v1.spec.template.spec.clone());
+    theirs.spec.env.insert("MINE".into(), "yes".into());
+    children.insert(1, Child { spec: theirs, status: None, foreign: true });
+    let decision = decide(&v1, None, &children, at(0));
+    assert!(decision.writes.is_empty(), "{:?}", written(&decision));
+    assert_eq!(decision.status.replicas, 1);
+    let available = decision.status.condition("Available").unwrap();
+    assert_eq!((available.status, available.reason.as_str()), (ConditionStatus::False, "NameTaken"));
+    assert!(available.message.contains("web-1"), "{}", available.message);
+    // Scaling down does not delete it either.
+    let one = set("app:v1", 1, 1);
+    let down = decide(&one, Some(&decision.status), &children, at(1));
+    assert!(down.deletes.is_empty());
 }
