@@ -73,8 +73,11 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             }
             Ok(Exit::Ok)
         }
-        Commands::Schema => {
-            println!("{}", kedge_crds::schema_json());
+        Commands::Schema { kind } => {
+            match kind {
+                ObjectKind::Container => println!("{}", kedge_crds::schema_json()),
+                ObjectKind::Containerset => println!("{}", kedge_crds::set_schema_json()),
+            }
             Ok(Exit::Ok)
         }
         Commands::Completion { shell } => {

@@ -132,9 +132,14 @@ kedge wait container web --for delete")]
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of the Container resource (for editors and CI).
-    #[command(after_help = "Example:\n  kedge schema > container.schema.json")]
-    Schema,
+    /// Print the JSON Schema of the Container (or ContainerSet) resource (for editors and CI).
+    #[command(
+        after_help = "Examples:\n  kedge schema > container.schema.json\n  kedge schema containerset > containerset.schema.json"
+    )]
+    Schema {
+        #[arg(value_enum, default_value = "container")]
+        kind: ObjectKind,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kedge completion bash > /etc/bash_completion.d/kedge")]
     Completion {

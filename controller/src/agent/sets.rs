@@ -470,12 +470,17 @@ pub(crate) async fn pass(
         return Ok(());
     }
 
-    let statuses = store.list(keys::STATUS).await?;
+    // Only the namespaces that hold sets: the statuses of other specs are none of this pass's business.
+    let namespaces: std::collections::BTreeSet<&str> =
+        sets.iter().map(|s| s.metadata.namespace.as_str()).collect();
     let mut child_statuses: HashMap<String, ContainerStatus> = HashMap::new();
-    for kv in &statuses.kvs {
-        let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
-        if let Ok(status) = serde_json::from_slice(&kv.value) {
-            child_statuses.insert(format!("{ns}/{name}"), status);
+    for namespace in namespaces {
+        let prefix = keys::status_prefix(Some(namespace)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        for kv in &store.list(&prefix).await?.kvs {
+            let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
+            if let Ok(status) = serde_json::from_slice(&kv.value) {
+                child_statuses.insert(format!("{ns}/{name}"), status);
+            }
         }
     }
     for set in &sets {
