@@ -353,6 +353,8 @@ fn gate(
             let reason = synced.map_or("Failed", |c| c.reason.as_str());
             let message =
                 status.last_error.clone().or_else(|| synced.map(|c| c.message.clone())).unwrap_or_default();
+            // One line: the agent's message may end with the container's log lines.
+            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
             return Gate::Failed(format!("{name}: {reason}: {message}"));
         }
         if !(holds(condition_type::READY) && holds(condition_type::SYNCED)) {
