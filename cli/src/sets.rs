@@ -128,24 +128,15 @@ pub(crate) fn set_items(list: &Value) -> CliResult<Vec<ContainerSet>> {
 
 /// `kedge get containersets`.
 pub(crate) async fn get(args: &GetArgs, client: &Client, ns: &str) -> CliResult<Exit> {
-    if args.watch {
-        return Err(CliError::usage("`get containersets` does not watch yet")
-            .hint("watch the children: `kedge get containers -l kedge.io/set=NAME -w`"));
-    }
     let selector =
         args.selector.as_deref().map(|s| format!("labelSelector={}", encode(s))).unwrap_or_default();
-    let sets = match &args.name {
-        Some(name) => {
-            vec![serde_json::from_value::<ContainerSet>(client.get(&set_path(ns, name)).await?)
-                .map_err(bad_answer)?]
+    if args.watch {
+        if !matches!(args.output, None | Some(OutputFormat::Wide)) {
+            return Err(CliError::usage("`get containersets -w` prints a table: use no `-o`, or `-o wide`"));
         }
-        None if args.all_namespaces => {
-            set_items(&client.get(&format!("/api/v1/containersets?{selector}")).await?)?
-        }
-        None => set_items(
-            &client.get(&format!("/api/v1/namespaces/{}/containersets?{selector}", encode(ns))).await?,
-        )?,
-    };
+        return watch(args, client, ns, &selector).await;
+    }
+    let sets = list(args, client, ns, &selector).await?;
     let wide = args.output == Some(OutputFormat::Wide);
     match args.output {
         None | Some(OutputFormat::Wide) => {
@@ -172,6 +163,54 @@ pub(crate) async fn get(args: &GetArgs, client: &Client, ns: &str) -> CliResult<
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The sets `get` shows: one by name, or a list (every namespace with `-A`), selected by `-l`.
+async fn list(args: &GetArgs, client: &Client, ns: &str, selector: &str) -> CliResult<Vec<ContainerSet>> {
+    Ok(match &args.name {
+        Some(name) => {
+            vec![serde_json::from_value::<ContainerSet>(client.get(&set_path(ns, name)).await?)
+                .map_err(bad_answer)?]
+        }
+        None if args.all_namespaces => {
+            set_items(&client.get(&format!("/api/v1/containersets?{selector}")).await?)?
+        }
+        None => set_items(
+            &client.get(&format!("/api/v1/namespaces/{}/containersets?{selector}", encode(ns))).await?,
+        )?,
+    })
+}
+
+/// `get containersets -w`: the table, then a row whenever a set's row changes (looked at every 2 s;
+/// the scheduler's leader moves sets once a second at most).
+async fn watch(args: &GetArgs, client: &Client, ns: &str, selector: &str) -> CliResult<Exit> {
+    let wide = args.output == Some(OutputFormat::Wide);
+    let mut shown: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let mut header = true;
+    loop {
+        let sets = list(args, client, ns, selector).await?;
+        let now = Utc::now();
+        let mut rows = Vec::new();
+        for set in &sets {
+            let row = set_row(set, wide, args.all_namespaces, now);
+            // AGE moves by itself: a row is printed again when anything else changes.
+            let mut fingerprint = row.clone();
+            fingerprint.remove(if args.all_namespaces { 5 } else { 4 });
+            if shown.get(&set.key()) != Some(&fingerprint) {
+                shown.insert(set.key(), fingerprint);
+                rows.push(row);
+            }
+        }
+        if !rows.is_empty() {
+            let table = table(&set_header(wide, args.all_namespaces), &rows);
+            let body =
+                if header { table.as_str() } else { table.split_once('\n').map_or("", |(_, rest)| rest) };
+            print!("{body}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            header = false;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// `kedge describe containerset NAME`: the set, its children and its recent events.
