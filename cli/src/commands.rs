@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use kedge_crds::{Container, ParsedContainer, SpecError};
+use kedge_crds::{Container, Objects, ParsedObjects, SpecError};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -15,9 +15,10 @@ use crate::client::{encode, Client};
 use crate::config::{self, Overrides, Resolved};
 use crate::error::{CliError, CliResult, Exit};
 use crate::output::{self, TableOptions};
+use crate::sets;
 use crate::{
-    ApplyArgs, Commands, ConfigCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, OutputFormat, Resource,
-    WaitArgs,
+    ApplyArgs, Commands, ConfigCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, ObjectKind, OutputFormat,
+    Resource, WaitArgs,
 };
 
 /// The label that ties a container to the apply set it was applied with (`apply --prune`).
@@ -33,7 +34,11 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             args.name = args.name.map(|n| bare_name(&n));
             get(args, global).await
         }
-        Commands::Describe { kind: _, name } => describe(&bare_name(&name), global).await,
+        Commands::Describe { kind: ObjectKind::Container, name } => describe(&bare_name(&name), global).await,
+        Commands::Describe { kind: ObjectKind::Containerset, name } => {
+            let (resolved, client) = connect(global)?;
+            sets::describe(&client, &resolved.namespace, &bare_name(&name)).await
+        }
         Commands::Diff { files } => diff(&files, global).await,
         Commands::Delete(mut args) => {
             args.names = args.names.iter().map(|n| bare_name(n)).collect();
@@ -56,12 +61,23 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             get(args, global).await
         }
         Commands::Validate { files } => {
-            let containers = load_specs(&files)?;
-            println!("{} container spec(s) valid", containers.len());
+            let objects = load_objects(&files)?;
+            if objects.sets.is_empty() {
+                println!("{} container spec(s) valid", objects.containers.len());
+            } else {
+                println!(
+                    "{} container spec(s) and {} container set(s) valid",
+                    objects.containers.len(),
+                    objects.sets.len()
+                );
+            }
             Ok(Exit::Ok)
         }
-        Commands::Schema => {
-            println!("{}", kedge_crds::schema_json());
+        Commands::Schema { kind } => {
+            match kind {
+                ObjectKind::Container => println!("{}", kedge_crds::schema_json()),
+                ObjectKind::Containerset => println!("{}", kedge_crds::set_schema_json()),
+            }
             Ok(Exit::Ok)
         }
         Commands::Completion { shell } => {
@@ -85,7 +101,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
 
 /// `container/web` (what `-o name` prints) names `web`, as in kubectl.
 fn bare_name(name: &str) -> String {
-    ["container/", "containers/"]
+    ["container/", "containers/", "containerset/", "containersets/"]
         .iter()
         .find_map(|prefix| name.strip_prefix(prefix))
         .unwrap_or(name)
@@ -123,24 +139,30 @@ fn local_token() -> Option<String> {
     Some(token.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
-/// Parses and validates every spec in `files` (`-` is stdin); prints every error and fails when any.
+/// Parses and validates every Container spec in `files` (`-` is stdin); prints every error and fails
+/// when any. ContainerSets in the files are validated too, and left out of the answer.
 pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
-    let mut parsed: Vec<ParsedContainer> = Vec::new();
+    Ok(load_objects(files)?.containers)
+}
+
+/// Parses and validates every Container and ContainerSet in `files` (`-` is stdin); prints every error
+/// and fails when any.
+pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
+    let mut parsed = ParsedObjects::default();
     let mut errors: Vec<SpecError> = Vec::new();
     for file in files {
-        if file.as_os_str() == "-" {
+        let (more, more_errors) = if file.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            let (more, more_errors) = kedge_crds::parse_str("<stdin>", &text);
-            parsed.extend(more);
-            errors.extend(more_errors);
+            kedge_crds::parse_objects_str("<stdin>", &text)
         } else {
-            let (more, more_errors) = kedge_crds::parse_paths(std::slice::from_ref(file));
-            parsed.extend(more);
-            errors.extend(more_errors);
-        }
+            kedge_crds::parse_objects_paths(std::slice::from_ref(file))
+        };
+        parsed.containers.extend(more.containers);
+        parsed.sets.extend(more.sets);
+        errors.extend(more_errors);
     }
-    errors.extend(kedge_crds::validate(&parsed, &[]));
+    errors.extend(kedge_crds::validate_objects(&parsed));
     if !errors.is_empty() {
         for error in &errors {
             eprintln!("{error}");
@@ -148,10 +170,13 @@ pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
         return Err(CliError::usage(format!("{} error(s) in the input; nothing was changed", errors.len()))
             .hint("fix the fields named above; `kedge validate -f FILE` checks without a server"));
     }
-    if parsed.is_empty() {
-        return Err(CliError::usage("the input holds no Container documents"));
+    if parsed.containers.is_empty() && parsed.sets.is_empty() {
+        return Err(CliError::usage("the input holds no Container or ContainerSet documents"));
     }
-    Ok(parsed.into_iter().map(|p| p.container).collect())
+    Ok(Objects {
+        containers: parsed.containers.into_iter().map(|p| p.container).collect(),
+        sets: parsed.sets.into_iter().map(|p| p.set).collect(),
+    })
 }
 
 /// The apply set id: the `--applyset` name, or a hash of the canonical input paths.
@@ -224,10 +249,11 @@ fn compared_by_diff(container: &Container) -> Value {
 }
 
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
-    let containers = load_specs(&args.files)?;
+    let objects = load_objects(&args.files)?;
     let applyset = applyset_id(args.applyset.as_deref(), &args.files)?;
     let (resolved, client) = connect(global)?;
-    let containers = prepare(containers, &resolved.namespace, &applyset);
+    let containers = prepare(objects.containers, &resolved.namespace, &applyset);
+    let container_sets = sets::prepare(objects.sets, &resolved.namespace, &applyset);
     let suffix = match args.dry_run {
         DryRun::None => "",
         DryRun::Client => " (dry run)",
@@ -276,6 +302,20 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
             }
         }
     }
+    for set in &container_sets {
+        let name = &set.metadata.name;
+        match sets::apply_one(&client, set, args.dry_run).await {
+            Ok((outcome, object)) => match args.output {
+                Some(OutputFormat::Name) => println!("containerset/{name}"),
+                Some(OutputFormat::Json | OutputFormat::Yaml) => applied_objects.push(object),
+                _ => println!("containerset/{name} {outcome}{suffix}"),
+            },
+            Err(error) => {
+                eprintln!("error: containerset/{name}: {}", error.message);
+                failed.get_or_insert(error);
+            }
+        }
+    }
     print_objects(args.output, applied_objects, true);
     if let Some(error) = failed {
         let message = "some specs were not applied (see above); nothing was pruned";
@@ -288,7 +328,10 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         let list = client.get(&format!("/api/v1/containers?labelSelector={selector}")).await?;
         for item in list_items(&list)? {
             let key = (item.metadata.namespace.clone(), item.metadata.name.clone());
-            if wanted.contains(&key) {
+            // A set's children belong to the set, which writes them back: never pruned on their own.
+            if wanted.contains(&key)
+                || item.metadata.labels.contains_key(kedge_crds::container_set::SET_LABEL)
+            {
                 continue;
             }
             if args.dry_run == DryRun::None || args.dry_run == DryRun::Server {
@@ -304,6 +347,9 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
             }
             println!("container/{} pruned{suffix}", key.1);
         }
+        let wanted_sets: BTreeSet<(String, String)> =
+            container_sets.iter().map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())).collect();
+        sets::prune(&client, &wanted_sets, &applyset, args.dry_run, suffix).await?;
     }
     Ok(Exit::Ok)
 }
@@ -429,6 +475,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
                 .await?;
             Ok(Exit::Ok)
         }
+        Resource::Containersets => sets::get(&args, &client, &ns).await,
         Resource::Hosts => {
             if args.watch {
                 return watch_hosts(&client, args.name.as_deref(), wide).await;
@@ -622,7 +669,8 @@ async fn describe(name: &str, global: &GlobalArgs) -> CliResult<Exit> {
 }
 
 async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
-    let containers = load_specs(files)?;
+    let objects = load_objects(files)?;
+    let containers = objects.containers;
     // The apply set label is not compared, so any value does.
     let applyset = "diff";
     let (resolved, client) = connect(global)?;
@@ -640,20 +688,32 @@ async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
         };
         let local = output::to_yaml(&compared_by_diff(&container));
         let text = unified_diff(&live, &local, &format!("{ns}/{name}"));
-        if !text.is_empty() {
-            changed = true;
-            for line in text.lines() {
-                let painted = match line.chars().next() {
-                    Some('+') if !line.starts_with("+++") => output::paint(line, "32", colour),
-                    Some('-') if !line.starts_with("---") => output::paint(line, "31", colour),
-                    Some('@') => output::paint(line, "36", colour),
-                    _ => line.to_owned(),
-                };
-                println!("{painted}");
-            }
-        }
+        changed |= print_diff(&text, colour);
+    }
+    for set in sets::prepare(objects.sets, &resolved.namespace, applyset) {
+        let (live, local) = sets::diff_texts(&client, &set).await?;
+        let key = format!("{}/{}", set.metadata.namespace, set.metadata.name);
+        let text = unified_diff(&live, &local, &key).replace("/container/", "/containerset/");
+        changed |= print_diff(&text, colour);
     }
     Ok(if changed { Exit::Changes } else { Exit::Ok })
+}
+
+/// Prints a unified diff, coloured when asked; answers whether there was one.
+fn print_diff(text: &str, colour: bool) -> bool {
+    if text.is_empty() {
+        return false;
+    }
+    for line in text.lines() {
+        let painted = match line.chars().next() {
+            Some('+') if !line.starts_with("+++") => output::paint(line, "32", colour),
+            Some('-') if !line.starts_with("---") => output::paint(line, "31", colour),
+            Some('@') => output::paint(line, "36", colour),
+            _ => line.to_owned(),
+        };
+        println!("{painted}");
+    }
+    true
 }
 
 /// A unified diff of live against local; empty when they are the same.
@@ -682,11 +742,25 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
     if !args.names.is_empty() && args.kind.is_none() {
         return Err(CliError::usage("say what to delete: `kedge delete container NAME`"));
     }
-    for name in &args.names {
-        targets.push((ns.clone(), name.clone(), None));
+    let suffix = if args.dry_run == DryRun::None { "" } else { " (dry run)" };
+    let mut failed = None;
+    let mut set_targets: Vec<(String, String)> = Vec::new();
+    if args.kind == Some(ObjectKind::Containerset) {
+        if args.selector.is_some() {
+            return Err(CliError::usage("ContainerSets are deleted by name or by file, not by selector"));
+        }
+        set_targets.extend(args.names.iter().map(|name| (ns.clone(), name.clone())));
+    } else {
+        for name in &args.names {
+            targets.push((ns.clone(), name.clone(), None));
+        }
     }
     if !args.files.is_empty() {
-        for container in load_specs(&args.files)? {
+        let objects = load_objects(&args.files)?;
+        for set in sets::prepare(objects.sets, &ns, "delete") {
+            set_targets.push((set.metadata.namespace, set.metadata.name));
+        }
+        for container in objects.containers {
             let mut target_ns = container.metadata.namespace.clone();
             if target_ns == kedge_crds::DEFAULT_NAMESPACE {
                 target_ns = ns.clone();
@@ -711,8 +785,16 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
             eprintln!("No containers match `{selector}`.");
         }
     }
-    let suffix = if args.dry_run == DryRun::None { "" } else { " (dry run)" };
-    let mut failed = None;
+    for (target_ns, name) in set_targets {
+        match sets::delete(&client, &target_ns, &name, None, args.dry_run).await {
+            Ok(()) => println!("containerset/{name} deleted{suffix}"),
+            Err(error) if error.exit == Exit::NotFound && args.ignore_not_found => {}
+            Err(error) => {
+                eprintln!("error: containerset/{name}: {}", error.message);
+                failed.get_or_insert(error);
+            }
+        }
+    }
     for (target_ns, name, resource_version) in targets {
         let mut path = object_path(&target_ns, &name);
         let mut query = Vec::new();

@@ -14,6 +14,7 @@ mod lifecycle;
 mod output;
 mod recreate;
 mod run;
+mod sets;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,17 +73,17 @@ pub enum Commands {
     #[command(after_help = "Examples:\n  kedge apply -f web.yaml\n  kedge apply -f specs/ --prune\n  \
 cat web.yaml | kedge apply -f - --dry-run=server")]
     Apply(ApplyArgs),
-    /// List or show containers, hosts or events.
+    /// List or show containers, ContainerSets, hosts or events.
     #[command(
         after_help = "Examples:\n  kedge get containers\n  kedge get containers -l app=web -o wide\n  \
-kedge get container web -o yaml\n  kedge get containers -A -w"
+kedge get container web -o yaml\n  kedge get containers -A -w\n  kedge get sets"
     )]
     Get(GetArgs),
-    /// Show a container's spec summary, status, conditions, drift and recent events.
-    #[command(after_help = "Example:\n  kedge describe container web")]
+    /// Show a container's (or a ContainerSet's) summary, status, conditions and recent events.
+    #[command(after_help = "Examples:\n  kedge describe container web\n  kedge describe containerset web")]
     Describe {
         #[arg(value_enum)]
-        kind: ContainerKind,
+        kind: ObjectKind,
         name: String,
     },
     /// Show how the live specs differ from local files (exit 0: no change, 1: changes, >1: error).
@@ -92,9 +93,10 @@ kedge get container web -o yaml\n  kedge get containers -A -w"
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Delete containers by name, by the files that declare them, or by label selector.
+    /// Delete containers or ContainerSets by name, by the files that declare them, or containers by
+    /// label selector. Deleting a ContainerSet deletes its children.
     #[command(after_help = "Examples:\n  kedge delete container web\n  kedge delete -f specs/\n  \
-kedge delete container -l app=web")]
+kedge delete container -l app=web\n  kedge delete containerset web")]
     Delete(DeleteArgs),
     /// Wait until a container meets a condition or is deleted.
     #[command(after_help = "Examples:\n  kedge wait container web --for condition=Ready --timeout 60s\n  \
@@ -130,9 +132,14 @@ kedge wait container web --for delete")]
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of the Container resource (for editors and CI).
-    #[command(after_help = "Example:\n  kedge schema > container.schema.json")]
-    Schema,
+    /// Print the JSON Schema of the Container (or ContainerSet) resource (for editors and CI).
+    #[command(
+        after_help = "Examples:\n  kedge schema > container.schema.json\n  kedge schema containerset > containerset.schema.json"
+    )]
+    Schema {
+        #[arg(value_enum, default_value = "container")]
+        kind: ObjectKind,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kedge completion bash > /etc/bash_completion.d/kedge")]
     Completion {
@@ -177,10 +184,22 @@ pub enum ContainerKind {
     Container,
 }
 
+/// What `describe` and `delete` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectKind {
+    #[value(alias = "containers", alias = "c")]
+    Container,
+    #[value(alias = "containersets", alias = "set", alias = "sets", alias = "cs")]
+    Containerset,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Resource {
     #[value(alias = "container", alias = "c")]
     Containers,
+    /// ContainerSets (replicas of one container template).
+    #[value(alias = "containerset", alias = "sets", alias = "set", alias = "cs")]
+    Containersets,
     #[value(alias = "host")]
     Hosts,
     #[value(alias = "event", alias = "ev")]
@@ -242,7 +261,7 @@ pub struct GetArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     #[arg(value_enum)]
-    pub kind: Option<ContainerKind>,
+    pub kind: Option<ObjectKind>,
     pub names: Vec<String>,
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<PathBuf>,

@@ -65,13 +65,26 @@ impl EventRecorder {
 
     /// Records an event about the container spec `key` (`namespace/name`).
     pub async fn record(&self, key: &str, kind: EventType, reason: &str, message: &str) {
-        if let Err(error) = self.try_record(key, kind, reason, message, Utc::now()).await {
+        self.record_about("Container", key, kind, reason, message).await
+    }
+
+    /// Records an event about the object of kind `object_kind` (`ContainerSet`) at `key`.
+    pub async fn record_about(
+        &self,
+        object_kind: &str,
+        key: &str,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        if let Err(error) = self.try_record(object_kind, key, kind, reason, message, Utc::now()).await {
             tracing::debug!(%error, key, reason, "could not record an event");
         }
     }
 
     async fn try_record(
         &self,
+        object_kind: &str,
         key: &str,
         kind: EventType,
         reason: &str,
@@ -88,7 +101,7 @@ impl EventRecorder {
                     Event { count: previous.count + 1, last_timestamp: timestamp.clone(), ..previous.clone() }
                 }
                 None => Event {
-                    involved_object: format!("Container/{namespace}/{name}"),
+                    involved_object: format!("{object_kind}/{namespace}/{name}"),
                     namespace: namespace.to_owned(),
                     kind,
                     reason: reason.to_owned(),
@@ -177,6 +190,7 @@ mod tests {
         for offset in 0..3 {
             recorder
                 .try_record(
+                    "Container",
                     "default/web",
                     EventType::Warning,
                     "BackOff",
@@ -186,7 +200,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        recorder.try_record("default/web", EventType::Normal, "Created", "created abc", t0).await.unwrap();
+        recorder
+            .try_record("Container", "default/web", EventType::Normal, "Created", "created abc", t0)
+            .await
+            .unwrap();
         let events = list_events(store.as_ref(), Some("default")).await.unwrap();
         assert_eq!(events.len(), 2);
         let backoff = events.iter().find(|event| event.reason == "BackOff").unwrap();

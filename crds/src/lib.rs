@@ -6,6 +6,8 @@
 //!
 //! Layout:
 //! - [`container`]: the resource types (`Container`, `ObjectMeta`, `ContainerSpec`, `ContainerStatus`, ...).
+//! - [`container_set`]: the `ContainerSet` resource (replicas of one template, rolling updates) and
+//!   its template revision.
 //! - [`reference`]: image references (`registry/repo:tag@digest`).
 //! - [`quantity`]: byte sizes, CPU counts and durations as people write them.
 //! - [`parse`]: YAML and JSON files and directories to `Container`s, with file, line, column and field
@@ -17,6 +19,7 @@
 //! - `forms` (private): serde plumbing for short and long forms of the same field.
 
 pub mod container;
+pub mod container_set;
 mod forms;
 mod hash;
 pub mod parse;
@@ -27,10 +30,17 @@ pub mod validate;
 mod yaml;
 
 pub use container::*;
+pub use container_set::{
+    template_revision, ContainerSet, ContainerSetSpec, ContainerSetStatus, ContainerTemplate, FailureAction,
+    RollingUpdate, RolloutState, SetPlacement, TemplateMeta, KIND_CONTAINER_SET,
+};
 pub use hash::spec_hash;
-pub use parse::{load_paths, load_str, parse_paths, parse_str, ParsedContainer, SpecError, SpecErrors};
+pub use parse::{
+    load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
+    validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError, SpecErrors,
+};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
-pub use schema::{schema, schema_json};
-pub use validate::{validate, validate_container, FieldError};
+pub use schema::{schema, schema_json, set_schema, set_schema_json};
+pub use validate::{validate, validate_container, validate_container_set, FieldError};
 pub use yaml::Position;

@@ -1,12 +1,16 @@
-//! Spec files to `Container`s: YAML or JSON, several `---` documents per file, files and directories.
-//! Every error names the file, line, column and field path.
+//! Spec files to `Container`s (and, through the `*_objects` functions, `ContainerSet`s too): YAML or
+//! JSON, several `---` documents per file, files and directories. Every error names the file, line,
+//! column and field path.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use serde::de::DeserializeOwned;
+
 use crate::container::{Container, API_VERSION, KIND_CONTAINER};
+use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
 use crate::yaml::{self, child_index_path, child_key_path, Position, PositionIndex};
 
 /// A `Container` read from a file, with where it came from.
@@ -19,6 +23,29 @@ pub struct ParsedContainer {
     pub position: Position,
     /// Where each field of the document is, to point errors found later at it.
     pub(crate) positions: PositionIndex,
+}
+
+/// A `ContainerSet` read from a file, with where it came from.
+#[derive(Clone, Debug)]
+pub struct ParsedContainerSet {
+    pub set: ContainerSet,
+    pub file: String,
+    pub position: Position,
+    pub(crate) positions: PositionIndex,
+}
+
+/// The documents of spec files that may hold both kinds, in file order per kind.
+#[derive(Clone, Debug, Default)]
+pub struct ParsedObjects {
+    pub containers: Vec<ParsedContainer>,
+    pub sets: Vec<ParsedContainerSet>,
+}
+
+/// Valid `Container`s and `ContainerSet`s, what [`load_objects_paths`] answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Objects {
+    pub containers: Vec<Container>,
+    pub sets: Vec<ContainerSet>,
 }
 
 /// One problem in a spec file. Displays as `FILE:LINE:COL: PATH: MESSAGE`.
@@ -75,8 +102,9 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
     let mut containers = Vec::new();
     let mut errors = Vec::new();
     for document in documents {
-        match parse_document(file, document) {
-            Ok(container) => containers.push(container),
+        match parse_document(file, document, &[KIND_CONTAINER]) {
+            Ok(Parsed::Container(container)) => containers.push(*container),
+            Ok(Parsed::ContainerSet(_)) => unreachable!("only Container is accepted"),
             Err(error) => errors.push(error),
         }
     }
@@ -90,6 +118,126 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
         });
     }
     (containers, errors)
+}
+
+/// [`parse_str`] for files that may also hold `ContainerSet` documents.
+pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecError>) {
+    let (documents, syntax_error) = yaml::read_documents(text);
+    let mut objects = ParsedObjects::default();
+    let mut errors = Vec::new();
+    for document in documents {
+        match parse_document(file, document, &[KIND_CONTAINER, KIND_CONTAINER_SET]) {
+            Ok(Parsed::Container(container)) => objects.containers.push(*container),
+            Ok(Parsed::ContainerSet(set)) => objects.sets.push(*set),
+            Err(error) => errors.push(error),
+        }
+    }
+    if let Some(error) = syntax_error {
+        errors.push(SpecError {
+            file: file.to_owned(),
+            line: error.position.line,
+            column: error.position.column,
+            path: error.path,
+            message: error.message,
+        });
+    }
+    (objects, errors)
+}
+
+/// [`parse_paths`] for files that may also hold `ContainerSet` documents.
+pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<SpecError>) {
+    let mut objects = ParsedObjects::default();
+    let mut errors = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let files = match spec_files(path) {
+            Ok(files) => files,
+            Err(error) => {
+                errors.push(file_error(path, error));
+                continue;
+            }
+        };
+        for file in files {
+            let name = file.display().to_string();
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    let (parsed, file_errors) = parse_objects_str(&name, &text);
+                    objects.containers.extend(parsed.containers);
+                    objects.sets.extend(parsed.sets);
+                    errors.extend(file_errors);
+                }
+                Err(error) => errors.push(file_error(&file, error.to_string())),
+            }
+        }
+    }
+    (objects, errors)
+}
+
+/// Validates parsed objects of both kinds: each container and the containers as a set
+/// ([`crate::validate()`]), each `ContainerSet` ([`crate::validate_container_set`]), no two sets of
+/// one key, and no Container named like a set's child. Errors are sorted by file and position.
+pub fn validate_objects(objects: &ParsedObjects) -> Vec<SpecError> {
+    let mut errors = crate::validate::validate(&objects.containers, &[]);
+    let mut first_by_key: std::collections::HashMap<String, &ParsedContainerSet> =
+        std::collections::HashMap::new();
+    for parsed in &objects.sets {
+        for error in crate::validate::validate_container_set(&parsed.set) {
+            if error.on_key {
+                errors.push(parsed.error_at_key(&error.path, error.message));
+            } else {
+                errors.push(parsed.error_at(&error.path, error.message));
+            }
+        }
+        let key = parsed.set.key();
+        match first_by_key.get(&key) {
+            Some(first) => {
+                let position = first.position_of("metadata.name");
+                errors.push(parsed.error_at(
+                    "metadata.name",
+                    format!(
+                        "duplicate ContainerSet `{key}`, first defined at {}:{}:{}",
+                        first.file, position.line, position.column
+                    ),
+                ));
+            }
+            None => {
+                first_by_key.insert(key, parsed);
+            }
+        }
+    }
+    for parsed in &objects.containers {
+        let container = &parsed.container;
+        let claimed = objects.sets.iter().find(|set| {
+            set.set.metadata.namespace == container.metadata.namespace
+                && crate::container_set::child_ordinal(&set.set.metadata.name, &container.metadata.name)
+                    .is_some()
+        });
+        if let Some(set) = claimed {
+            errors.push(parsed.error_at(
+                "metadata.name",
+                format!(
+                    "`{}` is the name of a child of ContainerSet `{}` ({}:{}); the set writes that spec",
+                    container.metadata.name, set.set.metadata.name, set.file, set.position.line
+                ),
+            ));
+        }
+    }
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    errors
+}
+
+/// Parses and validates files and directories holding Containers and ContainerSets.
+pub fn load_objects_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Objects, SpecErrors> {
+    let (objects, mut errors) = parse_objects_paths(paths);
+    errors.extend(validate_objects(&objects));
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        return Err(SpecErrors(errors));
+    }
+    Ok(Objects {
+        containers: objects.containers.into_iter().map(|parsed| parsed.container).collect(),
+        sets: objects.sets.into_iter().map(|parsed| parsed.set).collect(),
+    })
 }
 
 /// Reads and parses files and directories. A directory is read recursively, taking files ending in `.yaml`,
@@ -180,6 +328,37 @@ impl ParsedContainer {
     }
 }
 
+impl ParsedContainerSet {
+    /// The position of the field at `path`, or of its nearest ancestor in the file.
+    pub fn position_of(&self, path: &str) -> Position {
+        self.positions.value_position(path).unwrap_or(self.position)
+    }
+
+    /// An error about the field at `path` of this document.
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
+        let position = self.position_of(path);
+        SpecError {
+            file: self.file.clone(),
+            line: position.line,
+            column: position.column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the key of the map entry at `path`.
+    pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
+        let position = self.positions.key_position(path).unwrap_or(self.position);
+        SpecError {
+            file: self.file.clone(),
+            line: position.line,
+            column: position.column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 fn file_error(path: &Path, message: String) -> SpecError {
     SpecError { file: path.display().to_string(), line: 0, column: 0, path: String::new(), message }
 }
@@ -216,7 +395,17 @@ fn collect_spec_files(directory: &Path, files: &mut Vec<PathBuf>) -> std::io::Re
     Ok(())
 }
 
-fn parse_document(file: &str, document: yaml::PositionedDocument) -> Result<ParsedContainer, SpecError> {
+/// One parsed document of either kind.
+enum Parsed {
+    Container(Box<ParsedContainer>),
+    ContainerSet(Box<ParsedContainerSet>),
+}
+
+fn parse_document(
+    file: &str,
+    document: yaml::PositionedDocument,
+    kinds: &[&str],
+) -> Result<Parsed, SpecError> {
     let positions = document.positions;
     let error = |path: &str, key: bool, message: String| {
         let position = if key { positions.key_position(path) } else { positions.value_position(path) };
@@ -249,21 +438,41 @@ fn parse_document(file: &str, document: yaml::PositionedDocument) -> Result<Pars
         }
         None => return Err(error("apiVersion", false, "missing required field `apiVersion`".to_owned())),
     }
-    match fields.get("kind") {
-        Some(Value::String(kind)) if kind == KIND_CONTAINER => {}
+    let kind = match fields.get("kind") {
+        Some(Value::String(kind)) if kinds.contains(&kind.as_str()) => kind.clone(),
         Some(other) => {
+            let expected: Vec<String> = kinds.iter().map(|kind| format!("`{kind}`")).collect();
             return Err(error(
                 "kind",
                 false,
-                format!("unsupported kind {}, expected `{KIND_CONTAINER}`", describe(other)),
-            ))
+                format!("unsupported kind {}, expected {}", describe(other), expected.join(" or ")),
+            ));
         }
         None => return Err(error("kind", false, "missing required field `kind`".to_owned())),
+    };
+    let start = document.start;
+    if kind == KIND_CONTAINER_SET {
+        let set: ContainerSet = deserialize(&document.value).map_err(|(p, k, m)| error(&p, k, m))?;
+        return Ok(Parsed::ContainerSet(Box::new(ParsedContainerSet {
+            set,
+            file: file.to_owned(),
+            position: start,
+            positions,
+        })));
     }
-    match serde_path_to_error::deserialize::<_, Container>(&document.value) {
-        Ok(container) => {
-            Ok(ParsedContainer { container, file: file.to_owned(), position: document.start, positions })
-        }
+    let container: Container = deserialize(&document.value).map_err(|(p, k, m)| error(&p, k, m))?;
+    Ok(Parsed::Container(Box::new(ParsedContainer {
+        container,
+        file: file.to_owned(),
+        position: start,
+        positions,
+    })))
+}
+
+/// Deserializes a document, or answers (field path, whether the error is about a key, message).
+fn deserialize<T: DeserializeOwned>(value: &Value) -> Result<T, (String, bool, String)> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(object) => Ok(object),
         Err(failure) => {
             let mut path = String::new();
             for segment in failure.path().iter() {
@@ -275,8 +484,7 @@ fn parse_document(file: &str, document: yaml::PositionedDocument) -> Result<Pars
                 };
             }
             let message = failure.into_inner().to_string();
-            let (path, key, message) = rewrite_serde_message(path, message);
-            Err(error(&path, key, message))
+            Err(rewrite_serde_message(path, message))
         }
     }
 }

@@ -9,6 +9,9 @@ use crate::container::{
     Container, ContainerSpec, Healthcheck, MountKind, NetworkMode, ObjectMeta, Resources, RestartPolicyName,
     UpdateOrder, API_VERSION, KIND_CONTAINER,
 };
+use crate::container_set::{
+    ContainerSet, KIND_CONTAINER_SET, MAX_REPLICAS, MAX_SET_NAME_LEN, SET_LABEL, SET_REVISION_LABEL,
+};
 use crate::parse::{ParsedContainer, SpecError};
 use crate::quantity::MemorySwap;
 
@@ -121,6 +124,72 @@ pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<S
         errors.push(reporter.error_at(&path, format!("dependency cycle: {}", description.join(" -> "))));
     }
     errors
+}
+
+/// Checks the rules of one `ContainerSet`: its metadata, its replica count and rollout settings, and
+/// its template as a Container spec (errors point into `spec.template.spec`). The template may not
+/// name a placement: the set's `spec.placement` decides where children run.
+pub fn validate_container_set(set: &ContainerSet) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    if set.api_version != API_VERSION {
+        errors.add(
+            "apiVersion",
+            format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", set.api_version),
+        );
+    }
+    if set.kind != KIND_CONTAINER_SET {
+        errors.add("kind", format!("unsupported kind `{}`, expected `{KIND_CONTAINER_SET}`", set.kind));
+    }
+    check_metadata(&set.metadata, &mut errors);
+    if set.metadata.name.len() > MAX_SET_NAME_LEN {
+        errors.add(
+            "metadata.name",
+            format!(
+                "a ContainerSet's name has at most {MAX_SET_NAME_LEN} characters, so that `<name>-<ordinal>` is a valid container name"
+            ),
+        );
+    }
+    if set.spec.replicas > MAX_REPLICAS {
+        errors.add("spec.replicas", format!("at most {MAX_REPLICAS}"));
+    }
+    for key in set.spec.template.metadata.labels.keys() {
+        if let Err(why) = check_label_key(key) {
+            errors.add_on_key(format!("spec.template.metadata.labels.{key}"), why);
+        } else if key == SET_LABEL || key == SET_REVISION_LABEL {
+            errors.add_on_key(format!("spec.template.metadata.labels.{key}"), "is set by kedge itself");
+        }
+    }
+    if set.spec.template.spec.placement.is_some() {
+        errors.add(
+            "spec.template.spec.placement",
+            "a ContainerSet's template may not name a placement; use the set's `spec.placement`",
+        );
+    }
+    let mut template = Errors::default();
+    check_spec(&set.spec.template.spec, &mut template);
+    for error in template.0 {
+        let path = format!("spec.template.{}", error.path);
+        errors.0.push(FieldError { path, ..error });
+    }
+    if let Some(placement) = &set.spec.placement {
+        if placement.max_per_host == Some(0) {
+            errors.add("spec.placement.maxPerHost", "must be at least 1");
+        }
+        for key in placement.host_selector.keys() {
+            if let Err(why) = check_label_key(key) {
+                errors.add_on_key(format!("spec.placement.hostSelector.{key}"), why);
+            }
+        }
+    }
+    if let Some(rolling) = &set.spec.rolling_update {
+        if rolling.batch_size == Some(0) {
+            errors.add("spec.rollingUpdate.batchSize", "must be at least 1");
+        }
+        if rolling.health_timeout.is_some_and(|timeout| timeout.0 < Duration::from_secs(1)) {
+            errors.add("spec.rollingUpdate.healthTimeout", "must be at least 1s");
+        }
+    }
+    errors.0
 }
 
 #[derive(Default)]

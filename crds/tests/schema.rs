@@ -5,8 +5,16 @@ use std::path::Path;
 
 #[test]
 fn checked_in_schema_is_current() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/container.schema.json");
-    let generated = kedge_crds::schema_json();
+    check_schema("schema/container.schema.json", kedge_crds::schema_json());
+}
+
+#[test]
+fn checked_in_set_schema_is_current() {
+    check_schema("schema/containerset.schema.json", kedge_crds::set_schema_json());
+}
+
+fn check_schema(file: &str, generated: String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     if std::env::var_os("KEDGE_UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &generated).expect("write the schema");
     }

@@ -20,6 +20,7 @@ mod limits;
 mod lock;
 mod reconcile;
 mod scheduler;
+mod sets;
 mod sources;
 pub mod status;
 

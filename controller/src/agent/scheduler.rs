@@ -18,6 +18,11 @@
 //!   ready host, and so does a binding to a host that no longer matches the selector;
 //! - the binding of a deleted spec, or of a spec that now names its host, is deleted.
 //!
+//! Children of one ContainerSet (specs labelled `kedge.io/set`) are spread: each goes to the matching
+//! ready host with the fewest children of its set, then the fewest specs; a host already holding the
+//! set's `maxPerHost` children (annotation `kedge.io/max-per-host`) is not a candidate. The leader also
+//! runs the ContainerSet controller ([`super::sets`]) on every pass, fenced on the same term.
+//!
 //! A new leader has not seen hosts go NotReady: it counts the grace period from its own first
 //! observation, which only delays a failover, never hastens one.
 
@@ -27,6 +32,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use kedge_crds::container_set::{MAX_PER_HOST_ANNOTATION, SET_LABEL};
+
+use crate::events::EventRecorder;
 use crate::store::{keys, DeleteCondition, Fence, LeaseId, PutCondition, SharedStore, StoreError};
 
 use super::bindings::{self, Binding, StoredBinding};
@@ -46,6 +54,10 @@ pub(crate) struct SpecPlacement {
     /// The host the spec names itself: it needs no binding.
     pub named_host: Option<String>,
     pub selector: BTreeMap<String, String>,
+    /// The ContainerSet (`namespace/set`) the spec is a child of: children of one set are spread.
+    pub group: Option<String>,
+    /// At most this many children of `group` on one host.
+    pub max_per_host: Option<u32>,
 }
 
 /// One change a pass makes.
@@ -89,6 +101,17 @@ pub(crate) fn plan(
             *count += 1;
         }
     }
+    // Children of each set per host, for the spread rule.
+    let mut group_load: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    for spec in specs {
+        let host = match &spec.named_host {
+            Some(host) => Some(host.as_str()),
+            None => bindings.get(&spec.key).map(|stored| stored.binding.host.as_str()),
+        };
+        if let (Some(group), Some(host)) = (&spec.group, host) {
+            *group_load.entry((group.as_str(), host)).or_default() += 1;
+        }
+    }
     let fits = |spec: &SpecPlacement, host: &str| {
         ready.get(host).is_some_and(|labels| spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
     };
@@ -110,16 +133,29 @@ pub(crate) fn plan(
                 continue;
             }
         }
+        let siblings = |host: &str| {
+            spec.group.as_deref().map_or(0, |group| group_load.get(&(group, host)).copied().unwrap_or(0))
+        };
         let best = load
             .iter()
             .filter(|(host, _)| matches(host))
-            .min_by_key(|(host, count)| (**count, **host))
+            .filter(|(host, _)| spec.max_per_host.is_none_or(|max| siblings(host) < max))
+            .min_by_key(|(host, count)| (siblings(host), **count, **host))
             .map(|(host, _)| host.to_string());
         let Some(best) = best else { continue };
         if let Some(count) = current.and_then(|stored| load.get_mut(stored.binding.host.as_str())) {
             *count -= 1;
         }
         *load.get_mut(best.as_str()).expect("a ready host") += 1;
+        if let Some(group) = spec.group.as_deref() {
+            if let Some(previous) = current.map(|stored| stored.binding.host.as_str()) {
+                if let Some(count) = group_load.get_mut(&(group, previous)) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            let host = load.get_key_value(best.as_str()).map(|(host, _)| *host).expect("a ready host");
+            *group_load.entry((group, host)).or_default() += 1;
+        }
         changes.push(Change::Bind {
             key: spec.key.clone(),
             host: best,
@@ -144,6 +180,7 @@ pub(crate) async fn run(
                 tracing::info!(host = %me, term, "this agent leads the scheduler");
                 announced_follower = false;
                 let mut leader = Leader {
+                    events: EventRecorder::new(store.clone(), me.clone()),
                     store: &store,
                     term,
                     lease,
@@ -199,6 +236,8 @@ struct Leader<'a> {
     grace: Duration,
     /// When each host was first seen NotReady by this leader.
     not_ready_since: HashMap<String, Instant>,
+    /// Records the ContainerSet controller's events.
+    events: EventRecorder,
 }
 
 impl Leader<'_> {
@@ -219,6 +258,12 @@ impl Leader<'_> {
                 Ok(()) => {}
                 Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
                 Err(error) => tracing::debug!(%error, "scheduling pass failed; retrying"),
+            }
+            let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
+            match super::sets::pass(self.store, fence, self.specs, &self.events).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
+                Err(error) => tracing::debug!(%error, "container set pass failed; retrying"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
@@ -260,8 +305,18 @@ impl Leader<'_> {
             .into_iter()
             .filter_map(|key| {
                 let spec = self.specs.get(&key)?;
-                let placement = spec.spec.placement.unwrap_or_default();
-                Some(SpecPlacement { key, named_host: placement.host, selector: placement.host_selector })
+                let placement = spec.spec.placement.clone().unwrap_or_default();
+                let labels = &spec.metadata.labels;
+                let group = labels.get(SET_LABEL).map(|set| format!("{}/{set}", spec.metadata.namespace));
+                let max_per_host =
+                    spec.metadata.annotations.get(MAX_PER_HOST_ANNOTATION).and_then(|max| max.parse().ok());
+                Some(SpecPlacement {
+                    key,
+                    named_host: placement.host,
+                    selector: placement.host_selector,
+                    group,
+                    max_per_host,
+                })
             })
             .collect();
         let grace = self.grace;
@@ -311,7 +366,46 @@ mod tests {
             key: key.into(),
             named_host: named.map(str::to_owned),
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            group: None,
+            max_per_host: None,
         }
+    }
+
+    fn child(key: &str, set: &str, max_per_host: Option<u32>) -> SpecPlacement {
+        SpecPlacement { group: Some(set.into()), max_per_host, ..spec(key, None, &[]) }
+    }
+
+    #[test]
+    fn children_of_a_set_spread_one_per_host_while_hosts_suffice() {
+        let ready = hosts(&[("a", &[]), ("b", &[]), ("c", &[])]);
+        // Host "a" is busiest with other specs, yet it gets a child before any host gets a second one.
+        let mut specs = vec![spec("ns/x1", Some("b"), &[]), spec("ns/x2", Some("c"), &[])];
+        specs.extend((0..5).map(|i| child(&format!("ns/web-{i}"), "ns/web", None)));
+        let changes = plan(&specs, &ready, &bound(&[]), &|_| false);
+        let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+        for change in &changes {
+            let Change::Bind { host, .. } = change else { panic!("{change:?}") };
+            *per_host.entry(host.clone()).or_default() += 1;
+        }
+        assert_eq!(changes.len(), 5);
+        let counts: Vec<usize> = per_host.values().copied().collect();
+        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{per_host:?}");
+        assert_eq!(changes[0], bind("ns/web-0", "a", None), "the first child takes the idlest host");
+    }
+
+    #[test]
+    fn spread_counts_existing_children_and_respects_max_per_host() {
+        let ready = hosts(&[("a", &[]), ("b", &[])]);
+        let specs = [
+            child("ns/web-0", "ns/web", Some(1)),
+            child("ns/web-1", "ns/web", Some(1)),
+            child("ns/web-2", "ns/web", Some(1)),
+            child("ns/api-0", "ns/api", None),
+        ];
+        let changes = plan(&specs, &ready, &bound(&[("ns/web-0", "a", 5)]), &|_| false);
+        // web-1 goes to b (a holds web-0); web-2 has no host left under maxPerHost 1 and waits; api-0,
+        // of another set, goes to the host with fewer specs.
+        assert_eq!(changes, vec![bind("ns/api-0", "b", None), bind("ns/web-1", "b", None)]);
     }
 
     fn hosts(list: &[(&str, &[(&str, &str)])]) -> BTreeMap<String, BTreeMap<String, String>> {

@@ -19,6 +19,7 @@
 //! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
 //! GET    /api/v1/hosts
+//! GET    /api/v1/containersets, /api/v1/namespaces/{ns}/containersets[/{name}]   see `sets.rs`
 //! ```
 //!
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
@@ -33,6 +34,7 @@
 mod logs;
 mod restart;
 mod selector;
+mod sets;
 pub mod tls;
 pub mod token;
 
@@ -159,8 +161,9 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route("/api/v1/watch/containers", get(watch_containers))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/watch/events", get(watch_events))
-        .route("/api/v1/hosts", get(list_hosts))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route("/api/v1/hosts", get(list_hosts));
+    let authenticated =
+        sets::routes(authenticated).route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(authenticated)

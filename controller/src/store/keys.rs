@@ -7,6 +7,8 @@
 //! /kedge/v1/events/<ns>/<id>      events, on a lease so that they expire
 //! /kedge/v1/bindings/<ns>/<name>  which host runs an unplaced spec (written only by the scheduler)
 //! /kedge/v1/scheduler/leader      the scheduler's leader, on its lease (create-only)
+//! /kedge/v1/sets/<ns>/<name>      a ContainerSet as the user applied it
+//! /kedge/v1/set-status/<ns>/<name> its status and rollout state (written only by the scheduler's leader)
 //! ```
 //!
 //! Spec and status are separate keys so that an agent never rewrites what the user applied. Every
@@ -25,6 +27,12 @@ pub const BINDINGS: &str = "/kedge/v1/bindings/";
 /// The scheduler's leader key: created only when absent, on the leader's lease. Its `mod_revision`
 /// is the leader's term, and every scheduler write is fenced on it.
 pub const SCHEDULER_LEADER: &str = "/kedge/v1/scheduler/leader";
+
+/// `/kedge/v1/sets/<ns>/<name>`: a ContainerSet. Not under `specs/`: agents list and decode every
+/// key there as a Container, and a set is run through its children, never by an agent directly.
+pub const SETS: &str = "/kedge/v1/sets/";
+/// `/kedge/v1/set-status/<ns>/<name>`: a set's status and the state of its rollout.
+pub const SET_STATUS: &str = "/kedge/v1/set-status/";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +75,33 @@ pub fn status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment>
 
 pub fn binding_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
     two(BINDINGS, namespace, name)
+}
+
+pub fn set_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(SETS, namespace, name)
+}
+
+pub fn set_status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(SET_STATUS, namespace, name)
+}
+
+/// The prefix of every set in one namespace, or of all sets.
+pub fn sets_prefix(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(SETS, namespace)
+}
+
+pub fn set_status_prefix(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(SET_STATUS, namespace)
+}
+
+/// Splits a set key into (namespace, name).
+pub fn parse_set_key(key: &str) -> Option<(&str, &str)> {
+    parse_two(SETS, key)
+}
+
+/// Splits a set status key into (namespace, name).
+pub fn parse_set_status_key(key: &str) -> Option<(&str, &str)> {
+    parse_two(SET_STATUS, key)
 }
 
 /// Splits a binding key into (namespace, name).
@@ -154,6 +189,11 @@ mod tests {
         assert_eq!(specs_prefix(None).unwrap(), SPECS);
         assert_eq!(binding_key("ns", "web").unwrap(), "/kedge/v1/bindings/ns/web");
         assert_eq!(parse_binding_key("/kedge/v1/bindings/ns/web"), Some(("ns", "web")));
+        assert_eq!(set_key("ns", "web").unwrap(), "/kedge/v1/sets/ns/web");
+        assert_eq!(parse_set_key("/kedge/v1/sets/ns/web"), Some(("ns", "web")));
+        assert_eq!(set_status_key("ns", "web").unwrap(), "/kedge/v1/set-status/ns/web");
+        assert_eq!(parse_set_status_key("/kedge/v1/set-status/ns/web"), Some(("ns", "web")));
+        assert!(!set_key("ns", "web").unwrap().starts_with(SPECS), "agents never see sets as specs");
     }
 
     #[test]

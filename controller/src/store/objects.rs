@@ -10,11 +10,14 @@
 //! - `metadata.resourceVersion` is never stored: it is the key's `mod_revision`, filled in on every read.
 //! - An apply that changes nothing writes nothing (the revision does not move).
 //! - `status` is never stored in the spec key.
+//!
+//! ContainerSets follow the same rules at [`keys::set_key`] / [`keys::set_status_key`]; their status is
+//! written only by the scheduler's leader, fenced on its term.
 
-use kedge_crds::{Container, ContainerStatus, DEFAULT_NAMESPACE};
+use kedge_crds::{Container, ContainerSet, ContainerSetStatus, ContainerStatus, DEFAULT_NAMESPACE};
 
 use super::keys;
-use super::{DeleteCondition, KeyValue, PutCondition, Store, StoreError};
+use super::{DeleteCondition, Fence, KeyValue, PutCondition, Store, StoreError};
 
 /// What [`apply_container`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,4 +208,167 @@ fn namespace_of(c: &Container) -> &str {
 
 fn resource_version(c: &Container) -> i64 {
     c.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Writes the spec of `desired` the way [`apply_container`] does (the generation rule), once, only if
+/// the stored spec is still at `expected` (`None`: absent) and `fence` holds: how the scheduler's
+/// leader writes the children of a ContainerSet. Answers `None` when nothing would change.
+pub async fn apply_container_fenced(
+    store: &dyn Store,
+    fence: Fence<'_>,
+    desired: &Container,
+    current: Option<&Container>,
+) -> Result<Option<(Container, ApplyOutcome)>, StoreError> {
+    let ns = namespace_of(desired);
+    let key = keys::spec_key(ns, &desired.metadata.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let Some((mut next, outcome)) = next_stored(current, desired, &uid, &now) else {
+        return Ok(None);
+    };
+    let condition = match current.map_or(0, resource_version) {
+        0 => PutCondition::Absent,
+        revision => PutCondition::ModRevision(revision),
+    };
+    let value = serde_json::to_vec(&next).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let revision = store.put_fenced(fence, &key, value, condition).await?;
+    next.metadata.resource_version = Some(revision.to_string());
+    Ok(Some((next, outcome)))
+}
+
+/// Creates or updates a ContainerSet, with the generation rule of [`apply_container`]; with
+/// `expected_resource_version`, only if the stored set is still at that revision (`0`: absent).
+pub async fn apply_set(
+    store: &dyn Store,
+    desired: &ContainerSet,
+    expected_resource_version: Option<i64>,
+) -> Result<(ContainerSet, ApplyOutcome), StoreError> {
+    let ns = set_namespace(desired).to_owned();
+    let key = keys::set_key(&ns, &desired.metadata.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = store.get(&key).await?.map(|kv| decode_set(&kv)).transpose()?;
+        let current_revision = current.as_ref().map_or(0, set_resource_version);
+        if let Some(expected) = expected_resource_version {
+            if expected != current_revision {
+                return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
+            }
+        }
+        let mut next = desired.clone();
+        next.status = None;
+        next.metadata.resource_version = None;
+        next.metadata.namespace = ns.clone();
+        let outcome = match &current {
+            None => {
+                next.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+                next.metadata.creation_timestamp =
+                    Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                next.metadata.generation = Some(1);
+                ApplyOutcome::Created
+            }
+            Some(current) => {
+                let spec_changed =
+                    serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok();
+                let generation = current.metadata.generation.unwrap_or(1);
+                next.metadata.uid = current.metadata.uid.clone();
+                next.metadata.creation_timestamp = current.metadata.creation_timestamp.clone();
+                next.metadata.generation = Some(if spec_changed { generation + 1 } else { generation });
+                let mut stored = current.clone();
+                stored.metadata.resource_version = None;
+                stored.status = None;
+                if serde_json::to_value(&stored).ok() == serde_json::to_value(&next).ok() {
+                    return Ok((current.clone(), ApplyOutcome::Unchanged));
+                }
+                ApplyOutcome::Updated { spec_changed }
+            }
+        };
+        let condition = match current_revision {
+            0 => PutCondition::Absent,
+            revision => PutCondition::ModRevision(revision),
+        };
+        let value = serde_json::to_vec(&next).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        match store.put(&key, value, condition, 0).await {
+            Ok(revision) => {
+                next.metadata.resource_version = Some(revision.to_string());
+                return Ok((next, outcome));
+            }
+            Err(StoreError::Conflict { .. })
+                if expected_resource_version.is_none() && attempts < APPLY_ATTEMPTS =>
+            {
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Decodes a set key's value, filling in `resourceVersion` from the key's `mod_revision`.
+pub fn decode_set(kv: &KeyValue) -> Result<ContainerSet, StoreError> {
+    let mut set: ContainerSet = serde_json::from_slice(&kv.value)
+        .map_err(|e| StoreError::Corrupt(format!("{}: not a ContainerSet: {e}", kv.key)))?;
+    set.metadata.resource_version = Some(kv.mod_revision.to_string());
+    Ok(set)
+}
+
+pub async fn get_set(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ContainerSet>, StoreError> {
+    let key = keys::set_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    store.get(&key).await?.map(|kv| decode_set(&kv)).transpose()
+}
+
+/// Every set in `namespace` (or all), sorted by key, and the revision of the read. One undecodable
+/// set fails the list, as for specs.
+pub async fn list_sets(
+    store: &dyn Store,
+    namespace: Option<&str>,
+) -> Result<(Vec<ContainerSet>, i64), StoreError> {
+    let prefix = keys::sets_prefix(namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let list = store.list(&prefix).await?;
+    let sets = list.kvs.iter().map(decode_set).collect::<Result<Vec<_>, _>>()?;
+    Ok((sets, list.revision))
+}
+
+/// Deletes a set; the scheduler's leader then deletes its children and its status.
+pub async fn delete_set(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+    expected_resource_version: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    let key = keys::set_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let condition = expected_resource_version.map_or(DeleteCondition::Always, DeleteCondition::ModRevision);
+    store.delete(&key, condition).await
+}
+
+/// Reads a set's status and the revision of its key.
+pub async fn get_set_status(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(ContainerSetStatus, i64)>, StoreError> {
+    let key = keys::set_status_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    match store.get(&key).await? {
+        None => Ok(None),
+        Some(kv) => {
+            let status = serde_json::from_slice(&kv.value)
+                .map_err(|e| StoreError::Corrupt(format!("{key}: not a ContainerSetStatus: {e}")))?;
+            Ok(Some((status, kv.mod_revision)))
+        }
+    }
+}
+
+fn set_namespace(set: &ContainerSet) -> &str {
+    if set.metadata.namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        &set.metadata.namespace
+    }
+}
+
+fn set_resource_version(set: &ContainerSet) -> i64 {
+    set.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
