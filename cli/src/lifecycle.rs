@@ -287,11 +287,11 @@ pub(crate) fn along(
         match direction {
             Direction::Dependencies => all
                 .get(name)
-                .map(|c| c.spec.depends_on.iter().map(|d| d.name.clone()).collect())
+                .map(|c| c.spec.dependencies().into_iter().map(|d| d.name).collect())
                 .unwrap_or_default(),
             Direction::Dependents => all
                 .values()
-                .filter(|c| c.spec.depends_on.iter().any(|d| d.name == name))
+                .filter(|c| c.spec.dependencies().iter().any(|d| d.name == name))
                 .map(|c| c.metadata.name.clone())
                 .collect(),
         }
@@ -521,5 +521,28 @@ mod tests {
         check(&all, &["app"], Direction::Dependents, &["web", "app"]);
         check(&all, &["web", "other"], Direction::Dependents, &["other", "web"]);
         check(&all, &["missing"], Direction::Dependents, &[]);
+    }
+
+    #[test]
+    fn a_network_namespace_or_a_link_is_a_dependency_too() {
+        // probe joins web's network namespace and client links to web: stopping web must stop
+        // both first, and starting either must start web first.
+        let spec = |value: serde_json::Value| -> kedge_crds::ContainerSpec {
+            serde_json::from_value(value).expect("a valid spec")
+        };
+        let all: BTreeMap<String, Container> = [
+            ("web", spec(serde_json::json!({"image": "kedge-test/web:latest"}))),
+            (
+                "probe",
+                spec(serde_json::json!({"image": "kedge-test/app:v1", "networkMode": "container:web"})),
+            ),
+            ("client", spec(serde_json::json!({"image": "kedge-test/app:v1", "links": ["web:www"]}))),
+        ]
+        .into_iter()
+        .map(|(name, spec)| (name.to_owned(), Container::new(name, spec)))
+        .collect();
+        check(&all, &["web"], Direction::Dependents, &["client", "probe", "web"]);
+        check(&all, &["probe"], Direction::Dependencies, &["web", "probe"]);
+        check(&all, &["client"], Direction::Dependencies, &["web", "client"]);
     }
 }

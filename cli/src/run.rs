@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
 
     // Dependencies first, each in its dependsOn condition (their agents start them in order).
     let all = lifecycle::list(&client, &ns).await?;
-    let dependencies: Vec<String> = spec.spec.depends_on.iter().map(|d| d.name.clone()).collect();
+    let dependencies: Vec<String> = spec.spec.dependencies().into_iter().map(|d| d.name).collect();
     let dependencies = lifecycle::along(&all, dependencies, Direction::Dependencies);
     for name in &dependencies {
         // Progress on stderr: stdout is the script's.
