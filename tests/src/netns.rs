@@ -81,7 +81,8 @@ pub struct NetnsHost {
     engine: Option<PrivateEngine>,
     dir: PathBuf,
     store_url: String,
-    agent: Option<Child>,
+    /// A mutex so that [`NetnsHost::agent_running`] needs only `&self` (polled inside `eventually`).
+    agent: std::sync::Mutex<Option<Child>>,
     agent_options: AgentOptions,
     /// Declared last: it removes the namespace and veth after the engine has stopped.
     network: HostNetwork,
@@ -137,7 +138,7 @@ impl Cluster {
                 engine: Some(engine),
                 dir: network.dir.clone(),
                 store_url: cluster.store_url.clone(),
-                agent: None,
+                agent: std::sync::Mutex::new(None),
                 agent_options: AgentOptions::default(),
                 network,
             });
@@ -220,27 +221,31 @@ impl NetnsHost {
     /// `KEDGE_LOG` to change the level). Returns at once; wait for the host's liveness key or
     /// [`NetnsHost::wait_api`].
     pub fn start_agent(&mut self, options: AgentOptions) {
-        assert!(self.agent.is_none(), "{}: an agent runs already", self.name);
+        assert!(self.agent().is_none(), "{}: an agent runs already", self.name);
         self.agent_options = options;
         self.spawn_agent();
     }
 
     /// SIGKILLs the agent: no lease is revoked, its containers keep running.
     pub fn kill_agent(&mut self) {
-        let mut child = self.agent.take().expect("an agent runs");
+        let mut child = self.agent().take().expect("an agent runs");
         child.kill().expect("SIGKILL the agent");
         child.wait().expect("reap the agent");
     }
 
-    /// Starts the agent again with the options it last had.
+    /// Starts the agent again with the options it last had, after [`NetnsHost::kill_agent`] or after
+    /// it exited by itself (as a service manager would restart it).
     pub fn restart_agent(&mut self) {
-        assert!(self.agent.is_none(), "{}: kill the agent first", self.name);
+        assert!(!self.agent_running(), "{}: the agent still runs; kill it first", self.name);
+        if let Some(mut exited) = self.agent().take() {
+            let _ = exited.wait();
+        }
         self.spawn_agent();
     }
 
     /// Whether the agent process is still running (it has not exited by itself).
-    pub fn agent_running(&mut self) -> bool {
-        self.agent.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    pub fn agent_running(&self) -> bool {
+        self.agent().as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Pulls the cable: the root side of the veth goes down, the namespace is cut off the hub (and so
@@ -327,6 +332,7 @@ impl NetnsHost {
         let child = command
             .env("DOCKER_HOST", &self.docker_host)
             .env("KEDGE_LOG", std::env::var("KEDGE_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
             .env_remove("KEDGE_STORE")
             .env_remove("KEDGE_LISTEN")
             .env_remove("KEDGE_HOST_NAME")
@@ -336,13 +342,17 @@ impl NetnsHost {
             .stderr(log)
             .spawn()
             .expect("nsenter runs the kedge binary");
-        self.agent = Some(child);
+        *self.agent() = Some(child);
+    }
+
+    fn agent(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for NetnsHost {
     fn drop(&mut self) {
-        if let Some(mut child) = self.agent.take() {
+        if let Some(mut child) = self.agent().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
