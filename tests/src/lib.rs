@@ -362,8 +362,15 @@ pub async fn check_scheduler_history(
     allowed_host: impl Fn(&str) -> bool,
 ) -> SchedulerHistory {
     use kedge_controller::store::{keys, next_event, EventKind};
-    let now = store.list(keys::SCHEDULER_LEADER).await.expect("list the leader key").revision;
-    let mut history = store.watch("/", 1).await.expect("watch the whole history");
+    // An etcd member that was just killed or restarted may refuse the first calls: retry those.
+    let now = eventually("the store's current revision", Duration::from_secs(30), || async {
+        Some(store.list(keys::SCHEDULER_LEADER).await.ok()?.revision)
+    })
+    .await;
+    let mut history = eventually("a watch of the whole history", Duration::from_secs(30), || async {
+        store.watch("/", 1).await.ok()
+    })
+    .await;
     let mut term: Option<i64> = None;
     let mut found = SchedulerHistory { bindings: 0, terms: Vec::new() };
     while let Some(event) =

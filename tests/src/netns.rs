@@ -39,7 +39,8 @@
 //!
 //! Everything is torn down when the [`Cluster`] is dropped, also while a failing test unwinds:
 //! agents, every container of every engine, the engines, the namespaces, the veths, etcd, the hub
-//! bridge and the temporary directories. A test process killed outright leaves them behind;
+//! bridge and the temporary directories. Only the agents' logs of a failed test are kept, in
+//! `$TMPDIR/kedge-netns-logs-<run>/`. A test process killed outright leaves them behind;
 //! `scripts/test` reports namespaces named `kedge-*` and links named `knhub*`/`kev*` as leftovers.
 //! Needs root, `ip` (iproute2) and `nsenter` (util-linux); `scripts/test-env up` installs them.
 
@@ -192,10 +193,15 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // The agents' logs outlive a failed test (they are small), everything else goes.
+            let kept = std::env::temp_dir().join(format!("kedge-netns-logs-{}", self.run_id));
+            let _ = std::fs::create_dir_all(&kept);
             for host in &self.hosts {
                 eprintln!("--- {} ({}): last lines of the agent's log", host.name, host.netns);
                 eprintln!("{}", tail(&host.dir.join("agent.log"), 40));
+                let _ = std::fs::copy(host.dir.join("agent.log"), kept.join(format!("{}.log", host.name)));
             }
+            eprintln!("--- the agents' whole logs are kept in {}", kept.display());
         }
         // Hosts first (agents, engines, namespaces), then etcd and the hub as fields drop.
         self.hosts.clear();

@@ -447,7 +447,10 @@ async fn a_rollout_completes_while_the_etcd_leader_dies_and_the_scheduler_leader
 
     // The killed etcd member returns too, so that the history below is read from a whole cluster.
     cluster.etcd.restart(etcd_leader).await;
-    let current = store.get(keys::SCHEDULER_LEADER).await.unwrap().expect("a leader");
+    let current = eventually("the current leader key", READY, || async {
+        store.get(keys::SCHEDULER_LEADER).await.ok()?
+    })
+    .await;
     let binding = keys::binding_key(&namespace, &names[0]).unwrap();
     assert_stale_term_refused(store.as_ref(), first_term, current.mod_revision, &binding).await;
     let history = check_scheduler_history(store.as_ref(), |host| workers.iter().any(|w| w == host)).await;
