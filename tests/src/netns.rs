@@ -39,8 +39,8 @@
 //!
 //! Everything is torn down when the [`Cluster`] is dropped, also while a failing test unwinds:
 //! agents, every container of every engine, the engines, the namespaces, the veths, etcd, the hub
-//! bridge and the temporary directories. Only the agents' logs of a failed test are kept, in
-//! `$TMPDIR/kedge-netns-logs-<run>/`. A test process killed outright leaves them behind;
+//! bridge and the temporary directories. Only the logs of a failed test (agents' and etcd members')
+//! are kept, in `$TMPDIR/kedge-netns-logs-<run>/`. A test process killed outright leaves them behind;
 //! `scripts/test` reports namespaces named `kedge-*` and links named `knhub*`/`kev*` as leftovers.
 //! Needs root, `ip` (iproute2) and `nsenter` (util-linux); `scripts/test-env up` installs them.
 
@@ -61,7 +61,9 @@ pub const AGENT_API_PORT: u16 = 7443;
 pub struct Cluster {
     /// Short and unique to this cluster: it names the namespaces, links and directories.
     pub run_id: String,
+    /// `hosts[i]` is `h<i>-<run id>`, at `10.213.N.(10+i)` on the hub.
     pub hosts: Vec<NetnsHost>,
+    /// Serves clients on loopback (the test) and on the hub (the namespaces); kill members with it.
     pub etcd: EtcdCluster,
     hub: Hub,
     dir: PathBuf,
@@ -201,7 +203,19 @@ impl Drop for Cluster {
                 eprintln!("{}", tail(&host.dir.join("agent.log"), 40));
                 let _ = std::fs::copy(host.dir.join("agent.log"), kept.join(format!("{}.log", host.name)));
             }
-            eprintln!("--- the agents' whole logs are kept in {}", kept.display());
+            // etcd keeps its directory when a test fails; this cluster keeps only the members' logs.
+            for i in 0..self.etcd.endpoints().len() {
+                self.etcd.kill(i);
+            }
+            for entry in std::fs::read_dir(self.etcd.dir()).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().ends_with(".log") {
+                    let _ =
+                        std::fs::copy(entry.path(), kept.join(format!("etcd-{}", name.to_string_lossy())));
+                }
+            }
+            let _ = std::fs::remove_dir_all(self.etcd.dir());
+            eprintln!("--- the agents' and etcd's logs are kept in {}", kept.display());
         }
         // Hosts first (agents, engines, namespaces), then etcd and the hub as fields drop.
         self.hosts.clear();
