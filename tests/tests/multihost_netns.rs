@@ -11,7 +11,8 @@
 //!   removes its old containers and every spec runs exactly once; foreign containers are untouched.
 //! - `a_rollout_completes_while_the_etcd_leader_dies_and_the_scheduler_leader_is_cut_off`: the etcd
 //!   leader is SIGKILLed and the scheduler's leader partitioned during a rollout; the rollout
-//!   completes and the store's history shows no two scheduler leaders acting at once.
+//!   completes and the store's history shows no two scheduler leaders acting at once. It reports
+//!   (FIXME, not fails on) a status deleted by the returning old leader: see docs/multi-host.md.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
