@@ -228,7 +228,7 @@ async fn a_partitioned_hosts_specs_move_and_it_cleans_up_when_it_returns() {
     for host in &cluster.hosts {
         wait_host_ready(&store, &host.name).await;
     }
-    // Six unplaced specs, two per host, and one that names h0 (it never moves).
+    // Six unplaced specs, spread over the three hosts, and one that names h0 (it never moves).
     let names: Vec<String> = (0..6).map(|i| format!("mv{i}-{id}")).collect();
     for name in &names {
         objects::apply_container(
@@ -249,7 +249,7 @@ async fn a_partitioned_hosts_specs_move_and_it_cleans_up_when_it_returns() {
     let key = |name: &str| format!("{namespace}/{name}");
     let before = placements(&cluster);
     let moving: Vec<String> = names.iter().filter(|name| before[&key(name)] == vec![0]).cloned().collect();
-    assert_eq!(moving.len(), 2, "two unplaced specs run on h0: {before:?}");
+    assert!(!moving.is_empty(), "some unplaced specs run on h0: {before:?}");
     // Two foreign containers on h0's engine: an unmanaged one, and one labelled as another host's.
     let victim = &cluster.hosts[0];
     for args in [
