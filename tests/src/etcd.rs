@@ -148,6 +148,11 @@ impl EtcdCluster {
         self.members.iter().map(|m| format!("{}://127.0.0.1:{}", self.scheme, m.client_port)).collect()
     }
 
+    /// The directory holding the members' data and logs (`<member>.log`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The client endpoints on `address`, one of those the cluster was started listening on.
     pub fn endpoints_on(&self, address: &str) -> Vec<String> {
         assert!(self.extra_addresses.iter().any(|a| a == address), "etcd does not listen on {address}");

@@ -341,3 +341,92 @@ pub fn init_logs() {
             .try_init();
     }
 }
+
+/// What [`check_scheduler_history`] found in the store's history.
+#[derive(Debug, Clone)]
+pub struct SchedulerHistory {
+    /// Binding writes seen (puts under `/kedge/v1/bindings/`).
+    pub bindings: usize,
+    /// The terms (leader keys' `mod_revision`) in the order they began.
+    pub terms: Vec<i64>,
+}
+
+/// Proves from the store's whole history, read by a watch from revision 1 to now, that no two
+/// scheduler leaders ever acted at once: every binding write carries the term of the leader key
+/// current at its revision (so no write of a stale leader landed), no leader key was created while
+/// another existed, and every binding names a host for which `allowed_host` holds.
+///
+/// The store must not have been compacted (a fresh [`etcd::EtcdCluster`] is not).
+pub async fn check_scheduler_history(
+    store: &dyn kedge_controller::store::Store,
+    allowed_host: impl Fn(&str) -> bool,
+) -> SchedulerHistory {
+    use kedge_controller::store::{keys, next_event, EventKind};
+    // An etcd member that was just killed or restarted may refuse the first calls: retry those.
+    let now = eventually("the store's current revision", Duration::from_secs(30), || async {
+        Some(store.list(keys::SCHEDULER_LEADER).await.ok()?.revision)
+    })
+    .await;
+    let mut history = eventually("a watch of the whole history", Duration::from_secs(30), || async {
+        store.watch("/", 1).await.ok()
+    })
+    .await;
+    let mut term: Option<i64> = None;
+    let mut found = SchedulerHistory { bindings: 0, terms: Vec::new() };
+    while let Some(event) =
+        tokio::time::timeout(Duration::from_secs(20), next_event(&mut history)).await.expect("history")
+    {
+        let event = event.expect("a history event");
+        if event.kv.key == keys::SCHEDULER_LEADER {
+            term = match event.kind {
+                EventKind::Put => {
+                    assert!(term.is_none(), "a leader key created over another at {}", event.revision);
+                    found.terms.push(event.kv.mod_revision);
+                    Some(event.kv.mod_revision)
+                }
+                EventKind::Delete => None,
+            };
+        } else if event.kv.key.starts_with(keys::BINDINGS) && event.kind == EventKind::Put {
+            let binding: serde_json::Value = serde_json::from_slice(&event.kv.value).expect("binding JSON");
+            assert_eq!(binding["term"].as_i64(), term, "binding {} at {}", event.kv.key, event.revision);
+            let host = binding["host"].as_str().expect("a binding names its host");
+            assert!(allowed_host(host), "binding {} names host {host}", event.kv.key);
+            found.bindings += 1;
+        }
+        if event.revision >= now {
+            break;
+        }
+    }
+    found
+}
+
+/// Proves that a binding write fenced on the ended term `old_term` is refused, naming the leader key
+/// at `current_term`. A transient error (etcd still settling) is retried: had such a write landed,
+/// [`check_scheduler_history`] would find a binding of the old term.
+pub async fn assert_stale_term_refused(
+    store: &dyn kedge_controller::store::Store,
+    old_term: i64,
+    current_term: i64,
+    binding_key: &str,
+) {
+    use kedge_controller::store::{keys, Fence, PutCondition, StoreError};
+    let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: old_term };
+    let stale = serde_json::json!({"host": "stale-leader", "term": old_term}).to_string().into_bytes();
+    let mut outcome = store.put_fenced(fence, binding_key, stale.clone(), PutCondition::Always).await;
+    for _ in 0..20 {
+        match &outcome {
+            Err(error) if error.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                outcome = store.put_fenced(fence, binding_key, stale.clone(), PutCondition::Always).await;
+            }
+            _ => break,
+        }
+    }
+    match outcome {
+        Err(StoreError::Conflict { key, current_mod_revision }) => {
+            assert_eq!(key, keys::SCHEDULER_LEADER);
+            assert_eq!(current_mod_revision, current_term);
+        }
+        other => panic!("a stale leader's write must be refused: {other:?}"),
+    }
+}

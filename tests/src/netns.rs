@@ -39,7 +39,8 @@
 //!
 //! Everything is torn down when the [`Cluster`] is dropped, also while a failing test unwinds:
 //! agents, every container of every engine, the engines, the namespaces, the veths, etcd, the hub
-//! bridge and the temporary directories. A test process killed outright leaves them behind;
+//! bridge and the temporary directories. Only the logs of a failed test (agents' and etcd members')
+//! are kept, in `$TMPDIR/kedge-netns-logs-<run>/`. A test process killed outright leaves them behind;
 //! `scripts/test` reports namespaces named `kedge-*` and links named `knhub*`/`kev*` as leftovers.
 //! Needs root, `ip` (iproute2) and `nsenter` (util-linux); `scripts/test-env up` installs them.
 
@@ -60,7 +61,9 @@ pub const AGENT_API_PORT: u16 = 7443;
 pub struct Cluster {
     /// Short and unique to this cluster: it names the namespaces, links and directories.
     pub run_id: String,
+    /// `hosts[i]` is `h<i>-<run id>`, at `10.213.N.(10+i)` on the hub.
     pub hosts: Vec<NetnsHost>,
+    /// Serves clients on loopback (the test) and on the hub (the namespaces); kill members with it.
     pub etcd: EtcdCluster,
     hub: Hub,
     dir: PathBuf,
@@ -81,7 +84,8 @@ pub struct NetnsHost {
     engine: Option<PrivateEngine>,
     dir: PathBuf,
     store_url: String,
-    agent: Option<Child>,
+    /// A mutex so that [`NetnsHost::agent_running`] needs only `&self` (polled inside `eventually`).
+    agent: std::sync::Mutex<Option<Child>>,
     agent_options: AgentOptions,
     /// Declared last: it removes the namespace and veth after the engine has stopped.
     network: HostNetwork,
@@ -137,7 +141,7 @@ impl Cluster {
                 engine: Some(engine),
                 dir: network.dir.clone(),
                 store_url: cluster.store_url.clone(),
-                agent: None,
+                agent: std::sync::Mutex::new(None),
                 agent_options: AgentOptions::default(),
                 network,
             });
@@ -191,10 +195,27 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // The agents' logs outlive a failed test (they are small), everything else goes.
+            let kept = std::env::temp_dir().join(format!("kedge-netns-logs-{}", self.run_id));
+            let _ = std::fs::create_dir_all(&kept);
             for host in &self.hosts {
                 eprintln!("--- {} ({}): last lines of the agent's log", host.name, host.netns);
                 eprintln!("{}", tail(&host.dir.join("agent.log"), 40));
+                let _ = std::fs::copy(host.dir.join("agent.log"), kept.join(format!("{}.log", host.name)));
             }
+            // etcd keeps its directory when a test fails; this cluster keeps only the members' logs.
+            for i in 0..self.etcd.endpoints().len() {
+                self.etcd.kill(i);
+            }
+            for entry in std::fs::read_dir(self.etcd.dir()).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().ends_with(".log") {
+                    let _ =
+                        std::fs::copy(entry.path(), kept.join(format!("etcd-{}", name.to_string_lossy())));
+                }
+            }
+            let _ = std::fs::remove_dir_all(self.etcd.dir());
+            eprintln!("--- the agents' and etcd's logs are kept in {}", kept.display());
         }
         // Hosts first (agents, engines, namespaces), then etcd and the hub as fields drop.
         self.hosts.clear();
@@ -220,27 +241,31 @@ impl NetnsHost {
     /// `KEDGE_LOG` to change the level). Returns at once; wait for the host's liveness key or
     /// [`NetnsHost::wait_api`].
     pub fn start_agent(&mut self, options: AgentOptions) {
-        assert!(self.agent.is_none(), "{}: an agent runs already", self.name);
+        assert!(self.agent().is_none(), "{}: an agent runs already", self.name);
         self.agent_options = options;
         self.spawn_agent();
     }
 
     /// SIGKILLs the agent: no lease is revoked, its containers keep running.
     pub fn kill_agent(&mut self) {
-        let mut child = self.agent.take().expect("an agent runs");
+        let mut child = self.agent().take().expect("an agent runs");
         child.kill().expect("SIGKILL the agent");
         child.wait().expect("reap the agent");
     }
 
-    /// Starts the agent again with the options it last had.
+    /// Starts the agent again with the options it last had, after [`NetnsHost::kill_agent`] or after
+    /// it exited by itself (as a service manager would restart it).
     pub fn restart_agent(&mut self) {
-        assert!(self.agent.is_none(), "{}: kill the agent first", self.name);
+        assert!(!self.agent_running(), "{}: the agent still runs; kill it first", self.name);
+        if let Some(mut exited) = self.agent().take() {
+            let _ = exited.wait();
+        }
         self.spawn_agent();
     }
 
     /// Whether the agent process is still running (it has not exited by itself).
-    pub fn agent_running(&mut self) -> bool {
-        self.agent.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    pub fn agent_running(&self) -> bool {
+        self.agent().as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Pulls the cable: the root side of the veth goes down, the namespace is cut off the hub (and so
@@ -327,6 +352,7 @@ impl NetnsHost {
         let child = command
             .env("DOCKER_HOST", &self.docker_host)
             .env("KEDGE_LOG", std::env::var("KEDGE_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
             .env_remove("KEDGE_STORE")
             .env_remove("KEDGE_LISTEN")
             .env_remove("KEDGE_HOST_NAME")
@@ -336,13 +362,17 @@ impl NetnsHost {
             .stderr(log)
             .spawn()
             .expect("nsenter runs the kedge binary");
-        self.agent = Some(child);
+        *self.agent() = Some(child);
+    }
+
+    fn agent(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for NetnsHost {
     fn drop(&mut self) {
-        if let Some(mut child) = self.agent.take() {
+        if let Some(mut child) = self.agent().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
