@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kedge_controller::store::{
-    keys, next_event, objects, EtcdOptions, EtcdStore, EventKind, Fence, PutCondition, SharedStore,
-    StoreError,
-};
+use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore};
 use kedge_crds::Placement;
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent};
+use kedge_tests::{
+    assert_stale_term_refused, check_scheduler_history, docker, eventually, run_id, test_spec, wait_ready,
+    EngineCleanup, InProcessAgent,
+};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(120);
@@ -91,61 +91,14 @@ async fn leadership_moves_during_a_rollout_and_no_stale_leader_writes() {
         assert_eq!(image, "kedge-test/app:v2", "{name}: the rollout completed");
     }
 
-    // The old term is fenced off: its writes are refused by the store.
-    let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: first_term };
+    // The old term is fenced off: its writes are refused by the store. And the whole history: every
+    // binding write carries the term of the leader key at its revision, bound to a worker, and no
+    // leader key was ever created over another. Both retry calls that meet the killed member.
     let stale_key = keys::binding_key(&namespace, &names[0]).unwrap();
-    let stale = json!({"host": leader_host, "term": first_term}).to_string().into_bytes();
-    // A transient error (etcd still settling) is retried: had such a write landed, the history check
-    // below would find a binding of the old term.
-    let mut outcome = store.put_fenced(fence, &stale_key, stale.clone(), PutCondition::Always).await;
-    for _ in 0..20 {
-        match &outcome {
-            Err(error) if error.is_transient() => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                outcome = store.put_fenced(fence, &stale_key, stale.clone(), PutCondition::Always).await;
-            }
-            _ => break,
-        }
-    }
-    match outcome {
-        Err(StoreError::Conflict { key, current_mod_revision }) => {
-            assert_eq!(key, keys::SCHEDULER_LEADER);
-            assert_eq!(current_mod_revision, leader.mod_revision);
-        }
-        other => panic!("a stale leader's write must be refused: {other:?}"),
-    }
-
-    // The whole history: every binding write carries the term of the leader key at its revision.
-    let now = store.list(keys::SCHEDULER_LEADER).await.unwrap().revision;
-    let mut history = store.watch("/", 1).await.unwrap();
-    let mut term: Option<i64> = None;
-    let mut bindings_seen = 0;
-    let mut terms_seen = Vec::new();
-    while let Some(event) =
-        tokio::time::timeout(Duration::from_secs(20), next_event(&mut history)).await.unwrap()
-    {
-        let event = event.unwrap();
-        if event.kv.key == keys::SCHEDULER_LEADER {
-            term = match event.kind {
-                EventKind::Put => {
-                    assert!(term.is_none(), "a leader key created over another at {}", event.revision);
-                    terms_seen.push(event.kv.mod_revision);
-                    Some(event.kv.mod_revision)
-                }
-                EventKind::Delete => None,
-            };
-        } else if event.kv.key.starts_with(keys::BINDINGS) && event.kind == EventKind::Put {
-            let binding: serde_json::Value = serde_json::from_slice(&event.kv.value).unwrap();
-            assert_eq!(binding["term"].as_i64(), term, "binding {} at {}", event.kv.key, event.revision);
-            assert!(binding["host"].as_str().unwrap().starts_with('w'), "bound to a worker");
-            bindings_seen += 1;
-        }
-        if event.revision >= now {
-            break;
-        }
-    }
-    assert!(bindings_seen >= names.len(), "{bindings_seen} binding writes seen");
-    assert!(terms_seen.len() >= 2 && terms_seen[0] == first_term, "{terms_seen:?}");
+    assert_stale_term_refused(store.as_ref(), first_term, leader.mod_revision, &stale_key).await;
+    let history = check_scheduler_history(store.as_ref(), |host| host.starts_with('w')).await;
+    assert!(history.bindings >= names.len(), "{history:?}");
+    assert!(history.terms.len() >= 2 && history.terms[0] == first_term, "{history:?}");
     for worker in workers {
         worker.stop().await.expect("stops");
     }

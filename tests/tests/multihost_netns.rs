@@ -11,8 +11,8 @@
 //!   removes its old containers and every spec runs exactly once; foreign containers are untouched.
 //! - `a_rollout_completes_while_the_etcd_leader_dies_and_the_scheduler_leader_is_cut_off`: the etcd
 //!   leader is SIGKILLed and the scheduler's leader partitioned during a rollout; the rollout
-//!   completes and the store's history shows no two scheduler leaders acting at once. It reports
-//!   (FIXME, not fails on) a status deleted by the returning old leader: see docs/multi-host.md.
+//!   completes, the store's history shows no two scheduler leaders acting at once, and the returning
+//!   old leader deletes no other host's status.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -441,14 +441,10 @@ async fn a_rollout_completes_while_the_etcd_leader_dies_and_the_scheduler_leader
             statuses_lost.push(name.clone());
         }
     }
-    // FIXME: the returning old leader's spec watch may still be reconnecting (silently, so its spec
-    // cache counts as in sync) when its bindings watch already delivers ro6/ro7's bindings. It then
-    // takes a spec it has not seen for a deleted one and deletes its status key, which the spec's own
-    // host wrote and, caching what it wrote, never writes again. The containers are right; the
-    // status is gone. Seen in about one run in three; see the report in docs/multi-host.md.
-    if !statuses_lost.is_empty() {
-        eprintln!("leader chaos: FIXME: the status of {statuses_lost:?} was deleted by another host's agent");
-    }
+    // The returning old leader's spec watch may still be reconnecting (silently) when its bindings
+    // watch already delivers bindings of specs applied while it was cut off. It once took such a spec
+    // for a deleted one and deleted the status the spec's own host wrote; it must not.
+    assert!(statuses_lost.is_empty(), "the status of {statuses_lost:?} was deleted by another host's agent");
     let rolled_out = rollout.elapsed();
 
     // The killed etcd member returns too, so that the history below is read from a whole cluster.
@@ -502,7 +498,7 @@ async fn back_in_touch(store: &SharedStore, host: &NetnsHost) -> Return {
 enum Status {
     /// Ready and Synced for the spec's current generation.
     Ready,
-    /// No status, long after the container ran as specified (the FIXME in the leader chaos test).
+    /// No status, long after the container ran as specified: someone deleted it.
     Lost,
 }
 

@@ -47,6 +47,11 @@ impl BindingCache {
         self.read().bindings.get(key).map(|stored| stored.binding.host.clone())
     }
 
+    /// The store revision at which the spec `key`'s binding was last written, if it is bound.
+    pub fn revision_of(&self, key: &str) -> Option<i64> {
+        self.read().bindings.get(key).map(|stored| stored.mod_revision)
+    }
+
     /// Whether the cache is known to match the store now, so that a missing binding means "unbound".
     pub fn authoritative(&self) -> bool {
         self.read().in_sync

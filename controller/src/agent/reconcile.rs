@@ -101,6 +101,13 @@ impl Agent {
         if !self.cache.authoritative() {
             return Ok(Next::After(STATUS_RETRY));
         }
+        // A binding is written only for a spec that exists, so a binding newer than everything the
+        // spec cache has seen means the cache is behind (its watch may be reconnecting on its own
+        // while the bindings' watch already caught up), not that the spec was deleted.
+        if self.bindings.revision_of(key).is_some_and(|bound_at| bound_at > self.cache.revision()) {
+            tracing::debug!(key, "bound to a spec the cache has not seen yet; waiting for the cache");
+            return Ok(Next::After(STATUS_RETRY));
+        }
         for container in owned {
             if container.labels.get(labels::DELETION_POLICY).map(String::as_str) == Some("orphan") {
                 tracing::info!(container = %container.name, "spec deleted; orphaning its container as it asked");
@@ -605,14 +612,26 @@ impl Agent {
         self.statuses_lock().remove(key);
         self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
         self.ignored_limits.forget(key);
-        if let Some((namespace, name)) = key.split_once('/') {
-            if let Ok(status_key) = keys::status_key(namespace, name) {
-                if let Err(error) =
-                    self.store.delete(&status_key, crate::store::DeleteCondition::Always).await
-                {
-                    tracing::debug!(key, %error, "could not delete the status of a deleted spec");
-                }
+        let Some((namespace, name)) = key.split_once('/') else { return };
+        let Ok(status_key) = keys::status_key(namespace, name) else { return };
+        // Only a status this host wrote (or one naming no host) is this agent's to delete: another
+        // host may run the spec, and an agent whose view lags the store must not erase its status.
+        let stored = match objects::get_status(self.store.as_ref(), namespace, name).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(key, %error, "could not read the status of a deleted spec");
+                return;
             }
+        };
+        let (status, mod_revision) = stored;
+        if status.host.as_deref().is_some_and(|host| host != self.config.host_name) {
+            tracing::debug!(key, host = ?status.host, "leaving another host's status alone");
+            return;
+        }
+        let condition = crate::store::DeleteCondition::ModRevision(mod_revision);
+        if let Err(error) = self.store.delete(&status_key, condition).await {
+            tracing::debug!(key, %error, "could not delete the status of a deleted spec");
         }
     }
 
