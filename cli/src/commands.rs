@@ -328,10 +328,12 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         let list = client.get(&format!("/api/v1/containers?labelSelector={selector}")).await?;
         for item in list_items(&list)? {
             let key = (item.metadata.namespace.clone(), item.metadata.name.clone());
-            // A set's children belong to the set, which writes them back: never pruned on their own.
-            if wanted.contains(&key)
-                || item.metadata.labels.contains_key(kedge_crds::container_set::SET_LABEL)
-            {
+            // A set's children (both labels: what the controller writes) belong to the set, which
+            // writes them back: never pruned on their own.
+            let labels = &item.metadata.labels;
+            let child = labels.contains_key(kedge_crds::container_set::SET_LABEL)
+                && labels.contains_key(kedge_crds::container_set::SET_REVISION_LABEL);
+            if wanted.contains(&key) || child {
                 continue;
             }
             if args.dry_run == DryRun::None || args.dry_run == DryRun::Server {

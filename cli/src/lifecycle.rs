@@ -141,6 +141,7 @@ async fn stop(args: TargetArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let all = list(&client, &ns).await?;
     require(&all, &ns, &args.name)?;
     let names = along(&all, [args.name.clone()], Direction::Dependents);
+    refuse_set_children(&all, &names)?;
     for name in &names {
         println!("{}", set_run_state(&client, &ns, name, RunState::Stopped).await?);
     }
@@ -238,6 +239,7 @@ async fn shutdown(args: ShutdownArgs, global: &GlobalArgs) -> CliResult<Exit> {
     }
     // Dependents first: stopping (by the agent) and deleting go in this order.
     let names = along(&all, set, Direction::Dependents);
+    refuse_set_children(&all, &names)?;
     for name in &names {
         println!("{}", set_run_state(&client, &ns, name, RunState::Stopped).await?);
     }
@@ -273,6 +275,29 @@ pub(crate) enum Direction {
     Dependencies,
     /// What depends on them, transitively.
     Dependents,
+}
+
+/// Refuses, before anything is changed, to stop replicas of a ContainerSet along a dependency path:
+/// the set's controller would write their `runState` back at once.
+fn refuse_set_children(all: &BTreeMap<String, Container>, names: &[String]) -> CliResult<()> {
+    let children: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            let labels = &all.get(name)?.metadata.labels;
+            let set = labels.get(kedge_crds::container_set::SET_LABEL)?;
+            labels
+                .contains_key(kedge_crds::container_set::SET_REVISION_LABEL)
+                .then(|| format!("{name} (ContainerSet {set})"))
+        })
+        .collect();
+    if children.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "cannot stop replicas of a ContainerSet one by one: {}; nothing was changed",
+        children.join(", ")
+    ))
+    .hint("scale the set down or delete it (kedge delete containerset NAME), then try again"))
 }
 
 /// The named specs and those reached from them, in the order to act on them: dependencies
@@ -521,6 +546,20 @@ mod tests {
         check(&all, &["app"], Direction::Dependents, &["web", "app"]);
         check(&all, &["web", "other"], Direction::Dependents, &["other", "web"]);
         check(&all, &["missing"], Direction::Dependents, &[]);
+    }
+
+    #[test]
+    fn replicas_of_a_set_are_not_stopped_one_by_one() {
+        let mut all = specs(&[("db", &[]), ("web-0", &["db"]), ("web", &["db"])]);
+        let labels = &mut all.get_mut("web-0").unwrap().metadata.labels;
+        labels.insert(kedge_crds::container_set::SET_LABEL.into(), "web".into());
+        labels.insert(kedge_crds::container_set::SET_REVISION_LABEL.into(), "abc".into());
+        let path = along(&all, ["db".to_owned()], Direction::Dependents);
+        let error = refuse_set_children(&all, &path).unwrap_err();
+        assert!(error.message.contains("web-0 (ContainerSet web)"), "{}", error.message);
+        // A spec merely named like a child, or labelled by hand with one label only, is no replica.
+        all.get_mut("web-0").unwrap().metadata.labels.remove(kedge_crds::container_set::SET_REVISION_LABEL);
+        assert!(refuse_set_children(&all, &path).is_ok());
     }
 
     #[test]

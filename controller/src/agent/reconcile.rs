@@ -304,7 +304,7 @@ impl Agent {
             spec.spec.network_provider().into_iter().chain(spec.spec.links.iter().map(|l| l.name.as_str()));
         let mut providers = std::collections::BTreeMap::new();
         for name in names {
-            if let Some(container) = self.inspect(name).await? {
+            if let Some(container) = self.spec_container(&spec.metadata.namespace, name).await? {
                 providers.insert(
                     name.to_owned(),
                     ProviderContainer {
@@ -384,6 +384,22 @@ impl Agent {
         Ok(())
     }
 
+    /// The container this host runs for spec `namespace/name`, found by its name. A container of
+    /// that name which is not this host's container of that spec (a foreign one, another
+    /// namespace's, another host's on a shared engine) is not it: nothing is joined or linked to a
+    /// container kedge does not own.
+    async fn spec_container(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ObservedContainer>, Failure> {
+        let key = format!("{namespace}/{name}");
+        Ok(self.inspect(name).await?.filter(|container| {
+            labels::is_managed_by_host(&container.labels, &self.config.host_name)
+                && labels::key(&container.labels) == Some(key.as_str())
+        }))
+    }
+
     async fn inspect(&self, name: &str) -> Result<Option<ObservedContainer>, Failure> {
         self.docker.inspect_container(name).await.map_err(|e| Failure::new("EngineUnavailable", e))
     }
@@ -393,7 +409,8 @@ impl Agent {
         // `dependencies` adds the network provider and link targets: Docker cannot start a
         // container that joins or links to one that does not run.
         for dependency in &spec.spec.dependencies() {
-            let Some(container) = self.inspect(&dependency.name).await? else {
+            let Some(container) = self.spec_container(&spec.metadata.namespace, &dependency.name).await?
+            else {
                 return Ok(Some(format!("waiting for {} to exist", dependency.name)));
             };
             if !container.state.running {

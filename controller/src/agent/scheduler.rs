@@ -58,6 +58,10 @@ pub(crate) struct SpecPlacement {
     pub group: Option<String>,
     /// At most this many children of `group` on one host.
     pub max_per_host: Option<u32>,
+    /// The specs (`namespace/name`) this one depends on (`dependsOn`, a network namespace, links):
+    /// it runs on the host they run on, since Docker joins and links containers of one engine only,
+    /// and an agent checks a dependency on its own engine.
+    pub depends_on: Vec<String>,
 }
 
 /// One change a pass makes.
@@ -112,8 +116,21 @@ pub(crate) fn plan(
             *group_load.entry((group.as_str(), host)).or_default() += 1;
         }
     }
+    // Where each spec runs now (named or bound), for co-locating dependents with what they need.
+    let placed: HashMap<&str, &str> = specs
+        .iter()
+        .filter_map(|spec| {
+            let host = match &spec.named_host {
+                Some(host) => Some(host.as_str()),
+                None => bindings.get(&spec.key).map(|stored| stored.binding.host.as_str()),
+            };
+            host.map(|host| (spec.key.as_str(), host))
+        })
+        .collect();
+    // A spec with dependencies may go only where all of them run; while one runs nowhere, nowhere.
     let fits = |spec: &SpecPlacement, host: &str| {
         ready.get(host).is_some_and(|labels| spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            && spec.depends_on.iter().all(|dependency| placed.get(dependency.as_str()) == Some(&host))
     };
     // The most constrained specs choose first, so that a spec any host can run does not take the
     // place a spec with a selector needed.
@@ -310,12 +327,20 @@ impl Leader<'_> {
                 let group = labels.get(SET_LABEL).map(|set| format!("{}/{set}", spec.metadata.namespace));
                 let max_per_host =
                     spec.metadata.annotations.get(MAX_PER_HOST_ANNOTATION).and_then(|max| max.parse().ok());
+                let namespace = &spec.metadata.namespace;
+                let depends_on = spec
+                    .spec
+                    .dependencies()
+                    .into_iter()
+                    .map(|dependency| format!("{namespace}/{}", dependency.name))
+                    .collect();
                 Some(SpecPlacement {
                     key,
                     named_host: placement.host,
                     selector: placement.host_selector,
                     group,
                     max_per_host,
+                    depends_on,
                 })
             })
             .collect();
@@ -368,6 +393,7 @@ mod tests {
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             group: None,
             max_per_host: None,
+            depends_on: vec![],
         }
     }
 
@@ -488,6 +514,36 @@ mod tests {
         let ready = hosts(&[("a", &[]), ("b", &[("zone", "x")])]);
         let specs = [spec("ns/1", None, &[("zone", "x")])];
         check(&specs, &ready, &bound(&[("ns/1", "a", 3)]), &[], &[bind("ns/1", "b", Some(3))]);
+    }
+
+    #[test]
+    fn dependents_go_where_their_dependencies_run() {
+        let hosts = hosts(&[("h1", &[]), ("h2", &[]), ("h3", &[])]);
+        let follower = |key: &str, on: &[&str]| SpecPlacement {
+            depends_on: on.iter().map(|dependency| dependency.to_string()).collect(),
+            ..spec(key, None, &[])
+        };
+        // web is named on h2 and db bound to h3: probe (web's network) goes to h2; app, which needs
+        // both, fits nowhere and waits; cache waits for queue, which is not bound yet.
+        let specs = [
+            spec("ns/web", Some("h2"), &[]),
+            spec("ns/db", None, &[]),
+            spec("ns/queue", None, &[]),
+            follower("ns/probe", &["ns/web"]),
+            follower("ns/app", &["ns/web", "ns/db"]),
+            follower("ns/cache", &["ns/queue"]),
+        ];
+        let before = bound(&[("ns/db", "h3", 7)]);
+        let changes = plan(&specs, &hosts, &before, &|_| false);
+        assert!(changes.contains(&bind("ns/probe", "h2", None)), "{changes:?}");
+        assert!(changes.iter().any(|c| matches!(c, Change::Bind { key, .. } if key == "ns/queue")));
+        assert!(!changes
+            .iter()
+            .any(|c| matches!(c, Change::Bind { key, .. } if key == "ns/app" || key == "ns/cache")));
+        // A dependency that moved takes its dependents along.
+        let moved = bound(&[("ns/db", "h1", 8), ("ns/cache", "h3", 9), ("ns/queue", "h1", 10)]);
+        let changes = plan(&specs, &hosts, &moved, &|_| false);
+        assert!(changes.contains(&bind("ns/cache", "h1", Some(9))), "{changes:?}");
     }
 
     #[test]

@@ -439,13 +439,19 @@ pub(crate) async fn pass(
     // Specs a user named like a child (`<set>-<n>`) without the set's labels: left alone, reported.
     let mut foreign: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
     let mut stored_statuses: HashMap<(String, String), (ContainerSetStatus, i64)> = HashMap::new();
+    // Statuses that do not decode (written by another version, say): their revision, so that the
+    // rewrite replaces them with a compare-and-swap rather than failing as a create forever.
+    let mut undecodable: HashMap<(String, String), i64> = HashMap::new();
     for kv in &set_statuses.kvs {
         let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
         match serde_json::from_slice(&kv.value) {
             Ok(status) => {
                 stored_statuses.insert((ns.to_owned(), name.to_owned()), (status, kv.mod_revision));
             }
-            Err(error) => tracing::warn!(key = %kv.key, %error, "undecodable set status; it is rewritten"),
+            Err(error) => {
+                tracing::warn!(key = %kv.key, %error, "undecodable set status; it is rewritten");
+                undecodable.insert((ns.to_owned(), name.to_owned()), kv.mod_revision);
+            }
         }
     }
     let live: std::collections::HashSet<(String, String)> =
@@ -519,8 +525,10 @@ pub(crate) async fn pass(
         if previous.map(|(status, _)| status) != Some(&decision.status) {
             let value =
                 serde_json::to_vec(&decision.status).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let condition =
-                previous.map_or(PutCondition::Absent, |(_, revision)| PutCondition::ModRevision(*revision));
+            let condition = match (previous, undecodable.get(&id)) {
+                (Some((_, revision)), _) | (None, Some(revision)) => PutCondition::ModRevision(*revision),
+                (None, None) => PutCondition::Absent,
+            };
             match store.put_fenced(fence, &status_key, value, condition).await {
                 Ok(_) => {}
                 Err(StoreError::Conflict { key, .. }) if key != fence.key => {
