@@ -19,6 +19,8 @@ use crate::{GlobalArgs, OutputFormat};
 #[derive(Debug, Subcommand)]
 pub enum UpgradeCommand {
     /// Roll the agents that run in containers to a new kedge image, one host at a time.
+    // `--version` here is the target version, not kedge's own (which `kedge --version` prints).
+    #[command(disable_version_flag = true)]
     #[command(after_help = "Examples:\n  kedge upgrade agents --version 0.3.0\n  \
 kedge upgrade agents --version 0.3.0 --image registry.example.com/kedge -l zone=a --timeout 3m\n\n\
 Each selected host's agent starts a helper container that replaces the agent's container with one\n\
