@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kedge_controller::store::{keys, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::{keys, DeleteCondition, EtcdOptions, EtcdStore, SharedStore};
 use kedge_tests::engine::PrivateEngine;
 use kedge_tests::etcd::{free_port, EtcdCluster};
 use kedge_tests::{eventually, run_id, EngineCleanup, TEST_LABEL};
@@ -99,16 +99,14 @@ async fn host_record(store: &SharedStore, host: &str) -> Option<Value> {
     serde_json::from_slice(&kv.value).ok()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_the_first_host() {
-    let id = run_id();
-    let _cleanup = EngineCleanup::new(&id);
+/// kedge's image from the binary under test, tagged `:v1` and `:v2` (only the version label
+/// differs), and `:v3`, whose binary exits at once (an unknown flag, code 2).
+fn build_images(id: &str) -> (Images, [String; 3]) {
     let repository = format!("kedge-test/kedge-up-{id}");
-    let (v1, v2, v3) = (format!("{repository}:v1"), format!("{repository}:v2"), format!("{repository}:v3"));
-    let _images = Images(vec![v1.clone(), v2.clone(), v3.clone()]);
+    let tags = [format!("{repository}:v1"), format!("{repository}:v2"), format!("{repository}:v3")];
+    let images = Images(tags.to_vec());
     let test_label = format!("{TEST_LABEL}={id}");
-    // One binary, tagged as two versions: only the version label differs.
-    for (tag, version) in [(&v1, "v1"), (&v2, "v2")] {
+    for (tag, version) in [(&tags[0], "v1"), (&tags[1], "v2")] {
         let built = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-image"))
             .args(["--binary", kedge_bin().to_str().unwrap(), "--tag", tag, "--label", &test_label])
             .args(["--label", &format!("org.opencontainers.image.version={version}")])
@@ -116,12 +114,12 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
             .expect("scripts/build-image runs");
         ok(built, "build-image");
     }
-    // The broken agent: its binary exits at once (an unknown flag), code 2.
     let dockerfile = format!(
-        "FROM {v1}\nENTRYPOINT [\"/kedge\", \"--no-such-flag\"]\nLABEL org.opencontainers.image.version=v3\n"
+        "FROM {}\nENTRYPOINT [\"/kedge\", \"--no-such-flag\"]\nLABEL org.opencontainers.image.version=v3\n",
+        tags[0]
     );
     let mut build = Command::new("docker")
-        .args(["build", "-q", "-t", &v3, "-"])
+        .args(["build", "-q", "-t", &tags[2], "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -129,78 +127,80 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
         .unwrap();
     std::io::Write::write_all(&mut build.stdin.take().unwrap(), dockerfile.as_bytes()).unwrap();
     ok(build.wait_with_output().unwrap(), "docker build of the broken image");
+    (images, tags)
+}
 
+/// A host: its own engine (with the images loaded) and an agent container on `image`.
+async fn start_host(name: String, work: &Path, images: &[String; 3], etcd: &str, env: &[&str]) -> Host {
+    let state_dir = work.join(&name);
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
+    let host = Host { engine: PrivateEngine::start(&loaded).await, api_port: free_port(), state_dir, name };
+    let socket = host.engine.host.strip_prefix("unix://").unwrap();
+    let listen = format!("127.0.0.1:{}", host.api_port);
+    let store_url = etcd.replace("http://", "etcd://");
+    let mounts =
+        [format!("{socket}:/var/run/docker.sock"), format!("{}:/var/lib/kedge", host.state_dir.display())];
+    let mut args = vec!["run", "-d", "--name"];
+    let container = host.container();
+    args.extend([container.as_str(), "--network", "host", "--restart", "unless-stopped"]);
+    args.extend(["-v", &mounts[0], "-v", &mounts[1]]);
+    for variable in env {
+        args.extend(["-e", variable]);
+    }
+    args.extend([
+        images[0].as_str(),
+        "agent",
+        "--store",
+        &store_url,
+        "--host-name",
+        &host.name,
+        "--listen",
+        &listen,
+    ]);
+    ok(docker_on(&host.engine.host, &args), "docker run of the agent");
+    host
+}
+
+/// Runs the `kedge` CLI against `host`'s agent API.
+fn kedge(host: &Host, work: &Path, args: &[&str]) -> Output {
+    let token = std::fs::read_to_string(host.state_dir.join("api-token")).expect("the agent's token");
+    Command::new(kedge_bin())
+        .args(["--server", &format!("http://127.0.0.1:{}", host.api_port)])
+        .args(args)
+        .env("KEDGE_TOKEN", token.trim())
+        .env("KEDGE_CONFIG", work.join("no-config.json"))
+        .output()
+        .expect("kedge runs")
+}
+
+async fn wait_reporting(store: &SharedStore, host: &Host, version: &str) -> Value {
+    eventually(&format!("{} reports {version} from its container", host.name), READY, || async {
+        host_record(store, &host.name).await.filter(|r| r["version"] == version && r["container"].is_object())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_the_first_host() {
+    let id = run_id();
+    let _cleanup = EngineCleanup::new(&id);
+    let (_images, images) = build_images(&id);
+    let [v1, v2, _] = images.clone();
     let etcd = EtcdCluster::start(1).await;
     let endpoint = etcd.endpoints()[0].clone();
     let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
     let work = tempfile::tempdir().unwrap();
-    let images = [v1.as_str(), v2.as_str(), v3.as_str()];
     let mut hosts = Vec::new();
     for i in 1..=3 {
-        let name = format!("u{i}-{id}");
-        let state_dir = work.path().join(&name);
-        std::fs::create_dir_all(&state_dir).unwrap();
-        hosts.push(Host {
-            engine: PrivateEngine::start(&images).await,
-            api_port: free_port(),
-            state_dir,
-            name,
-        });
+        hosts.push(start_host(format!("u{i}-{id}"), work.path(), &images, &endpoint, &[]).await);
     }
     for host in &hosts {
-        let socket = host.engine.host.strip_prefix("unix://").unwrap();
-        let listen = format!("127.0.0.1:{}", host.api_port);
-        let store_url = endpoint.replace("http://", "etcd://");
-        let mounts = [
-            format!("{socket}:/var/run/docker.sock"),
-            format!("{}:/var/lib/kedge", host.state_dir.display()),
-        ];
-        let args = [
-            "run",
-            "-d",
-            "--name",
-            &host.container(),
-            "--network",
-            "host",
-            "--restart",
-            "unless-stopped",
-            "--label",
-            &test_label,
-            "-v",
-            &mounts[0],
-            "-v",
-            &mounts[1],
-            &v1,
-            "agent",
-            "--store",
-            &store_url,
-            "--host-name",
-            &host.name,
-            "--listen",
-            &listen,
-        ];
-        ok(docker_on(&host.engine.host, &args), "docker run of the agent");
-    }
-    for host in &hosts {
-        let record = eventually(&format!("{} reports v1 from its container", host.name), READY, || async {
-            host_record(&store, &host.name)
-                .await
-                .filter(|r| r["version"] == "v1" && r["container"].is_object())
-        })
-        .await;
+        let record = wait_reporting(&store, host, "v1").await;
         assert_eq!(record["container"]["name"], host.container().as_str());
         assert_eq!(record["container"]["image"], v1.as_str());
     }
-    let kedge = |host: &Host, args: &[&str]| -> Output {
-        let token = std::fs::read_to_string(host.state_dir.join("api-token")).expect("the agent's token");
-        Command::new(kedge_bin())
-            .args(["--server", &format!("http://127.0.0.1:{}", host.api_port)])
-            .args(args)
-            .env("KEDGE_TOKEN", token.trim())
-            .env("KEDGE_CONFIG", work.path().join("no-config.json"))
-            .output()
-            .expect("kedge runs")
-    };
+    let kedge = |host: &Host, args: &[&str]| kedge(host, work.path(), args);
     let listed = ok(kedge(&hosts[0], &["get", "hosts"]), "get hosts");
     assert!(listed.lines().next().unwrap().contains("UPGRADE"), "{listed}");
     let ids_v1: Vec<String> = hosts.iter().map(Host::agent_id).collect();
@@ -273,7 +273,8 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
         shown["hosts"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
     let first = &shown["hosts"][0];
     assert_eq!(first["state"], "RolledBack", "{shown}");
-    assert!(first["message"].as_str().unwrap().contains("exited with code 2"), "{shown}");
+    let reason = first["message"].as_str().unwrap();
+    assert!(reason.starts_with("new agent exited with code 2: error: unexpected argument"), "{shown}");
     for other in &shown["hosts"].as_array().unwrap()[1..] {
         assert_eq!(other["state"], "Skipped", "{shown}");
     }
@@ -309,4 +310,51 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
 async fn kedge_upgrade_of(store: &SharedStore, host: &str) -> Value {
     let kv = store.get(&keys::host_upgrade_key(host).unwrap()).await.unwrap().expect("an upgrade record");
     serde_json::from_slice(&kv.value).unwrap()
+}
+
+/// The helper crashes (aborts, as under SIGKILL or an OOM kill) at a step of its recreate; Docker's
+/// restart policy starts it again, and it finishes or undoes the interrupted recreate instead of
+/// trying again. Crashing after the old agent stopped (the host has no agent at that moment) gets the
+/// old container back, same ID; crashing after the new agent started completes the upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_helper_that_crashes_midway_restores_the_old_agent_or_completes_the_upgrade() {
+    let id = run_id();
+    let _cleanup = EngineCleanup::new(&id);
+    let (_images, images) = build_images(&id);
+    let etcd = EtcdCluster::start(1).await;
+    let endpoint = etcd.endpoints()[0].clone();
+    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let work = tempfile::tempdir().unwrap();
+    for (failpoint, outcome) in
+        [("recreate.after_stop_old", "RolledBack"), ("recreate.after_start_new", "Succeeded")]
+    {
+        let env = format!("{}={failpoint}", kedge_controller::executor::failpoint::ENV);
+        let name = format!("c{}-{id}", failpoint.len());
+        let host = start_host(name.clone(), work.path(), &images, &endpoint, &[&env]).await;
+        wait_reporting(&store, &host, "v1").await;
+        let id_before = host.agent_id();
+        let campaign =
+            kedge(&host, work.path(), &["upgrade", "agents", "--version", "v2", "--timeout", "60s"]);
+        let printed = format!("{}{}", text(&campaign.stdout), text(&campaign.stderr));
+        eprintln!("{failpoint}: {printed}");
+        let expected_exit = if outcome == "Succeeded" { 0 } else { 1 };
+        assert_eq!(campaign.status.code(), Some(expected_exit), "{failpoint}: {printed}");
+        let upgrade = kedge_upgrade_of(&store, &name).await;
+        assert_eq!(upgrade["state"], outcome, "{failpoint}: {upgrade}");
+        assert!(upgrade["message"].as_str().unwrap().contains("crashed"), "{failpoint}: {upgrade}");
+        let containers = host.containers();
+        assert_eq!(containers.len(), 1, "{failpoint}: no helper or old container left: {containers:?}");
+        if outcome == "RolledBack" {
+            assert_eq!(containers[0].1, id_before, "{failpoint}: the very same agent container");
+            assert_eq!(containers[0].2, images[0]);
+            wait_reporting(&store, &host, "v1").await;
+        } else {
+            assert_ne!(containers[0].1, id_before);
+            assert_eq!(containers[0].2, images[1]);
+            wait_reporting(&store, &host, "v2").await;
+        }
+        // The next round is a campaign of its own, over its own host only: this host leaves.
+        ok(docker_on(&host.engine.host, &["rm", "-f", &host.container()]), "remove the agent");
+        store.delete(&keys::host_key(&name).unwrap(), DeleteCondition::Always).await.unwrap();
+    }
 }

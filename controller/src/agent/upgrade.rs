@@ -175,11 +175,25 @@ async fn finish(
                 }
             }
             let tail: String = output.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-            let message = format!(
-                "the upgrade helper exited with code {:?} before finishing: {tail}",
-                helper.state.exit_code
-            );
-            (HostUpgradeState::Failed, message, None)
+            let code = helper.state.exit_code;
+            // The recovery finished it forward when this agent is the new one (it is healthy).
+            let current = match &identity.container {
+                Some(own) => agent.docker.inspect_container(&own.name).await?,
+                None => None,
+            };
+            match current.filter(|c| identity.container.as_ref().is_some_and(|own| own.id == c.id)) {
+                Some(me) if me.image == upgrade.image => {
+                    let message = format!(
+                        "the upgrade helper stopped early (code {code:?}); the new agent completed the upgrade"
+                    );
+                    (HostUpgradeState::Succeeded, message, Some(me.id))
+                }
+                _ => {
+                    let message =
+                        format!("the upgrade helper exited with code {code:?} before finishing: {tail}");
+                    (HostUpgradeState::Failed, message, None)
+                }
+            }
         }
     };
     let mut upgrade = upgrade;

@@ -20,8 +20,8 @@
 //! The helper needs no store: it prints one [`HelperResult`] line on stdout and exits 0. The agent
 //! then running (the new one, or the old one restored) reads that line from the helper's logs,
 //! reports it, and removes the helper. Only a crash exits non-zero, and then Docker's restart policy
-//! (`on-failure`) starts the helper again, which first finishes or rolls back the interrupted
-//! recreate from names and labels (`recover_name`).
+//! (`on-failure`) starts the helper again, which finishes or rolls back the interrupted recreate
+//! from names and labels (`recover_name`) and reports that, without trying a second time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,7 +32,7 @@ use crate::docker::{
     ContainerConfig, DockerClient, Healthcheck, MountSource, NetworkAttachment, ObservedContainer,
     RestartPolicy, RestartPolicyKind,
 };
-use crate::executor::{Executor, ExecutorError, RecreateFailure, RecreateStrategy};
+use crate::executor::{Executor, ExecutorError, RecoveryOutcome, RecreateFailure, RecreateStrategy};
 
 /// Marks a helper container; the value is the host whose agent it replaces.
 pub const HELPER_LABEL: &str = "io.kedge.upgrade-helper";
@@ -95,11 +95,38 @@ pub async fn run(docker: DockerClient, name: &str, image: &str, timeout: Duratio
         new_id,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
-    // A helper restarted after a crash: finish or undo the interrupted recreate first. If the
-    // container then already runs the new image, the work is done.
-    if let Err(error) = executor.recover_name(name, &strategy).await {
-        return result(HelperOutcome::Failed, crate::error_chain(&error), None, None);
+    // A helper restarted after a crash: finish or undo the interrupted recreate, report how that
+    // ended, and do not try again (a crash that happens every time would otherwise leave the host
+    // without an agent once Docker stops restarting the helper).
+    match executor.recover_name(name, &strategy).await {
+        Ok(report) => {
+            if let Some((_, outcome)) = report.outcomes.last() {
+                return match outcome {
+                    RecoveryOutcome::RolledBack { old_id } => result(
+                        HelperOutcome::RolledBack,
+                        "the upgrade helper crashed midway; the old agent was restored".to_owned(),
+                        Some(old_id.clone()),
+                        None,
+                    ),
+                    RecoveryOutcome::Completed { new_id, removed_old_id } => result(
+                        HelperOutcome::Succeeded,
+                        format!("{name} now runs {image} (completed after the upgrade helper crashed)"),
+                        Some(removed_old_id.clone()),
+                        Some(new_id.clone()),
+                    ),
+                    RecoveryOutcome::FinishedForward { new_id } => result(
+                        HelperOutcome::Succeeded,
+                        format!("{name} now runs {image} (finished after the upgrade helper crashed)"),
+                        None,
+                        Some(new_id.clone()),
+                    ),
+                };
+            }
+        }
+        Err(error) => return result(HelperOutcome::Failed, crate::error_chain(&error), None, None),
     }
+    // If the container already runs the new image (a helper restarted after its last step, or a
+    // campaign run again), the work is done.
     match executor.docker().inspect_container(name).await {
         Ok(Some(current)) if current.image == image && current.state.running => {
             return result(
@@ -133,8 +160,14 @@ pub async fn run(docker: DockerClient, name: &str, image: &str, timeout: Duratio
 /// Why a new agent was rolled back, in words for `kedge get hosts`: the exit code or health and
 /// the last line it logged.
 pub fn failure_message(failure: &RecreateFailure, timeout: Duration) -> String {
+    // The last line that names an error (a usage error ends with a hint line), else the last line.
     let last_line = |logs: &str| {
-        logs.lines().rev().map(str::trim).find(|line| !line.is_empty()).map(|line| format!(": {line}"))
+        let lines: Vec<&str> = logs.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        let error = lines.iter().rev().find(|line| {
+            let lower = line.to_ascii_lowercase();
+            lower.contains("error") || lower.contains("panicked")
+        });
+        error.or(lines.last()).map(|line| format!(": {line}"))
     };
     match failure {
         RecreateFailure::Exited { exit_code: Some(code), logs } => {
@@ -196,10 +229,16 @@ pub fn helper_config(
         (HELPER_LABEL.to_owned(), host.to_owned()),
         (CAMPAIGN_LABEL.to_owned(), campaign.to_owned()),
     ]);
+    let mut env: Vec<String> = docker_host.map(|h| format!("DOCKER_HOST={h}")).into_iter().collect();
+    // The crash tests make the helper crash at a step of its recreate (never in a release build).
+    if crate::executor::failpoint::compiled() {
+        let prefix = format!("{}=", crate::executor::failpoint::ENV);
+        env.extend(own.env.iter().filter(|e| e.starts_with(&prefix)).cloned());
+    }
     ContainerConfig {
         name: helper_name(host, campaign),
         image: helper_image.to_owned(),
-        env: docker_host.map(|h| format!("DOCKER_HOST={h}")).into_iter().collect(),
+        env,
         cmd: Some(vec![
             "upgrade-helper".to_owned(),
             "--container".to_owned(),
@@ -253,12 +292,14 @@ mod tests {
     fn rollback_reasons_name_the_exit_code_and_last_line() {
         let failure = RecreateFailure::Exited {
             exit_code: Some(2),
-            logs: "error: unexpected argument\n\nUsage: kedge\n".into(),
+            logs: "error: unexpected argument '--no-such-flag' found\n\nUsage: kedge\n\nFor more information, try '--help'.\n".into(),
         };
         assert_eq!(
             failure_message(&failure, Duration::from_secs(60)),
-            "new agent exited with code 2: Usage: kedge"
+            "new agent exited with code 2: error: unexpected argument '--no-such-flag' found"
         );
+        let failure = RecreateFailure::Exited { exit_code: Some(1), logs: "starting\nbye\n".into() };
+        assert_eq!(failure_message(&failure, Duration::from_secs(60)), "new agent exited with code 1: bye");
     }
 
     #[test]
