@@ -152,7 +152,12 @@ async fn finish(
         };
         return conclude(agent, key, upgrade, mod_revision, state, message).await;
     };
-    if helper.state.running || helper.state.restarting || helper.state.status == ContainerStatus::Created {
+    if helper.state.status == ContainerStatus::Created {
+        // Created but never started: the agent that created it stopped in between.
+        agent.docker.start_container(&helper.id).await?;
+        return Ok(());
+    }
+    if helper.state.running || helper.state.restarting {
         return Ok(());
     }
     let output = helper_output(agent, &helper.id).await;

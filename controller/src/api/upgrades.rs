@@ -10,8 +10,8 @@
 //! Creating a campaign only writes its record: the scheduler's leader drives it
 //! ([`crate::upgrade::drive`]). The hosts are chosen here, once: those whose labels match the
 //! selector, ordered by name with the scheduler's leader last (so that leadership moves once, at
-//! the end, rather than in the middle). Hosts whose agent does not run in a container are listed as
-//! `Skipped` with the reason.
+//! the end, rather than in the middle). Hosts whose agent does not run in a container, or that are
+//! NotReady, are listed as `Skipped` with the reason.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -100,7 +100,13 @@ pub(super) async fn create_campaign(
         .filter_map(|(name, view)| Some((name, view.record.as_ref()?)))
         .filter(|(_, record)| selector.matches(&record.labels))
         .map(|(name, record)| {
+            let ready = views.get(name).is_some_and(|view| view.ready);
             let (image, state, message) = match &record.container {
+                Some(_) if !ready => (
+                    String::new(),
+                    HostUpgradeState::Skipped,
+                    "host is NotReady: its agent cannot be asked".to_owned(),
+                ),
                 Some(container) => {
                     let repository =
                         request.image.clone().unwrap_or_else(|| repository_of(&container.image).to_owned());
