@@ -4,32 +4,22 @@
 //! helper container; then a campaign to a broken image (its binary exits at once) fails on its first
 //! host, which gets its old agent container back with the same ID, and leaves the other hosts alone.
 //!
-//! The agent containers use `--network host` to reach etcd on 127.0.0.1, with the engine's socket
-//! and a state directory (for the API token) bound in.
+//! Each host is an engine in its own network namespace (kedge_tests::netns). The agent containers use
+//! the engine's host network, i.e. that namespace: they reach etcd over the host's link and serve
+//! their API on the host's address, with the engine's socket and a state directory (for the API
+//! token) bound in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kedge_controller::store::{keys, DeleteCondition, EtcdOptions, EtcdStore, SharedStore};
-use kedge_tests::engine::PrivateEngine;
-use kedge_tests::etcd::{free_port, EtcdCluster};
-use kedge_tests::{eventually, run_id, EngineCleanup, TEST_LABEL};
+use kedge_controller::store::{keys, DeleteCondition, SharedStore};
+use kedge_tests::netns::{Cluster, NetnsHost, AGENT_API_PORT};
+use kedge_tests::{eventually, kedge_bin, run_id, EngineCleanup, TEST_LABEL};
 use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(120);
-
-fn kedge_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("KEDGE_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test's path");
-    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join("kedge");
-    assert!(bin.exists(), "{} missing: cargo build -p kedge-cli first", bin.display());
-    bin
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -59,8 +49,10 @@ impl Drop for Images {
 
 struct Host {
     name: String,
-    engine: PrivateEngine,
-    api_port: u16,
+    /// `unix://...` of the host's engine.
+    docker_host: String,
+    /// The agent's API, on the host's address in its network namespace.
+    api_url: String,
     state_dir: PathBuf,
 }
 
@@ -73,7 +65,7 @@ impl Host {
     fn containers(&self) -> Vec<(String, String, String)> {
         let out = ok(
             docker_on(
-                &self.engine.host,
+                &self.docker_host,
                 &["ps", "-a", "--no-trunc", "--format", "{{.Names}} {{.ID}} {{.Image}}"],
             ),
             "docker ps",
@@ -90,7 +82,7 @@ impl Host {
     }
 
     fn agent_id(&self) -> String {
-        ok(docker_on(&self.engine.host, &["inspect", "-f", "{{.Id}}", &self.container()]), "inspect agent")
+        ok(docker_on(&self.docker_host, &["inspect", "-f", "{{.Id}}", &self.container()]), "inspect agent")
     }
 }
 
@@ -131,14 +123,21 @@ fn build_images(id: &str) -> (Images, [String; 3]) {
 }
 
 /// A host: its own engine (with the images loaded) and an agent container on `image`.
-async fn start_host(name: String, work: &Path, images: &[String; 3], etcd: &str, env: &[&str]) -> Host {
+/// The agent container uses the engine's host network, i.e. the host's network namespace: it reaches
+/// etcd over the host's link, and serves its API on the host's address.
+fn start_host(net: &NetnsHost, work: &Path, images: &[String; 3], store_url: &str, env: &[&str]) -> Host {
+    let name = net.name.clone();
     let state_dir = work.join(&name);
     std::fs::create_dir_all(&state_dir).unwrap();
-    let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
-    let host = Host { engine: PrivateEngine::start(&loaded).await, api_port: free_port(), state_dir, name };
-    let socket = host.engine.host.strip_prefix("unix://").unwrap();
-    let listen = format!("127.0.0.1:{}", host.api_port);
-    let store_url = etcd.replace("http://", "etcd://");
+    let host = Host {
+        docker_host: net.docker_host.clone(),
+        api_url: format!("http://{}:{AGENT_API_PORT}", net.address),
+        state_dir,
+        name,
+    };
+    let socket = host.docker_host.strip_prefix("unix://").unwrap();
+    let listen = format!("{}:{AGENT_API_PORT}", net.address);
+    let store_url = store_url.to_owned();
     let mounts =
         [format!("{socket}:/var/run/docker.sock"), format!("{}:/var/lib/kedge", host.state_dir.display())];
     let mut args = vec!["run", "-d", "--name"];
@@ -158,7 +157,7 @@ async fn start_host(name: String, work: &Path, images: &[String; 3], etcd: &str,
         "--listen",
         &listen,
     ]);
-    ok(docker_on(&host.engine.host, &args), "docker run of the agent");
+    ok(docker_on(&host.docker_host, &args), "docker run of the agent");
     host
 }
 
@@ -166,7 +165,7 @@ async fn start_host(name: String, work: &Path, images: &[String; 3], etcd: &str,
 fn kedge(host: &Host, work: &Path, args: &[&str]) -> Output {
     let token = std::fs::read_to_string(host.state_dir.join("api-token")).expect("the agent's token");
     Command::new(kedge_bin())
-        .args(["--server", &format!("http://127.0.0.1:{}", host.api_port)])
+        .args(["--server", &host.api_url])
         .args(args)
         .env("KEDGE_TOKEN", token.trim())
         .env("KEDGE_CONFIG", work.join("no-config.json"))
@@ -187,14 +186,15 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
     let _cleanup = EngineCleanup::new(&id);
     let (_images, images) = build_images(&id);
     let [v1, v2, _] = images.clone();
-    let etcd = EtcdCluster::start(1).await;
-    let endpoint = etcd.endpoints()[0].clone();
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
+    let cluster = Cluster::start(3, 1, &loaded).await;
+    let store = cluster.store().await;
     let work = tempfile::tempdir().unwrap();
-    let mut hosts = Vec::new();
-    for i in 1..=3 {
-        hosts.push(start_host(format!("u{i}-{id}"), work.path(), &images, &endpoint, &[]).await);
-    }
+    let hosts: Vec<Host> = cluster
+        .hosts
+        .iter()
+        .map(|net| start_host(net, work.path(), &images, cluster.store_url(), &[]))
+        .collect();
     for host in &hosts {
         let record = wait_reporting(&store, host, "v1").await;
         assert_eq!(record["container"]["name"], host.container().as_str());
@@ -321,16 +321,15 @@ async fn a_helper_that_crashes_midway_restores_the_old_agent_or_completes_the_up
     let id = run_id();
     let _cleanup = EngineCleanup::new(&id);
     let (_images, images) = build_images(&id);
-    let etcd = EtcdCluster::start(1).await;
-    let endpoint = etcd.endpoints()[0].clone();
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
+    let cluster = Cluster::start(2, 1, &loaded).await;
+    let store = cluster.store().await;
     let work = tempfile::tempdir().unwrap();
-    for (failpoint, outcome) in
-        [("recreate.after_stop_old", "RolledBack"), ("recreate.after_start_new", "Succeeded")]
-    {
+    let rounds = [("recreate.after_stop_old", "RolledBack"), ("recreate.after_start_new", "Succeeded")];
+    for ((failpoint, outcome), net) in rounds.into_iter().zip(&cluster.hosts) {
         let env = format!("{}={failpoint}", kedge_controller::executor::failpoint::ENV);
-        let name = format!("c{}-{id}", failpoint.len());
-        let host = start_host(name.clone(), work.path(), &images, &endpoint, &[&env]).await;
+        let name = net.name.clone();
+        let host = start_host(net, work.path(), &images, cluster.store_url(), &[&env]);
         wait_reporting(&store, &host, "v1").await;
         let id_before = host.agent_id();
         let campaign =
@@ -354,7 +353,7 @@ async fn a_helper_that_crashes_midway_restores_the_old_agent_or_completes_the_up
             wait_reporting(&store, &host, "v2").await;
         }
         // The next round is a campaign of its own, over its own host only: this host leaves.
-        ok(docker_on(&host.engine.host, &["rm", "-f", &host.container()]), "remove the agent");
+        ok(docker_on(&host.docker_host, &["rm", "-f", &host.container()]), "remove the agent");
         store.delete(&keys::host_key(&name).unwrap(), DeleteCondition::Always).await.unwrap();
     }
 }
