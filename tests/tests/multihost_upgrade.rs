@@ -204,6 +204,14 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
     let listed = ok(kedge(&hosts[0], &["get", "hosts"]), "get hosts");
     assert!(listed.lines().next().unwrap().contains("UPGRADE"), "{listed}");
     let ids_v1: Vec<String> = hosts.iter().map(Host::agent_id).collect();
+    // Bad input changes nothing: not a tag (2), no host matches (3).
+    let bad = kedge(&hosts[0], &["upgrade", "agents", "--version", "v2 final"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(text(&bad.stderr).contains("is not an image tag"), "{}", text(&bad.stderr));
+    let none = kedge(&hosts[0], &["upgrade", "agents", "--version", "v2", "-l", "zone=nowhere"]);
+    assert_eq!(none.status.code(), Some(3), "{}", text(&none.stderr));
+    let listed = ok(kedge(&hosts[0], &["get", "upgrades"]), "get upgrades");
+    assert!(listed.is_empty(), "no campaign was created: {listed}");
 
     // The campaign to v2, followed through the API of an agent that is itself upgraded.
     let started = Instant::now();
