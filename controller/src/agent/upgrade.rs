@@ -109,24 +109,41 @@ async fn start(
     let message = format!("agent {} -> {} ({})", identity.version, upgrade.version, upgrade.image);
     agent.events.record_host(&host, EventType::Normal, "UpgradeStarted", &message).await;
     tracing::info!(helper = %config.name, image = %upgrade.image, "agent upgrade: starting the helper");
-    // A helper of this name left from an earlier attempt is replaced.
-    let _ = agent
-        .docker
-        .remove_container(&config.name, RemoveOptions { force: true, anonymous_volumes: true })
-        .await;
+    // A helper of this name left from an earlier attempt is replaced; a container that is not a
+    // helper of this host is never touched.
+    if let Some(existing) = agent.docker.inspect_container(&config.name).await? {
+        if !is_helper_of(&existing.labels, &host) {
+            let message =
+                format!("container {} is not kedge's upgrade helper and holds its name", config.name);
+            return conclude(agent, key, upgrading, revision, HostUpgradeState::Failed, message).await;
+        }
+        remove_helper(agent, &existing.id).await;
+    }
     let started = match agent.docker.create_container(&config).await {
         Ok(id) => agent.docker.start_container(&id).await.map(|()| id),
         Err(error) => Err(error),
     };
     if let Err(error) = started {
-        let _ = agent
-            .docker
-            .remove_container(&config.name, RemoveOptions { force: true, anonymous_volumes: true })
-            .await;
+        if let Ok(Some(created)) = agent.docker.inspect_container(&config.name).await {
+            if is_helper_of(&created.labels, &host) {
+                remove_helper(agent, &created.id).await;
+            }
+        }
         let message = format!("cannot start the upgrade helper: {}", crate::error_chain(&error));
         return conclude(agent, key, upgrading, revision, HostUpgradeState::Failed, message).await;
     }
     Ok(())
+}
+
+fn is_helper_of(labels: &std::collections::BTreeMap<String, String>, host: &str) -> bool {
+    labels.get(helper::HELPER_LABEL).map(String::as_str) == Some(host)
+}
+
+async fn remove_helper(agent: &Agent, id: &str) {
+    let options = RemoveOptions { force: true, anonymous_volumes: true };
+    if let Err(error) = agent.docker.remove_container(id, options).await {
+        tracing::warn!(%error, helper = id, "agent upgrade: cannot remove the helper");
+    }
 }
 
 /// `Upgrading`: once the helper exited, report its outcome and remove it.
@@ -138,7 +155,12 @@ async fn finish(
     mod_revision: i64,
 ) -> Result<(), StepError> {
     let Some(helper_name) = upgrade.helper.clone() else { return Ok(()) };
-    let Some(helper) = agent.docker.inspect_container(&helper_name).await? else {
+    let helper = agent
+        .docker
+        .inspect_container(&helper_name)
+        .await?
+        .filter(|helper| is_helper_of(&helper.labels, &agent.config.host_name));
+    let Some(helper) = helper else {
         // Gone without a report (removed by hand, or by an agent that stopped before writing it).
         let upgraded = identity.container.as_ref().is_some_and(|c| c.image == upgrade.image)
             || identity.version == upgrade.version;
@@ -204,10 +226,7 @@ async fn finish(
     let mut upgrade = upgrade;
     upgrade.new_container_id = new_id;
     conclude(agent, key, upgrade, mod_revision, state, message).await?;
-    let _ = agent
-        .docker
-        .remove_container(&helper.id, RemoveOptions { force: true, anonymous_volumes: true })
-        .await;
+    remove_helper(agent, &helper.id).await;
     Ok(())
 }
 
