@@ -49,6 +49,14 @@ pub struct AgentArgs {
     /// Logs as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
+    /// The container this agent runs in (ID or name), when it cannot find it by itself
+    /// (docs/upgrades.md): an upgrade campaign can then replace it.
+    #[arg(long, env = "KEDGE_CONTAINER")]
+    pub container: Option<String>,
+    /// A file rewritten after every heartbeat that reached the store, for `kedge healthcheck`
+    /// (kedge's container image sets it).
+    #[arg(long, env = "KEDGE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -61,6 +69,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.workers = args.workers;
     config.resync_interval = Duration::from_secs(args.resync_seconds.max(1));
     config.scheduler_grace = Duration::from_secs(args.scheduler_grace_seconds);
+    config.container = args.container.clone();
+    config.ready_file = args.ready_file.clone();
     for label in &args.host_labels {
         let (key, value) =
             label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;

@@ -26,7 +26,13 @@ pub const APPLYSET_LABEL: &str = "kedge.io/applyset";
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
-        Commands::Agent(_) | Commands::Check(_) | Commands::Recreate(_) | Commands::Lifecycle(_) => {
+        Commands::Agent(_)
+        | Commands::Check(_)
+        | Commands::Recreate(_)
+        | Commands::Lifecycle(_)
+        | Commands::Upgrade { .. }
+        | Commands::UpgradeHelper(_)
+        | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }
         Commands::Apply(args) => apply(args, global).await,
@@ -478,6 +484,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
             Ok(Exit::Ok)
         }
         Resource::Containersets => sets::get(&args, &client, &ns).await,
+        Resource::Upgrades => crate::upgrade::get(args.name.as_deref(), args.output, global).await,
         Resource::Hosts => {
             if args.watch {
                 return watch_hosts(&client, args.name.as_deref(), wide).await;
@@ -619,8 +626,14 @@ async fn watch_hosts(client: &Client, name: Option<&str>, wide: bool) -> CliResu
         for host in &hosts {
             let host_name = host["name"].as_str().unwrap_or_default().to_owned();
             let count = per_host.get(&host_name).copied().unwrap_or(0);
-            let fingerprint =
-                json!([host["ready"], host["version"], host["labels"], host["dockerVersion"], count]);
+            let fingerprint = json!([
+                host["ready"],
+                host["version"],
+                host["labels"],
+                host["dockerVersion"],
+                count,
+                host["upgrade"]["state"]
+            ]);
             if shown.get(&host_name) != Some(&fingerprint) {
                 rows.push(output::host_row(host, count, wide, Utc::now()));
                 shown.insert(host_name, fingerprint);

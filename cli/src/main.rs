@@ -15,6 +15,7 @@ mod output;
 mod recreate;
 mod run;
 mod sets;
+mod upgrade;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -176,6 +177,17 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
     /// docker-map's actions: stop, start, restart, startup, shutdown, run (lifecycle.rs).
     #[command(flatten)]
     Lifecycle(lifecycle::LifecycleCommand),
+    /// Upgrade kedge itself: `kedge upgrade agents --version V` (docs/upgrades.md).
+    Upgrade {
+        #[command(subcommand)]
+        command: upgrade::UpgradeCommand,
+    },
+    /// Run by the upgrade helper container: replace an agent's container (docs/upgrades.md).
+    #[command(hide = true)]
+    UpgradeHelper(upgrade::HelperArgs),
+    /// The container image's HEALTHCHECK: healthy while the agent's heartbeats reach the store.
+    #[command(hide = true)]
+    Healthcheck(upgrade::HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,6 +216,9 @@ pub enum Resource {
     Hosts,
     #[value(alias = "event", alias = "ev")]
     Events,
+    /// Agent upgrade campaigns.
+    #[value(alias = "upgrade")]
+    Upgrades,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -347,6 +362,9 @@ fn main() -> ExitCode {
             Commands::Check(args) => check::run(args).await,
             Commands::Recreate(args) => recreate::run(args).await,
             Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
+            Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
+            Commands::UpgradeHelper(args) => upgrade::helper(args).await,
+            Commands::Healthcheck(args) => upgrade::healthcheck(args),
             command => commands::run(command, &cli.global).await,
         }
     });

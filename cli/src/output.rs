@@ -149,9 +149,9 @@ fn short_id(id: &str) -> String {
 }
 
 pub fn host_header(wide: bool) -> Vec<&'static str> {
-    let mut header = vec!["NAME", "READY", "VERSION", "CONTAINERS", "LAST-SEEN", "AGE"];
+    let mut header = vec!["NAME", "READY", "VERSION", "UPGRADE", "CONTAINERS", "LAST-SEEN", "AGE"];
     if wide {
-        header.extend(["DOCKER", "CPUS", "MEMORY", "LABELS"]);
+        header.extend(["DOCKER", "CPUS", "MEMORY", "LABELS", "AGENT-CONTAINER"]);
     }
     header
 }
@@ -170,6 +170,7 @@ pub fn host_row(host: &Value, containers_on_host: usize, wide: bool, now: DateTi
         text(&["name", "host"]).unwrap_or_else(|| NONE.to_owned()),
         ready.to_owned(),
         text(&["version", "agentVersion"]).unwrap_or_else(|| NONE.to_owned()),
+        upgrade_text(host.get("upgrade"), if wide { usize::MAX } else { 60 }),
         containers_on_host.to_string(),
         age(text(&["lastHeartbeat", "lastHeartbeatTime", "heartbeat", "lastSeen"]).as_deref(), now),
         age(text(&["startedAt"]).as_deref(), now),
@@ -179,8 +180,77 @@ pub fn host_row(host: &Value, containers_on_host: usize, wide: bool, now: DateTi
         row.push(number("cpus").map_or_else(|| NONE.to_owned(), |cpus| cpus.to_string()));
         row.push(number("memoryBytes").map_or_else(|| NONE.to_owned(), |bytes| format!("{}Mi", bytes >> 20)));
         row.push(labels_text(host.get("labels")));
+        let container = host.get("container").map(|c| {
+            let field = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            format!("{} ({})", field("name"), field("image"))
+        });
+        row.push(container.unwrap_or_else(|| NONE.to_owned()));
     }
     row
+}
+
+/// A host's last agent upgrade: `v2 Succeeded`, `v2 RolledBack: new agent exited with code 2`,
+/// cut to `limit` characters.
+fn upgrade_text(upgrade: Option<&Value>, limit: usize) -> String {
+    let Some(upgrade) = upgrade.filter(|u| u.is_object()) else { return NONE.to_owned() };
+    let field = |key: &str| upgrade.get(key).and_then(Value::as_str).unwrap_or_default();
+    let mut text = format!("{} {}", field("version"), field("state"));
+    if matches!(field("state"), "RolledBack" | "Failed") && !field("message").is_empty() {
+        text.push_str(": ");
+        text.push_str(field("message"));
+    }
+    if text.chars().count() > limit {
+        text = text.chars().take(limit.saturating_sub(3)).collect::<String>() + "...";
+    }
+    text
+}
+
+/// `kedge get upgrades`: one row per campaign.
+pub fn upgrades_table(campaigns: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = campaigns
+        .iter()
+        .map(|c| {
+            let field = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let hosts = c.get("hosts").and_then(Value::as_array).cloned().unwrap_or_default();
+            let count = |state: &str| hosts.iter().filter(|h| h["state"] == state).count();
+            vec![
+                field("id"),
+                field("version"),
+                field("state"),
+                format!("{}/{}", count("Succeeded"), hosts.len()),
+                if field("selector").is_empty() { NONE.to_owned() } else { field("selector") },
+                field("createdAt"),
+                if field("message").is_empty() { NONE.to_owned() } else { field("message") },
+            ]
+        })
+        .collect();
+    table(&["ID", "VERSION", "STATE", "UPGRADED", "SELECTOR", "CREATED", "MESSAGE"], &rows)
+}
+
+/// `kedge get upgrade ID`: the campaign's hosts in order.
+pub fn upgrade_hosts_table(campaign: &Value) -> String {
+    let rows: Vec<Vec<String>> = campaign
+        .get("hosts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let field = |key: &str| h.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let or_none = |text: String| if text.is_empty() { NONE.to_owned() } else { text };
+            vec![
+                field("name"),
+                or_none(field("image")),
+                field("state"),
+                h.get("durationSeconds")
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| NONE.to_owned(), |s| format!("{s:.1}s")),
+                or_none(field("message")),
+            ]
+        })
+        .collect();
+    let state = campaign.get("state").and_then(Value::as_str).unwrap_or_default();
+    let id = campaign.get("id").and_then(Value::as_str).unwrap_or_default();
+    format!("campaign {id}: {state}\n{}", table(&["HOST", "IMAGE", "STATE", "TOOK", "MESSAGE"], &rows))
 }
 
 fn labels_text(labels: Option<&Value>) -> String {
@@ -673,15 +743,16 @@ Events:
     fn host_and_event_tables() {
         let host = json!({"name": "host-a", "ready": true, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:59:50Z",
             "startedAt": "2026-11-20T12:00:00Z", "dockerVersion": "20.10.24", "cpus": 2, "memoryBytes": 25_769_803_776u64,
-            "labels": {"zone": "eu"}});
+            "labels": {"zone": "eu"}, "container": {"name": "kedge", "image": "kedge:0.1.0"},
+            "upgrade": {"version": "0.2.0", "state": "RolledBack", "message": "new agent exited with code 2"}});
         let gone = json!({"name": "host-b", "ready": false, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:00:00Z",
             "startedAt": "2026-11-21T10:00:00Z"});
         assert_eq!(
             table(&host_header(true), &[host_row(&host, 3, true, now()), host_row(&gone, 0, true, now())]),
             "\
-NAME     READY   VERSION   CONTAINERS   LAST-SEEN   AGE   DOCKER     CPUS     MEMORY    LABELS
-host-a   True    0.1.0     3            10s         1d    20.10.24   2        24576Mi   zone=eu
-host-b   False   0.1.0     0            1h          2h    <none>     <none>   <none>    <none>
+NAME     READY   VERSION   UPGRADE                                          CONTAINERS   LAST-SEEN   AGE   DOCKER     CPUS     MEMORY    LABELS    AGENT-CONTAINER
+host-a   True    0.1.0     0.2.0 RolledBack: new agent exited with code 2   3            10s         1d    20.10.24   2        24576Mi   zone=eu   kedge (kedge:0.1.0)
+host-b   False   0.1.0     <none>                                           0            1h          2h    <none>     <none>   <none>    <none>    <none>
 "
         );
         let event = json!({"involvedObject": "Container/default/web", "type": "Normal", "reason": "Created",

@@ -38,6 +38,9 @@ pub enum EventType {
     Warning,
 }
 
+/// The namespace of events about hosts (`Host/<host>`), which belong to no namespace of specs.
+pub const HOST_EVENTS_NAMESPACE: &str = "kedge-system";
+
 /// How long an event stays: events are written on a lease of this TTL, renewed every
 /// [`LEASE_ROTATION`], so an event lives between `EVENT_TTL - LEASE_ROTATION` and `EVENT_TTL`.
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -82,6 +85,12 @@ impl EventRecorder {
         }
     }
 
+    /// Records an event about a host (`Host/<host>`, in namespace [`HOST_EVENTS_NAMESPACE`]): the
+    /// agent upgrade campaign's steps.
+    pub async fn record_host(&self, host: &str, kind: EventType, reason: &str, message: &str) {
+        self.record_about("Host", &format!("{HOST_EVENTS_NAMESPACE}/{host}"), kind, reason, message).await
+    }
+
     async fn try_record(
         &self,
         object_kind: &str,
@@ -101,7 +110,11 @@ impl EventRecorder {
                     Event { count: previous.count + 1, last_timestamp: timestamp.clone(), ..previous.clone() }
                 }
                 None => Event {
-                    involved_object: format!("{object_kind}/{namespace}/{name}"),
+                    involved_object: if object_kind == "Host" {
+                        format!("Host/{name}")
+                    } else {
+                        format!("{object_kind}/{namespace}/{name}")
+                    },
                     namespace: namespace.to_owned(),
                     kind,
                     reason: reason.to_owned(),

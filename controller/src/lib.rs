@@ -18,6 +18,7 @@ pub mod planner;
 pub mod queue;
 pub mod store;
 pub mod updater;
+pub mod upgrade;
 
 /// An error and all its sources on one line (`outer: cause: root cause`), for status messages,
 /// events and the CLI's one-line errors.

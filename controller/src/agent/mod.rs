@@ -23,6 +23,7 @@ mod scheduler;
 mod sets;
 mod sources;
 pub mod status;
+pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,12 @@ pub struct AgentConfig {
     pub scheduler_grace: Duration,
     /// Counters the agent keeps while it runs, for tests, benchmarks and health reporting.
     pub stats: Arc<AgentStats>,
+    /// The container this agent runs in (ID or name), when finding it by itself would not work
+    /// (see [`host::find_own_container`]).
+    pub container: Option<String>,
+    /// Rewritten after every heartbeat that reached the store; the container image's healthcheck
+    /// reads its age (docs/upgrades.md).
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -117,6 +124,8 @@ impl AgentConfig {
             conflict_poll: Duration::from_secs(15),
             scheduler_grace: Duration::from_secs(30),
             stats: Arc::default(),
+            container: None,
+            ready_file: None,
         }
     }
 }
@@ -183,6 +192,8 @@ pub async fn run(
     });
 
     agent.recover_interrupted_recreates().await?;
+    let identity = host::identify(&agent.docker, agent.config.container.as_deref()).await;
+    tracing::info!(version = %identity.version, container = ?identity.container.as_ref().map(|c| &c.name), "agent identity");
 
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();
@@ -226,8 +237,11 @@ pub async fn run(
         agent.docker.clone(),
         agent.config.host_name.clone(),
         agent.config.host_labels.clone(),
+        identity.clone(),
+        agent.config.ready_file.clone(),
         stopping.clone(),
     ));
+    tasks.spawn(upgrade::follow(agent.clone(), identity, stopping.clone()));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
         workers.spawn(agent.clone().work());

@@ -282,6 +282,12 @@ impl Leader<'_> {
                 Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
                 Err(error) => tracing::debug!(%error, "container set pass failed; retrying"),
             }
+            // The agent upgrade campaign is driven by the same leader, fenced on the same term.
+            match crate::upgrade::drive(self.store, self.term).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
+                Err(error) => tracing::debug!(%error, "upgrade campaign pass failed; retrying"),
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
                 _ = tokio::time::sleep(TICK) => {}

@@ -18,8 +18,9 @@
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/restart    restart now, same container (an event records it)
 //! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
-//! GET    /api/v1/hosts
+//! GET    /api/v1/hosts                                     each with its last agent upgrade (`upgrade`)
 //! GET    /api/v1/containersets, /api/v1/namespaces/{ns}/containersets[/{name}]   see `sets.rs`
+//! POST   /api/v1/upgrades   GET /api/v1/upgrades[/{id}]    agent upgrade campaigns (see `upgrades`)
 //! ```
 //!
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
@@ -37,6 +38,7 @@ mod selector;
 mod sets;
 pub mod tls;
 pub mod token;
+mod upgrades;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -161,7 +163,9 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route("/api/v1/watch/containers", get(watch_containers))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/watch/events", get(watch_events))
-        .route("/api/v1/hosts", get(list_hosts));
+        .route("/api/v1/hosts", get(list_hosts))
+        .route("/api/v1/upgrades", get(upgrades::list_campaigns).post(upgrades::create_campaign))
+        .route("/api/v1/upgrades/{id}", get(upgrades::read_campaign));
     let authenticated =
         sets::routes(authenticated).route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -526,7 +530,7 @@ async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let alive = state.api.store.list(keys::HOST_LEASES).await?;
     let alive: std::collections::BTreeSet<&str> =
         alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES)).collect();
-    let items: Vec<Value> = list
+    let mut items: Vec<Value> = list
         .kvs
         .iter()
         .filter_map(|kv| {
@@ -539,6 +543,7 @@ async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             Some(host)
         })
         .collect();
+    upgrades::merge_host_upgrades(&state, &mut items).await?;
     Ok(Json(
         json!({ "kind": "HostList", "metadata": { "resourceVersion": list.revision.to_string() }, "items": items }),
     ))

@@ -167,14 +167,30 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> ExecutorResult<RecreateReport> {
+        self.recreate_any_on(name, None, strategy, progress).await
+    }
+
+    /// [`Executor::recreate_any`] onto another image: the same declared configuration, with
+    /// `image` (`Some`) instead of the reference the container was created from. The agent upgrade
+    /// helper moves an agent's container to a new kedge image this way.
+    pub async fn recreate_any_on(
+        &self,
+        name: &str,
+        image: Option<&str>,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> ExecutorResult<RecreateReport> {
         let old = self
             .inspect(name)
             .await?
             .ok_or_else(|| ExecutorError::NotFound { container: name.to_string() })?;
-        let image = self.docker.inspect_image(&old.image_id).await.map_err(|source| {
+        let old_image = self.docker.inspect_image(&old.image_id).await.map_err(|source| {
             ExecutorError::Docker { step: "inspect image", container: name.to_string(), source }
         })?;
-        let config = declared_config(&old, image.as_ref());
+        let mut config = declared_config(&old, old_image.as_ref());
+        if let Some(image) = image {
+            config.image = image.to_string();
+        }
         self.recreate_with(&config, strategy, progress, Ownership::Any).await
     }
 

@@ -9,6 +9,8 @@
 //! /kedge/v1/scheduler/leader      the scheduler's leader, on its lease (create-only)
 //! /kedge/v1/sets/<ns>/<name>      a ContainerSet as the user applied it
 //! /kedge/v1/set-status/<ns>/<name> its status and rollout state (written only by the scheduler's leader)
+//! /kedge/v1/upgrades/campaigns/<id>  an agent upgrade campaign (created by the API, driven by the leader)
+//! /kedge/v1/upgrades/hosts/<host>    the upgrade asked of one host's agent, and how it went
 //! ```
 //!
 //! Spec and status are separate keys so that an agent never rewrites what the user applied. Every
@@ -27,6 +29,12 @@ pub const BINDINGS: &str = "/kedge/v1/bindings/";
 /// The scheduler's leader key: created only when absent, on the leader's lease. Its `mod_revision`
 /// is the leader's term, and every scheduler write is fenced on it.
 pub const SCHEDULER_LEADER: &str = "/kedge/v1/scheduler/leader";
+/// `/kedge/v1/upgrades/campaigns/<id>`: an agent upgrade campaign; after its creation only the
+/// scheduler's leader writes it (fenced on its term).
+pub const UPGRADE_CAMPAIGNS: &str = "/kedge/v1/upgrades/campaigns/";
+/// `/kedge/v1/upgrades/hosts/<host>`: the upgrade the leader asked of a host (fenced), which that
+/// host's agents then advance by compare-and-swap (Upgrading, then the outcome).
+pub const HOST_UPGRADES: &str = "/kedge/v1/upgrades/hosts/";
 
 /// `/kedge/v1/sets/<ns>/<name>`: a ContainerSet. Not under `specs/`: agents list and decode every
 /// key there as a Container, and a set is run through its children, never by an agent directly.
@@ -118,6 +126,16 @@ pub fn host_lease_key(host: &str) -> Result<String, InvalidSegment> {
 pub fn host_key(host: &str) -> Result<String, InvalidSegment> {
     check_segment(host)?;
     Ok(format!("{HOSTS}{host}"))
+}
+
+pub fn upgrade_campaign_key(id: &str) -> Result<String, InvalidSegment> {
+    check_segment(id)?;
+    Ok(format!("{UPGRADE_CAMPAIGNS}{id}"))
+}
+
+pub fn host_upgrade_key(host: &str) -> Result<String, InvalidSegment> {
+    check_segment(host)?;
+    Ok(format!("{HOST_UPGRADES}{host}"))
 }
 
 /// An event key; `id` should sort by time (e.g. a zero-padded timestamp followed by a random suffix).

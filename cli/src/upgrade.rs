@@ -1,0 +1,286 @@
+//! `kedge upgrade agents`: the agent upgrade campaign (docs/upgrades.md), `kedge get upgrades`, and
+//! the two hidden commands kedge's own container image runs: `kedge upgrade-helper` (the helper
+//! container that replaces an agent's container) and `kedge healthcheck` (the image's HEALTHCHECK).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::{encode, Client};
+use crate::commands::connect;
+use crate::error::{CliError, CliResult, Exit};
+use crate::output;
+use crate::{GlobalArgs, OutputFormat};
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Roll the agents that run in containers to a new kedge image, one host at a time.
+    // `--version` here is the target version, not kedge's own (which `kedge --version` prints).
+    #[command(disable_version_flag = true)]
+    #[command(after_help = "Examples:\n  kedge upgrade agents --version 0.3.0\n  \
+kedge upgrade agents --version 0.3.0 --image registry.example.com/kedge -l zone=a --timeout 3m\n\n\
+Each selected host's agent starts a helper container that replaces the agent's container with one\n\
+on REPOSITORY:VERSION (same configuration) and rolls back to the old container when the new agent\n\
+does not report in within --timeout. The first host that fails stops the campaign.\n\
+Exit codes: 0 every host upgraded, 1 the campaign failed (a host rolled back or failed),\n\
+2 usage, 5 server error, 6 gave up waiting (the campaign goes on; see `kedge get upgrades`).")]
+    Agents(AgentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// The target version: the image tag, and the version the new agents must report.
+    #[arg(long)]
+    pub version: String,
+    /// The image repository (default: each agent's current image repository).
+    #[arg(long, value_name = "REPOSITORY")]
+    pub image: Option<String>,
+    /// Only hosts whose labels match (`zone=a`, `k in (a,b)`, ...).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// How long one host's new agent has to report in before it is rolled back: `90s`, `3m`.
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+    /// Return once the campaign is created instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `kedge upgrade-helper` (hidden): run by the helper container an agent starts.
+#[derive(Debug, Args)]
+pub struct HelperArgs {
+    /// The agent's container (name or ID) to replace.
+    #[arg(long)]
+    pub container: String,
+    /// The image to move it to.
+    #[arg(long)]
+    pub image: String,
+    /// Seconds the new agent has to prove itself (turn healthy) before the old one is restored.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// `kedge healthcheck` (hidden): the image's HEALTHCHECK.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The file the agent rewrites after every heartbeat that reached the store.
+    #[arg(long, env = "KEDGE_READY_FILE", default_value = "/tmp/kedge-ready")]
+    pub ready_file: PathBuf,
+}
+
+pub async fn run(command: UpgradeCommand, global: &GlobalArgs) -> CliResult<Exit> {
+    match command {
+        UpgradeCommand::Agents(args) => agents(args, global).await,
+    }
+}
+
+async fn agents(args: AgentsArgs, global: &GlobalArgs) -> CliResult<Exit> {
+    let timeout = parse_duration(&args.timeout).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
+    let (_, client) = connect(global)?;
+    let mut body = json!({ "version": args.version, "timeoutSeconds": timeout.as_secs().max(1) });
+    if let Some(image) = &args.image {
+        body["image"] = json!(image);
+    }
+    if let Some(selector) = &args.selector {
+        body["selector"] = json!(selector);
+    }
+    let campaign = client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body;
+    let id = campaign["id"].as_str().unwrap_or_default().to_owned();
+    let hosts = campaign["hosts"].as_array().cloned().unwrap_or_default();
+    let names = |wanted: bool| -> Vec<String> {
+        hosts
+            .iter()
+            .filter(|h| (h["state"] != "Skipped") == wanted)
+            .filter_map(|h| h["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    println!(
+        "upgrade campaign {id}: agents to {} on {} ({})",
+        args.version,
+        plural(names(true).len()),
+        names(true).join(", ")
+    );
+    for host in hosts.iter().filter(|h| h["state"] == "Skipped") {
+        println!(
+            "  {}: Skipped: {}",
+            host["name"].as_str().unwrap_or_default(),
+            host["message"].as_str().unwrap_or_default()
+        );
+    }
+    if args.no_wait {
+        println!("follow it with `kedge get upgrades {id}` and `kedge get hosts`");
+        return Ok(Exit::Ok);
+    }
+    // Every host may take its timeout plus the report margin; then some slack for the leader.
+    let budget =
+        (timeout + Duration::from_secs(90)) * names(true).len().max(1) as u32 + Duration::from_secs(60);
+    follow(&client, &id, budget).await
+}
+
+/// Prints each host's progress as it changes until the campaign ends. The agent serving the API
+/// may itself be upgraded meanwhile: failed requests are retried until `budget` has passed.
+async fn follow(client: &Client, id: &str, budget: Duration) -> CliResult<Exit> {
+    let deadline = Instant::now() + budget;
+    let mut shown: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        match client.get(&format!("/api/v1/upgrades/{}", encode(id))).await {
+            Ok(campaign) => {
+                if let Some(since) = unreachable_since.take() {
+                    eprintln!("the API answers again (after {:.1}s)", since.elapsed().as_secs_f64());
+                }
+                for host in campaign["hosts"].as_array().into_iter().flatten() {
+                    let name = host["name"].as_str().unwrap_or_default().to_owned();
+                    let state = host["state"].as_str().unwrap_or_default().to_owned();
+                    let message = host["message"].as_str().unwrap_or_default().to_owned();
+                    if state == "Pending" || shown.get(&name) == Some(&(state.clone(), message.clone())) {
+                        continue;
+                    }
+                    let took =
+                        host["durationSeconds"].as_f64().map(|s| format!(" in {s:.1}s")).unwrap_or_default();
+                    let detail = if message.is_empty() { String::new() } else { format!(": {message}") };
+                    println!("  {name}: {state}{took}{detail}");
+                    shown.insert(name, (state, message));
+                }
+                match campaign["state"].as_str() {
+                    Some("Succeeded") => {
+                        println!(
+                            "campaign {id} Succeeded: {}",
+                            campaign["message"].as_str().unwrap_or_default()
+                        );
+                        return Ok(Exit::Ok);
+                    }
+                    Some("Failed") => {
+                        println!(
+                            "campaign {id} Failed: {}",
+                            campaign["message"].as_str().unwrap_or_default()
+                        );
+                        return Ok(Exit::Changes);
+                    }
+                    _ => {}
+                }
+            }
+            Err(error) if error.exit == Exit::Server => {
+                if unreachable_since.is_none() {
+                    eprintln!(
+                        "waiting for the API ({}); its agent may be the one being upgraded",
+                        error.message
+                    );
+                    unreachable_since = Some(Instant::now());
+                }
+            }
+            Err(error) => return Err(error),
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::new(
+                Exit::Timeout,
+                format!("gave up following campaign {id} after {budget:?}"),
+            )
+            .hint(format!("it goes on without this command: `kedge get upgrades {id}`")));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `kedge get upgrades [ID]`: the campaigns as a table, or one as YAML/JSON.
+pub async fn get(name: Option<&str>, format: Option<OutputFormat>, global: &GlobalArgs) -> CliResult<Exit> {
+    let (_, client) = connect(global)?;
+    let campaigns: Vec<Value> = match name {
+        Some(id) => vec![client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?],
+        None => client.get("/api/v1/upgrades").await?["items"].as_array().cloned().unwrap_or_default(),
+    };
+    match format {
+        Some(OutputFormat::Json) => {
+            let value = if name.is_some() {
+                campaigns[0].clone()
+            } else {
+                json!({"kind": "List", "items": campaigns})
+            };
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        }
+        Some(OutputFormat::Yaml) => {
+            let value = if name.is_some() {
+                campaigns[0].clone()
+            } else {
+                json!({"kind": "List", "items": campaigns})
+            };
+            print!("{}", output::to_yaml(&value));
+        }
+        Some(OutputFormat::Name) => {
+            campaigns.iter().for_each(|c| println!("upgrade/{}", c["id"].as_str().unwrap_or_default()))
+        }
+        None | Some(OutputFormat::Wide) => {
+            if campaigns.is_empty() {
+                eprintln!("No upgrade campaigns found.");
+            } else if name.is_some() {
+                print!("{}", output::upgrade_hosts_table(&campaigns[0]));
+            } else {
+                print!("{}", output::upgrades_table(&campaigns));
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// The helper container's command: replace the agent's container, print the result line, exit 0
+/// (a non-zero exit is a crash, which Docker's restart policy answers by running it again).
+pub async fn helper(args: HelperArgs) -> CliResult<Exit> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let result = match kedge_controller::docker::DockerClient::connect().await {
+        Ok(docker) => {
+            kedge_controller::upgrade::helper::run(docker, &args.container, &args.image, timeout).await
+        }
+        Err(error) => kedge_controller::upgrade::helper::HelperResult {
+            kind: kedge_controller::upgrade::helper::RESULT_KIND.to_owned(),
+            outcome: kedge_controller::upgrade::helper::HelperOutcome::Failed,
+            message: format!("cannot reach the Docker Engine: {error}"),
+            old_id: None,
+            new_id: None,
+            duration_seconds: 0.0,
+        },
+    };
+    println!("{}", serde_json::to_string(&result).unwrap_or_default());
+    Ok(Exit::Ok)
+}
+
+/// Healthy (exit 0) while the agent's heartbeats reach the store, by the age of its ready file.
+pub fn healthcheck(args: HealthcheckArgs) -> CliResult<Exit> {
+    if kedge_controller::agent::host::ready_file_is_fresh(&args.ready_file) {
+        Ok(Exit::Ok)
+    } else {
+        Err(CliError::new(
+            Exit::Changes,
+            format!(
+                "{} is missing or stale: the agent's heartbeats do not reach the store",
+                args.ready_file.display()
+            ),
+        ))
+    }
+}
+
+fn plural(hosts: usize) -> String {
+    if hosts == 1 {
+        "1 host".to_owned()
+    } else {
+        format!("{hosts} hosts")
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s or 3m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?} is not a duration like 90s or 3m")),
+    }
+}

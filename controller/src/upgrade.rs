@@ -1,0 +1,546 @@
+//! The agent upgrade campaign (docs/upgrades.md): the records it keeps in the store and the
+//! decisions the scheduler's leader takes to drive it, host by host.
+//!
+//! - A [`Campaign`] (`/kedge/v1/upgrades/campaigns/<id>`) is created by the API
+//!   (`POST /api/v1/upgrades`) with the ordered list of hosts it selected; from then on only the
+//!   scheduler's leader writes it, fenced on its term, so a new leader resumes it where it stood.
+//! - A [`HostUpgrade`] (`/kedge/v1/upgrades/hosts/<host>`) is the request to one host. The leader
+//!   writes it `Requested` (fenced); that host's agent moves it to `Upgrading` and then to its
+//!   outcome by compare-and-swap (`crate::agent::upgrade`).
+//! - [`advance`] is the leader's decision for one pass: pure, the unit tests' surface; [`drive`]
+//!   reads the store, calls it and writes what it decided.
+//! - [`helper`]: the short-lived container that replaces an agent's container (`kedge upgrade-helper`).
+//!
+//! One host at a time: the next host is asked only once the previous one reported success. A host
+//! that rolled back, failed, was NotReady or did not report in time stops the campaign; the hosts
+//! after it are left as they are and reported `Skipped`.
+
+pub mod helper;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::host::HostRecord;
+use crate::store::{keys, Fence, PutCondition, SharedStore, StoreError};
+
+/// How long past a host's own timeout the leader waits for its report: the old agent's stop grace
+/// period, the image pull, and the restored agent's report after a rollback.
+pub const REPORT_MARGIN: Duration = Duration::from_secs(60);
+/// The per-host timeout when the request names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The state of a whole campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CampaignState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// The state of one host's upgrade, in a campaign and in the host's own request key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostUpgradeState {
+    /// Not asked yet (campaign only).
+    Pending,
+    /// The leader asked; the host's agent has not picked it up yet (host key only).
+    Requested,
+    /// The helper container is replacing the agent's container.
+    Upgrading,
+    /// The new agent runs and reported in.
+    Succeeded,
+    /// The new agent did not come up in time: the old container runs again, same ID.
+    RolledBack,
+    /// Something else went wrong (no container, pull failed, no report in time, host NotReady).
+    Failed,
+    /// Not upgraded: its agent does not run in a container, or the campaign stopped before it.
+    Skipped,
+}
+
+impl HostUpgradeState {
+    /// True once nothing will change it any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            HostUpgradeState::Succeeded
+                | HostUpgradeState::RolledBack
+                | HostUpgradeState::Failed
+                | HostUpgradeState::Skipped
+        )
+    }
+}
+
+/// An agent upgrade campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Campaign {
+    pub id: String,
+    /// The target version: the image tag, and the version the agents must report.
+    pub version: String,
+    /// The label selector the hosts were chosen by (empty: every host).
+    #[serde(default)]
+    pub selector: String,
+    /// How long one host's new agent has to report in before the helper rolls back.
+    pub timeout_seconds: u64,
+    pub state: CampaignState,
+    #[serde(default)]
+    pub message: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// In the order they are upgraded.
+    pub hosts: Vec<CampaignHost>,
+}
+
+/// One host of a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CampaignHost {
+    pub name: String,
+    /// The image this host's agent moves to (`REPOSITORY:VERSION`).
+    pub image: String,
+    pub state: HostUpgradeState,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// From the leader's request to the host's final report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+/// The upgrade asked of one host, and how it went (`/kedge/v1/upgrades/hosts/<host>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostUpgrade {
+    pub campaign: String,
+    pub version: String,
+    pub image: String,
+    pub timeout_seconds: u64,
+    pub state: HostUpgradeState,
+    #[serde(default)]
+    pub message: String,
+    pub requested_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The helper container's name, once the agent started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helper: Option<String>,
+    /// The agent container being replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+/// What the leader knows of one host for a pass.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    pub ready: bool,
+    pub record: Option<HostRecord>,
+    /// The host's request key and its `mod_revision`.
+    pub upgrade: Option<(HostUpgrade, i64)>,
+}
+
+/// A write to a host's request key that a pass decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostWrite {
+    /// Ask the host to upgrade (overwrites the result of an earlier campaign).
+    Request { host: String, upgrade: HostUpgrade },
+    /// The host did not report in time: its request is closed as Failed (compare-and-swap).
+    Close { host: String, upgrade: HostUpgrade, mod_revision: i64 },
+}
+
+/// The repository of an image reference: `127.0.0.1:5000/kedge:1` -> `127.0.0.1:5000/kedge`.
+pub fn repository_of(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(name, _)| name);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
+/// Decides one pass of a running campaign: updates `campaign` in place and returns the writes to
+/// host request keys. The caller writes the campaign when it changed.
+pub fn advance(
+    campaign: &mut Campaign,
+    hosts: &BTreeMap<String, HostView>,
+    now: DateTime<Utc>,
+) -> Vec<HostWrite> {
+    if campaign.state != CampaignState::Running {
+        return Vec::new();
+    }
+    let empty = HostView::default();
+    if let Some(index) = campaign.hosts.iter().position(|h| h.state == HostUpgradeState::Upgrading) {
+        let host = &campaign.hosts[index];
+        let view = hosts.get(&host.name).unwrap_or(&empty);
+        let upgrade = view.upgrade.as_ref().filter(|(u, _)| u.campaign == campaign.id);
+        let reports_target = view.record.as_ref().is_some_and(|record| {
+            record.version == campaign.version
+                || record.container.as_ref().is_some_and(|c| c.image == host.image)
+        });
+        let started = host.started_at.as_deref().and_then(parse_time).unwrap_or(now);
+        let deadline = started
+            + chrono::Duration::from_std(Duration::from_secs(campaign.timeout_seconds) + REPORT_MARGIN)
+                .unwrap_or_default();
+        let mut writes = Vec::new();
+        let outcome = match upgrade.map(|(u, _)| (u.state, u.message.clone())) {
+            Some((HostUpgradeState::Succeeded, message)) if reports_target => {
+                Some((HostUpgradeState::Succeeded, message))
+            }
+            Some((state @ (HostUpgradeState::RolledBack | HostUpgradeState::Failed), message)) => {
+                Some((state, message))
+            }
+            _ if now > deadline => {
+                let message = format!(
+                    "no report within {}s (the new agent must report version {})",
+                    (deadline - started).num_seconds(),
+                    campaign.version
+                );
+                if let Some((upgrade, mod_revision)) = upgrade.filter(|(u, _)| !u.state.is_final()) {
+                    let closed = HostUpgrade {
+                        state: HostUpgradeState::Failed,
+                        message: message.clone(),
+                        finished_at: Some(format_time(now)),
+                        ..upgrade.clone()
+                    };
+                    writes.push(HostWrite::Close {
+                        host: host.name.clone(),
+                        upgrade: closed,
+                        mod_revision: *mod_revision,
+                    });
+                }
+                Some((HostUpgradeState::Failed, message))
+            }
+            _ => None,
+        };
+        if let Some((state, message)) = outcome {
+            let host = &mut campaign.hosts[index];
+            host.state = state;
+            host.message = message;
+            host.finished_at = Some(format_time(now));
+            host.duration_seconds = Some((now - started).num_milliseconds() as f64 / 1000.0);
+            if state != HostUpgradeState::Succeeded {
+                let name = host.name.clone();
+                stop(campaign, &name, now);
+            }
+        }
+        return writes;
+    }
+    if let Some(index) = campaign.hosts.iter().position(|h| h.state == HostUpgradeState::Pending) {
+        let name = campaign.hosts[index].name.clone();
+        let view = hosts.get(&name).unwrap_or(&empty);
+        if !view.ready {
+            let host = &mut campaign.hosts[index];
+            host.state = HostUpgradeState::Failed;
+            host.message = "host is NotReady: its agent cannot be asked".to_owned();
+            host.finished_at = Some(format_time(now));
+            stop(campaign, &name, now);
+            return Vec::new();
+        }
+        let host = &mut campaign.hosts[index];
+        host.state = HostUpgradeState::Upgrading;
+        // A request of this campaign already written (the previous leader stopped between its two
+        // writes) is not written again: the agent may already be acting on it.
+        if let Some((existing, _)) = view.upgrade.as_ref().filter(|(u, _)| u.campaign == campaign.id) {
+            host.started_at = Some(existing.requested_at.clone());
+            return Vec::new();
+        }
+        host.started_at = Some(format_time(now));
+        let upgrade = HostUpgrade {
+            campaign: campaign.id.clone(),
+            version: campaign.version.clone(),
+            image: host.image.clone(),
+            timeout_seconds: campaign.timeout_seconds,
+            state: HostUpgradeState::Requested,
+            message: String::new(),
+            requested_at: format_time(now),
+            finished_at: None,
+            helper: None,
+            old_container_id: None,
+            new_container_id: None,
+            duration_seconds: None,
+        };
+        return vec![HostWrite::Request { host: name, upgrade }];
+    }
+    campaign.state = CampaignState::Succeeded;
+    let upgraded = campaign.hosts.iter().filter(|h| h.state == HostUpgradeState::Succeeded).count();
+    campaign.message =
+        format!("{upgraded} of {} hosts upgraded to {}", campaign.hosts.len(), campaign.version);
+    campaign.finished_at = Some(format_time(now));
+    Vec::new()
+}
+
+/// Ends the campaign after `failed_host` failed: the hosts not asked yet are left as they are.
+fn stop(campaign: &mut Campaign, failed_host: &str, now: DateTime<Utc>) {
+    for host in &mut campaign.hosts {
+        if host.state == HostUpgradeState::Pending {
+            host.state = HostUpgradeState::Skipped;
+            host.message = format!("not upgraded: the campaign stopped after {failed_host} failed");
+        }
+    }
+    let reason = campaign.hosts.iter().find(|h| h.name == failed_host).map(|h| h.message.clone());
+    campaign.state = CampaignState::Failed;
+    campaign.message = format!("host {failed_host}: {}", reason.unwrap_or_default());
+    campaign.finished_at = Some(format_time(now));
+}
+
+/// One pass of the leader over every running campaign, its writes fenced on `term`. A refused fence
+/// comes back as [`StoreError::Conflict`] on the leader key: the caller steps down.
+pub(crate) async fn drive(store: &SharedStore, term: i64) -> Result<(), StoreError> {
+    let listed = store.list(keys::UPGRADE_CAMPAIGNS).await?;
+    let running: Vec<(Campaign, i64)> = listed
+        .kvs
+        .iter()
+        .filter_map(|kv| Some((serde_json::from_slice::<Campaign>(&kv.value).ok()?, kv.mod_revision)))
+        .filter(|(campaign, _)| campaign.state == CampaignState::Running)
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let views = host_views(store).await?;
+    let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
+    for (mut campaign, mod_revision) in running {
+        let before = campaign.clone();
+        let writes = advance(&mut campaign, &views, Utc::now());
+        for write in writes {
+            let (host, upgrade, condition) = match write {
+                HostWrite::Request { host, upgrade } => (host, upgrade, PutCondition::Always),
+                HostWrite::Close { host, upgrade, mod_revision } => {
+                    (host, upgrade, PutCondition::ModRevision(mod_revision))
+                }
+            };
+            tracing::info!(campaign = %campaign.id, %host, state = ?upgrade.state, "agent upgrade: host request");
+            let key = keys::host_upgrade_key(&host).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            store.put_fenced(fence, &key, to_json(&upgrade)?, condition).await?;
+        }
+        if campaign != before {
+            tracing::info!(campaign = %campaign.id, state = ?campaign.state, "agent upgrade campaign advanced");
+            let key =
+                keys::upgrade_campaign_key(&campaign.id).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            store
+                .put_fenced(fence, &key, to_json(&campaign)?, PutCondition::ModRevision(mod_revision))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every host's record, readiness and request key.
+pub async fn host_views(store: &SharedStore) -> Result<BTreeMap<String, HostView>, StoreError> {
+    let hosts = store.list(keys::HOSTS).await?;
+    let alive = store.list(keys::HOST_LEASES).await?;
+    let upgrades = store.list(keys::HOST_UPGRADES).await?;
+    let mut views: BTreeMap<String, HostView> = BTreeMap::new();
+    for kv in &hosts.kvs {
+        let Some(name) = keys::parse_host_key(&kv.key) else { continue };
+        views.entry(name.to_owned()).or_default().record = serde_json::from_slice(&kv.value).ok();
+    }
+    for kv in &alive.kvs {
+        if let Some(name) = kv.key.strip_prefix(keys::HOST_LEASES) {
+            views.entry(name.to_owned()).or_default().ready = true;
+        }
+    }
+    for kv in &upgrades.kvs {
+        let Some(name) = kv.key.strip_prefix(keys::HOST_UPGRADES) else { continue };
+        if let Ok(upgrade) = serde_json::from_slice::<HostUpgrade>(&kv.value) {
+            views.entry(name.to_owned()).or_default().upgrade = Some((upgrade, kv.mod_revision));
+        }
+    }
+    Ok(views)
+}
+
+/// A new campaign's ID: sortable by creation time, unique enough for a human to type.
+pub fn new_campaign_id(now: DateTime<Utc>) -> String {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("{}-{suffix}", now.format("%Y%m%d-%H%M%S"))
+}
+
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::host::AgentContainer;
+
+    fn campaign(hosts: &[&str]) -> Campaign {
+        Campaign {
+            id: "c1".into(),
+            version: "v2".into(),
+            selector: String::new(),
+            timeout_seconds: 60,
+            state: CampaignState::Running,
+            message: String::new(),
+            created_at: "2026-11-22T00:00:00Z".into(),
+            finished_at: None,
+            hosts: hosts
+                .iter()
+                .map(|name| CampaignHost {
+                    name: name.to_string(),
+                    image: "kedge:v2".into(),
+                    state: HostUpgradeState::Pending,
+                    message: String::new(),
+                    started_at: None,
+                    finished_at: None,
+                    duration_seconds: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn ready(version: &str) -> HostView {
+        HostView {
+            ready: true,
+            record: Some(HostRecord {
+                name: "h".into(),
+                labels: BTreeMap::new(),
+                version: version.into(),
+                docker_version: String::new(),
+                cpus: 1,
+                memory_bytes: 1,
+                started_at: String::new(),
+                last_heartbeat: String::new(),
+                container: Some(AgentContainer {
+                    id: "x".into(),
+                    name: "kedge".into(),
+                    image: format!("kedge:{version}"),
+                    image_id: "sha256:x".into(),
+                }),
+            }),
+            upgrade: None,
+        }
+    }
+
+    fn reported(view: &mut HostView, state: HostUpgradeState, message: &str) {
+        view.upgrade = Some((
+            HostUpgrade {
+                campaign: "c1".into(),
+                version: "v2".into(),
+                image: "kedge:v2".into(),
+                timeout_seconds: 60,
+                state,
+                message: message.into(),
+                requested_at: "2026-11-22T00:00:00Z".into(),
+                finished_at: None,
+                helper: None,
+                old_container_id: None,
+                new_container_id: None,
+                duration_seconds: None,
+            },
+            7,
+        ));
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        parse_time("2026-11-22T00:00:00Z").unwrap() + chrono::Duration::seconds(seconds)
+    }
+
+    fn states(campaign: &Campaign) -> Vec<HostUpgradeState> {
+        campaign.hosts.iter().map(|h| h.state).collect()
+    }
+
+    use HostUpgradeState::*;
+
+    #[test]
+    fn hosts_are_upgraded_one_at_a_time_until_all_succeeded() {
+        let mut c = campaign(&["a", "b"]);
+        let mut views = BTreeMap::from([("a".to_string(), ready("v1")), ("b".to_string(), ready("v1"))]);
+        let writes = advance(&mut c, &views, at(0));
+        assert!(matches!(&writes[..], [HostWrite::Request { host, .. }] if host == "a"));
+        assert_eq!(states(&c), vec![Upgrading, Pending]);
+        // Asked, nothing reported yet: nothing changes.
+        reported(views.get_mut("a").unwrap(), Upgrading, "");
+        assert!(advance(&mut c, &views, at(5)).is_empty());
+        assert_eq!(states(&c), vec![Upgrading, Pending]);
+        // The new agent says Succeeded but the host still reports v1: not yet.
+        reported(views.get_mut("a").unwrap(), Succeeded, "");
+        advance(&mut c, &views, at(6));
+        assert_eq!(states(&c), vec![Upgrading, Pending]);
+        let mut upgraded = ready("v2");
+        reported(&mut upgraded, Succeeded, "done");
+        views.insert("a".into(), upgraded);
+        advance(&mut c, &views, at(8));
+        assert_eq!(states(&c), vec![Succeeded, Pending]);
+        assert_eq!(c.hosts[0].duration_seconds, Some(8.0));
+        let writes = advance(&mut c, &views, at(9));
+        assert!(matches!(&writes[..], [HostWrite::Request { host, .. }] if host == "b"));
+        let mut upgraded = ready("v2");
+        reported(&mut upgraded, Succeeded, "done");
+        views.insert("b".into(), upgraded);
+        advance(&mut c, &views, at(12));
+        advance(&mut c, &views, at(13));
+        assert_eq!(c.state, CampaignState::Succeeded);
+        assert_eq!(c.message, "2 of 2 hosts upgraded to v2");
+    }
+
+    #[test]
+    fn a_rollback_stops_the_campaign_and_skips_the_rest() {
+        let mut c = campaign(&["a", "b", "c"]);
+        let mut views: BTreeMap<String, HostView> =
+            ["a", "b", "c"].iter().map(|h| (h.to_string(), ready("v1"))).collect();
+        advance(&mut c, &views, at(0));
+        reported(views.get_mut("a").unwrap(), RolledBack, "new agent exited with code 2");
+        assert!(advance(&mut c, &views, at(4)).is_empty());
+        assert_eq!(states(&c), vec![RolledBack, Skipped, Skipped]);
+        assert_eq!(c.state, CampaignState::Failed);
+        assert_eq!(c.message, "host a: new agent exited with code 2");
+        // A finished campaign is left alone.
+        assert!(advance(&mut c, &views, at(5)).is_empty());
+    }
+
+    #[test]
+    fn no_report_in_time_fails_the_host_and_closes_its_request() {
+        let mut c = campaign(&["a", "b"]);
+        let mut views: BTreeMap<String, HostView> =
+            ["a", "b"].iter().map(|h| (h.to_string(), ready("v1"))).collect();
+        advance(&mut c, &views, at(0));
+        reported(views.get_mut("a").unwrap(), Upgrading, "");
+        assert!(advance(&mut c, &views, at(119)).is_empty());
+        let writes = advance(&mut c, &views, at(121));
+        assert!(
+            matches!(&writes[..], [HostWrite::Close { host, mod_revision: 7, upgrade }] if host == "a" && upgrade.state == Failed)
+        );
+        assert_eq!(states(&c), vec![Failed, Skipped]);
+    }
+
+    #[test]
+    fn a_not_ready_host_fails_at_once_and_an_existing_request_is_not_repeated() {
+        let mut c = campaign(&["a"]);
+        let views = BTreeMap::from([("a".to_string(), HostView { ready: false, ..ready("v1") })]);
+        advance(&mut c, &views, at(0));
+        assert_eq!(states(&c), vec![Failed]);
+        assert_eq!(c.state, CampaignState::Failed);
+
+        let mut c = campaign(&["a"]);
+        let mut view = ready("v1");
+        reported(&mut view, Upgrading, "");
+        let views = BTreeMap::from([("a".to_string(), view)]);
+        assert!(advance(&mut c, &views, at(3)).is_empty());
+        assert_eq!(states(&c), vec![Upgrading]);
+        assert_eq!(c.hosts[0].started_at.as_deref(), Some("2026-11-22T00:00:00Z"));
+    }
+
+    #[test]
+    fn repositories_of_references() {
+        assert_eq!(repository_of("kedge:v1"), "kedge");
+        assert_eq!(repository_of("127.0.0.1:5000/team/kedge:v1"), "127.0.0.1:5000/team/kedge");
+        assert_eq!(repository_of("127.0.0.1:5000/kedge"), "127.0.0.1:5000/kedge");
+        assert_eq!(repository_of("kedge@sha256:abc"), "kedge");
+    }
+}
