@@ -90,7 +90,8 @@ async fn sets_apply_get_describe_diff_prune_and_delete() {
     let child: kedge_crds::Container = serde_json::from_value(serde_json::json!({
         "apiVersion": "kedge.io/v1", "kind": "Container",
         "metadata": {"name": "web-0", "namespace": ns,
-                     "labels": {"kedge.io/set": "web", "kedge.io/applyset": "sets-test"}},
+                     "labels": {"kedge.io/set": "web", "kedge.io/set-revision": "0123456789",
+                                "kedge.io/applyset": "sets-test"}},
         "spec": {"image": "kedge-test/app:v1"}
     }))
     .unwrap();
