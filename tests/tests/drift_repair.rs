@@ -44,8 +44,17 @@ async fn observe(fx: &Fixture, desired: &Container) -> (Option<ObservedContainer
             facts.registry_digest = Some(digest.digest);
         }
         if observed.state.running {
-            let processes = fx.docker.top(&observed.id).await.expect("top");
-            facts.running_processes = Some(processes.into_iter().map(|process| process.command).collect());
+            match fx.docker.top(&observed.id).await {
+                Ok(processes) => {
+                    facts.running_processes =
+                        Some(processes.into_iter().map(|process| process.command).collect())
+                }
+                // A container whose command ends may exit between the inspect and the top.
+                Err(error) => {
+                    let again = fx.docker.inspect_container(&observed.id).await.expect("inspect container");
+                    assert!(!again.is_some_and(|c| c.state.running), "top of a running container: {error:?}");
+                }
+            }
         }
     }
     (observed, facts)

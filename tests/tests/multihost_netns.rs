@@ -570,3 +570,130 @@ fn sorted(names: &[String]) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A ContainerSet of three replicas on the three namespaced hosts, rolled by batches of one: to a
+/// broken image it stops after the first batch and rolls back (the other replicas' containers never
+/// change), to a good image it completes, each replica on its own host's engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicated_spec_rolls_back_a_broken_image_and_completes_a_good_one_across_namespaced_hosts() {
+    let started = Instant::now();
+    let id = run_id();
+    let namespace = format!("t{id}");
+    let images = ["kedge-test/app:v1", "kedge-test/app:v2", "kedge-test/fail:latest"];
+    let mut cluster = Cluster::start(3, 3, &images).await;
+    let store = cluster.store().await;
+    for host in cluster.hosts.iter_mut() {
+        host.start_agent(agent_options(("zone", "b")));
+    }
+    for host in &cluster.hosts {
+        wait_host_ready(&store, &host.name).await;
+    }
+    let set_name = format!("rs-{id}");
+    let children: Vec<String> = (0..3).map(|ordinal| format!("{set_name}-{ordinal}")).collect();
+    let document = |image: &str| -> kedge_crds::ContainerSet {
+        serde_json::from_value(json!({
+            "apiVersion": "kedge.io/v1", "kind": "ContainerSet",
+            "metadata": {"name": set_name, "namespace": namespace},
+            "spec": {
+                "replicas": 3,
+                "template": {"spec": {"image": image, "stopGracePeriod": "1s"}},
+                "rollingUpdate": {"batchSize": 1, "healthTimeout": "60s"}
+            }
+        }))
+        .expect("a valid set")
+    };
+    let apply = |image: &'static str| {
+        let (store, set) = (store.clone(), document(image));
+        async move {
+            eventually("apply the set", READY, || async {
+                objects::apply_set(store.as_ref(), &set, None).await.ok()
+            })
+            .await
+        }
+    };
+    let progressing = || async {
+        let (status, _) = objects::get_set_status(store.as_ref(), &namespace, &set_name).await.ok()??;
+        let condition = status.condition("Progressing")?.clone();
+        Some((condition.reason, status))
+    };
+    // Where each child's container runs, from the engines themselves: name -> (host index, ID, image).
+    let on_engines = || -> BTreeMap<String, (usize, String, String)> {
+        let mut found = BTreeMap::new();
+        for (i, host) in cluster.hosts.iter().enumerate() {
+            for seen in containers_on(host).into_iter().filter(|seen| children.contains(&seen.name)) {
+                let image = host.docker(&["inspect", "-f", "{{.Config.Image}}", &seen.name]);
+                let image = String::from_utf8_lossy(&image.stdout).trim().to_owned();
+                let previous = found.insert(seen.name.clone(), (i, seen.id, image));
+                assert!(previous.is_none(), "{} runs on two engines", seen.name);
+            }
+        }
+        found
+    };
+    let settled_on = |image: &'static str, reason: &'static str| {
+        let (store, namespace, children) = (store.clone(), namespace.clone(), children.clone());
+        let progressing = &progressing;
+        async move {
+            eventually(&format!("every replica Ready on {image}, the set {reason}"), READY, || async {
+                let (now, _) = progressing().await?;
+                for child in &children {
+                    let spec = objects::get_container(store.as_ref(), &namespace, child).await.ok()??;
+                    let (status, _) = objects::get_status(store.as_ref(), &namespace, child).await.ok()??;
+                    let holds = |kind: &str| {
+                        status.condition(kind).is_some_and(|c| c.status == kedge_crds::ConditionStatus::True)
+                    };
+                    let current = status.observed_generation == spec.metadata.generation;
+                    if spec.spec.image.to_string() != image || !current || !holds("Ready") || !holds("Synced")
+                    {
+                        return None;
+                    }
+                }
+                (now == reason).then_some(())
+            })
+            .await
+        }
+    };
+
+    apply("kedge-test/app:v1").await;
+    settled_on("kedge-test/app:v1", "RolloutComplete").await;
+    let before = on_engines();
+    let hosts: std::collections::BTreeSet<usize> = before.values().map(|(host, _, _)| *host).collect();
+    assert_eq!(hosts.len(), 3, "one replica per namespaced host: {before:?}");
+
+    // The broken image: the first batch fails and is rolled back; the others never change.
+    let rollout = Instant::now();
+    apply("kedge-test/fail:latest").await;
+    let most_on_broken = std::cell::Cell::new(0);
+    let (reason, status) = eventually("the broken rollout rolled back", READY, || async {
+        let on_broken =
+            on_engines().values().filter(|(_, _, image)| image == "kedge-test/fail:latest").count();
+        most_on_broken.set(most_on_broken.get().max(on_broken));
+        progressing().await.filter(|(reason, _)| reason == "RolledBack")
+    })
+    .await;
+    let rolled_back = rollout.elapsed();
+    assert_eq!(reason, "RolledBack");
+    assert!(most_on_broken.get() <= 1, "at most the first batch ran the broken image");
+    let message = status.failure_message.unwrap_or_default();
+    assert!(message.contains(&children[0]), "the failure names the first batch's child: {message}");
+    settled_on("kedge-test/app:v1", "RolledBack").await;
+    let after = on_engines();
+    assert_eq!(after, before, "every replica runs its original container again, on its host");
+
+    // The good image: completes, batch by batch, every replica on v2 on its own host.
+    let rollout = Instant::now();
+    apply("kedge-test/app:v2").await;
+    settled_on("kedge-test/app:v2", "RolloutComplete").await;
+    let completed = rollout.elapsed();
+    let done = on_engines();
+    assert_eq!(done.len(), 3, "{done:?}");
+    for (child, (host, id, image)) in &done {
+        assert_eq!(image, "kedge-test/app:v2", "{child}");
+        assert_eq!(*host, before[child].0, "{child} stayed on its host");
+        assert_ne!(id, &before[child].1, "{child} was recreated");
+    }
+    eprintln!(
+        "replicas across namespaces: broken rollout rolled back in {rolled_back:?}, good one completed \
+         in {completed:?}, total {:?}",
+        started.elapsed()
+    );
+}

@@ -1,7 +1,7 @@
 //! The agent upgrade campaign end to end (docs/upgrades.md): three agents running *in containers*
 //! (kedge's own image, built from the binary under test by scripts/build-image), one per Docker
-//! engine, on one etcd. `kedge upgrade agents --version v2` rolls them host by host, each through a
-//! helper container; then a campaign to a broken image (its binary exits at once) fails on its first
+//! engine, on a three-member etcd. `kedge upgrade agents --version v2` rolls them host by host, each
+//! through a helper container; then a campaign to a broken image (its binary exits at once) fails on its first
 //! host, which gets its old agent container back with the same ID, and leaves the other hosts alone.
 //!
 //! Each host is an engine in its own network namespace (kedge_tests::netns). The agent containers use
@@ -187,7 +187,7 @@ async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_t
     let (_images, images) = build_images(&id);
     let [v1, v2, _] = images.clone();
     let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
-    let cluster = Cluster::start(3, 1, &loaded).await;
+    let cluster = Cluster::start(3, 3, &loaded).await;
     let store = cluster.store().await;
     let work = tempfile::tempdir().unwrap();
     let hosts: Vec<Host> = cluster
