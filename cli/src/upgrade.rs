@@ -26,7 +26,8 @@ kedge upgrade agents --version 0.3.0 --image registry.example.com/kedge -l zone=
 Each selected host's agent starts a helper container that replaces the agent's container with one\n\
 on REPOSITORY:VERSION (same configuration) and rolls back to the old container when the new agent\n\
 does not report in within --timeout. The first host that fails stops the campaign.\n\
-Exit codes: 0 every host upgraded, 1 the campaign failed (a host rolled back or failed),\n\
+Exit codes: 0 every selected host that could be was upgraded (NotReady hosts and agents outside\n\
+containers are listed Skipped), 1 the campaign failed (a host rolled back or failed),\n\
 2 usage, 5 server error, 6 gave up waiting (the campaign goes on; see `kedge get upgrades`).")]
     Agents(AgentsArgs),
 }

@@ -295,18 +295,39 @@ fn stop(campaign: &mut Campaign, failed_host: &str, now: DateTime<Utc>) {
 /// comes back as [`StoreError::Conflict`] on the leader key: the caller steps down.
 pub(crate) async fn drive(store: &SharedStore, term: i64) -> Result<(), StoreError> {
     let listed = store.list(keys::UPGRADE_CAMPAIGNS).await?;
-    let running: Vec<(Campaign, i64)> = listed
+    let mut running: Vec<(Campaign, i64, i64)> = listed
         .kvs
         .iter()
-        .filter_map(|kv| Some((serde_json::from_slice::<Campaign>(&kv.value).ok()?, kv.mod_revision)))
-        .filter(|(campaign, _)| campaign.state == CampaignState::Running)
+        .filter_map(|kv| {
+            let campaign = serde_json::from_slice::<Campaign>(&kv.value).ok()?;
+            Some((campaign, kv.mod_revision, kv.create_revision))
+        })
+        .filter(|(campaign, _, _)| campaign.state == CampaignState::Running)
         .collect();
     if running.is_empty() {
         return Ok(());
     }
-    let views = host_views(store).await?;
     let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
-    for (mut campaign, mod_revision) in running {
+    // One campaign at a time, the first created. The API refuses a second one, but two requests at
+    // the same moment can both pass its check: the later ones fail here before touching any host.
+    running.sort_by_key(|(_, _, created)| *created);
+    for (mut later, mod_revision, _) in running.split_off(1) {
+        let first = &running[0].0.id;
+        for host in &mut later.hosts {
+            if host.state == HostUpgradeState::Pending {
+                host.state = HostUpgradeState::Skipped;
+                host.message = format!("not upgraded: campaign {first} was already running");
+            }
+        }
+        later.state = CampaignState::Failed;
+        later.message = format!("campaign {first} was already running; start this one again when it ends");
+        later.finished_at = Some(format_time(Utc::now()));
+        tracing::warn!(campaign = %later.id, %first, "agent upgrade: a second campaign refused");
+        let key = keys::upgrade_campaign_key(&later.id).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        store.put_fenced(fence, &key, to_json(&later)?, PutCondition::ModRevision(mod_revision)).await?;
+    }
+    let views = host_views(store).await?;
+    for (mut campaign, mod_revision, _) in running {
         let before = campaign.clone();
         let writes = advance(&mut campaign, &views, Utc::now());
         for write in writes {

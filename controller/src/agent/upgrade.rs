@@ -90,6 +90,18 @@ async fn start(
             return conclude(agent, key, upgrade, mod_revision, HostUpgradeState::Failed, message).await;
         }
     }
+    // Never two helpers on one host: a second one would take the first one's half-done recreate for
+    // an interrupted one and finish or undo it underneath it.
+    let filter = crate::docker::ContainerFilter {
+        labels: vec![format!("{}={host}", helper::HELPER_LABEL)],
+        name: None,
+    };
+    if let Some(busy) =
+        agent.docker.list_containers(&filter).await?.into_iter().find(|c| c.state == "running")
+    {
+        let message = format!("the upgrade helper {} of an earlier request is still running", busy.name);
+        return conclude(agent, key, upgrade, mod_revision, HostUpgradeState::Failed, message).await;
+    }
     let Some(observed) = agent.docker.inspect_container(&own.id).await? else {
         let message = format!("the agent's container {} is gone from the engine", own.id);
         return conclude(agent, key, upgrade, mod_revision, HostUpgradeState::Failed, message).await;
