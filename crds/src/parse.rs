@@ -297,6 +297,17 @@ fn finish_loading(
     Err(SpecErrors(errors))
 }
 
+/// An error about the field at `path` of a document of `file`, found at `position`.
+fn error_in(file: &str, position: Position, path: &str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        file: file.to_owned(),
+        line: position.line,
+        column: position.column,
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
 impl ParsedContainer {
     /// The position of the field at `path` (`spec.ports[1]`), or of its nearest ancestor in the file.
     pub fn position_of(&self, path: &str) -> Position {
@@ -305,26 +316,12 @@ impl ParsedContainer {
 
     /// An error about the field at `path` of this document.
     pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
-        let position = self.position_of(path);
-        SpecError {
-            file: self.file.clone(),
-            line: position.line,
-            column: position.column,
-            path: path.to_owned(),
-            message: message.into(),
-        }
+        error_in(&self.file, self.position_of(path), path, message)
     }
 
     /// An error about the key of the map entry at `path` (`spec.env.FOO`: the name `FOO` itself).
     pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
-        let position = self.positions.key_position(path).unwrap_or(self.position);
-        SpecError {
-            file: self.file.clone(),
-            line: position.line,
-            column: position.column,
-            path: path.to_owned(),
-            message: message.into(),
-        }
+        error_in(&self.file, self.positions.key_position(path).unwrap_or(self.position), path, message)
     }
 }
 
@@ -336,26 +333,12 @@ impl ParsedContainerSet {
 
     /// An error about the field at `path` of this document.
     pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
-        let position = self.position_of(path);
-        SpecError {
-            file: self.file.clone(),
-            line: position.line,
-            column: position.column,
-            path: path.to_owned(),
-            message: message.into(),
-        }
+        error_in(&self.file, self.position_of(path), path, message)
     }
 
     /// An error about the key of the map entry at `path`.
     pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
-        let position = self.positions.key_position(path).unwrap_or(self.position);
-        SpecError {
-            file: self.file.clone(),
-            line: position.line,
-            column: position.column,
-            path: path.to_owned(),
-            message: message.into(),
-        }
+        error_in(&self.file, self.positions.key_position(path).unwrap_or(self.position), path, message)
     }
 }
 
