@@ -14,7 +14,9 @@
 //! ContainerSets follow the same rules at [`keys::set_key`] / [`keys::set_status_key`]; their status is
 //! written only by the scheduler's leader, fenced on its term.
 
-use kedge_crds::{Container, ContainerSet, ContainerSetStatus, ContainerStatus, DEFAULT_NAMESPACE};
+use kedge_crds::{
+    Container, ContainerSet, ContainerSetStatus, ContainerStatus, ObjectMeta, DEFAULT_NAMESPACE,
+};
 
 use super::keys;
 use super::{DeleteCondition, Fence, KeyValue, PutCondition, Store, StoreError};
@@ -102,20 +104,13 @@ pub fn next_stored(
     next.status = None;
     next.metadata.resource_version = None;
     next.metadata.namespace = namespace_of(desired).to_owned();
+    let spec_changed = current.is_some_and(|current| {
+        serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok()
+    });
+    carry_metadata(current.map(|c| &c.metadata), &mut next.metadata, spec_changed, new_uid, now_rfc3339);
     match current {
-        None => {
-            next.metadata.uid = Some(new_uid.to_owned());
-            next.metadata.creation_timestamp = Some(now_rfc3339.to_owned());
-            next.metadata.generation = Some(1);
-            Some((next, ApplyOutcome::Created))
-        }
+        None => Some((next, ApplyOutcome::Created)),
         Some(current) => {
-            let spec_changed =
-                serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok();
-            let generation = current.metadata.generation.unwrap_or(1);
-            next.metadata.uid = current.metadata.uid.clone();
-            next.metadata.creation_timestamp = current.metadata.creation_timestamp.clone();
-            next.metadata.generation = Some(if spec_changed { generation + 1 } else { generation });
             let mut stored = current.clone();
             stored.metadata.resource_version = None;
             stored.status = None;
@@ -199,15 +194,47 @@ pub async fn get_status(
 }
 
 fn namespace_of(c: &Container) -> &str {
-    if c.metadata.namespace.is_empty() {
-        DEFAULT_NAMESPACE
-    } else {
-        &c.metadata.namespace
-    }
+    namespace_or_default(&c.metadata)
 }
 
 fn resource_version(c: &Container) -> i64 {
-    c.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+    revision_of(&c.metadata)
+}
+
+/// The generation rule every kind follows: a new object gets a uid, a creation time and generation 1;
+/// an update keeps its uid and creation time, and moves its generation only when its spec changed.
+fn carry_metadata(
+    current: Option<&ObjectMeta>,
+    next: &mut ObjectMeta,
+    spec_changed: bool,
+    new_uid: &str,
+    now_rfc3339: &str,
+) {
+    match current {
+        None => {
+            next.uid = Some(new_uid.to_owned());
+            next.creation_timestamp = Some(now_rfc3339.to_owned());
+            next.generation = Some(1);
+        }
+        Some(current) => {
+            let generation = current.generation.unwrap_or(1);
+            next.uid = current.uid.clone();
+            next.creation_timestamp = current.creation_timestamp.clone();
+            next.generation = Some(if spec_changed { generation + 1 } else { generation });
+        }
+    }
+}
+
+fn namespace_or_default(meta: &ObjectMeta) -> &str {
+    if meta.namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        &meta.namespace
+    }
+}
+
+fn revision_of(meta: &ObjectMeta) -> i64 {
+    meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Writes the spec of `desired` the way [`apply_container`] does (the generation rule), once, only if
@@ -259,21 +286,15 @@ pub async fn apply_set(
         next.status = None;
         next.metadata.resource_version = None;
         next.metadata.namespace = ns.clone();
+        let spec_changed = current.as_ref().is_some_and(|current| {
+            serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok()
+        });
+        let uid = uuid::Uuid::new_v4().to_string();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        carry_metadata(current.as_ref().map(|c| &c.metadata), &mut next.metadata, spec_changed, &uid, &now);
         let outcome = match &current {
-            None => {
-                next.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
-                next.metadata.creation_timestamp =
-                    Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                next.metadata.generation = Some(1);
-                ApplyOutcome::Created
-            }
+            None => ApplyOutcome::Created,
             Some(current) => {
-                let spec_changed =
-                    serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok();
-                let generation = current.metadata.generation.unwrap_or(1);
-                next.metadata.uid = current.metadata.uid.clone();
-                next.metadata.creation_timestamp = current.metadata.creation_timestamp.clone();
-                next.metadata.generation = Some(if spec_changed { generation + 1 } else { generation });
                 let mut stored = current.clone();
                 stored.metadata.resource_version = None;
                 stored.status = None;
@@ -362,13 +383,9 @@ pub async fn get_set_status(
 }
 
 fn set_namespace(set: &ContainerSet) -> &str {
-    if set.metadata.namespace.is_empty() {
-        DEFAULT_NAMESPACE
-    } else {
-        &set.metadata.namespace
-    }
+    namespace_or_default(&set.metadata)
 }
 
 fn set_resource_version(set: &ContainerSet) -> i64 {
-    set.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+    revision_of(&set.metadata)
 }
