@@ -3,7 +3,7 @@
 //! exactly one container per spec, running the new image, no recreate leftovers, and no foreign
 //! container was touched.
 
-mod api_support;
+use crate::api_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

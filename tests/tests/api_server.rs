@@ -1,7 +1,7 @@
 //! The HTTP API against an embedded store: authentication, validation, limits, optimistic concurrency,
 //! label selectors, status merging and the watch stream. No Docker needed.
 
-mod api_support;
+use crate::api_support;
 
 use api_support::{http, http_unix, spec_json, unique, TestServer};
 use kedge_controller::store::objects;

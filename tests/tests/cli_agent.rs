@@ -2,7 +2,7 @@
 //! token (0600) and socket, apply makes a real container, wait/get/describe see the agent's status, and
 //! delete removes the container. Needs `scripts/test-env up` (fails loudly without it).
 
-mod api_support;
+use crate::api_support;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;

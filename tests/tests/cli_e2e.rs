@@ -1,7 +1,7 @@
 //! The real `kedge` binary against a real API server (in-process, on an embedded store): apply a
 //! directory, get, describe, diff, wait, delete, prune, watch, configuration and exit codes.
 
-mod api_support;
+use crate::api_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! agent): apply of a file mixing both kinds, get, describe, diff, prune (which never prunes a set's
 //! children), invalid input and delete, with their exit codes.
 
-mod api_support;
+use crate::api_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

@@ -1,6 +1,6 @@
 //! The Docker driver against the real engine: create/inspect round trip, images, exec, logs, events.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

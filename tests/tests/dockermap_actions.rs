@@ -4,7 +4,7 @@
 //! startup replacing exactly the container that ended with a non-recoverable code; shutdown keeping
 //! persistent (orphan) specs; and `kedge run --script`. Needs `scripts/test-env up`.
 
-mod api_support;
+use crate::api_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};

@@ -2,7 +2,7 @@
 //! executor: in place where Docker allows it (same container ID), by a safe recreate where not.
 //! And the property everything rests on: a container freshly created from a spec plans to nothing.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::time::Duration;
 

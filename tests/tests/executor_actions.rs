@@ -1,6 +1,6 @@
 //! The executor's in-place actions and ownership rules against the real engine.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::time::Duration;
 

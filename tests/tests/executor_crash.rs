@@ -6,7 +6,7 @@
 //! aborts there. When this binary was built without the feature, the harness builds a copy with it
 //! (`cargo test --no-run`) once; CI avoids that by testing with `--features kedge-controller/failpoints`.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! The safe recreate against the real engine: what survives it, and rollback to the same container.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::io::{Read, Write};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `kedge check`, the container updater, on containers started by hand with `docker run`: the
 //! walkthrough of docs/updater.md (local rebuild of the same tag) and the registry flow (`--pull`).
 
-mod updater_support;
+use crate::updater_support;
 
 use std::time::Instant;
 

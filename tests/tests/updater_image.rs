@@ -1,7 +1,7 @@
 //! kedge's own container image (scripts/build-image, FROM scratch) run with the Docker socket
 //! mounted: it lists the running containers without itself and answers `check` as the host binary does.
 
-mod updater_support;
+use crate::updater_support;
 
 use std::process::Command;
 

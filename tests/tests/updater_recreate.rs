@@ -2,7 +2,7 @@
 //! every network with its aliases and static address survives, `--cleanup` removes the old image,
 //! and a new container that fails to start rolls back to the very same old container.
 
-mod updater_support;
+use crate::updater_support;
 
 use std::sync::Arc;
 use std::time::Instant;

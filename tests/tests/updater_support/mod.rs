@@ -7,10 +7,9 @@ use std::process::Output;
 
 use kedge_tests::{run_id, EngineCleanup, TestEnv, TEST_LABEL};
 
-#[path = "../api_support/mod.rs"]
-pub mod api_support;
+pub(crate) use crate::api_support;
 
-pub use api_support::{kedge_bin, stderr, stdout};
+pub(crate) use api_support::{kedge_bin, stderr, stdout};
 pub use kedge_tests::docker_cli;
 
 /// One test's world: a run id, a scratch directory, and guards that remove the containers and

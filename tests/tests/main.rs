@@ -1,0 +1,39 @@
+//! kedge's integration and end-to-end tests, linked into one binary: each file beside this one is a
+//! module. One binary instead of one per file keeps a build to a single link of the whole stack
+//! (34 links filled a CI machine's disk) while nextest still runs every test in its own process.
+
+mod api_support;
+mod docker_support;
+mod updater_support;
+
+mod agent_backoff;
+mod agent_chaos;
+mod agent_dependents;
+mod agent_engine_restart;
+mod agent_host;
+mod agent_outage;
+mod agent_ownership;
+mod agent_repairs;
+mod agent_restart;
+mod api_server;
+mod cli_agent;
+mod cli_e2e;
+mod cli_sets;
+mod docker_client;
+mod dockermap_actions;
+mod drift_repair;
+mod environment;
+mod executor_actions;
+mod executor_crash;
+mod executor_recreate;
+mod multihost_failover;
+mod multihost_leader;
+mod multihost_netns;
+mod multihost_placement;
+mod multihost_replicas;
+mod multihost_upgrade;
+mod store_embedded_crash;
+mod store_etcd;
+mod updater_check;
+mod updater_image;
+mod updater_recreate;
