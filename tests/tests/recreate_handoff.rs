@@ -150,6 +150,13 @@ fn check_autoupdate_and_recreate_of_a_managed_container_go_through_its_agent() {
     assert!(stderr(&updated).contains("handing the recreate to its agent"), "{}", stderr(&updated));
     assert_settled(&name, &key, &second);
     assert_eq!(stdout(&docker_ok(&["exec", &name, "cat", "/data/keep.txt"])), "precious\n");
+    // describe names the image's anonymous volume, so a user can find it.
+    let volume = inspect("{{range .Mounts}}{{.Name}}{{end}}", &name);
+    let line = format!("/data <- volume {volume}");
+    poll("describe to show the volume", Duration::from_secs(30), || {
+        let described = stdout(&kedge(&t, &agent, &["describe", "container", &name, "-n", &namespace]));
+        described.contains(&line).then_some(())
+    });
 
     // kedge recreate: the same, on the same image.
     let recreated = kedge(&t, &agent, &["recreate", &name]);
