@@ -273,4 +273,46 @@ async fn agent_recreates_and_rollbacks_keep_spec_and_image_anonymous_volumes() {
     assert_eq!(exec(&name, "cat /data/keep.txt /cache/keep.txt"), "image-volume\nspec-volume\n");
     assert_eq!(volumes_of(&name), volumes);
     assert_none_dangling(&volumes);
+    let label = format!("label={}={}", kedge_tests::TEST_LABEL, cleanup.run_id);
+    let listed = stdout(&docker_ok(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]));
+    assert_eq!(listed.trim(), name, "nothing left under a temporary name");
+}
+
+#[test]
+fn an_update_that_turns_unhealthy_rolls_back_to_the_old_container_stopped_gracefully() {
+    let t = Updater::new();
+    let repository = format!("kedge-test/hc-{}", t.run);
+    build(&t, &repository, "FROM kedge-test/health:latest\nLABEL app.version=1\n");
+    let app = t.name("hc");
+    let label = t.label();
+    docker_ok(&["run", "-d", "--name", &app, "--label", &label, "-v", "/state", &repository]);
+    let healthy = || inspect("{{.State.Health.Status}}", &app) == "healthy";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !healthy() {
+        assert!(std::time::Instant::now() < deadline, "the container never turned healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    exec(&app, "echo kept >/state/file");
+    let volumes = volumes_of(&app);
+    let old_id = inspect("{{.Id}}", &app);
+
+    // The new image starts, but its healthcheck fails: not a success, the old container is back.
+    build(&t, &repository, "FROM kedge-test/health:latest\nRUN touch /tmp/unhealthy\n");
+    let started = std::time::Instant::now();
+    let failed = t.kedge(&["check", "--autoupdate", &app]);
+    eprintln!("failed autoupdate took {:?}", started.elapsed());
+    assert_eq!(code(&failed), 5, "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("unhealthy") || stderr(&failed).contains("Unhealthy"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(inspect("{{.Id}} {{.State.Running}}", &app), format!("{old_id} true"));
+    // Its PID 1 got SIGTERM and exited on its own: stopped gracefully, not killed.
+    let logs = docker_ok(&["logs", &app]);
+    assert!(stdout(&logs).contains("got SIGTERM, exiting"), "{}", stdout(&logs));
+    assert_eq!(exec(&app, "cat /state/file"), "kept\n");
+    assert_eq!(volumes_of(&app), volumes);
+    assert_none_dangling(&volumes);
+    assert_no_temporary_names(&t);
 }
