@@ -51,7 +51,7 @@ fn failpoint_binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
             let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
             let output = Command::new(cargo)
-                .args(["test", "--manifest-path", manifest, "--test", "executor_crash", "--no-run"])
+                .args(["test", "--manifest-path", manifest, "--test", "it", "--no-run"])
                 .args(["--features", "kedge-controller/failpoints", "--message-format=json"])
                 .output()
                 .expect("run cargo to build the failpoint binary");
@@ -64,7 +64,7 @@ fn failpoint_binary() -> PathBuf {
             stdout
                 .lines()
                 .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter(|m| m["target"]["name"] == "executor_crash")
+                .filter(|m| m["target"]["name"] == "it")
                 .find_map(|m| m["executable"].as_str().map(PathBuf::from))
                 .expect("cargo reports the test executable")
         })
@@ -75,7 +75,8 @@ fn failpoint_binary() -> PathBuf {
 fn crash_child_at(run: &str, what: &str, new_image: &str, failpoint: &str) {
     let binary = failpoint_binary();
     let output = Command::new(&binary)
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        // The one test binary names the child by its module path.
+        .args(["executor_crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{run}|{what}|{new_image}"))
         .env(failpoint::ENV, failpoint)
         .output()
