@@ -97,6 +97,7 @@ fn assert_settled(name: &str, key: &str, id: &str) {
 
 #[test]
 fn check_autoupdate_and_recreate_of_a_managed_container_go_through_its_agent() {
+    let cleanup_volumes = crate::recreate_volumes::VolumeCleanup::default();
     let t = Updater::new();
     let repository = format!("kedge-test/handoff-{}", t.run);
     let build = |version: &str| {
@@ -139,6 +140,7 @@ fn check_autoupdate_and_recreate_of_a_managed_container_go_through_its_agent() {
     assert!(waited.status.success(), "{}", stderr(&waited));
     docker_ok(&["exec", &name, "sh", "-c", "echo precious >/data/keep.txt"]);
     let first = inspect("{{.Id}}", &name);
+    cleanup_volumes.keep([format!("/data={}", inspect("{{range .Mounts}}{{.Name}}{{end}}", &name))].into());
 
     // check --autoupdate: handed to the agent, which recreates on the new image, once.
     let v2 = build("2");

@@ -22,6 +22,30 @@ fn volumes_of(container: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Removes the volumes it was given when dropped: declared before the test's container cleanup, it
+/// runs after it. Needed because a carried volume is mounted by name, which `docker rm -v` keeps.
+#[derive(Default)]
+pub(crate) struct VolumeCleanup(std::sync::Mutex<BTreeSet<String>>);
+
+impl VolumeCleanup {
+    /// Remembers the volumes of `volumes_of`'s answer; returns it.
+    pub(crate) fn keep(&self, volumes: BTreeSet<String>) -> BTreeSet<String> {
+        let mut names = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        names.extend(
+            volumes.iter().map(|v| v.split_once('=').map_or(v.as_str(), |(_, name)| name).to_owned()),
+        );
+        volumes
+    }
+}
+
+impl Drop for VolumeCleanup {
+    fn drop(&mut self) {
+        for name in self.0.get_mut().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = docker_cli(&["volume", "rm", "-f", name]);
+        }
+    }
+}
+
 /// The names of the dangling volumes (mounted by no container) on the engine.
 fn dangling() -> BTreeSet<String> {
     stdout(&docker_ok(&["volume", "ls", "-q", "--filter", "dangling=true"]))
@@ -65,6 +89,7 @@ fn exec(container: &str, script: &str) -> String {
 
 #[test]
 fn check_autoupdate_recreate_and_a_failed_update_keep_the_image_volume_data() {
+    let cleanup_volumes = VolumeCleanup::default();
     let t = Updater::new();
     let repository = format!("kedge-test/db-{}", t.run);
     build(&t, &repository, "FROM kedge-test/volume:latest\nLABEL app.version=1\n");
@@ -82,7 +107,7 @@ fn check_autoupdate_recreate_and_a_failed_update_keep_the_image_volume_data() {
         &repository,
     ]);
     exec(&db, "echo precious >/data/keep.txt");
-    let volumes = volumes_of(&db);
+    let volumes = cleanup_volumes.keep(volumes_of(&db));
     assert_eq!(volumes.len(), 1, "one anonymous volume at /data: {volumes:?}");
     let dangling_before = dangling().len();
 
@@ -123,6 +148,7 @@ fn check_autoupdate_recreate_and_a_failed_update_keep_the_image_volume_data() {
 
 #[test]
 fn autoupdate_keeps_user_options_and_takes_the_new_image_defaults() {
+    let cleanup_volumes = VolumeCleanup::default();
     let t = Updater::new();
     let repository = format!("kedge-test/svc-{}", t.run);
     build(&t, &repository, "FROM kedge-test/service:latest\n");
@@ -149,7 +175,7 @@ fn autoupdate_keeps_user_options_and_takes_the_new_image_defaults() {
     assert_eq!(exec(&svc, "id -u").trim(), "1000");
     // The anonymous volume is root's, as Docker makes it; the user's data is written by root.
     docker_ok(&["exec", "-u", "0", &svc, "sh", "-c", "echo warm >/cache/entry"]);
-    let volumes = volumes_of(&svc);
+    let volumes = cleanup_volumes.keep(volumes_of(&svc));
 
     // The new image changes every default a container inherits: they must not stay frozen.
     let v2 = build(
@@ -199,6 +225,7 @@ fn eventually_ok(container: &str, script: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_recreates_and_rollbacks_keep_spec_and_image_anonymous_volumes() {
+    let cleanup_volumes = VolumeCleanup::default();
     let id = run_id();
     let cleanup = EngineCleanup::new(&id);
     let namespace = format!("t{id}");
@@ -219,7 +246,7 @@ async fn agent_recreates_and_rollbacks_keep_spec_and_image_anonymous_volumes() {
         .expect("apply");
     wait_ready(agent.store.as_ref(), &namespace, &name, Duration::from_secs(60)).await;
     exec(&name, "echo image-volume >/data/keep.txt; echo spec-volume >/cache/keep.txt");
-    let volumes = volumes_of(&name);
+    let volumes = cleanup_volumes.keep(volumes_of(&name));
     assert_eq!(volumes.len(), 2, "/data from the image, /cache from the spec: {volumes:?}");
     let first_id = inspect("{{.Id}}", &name);
 
@@ -280,6 +307,7 @@ async fn agent_recreates_and_rollbacks_keep_spec_and_image_anonymous_volumes() {
 
 #[test]
 fn an_update_that_turns_unhealthy_rolls_back_to_the_old_container_stopped_gracefully() {
+    let cleanup_volumes = VolumeCleanup::default();
     let t = Updater::new();
     let repository = format!("kedge-test/hc-{}", t.run);
     build(&t, &repository, "FROM kedge-test/health:latest\nLABEL app.version=1\n");
@@ -293,7 +321,7 @@ fn an_update_that_turns_unhealthy_rolls_back_to_the_old_container_stopped_gracef
         std::thread::sleep(Duration::from_millis(200));
     }
     exec(&app, "echo kept >/state/file");
-    let volumes = volumes_of(&app);
+    let volumes = cleanup_volumes.keep(volumes_of(&app));
     let old_id = inspect("{{.Id}}", &app);
 
     // The new image starts, but its healthcheck fails: not a success, the old container is back.
