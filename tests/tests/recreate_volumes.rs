@@ -344,3 +344,22 @@ fn an_update_that_turns_unhealthy_rolls_back_to_the_old_container_stopped_gracef
     assert_none_dangling(&volumes);
     assert_no_temporary_names(&t);
 }
+
+#[test]
+fn kedge_recreate_finds_a_container_a_crash_left_aside_and_keeps_its_volume() {
+    let cleanup_volumes = VolumeCleanup::default();
+    let t = Updater::new();
+    let db = t.name("aside");
+    let label = t.label();
+    docker_ok(&["run", "-d", "--name", &db, "--label", &label, "kedge-test/volume:latest"]);
+    exec(&db, "echo precious >/data/keep.txt");
+    let volumes = cleanup_volumes.keep(volumes_of(&db));
+    // What a recreate killed after step 3 leaves: the old container under its aside name only.
+    docker_ok(&["rename", &db, &format!("{db}-kedge-old-ab12cd34")]);
+    let recreated = t.kedge(&["recreate", &db]);
+    assert_eq!(code(&recreated), 0, "{}", stderr(&recreated));
+    assert_eq!(exec(&db, "cat /data/keep.txt"), "precious\n");
+    assert_eq!(volumes_of(&db), volumes);
+    assert_none_dangling(&volumes);
+    assert_no_temporary_names(&t);
+}

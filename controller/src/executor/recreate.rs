@@ -183,6 +183,9 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> ExecutorResult<RecreateReport> {
+        // An interrupted recreate may have left the container under its aside name: finish or undo
+        // it first, so the container is found under its own name.
+        self.recover_name(name, strategy).await?;
         let old = self
             .inspect(name)
             .await?
