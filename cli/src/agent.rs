@@ -87,7 +87,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let token = api::token::load_or_create_token(&args.state_dir)
         .with_context(|| format!("cannot create the API token in {}", args.state_dir.display()))?;
     let state = ApiState {
-        recreate: Some(kedge_controller::updater::recreate_handler(docker.clone())),
+        // A managed container's recreate runs in its key's worker: one writer per container.
+        recreate: Some(kedge_controller::updater::agent_recreate_handler(
+            docker.clone(),
+            host_name.clone(),
+            config.requests.clone(),
+        )),
         docker: Some(docker.clone()),
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };

@@ -7,11 +7,13 @@
 //! image is an update, even an older one.
 
 use clap::Args;
-use kedge_controller::docker::{ContainerFilter, DockerClient};
+use kedge_controller::docker::{labels, ContainerFilter, DockerClient};
 use kedge_controller::executor::RecreateStrategy;
 
 use crate::error::{CliError, CliResult, Exit};
+use crate::handoff::{self, HandoffOptions};
 use crate::recreate::{connect, recreate_any, report_line, short_id, ProgressPrinter};
+use crate::GlobalArgs;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -22,12 +24,16 @@ pub struct CheckArgs {
     /// (safe recreate, rolled back on failure); exit 0 when that succeeded.
     #[arg(long)]
     pub autoupdate: bool,
+    /// With --autoupdate: recreate straight against the engine even when kedge manages the
+    /// container. Safe only while no agent runs for it: by default its agent does the recreate.
+    #[arg(long)]
+    pub direct: bool,
     /// The container to check; without it, the running containers are listed, one name a line.
     pub name: Option<String>,
 }
 
 /// Lists the running containers, or checks (and updates) one. The exit code is the answer.
-pub async fn run(args: CheckArgs) -> CliResult<Exit> {
+pub async fn run(args: CheckArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let Some(name) = args.name else {
         if args.pull || args.autoupdate {
             return Err(CliError::usage("--pull and --autoupdate need a container NAME")
@@ -91,6 +97,12 @@ pub async fn run(args: CheckArgs) -> CliResult<Exit> {
             "{name} is the container kedge runs in: it cannot replace itself"
         ))
         .hint("run `kedge check --autoupdate` for it from another container or from the host"));
+    }
+    if let Some(key) = labels::key(&container.labels).filter(|_| !args.direct) {
+        // One writer per container: the agent recreates (its tag was pulled above when asked).
+        let line = handoff::recreate(global, key, &name, &HandoffOptions::default()).await?;
+        eprintln!("{line}");
+        return Ok(Exit::Ok);
     }
     // The image was pulled above when asked; the recreate only has to use what the tag names now.
     let strategy = RecreateStrategy { pull: false, ..RecreateStrategy::default() };

@@ -134,12 +134,37 @@ impl Client {
         Ok(())
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Response> {
+    /// Any answer, its status and JSON body as they are (`Null` when not JSON): for a caller that
+    /// judges error answers itself. Only an unreachable server is an error.
+    pub async fn answer(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> CliResult<(StatusCode, Value)> {
+        let mut response = self.transport_request(method, path, body).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
+        }
+        Ok((response.status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    async fn transport_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> CliResult<Response> {
         let body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
-        let mut response = match &self.transport {
-            Transport::Tcp(http) => self.tcp_request(http, method, path, body).await?,
-            Transport::Unix(socket) => self.unix_request(socket, method, path, body).await?,
-        };
+        match &self.transport {
+            Transport::Tcp(http) => self.tcp_request(http, method, path, body).await,
+            Transport::Unix(socket) => self.unix_request(socket, method, path, body).await,
+        }
+    }
+
+    async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Response> {
+        let mut response = self.transport_request(method, path, body).await?;
         if response.status.is_success() {
             return Ok(response);
         }

@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod config;
 mod error;
+mod handoff;
 mod lifecycle;
 mod output;
 mod recreate;
@@ -359,8 +360,8 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| Exit::Ok)
                 .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
-            Commands::Check(args) => check::run(args).await,
-            Commands::Recreate(args) => recreate::run(args).await,
+            Commands::Check(args) => check::run(args, &cli.global).await,
+            Commands::Recreate(args) => recreate::run(args, &cli.global).await,
             Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,

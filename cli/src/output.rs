@@ -346,6 +346,13 @@ pub fn describe_container(container: &Container, events: &[Value], now: DateTime
         })
         .collect();
     field("Mounts", list_or_none(&mounts));
+    // Every volume the container has, anonymous ones too, with the name to find it by.
+    let volumes: Vec<String> = status
+        .map(|s| s.volumes.iter().map(|v| format!("{} <- volume {}", v.target, v.name)).collect())
+        .unwrap_or_default();
+    if !volumes.is_empty() {
+        field("Volumes", list_or_none(&volumes));
+    }
     let networks: Vec<String> = spec.networks.iter().map(|n| n.name.clone()).collect();
     field("Networks", list_or_none(&networks));
     field(

@@ -6,12 +6,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use kedge_controller::docker::{DockerClient, HealthStatus, PullProgress};
+use kedge_controller::docker::{labels, DockerClient, HealthStatus, PullProgress};
 use kedge_controller::executor::{
     Executor, ExecutorError, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy,
 };
 
 use crate::error::{CliError, CliResult, Exit};
+use crate::handoff::{self, HandoffOptions};
+use crate::GlobalArgs;
 
 #[derive(Debug, Args)]
 pub struct RecreateArgs {
@@ -29,11 +31,28 @@ pub struct RecreateArgs {
     /// Without a healthcheck: the new container must still run after this long (`5s`).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub running_grace: Duration,
+    /// Recreate straight against the engine even when kedge manages the container. Safe only while
+    /// no agent runs for it: by default its agent does the recreate, so the two never race.
+    #[arg(long)]
+    pub direct: bool,
 }
 
-/// Recreates `args.name` with the configuration it was declared with; prints one line on stdout when done.
-pub async fn run(args: RecreateArgs) -> CliResult<Exit> {
+/// Recreates `args.name` with the configuration it was declared with; prints one line on stdout when
+/// done. A container kedge manages is recreated by its agent (see [`crate::handoff`]) unless `--direct`.
+pub async fn run(args: RecreateArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let docker = connect().await?;
+    if !args.direct {
+        if let Some(key) = managed_key(&docker, &args.name).await? {
+            let options = HandoffOptions {
+                pull: args.pull,
+                cleanup: args.cleanup,
+                health_timeout_seconds: Some(args.health_timeout.as_secs()),
+                running_grace_seconds: Some(args.running_grace.as_secs()),
+            };
+            println!("{}", handoff::recreate(global, &key, &args.name, &options).await?);
+            return Ok(Exit::Ok);
+        }
+    }
     let strategy = RecreateStrategy {
         pull: args.pull,
         health_timeout: args.health_timeout,
@@ -44,6 +63,17 @@ pub async fn run(args: RecreateArgs) -> CliResult<Exit> {
     let report = recreate_any(docker, &args.name, &strategy).await?;
     println!("{}", report_line(&report));
     Ok(Exit::Ok)
+}
+
+/// The spec key of container `name` when kedge manages it; `None` for any other container or none.
+pub(crate) async fn managed_key(docker: &DockerClient, name: &str) -> CliResult<Option<String>> {
+    let container = docker.inspect_container(name).await.map_err(|error| {
+        CliError::new(
+            Exit::Server,
+            format!("cannot inspect container {name}: {}", kedge_controller::error_chain(&error)),
+        )
+    })?;
+    Ok(container.and_then(|container| labels::key(&container.labels).map(str::to_string)))
 }
 
 /// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`).

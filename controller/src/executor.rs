@@ -12,6 +12,7 @@
 //! - `recreate`: the safe recreate with rollback (DESIGN.md section 4).
 //! - `recover`: finishing or rolling back a recreate interrupted by a crash.
 //! - `declared`: the config a container was declared with, image defaults removed (`kedge recreate`).
+//! - `volumes`: the old container's anonymous volumes carried to the new one (Compose's rule).
 //! - `health`: waiting until a started container is healthy, or still running after a grace period.
 
 pub mod failpoint;
@@ -20,6 +21,7 @@ mod declared;
 mod health;
 mod recover;
 mod recreate;
+mod volumes;
 
 use std::time::Duration;
 

@@ -260,8 +260,14 @@ fn healthcheck(check: &SpecHealthcheck) -> Healthcheck {
 /// The labels a safe recreate puts on the container it creates: they describe that recreate, not
 /// the user's intent, so a later recreate must not copy them.
 fn is_recreate_bookkeeping(key: &str) -> bool {
-    [labels::RECREATE_ROLE, labels::RECREATE_ID, labels::RECREATE_OLD_ID, labels::RECREATE_OLD_RUNNING]
-        .contains(&key)
+    [
+        labels::RECREATE_ROLE,
+        labels::RECREATE_ID,
+        labels::RECREATE_OLD_ID,
+        labels::RECREATE_OLD_RUNNING,
+        labels::CARRIED_VOLUMES,
+    ]
+    .contains(&key)
 }
 
 /// The observed networks as a declaration: the network of `NetworkMode` first (it is the one joined

@@ -3,26 +3,41 @@
 //!
 //! The container recreated is the one named `name` (a spec's container is named `metadata.name`),
 //! managed by kedge or not. A kedge container of another spec holding that name is refused, so a
-//! namespace can never recreate another namespace's container. The call blocks until the recreate
-//! is proven or rolled back; the answer lists the steps it went through.
+//! namespace can never recreate another namespace's container. A container this agent manages is
+//! recreated in its key's worker (see [`crate::agent::requests`]), never beside the agent's own
+//! reconcile or crash recovery; one managed by another host's agent is refused. The call blocks
+//! until the recreate is proven or rolled back; the answer lists the steps it went through.
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::api::RecreateHandler;
+use crate::agent::requests::{AgentRequests, RecreateOutcome};
+use crate::api::{RecreateHandler, RecreateOptions, RecreateRejection};
 use crate::docker::{labels, DockerClient};
-use crate::executor::{Executor, RecreateProgress, RecreateStrategy};
+use crate::executor::{Executor, ExecutorError, RecreateProgress, RecreateStrategy};
 use crate::store::BoxFuture;
 
-/// Installs as `ApiState.recreate`: `Some(updater::recreate_handler(docker.clone()))`.
+/// A handler without an agent: every container is recreated directly (tests, tools).
 pub fn recreate_handler(docker: DockerClient) -> Arc<dyn RecreateHandler> {
-    Arc::new(ExecutorRecreateHandler { executor: Executor::new(docker) })
+    Arc::new(ExecutorRecreateHandler { executor: Executor::new(docker), agent: None })
+}
+
+/// The agent's handler: the containers of `host` go through the agent's `requests`.
+pub fn agent_recreate_handler(
+    docker: DockerClient,
+    host: String,
+    requests: Arc<AgentRequests>,
+) -> Arc<dyn RecreateHandler> {
+    Arc::new(ExecutorRecreateHandler { executor: Executor::new(docker), agent: Some((host, requests)) })
 }
 
 /// Recreates with the executor's safe recreate (rollback included).
 struct ExecutorRecreateHandler {
     executor: Executor,
+    /// This agent's host and its work queue's requests.
+    agent: Option<(String, Arc<AgentRequests>)>,
 }
 
 impl RecreateHandler for ExecutorRecreateHandler {
@@ -30,31 +45,65 @@ impl RecreateHandler for ExecutorRecreateHandler {
         &'a self,
         namespace: &'a str,
         name: &'a str,
-        pull: bool,
-    ) -> BoxFuture<'a, Result<Value, String>> {
+        options: RecreateOptions,
+    ) -> BoxFuture<'a, Result<Value, RecreateRejection>> {
         Box::pin(async move {
+            let reject = |status: StatusCode, reason: &str, message: String| RecreateRejection {
+                status,
+                reason: reason.to_string(),
+                message,
+            };
             let container = self
                 .executor
                 .docker()
                 .inspect_container(name)
                 .await
-                .map_err(|e| format!("cannot inspect container {name}: {e}"))?
-                .ok_or_else(|| format!("no container {name:?} on this host"))?;
+                .map_err(|e| {
+                    reject(
+                        StatusCode::CONFLICT,
+                        "DockerError",
+                        format!("cannot inspect container {name}: {e}"),
+                    )
+                })?
+                .ok_or_else(|| {
+                    reject(StatusCode::CONFLICT, "NotFound", format!("no container {name} on this host"))
+                })?;
             let expected_key = format!("{namespace}/{name}");
-            if let Some(key) = labels::key(&container.labels) {
-                if key != expected_key {
-                    return Err(format!("container {name:?} belongs to spec {key}, not {expected_key}"));
+            let key = labels::key(&container.labels).map(str::to_string);
+            if let Some(key) = &key {
+                if *key != expected_key {
+                    return Err(reject(
+                        StatusCode::CONFLICT,
+                        "ForeignContainer",
+                        format!("container {name} belongs to spec {key}, not {expected_key}"),
+                    ));
                 }
             }
-            let strategy = RecreateStrategy { pull, ..RecreateStrategy::default() };
-            // The steps taken, for the answer: a script sees what happened without a second call.
-            let mut steps = Vec::<String>::new();
-            let mut on_progress = |event: RecreateProgress| {
-                if let RecreateProgress::Step(step) = event {
-                    steps.push(format!("{step:?}"));
-                }
+            let defaults = RecreateStrategy::default();
+            let strategy = RecreateStrategy {
+                pull: options.pull,
+                remove_old_image: options.cleanup,
+                health_timeout: options.health_timeout.unwrap_or(defaults.health_timeout),
+                running_grace: options.running_grace.unwrap_or(defaults.running_grace),
+                ..defaults
             };
-            let outcome = self.executor.recreate_any(name, &strategy, &mut on_progress).await;
+            let (outcome, steps) = match (&self.agent, key) {
+                (Some((host, requests)), Some(key)) => {
+                    let owner = container.labels.get(labels::HOST).map(String::as_str).unwrap_or("");
+                    if owner != host {
+                        return Err(reject(
+                            StatusCode::CONFLICT,
+                            "OtherHost",
+                            format!("container {name} is managed by the agent of host {owner}, not {host}"),
+                        ));
+                    }
+                    requests.recreate(&key, name, strategy).await.map_err(|e| {
+                        reject(StatusCode::SERVICE_UNAVAILABLE, "AgentNotRunning", e.to_string())
+                    })?
+                }
+                _ => self.recreate_directly(name, &strategy).await,
+            };
+            let steps: Vec<String> = steps.iter().map(|step| format!("{step:?}")).collect();
             match outcome {
                 Ok(report) => Ok(json!({
                     "kind": "RecreateReport",
@@ -67,13 +116,27 @@ impl RecreateHandler for ExecutorRecreateHandler {
                     "durationSeconds": report.duration.as_secs_f64(),
                     "steps": steps,
                 })),
-                Err(error) => Err(format!(
-                    "{} ({}; steps: {})",
-                    crate::error_chain(&error),
+                Err(error) => Err(reject(
+                    StatusCode::CONFLICT,
                     error.reason(),
-                    steps.join(", ")
+                    format!("{} (steps: {})", crate::error_chain(&error), steps.join(", ")),
                 )),
             }
         })
+    }
+}
+
+impl ExecutorRecreateHandler {
+    async fn recreate_directly(&self, name: &str, strategy: &RecreateStrategy) -> RecreateOutcome {
+        // The steps taken, for the answer: a script sees what happened without a second call.
+        let mut steps = Vec::new();
+        let mut on_progress = |event: RecreateProgress| {
+            if let RecreateProgress::Step(step) = event {
+                steps.push(step);
+            }
+        };
+        let outcome: Result<_, ExecutorError> =
+            self.executor.recreate_any(name, strategy, &mut on_progress).await;
+        (outcome, steps)
     }
 }

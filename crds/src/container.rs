@@ -612,6 +612,10 @@ pub struct ContainerStatus {
     /// The registry digest of that image, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The volumes mounted in the container, anonymous ones (the image's `VOLUME`, `mounts:
+    /// ["/data"]`) included, each with the name Docker knows it by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<MountedVolume>,
     #[serde(default)]
     pub restart_count: u64,
     /// Differences between the spec and the container found at the last observation.
@@ -621,6 +625,16 @@ pub struct ContainerStatus {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A volume mounted in the container, by target.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MountedVolume {
+    /// The path in the container.
+    pub target: String,
+    /// The volume's name (64 hex digits for an anonymous volume).
+    pub name: String,
 }
 
 /// One field that differs between spec and container.

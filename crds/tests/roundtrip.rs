@@ -316,14 +316,15 @@ fn status() -> impl Strategy<Value = ContainerStatus> {
         desired,
         actual,
     });
+    let volume = (text(), text()).prop_map(|(target, name)| MountedVolume { target, name });
     (
         (of(any::<i64>()), of(text()), of(text()), of(text()), of(text()), any::<u64>()),
-        (vec(diff, 0..3), of(text()), vec(condition, 0..3)),
+        (vec(diff, 0..3), of(text()), vec(condition, 0..3), vec(volume, 0..3)),
     )
         .prop_map(
             |(
                 (observed_generation, host, container_id, image_id, image_digest, restart_count),
-                (drift, last_error, conditions),
+                (drift, last_error, conditions, volumes),
             )| {
                 ContainerStatus {
                     observed_generation,
@@ -331,6 +332,7 @@ fn status() -> impl Strategy<Value = ContainerStatus> {
                     container_id,
                     image_id,
                     image_digest,
+                    volumes,
                     restart_count,
                     drift,
                     last_error,

@@ -32,6 +32,8 @@ mod multihost_netns;
 mod multihost_placement;
 mod multihost_replicas;
 mod multihost_upgrade;
+mod recreate_handoff;
+mod recreate_volumes;
 mod store_embedded_crash;
 mod store_etcd;
 mod updater_check;

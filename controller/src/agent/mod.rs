@@ -19,6 +19,7 @@ mod identity;
 mod limits;
 mod lock;
 mod reconcile;
+pub mod requests;
 mod scheduler;
 mod sets;
 mod sources;
@@ -65,6 +66,9 @@ pub struct AgentConfig {
     /// The container this agent runs in (ID or name), when finding it by itself would not work
     /// (see [`host::find_own_container`]).
     pub container: Option<String>,
+    /// Work handed to this agent from outside (the API's recreate of a managed container), run in
+    /// the key's worker. Shared: clone the `Arc` for the API before `run`.
+    pub requests: Arc<requests::AgentRequests>,
     /// Rewritten after every heartbeat that reached the store; the container image's healthcheck
     /// reads its age (docs/upgrades.md).
     pub ready_file: Option<std::path::PathBuf>,
@@ -124,6 +128,7 @@ impl AgentConfig {
             conflict_poll: Duration::from_secs(15),
             scheduler_grace: Duration::from_secs(30),
             stats: Arc::default(),
+            requests: Arc::default(),
             container: None,
             ready_file: None,
         }
@@ -242,6 +247,7 @@ pub async fn run(
         stopping.clone(),
     ));
     tasks.spawn(upgrade::follow(agent.clone(), identity, stopping.clone()));
+    agent.config.requests.attach(agent.queue.clone());
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
         workers.spawn(agent.clone().work());
@@ -255,6 +261,7 @@ pub async fn run(
     stopping.cancel();
     agent.queue.shutdown();
     while workers.join_next().await.is_some() {}
+    agent.config.requests.detach();
     while tasks.join_next().await.is_some() {}
     host_lock.release().await;
     if lock_lost {
@@ -271,7 +278,14 @@ impl Agent {
             let span = tracing::info_span!("reconcile", %key);
             let stats = &self.config.stats;
             stats.in_flight.fetch_add(1, Ordering::SeqCst);
-            let outcome = tracing::Instrument::instrument(self.reconcile(&key), span).await;
+            let outcome = tracing::Instrument::instrument(
+                async {
+                    self.serve_requests(&key).await;
+                    self.reconcile(&key).await
+                },
+                span,
+            )
+            .await;
             if outcome.is_err() {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
             }
@@ -287,6 +301,29 @@ impl Agent {
                     self.report_failure(&key, &failure, retry).await;
                 }
             }
+        }
+    }
+
+    /// Carries out the requests handed to `key` from outside (see [`requests`]), in this worker so
+    /// nothing else touches the container meanwhile. The reconcile that follows sees the result.
+    async fn serve_requests(&self, key: &str) {
+        for request in self.config.requests.take(key) {
+            let mut steps = Vec::new();
+            let mut on_progress = |event: crate::executor::RecreateProgress| {
+                if let crate::executor::RecreateProgress::Step(step) = event {
+                    steps.push(step);
+                }
+            };
+            let outcome =
+                self.executor.recreate_any(&request.name, &request.strategy, &mut on_progress).await;
+            match &outcome {
+                Ok(report) => {
+                    self.config.stats.action("Recreate");
+                    tracing::info!(%key, new_id = %report.new_id, "recreated on request");
+                }
+                Err(error) => tracing::warn!(%key, %error, "a requested recreate failed"),
+            }
+            request.answer((outcome, steps));
         }
     }
 

@@ -110,6 +110,13 @@ pub fn next_status(
         container_id: container.map(|container| container.id.clone()),
         image_id: container.map(|container| container.image_id.clone()),
         image_digest: seen.image_digest.clone(),
+        volumes: container.map_or_else(Vec::new, |container| {
+            let volume = |v: &crate::docker::AttachedVolume| kedge_crds::MountedVolume {
+                target: v.target.clone(),
+                name: v.name.clone(),
+            };
+            container.volumes.iter().map(volume).collect()
+        }),
         restart_count: container.map_or(0, |container| container.state.restart_count.max(0) as u64),
         drift: seen.drift.clone(),
         last_error: match &seen.sync {

@@ -13,8 +13,11 @@
 //!                                                          only if unchanged since (else 409 with both versions)
 //! DELETE /api/v1/namespaces/{ns}/containers/{name}?resourceVersion=R
 //! GET    /api/v1/namespaces/{ns}/containers/{name}/status
-//! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   body {"pull": true} or ?pull=true; 501 unless a
-//!                                                          RecreateHandler is installed (the agent installs one)
+//! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   body {"pull": true, "cleanup": false,
+//!                                                          "healthTimeoutSeconds": 60, "runningGraceSeconds": 5}
+//!                                                          or ?pull=true; 501 unless a RecreateHandler is installed
+//!                                                          (the agent installs one, which runs a managed container's
+//!                                                          recreate in its key's worker); errors carry a `reason`
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/restart    restart now, same container (an event records it)
 //! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
@@ -86,13 +89,32 @@ pub struct ApiState {
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
 pub trait RecreateHandler: Send + Sync + 'static {
-    /// Recreates the container of spec `namespace/name`, pulling first when `pull`; answers a JSON report.
+    /// Recreates the container of spec `namespace/name`; answers a JSON report.
     fn recreate<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
-        pull: bool,
-    ) -> BoxFuture<'a, Result<Value, String>>;
+        options: RecreateOptions,
+    ) -> BoxFuture<'a, Result<Value, RecreateRejection>>;
+}
+
+/// What `POST .../recreate` may ask for (JSON body or query): `pull`, `cleanup` (remove the old
+/// image when unused), `healthTimeoutSeconds`, `runningGraceSeconds`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecreateOptions {
+    pub pull: bool,
+    pub cleanup: bool,
+    pub health_timeout: Option<std::time::Duration>,
+    pub running_grace: Option<std::time::Duration>,
+}
+
+/// Why a recreate was not done, or not done well: the answer's status, a CamelCase `reason` (the
+/// executor's, or `AgentNotRunning`, `OtherHost`) and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecreateRejection {
+    pub status: StatusCode,
+    pub reason: String,
+    pub message: String,
 }
 
 /// Where the API listens.
@@ -491,21 +513,32 @@ async fn recreate(
 ) -> ApiResult<Json<Value>> {
     let params = params?.0;
     // `{"pull": true}` in the body (home-automation integrations), or `?pull=true`; an empty body is fine.
-    let body_pull = if body.iter().all(u8::is_ascii_whitespace) {
-        false
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
     } else {
-        let body: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
-        body.get("pull").and_then(Value::as_bool).unwrap_or(false)
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?
     };
+    let seconds = |key: &str| body.get(key).and_then(Value::as_u64).map(std::time::Duration::from_secs);
     let Some(handler) = state.api.recreate.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "recreate is not available on this agent yet",
         ));
     };
-    let pull = body_pull || matches!(params.get("pull").map(String::as_str), Some("true" | "1"));
-    handler.recreate(&ns, &name, pull).await.map(Json).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))
+    let flag = |key: &str| {
+        body.get(key).and_then(Value::as_bool).unwrap_or(false)
+            || matches!(params.get(key).map(String::as_str), Some("true" | "1"))
+    };
+    let options = RecreateOptions {
+        pull: flag("pull"),
+        cleanup: flag("cleanup"),
+        health_timeout: seconds("healthTimeoutSeconds"),
+        running_grace: seconds("runningGraceSeconds"),
+    };
+    handler.recreate(&ns, &name, options).await.map(Json).map_err(|rejection| {
+        ApiError::new(rejection.status, rejection.message).with("reason", json!(rejection.reason))
+    })
 }
 
 async fn list_events(State(state): State<AppState>, params: Params) -> ApiResult<Json<Value>> {

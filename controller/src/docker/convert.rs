@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bollard::models as b;
 
+use super::labels;
 use super::types::*;
 
 /// The create body for `config`, attached to its first network only (Docker takes one at create).
@@ -203,6 +204,26 @@ fn mount_from_bollard(m: b::Mount) -> Option<Mount> {
     Some(Mount { source, target: m.target.unwrap_or_default(), read_only: m.read_only.unwrap_or(false) })
 }
 
+/// The create-time mounts as declared: a volume a recreate carried over by name (listed in the
+/// `io.kedge.carried-volumes` label) stands for the anonymous volume declared there, or for none
+/// when the declaration was implicit (the image's `VOLUME`).
+fn declared_mounts(mounts: Vec<Mount>, carried: &BTreeMap<String, labels::CarriedVolume>) -> Vec<Mount> {
+    mounts
+        .into_iter()
+        .filter_map(|mut mount| {
+            let is_volume = matches!(mount.source, MountSource::Volume { name: Some(_) });
+            match carried.get(&mount.target) {
+                Some(labels::CarriedVolume::Declared) if is_volume => {
+                    mount.source = MountSource::Volume { name: None };
+                    Some(mount)
+                }
+                Some(labels::CarriedVolume::Implicit) if is_volume => None,
+                _ => Some(mount),
+            }
+        })
+        .collect()
+}
+
 /// Parses a `-v` style bind (`src:dst[:opts]`): a source starting with `/` is a host path, else a volume.
 fn mount_from_bind_string(bind: &str) -> Option<Mount> {
     let mut parts = bind.split(':');
@@ -318,7 +339,25 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
     for target in host.tmpfs.clone().unwrap_or_default().into_keys() {
         mounts.push(Mount { source: MountSource::Tmpfs { size_bytes: None }, target, read_only: false });
     }
+    let labels = labels_from(config.labels.clone());
+    let mut mounts = declared_mounts(mounts, &labels::carried_volumes(&labels));
     mounts.sort();
+    let mut volumes: Vec<AttachedVolume> = i
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter_map(|m| {
+            Some(AttachedVolume {
+                name: string_opt(m.name)?,
+                target: string_opt(m.destination)?,
+                read_only: m.rw == Some(false),
+            })
+        })
+        .collect();
+    volumes.sort();
+    let mut config_volumes = config.volumes.clone().unwrap_or_default();
+    config_volumes.sort();
     let mut networks: Vec<ObservedNetwork> = i
         .network_settings
         .and_then(|n| n.networks)
@@ -351,7 +390,7 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
             restart_count: i.restart_count.unwrap_or(0),
             health: health_from(state.health),
         },
-        labels: labels_from(config.labels),
+        labels,
         env: config.env.unwrap_or_default(),
         cmd: config.cmd,
         entrypoint: config.entrypoint,
@@ -361,6 +400,8 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         exposed_ports: exposed_from(config.exposed_ports),
         port_bindings: port_bindings_from(host.port_bindings.clone()),
         mounts,
+        volumes,
+        config_volumes,
         restart_policy: host.restart_policy.clone().and_then(restart_policy_from_bollard),
         resources: resources_from_host_config(&host),
         healthcheck: config.healthcheck.and_then(healthcheck_from_bollard),

@@ -27,6 +27,12 @@ pub const RECREATE_OLD_ID: &str = "io.kedge.recreate-old-id";
 /// On the new container: whether the replaced container was running (`true`/`false`), so a
 /// rollback restores its state and not more.
 pub const RECREATE_OLD_RUNNING: &str = "io.kedge.recreate-old-running";
+/// On a container a recreate made: the anonymous volumes it carried over from the container it
+/// replaced, mounted by name so their data stays. A JSON object from the mount's target to
+/// `declared` (the config declared an anonymous volume there) or `implicit` (the image's `VOLUME`
+/// or the old container's `-v /path`). Read back, the mounts are what they stand for (see
+/// [`carried_volumes`]), so the planner sees no drift and a later recreate carries them again.
+pub const CARRIED_VOLUMES: &str = "io.kedge.carried-volumes";
 /// The host whose agent made the container. An agent only ever considers containers of its own
 /// host, so two agents on one engine (two kedge installations, or parallel tests) never touch each
 /// other's containers.
@@ -136,6 +142,26 @@ pub fn parse_recreate_name(name: &str) -> RecreateName<'_> {
     RecreateName::Plain(name)
 }
 
+/// Why an anonymous volume was carried over by a recreate (see [`CARRIED_VOLUMES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CarriedVolume {
+    /// The config declared an anonymous volume at the target.
+    Declared,
+    /// The config declared nothing there: the image's `VOLUME` or the old `-v /path` did.
+    Implicit,
+}
+
+/// The [`CARRIED_VOLUMES`] label's value, by target. A missing or unreadable label is empty.
+pub fn carried_volumes(labels: &BTreeMap<String, String>) -> BTreeMap<String, CarriedVolume> {
+    labels.get(CARRIED_VOLUMES).and_then(|value| serde_json::from_str(value).ok()).unwrap_or_default()
+}
+
+/// The [`CARRIED_VOLUMES`] label's value for `carried`.
+pub fn carried_volumes_value(carried: &BTreeMap<String, CarriedVolume>) -> String {
+    serde_json::to_string(carried).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +195,20 @@ mod tests {
         check("web", RecreateName::Plain("web"));
         check("-kedge-new-x", RecreateName::Plain("-kedge-new-x"));
         check("web-kedge-new-", RecreateName::Plain("web-kedge-new-"));
+    }
+
+    #[test]
+    fn carried_volumes_round_trip_and_tolerate_garbage() {
+        let carried = BTreeMap::from([
+            ("/data".to_string(), CarriedVolume::Declared),
+            ("/var/lib/a,b".to_string(), CarriedVolume::Implicit),
+        ]);
+        let value = carried_volumes_value(&carried);
+        assert_eq!(value, r#"{"/data":"declared","/var/lib/a,b":"implicit"}"#);
+        let labels = BTreeMap::from([(CARRIED_VOLUMES.to_string(), value)]);
+        assert_eq!(carried_volumes(&labels), carried);
+        let garbage = BTreeMap::from([(CARRIED_VOLUMES.to_string(), "{not json".to_string())]);
+        assert!(carried_volumes(&garbage).is_empty());
+        assert!(carried_volumes(&BTreeMap::new()).is_empty());
     }
 }

@@ -132,6 +132,16 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// A volume mounted in a container, as inspect's `Mounts` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttachedVolume {
+    /// The volume's name (64 hex digits for an anonymous volume).
+    pub name: String,
+    /// Where it is mounted in the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
 /// Docker's restart policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RestartPolicyKind {
@@ -232,8 +242,14 @@ pub struct ObservedContainer {
     pub hostname: Option<String>,
     pub exposed_ports: Vec<ExposedPort>,
     pub port_bindings: Vec<PortBinding>,
-    /// The mounts as declared at create time (HostConfig.Mounts and HostConfig.Binds).
+    /// The mounts as declared at create time (HostConfig.Mounts and HostConfig.Binds), with the
+    /// volumes a recreate carried over told back to what they stand for (see `executor::volumes`).
     pub mounts: Vec<Mount>,
+    /// The volumes mounted in the container as the engine reports them (`Mounts`), with their
+    /// names: anonymous ones too, whether from a declaration or from the image's `VOLUME`.
+    pub volumes: Vec<AttachedVolume>,
+    /// `Config.Volumes`: the anonymous volume paths of the image and of `docker run -v /path`.
+    pub config_volumes: Vec<String>,
     pub restart_policy: Option<RestartPolicy>,
     /// Zero values are reported as `None`: for Docker, 0 means "no limit".
     pub resources: Resources,

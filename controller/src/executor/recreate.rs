@@ -17,7 +17,10 @@
 //!    rename it aside to `<name>-kedge-old-<id>`;
 //! 4. rename the new container to `<name>` and start it;
 //! 5. wait until it is healthy (Docker healthcheck) or still running after a grace period;
-//! 6. remove the old container (named volumes kept), and its image when asked and unused.
+//! 6. remove the old container (its volumes kept), and its image when asked and unused.
+//!
+//! The new container gets the old one's anonymous volumes at the same targets (`volumes`), so
+//! neither a success nor a rollback loses or orphans a `VOLUME`'s data.
 //!
 //! A failure in 2-5 rolls back: the new container is stopped and renamed back to its temporary
 //! name, the old one started (when it was running) and renamed back, then the new one removed.
@@ -180,6 +183,9 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> ExecutorResult<RecreateReport> {
+        // An interrupted recreate may have left the container under its aside name: finish or undo
+        // it first, so the container is found under its own name.
+        self.recover_name(name, strategy).await?;
         let old = self
             .inspect(name)
             .await?
@@ -248,7 +254,8 @@ impl Executor {
                 });
             };
 
-            let mut new_config = config.clone();
+            // The old container's anonymous volumes, mounted by name, so their data stays.
+            let mut new_config = super::volumes::with_carried_volumes(&old, config);
             new_config.name = labels::recreate_new_name(&name, &recreate_id);
             for (key, value) in [
                 (labels::RECREATE_ROLE, labels::ROLE_NEW.to_string()),

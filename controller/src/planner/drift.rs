@@ -347,6 +347,7 @@ fn is_kedge_label(key: &str) -> bool {
         labels::RECREATE_ID,
         labels::RECREATE_OLD_ID,
         labels::RECREATE_OLD_RUNNING,
+        labels::CARRIED_VOLUMES,
         labels::HOST,
         labels::STORE,
         labels::DELETION_POLICY,

@@ -109,6 +109,8 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
         exposed_ports: image.exposed_ports.clone(),
         port_bindings,
         mounts,
+        volumes: Vec::new(),
+        config_volumes: Vec::new(),
         restart_policy: Some(
             config.restart_policy.unwrap_or(RestartPolicy { kind: RestartPolicyKind::No, max_retries: 0 }),
         ),
