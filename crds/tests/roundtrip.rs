@@ -335,6 +335,7 @@ fn status() -> impl Strategy<Value = ContainerStatus> {
                     drift,
                     last_error,
                     conditions,
+                    ..ContainerStatus::default()
                 }
             },
         )
