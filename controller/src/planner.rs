@@ -4,7 +4,8 @@
 //! No IO, no clock, no tokio: everything the decision needs is passed in, so every drift rule is a
 //! unit test below. The least disruptive repair wins: a container is recreated only when something
 //! it cannot change while running differs; limits are updated and networks reconnected in place,
-//! and a stopped container is started (unless the spec's `runState` is `stopped`: then a running
+//! a paused one resumed, and a stopped container is started when its restart policy and kedge's
+//! crash-loop backoff say so (see [`crate::restarts`]; unless the spec's `runState` is `stopped`: then a running
 //! one is stopped, a missing one created unstarted, a stopped one left). A container without
 //! kedge's ownership label is a conflict, never a target.
 //!
