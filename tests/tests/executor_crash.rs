@@ -75,7 +75,7 @@ fn failpoint_binary() -> PathBuf {
 fn crash_child_at(run: &str, what: &str, new_image: &str, failpoint: &str) {
     let binary = failpoint_binary();
     let output = Command::new(&binary)
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["executor_crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{run}|{what}|{new_image}"))
         .env(failpoint::ENV, failpoint)
         .output()
