@@ -2,6 +2,7 @@
 //! process (docs/restarts.md), as a user would check them with `docker events` and `kedge get`:
 //!
 //! - `restartPolicy: "no"` and an image that exits 3: started exactly once in 40 s, reported Exited;
+//! - no policy declared: kedge restarts it with its own backoff, Degraded=True/CrashLoopBackOff;
 //! - `always`: no more starts in 40 s than the same image under Docker's own policy alone (run side
 //!   by side), RESTARTS >= 2, Degraded=True/CrashLoopBackOff;
 //! - a broken image applied to a spec with a published port: rolled back, then no `die` of the old
@@ -211,7 +212,13 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
     })
     .await;
 
-    tokio::join!(policy_no(&fx), policy_always(&fx), rollback_held(&fx), kills_and_pause(&fx));
+    tokio::join!(
+        policy_no(&fx),
+        policy_unset(&fx),
+        policy_always(&fx),
+        rollback_held(&fx),
+        kills_and_pause(&fx)
+    );
 
     // No debug formatting anywhere a user reads: every event and every status of the namespace.
     let all = stdout(&fx.kedge(&["events", "-n", &fx.namespace, "-o", "json"]));
@@ -247,6 +254,31 @@ async fn policy_no(fx: &Fixture) {
     assert!(message.contains("code 3") && message.contains("\"no\""), "{message}");
     let (degraded, _, _) = fx.condition(&name, "Degraded").unwrap();
     assert_eq!(degraded, "False", "a policy that says no is not a crash loop");
+}
+
+/// No policy declared and an image that exits 3: kedge restarts it itself, backing off (0, 1 s,
+/// 2 s, 4 s, ...: 7 starts at most in 40 s), and says when the next start comes.
+async fn policy_unset(fx: &Fixture) {
+    let name = fx.name("unset");
+    let from = SystemTime::now();
+    fx.apply(&name, "  image: kedge-test/fail:latest\n");
+    let crash_loop = Arc::new(Mutex::new(None));
+    let deadline = tokio::time::Instant::now() + WINDOW;
+    while tokio::time::Instant::now() < deadline {
+        if let Some((status, reason, message)) = fx.condition(&name, "Degraded") {
+            if status == "True" && reason == "CrashLoopBackOff" {
+                crash_loop.lock().unwrap().get_or_insert(message);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let starts = fx.count(&name, &EventAction::Start, from, from + WINDOW);
+    let message = crash_loop.lock().unwrap().clone().expect("Degraded=True/CrashLoopBackOff was reported");
+    eprintln!("measured: no restart policy, exit 3: {starts} starts in {}s; {message}", WINDOW.as_secs());
+    assert!((3..=7).contains(&starts), "kedge restarts it with its backoff: {starts} starts");
+    assert!(message.contains("kedge starts it again at"), "the next start is told: {message}");
+    let restarts = fx.get(&name)["status"]["restartCount"].as_u64().unwrap_or(0);
+    assert!(restarts >= 2, "RESTARTS counts kedge's starts: {restarts}");
 }
 
 /// `always`: Docker restarts it; kedge starts nothing more than Docker's own policy would, and says
