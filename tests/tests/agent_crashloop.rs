@@ -170,6 +170,8 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
     let _cleanup = EngineCleanup::new(&run);
     let state_dir = std::env::temp_dir().join(format!("kedge-crashloop-{run}"));
     let host = format!("crash-{run}");
+    // The agent's log (KEDGE_LOG=info) sits in its state directory, removed with it.
+    std::fs::create_dir_all(&state_dir).unwrap();
 
     // Every engine event of this run, from before the first container.
     let events: Seen = Arc::default();
@@ -193,9 +195,7 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
         .env_remove("KEDGE_STORE")
         .env("KEDGE_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join(format!("kedge-crashloop-{run}.log"))).unwrap(),
-        )
+        .stderr(std::fs::File::create(state_dir.join("agent.log")).unwrap())
         .spawn()
         .expect("kedge agent starts");
     let _agent = AgentProcess { child, state_dir: state_dir.clone() };
