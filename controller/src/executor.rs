@@ -53,6 +53,10 @@ pub enum Action {
     Start {
         container: String,
     },
+    /// Resume a paused container.
+    Unpause {
+        container: String,
+    },
     /// Stop with the container's stop signal; SIGKILL after `timeout` (`None`: its own stop timeout).
     Stop {
         container: String,
@@ -107,6 +111,7 @@ impl Action {
             Action::Pull { .. } => "Pull",
             Action::Create { .. } => "Create",
             Action::Start { .. } => "Start",
+            Action::Unpause { .. } => "Unpause",
             Action::Stop { .. } => "Stop",
             Action::Restart { .. } => "Restart",
             Action::Remove { .. } => "Remove",
@@ -225,6 +230,17 @@ impl Executor {
                 Action::Start { container } => {
                     let id = self.owned(container).await?.id;
                     self.docker.start_container(&id).await.map_err(docker_error("start", container))?;
+                    Ok(ActionOutcome::Done)
+                }
+                Action::Unpause { container } => {
+                    let observed = self.owned(container).await?;
+                    if observed.state.status != crate::docker::ContainerStatus::Paused {
+                        return Ok(ActionOutcome::Done);
+                    }
+                    self.docker
+                        .unpause_container(&observed.id)
+                        .await
+                        .map_err(docker_error("unpause", container))?;
                     Ok(ActionOutcome::Done)
                 }
                 Action::Stop { container, timeout } => {

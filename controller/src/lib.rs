@@ -16,6 +16,7 @@ pub mod executor;
 pub mod mapping;
 pub mod planner;
 pub mod queue;
+pub mod restarts;
 pub mod store;
 pub mod updater;
 pub mod upgrade;

@@ -4,7 +4,8 @@
 //! No IO, no clock, no tokio: everything the decision needs is passed in, so every drift rule is a
 //! unit test below. The least disruptive repair wins: a container is recreated only when something
 //! it cannot change while running differs; limits are updated and networks reconnected in place,
-//! and a stopped container is started (unless the spec's `runState` is `stopped`: then a running
+//! a paused one resumed, and a stopped container is started when its restart policy and kedge's
+//! crash-loop backoff say so (see [`crate::restarts`]; unless the spec's `runState` is `stopped`: then a running
 //! one is stopped, a missing one created unstarted, a stopped one left). A container without
 //! kedge's ownership label is a conflict, never a target.
 //!
@@ -24,14 +25,13 @@ mod providers;
 
 use std::collections::BTreeMap;
 
-use kedge_crds::{
-    CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RestartPolicyName, RunState,
-};
+use kedge_crds::{CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState};
 
 use crate::docker::labels;
 use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer};
 use crate::executor::{Action, RecreateStrategy};
 use crate::mapping::{container_config, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
+use crate::restarts;
 
 use drift::Repair;
 
@@ -58,6 +58,15 @@ pub struct ImageFacts {
     /// The container was stopped because the spec said `runState: stopped`, and now says running:
     /// start it whatever its exit code and restart policy (a clean exit is not a finished job here).
     pub start_requested: bool,
+    /// Restarts of the container so far (by kedge or the engine), for `on-failure:N`.
+    pub restarts: u64,
+    /// kedge's crash-loop backoff holds the next start of this stopped container back (the
+    /// agent's [`crate::restarts::gate`]); the message says until when.
+    pub start_backoff: Option<String>,
+    /// The spec's generation (and the image its tag names) failed to update and was rolled back:
+    /// the running container is kept, nothing is recreated or changed in place until the spec, the
+    /// image or a recreate request changes. A stopped or paused container is still started.
+    pub update_held: bool,
     /// The engine speaks an API older than 1.44, which has no `Healthcheck.StartInterval`: it
     /// would take the field and drop it, so it is neither sent nor compared (the agent reports it).
     pub engine_lacks_start_interval: bool,
@@ -157,6 +166,11 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
             .map(|finding| finding.reason.clone()),
     );
     let container = observed.id.clone();
+    let held = facts.update_held && !reasons.is_empty();
+    if held {
+        // The last try of exactly this update failed and was rolled back: keep what runs.
+        reasons.clear();
+    }
 
     if !reasons.is_empty() && stopped {
         // A container meant to stay stopped has nothing to keep serving: replace it plainly, unstarted.
@@ -173,14 +187,14 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
     }
 
     let mut actions = Vec::new();
-    if drift.needs(Repair::UpdateResources) {
+    if !held && drift.needs(Repair::UpdateResources) {
         reasons.push("resource limits differ".to_owned());
         actions.push(Action::UpdateInPlace {
             container: container.clone(),
             resources: drift::update_resources(&config.resources),
         });
     }
-    if drift.needs(Repair::Network) {
+    if !held && drift.needs(Repair::Network) {
         reasons.push("networks differ".to_owned());
         for network in &drift.disconnect {
             actions
@@ -190,7 +204,7 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
             actions.push(Action::ConnectNetwork { container: container.clone(), network: network.clone() });
         }
     }
-    let decision = match (stopped, start_decision(desired, observed)) {
+    let decision = match (stopped, start_decision(desired, observed, facts)) {
         (true, _) => stop_decision(observed),
         (false, StartDecision::Leave)
             if facts.start_requested && observed.state.status == ContainerStatus::Exited =>
@@ -206,6 +220,10 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
             actions.extend(post_start_execs(desired, &container));
         }
         StartDecision::Leave => {}
+        StartDecision::Unpause(why) => {
+            reasons.push(why);
+            actions.push(Action::Unpause { container: container.clone() });
+        }
         StartDecision::Stop(why) => {
             reasons.push(why);
             let timeout = desired.spec.stop_grace_period.map(|period| period.duration());
@@ -329,6 +347,8 @@ enum StartDecision {
     /// Stopped, and meant to stay so.
     Leave,
     Start(String),
+    /// Paused (by hand): resumed.
+    Unpause(String),
     /// Running, and the spec asks for it to be stopped.
     Stop(String),
 }
@@ -343,24 +363,28 @@ fn stop_decision(observed: &ObservedContainer) -> StartDecision {
     StartDecision::Leave
 }
 
-/// A stopped container is started, except after a clean exit under `no` or `on-failure` (a job that
-/// finished). Docker's own restarts are left to Docker.
-fn start_decision(desired: &Container, observed: &ObservedContainer) -> StartDecision {
+/// A stopped container is started when its restart policy wants it (see [`crate::restarts`]) and
+/// kedge's crash-loop backoff lets it; a paused one is resumed. Docker's own restarts are left to Docker.
+fn start_decision(desired: &Container, observed: &ObservedContainer, facts: &ImageFacts) -> StartDecision {
     let state = &observed.state;
+    if state.status == ContainerStatus::Paused {
+        return StartDecision::Unpause("container was paused".to_owned());
+    }
     if state.running || state.restarting {
         return StartDecision::Running;
     }
     match state.status {
         ContainerStatus::Created => return StartDecision::Start("container was never started".to_owned()),
-        ContainerStatus::Removing | ContainerStatus::Paused => return StartDecision::Leave,
+        ContainerStatus::Removing => return StartDecision::Leave,
         _ => {}
     }
-    let policy = desired.spec.restart_policy.as_ref().map_or(RestartPolicyName::No, |policy| policy.name);
     let exit_code = state.exit_code.unwrap_or(0);
-    match policy {
-        RestartPolicyName::No | RestartPolicyName::OnFailure if exit_code == 0 => StartDecision::Leave,
-        _ => StartDecision::Start(format!("container exited with code {exit_code}")),
+    if restarts::policy_allows(desired.spec.restart_policy.as_ref(), exit_code, facts.restarts).is_err()
+        || facts.start_backoff.is_some()
+    {
+        return StartDecision::Leave;
     }
+    StartDecision::Start(restarts::describe_exit(observed))
 }
 
 /// `ensureRunning` post-start commands with no process of exactly their command line.

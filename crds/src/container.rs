@@ -616,15 +616,45 @@ pub struct ContainerStatus {
     /// ["/data"]`) included, each with the name Docker knows it by.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<MountedVolume>,
+    /// Starts of this container after its first, by kedge or by the engine's restart policy.
     #[serde(default)]
     pub restart_count: u64,
-    /// Differences between the spec and the container found at the last observation.
+    /// When the container last started (RFC 3339, as the engine reports it): a later start seen
+    /// by the agent is a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<String>,
+    /// The fields that differed at the last repair (kept until the next one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<FieldDiff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// An update that failed and was rolled back: the old container keeps running, and this
+    /// generation is not tried again until the spec or the image its tag names changes, or a
+    /// recreate is asked for (`kedge restart container NAME --recreate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBackUpdate>,
+}
+
+/// A failed update the agent holds back (see [`ContainerStatus::rolled_back`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolledBackUpdate {
+    /// The spec generation whose update failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The spec's image reference then.
+    pub image: String,
+    /// The image ID that reference named then; another ID is a new attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The `kedge.io/restartedAt` annotation then; a new value is a new attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
+    /// Why the new container failed: one CamelCase word (`NewContainerExited`).
+    pub reason: String,
+    pub message: String,
 }
 
 /// A volume mounted in the container, by target.

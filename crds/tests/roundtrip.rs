@@ -337,6 +337,7 @@ fn status() -> impl Strategy<Value = ContainerStatus> {
                     drift,
                     last_error,
                     conditions,
+                    ..ContainerStatus::default()
                 }
             },
         )

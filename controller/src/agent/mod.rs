@@ -20,6 +20,7 @@ mod limits;
 mod lock;
 mod reconcile;
 pub mod requests;
+mod report;
 mod scheduler;
 mod sets;
 mod sources;
@@ -165,6 +166,16 @@ pub(crate) struct Agent {
     /// The container (ID, last start) each key had at its last reconcile: when it changes, the
     /// keys that follow it (network namespace, links) are enqueued to catch up.
     pub(crate) instances: Mutex<HashMap<String, (String, Option<String>)>>,
+    /// Per key: kedge's crash-loop backoff and the engine's restart count last seen.
+    pub(crate) restart_memory: Mutex<HashMap<String, KeyRestarts>>,
+}
+
+/// What the agent remembers of one key's restarts between reconciles (see [`crate::restarts`]).
+#[derive(Debug, Default)]
+pub(crate) struct KeyRestarts {
+    pub(crate) backoff: Option<crate::restarts::BackoffState>,
+    /// The container and its engine `RestartCount` at the last status.
+    pub(crate) engine_restarts: Option<(String, i64)>,
 }
 
 /// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
@@ -190,6 +201,7 @@ pub async fn run(
         statuses: Mutex::new(HashMap::new()),
         ignored_limits: limits::IgnoredLimits::default(),
         instances: Mutex::new(HashMap::new()),
+        restart_memory: Mutex::new(HashMap::new()),
         store_id,
         store,
         docker,

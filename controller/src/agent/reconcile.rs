@@ -7,17 +7,23 @@ use std::time::Duration;
 use chrono::Utc;
 use kedge_crds::{
     Container, ContainerStatus, DeletionPolicy, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy,
-    RunState,
+    RolledBackUpdate, RunState,
 };
 
-use crate::docker::{labels, ContainerFilter, ContainerSummary, HealthStatus, ObservedContainer};
+use crate::docker::{
+    labels, ContainerFilter, ContainerStatus as EngineStatus, ContainerSummary, HealthStatus,
+    ObservedContainer,
+};
 use crate::events::EventType;
 use crate::executor::{Action, ActionOutcome, ExecutorError};
+use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
+use crate::restarts;
 use crate::store::{keys, objects, PutCondition};
 
 use super::limits;
+use super::report;
 use super::status::{next_status, Observation, SyncState};
 use super::Agent;
 
@@ -170,7 +176,7 @@ impl Agent {
                 && labels::key(&container.labels) == Some(key);
             if !ours {
                 let sync = SyncState::Conflict { container_id: container.id.clone() };
-                self.write_status(key, spec, None, None, vec![], sync).await;
+                self.write_status(key, spec, None, vec![], sync, Extra::default()).await;
                 self.events
                     .record(
                         key,
@@ -199,20 +205,41 @@ impl Agent {
         };
         if let Some((reason, waiting)) = waiting {
             let sync = SyncState::Progressing { reason: reason.into(), message: waiting };
-            self.write_status(key, spec, observed.as_ref(), None, vec![], sync).await;
+            self.write_status(key, spec, observed.as_ref(), vec![], sync, Extra::default()).await;
             return Ok(Next::After(self.config.dependency_poll));
         }
 
         let mut facts = self.image_facts(spec, observed.as_ref()).await?;
         facts.providers = self.provider_containers(spec).await?;
         facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
+        let previous = self.previous_status(key, spec).await;
+        let now = Utc::now();
+        let mut gate = None;
+        if let Some(container) = &observed {
+            facts.restarts =
+                restarts::count(self.seen_before(key, previous.as_ref(), container).as_ref(), container)
+                    .restarts;
+            if has_stopped(container) {
+                let backoff = self.restart_memory().get(key).and_then(|memory| memory.backoff.clone());
+                let step = restarts::gate(backoff.as_ref(), container, now);
+                if let restarts::Gate::At { at, delay, .. } = &step {
+                    facts.start_backoff = Some(backoff_message(container, *delay, *at));
+                }
+                gate = Some(step);
+            }
+        }
+        let held = previous
+            .as_ref()
+            .and_then(|status| status.rolled_back.clone())
+            .filter(|held| !facts.force_recreate && hold_applies(held, spec, &update_image(&facts)));
+        facts.update_held = held.is_some();
         let mut plan = planner::plan(spec, observed.as_ref(), &facts);
         stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
         let observed_limits = observed.as_ref().map(|container| &container.resources);
         self.ignored_limits.filter(key, spec.metadata.generation, observed_limits, &mut plan.actions);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
-            self.write_status(key, spec, None, None, plan.drift.clone(), sync).await;
+            self.write_status(key, spec, None, plan.drift.clone(), sync, Extra::default()).await;
             return Ok(Next::After(self.config.conflict_poll));
         }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
@@ -223,15 +250,32 @@ impl Agent {
         if attaches {
             self.ensure_networks(spec).await?;
         }
+        let mut drift = plan.drift.clone();
         for action in &plan.actions {
             if matches!(action, Action::Nothing) {
                 continue;
             }
-            let outcome = self.executor.execute(action, &mut |_| {}).await.map_err(|error| match action {
-                Action::Pull { .. } => Failure::new("ImagePullFailed", crate::error_chain(&error)),
-                _ => Failure::from(error),
-            })?;
-            self.record_action(key, action, &outcome).await;
+            let outcome = match self.executor.execute(action, &mut |_| {}).await {
+                Ok(outcome) => outcome,
+                Err(ExecutorError::RolledBack { old_id, failure, .. }) => {
+                    // The old container runs again: keep it, and hold this update until something changes.
+                    return self.hold_rolled_back(key, spec, &facts, &old_id, &failure, plan.drift).await;
+                }
+                Err(error) => {
+                    return Err(match action {
+                        Action::Pull { .. } => Failure::new("ImagePullFailed", crate::error_chain(&error)),
+                        _ => Failure::from(error),
+                    })
+                }
+            };
+            if let (Action::Start { .. } | Action::Unpause { .. }, Some(container)) = (action, &observed) {
+                drift.extend(report::state_drift(container));
+                if let Some(restarts::Gate::Now { step }) = gate {
+                    self.restart_memory().entry(key.to_owned()).or_default().backoff =
+                        Some(restarts::after_start(&container.id, step));
+                }
+            }
+            self.record_action(key, action, &outcome, observed.as_ref(), &plan).await;
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
@@ -241,6 +285,11 @@ impl Agent {
         let stopped_as_desired = stopped && after.as_ref().is_some_and(|container| !container.state.running);
         let sync = match self.ignored_limits.current(key, spec.metadata.generation) {
             _ if stopped_as_desired => SyncState::StoppedAsDesired,
+            _ if held.is_some() => {
+                let held = held.as_ref().map(|held| (held_message(held, name), held_error(held)));
+                let (message, error) = held.unwrap_or_default();
+                SyncState::RolledBack { message, error }
+            }
             Some(ignored) => SyncState::Progressing {
                 reason: "LimitNotApplied".into(),
                 message: format!(
@@ -250,14 +299,132 @@ impl Agent {
             },
             None => SyncState::Synced,
         };
-        let written = self.write_status(key, spec, after.as_ref(), digest, plan.drift, sync).await;
+        let mut extra = Extra { rolled_back: Some(held), ..Extra::default() };
+        let mut next_start = None;
+        if let Some(container) = after.as_ref().filter(|_| !stopped) {
+            let counted =
+                restarts::count(self.seen_before(key, previous.as_ref(), container).as_ref(), container);
+            let policy = spec.spec.restart_policy.as_ref();
+            if container.state.restarting {
+                extra.crash_loop = Some(format!(
+                    "{}; the engine restarts it under its restart policy ({}); {} restarts so far",
+                    restarts::describe_exit(container),
+                    restarts::policy_words(policy),
+                    counted.restarts
+                ));
+            } else if has_stopped(container) {
+                let exit_code = container.state.exit_code.unwrap_or(0);
+                match restarts::policy_allows(policy, exit_code, counted.restarts) {
+                    Err(why) => extra.left_stopped = Some(why),
+                    Ok(()) => {
+                        let backoff =
+                            self.restart_memory().get(key).and_then(|memory| memory.backoff.clone());
+                        if let restarts::Gate::At { at, delay, .. } =
+                            restarts::gate(backoff.as_ref(), container, Utc::now())
+                        {
+                            extra.crash_loop = Some(format!(
+                                "{}; {} restarts so far",
+                                backoff_message(container, delay, at),
+                                counted.restarts
+                            ));
+                            next_start = Some((at - Utc::now()).to_std().unwrap_or_default());
+                        }
+                    }
+                }
+            }
+        }
+        if extra.crash_loop.is_some() && next_start.is_some() && gate.is_some() && !acted {
+            self.events
+                .record(
+                    key,
+                    EventType::Warning,
+                    "BackOff",
+                    &format!(
+                        "{}; back-off restarting it (restart policy: {})",
+                        after.as_ref().map(restarts::describe_exit).unwrap_or_default(),
+                        restarts::policy_words(spec.spec.restart_policy.as_ref())
+                    ),
+                )
+                .await;
+        }
+        let drift = if acted { drift } else { Vec::new() };
+        let written = self
+            .write_status(key, spec, after.as_ref(), drift, sync, Extra { image_digest: digest, ..extra })
+            .await;
         if !written {
             return Ok(Next::After(STATUS_RETRY));
         }
-        Ok(match image_check(spec) {
-            ImageCheck::None => Next::Done,
-            ImageCheck::Local | ImageCheck::Registry => Next::After(check_interval(spec)),
+        let periodic = match image_check(spec) {
+            ImageCheck::None => None,
+            ImageCheck::Local | ImageCheck::Registry => Some(check_interval(spec)),
+        };
+        Ok(match (next_start, periodic) {
+            (Some(start), Some(check)) => Next::After(start.min(check)),
+            (Some(delay), None) | (None, Some(delay)) => Next::After(delay),
+            (None, None) => Next::Done,
         })
+    }
+
+    /// A recreate failed and was rolled back to the old container: that container keeps running,
+    /// and this generation (with the image its tag names now) is not tried again until the spec,
+    /// the image or a recreate request changes. Status says so; an event says what failed.
+    async fn hold_rolled_back(
+        &self,
+        key: &str,
+        spec: &Container,
+        facts: &ImageFacts,
+        old_id: &str,
+        failure: &crate::executor::RecreateFailure,
+        drift: Vec<kedge_crds::FieldDiff>,
+    ) -> Result<Next, Failure> {
+        let name = spec.metadata.name.as_str();
+        let held = RolledBackUpdate {
+            generation: spec.metadata.generation,
+            image: spec.spec.image.to_string(),
+            image_id: update_image(facts),
+            restarted_at: spec.metadata.annotations.get(RESTARTED_AT_ANNOTATION).cloned(),
+            reason: failure.reason().to_owned(),
+            message: failure.to_string(),
+        };
+        let message = format!("{}; rolled back to container {}", held_message(&held, name), short(old_id));
+        tracing::warn!(key, "{message}");
+        self.events.record(key, EventType::Warning, "RolledBack", &message).await;
+        let after = self.inspect(name).await?;
+        let sync = SyncState::RolledBack { message: held_message(&held, name), error: held_error(&held) };
+        let extra = Extra { rolled_back: Some(Some(held)), ..Extra::default() };
+        if !self.write_status(key, spec, after.as_ref(), drift, sync, extra).await {
+            return Ok(Next::After(STATUS_RETRY));
+        }
+        Ok(Next::Done)
+    }
+
+    /// What the restart count of `key` was at its last status, for [`restarts::count`].
+    fn seen_before(
+        &self,
+        key: &str,
+        previous: Option<&ContainerStatus>,
+        container: &ObservedContainer,
+    ) -> Option<restarts::Seen> {
+        let previous = previous?;
+        let container_id = previous.container_id.clone()?;
+        let engine_restarts = self
+            .restart_memory()
+            .get(key)
+            .and_then(|memory| memory.engine_restarts.clone())
+            .filter(|(id, _)| *id == container_id)
+            .map_or(container.state.restart_count.max(0), |(_, count)| count);
+        Some(restarts::Seen {
+            container_id,
+            started_at: previous.last_started_at.clone(),
+            restarts: previous.restart_count,
+            engine_restarts,
+        })
+    }
+
+    fn restart_memory(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, super::KeyRestarts>> {
+        self.restart_memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// When this key's container is new or started again (by kedge or by Docker), enqueues the keys
@@ -530,38 +697,25 @@ impl Agent {
             start_requested: false,
             engine_lacks_start_interval: api_older_than(&self.docker.api_version(), (1, 44)),
             providers: Default::default(),
+            restarts: 0,
+            start_backoff: None,
+            update_held: false,
         })
     }
 
-    async fn record_action(&self, key: &str, action: &Action, outcome: &ActionOutcome) {
+    /// Records one action carried out as an event, and logs it at INFO: what drifted, what was done.
+    async fn record_action(
+        &self,
+        key: &str,
+        action: &Action,
+        outcome: &ActionOutcome,
+        observed: Option<&ObservedContainer>,
+        plan: &planner::Plan,
+    ) {
         self.config.stats.action(action.kind());
-        let (reason, message) = match (action, outcome) {
-            (Action::Create { config }, ActionOutcome::Created { id }) => (
-                "Created",
-                format!("created container {} ({}) from {}", config.name, short(id), config.image),
-            ),
-            (Action::Recreate { reason, .. }, ActionOutcome::Recreated(report)) => {
-                ("Recreated", format!("recreated: {reason} ({report:?})"))
-            }
-            (Action::Start { container }, _) => ("Started", format!("started {container}")),
-            (Action::Stop { container, .. }, _) => ("Stopped", format!("stopped {container}")),
-            (Action::Restart { container, reason, .. }, _) => {
-                ("Restarted", format!("restarted {container}: {reason}"))
-            }
-            (Action::Remove { container }, _) => ("Removed", format!("removed {container}")),
-            (Action::UpdateInPlace { resources, .. }, _) => {
-                ("UpdatedInPlace", format!("updated resource limits in place: {resources:?}"))
-            }
-            (Action::ConnectNetwork { network, .. }, _) => {
-                ("NetworkConnected", format!("connected to {}", network.network))
-            }
-            (Action::DisconnectNetwork { network, .. }, _) => {
-                ("NetworkDisconnected", format!("disconnected from {network}"))
-            }
-            (Action::RunExec { exec, .. }, _) => ("ExecRan", format!("ran {:?}", exec.cmd)),
-            (Action::Pull { image }, _) => ("Pulled", format!("pulled {image}")),
-            (action, _) => (action.kind(), action.kind().to_owned()),
-        };
+        let (reason, message) =
+            report::action_event(action, outcome, observed, &plan.drift, plan.reason.as_deref());
+        tracing::info!(key, reason, "{message}");
         self.events.record(key, EventType::Normal, reason, &message).await;
     }
 
@@ -572,11 +726,31 @@ impl Agent {
         key: &str,
         spec: &Container,
         container: Option<&ObservedContainer>,
-        image_digest: Option<String>,
         drift: Vec<kedge_crds::FieldDiff>,
         sync: SyncState,
+        extra: Extra,
     ) -> bool {
+        let image_digest = extra.image_digest;
         let previous = self.previous_status(key, spec).await;
+        let counted = container.map(|container| {
+            restarts::count(self.seen_before(key, previous.as_ref(), container).as_ref(), container)
+        });
+        if let Some(counted) = &counted {
+            self.restart_memory().entry(key.to_owned()).or_default().engine_restarts =
+                Some((counted.container_id.clone(), counted.engine_restarts));
+        }
+        // DRIFT is the last repair's: a reconcile that repaired nothing keeps it.
+        let drift = match (drift.is_empty(), &previous) {
+            (true, Some(previous)) => previous.drift.clone(),
+            _ => drift,
+        };
+        // A held update outlives other writes until the spec's generation moves on.
+        let rolled_back = extra.rolled_back.unwrap_or_else(|| {
+            previous
+                .as_ref()
+                .and_then(|status| status.rolled_back.clone())
+                .filter(|held| held.generation == spec.metadata.generation)
+        });
         let seen = Observation {
             generation: spec.metadata.generation,
             host: &self.config.host_name,
@@ -585,6 +759,11 @@ impl Agent {
                 .or_else(|| previous.as_ref().and_then(|status| status.image_digest.clone())),
             drift,
             sync,
+            restarts: counted.as_ref().map_or(0, |counted| counted.restarts),
+            last_started_at: counted.and_then(|counted| counted.started_at),
+            crash_loop: extra.crash_loop,
+            left_stopped: extra.left_stopped,
+            rolled_back,
         };
         let status = next_status(previous.as_ref(), &seen, Utc::now());
         if previous.as_ref() == Some(&status) {
@@ -629,6 +808,7 @@ impl Agent {
         self.statuses_lock().remove(key);
         self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
         self.ignored_limits.forget(key);
+        self.restart_memory().remove(key);
         let Some((namespace, name)) = key.split_once('/') else { return };
         let Ok(status_key) = keys::status_key(namespace, name) else { return };
         // Only a status this host wrote (or one naming no host) is this agent's to delete: another
@@ -670,12 +850,78 @@ impl Agent {
             attempt: retry.attempt,
             retry_in: retry.delay,
         };
-        self.write_status(key, &spec, observed.as_ref(), None, vec![], sync).await;
+        self.write_status(key, &spec, observed.as_ref(), vec![], sync, Extra::default()).await;
     }
 
     fn statuses_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ContainerStatus>> {
         self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// What a status says beyond the reconcile's outcome (see [`Observation`]).
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    crash_loop: Option<String>,
+    left_stopped: Option<String>,
+    /// The registry's digest of the image, when just asked.
+    image_digest: Option<String>,
+    /// `Some`: the held update to write (`Some(None)`: none); `None`: keep the last one while the
+    /// spec's generation is the same.
+    rolled_back: Option<Option<RolledBackUpdate>>,
+}
+
+/// Stopped on its own: exited or dead, and not being restarted by the engine.
+fn has_stopped(container: &ObservedContainer) -> bool {
+    !container.state.running
+        && !container.state.restarting
+        && matches!(container.state.status, EngineStatus::Exited | EngineStatus::Dead)
+}
+
+fn backoff_message(container: &ObservedContainer, delay: Duration, at: chrono::DateTime<Utc>) -> String {
+    format!(
+        "{}; back-off {}s: kedge starts it again at {}",
+        restarts::describe_exit(container),
+        delay.as_secs(),
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+/// The image identity an update was tried with: the registry's digest when the spec checks the
+/// registry, else the local image ID the tag names.
+fn update_image(facts: &ImageFacts) -> Option<String> {
+    facts.registry_digest.clone().or_else(|| facts.local_image_id.clone())
+}
+
+/// Whether a held (rolled-back) update is still the one the spec asks for.
+fn hold_applies(held: &RolledBackUpdate, spec: &Container, image: &Option<String>) -> bool {
+    held.generation == spec.metadata.generation
+        && held.image == spec.spec.image.to_string()
+        && held.image_id == *image
+        && held.restarted_at.as_ref() == spec.metadata.annotations.get(RESTARTED_AT_ANNOTATION)
+}
+
+fn held_message(held: &RolledBackUpdate, name: &str) -> String {
+    let generation = held.generation.map_or(String::new(), |generation| format!("generation {generation} "));
+    let image_id = held.image_id.as_deref().map_or(String::new(), |id| format!(", {}", short_image(id)));
+    format!(
+        "the update to {generation}(image {}{image_id}) failed and was rolled back: {}: {}; the old container keeps running, and the update is not tried again until the spec or the image changes, or `kedge restart container {name} --recreate`",
+        held.image,
+        held.reason,
+        first_line(&held.message)
+    )
+}
+
+fn held_error(held: &RolledBackUpdate) -> String {
+    format!("{}: {}", held.reason, held.message)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim_end_matches(':')
+}
+
+fn short_image(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
 }
 
 /// Puts this agent's host and the spec's deletion policy on every container the plan creates: the

@@ -162,7 +162,8 @@ pub(crate) async fn follow_engine(
 /// like are the agent's own noise; containers kedge does not manage are none of its business.
 async fn key_of(host: &str, docker: &DockerClient, event: &EngineEvent) -> Option<String> {
     match &event.action {
-        EventAction::Other(_) | EventAction::Pause | EventAction::Unpause => None,
+        // A pause is drift (the agent resumes the container); its own unpause is not news.
+        EventAction::Other(_) | EventAction::Unpause => None,
         // Network events carry the network's labels, not the container's: look the container up.
         EventAction::NetworkConnect { .. } | EventAction::NetworkDisconnect { .. } => {
             let container = docker.inspect_container(&event.id).await.ok()??;

@@ -4,7 +4,9 @@
 //! Conditions kedge reports:
 //! - `Ready`: the container runs and, if it has a health check, is healthy.
 //! - `Synced`: the container matches the spec's current generation.
-//! - `Degraded`: reconciling fails and backs off (reason `Stalled`), or a conflict blocks it.
+//! - `Degraded`: reconciling fails and backs off (reason `Stalled`), a conflict blocks it, the
+//!   container crash loops (reason `CrashLoopBackOff`, with the next start when kedge makes it), or
+//!   an update failed and was rolled back (reason `RolledBack`, held until something changes).
 //!
 //! A condition's `lastTransitionTime` moves only when its status changes, so a status that says the
 //! same thing again compares equal and is not written (the agent writes only changes).
@@ -12,9 +14,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use kedge_crds::{condition_type, Condition, ConditionStatus, ContainerStatus, FieldDiff};
+use kedge_crds::{condition_type, Condition, ConditionStatus, ContainerStatus, FieldDiff, RolledBackUpdate};
 
-use crate::docker::{HealthStatus, ObservedContainer};
+use crate::docker::{ContainerStatus as EngineStatus, HealthStatus, ObservedContainer};
 
 /// What one reconcile of a spec saw and did.
 #[derive(Debug, Clone)]
@@ -26,6 +28,15 @@ pub struct Observation<'a> {
     pub image_digest: Option<String>,
     pub drift: Vec<FieldDiff>,
     pub sync: SyncState,
+    /// Restarts counted so far ([`crate::restarts::count`]) and the last start seen.
+    pub restarts: u64,
+    pub last_started_at: Option<String>,
+    /// The container crash loops: why, and when it starts again.
+    pub crash_loop: Option<String>,
+    /// The container stopped and is left so (its restart policy): why, for `Ready`'s message.
+    pub left_stopped: Option<String>,
+    /// The failed update the agent holds back, if any.
+    pub rolled_back: Option<RolledBackUpdate>,
 }
 
 /// Where the reconcile left the spec.
@@ -41,6 +52,8 @@ pub enum SyncState {
     Conflict { container_id: String },
     /// The reconcile failed and will be retried.
     Failed { reason: String, error: String, attempt: u32, retry_in: Duration },
+    /// The spec's update failed and was rolled back; the old container runs and the update is held.
+    RolledBack { message: String, error: String },
 }
 
 /// The status to write after a reconcile, given the one written before.
@@ -50,7 +63,7 @@ pub fn next_status(
     now: DateTime<Utc>,
 ) -> ContainerStatus {
     let container = seen.container;
-    let (ready, ready_reason, ready_message) = readiness(container, &seen.sync);
+    let (ready, ready_reason, ready_message) = readiness(container, &seen.sync, seen.left_stopped.as_deref());
     let (synced, synced_reason, synced_message) = match &seen.sync {
         SyncState::Synced | SyncState::StoppedAsDesired => {
             (ConditionStatus::True, "UpToDate".to_owned(), "the container matches the spec".to_owned())
@@ -64,6 +77,9 @@ pub fn next_status(
             format!("container {container_id} holds the name and is not managed by kedge; it is left alone"),
         ),
         SyncState::Failed { reason, error, .. } => (ConditionStatus::False, reason.clone(), error.clone()),
+        SyncState::RolledBack { message, .. } => {
+            (ConditionStatus::False, "RolledBack".to_owned(), message.clone())
+        }
     };
     let (degraded, degraded_reason, degraded_message) = match &seen.sync {
         SyncState::Failed { error, attempt, retry_in, .. } => (
@@ -80,7 +96,13 @@ pub fn next_status(
             "NameConflict".to_owned(),
             "a foreign container holds the name".to_owned(),
         ),
-        _ => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
+        SyncState::RolledBack { message, .. } => {
+            (ConditionStatus::True, "RolledBack".to_owned(), message.clone())
+        }
+        _ => match &seen.crash_loop {
+            Some(message) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),
+            None => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
+        },
     };
     let conditions = [
         (condition_type::READY, ready, ready_reason, ready_message),
@@ -117,17 +139,23 @@ pub fn next_status(
             };
             container.volumes.iter().map(volume).collect()
         }),
-        restart_count: container.map_or(0, |container| container.state.restart_count.max(0) as u64),
+        restart_count: seen.restarts,
+        last_started_at: seen.last_started_at.clone(),
         drift: seen.drift.clone(),
         last_error: match &seen.sync {
-            SyncState::Failed { error, .. } => Some(error.clone()),
+            SyncState::Failed { error, .. } | SyncState::RolledBack { error, .. } => Some(error.clone()),
             _ => None,
         },
         conditions,
+        rolled_back: seen.rolled_back.clone(),
     }
 }
 
-fn readiness(container: Option<&ObservedContainer>, sync: &SyncState) -> (ConditionStatus, String, String) {
+fn readiness(
+    container: Option<&ObservedContainer>,
+    sync: &SyncState,
+    left_stopped: Option<&str>,
+) -> (ConditionStatus, String, String) {
     let Some(container) = container else {
         return (ConditionStatus::False, "ContainerMissing".into(), "no container runs for this spec".into());
     };
@@ -139,8 +167,14 @@ fn readiness(container: Option<&ObservedContainer>, sync: &SyncState) -> (Condit
                 "the spec asks for the container to be stopped".into(),
             );
         }
+        if let Some(why) = left_stopped {
+            return (ConditionStatus::False, "Exited".into(), format!("the container is not running: {why}"));
+        }
         let exit = container.state.exit_code.map_or(String::new(), |code| format!(" (exit code {code})"));
         return (ConditionStatus::False, "NotRunning".into(), format!("the container is not running{exit}"));
+    }
+    if container.state.status == EngineStatus::Paused {
+        return (ConditionStatus::False, "Paused".into(), "the container is paused".into());
     }
     match container.state.health {
         Some(HealthStatus::Healthy) => {
@@ -175,7 +209,7 @@ fn format_delay(delay: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::{ContainerState, ContainerStatus as EngineStatus};
+    use crate::docker::ContainerState;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
@@ -196,7 +230,19 @@ mod tests {
     }
 
     fn seen(container: Option<&ObservedContainer>, sync: SyncState) -> Observation<'_> {
-        Observation { generation: Some(3), host: "h1", container, image_digest: None, drift: vec![], sync }
+        Observation {
+            generation: Some(3),
+            host: "h1",
+            container,
+            image_digest: None,
+            drift: vec![],
+            sync,
+            restarts: 0,
+            last_started_at: None,
+            crash_loop: None,
+            left_stopped: None,
+            rolled_back: None,
+        }
     }
 
     fn summary(status: &ContainerStatus) -> Vec<(String, ConditionStatus, String)> {
@@ -279,6 +325,57 @@ mod tests {
                 ("Degraded", True, "NameConflict"),
             ],
         );
+    }
+
+    #[test]
+    fn crash_loops_rollbacks_and_pauses_are_told() {
+        let plain = running(None);
+        let mut looping = seen(Some(&plain), SyncState::Synced);
+        looping.crash_loop = Some("container exited with code 3; back-off 4s".into());
+        looping.restarts = 5;
+        let status = next_status(None, &looping, at(0));
+        let degraded = status.condition("Degraded").unwrap();
+        assert_eq!((degraded.status, degraded.reason.as_str()), (True, "CrashLoopBackOff"));
+        assert_eq!(degraded.message, "container exited with code 3; back-off 4s");
+        assert_eq!(status.restart_count, 5);
+
+        let held =
+            RolledBackUpdate { generation: Some(3), image: "app:v2".into(), ..RolledBackUpdate::default() };
+        let mut rolled_back = seen(
+            Some(&plain),
+            SyncState::RolledBack {
+                message: "generation 3 failed".into(),
+                error: "NewContainerExited: boom".into(),
+            },
+        );
+        rolled_back.rolled_back = Some(held.clone());
+        let status = next_status(None, &rolled_back, at(0));
+        assert_eq!(
+            summary(&status),
+            [
+                ("Ready".to_owned(), True, "Running".to_owned()),
+                ("Synced".to_owned(), False, "RolledBack".to_owned()),
+                ("Degraded".to_owned(), True, "RolledBack".to_owned())
+            ]
+        );
+        assert_eq!(status.rolled_back, Some(held));
+        assert_eq!(status.last_error.as_deref(), Some("NewContainerExited: boom"));
+
+        let mut paused = running(None);
+        paused.state.status = EngineStatus::Paused;
+        check(
+            Some(&paused),
+            SyncState::Synced,
+            [("Ready", False, "Paused"), ("Synced", True, "UpToDate"), ("Degraded", False, "AsExpected")],
+        );
+        let mut exited = running(None);
+        exited.state.running = false;
+        exited.state.status = EngineStatus::Exited;
+        let mut left = seen(Some(&exited), SyncState::Synced);
+        left.left_stopped = Some("it exited with code 3 and the restart policy is \"no\"".into());
+        let ready = next_status(None, &left, at(0)).condition("Ready").cloned().unwrap();
+        assert_eq!((ready.status, ready.reason.as_str()), (False, "Exited"));
+        assert!(ready.message.contains("exited with code 3"), "{}", ready.message);
     }
 
     #[test]

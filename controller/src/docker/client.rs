@@ -222,6 +222,12 @@ impl DockerClient {
         Ok(())
     }
 
+    /// Resumes a paused container. Docker refuses a container that is not paused (409).
+    pub async fn unpause_container(&self, id: &str) -> DockerResult<()> {
+        self.docker.unpause_container(id).await?;
+        Ok(())
+    }
+
     /// Renames a container. Renaming to the name it already has is a no-op here (Docker refuses it).
     pub async fn rename_container(&self, id: &str, new_name: &str) -> DockerResult<()> {
         if let Some(current) = self.inspect_container(id).await? {

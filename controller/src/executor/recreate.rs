@@ -106,14 +106,40 @@ pub struct RecreateReport {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecreateFailure {
     /// A Docker call of a step failed.
-    #[error("{step:?} failed: {message}")]
+    #[error("{} failed: {message}", step_words(*step))]
     Step { step: RecreateStep, message: String },
     /// The new container stopped (or never ran).
-    #[error("the new container exited (code {exit_code:?}): {logs}")]
+    #[error("the new container exited{}: {logs}", exit_code.map_or(String::new(), |code| format!(" with code {code}")))]
     Exited { exit_code: Option<i64>, logs: String },
     /// The new container turned unhealthy, or was not healthy in time.
-    #[error("the new container was {health:?} after {after:?}: {logs}")]
+    #[error("the new container was {} after {}s: {logs}", health_words(*health), after.as_secs())]
     Unhealthy { health: HealthStatus, after: Duration, logs: String },
+}
+
+/// A recreate step in words, for messages people read.
+fn step_words(step: RecreateStep) -> &'static str {
+    match step {
+        RecreateStep::Pull => "pulling the image",
+        RecreateStep::CreateNew => "creating the new container",
+        RecreateStep::StopOld => "stopping the old container",
+        RecreateStep::RenameOldAside => "renaming the old container aside",
+        RecreateStep::RenameNew => "renaming the new container",
+        RecreateStep::StartNew => "starting the new container",
+        RecreateStep::WaitHealthy => "waiting for the new container",
+        RecreateStep::RemoveOld => "removing the old container",
+        RecreateStep::RemoveOldImage => "removing the old image",
+        RecreateStep::RollBack => "rolling back",
+        RecreateStep::Done => "finishing",
+    }
+}
+
+fn health_words(health: HealthStatus) -> &'static str {
+    match health {
+        HealthStatus::None => "without a health check",
+        HealthStatus::Starting => "still starting",
+        HealthStatus::Healthy => "healthy",
+        HealthStatus::Unhealthy => "unhealthy",
+    }
 }
 
 impl RecreateFailure {

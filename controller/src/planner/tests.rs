@@ -604,7 +604,8 @@ fn exited(code: i64) -> impl FnOnce(&mut ObservedContainer) {
 fn a_stopped_container_is_started_per_restart_policy() {
     let cases: [(&str, i64, &[&str]); 10] = [
         (r#""no""#, 0, &[]),
-        (r#""no""#, 137, &["Start"]),
+        // Explicit `no`: never started again by kedge either.
+        (r#""no""#, 137, &[]),
         (r#""on-failure""#, 0, &[]),
         (r#""on-failure:3""#, 3, &["Start"]),
         (r#""always""#, 0, &["Start"]),
@@ -660,6 +661,71 @@ fn a_stopped_container_is_started_per_restart_policy() {
         o.state = ContainerState { status: ContainerStatus::Dead, ..ContainerState::default() }
     });
     check(&always, Some(&dead), &facts(), Expect { actions: &["Recreate"], drift: &[] });
+}
+
+#[test]
+fn restarts_follow_the_policy_the_limit_and_the_backoff() {
+    // No policy declared: failures are started again, a clean exit is a finished job.
+    let unset = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    check(&unset, Some(&observed(&unset, exited(3))), &facts(), Expect { actions: &["Start"], drift: &[] });
+    check(&unset, Some(&observed(&unset, exited(0))), &facts(), NOTHING);
+    // on-failure:2 after two restarts: left.
+    let limited = spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "on-failure:2"}"#);
+    let after = |restarts| ImageFacts { restarts, ..facts() };
+    check(
+        &limited,
+        Some(&observed(&limited, exited(3))),
+        &after(1),
+        Expect { actions: &["Start"], drift: &[] },
+    );
+    check(&limited, Some(&observed(&limited, exited(3))), &after(2), NOTHING);
+    // kedge's backoff holds the start back, whatever the policy.
+    let always = spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "always"}"#);
+    let backing_off = ImageFacts { start_backoff: Some("back-off 4s".into()), ..facts() };
+    check(&always, Some(&observed(&always, exited(3))), &backing_off, NOTHING);
+    // `kedge start` of a spec that was stopped as asked: started whatever the policy says.
+    let no = spec(r#"{"image": "kedge-test/app:v1", "restartPolicy": "no"}"#);
+    let requested = ImageFacts { start_requested: true, ..facts() };
+    check(&no, Some(&observed(&no, exited(3))), &requested, Expect { actions: &["Start"], drift: &[] });
+}
+
+#[test]
+fn a_paused_container_is_resumed_unless_it_is_meant_to_stop() {
+    let desired = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let paused = observed(&desired, |o| {
+        o.state =
+            ContainerState { status: ContainerStatus::Paused, running: true, ..ContainerState::default() }
+    });
+    let plan = check(&desired, Some(&paused), &facts(), Expect { actions: &["Unpause"], drift: &[] });
+    assert_eq!(plan.actions[0], Action::Unpause { container: CONTAINER_ID.to_owned() });
+    assert_eq!(plan.reason.as_deref(), Some("container was paused"));
+    let mut stopped = desired.clone();
+    stopped.spec.run_state = Some(RunState::Stopped);
+    check(&stopped, Some(&paused), &facts(), NOTHING);
+}
+
+#[test]
+fn a_held_update_keeps_the_running_container() {
+    let desired = spec(r#"{"image": "kedge-test/app:v2", "resources": {"memory": "64Mi"}}"#);
+    let old = observed(&spec(r#"{"image": "kedge-test/app:v1"}"#), |_| {});
+    let held = ImageFacts { update_held: true, ..facts() };
+    let kept = super::plan(&desired, Some(&old), &held);
+    assert!(kept.actions.is_empty(), "nothing is recreated or changed in place: {kept:#?}");
+    assert!(kept.drift.iter().any(|diff| diff.field == "spec.image"), "the drift is still reported");
+    // A held update's container that stopped is still started.
+    let stopped = observed(&spec(r#"{"image": "kedge-test/app:v1"}"#), exited(137));
+    let started = super::plan(&desired, Some(&stopped), &held);
+    assert_eq!(started.actions, [Action::Start { container: CONTAINER_ID.to_owned() }]);
+    // Not held: replaced.
+    check(
+        &desired,
+        Some(&old),
+        &facts(),
+        Expect {
+            actions: &["Recreate"],
+            drift: &["spec.image", "spec.resources.memory", "spec.resources.memorySwap"],
+        },
+    );
 }
 
 #[test]

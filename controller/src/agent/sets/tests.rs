@@ -51,7 +51,7 @@ fn child(
                 condition("Synced", synced, if degraded { "NewContainerExited" } else { "UpToDate" }),
                 condition("Degraded", degraded, "Stalled"),
             ],
-            last_error: degraded.then(|| "the new container exited (code Some(1)): boom\nboom\n".to_owned()),
+            last_error: degraded.then(|| "the new container exited with code 1: boom\nboom\n".to_owned()),
             ..ContainerStatus::default()
         }
     });
@@ -153,7 +153,7 @@ fn a_failed_recreate_rolls_the_batch_back_at_once_and_is_not_retried() {
     assert!(message.contains("web-0: NewContainerExited"), "{message}");
     assert_eq!(
         status.failure_message.as_deref(),
-        Some("web-0: NewContainerExited: the new container exited (code Some(1)): boom boom"),
+        Some("web-0: NewContainerExited: the new container exited with code 1: boom boom"),
         "one line, naming the child and the agent's reason"
     );
     assert_eq!(rolled_back.event.as_ref().unwrap().0, EventType::Warning);

@@ -1,0 +1,438 @@
+//! Restart semantics and repair accounting against the real engine and a real `kedge agent`
+//! process (docs/restarts.md), as a user would check them with `docker events` and `kedge get`:
+//!
+//! - `restartPolicy: "no"` and an image that exits 3: started exactly once in 40 s, reported Exited;
+//! - no policy declared: kedge restarts it with its own backoff, Degraded=True/CrashLoopBackOff;
+//! - `always`: no more starts in 40 s than the same image under Docker's own policy alone (run side
+//!   by side), RESTARTS >= 2, Degraded=True/CrashLoopBackOff;
+//! - a broken image applied to a spec with a published port: rolled back, then no `die` of the old
+//!   container in the next 60 s, Ready=True and Synced=False/RolledBack; a new spec clears it;
+//! - three `docker kill`s: RESTARTS >= 3, events naming the cause, DRIFT counting the run state;
+//! - `docker pause`: resumed, with an event;
+//! - and no Rust debug formatting in any event or status text.
+//!
+//! The scenarios share one agent and run at the same time, so the test takes about as long as the
+//! longest wait (the rollback's 60 s watch).
+
+use crate::api_support::{kedge_bin, kedge_command, stderr, stdout};
+
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use kedge_controller::docker::{DockerClient, EventAction};
+use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TestEnv, TEST_LABEL};
+use serde_json::Value;
+
+const WINDOW: Duration = Duration::from_secs(40);
+const HOLD_WATCH: Duration = Duration::from_secs(60);
+const READY: Duration = Duration::from_secs(60);
+
+/// A `kedge agent` child process, stopped with SIGTERM (then killed) when dropped.
+struct AgentProcess {
+    child: Child,
+    state_dir: std::path::PathBuf,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                let _ = std::fs::remove_dir_all(&self.state_dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// Container events of this run, as the engine reports them: (name, action, exit code, id, time).
+type Seen = Arc<Mutex<Vec<(String, EventAction, Option<i64>, String, SystemTime)>>>;
+
+struct Fixture {
+    run: String,
+    host: String,
+    namespace: String,
+    socket: String,
+    state_dir: std::path::PathBuf,
+    events: Seen,
+}
+
+impl Fixture {
+    fn kedge(&self, args: &[&str]) -> std::process::Output {
+        kedge_command(&std::env::temp_dir())
+            .env("KEDGE_SERVER", &self.socket)
+            .args(args)
+            .output()
+            .expect("kedge runs")
+    }
+
+    fn apply(&self, name: &str, spec: &str) {
+        let dir = self.state_dir.join(format!("specs-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("spec.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+                 spec:\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n{spec}",
+                ns = self.namespace,
+                run = self.run,
+                host = self.host,
+            ),
+        )
+        .unwrap();
+        let applied = self.kedge(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(applied.status.success(), "apply {name}: {}", stderr(&applied));
+    }
+
+    /// `kedge get container NAME -o json`.
+    fn get(&self, name: &str) -> Value {
+        let out = self.kedge(&["get", "container", name, "-n", &self.namespace, "-o", "json"]);
+        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null)
+    }
+
+    fn condition(&self, name: &str, kind: &str) -> Option<(String, String, String)> {
+        let object = self.get(name);
+        let conditions = object["status"]["conditions"].as_array()?.clone();
+        let found = conditions.into_iter().find(|c| c["type"] == kind)?;
+        Some((
+            found["status"].as_str()?.to_owned(),
+            found["reason"].as_str()?.to_owned(),
+            found["message"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// `kedge events --for NAME -o json`: (reason, message, count).
+    fn events_of(&self, name: &str) -> Vec<(String, String, u64)> {
+        let out = self.kedge(&["events", "--for", name, "-n", &self.namespace, "-o", "json"]);
+        let list: Value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["reason"].as_str().unwrap_or_default().to_owned(),
+                            e["message"].as_str().unwrap_or_default().to_owned(),
+                            e["count"].as_u64().unwrap_or(1),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{what}-{}", self.run)
+    }
+
+    /// Engine events of container `name` with `action` between `from` and `to`.
+    fn count(&self, name: &str, action: &EventAction, from: SystemTime, to: SystemTime) -> usize {
+        let seen = self.events.lock().unwrap();
+        seen.iter().filter(|(n, a, _, _, at)| n == name && a == action && *at >= from && *at <= to).count()
+    }
+
+    fn dies_of_id(&self, id: &str, from: SystemTime) -> usize {
+        let seen = self.events.lock().unwrap();
+        seen.iter().filter(|(_, a, _, i, at)| i == id && *a == EventAction::Die && *at >= from).count()
+    }
+}
+
+fn inspect(name: &str, format: &str) -> String {
+    let out = docker_cli(&["inspect", "-f", format, name]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Rust's debug formatting in text people read: `Some(`, `None`, `Struct { field:`.
+fn debug_formatting(text: &str) -> bool {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let struct_like = words
+        .windows(3)
+        .any(|w| w[0].chars().next().is_some_and(char::is_uppercase) && w[1] == "{" && w[2].ends_with(':'));
+    text.contains("Some(") || text.contains("None") || struct_like
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() {
+    let env = TestEnv::get();
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let state_dir = std::env::temp_dir().join(format!("kedge-crashloop-{run}"));
+    let host = format!("crash-{run}");
+    // The agent's log (KEDGE_LOG=info) sits in its state directory, removed with it.
+    std::fs::create_dir_all(&state_dir).unwrap();
+
+    // Every engine event of this run, from before the first container.
+    let events: Seen = Arc::default();
+    let docker = DockerClient::connect().await.expect("the engine");
+    let mut stream = Box::pin(docker.events(&[format!("{TEST_LABEL}={run}")], Some(SystemTime::now())));
+    let collector = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = stream.next().await {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(event.time_nano.max(0) as u64);
+                let name = event.name.clone().unwrap_or_default();
+                events.lock().unwrap().push((name, event.action, event.exit_code, event.id, at));
+            }
+        })
+    };
+
+    let child = std::process::Command::new(kedge_bin())
+        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--host-name", &host])
+        .env("DOCKER_HOST", &env.docker_host)
+        .env_remove("KEDGE_STORE")
+        .env("KEDGE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(state_dir.join("agent.log")).unwrap())
+        .spawn()
+        .expect("kedge agent starts");
+    let _agent = AgentProcess { child, state_dir: state_dir.clone() };
+    let fx = Fixture {
+        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
+        namespace: format!("ns-{run}"),
+        run,
+        host,
+        state_dir,
+        events,
+    };
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        fx.kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+
+    tokio::join!(
+        policy_no(&fx),
+        policy_unset(&fx),
+        policy_always(&fx),
+        rollback_held(&fx),
+        kills_and_pause(&fx)
+    );
+
+    // No debug formatting anywhere a user reads: every event and every status of the namespace.
+    let all = stdout(&fx.kedge(&["events", "-n", &fx.namespace, "-o", "json"]));
+    let statuses = stdout(&fx.kedge(&["get", "containers", "-n", &fx.namespace, "-o", "json"]));
+    let list: Value = serde_json::from_str(&all).unwrap();
+    let mut texts: Vec<String> =
+        list["items"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect();
+    let containers: Value = serde_json::from_str(&statuses).unwrap();
+    for item in containers["items"].as_array().unwrap() {
+        for condition in item["status"]["conditions"].as_array().into_iter().flatten() {
+            texts.push(condition["message"].as_str().unwrap_or_default().to_owned());
+        }
+        texts.push(item["status"]["lastError"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(texts.len() > 10, "events and statuses were read: {texts:?}");
+    for text in &texts {
+        assert!(!debug_formatting(text), "debug formatting in {text:?}");
+    }
+    collector.abort();
+}
+
+/// `no` + an image that exits 3: started exactly once in 40 s; status says it exited, with the code.
+async fn policy_no(fx: &Fixture) {
+    let name = fx.name("no");
+    let from = SystemTime::now();
+    fx.apply(&name, "  image: kedge-test/fail:latest\n  restartPolicy: \"no\"\n");
+    tokio::time::sleep(WINDOW).await; // the window itself is what is measured
+    let starts = fx.count(&name, &EventAction::Start, from, from + WINDOW);
+    eprintln!("measured: restartPolicy no, exit 3: {starts} start(s) in {}s", WINDOW.as_secs());
+    assert_eq!(starts, 1, "started exactly once");
+    let (ready, reason, message) = fx.condition(&name, "Ready").expect("a Ready condition");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "Exited"), "{message}");
+    assert!(message.contains("code 3") && message.contains("\"no\""), "{message}");
+    let (degraded, _, _) = fx.condition(&name, "Degraded").unwrap();
+    assert_eq!(degraded, "False", "a policy that says no is not a crash loop");
+}
+
+/// No policy declared and an image that exits 3: kedge restarts it itself, backing off (0, 1 s,
+/// 2 s, 4 s, ...: 7 starts at most in 40 s), and says when the next start comes.
+async fn policy_unset(fx: &Fixture) {
+    let name = fx.name("unset");
+    let from = SystemTime::now();
+    fx.apply(&name, "  image: kedge-test/fail:latest\n");
+    let crash_loop = Arc::new(Mutex::new(None));
+    let deadline = tokio::time::Instant::now() + WINDOW;
+    while tokio::time::Instant::now() < deadline {
+        if let Some((status, reason, message)) = fx.condition(&name, "Degraded") {
+            if status == "True" && reason == "CrashLoopBackOff" {
+                crash_loop.lock().unwrap().get_or_insert(message);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let starts = fx.count(&name, &EventAction::Start, from, from + WINDOW);
+    let message = crash_loop.lock().unwrap().clone().expect("Degraded=True/CrashLoopBackOff was reported");
+    eprintln!("measured: no restart policy, exit 3: {starts} starts in {}s; {message}", WINDOW.as_secs());
+    assert!((3..=7).contains(&starts), "kedge restarts it with its backoff: {starts} starts");
+    assert!(message.contains("kedge starts it again at"), "the next start is told: {message}");
+    let restarts = fx.get(&name)["status"]["restartCount"].as_u64().unwrap_or(0);
+    assert!(restarts >= 2, "RESTARTS counts kedge's starts: {restarts}");
+}
+
+/// `always`: Docker restarts it; kedge starts nothing more than Docker's own policy would, and says
+/// it crash loops.
+async fn policy_always(fx: &Fixture) {
+    let name = fx.name("always");
+    let baseline = fx.name("docker-only");
+    let from = SystemTime::now();
+    fx.apply(&name, "  image: kedge-test/fail:latest\n  restartPolicy: always\n");
+    let label = format!("{TEST_LABEL}={}", fx.run);
+    let out = docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &baseline,
+        "--label",
+        &label,
+        "--restart",
+        "always",
+        "kedge-test/fail:latest",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crash_loop = Arc::new(Mutex::new(None));
+    let deadline = tokio::time::Instant::now() + WINDOW;
+    while tokio::time::Instant::now() < deadline {
+        if let Some((status, reason, message)) = fx.condition(&name, "Degraded") {
+            if status == "True" && reason == "CrashLoopBackOff" {
+                crash_loop.lock().unwrap().get_or_insert(message);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let to = from + WINDOW;
+    let starts = fx.count(&name, &EventAction::Start, from, to);
+    let docker_starts = fx.count(&baseline, &EventAction::Start, from, to);
+    eprintln!(
+        "measured: restartPolicy always, exit 3: {starts} starts in {}s; Docker's policy alone: {docker_starts}",
+        WINDOW.as_secs()
+    );
+    assert!(starts >= 2, "Docker's policy restarts it: {starts}");
+    assert!(starts <= docker_starts + 1, "never more starts than Docker alone: {starts} > {docker_starts}");
+    let message = crash_loop.lock().unwrap().clone();
+    let message = message.expect("Degraded=True/CrashLoopBackOff was reported");
+    assert!(message.contains("exited with code 3") && message.contains("always"), "{message}");
+    let restarts = fx.get(&name)["status"]["restartCount"].as_u64().unwrap_or(0);
+    eprintln!("measured: RESTARTS {restarts}; CrashLoopBackOff message: {message}");
+    assert!(restarts >= 2, "RESTARTS counts the engine's restarts: {restarts}");
+}
+
+/// A broken image on a spec with a published port: rolled back, then the old container is left
+/// serving; a new spec clears the hold.
+async fn rollback_held(fx: &Fixture) {
+    let name = fx.name("held");
+    let port = free_port();
+    let spec = |image: &str| format!("  image: {image}\n  ports: [\"127.0.0.1:{port}:80\"]\n");
+    fx.apply(&name, &spec("kedge-test/web:latest"));
+    eventually("the web container to be Ready", READY, || async {
+        (fx.condition(&name, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    let old_id = inspect(&name, "{{.Id}}");
+    let started = std::time::Instant::now();
+    fx.apply(&name, &spec("kedge-test/fail:latest"));
+    let message = eventually("the broken update to be rolled back", READY, || async {
+        let (status, reason, message) = fx.condition(&name, "Synced")?;
+        (status == "False" && reason == "RolledBack").then_some(message)
+    })
+    .await;
+    eprintln!("measured: broken update rolled back {:?} after the apply: {message}", started.elapsed());
+    assert!(message.contains("generation 2") && message.contains("kedge-test/fail:latest"), "{message}");
+    assert_eq!(inspect(&name, "{{.Id}}"), old_id, "the old container is back");
+    let watch_from = SystemTime::now();
+    tokio::time::sleep(HOLD_WATCH).await; // the window itself is what is measured
+    let dies = fx.dies_of_id(&old_id, watch_from);
+    eprintln!(
+        "measured: {dies} die events of the old container in the {}s after the rollback",
+        HOLD_WATCH.as_secs()
+    );
+    assert_eq!(dies, 0, "the failed generation is not retried against the serving container");
+    let object = fx.get(&name);
+    let conditions = object["status"]["conditions"].as_array().unwrap();
+    let of = |kind: &str| conditions.iter().find(|c| c["type"] == kind).unwrap();
+    assert_eq!(
+        (of("Ready")["status"].as_str(), of("Synced")["reason"].as_str()),
+        (Some("True"), Some("RolledBack"))
+    );
+    assert_eq!(object["status"]["rolledBack"]["generation"], 2, "{object}");
+    let served = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(served.is_ok(), "the old container still serves on its port");
+
+    // A new spec is a new attempt: back to the good image, the hold is gone.
+    fx.apply(&name, &spec("kedge-test/web:latest"));
+    eventually("the spec to be Synced again", READY, || async {
+        let object = fx.get(&name);
+        let synced = fx.condition(&name, "Synced")?;
+        (synced.0 == "True" && object["status"]["rolledBack"].is_null()).then_some(())
+    })
+    .await;
+}
+
+/// Three `docker kill`s and a `docker pause`: each repaired, counted and told.
+async fn kills_and_pause(fx: &Fixture) {
+    let name = fx.name("killed");
+    fx.apply(&name, "  image: kedge-test/app:v1\n");
+    eventually("the container to be Ready", READY, || async {
+        (fx.condition(&name, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for round in 1..=3 {
+        let before = inspect(&name, "{{.State.StartedAt}}");
+        let out = docker_cli(&["kill", &name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        eventually(&format!("kill {round} to be repaired"), READY, || async {
+            let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
+            (now.starts_with("true ") && !now.ends_with(&before)).then_some(())
+        })
+        .await;
+    }
+    eprintln!("measured: three kills repaired in {:?}", started.elapsed());
+    let object = eventually("RESTARTS to count the three", READY, || async {
+        let object = fx.get(&name);
+        (object["status"]["restartCount"].as_u64()? >= 3).then_some(object)
+    })
+    .await;
+    let drift = object["status"]["drift"].as_array().cloned().unwrap_or_default();
+    assert!(drift.iter().any(|d| d["field"] == "spec.runState"), "DRIFT counts the run state: {object}");
+    let killed: u64 = fx
+        .events_of(&name)
+        .iter()
+        .filter(|(reason, message, _)| {
+            reason == "Started" && message == "container was killed (exit 137); started again"
+        })
+        .map(|(_, _, count)| count)
+        .sum();
+    assert!(killed >= 3, "three events name the cause: {:?}", fx.events_of(&name));
+    let table = stdout(&fx.kedge(&["get", "containers", "-n", &fx.namespace, "-o", "wide"]));
+    let row = table.lines().find(|l| l.starts_with(&name)).unwrap_or_default().to_owned();
+    eprintln!("measured: after three kills: {row}");
+
+    // Paused by hand: resumed, with an event.
+    let out = docker_cli(&["pause", &name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let paused_at = std::time::Instant::now();
+    eventually("the paused container to be resumed", READY, || async {
+        (inspect(&name, "{{.State.Paused}} {{.State.Running}}") == "false true").then_some(())
+    })
+    .await;
+    eprintln!("measured: a paused container resumed after {:?}", paused_at.elapsed());
+    eventually("an event to say so", READY, || async {
+        fx.events_of(&name)
+            .iter()
+            .any(|(reason, message, _)| reason == "Unpaused" && message == "container was paused; resumed")
+            .then_some(())
+    })
+    .await;
+}
