@@ -34,6 +34,7 @@ mod multihost_replicas;
 mod multihost_upgrade;
 mod store_embedded_crash;
 mod store_etcd;
+mod store_scale;
 mod updater_check;
 mod updater_image;
 mod updater_recreate;

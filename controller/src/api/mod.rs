@@ -64,8 +64,9 @@ pub use selector::{LabelSelector, SelectorError};
 pub use tls::{TlsConfig, TlsError};
 pub use token::{load_or_create_token, token_path, TOKEN_FILE};
 
-/// Request bodies larger than this are refused with 413: a spec is a few kilobytes.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Request bodies larger than this (256 KiB) are refused with 413, so no object in the store is larger:
+/// a spec is a few kilobytes, and etcd answers every list in pages that must hold whole objects.
+pub const MAX_BODY_BYTES: usize = 256 << 10;
 
 /// The header write responses carry to say what happened.
 pub const OUTCOME_HEADER: &str = "x-kedge-outcome";
@@ -223,7 +224,10 @@ impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> ApiError {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+            format!(
+                "request body is larger than the {} KiB limit ({MAX_BODY_BYTES} bytes) on one object",
+                MAX_BODY_BYTES >> 10
+            )
         } else {
             format!("cannot read request body: {}", rejection.body_text())
         };
