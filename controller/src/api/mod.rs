@@ -528,6 +528,10 @@ async fn list_events(State(state): State<AppState>, params: Params) -> ApiResult
     ))
 }
 
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let list = state.api.store.list(keys::HOSTS).await?;
     // A host is ready while its agent's liveness key (on the agent's lease) exists.
@@ -543,7 +547,13 @@ async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             if host.is_object() && host.get("name").is_none() {
                 host["name"] = json!(name);
             }
-            host["ready"] = json!(alive.contains(name));
+            let ready = alive.contains(name);
+            host["ready"] = json!(ready);
+            // The agent rewrites its record only when it changes (and every few minutes); its
+            // heartbeats renew the lease. A live lease proves a heartbeat within its TTL.
+            if ready && host.is_object() {
+                host["lastHeartbeat"] = json!(now_rfc3339());
+            }
             Some(host)
         })
         .collect();
