@@ -27,6 +27,16 @@ pub(crate) struct AgentProcess {
 impl AgentProcess {
     /// Starts `kedge agent` for `host` on `store` (an `--store` value) against the test engine.
     pub fn start(store: &str, host: &str, state_dir: &std::path::Path) -> AgentProcess {
+        Self::start_with_env(store, host, state_dir, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        store: &str,
+        host: &str,
+        state_dir: &std::path::Path,
+        vars: &[(&str, &str)],
+    ) -> AgentProcess {
         let env = TestEnv::get();
         std::fs::create_dir_all(state_dir).unwrap();
         let log = std::fs::File::create(state_dir.with_extension("log")).unwrap();
@@ -35,6 +45,7 @@ impl AgentProcess {
             .args(["--listen", "127.0.0.1:0", "--host-name", host])
             .env("DOCKER_HOST", &env.docker_host)
             .env("RUST_LOG", "info")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -225,5 +236,42 @@ async fn an_idle_agent_writes_at_most_4_revisions_a_minute() {
     );
     assert!(end - start <= 4, "{} revisions in a minute of idling: {written:?}", end - start);
     assert!(agent.kedge(&["get", "hosts"]).status.success());
+    drop(agent);
+}
+
+/// The scheduler's leader compacts history older than its window (4 s here, an hour by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_old_history() {
+    let run = run_id();
+    let cluster = EtcdCluster::start(1).await;
+    let store = connect(&cluster).await;
+    let key = format!("/kedge-test/compaction/{run}");
+    for i in 0..50 {
+        store
+            .put(&key, format!("v{i}").into_bytes(), kedge_controller::store::PutCondition::Always, 0)
+            .await
+            .unwrap();
+    }
+    let written = store.list(&key).await.unwrap().revision;
+    let state_dir = std::env::temp_dir().join(format!("kedge-compaction-{run}"));
+    let agent = AgentProcess::start_with_env(
+        &store_url(&cluster),
+        &format!("compaction-{run}"),
+        &state_dir,
+        &[("KEDGE_HISTORY_KEEP_SECONDS", "4")],
+    );
+    let started = Instant::now();
+    let compacted = eventually("the leader compacts", Duration::from_secs(60), || async {
+        let mut watch = store.watch(&key, 1).await.ok()?;
+        match watch.next().await {
+            Some(Err(kedge_controller::store::StoreError::Compacted { compact_revision })) => {
+                Some(compact_revision)
+            }
+            _ => None,
+        }
+    })
+    .await;
+    eprintln!("compacted up to revision {compacted} {:?} after the agent started", started.elapsed());
+    assert!(compacted > written, "history older than the window is gone (compacted at {compacted})");
     drop(agent);
 }
