@@ -37,10 +37,19 @@ impl AgentProcess {
         state_dir: &std::path::Path,
         vars: &[(&str, &str)],
     ) -> AgentProcess {
+        let child = Self::start_child(store, host, state_dir, vars);
+        AgentProcess { child, state_dir: state_dir.to_owned() }
+    }
+
+    /// Spawns the agent process (its log goes to `<state_dir>.log`, appended).
+    pub fn start_child(store: &str, host: &str, state_dir: &std::path::Path, vars: &[(&str, &str)]) -> Child {
         let env = TestEnv::get();
-        std::fs::create_dir_all(state_dir).unwrap();
-        let log = std::fs::File::create(state_dir.with_extension("log")).unwrap();
-        let child = std::process::Command::new(kedge_bin())
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.with_extension("log"))
+            .unwrap();
+        std::process::Command::new(kedge_bin())
             .args(["agent", "--store", store, "--state-dir", state_dir.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--host-name", host])
             .env("DOCKER_HOST", &env.docker_host)
@@ -49,8 +58,7 @@ impl AgentProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("kedge agent starts");
-        AgentProcess { child, state_dir: state_dir.to_owned() }
+            .expect("kedge agent starts")
     }
 
     /// Runs the `kedge` CLI against this agent's Unix socket.
@@ -273,5 +281,112 @@ async fn the_leader_compacts_old_history() {
     .await;
     eprintln!("compacted up to revision {compacted} {:?} after the agent started", started.elapsed());
     assert!(compacted > written, "history older than the window is gone (compacted at {compacted})");
+    drop(agent);
+}
+
+/// A tmpfs mounted for one test, unmounted (and its mount point removed) when dropped.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs", dir.to_str().unwrap()])
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+/// The embedded store on a disk that fills up: the agent exits with status 5 (so systemd or Docker
+/// restarts it), and once there is room again a restarted agent serves, with every acknowledged spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_on_a_full_disk_exits_then_serves_again() {
+    let run = run_id();
+    let cleanup = EngineCleanup::new(&run);
+    let disk = Tmpfs::mount(std::env::temp_dir().join(format!("kedge-tmpfs-{run}")), "4m");
+    let state_dir = disk.dir.join("state");
+    let host = format!("full-{run}");
+    let elsewhere = format!("elsewhere-{run}");
+    let spec_dir = std::env::temp_dir().join(format!("kedge-full-specs-{run}"));
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    let write_spec = |i: usize| {
+        let spec = test_spec(
+            &format!("full-{i}"),
+            "default",
+            &elsewhere,
+            &cleanup,
+            serde_json::json!({"image": "kedge-test/app:v1", "env": {"PADDING": "z".repeat(2000)}}),
+        );
+        let file = spec_dir.join(format!("{i}.json"));
+        std::fs::write(&file, serde_json::to_vec(&spec).unwrap()).unwrap();
+        file
+    };
+
+    let mut agent = AgentProcess::start("embedded", &host, &state_dir);
+    agent.wait_serving().await;
+    assert_eq!(mode(&state_dir), 0o700, "a state directory kedge created is private");
+    assert_eq!(mode(&disk.dir), 0o755, "a directory kedge did not create keeps its mode");
+    assert_eq!(mode(&state_dir.join("kedge.db")), 0o600, "the store's file is the owner's only");
+    assert_eq!(mode(&state_dir.join("kedge.db.lock")), 0o600);
+    let applied = agent.kedge(&["apply", "-f", write_spec(0).to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    // Fill the disk, then write until a write fails: the agent exits non-zero.
+    let filler = disk.dir.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.write_all(&[0u8; 512]);
+        while file.write_all(&[0u8; 1]).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let mut acknowledged = vec![0];
+    let mut attempts = 0;
+    let started = Instant::now();
+    let status = eventually("the agent exits on a full disk", Duration::from_secs(30), || {
+        attempts += 1;
+        let i = attempts;
+        let file = write_spec(i);
+        let applied = agent.kedge(&["apply", "-f", file.to_str().unwrap()]);
+        if applied.status.success() {
+            acknowledged.push(i);
+        }
+        let exited = agent.child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    eprintln!("the agent exited {:?} after the disk filled, with {status}", started.elapsed());
+    assert_eq!(status.code(), Some(5), "a failed store is exit status 5: {status}");
+
+    // Room again: the restarted agent (what a supervisor does) serves, with every acknowledged spec.
+    std::fs::remove_file(&filler).unwrap();
+    let started = Instant::now();
+    agent.child = AgentProcess::start_child("embedded", &host, &state_dir, &[]);
+    agent.wait_serving().await;
+    let applied = agent.kedge(&["apply", "-f", write_spec(999_999).to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    eprintln!("serving and writing again {:?} after the disk was freed", started.elapsed());
+    let listed = stdout(&agent.kedge(&["get", "containers", "-A"]));
+    for i in &acknowledged {
+        assert!(listed.contains(&format!("full-{i} ")), "acknowledged spec full-{i} survived: {listed}");
+    }
+    let _ = std::fs::remove_dir_all(&spec_dir);
     drop(agent);
 }
