@@ -18,6 +18,9 @@ use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker_cli, eventually, run_id, test_spec, EngineCleanup, TestEnv};
 
+/// See [`AgentProcess::start_child`].
+const IN_PID_NAMESPACE: &str = "KEDGE_TEST_IN_PID_NAMESPACE";
+
 /// A `kedge agent` child process, stopped with SIGTERM (then killed) when dropped.
 pub(crate) struct AgentProcess {
     pub child: Child,
@@ -49,7 +52,16 @@ impl AgentProcess {
             .append(true)
             .open(state_dir.with_extension("log"))
             .unwrap();
-        std::process::Command::new(kedge_bin())
+        // `(IN_PID_NAMESPACE, _)` among `vars`: the agent runs in a PID namespace of its own, as in a
+        // container (and the variable reaches it harmlessly).
+        let mut command = if vars.iter().any(|(k, _)| *k == IN_PID_NAMESPACE) {
+            let mut c = std::process::Command::new("unshare");
+            c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(kedge_bin());
+            c
+        } else {
+            std::process::Command::new(kedge_bin())
+        };
+        command
             .args(["agent", "--store", store, "--state-dir", state_dir.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--host-name", host])
             .env("DOCKER_HOST", &env.docker_host)
@@ -389,4 +401,57 @@ async fn an_embedded_store_on_a_full_disk_exits_then_serves_again() {
     }
     let _ = std::fs::remove_dir_all(&spec_dir);
     drop(agent);
+}
+
+/// Two agents for one host, the second in a PID namespace of its own (as in a container): it cannot
+/// see the holder's process, so it waits instead of taking the lock; and a holder whose lock is taken
+/// from it stops at once, with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_lock_holds_across_pid_namespaces() {
+    let run = run_id();
+    let cluster = EtcdCluster::start(1).await;
+    let store = connect(&cluster).await;
+    let host = format!("lock-{run}");
+    let key = format!("/kedge/v1/locks/agents/{host}");
+    let first_dir = std::env::temp_dir().join(format!("kedge-lock-a-{run}"));
+    let mut first = AgentProcess::start(&store_url(&cluster), &host, &first_dir);
+    let holder = eventually("the first agent holds the lock", Duration::from_secs(30), || async {
+        store.get(&key).await.ok()?.map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    })
+    .await;
+    assert!(holder.contains(" pidns "), "the holder names its PID namespace: {holder}");
+
+    let second_dir = std::env::temp_dir().join(format!("kedge-lock-b-{run}"));
+    let mut second =
+        AgentProcess::start_with_env(&store_url(&cluster), &host, &second_dir, &[(IN_PID_NAMESPACE, "1")]);
+    second.wait_serving().await;
+    // For longer than the lock's TTL, the live holder keeps it.
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let current =
+            store.get(&key).await.unwrap().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        assert_eq!(current.as_deref(), Some(holder.as_str()), "the lock moved from a live holder");
+        assert!(first.child.try_wait().unwrap().is_none(), "the holder keeps running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The lock taken from the holder (here: its key deleted, as a wrong takeover would): it stops.
+    let started = Instant::now();
+    store.delete(&key, kedge_controller::store::DeleteCondition::Always).await.unwrap();
+    let status = eventually("the holder stops", Duration::from_secs(15), || {
+        let exited = first.child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    eprintln!("the holder stopped {:?} after losing its lock, with {status}", started.elapsed());
+    assert!(!status.success(), "losing the lock is an error exit: {status}");
+    let taken = eventually("the waiting agent takes the lock", Duration::from_secs(30), || async {
+        let kv = store.get(&key).await.ok()??;
+        let text = String::from_utf8_lossy(&kv.value).into_owned();
+        (text != holder).then_some(text)
+    })
+    .await;
+    assert!(second.child.try_wait().unwrap().is_none(), "the second agent runs: {taken}");
+    drop(second);
+    drop(first);
 }
