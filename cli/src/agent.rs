@@ -150,7 +150,26 @@ async fn open_store(spec: &str, state_dir: &Path) -> anyhow::Result<SharedStore>
     let store = EmbeddedStore::open(&path, EmbeddedOptions::default())
         .await
         .with_context(|| format!("cannot open the embedded store {}", path.display()))?;
+    tokio::spawn(exit_when_failed(store.clone()));
     Ok(Arc::new(store))
+}
+
+/// The exit status of an agent whose embedded store failed (a full disk, an I/O error).
+pub const EXIT_STORE_FAILED: i32 = 5;
+
+/// An embedded store that failed to write stays failed: the agent exits with
+/// [`EXIT_STORE_FAILED`] within a second or two, so that its supervisor (systemd's `Restart=`,
+/// Docker's `--restart`) starts it again; the new process replays the file and serves again once the
+/// disk has room. Its containers keep running meanwhile.
+async fn exit_when_failed(store: EmbeddedStore) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Some(why) = store.failure() {
+            tracing::error!(error = %why, "the embedded store cannot write; exiting so a supervisor restarts kedge");
+            eprintln!("kedge agent: the embedded store cannot write ({why}); exiting with status {EXIT_STORE_FAILED}");
+            std::process::exit(EXIT_STORE_FAILED);
+        }
+    }
 }
 
 fn read_optional_env_file(variable: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -192,7 +211,12 @@ fn hostname() -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Creates the state directory 0700. A directory that already exists is the operator's: its mode is
+/// left alone (the files kedge puts there are 0600 themselves).
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     set_mode(dir, 0o700)

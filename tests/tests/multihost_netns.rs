@@ -476,20 +476,29 @@ enum Return {
     Stopped,
 }
 
-/// Waits until `host`'s agent has written two heartbeats (its host record changed twice), or exited.
+/// Waits until `host`'s agent heartbeats again, or exited. Heartbeats are keep-alives of the lease of
+/// its liveness key (no store write), so "heartbeating" is that key held on one lease for longer than
+/// the lease's 15 s TTL: only renewals keep it that long.
 async fn back_in_touch(store: &SharedStore, host: &NetnsHost) -> Return {
-    let host_key = keys::host_key(&host.name).unwrap();
-    let heartbeats = std::cell::RefCell::new(Vec::new());
+    let alive_key = keys::host_lease_key(&host.name).unwrap();
+    let seen: std::cell::Cell<Option<(i64, Instant)>> = std::cell::Cell::new(None);
     eventually(&format!("{} heartbeating, or stopped", host.name), READY, || async {
         if !host.agent_running() {
             return Some(Return::Stopped);
         }
-        let kv = store.get(&host_key).await.ok()??;
-        let mut heartbeats = heartbeats.borrow_mut();
-        if heartbeats.last() != Some(&kv.mod_revision) {
-            heartbeats.push(kv.mod_revision);
+        let Some(kv) = store.get(&alive_key).await.ok()? else {
+            seen.set(None);
+            return None;
+        };
+        match seen.get() {
+            Some((lease, since)) if lease == kv.lease => {
+                (since.elapsed() > Duration::from_secs(16)).then_some(Return::Heartbeating)
+            }
+            _ => {
+                seen.set(Some((kv.lease, Instant::now())));
+                None
+            }
         }
-        (heartbeats.len() >= 3).then_some(Return::Heartbeating)
     })
     .await
 }

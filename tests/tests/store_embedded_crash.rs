@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use kedge_controller::store::{EmbeddedOptions, EmbeddedStore, PutCondition, Store};
 
 const CHILD_ENV: &str = "KEDGE_STORE_CRASH_CHILD";
-const TEST_NAME: &str = "embedded_store_keeps_acknowledged_writes_across_kill_9";
+/// The full name in the one test binary (`tests/tests/main.rs`), which `--exact` needs.
+const TEST_NAME: &str = "store_embedded_crash::embedded_store_keeps_acknowledged_writes_across_kill_9";
 const WRITERS: usize = 8;
 
 #[test]

@@ -18,8 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::docker::{DockerClient, ObservedContainer};
 use crate::store::{keys, LeaseId, PutCondition, SharedStore, StoreError};
 
-/// How often the record is refreshed and the lease renewed.
+/// How often the lease is renewed (a keep-alive: no store revision).
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The record is rewritten when its content changes, when the lease had to be granted anew, and at
+/// least this often (so `lastHeartbeat` of a host that died says roughly when). Everything else rides
+/// the lease: an idle agent adds no store revision between two refreshes.
+pub const RECORD_REFRESH: Duration = Duration::from_secs(300);
 /// The liveness lease's TTL: three missed heartbeats make the host NotReady.
 const LEASE_TTL_SECONDS: i64 = 15;
 
@@ -163,8 +167,11 @@ pub(crate) async fn keep_registered(
 ) {
     let started_at = now();
     let mut lease: Option<LeaseId> = None;
+    let mut written: Option<Written> = None;
     loop {
-        match heartbeat(&store, &docker, &name, &labels, &identity, &started_at, &mut lease).await {
+        let beat =
+            heartbeat(&store, &docker, &name, &labels, &identity, &started_at, &mut lease, &mut written);
+        match beat.await {
             Ok(()) => {
                 if let Some(path) = &ready_file {
                     if let Err(error) = std::fs::write(path, format!("{}\n", identity.version)) {
@@ -184,6 +191,13 @@ pub(crate) async fn keep_registered(
     }
 }
 
+/// The record as last written, without its heartbeat time, and when.
+struct Written {
+    record: HostRecord,
+    at: tokio::time::Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn heartbeat(
     store: &SharedStore,
     docker: &DockerClient,
@@ -192,6 +206,7 @@ async fn heartbeat(
     identity: &AgentIdentity,
     started_at: &str,
     lease: &mut Option<LeaseId>,
+    written: &mut Option<Written>,
 ) -> Result<(), StoreError> {
     let alive_key = keys::host_lease_key(name).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let renewed = match *lease {
@@ -208,7 +223,7 @@ async fn heartbeat(
         *lease = Some(id);
     }
     let info = docker.info().await.unwrap_or_default();
-    let record = HostRecord {
+    let mut record = HostRecord {
         name: name.to_owned(),
         labels: labels.clone(),
         version: identity.version.clone(),
@@ -216,12 +231,19 @@ async fn heartbeat(
         cpus: info.cpus,
         memory_bytes: info.memory_bytes,
         started_at: started_at.to_owned(),
-        last_heartbeat: now(),
+        last_heartbeat: String::new(),
         container: identity.container.clone(),
     };
+    let fresh = written.as_ref().is_some_and(|w| w.record == record && w.at.elapsed() < RECORD_REFRESH);
+    if renewed && fresh {
+        return Ok(());
+    }
+    let unchanged = record.clone();
+    record.last_heartbeat = now();
     let key = keys::host_key(name).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let value = serde_json::to_vec(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
     store.put(&key, value, PutCondition::Always, 0).await?;
+    *written = Some(Written { record: unchanged, at: tokio::time::Instant::now() });
     Ok(())
 }
 

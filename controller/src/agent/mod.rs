@@ -14,6 +14,7 @@
 
 pub mod bindings;
 pub mod cache;
+mod compaction;
 pub mod host;
 mod identity;
 mod limits;

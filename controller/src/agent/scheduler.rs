@@ -204,6 +204,7 @@ pub(crate) async fn run(
                     specs: &specs,
                     grace,
                     not_ready_since: HashMap::new(),
+                    compactor: super::compaction::Compactor::from_env(),
                 };
                 let stopped = leader.lead(&shutdown).await;
                 let _ = store.lease_revoke(lease).await;
@@ -255,6 +256,8 @@ struct Leader<'a> {
     not_ready_since: HashMap<String, Instant>,
     /// Records the ContainerSet controller's events.
     events: EventRecorder,
+    /// Compacts the store's history (`None`: turned off).
+    compactor: Option<super::compaction::Compactor>,
 }
 
 impl Leader<'_> {
@@ -287,6 +290,11 @@ impl Leader<'_> {
                 Ok(()) => {}
                 Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
                 Err(error) => tracing::debug!(%error, "upgrade campaign pass failed; retrying"),
+            }
+            if let Some(compactor) = &mut self.compactor {
+                if let Err(error) = compactor.tick(self.store).await {
+                    tracing::warn!(%error, "could not compact the store's history; retrying");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return true,

@@ -43,15 +43,19 @@ pub(crate) async fn follow_store(
             _ = shutdown.cancelled() => return,
             outcome = list_and_watch(&store, &cache, &queue, &mut backoff) => outcome,
         };
-        let error = match outcome {
+        let (error, transient) = match outcome {
             Err(StoreError::Compacted { compact_revision }) => {
                 tracing::info!(compact_revision, "the store compacted past our revision; re-listing");
                 continue;
             }
-            Err(error) => error.to_string(),
-            Ok(()) => "the store ended the watch".to_owned(),
+            Err(error) => (error.to_string(), error.is_transient()),
+            Ok(()) => ("the store ended the watch".to_owned(), true),
         };
-        if cache.authoritative() {
+        // Either way the follower lists again with backoff; only the words differ. A transient error
+        // (unreachable, timed out) is expected to pass; another one (refused, corrupt) needs a person.
+        if !transient {
+            tracing::error!(%error, "the store refused the list or watch; retrying, deleting nothing meanwhile");
+        } else if cache.authoritative() {
             tracing::warn!(%error, "lost the store; reconciling from the last known specs, deleting nothing");
         }
         cache.mark_out_of_sync(error);

@@ -67,8 +67,9 @@ pub use selector::{LabelSelector, SelectorError};
 pub use tls::{TlsConfig, TlsError};
 pub use token::{load_or_create_token, token_path, TOKEN_FILE};
 
-/// Request bodies larger than this are refused with 413: a spec is a few kilobytes.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Request bodies larger than this (256 KiB) are refused with 413, so no object in the store is larger:
+/// a spec is a few kilobytes, and etcd answers every list in pages that must hold whole objects.
+pub const MAX_BODY_BYTES: usize = 256 << 10;
 
 /// The header write responses carry to say what happened.
 pub const OUTCOME_HEADER: &str = "x-kedge-outcome";
@@ -245,7 +246,10 @@ impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> ApiError {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+            format!(
+                "request body is larger than the {} KiB limit ({MAX_BODY_BYTES} bytes) on one object",
+                MAX_BODY_BYTES >> 10
+            )
         } else {
             format!("cannot read request body: {}", rejection.body_text())
         };
@@ -557,6 +561,10 @@ async fn list_events(State(state): State<AppState>, params: Params) -> ApiResult
     ))
 }
 
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let list = state.api.store.list(keys::HOSTS).await?;
     // A host is ready while its agent's liveness key (on the agent's lease) exists.
@@ -572,7 +580,13 @@ async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             if host.is_object() && host.get("name").is_none() {
                 host["name"] = json!(name);
             }
-            host["ready"] = json!(alive.contains(name));
+            let ready = alive.contains(name);
+            host["ready"] = json!(ready);
+            // The agent rewrites its record only when it changes (and every few minutes); its
+            // heartbeats renew the lease. A live lease proves a heartbeat within its TTL.
+            if ready && host.is_object() {
+                host["lastHeartbeat"] = json!(now_rfc3339());
+            }
             Some(host)
         })
         .collect();

@@ -38,6 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -59,6 +60,10 @@ const FRAME_HEADER: usize = 8;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// How many events a watcher takes from history per lock acquisition.
 const WATCH_CHUNK: usize = 1024;
+
+/// The mode of every file the store creates (data, snapshot, lock): the owner's only, since specs
+/// carry environment values.
+const PRIVATE: u32 = 0o600;
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -179,6 +184,7 @@ impl EmbeddedStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(PRIVATE)
             .open(&lock_path)
             .map_err(|source| StoreError::Io { path: lock_path.clone(), source })?;
         if fs2::FileExt::try_lock_exclusive(&lock_file).is_err() {
@@ -206,6 +212,10 @@ impl EmbeddedStore {
         };
         let file = match std::fs::metadata(&path) {
             Ok(meta) if meta.len() >= MAGIC.len() as u64 => {
+                // Made by an older kedge with the umask's mode (0644): specs and env values are secrets.
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(PRIVATE)).map_err(io)?;
+                }
                 let valid_len = replay(&path, &mut state, options.history_events)?;
                 let file = OpenOptions::new().read(true).append(true).open(&path).map_err(io)?;
                 if valid_len < meta.len() {
@@ -227,6 +237,7 @@ impl EmbeddedStore {
                     .read(true)
                     .write(true)
                     .truncate(true)
+                    .mode(PRIVATE)
                     .open(&path)
                     .map_err(io)?;
                 file.write_all(MAGIC).map_err(io)?;
@@ -265,6 +276,13 @@ impl EmbeddedStore {
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.handle.shared.path
+    }
+
+    /// Why the store stopped, once a write to its file failed (a full disk, an I/O error). From then
+    /// on every call fails: the process should exit and be restarted, which replays the file (cutting
+    /// a torn tail) and serves again once the condition has cleared.
+    pub fn failure(&self) -> Option<String> {
+        self.handle.shared.lock().failure.clone()
     }
 }
 
@@ -677,7 +695,7 @@ fn commit_loop(shared: Arc<Shared>, mut file: File) {
 /// Writes a snapshot file next to `path` and renames it over `path`; returns the new file, for appending.
 fn write_snapshot(path: &Path, snapshot_frame: &[u8]) -> std::io::Result<File> {
     let tmp = sibling(path, ".tmp");
-    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).mode(PRIVATE).open(&tmp)?;
     f.write_all(MAGIC)?;
     f.write_all(snapshot_frame)?;
     f.sync_all()?;

@@ -8,8 +8,12 @@
 //! - A watch reconnects by itself (with backoff, for up to [`EtcdOptions::watch_reconnect_budget`] of
 //!   continuous failure) and resumes from the revision after the last one it delivered, so a leader
 //!   change or a member restart neither loses nor repeats an event.
-//! - Lists are paged (`LIST_PAGE` keys a page) at one pinned revision, so a big prefix neither exceeds
-//!   the gRPC message limit nor mixes revisions.
+//! - Lists are paged at one pinned revision (every page reads the revision of the first), so a big
+//!   prefix never mixes revisions. A page is sized by bytes, not only by keys: each next page asks for
+//!   as many keys as fit [`LIST_PAGE_BYTES`] at the sizes seen so far, and a page that still comes back
+//!   too large is asked again with half the keys. Responses may be up to [`MAX_RESPONSE_BYTES`] (gRPC's
+//!   default of 4 MiB was what broke lists of a thousand 4 KiB specs), which leaves room for values up
+//!   to etcd's own request limit (1.5 MiB by default) in any page.
 //!
 //! Not used because etcd 3.4 lacks it: the streaming range read (3.7).
 
@@ -27,7 +31,17 @@ use super::{
     StoreError, WatchEvent, WatchStream,
 };
 
-const LIST_PAGE: i64 = 1000;
+/// The most keys one list page asks for.
+const LIST_PAGE_MAX_KEYS: i64 = 1000;
+/// The first page of a list asks for this many keys, before any size is known.
+const LIST_PAGE_FIRST_KEYS: i64 = 100;
+/// What a list page aims at, in bytes of keys and values.
+pub const LIST_PAGE_BYTES: usize = 4 << 20;
+/// The largest response kedge accepts from etcd (lists, watches): well above a page, bounded so that a
+/// misbehaving server cannot make the agent allocate without limit.
+pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
+// Room for a page whose average was misjudged, before it has to be asked again.
+const _: () = assert!(MAX_RESPONSE_BYTES >= 4 * LIST_PAGE_BYTES);
 
 /// How to reach an etcd cluster.
 #[derive(Debug, Clone)]
@@ -85,6 +99,9 @@ impl EtcdOptions {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// The KV and watch clients with the receive limit raised to [`MAX_RESPONSE_BYTES`].
+    kv: etcd_client::KvClient,
+    watch: etcd_client::WatchClient,
     options: EtcdOptions,
 }
 
@@ -126,7 +143,9 @@ impl EtcdStore {
             .await
             .map_err(|_| StoreError::Timeout(budget))?
             .map_err(map_err)?;
-        Ok(EtcdStore { client, options })
+        let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let watch = client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Ok(EtcdStore { client, kv, watch, options })
     }
 
     /// The underlying client, for tests and tools that need etcd-specific calls (e.g. member status).
@@ -159,21 +178,32 @@ impl EtcdStore {
     }
 
     async fn list_once(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        let mut client = self.client.clone();
+        let mut kv_client = self.kv.clone();
         let end = prefix_end(prefix.as_bytes());
         let mut kvs = Vec::new();
         let mut from = prefix.as_bytes().to_vec();
         let mut revision = 0;
+        let mut limit = LIST_PAGE_FIRST_KEYS;
+        let mut bytes_seen = 0usize;
         loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(limit);
             if revision != 0 {
                 opts = opts.with_revision(revision);
             }
-            let resp = client.get(from.clone(), Some(opts)).await.map_err(map_err)?;
+            let resp = match kv_client.get(from.clone(), Some(opts)).await {
+                Ok(resp) => resp,
+                Err(e) if is_too_large(&e) && limit > 1 => {
+                    limit = (limit / 2).max(1);
+                    tracing::debug!(prefix, limit, "etcd list page too large; asking for fewer keys");
+                    continue;
+                }
+                Err(e) => return Err(map_err(e)),
+            };
             if revision == 0 {
                 revision = header_revision(resp.header())?;
             }
             for kv in resp.kvs() {
+                bytes_seen = bytes_seen.saturating_add(kv.key().len() + kv.value().len());
                 kvs.push(convert_kv(kv));
             }
             if !resp.more() {
@@ -182,9 +212,24 @@ impl EtcdStore {
             let Some(last) = resp.kvs().last() else { break };
             from = last.key().to_vec();
             from.push(0);
+            limit = next_page_limit(bytes_seen, kvs.len());
         }
         Ok(ListResult { kvs, revision })
     }
+}
+
+/// How many keys the next list page asks for: as many as fit [`LIST_PAGE_BYTES`] at the average size
+/// of the keys read so far, between 1 and [`LIST_PAGE_MAX_KEYS`].
+fn next_page_limit(bytes_seen: usize, keys_seen: usize) -> i64 {
+    let average = (bytes_seen / keys_seen.max(1)).max(1);
+    let fits = LIST_PAGE_BYTES / average;
+    i64::try_from(fits).unwrap_or(LIST_PAGE_MAX_KEYS).clamp(1, LIST_PAGE_MAX_KEYS)
+}
+
+/// Whether the client refused a response for being larger than its receive limit (tonic reports
+/// that as OUT_OF_RANGE "decoded message length too large").
+fn is_too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status) if status.message().contains("message length too large"))
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64, StoreError> {
@@ -422,7 +467,7 @@ impl Store for EtcdStore {
                     + 1
             };
             let mut watch = EtcdWatch {
-                client: self.client.clone(),
+                client: self.watch.clone(),
                 prefix: prefix.to_owned(),
                 next,
                 stream: None,
@@ -548,7 +593,7 @@ impl EtcdStore {
 }
 
 struct EtcdWatch {
-    client: Client,
+    client: etcd_client::WatchClient,
     prefix: String,
     /// The next revision to deliver: where a reconnect resumes.
     next: i64,
@@ -650,5 +695,23 @@ impl EtcdWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_pages_fit_the_byte_budget() {
+        // Small specs: the most keys a page may ask for.
+        assert_eq!(next_page_limit(100 * 500, 100), LIST_PAGE_MAX_KEYS);
+        // 4 KiB specs: 1,024 would fit 4 MiB, so still the key cap.
+        assert_eq!(next_page_limit(100 * 4096, 100), LIST_PAGE_MAX_KEYS);
+        // 256 KiB objects: 16 a page.
+        assert_eq!(next_page_limit(10 * (256 << 10), 10), 16);
+        // Values larger than a whole page: one at a time, never zero.
+        assert_eq!(next_page_limit(8 << 20, 1), 1);
+        assert_eq!(next_page_limit(0, 0), LIST_PAGE_MAX_KEYS);
     }
 }
