@@ -27,6 +27,8 @@ pub struct FieldError {
 
 /// Docker refuses a memory limit below this.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+/// The kernel's largest CPU weight (cgroup v1 `cpu.shares`); Docker refuses more.
+pub const MAX_CPU_SHARES: u64 = 262_144;
 
 /// Checks the rules of a single container, whatever its source (a file, or an API request body).
 pub fn validate_container(container: &Container) -> Vec<FieldError> {
@@ -509,8 +511,11 @@ fn check_resources(resources: &Resources, errors: &mut Errors) {
         }
     }
     if let Some(shares) = resources.cpu_shares {
-        if shares == 1 {
-            errors.add("spec.resources.cpuShares", "must be at least 2 (or 0 for Docker's default)");
+        if shares == 1 || shares > MAX_CPU_SHARES {
+            errors.add(
+                "spec.resources.cpuShares",
+                format!("must be from 2 to {MAX_CPU_SHARES} (or 0 for Docker's default)"),
+            );
         }
     }
     if let Some(period) = resources.cpu_period {
