@@ -207,9 +207,25 @@ impl Errors {
     }
 }
 
+/// The label kedge's own end-to-end tests put on everything they make (so a guard can remove it);
+/// the one `io.kedge.` label a spec may carry.
+pub const TEST_LABEL: &str = "io.kedge.test";
+
+/// Markers kedge puts in a container's name while it replaces it (`<name>-kedge-new-<id>`,
+/// `<name>-kedge-old-<id>`); a spec name holding one would be taken for a recreate's leftover.
+pub const RESERVED_NAME_MARKERS: [&str; 2] = ["-kedge-new-", "-kedge-old-"];
+
 fn check_metadata(metadata: &ObjectMeta, errors: &mut Errors) {
     if let Err(why) = check_dns_label(&metadata.name) {
         errors.add("metadata.name", format!("`{}` is not a valid name: {why}", metadata.name));
+    } else if let Some(marker) = RESERVED_NAME_MARKERS.iter().find(|m| metadata.name.contains(**m)) {
+        errors.add(
+            "metadata.name",
+            format!(
+                "`{}` contains `{marker}`, which kedge reserves for containers it is replacing",
+                metadata.name
+            ),
+        );
     }
     if let Err(why) = check_dns_label(&metadata.namespace) {
         errors.add("metadata.namespace", format!("`{}` is not a valid namespace: {why}", metadata.namespace));
@@ -252,7 +268,12 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
         }
     }
     for key in spec.labels.keys() {
-        if key.starts_with("kedge.io/") {
+        if key.starts_with("io.kedge.") && key != TEST_LABEL {
+            errors.add_on_key(
+                format!("spec.labels.{key}"),
+                "labels under `io.kedge.` are kedge's own container labels (ownership, host, upgrade helper)",
+            );
+        } else if key.starts_with("kedge.io/") {
             errors.add_on_key(
                 format!("spec.labels.{key}"),
                 "labels under `kedge.io/` are reserved for kedge itself",
