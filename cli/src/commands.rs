@@ -402,20 +402,31 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
             } else {
                 format!("/api/v1/namespaces/{}/containers?{selector}", encode(&ns))
             };
-            let (containers, revision) = match &args.name {
+            let (containers, invalid, revision) = match &args.name {
                 Some(name) => {
                     let one: Container = serde_json::from_value(client.get(&object_path(&ns, name)).await?)
                         .map_err(bad_answer)?;
                     let revision = if args.watch { list_revision(&client.get(&list_path).await?) } else { 0 };
-                    (vec![one], revision)
+                    (vec![one], Vec::new(), revision)
                 }
                 None => {
                     let list = client.get(&list_path).await?;
-                    (list_items(&list)?, list_revision(&list))
+                    let invalid = list["invalid"].as_array().cloned().unwrap_or_default();
+                    (list_items(&list)?, invalid, list_revision(&list))
                 }
             };
-            let rows: Vec<Vec<String>> =
+            // Specs the store holds but that cannot be read: shown, never hidden, and why on stderr.
+            for entry in &invalid {
+                eprintln!(
+                    "warning: container {}/{}: the stored spec cannot be read, so no agent acts on it: {}",
+                    entry["namespace"].as_str().unwrap_or_default(),
+                    entry["name"].as_str().unwrap_or_default(),
+                    entry["error"].as_str().unwrap_or_default()
+                );
+            }
+            let mut rows: Vec<Vec<String>> =
                 containers.iter().map(|c| output::container_row(c, options, now)).collect();
+            rows.extend(invalid.iter().map(|entry| output::invalid_container_row(entry, options)));
             let header = output::container_header(options);
             let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
             match args.output {
@@ -428,7 +439,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
                                 widths[index] = widths[index].max(cell.len()).max(12);
                             }
                         }
-                        print!("{}", output::containers_table(&containers, options, now));
+                        print!("{}", output::containers_table(&containers, &invalid, options, now));
                     }
                 }
                 Some(OutputFormat::Name) => {

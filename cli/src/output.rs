@@ -105,8 +105,31 @@ pub fn container_row(container: &Container, options: TableOptions, now: DateTime
     row
 }
 
-pub fn containers_table(containers: &[Container], options: TableOptions, now: DateTime<Utc>) -> String {
-    let rows: Vec<Vec<String>> = containers.iter().map(|c| container_row(c, options, now)).collect();
+/// The row of a stored spec that cannot be read (an entry of a list's `invalid`): its identity, IMAGE
+/// `<invalid>` and SYNCED `Invalid`, the rest unknown.
+pub fn invalid_container_row(entry: &Value, options: TableOptions) -> Vec<String> {
+    let text = |field: &str| entry[field].as_str().unwrap_or_default().to_owned();
+    let mut row = Vec::new();
+    if options.namespaces {
+        row.push(text("namespace"));
+    }
+    row.extend([text("name"), NONE.to_owned(), "<invalid>".to_owned()]);
+    row.extend(["Unknown".to_owned(), "Invalid".to_owned(), "0".to_owned(), "<unknown>".to_owned()]);
+    if options.wide {
+        row.extend(["-".to_owned(), NONE.to_owned(), "0".to_owned(), "Invalid".to_owned()]);
+    }
+    row
+}
+
+/// The `get containers` table: readable specs, then the ones that cannot be read (a list's `invalid`).
+pub fn containers_table(
+    containers: &[Container],
+    invalid: &[Value],
+    options: TableOptions,
+    now: DateTime<Utc>,
+) -> String {
+    let mut rows: Vec<Vec<String>> = containers.iter().map(|c| container_row(c, options, now)).collect();
+    rows.extend(invalid.iter().map(|entry| invalid_container_row(entry, options)));
     table(&container_header(options), &rows)
 }
 
@@ -665,7 +688,7 @@ mod tests {
     fn container_table() {
         let options = TableOptions { wide: false, namespaces: false };
         assert_eq!(
-            containers_table(&fixtures(), options, now()),
+            containers_table(&fixtures(), &[], options, now()),
             "\
 NAME      HOST     IMAGE                                   READY     SYNCED    RESTARTS   AGE
 web       host-a   nginx:1.27                              True      True      2          2d
@@ -679,7 +702,7 @@ pending   host-c   busybox                                 Unknown   Unknown   0
     fn container_table_wide_with_namespaces() {
         let options = TableOptions { wide: true, namespaces: true };
         assert_eq!(
-            containers_table(&fixtures()[..2], options, now()),
+            containers_table(&fixtures()[..2], &[], options, now()),
             "\
 NAMESPACE   NAME   HOST     IMAGE                                   READY   SYNCED   RESTARTS   AGE   GENERATION   CONTAINER      DRIFT   REASON
 default     web    host-a   nginx:1.27                              True    True     2          2d    3/3          0123456789ab   0       <none>

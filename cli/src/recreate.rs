@@ -193,11 +193,12 @@ pub(crate) fn short_id(id: &str) -> &str {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
+    let too_long = || format!("`{text}` is too long a duration");
     match unit {
         "" | "s" => Ok(Duration::from_secs(value)),
         "ms" => Ok(Duration::from_millis(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
+        "m" => value.checked_mul(60).map(Duration::from_secs).ok_or_else(too_long),
+        "h" => value.checked_mul(3600).map(Duration::from_secs).ok_or_else(too_long),
         _ => Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
     }
 }

@@ -234,7 +234,7 @@ pub async fn helper(args: HelperArgs) -> CliResult<Exit> {
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::stderr)
         .try_init();
-    let timeout = Duration::from_secs(args.timeout.max(1));
+    let timeout = kedge_controller::upgrade::bounded_timeout(args.timeout);
     let result = match kedge_controller::docker::DockerClient::connect().await {
         Ok(docker) => {
             kedge_controller::upgrade::helper::run(docker, &args.container, &args.image, timeout).await
@@ -278,10 +278,11 @@ fn plural(hosts: usize) -> String {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s or 3m"))?;
+    let too_long = || format!("`{text}` is too long a duration");
     match unit {
         "" | "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
+        "m" => value.checked_mul(60).map(Duration::from_secs).ok_or_else(too_long),
+        "h" => value.checked_mul(3600).map(Duration::from_secs).ok_or_else(too_long),
         _ => Err(format!("{text:?} is not a duration like 90s or 3m")),
     }
 }

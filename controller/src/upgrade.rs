@@ -31,6 +31,16 @@ use crate::store::{keys, Fence, PutCondition, SharedStore, StoreError};
 pub const REPORT_MARGIN: Duration = Duration::from_secs(60);
 /// The per-host timeout when the request names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest per-host timeout a campaign may ask for (a day). The API refuses more; a record read from
+/// the store with more (written by hand, or before the bound) is treated as this, so that no deadline
+/// arithmetic can overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// A campaign's per-host timeout as the leader, the agent and the helper use it: at least a second, at
+/// most [`MAX_TIMEOUT`], whatever the record says.
+pub fn bounded_timeout(timeout_seconds: u64) -> Duration {
+    Duration::from_secs(timeout_seconds.clamp(1, MAX_TIMEOUT.as_secs()))
+}
 
 /// The state of a whole campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,9 +196,9 @@ pub fn advance(
                 || record.container.as_ref().is_some_and(|c| c.image == host.image)
         });
         let started = host.started_at.as_deref().and_then(parse_time).unwrap_or(now);
-        let deadline = started
-            + chrono::Duration::from_std(Duration::from_secs(campaign.timeout_seconds) + REPORT_MARGIN)
-                .unwrap_or_default();
+        let wait = chrono::Duration::from_std(bounded_timeout(campaign.timeout_seconds) + REPORT_MARGIN)
+            .unwrap_or_default();
+        let deadline = started.checked_add_signed(wait).unwrap_or(started);
         let mut writes = Vec::new();
         let outcome = match upgrade.map(|(u, _)| (u.state, u.message.clone())) {
             Some((HostUpgradeState::Succeeded, message)) if reports_target => {
@@ -477,6 +487,23 @@ mod tests {
     }
 
     use HostUpgradeState::*;
+
+    #[test]
+    fn an_absurd_stored_timeout_is_bounded_rather_than_overflowing() {
+        // A record with u64::MAX seconds (written by hand, or before the API bounded it): the leader's
+        // deadline arithmetic does not panic, and the host still times out, after MAX_TIMEOUT.
+        let mut c = campaign(&["a"]);
+        c.timeout_seconds = u64::MAX;
+        let views = BTreeMap::from([("a".to_string(), ready("v1"))]);
+        advance(&mut c, &views, at(0));
+        assert_eq!(states(&c), vec![Upgrading]);
+        assert!(advance(&mut c, &views, at(3600)).is_empty());
+        let past = (MAX_TIMEOUT + REPORT_MARGIN).as_secs() as i64 + 1;
+        advance(&mut c, &views, at(past));
+        assert_eq!(states(&c), vec![Failed]);
+        assert_eq!(bounded_timeout(u64::MAX), MAX_TIMEOUT);
+        assert_eq!(bounded_timeout(0), Duration::from_secs(1));
+    }
 
     #[test]
     fn hosts_are_upgraded_one_at_a_time_until_all_succeeded() {

@@ -22,6 +22,7 @@ pub mod container;
 pub mod container_set;
 mod forms;
 mod hash;
+pub mod lenient;
 pub mod parse;
 pub mod quantity;
 pub mod reference;
@@ -35,6 +36,7 @@ pub use container_set::{
     RollingUpdate, RolloutState, SetPlacement, TemplateMeta, KIND_CONTAINER_SET,
 };
 pub use hash::spec_hash;
+pub use lenient::{from_json_lenient, Lenient};
 pub use parse::{
     load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
     validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError, SpecErrors,

@@ -191,7 +191,8 @@ impl FromStr for HumanDuration {
                 _ => return Err(invalid()),
             };
             let nanos = parse_decimal_scaled(number, nanos_per_unit).ok_or_else(invalid)?;
-            total = total.checked_add(nanos).ok_or_else(invalid)?;
+            total =
+                total.checked_add(nanos).filter(|total| i64::try_from(*total).is_ok()).ok_or_else(invalid)?;
             rest = after;
         }
         Ok(HumanDuration(std::time::Duration::from_nanos(total)))
@@ -229,7 +230,9 @@ impl fmt::Display for HumanDuration {
 }
 
 /// Parses a non-negative decimal (`12`, `1.5`, `.5`) and multiplies it by `scale`, rounding down, without
-/// going through floating point. `None` when the text is not such a number or the result overflows `u64`.
+/// going through floating point. `None` when the text is not such a number or the result does not fit in
+/// an `i64`: Docker's API takes every quantity (bytes, nano-CPUs, nanoseconds) as a signed 64-bit integer,
+/// so a larger one could only wrap to a negative value on its way there.
 fn parse_decimal_scaled(number: &str, scale: u64) -> Option<u64> {
     let (whole, fraction) = match number.split_once('.') {
         Some((whole, fraction)) => (whole, fraction),
@@ -249,7 +252,7 @@ fn parse_decimal_scaled(number: &str, scale: u64) -> Option<u64> {
         let fraction_value: u128 = fraction.parse().ok()?;
         result += fraction_value * u128::from(scale) / 10u128.pow(fraction.len() as u32);
     }
-    u64::try_from(result).ok()
+    i64::try_from(result).ok().and_then(|value| u64::try_from(value).ok())
 }
 
 /// Implements Serialize (the canonical string), Deserialize (a string or, where it makes sense, a number)
@@ -386,6 +389,21 @@ mod tests {
         ] {
             check::<NanoCpus>(input, expected);
         }
+    }
+
+    #[test]
+    fn quantities_past_docker_s_signed_64_bits_are_refused() {
+        // Docker takes bytes, nano-CPUs and nanoseconds as i64: one past its largest would arrive negative.
+        assert_eq!("9223372036854775807".parse::<ByteSize>(), Ok(ByteSize(i64::MAX as u64)));
+        assert!("9223372036854775808".parse::<ByteSize>().is_err());
+        assert!("18446744073709551615".parse::<ByteSize>().is_err());
+        assert!("8192Pi".parse::<ByteSize>().is_err());
+        assert!("9223372037".parse::<NanoCpus>().is_err());
+        assert!("9223372036s".parse::<HumanDuration>().is_ok());
+        assert!("9223372037s".parse::<HumanDuration>().is_err());
+        assert!("2562047h47m16s854775807ns".parse::<HumanDuration>().is_ok());
+        assert!("2562047h47m16s854775808ns".parse::<HumanDuration>().is_err());
+        assert!("99999999999999999999h".parse::<HumanDuration>().is_err());
     }
 
     #[test]

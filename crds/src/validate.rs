@@ -27,6 +27,8 @@ pub struct FieldError {
 
 /// Docker refuses a memory limit below this.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+/// The kernel's largest CPU weight (cgroup v1 `cpu.shares`); Docker refuses more.
+pub const MAX_CPU_SHARES: u64 = 262_144;
 
 /// Checks the rules of a single container, whatever its source (a file, or an API request body).
 pub fn validate_container(container: &Container) -> Vec<FieldError> {
@@ -205,9 +207,25 @@ impl Errors {
     }
 }
 
+/// The label kedge's own end-to-end tests put on everything they make (so a guard can remove it);
+/// the one `io.kedge.` label a spec may carry.
+pub const TEST_LABEL: &str = "io.kedge.test";
+
+/// Markers kedge puts in a container's name while it replaces it (`<name>-kedge-new-<id>`,
+/// `<name>-kedge-old-<id>`); a spec name holding one would be taken for a recreate's leftover.
+pub const RESERVED_NAME_MARKERS: [&str; 2] = ["-kedge-new-", "-kedge-old-"];
+
 fn check_metadata(metadata: &ObjectMeta, errors: &mut Errors) {
     if let Err(why) = check_dns_label(&metadata.name) {
         errors.add("metadata.name", format!("`{}` is not a valid name: {why}", metadata.name));
+    } else if let Some(marker) = RESERVED_NAME_MARKERS.iter().find(|m| metadata.name.contains(**m)) {
+        errors.add(
+            "metadata.name",
+            format!(
+                "`{}` contains `{marker}`, which kedge reserves for containers it is replacing",
+                metadata.name
+            ),
+        );
     }
     if let Err(why) = check_dns_label(&metadata.namespace) {
         errors.add("metadata.namespace", format!("`{}` is not a valid namespace: {why}", metadata.namespace));
@@ -250,7 +268,12 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
         }
     }
     for key in spec.labels.keys() {
-        if key.starts_with("kedge.io/") {
+        if key.starts_with("io.kedge.") && key != TEST_LABEL {
+            errors.add_on_key(
+                format!("spec.labels.{key}"),
+                "labels under `io.kedge.` are kedge's own container labels (ownership, host, upgrade helper)",
+            );
+        } else if key.starts_with("kedge.io/") {
             errors.add_on_key(
                 format!("spec.labels.{key}"),
                 "labels under `kedge.io/` are reserved for kedge itself",
@@ -509,8 +532,11 @@ fn check_resources(resources: &Resources, errors: &mut Errors) {
         }
     }
     if let Some(shares) = resources.cpu_shares {
-        if shares == 1 {
-            errors.add("spec.resources.cpuShares", "must be at least 2 (or 0 for Docker's default)");
+        if shares == 1 || shares > MAX_CPU_SHARES {
+            errors.add(
+                "spec.resources.cpuShares",
+                format!("must be from 2 to {MAX_CPU_SHARES} (or 0 for Docker's default)"),
+            );
         }
     }
     if let Some(period) = resources.cpu_period {

@@ -511,3 +511,19 @@ fn json_positions() {
         "2:15: YAML syntax error: while parsing a flow sequence, expected ',' or ']'",
     );
 }
+
+#[test]
+fn names_and_labels_that_collide_with_kedge_s_own_are_refused() {
+    let named = "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: probe-kedge-old-abc\nspec:\n  image: busybox\n";
+    let errors = errors_of(named);
+    assert!(errors.contains("metadata.name") && errors.contains("-kedge-old-"), "{errors}");
+    let errors = errors_of(&named.replace("kedge-old", "kedge-new"));
+    assert!(errors.contains("-kedge-new-"), "{errors}");
+    let errors = errors_of(&with_spec("labels:\n  io.kedge.managed-by: kedge"));
+    assert!(errors.contains("spec.labels.io.kedge.managed-by") && errors.contains("io.kedge."), "{errors}");
+    let errors = errors_of(&with_spec("labels:\n  io.kedge.upgrade-helper: h1"));
+    assert!(errors.contains("io.kedge.upgrade-helper"), "{errors}");
+    // The tests' own label stays allowed, and so do names that merely mention kedge.
+    check(&with_spec("labels:\n  io.kedge.test: run1"), "");
+    check(&named.replace("probe-kedge-old-abc", "kedge-oldtimer"), "");
+}

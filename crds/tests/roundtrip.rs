@@ -50,14 +50,14 @@ fn image() -> impl Strategy<Value = ImageReference> {
 
 fn duration() -> impl Strategy<Value = HumanDuration> {
     prop_oneof![
-        any::<u64>().prop_map(|nanos| HumanDuration(std::time::Duration::from_nanos(nanos))),
+        (0..=i64::MAX as u64).prop_map(|nanos| HumanDuration(std::time::Duration::from_nanos(nanos))),
         (0u64..100_000).prop_map(HumanDuration::from_secs),
     ]
 }
 
 fn byte_size() -> impl Strategy<Value = ByteSize> {
     prop_oneof![
-        any::<u64>().prop_map(ByteSize),
+        (0..=i64::MAX as u64).prop_map(ByteSize),
         (0u64..4096, 0u32..5).prop_map(|(n, shift)| ByteSize(n << (10 * shift)))
     ]
 }
@@ -118,7 +118,7 @@ fn restart_policy() -> impl Strategy<Value = RestartPolicy> {
 fn resources() -> impl Strategy<Value = Resources> {
     (
         (
-            of(any::<u64>().prop_map(NanoCpus)),
+            of((0..=i64::MAX as u64).prop_map(NanoCpus)),
             of(any::<u64>()),
             of(any::<u64>()),
             of(any::<i64>()),

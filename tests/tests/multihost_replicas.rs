@@ -43,7 +43,7 @@ struct Child {
 }
 
 async fn children(store: &dyn Store, namespace: &str, set: &str) -> Option<BTreeMap<String, Child>> {
-    let (specs, _) = objects::list_containers(store, Some(namespace)).await.ok()?;
+    let specs = objects::list_containers(store, Some(namespace)).await.ok()?.containers;
     let mut out = BTreeMap::new();
     for spec in
         specs.into_iter().filter(|c| c.metadata.labels.get(SET_LABEL).map(String::as_str) == Some(set))

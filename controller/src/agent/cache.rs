@@ -5,11 +5,16 @@
 //! failure, only changed by a successful list or a watch event. [`DesiredState::authoritative`] tells
 //! whether the cache is known to match the store right now; a worker may conclude that a spec was
 //! deleted (and remove its container) only then.
+//!
+//! A spec that cannot be read is kept apart ([`DesiredState::invalid`]): it is neither a spec to act on
+//! nor a deletion, so its container is left as it is until the spec is repaired or deleted.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use kedge_crds::Container;
+
+use crate::store::objects::InvalidObject;
 
 /// Shared read access to the desired state; the store follower is its only writer.
 #[derive(Default)]
@@ -20,6 +25,8 @@ pub struct DesiredState {
 #[derive(Default)]
 struct Inner {
     specs: BTreeMap<String, Container>,
+    /// Specs that cannot be read, and whether the agent has reported each yet.
+    invalid: BTreeMap<String, (InvalidObject, bool)>,
     /// The store revision the cache reflects.
     revision: i64,
     /// A list succeeded and the watch that followed it is still healthy.
@@ -66,7 +73,12 @@ impl DesiredState {
 
     /// Replaces everything with a complete list read at `revision`; returns every key that was
     /// added, changed or removed.
-    pub fn replace_all(&self, containers: Vec<Container>, revision: i64) -> Changed {
+    pub fn replace_all(
+        &self,
+        containers: Vec<Container>,
+        invalid: Vec<InvalidObject>,
+        revision: i64,
+    ) -> Changed {
         let mut inner = self.write();
         let mut next = BTreeMap::new();
         for container in containers {
@@ -79,6 +91,18 @@ impl DesiredState {
             }
         }
         keys.extend(inner.specs.keys().filter(|key| !next.contains_key(*key)).cloned());
+        let mut next_invalid = BTreeMap::new();
+        for object in invalid {
+            let key = object.key();
+            let reported = inner.invalid.get(&key).is_some_and(|(known, reported)| {
+                *reported && known.resource_version == object.resource_version
+            });
+            if !reported && !keys.contains(&key) {
+                keys.push(key.clone());
+            }
+            next_invalid.insert(key, (object, reported));
+        }
+        inner.invalid = next_invalid;
         inner.specs = next;
         inner.revision = revision;
         inner.in_sync = true;
@@ -90,7 +114,18 @@ impl DesiredState {
     pub fn upsert(&self, container: Container, revision: i64) -> String {
         let key = container.key();
         let mut inner = self.write();
+        inner.invalid.remove(&key);
         inner.specs.insert(key.clone(), container);
+        inner.revision = inner.revision.max(revision);
+        key
+    }
+
+    /// Applies a watched put that cannot be read: the key's spec is set aside, not acted on.
+    pub fn mark_invalid(&self, object: InvalidObject, revision: i64) -> String {
+        let key = object.key();
+        let mut inner = self.write();
+        inner.specs.remove(&key);
+        inner.invalid.insert(key.clone(), (object, false));
         inner.revision = inner.revision.max(revision);
         key
     }
@@ -99,7 +134,25 @@ impl DesiredState {
     pub fn remove(&self, key: &str, revision: i64) {
         let mut inner = self.write();
         inner.specs.remove(key);
+        inner.invalid.remove(key);
         inner.revision = inner.revision.max(revision);
+    }
+
+    /// Why the key's stored spec cannot be read, if it cannot.
+    pub fn invalid(&self, key: &str) -> Option<InvalidObject> {
+        self.read().invalid.get(key).map(|(object, _)| object.clone())
+    }
+
+    /// The key's unreadable spec, the first time it is asked for (per stored revision): so that it is
+    /// reported once, not on every pass.
+    pub fn take_unreported_invalid(&self, key: &str) -> Option<InvalidObject> {
+        let mut inner = self.write();
+        let (object, reported) = inner.invalid.get_mut(key)?;
+        if *reported {
+            return None;
+        }
+        *reported = true;
+        Some(object.clone())
     }
 
     /// The store failed: keep every spec, but stop treating absence as deletion.
@@ -142,10 +195,10 @@ mod tests {
     fn a_list_reports_exactly_what_changed() {
         let cache = DesiredState::default();
         assert!(!cache.authoritative(), "nothing read yet");
-        let changed = cache.replace_all(vec![spec("a", 1), spec("b", 2)], 2);
+        let changed = cache.replace_all(vec![spec("a", 1), spec("b", 2)], Vec::new(), 2);
         assert_eq!(changed.keys, vec!["default/a", "default/b"]);
         assert!(cache.authoritative());
-        let changed = cache.replace_all(vec![spec("a", 1), spec("c", 3)], 3);
+        let changed = cache.replace_all(vec![spec("a", 1), spec("c", 3)], Vec::new(), 3);
         assert_eq!(changed.keys, vec!["default/c", "default/b"]);
         assert_eq!(cache.keys(), vec!["default/a", "default/c"]);
     }
@@ -153,12 +206,12 @@ mod tests {
     #[test]
     fn an_outage_keeps_the_specs_but_not_the_authority() {
         let cache = DesiredState::default();
-        cache.replace_all(vec![spec("a", 1)], 1);
+        cache.replace_all(vec![spec("a", 1)], Vec::new(), 1);
         cache.mark_out_of_sync("connection refused".into());
         assert!(!cache.authoritative());
         assert!(cache.get("default/a").is_some(), "the last known spec is kept through an outage");
         assert_eq!(cache.last_error().as_deref(), Some("connection refused"));
-        cache.replace_all(vec![], 2);
+        cache.replace_all(vec![], Vec::new(), 2);
         assert!(cache.authoritative());
         assert!(cache.get("default/a").is_none(), "a successful list is what deletes");
     }
@@ -166,11 +219,44 @@ mod tests {
     #[test]
     fn watch_events_move_the_revision_forward_only() {
         let cache = DesiredState::default();
-        cache.replace_all(vec![], 5);
+        cache.replace_all(vec![], Vec::new(), 5);
         cache.upsert(spec("a", 7), 7);
         cache.remove("default/zzz", 6);
         assert_eq!(cache.revision(), 7);
         cache.remove("default/a", 8);
         assert!(cache.is_empty());
+    }
+
+    fn unreadable(name: &str, revision: i64) -> InvalidObject {
+        InvalidObject {
+            namespace: "default".into(),
+            name: name.into(),
+            resource_version: revision.to_string(),
+            error: "spec.image: invalid type".into(),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_spec_is_set_aside_reported_once_per_revision_and_not_a_deletion() {
+        let cache = DesiredState::default();
+        let changed = cache.replace_all(vec![spec("a", 1)], vec![unreadable("bad", 2)], 2);
+        assert_eq!(changed.keys, vec!["default/a", "default/bad"]);
+        assert_eq!(cache.keys(), vec!["default/a"], "not a spec to act on");
+        assert!(cache.invalid("default/bad").is_some(), "nor a deletion");
+        assert!(cache.take_unreported_invalid("default/bad").is_some());
+        assert!(cache.take_unreported_invalid("default/bad").is_none(), "reported once");
+        // Listed again unchanged: not reported again, not enqueued again.
+        let changed = cache.replace_all(vec![spec("a", 1)], vec![unreadable("bad", 2)], 3);
+        assert!(changed.keys.is_empty(), "{changed:?}");
+        assert!(cache.take_unreported_invalid("default/bad").is_none());
+        // Rewritten, still unreadable: reported again. Repaired: a spec again.
+        cache.mark_invalid(unreadable("bad", 4), 4);
+        assert!(cache.take_unreported_invalid("default/bad").is_some());
+        cache.upsert(spec("bad", 5), 5);
+        assert!(cache.invalid("default/bad").is_none());
+        assert!(cache.get("default/bad").is_some());
+        // A spec that turns unreadable stops being one.
+        cache.mark_invalid(unreadable("a", 6), 6);
+        assert!(cache.get("default/a").is_none() && cache.invalid("default/a").is_some());
     }
 }

@@ -70,6 +70,7 @@ impl Agent {
             owned = self.owned_containers(key).await?;
         }
         match self.cache.get(key) {
+            None if self.cache.invalid(key).is_some() => self.reconcile_invalid(key).await,
             None => self.reconcile_deleted(key, &owned).await,
             Some(spec) if !self.placed_here(key, &spec) => self.reconcile_placed_elsewhere(key, &owned).await,
             Some(spec) => self.reconcile_spec(key, &spec, &owned).await,
@@ -99,6 +100,20 @@ impl Agent {
             Some(host) => *host == self.config.host_name,
             None => self.bindings.host_of(key).as_deref() == Some(self.config.host_name.as_str()),
         }
+    }
+
+    /// The stored spec cannot be read: neither a spec to act on nor a deletion. Its container (if
+    /// any) is left exactly as it is, and the problem is reported once as a Warning event.
+    async fn reconcile_invalid(&self, key: &str) -> Result<Next, Failure> {
+        if let Some(invalid) = self.cache.take_unreported_invalid(key) {
+            let message = format!(
+                "the stored spec (resourceVersion {}) cannot be read, so it is not acted on: {}",
+                invalid.resource_version, invalid.error
+            );
+            tracing::warn!(key, error = %invalid.error, "an unreadable spec is set aside");
+            self.events.record(key, EventType::Warning, "InvalidSpec", &message).await;
+        }
+        Ok(Next::Done)
     }
 
     /// The spec is gone: remove its containers, unless it asked for them to be orphaned. Only when

@@ -419,7 +419,12 @@ pub(crate) async fn pass(
     if !specs.authoritative() {
         return Ok(());
     }
-    let (sets, _) = objects::list_sets(store.as_ref(), None).await?;
+    // A set that cannot be read is skipped, but still counts as live: its children and status stay
+    // until it is repaired or deleted. The other sets go on.
+    let (sets, invalid_sets, _) = objects::list_sets_with_invalid(store.as_ref(), None).await?;
+    for invalid in &invalid_sets {
+        tracing::warn!(set = %invalid.key(), error = %invalid.error, "an unreadable ContainerSet is skipped");
+    }
     let set_statuses = store.list(keys::SET_STATUS).await?;
     // Children by set, from the cache: a write from a stale cache fails its compare-and-swap.
     let mut children: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
@@ -444,7 +449,7 @@ pub(crate) async fn pass(
     let mut undecodable: HashMap<(String, String), i64> = HashMap::new();
     for kv in &set_statuses.kvs {
         let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
-        match serde_json::from_slice(&kv.value) {
+        match kedge_crds::from_json_lenient::<ContainerSetStatus>(&kv.value).map(|read| read.value) {
             Ok(status) => {
                 stored_statuses.insert((ns.to_owned(), name.to_owned()), (status, kv.mod_revision));
             }
@@ -454,8 +459,11 @@ pub(crate) async fn pass(
             }
         }
     }
-    let live: std::collections::HashSet<(String, String)> =
-        sets.iter().map(|set| (set.metadata.namespace.clone(), set.metadata.name.clone())).collect();
+    let live: std::collections::HashSet<(String, String)> = sets
+        .iter()
+        .map(|set| (set.metadata.namespace.clone(), set.metadata.name.clone()))
+        .chain(invalid_sets.iter().map(|invalid| (invalid.namespace.clone(), invalid.name.clone())))
+        .collect();
 
     // Children and statuses of deleted sets go.
     for ((ns, set_name), orphans) in &children {
@@ -486,7 +494,7 @@ pub(crate) async fn pass(
         let prefix = keys::status_prefix(Some(namespace)).map_err(|e| StoreError::Invalid(e.to_string()))?;
         for kv in &store.list(&prefix).await?.kvs {
             let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
-            if let Ok(status) = serde_json::from_slice(&kv.value) {
+            if let Ok(status) = objects::decode_status(&kv.value) {
                 child_statuses.insert(format!("{ns}/{name}"), status);
             }
         }

@@ -73,11 +73,15 @@ async fn list_and_watch(
     queue: &WorkQueue<String>,
     backoff: &mut ExponentialBackoff,
 ) -> Result<(), StoreError> {
-    let (containers, revision) = objects::list_containers(store.as_ref(), None).await?;
+    let list = objects::list_containers(store.as_ref(), None).await?;
+    let revision = list.revision;
     let prefix = keys::specs_prefix(None).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let mut watch = store.watch(&prefix, revision + 1).await?;
+    let mut watch = store.watch(&prefix, revision.saturating_add(1)).await?;
     let was_in_sync = cache.authoritative();
-    let changed = cache.replace_all(containers, revision);
+    for (key, fields) in &list.ignored_fields {
+        tracing::warn!(key, fields = %fields.join(", "), "a spec has fields this kedge does not know (written by a newer one?); they are ignored");
+    }
+    let changed = cache.replace_all(list.containers, list.invalid, revision);
     if !was_in_sync {
         tracing::info!(specs = cache.len(), revision, "in sync with the store");
     }
@@ -88,11 +92,21 @@ async fn list_and_watch(
     while let Some(event) = watch.next().await {
         let event = event?;
         match event.kind {
-            EventKind::Put => match objects::decode_container(&event.kv) {
-                Ok(container) => queue.add(cache.upsert(container, event.revision)),
-                // The API validates what it stores, so this is another writer's doing. Keep the
-                // last good spec rather than acting on something unreadable.
-                Err(error) => tracing::error!(key = %event.kv.key, %error, "ignoring an unreadable spec"),
+            EventKind::Put => match objects::decode_container_lenient(&event.kv) {
+                Ok(read) => {
+                    if !read.ignored.is_empty() {
+                        tracing::warn!(key = %event.kv.key, fields = %read.ignored.join(", "), "a spec has fields this kedge does not know (written by a newer one?); they are ignored");
+                    }
+                    queue.add(cache.upsert(read.value, event.revision))
+                }
+                // The API validates what it stores, so this is another writer's doing: the spec is
+                // set aside (its container left as it is) and reported, and nothing else waits for it.
+                Err(error) => {
+                    if let Some((namespace, name)) = keys::parse_spec_key(&event.kv.key) {
+                        let object = objects::InvalidObject::unreadable(&event.kv, namespace, name, &error);
+                        queue.add(cache.mark_invalid(object, event.revision));
+                    }
+                }
             },
             EventKind::Delete => {
                 if let Some((namespace, name)) = keys::parse_spec_key(&event.kv.key) {

@@ -106,7 +106,7 @@ async fn start(
         let message = format!("the agent's container {} is gone from the engine", own.id);
         return conclude(agent, key, upgrade, mod_revision, HostUpgradeState::Failed, message).await;
     };
-    let timeout = Duration::from_secs(upgrade.timeout_seconds.max(1));
+    let timeout = crate::upgrade::bounded_timeout(upgrade.timeout_seconds);
     let config =
         helper::helper_config(&observed, &host, &upgrade.campaign, &own.image_id, &upgrade.image, timeout);
     let upgrading = HostUpgrade {

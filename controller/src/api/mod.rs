@@ -43,6 +43,9 @@ pub mod tls;
 pub mod token;
 mod upgrades;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -316,27 +319,43 @@ async fn list(
     params: &HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
     let selector = selector_param(params)?;
-    let (containers, revision) = merged_containers(state, ns).await?;
+    let (containers, invalid, revision) = merged_containers_and_invalid(state, ns).await?;
     let items: Vec<&Container> = containers.iter().filter(|c| selector.matches(&c.metadata.labels)).collect();
-    Ok(Json(json!({
+    let mut list = json!({
         "apiVersion": kedge_crds::API_VERSION,
         "kind": "ContainerList",
         "metadata": { "resourceVersion": revision.to_string() },
         "items": items,
-    })))
+    });
+    // Specs that cannot be read are listed apart (their labels are unknown, so only an empty selector
+    // shows them): a client that does not know this field still gets every readable spec.
+    if !invalid.is_empty() && selector.is_empty() {
+        list["invalid"] = serde_json::to_value(&invalid).unwrap_or_default();
+    }
+    Ok(Json(list))
 }
 
 /// Specs with their statuses merged in, and the revision of the spec read.
 async fn merged_containers(state: &AppState, ns: Option<&str>) -> ApiResult<(Vec<Container>, i64)> {
+    let (containers, _, revision) = merged_containers_and_invalid(state, ns).await?;
+    Ok((containers, revision))
+}
+
+/// [`merged_containers`], and the specs that cannot be read.
+async fn merged_containers_and_invalid(
+    state: &AppState,
+    ns: Option<&str>,
+) -> ApiResult<(Vec<Container>, Vec<objects::InvalidObject>, i64)> {
     let store = state.api.store.as_ref();
-    let (mut containers, revision) = objects::list_containers(store, ns).await?;
+    let list = objects::list_containers(store, ns).await?;
+    let (mut containers, invalid, revision) = (list.containers, list.invalid, list.revision);
     let status_prefix =
         keys::status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let statuses = store.list(&status_prefix).await?;
     let mut by_key: HashMap<(String, String), ContainerStatus> = HashMap::new();
     for kv in &statuses.kvs {
         let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
-        if let Ok(status) = serde_json::from_slice(&kv.value) {
+        if let Ok(status) = objects::decode_status(&kv.value) {
             by_key.insert((ns.to_owned(), name.to_owned()), status);
         }
     }
@@ -344,7 +363,7 @@ async fn merged_containers(state: &AppState, ns: Option<&str>) -> ApiResult<(Vec
         let key = (container.metadata.namespace.clone(), container.metadata.name.clone());
         container.status = by_key.remove(&key);
     }
-    Ok((containers, revision))
+    Ok((containers, invalid, revision))
 }
 
 async fn read(
@@ -352,8 +371,11 @@ async fn read(
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Container>> {
     let store = state.api.store.as_ref();
-    let mut container =
-        objects::get_container(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
+    let mut container = match objects::get_container_or_invalid(store, &ns, &name).await? {
+        Some(Ok(container)) => container,
+        Some(Err(invalid)) => return Err(unreadable(&invalid)),
+        None => return Err(not_found(&ns, &name)),
+    };
     container.status = objects::get_status(store, &ns, &name).await?.map(|(status, _)| status);
     Ok(Json(container))
 }
@@ -480,7 +502,17 @@ async fn remove(
         None | Some("") => None,
         Some(text) => Some(parse_revision(text, "resourceVersion")?),
     };
-    let current = objects::get_container(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
+    let current = match objects::get_container_or_invalid(store, &ns, &name).await? {
+        Some(Ok(container)) => container,
+        // An unreadable spec can be deleted (that is one way to repair it); the answer shows its identity.
+        Some(Err(invalid)) => {
+            let mut placeholder = Container::new(&name, kedge_crds::ContainerSpec::default());
+            placeholder.metadata.namespace = ns.clone();
+            placeholder.metadata.resource_version = Some(invalid.resource_version);
+            placeholder
+        }
+        None => return Err(not_found(&ns, &name)),
+    };
     let deleted = if is_dry_run(&params)? {
         let current_revision = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
         if expected.is_some() && expected != current_revision {
@@ -618,8 +650,8 @@ async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiR
     };
     let (current, revision) = merged_containers(&state, None).await?;
     let (start, replay) = match params.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => (revision + 1, true),
-        Some(text) => (parse_revision(text, "resourceVersion")? + 1, false),
+        None | Some("") | Some("0") => (after(revision), true),
+        Some(text) => (after(parse_revision(text, "resourceVersion")?), false),
     };
     let mut cache: BTreeMap<(String, String), Container> =
         current.into_iter().map(|c| ((c.metadata.namespace.clone(), c.metadata.name.clone()), c)).collect();
@@ -690,7 +722,7 @@ async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiR
                 let key = (ns.to_owned(), name.to_owned());
                 match (event.kind, cache.get_mut(&key)) {
                     (EventKind::Put, Some(container)) => {
-                        let Ok(status) = serde_json::from_slice(&event.kv.value) else { continue };
+                        let Ok(status) = objects::decode_status(&event.kv.value) else { continue };
                         container.status = Some(status);
                         Some(("MODIFIED", container.clone()))
                     }
@@ -712,8 +744,8 @@ async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiR
 async fn watch_events(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
     let params = params?.0;
     let start = match params.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => state.api.store.list(keys::EVENTS).await?.revision + 1,
-        Some(text) => parse_revision(text, "resourceVersion")? + 1,
+        None | Some("") | Some("0") => after(state.api.store.list(keys::EVENTS).await?.revision),
+        Some(text) => after(parse_revision(text, "resourceVersion")?),
     };
     let prefix = keys::events_prefix(params.get("namespace").map(String::as_str))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -855,10 +887,47 @@ fn is_dry_run(params: &HashMap<String, String>) -> ApiResult<bool> {
     }
 }
 
+/// The largest resource version a request may name: 2^53, the largest integer every JSON client
+/// represents exactly. A store at this revision after a million writes a second would be 285 years old, so
+/// the bound refuses only nonsense, and leaves room for the `+ 1` a watch adds.
+pub const MAX_RESOURCE_VERSION: i64 = 1 << 53;
+
 fn parse_revision(text: &str, field: &str) -> ApiResult<i64> {
-    text.parse::<i64>().ok().filter(|revision| *revision >= 0).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("{field} {text:?} is not a resource version"))
-    })
+    let shown: String = text.chars().take(40).collect();
+    match text.parse::<i64>() {
+        Ok(revision) if (0..=MAX_RESOURCE_VERSION).contains(&revision) => Ok(revision),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{field} `{shown}` is out of range: a resource version is from 0 to {MAX_RESOURCE_VERSION}"
+            ),
+        )
+        .with("field", json!(field))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{field} `{shown}` is not a resource version (a whole number)"),
+        )
+        .with("field", json!(field))),
+    }
+}
+
+/// The revision a watch starts from: the one after `revision`, which [`parse_revision`] bounds so that
+/// the addition cannot overflow.
+fn after(revision: i64) -> i64 {
+    revision.saturating_add(1)
+}
+
+/// A stored spec that cannot be read: the caller's data, not the server's fault, and repairable by
+/// applying a good spec over it or deleting it.
+fn unreadable(invalid: &objects::InvalidObject) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "the stored spec of container {}/{} cannot be read ({}); apply a valid spec over it or delete it",
+            invalid.namespace, invalid.name, invalid.error
+        ),
+    )
+    .with("reason", json!("Invalid"))
 }
 
 fn not_found(ns: &str, name: &str) -> ApiError {

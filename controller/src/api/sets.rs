@@ -58,14 +58,14 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let selector = selector_param(params)?;
     let store = state.api.store.as_ref();
-    let (mut sets, revision) = objects::list_sets(store, ns).await?;
+    let (mut sets, invalid, revision) = objects::list_sets_with_invalid(store, ns).await?;
     let prefix =
         keys::set_status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let statuses = store.list(&prefix).await?;
     let mut by_key: HashMap<(String, String), ContainerSetStatus> = HashMap::new();
     for kv in &statuses.kvs {
         let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
-        if let Ok(status) = serde_json::from_slice(&kv.value) {
+        if let Ok(status) = kedge_crds::from_json_lenient(&kv.value).map(|read| read.value) {
             by_key.insert((ns.to_owned(), name.to_owned()), status);
         }
     }
@@ -73,12 +73,17 @@ async fn list(
         set.status = by_key.remove(&(set.metadata.namespace.clone(), set.metadata.name.clone()));
     }
     let items: Vec<&ContainerSet> = sets.iter().filter(|s| selector.matches(&s.metadata.labels)).collect();
-    Ok(Json(json!({
+    let mut list = json!({
         "apiVersion": kedge_crds::API_VERSION,
         "kind": "ContainerSetList",
         "metadata": { "resourceVersion": revision.to_string() },
         "items": items,
-    })))
+    });
+    // As for containers: sets that cannot be read are listed apart, not left out.
+    if !invalid.is_empty() && selector.is_empty() {
+        list["invalid"] = serde_json::to_value(&invalid).unwrap_or_default();
+    }
+    Ok(Json(list))
 }
 
 async fn read(

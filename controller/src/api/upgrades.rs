@@ -26,7 +26,7 @@ use super::{ApiError, ApiResult, AppState};
 use crate::store::{keys, PutCondition};
 use crate::upgrade::{
     self, repository_of, Campaign, CampaignHost, CampaignState, HostUpgrade, HostUpgradeState,
-    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEOUT, MAX_TIMEOUT,
 };
 
 /// The body of `POST /api/v1/upgrades`.
@@ -74,8 +74,15 @@ pub(super) async fn create_campaign(
     let selector = LabelSelector::parse(&selector_text)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("selector: {e}")))?;
     let timeout_seconds = request.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT.as_secs());
-    if timeout_seconds == 0 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "timeoutSeconds must be at least 1"));
+    if !(1..=MAX_TIMEOUT.as_secs()).contains(&timeout_seconds) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "timeoutSeconds {timeout_seconds} is out of range: from 1 to {} (a day)",
+                MAX_TIMEOUT.as_secs()
+            ),
+        )
+        .with("field", json!("timeoutSeconds")));
     }
 
     let store = &state.api.store;

@@ -33,7 +33,8 @@ pub(crate) async fn wait_until_proven(
         };
     }
     let started = Instant::now();
-    let deadline = started + strategy.health_timeout;
+    // A timeout too long for the clock (a spec or flag of centuries) is as good as none.
+    let deadline = started.checked_add(strategy.health_timeout).unwrap_or_else(far_future);
     let mut last = None;
     loop {
         let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
@@ -63,8 +64,13 @@ pub(crate) async fn wait_until_proven(
                 logs: tail(docker, id).await,
             }));
         }
-        tokio::time::sleep(HEALTH_POLL.min(deadline - Instant::now())).await;
+        tokio::time::sleep(HEALTH_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
+}
+
+/// A deadline that will not come: about thirty years from now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
 async fn confirm_running(docker: &DockerClient, id: &str) -> Result<(), WaitError> {

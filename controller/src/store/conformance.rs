@@ -400,7 +400,9 @@ pub async fn generation_rules(store: &dyn Store, ns_prefix: &str) {
 
     let other = container(ns, "db", "busybox:1");
     objects::apply_container(store, &other, None).await.unwrap();
-    let (all, rev) = objects::list_containers(store, Some(ns)).await.unwrap();
+    let list = objects::list_containers(store, Some(ns)).await.unwrap();
+    assert!(list.invalid.is_empty());
+    let (all, rev) = (list.containers, list.revision);
     let names: Vec<&str> = all.iter().map(|c| c.metadata.name.as_str()).collect();
     assert_eq!(names, vec!["db", "web"]);
     assert!(

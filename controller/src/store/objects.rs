@@ -15,7 +15,7 @@
 //! written only by the scheduler's leader, fenced on its term.
 
 use kedge_crds::{
-    Container, ContainerSet, ContainerSetStatus, ContainerStatus, ObjectMeta, DEFAULT_NAMESPACE,
+    Container, ContainerSet, ContainerSetStatus, ContainerStatus, Lenient, ObjectMeta, DEFAULT_NAMESPACE,
 };
 
 use super::keys;
@@ -56,11 +56,11 @@ pub async fn apply_container(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = match store.get(&key).await? {
-            Some(kv) => Some(decode_container(&kv)?),
-            None => None,
-        };
-        let current_revision = current.as_ref().map_or(0, resource_version);
+        let stored = store.get(&key).await?;
+        // An unreadable stored spec is replaced as if new (a new uid and generation 1): applying a
+        // good spec over it is how a user repairs it.
+        let current = stored.as_ref().and_then(|kv| decode_container(kv).ok());
+        let current_revision = stored.as_ref().map_or(0, |kv| kv.mod_revision);
         if let Some(expected) = expected_resource_version {
             if expected != current_revision {
                 return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
@@ -122,12 +122,67 @@ pub fn next_stored(
     }
 }
 
-/// Decodes a spec key's value, filling in `resourceVersion` from the key's `mod_revision`.
+/// Decodes a spec key's value, filling in `resourceVersion` from the key's `mod_revision`. Fields this
+/// version does not know (a newer kedge wrote them) are dropped; [`decode_container_lenient`] names them.
 pub fn decode_container(kv: &KeyValue) -> Result<Container, StoreError> {
-    let mut c: Container = serde_json::from_slice(&kv.value)
+    decode_container_lenient(kv).map(|read| read.value)
+}
+
+/// [`decode_container`], also naming the fields that were dropped.
+pub fn decode_container_lenient(kv: &KeyValue) -> Result<Lenient<Container>, StoreError> {
+    let mut read = kedge_crds::from_json_lenient::<Container>(&kv.value)
         .map_err(|e| StoreError::Corrupt(format!("{}: not a Container: {e}", kv.key)))?;
-    c.metadata.resource_version = Some(kv.mod_revision.to_string());
-    Ok(c)
+    read.value.metadata.resource_version = Some(kv.mod_revision.to_string());
+    Ok(read)
+}
+
+/// A stored object that cannot be read (written by hand, or by a kedge whose format this one does not
+/// follow): lists skip it and carry it here, so that one bad entry blocks nothing, and the agent leaves
+/// its container alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidObject {
+    pub namespace: String,
+    pub name: String,
+    /// The key's `mod_revision`, as a string like every resource version.
+    pub resource_version: String,
+    /// Why it cannot be read, with the field path.
+    pub error: String,
+}
+
+impl InvalidObject {
+    /// The entry at `kv` (spec or set `namespace/name`), unreadable because of `error`.
+    pub fn unreadable(kv: &KeyValue, namespace: &str, name: &str, error: &StoreError) -> InvalidObject {
+        let error = match error {
+            StoreError::Corrupt(message) => {
+                message.strip_prefix(&format!("{}: ", kv.key)).unwrap_or(message).to_owned()
+            }
+            other => other.to_string(),
+        };
+        InvalidObject {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            resource_version: kv.mod_revision.to_string(),
+            error,
+        }
+    }
+
+    /// `namespace/name`, the work queue's key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What [`list_containers`] read.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerList {
+    pub containers: Vec<Container>,
+    /// Specs that could not be read, by key order.
+    pub invalid: Vec<InvalidObject>,
+    /// Per readable spec (`namespace/name`), the fields a newer writer added that were dropped.
+    pub ignored_fields: Vec<(String, Vec<String>)>,
+    /// The revision of the read.
+    pub revision: i64,
 }
 
 pub async fn get_container(
@@ -140,15 +195,41 @@ pub async fn get_container(
 }
 
 /// Every spec in `namespace` (or in all namespaces), sorted by key, and the revision of the read.
-/// One undecodable spec fails the whole list: a partial list would read as "the others were deleted".
+/// An undecodable spec is not left out silently (that would read as "deleted"): it is listed in
+/// [`ContainerList::invalid`], so that readers can report it and leave its container alone.
 pub async fn list_containers(
     store: &dyn Store,
     namespace: Option<&str>,
-) -> Result<(Vec<Container>, i64), StoreError> {
+) -> Result<ContainerList, StoreError> {
     let prefix = keys::specs_prefix(namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let list = store.list(&prefix).await?;
-    let containers = list.kvs.iter().map(decode_container).collect::<Result<Vec<_>, _>>()?;
-    Ok((containers, list.revision))
+    let mut read = ContainerList { revision: list.revision, ..ContainerList::default() };
+    for kv in &list.kvs {
+        let Some((ns, name)) = keys::parse_spec_key(&kv.key) else { continue };
+        match decode_container_lenient(kv) {
+            Ok(lenient) => {
+                if !lenient.ignored.is_empty() {
+                    read.ignored_fields.push((format!("{ns}/{name}"), lenient.ignored));
+                }
+                read.containers.push(lenient.value);
+            }
+            Err(error) => read.invalid.push(InvalidObject::unreadable(kv, ns, name, &error)),
+        }
+    }
+    Ok(read)
+}
+
+/// Reads a spec that may be unreadable: `Ok(Err(..))` names why, with the key's revision, so that an
+/// apply or a delete can still replace or remove it.
+pub async fn get_container_or_invalid(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Result<Container, InvalidObject>>, StoreError> {
+    let key = keys::spec_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(store.get(&key).await?.map(|kv| {
+        decode_container(&kv).map_err(|error| InvalidObject::unreadable(&kv, namespace, name, &error))
+    }))
 }
 
 /// Deletes a spec (not its status: the agent removes that once the container is gone).
@@ -186,11 +267,17 @@ pub async fn get_status(
     match store.get(&key).await? {
         None => Ok(None),
         Some(kv) => {
-            let status = serde_json::from_slice(&kv.value)
+            let status = decode_status(&kv.value)
                 .map_err(|e| StoreError::Corrupt(format!("{key}: not a ContainerStatus: {e}")))?;
             Ok(Some((status, kv.mod_revision)))
         }
     }
+}
+
+/// Decodes a status as stored, tolerating fields a newer agent added (see [`kedge_crds::lenient`]):
+/// during a rolling upgrade an older reader must not fail on a newer writer's status.
+pub fn decode_status(value: &[u8]) -> Result<ContainerStatus, String> {
+    kedge_crds::from_json_lenient::<ContainerStatus>(value).map(|read| read.value)
 }
 
 fn namespace_of(c: &Container) -> &str {
@@ -275,8 +362,10 @@ pub async fn apply_set(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = store.get(&key).await?.map(|kv| decode_set(&kv)).transpose()?;
-        let current_revision = current.as_ref().map_or(0, set_resource_version);
+        let stored = store.get(&key).await?;
+        // An unreadable stored set is replaced as if new, as for specs.
+        let current = stored.as_ref().and_then(|kv| decode_set(kv).ok());
+        let current_revision = stored.as_ref().map_or(0, |kv| kv.mod_revision);
         if let Some(expected) = expected_resource_version {
             if expected != current_revision {
                 return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
@@ -326,8 +415,9 @@ pub async fn apply_set(
 
 /// Decodes a set key's value, filling in `resourceVersion` from the key's `mod_revision`.
 pub fn decode_set(kv: &KeyValue) -> Result<ContainerSet, StoreError> {
-    let mut set: ContainerSet = serde_json::from_slice(&kv.value)
-        .map_err(|e| StoreError::Corrupt(format!("{}: not a ContainerSet: {e}", kv.key)))?;
+    let mut set = kedge_crds::from_json_lenient::<ContainerSet>(&kv.value)
+        .map_err(|e| StoreError::Corrupt(format!("{}: not a ContainerSet: {e}", kv.key)))?
+        .value;
     set.metadata.resource_version = Some(kv.mod_revision.to_string());
     Ok(set)
 }
@@ -341,16 +431,32 @@ pub async fn get_set(
     store.get(&key).await?.map(|kv| decode_set(&kv)).transpose()
 }
 
-/// Every set in `namespace` (or all), sorted by key, and the revision of the read. One undecodable
-/// set fails the list, as for specs.
+/// Every readable set in `namespace` (or all), sorted by key, and the revision of the read. Sets that
+/// cannot be read are skipped here; [`list_sets_with_invalid`] names them.
 pub async fn list_sets(
     store: &dyn Store,
     namespace: Option<&str>,
 ) -> Result<(Vec<ContainerSet>, i64), StoreError> {
+    let (sets, _, revision) = list_sets_with_invalid(store, namespace).await?;
+    Ok((sets, revision))
+}
+
+/// [`list_sets`], with the sets that could not be read.
+pub async fn list_sets_with_invalid(
+    store: &dyn Store,
+    namespace: Option<&str>,
+) -> Result<(Vec<ContainerSet>, Vec<InvalidObject>, i64), StoreError> {
     let prefix = keys::sets_prefix(namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let list = store.list(&prefix).await?;
-    let sets = list.kvs.iter().map(decode_set).collect::<Result<Vec<_>, _>>()?;
-    Ok((sets, list.revision))
+    let (mut sets, mut invalid) = (Vec::new(), Vec::new());
+    for kv in &list.kvs {
+        let Some((ns, name)) = keys::parse_set_key(&kv.key) else { continue };
+        match decode_set(kv) {
+            Ok(set) => sets.push(set),
+            Err(error) => invalid.push(InvalidObject::unreadable(kv, ns, name, &error)),
+        }
+    }
+    Ok((sets, invalid, list.revision))
 }
 
 /// Deletes a set; the scheduler's leader then deletes its children and its status.
@@ -375,7 +481,8 @@ pub async fn get_set_status(
     match store.get(&key).await? {
         None => Ok(None),
         Some(kv) => {
-            let status = serde_json::from_slice(&kv.value)
+            let status = kedge_crds::from_json_lenient::<ContainerSetStatus>(&kv.value)
+                .map(|read| read.value)
                 .map_err(|e| StoreError::Corrupt(format!("{key}: not a ContainerSetStatus: {e}")))?;
             Ok(Some((status, kv.mod_revision)))
         }
@@ -384,8 +491,4 @@ pub async fn get_set_status(
 
 fn set_namespace(set: &ContainerSet) -> &str {
     namespace_or_default(&set.metadata)
-}
-
-fn set_resource_version(set: &ContainerSet) -> i64 {
-    revision_of(&set.metadata)
 }
