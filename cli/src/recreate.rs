@@ -91,6 +91,10 @@ pub(crate) async fn recreate_any(
     name: &str,
     strategy: &RecreateStrategy,
 ) -> CliResult<RecreateReport> {
+    docker.refuse_on_podman("a recreate").map_err(|error| {
+        CliError::new(Exit::Server, error.to_string())
+            .hint("recreate it with Podman's own tools (`podman container clone`, `podman auto-update`)")
+    })?;
     let executor = Executor::new(docker);
     let mut progress = ProgressPrinter::default();
     let mut on_progress = |event: RecreateProgress| progress.print(event);

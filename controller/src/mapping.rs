@@ -271,15 +271,25 @@ fn is_recreate_bookkeeping(key: &str) -> bool {
 }
 
 /// The observed networks as a declaration: the network of `NetworkMode` first (it is the one joined
-/// at create), the default bridge left out when it was not asked for, the hostname (short-ID) alias
-/// Docker adds on user-defined networks left out.
+/// at create), the hostname (short-ID) alias Docker adds on user-defined networks left out, and
+/// nothing declared for a container on the default bridge alone.
+///
+/// The default bridge alone is what a container gets without a network. Docker answers `NetworkMode`
+/// `default` for it up to API 1.43 but `bridge` from Engine 25 on (API 1.44), whether or not it was
+/// asked for, so both read as "no network declared"; it carries no aliases or static address, so
+/// nothing is lost. Beside other networks it is kept, so a recreate stays on all of them.
 fn declared_networks(observed: &ObservedContainer) -> Vec<NetworkAttachment> {
     let short_id = short_id(&observed.id);
-    let mode = observed.network_mode.as_deref().unwrap_or("default");
+    let mode = match observed.network_mode.as_deref() {
+        None | Some("default") => "bridge",
+        Some(mode) => mode,
+    };
+    if mode == "bridge" && observed.networks.iter().all(|network| network.network == "bridge") {
+        return Vec::new();
+    }
     let mut networks: Vec<NetworkAttachment> = observed
         .networks
         .iter()
-        .filter(|network| !(mode == "default" && network.network == "bridge"))
         .map(|network| NetworkAttachment {
             network: network.network.clone(),
             aliases: network
@@ -445,10 +455,26 @@ mod tests {
 
     #[test]
     fn declared_config_on_the_default_bridge_declares_no_network() {
-        let mut on_bridge = inspected();
-        on_bridge.network_mode = Some("default".into());
-        on_bridge.networks = vec![ObservedNetwork { network: "bridge".into(), ..Default::default() }];
-        assert!(declared_config(&on_bridge, &old_image()).networks.is_empty());
+        // Engine 20.10 (API 1.41) answers `default`, Engine 25 and later (API 1.44) `bridge`.
+        for mode in ["default", "bridge"] {
+            let mut on_bridge = inspected();
+            on_bridge.network_mode = Some(mode.into());
+            on_bridge.networks = vec![ObservedNetwork { network: "bridge".into(), ..Default::default() }];
+            assert!(declared_config(&on_bridge, &old_image()).networks.is_empty(), "{mode}");
+            // Connected to another network as well: both stay, the bridge joined at create first.
+            on_bridge.networks.insert(
+                0,
+                ObservedNetwork {
+                    network: "front".into(),
+                    aliases: vec!["api".into()],
+                    ..Default::default()
+                },
+            );
+            let networks = declared_config(&on_bridge, &old_image()).networks;
+            let names: Vec<&str> = networks.iter().map(|network| network.network.as_str()).collect();
+            assert_eq!(names, ["bridge", "front"], "{mode}");
+            assert_eq!(networks[1].aliases, ["api"]);
+        }
     }
 
     #[test]

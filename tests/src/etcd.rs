@@ -56,6 +56,12 @@ pub fn make_certificates(dir: &std::path::Path) {
 // etcd processes owned by a test: started on free loopback ports in a private directory, killed on drop
 // (also when the test panics).
 
+/// The etcd binary a test's own members run: `$KEDGE_ETCD_BIN` (the compatibility pass points it at
+/// etcd 3.5, see docs/compatibility.md), else `etcd` on the PATH.
+pub fn etcd_bin() -> String {
+    std::env::var("KEDGE_ETCD_BIN").ok().filter(|bin| !bin.is_empty()).unwrap_or_else(|| "etcd".to_owned())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -173,7 +179,7 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .unwrap();
-        let child = Command::new("etcd")
+        let child = Command::new(etcd_bin())
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -197,7 +203,7 @@ impl EtcdCluster {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("etcd is installed (scripts/test-env up installs it)");
+            .unwrap_or_else(|e| panic!("starting {}: {e} (scripts/test-env up installs etcd)", etcd_bin()));
         self.members[i].child = Some(child);
     }
 

@@ -177,3 +177,64 @@ async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
     assert!(quiet.actions_of("UpdateInPlace") <= 3, "no update loop: {quiet:?}");
     agent.stop().await.expect("stops");
 }
+
+/// `healthcheck.startInterval` needs Engine API 1.44: on such an engine (the compatibility pass's
+/// Engine 26) it is sent and the container keeps it; on an older one (20.10) the container is made
+/// without it and a FieldNotSupported Warning names the field and the engine's API version. Either
+/// way the spec converges and stays put (no recreate loop over the field the engine lacks).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_health_start_interval_is_sent_where_the_engine_has_it_and_reported_where_not() {
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
+    let name = format!("startint-{id}");
+    let spec = test_spec(
+        &name,
+        &namespace,
+        &agent.host,
+        &cleanup,
+        json!({
+            "image": "kedge-test/app:v1",
+            "healthcheck": {"test": "true", "interval": "2s", "startPeriod": "5s", "startInterval": "300ms"},
+        }),
+    );
+    objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
+    wait_ready(agent.store.as_ref(), &namespace, &name, READY).await;
+
+    let engine = docker().await;
+    let api = engine.client_version().to_string();
+    let has_it = api.strip_prefix("1.").and_then(|minor| minor.parse::<u32>().ok()).is_some_and(|m| m >= 44);
+    let inspect = engine.inspect_container(&name, None).await.expect("inspect");
+    let first_id = inspect.id.clone().expect("an ID");
+    let start_interval =
+        inspect.config.and_then(|config| config.healthcheck).and_then(|check| check.start_interval);
+    let events =
+        kedge_controller::events::list_events(agent.store.as_ref(), Some(&namespace)).await.expect("events");
+    let warned: Vec<_> = events.iter().filter(|event| event.reason == "FieldNotSupported").collect();
+    if has_it {
+        assert_eq!(start_interval, Some(300_000_000), "API {api} keeps startInterval");
+        assert!(warned.is_empty(), "no warning on API {api}: {warned:?}");
+    } else {
+        assert!(start_interval.unwrap_or(0) == 0, "API {api} has no startInterval: {start_interval:?}");
+        let warning = warned.first().unwrap_or_else(|| panic!("a FieldNotSupported warning on API {api}"));
+        assert!(
+            warning.message.contains("spec.healthcheck.startInterval") && warning.message.contains(&api),
+            "{}",
+            warning.message
+        );
+    }
+
+    // Converged for good: the container is not replaced over the field.
+    let stats = agent.stats.clone();
+    eventually("the agent to go quiet", READY, || async {
+        let before = stats.snapshot();
+        tokio::time::sleep(Duration::from_millis(500)).await; // The window the count must hold still in.
+        let after = stats.snapshot();
+        (before == after && after.in_flight == 0).then_some(())
+    })
+    .await;
+    let after = engine.inspect_container(&name, None).await.expect("inspect").id;
+    assert_eq!(after.as_deref(), Some(first_id.as_str()), "the same container");
+    agent.stop().await.expect("stops");
+}

@@ -20,6 +20,7 @@ mod api_server;
 mod cli_agent;
 mod cli_e2e;
 mod cli_sets;
+mod compat_podman;
 mod docker_client;
 mod dockermap_actions;
 mod drift_repair;

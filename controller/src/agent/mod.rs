@@ -186,6 +186,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    // Before anything is locked or written: on Podman the agent would recreate without end.
+    docker.refuse_on_podman("the agent")?;
     let host_lock = tokio::select! {
         lock = lock::HostLock::acquire(store.clone(), &config.host_name) => lock?,
         _ = shutdown.cancelled() => return Ok(()),

@@ -22,6 +22,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 300;
 pub struct DockerClient {
     docker: Docker,
     host: String,
+    /// `Some(version)` when the engine is Podman's Docker-compatible API service, not Docker.
+    podman: Option<String>,
 }
 
 /// Which containers to list. Labels are Docker filter values: `key` or `key=value`, all must match.
@@ -70,8 +72,36 @@ impl DockerClient {
         }
         .map_err(connect_error)?;
         let docker = docker.negotiate_version().await?;
-        debug!(host, api = %docker.client_version(), "connected to docker");
-        Ok(DockerClient { docker, host: host.to_string() })
+        // Podman's service names itself among the version's components ("Podman Engine").
+        let version = docker.version().await?;
+        let podman = version.components.unwrap_or_default().into_iter().find_map(|component| {
+            component.name.to_ascii_lowercase().contains("podman").then_some(component.version)
+        });
+        debug!(host, api = %docker.client_version(), podman = podman.is_some(), "connected to docker");
+        Ok(DockerClient { docker, host: host.to_string(), podman })
+    }
+
+    /// The Podman version when the engine is Podman's Docker-compatible API service, not Docker.
+    pub fn podman_version(&self) -> Option<&str> {
+        self.podman.as_deref()
+    }
+
+    /// Refuses `operation` on Podman, whose Docker-compatible API differs from Docker's where kedge
+    /// compares what it declared with what it observes (docs/compatibility.md): its inspect adds
+    /// environment of its own (`container=podman`, `HOME`, `HOSTNAME`, `TERM`), names images
+    /// `docker.io/...` where Docker keeps the name given, and applies limits and restart policies
+    /// differently, so every container would look drifted and be recreated again and again.
+    /// Reading (listing, inspect, `kedge check`) works and is not refused.
+    pub fn refuse_on_podman(&self, operation: &str) -> DockerResult<()> {
+        match &self.podman {
+            None => Ok(()),
+            Some(version) => Err(DockerError::Unsupported {
+                message: format!(
+                    "the engine at {} is Podman {version}, not Docker: {operation} needs Docker's inspect, and Podman's Docker-compatible API reports containers differently (environment Podman adds itself such as container=podman, image names prefixed with docker.io/, limits and restart policies), so kedge would take every container for drifted; `kedge check` works on Podman (docs/compatibility.md)",
+                    self.host
+                ),
+            }),
+        }
     }
 
     /// The address this client talks to.

@@ -328,6 +328,17 @@ fn strip_slash(name: &str) -> String {
     name.strip_prefix('/').unwrap_or(name).to_string()
 }
 
+/// An image ID in Docker's form, `sha256:<hex>`. Podman's Docker API answers a container's image
+/// bare (`<hex>`) while its image inspect has the prefix; compared as they come, every container
+/// would look like it runs another image than its tag's, and be recreated again and again.
+fn image_id(id: String) -> String {
+    if id.is_empty() || id.contains(':') {
+        id
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
 pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<ObservedContainer> {
     let id = i.id?;
     let config = i.config.unwrap_or_default();
@@ -376,7 +387,7 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         id,
         name: strip_slash(&i.name.unwrap_or_default()),
         image: config.image.clone().unwrap_or_default(),
-        image_id: i.image.unwrap_or_default(),
+        image_id: image_id(i.image.unwrap_or_default()),
         created: i.created.map(|c| c.to_string()),
         state: ContainerState {
             status: status_from(state.status),
@@ -434,7 +445,7 @@ pub(crate) fn summary_from(s: b::ContainerSummary) -> Option<ContainerSummary> {
         id: s.id?,
         name: own_name(&s.names.unwrap_or_default()),
         image: s.image.unwrap_or_default(),
-        image_id: s.image_id.unwrap_or_default(),
+        image_id: image_id(s.image_id.unwrap_or_default()),
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
         labels: labels_from(s.labels),
     })
@@ -443,7 +454,7 @@ pub(crate) fn summary_from(s: b::ContainerSummary) -> Option<ContainerSummary> {
 pub(crate) fn image_from_inspect(i: b::ImageInspect) -> Option<ImageInfo> {
     let config = i.config.unwrap_or_default();
     Some(ImageInfo {
-        id: i.id?,
+        id: image_id(i.id?),
         repo_tags: i.repo_tags.unwrap_or_default(),
         repo_digests: i.repo_digests.unwrap_or_default(),
         env: config.env.unwrap_or_default(),
@@ -527,6 +538,14 @@ fn network_event_from(e: b::EventMessage) -> Option<EngineEvent> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_ids_always_carry_their_algorithm() {
+        let hex = "bfd68785930c8020abc42c193241ec913d2b566cbaeeecdd96c6134ee9ae30dd";
+        assert_eq!(super::image_id(hex.into()), format!("sha256:{hex}"));
+        assert_eq!(super::image_id(format!("sha256:{hex}")), format!("sha256:{hex}"));
+        assert_eq!(super::image_id(String::new()), "");
+    }
+
     use super::*;
 
     #[test]

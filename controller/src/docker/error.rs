@@ -24,6 +24,9 @@ pub enum DockerError {
     /// An error the engine reported inside a stream (pull progress, exec output).
     #[error("docker stream error: {message}")]
     Stream { message: String },
+    /// The engine cannot do what was asked (Podman's API where Docker's is needed, for one).
+    #[error("{message}")]
+    Unsupported { message: String },
     /// The engine could not be reached, or its answer could not be read.
     #[error("docker transport error")]
     Transport {
