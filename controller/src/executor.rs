@@ -21,6 +21,7 @@ mod declared;
 mod health;
 mod recover;
 mod recreate;
+pub(crate) use recreate::{health_words, step_words};
 mod volumes;
 
 use std::time::Duration;

@@ -213,7 +213,7 @@ pub async fn run(
 
     agent.recover_interrupted_recreates().await?;
     let identity = host::identify(&agent.docker, agent.config.container.as_deref()).await;
-    tracing::info!(version = %identity.version, container = ?identity.container.as_ref().map(|c| &c.name), "agent identity");
+    tracing::info!(version = %identity.version, container = identity.container.as_ref().map_or("none", |c| c.name.as_str()), "agent identity");
 
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();

@@ -214,7 +214,7 @@ async fn finish(
                 }
             }
             let tail: String = output.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-            let code = helper.state.exit_code;
+            let code = helper.state.exit_code.map_or_else(|| "unknown".to_owned(), |code| code.to_string());
             // The recovery finished it forward when this agent is the new one (it is healthy).
             let current = match &identity.container {
                 Some(own) => agent.docker.inspect_container(&own.name).await?,

@@ -117,7 +117,7 @@ pub enum RecreateFailure {
 }
 
 /// A recreate step in words, for messages people read.
-fn step_words(step: RecreateStep) -> &'static str {
+pub(crate) fn step_words(step: RecreateStep) -> &'static str {
     match step {
         RecreateStep::Pull => "pulling the image",
         RecreateStep::CreateNew => "creating the new container",
@@ -133,7 +133,8 @@ fn step_words(step: RecreateStep) -> &'static str {
     }
 }
 
-fn health_words(health: HealthStatus) -> &'static str {
+/// A health state in words, for messages people read.
+pub(crate) fn health_words(health: HealthStatus) -> &'static str {
     match health {
         HealthStatus::None => "without a health check",
         HealthStatus::Starting => "still starting",

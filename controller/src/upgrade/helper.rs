@@ -177,11 +177,14 @@ pub fn failure_message(failure: &RecreateFailure, timeout: Duration) -> String {
             format!("new agent stopped{}", last_line(logs).unwrap_or_default())
         }
         RecreateFailure::Unhealthy { health, logs, .. } => format!(
-            "new agent did not report in within {}s (health {health:?}){}",
+            "new agent did not report in within {}s (it was {}){}",
             timeout.as_secs(),
+            crate::executor::health_words(*health),
             last_line(logs).unwrap_or_default()
         ),
-        RecreateFailure::Step { step, message } => format!("{step:?} failed: {message}"),
+        RecreateFailure::Step { step, message } => {
+            format!("{} failed: {message}", crate::executor::step_words(*step))
+        }
     }
 }
 
