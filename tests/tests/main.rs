@@ -28,6 +28,7 @@ mod environment;
 mod executor_actions;
 mod executor_crash;
 mod executor_recreate;
+mod hostile_input;
 mod multihost_failover;
 mod multihost_leader;
 mod multihost_netns;
