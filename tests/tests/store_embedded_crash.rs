@@ -42,7 +42,7 @@ fn embedded_store_keeps_acknowledged_writes_across_kill_9() {
 fn run_and_kill(path: &std::path::Path, round: usize, n: usize) -> Vec<(String, i64)> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--exact", &format!("store_embedded_crash::{TEST_NAME}"), "--nocapture", "--test-threads=1"])
+        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{}|{round}", path.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
