@@ -14,9 +14,9 @@
 //! The scenarios share one agent and run at the same time, so the test takes about as long as the
 //! longest wait (the rollback's 60 s watch).
 
-use crate::api_support::{kedge_bin, kedge_command, stderr, stdout};
+use crate::api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,28 +28,6 @@ use serde_json::Value;
 const WINDOW: Duration = Duration::from_secs(40);
 const HOLD_WATCH: Duration = Duration::from_secs(60);
 const READY: Duration = Duration::from_secs(60);
-
-/// A `kedge agent` child process, stopped with SIGTERM (then killed) when dropped.
-struct AgentProcess {
-    child: Child,
-    state_dir: std::path::PathBuf,
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                let _ = std::fs::remove_dir_all(&self.state_dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
 
 /// Container events of this run, as the engine reports them: (name, action, exit code, id, time).
 type Seen = Arc<Mutex<Vec<(String, EventAction, Option<i64>, String, SystemTime)>>>;
@@ -106,6 +84,22 @@ impl Fixture {
             found["reason"].as_str()?.to_owned(),
             found["message"].as_str().unwrap_or_default().to_owned(),
         ))
+    }
+
+    /// Watches `name` for the crash-loop window (the counts are over a fixed window, so this observes
+    /// it whole) and returns the first Degraded=True/CrashLoopBackOff message seen, if any.
+    async fn first_crash_loop_message(&self, name: &str) -> Option<String> {
+        let mut first = None;
+        let deadline = tokio::time::Instant::now() + WINDOW;
+        while tokio::time::Instant::now() < deadline {
+            if let Some((status, reason, message)) = self.condition(name, "Degraded") {
+                if first.is_none() && status == "True" && reason == "CrashLoopBackOff" {
+                    first = Some(message);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        first
     }
 
     /// `kedge events --for NAME -o json`: (reason, message, count).
@@ -198,7 +192,7 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
         .stderr(std::fs::File::create(state_dir.join("agent.log")).unwrap())
         .spawn()
         .expect("kedge agent starts");
-    let _agent = AgentProcess { child, state_dir: state_dir.clone() };
+    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
     let fx = Fixture {
         socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
         namespace: format!("ns-{run}"),
@@ -262,18 +256,9 @@ async fn policy_unset(fx: &Fixture) {
     let name = fx.name("unset");
     let from = SystemTime::now();
     fx.apply(&name, "  image: kedge-test/fail:latest\n");
-    let crash_loop = Arc::new(Mutex::new(None));
-    let deadline = tokio::time::Instant::now() + WINDOW;
-    while tokio::time::Instant::now() < deadline {
-        if let Some((status, reason, message)) = fx.condition(&name, "Degraded") {
-            if status == "True" && reason == "CrashLoopBackOff" {
-                crash_loop.lock().unwrap().get_or_insert(message);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let crash_loop = fx.first_crash_loop_message(&name).await;
     let starts = fx.count(&name, &EventAction::Start, from, from + WINDOW);
-    let message = crash_loop.lock().unwrap().clone().expect("Degraded=True/CrashLoopBackOff was reported");
+    let message = crash_loop.expect("Degraded=True/CrashLoopBackOff was reported");
     eprintln!("measured: no restart policy, exit 3: {starts} starts in {}s; {message}", WINDOW.as_secs());
     assert!((3..=7).contains(&starts), "kedge restarts it with its backoff: {starts} starts");
     assert!(message.contains("kedge starts it again at"), "the next start is told: {message}");
@@ -301,16 +286,7 @@ async fn policy_always(fx: &Fixture) {
         "kedge-test/fail:latest",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let crash_loop = Arc::new(Mutex::new(None));
-    let deadline = tokio::time::Instant::now() + WINDOW;
-    while tokio::time::Instant::now() < deadline {
-        if let Some((status, reason, message)) = fx.condition(&name, "Degraded") {
-            if status == "True" && reason == "CrashLoopBackOff" {
-                crash_loop.lock().unwrap().get_or_insert(message);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let crash_loop = fx.first_crash_loop_message(&name).await;
     let to = from + WINDOW;
     let starts = fx.count(&name, &EventAction::Start, from, to);
     let docker_starts = fx.count(&baseline, &EventAction::Start, from, to);
@@ -320,8 +296,7 @@ async fn policy_always(fx: &Fixture) {
     );
     assert!(starts >= 2, "Docker's policy restarts it: {starts}");
     assert!(starts <= docker_starts + 1, "never more starts than Docker alone: {starts} > {docker_starts}");
-    let message = crash_loop.lock().unwrap().clone();
-    let message = message.expect("Degraded=True/CrashLoopBackOff was reported");
+    let message = crash_loop.expect("Degraded=True/CrashLoopBackOff was reported");
     assert!(message.contains("exited with code 3") && message.contains("always"), "{message}");
     let restarts = fx.get(&name)["status"]["restartCount"].as_u64().unwrap_or(0);
     eprintln!("measured: RESTARTS {restarts}; CrashLoopBackOff message: {message}");

@@ -4,33 +4,11 @@
 
 use crate::api_support;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use api_support::{kedge_bin, kedge_command, stderr, stdout};
+use api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
 use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TestEnv, TEST_LABEL};
-
-/// A `kedge agent` child process, stopped with SIGTERM (then killed) when dropped.
-struct AgentProcess {
-    child: Child,
-    state_dir: std::path::PathBuf,
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                let _ = std::fs::remove_dir_all(&self.state_dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_get_describe_delete_against_a_real_agent() {
@@ -48,7 +26,7 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
         .stderr(Stdio::null())
         .spawn()
         .expect("kedge agent starts");
-    let agent = AgentProcess { child, state_dir: state_dir.clone() };
+    let agent = AgentGuard { child, state_dir: state_dir.clone() };
     let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
     let kedge = |args: &[&str]| {
         kedge_command(&std::env::temp_dir())

@@ -227,3 +227,25 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A `kedge agent` child process a test spawned: stopped with SIGTERM (killed after 5 s) when dropped,
+/// also when the test fails, and its state directory removed.
+pub struct AgentGuard {
+    pub child: std::process::Child,
+    pub state_dir: PathBuf,
+}
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
