@@ -169,6 +169,7 @@ pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
         errors.extend(more_errors);
     }
     errors.extend(kedge_crds::validate_objects(&parsed));
+    kedge_crds::sort_errors(&mut errors);
     if !errors.is_empty() {
         for error in &errors {
             eprintln!("{error}");

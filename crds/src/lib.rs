@@ -12,6 +12,8 @@
 //! - [`quantity`]: byte sizes, CPU counts and durations as people write them.
 //! - [`parse`]: YAML and JSON files and directories to `Container`s, with file, line, column and field
 //!   path on every error ([`load_paths`] parses and validates).
+//! - `repair` (private): every shape error of a document, not only serde's first, by repairing and
+//!   reading again.
 //! - [`validate`]: the rules for one container and for a set (duplicates, dependsOn references and cycles).
 //! - [`schema`]: the JSON Schema, generated from the types.
 //! - `yaml` (private): YAML text to positioned values.
@@ -26,6 +28,7 @@ pub mod lenient;
 pub mod parse;
 pub mod quantity;
 pub mod reference;
+mod repair;
 pub mod schema;
 pub mod validate;
 mod yaml;
@@ -39,7 +42,8 @@ pub use hash::spec_hash;
 pub use lenient::{from_json_lenient, Lenient};
 pub use parse::{
     load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
-    validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError, SpecErrors,
+    sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError,
+    SpecErrors,
 };
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;

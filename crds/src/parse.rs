@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use serde::de::DeserializeOwned;
-
 use crate::container::{Container, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
-use crate::yaml::{self, child_index_path, child_key_path, Position, PositionIndex};
+use crate::repair::{self, ShapeError};
+use crate::validate::{validate_container, validate_container_set, FieldError};
+use crate::yaml::{self, child_key_path, Position, PositionIndex};
 
 /// A `Container` read from a file, with where it came from.
 #[derive(Clone, Debug)]
@@ -105,7 +105,7 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
         match parse_document(file, document, &[KIND_CONTAINER]) {
             Ok(Parsed::Container(container)) => containers.push(*container),
             Ok(Parsed::ContainerSet(_)) => unreachable!("only Container is accepted"),
-            Err(error) => errors.push(error),
+            Err(document_errors) => errors.extend(document_errors),
         }
     }
     if let Some(error) = syntax_error {
@@ -117,6 +117,7 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
             message: error.message,
         });
     }
+    sort_errors(&mut errors);
     (containers, errors)
 }
 
@@ -129,7 +130,7 @@ pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecErro
         match parse_document(file, document, &[KIND_CONTAINER, KIND_CONTAINER_SET]) {
             Ok(Parsed::Container(container)) => objects.containers.push(*container),
             Ok(Parsed::ContainerSet(set)) => objects.sets.push(*set),
-            Err(error) => errors.push(error),
+            Err(document_errors) => errors.extend(document_errors),
         }
     }
     if let Some(error) = syntax_error {
@@ -141,6 +142,7 @@ pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecErro
             message: error.message,
         });
     }
+    sort_errors(&mut errors);
     (objects, errors)
 }
 
@@ -222,8 +224,17 @@ pub fn validate_objects(objects: &ParsedObjects) -> Vec<SpecError> {
             ));
         }
     }
-    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    sort_errors(&mut errors);
     errors
+}
+
+/// Puts errors in the order a reader fixes them, file by file and then by position (errors at one
+/// place keep the order they were found in), and drops repeats: one mistake can be found twice, by
+/// parsing and by a later rule, or once per alias that copied it.
+pub fn sort_errors(errors: &mut Vec<SpecError>) {
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|error| seen.insert(error.clone()));
 }
 
 /// Parses and validates files and directories holding Containers and ContainerSets.
@@ -231,7 +242,7 @@ pub fn load_objects_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Objects, SpecEr
     let (objects, mut errors) = parse_objects_paths(paths);
     errors.extend(validate_objects(&objects));
     if !errors.is_empty() {
-        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        sort_errors(&mut errors);
         return Err(SpecErrors(errors));
     }
     Ok(Objects {
@@ -292,8 +303,7 @@ fn finish_loading(
     if errors.is_empty() {
         return Ok(containers.into_iter().map(|parsed| parsed.container).collect());
     }
-    // File by file, then by position; errors at one place keep the order they were found in.
-    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    sort_errors(&mut errors);
     Err(SpecErrors(errors))
 }
 
@@ -384,11 +394,13 @@ enum Parsed {
     ContainerSet(Box<ParsedContainerSet>),
 }
 
+/// One document to a value of its kind, or every error of its shape (see [`crate::repair`]) and, for
+/// what could be read around them, of its values.
 fn parse_document(
     file: &str,
     document: yaml::PositionedDocument,
     kinds: &[&str],
-) -> Result<Parsed, SpecError> {
+) -> Result<Parsed, Vec<SpecError>> {
     let positions = document.positions;
     let error = |path: &str, key: bool, message: String| {
         let position = if key { positions.key_position(path) } else { positions.value_position(path) };
@@ -402,40 +414,49 @@ fn parse_document(
         }
     };
     let Value::Object(fields) = &document.value else {
-        return Err(error(
+        return Err(vec![error(
             "",
             false,
             "a document must be a map with apiVersion, kind, metadata and spec".to_owned(),
-        ));
+        )]);
     };
     // The envelope is checked first: a document of another kind would otherwise fail with confusing
     // messages about fields that kind does not have.
     match fields.get("apiVersion") {
         Some(Value::String(version)) if version == API_VERSION => {}
         Some(other) => {
-            return Err(error(
+            return Err(vec![error(
                 "apiVersion",
                 false,
                 format!("unsupported apiVersion {}, expected `{API_VERSION}`", describe(other)),
-            ))
+            )])
         }
-        None => return Err(error("apiVersion", false, "missing required field `apiVersion`".to_owned())),
+        None => {
+            return Err(vec![error("apiVersion", false, "missing required field `apiVersion`".to_owned())])
+        }
     }
     let kind = match fields.get("kind") {
         Some(Value::String(kind)) if kinds.contains(&kind.as_str()) => kind.clone(),
         Some(other) => {
             let expected: Vec<String> = kinds.iter().map(|kind| format!("`{kind}`")).collect();
-            return Err(error(
+            return Err(vec![error(
                 "kind",
                 false,
                 format!("unsupported kind {}, expected {}", describe(other), expected.join(" or ")),
-            ));
+            )]);
         }
-        None => return Err(error("kind", false, "missing required field `kind`".to_owned())),
+        None => return Err(vec![error("kind", false, "missing required field `kind`".to_owned())]),
     };
     let start = document.start;
     if kind == KIND_CONTAINER_SET {
-        let set: ContainerSet = deserialize(&document.value).map_err(|(p, k, m)| error(&p, k, m))?;
+        let set = match serde_path_to_error::deserialize::<_, ContainerSet>(&document.value) {
+            Ok(set) => set,
+            Err(first) => {
+                let repaired = repair::read_all::<ContainerSet>(&document.value, first);
+                let rules = repaired.value.as_ref().map(validate_container_set).unwrap_or_default();
+                return Err(repaired_errors(&repaired, rules, &error));
+            }
+        };
         return Ok(Parsed::ContainerSet(Box::new(ParsedContainerSet {
             set,
             file: file.to_owned(),
@@ -443,7 +464,14 @@ fn parse_document(
             positions,
         })));
     }
-    let container: Container = deserialize(&document.value).map_err(|(p, k, m)| error(&p, k, m))?;
+    let container = match serde_path_to_error::deserialize::<_, Container>(&document.value) {
+        Ok(container) => container,
+        Err(first) => {
+            let repaired = repair::read_all::<Container>(&document.value, first);
+            let rules = repaired.value.as_ref().map(validate_container).unwrap_or_default();
+            return Err(repaired_errors(&repaired, rules, &error));
+        }
+    };
     Ok(Parsed::Container(Box::new(ParsedContainer {
         container,
         file: file.to_owned(),
@@ -452,41 +480,54 @@ fn parse_document(
     })))
 }
 
-/// Deserializes a document, or answers (field path, whether the error is about a key, message).
-fn deserialize<T: DeserializeOwned>(value: &Value) -> Result<T, (String, bool, String)> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(object) => Ok(object),
-        Err(failure) => {
-            let mut path = String::new();
-            for segment in failure.path().iter() {
-                path = match segment {
-                    serde_path_to_error::Segment::Seq { index } => child_index_path(&path, *index),
-                    serde_path_to_error::Segment::Map { key } => child_key_path(&path, key),
-                    serde_path_to_error::Segment::Enum { variant } => child_key_path(&path, variant),
-                    serde_path_to_error::Segment::Unknown => child_key_path(&path, "?"),
-                };
-            }
-            let message = failure.into_inner().to_string();
-            Err(rewrite_serde_message(path, message))
+/// The errors of a document that needed repairs: its shape errors, then the value rules broken by what
+/// could be read, except at repaired paths and at the maps holding them (a placeholder or a removed
+/// field breaks rules the user did not: `hostSelectr` removed leaves a placement that names nothing).
+fn repaired_errors<T>(
+    repaired: &repair::Repaired<T>,
+    rules: Vec<FieldError>,
+    error: &impl Fn(&str, bool, String) -> SpecError,
+) -> Vec<SpecError> {
+    let mut errors: Vec<SpecError> =
+        repaired.errors.iter().map(|shape| error(&shape.path, shape.on_key, shape.message.clone())).collect();
+    for rule in rules {
+        let follows_from_repair = repaired
+            .repaired
+            .iter()
+            .any(|path| repair::is_within(&rule.path, path) || rule.path == crate::yaml::parent_path(path));
+        if !follows_from_repair {
+            errors.push(error(&rule.path, rule.on_key, rule.message));
         }
     }
+    if repaired.gave_up {
+        errors.push(error(
+            "",
+            false,
+            format!("more errors may follow: stopped after {} repairs", repaired.repaired.len()),
+        ));
+    }
+    errors
 }
 
 /// Makes serde's messages say where and what, briefly: a missing field's path names the field, and an
 /// unknown field suggests the closest known name instead of listing all of them.
-fn rewrite_serde_message(path: String, message: String) -> (String, bool, String) {
+pub(crate) fn rewrite_serde_message(path: String, message: String) -> ShapeError {
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.trim_end_matches('`');
-        return (child_key_path(&path, field), false, format!("missing required field `{field}`"));
+        return ShapeError {
+            path: child_key_path(&path, field),
+            on_key: false,
+            message: format!("missing required field `{field}`"),
+        };
     }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let suggestion =
             closest(field, &known).map(|name| format!(", did you mean `{name}`?")).unwrap_or_default();
-        return (path, true, format!("unknown field `{field}`{suggestion}"));
+        return ShapeError { path, on_key: true, message: format!("unknown field `{field}`{suggestion}") };
     }
-    (path, false, message)
+    ShapeError { path, on_key: false, message }
 }
 
 /// The known name closest to `field` by edit distance, when it is close enough to be a likely typo.

@@ -43,7 +43,10 @@ pub(crate) struct YamlError {
 /// Deeper nesting than this is refused: no spec needs it, and it bounds the recursion of later stages.
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Aliases may not expand a document past this many nodes (the "billion laughs" bound).
-const MAX_NODES: usize = 200_000;
+pub(crate) const MAX_NODES: usize = 200_000;
+/// Nor past this much scalar text (values and map keys, counted once per copy): a few nodes that each
+/// copy a long string would otherwise pass the node bound and still fill the memory.
+pub(crate) const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024;
 
 impl PositionIndex {
     /// The position of the value at `path`, or of its nearest ancestor that is in the file.
@@ -89,7 +92,8 @@ pub(crate) fn child_index_path(parent: &str, index: usize) -> String {
 /// Reads every document of a YAML stream. A syntax error ends the stream (nothing after it can be trusted);
 /// the documents read before it are returned along with it.
 pub(crate) fn read_documents(text: &str) -> (Vec<PositionedDocument>, Option<YamlError>) {
-    let mut reader = Reader { parser: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0 };
+    let mut reader =
+        Reader { parser: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0, text_bytes: 0 };
     let mut documents = Vec::new();
     loop {
         match reader.next_document() {
@@ -104,9 +108,18 @@ pub(crate) fn read_documents(text: &str) -> (Vec<PositionedDocument>, Option<Yam
 struct Reader<'input> {
     parser: Parser<'input, saphyr_parser::StrInput<'input>>,
     /// Anchored nodes by anchor id, for aliases.
-    anchors: HashMap<usize, Value>,
+    anchors: HashMap<usize, Anchored>,
     /// Nodes produced in the current document, counting alias expansions.
     nodes: usize,
+    /// Bytes of scalar text produced in the current document, counting alias expansions.
+    text_bytes: usize,
+}
+
+/// An anchored node and what one more copy of it costs, checked before it is copied.
+struct Anchored {
+    value: Value,
+    nodes: usize,
+    text_bytes: usize,
 }
 
 impl<'input> Reader<'input> {
@@ -140,6 +153,7 @@ impl<'input> Reader<'input> {
         }
         self.anchors.clear();
         self.nodes = 0;
+        self.text_bytes = 0;
         let (event, span) = self.next_event()?;
         let start = position(span);
         let mut positions = PositionIndex::default();
@@ -165,13 +179,12 @@ impl<'input> Reader<'input> {
         if depth > MAX_DEPTH {
             return Err(error_at(span, path, &format!("nesting is deeper than {MAX_DEPTH} levels")));
         }
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            return Err(error_at(span, path, &format!("the document has more than {MAX_NODES} nodes")));
-        }
+        let (nodes_before, text_before) = (self.nodes, self.text_bytes);
+        self.count(1, 0, span, path)?;
         positions.values.entry(path.to_owned()).or_insert_with(|| position(span));
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(0, text.len(), span, path)?;
                 (scalar_value(&text, style, tag.as_deref(), span, path)?, anchor)
             }
             Event::SequenceStart(anchor, tag) => {
@@ -196,7 +209,10 @@ impl<'input> Reader<'input> {
                         break;
                     }
                     let key = match event {
-                        Event::Scalar(text, ..) => text.into_owned(),
+                        Event::Scalar(text, ..) => {
+                            self.count(0, text.len(), key_span, path)?;
+                            text.into_owned()
+                        }
                         _ => return Err(error_at(key_span, path, "map keys must be plain strings")),
                     };
                     let entry_path = child_key_path(path, &key);
@@ -210,27 +226,48 @@ impl<'input> Reader<'input> {
                 }
                 (Value::Object(entries), anchor)
             }
-            Event::Alias(anchor) => match self.anchors.get(&anchor) {
-                Some(value) => {
-                    let value = value.clone();
-                    self.nodes += count_nodes(&value);
-                    if self.nodes > MAX_NODES {
-                        return Err(error_at(
-                            span,
-                            path,
-                            &format!("the document has more than {MAX_NODES} nodes"),
-                        ));
-                    }
-                    (value, 0)
-                }
-                None => return Err(error_at(span, path, "alias to an unknown anchor")),
-            },
+            Event::Alias(anchor) => {
+                let Some(anchored) = self.anchors.get(&anchor) else {
+                    return Err(error_at(span, path, "alias to an unknown anchor"));
+                };
+                // The alias node itself was counted above; its copy is counted before it is made.
+                let (nodes, text_bytes) = (anchored.nodes.saturating_sub(1), anchored.text_bytes);
+                self.count(nodes, text_bytes, span, path)?;
+                let value =
+                    self.anchors.get(&anchor).map(|anchored| anchored.value.clone()).unwrap_or_default();
+                (value, 0)
+            }
             _ => return Err(error_at(span, path, "YAML syntax error: unexpected event")),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            let anchored = Anchored {
+                value: value.clone(),
+                nodes: self.nodes - nodes_before,
+                text_bytes: self.text_bytes - text_before,
+            };
+            self.anchors.insert(anchor, anchored);
         }
         Ok(value)
+    }
+
+    /// Adds to the document's node and text counts, refusing the document past either bound.
+    fn count(&mut self, nodes: usize, text_bytes: usize, span: Span, path: &str) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.text_bytes = self.text_bytes.saturating_add(text_bytes);
+        if self.nodes > MAX_NODES {
+            return Err(error_at(span, path, &format!("the document has more than {MAX_NODES} nodes")));
+        }
+        if self.text_bytes > MAX_TEXT_BYTES {
+            let mib = MAX_TEXT_BYTES / (1024 * 1024);
+            return Err(error_at(
+                span,
+                path,
+                &format!(
+                    "the document expands to more than {mib} MiB of text (aliases counted once per use)"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -247,14 +284,6 @@ fn tag_name(tag: &Tag) -> String {
         format!("!!{}", tag.suffix)
     } else {
         tag.to_string()
-    }
-}
-
-fn count_nodes(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Object(entries) => 1 + entries.values().map(count_nodes).sum::<usize>(),
-        _ => 1,
     }
 }
 
@@ -425,5 +454,24 @@ mod tests {
         }
         let (_, error) = read_documents(&text);
         assert!(error.unwrap().message.contains("more than 200000 nodes"));
+    }
+
+    #[test]
+    fn a_bomb_of_long_strings_is_refused_by_its_text() {
+        // 111 nodes per copy of `l2`, far below the node bound, but 64 KiB of text in each leaf.
+        let mut text = format!("s: &s {}\n", "x".repeat(64 * 1024));
+        text.push_str("l1: &l1 [*s, *s, *s, *s, *s, *s, *s, *s, *s, *s]\n");
+        text.push_str("l2: &l2 [*l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1]\n");
+        text.push_str("l3: &l3 [*l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2]\n");
+        let (_, error) = read_documents(&text);
+        let error = error.expect("refused");
+        assert_eq!(
+            error.message,
+            "the document expands to more than 16 MiB of text (aliases counted once per use)"
+        );
+        assert_eq!((error.position.line, error.path.as_str()), (4, "l3[1]"));
+        // Two copies of the long string are fine.
+        let (documents, error) = read_documents(&format!("s: &s {}\nt: *s\n", "x".repeat(64 * 1024)));
+        assert!(error.is_none() && documents.len() == 1);
     }
 }

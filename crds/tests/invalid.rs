@@ -78,7 +78,8 @@ fn envelope() {
     );
     check(
         "apiVersion: kedge.io/v1\nkind: Container\nmetadta:\n  name: a\n",
-        "3:1: metadta: unknown field `metadta`, did you mean `metadata`?",
+        // The missing `metadata` is the typo's and not reported again; the missing `spec` is a mistake of its own.
+        "1:1: spec: missing required field `spec`\n3:1: metadta: unknown field `metadta`, did you mean `metadata`?",
     );
 }
 
