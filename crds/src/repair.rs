@@ -21,9 +21,9 @@ use crate::yaml::{child_index_path, child_key_path};
 /// more may follow. A real file has a handful; the bound keeps a hostile one from taking long.
 pub(crate) const MAX_REPAIRS: usize = 256;
 
-/// Deserializations allowed per document, counted in nodes read: each repair tries one to a few
-/// candidates, each a full read of the document, so a large document gets fewer tries.
-const WORK_BUDGET_NODES: usize = 50_000_000;
+/// Deserializations allowed per document, counted in what they read ([`read_cost`]): each repair tries
+/// one to a few candidates, each a full read of the document, so a large document gets fewer tries.
+const WORK_BUDGET: usize = 1 << 30;
 
 /// A shape error: its field path, whether it is about a map key rather than a value, and its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub(crate) fn read_all<T: DeserializeOwned>(
     first: serde_path_to_error::Error<serde_json::Error>,
 ) -> Repaired<T> {
     let mut tree = value.clone();
-    let mut tries_left = (WORK_BUDGET_NODES / count_nodes(&tree).max(1)).clamp(8, MAX_REPAIRS * 8);
+    let mut tries_left = (WORK_BUDGET / read_cost(&tree).max(1)).clamp(8, MAX_REPAIRS * 8);
     let mut outcome = Repaired { value: None, errors: Vec::new(), repaired: Vec::new(), gave_up: false };
     // Fields an unknown field's suggestion names (`imgae`, did you mean `image`): their "missing"
     // error would say the same thing twice.
@@ -260,10 +260,15 @@ fn replace(tree: &mut Value, parent: &[Step], field: &Step, value: Option<Value>
     }
 }
 
-fn count_nodes(value: &Value) -> usize {
+/// Roughly the bytes one read of `value` touches and copies: its text, and a node's worth per node.
+fn read_cost(value: &Value) -> usize {
+    const NODE: usize = 32;
     match value {
-        Value::Array(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Object(entries) => 1 + entries.values().map(count_nodes).sum::<usize>(),
-        _ => 1,
+        Value::Array(items) => NODE + items.iter().map(read_cost).sum::<usize>(),
+        Value::Object(entries) => {
+            NODE + entries.iter().map(|(key, value)| key.len() + read_cost(value)).sum::<usize>()
+        }
+        Value::String(text) => NODE + text.len(),
+        _ => NODE,
     }
 }
