@@ -7,13 +7,16 @@
 //! - an upgrade with an absurd `timeoutSeconds` and a watch from an overflowing `resourceVersion` are
 //!   refused naming the field, and the leader goes on placing specs afterwards;
 //! - names and labels that collide with kedge's own are refused by `kedge validate` (exit 2), both
-//!   errors of the file reported.
+//!   errors of the file reported;
+//! - a file with four mistakes in two documents has all four listed, at their line, column and field
+//!   path, by `kedge validate`, `apply` and `diff`, which exit 2 and change nothing;
+//! - a YAML alias bomb is refused naming the limit, with `kedge validate` staying under 200 MiB.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api_support::{http_unix, kedge_command, stderr, stdout};
+use crate::api_support::{http_unix, kedge_command, stderr, stdout, unique, TestServer};
 use crate::store_scale::AgentProcess;
 use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
@@ -153,4 +156,130 @@ fn names_and_labels_that_collide_with_kedges_own_are_refused_by_validate() {
     let errors = format!("{}{}", stdout(&output), stderr(&output));
     assert!(errors.contains("-kedge-old-"), "the name's error is reported: {errors}");
     assert!(errors.contains("io.kedge.managed-by"), "the label's error is reported: {errors}");
+}
+
+/// Two documents with four mistakes (a wrong type, a bad quantity, a bad duration and an unknown
+/// field) and a valid third one, and each error's start as `kedge` prints it.
+fn four_mistakes(namespace: &str) -> (String, [&'static str; 4]) {
+    let text = format!(
+        "apiVersion: kedge.io/v1
+kind: Container
+metadata:
+  name: web
+  namespace: {namespace}
+spec:
+  image: kedge-test/app:v1
+  ports:
+    - containerPort: eighty
+  resources:
+    memory: 12XB
+---
+apiVersion: kedge.io/v1
+kind: Container
+metadata:
+  name: worker
+  namespace: {namespace}
+spec:
+  image: kedge-test/app:v1
+  stopGracePeriod: soon
+  restrat: always
+---
+apiVersion: kedge.io/v1
+kind: Container
+metadata:
+  name: fine
+  namespace: {namespace}
+spec:
+  image: kedge-test/app:v1
+"
+    );
+    let errors = [
+        "four.yaml:9:22: spec.ports[0].containerPort: invalid type: string \"eighty\"",
+        "four.yaml:11:13: spec.resources.memory: invalid byte size `12XB`",
+        "four.yaml:20:20: spec.stopGracePeriod: invalid duration `soon`",
+        "four.yaml:21:3: spec.restrat: unknown field `restrat`",
+    ];
+    (text, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_four_mistakes_lists_all_four_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let namespace = unique("four");
+    let (text, expected) = four_mistakes(&namespace);
+    std::fs::write(server.dir.join("four.yaml"), text).unwrap();
+    for command in [
+        &["validate", "-f", "four.yaml"][..],
+        &["apply", "-f", "four.yaml"],
+        &["apply", "-f", "four.yaml", "--dry-run=server"],
+        &["diff", "-f", "four.yaml"],
+    ] {
+        let output = server.kedge(command);
+        let errors = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "kedge {command:?} refuses the file: {errors}");
+        let listed: Vec<&str> = errors.lines().filter(|line| line.starts_with("four.yaml:")).collect();
+        assert_eq!(listed.len(), 4, "kedge {command:?} lists four errors:\n{errors}");
+        for (line, start) in listed.iter().zip(expected) {
+            assert!(line.starts_with(start), "kedge {command:?}: `{line}` starts with `{start}`:\n{errors}");
+        }
+        assert!(errors.contains("4 error(s) in the input; nothing was changed"), "{errors}");
+    }
+    // Not even the valid document was applied.
+    let listed = server.kedge(&["get", "containers", "-n", &namespace, "-o", "json"]);
+    assert!(listed.status.success(), "kedge get: {}", stderr(&listed));
+    for name in ["web", "worker", "fine"] {
+        assert!(
+            !stdout(&listed).contains(&format!("\"{name}\"")),
+            "{name} was not applied: {}",
+            stdout(&listed)
+        );
+    }
+}
+
+/// Runs `kedge validate -f FILE` under GNU time and answers its output and its peak resident memory
+/// in KiB. time(1) waits for its one child with wait4, so the figure is that process's alone,
+/// whatever else the test runner's process has started.
+fn validate_measured(dir: &Path, file: &Path) -> (std::process::Output, u64) {
+    let time = Path::new("/usr/bin/time");
+    assert!(time.exists(), "GNU time is needed to measure memory (scripts/test-env installs it)");
+    let report = dir.join("rss.txt");
+    let mut command = crate::api_support::isolated(std::process::Command::new(time), dir);
+    command.arg("-f").arg("%M").arg("-o").arg(&report).arg(crate::api_support::kedge_bin());
+    let output = command.arg("validate").arg("-f").arg(file).output().expect("time runs kedge");
+    let text = std::fs::read_to_string(&report).expect("time wrote its report");
+    let kib = text.lines().last().and_then(|line| line.trim().parse().ok());
+    (output, kib.unwrap_or_else(|| panic!("a peak RSS in KiB in {text:?}")))
+}
+
+/// A Container whose `spec.command` list is anchored with one long string, and `levels` more lists of
+/// ten aliases each to the one before: about `string_bytes * 10^levels` bytes once expanded.
+fn alias_bomb(string_bytes: usize, levels: usize) -> String {
+    let mut text = format!(
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: bomb\nspec:\n  image: kedge-test/app:v1\n  command: &l0 [{}]\n",
+        "x".repeat(string_bytes)
+    );
+    for level in 1..=levels {
+        let aliases = vec![format!("*l{}", level - 1); 10].join(", ");
+        text.push_str(&format!("  more{level}: &l{level} [{aliases}]\n"));
+    }
+    text
+}
+
+#[test]
+fn alias_bombs_are_refused_naming_the_limit_in_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 100 KB expanding to 950 MB, and about 3 KB expanding to 250 MB: kedge used 2 GiB and
+    // 295 MiB on them before aliases were bounded by their text.
+    for (name, string_bytes, levels) in [("bomb-100k.yaml", 95_000, 4), ("bomb-3k.yaml", 2_500, 5)] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, alias_bomb(string_bytes, levels)).unwrap();
+        let (output, peak_kib) = validate_measured(dir.path(), &file);
+        let errors = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{name} is refused: {errors}");
+        assert!(
+            errors.contains("the document expands to more than 16 MiB of text"),
+            "{name}: the refusal names the limit: {errors}"
+        );
+        assert!(peak_kib < 200 * 1024, "{name}: kedge validate peaked at {peak_kib} KiB, more than 200 MiB");
+    }
 }

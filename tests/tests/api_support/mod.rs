@@ -191,7 +191,11 @@ pub fn kedge_bin() -> PathBuf {
 
 /// A `kedge` command isolated from the user's config, token file and colours.
 pub fn kedge_command(dir: &Path) -> Command {
-    let mut command = Command::new(kedge_bin());
+    isolated(Command::new(kedge_bin()), dir)
+}
+
+/// `program` (which runs `kedge`: a wrapper such as time(1)) isolated as [`kedge_command`] is.
+pub fn isolated(mut command: Command, dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env_remove("KEDGE_SERVER")
