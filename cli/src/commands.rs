@@ -164,8 +164,7 @@ pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
         } else {
             kedge_crds::parse_objects_paths(std::slice::from_ref(file))
         };
-        parsed.containers.extend(more.containers);
-        parsed.sets.extend(more.sets);
+        parsed.extend(more);
         errors.extend(more_errors);
     }
     errors.extend(kedge_crds::validate_objects(&parsed));

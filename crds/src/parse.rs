@@ -39,6 +39,10 @@ pub struct ParsedContainerSet {
 pub struct ParsedObjects {
     pub containers: Vec<ParsedContainer>,
     pub sets: Vec<ParsedContainerSet>,
+    /// Containers that did not read as written, as they read once their errors were set aside: their
+    /// errors are reported already and they are never applied, but another document's `dependsOn` may
+    /// still name them without a second, misleading error.
+    pub unreadable_containers: Vec<Container>,
 }
 
 /// Valid `Container`s and `ContainerSet`s, what [`load_objects_paths`] answers.
@@ -98,39 +102,33 @@ impl std::error::Error for SpecErrors {}
 /// parsed on its own, so one bad document does not hide the errors of the next; a YAML syntax error ends the
 /// file. Only the shape of the documents is checked here; [`crate::validate`] checks their values.
 pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError>) {
-    let (documents, syntax_error) = yaml::read_documents(text);
-    let mut containers = Vec::new();
-    let mut errors = Vec::new();
-    for document in documents {
-        match parse_document(file, document, &[KIND_CONTAINER]) {
-            Ok(Parsed::Container(container)) => containers.push(*container),
-            Ok(Parsed::ContainerSet(_)) => unreachable!("only Container is accepted"),
-            Err(document_errors) => errors.extend(document_errors),
-        }
-    }
-    if let Some(error) = syntax_error {
-        errors.push(SpecError {
-            file: file.to_owned(),
-            line: error.position.line,
-            column: error.position.column,
-            path: error.path,
-            message: error.message,
-        });
-    }
-    sort_errors(&mut errors);
-    (containers, errors)
+    let (objects, errors) = read_text(file, text, &[KIND_CONTAINER]);
+    (objects.containers, errors)
 }
 
 /// [`parse_str`] for files that may also hold `ContainerSet` documents.
 pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecError>) {
+    read_text(file, text, &[KIND_CONTAINER, KIND_CONTAINER_SET])
+}
+
+/// [`parse_paths`] for files that may also hold `ContainerSet` documents.
+pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<SpecError>) {
+    read_paths(paths, &[KIND_CONTAINER, KIND_CONTAINER_SET])
+}
+
+/// The documents of the `kinds` in one file's text, and every error of the others.
+fn read_text(file: &str, text: &str, kinds: &[&str]) -> (ParsedObjects, Vec<SpecError>) {
     let (documents, syntax_error) = yaml::read_documents(text);
     let mut objects = ParsedObjects::default();
     let mut errors = Vec::new();
     for document in documents {
-        match parse_document(file, document, &[KIND_CONTAINER, KIND_CONTAINER_SET]) {
+        match parse_document(file, document, kinds) {
             Ok(Parsed::Container(container)) => objects.containers.push(*container),
             Ok(Parsed::ContainerSet(set)) => objects.sets.push(*set),
-            Err(document_errors) => errors.extend(document_errors),
+            Err(unreadable) => {
+                errors.extend(unreadable.errors);
+                objects.unreadable_containers.extend(unreadable.container.map(|container| *container));
+            }
         }
     }
     if let Some(error) = syntax_error {
@@ -146,8 +144,8 @@ pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecErro
     (objects, errors)
 }
 
-/// [`parse_paths`] for files that may also hold `ContainerSet` documents.
-pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<SpecError>) {
+/// [`read_text`] for files and directories.
+fn read_paths<P: AsRef<Path>>(paths: &[P], kinds: &[&str]) -> (ParsedObjects, Vec<SpecError>) {
     let mut objects = ParsedObjects::default();
     let mut errors = Vec::new();
     for path in paths {
@@ -163,9 +161,8 @@ pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<S
             let name = file.display().to_string();
             match std::fs::read_to_string(&file) {
                 Ok(text) => {
-                    let (parsed, file_errors) = parse_objects_str(&name, &text);
-                    objects.containers.extend(parsed.containers);
-                    objects.sets.extend(parsed.sets);
+                    let (parsed, file_errors) = read_text(&name, &text, kinds);
+                    objects.extend(parsed);
                     errors.extend(file_errors);
                 }
                 Err(error) => errors.push(file_error(&file, error.to_string())),
@@ -175,11 +172,20 @@ pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<S
     (objects, errors)
 }
 
+impl ParsedObjects {
+    /// Adds the documents of `more` (another file's) after these.
+    pub fn extend(&mut self, more: ParsedObjects) {
+        self.containers.extend(more.containers);
+        self.sets.extend(more.sets);
+        self.unreadable_containers.extend(more.unreadable_containers);
+    }
+}
+
 /// Validates parsed objects of both kinds: each container and the containers as a set
 /// ([`crate::validate()`]), each `ContainerSet` ([`crate::validate_container_set`]), no two sets of
 /// one key, and no Container named like a set's child. Errors are sorted by file and position.
 pub fn validate_objects(objects: &ParsedObjects) -> Vec<SpecError> {
-    let mut errors = crate::validate::validate(&objects.containers, &[]);
+    let mut errors = crate::validate::validate(&objects.containers, &objects.unreadable_containers);
     let mut first_by_key: std::collections::HashMap<String, &ParsedContainerSet> =
         std::collections::HashMap::new();
     for parsed in &objects.sets {
@@ -255,53 +261,28 @@ pub fn load_objects_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Objects, SpecEr
 /// `.yml` or `.json` in name order and skipping hidden entries; a file named directly is read whatever its
 /// name. Errors of all files are collected.
 pub fn parse_paths<P: AsRef<Path>>(paths: &[P]) -> (Vec<ParsedContainer>, Vec<SpecError>) {
-    let mut containers = Vec::new();
-    let mut errors = Vec::new();
-    for path in paths {
-        let path = path.as_ref();
-        let files = match spec_files(path) {
-            Ok(files) => files,
-            Err(error) => {
-                errors.push(file_error(path, error));
-                continue;
-            }
-        };
-        for file in files {
-            let name = file.display().to_string();
-            match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    let (parsed, file_errors) = parse_str(&name, &text);
-                    containers.extend(parsed);
-                    errors.extend(file_errors);
-                }
-                Err(error) => errors.push(file_error(&file, error.to_string())),
-            }
-        }
-    }
-    (containers, errors)
+    let (objects, errors) = read_paths(paths, &[KIND_CONTAINER]);
+    (objects.containers, errors)
 }
 
 /// Parses and validates files and directories (what `kedge validate -f` and `apply -f` need): every
 /// `Container` in them, or every error in them.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Container>, SpecErrors> {
-    let (containers, errors) = parse_paths(paths);
-    finish_loading(containers, errors)
+    let (objects, errors) = read_paths(paths, &[KIND_CONTAINER]);
+    finish_loading(objects, errors)
 }
 
 /// Parses and validates one file's text, as [`load_paths`] does for files: for standard input or an API
 /// request body. `file` names the text in errors.
 pub fn load_str(file: &str, text: &str) -> Result<Vec<Container>, SpecErrors> {
-    let (containers, errors) = parse_str(file, text);
-    finish_loading(containers, errors)
+    let (objects, errors) = read_text(file, text, &[KIND_CONTAINER]);
+    finish_loading(objects, errors)
 }
 
-fn finish_loading(
-    containers: Vec<ParsedContainer>,
-    mut errors: Vec<SpecError>,
-) -> Result<Vec<Container>, SpecErrors> {
-    errors.extend(crate::validate::validate(&containers, &[]));
+fn finish_loading(objects: ParsedObjects, mut errors: Vec<SpecError>) -> Result<Vec<Container>, SpecErrors> {
+    errors.extend(crate::validate::validate(&objects.containers, &objects.unreadable_containers));
     if errors.is_empty() {
-        return Ok(containers.into_iter().map(|parsed| parsed.container).collect());
+        return Ok(objects.containers.into_iter().map(|parsed| parsed.container).collect());
     }
     sort_errors(&mut errors);
     Err(SpecErrors(errors))
@@ -388,6 +369,19 @@ fn collect_spec_files(directory: &Path, files: &mut Vec<PathBuf>) -> std::io::Re
     Ok(())
 }
 
+/// A document that did not read as written: its errors and, for a Container, what it read as once
+/// they were set aside.
+struct Unreadable {
+    errors: Vec<SpecError>,
+    container: Option<Box<Container>>,
+}
+
+impl From<SpecError> for Unreadable {
+    fn from(error: SpecError) -> Unreadable {
+        Unreadable { errors: vec![error], container: None }
+    }
+}
+
 /// One parsed document of either kind.
 enum Parsed {
     Container(Box<ParsedContainer>),
@@ -400,7 +394,7 @@ fn parse_document(
     file: &str,
     document: yaml::PositionedDocument,
     kinds: &[&str],
-) -> Result<Parsed, Vec<SpecError>> {
+) -> Result<Parsed, Unreadable> {
     let positions = document.positions;
     let error = |path: &str, key: bool, message: String| {
         let position = if key { positions.key_position(path) } else { positions.value_position(path) };
@@ -414,38 +408,44 @@ fn parse_document(
         }
     };
     let Value::Object(fields) = &document.value else {
-        return Err(vec![error(
+        return Err(Unreadable::from(error(
             "",
             false,
             "a document must be a map with apiVersion, kind, metadata and spec".to_owned(),
-        )]);
+        )));
     };
     // The envelope is checked first: a document of another kind would otherwise fail with confusing
     // messages about fields that kind does not have.
     match fields.get("apiVersion") {
         Some(Value::String(version)) if version == API_VERSION => {}
         Some(other) => {
-            return Err(vec![error(
+            return Err(Unreadable::from(error(
                 "apiVersion",
                 false,
                 format!("unsupported apiVersion {}, expected `{API_VERSION}`", describe(other)),
-            )])
+            )))
         }
         None => {
-            return Err(vec![error("apiVersion", false, "missing required field `apiVersion`".to_owned())])
+            return Err(Unreadable::from(error(
+                "apiVersion",
+                false,
+                "missing required field `apiVersion`".to_owned(),
+            )))
         }
     }
     let kind = match fields.get("kind") {
         Some(Value::String(kind)) if kinds.contains(&kind.as_str()) => kind.clone(),
         Some(other) => {
             let expected: Vec<String> = kinds.iter().map(|kind| format!("`{kind}`")).collect();
-            return Err(vec![error(
+            return Err(Unreadable::from(error(
                 "kind",
                 false,
                 format!("unsupported kind {}, expected {}", describe(other), expected.join(" or ")),
-            )]);
+            )));
         }
-        None => return Err(vec![error("kind", false, "missing required field `kind`".to_owned())]),
+        None => {
+            return Err(Unreadable::from(error("kind", false, "missing required field `kind`".to_owned())))
+        }
     };
     let start = document.start;
     if kind == KIND_CONTAINER_SET {
@@ -454,7 +454,10 @@ fn parse_document(
             Err(first) => {
                 let repaired = repair::read_all::<ContainerSet>(&document.value, first);
                 let rules = repaired.value.as_ref().map(validate_container_set).unwrap_or_default();
-                return Err(repaired_errors(&repaired, rules, &error));
+                return Err(Unreadable {
+                    errors: repaired_errors(&repaired, rules, &error),
+                    container: None,
+                });
             }
         };
         return Ok(Parsed::ContainerSet(Box::new(ParsedContainerSet {
@@ -469,7 +472,8 @@ fn parse_document(
         Err(first) => {
             let repaired = repair::read_all::<Container>(&document.value, first);
             let rules = repaired.value.as_ref().map(validate_container).unwrap_or_default();
-            return Err(repaired_errors(&repaired, rules, &error));
+            let errors = repaired_errors(&repaired, rules, &error);
+            return Err(Unreadable { errors, container: repaired.value.map(Box::new) });
         }
     };
     Ok(Parsed::Container(Box::new(ParsedContainer {

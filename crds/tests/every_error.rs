@@ -115,3 +115,14 @@ fn hundreds_of_mistakes_are_bounded() {
     assert_eq!(actual.len(), 257, "256 errors and a note: {:#?}", &actual[250..]);
     assert!(actual.iter().any(|line| line.contains("more errors may follow")), "{:?}", actual.last());
 }
+
+#[test]
+fn a_spec_that_depends_on_a_broken_one_gets_no_error_of_its_own() {
+    check(
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: db\nspec:\n  image: postgres\n  ports: [{containerPort: x}]\n---\napiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  image: nginx\n  dependsOn: [db, cache]\n",
+        &[
+            "four.yaml:7:27: spec.ports[0].containerPort: invalid type: string \"x\", expected u16",
+            "four.yaml:15:19: spec.dependsOn[1]: depends on `default/cache`, which is not among the specs",
+        ],
+    );
+}
