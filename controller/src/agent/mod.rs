@@ -11,6 +11,9 @@
 //! - Only one agent acts for a Docker host: it holds the host's lock (a leased key) while it runs.
 //! - Shutdown finishes the reconcile in flight (a recreate completes or rolls back) before it returns.
 //! - On start, recreates interrupted by a crash are finished or rolled back before anything else.
+//! - Every long-lived task runs under [`supervisor`]: a panic or an early return is logged and the
+//!   task restarted with backoff; one that keeps dying makes `/healthz` answer 503. A panic inside one
+//!   reconcile is that key's failure (`ReconcilePanicked`), retried with its backoff.
 
 pub mod bindings;
 pub mod cache;
@@ -26,6 +29,7 @@ mod scheduler;
 mod sets;
 mod sources;
 pub mod status;
+pub mod supervisor;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +78,9 @@ pub struct AgentConfig {
     /// Rewritten after every heartbeat that reached the store; the container image's healthcheck
     /// reads its age (docs/upgrades.md).
     pub ready_file: Option<std::path::PathBuf>,
+    /// The deaths of the agent's long-lived tasks, which `/healthz` reports. Shared: clone the `Arc`
+    /// for the API before `run`.
+    pub health: Arc<supervisor::Health>,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -133,6 +140,7 @@ impl AgentConfig {
             requests: Arc::default(),
             container: None,
             ready_file: None,
+            health: Arc::default(),
         }
     }
 }
@@ -218,50 +226,95 @@ pub async fn run(
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(sources::follow_store(
-        agent.store.clone(),
-        agent.cache.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(bindings::follow_bindings(
-        agent.store.clone(),
-        agent.bindings.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(scheduler::run(
-        agent.store.clone(),
-        agent.config.host_name.clone(),
-        agent.cache.clone(),
-        agent.config.scheduler_grace,
-        stopping.clone(),
-    ));
-    tasks.spawn(sources::follow_engine(
-        agent.config.host_name.clone(),
-        agent.docker.clone(),
-        agent.cache.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(sources::resync_every(
-        agent.config.host_name.clone(),
-        agent.config.resync_interval,
-        agent.docker.clone(),
-        agent.cache.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(host::keep_registered(
-        agent.store.clone(),
-        agent.docker.clone(),
-        agent.config.host_name.clone(),
-        agent.config.host_labels.clone(),
-        identity.clone(),
-        agent.config.ready_file.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(upgrade::follow(agent.clone(), identity, stopping.clone()));
+    let health = agent.config.health.clone();
+    // Each task is made anew by its closure on every (re)start, from clones of what it needs.
+    let supervised = |name: &'static str| (name, health.clone(), stopping.clone());
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-store");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            sources::follow_store(
+                agent.store.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-bindings");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            bindings::follow_bindings(
+                agent.store.clone(),
+                agent.bindings.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("scheduler");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            scheduler::run(
+                agent.store.clone(),
+                agent.config.host_name.clone(),
+                agent.cache.clone(),
+                agent.config.scheduler_grace,
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-engine");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            sources::follow_engine(
+                agent.config.host_name.clone(),
+                agent.docker.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("resync");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            sources::resync_every(
+                agent.config.host_name.clone(),
+                agent.config.resync_interval,
+                agent.docker.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping, identity) = (agent.clone(), stopping.clone(), identity.clone());
+        let (name, health, token) = supervised("host-registration");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            host::keep_registered(
+                agent.store.clone(),
+                agent.docker.clone(),
+                agent.config.host_name.clone(),
+                agent.config.host_labels.clone(),
+                identity.clone(),
+                agent.config.ready_file.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("upgrade-follower");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
+        }));
+    }
     agent.config.requests.attach(agent.queue.clone());
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
@@ -293,14 +346,28 @@ impl Agent {
             let span = tracing::info_span!("reconcile", %key);
             let stats = &self.config.stats;
             stats.in_flight.fetch_add(1, Ordering::SeqCst);
-            let outcome = tracing::Instrument::instrument(
+            let attempt = tracing::Instrument::instrument(
                 async {
+                    #[cfg(feature = "failpoints")]
+                    crate::executor::failpoint::panic_task("reconcile");
                     self.serve_requests(&key).await;
                     self.reconcile(&key).await
                 },
                 span,
-            )
-            .await;
+            );
+            // A panic is this key's failure, retried with its backoff; the worker goes on.
+            let outcome = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(attempt)).await
+            {
+                Ok(outcome) => outcome,
+                Err(payload) => {
+                    let message = supervisor::panic_message(payload.as_ref());
+                    tracing::error!(%key, panic = %message, "a reconcile panicked");
+                    Err(reconcile::Failure {
+                        reason: "ReconcilePanicked".to_owned(),
+                        message: format!("the reconcile panicked: {message}"),
+                    })
+                }
+            };
             if outcome.is_err() {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
             }

@@ -194,6 +194,9 @@ pub(crate) async fn run(
     loop {
         match campaign(&store, &me).await {
             Ok(Some((term, lease))) => {
+                // Revokes the lease if this task panics while leading, so that another agent takes
+                // over at once instead of after the lease's TTL.
+                let mut held = LeaseGuard { store: &store, lease: Some(lease) };
                 tracing::info!(host = %me, term, "this agent leads the scheduler");
                 announced_follower = false;
                 let mut leader = Leader {
@@ -207,6 +210,7 @@ pub(crate) async fn run(
                     compactor: super::compaction::Compactor::from_env(),
                 };
                 let stopped = leader.lead(&shutdown).await;
+                held.lease = None;
                 let _ = store.lease_revoke(lease).await;
                 if stopped {
                     return;
@@ -225,6 +229,27 @@ pub(crate) async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }
+    }
+}
+
+/// Revokes a leader lease when dropped while still set: the leader task panicked (or was dropped)
+/// holding it. The revoke runs on a task of its own, since a drop cannot wait.
+struct LeaseGuard<'a> {
+    store: &'a SharedStore,
+    lease: Option<LeaseId>,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let store = self.store.clone();
+        tracing::warn!(lease, "the scheduler's leader ended abruptly; giving up its leadership");
+        runtime.spawn(async move {
+            if let Err(error) = store.lease_revoke(lease).await {
+                tracing::warn!(%error, "could not revoke the scheduler's lease; it lapses on its own");
+            }
+        });
     }
 }
 
@@ -291,6 +316,8 @@ impl Leader<'_> {
                 Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
                 Err(error) => tracing::debug!(%error, "upgrade campaign pass failed; retrying"),
             }
+            #[cfg(feature = "failpoints")]
+            crate::executor::failpoint::panic_task("leader");
             if let Some(compactor) = &mut self.compactor {
                 if let Err(error) = compactor.tick(self.store).await {
                     tracing::warn!(%error, "could not compact the store's history; retrying");
