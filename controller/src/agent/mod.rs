@@ -256,12 +256,17 @@ pub async fn run(
     {
         let (agent, stopping) = (agent.clone(), stopping.clone());
         let (name, health, token) = supervised("scheduler");
+        let mut restarted = false;
         tasks.spawn(supervisor::supervise(name, health, token, move || {
+            // After a death another agent gets the first chance at the leadership.
+            let standby = if restarted { scheduler::RESTART_STANDBY } else { Duration::ZERO };
+            restarted = true;
             scheduler::run(
                 agent.store.clone(),
                 agent.config.host_name.clone(),
                 agent.cache.clone(),
                 agent.config.scheduler_grace,
+                standby,
                 stopping.clone(),
             )
         }));

@@ -182,14 +182,25 @@ pub(crate) fn plan(
     changes
 }
 
+/// How long a scheduler restarted after a death waits before it campaigns: long enough for another
+/// agent (which tries every [`TICK`]) to take the leadership a panic released, so that one agent's
+/// crashing leader does not keep the leadership to itself.
+pub(crate) const RESTART_STANDBY: Duration = Duration::from_secs(2);
+
 /// Campaigns for leadership and schedules while leader, until `shutdown`; then lets go at once.
+/// `standby` delays the first campaign (see [`RESTART_STANDBY`]).
 pub(crate) async fn run(
     store: SharedStore,
     me: String,
     specs: Arc<DesiredState>,
     grace: Duration,
+    standby: Duration,
     shutdown: CancellationToken,
 ) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(standby) => {}
+    }
     let mut announced_follower = false;
     loop {
         match campaign(&store, &me).await {

@@ -8,7 +8,9 @@
 //! The supervision tests panic instead of aborting: `KEDGE_FAILPOINT=panic-task:NAME[:N]` panics the
 //! agent task `NAME` (`scheduler`, `follow-store`, ...; see `agent::supervisor`) when it starts, the
 //! first `N` times (every time without `N`); `panic-task:leader[:N]` panics the scheduler while it
-//! leads, and `panic-task:reconcile[:N]` panics a reconcile. Several are separated by commas.
+//! leads, and `panic-task:reconcile[:N]` panics a reconcile. `panic-task:NAME@FILE` panics once
+//! each time `FILE` exists when the point is reached (it removes the file), so that a test chooses
+//! the moment. Several are separated by commas.
 
 /// True when this build has the failpoints compiled in.
 pub fn compiled() -> bool {
@@ -55,6 +57,12 @@ pub fn panic_task(task: &str) {
     let Ok(wanted) = std::env::var(ENV) else { return };
     for entry in wanted.split(',') {
         let Some(rest) = entry.trim().strip_prefix("panic-task:") else { continue };
+        if let Some((name, trigger)) = rest.split_once('@') {
+            if name == task && std::fs::remove_file(trigger).is_ok() {
+                panic!("kedge failpoint panic-task:{task} reached (triggered by {trigger})");
+            }
+            continue;
+        }
         let (name, limit) = match rest.split_once(':') {
             Some((name, count)) => (name, count.parse::<u64>().ok()),
             None => (rest, None),
