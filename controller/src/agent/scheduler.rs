@@ -23,6 +23,10 @@
 //! set's `maxPerHost` children (annotation `kedge.io/max-per-host`) is not a candidate. The leader also
 //! runs the ContainerSet controller ([`super::sets`]) on every pass, fenced on the same term.
 //!
+//! A leader whose task panics revokes its lease on the way down ([`LeaseGuard`]), and its agent's
+//! supervisor starts the scheduler again after [`RESTART_STANDBY`], so another agent takes over
+//! first.
+//!
 //! A new leader has not seen hosts go NotReady: it counts the grace period from its own first
 //! observation, which only delays a failover, never hastens one.
 
