@@ -164,6 +164,10 @@ pub(crate) async fn supervise<F, Fut>(
         };
         let outcome = AssertUnwindSafe(run).catch_unwind().await;
         if stopping.is_cancelled() {
+            if let Err(payload) = outcome {
+                let message = panic_message(payload.as_ref());
+                tracing::error!(task = name, panic = %message, "an agent task panicked while the agent stops");
+            }
             return;
         }
         let error = match outcome {

@@ -213,12 +213,16 @@ pub(super) async fn cancel_campaign(
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored campaign {id}: {e}"))
         })?;
         if campaign.state != CampaignState::Running {
+            let finished = json!(campaign.state);
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("upgrade campaign {id} has already finished: {:?}", campaign.state),
+                format!(
+                    "upgrade campaign {id} has already finished: {}",
+                    finished.as_str().unwrap_or_default()
+                ),
             )
             .with("campaign", json!(id))
-            .with("state", json!(campaign.state)));
+            .with("state", finished));
         }
         if campaign.cancel_requested_at.is_some() {
             return Ok((StatusCode::ACCEPTED, Json(campaign_json(&campaign))));
