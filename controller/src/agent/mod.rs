@@ -323,7 +323,11 @@ pub async fn run(
     agent.config.requests.attach(agent.queue.clone());
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
-        workers.spawn(agent.clone().work());
+        // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
+        // Workers end when the queue shuts down, after `stopping` is cancelled: not a death.
+        let agent = agent.clone();
+        let (name, health, token) = supervised("worker");
+        workers.spawn(supervisor::supervise(name, health, token, move || agent.clone().work()));
     }
 
     let lock_lost = tokio::select! {
