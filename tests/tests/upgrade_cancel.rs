@@ -108,6 +108,9 @@ async fn a_cancelled_campaign_asks_no_further_host_and_ends_cancelled() {
     .await;
     let standing = campaign(&agent, &id).await;
     assert_eq!(standing["state"], "Running", "the host in flight is waited for: {standing}");
+    let listed = agent.kedge(&["get", "upgrades"]);
+    let row = crate::api_support::stdout(&listed);
+    assert!(row.lines().any(|line| line.contains(&id) && line.contains("Cancelling")), "{row}");
 
     // The first host's agent reports success, as the new agent would.
     let kv = store.get(&first_request).await.unwrap().unwrap();
