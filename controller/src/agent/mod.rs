@@ -225,9 +225,44 @@ pub async fn run(
 
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();
+    let mut tasks = spawn_tasks(&agent, identity, &stopping);
+    agent.config.requests.attach(agent.queue.clone());
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..agent.config.workers.max(1) {
+        // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
+        // Workers end when the queue shuts down, after `stopping` is cancelled: not a death.
+        let agent = agent.clone();
+        let (health, token) = (agent.config.health.clone(), stopping.clone());
+        workers.spawn(supervisor::supervise("worker", health, token, move || agent.clone().work()));
+    }
+
+    let lock_lost = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = host_lock.lost() => true,
+    };
+    tracing::info!("agent stopping: finishing the reconciles in flight");
+    stopping.cancel();
+    agent.queue.shutdown();
+    while workers.join_next().await.is_some() {}
+    agent.config.requests.detach();
+    while tasks.join_next().await.is_some() {}
+    host_lock.release().await;
+    if lock_lost {
+        return Err(AgentError::LockLost { host: agent.config.host_name.clone() });
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// Starts the agent's long-lived tasks, each under [`supervisor::supervise`] with its name. Each
+/// closure makes its task anew at every (re)start, from clones of what it needs.
+fn spawn_tasks(
+    agent: &Arc<Agent>,
+    identity: host::AgentIdentity,
+    stopping: &CancellationToken,
+) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let health = agent.config.health.clone();
-    // Each task is made anew by its closure on every (re)start, from clones of what it needs.
     let supervised = |name: &'static str| (name, health.clone(), stopping.clone());
     {
         let (agent, stopping) = (agent.clone(), stopping.clone());
@@ -320,32 +355,7 @@ pub async fn run(
             upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
         }));
     }
-    agent.config.requests.attach(agent.queue.clone());
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..agent.config.workers.max(1) {
-        // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
-        // Workers end when the queue shuts down, after `stopping` is cancelled: not a death.
-        let agent = agent.clone();
-        let (name, health, token) = supervised("worker");
-        workers.spawn(supervisor::supervise(name, health, token, move || agent.clone().work()));
-    }
-
-    let lock_lost = tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = host_lock.lost() => true,
-    };
-    tracing::info!("agent stopping: finishing the reconciles in flight");
-    stopping.cancel();
-    agent.queue.shutdown();
-    while workers.join_next().await.is_some() {}
-    agent.config.requests.detach();
-    while tasks.join_next().await.is_some() {}
-    host_lock.release().await;
-    if lock_lost {
-        return Err(AgentError::LockLost { host: agent.config.host_name.clone() });
-    }
-    tracing::info!("agent stopped");
-    Ok(())
+    tasks
 }
 
 impl Agent {
