@@ -156,7 +156,8 @@ pub(crate) async fn supervise<F, Fut>(
     let config = health.config();
     let mut backoff = restart_backoff(config);
     loop {
-        let started = Instant::now();
+        // Tokio's clock, so that paused-time tests see the run's length.
+        let started = tokio::time::Instant::now();
         let run = async {
             #[cfg(feature = "failpoints")]
             crate::executor::failpoint::panic_task(name);
@@ -276,6 +277,43 @@ mod tests {
         stopping.cancel();
         supervisor.await.unwrap();
         assert_eq!(health.report().tasks[0].total_deaths, 3, "a stop is not a death");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_run_starts_the_backoff_over() {
+        // Runs: die at once, at once, then after 70 s (past reset_after), then live. Without the
+        // reset the third restart would wait 4-8 s; with it, 1-2 s.
+        let health = Arc::new(Health::new(SupervisorConfig { unhealthy_deaths: 10, ..config() }));
+        let stopping = CancellationToken::new();
+        let starts = Arc::new(Mutex::new(Vec::<tokio::time::Instant>::new()));
+        let supervisor = {
+            let (health, stopping, starts) = (health.clone(), stopping.clone(), starts.clone());
+            tokio::spawn(supervise("long", health, stopping.clone(), move || {
+                let (starts, stopping) = (starts.clone(), stopping.clone());
+                async move {
+                    let run = {
+                        let mut starts = starts.lock().unwrap();
+                        starts.push(tokio::time::Instant::now());
+                        starts.len()
+                    };
+                    match run {
+                        1 | 2 => panic!("early"),
+                        3 => tokio::time::sleep(Duration::from_secs(70)).await,
+                        _ => stopping.cancelled().await,
+                    }
+                }
+            }))
+        };
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let starts = starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 4, "{starts:?}");
+        let last_delay = starts[3] - starts[2] - Duration::from_secs(70);
+        assert!(
+            last_delay >= Duration::from_secs(1) && last_delay <= Duration::from_secs(2),
+            "{last_delay:?}"
+        );
+        stopping.cancel();
+        supervisor.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
