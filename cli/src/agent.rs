@@ -94,6 +94,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             config.requests.clone(),
         )),
         docker: Some(docker.clone()),
+        health: Some(config.health.clone()),
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };
     let tcp = tokio::net::TcpListener::bind(&args.listen)

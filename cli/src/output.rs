@@ -239,7 +239,12 @@ pub fn upgrades_table(campaigns: &[Value]) -> String {
             vec![
                 field("id"),
                 field("version"),
-                field("state"),
+                // A cancel asked for and not yet concluded (the host in flight still finishing).
+                if field("state") == "Running" && c.get("cancelRequestedAt").is_some_and(Value::is_string) {
+                    "Cancelling".to_owned()
+                } else {
+                    field("state")
+                },
                 format!("{}/{}", count("Succeeded"), hosts.len()),
                 if field("selector").is_empty() { NONE.to_owned() } else { field("selector") },
                 field("createdAt"),

@@ -27,9 +27,27 @@ Each selected host's agent starts a helper container that replaces the agent's c
 on REPOSITORY:VERSION (same configuration) and rolls back to the old container when the new agent\n\
 does not report in within --timeout. The first host that fails stops the campaign.\n\
 Exit codes: 0 every selected host that could be was upgraded (NotReady hosts and agents outside\n\
-containers are listed Skipped), 1 the campaign failed (a host rolled back or failed),\n\
+containers are listed Skipped), 1 the campaign failed (a host rolled back or failed) or was cancelled,\n\
 2 usage, 5 server error, 6 gave up waiting (the campaign goes on; see `kedge get upgrades`).")]
     Agents(AgentsArgs),
+    /// Cancel a running campaign: no further host is asked; the host in flight finishes or rolls back.
+    #[command(after_help = "Examples:\n  kedge upgrade cancel 20261205-112233-ab12\n  \
+kedge upgrade cancel 20261205-112233-ab12 --wait --timeout 5m\n\n\
+Exit codes: 0 cancel accepted (with --wait: the campaign ended Cancelled), 3 no such campaign,\n\
+4 the campaign has already finished, 5 server error, 6 gave up waiting (the cancel still stands).")]
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The campaign's ID (`kedge get upgrades`).
+    pub id: String,
+    /// Wait until the campaign has ended (the host in flight finished or rolled back).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits: `90s`, `5m`.
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +94,49 @@ pub struct HealthcheckArgs {
 pub async fn run(command: UpgradeCommand, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
         UpgradeCommand::Agents(args) => agents(args, global).await,
+        UpgradeCommand::Cancel(args) => cancel(args, global).await,
+    }
+}
+
+async fn cancel(args: CancelArgs, global: &GlobalArgs) -> CliResult<Exit> {
+    let timeout = parse_duration(&args.timeout).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
+    let (_, client) = connect(global)?;
+    let path = format!("/api/v1/upgrades/{}/cancel", encode(&args.id));
+    let campaign = client.send(Method::POST, &path, None).await?.body;
+    let in_flight: Vec<&str> = campaign["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["state"] == "Upgrading")
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    if in_flight.is_empty() {
+        println!("upgrade campaign {}: cancel requested; no further host will be asked", args.id);
+    } else {
+        println!(
+            "upgrade campaign {}: cancel requested; waiting for {} to finish or roll back, no further host will be asked",
+            args.id,
+            in_flight.join(", ")
+        );
+    }
+    if !args.wait {
+        return Ok(Exit::Ok);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let campaign = client.get(&format!("/api/v1/upgrades/{}", encode(&args.id))).await?;
+        if let Some(state) = campaign["state"].as_str().filter(|state| *state != "Running") {
+            println!("campaign {} {state}: {}", args.id, campaign["message"].as_str().unwrap_or_default());
+            return Ok(Exit::Ok);
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::new(
+                Exit::Timeout,
+                format!("campaign {} had not ended after {timeout:?}", args.id),
+            )
+            .hint(format!("the cancel stands; follow it with `kedge get upgrades {}`", args.id)));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -158,6 +219,13 @@ async fn follow(client: &Client, id: &str, budget: Duration) -> CliResult<Exit> 
                     Some("Failed") => {
                         println!(
                             "campaign {id} Failed: {}",
+                            campaign["message"].as_str().unwrap_or_default()
+                        );
+                        return Ok(Exit::Changes);
+                    }
+                    Some("Cancelled") => {
+                        println!(
+                            "campaign {id} Cancelled: {}",
                             campaign["message"].as_str().unwrap_or_default()
                         );
                         return Ok(Exit::Changes);

@@ -14,6 +14,11 @@
 //! One host at a time: the next host is asked only once the previous one reported success. A host
 //! that rolled back, failed, was NotReady or did not report in time stops the campaign; the hosts
 //! after it are left as they are and reported `Skipped`.
+//!
+//! A campaign is cancelled by setting its `cancelRequestedAt` (the API, `POST .../cancel`, by
+//! compare-and-swap, so it never overwrites the leader's pass nor is overwritten by it): the leader
+//! asks no further host, lets the host in flight finish or roll back as usual, then ends the
+//! campaign `Cancelled` with the hosts never asked `Skipped`.
 
 pub mod helper;
 
@@ -48,6 +53,8 @@ pub enum CampaignState {
     Running,
     Succeeded,
     Failed,
+    /// Cancelled on request: no host was asked after the request; the one in flight finished.
+    Cancelled,
 }
 
 /// The state of one host's upgrade, in a campaign and in the host's own request key.
@@ -100,6 +107,9 @@ pub struct Campaign {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Set by `POST /api/v1/upgrades/{id}/cancel`: the leader asks no further host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<String>,
     /// In the order they are upgraded.
     pub hosts: Vec<CampaignHost>,
 }
@@ -240,8 +250,15 @@ pub fn advance(
                 let name = host.name.clone();
                 stop(campaign, &name, now);
             }
+            if campaign.cancel_requested_at.is_some() {
+                cancel(campaign, now);
+            }
         }
         return writes;
+    }
+    if campaign.cancel_requested_at.is_some() {
+        cancel(campaign, now);
+        return Vec::new();
     }
     if let Some(index) = campaign.hosts.iter().position(|h| h.state == HostUpgradeState::Pending) {
         let name = campaign.hosts[index].name.clone();
@@ -298,6 +315,26 @@ fn stop(campaign: &mut Campaign, failed_host: &str, now: DateTime<Utc>) {
     let reason = campaign.hosts.iter().find(|h| h.name == failed_host).map(|h| h.message.clone());
     campaign.state = CampaignState::Failed;
     campaign.message = format!("host {failed_host}: {}", reason.unwrap_or_default());
+    campaign.finished_at = Some(format_time(now));
+}
+
+/// Ends a campaign whose cancel was requested, once no host is in flight: the hosts never asked
+/// are skipped. A failure of the last host in flight stays in the message.
+fn cancel(campaign: &mut Campaign, now: DateTime<Utc>) {
+    for host in &mut campaign.hosts {
+        if host.state == HostUpgradeState::Pending {
+            host.state = HostUpgradeState::Skipped;
+            host.message = "not upgraded: the campaign was cancelled".to_owned();
+        }
+    }
+    let upgraded = campaign.hosts.iter().filter(|h| h.state == HostUpgradeState::Succeeded).count();
+    let mut message =
+        format!("cancelled: {upgraded} of {} hosts upgraded to {}", campaign.hosts.len(), campaign.version);
+    if campaign.state == CampaignState::Failed {
+        message = format!("{message}; {}", campaign.message);
+    }
+    campaign.state = CampaignState::Cancelled;
+    campaign.message = message;
     campaign.finished_at = Some(format_time(now));
 }
 
@@ -420,6 +457,7 @@ mod tests {
             message: String::new(),
             created_at: "2026-11-22T00:00:00Z".into(),
             finished_at: None,
+            cancel_requested_at: None,
             hosts: hosts
                 .iter()
                 .map(|name| CampaignHost {
@@ -582,6 +620,47 @@ mod tests {
         assert!(advance(&mut c, &views, at(3)).is_empty());
         assert_eq!(states(&c), vec![Upgrading]);
         assert_eq!(c.hosts[0].started_at.as_deref(), Some("2026-11-22T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_cancel_lets_the_host_in_flight_finish_and_asks_no_further_host() {
+        let mut c = campaign(&["a", "b", "c"]);
+        let mut views: BTreeMap<String, HostView> =
+            ["a", "b", "c"].iter().map(|h| (h.to_string(), ready("v1"))).collect();
+        advance(&mut c, &views, at(0));
+        c.cancel_requested_at = Some(format_time(at(1)));
+        // Host a is in flight: the campaign waits for it.
+        reported(views.get_mut("a").unwrap(), Upgrading, "");
+        assert!(advance(&mut c, &views, at(2)).is_empty());
+        assert_eq!((states(&c), c.state), (vec![Upgrading, Pending, Pending], CampaignState::Running));
+        let mut upgraded = ready("v2");
+        reported(&mut upgraded, Succeeded, "done");
+        views.insert("a".into(), upgraded);
+        assert!(advance(&mut c, &views, at(3)).is_empty(), "no request to b");
+        assert_eq!(states(&c), vec![Succeeded, Skipped, Skipped]);
+        assert_eq!(c.state, CampaignState::Cancelled);
+        assert_eq!(c.message, "cancelled: 1 of 3 hosts upgraded to v2");
+        assert_eq!(c.hosts[1].message, "not upgraded: the campaign was cancelled");
+        assert!(advance(&mut c, &views, at(4)).is_empty());
+    }
+
+    #[test]
+    fn a_cancel_before_any_host_and_one_whose_host_rolls_back_both_end_cancelled() {
+        let views: BTreeMap<String, HostView> =
+            ["a", "b"].iter().map(|h| (h.to_string(), ready("v1"))).collect();
+        let mut c = campaign(&["a", "b"]);
+        c.cancel_requested_at = Some(format_time(at(0)));
+        assert!(advance(&mut c, &views, at(1)).is_empty());
+        assert_eq!((states(&c), c.state), (vec![Skipped, Skipped], CampaignState::Cancelled));
+
+        let mut views = views;
+        let mut c = campaign(&["a", "b"]);
+        advance(&mut c, &views, at(0));
+        c.cancel_requested_at = Some(format_time(at(1)));
+        reported(views.get_mut("a").unwrap(), RolledBack, "new agent exited with code 2");
+        advance(&mut c, &views, at(2));
+        assert_eq!((states(&c), c.state), (vec![RolledBack, Skipped], CampaignState::Cancelled));
+        assert_eq!(c.message, "cancelled: 0 of 2 hosts upgraded to v2; host a: new agent exited with code 2");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - Only one agent acts for a Docker host: it holds the host's lock (a leased key) while it runs.
 //! - Shutdown finishes the reconcile in flight (a recreate completes or rolls back) before it returns.
 //! - On start, recreates interrupted by a crash are finished or rolled back before anything else.
+//! - Every long-lived task runs under [`supervisor`]: a panic or an early return is logged and the
+//!   task restarted with backoff; one that keeps dying makes `/healthz` answer 503. A panic inside one
+//!   reconcile is that key's failure (`ReconcilePanicked`), retried with its backoff.
 
 pub mod bindings;
 pub mod cache;
@@ -26,6 +29,7 @@ mod scheduler;
 mod sets;
 mod sources;
 pub mod status;
+pub mod supervisor;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +78,9 @@ pub struct AgentConfig {
     /// Rewritten after every heartbeat that reached the store; the container image's healthcheck
     /// reads its age (docs/upgrades.md).
     pub ready_file: Option<std::path::PathBuf>,
+    /// The deaths of the agent's long-lived tasks, which `/healthz` reports. Shared: clone the `Arc`
+    /// for the API before `run`.
+    pub health: Arc<supervisor::Health>,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -133,6 +140,7 @@ impl AgentConfig {
             requests: Arc::default(),
             container: None,
             ready_file: None,
+            health: Arc::default(),
         }
     }
 }
@@ -217,55 +225,15 @@ pub async fn run(
 
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(sources::follow_store(
-        agent.store.clone(),
-        agent.cache.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(bindings::follow_bindings(
-        agent.store.clone(),
-        agent.bindings.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(scheduler::run(
-        agent.store.clone(),
-        agent.config.host_name.clone(),
-        agent.cache.clone(),
-        agent.config.scheduler_grace,
-        stopping.clone(),
-    ));
-    tasks.spawn(sources::follow_engine(
-        agent.config.host_name.clone(),
-        agent.docker.clone(),
-        agent.cache.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(sources::resync_every(
-        agent.config.host_name.clone(),
-        agent.config.resync_interval,
-        agent.docker.clone(),
-        agent.cache.clone(),
-        agent.queue.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(host::keep_registered(
-        agent.store.clone(),
-        agent.docker.clone(),
-        agent.config.host_name.clone(),
-        agent.config.host_labels.clone(),
-        identity.clone(),
-        agent.config.ready_file.clone(),
-        stopping.clone(),
-    ));
-    tasks.spawn(upgrade::follow(agent.clone(), identity, stopping.clone()));
+    let mut tasks = spawn_tasks(&agent, identity, &stopping);
     agent.config.requests.attach(agent.queue.clone());
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
-        workers.spawn(agent.clone().work());
+        // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
+        // Workers end when the queue shuts down, after `stopping` is cancelled: not a death.
+        let agent = agent.clone();
+        let (health, token) = (agent.config.health.clone(), stopping.clone());
+        workers.spawn(supervisor::supervise("worker", health, token, move || agent.clone().work()));
     }
 
     let lock_lost = tokio::select! {
@@ -286,6 +254,110 @@ pub async fn run(
     Ok(())
 }
 
+/// Starts the agent's long-lived tasks, each under [`supervisor::supervise`] with its name. Each
+/// closure makes its task anew at every (re)start, from clones of what it needs.
+fn spawn_tasks(
+    agent: &Arc<Agent>,
+    identity: host::AgentIdentity,
+    stopping: &CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let health = agent.config.health.clone();
+    let supervised = |name: &'static str| (name, health.clone(), stopping.clone());
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-store");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            sources::follow_store(
+                agent.store.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-bindings");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            bindings::follow_bindings(
+                agent.store.clone(),
+                agent.bindings.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("scheduler");
+        let mut restarted = false;
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            // After a death another agent gets the first chance at the leadership.
+            let standby = if restarted { scheduler::RESTART_STANDBY } else { Duration::ZERO };
+            restarted = true;
+            scheduler::run(
+                agent.store.clone(),
+                agent.config.host_name.clone(),
+                agent.cache.clone(),
+                agent.config.scheduler_grace,
+                standby,
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-engine");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            sources::follow_engine(
+                agent.config.host_name.clone(),
+                agent.docker.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("resync");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            sources::resync_every(
+                agent.config.host_name.clone(),
+                agent.config.resync_interval,
+                agent.docker.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping, identity) = (agent.clone(), stopping.clone(), identity.clone());
+        let (name, health, token) = supervised("host-registration");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            host::keep_registered(
+                agent.store.clone(),
+                agent.docker.clone(),
+                agent.config.host_name.clone(),
+                agent.config.host_labels.clone(),
+                identity.clone(),
+                agent.config.ready_file.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("upgrade-follower");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
+        }));
+    }
+    tasks
+}
+
 impl Agent {
     /// A worker: takes keys until the queue shuts down. A reconcile in flight always completes.
     async fn work(self: Arc<Self>) {
@@ -293,14 +365,28 @@ impl Agent {
             let span = tracing::info_span!("reconcile", %key);
             let stats = &self.config.stats;
             stats.in_flight.fetch_add(1, Ordering::SeqCst);
-            let outcome = tracing::Instrument::instrument(
+            let attempt = tracing::Instrument::instrument(
                 async {
+                    #[cfg(feature = "failpoints")]
+                    crate::executor::failpoint::panic_task("reconcile");
                     self.serve_requests(&key).await;
                     self.reconcile(&key).await
                 },
                 span,
-            )
-            .await;
+            );
+            // A panic is this key's failure, retried with its backoff; the worker goes on.
+            let outcome = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(attempt)).await
+            {
+                Ok(outcome) => outcome,
+                Err(payload) => {
+                    let message = supervisor::panic_message(payload.as_ref());
+                    tracing::error!(%key, panic = %message, "a reconcile panicked");
+                    Err(reconcile::Failure {
+                        reason: "ReconcilePanicked".to_owned(),
+                        message: format!("the reconcile panicked: {message}"),
+                    })
+                }
+            };
             if outcome.is_err() {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
             }

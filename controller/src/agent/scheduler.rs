@@ -23,6 +23,10 @@
 //! set's `maxPerHost` children (annotation `kedge.io/max-per-host`) is not a candidate. The leader also
 //! runs the ContainerSet controller ([`super::sets`]) on every pass, fenced on the same term.
 //!
+//! A leader whose task panics revokes its lease on the way down ([`LeaseGuard`]), and its agent's
+//! supervisor starts the scheduler again after [`RESTART_STANDBY`], so another agent takes over
+//! first.
+//!
 //! A new leader has not seen hosts go NotReady: it counts the grace period from its own first
 //! observation, which only delays a failover, never hastens one.
 
@@ -182,18 +186,32 @@ pub(crate) fn plan(
     changes
 }
 
+/// How long a scheduler restarted after a death waits before it campaigns: long enough for another
+/// agent (which tries every [`TICK`]) to take the leadership a panic released, so that one agent's
+/// crashing leader does not keep the leadership to itself.
+pub(crate) const RESTART_STANDBY: Duration = Duration::from_secs(2);
+
 /// Campaigns for leadership and schedules while leader, until `shutdown`; then lets go at once.
+/// `standby` delays the first campaign (see [`RESTART_STANDBY`]).
 pub(crate) async fn run(
     store: SharedStore,
     me: String,
     specs: Arc<DesiredState>,
     grace: Duration,
+    standby: Duration,
     shutdown: CancellationToken,
 ) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(standby) => {}
+    }
     let mut announced_follower = false;
     loop {
         match campaign(&store, &me).await {
             Ok(Some((term, lease))) => {
+                // Revokes the lease if this task panics while leading, so that another agent takes
+                // over at once instead of after the lease's TTL.
+                let mut held = LeaseGuard { store: &store, lease: Some(lease) };
                 tracing::info!(host = %me, term, "this agent leads the scheduler");
                 announced_follower = false;
                 let mut leader = Leader {
@@ -207,6 +225,7 @@ pub(crate) async fn run(
                     compactor: super::compaction::Compactor::from_env(),
                 };
                 let stopped = leader.lead(&shutdown).await;
+                held.lease = None;
                 let _ = store.lease_revoke(lease).await;
                 if stopped {
                     return;
@@ -225,6 +244,27 @@ pub(crate) async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }
+    }
+}
+
+/// Revokes a leader lease when dropped while still set: the leader task panicked (or was dropped)
+/// holding it. The revoke runs on a task of its own, since a drop cannot wait.
+struct LeaseGuard<'a> {
+    store: &'a SharedStore,
+    lease: Option<LeaseId>,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let store = self.store.clone();
+        tracing::warn!(lease, "the scheduler's leader ended abruptly; giving up its leadership");
+        runtime.spawn(async move {
+            if let Err(error) = store.lease_revoke(lease).await {
+                tracing::warn!(%error, "could not revoke the scheduler's lease; it lapses on its own");
+            }
+        });
     }
 }
 
@@ -291,6 +331,8 @@ impl Leader<'_> {
                 Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
                 Err(error) => tracing::debug!(%error, "upgrade campaign pass failed; retrying"),
             }
+            #[cfg(feature = "failpoints")]
+            crate::executor::failpoint::panic_task("leader");
             if let Some(compactor) = &mut self.compactor {
                 if let Err(error) = compactor.tick(self.store).await {
                     tracing::warn!(%error, "could not compact the store's history; retrying");

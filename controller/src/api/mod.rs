@@ -3,7 +3,8 @@
 //! Routes (JSON in and out; errors are `{"error": MESSAGE, ...}` with a 4xx or 5xx status):
 //!
 //! ```text
-//! GET    /healthz                                          no authentication
+//! GET    /healthz                                          no authentication; 503 with the failing task(s)
+//!                                                          while an agent task keeps dying
 //! GET    /version
 //! GET    /api/v1/containers?labelSelector=SEL              every namespace
 //! GET    /api/v1/namespaces/{ns}/containers?labelSelector=SEL
@@ -24,6 +25,7 @@
 //! GET    /api/v1/hosts                                     each with its last agent upgrade (`upgrade`)
 //! GET    /api/v1/containersets, /api/v1/namespaces/{ns}/containersets[/{name}]   see `sets.rs`
 //! POST   /api/v1/upgrades   GET /api/v1/upgrades[/{id}]    agent upgrade campaigns (see `upgrades`)
+//! POST   /api/v1/upgrades/{id}/cancel                      202; 409 once finished; 404 unknown
 //! ```
 //!
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
@@ -89,6 +91,8 @@ pub struct ApiState {
     pub recreate: Option<Arc<dyn RecreateHandler>>,
     /// The engine this agent manages, for container logs; the logs route answers 501 without it.
     pub docker: Option<crate::docker::DockerClient>,
+    /// The agent's task health, which `/healthz` reports; without it `/healthz` always says ok.
+    pub health: Option<Arc<crate::agent::supervisor::Health>>,
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -133,7 +137,7 @@ pub enum ApiListener {
 
 impl ApiState {
     pub fn new(store: SharedStore, host: impl Into<String>, token: Option<String>) -> ApiState {
-        ApiState { store, host: host.into(), token, recreate: None, docker: None }
+        ApiState { store, host: host.into(), token, recreate: None, docker: None, health: None }
     }
 
     /// Serves container logs from `docker` (the agent's own engine).
@@ -191,11 +195,12 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route("/api/v1/watch/events", get(watch_events))
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/upgrades", get(upgrades::list_campaigns).post(upgrades::create_campaign))
-        .route("/api/v1/upgrades/{id}", get(upgrades::read_campaign));
+        .route("/api/v1/upgrades/{id}", get(upgrades::read_campaign))
+        .route("/api/v1/upgrades/{id}/cancel", post(upgrades::cancel_campaign));
     let authenticated =
         sets::routes(authenticated).route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .merge(authenticated)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -204,6 +209,32 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 `{"status": "ok"}`, or 503 `{"status": "unhealthy", "tasks": [...]}` while
+/// one of the agent's tasks keeps dying (see [`crate::agent::supervisor`]). Tasks that died lately
+/// without making the agent unhealthy are listed too.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let Some(health) = &state.api.health else {
+        return Json(json!({"status": "ok"})).into_response();
+    };
+    let report = health.report();
+    let tasks = serde_json::to_value(&report.tasks).unwrap_or(Value::Null);
+    if report.healthy {
+        let mut body = json!({"status": "ok"});
+        if !report.tasks.is_empty() {
+            body["tasks"] = tasks;
+        }
+        return Json(body).into_response();
+    }
+    let failing: Vec<&str> =
+        report.tasks.iter().filter(|task| task.unhealthy).map(|task| task.name.as_str()).collect();
+    let body = json!({
+        "status": "unhealthy",
+        "error": format!("agent task(s) keep dying: {}", failing.join(", ")),
+        "tasks": tasks,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// An error answer: `{"error": message, ...details}`.

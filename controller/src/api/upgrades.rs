@@ -5,6 +5,9 @@
 //!                                creates a campaign (201); 409 while another one runs
 //! GET  /api/v1/upgrades          every campaign, oldest first
 //! GET  /api/v1/upgrades/{id}     one campaign
+//! POST /api/v1/upgrades/{id}/cancel
+//!                                asks the leader to stop the campaign (202, the campaign as it
+//!                                stands); 409 once it has finished; 404 when unknown
 //! ```
 //!
 //! Creating a campaign only writes its record: the scheduler's leader drives it
@@ -153,6 +156,7 @@ pub(super) async fn create_campaign(
         message: String::new(),
         created_at: upgrade::format_time(now),
         finished_at: None,
+        cancel_requested_at: None,
         hosts: chosen,
     };
     let key = keys::upgrade_campaign_key(&campaign.id)
@@ -189,6 +193,56 @@ pub(super) async fn read_campaign(
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored campaign {id}: {e}"))
     })?;
     Ok(Json(campaign_json(&campaign)))
+}
+
+/// `POST /api/v1/upgrades/{id}/cancel`: sets the campaign's `cancelRequestedAt` by compare-and-swap
+/// (the leader's passes write it the same way, so neither overwrites the other; a lost race is read
+/// and tried again). Asking twice is accepted twice; the first request's time stays.
+pub(super) async fn cancel_campaign(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let key =
+        keys::upgrade_campaign_key(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let store = &state.api.store;
+    for _ in 0..5 {
+        let Some(kv) = store.get(&key).await? else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("upgrade campaign {id} not found")));
+        };
+        let mut campaign: Campaign = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored campaign {id}: {e}"))
+        })?;
+        if campaign.state != CampaignState::Running {
+            let finished = json!(campaign.state);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "upgrade campaign {id} has already finished: {}",
+                    finished.as_str().unwrap_or_default()
+                ),
+            )
+            .with("campaign", json!(id))
+            .with("state", finished));
+        }
+        if campaign.cancel_requested_at.is_some() {
+            return Ok((StatusCode::ACCEPTED, Json(campaign_json(&campaign))));
+        }
+        campaign.cancel_requested_at = Some(upgrade::format_time(Utc::now()));
+        let value = serde_json::to_vec(&campaign)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        match store.put(&key, value, PutCondition::ModRevision(kv.mod_revision), 0).await {
+            Ok(_) => {
+                tracing::info!(campaign = %id, "agent upgrade campaign: cancel requested");
+                return Ok((StatusCode::ACCEPTED, Json(campaign_json(&campaign))));
+            }
+            Err(crate::store::StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("upgrade campaign {id} kept changing; ask again"),
+    ))
 }
 
 /// Adds each host's last upgrade (its request key) to the host objects of `GET /api/v1/hosts`, as

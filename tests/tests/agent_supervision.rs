@@ -1,0 +1,200 @@
+//! Supervision of the agent's tasks, end to end against the real `kedge agent` binary (built with
+//! the `failpoints` feature, which `panic-task:` failpoints need; see `executor/failpoint.rs`):
+//!
+//! - reconciles that panic become the key's failure (`ReconcilePanicked`) and are retried: the spec
+//!   still runs; a scheduler leader that panicked twice is restarted and still places specs;
+//! - a task that keeps panicking turns `/healthz` into a 503 naming it;
+//! - a leader that panics gives up its leadership at once, and another agent takes over in about a
+//!   second, where a leader that is killed outright blocks scheduling until its lease lapses.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api_support::{http_unix, stderr, stdout};
+use crate::store_scale::AgentProcess;
+use kedge_controller::store::{keys, EtcdOptions, EtcdStore, SharedStore};
+use kedge_tests::etcd::EtcdCluster;
+use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
+use serde_json::Value;
+
+pub(crate) fn store_url(cluster: &EtcdCluster) -> String {
+    let endpoints: Vec<String> =
+        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
+    format!("etcd://{}", endpoints.join(","))
+}
+
+/// The failpoints these tests use are compiled in only with the feature (the workspace is built
+/// with it or without it as a whole): fail loudly without it.
+fn require_failpoints() {
+    assert!(
+        kedge_controller::executor::failpoint::compiled(),
+        "build with `--features kedge-controller/failpoints` (the agent binary too)"
+    );
+}
+
+async fn healthz(agent: &AgentProcess) -> (u16, Value) {
+    let reply = http_unix(&agent.state_dir.join("kedge.sock"), "GET", "/healthz", None).await;
+    (reply.status, reply.json())
+}
+
+fn task<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    body["tasks"].as_array()?.iter().find(|t| t["name"] == name)
+}
+
+fn unplaced_spec(name: &str, run: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "kedge.io/v1",
+        "kind": "Container",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "image": "kedge-test/app:v1",
+            "command": ["/bin/sh", "-c", "exec sleep 3600"],
+            "labels": {TEST_LABEL: run},
+        },
+    })
+}
+
+fn apply(agent: &AgentProcess, dir: &Path, document: &Value) {
+    let name = document["metadata"]["name"].as_str().unwrap();
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec(document).unwrap()).unwrap();
+    let applied = agent.kedge(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(applied.status.success(), "kedge apply {name}: {}", stderr(&applied));
+}
+
+async fn wait_running(name: &str) {
+    eventually(&format!("{name} to be placed and run"), Duration::from_secs(30), || async {
+        let running = docker_cli(&["inspect", "-f", "{{.State.Running}}", name]);
+        (String::from_utf8_lossy(&running.stdout).trim() == "true").then_some(())
+    })
+    .await;
+}
+
+async fn leader(store: &SharedStore) -> Option<(String, i64)> {
+    let kv = store.get(keys::SCHEDULER_LEADER).await.ok()??;
+    Some((String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_reconciles_and_a_panicking_leader_are_survived() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let cluster = EtcdCluster::start(1).await;
+    let work = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start_with_env(
+        &store_url(&cluster),
+        &format!("sup-{run}"),
+        &work.path().join("state"),
+        &[("KEDGE_FAILPOINT", "panic-task:reconcile:2,panic-task:leader:2")],
+    );
+    agent.wait_serving().await;
+    require_failpoints();
+
+    // The leader panics after each of its first two passes and is restarted each time.
+    let (status, body) = eventually("the scheduler died twice", Duration::from_secs(30), || async {
+        let (status, body) = healthz(&agent).await;
+        (task(&body, "scheduler").is_some_and(|t| t["totalDeaths"] == 2)).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 200, "two deaths do not make the agent unhealthy: {body}");
+    let scheduler = task(&body, "scheduler").unwrap();
+    assert!(scheduler["lastError"].as_str().unwrap().contains("panic-task:leader"), "{scheduler}");
+
+    // A spec applied now needs the restarted leader to place it; its first reconciles panic.
+    let name = format!("sup-{run}");
+    apply(&agent, work.path(), &unplaced_spec(&name, &run));
+    wait_running(&name).await;
+    let events = agent.kedge(&["events", "--for", &name, "-o", "json"]);
+    let events: Value = serde_json::from_str(&stdout(&events)).unwrap_or(Value::Null);
+    let panicked =
+        events["items"].as_array().into_iter().flatten().find(|e| e["reason"] == "ReconcilePanicked");
+    let panicked = panicked.unwrap_or_else(|| panic!("a ReconcilePanicked event: {events}"));
+    assert!(panicked["message"].as_str().unwrap().contains("panic-task:reconcile"), "{panicked}");
+    let (status, body) = healthz(&agent).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_panicking_turns_healthz_503_naming_it() {
+    let run = run_id();
+    let work = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start_with_env(
+        "embedded",
+        &format!("sick-{run}"),
+        &work.path().join("state"),
+        &[("KEDGE_FAILPOINT", "panic-task:resync")],
+    );
+    agent.wait_serving().await;
+    require_failpoints();
+    let started = Instant::now();
+    let body = eventually("/healthz answers 503", Duration::from_secs(40), || async {
+        let (status, body) = healthz(&agent).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    eprintln!("measured: /healthz 503 {:.1}s after the agent served", started.elapsed().as_secs_f64());
+    assert_eq!(body["status"], "unhealthy");
+    assert!(body["error"].as_str().unwrap().contains("resync"), "{body}");
+    let resync = task(&body, "resync").expect("the failing task is listed");
+    assert_eq!(resync["unhealthy"], true);
+    assert!(resync["recentDeaths"].as_u64().unwrap() >= 5, "{resync}");
+    // Only the failing task is blamed, and the API still serves.
+    assert!(body["tasks"].as_array().unwrap().iter().all(|t| t["name"] == "resync"), "{body}");
+    let version = agent.kedge(&["version"]);
+    assert!(version.status.success(), "{}", stderr(&version));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_leader_hands_over_at_once_where_a_killed_one_waits_for_its_lease() {
+    let run = run_id();
+    let cluster = EtcdCluster::start(1).await;
+    let store: SharedStore =
+        Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"));
+    let work = tempfile::tempdir().unwrap();
+    let trigger = work.path().join("panic-now");
+    let first_host = format!("lead-{run}");
+    let second_host = format!("next-{run}");
+    let failpoint = format!("panic-task:leader@{}", trigger.display());
+    let first = AgentProcess::start_with_env(
+        &store_url(&cluster),
+        &first_host,
+        &work.path().join("first"),
+        &[("KEDGE_FAILPOINT", failpoint.as_str())],
+    );
+    first.wait_serving().await;
+    require_failpoints();
+    eventually("the first agent leads", Duration::from_secs(30), || async {
+        leader(&store).await.filter(|(host, _)| *host == first_host)
+    })
+    .await;
+    let mut second = AgentProcess::start(&store_url(&cluster), &second_host, &work.path().join("second"));
+    second.wait_serving().await;
+
+    // The leader panics on its next pass: its lease is revoked and the other agent takes over.
+    std::fs::write(&trigger, b"").unwrap();
+    let panicked = Instant::now();
+    eventually("the second agent leads", Duration::from_secs(20), || async {
+        leader(&store).await.filter(|(host, _)| *host == second_host)
+    })
+    .await;
+    let handover = panicked.elapsed();
+    let (status, body) = healthz(&first).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(task(&body, "scheduler").map(|t| t["totalDeaths"].clone()), Some(1.into()), "{body}");
+
+    // For comparison, the leader killed outright: nobody revokes its lease, which must lapse.
+    second.child.kill().unwrap();
+    let killed = Instant::now();
+    eventually("the first agent leads again", Duration::from_secs(30), || async {
+        leader(&store).await.filter(|(host, _)| *host == first_host)
+    })
+    .await;
+    let lapse = killed.elapsed();
+    eprintln!(
+        "measured: takeover after a leader's panic {:.1}s (lease revoked), after a SIGKILL {:.1}s (lease lapsed)",
+        handover.as_secs_f64(),
+        lapse.as_secs_f64()
+    );
+    assert!(handover < Duration::from_secs(5), "a panicking leader hands over at once: {handover:?}");
+}
