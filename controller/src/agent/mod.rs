@@ -278,6 +278,8 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     agent.config.requests.detach();
     while tasks.join_next().await.is_some() {}
+    // Repeats of an event wait for the next flush: write them before the process exits.
+    agent.events.flush().await;
     host_lock.release().await;
     if lock_lost {
         return Err(AgentError::LockLost { host: agent.config.host_name.clone() });

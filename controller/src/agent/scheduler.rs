@@ -207,6 +207,7 @@ pub(crate) async fn run(
                     compactor: super::compaction::Compactor::from_env(),
                 };
                 let stopped = leader.lead(&shutdown).await;
+                leader.events.flush().await;
                 let _ = store.lease_revoke(lease).await;
                 if stopped {
                     return;
