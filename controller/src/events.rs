@@ -1,10 +1,13 @@
 //! Events: what the agent did and why, stored under `/kedge/v1/events/<ns>/<id>` on a lease, so
 //! they expire on their own. The same event repeated is one record with a count, first and last seen
-//! (Kubernetes' event series), not a flood of keys.
+//! (Kubernetes' event series), not a flood of keys, and its repeats are batched: a series is written
+//! at most once per [`FLUSH_INTERVAL`], so store writes follow change, not the rate of a crash loop.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,24 +49,82 @@ pub const HOST_EVENTS_NAMESPACE: &str = "kedge-system";
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
 const LEASE_ROTATION: Duration = Duration::from_secs(600);
 
+/// An event series is written at most once per this interval: its first occurrence at once, the
+/// repeats that follow within the interval together, by a flush when it ends. A crash-looping
+/// container costs one store write per series per interval, not one per crash.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// At most this many series are remembered (beyond it, the written ones are forgotten: a forgotten
+/// series only restarts its count).
+const MAX_SERIES: usize = 4096;
+
 /// Records events for one agent. Failures to record are logged, never fatal: an event is a report,
 /// and a store outage must not stop repairs.
+///
+/// Guarantees: a new event (a series' first occurrence, or one whose last write is older than the
+/// flush interval) is in the store when `record` returns; a repeat within the interval is in the
+/// store at most one interval later, or when [`EventRecorder::flush`] is called (the agent calls it
+/// when it stops). A different reason or message is a different series.
 pub struct EventRecorder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: SharedStore,
     host: String,
+    flush_interval: Duration,
     state: Mutex<RecorderState>,
 }
 
 #[derive(Default)]
 struct RecorderState {
-    lease: Option<(LeaseId, Instant)>,
-    /// Recent events by id, to count repeats without reading the store.
-    recent: HashMap<String, Event>,
+    lease: Option<(LeaseId, std::time::Instant)>,
+    /// Recent series by id, to count repeats without reading the store.
+    recent: HashMap<String, Series>,
+    /// A flush task is sleeping until the pending repeats are due.
+    flush_scheduled: bool,
+}
+
+/// One event series as the recorder knows it.
+struct Series {
+    event: Event,
+    /// When the series was last handed to the store.
+    last_written: Instant,
+    /// Repeats counted since then, not yet in the store.
+    pending: bool,
+}
+
+/// What to do with one occurrence of an event (see [`on_occurrence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Write the series now.
+    Now,
+    /// Count it; the next flush writes it.
+    Coalesce,
+}
+
+/// The batching rule: a series unknown, or not written for an interval, is written at once; a
+/// repeat within the interval waits for the flush.
+fn on_occurrence(last_written: Option<Instant>, now: Instant, interval: Duration) -> Write {
+    match last_written {
+        Some(at) if now.saturating_duration_since(at) < interval => Write::Coalesce,
+        _ => Write::Now,
+    }
 }
 
 impl EventRecorder {
     pub fn new(store: SharedStore, host: impl Into<String>) -> EventRecorder {
-        EventRecorder { store, host: host.into(), state: Mutex::default() }
+        EventRecorder::with_flush_interval(store, host, FLUSH_INTERVAL)
+    }
+
+    /// A recorder that writes each series at most once per `flush_interval`.
+    pub fn with_flush_interval(
+        store: SharedStore,
+        host: impl Into<String>,
+        flush_interval: Duration,
+    ) -> EventRecorder {
+        let inner = Inner { store, host: host.into(), flush_interval, state: Mutex::default() };
+        EventRecorder { inner: Arc::new(inner) }
     }
 
     /// Records an event about the container spec `key` (`namespace/name`).
@@ -91,6 +152,12 @@ impl EventRecorder {
         self.record_about("Host", &format!("{HOST_EVENTS_NAMESPACE}/{host}"), kind, reason, message).await
     }
 
+    /// Writes every repeat counted but not yet in the store, now. For shutdown: what is pending
+    /// when the process exits would be lost.
+    pub async fn flush(&self) {
+        self.inner.flush().await
+    }
+
     async fn try_record(
         &self,
         object_kind: &str,
@@ -101,40 +168,94 @@ impl EventRecorder {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
-        let id = event_id(key, reason, message, &self.host);
+        let id = event_id(key, reason, message, &self.inner.host);
         let timestamp = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let interval = self.inner.flush_interval;
         let event = {
-            let mut state = self.lock();
-            let event = match state.recent.get(&id) {
-                Some(previous) => {
-                    Event { count: previous.count + 1, last_timestamp: timestamp.clone(), ..previous.clone() }
+            let mut state = self.inner.lock();
+            let clock = Instant::now();
+            let series = state.recent.get_mut(&id);
+            let write = on_occurrence(series.as_ref().map(|series| series.last_written), clock, interval);
+            match (series, write) {
+                (Some(series), Write::Coalesce) => {
+                    series.event.count = series.event.count.saturating_add(1);
+                    series.event.last_timestamp = timestamp;
+                    series.pending = true;
+                    if !state.flush_scheduled {
+                        state.flush_scheduled = true;
+                        let inner = self.inner.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(interval).await;
+                            inner.flush().await;
+                        });
+                    }
+                    return Ok(());
                 }
-                None => Event {
-                    involved_object: if object_kind == "Host" {
-                        format!("Host/{name}")
-                    } else {
-                        format!("{object_kind}/{namespace}/{name}")
-                    },
-                    namespace: namespace.to_owned(),
-                    kind,
-                    reason: reason.to_owned(),
-                    message: message.to_owned(),
-                    host: self.host.clone(),
-                    count: 1,
-                    first_timestamp: timestamp.clone(),
-                    last_timestamp: timestamp,
-                },
-            };
-            state.recent.insert(id.clone(), event.clone());
-            if state.recent.len() > 4096 {
-                // Bounded memory: forgetting a series only restarts its count.
-                state.recent.clear();
+                (Some(series), Write::Now) => {
+                    series.event.count = series.event.count.saturating_add(1);
+                    series.event.last_timestamp = timestamp;
+                    series.pending = false;
+                    series.last_written = clock;
+                    series.event.clone()
+                }
+                (None, _) => {
+                    let event = Event {
+                        involved_object: if object_kind == "Host" {
+                            format!("Host/{name}")
+                        } else {
+                            format!("{object_kind}/{namespace}/{name}")
+                        },
+                        namespace: namespace.to_owned(),
+                        kind,
+                        reason: reason.to_owned(),
+                        message: message.to_owned(),
+                        host: self.inner.host.clone(),
+                        count: 1,
+                        first_timestamp: timestamp.clone(),
+                        last_timestamp: timestamp,
+                    };
+                    if state.recent.len() >= MAX_SERIES {
+                        // Bounded memory: keep only what is still to be written.
+                        state.recent.retain(|_, series| series.pending);
+                    }
+                    let series = Series { event: event.clone(), last_written: clock, pending: false };
+                    state.recent.insert(id.clone(), series);
+                    event
+                }
             }
-            event
         };
+        self.inner.write(&id, &event).await
+    }
+}
+
+impl Inner {
+    async fn flush(&self) {
+        let due: Vec<(String, Event)> = {
+            let mut state = self.lock();
+            state.flush_scheduled = false;
+            let now = Instant::now();
+            state
+                .recent
+                .iter_mut()
+                .filter(|(_, series)| series.pending)
+                .map(|(id, series)| {
+                    series.pending = false;
+                    series.last_written = now;
+                    (id.clone(), series.event.clone())
+                })
+                .collect()
+        };
+        for (id, event) in due {
+            if let Err(error) = self.write(&id, &event).await {
+                tracing::debug!(%error, reason = %event.reason, "could not flush an event");
+            }
+        }
+    }
+
+    async fn write(&self, id: &str, event: &Event) -> Result<(), StoreError> {
         let lease = self.lease().await?;
-        let key = keys::event_key(namespace, &id).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let value = serde_json::to_vec(&event).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let key = keys::event_key(&event.namespace, id).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let value = serde_json::to_vec(event).map_err(|e| StoreError::Invalid(e.to_string()))?;
         match self.store.put(&key, value.clone(), PutCondition::Always, lease).await {
             Err(StoreError::NotFound(_)) => {
                 // The lease expired under us (a long store outage): take a new one.
@@ -153,7 +274,7 @@ impl EventRecorder {
             }
         }
         let lease = self.store.lease_grant(EVENT_TTL.as_secs() as i64).await?;
-        self.lock().lease = Some((lease, Instant::now()));
+        self.lock().lease = Some((lease, std::time::Instant::now()));
         Ok(lease)
     }
 
@@ -190,41 +311,97 @@ pub async fn list_events(
 mod tests {
     use super::*;
     use crate::store::{EmbeddedOptions, EmbeddedStore};
-    use std::sync::Arc;
 
-    #[tokio::test]
-    async fn repeats_are_counted_in_one_record() {
+    async fn embedded() -> (tempfile::TempDir, SharedStore) {
         let dir = tempfile::tempdir().unwrap();
         let store: SharedStore = Arc::new(
             EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap(),
         );
-        let recorder = EventRecorder::new(store.clone(), "h1");
+        (dir, store)
+    }
+
+    /// The store's revision: one more for every write.
+    async fn revision(store: &SharedStore) -> i64 {
+        store.list("/kedge/v1/events/").await.unwrap().revision
+    }
+
+    #[test]
+    fn a_series_is_written_at_once_then_at_most_once_per_interval() {
+        let interval = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let check = |last: Option<u64>, now: u64, expected: Write| {
+            let last = last.map(|s| t0 + Duration::from_secs(s));
+            assert_eq!(
+                on_occurrence(last, t0 + Duration::from_secs(now), interval),
+                expected,
+                "{last:?} {now}"
+            );
+        };
+        check(None, 0, Write::Now);
+        check(Some(0), 0, Write::Coalesce);
+        check(Some(0), 9, Write::Coalesce);
+        check(Some(0), 10, Write::Now);
+        check(Some(5), 100, Write::Now);
+        // A clock that went backwards is not a reason to write.
+        check(Some(50), 10, Write::Coalesce);
+    }
+
+    #[tokio::test]
+    async fn repeats_are_counted_in_one_record_and_written_by_the_flush() {
+        let (_dir, store) = embedded().await;
+        let recorder = EventRecorder::with_flush_interval(store.clone(), "h1", Duration::from_millis(300));
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        for offset in 0..3 {
+        let before = revision(&store).await;
+        for offset in 0..5 {
+            let at = t0 + chrono::Duration::seconds(offset);
             recorder
-                .try_record(
-                    "Container",
-                    "default/web",
-                    EventType::Warning,
-                    "BackOff",
-                    "image missing",
-                    t0 + chrono::Duration::seconds(offset),
-                )
+                .try_record("Container", "default/web", EventType::Warning, "BackOff", "image missing", at)
                 .await
                 .unwrap();
         }
+        // The first occurrence is written at once (a lease and a put); the repeats wait.
+        let after_first = revision(&store).await;
+        assert!(after_first - before <= 2, "{before} -> {after_first}");
+        let events = list_events(store.as_ref(), Some("default")).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.count).collect::<Vec<_>>(), vec![1]);
+        // A different message is a different series: written at once.
         recorder
             .try_record("Container", "default/web", EventType::Normal, "Created", "created abc", t0)
             .await
             .unwrap();
-        let events = list_events(store.as_ref(), Some("default")).await.unwrap();
-        assert_eq!(events.len(), 2);
-        let backoff = events.iter().find(|event| event.reason == "BackOff").unwrap();
-        assert_eq!(backoff.count, 3);
+        assert_eq!(list_events(store.as_ref(), Some("default")).await.unwrap().len(), 2);
+        // The flush writes the repeats, once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let backoff = loop {
+            let events = list_events(store.as_ref(), Some("default")).await.unwrap();
+            let backoff = events.into_iter().find(|event| event.reason == "BackOff").unwrap();
+            if backoff.count == 5 || Instant::now() > deadline {
+                break backoff;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(backoff.count, 5);
         assert_eq!(backoff.first_timestamp, "2027-01-15T08:00:00Z");
-        assert_eq!(backoff.last_timestamp, "2027-01-15T08:00:02Z");
+        assert_eq!(backoff.last_timestamp, "2027-01-15T08:00:04Z");
         assert_eq!(backoff.involved_object, "Container/default/web");
+        assert_eq!(revision(&store).await - after_first, 2, "one put for Created, one flush of BackOff");
         let kv = store.list("/kedge/v1/events/default/").await.unwrap().kvs;
         assert!(kv.iter().all(|kv| kv.lease != 0), "every event is on a lease, so it expires");
+    }
+
+    #[tokio::test]
+    async fn flush_writes_pending_repeats_at_once() {
+        let (_dir, store) = embedded().await;
+        let recorder = EventRecorder::with_flush_interval(store.clone(), "h1", Duration::from_secs(3600));
+        for _ in 0..3 {
+            recorder.record("default/web", EventType::Warning, "BackOff", "crashed").await;
+        }
+        assert_eq!(list_events(store.as_ref(), None).await.unwrap()[0].count, 1);
+        recorder.flush().await;
+        assert_eq!(list_events(store.as_ref(), None).await.unwrap()[0].count, 3);
+        // Nothing pending: a second flush writes nothing.
+        let before = revision(&store).await;
+        recorder.flush().await;
+        assert_eq!(revision(&store).await, before);
     }
 }

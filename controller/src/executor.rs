@@ -35,7 +35,10 @@ use crate::docker::{
 };
 
 pub use declared::declared_config;
-pub use recover::{RecoveryOutcome, RecoveryReport};
+pub use recover::{
+    base_name_of_key, decide, find_leftovers, is_recreate_name_of, Decision, Leftovers, RecoveryOutcome,
+    RecoveryReport, RecoveryScope,
+};
 pub use recreate::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy};
 
 /// One change to a container, as the planner decides it. `container` is an ID or a name.

@@ -159,9 +159,10 @@ async fn recover_key_and_recover_all_find_leftovers_by_label() {
         ids.push(id);
     }
     let key = labels::key(&by_key.labels).expect("key").to_string();
-    let reports = fx.executor.recover_key(&key, &quick_strategy()).await.expect("recover key");
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[0].clone() });
+    let report = fx.executor.recover_key(&key, &quick_strategy()).await.expect("recover key");
+    assert_eq!(report.name, by_key.name);
+    assert_eq!(report.outcomes.len(), 1, "{report:?}");
+    assert_eq!(report.outcomes[0].1, RecoveryOutcome::RolledBack { old_id: ids[0].clone() });
     // The other one is found by recover_all, scoped by label to this test (unscoped it would also
     // recover the crashes of the tests running in parallel, under their feet).
     let scope = vec![format!("{}={}", kedge_tests::TEST_LABEL, fx.run)];
@@ -272,4 +273,59 @@ async fn recovery_touches_nothing_when_another_container_took_the_name() {
     assert_eq!(fx.inspect(&config.name).await.id, intruder_id, "untouched");
     assert!(fx.inspect(&intruder_id).await.state.running);
     assert_eq!(fx.inspect(&aside_id).await.name, aside.name, "untouched");
+}
+
+#[tokio::test]
+async fn look_alikes_named_like_leftovers_are_left_alone_while_real_leftovers_are_recovered() {
+    let fx = Fixture::new().await;
+    let config = fx.managed("alike", APP_V1);
+    let key = labels::key(&config.labels).expect("key").to_string();
+    let old_id = fx.executor.create(&config).await.expect("create");
+    fx.docker.start_container(&old_id).await.expect("start");
+    // A real interrupted recreate: the old container set aside, the new one under its temporary name.
+    crash_child_at(&fx.run, "alike", APP_V2, "recreate.after_rename_old");
+
+    // Look-alikes, running: a hand-made container, another spec's container (its key names another
+    // container), and a container claiming to be a new one of a recreate without kedge's labels.
+    let mut alikes = Vec::new();
+    for (marker, with) in [
+        ("-kedge-old-abc", fx.test_labels()),
+        ("-kedge-old-def", {
+            let mut other = labels::ownership(&format!("test/{}-kedge-old-def", config.name), 1, "h");
+            other.extend(fx.test_labels());
+            other
+        }),
+        ("-kedge-new-ghi", {
+            let mut bare = fx.test_labels();
+            bare.insert(labels::RECREATE_OLD_RUNNING.into(), "true".into());
+            bare
+        }),
+    ] {
+        let mut alike = fx.managed("alike", APP_V1);
+        alike.name = format!("{}{marker}", config.name);
+        alike.labels = with;
+        let id = fx.docker.create_container(&alike).await.expect("create look-alike");
+        fx.docker.start_container(&id).await.expect("start look-alike");
+        let started = fx.inspect(&id).await.state.started_at;
+        alikes.push((id, alike.name, started));
+    }
+
+    // The agent's scope: by key and labels.
+    let report = fx.executor.recover_key(&key, &quick_strategy()).await.expect("recover by key");
+    assert_eq!(report.outcomes.len(), 1, "only the real recreate: {report:?}");
+    assert_eq!(report.outcomes[0].1, RecoveryOutcome::RolledBack { old_id: old_id.clone() });
+    let holder = fx.inspect(&config.name).await;
+    assert_eq!(holder.id, old_id);
+    assert!(holder.state.running);
+    // `kedge recreate NAME`'s scope, now that the name is held: still nothing to recover.
+    let again = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover by name");
+    assert!(again.is_clean(), "{again:?}");
+    for (id, name, started) in &alikes {
+        let now = fx.inspect(id).await;
+        assert_eq!(&now.name, name, "never renamed");
+        assert!(now.state.running, "{name}: never stopped");
+        assert_eq!(&now.state.started_at, started, "{name}: never restarted");
+    }
+    let names: Vec<String> = fx.containers_named(&config.name).await.into_iter().map(|c| c.name).collect();
+    assert_eq!(names.len(), 4, "the holder and the three look-alikes: {names:?}");
 }

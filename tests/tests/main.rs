@@ -8,6 +8,7 @@ mod updater_support;
 
 mod agent_backoff;
 mod agent_chaos;
+mod agent_crash_recovery;
 mod agent_crashloop;
 mod agent_dependents;
 mod agent_engine_restart;

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::{labels, ContainerFilter, DockerClient, DockerError};
 use crate::events::EventRecorder;
-use crate::executor::{Executor, RecreateStrategy};
+use crate::executor::{base_name_of_key, is_recreate_name_of, Executor, RecoveryScope, RecreateStrategy};
 use crate::queue::{BackoffConfig, WorkQueue};
 use crate::store::{SharedStore, StoreError};
 
@@ -246,6 +246,8 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     agent.config.requests.detach();
     while tasks.join_next().await.is_some() {}
+    // Repeats of an event wait for the next flush: write them before the process exits.
+    agent.events.flush().await;
     host_lock.release().await;
     if lock_lost {
         return Err(AgentError::LockLost { host: agent.config.host_name.clone() });
@@ -428,17 +430,18 @@ impl Agent {
         }
     }
 
-    /// Finishes or rolls back every recreate a crash interrupted, before the workers start.
-    /// Finishes or rolls back the interrupted recreates of `key` made by this host's agent (another
-    /// agent's, on a shared engine, may be running right now and only looks interrupted).
+    /// Finishes or rolls back the interrupted recreates of `key` made by this host's agent, identified
+    /// by their labels (another agent's, on a shared engine, may be running right now and only looks
+    /// interrupted; a look-alike container is left alone).
     pub(crate) async fn recover_key(
         &self,
         key: &str,
-    ) -> crate::executor::ExecutorResult<Vec<crate::executor::RecoveryReport>> {
-        let scope = [labels::key_filter(key), labels::host_filter(&self.config.host_name)];
-        self.executor.recover_all(&scope, &RecreateStrategy::default()).await
+    ) -> crate::executor::ExecutorResult<crate::executor::RecoveryReport> {
+        let scope = RecoveryScope::key_on_host(key, &self.config.host_name);
+        self.executor.recover(base_name_of_key(key), &scope, &RecreateStrategy::default()).await
     }
 
+    /// Finishes or rolls back every recreate a crash interrupted, before the workers start.
     async fn recover_interrupted_recreates(&self) -> Result<(), AgentError> {
         let filter = ContainerFilter {
             labels: vec![labels::managed_filter(), labels::host_filter(&self.config.host_name)],
@@ -446,15 +449,15 @@ impl Agent {
         };
         let mut keys = std::collections::BTreeSet::new();
         for container in self.docker.list_containers(&filter).await? {
-            if !matches!(labels::parse_recreate_name(&container.name), labels::RecreateName::Plain(_)) {
-                if let Some(key) = labels::key(&container.labels) {
+            if let Some(key) = labels::key(&container.labels) {
+                if is_recreate_name_of(&container.name, base_name_of_key(key)) {
                     keys.insert(key.to_owned());
                 }
             }
         }
         for key in keys {
             match self.recover_key(&key).await {
-                Ok(reports) => tracing::info!(%key, ?reports, "recovered an interrupted recreate"),
+                Ok(report) => tracing::info!(%key, ?report, "recovered an interrupted recreate"),
                 // Left to the reconcile of its key, which retries with backoff and reports.
                 Err(error) => tracing::error!(%key, %error, "could not recover an interrupted recreate"),
             }

@@ -15,7 +15,7 @@ use crate::docker::{
     ObservedContainer,
 };
 use crate::events::EventType;
-use crate::executor::{Action, ActionOutcome, ExecutorError};
+use crate::executor::{base_name_of_key, is_recreate_name_of, Action, ActionOutcome, ExecutorError};
 use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
@@ -64,7 +64,7 @@ const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 impl Agent {
     pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
         let mut owned = self.owned_containers(key).await?;
-        if owned.iter().any(|container| is_recreate_leftover(&container.name)) {
+        if owned.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key))) {
             // A recreate of this key was interrupted (a crash): finish or roll it back first.
             self.recover_key(key).await?;
             owned = self.owned_containers(key).await?;
@@ -953,10 +953,6 @@ fn stamp_owner_labels(actions: &mut [Action], spec: &Container, host: &str, stor
             config.labels.insert(labels::DELETION_POLICY.to_owned(), policy.to_owned());
         }
     }
-}
-
-fn is_recreate_leftover(name: &str) -> bool {
-    !matches!(labels::parse_recreate_name(name), labels::RecreateName::Plain(_))
 }
 
 fn image_check(spec: &Container) -> ImageCheck {

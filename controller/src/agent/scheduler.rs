@@ -225,6 +225,7 @@ pub(crate) async fn run(
                     compactor: super::compaction::Compactor::from_env(),
                 };
                 let stopped = leader.lead(&shutdown).await;
+                leader.events.flush().await;
                 held.lease = None;
                 let _ = store.lease_revoke(lease).await;
                 if stopped {

@@ -1,0 +1,163 @@
+//! Crash recovery by label in the real agent: a `kedge agent` process aborted in the middle of a
+//! recreate (a failpoint, as a SIGKILL or an OOM would) is restarted, finishes the rollout from the
+//! labelled leftovers, and leaves alone a foreign container named like a leftover of the same spec
+//! (`<name>-kedge-old-abc`, no kedge label), which a recovery by name alone would take for one.
+//!
+//! The agent binary must be built with failpoints (`--features kedge-controller/failpoints`, as
+//! scripts/test builds it); the test fails, saying so, when the agent does not abort.
+
+use crate::api_support::kedge_bin;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kedge_controller::executor::failpoint;
+use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
+use kedge_tests::{
+    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, TestEnv, TEST_LABEL,
+};
+use serde_json::json;
+
+/// A `kedge agent` process; SIGKILLed when dropped, so a failing test leaves none behind.
+struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    fn start(state_dir: &Path, host: &str, env: &TestEnv, failpoint: Option<&str>) -> AgentProcess {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("agent.log")).unwrap();
+        let mut command = Command::new(kedge_bin());
+        command
+            .args(["agent", "--listen", "127.0.0.1:0", "--host-name", host])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--store")
+            .arg(format!("etcd://{}", env.etcd_endpoints.join(",")))
+            .env("DOCKER_HOST", &env.docker_host)
+            .env("KEDGE_LOG", "info")
+            .env_remove(failpoint::ENV)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(failpoint) = failpoint {
+            command.env(failpoint::ENV, failpoint);
+        }
+        AgentProcess { child: command.spawn().expect("kedge agent starts") }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+/// `(id, name, image, running)` of every container whose name starts with `prefix`, by name.
+async fn containers_named(prefix: &str) -> Vec<(String, String, String, bool)> {
+    let filters = std::collections::HashMap::from([("name".to_owned(), vec![prefix.to_owned()])]);
+    let options =
+        bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let mut found: Vec<_> = docker()
+        .await
+        .list_containers(Some(options))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .map(|c| {
+            let name = c.names.unwrap_or_default().first().cloned().unwrap_or_default();
+            (
+                c.id.unwrap_or_default(),
+                name.trim_start_matches('/').to_owned(),
+                c.image.unwrap_or_default(),
+                c.state.map(|state| state.to_string()) == Some("running".to_owned()),
+            )
+        })
+        .filter(|(_, name, _, _)| name.starts_with(prefix))
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_alone() {
+    let env = TestEnv::get();
+    let id = run_id();
+    let cleanup = EngineCleanup::new(&id);
+    let namespace = format!("t{id}");
+    let host = format!("recover-{id}");
+    let name = format!("web-{id}");
+    let state_dir = tempfile::tempdir().expect("a state directory");
+    let store: SharedStore =
+        Arc::new(EtcdStore::connect(EtcdOptions::new(env.etcd_endpoints.clone())).await.expect("etcd"));
+    let spec = |image: &str| test_spec(&name, &namespace, &host, &cleanup, json!({"image": image}));
+
+    objects::apply_container(store.as_ref(), &spec("kedge-test/app:v1"), None).await.expect("apply v1");
+    let agent = AgentProcess::start(state_dir.path(), &host, &env, None);
+    wait_ready(store.as_ref(), &namespace, &name, Duration::from_secs(120)).await;
+    drop(agent);
+
+    // Someone's container named exactly like a leftover of this spec's recreate, with no kedge label.
+    let look_alike = format!("{name}-kedge-old-abc");
+    let label = format!("{TEST_LABEL}={id}");
+    let run = docker_cli(&["run", "-d", "--name", &look_alike, "--label", &label, "kedge-test/app:v1"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let look_alike_before = docker().await.inspect_container(&look_alike, None).await.expect("inspect");
+
+    // The update, and an agent that aborts once it has set the old container aside (the new one
+    // exists under its temporary name, nothing holds the name).
+    objects::apply_container(store.as_ref(), &spec("kedge-test/app:v2"), None).await.expect("apply v2");
+    let mut crashing = AgentProcess::start(state_dir.path(), &host, &env, Some("recreate.after_rename_old"));
+    let status = eventually("the agent to abort at its failpoint", Duration::from_secs(120), || {
+        let exited = crashing.child.try_wait().expect("wait for the agent");
+        async move { exited }
+    })
+    .await;
+    let log = std::fs::read_to_string(state_dir.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains("failpoint recreate.after_rename_old reached"),
+        "the agent must abort at the failpoint (is it built with --features kedge-controller/failpoints?); \
+         exit {status:?}, log:\n{log}"
+    );
+    let left = containers_named(&name).await;
+    let names: Vec<&str> = left.iter().map(|(_, name, _, _)| name.as_str()).collect();
+    assert_eq!(names.len(), 3, "the aside old, the temporary new and the look-alike: {names:?}");
+    assert!(!names.contains(&name.as_str()), "nothing holds the name: {names:?}");
+
+    let agent = AgentProcess::start(state_dir.path(), &host, &env, None);
+    wait_ready(store.as_ref(), &namespace, &name, Duration::from_secs(180)).await;
+    let settled = eventually(
+        "one v2 container holding the name, the look-alike beside it",
+        Duration::from_secs(120),
+        || async {
+            let left = containers_named(&name).await;
+            let shape: Vec<(&str, &str, bool)> = left
+                .iter()
+                .map(|(_, name, image, running)| (name.as_str(), image.as_str(), *running))
+                .collect();
+            (shape
+                == vec![
+                    (name.as_str(), "kedge-test/app:v2", true),
+                    (look_alike.as_str(), "kedge-test/app:v1", true),
+                ])
+            .then_some(left)
+        },
+    )
+    .await;
+    drop(agent);
+
+    let look_alike_after = docker().await.inspect_container(&look_alike, None).await.expect("inspect");
+    assert_eq!(look_alike_after.id, look_alike_before.id, "the look-alike is the same container");
+    assert_eq!(look_alike_after.name, look_alike_before.name, "never renamed");
+    assert_eq!(
+        look_alike_after.state.and_then(|s| s.started_at),
+        look_alike_before.state.and_then(|s| s.started_at),
+        "never stopped or started"
+    );
+    let log = std::fs::read_to_string(state_dir.path().join("agent.log")).unwrap_or_default();
+    assert!(log.contains("recovered an interrupted recreate"), "{settled:?}\n{log}");
+    objects::delete_container(store.as_ref(), &namespace, &name, None).await.ok();
+}
