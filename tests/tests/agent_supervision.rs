@@ -7,22 +7,15 @@
 //! - a leader that panics gives up its leadership at once, and another agent takes over in about a
 //!   second, where a leader that is killed outright blocks scheduling until its lease lapses.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api_support::{http_unix, stderr, stdout};
-use crate::store_scale::AgentProcess;
+use crate::store_scale::{apply_json, store_url, unplaced_spec, wait_running, AgentProcess};
 use kedge_controller::store::{keys, EtcdOptions, EtcdStore, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
+use kedge_tests::{eventually, run_id, EngineCleanup};
 use serde_json::Value;
-
-pub(crate) fn store_url(cluster: &EtcdCluster) -> String {
-    let endpoints: Vec<String> =
-        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
-    format!("etcd://{}", endpoints.join(","))
-}
 
 /// The failpoints these tests use are compiled in only with the feature (the workspace is built
 /// with it or without it as a whole): fail loudly without it.
@@ -40,35 +33,6 @@ async fn healthz(agent: &AgentProcess) -> (u16, Value) {
 
 fn task<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
     body["tasks"].as_array()?.iter().find(|t| t["name"] == name)
-}
-
-fn unplaced_spec(name: &str, run: &str) -> Value {
-    serde_json::json!({
-        "apiVersion": "kedge.io/v1",
-        "kind": "Container",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "image": "kedge-test/app:v1",
-            "command": ["/bin/sh", "-c", "exec sleep 3600"],
-            "labels": {TEST_LABEL: run},
-        },
-    })
-}
-
-fn apply(agent: &AgentProcess, dir: &Path, document: &Value) {
-    let name = document["metadata"]["name"].as_str().unwrap();
-    let file = dir.join(format!("{name}.json"));
-    std::fs::write(&file, serde_json::to_vec(document).unwrap()).unwrap();
-    let applied = agent.kedge(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(applied.status.success(), "kedge apply {name}: {}", stderr(&applied));
-}
-
-async fn wait_running(name: &str) {
-    eventually(&format!("{name} to be placed and run"), Duration::from_secs(30), || async {
-        let running = docker_cli(&["inspect", "-f", "{{.State.Running}}", name]);
-        (String::from_utf8_lossy(&running.stdout).trim() == "true").then_some(())
-    })
-    .await;
 }
 
 async fn leader(store: &SharedStore) -> Option<(String, i64)> {
@@ -103,7 +67,7 @@ async fn panicking_reconciles_and_a_panicking_leader_are_survived() {
 
     // A spec applied now needs the restarted leader to place it; its first reconciles panic.
     let name = format!("sup-{run}");
-    apply(&agent, work.path(), &unplaced_spec(&name, &run));
+    apply_json(&agent, work.path(), &unplaced_spec(&name, &run));
     wait_running(&name).await;
     let events = agent.kedge(&["events", "--for", &name, "-o", "json"]);
     let events: Value = serde_json::from_str(&stdout(&events)).unwrap_or(Value::Null);

@@ -14,49 +14,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::api_support::{http_unix, kedge_command, stderr, stdout, unique, TestServer};
-use crate::store_scale::AgentProcess;
+use crate::store_scale::{apply_json, store_url, unplaced_spec, wait_running, AgentProcess};
 use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
-
-fn store_url(cluster: &EtcdCluster) -> String {
-    let endpoints: Vec<String> =
-        cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
-    format!("etcd://{}", endpoints.join(","))
-}
-
-/// A spec with no placement: the scheduler's leader must place it (there is one host).
-fn unplaced_spec(name: &str, run: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "kedge.io/v1",
-        "kind": "Container",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "image": "kedge-test/app:v1",
-            "command": ["/bin/sh", "-c", "exec sleep 3600"],
-            "labels": {TEST_LABEL: run},
-        },
-    })
-}
-
-fn apply(agent: &AgentProcess, dir: &Path, document: &serde_json::Value) {
-    let name = document["metadata"]["name"].as_str().unwrap();
-    let file = dir.join(format!("{name}.json"));
-    std::fs::write(&file, serde_json::to_vec(document).unwrap()).unwrap();
-    let applied = agent.kedge(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(applied.status.success(), "kedge apply {name}: {}", stderr(&applied));
-}
-
-async fn wait_running(name: &str) {
-    eventually(&format!("{name} to be placed and run"), Duration::from_secs(30), || async {
-        let running = docker_cli(&["inspect", "-f", "{{.State.Running}}", name]);
-        (String::from_utf8_lossy(&running.stdout).trim() == "true").then_some(())
-    })
-    .await;
-}
+use kedge_tests::{docker_cli, run_id, EngineCleanup};
 
 fn assert_listed_invalid(agent: &AgentProcess, poison: &str) {
     let listed = agent.kedge(&["get", "containers"]);
@@ -100,7 +63,7 @@ async fn poison_entries_and_absurd_numbers_block_nothing() {
     assert_listed_invalid(&agent, &poison);
 
     let first = format!("first-{run}");
-    apply(&agent, &work, &unplaced_spec(&first, &run));
+    apply_json(&agent, &work, &unplaced_spec(&first, &run));
     wait_running(&first).await;
 
     // Absurd numbers are refused naming the field.
@@ -121,7 +84,7 @@ async fn poison_entries_and_absurd_numbers_block_nothing() {
 
     // The leader still places, and the agent still runs, new specs.
     let second = format!("second-{run}");
-    apply(&agent, &work, &unplaced_spec(&second, &run));
+    apply_json(&agent, &work, &unplaced_spec(&second, &run));
     wait_running(&second).await;
 
     // After a restart the agent reads the poison entry again and still blocks on nothing.
@@ -130,7 +93,7 @@ async fn poison_entries_and_absurd_numbers_block_nothing() {
     agent.wait_serving().await;
     assert_listed_invalid(&agent, &poison);
     let third = format!("third-{run}");
-    apply(&agent, &work, &unplaced_spec(&third, &run));
+    apply_json(&agent, &work, &unplaced_spec(&third, &run));
     wait_running(&third).await;
     let first_state = docker_cli(&["inspect", "-f", "{{.State.Running}}", &first]);
     assert_eq!(

@@ -16,7 +16,7 @@ use api_support::{kedge_bin, kedge_command, stderr, stdout};
 use futures::StreamExt;
 use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker_cli, eventually, run_id, test_spec, EngineCleanup, TestEnv};
+use kedge_tests::{docker_cli, eventually, run_id, test_spec, EngineCleanup, TestEnv, TEST_LABEL};
 
 /// See [`AgentProcess::start_child`].
 const IN_PID_NAMESPACE: &str = "KEDGE_TEST_IN_PID_NAMESPACE";
@@ -112,10 +112,43 @@ async fn connect(cluster: &EtcdCluster) -> SharedStore {
     Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"))
 }
 
-fn store_url(cluster: &EtcdCluster) -> String {
+/// The `--store` value of an agent on `cluster`.
+pub(crate) fn store_url(cluster: &EtcdCluster) -> String {
     let endpoints: Vec<String> =
         cluster.endpoints().iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
     format!("etcd://{}", endpoints.join(","))
+}
+
+/// A spec with no placement, so the scheduler's leader must place it; labelled for `run`'s cleanup.
+pub(crate) fn unplaced_spec(name: &str, run: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "kedge.io/v1",
+        "kind": "Container",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "image": "kedge-test/app:v1",
+            "command": ["/bin/sh", "-c", "exec sleep 3600"],
+            "labels": {TEST_LABEL: run},
+        },
+    })
+}
+
+/// `kedge apply` of `document` (written as a file in `dir`) through `agent`'s socket; it must succeed.
+pub(crate) fn apply_json(agent: &AgentProcess, dir: &std::path::Path, document: &serde_json::Value) {
+    let name = document["metadata"]["name"].as_str().unwrap();
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec(document).unwrap()).unwrap();
+    let applied = agent.kedge(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(applied.status.success(), "kedge apply {name}: {}", stderr(&applied));
+}
+
+/// Waits until the container `name` runs on the test engine.
+pub(crate) async fn wait_running(name: &str) {
+    eventually(&format!("{name} to be placed and run"), Duration::from_secs(30), || async {
+        let running = docker_cli(&["inspect", "-f", "{{.State.Running}}", name]);
+        (String::from_utf8_lossy(&running.stdout).trim() == "true").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

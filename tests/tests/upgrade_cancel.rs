@@ -12,8 +12,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent_supervision::store_url;
 use crate::api_support::{http_unix, kedge_command, stderr};
+use crate::store_scale::store_url;
 use crate::store_scale::AgentProcess;
 use kedge_controller::agent::host::{AgentContainer, HostRecord};
 use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
