@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:\n  \
     kedge agent --state-dir /var/lib/kedge\n  \
-    kedge agent --store etcd://10.0.0.1:2379,10.0.0.2:2379 --host-name web-1 --host-label zone=a\n\n\
+    kedge agent --store etcd://10.0.0.1:2379,10.0.0.2:2379 --host-name web-1 --host-label zone=a\n  \
+    kedge agent --tls-cert /etc/kedge/tls.crt --tls-key /etc/kedge/tls.key --listen 0.0.0.0:7443\n\n\
     The etcd connection takes KEDGE_ETCD_USER / KEDGE_ETCD_PASSWORD for authentication and\n\
     KEDGE_ETCD_CA / KEDGE_ETCD_CERT / KEDGE_ETCD_KEY for TLS (use https:// endpoints).")]
 pub struct AgentArgs {
@@ -57,6 +58,17 @@ pub struct AgentArgs {
     /// (kedge's container image sets it).
     #[arg(long, env = "KEDGE_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Serve the TCP API over HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    /// Plain HTTP to that port is then refused.
+    #[arg(long, env = "KEDGE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KEDGE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by a CA in this PEM file (mutual TLS), in
+    /// addition to the bearer token. Needs --tls-cert.
+    #[arg(long, env = "KEDGE_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -77,6 +89,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         config.host_labels.insert(key.to_owned(), value.to_owned());
     }
 
+    // Read before anything starts: a wrong path or key fails the start, not the first request.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            api::TlsConfig::from_files(cert, key, args.tls_client_ca.as_deref())
+                .with_context(|| format!("--tls-cert {} / --tls-key {}", cert.display(), key.display()))?,
+        ),
+        _ => None,
+    };
     create_private_dir(&args.state_dir)?;
     let store = open_store(&args.store, &args.state_dir).await?;
     let docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
@@ -100,14 +120,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %tcp.local_addr()?, "API listening (bearer token in {})", api::token::token_path(&args.state_dir).display());
+    let scheme = match &tls {
+        None => "http",
+        Some(tls) if tls.requires_client_certificate() => "https, client certificates required",
+        Some(_) => "https",
+    };
+    tracing::info!(address = %tcp.local_addr()?, scheme, "API listening (bearer token in {})", api::token::token_path(&args.state_dir).display());
     let socket_path = args.state_dir.join("kedge.sock");
     let _ = std::fs::remove_file(&socket_path);
     let unix = tokio::net::UnixListener::bind(&socket_path)
         .with_context(|| format!("cannot listen on {}", socket_path.display()))?;
     set_mode(&socket_path, 0o600)?;
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(api::serve(state.clone(), ApiListener::Tcp(tcp), shutdown.clone().cancelled_owned()));
+    let tcp = match tls {
+        Some(tls) => ApiListener::Tls(tcp, tls),
+        None => ApiListener::Tcp(tcp),
+    };
+    servers.spawn(api::serve(state.clone(), tcp, shutdown.clone().cancelled_owned()));
     servers.spawn(api::serve(state, ApiListener::Unix(unix), shutdown.clone().cancelled_owned()));
 
     let outcome = agent::run(store, docker, config, shutdown.clone()).await;

@@ -55,6 +55,24 @@ impl Client {
                     .map_err(|e| CliError::usage(format!("CA certificate {}: {e}", path.display())))?;
                 builder = builder.add_root_certificate(certificate);
             }
+            if let Some((certificate, key)) = &resolved.client_identity {
+                let read = |path: &PathBuf, what: &str| {
+                    std::fs::read(path).map_err(|e| {
+                        CliError::usage(format!("cannot read client {what} {}: {e}", path.display()))
+                    })
+                };
+                let mut pem = read(certificate, "certificate")?;
+                pem.push(b'\n');
+                pem.extend(read(key, "key")?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    CliError::usage(format!(
+                        "client certificate {} and key {}: {e}",
+                        certificate.display(),
+                        key.display()
+                    ))
+                })?;
+                builder = builder.identity(identity);
+            }
             let http = builder
                 .build()
                 .map_err(|e| CliError::new(Exit::Server, format!("cannot build HTTP client: {e}")))?;

@@ -122,6 +122,9 @@ fn overrides(global: &GlobalArgs) -> Overrides {
         namespace: global.namespace.clone(),
         config_path: global.kedgeconfig.clone(),
         certificate_authority: global.certificate_authority.clone(),
+        token_file: global.token_file.clone(),
+        client_certificate: global.client_certificate.clone(),
+        client_key: global.client_key.clone(),
     }
 }
 
@@ -1023,7 +1026,9 @@ fn config_command(command: ConfigCommand, global: &GlobalArgs) -> CliResult<Exit
             config::save(&path, &file)?;
             println!("Switched to context \"{name}\".");
         }
-        ConfigCommand::SetContext { name, token_file } => {
+        ConfigCommand::SetContext { name } => {
+            let token_file =
+                global.token_file.clone().filter(|_| global.from_command_line.contains(&"token_file"));
             let given = |id: &str, value: &Option<String>| {
                 value.clone().filter(|_| global.from_command_line.contains(&id))
             };
@@ -1044,6 +1049,10 @@ fn config_command(command: ConfigCommand, global: &GlobalArgs) -> CliResult<Exit
             }
             if global.from_command_line.contains(&"certificate_authority") {
                 context.certificate_authority = global.certificate_authority.as_deref().map(absolute);
+            }
+            if global.from_command_line.contains(&"client_certificate") {
+                context.client_certificate = global.client_certificate.as_deref().map(absolute);
+                context.client_key = global.client_key.as_deref().map(absolute);
             }
             if file.current_context.is_none() {
                 file.current_context = Some(name.clone());

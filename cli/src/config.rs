@@ -2,6 +2,8 @@
 //!
 //! Precedence, highest first: `--server`/`--token`, `KEDGE_SERVER`/`KEDGE_TOKEN`, the context chosen by
 //! `--context` or the file's `currentContext`, then `http://127.0.0.1:7443` and the local agent's token file.
+//! The local agent's token is sent only to a server on this machine (a loopback address or a Unix
+//! socket): a `--server` elsewhere never receives it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,11 @@ pub struct Context {
     /// A PEM file of the CA that signed an `https://` server's certificate (else the system's roots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<PathBuf>,
+    /// A client certificate and its key (PEM) for an agent that requires one (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// What the flags and environment say, before the file is consulted.
@@ -50,6 +57,9 @@ pub struct Overrides {
     pub namespace: Option<String>,
     pub config_path: Option<PathBuf>,
     pub certificate_authority: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 /// The resolved connection settings.
@@ -59,6 +69,8 @@ pub struct Resolved {
     pub token: Option<String>,
     pub namespace: String,
     pub certificate_authority: Option<PathBuf>,
+    /// A client certificate and its key, for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 pub fn config_path(overrides: &Overrides) -> PathBuf {
@@ -121,24 +133,64 @@ pub fn resolve(overrides: &Overrides, file: &ConfigFile, local_token: Option<Str
     };
     let context_token = match (&context.token, &context.token_file) {
         (Some(token), _) => Some(token.clone()),
-        (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| CliError::usage(format!("cannot read token file {}: {e}", path.display())))?
-                .trim()
-                .to_owned(),
-        ),
+        (None, Some(path)) => Some(read_token_file(path)?),
         (None, None) => None,
     };
+    let flag_token = match (&overrides.token, &overrides.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(read_token_file(path)?),
+        (None, None) => None,
+    };
+    let server = overrides.server.clone().or(context.server).unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    // The token of an agent on this machine belongs to that agent: never send it elsewhere.
+    let local_token = local_token.filter(|_| is_this_machine(&server));
+    let client_identity = match (
+        overrides.client_certificate.clone().or(context.client_certificate),
+        overrides.client_key.clone().or(context.client_key),
+    ) {
+        (Some(certificate), Some(key)) => Some((certificate, key)),
+        (None, None) => None,
+        _ => {
+            return Err(CliError::usage("a client certificate needs its key, and a key its certificate")
+                .hint("give both --client-certificate and --client-key (or a context's clientCertificate and clientKey)"))
+        }
+    };
     Ok(Resolved {
-        server: overrides.server.clone().or(context.server).unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
-        token: overrides.token.clone().or(context_token).or(local_token),
+        server,
+        token: flag_token.or(context_token).or(local_token),
         namespace: overrides
             .namespace
             .clone()
             .or(context.namespace)
             .unwrap_or_else(|| kedge_crds::DEFAULT_NAMESPACE.to_owned()),
         certificate_authority: overrides.certificate_authority.clone().or(context.certificate_authority),
+        client_identity,
     })
+}
+
+fn read_token_file(path: &Path) -> CliResult<String> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read token file {}: {e}", path.display())))?;
+    Ok(token.trim().to_owned())
+}
+
+/// Whether `server` is reached on this machine: a Unix socket or a loopback address.
+pub fn is_this_machine(server: &str) -> bool {
+    if server.starts_with("unix:") {
+        return true;
+    }
+    let Some(rest) = server.strip_prefix("http://").or_else(|| server.strip_prefix("https://")) else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Userinfo (`user@host`) would let `http://127.0.0.1@evil.example` pass a naive prefix check.
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host_port.rsplit_once(':').map_or(host_port, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
 }
 
 #[cfg(test)]
@@ -173,5 +225,61 @@ mod tests {
         assert_eq!(resolved.token.as_deref(), Some("local"));
         let missing = Overrides { context: Some("nope".into()), ..Overrides::default() };
         assert!(resolve(&missing, &file, None).is_err());
+    }
+
+    #[test]
+    fn the_local_agents_token_goes_only_to_this_machine() {
+        let remote = Overrides { server: Some("https://agents.example:7443".into()), ..Overrides::default() };
+        let resolved = resolve(&remote, &ConfigFile::default(), Some("local".into())).unwrap();
+        assert_eq!(resolved.token, None, "the local token must not reach another server");
+        for server in [
+            "http://127.0.0.1:7443",
+            "https://127.0.0.2:9000/",
+            "http://localhost:7443",
+            "http://[::1]:7443",
+            "unix:///var/lib/kedge/kedge.sock",
+        ] {
+            let here = Overrides { server: Some(server.into()), ..Overrides::default() };
+            let resolved = resolve(&here, &ConfigFile::default(), Some("local".into())).unwrap();
+            assert_eq!(resolved.token.as_deref(), Some("local"), "{server}");
+        }
+        for server in [
+            "http://127.0.0.1@evil.example:7443",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example:7443",
+            "http://10.0.0.1:7443",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(!is_this_machine(server), "{server}");
+        }
+        // A token the user gave explicitly goes where the user said.
+        let given = Overrides { token: Some("mine".into()), ..remote };
+        let resolved = resolve(&given, &ConfigFile::default(), Some("local".into())).unwrap();
+        assert_eq!(resolved.token.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn a_token_file_and_a_client_certificate_resolve_from_flags_or_context() {
+        let token_file = std::env::temp_dir().join(format!("kedge-token-{}", std::process::id()));
+        std::fs::write(&token_file, "from-file\n").unwrap();
+        let overrides = Overrides { token_file: Some(token_file), ..Overrides::default() };
+        let resolved = resolve(&overrides, &ConfigFile::default(), Some("local".into())).unwrap();
+        let _ = std::fs::remove_file(overrides.token_file.as_ref().unwrap());
+        assert_eq!(resolved.token.as_deref(), Some("from-file"));
+
+        let mut file = ConfigFile::default();
+        file.contexts.insert(
+            "mtls".into(),
+            Context {
+                client_certificate: Some("/c.pem".into()),
+                client_key: Some("/k.pem".into()),
+                ..Context::default()
+            },
+        );
+        file.current_context = Some("mtls".into());
+        let resolved = resolve(&Overrides::default(), &file, None).unwrap();
+        assert_eq!(resolved.client_identity, Some(("/c.pem".into(), "/k.pem".into())));
+        let half = Overrides { client_certificate: Some("/c.pem".into()), ..Overrides::default() };
+        assert!(resolve(&half, &ConfigFile::default(), None).is_err());
     }
 }

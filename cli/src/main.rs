@@ -45,9 +45,13 @@ pub struct GlobalArgs {
     /// The agent's API, e.g. `http://127.0.0.1:7443`.
     #[arg(long, global = true, env = "KEDGE_SERVER")]
     pub server: Option<String>,
-    /// The API's bearer token (the agent writes it to STATE_DIR/api-token).
+    /// The API's bearer token (the agent writes it to STATE_DIR/api-token). A token on the command
+    /// line shows in `ps` and shell history: prefer --token-file or a context.
     #[arg(long, global = true, env = "KEDGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the API's bearer token, read at each call (e.g. a copy of STATE_DIR/api-token).
+    #[arg(long, global = true, env = "KEDGE_TOKEN_FILE", value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// A context of the config file to use instead of its current one.
     #[arg(long, global = true, env = "KEDGE_CONTEXT")]
     pub context: Option<String>,
@@ -60,6 +64,18 @@ pub struct GlobalArgs {
     /// The CA certificate (PEM) that signed an `https://` server's certificate.
     #[arg(long, global = true, env = "KEDGE_CA_CERT")]
     pub certificate_authority: Option<PathBuf>,
+    /// A client certificate (PEM) for an agent that requires one (`kedge agent --tls-client-ca`).
+    #[arg(long, global = true, env = "KEDGE_CLIENT_CERT", value_name = "FILE", requires = "client_key")]
+    pub client_certificate: Option<PathBuf>,
+    /// The PEM private key of --client-certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "KEDGE_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_certificate"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Which of `server`, `token` and `namespace` were given on the command line rather than by the
     /// environment (`config set-context` saves only those).
     #[arg(skip)]
@@ -319,15 +335,11 @@ pub enum ConfigCommand {
     /// Make a context the current one.
     #[command(after_help = "Example:\n  kedge config use-context prod")]
     UseContext { name: String },
-    /// Create or change a context from --server, --token, --token-file and --namespace.
-    #[command(after_help = "Example:\n  kedge config set-context prod --server http://10.0.0.5:7443 \
---token-file ~/prod.token --namespace web")]
-    SetContext {
-        name: String,
-        /// A file holding the token, read at every call.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-    },
+    /// Create or change a context from --server, --token, --token-file, --namespace,
+    /// --certificate-authority and --client-certificate/--client-key.
+    #[command(after_help = "Example:\n  kedge config set-context prod --server https://10.0.0.5:7443 \
+--token-file ~/prod.token --certificate-authority ~/prod-ca.pem --namespace web")]
+    SetContext { name: String },
     /// Remove a context.
     #[command(after_help = "Example:\n  kedge config delete-context lab")]
     DeleteContext { name: String },
@@ -343,7 +355,15 @@ fn main() -> ExitCode {
     while let Some((_, sub)) = deepest.subcommand() {
         deepest = sub;
     }
-    for id in ["server", "token", "namespace", "certificate_authority"] {
+    for id in [
+        "server",
+        "token",
+        "token_file",
+        "namespace",
+        "certificate_authority",
+        "client_certificate",
+        "client_key",
+    ] {
         if deepest.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
             cli.global.from_command_line.push(id);
         }

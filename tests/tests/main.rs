@@ -19,6 +19,7 @@ mod agent_repairs;
 mod agent_restart;
 mod agent_supervision;
 mod api_server;
+mod api_tls;
 mod cli_agent;
 mod cli_e2e;
 mod cli_sets;

@@ -1,0 +1,201 @@
+//! `kedge agent --tls-cert --tls-key --tls-client-ca` against curl and the `kedge` CLI, with a CA this
+//! test makes itself: the API speaks only HTTPS, admits only clients holding a certificate of that CA
+//! (and still wants the bearer token), and answers plain HTTP on its port with a 400 that says why.
+
+use crate::api_support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
+use kedge_tests::{eventually, run_id, TestEnv};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+/// A CA: its certificate in PEM and the issuer that signs leaves.
+fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().expect("a CA key");
+    let certificate = params.self_signed(&key).expect("a self-signed CA");
+    (certificate.pem(), Issuer::new(params, key))
+}
+
+/// A leaf certificate signed by `issuer` for `names`, for a server or a client; (certificate, key) PEM.
+fn make_leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str], client: bool) -> (String, String) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf names");
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.extended_key_usages =
+        vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+    let key = KeyPair::generate().expect("a leaf key");
+    let certificate = params.signed_by(&key, issuer).expect("a signed leaf");
+    (certificate.pem(), key.serialize_pem())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a PEM file");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_https_with_client_certificates_and_refuses_plain_http() {
+    let env = TestEnv::get();
+    let run = run_id();
+    let state_dir = std::env::temp_dir().join(format!("kedge-tls-{run}"));
+    let pki = state_dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let (ca_pem, ca) = make_ca("kedge test CA");
+    let (server_pem, server_key) = make_leaf(&ca, &["localhost", "127.0.0.1"], false);
+    let (client_pem, client_key) = make_leaf(&ca, &["kedge-operator"], true);
+    let (_, rogue_ca) = make_ca("somebody else's CA");
+    let (rogue_pem, rogue_key) = make_leaf(&rogue_ca, &["kedge-operator"], true);
+    let ca_file = write(&pki, "ca.pem", &ca_pem);
+    let server_file = write(&pki, "server.pem", &server_pem);
+    let server_key_file = write(&pki, "server.key", &server_key);
+    let client_file = write(&pki, "client.pem", &client_pem);
+    let client_key_file = write(&pki, "client.key", &client_key);
+    let rogue_file = write(&pki, "rogue.pem", &rogue_pem);
+    let rogue_key_file = write(&pki, "rogue.key", &rogue_key);
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(kedge_bin())
+        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", &listen])
+        .args(["--host-name", &format!("tls-{run}")])
+        .args(["--tls-cert", &server_file, "--tls-key", &server_key_file, "--tls-client-ca", &ca_file])
+        .env("DOCKER_HOST", &env.docker_host)
+        .env_remove("KEDGE_STORE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kedge agent starts");
+    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let token_file = state_dir.join("api-token");
+    let token_path = token_file.to_str().unwrap().to_owned();
+    let https = format!("https://127.0.0.1:{port}");
+    let healthz = format!("{https}/healthz");
+    let version_url = format!("{https}/version");
+    let mtls_curl = |extra: &[&str]| {
+        let mut args = vec![
+            "--cacert",
+            ca_file.as_str(),
+            "--cert",
+            client_file.as_str(),
+            "--key",
+            client_key_file.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        curl(&args)
+    };
+
+    eventually("the agent's HTTPS API answers", Duration::from_secs(30), || async {
+        mtls_curl(&[&healthz]).status.success().then_some(())
+    })
+    .await;
+    let token = std::fs::read_to_string(&token_file).expect("the agent's token").trim().to_owned();
+    let bearer = format!("Authorization: Bearer {token}");
+
+    // curl with the CA, a client certificate and the token.
+    let version = mtls_curl(&["-f", "-H", &bearer, &version_url]);
+    assert!(version.status.success(), "curl over mutual TLS: {}", stderr(&version));
+    assert!(stdout(&version).contains(&format!("tls-{run}")), "{}", stdout(&version));
+    // The certificate does not replace the token.
+    let no_token = mtls_curl(&["-o", "/dev/null", "-w", "%{http_code}", &version_url]);
+    assert_eq!(stdout(&no_token), "401", "a client certificate alone is not enough");
+    // No client certificate, or one of another CA: the handshake fails and nothing is served.
+    let anonymous = curl(&["--cacert", &ca_file, "-H", &bearer, &version_url]);
+    assert!(!anonymous.status.success(), "served without a client certificate: {}", stdout(&anonymous));
+    let rogue = curl(&[
+        "--cacert",
+        &ca_file,
+        "--cert",
+        &rogue_file,
+        "--key",
+        &rogue_key_file,
+        "-H",
+        &bearer,
+        &version_url,
+    ]);
+    assert!(!rogue.status.success(), "served a certificate of another CA: {}", stdout(&rogue));
+    // The server's certificate is checked too: without the CA curl refuses it.
+    let untrusted = curl(&["--cert", &client_file, "--key", &client_key_file, &healthz]);
+    assert!(!untrusted.status.success(), "curl trusted a certificate of an unknown CA");
+
+    // Plain HTTP on the TLS port: a readable refusal, from curl and from the CLI.
+    let plain = curl(&["-H", &bearer, "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}/version")]);
+    let plain_out = stdout(&plain);
+    assert!(plain_out.ends_with("\n400") && plain_out.contains("speaks HTTPS"), "{plain_out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let kedge = |server: &str, extra: &[&str]| {
+        kedge_command(dir.path())
+            .args(["--server", server, "--token-file", &token_path])
+            .args(extra)
+            .arg("version")
+            .output()
+            .expect("kedge runs")
+    };
+    let cli_tls = [
+        "--certificate-authority",
+        &ca_file,
+        "--client-certificate",
+        &client_file,
+        "--client-key",
+        &client_key_file,
+    ];
+    let trusted = kedge(&https, &cli_tls);
+    assert!(trusted.status.success(), "kedge over mutual TLS: {}", stderr(&trusted));
+    assert!(stdout(&trusted).contains(&format!("on host tls-{run}")), "{}", stdout(&trusted));
+    let without_certificate = kedge(&https, &["--certificate-authority", &ca_file]);
+    assert_eq!(without_certificate.status.code(), Some(5), "{}", stderr(&without_certificate));
+    let plain_cli = kedge(&format!("http://127.0.0.1:{port}"), &[]);
+    assert!(!plain_cli.status.success());
+    assert!(stderr(&plain_cli).contains("speaks HTTPS"), "{}", stderr(&plain_cli));
+
+    // A context remembers the CA and the client certificate.
+    let config = dir.path().join("config.json");
+    let config_path = config.to_str().unwrap();
+    let set = kedge_command(dir.path())
+        .env("KEDGE_CONFIG", config_path)
+        .args(["config", "set-context", "secure", "--server", &https, "--token-file", &token_path])
+        .args(cli_tls)
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{}", stderr(&set));
+    let by_context =
+        kedge_command(dir.path()).env("KEDGE_CONFIG", config_path).arg("version").output().unwrap();
+    assert!(by_context.status.success(), "kedge by context: {}", stderr(&by_context));
+}
+
+#[test]
+fn an_unreadable_certificate_stops_the_agent_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let output = Command::new(kedge_bin())
+        .args(["agent", "--state-dir", dir.path().join("state").to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--tls-cert", missing.to_str().unwrap(), "--tls-key", missing.to_str().unwrap()])
+        .env_remove("KEDGE_STORE")
+        .output()
+        .expect("kedge agent runs");
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("--tls-cert") && message.contains("missing.pem"), "{message}");
+    assert!(!dir.path().join("state").exists(), "nothing is created before the TLS files are read");
+    // A key without a certificate is a usage error (clap's exit 2).
+    let half = Command::new(kedge_bin())
+        .args(["agent", "--tls-key", missing.to_str().unwrap()])
+        .output()
+        .expect("kedge agent runs");
+    assert_eq!(half.status.code(), Some(2), "{}", stderr(&half));
+}
