@@ -89,6 +89,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         config.host_labels.insert(key.to_owned(), value.to_owned());
     }
 
+    raise_open_file_limit();
     // Read before anything starts: a wrong path or key fails the start, not the first request.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -148,6 +149,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&socket_path);
     outcome.context("agent failed")
+}
+
+/// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1,024): every
+/// API connection, engine stream and store file is a descriptor.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 }
 
 /// Opens the store an `--store` value names.

@@ -176,6 +176,13 @@ async fn the_agent_serves_https_with_client_certificates_and_refuses_plain_http(
     let by_context =
         kedge_command(dir.path()).env("KEDGE_CONFIG", config_path).arg("version").output().unwrap();
     assert!(by_context.status.success(), "kedge by context: {}", stderr(&by_context));
+
+    // Connections that never start their handshake do not stop others from being served.
+    let idle = idle_connections(&listen, 1000);
+    let took =
+        time_healthz(&["--cacert", &ca_file, "--cert", &client_file, "--key", &client_key_file, &healthz]);
+    assert!(took < Duration::from_secs(5), "/healthz over TLS took {took:?} beside 1,000 idle connections");
+    drop(idle);
 }
 
 #[test]
@@ -198,4 +205,65 @@ fn an_unreadable_certificate_stops_the_agent_before_it_starts() {
         .output()
         .expect("kedge agent runs");
     assert_eq!(half.status.code(), Some(2), "{}", stderr(&half));
+}
+
+/// Opens `count` TCP connections to `address` that never send a byte.
+fn idle_connections(address: &str, count: usize) -> Vec<std::net::TcpStream> {
+    // The test needs the descriptors too (a soft limit of 1,024 is common).
+    rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
+    (0..count)
+        .map(|i| std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect()
+}
+
+/// How long `/healthz` takes to answer through curl with `args`.
+fn time_healthz(args: &[&str]) -> Duration {
+    let started = std::time::Instant::now();
+    let answer = curl(args);
+    assert!(answer.status.success(), "/healthz: {}", stderr(&answer));
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_stop_healthz_and_slow_clients_are_cut_off() {
+    let env = TestEnv::get();
+    let run = run_id();
+    let state_dir = std::env::temp_dir().join(format!("kedge-limits-{run}"));
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let child = Command::new(kedge_bin())
+        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", &address])
+        .args(["--host-name", &format!("limits-{run}")])
+        .env("DOCKER_HOST", &env.docker_host)
+        .env_remove("KEDGE_STORE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kedge agent starts");
+    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let healthz = format!("http://{address}/healthz");
+    eventually("the agent's API answers", Duration::from_secs(30), || async {
+        curl(&["-f", &healthz]).status.success().then_some(())
+    })
+    .await;
+
+    let idle = idle_connections(&address, 1000);
+    let took = time_healthz(&["-f", &healthz]);
+    assert!(took < Duration::from_secs(5), "/healthz took {took:?} beside 1,000 idle connections");
+
+    // A client that starts a request and never finishes its headers is closed by the server.
+    use std::io::{Read, Write};
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "the slow client was not cut off within 30 s: {closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The idle ones were closed too: the server ends them, the client sees end of file.
+    let mut first = &idle[0];
+    let mut byte = [0u8; 1];
+    first.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(first.read(&mut byte).ok(), Some(0), "an idle connection was kept past the header timeout");
 }

@@ -37,6 +37,7 @@
 //! Request bodies over [`MAX_BODY_BYTES`] get a 413. The generation rule lives in [`crate::store::objects`];
 //! this module only translates HTTP to it.
 
+pub mod connections;
 mod logs;
 mod restart;
 mod selector;
@@ -161,12 +162,13 @@ pub async fn serve(
         shutdown.await;
         stopping.cancel();
     };
+    let limits = connections::ConnectionLimits::default();
     match listener {
-        ApiListener::Tcp(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-        ApiListener::Unix(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        ApiListener::Tcp(listener) => connections::serve(listener, app, limits, shutdown).await,
+        ApiListener::Unix(listener) => connections::serve(listener, app, limits, shutdown).await,
         ApiListener::Tls(listener, tls) => {
             let listener = tls::TlsListener::new(listener, tls)?;
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            connections::serve(listener, app, limits, shutdown).await
         }
     }
 }
