@@ -5,17 +5,22 @@
 //! token and contexts), `output` (every table, YAML and describe page), `error` (exit codes).
 
 mod agent;
+mod base;
 mod check;
 mod client;
 mod commands;
 mod config;
 mod error;
+mod get;
 mod handoff;
+mod kinds;
 mod lifecycle;
+mod objects;
 mod output;
 mod recreate;
 mod run;
 mod sets;
+mod types;
 mod upgrade;
 
 use std::io::IsTerminal;
@@ -362,6 +367,7 @@ fn main() -> ExitCode {
                 .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
             Commands::Check(args) => check::run(args, &cli.global).await,
             Commands::Recreate(args) => recreate::run(args, &cli.global).await,
+            Commands::Lifecycle(lifecycle::LifecycleCommand::Run(args)) => run::run(args, &cli.global).await,
             Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,
