@@ -1,8 +1,11 @@
 //! The `kedge` binary: argument parsing and output formatting only; the work happens in `kedge-controller`
 //! (the agent) and behind the HTTP API (every other command).
 //!
-//! Modules: `commands` (one function per command), `client` (HTTP and error mapping), `config` (server,
-//! token and contexts), `output` (every table, YAML and describe page), `error` (exit codes).
+//! Modules, in layers (each imports only those below): `client` (HTTP and error mapping), `types`
+//! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
+//! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `kinds` (the
+//! per-kind table of `get`), `objects` (apply/prune/diff/delete of declared kinds), `sets`; then the
+//! verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;

@@ -284,21 +284,9 @@ async fn read_campaign(client: &Client, id: &str) -> CliResult<Campaign> {
     serde_json::from_value(client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?).map_err(bad_answer)
 }
 
-/// A duration as people write it: `30s`, `5m`, `1h30m`, `2m5s`.
+/// A duration as people write it: `30s`, `5m`, `1h30m`.
 fn human(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    let (hours, minutes, rest) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
-    let mut text = String::new();
-    if hours > 0 {
-        text.push_str(&format!("{hours}h"));
-    }
-    if minutes > 0 {
-        text.push_str(&format!("{minutes}m"));
-    }
-    if rest > 0 || text.is_empty() {
-        text.push_str(&format!("{rest}s"));
-    }
-    text
+    kedge_crds::HumanDuration::from_secs(duration.as_secs()).to_string()
 }
 
 fn plural(hosts: usize) -> String {
