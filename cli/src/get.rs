@@ -112,17 +112,6 @@ pub(crate) fn rows_of<'a, K: Kind + 'a>(
     rows
 }
 
-/// A kind's table, as `get` prints it.
-#[cfg(test)]
-pub(crate) fn table_of<K: Kind>(
-    objects: &[K],
-    unreadable_rows: &[Vec<String>],
-    options: TableOptions,
-    now: DateTime<Utc>,
-) -> String {
-    output::table(&K::header(options), &rows_of(objects.iter(), unreadable_rows, options, now))
-}
-
 /// `-w` of a kind the API cannot stream: the table, then a row whenever an object's fingerprint
 /// changes, looked at every [`POLL_PERIOD`], until interrupted.
 async fn poll<K: Kind>(query: &Query<'_>) -> CliResult<Exit> {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::base::connect;
 use crate::client::encode;
 use crate::error::{CliError, CliResult, Exit};
-use crate::recreate::short_id;
+use crate::output::short_id;
 use crate::types::{RecreateReport, RecreateRequest, Refusal};
 use crate::GlobalArgs;
 
@@ -58,8 +58,8 @@ pub(crate) async fn recreate(
 /// `container NAME recreated by its agent: OLD -> NEW in 2.3s`.
 fn report_line(answer: &Value, name: &str) -> String {
     let report: RecreateReport = serde_json::from_value(answer.clone()).unwrap_or_default();
-    let old = report.old_id.as_deref().map_or("none", short_id);
-    let new = report.new_id.as_deref().map_or("?", short_id);
+    let old = report.old_id.as_deref().map_or_else(|| "none".to_owned(), short_id);
+    let new = report.new_id.as_deref().map_or_else(|| "?".to_owned(), short_id);
     let seconds = report.duration_seconds.unwrap_or(0.0);
     let cleanup = if report.old_image_removed == Some(true) { " (old image removed)" } else { "" };
     format!("container {name} recreated by its agent: {old} -> {new} in {seconds:.1}s{cleanup}")

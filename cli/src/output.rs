@@ -158,7 +158,8 @@ fn problem_reason(status: Option<&ContainerStatus>) -> Option<String> {
         .map(|c| c.reason.clone())
 }
 
-fn short_id(id: &str) -> String {
+/// A container or image ID as `docker ps` shows it: 12 characters, without `sha256:`.
+pub fn short_id(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
@@ -687,7 +688,10 @@ mod tests {
     fn container_table() {
         let options = TableOptions { wide: false, namespaces: false };
         assert_eq!(
-            crate::get::table_of(&fixtures(), &[], options, now()),
+            table(
+                &container_header(options),
+                &fixtures().iter().map(|c| container_row(c, options, now())).collect::<Vec<_>>()
+            ),
             "\
 NAME      HOST     IMAGE                                   READY     SYNCED    RESTARTS   AGE
 web       host-a   nginx:1.27                              True      True      2          2d
@@ -701,7 +705,7 @@ pending   host-c   busybox                                 Unknown   Unknown   0
     fn container_table_wide_with_namespaces() {
         let options = TableOptions { wide: true, namespaces: true };
         assert_eq!(
-            crate::get::table_of(&fixtures()[..2], &[], options, now()),
+            table(&container_header(options), &fixtures()[..2].iter().map(|c| container_row(c, options, now())).collect::<Vec<_>>()),
             "\
 NAMESPACE   NAME   HOST     IMAGE                                   READY   SYNCED   RESTARTS   AGE   GENERATION   CONTAINER      DRIFT   REASON
 default     web    host-a   nginx:1.27                              True    True     2          2d    3/3          0123456789ab   0       <none>

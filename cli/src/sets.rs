@@ -189,7 +189,6 @@ mod tests {
     //! Golden tests: fixed objects and a fixed `now`, the exact text pinned.
 
     use super::*;
-    use crate::output::TableOptions;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -237,7 +236,10 @@ mod tests {
     fn the_sets_table() {
         let sets = [fixture(false), fixture(true)];
         assert_eq!(
-            crate::get::table_of(&sets, &[], TableOptions { wide: false, namespaces: false }, now()),
+            table(
+                &set_header(false, false),
+                &sets.iter().map(|s| set_row(s, false, false, now())).collect::<Vec<_>>()
+            ),
             "\
 NAME   READY   UP-TO-DATE   REVISION                 AGE
 web    3/3     3            aaaaaaaaaa               1d
@@ -245,7 +247,7 @@ api    2/3     1            aaaaaaaaaa->bbbbbbbbbb   1d
 "
         );
         assert_eq!(
-            crate::get::table_of(&sets[..1], &[], TableOptions { wide: true, namespaces: true }, now()),
+            table(&set_header(true, true), &[set_row(&sets[0], true, true, now())]),
             "\
 NAMESPACE   NAME   READY   UP-TO-DATE   REVISION     AGE   IMAGE               ROLLOUT      SELECTOR
 default     web    3/3     3            aaaaaaaaaa   1d    kedge-test/app:v1   RolledBack   zone=a
