@@ -6,10 +6,47 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Resolved;
 use crate::error::{CliError, CliResult, Exit};
+
+/// One line of a watch stream: `{"type": "ADDED|MODIFIED|DELETED", "object": ...}`, or an `ERROR`
+/// whose object is an error body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WatchEvent {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub object: Value,
+}
+
+impl WatchEvent {
+    /// The object as its type.
+    pub fn object<T: DeserializeOwned>(&self) -> CliResult<T> {
+        serde_json::from_value(self.object.clone())
+            .map_err(|e| CliError::new(Exit::Server, format!("unexpected answer from the server: {e}")))
+    }
+
+    fn error(&self) -> Option<String> {
+        serde_json::from_value::<ErrorBody>(self.object.clone()).ok()?.error
+    }
+}
+
+/// The body of an error answer: `{"error": MESSAGE, ...details}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+    /// A conflict's two versions.
+    #[serde(default)]
+    your_resource_version: Option<String>,
+    #[serde(default)]
+    current_resource_version: Option<String>,
+}
 
 pub struct Client {
     transport: Transport,
@@ -104,7 +141,7 @@ impl Client {
     pub async fn stream(
         &self,
         path: &str,
-        mut on_line: impl FnMut(Value) -> CliResult<bool>,
+        mut on_line: impl FnMut(WatchEvent) -> CliResult<bool>,
     ) -> CliResult<()> {
         let mut response = self.request(Method::GET, path, None).await?;
         let mut buffer: Vec<u8> = Vec::new();
@@ -112,12 +149,12 @@ impl Client {
             buffer.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
-                let Ok(value) = serde_json::from_slice::<Value>(&line) else { continue };
-                if value["type"] == "ERROR" {
-                    let message = value["object"]["error"].as_str().unwrap_or("watch failed").to_owned();
+                let Ok(event) = serde_json::from_slice::<WatchEvent>(&line) else { continue };
+                if event.kind == "ERROR" {
+                    let message = event.error().unwrap_or_else(|| "watch failed".to_owned());
                     return Err(CliError::new(Exit::Server, format!("watch ended: {message}")));
                 }
-                if !on_line(value)? {
+                if !on_line(event)? {
                     return Ok(());
                 }
             }
@@ -133,9 +170,11 @@ impl Client {
         let mut buffer: Vec<u8> = Vec::new();
         let mut handle = |line: &[u8]| -> CliResult<()> {
             let Ok(value) = serde_json::from_slice::<Value>(line) else { return Ok(()) };
-            if value["type"] == "ERROR" {
-                let message = value["object"]["error"].as_str().unwrap_or("the stream failed").to_owned();
-                return Err(CliError::new(Exit::Server, message));
+            if let Ok(event) = serde_json::from_value::<WatchEvent>(value.clone()) {
+                if event.kind == "ERROR" {
+                    let message = event.error().unwrap_or_else(|| "the stream failed".to_owned());
+                    return Err(CliError::new(Exit::Server, message));
+                }
             }
             on_line(value)
         };
@@ -272,15 +311,14 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Turns an error answer into a one-line error with the exit code of its class.
 pub fn http_error(status: StatusCode, body: &Value) -> CliError {
-    let message =
-        body["error"].as_str().map(str::to_owned).unwrap_or_else(|| format!("the server answered {status}"));
+    let body: ErrorBody = serde_json::from_value(body.clone()).unwrap_or_default();
+    let message = body.error.unwrap_or_else(|| format!("the server answered {status}"));
     match status {
         StatusCode::NOT_FOUND => {
             CliError::new(Exit::NotFound, message).hint("list what exists with `kedge get containers`")
         }
         StatusCode::CONFLICT => {
-            let detail = match (body["yourResourceVersion"].as_str(), body["currentResourceVersion"].as_str())
-            {
+            let detail = match (body.your_resource_version, body.current_resource_version) {
                 (Some(yours), Some(current)) => format!(" (yours: {yours}, current: {current})"),
                 _ => String::new(),
             };

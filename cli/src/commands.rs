@@ -1,28 +1,32 @@
 //! One function per command: call the API, print with `output`, answer the exit code.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::{IsTerminal, Read, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use kedge_crds::{Container, Objects, ParsedObjects, SpecError};
-use reqwest::Method;
-use serde_json::{json, Value};
+use kedge_controller::events::Event;
+use kedge_controller::upgrade::Campaign;
+use kedge_crds::{Container, ContainerSet};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::base::{
+    bad_answer, connect, list_items, load_objects, object_path, overrides, print_objects, recent_events,
+};
 use crate::client::{encode, Client};
-use crate::config::{self, Overrides, Resolved};
+use crate::config;
 use crate::error::{CliError, CliResult, Exit};
-use crate::output::{self, TableOptions};
+use crate::get;
+use crate::kinds::Query;
+use crate::objects::{self, Declared};
+use crate::output::{self};
 use crate::sets;
+use crate::types::{HostView, List, LogLine, VersionInfo};
 use crate::{
     ApplyArgs, Commands, ConfigCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, ObjectKind, OutputFormat,
     Resource, WaitArgs,
 };
-
-/// The label that ties a container to the apply set it was applied with (`apply --prune`).
-pub const APPLYSET_LABEL: &str = "kedge.io/applyset";
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
@@ -94,11 +98,12 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         Commands::Version => {
             println!("Client: kedge {}", env!("CARGO_PKG_VERSION"));
             let (_, client) = connect(global)?;
-            let version = client.get("/version").await?;
+            let version: VersionInfo =
+                serde_json::from_value(client.get("/version").await?).unwrap_or_default();
             println!(
                 "Server: kedge {} on host {}",
-                version["version"].as_str().unwrap_or("?"),
-                version["host"].as_str().unwrap_or("?")
+                version.version.as_deref().unwrap_or("?"),
+                version.host.as_deref().unwrap_or("?")
             );
             Ok(Exit::Ok)
         }
@@ -112,80 +117,6 @@ fn bare_name(name: &str) -> String {
         .find_map(|prefix| name.strip_prefix(prefix))
         .unwrap_or(name)
         .to_owned()
-}
-
-fn overrides(global: &GlobalArgs) -> Overrides {
-    Overrides {
-        server: global.server.clone(),
-        token: global.token.clone(),
-        context: global.context.clone(),
-        namespace: global.namespace.clone(),
-        config_path: global.kedgeconfig.clone(),
-        certificate_authority: global.certificate_authority.clone(),
-        token_file: global.token_file.clone(),
-        client_certificate: global.client_certificate.clone(),
-        client_key: global.client_key.clone(),
-    }
-}
-
-fn resolve(global: &GlobalArgs) -> CliResult<Resolved> {
-    let overrides = overrides(global);
-    let file = config::load(&config::config_path(&overrides))?;
-    config::resolve(&overrides, &file, local_token())
-}
-
-pub(crate) fn connect(global: &GlobalArgs) -> CliResult<(Resolved, Client)> {
-    let resolved = resolve(global)?;
-    let client = Client::new(&resolved)?;
-    Ok((resolved, client))
-}
-
-/// The token of an agent on this machine, when this user may read it.
-fn local_token() -> Option<String> {
-    let state_dir =
-        std::env::var_os("KEDGE_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/kedge"), PathBuf::from);
-    let token = std::fs::read_to_string(kedge_controller::api::token_path(&state_dir)).ok()?;
-    Some(token.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-/// Parses and validates every Container spec in `files` (`-` is stdin); prints every error and fails
-/// when any. ContainerSets in the files are validated too, and left out of the answer.
-pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
-    Ok(load_objects(files)?.containers)
-}
-
-/// Parses and validates every Container and ContainerSet in `files` (`-` is stdin); prints every error
-/// and fails when any.
-pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
-    let mut parsed = ParsedObjects::default();
-    let mut errors: Vec<SpecError> = Vec::new();
-    for file in files {
-        let (more, more_errors) = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            kedge_crds::parse_objects_str("<stdin>", &text)
-        } else {
-            kedge_crds::parse_objects_paths(std::slice::from_ref(file))
-        };
-        parsed.extend(more);
-        errors.extend(more_errors);
-    }
-    errors.extend(kedge_crds::validate_objects(&parsed));
-    kedge_crds::sort_errors(&mut errors);
-    if !errors.is_empty() {
-        for error in &errors {
-            eprintln!("{error}");
-        }
-        return Err(CliError::usage(format!("{} error(s) in the input; nothing was changed", errors.len()))
-            .hint("fix the fields named above; `kedge validate -f FILE` checks without a server"));
-    }
-    if parsed.containers.is_empty() && parsed.sets.is_empty() {
-        return Err(CliError::usage("the input holds no Container or ContainerSet documents"));
-    }
-    Ok(Objects {
-        containers: parsed.containers.into_iter().map(|p| p.container).collect(),
-        sets: parsed.sets.into_iter().map(|p| p.set).collect(),
-    })
 }
 
 /// The apply set id: the `--applyset` name, or a hash of the canonical input paths.
@@ -215,452 +146,76 @@ fn applyset_id(name: Option<&str>, files: &[PathBuf]) -> CliResult<String> {
     Ok(format!("path-{}", &hex::encode(digest)[..16]))
 }
 
-/// What apply sends: the namespace filled in from `-n` and the apply set label added.
-fn prepare(mut containers: Vec<Container>, namespace: &str, applyset: &str) -> Vec<Container> {
-    for container in &mut containers {
-        if container.metadata.namespace == kedge_crds::DEFAULT_NAMESPACE {
-            container.metadata.namespace = namespace.to_owned();
-        }
-        container.metadata.labels.insert(APPLYSET_LABEL.to_owned(), applyset.to_owned());
-    }
-    containers
-}
-
-pub(crate) fn object_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{}/containers/{}", encode(namespace), encode(name))
-}
-
-/// The parts of a container a user declares: no status and no store-managed metadata.
-fn declared(container: &Container) -> Value {
-    let mut value = serde_json::to_value(container).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        object.remove("status");
-    }
-    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        for key in ["uid", "generation", "resourceVersion", "creationTimestamp"] {
-            metadata.remove(key);
-        }
-    }
-    value
-}
-
-/// What `diff` compares: what users declare, without the apply set label, which is bookkeeping (the same
-/// file applied as part of a directory and on its own differs only in it).
-fn compared_by_diff(container: &Container) -> Value {
-    let mut value = declared(container);
-    if let Some(labels) = value.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
-        labels.remove(APPLYSET_LABEL);
-        if labels.is_empty() {
-            value["metadata"].as_object_mut().map(|m| m.remove("labels"));
-        }
-    }
-    value
-}
-
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
-    let objects = load_objects(&args.files)?;
+    let loaded = load_objects(&args.files)?;
     let applyset = applyset_id(args.applyset.as_deref(), &args.files)?;
     let (resolved, client) = connect(global)?;
-    let containers = prepare(objects.containers, &resolved.namespace, &applyset);
-    let container_sets = sets::prepare(objects.sets, &resolved.namespace, &applyset);
+    let containers = objects::prepare(loaded.containers, &resolved.namespace, &applyset);
+    let container_sets = objects::prepare(loaded.sets, &resolved.namespace, &applyset);
     let suffix = match args.dry_run {
         DryRun::None => "",
         DryRun::Client => " (dry run)",
         DryRun::Server => " (server dry run)",
     };
     let mut failed: Option<CliError> = None;
-    let mut applied_objects = Vec::new();
-    for container in &containers {
-        let (ns, name) = (&container.metadata.namespace, &container.metadata.name);
-        let path = object_path(ns, name);
-        let result = match args.dry_run {
-            DryRun::Client => match client.get(&path).await {
-                Ok(live) => {
-                    let live: Container = serde_json::from_value(live).map_err(bad_answer)?;
-                    let same = declared(&live) == declared(container);
-                    Ok((
-                        if same { "unchanged" } else { "configured" }.to_owned(),
-                        serde_json::to_value(container),
-                    ))
-                }
-                Err(error) if error.exit == Exit::NotFound => {
-                    Ok(("created".to_owned(), serde_json::to_value(container)))
-                }
-                Err(error) => Err(error),
-            },
-            DryRun::None | DryRun::Server => {
-                let path = if args.dry_run == DryRun::Server { format!("{path}?dryRun=All") } else { path };
-                let body = serde_json::to_value(container).map_err(bad_answer)?;
-                client.send(Method::PUT, &path, Some(&body)).await.map(|answer| {
-                    (answer.outcome.unwrap_or_else(|| "configured".to_owned()), Ok(answer.body))
-                })
-            }
-        };
-        match result {
-            Ok((outcome, object)) => {
-                let object = object.unwrap_or_default();
-                match args.output {
-                    Some(OutputFormat::Name) => println!("container/{name}"),
-                    Some(OutputFormat::Json | OutputFormat::Yaml) => applied_objects.push(object),
-                    _ => println!("container/{name} {outcome}{suffix}"),
-                }
-            }
-            Err(error) => {
-                eprintln!("error: container/{name}: {}", error.message);
-                failed.get_or_insert(error);
-            }
-        }
-    }
-    for set in &container_sets {
-        let name = &set.metadata.name;
-        match sets::apply_one(&client, set, args.dry_run).await {
-            Ok((outcome, object)) => match args.output {
-                Some(OutputFormat::Name) => println!("containerset/{name}"),
-                Some(OutputFormat::Json | OutputFormat::Yaml) => applied_objects.push(object),
-                _ => println!("containerset/{name} {outcome}{suffix}"),
-            },
-            Err(error) => {
-                eprintln!("error: containerset/{name}: {}", error.message);
-                failed.get_or_insert(error);
-            }
-        }
-    }
-    print_objects(args.output, applied_objects, true);
+    let mut applied = Vec::new();
+    apply_all(&client, &containers, &args, suffix, &mut applied, &mut failed).await;
+    apply_all(&client, &container_sets, &args, suffix, &mut applied, &mut failed).await;
+    print_objects(args.output, applied, true);
     if let Some(error) = failed {
         let message = "some specs were not applied (see above); nothing was pruned";
         return Err(CliError { message: message.to_owned(), ..error });
     }
     if args.prune {
-        let wanted: BTreeSet<(String, String)> =
-            containers.iter().map(|c| (c.metadata.namespace.clone(), c.metadata.name.clone())).collect();
-        let selector = encode(&format!("{APPLYSET_LABEL}={applyset}"));
-        let list = client.get(&format!("/api/v1/containers?labelSelector={selector}")).await?;
-        for item in list_items(&list)? {
-            let key = (item.metadata.namespace.clone(), item.metadata.name.clone());
-            // A set's children (both labels: what the controller writes) belong to the set, which
-            // writes them back: never pruned on their own.
-            let labels = &item.metadata.labels;
-            let child = labels.contains_key(kedge_crds::container_set::SET_LABEL)
-                && labels.contains_key(kedge_crds::container_set::SET_REVISION_LABEL);
-            if wanted.contains(&key) || child {
-                continue;
-            }
-            if args.dry_run == DryRun::None || args.dry_run == DryRun::Server {
-                let mut path = object_path(&key.0, &key.1);
-                path.push_str(&format!(
-                    "?resourceVersion={}",
-                    item.metadata.resource_version.unwrap_or_default()
-                ));
-                if args.dry_run == DryRun::Server {
-                    path.push_str("&dryRun=All");
-                }
-                client.send(Method::DELETE, &path, None).await?;
-            }
-            println!("container/{} pruned{suffix}", key.1);
-        }
-        let wanted_sets: BTreeSet<(String, String)> =
-            container_sets.iter().map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())).collect();
-        sets::prune(&client, &wanted_sets, &applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &containers, &applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &container_sets, &applyset, args.dry_run, suffix).await?;
     }
     Ok(Exit::Ok)
 }
 
-pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
-    CliError::new(Exit::Server, format!("unexpected answer from the server: {error}"))
-}
-
-pub(crate) fn list_items(list: &Value) -> CliResult<Vec<Container>> {
-    let items = list.get("items").cloned().unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(items).map_err(bad_answer)
-}
-
-/// Prints objects as JSON or YAML: one as itself, several as a `List`.
-fn print_objects(output: Option<OutputFormat>, mut objects: Vec<Value>, as_list: bool) {
-    let value = if objects.len() == 1 && !as_list {
-        objects.remove(0)
-    } else if objects.is_empty() && !matches!(output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
-        return;
-    } else {
-        json!({ "apiVersion": kedge_crds::API_VERSION, "kind": "List", "items": objects })
-    };
-    match output {
-        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
-        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&value)),
-        _ => {}
+/// Applies each object of one kind, printing each outcome (or collecting the objects for `-o
+/// json|yaml`); the first failure is kept and the rest still applied.
+async fn apply_all<K: Declared>(
+    client: &Client,
+    objects: &[K],
+    args: &ApplyArgs,
+    suffix: &str,
+    applied: &mut Vec<Value>,
+    failed: &mut Option<CliError>,
+) {
+    for object in objects {
+        let name = &object.metadata().name;
+        match objects::apply_one(client, object, args.dry_run).await {
+            Ok((outcome, object)) => match args.output {
+                Some(OutputFormat::Name) => println!("{}/{name}", K::WORD),
+                Some(OutputFormat::Json | OutputFormat::Yaml) => applied.push(object),
+                _ => println!("{}/{name} {outcome}{suffix}", K::WORD),
+            },
+            Err(error) => {
+                eprintln!("error: {}/{name}: {}", K::WORD, error.message);
+                failed.get_or_insert(error);
+            }
+        }
     }
 }
 
 async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let (resolved, client) = connect(global)?;
-    let ns = resolved.namespace.clone();
-    let selector =
-        args.selector.as_deref().map(|s| format!("labelSelector={}", encode(s))).unwrap_or_default();
-    let wide = args.output == Some(OutputFormat::Wide);
-    let now = Utc::now();
+    let query = Query {
+        client: &client,
+        namespace: &resolved.namespace,
+        name: args.name.as_deref(),
+        selector: get::selector_query(args.selector.as_deref()),
+        all_namespaces: args.all_namespaces,
+        watch: args.watch,
+        options: get::table_options(args.output, args.all_namespaces),
+    };
     match args.resource {
-        Resource::Containers => {
-            let options = TableOptions { wide, namespaces: args.all_namespaces };
-            let list_path = if args.all_namespaces {
-                format!("/api/v1/containers?{selector}")
-            } else {
-                format!("/api/v1/namespaces/{}/containers?{selector}", encode(&ns))
-            };
-            let (containers, invalid, revision) = match &args.name {
-                Some(name) => {
-                    let one: Container = serde_json::from_value(client.get(&object_path(&ns, name)).await?)
-                        .map_err(bad_answer)?;
-                    let revision = if args.watch { list_revision(&client.get(&list_path).await?) } else { 0 };
-                    (vec![one], Vec::new(), revision)
-                }
-                None => {
-                    let list = client.get(&list_path).await?;
-                    let invalid = list["invalid"].as_array().cloned().unwrap_or_default();
-                    (list_items(&list)?, invalid, list_revision(&list))
-                }
-            };
-            // Specs the store holds but that cannot be read: shown, never hidden, and why on stderr.
-            for entry in &invalid {
-                eprintln!(
-                    "warning: container {}/{}: the stored spec cannot be read, so no agent acts on it: {}",
-                    entry["namespace"].as_str().unwrap_or_default(),
-                    entry["name"].as_str().unwrap_or_default(),
-                    entry["error"].as_str().unwrap_or_default()
-                );
-            }
-            let mut rows: Vec<Vec<String>> =
-                containers.iter().map(|c| output::container_row(c, options, now)).collect();
-            rows.extend(invalid.iter().map(|entry| output::invalid_container_row(entry, options)));
-            let header = output::container_header(options);
-            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-            match args.output {
-                None | Some(OutputFormat::Wide) => {
-                    if rows.is_empty() && !args.watch {
-                        eprintln!("No containers found in {}.", namespace_words(&ns, args.all_namespaces));
-                    } else {
-                        for row in &rows {
-                            for (index, cell) in row.iter().enumerate() {
-                                widths[index] = widths[index].max(cell.len()).max(12);
-                            }
-                        }
-                        print!("{}", output::containers_table(&containers, &invalid, options, now));
-                    }
-                }
-                Some(OutputFormat::Name) => {
-                    containers.iter().for_each(|c| println!("container/{}", c.metadata.name))
-                }
-                format => {
-                    let objects =
-                        containers.iter().map(|c| serde_json::to_value(c).unwrap_or_default()).collect();
-                    print_objects(format, objects, args.name.is_none());
-                }
-            }
-            if !args.watch {
-                return Ok(Exit::Ok);
-            }
-            if rows.is_empty() && matches!(args.output, None | Some(OutputFormat::Wide)) {
-                println!(
-                    "{}",
-                    output::table_row(&widths, &header.iter().map(|h| h.to_string()).collect::<Vec<_>>())
-                );
-            }
-            let _ = std::io::stdout().flush();
-            let mut path = format!("/api/v1/watch/containers?resourceVersion={revision}&{selector}");
-            if !args.all_namespaces {
-                path.push_str(&format!("&namespace={}", encode(&ns)));
-            }
-            if let Some(name) = &args.name {
-                path.push_str(&format!("&name={}", encode(name)));
-            }
-            client
-                .stream(&path, |event| {
-                    let container: Container =
-                        serde_json::from_value(event["object"].clone()).map_err(bad_answer)?;
-                    match args.output {
-                        None | Some(OutputFormat::Wide) => {
-                            println!(
-                                "{}",
-                                output::table_row(
-                                    &widths,
-                                    &output::container_row(&container, options, Utc::now())
-                                )
-                            )
-                        }
-                        Some(OutputFormat::Name) => println!("container/{}", container.metadata.name),
-                        Some(OutputFormat::Json) => {
-                            println!("{}", serde_json::to_string(&event["object"]).unwrap_or_default())
-                        }
-                        Some(OutputFormat::Yaml) => print!("---\n{}", output::to_yaml(&event["object"])),
-                    }
-                    let _ = std::io::stdout().flush();
-                    Ok(true)
-                })
-                .await?;
-            Ok(Exit::Ok)
-        }
-        Resource::Containersets => sets::get(&args, &client, &ns).await,
-        Resource::Upgrades => crate::upgrade::get(args.name.as_deref(), args.output, global).await,
-        Resource::Hosts => {
-            if args.watch {
-                return watch_hosts(&client, args.name.as_deref(), wide).await;
-            }
-            let (hosts, per_host) = hosts_and_counts(&client, args.name.as_deref()).await?;
-            match args.output {
-                None | Some(OutputFormat::Wide) => {
-                    let rows: Vec<Vec<String>> = hosts
-                        .iter()
-                        .map(|h| {
-                            let count =
-                                h["name"].as_str().and_then(|n| per_host.get(n)).copied().unwrap_or(0);
-                            output::host_row(h, count, wide, now)
-                        })
-                        .collect();
-                    if rows.is_empty() {
-                        eprintln!("No hosts found.");
-                    } else {
-                        print!("{}", output::table(&output::host_header(wide), &rows));
-                    }
-                }
-                Some(OutputFormat::Name) => {
-                    hosts.iter().for_each(|h| println!("host/{}", h["name"].as_str().unwrap_or_default()))
-                }
-                format => print_objects(format, hosts, args.name.is_none()),
-            }
-            Ok(Exit::Ok)
-        }
-        Resource::Events => {
-            let mut query = String::new();
-            if !args.all_namespaces {
-                query.push_str(&format!("namespace={}", encode(&ns)));
-            }
-            if let Some(name) = &args.name {
-                query.push_str(&format!("&object={}", encode(name)));
-            }
-            let list = client.get(&format!("/api/v1/events?{query}")).await?;
-            let mut events: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
-            output::sort_events(&mut events);
-            let header = output::event_header(wide);
-            let rows: Vec<Vec<String>> = events.iter().map(|e| output::event_row(e, wide, now)).collect();
-            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-            for row in &rows {
-                for (index, cell) in row.iter().enumerate() {
-                    widths[index] = widths[index].max(cell.len());
-                }
-            }
-            match args.output {
-                None | Some(OutputFormat::Wide) => {
-                    if rows.is_empty() && !args.watch {
-                        eprintln!("No events found in {}.", namespace_words(&ns, args.all_namespaces));
-                    } else {
-                        print!("{}", output::table(&header, &rows));
-                    }
-                }
-                Some(OutputFormat::Name) => {
-                    return Err(
-                        CliError::usage("events have no names to print").hint("use -o json or -o yaml")
-                    )
-                }
-                format => print_objects(format, events, true),
-            }
-            if !args.watch {
-                return Ok(Exit::Ok);
-            }
-            let _ = std::io::stdout().flush();
-            let path = format!("/api/v1/watch/events?resourceVersion={}&{query}", list_revision(&list));
-            client
-                .stream(&path, |event| {
-                    match args.output {
-                        Some(OutputFormat::Json) => {
-                            println!("{}", serde_json::to_string(&event["object"]).unwrap_or_default())
-                        }
-                        Some(OutputFormat::Yaml) => print!("---\n{}", output::to_yaml(&event["object"])),
-                        _ => println!(
-                            "{}",
-                            output::table_row(
-                                &widths,
-                                &output::event_row(&event["object"], wide, Utc::now())
-                            )
-                        ),
-                    }
-                    let _ = std::io::stdout().flush();
-                    Ok(true)
-                })
-                .await?;
-            Ok(Exit::Ok)
-        }
-    }
-}
-
-fn namespace_words(ns: &str, all: bool) -> String {
-    if all {
-        "any namespace".to_owned()
-    } else {
-        format!("namespace {ns}")
-    }
-}
-
-fn list_revision(list: &Value) -> i64 {
-    list["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
-}
-
-/// The hosts (one, when `name` is given) and how many containers each runs.
-async fn hosts_and_counts(
-    client: &Client,
-    name: Option<&str>,
-) -> CliResult<(Vec<Value>, HashMap<String, usize>)> {
-    let hosts = client.get("/api/v1/hosts").await?;
-    let mut hosts: Vec<Value> = hosts["items"].as_array().cloned().unwrap_or_default();
-    if let Some(name) = name {
-        hosts.retain(|h| h["name"].as_str() == Some(name));
-        if hosts.is_empty() {
-            return Err(CliError::new(Exit::NotFound, format!("host {name} not found"))
-                .hint("list them with `kedge get hosts`"));
-        }
-    }
-    let containers = list_items(&client.get("/api/v1/containers").await?)?;
-    let mut per_host: HashMap<String, usize> = HashMap::new();
-    for container in &containers {
-        if let Some(host) = container.status.as_ref().and_then(|s| s.host.clone()) {
-            *per_host.entry(host).or_default() += 1;
-        }
-    }
-    Ok((hosts, per_host))
-}
-
-/// How often `get hosts -w` looks again: hosts change by heartbeat, so there is no event to follow.
-const HOSTS_WATCH_PERIOD: Duration = Duration::from_secs(2);
-
-/// `get hosts -w`: the table, then a row each time a host appears or its readiness, version,
-/// container count or labels change (not its heartbeat age), until interrupted.
-async fn watch_hosts(client: &Client, name: Option<&str>, wide: bool) -> CliResult<Exit> {
-    let mut shown: HashMap<String, Value> = HashMap::new();
-    let mut header = true;
-    loop {
-        let (hosts, per_host) = hosts_and_counts(client, name).await?;
-        let mut rows = Vec::new();
-        for host in &hosts {
-            let host_name = host["name"].as_str().unwrap_or_default().to_owned();
-            let count = per_host.get(&host_name).copied().unwrap_or(0);
-            let fingerprint = json!([
-                host["ready"],
-                host["version"],
-                host["labels"],
-                host["dockerVersion"],
-                count,
-                host["upgrade"]["state"]
-            ]);
-            if shown.get(&host_name) != Some(&fingerprint) {
-                rows.push(output::host_row(host, count, wide, Utc::now()));
-                shown.insert(host_name, fingerprint);
-            }
-        }
-        if !rows.is_empty() {
-            let table = output::table(&output::host_header(wide), &rows);
-            let body =
-                if header { table.as_str() } else { table.split_once('\n').map_or("", |(_, rest)| rest) };
-            print!("{body}");
-            header = false;
-        }
-        tokio::time::sleep(HOSTS_WATCH_PERIOD).await;
+        Resource::Containers => get::get::<Container>(&query, args.output).await,
+        Resource::Containersets => get::get::<ContainerSet>(&query, args.output).await,
+        Resource::Hosts => get::get::<HostView>(&query, args.output).await,
+        Resource::Events => get::get::<Event>(&query, args.output).await,
+        Resource::Upgrades => get::get::<Campaign>(&query, args.output).await,
     }
 }
 
@@ -671,11 +226,11 @@ pub(crate) async fn logs(name: &str, follow: bool, tail: usize, global: &GlobalA
     let path = format!("{}/logs?tail={tail}&follow={follow}", object_path(&resolved.namespace, name));
     client
         .lines(&path, |line| {
-            let text = line["text"].as_str().unwrap_or_default();
-            let written = if line["stream"] == "stderr" {
-                std::io::stderr().write_all(text.as_bytes())
+            let line: LogLine = serde_json::from_value(line).unwrap_or_default();
+            let written = if line.stream == "stderr" {
+                std::io::stderr().write_all(line.text.as_bytes())
             } else {
-                std::io::stdout().write_all(text.as_bytes()).and_then(|()| std::io::stdout().flush())
+                std::io::stdout().write_all(line.text.as_bytes()).and_then(|()| std::io::stdout().flush())
             };
             written.map_err(|e| CliError::new(Exit::Usage, format!("cannot write the logs: {e}")))
         })
@@ -688,44 +243,32 @@ async fn describe(name: &str, global: &GlobalArgs) -> CliResult<Exit> {
     let ns = &resolved.namespace;
     let container: Container =
         serde_json::from_value(client.get(&object_path(ns, name)).await?).map_err(bad_answer)?;
-    let events =
-        client.get(&format!("/api/v1/events?namespace={}&object={}", encode(ns), encode(name))).await?;
-    let mut events: Vec<Value> = events["items"].as_array().cloned().unwrap_or_default();
-    output::sort_events(&mut events);
-    let recent = events.split_off(events.len().saturating_sub(10));
+    let recent = recent_events(&client, ns, name, |_| true).await?;
     print!("{}", output::describe_container(&container, &recent, Utc::now()));
     Ok(Exit::Ok)
 }
 
 async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
-    let objects = load_objects(files)?;
-    let containers = objects.containers;
+    let loaded = load_objects(files)?;
     // The apply set label is not compared, so any value does.
     let applyset = "diff";
     let (resolved, client) = connect(global)?;
     let colour = output::use_colour(std::io::stdout().is_terminal());
     let mut changed = false;
-    for container in prepare(containers, &resolved.namespace, applyset) {
-        let (ns, name) = (&container.metadata.namespace, &container.metadata.name);
-        let live = match client.get(&object_path(ns, name)).await {
-            Ok(live) => {
-                let live: Container = serde_json::from_value(live).map_err(bad_answer)?;
-                output::to_yaml(&compared_by_diff(&live))
-            }
-            Err(error) if error.exit == Exit::NotFound => String::new(),
-            Err(error) => return Err(error),
-        };
-        let local = output::to_yaml(&compared_by_diff(&container));
-        let text = unified_diff(&live, &local, &format!("{ns}/{name}"));
-        changed |= print_diff(&text, colour);
+    for container in objects::prepare(loaded.containers, &resolved.namespace, applyset) {
+        changed |= diff_one(&client, &container, colour).await?;
     }
-    for set in sets::prepare(objects.sets, &resolved.namespace, applyset) {
-        let (live, local) = sets::diff_texts(&client, &set).await?;
-        let key = format!("{}/{}", set.metadata.namespace, set.metadata.name);
-        let text = unified_diff(&live, &local, &key).replace("/container/", "/containerset/");
-        changed |= print_diff(&text, colour);
+    for set in objects::prepare(loaded.sets, &resolved.namespace, applyset) {
+        changed |= diff_one(&client, &set, colour).await?;
     }
     Ok(if changed { Exit::Changes } else { Exit::Ok })
+}
+
+/// Prints the diff of one object against its live version; answers whether there was one.
+async fn diff_one<K: Declared>(client: &Client, object: &K, colour: bool) -> CliResult<bool> {
+    let (live, local) = objects::diff_texts(client, object).await?;
+    let key = format!("{}/{}", object.metadata().namespace, object.metadata().name);
+    Ok(print_diff(&unified_diff(&live, &local, K::WORD, &key), colour))
 }
 
 /// Prints a unified diff, coloured when asked; answers whether there was one.
@@ -746,21 +289,24 @@ fn print_diff(text: &str, colour: bool) -> bool {
 }
 
 /// A unified diff of live against local; empty when they are the same.
-pub fn unified_diff(live: &str, local: &str, key: &str) -> String {
+pub fn unified_diff(live: &str, local: &str, word: &str, key: &str) -> String {
     if live == local {
         return String::new();
     }
     similar::TextDiff::from_lines(live, local)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("live/container/{key}"), &format!("local/container/{key}"))
+        .header(&format!("live/{word}/{key}"), &format!("local/{word}/{key}"))
         .to_string()
 }
+
+/// One object to delete: namespace, name, and the version it must still have (selected ones).
+type Target = (String, String, Option<String>);
 
 async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let (resolved, client) = connect(global)?;
     let ns = resolved.namespace.clone();
-    let mut targets: Vec<(String, String, Option<String>)> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     let ways = usize::from(!args.names.is_empty())
         + usize::from(!args.files.is_empty())
         + usize::from(args.selector.is_some());
@@ -771,30 +317,22 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
     if !args.names.is_empty() && args.kind.is_none() {
         return Err(CliError::usage("say what to delete: `kedge delete container NAME`"));
     }
-    let suffix = if args.dry_run == DryRun::None { "" } else { " (dry run)" };
-    let mut failed = None;
-    let mut set_targets: Vec<(String, String)> = Vec::new();
+    let mut set_targets: Vec<Target> = Vec::new();
     if args.kind == Some(ObjectKind::Containerset) {
         if args.selector.is_some() {
             return Err(CliError::usage("ContainerSets are deleted by name or by file, not by selector"));
         }
-        set_targets.extend(args.names.iter().map(|name| (ns.clone(), name.clone())));
+        set_targets.extend(args.names.iter().map(|name| (ns.clone(), name.clone(), None)));
     } else {
-        for name in &args.names {
-            targets.push((ns.clone(), name.clone(), None));
-        }
+        targets.extend(args.names.iter().map(|name| (ns.clone(), name.clone(), None)));
     }
     if !args.files.is_empty() {
-        let objects = load_objects(&args.files)?;
-        for set in sets::prepare(objects.sets, &ns, "delete") {
-            set_targets.push((set.metadata.namespace, set.metadata.name));
+        let loaded = load_objects(&args.files)?;
+        for set in objects::prepare(loaded.sets, &ns, "delete") {
+            set_targets.push((set.metadata.namespace, set.metadata.name, None));
         }
-        for container in objects.containers {
-            let mut target_ns = container.metadata.namespace.clone();
-            if target_ns == kedge_crds::DEFAULT_NAMESPACE {
-                target_ns = ns.clone();
-            }
-            targets.push((target_ns, container.metadata.name, None));
+        for container in objects::prepare(loaded.containers, &ns, "delete") {
+            targets.push((container.metadata.namespace, container.metadata.name, None));
         }
     }
     if let Some(selector) = &args.selector {
@@ -804,52 +342,44 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
             format!("/api/v1/namespaces/{}/containers?labelSelector={}", encode(&ns), encode(selector))
         };
         for container in list_items(&client.get(&path).await?)? {
-            targets.push((
-                container.metadata.namespace,
-                container.metadata.name,
-                container.metadata.resource_version,
-            ));
+            let metadata = container.metadata;
+            targets.push((metadata.namespace, metadata.name, metadata.resource_version));
         }
         if targets.is_empty() {
             eprintln!("No containers match `{selector}`.");
         }
     }
-    for (target_ns, name) in set_targets {
-        match sets::delete(&client, &target_ns, &name, None, args.dry_run).await {
-            Ok(()) => println!("containerset/{name} deleted{suffix}"),
-            Err(error) if error.exit == Exit::NotFound && args.ignore_not_found => {}
-            Err(error) => {
-                eprintln!("error: containerset/{name}: {}", error.message);
-                failed.get_or_insert(error);
-            }
-        }
-    }
-    for (target_ns, name, resource_version) in targets {
-        let mut path = object_path(&target_ns, &name);
-        let mut query = Vec::new();
-        if let Some(rv) = resource_version {
-            query.push(format!("resourceVersion={rv}"));
-        }
-        if args.dry_run != DryRun::None {
-            query.push("dryRun=All".to_owned());
-        }
-        if !query.is_empty() {
-            path = format!("{path}?{}", query.join("&"));
-        }
-        match client.send(Method::DELETE, &path, None).await {
-            Ok(_) => println!("container/{name} deleted{suffix}"),
-            Err(error) if error.exit == Exit::NotFound && args.ignore_not_found => {}
-            Err(error) => {
-                eprintln!("error: container/{name}: {}", error.message);
-                failed.get_or_insert(error);
-            }
-        }
-    }
+    let mut failed = None;
+    delete_all::<ContainerSet>(&client, set_targets, &args, &mut failed).await;
+    delete_all::<Container>(&client, targets, &args, &mut failed).await;
     match failed {
         Some(error) => {
             Err(CliError { message: "some containers were not deleted (see above)".to_owned(), ..error })
         }
         None => Ok(Exit::Ok),
+    }
+}
+
+/// Deletes each target of one kind, printing each; the first failure is kept and the rest still
+/// deleted.
+async fn delete_all<K: Declared>(
+    client: &Client,
+    targets: Vec<Target>,
+    args: &DeleteArgs,
+    failed: &mut Option<CliError>,
+) {
+    let suffix = if args.dry_run == DryRun::None { "" } else { " (dry run)" };
+    for (namespace, name, resource_version) in targets {
+        match objects::delete_one::<K>(client, &namespace, &name, resource_version.as_deref(), args.dry_run)
+            .await
+        {
+            Ok(()) => println!("{}/{name} deleted{suffix}", K::WORD),
+            Err(error) if error.exit == Exit::NotFound && args.ignore_not_found => {}
+            Err(error) => {
+                eprintln!("error: {}/{name}: {}", K::WORD, error.message);
+                failed.get_or_insert(error);
+            }
+        }
     }
 }
 
@@ -901,8 +431,11 @@ async fn wait(args: WaitArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let mut last_seen: Option<Container> = None;
     let waiting = async {
         // The list gives a revision to watch from, so that no change between the read and the watch is missed.
-        let list = client.get(&format!("/api/v1/namespaces/{}/containers", encode(&ns))).await?;
-        let current = list_items(&list)?.into_iter().find(|c| c.metadata.name == name);
+        let list = List::<Container>::from_answer(
+            client.get(&format!("/api/v1/namespaces/{}/containers", encode(&ns))).await?,
+        )?;
+        let revision = list.revision();
+        let current = list.items.into_iter().find(|c| c.metadata.name == name);
         match (&for_what, &current) {
             (WaitFor::Delete, None) => return Ok(()),
             (WaitFor::Condition { .. }, None) => {
@@ -915,17 +448,15 @@ async fn wait(args: WaitArgs, global: &GlobalArgs) -> CliResult<Exit> {
         last_seen = current;
         let path = format!(
             "/api/v1/watch/containers?resourceVersion={}&namespace={}&name={}",
-            list_revision(&list),
+            revision,
             encode(&ns),
             encode(&name)
         );
         let mut outcome = Ok(());
         client
             .stream(&path, |event| {
-                let kind = event["type"].as_str().unwrap_or_default().to_owned();
-                let container: Container =
-                    serde_json::from_value(event["object"].clone()).map_err(bad_answer)?;
-                match (&for_what, kind.as_str()) {
+                let container: Container = event.object()?;
+                match (&for_what, event.kind.as_str()) {
                     (WaitFor::Delete, "DELETED") => Ok(false),
                     (WaitFor::Condition { .. }, "DELETED") => {
                         outcome =
@@ -983,16 +514,14 @@ fn config_command(command: ConfigCommand, global: &GlobalArgs) -> CliResult<Exit
     let mut file = config::load(&path)?;
     match command {
         ConfigCommand::View => {
-            let mut shown = serde_json::to_value(&file).unwrap_or_default();
+            let mut shown = file.clone();
             // Tokens are secrets: show that one is set, not what it is.
-            if let Some(contexts) = shown.get_mut("contexts").and_then(Value::as_object_mut) {
-                for context in contexts.values_mut() {
-                    if context.get("token").is_some() {
-                        context["token"] = json!("REDACTED");
-                    }
+            for context in shown.contexts.values_mut() {
+                if context.token.is_some() {
+                    context.token = Some("REDACTED".to_owned());
                 }
             }
-            print!("{}", output::to_yaml(&shown));
+            print!("{}", output::to_yaml(&serde_json::to_value(&shown).unwrap_or_default()));
         }
         ConfigCommand::GetContexts => {
             let rows: Vec<Vec<String>> = file
@@ -1111,8 +640,8 @@ mod tests {
 
     #[test]
     fn diff_is_empty_when_equal_and_unified_otherwise() {
-        assert_eq!(unified_diff("a: 1\n", "a: 1\n", "ns/x"), "");
-        let text = unified_diff("a: 1\nb: 2\n", "a: 1\nb: 3\n", "ns/x");
+        assert_eq!(unified_diff("a: 1\n", "a: 1\n", "container", "ns/x"), "");
+        let text = unified_diff("a: 1\nb: 2\n", "a: 1\nb: 3\n", "container", "ns/x");
         assert_eq!(
             text,
             "--- live/container/ns/x\n+++ local/container/ns/x\n@@ -1,2 +1,2 @@\n a: 1\n-b: 2\n+b: 3\n"

@@ -8,12 +8,13 @@
 //! the agent cannot be reached (`--direct` recreates without it).
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::base::connect;
 use crate::client::encode;
-use crate::commands::connect;
 use crate::error::{CliError, CliResult, Exit};
-use crate::recreate::short_id;
+use crate::output::short_id;
+use crate::types::{RecreateReport, RecreateRequest, Refusal};
 use crate::GlobalArgs;
 
 /// What the recreate may do, as the direct recreate's flags say.
@@ -35,13 +36,13 @@ pub(crate) async fn recreate(
 ) -> CliResult<String> {
     let (namespace, _) = key.split_once('/').unwrap_or(("default", key));
     let (resolved, client) = connect(global)?;
-    let mut body = json!({"pull": options.pull, "cleanup": options.cleanup});
-    if let Some(seconds) = options.health_timeout_seconds {
-        body["healthTimeoutSeconds"] = json!(seconds);
-    }
-    if let Some(seconds) = options.running_grace_seconds {
-        body["runningGraceSeconds"] = json!(seconds);
-    }
+    let body = serde_json::to_value(RecreateRequest {
+        pull: options.pull,
+        cleanup: options.cleanup,
+        health_timeout_seconds: options.health_timeout_seconds,
+        running_grace_seconds: options.running_grace_seconds,
+    })
+    .unwrap_or_default();
     let path = format!("/api/v1/namespaces/{}/containers/{}/recreate", encode(namespace), encode(name));
     eprintln!("recreate: {name} is managed by kedge (spec {key}): handing the recreate to its agent");
     let (status, answer) = client
@@ -56,10 +57,11 @@ pub(crate) async fn recreate(
 
 /// `container NAME recreated by its agent: OLD -> NEW in 2.3s`.
 fn report_line(answer: &Value, name: &str) -> String {
-    let old = answer["oldId"].as_str().map_or("none", short_id);
-    let new = answer["newId"].as_str().map_or("?", short_id);
-    let seconds = answer["durationSeconds"].as_f64().unwrap_or(0.0);
-    let cleanup = if answer["oldImageRemoved"].as_bool() == Some(true) { " (old image removed)" } else { "" };
+    let report: RecreateReport = serde_json::from_value(answer.clone()).unwrap_or_default();
+    let old = report.old_id.as_deref().map_or_else(|| "none".to_owned(), short_id);
+    let new = report.new_id.as_deref().map_or_else(|| "?".to_owned(), short_id);
+    let seconds = report.duration_seconds.unwrap_or(0.0);
+    let cleanup = if report.old_image_removed == Some(true) { " (old image removed)" } else { "" };
     format!("container {name} recreated by its agent: {old} -> {new} in {seconds:.1}s{cleanup}")
 }
 
@@ -76,10 +78,9 @@ fn not_reachable(name: &str, key: &str, cause: &str) -> CliError {
 
 /// The agent's refusal or failure, with the direct recreate's exit code for the same reason.
 fn rejection(status: StatusCode, answer: &Value, name: &str, key: &str) -> CliError {
-    let message =
-        answer["error"].as_str().map(str::to_owned).unwrap_or_else(|| format!("the agent answered {status}"));
-    let reason = answer["reason"].as_str().unwrap_or("");
-    match (status, reason) {
+    let refusal: Refusal = serde_json::from_value(answer.clone()).unwrap_or_default();
+    let message = refusal.error.unwrap_or_else(|| format!("the agent answered {status}"));
+    match (status, refusal.reason.as_deref().unwrap_or("")) {
         (StatusCode::SERVICE_UNAVAILABLE, _) => not_reachable(name, key, &message),
         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => CliError::new(Exit::Server, message)
             .hint("set KEDGE_TOKEN or a context's token; the agent keeps it in STATE_DIR/api-token"),
@@ -103,6 +104,7 @@ fn rejection(status: StatusCode, answer: &Value, name: &str, key: &str) -> CliEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn refusals_get_the_direct_recreates_exit_codes() {

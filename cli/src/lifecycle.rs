@@ -16,9 +16,10 @@ use kedge_controller::mapping::RESTARTED_AT_ANNOTATION;
 use kedge_crds::{ConditionStatus, Container, DeletionPolicy, RunState};
 use reqwest::Method;
 
+use crate::base::{bad_answer, connect, list_items, load_specs, object_path};
 use crate::client::{encode, Client};
-use crate::commands::{bad_answer, connect, list_items, load_specs, object_path};
 use crate::error::{CliError, CliResult, Exit};
+use crate::types::RestartReport;
 use crate::{ContainerKind, GlobalArgs};
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +71,44 @@ The script's directory is mounted at /tmp/script_run; {script_path} in ARGS name
 (or the directory) inside. Prints the logs; exits with the container's exit code. The container\n\
 is removed after the run unless --keep, and left (its ID printed) when the wait times out."
     )]
-    Run(crate::run::RunArgs),
+    Run(RunArgs),
+}
+
+/// Where docker-map mounts the script's directory (its `container_script_dir`).
+const DEFAULT_SCRIPT_DIR: &str = "/tmp/script_run";
+
+/// `kedge run` (carried out by `run.rs`, which builds on this module's dependency paths).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The spec whose configuration the one-off container is made from.
+    pub name: String,
+    /// A script file (its directory is mounted) or a directory (mounted as it is).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// The entrypoint of the script's runtime, e.g. `/bin/sh`.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Where the script's directory is mounted inside the container.
+    #[arg(long, default_value = DEFAULT_SCRIPT_DIR)]
+    pub container_script_dir: String,
+    /// The one-off container's name (default `NAME-script`).
+    #[arg(long)]
+    pub container_name: Option<String>,
+    /// Remove an unmanaged container of that name first (docker-map's remove_existing_before).
+    #[arg(long)]
+    pub replace: bool,
+    /// Keep the container after the run (docker-map's remove_created_after=False).
+    #[arg(long)]
+    pub keep: bool,
+    /// How long to wait for the script to end; the container is left running after that.
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+    /// How long to wait for the dependencies to be Ready.
+    #[arg(long, default_value = "2m")]
+    pub dependency_timeout: String,
+    /// The command (after the entrypoint); `{script_path}` is replaced by the script's path inside.
+    #[arg(last = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +168,7 @@ pub async fn run(command: LifecycleCommand, global: &GlobalArgs) -> CliResult<Ex
         LifecycleCommand::Restart(args) => restart(args, global).await,
         LifecycleCommand::Startup(args) => startup(args, global).await,
         LifecycleCommand::Shutdown(args) => shutdown(args, global).await,
-        LifecycleCommand::Run(args) => crate::run::run(args, global).await,
+        LifecycleCommand::Run(_) => unreachable!("dispatched in main"),
     }
 }
 
@@ -184,9 +222,9 @@ async fn restart(args: RestartArgs, global: &GlobalArgs) -> CliResult<Exit> {
     // Served by the agent of the container's host, which restarts it and records an event.
     let query = if args.exec { "?exec=true" } else { "" };
     let path = format!("{}/restart{query}", object_path(&ns, &name));
-    let report = client.send(Method::POST, &path, None).await?.body;
-    let id = report["id"].as_str().unwrap_or_default();
-    println!("container/{name} restarted ({})", short(id));
+    let report: RestartReport =
+        serde_json::from_value(client.send(Method::POST, &path, None).await?.body).unwrap_or_default();
+    println!("container/{name} restarted ({})", short(&report.id));
     Ok(Exit::Ok)
 }
 

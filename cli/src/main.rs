@@ -1,21 +1,29 @@
 //! The `kedge` binary: argument parsing and output formatting only; the work happens in `kedge-controller`
 //! (the agent) and behind the HTTP API (every other command).
 //!
-//! Modules: `commands` (one function per command), `client` (HTTP and error mapping), `config` (server,
-//! token and contexts), `output` (every table, YAML and describe page), `error` (exit codes).
+//! Modules, in layers (each imports only those below): `client` (HTTP and error mapping), `types`
+//! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
+//! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `kinds` (the
+//! per-kind table of `get`), `objects` (apply/prune/diff/delete of declared kinds), `sets`; then the
+//! verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
+mod base;
 mod check;
 mod client;
 mod commands;
 mod config;
 mod error;
+mod get;
 mod handoff;
+mod kinds;
 mod lifecycle;
+mod objects;
 mod output;
 mod recreate;
 mod run;
 mod sets;
+mod types;
 mod upgrade;
 
 use std::io::IsTerminal;
@@ -382,6 +390,7 @@ fn main() -> ExitCode {
                 .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
             Commands::Check(args) => check::run(args, &cli.global).await,
             Commands::Recreate(args) => recreate::run(args, &cli.global).await,
+            Commands::Lifecycle(lifecycle::LifecycleCommand::Run(args)) => run::run(args, &cli.global).await,
             Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,

@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use kedge_crds::{condition_type, Container, ContainerStatus};
+use kedge_controller::events::Event;
+use kedge_controller::upgrade::{Campaign, CampaignState, HostUpgrade, HostUpgradeState};
+use kedge_crds::{condition_type, Condition, Container, ContainerStatus};
 use serde_json::Value;
+
+use crate::types::{HostView, InvalidEntry};
 
 /// Shown for a value that is not there, as kubectl does.
 pub const NONE: &str = "<none>";
@@ -107,30 +111,17 @@ pub fn container_row(container: &Container, options: TableOptions, now: DateTime
 
 /// The row of a stored spec that cannot be read (an entry of a list's `invalid`): its identity, IMAGE
 /// `<invalid>` and SYNCED `Invalid`, the rest unknown.
-pub fn invalid_container_row(entry: &Value, options: TableOptions) -> Vec<String> {
-    let text = |field: &str| entry[field].as_str().unwrap_or_default().to_owned();
+pub fn invalid_container_row(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
     let mut row = Vec::new();
     if options.namespaces {
-        row.push(text("namespace"));
+        row.push(entry.namespace.clone());
     }
-    row.extend([text("name"), NONE.to_owned(), "<invalid>".to_owned()]);
+    row.extend([entry.name.clone(), NONE.to_owned(), "<invalid>".to_owned()]);
     row.extend(["Unknown".to_owned(), "Invalid".to_owned(), "0".to_owned(), "<unknown>".to_owned()]);
     if options.wide {
         row.extend(["-".to_owned(), NONE.to_owned(), "0".to_owned(), "Invalid".to_owned()]);
     }
     row
-}
-
-/// The `get containers` table: readable specs, then the ones that cannot be read (a list's `invalid`).
-pub fn containers_table(
-    containers: &[Container],
-    invalid: &[Value],
-    options: TableOptions,
-    now: DateTime<Utc>,
-) -> String {
-    let mut rows: Vec<Vec<String>> = containers.iter().map(|c| container_row(c, options, now)).collect();
-    rows.extend(invalid.iter().map(|entry| invalid_container_row(entry, options)));
-    table(&container_header(options), &rows)
 }
 
 /// The host the container runs on (from status), else the one it is placed on, else `<none>`.
@@ -167,7 +158,8 @@ fn problem_reason(status: Option<&ContainerStatus>) -> Option<String> {
         .map(|c| c.reason.clone())
 }
 
-fn short_id(id: &str) -> String {
+/// A container or image ID as `docker ps` shows it: 12 characters, without `sha256:`.
+pub fn short_id(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
@@ -179,48 +171,52 @@ pub fn host_header(wide: bool) -> Vec<&'static str> {
     header
 }
 
-/// A host record as the agent writes it; fields are read leniently because hosts are plain JSON.
-pub fn host_row(host: &Value, containers_on_host: usize, wide: bool, now: DateTime<Utc>) -> Vec<String> {
-    let text =
-        |keys: &[&str]| keys.iter().find_map(|k| host.get(*k).and_then(Value::as_str)).map(str::to_owned);
-    let ready = match host.get("ready").and_then(Value::as_bool) {
+/// A host as the API lists it.
+pub fn host_row(host: &HostView, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    let record = &host.record;
+    let ready = match host.ready {
         Some(true) => "True",
         Some(false) => "False",
         None => "Unknown",
     };
-    let number = |key: &str| host.get(key).and_then(Value::as_u64);
     let mut row = vec![
-        text(&["name", "host"]).unwrap_or_else(|| NONE.to_owned()),
+        record.name.clone(),
         ready.to_owned(),
-        text(&["version", "agentVersion"]).unwrap_or_else(|| NONE.to_owned()),
-        upgrade_text(host.get("upgrade"), if wide { usize::MAX } else { 60 }),
-        containers_on_host.to_string(),
-        age(text(&["lastHeartbeat", "lastHeartbeatTime", "heartbeat", "lastSeen"]).as_deref(), now),
-        age(text(&["startedAt"]).as_deref(), now),
+        or_none(&record.version),
+        upgrade_text(host.upgrade.as_ref(), if wide { usize::MAX } else { 60 }),
+        host.containers.to_string(),
+        age(Some(&record.last_heartbeat), now),
+        age(Some(&record.started_at), now),
     ];
     if wide {
-        row.push(text(&["dockerVersion"]).unwrap_or_else(|| NONE.to_owned()));
-        row.push(number("cpus").map_or_else(|| NONE.to_owned(), |cpus| cpus.to_string()));
-        row.push(number("memoryBytes").map_or_else(|| NONE.to_owned(), |bytes| format!("{}Mi", bytes >> 20)));
-        row.push(labels_text(host.get("labels")));
-        let container = host.get("container").map(|c| {
-            let field = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-            format!("{} ({})", field("name"), field("image"))
-        });
+        row.push(or_none(&record.docker_version));
+        row.push(record.cpus.to_string());
+        row.push(format!("{}Mi", record.memory_bytes >> 20));
+        row.push(labels_text(&record.labels));
+        let container = record.container.as_ref().map(|c| format!("{} ({})", c.name, c.image));
         row.push(container.unwrap_or_else(|| NONE.to_owned()));
     }
     row
 }
 
+fn or_none(text: &str) -> String {
+    if text.is_empty() {
+        NONE.to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
 /// A host's last agent upgrade: `v2 Succeeded`, `v2 RolledBack: new agent exited with code 2`,
 /// cut to `limit` characters.
-fn upgrade_text(upgrade: Option<&Value>, limit: usize) -> String {
-    let Some(upgrade) = upgrade.filter(|u| u.is_object()) else { return NONE.to_owned() };
-    let field = |key: &str| upgrade.get(key).and_then(Value::as_str).unwrap_or_default();
-    let mut text = format!("{} {}", field("version"), field("state"));
-    if matches!(field("state"), "RolledBack" | "Failed") && !field("message").is_empty() {
+fn upgrade_text(upgrade: Option<&HostUpgrade>, limit: usize) -> String {
+    let Some(upgrade) = upgrade else { return NONE.to_owned() };
+    let mut text = format!("{} {:?}", upgrade.version, upgrade.state);
+    if matches!(upgrade.state, HostUpgradeState::RolledBack | HostUpgradeState::Failed)
+        && !upgrade.message.is_empty()
+    {
         text.push_str(": ");
-        text.push_str(field("message"));
+        text.push_str(&upgrade.message);
     }
     if text.chars().count() > limit {
         text = text.chars().take(limit.saturating_sub(3)).collect::<String>() + "...";
@@ -229,67 +225,57 @@ fn upgrade_text(upgrade: Option<&Value>, limit: usize) -> String {
 }
 
 /// `kedge get upgrades`: one row per campaign.
-pub fn upgrades_table(campaigns: &[Value]) -> String {
-    let rows: Vec<Vec<String>> = campaigns
-        .iter()
-        .map(|c| {
-            let field = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-            let hosts = c.get("hosts").and_then(Value::as_array).cloned().unwrap_or_default();
-            let count = |state: &str| hosts.iter().filter(|h| h["state"] == state).count();
-            vec![
-                field("id"),
-                field("version"),
-                // A cancel asked for and not yet concluded (the host in flight still finishing).
-                if field("state") == "Running" && c.get("cancelRequestedAt").is_some_and(Value::is_string) {
-                    "Cancelling".to_owned()
-                } else {
-                    field("state")
-                },
-                format!("{}/{}", count("Succeeded"), hosts.len()),
-                if field("selector").is_empty() { NONE.to_owned() } else { field("selector") },
-                field("createdAt"),
-                if field("message").is_empty() { NONE.to_owned() } else { field("message") },
-            ]
-        })
-        .collect();
-    table(&["ID", "VERSION", "STATE", "UPGRADED", "SELECTOR", "CREATED", "MESSAGE"], &rows)
+pub fn upgrade_row(campaign: &Campaign) -> Vec<String> {
+    let hosts = &campaign.hosts;
+    let succeeded = hosts.iter().filter(|h| h.state == HostUpgradeState::Succeeded).count();
+    // A cancel asked for and not yet concluded (the host in flight still finishing).
+    let state = if campaign.state == CampaignState::Running && campaign.cancel_requested_at.is_some() {
+        "Cancelling".to_owned()
+    } else {
+        format!("{:?}", campaign.state)
+    };
+    vec![
+        campaign.id.clone(),
+        campaign.version.clone(),
+        state,
+        format!("{succeeded}/{}", hosts.len()),
+        or_none(&campaign.selector),
+        campaign.created_at.clone(),
+        or_none(&campaign.message),
+    ]
 }
+
+pub const UPGRADE_HEADER: [&str; 7] =
+    ["ID", "VERSION", "STATE", "UPGRADED", "SELECTOR", "CREATED", "MESSAGE"];
 
 /// `kedge get upgrade ID`: the campaign's hosts in order.
-pub fn upgrade_hosts_table(campaign: &Value) -> String {
+pub fn upgrade_hosts_table(campaign: &Campaign) -> String {
     let rows: Vec<Vec<String>> = campaign
-        .get("hosts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .hosts
+        .iter()
         .map(|h| {
-            let field = |key: &str| h.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-            let or_none = |text: String| if text.is_empty() { NONE.to_owned() } else { text };
             vec![
-                field("name"),
-                or_none(field("image")),
-                field("state"),
-                h.get("durationSeconds")
-                    .and_then(Value::as_f64)
-                    .map_or_else(|| NONE.to_owned(), |s| format!("{s:.1}s")),
-                or_none(field("message")),
+                h.name.clone(),
+                or_none(&h.image),
+                format!("{:?}", h.state),
+                h.duration_seconds.map_or_else(|| NONE.to_owned(), |s| format!("{s:.1}s")),
+                or_none(&h.message),
             ]
         })
         .collect();
-    let state = campaign.get("state").and_then(Value::as_str).unwrap_or_default();
-    let id = campaign.get("id").and_then(Value::as_str).unwrap_or_default();
-    format!("campaign {id}: {state}\n{}", table(&["HOST", "IMAGE", "STATE", "TOOK", "MESSAGE"], &rows))
+    format!(
+        "campaign {}: {:?}\n{}",
+        campaign.id,
+        campaign.state,
+        table(&["HOST", "IMAGE", "STATE", "TOOK", "MESSAGE"], &rows)
+    )
 }
 
-fn labels_text(labels: Option<&Value>) -> String {
-    match labels.and_then(Value::as_object) {
-        Some(map) if !map.is_empty() => map
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => NONE.to_owned(),
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return NONE.to_owned();
     }
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 pub fn event_header(wide: bool) -> Vec<&'static str> {
@@ -300,33 +286,75 @@ pub fn event_header(wide: bool) -> Vec<&'static str> {
     header
 }
 
-/// An event as `controller::events::Event` serializes it.
-pub fn event_row(event: &Value, wide: bool, now: DateTime<Utc>) -> Vec<String> {
-    let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let object = text("involvedObject");
+pub fn event_row(event: &Event, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    let object = &event.involved_object;
     let object = object.strip_prefix("Container/").map_or(object.clone(), |rest| {
         format!("container/{}", rest.split_once('/').map_or(rest, |(_, name)| name))
     });
-    let mut row = vec![age(Some(&text("lastTimestamp")), now), text("type"), text("reason"), object];
+    let mut row = vec![
+        age(Some(&event.last_timestamp), now),
+        format!("{:?}", event.kind),
+        event.reason.clone(),
+        object,
+    ];
     if wide {
-        row.push(text("host"));
-        row.push(event.get("count").and_then(Value::as_u64).unwrap_or(1).to_string());
-        row.push(age(Some(&text("firstTimestamp")), now));
+        row.push(event.host.clone());
+        row.push(event.count.to_string());
+        row.push(age(Some(&event.first_timestamp), now));
     }
-    row.push(text("message"));
+    row.push(event.message.clone());
     row
 }
 
 /// Events sorted oldest first, as kubectl lists them.
-pub fn sort_events(events: &mut [Value]) {
-    events.sort_by(|a, b| {
-        let key = |e: &Value| e.get("lastTimestamp").and_then(Value::as_str).unwrap_or_default().to_owned();
-        key(a).cmp(&key(b))
-    });
+pub fn sort_events(events: &mut [Event]) {
+    events.sort_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp));
+}
+
+/// The `Conditions:` section of a describe page.
+pub fn conditions_section(conditions: &[Condition], now: DateTime<Utc>) -> String {
+    let mut out = "Conditions:\n".to_owned();
+    if conditions.is_empty() {
+        out.push_str("  <none>\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = conditions
+        .iter()
+        .map(|c| {
+            vec![
+                c.kind.clone(),
+                format!("{:?}", c.status),
+                c.reason.clone(),
+                age(Some(&c.last_transition_time), now),
+                c.message.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&indent(&table(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)));
+    out
+}
+
+/// The `Events:` section of a describe page: the last ones, a repeated event with its count.
+pub fn events_section(events: &[Event], now: DateTime<Utc>) -> String {
+    let mut out = "Events:\n".to_owned();
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let seen = age(Some(&e.last_timestamp), now);
+            let seen = if e.count > 1 { format!("{seen} (x{})", e.count) } else { seen };
+            vec![seen, format!("{:?}", e.kind), e.reason.clone(), e.message.clone()]
+        })
+        .collect();
+    out.push_str(&indent(&table(&["LAST SEEN", "TYPE", "REASON", "MESSAGE"], &rows)));
+    out
 }
 
 /// The page `kedge describe container NAME` prints.
-pub fn describe_container(container: &Container, events: &[Value], now: DateTime<Utc>) -> String {
+pub fn describe_container(container: &Container, events: &[Event], now: DateTime<Utc>) -> String {
     let meta = &container.metadata;
     let spec = &container.spec;
     let status = container.status.as_ref();
@@ -393,26 +421,7 @@ pub fn describe_container(container: &Container, events: &[Value], now: DateTime
     field("Env", map_lines(&spec.env, 18));
     field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
 
-    out.push_str("Conditions:\n");
-    match status.filter(|s| !s.conditions.is_empty()) {
-        None => out.push_str("  <none>\n"),
-        Some(status) => {
-            let rows: Vec<Vec<String>> = status
-                .conditions
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.kind.clone(),
-                        format!("{:?}", c.status),
-                        c.reason.clone(),
-                        age(Some(&c.last_transition_time), now),
-                        c.message.clone(),
-                    ]
-                })
-                .collect();
-            out.push_str(&indent(&table(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)));
-        }
-    }
+    out.push_str(&conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
     out.push_str("Drift:\n");
     match status.filter(|s| !s.drift.is_empty()) {
         None => out.push_str("  <none>\n"),
@@ -431,26 +440,11 @@ pub fn describe_container(container: &Container, events: &[Value], now: DateTime
             out.push_str(&indent(&table(&["FIELD", "DESIRED", "ACTUAL"], &rows)));
         }
     }
-    out.push_str("Events:\n");
-    if events.is_empty() {
-        out.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = events
-            .iter()
-            .map(|e| {
-                let text = |key: &str| e.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-                let count = e.get("count").and_then(Value::as_u64).unwrap_or(1);
-                let seen = age(Some(&text("lastTimestamp")), now);
-                let seen = if count > 1 { format!("{seen} (x{count})") } else { seen };
-                vec![seen, text("type"), text("reason"), text("message")]
-            })
-            .collect();
-        out.push_str(&indent(&table(&["LAST SEEN", "TYPE", "REASON", "MESSAGE"], &rows)));
-    }
+    out.push_str(&events_section(events, now));
     out
 }
 
-fn indent(text: &str) -> String {
+pub fn indent(text: &str) -> String {
     text.lines().map(|line| format!("  {line}\n")).collect()
 }
 
@@ -611,6 +605,7 @@ mod tests {
             "spec": json_spec
         });
         if let Some(status) = status {
+            // A fixture built as JSON, as the API answers it.
             value["status"] = serde_json::to_value(status).unwrap();
         }
         serde_json::from_value(value).unwrap()
@@ -693,7 +688,10 @@ mod tests {
     fn container_table() {
         let options = TableOptions { wide: false, namespaces: false };
         assert_eq!(
-            containers_table(&fixtures(), &[], options, now()),
+            table(
+                &container_header(options),
+                &fixtures().iter().map(|c| container_row(c, options, now())).collect::<Vec<_>>()
+            ),
             "\
 NAME      HOST     IMAGE                                   READY     SYNCED    RESTARTS   AGE
 web       host-a   nginx:1.27                              True      True      2          2d
@@ -707,7 +705,7 @@ pending   host-c   busybox                                 Unknown   Unknown   0
     fn container_table_wide_with_namespaces() {
         let options = TableOptions { wide: true, namespaces: true };
         assert_eq!(
-            containers_table(&fixtures()[..2], &[], options, now()),
+            table(&container_header(options), &fixtures()[..2].iter().map(|c| container_row(c, options, now())).collect::<Vec<_>>()),
             "\
 NAMESPACE   NAME   HOST     IMAGE                                   READY   SYNCED   RESTARTS   AGE   GENERATION   CONTAINER      DRIFT   REASON
 default     web    host-a   nginx:1.27                              True    True     2          2d    3/3          0123456789ab   0       <none>
@@ -718,7 +716,7 @@ default     db     host-b   registry.example.com/team/postgres:16   False   Fals
 
     #[test]
     fn describe_page() {
-        let events = vec![json!({
+        let events: Vec<Event> = serde_json::from_value(json!([{
             "involvedObject": "Container/default/db",
             "namespace": "default",
             "type": "Warning",
@@ -728,7 +726,8 @@ default     db     host-b   registry.example.com/team/postgres:16   False   Fals
             "count": 4,
             "firstTimestamp": "2026-11-21T09:00:00Z",
             "lastTimestamp": "2026-11-21T11:57:00Z"
-        })];
+        }]))
+        .unwrap();
         assert_eq!(
             describe_container(&fixtures()[1], &events, now()),
             "\
@@ -776,23 +775,38 @@ Events:
 
     #[test]
     fn host_and_event_tables() {
-        let host = json!({"name": "host-a", "ready": true, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:59:50Z",
+        let host = |value: Value, containers: usize| HostView {
+            containers,
+            ..serde_json::from_value::<HostView>(value).unwrap()
+        };
+        let up = host(
+            json!({"name": "host-a", "ready": true, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:59:50Z",
             "startedAt": "2026-11-20T12:00:00Z", "dockerVersion": "20.10.24", "cpus": 2, "memoryBytes": 25_769_803_776u64,
-            "labels": {"zone": "eu"}, "container": {"name": "kedge", "image": "kedge:0.1.0"},
-            "upgrade": {"version": "0.2.0", "state": "RolledBack", "message": "new agent exited with code 2"}});
-        let gone = json!({"name": "host-b", "ready": false, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:00:00Z",
-            "startedAt": "2026-11-21T10:00:00Z"});
+            "labels": {"zone": "eu"},
+            "container": {"id": "c0ffee", "name": "kedge", "image": "kedge:0.1.0", "imageId": "sha256:c0ffee"},
+            "upgrade": {"campaign": "c1", "version": "0.2.0", "image": "kedge:0.2.0", "timeoutSeconds": 120,
+                        "state": "RolledBack", "message": "new agent exited with code 2",
+                        "requestedAt": "2026-11-21T11:00:00Z"}}),
+            3,
+        );
+        let gone = host(
+            json!({"name": "host-b", "ready": false, "version": "0.1.0", "lastHeartbeat": "2026-11-21T11:00:00Z",
+            "startedAt": "2026-11-21T10:00:00Z", "dockerVersion": "", "cpus": 4, "memoryBytes": 8_589_934_592u64}),
+            0,
+        );
         assert_eq!(
-            table(&host_header(true), &[host_row(&host, 3, true, now()), host_row(&gone, 0, true, now())]),
+            table(&host_header(true), &[host_row(&up, true, now()), host_row(&gone, true, now())]),
             "\
-NAME     READY   VERSION   UPGRADE                                          CONTAINERS   LAST-SEEN   AGE   DOCKER     CPUS     MEMORY    LABELS    AGENT-CONTAINER
-host-a   True    0.1.0     0.2.0 RolledBack: new agent exited with code 2   3            10s         1d    20.10.24   2        24576Mi   zone=eu   kedge (kedge:0.1.0)
-host-b   False   0.1.0     <none>                                           0            1h          2h    <none>     <none>   <none>    <none>    <none>
+NAME     READY   VERSION   UPGRADE                                          CONTAINERS   LAST-SEEN   AGE   DOCKER     CPUS   MEMORY    LABELS    AGENT-CONTAINER
+host-a   True    0.1.0     0.2.0 RolledBack: new agent exited with code 2   3            10s         1d    20.10.24   2      24576Mi   zone=eu   kedge (kedge:0.1.0)
+host-b   False   0.1.0     <none>                                           0            1h          2h    <none>     4      8192Mi    <none>    <none>
 "
         );
-        let event = json!({"involvedObject": "Container/default/web", "type": "Normal", "reason": "Created",
+        let event: Event = serde_json::from_value(json!({"involvedObject": "Container/default/web",
+            "namespace": "default", "type": "Normal", "reason": "Created",
             "message": "created container", "host": "host-a", "count": 1,
-            "firstTimestamp": "2026-11-21T11:00:00Z", "lastTimestamp": "2026-11-21T11:00:00Z"});
+            "firstTimestamp": "2026-11-21T11:00:00Z", "lastTimestamp": "2026-11-21T11:00:00Z"}))
+        .unwrap();
         assert_eq!(
             table(&event_header(false), &[event_row(&event, false, now())]),
             "LAST SEEN   TYPE     REASON    OBJECT          MESSAGE\n1h          Normal   Created   container/web   created container\n"
@@ -817,6 +831,7 @@ host-b   False   0.1.0     <none>                                           0   
     fn yaml_reads_back_as_the_same_container() {
         for container in fixtures() {
             let mut value = serde_json::to_value(&container).unwrap();
+            // Annotations that YAML could misread, added to the JSON the fixture serializes to.
             value["metadata"]["annotations"] = json!({"note": "yes", "k": "a: b #c", "n": "0x10", "e": ""});
             let text = to_yaml(&value);
             let (parsed, errors) = kedge_crds::parse_str("golden", &text);

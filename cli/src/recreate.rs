@@ -191,7 +191,8 @@ fn recreate_error(error: ExecutorError) -> CliError {
 /// The 12-character short form of a container or image ID (`sha256:` dropped).
 pub(crate) fn short_id(id: &str) -> &str {
     let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
+    // Twelve characters, not bytes: an ID is the server's text, and a byte cut could split a character.
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -224,5 +225,6 @@ mod tests {
     fn short_ids() {
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
         assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("ééééééééééééé"), "éééééééééééé");
     }
 }

@@ -11,57 +11,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
 use kedge_controller::docker::{
     labels, DockerClient, DockerError, LogStream, Mount, MountSource, RemoveOptions,
 };
 use kedge_controller::mapping::{container_config, RESTARTED_AT_LABEL};
 use kedge_crds::{Container, RunState};
 
-use crate::commands::{bad_answer, connect, object_path};
+use crate::base::{bad_answer, connect, object_path};
 use crate::error::{CliError, CliResult, Exit};
-use crate::lifecycle::{self, Direction, Goal};
+use crate::lifecycle::{self, Direction, Goal, RunArgs};
 use crate::GlobalArgs;
 
-/// Where docker-map mounts the script's directory (its `container_script_dir`).
-const DEFAULT_SCRIPT_DIR: &str = "/tmp/script_run";
 /// The placeholder in ARGS for the script's path inside the container.
 const SCRIPT_PATH_PLACEHOLDER: &str = "{script_path}";
 /// A label on one-off containers naming the spec they were made from (not an ownership label).
 pub const RUN_OF_LABEL: &str = "io.kedge.run-of";
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The spec whose configuration the one-off container is made from.
-    pub name: String,
-    /// A script file (its directory is mounted) or a directory (mounted as it is).
-    #[arg(long)]
-    pub script: Option<PathBuf>,
-    /// The entrypoint of the script's runtime, e.g. `/bin/sh`.
-    #[arg(long)]
-    pub entrypoint: Option<String>,
-    /// Where the script's directory is mounted inside the container.
-    #[arg(long, default_value = DEFAULT_SCRIPT_DIR)]
-    pub container_script_dir: String,
-    /// The one-off container's name (default `NAME-script`).
-    #[arg(long)]
-    pub container_name: Option<String>,
-    /// Remove an unmanaged container of that name first (docker-map's remove_existing_before).
-    #[arg(long)]
-    pub replace: bool,
-    /// Keep the container after the run (docker-map's remove_created_after=False).
-    #[arg(long)]
-    pub keep: bool,
-    /// How long to wait for the script to end; the container is left running after that.
-    #[arg(long, default_value = "5m")]
-    pub timeout: String,
-    /// How long to wait for the dependencies to be Ready.
-    #[arg(long, default_value = "2m")]
-    pub dependency_timeout: String,
-    /// The command (after the entrypoint); `{script_path}` is replaced by the script's path inside.
-    #[arg(last = true)]
-    pub args: Vec<String>,
-}
 
 pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let timeout = duration("--timeout", &args.timeout)?;

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use kedge_controller::upgrade::{Campaign, CampaignState, HostUpgradeState};
+
+use crate::base::{bad_answer, connect};
 use crate::client::{encode, Client};
-use crate::commands::connect;
 use crate::error::{CliError, CliResult, Exit};
-use crate::output;
-use crate::{GlobalArgs, OutputFormat};
+use crate::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum UpgradeCommand {
@@ -102,13 +103,13 @@ async fn cancel(args: CancelArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let timeout = parse_duration(&args.timeout).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
     let (_, client) = connect(global)?;
     let path = format!("/api/v1/upgrades/{}/cancel", encode(&args.id));
-    let campaign = client.send(Method::POST, &path, None).await?.body;
-    let in_flight: Vec<&str> = campaign["hosts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h["state"] == "Upgrading")
-        .filter_map(|h| h["name"].as_str())
+    let campaign: Campaign =
+        serde_json::from_value(client.send(Method::POST, &path, None).await?.body).map_err(bad_answer)?;
+    let in_flight: Vec<&str> = campaign
+        .hosts
+        .iter()
+        .filter(|h| h.state == HostUpgradeState::Upgrading)
+        .map(|h| h.name.as_str())
         .collect();
     if in_flight.is_empty() {
         println!("upgrade campaign {}: cancel requested; no further host will be asked", args.id);
@@ -124,15 +125,15 @@ async fn cancel(args: CancelArgs, global: &GlobalArgs) -> CliResult<Exit> {
     }
     let deadline = Instant::now() + timeout;
     loop {
-        let campaign = client.get(&format!("/api/v1/upgrades/{}", encode(&args.id))).await?;
-        if let Some(state) = campaign["state"].as_str().filter(|state| *state != "Running") {
-            println!("campaign {} {state}: {}", args.id, campaign["message"].as_str().unwrap_or_default());
+        let campaign = read_campaign(&client, &args.id).await?;
+        if campaign.state != CampaignState::Running {
+            println!("campaign {} {:?}: {}", args.id, campaign.state, campaign.message);
             return Ok(Exit::Ok);
         }
         if Instant::now() >= deadline {
             return Err(CliError::new(
                 Exit::Timeout,
-                format!("campaign {} had not ended after {timeout:?}", args.id),
+                format!("campaign {} had not ended after {}", args.id, human(timeout)),
             )
             .hint(format!("the cancel stands; follow it with `kedge get upgrades {}`", args.id)));
         }
@@ -144,20 +145,24 @@ async fn agents(args: AgentsArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let timeout = parse_duration(&args.timeout).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
     let (_, client) = connect(global)?;
     let mut body = json!({ "version": args.version, "timeoutSeconds": timeout.as_secs().max(1) });
-    if let Some(image) = &args.image {
-        body["image"] = json!(image);
+    if let Some(fields) = body.as_object_mut() {
+        if let Some(image) = &args.image {
+            fields.insert("image".to_owned(), json!(image));
+        }
+        if let Some(selector) = &args.selector {
+            fields.insert("selector".to_owned(), json!(selector));
+        }
     }
-    if let Some(selector) = &args.selector {
-        body["selector"] = json!(selector);
-    }
-    let campaign = client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body;
-    let id = campaign["id"].as_str().unwrap_or_default().to_owned();
-    let hosts = campaign["hosts"].as_array().cloned().unwrap_or_default();
+    let campaign: Campaign =
+        serde_json::from_value(client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body)
+            .map_err(bad_answer)?;
+    let id = campaign.id.clone();
+    let hosts = &campaign.hosts;
     let names = |wanted: bool| -> Vec<String> {
         hosts
             .iter()
-            .filter(|h| (h["state"] != "Skipped") == wanted)
-            .filter_map(|h| h["name"].as_str().map(str::to_owned))
+            .filter(|h| (h.state != HostUpgradeState::Skipped) == wanted)
+            .map(|h| h.name.clone())
             .collect()
     };
     println!(
@@ -166,12 +171,8 @@ async fn agents(args: AgentsArgs, global: &GlobalArgs) -> CliResult<Exit> {
         plural(names(true).len()),
         names(true).join(", ")
     );
-    for host in hosts.iter().filter(|h| h["state"] == "Skipped") {
-        println!(
-            "  {}: Skipped: {}",
-            host["name"].as_str().unwrap_or_default(),
-            host["message"].as_str().unwrap_or_default()
-        );
+    for host in hosts.iter().filter(|h| h.state == HostUpgradeState::Skipped) {
+        println!("  {}: Skipped: {}", host.name, host.message);
     }
     if args.no_wait {
         println!("follow it with `kedge get upgrades {id}` and `kedge get hosts`");
@@ -190,47 +191,31 @@ async fn follow(client: &Client, id: &str, budget: Duration) -> CliResult<Exit> 
     let mut shown: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        match client.get(&format!("/api/v1/upgrades/{}", encode(id))).await {
+        match read_campaign(client, id).await {
             Ok(campaign) => {
                 if let Some(since) = unreachable_since.take() {
                     eprintln!("the API answers again (after {:.1}s)", since.elapsed().as_secs_f64());
                 }
-                for host in campaign["hosts"].as_array().into_iter().flatten() {
-                    let name = host["name"].as_str().unwrap_or_default().to_owned();
-                    let state = host["state"].as_str().unwrap_or_default().to_owned();
-                    let message = host["message"].as_str().unwrap_or_default().to_owned();
-                    if state == "Pending" || shown.get(&name) == Some(&(state.clone(), message.clone())) {
+                for host in &campaign.hosts {
+                    let state = format!("{:?}", host.state);
+                    let seen = (state.clone(), host.message.clone());
+                    if host.state == HostUpgradeState::Pending || shown.get(&host.name) == Some(&seen) {
                         continue;
                     }
-                    let took =
-                        host["durationSeconds"].as_f64().map(|s| format!(" in {s:.1}s")).unwrap_or_default();
-                    let detail = if message.is_empty() { String::new() } else { format!(": {message}") };
-                    println!("  {name}: {state}{took}{detail}");
-                    shown.insert(name, (state, message));
+                    let took = host.duration_seconds.map(|s| format!(" in {s:.1}s")).unwrap_or_default();
+                    let detail =
+                        if host.message.is_empty() { String::new() } else { format!(": {}", host.message) };
+                    println!("  {}: {state}{took}{detail}", host.name);
+                    shown.insert(host.name.clone(), seen);
                 }
-                match campaign["state"].as_str() {
-                    Some("Succeeded") => {
-                        println!(
-                            "campaign {id} Succeeded: {}",
-                            campaign["message"].as_str().unwrap_or_default()
-                        );
-                        return Ok(Exit::Ok);
-                    }
-                    Some("Failed") => {
-                        println!(
-                            "campaign {id} Failed: {}",
-                            campaign["message"].as_str().unwrap_or_default()
-                        );
-                        return Ok(Exit::Changes);
-                    }
-                    Some("Cancelled") => {
-                        println!(
-                            "campaign {id} Cancelled: {}",
-                            campaign["message"].as_str().unwrap_or_default()
-                        );
-                        return Ok(Exit::Changes);
-                    }
-                    _ => {}
+                let exit = match campaign.state {
+                    CampaignState::Running => None,
+                    CampaignState::Succeeded => Some(Exit::Ok),
+                    CampaignState::Failed | CampaignState::Cancelled => Some(Exit::Changes),
+                };
+                if let Some(exit) = exit {
+                    println!("campaign {id} {:?}: {}", campaign.state, campaign.message);
+                    return Ok(exit);
                 }
             }
             Err(error) if error.exit == Exit::Server => {
@@ -247,52 +232,12 @@ async fn follow(client: &Client, id: &str, budget: Duration) -> CliResult<Exit> 
         if Instant::now() >= deadline {
             return Err(CliError::new(
                 Exit::Timeout,
-                format!("gave up following campaign {id} after {budget:?}"),
+                format!("gave up following campaign {id} after {}", human(budget)),
             )
             .hint(format!("it goes on without this command: `kedge get upgrades {id}`")));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// `kedge get upgrades [ID]`: the campaigns as a table, or one as YAML/JSON.
-pub async fn get(name: Option<&str>, format: Option<OutputFormat>, global: &GlobalArgs) -> CliResult<Exit> {
-    let (_, client) = connect(global)?;
-    let campaigns: Vec<Value> = match name {
-        Some(id) => vec![client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?],
-        None => client.get("/api/v1/upgrades").await?["items"].as_array().cloned().unwrap_or_default(),
-    };
-    match format {
-        Some(OutputFormat::Json) => {
-            let value = if name.is_some() {
-                campaigns[0].clone()
-            } else {
-                json!({"kind": "List", "items": campaigns})
-            };
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-        }
-        Some(OutputFormat::Yaml) => {
-            let value = if name.is_some() {
-                campaigns[0].clone()
-            } else {
-                json!({"kind": "List", "items": campaigns})
-            };
-            print!("{}", output::to_yaml(&value));
-        }
-        Some(OutputFormat::Name) => {
-            campaigns.iter().for_each(|c| println!("upgrade/{}", c["id"].as_str().unwrap_or_default()))
-        }
-        None | Some(OutputFormat::Wide) => {
-            if campaigns.is_empty() {
-                eprintln!("No upgrade campaigns found.");
-            } else if name.is_some() {
-                print!("{}", output::upgrade_hosts_table(&campaigns[0]));
-            } else {
-                print!("{}", output::upgrades_table(&campaigns));
-            }
-        }
-    }
-    Ok(Exit::Ok)
 }
 
 /// The helper container's command: replace the agent's container, print the result line, exit 0
@@ -335,6 +280,15 @@ pub fn healthcheck(args: HealthcheckArgs) -> CliResult<Exit> {
     }
 }
 
+async fn read_campaign(client: &Client, id: &str) -> CliResult<Campaign> {
+    serde_json::from_value(client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?).map_err(bad_answer)
+}
+
+/// A duration as people write it: `30s`, `5m`, `1h30m`.
+fn human(duration: Duration) -> String {
+    kedge_crds::HumanDuration::from_secs(duration.as_secs()).to_string()
+}
+
 fn plural(hosts: usize) -> String {
     if hosts == 1 {
         "1 host".to_owned()
@@ -352,5 +306,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value.checked_mul(60).map(Duration::from_secs).ok_or_else(too_long),
         "h" => value.checked_mul(3600).map(Duration::from_secs).ok_or_else(too_long),
         _ => Err(format!("{text:?} is not a duration like 90s or 3m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        for (seconds, text) in
+            [(0, "0s"), (30, "30s"), (300, "5m"), (125, "2m5s"), (5400, "1h30m"), (3601, "1h1s")]
+        {
+            assert_eq!(human(Duration::from_secs(seconds)), text);
+        }
     }
 }

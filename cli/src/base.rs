@@ -1,0 +1,147 @@
+//! The CLI's lowest layer: reaching the API, reading the input files, and decoding list and watch
+//! answers into kedge's types. Every command builds on it; it builds on no command.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use kedge_controller::events::Event;
+use kedge_crds::{Container, Objects, ParsedObjects, SpecError};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::client::{encode, Client};
+use crate::config::{self, Overrides, Resolved};
+use crate::error::{CliError, CliResult, Exit};
+use crate::output;
+use crate::types::List;
+use crate::{GlobalArgs, OutputFormat};
+
+/// The label that ties a container to the apply set it was applied with (`apply --prune`).
+pub const APPLYSET_LABEL: &str = "kedge.io/applyset";
+
+pub(crate) fn overrides(global: &GlobalArgs) -> Overrides {
+    Overrides {
+        server: global.server.clone(),
+        token: global.token.clone(),
+        context: global.context.clone(),
+        namespace: global.namespace.clone(),
+        config_path: global.kedgeconfig.clone(),
+        certificate_authority: global.certificate_authority.clone(),
+        token_file: global.token_file.clone(),
+        client_certificate: global.client_certificate.clone(),
+        client_key: global.client_key.clone(),
+    }
+}
+
+fn resolve(global: &GlobalArgs) -> CliResult<Resolved> {
+    let overrides = overrides(global);
+    let file = config::load(&config::config_path(&overrides))?;
+    config::resolve(&overrides, &file, local_token())
+}
+
+pub(crate) fn connect(global: &GlobalArgs) -> CliResult<(Resolved, Client)> {
+    let resolved = resolve(global)?;
+    let client = Client::new(&resolved)?;
+    Ok((resolved, client))
+}
+
+/// The token of an agent on this machine, when this user may read it.
+fn local_token() -> Option<String> {
+    let state_dir =
+        std::env::var_os("KEDGE_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/kedge"), PathBuf::from);
+    let token = std::fs::read_to_string(kedge_controller::api::token_path(&state_dir)).ok()?;
+    Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Parses and validates every Container spec in `files` (`-` is stdin); prints every error and fails
+/// when any. ContainerSets in the files are validated too, and left out of the answer.
+pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
+    Ok(load_objects(files)?.containers)
+}
+
+/// Parses and validates every Container and ContainerSet in `files` (`-` is stdin); prints every error
+/// and fails when any.
+pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
+    let mut parsed = ParsedObjects::default();
+    let mut errors: Vec<SpecError> = Vec::new();
+    for file in files {
+        let (more, more_errors) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            kedge_crds::parse_objects_str("<stdin>", &text)
+        } else {
+            kedge_crds::parse_objects_paths(std::slice::from_ref(file))
+        };
+        parsed.extend(more);
+        errors.extend(more_errors);
+    }
+    errors.extend(kedge_crds::validate_objects(&parsed));
+    kedge_crds::sort_errors(&mut errors);
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        return Err(CliError::usage(format!("{} error(s) in the input; nothing was changed", errors.len()))
+            .hint("fix the fields named above; `kedge validate -f FILE` checks without a server"));
+    }
+    if parsed.containers.is_empty() && parsed.sets.is_empty() {
+        return Err(CliError::usage("the input holds no Container or ContainerSet documents"));
+    }
+    Ok(Objects {
+        containers: parsed.containers.into_iter().map(|p| p.container).collect(),
+        sets: parsed.sets.into_iter().map(|p| p.set).collect(),
+    })
+}
+
+pub(crate) fn object_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{}/containers/{}", encode(namespace), encode(name))
+}
+
+pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
+    CliError::new(Exit::Server, format!("unexpected answer from the server: {error}"))
+}
+
+/// Items of a list that the API passes through from the store as they are (hosts, events): each is
+/// read on its own, the raw JSON kept for `-o json|yaml`; one that is not of its type is left out.
+pub(crate) fn typed_items<T: DeserializeOwned>(items: Vec<Value>) -> Vec<(Value, T)> {
+    items
+        .into_iter()
+        .filter_map(|raw| serde_json::from_value::<T>(raw.clone()).ok().map(|typed| (raw, typed)))
+        .collect()
+}
+
+pub(crate) fn list_items(list: &Value) -> CliResult<Vec<Container>> {
+    Ok(List::<Container>::from_answer(list.clone())?.items)
+}
+
+/// Prints objects as JSON or YAML: one as itself, several as a `List`.
+pub(crate) fn print_objects(output: Option<OutputFormat>, mut objects: Vec<Value>, as_list: bool) {
+    let value = if objects.len() == 1 && !as_list {
+        objects.remove(0)
+    } else if objects.is_empty() && !matches!(output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
+        return;
+    } else {
+        json!({ "apiVersion": kedge_crds::API_VERSION, "kind": "List", "items": objects })
+    };
+    match output {
+        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&value)),
+        _ => {}
+    }
+}
+
+/// The last ten events about the object `name` of `namespace` that `keep` keeps, oldest first (a
+/// describe page's `Events:`).
+pub(crate) async fn recent_events(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    keep: impl Fn(&Event) -> bool,
+) -> CliResult<Vec<Event>> {
+    let path = format!("/api/v1/events?namespace={}&object={}", encode(namespace), encode(name));
+    let list = List::<Value>::from_answer(client.get(&path).await?)?;
+    let mut events: Vec<Event> =
+        typed_items::<Event>(list.items).into_iter().map(|(_, event)| event).filter(|e| keep(e)).collect();
+    output::sort_events(&mut events);
+    Ok(events.split_off(events.len().saturating_sub(10)))
+}

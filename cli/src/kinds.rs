@@ -1,0 +1,399 @@
+//! The per-kind table of `kedge get`: for each kind its words, how it is listed, its table columns
+//! and rows, and how `-w` follows it. `get.rs` is written once over this table; a new kind is one
+//! `impl Kind`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use kedge_controller::events::Event;
+use kedge_controller::upgrade::Campaign;
+use kedge_crds::{Container, ContainerSet};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::base::{bad_answer, object_path, typed_items};
+use crate::client::{encode, Client};
+use crate::error::{CliError, CliResult, Exit};
+use crate::output::{self, TableOptions};
+use crate::sets;
+use crate::types::{HostView, List};
+
+/// What `get` was asked for, resolved against the context.
+pub(crate) struct Query<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    pub name: Option<&'a str>,
+    /// `labelSelector=...` (encoded), or empty.
+    pub selector: String,
+    pub all_namespaces: bool,
+    pub watch: bool,
+    pub options: TableOptions,
+}
+
+/// What a kind's list gave: each object with the JSON `-o json|yaml` prints, the rows of objects
+/// the store holds but that cannot be read, and the revision a watch starts from.
+pub(crate) struct Listed<K> {
+    pub items: Vec<(Value, K)>,
+    pub unreadable_rows: Vec<Vec<String>>,
+    pub revision: i64,
+}
+
+impl<K> Listed<K> {
+    fn of(items: Vec<(Value, K)>) -> Listed<K> {
+        Listed { items, unreadable_rows: Vec::new(), revision: 0 }
+    }
+}
+
+/// How `get -w` follows a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// The API streams its changes: the list, then a row per change.
+    Stream,
+    /// The API has no watch for it: listed again every [`POLL_PERIOD`], a row when it changed.
+    Poll,
+    /// `-w` is not offered; the list is printed once.
+    Never,
+}
+
+/// How often a polled kind is listed again (hosts change by heartbeat; sets have no watch route).
+pub(crate) const POLL_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub(crate) trait Kind: DeserializeOwned + Sized {
+    /// The word of `-o name` (`container/web`).
+    const WORD: &'static str;
+    const FOLLOW: Follow;
+    /// The streaming rows' minimum column width (the first rows may be narrower than later ones).
+    const STREAM_MIN_WIDTH: usize = 0;
+    /// Whether `-o name` has names to print.
+    const NAMED: bool = true;
+
+    /// One object, or the list (one namespace or all, selected).
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>>;
+    /// What stderr says when nothing is listed.
+    fn nothing_found(query: &Query<'_>) -> String;
+    fn header(options: TableOptions) -> Vec<&'static str>;
+    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String>;
+    fn name(&self) -> String;
+    /// What tells two objects apart across polls (namespaced kinds add their namespace).
+    fn identity(&self) -> String {
+        self.name()
+    }
+    /// The page one named object shows instead of its row (an upgrade campaign's hosts).
+    fn page(&self) -> Option<String> {
+        None
+    }
+    /// The watch route's path and query, from the list's revision (kinds that stream).
+    fn watch_path(_query: &Query<'_>, _revision: i64) -> String {
+        String::new()
+    }
+    /// What of a row a polled watch compares: all but what moves by itself (ages).
+    fn fingerprint(&self, row: &[String], _options: TableOptions) -> Value {
+        json!(row)
+    }
+    /// The `-o json|yaml` answer: one object named, else a list.
+    fn structured(objects: Vec<Value>, query: &Query<'_>) -> Option<Value> {
+        Some(match query.name {
+            Some(_) if objects.len() == 1 => objects.into_iter().next().unwrap_or_default(),
+            _ => json!({ "apiVersion": kedge_crds::API_VERSION, "kind": "List", "items": objects }),
+        })
+    }
+}
+
+fn namespace_words(query: &Query<'_>) -> String {
+    if query.all_namespaces {
+        "any namespace".to_owned()
+    } else {
+        format!("namespace {}", query.namespace)
+    }
+}
+
+/// Decodes every item of a list as `K` (a kind the API validates: one bad item is a bad answer).
+fn strict_items<K: DeserializeOwned + serde::Serialize>(list: List<K>) -> Vec<(Value, K)> {
+    list.items.into_iter().map(|k| (serde_json::to_value(&k).unwrap_or_default(), k)).collect()
+}
+
+impl Kind for Container {
+    const WORD: &'static str = "container";
+    const FOLLOW: Follow = Follow::Stream;
+    const STREAM_MIN_WIDTH: usize = 12;
+
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
+        let list_path = if query.all_namespaces {
+            format!("/api/v1/containers?{}", query.selector)
+        } else {
+            format!("/api/v1/namespaces/{}/containers?{}", encode(query.namespace), query.selector)
+        };
+        if let Some(name) = query.name {
+            let one: Container =
+                serde_json::from_value(query.client.get(&object_path(query.namespace, name)).await?)
+                    .map_err(bad_answer)?;
+            let revision = if query.watch {
+                List::<Container>::from_answer(query.client.get(&list_path).await?)?.revision()
+            } else {
+                0
+            };
+            let mut listed = Listed::of(strict_items(List { items: vec![one], ..List::empty() }));
+            listed.revision = revision;
+            return Ok(listed);
+        }
+        let list = List::<Container>::from_answer(query.client.get(&list_path).await?)?;
+        // Specs the store holds but that cannot be read: shown, never hidden, and why on stderr.
+        for entry in &list.invalid {
+            eprintln!(
+                "warning: container {}/{}: the stored spec cannot be read, so no agent acts on it: {}",
+                entry.namespace, entry.name, entry.error
+            );
+        }
+        let unreadable_rows =
+            list.invalid.iter().map(|entry| output::invalid_container_row(entry, query.options)).collect();
+        let revision = list.revision();
+        Ok(Listed { items: strict_items(list), unreadable_rows, revision })
+    }
+
+    fn nothing_found(query: &Query<'_>) -> String {
+        format!("No containers found in {}.", namespace_words(query))
+    }
+
+    fn header(options: TableOptions) -> Vec<&'static str> {
+        output::container_header(options)
+    }
+
+    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        output::container_row(self, options, now)
+    }
+
+    fn name(&self) -> String {
+        self.metadata.name.clone()
+    }
+
+    fn watch_path(query: &Query<'_>, revision: i64) -> String {
+        let mut path = format!("/api/v1/watch/containers?resourceVersion={revision}&{}", query.selector);
+        if !query.all_namespaces {
+            path.push_str(&format!("&namespace={}", encode(query.namespace)));
+        }
+        if let Some(name) = query.name {
+            path.push_str(&format!("&name={}", encode(name)));
+        }
+        path
+    }
+}
+
+impl Kind for ContainerSet {
+    const WORD: &'static str = "containerset";
+    // The API offers no watch of sets (controller/src/api/sets.rs): they are polled.
+    const FOLLOW: Follow = Follow::Poll;
+
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
+        let client = query.client;
+        let list = match query.name {
+            Some(name) => List {
+                items: vec![serde_json::from_value(
+                    client.get(&sets::set_path(query.namespace, name)).await?,
+                )
+                .map_err(bad_answer)?],
+                ..List::empty()
+            },
+            None if query.all_namespaces => {
+                List::from_answer(client.get(&format!("/api/v1/containersets?{}", query.selector)).await?)?
+            }
+            None => List::from_answer(
+                client
+                    .get(&format!(
+                        "/api/v1/namespaces/{}/containersets?{}",
+                        encode(query.namespace),
+                        query.selector
+                    ))
+                    .await?,
+            )?,
+        };
+        Ok(Listed::of(strict_items(list)))
+    }
+
+    fn nothing_found(_query: &Query<'_>) -> String {
+        "No containersets found.".to_owned()
+    }
+
+    fn header(options: TableOptions) -> Vec<&'static str> {
+        sets::set_header(options.wide, options.namespaces)
+    }
+
+    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        sets::set_row(self, options.wide, options.namespaces, now)
+    }
+
+    fn name(&self) -> String {
+        self.metadata.name.clone()
+    }
+
+    fn identity(&self) -> String {
+        self.key()
+    }
+
+    fn fingerprint(&self, row: &[String], options: TableOptions) -> Value {
+        // AGE moves by itself: a row is printed again when anything else changes.
+        let age = if options.namespaces { 5 } else { 4 };
+        let mut row = row.to_vec();
+        if age < row.len() {
+            row.remove(age);
+        }
+        json!(row)
+    }
+}
+
+impl Kind for HostView {
+    const WORD: &'static str = "host";
+    // Hosts change by heartbeat: there is no event to follow.
+    const FOLLOW: Follow = Follow::Poll;
+
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
+        let hosts = List::<Value>::from_answer(query.client.get("/api/v1/hosts").await?)?;
+        let mut hosts: Vec<(Value, HostView)> = typed_items(hosts.items);
+        if let Some(name) = query.name {
+            hosts.retain(|(_, h)| h.record.name == name);
+            if hosts.is_empty() {
+                return Err(CliError::new(Exit::NotFound, format!("host {name} not found"))
+                    .hint("list them with `kedge get hosts`"));
+            }
+        }
+        let containers = List::<Container>::from_answer(query.client.get("/api/v1/containers").await?)?;
+        let mut per_host: HashMap<String, usize> = HashMap::new();
+        for container in &containers.items {
+            if let Some(host) = container.status.as_ref().and_then(|s| s.host.clone()) {
+                *per_host.entry(host).or_default() += 1;
+            }
+        }
+        for (_, host) in &mut hosts {
+            host.containers = per_host.get(&host.record.name).copied().unwrap_or(0);
+        }
+        Ok(Listed::of(hosts))
+    }
+
+    fn nothing_found(_query: &Query<'_>) -> String {
+        "No hosts found.".to_owned()
+    }
+
+    fn header(options: TableOptions) -> Vec<&'static str> {
+        output::host_header(options.wide)
+    }
+
+    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        output::host_row(self, options.wide, now)
+    }
+
+    fn name(&self) -> String {
+        self.record.name.clone()
+    }
+
+    /// A host appears, or its readiness, version, labels, Docker version, container count or
+    /// upgrade state changes (not its heartbeat's age).
+    fn fingerprint(&self, _row: &[String], _options: TableOptions) -> Value {
+        let record = &self.record;
+        json!([
+            self.ready,
+            record.version,
+            record.labels,
+            record.docker_version,
+            self.containers,
+            self.upgrade.as_ref().map(|u| format!("{:?}", u.state))
+        ])
+    }
+}
+
+impl Kind for Event {
+    const WORD: &'static str = "event";
+    const FOLLOW: Follow = Follow::Stream;
+    const NAMED: bool = false;
+
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
+        let list = List::<Value>::from_answer(
+            query.client.get(&format!("/api/v1/events?{}", events_query(query))).await?,
+        )?;
+        let revision = list.revision();
+        let mut items: Vec<(Value, Event)> = typed_items(list.items);
+        items.sort_by(|a, b| a.1.last_timestamp.cmp(&b.1.last_timestamp));
+        Ok(Listed { items, unreadable_rows: Vec::new(), revision })
+    }
+
+    fn nothing_found(query: &Query<'_>) -> String {
+        format!("No events found in {}.", namespace_words(query))
+    }
+
+    fn header(options: TableOptions) -> Vec<&'static str> {
+        output::event_header(options.wide)
+    }
+
+    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        output::event_row(self, options.wide, now)
+    }
+
+    fn name(&self) -> String {
+        String::new()
+    }
+
+    fn watch_path(query: &Query<'_>, revision: i64) -> String {
+        format!("/api/v1/watch/events?resourceVersion={revision}&{}", events_query(query))
+    }
+
+    /// Events are always a list, also `--for NAME`'s.
+    fn structured(objects: Vec<Value>, _query: &Query<'_>) -> Option<Value> {
+        Some(json!({ "apiVersion": kedge_crds::API_VERSION, "kind": "List", "items": objects }))
+    }
+}
+
+/// `namespace=NS` (not with `-A`) and `object=NAME` (`--for NAME`).
+fn events_query(query: &Query<'_>) -> String {
+    let mut text = String::new();
+    if !query.all_namespaces {
+        text.push_str(&format!("namespace={}", encode(query.namespace)));
+    }
+    if let Some(name) = query.name {
+        text.push_str(&format!("&object={}", encode(name)));
+    }
+    text
+}
+
+impl Kind for Campaign {
+    const WORD: &'static str = "upgrade";
+    const FOLLOW: Follow = Follow::Never;
+
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
+        let raw: Vec<Value> = match query.name {
+            Some(id) => vec![query.client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?],
+            None => List::<Value>::from_answer(query.client.get("/api/v1/upgrades").await?)?.items,
+        };
+        let mut items = Vec::new();
+        for value in raw {
+            let campaign = serde_json::from_value(value.clone()).map_err(bad_answer)?;
+            items.push((value, campaign));
+        }
+        Ok(Listed::of(items))
+    }
+
+    fn nothing_found(_query: &Query<'_>) -> String {
+        "No upgrade campaigns found.".to_owned()
+    }
+
+    fn header(_options: TableOptions) -> Vec<&'static str> {
+        output::UPGRADE_HEADER.to_vec()
+    }
+
+    fn row(&self, _options: TableOptions, _now: DateTime<Utc>) -> Vec<String> {
+        output::upgrade_row(self)
+    }
+
+    fn name(&self) -> String {
+        self.id.clone()
+    }
+
+    fn page(&self) -> Option<String> {
+        Some(output::upgrade_hosts_table(self))
+    }
+
+    /// Campaigns' list has no apiVersion (they are no crds kind).
+    fn structured(objects: Vec<Value>, query: &Query<'_>) -> Option<Value> {
+        Some(match query.name {
+            Some(_) => objects.into_iter().next().unwrap_or_default(),
+            None => json!({"kind": "List", "items": objects}),
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! The verbs over the kinds users declare in files (Container, ContainerSet), written once:
+//! preparing what apply sends, applying one object (also as a client or server dry run), pruning an
+//! apply set, the live and local texts `diff` compares, and deleting one object.
+
+use std::collections::BTreeSet;
+
+use kedge_crds::container_set::{SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::{Container, ContainerSet, ObjectMeta};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::base::{bad_answer, object_path, APPLYSET_LABEL};
+use crate::client::{encode, Client};
+use crate::error::{CliResult, Exit};
+use crate::kinds::Kind;
+use crate::output;
+use crate::sets::set_path;
+use crate::types::List;
+use crate::DryRun;
+
+/// A kind users declare: its metadata and where the API keeps it.
+pub(crate) trait Declared: Kind + Serialize {
+    fn metadata(&self) -> &ObjectMeta;
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+    /// `/api/v1/namespaces/NS/KINDS/NAME`.
+    fn path(namespace: &str, name: &str) -> String;
+    /// The list of every namespace (`/api/v1/KINDS`), to which a query is added.
+    const LIST_PATH: &'static str;
+    /// Whether `apply --prune` may delete it when its apply set no longer declares it.
+    fn prunable(&self) -> bool {
+        true
+    }
+}
+
+impl Declared for Container {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn path(namespace: &str, name: &str) -> String {
+        object_path(namespace, name)
+    }
+    const LIST_PATH: &'static str = "/api/v1/containers";
+
+    /// A set's children (both labels: what the controller writes) belong to the set, which writes
+    /// them back: never pruned on their own.
+    fn prunable(&self) -> bool {
+        let labels = &self.metadata.labels;
+        !(labels.contains_key(SET_LABEL) && labels.contains_key(SET_REVISION_LABEL))
+    }
+}
+
+impl Declared for ContainerSet {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn path(namespace: &str, name: &str) -> String {
+        set_path(namespace, name)
+    }
+    const LIST_PATH: &'static str = "/api/v1/containersets";
+}
+
+/// What apply sends: the namespace filled in from `-n` and the apply set label on the object itself
+/// (a set's template does not get it: children are never pruned by the apply set).
+pub(crate) fn prepare<K: Declared>(mut objects: Vec<K>, namespace: &str, applyset: &str) -> Vec<K> {
+    for object in &mut objects {
+        let metadata = object.metadata_mut();
+        if metadata.namespace == kedge_crds::DEFAULT_NAMESPACE {
+            metadata.namespace = namespace.to_owned();
+        }
+        metadata.labels.insert(APPLYSET_LABEL.to_owned(), applyset.to_owned());
+    }
+    objects
+}
+
+/// The parts of an object a user declares: no status and no store-managed metadata.
+fn declared<K: Declared>(object: &K) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.remove("status");
+    }
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        for key in ["uid", "generation", "resourceVersion", "creationTimestamp"] {
+            metadata.remove(key);
+        }
+    }
+    value
+}
+
+/// What `diff` compares: what users declare, without the apply set label, which is bookkeeping (the
+/// same file applied as part of a directory and on its own differs only in it).
+fn compared_by_diff<K: Declared>(object: &K) -> Value {
+    let mut value = declared(object);
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(labels) = metadata.get_mut("labels").and_then(Value::as_object_mut) {
+            labels.remove(APPLYSET_LABEL);
+            if labels.is_empty() {
+                metadata.remove("labels");
+            }
+        }
+    }
+    value
+}
+
+/// Reads one object; `None` when it does not exist.
+async fn read<K: Declared>(client: &Client, namespace: &str, name: &str) -> CliResult<Option<K>> {
+    match client.get(&K::path(namespace, name)).await {
+        Ok(live) => Ok(Some(serde_json::from_value(live).map_err(bad_answer)?)),
+        Err(error) if error.exit == Exit::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Applies one object; answers the outcome word (`created`, `configured`, `unchanged`) and the
+/// object to print. A client dry run compares with the live object as apply would write it (the
+/// apply set label included).
+pub(crate) async fn apply_one<K: Declared>(
+    client: &Client,
+    object: &K,
+    dry_run: DryRun,
+) -> CliResult<(String, Value)> {
+    let metadata = object.metadata();
+    let path = K::path(&metadata.namespace, &metadata.name);
+    match dry_run {
+        DryRun::Client => {
+            let word = match read::<K>(client, &metadata.namespace, &metadata.name).await? {
+                None => "created",
+                Some(live) if declared(&live) == declared(object) => "unchanged",
+                Some(_) => "configured",
+            };
+            Ok((word.to_owned(), serde_json::to_value(object).unwrap_or_default()))
+        }
+        DryRun::None | DryRun::Server => {
+            let path = if dry_run == DryRun::Server { format!("{path}?dryRun=All") } else { path };
+            let body = serde_json::to_value(object).map_err(bad_answer)?;
+            let answer = client.send(Method::PUT, &path, Some(&body)).await?;
+            Ok((answer.outcome.unwrap_or_else(|| "configured".to_owned()), answer.body))
+        }
+    }
+}
+
+/// Deletes the objects of `applyset` that the input no longer declares, printing each.
+pub(crate) async fn prune<K: Declared>(
+    client: &Client,
+    wanted: &[K],
+    applyset: &str,
+    dry_run: DryRun,
+    suffix: &str,
+) -> CliResult<()> {
+    let wanted: BTreeSet<(&str, &str)> =
+        wanted.iter().map(|o| (o.metadata().namespace.as_str(), o.metadata().name.as_str())).collect();
+    let selector = encode(&format!("{APPLYSET_LABEL}={applyset}"));
+    let list =
+        List::<K>::from_answer(client.get(&format!("{}?labelSelector={selector}", K::LIST_PATH)).await?)?;
+    for object in list.items {
+        let metadata = object.metadata();
+        if wanted.contains(&(metadata.namespace.as_str(), metadata.name.as_str())) || !object.prunable() {
+            continue;
+        }
+        if dry_run != DryRun::Client {
+            let resource_version = metadata.resource_version.clone().unwrap_or_default();
+            delete_one::<K>(client, &metadata.namespace, &metadata.name, Some(&resource_version), dry_run)
+                .await?;
+        }
+        println!("{}/{} pruned{suffix}", K::WORD, metadata.name);
+    }
+    Ok(())
+}
+
+/// The live object as YAML for `diff` (empty when it does not exist), and the local one.
+pub(crate) async fn diff_texts<K: Declared>(client: &Client, object: &K) -> CliResult<(String, String)> {
+    let metadata = object.metadata();
+    let live = read::<K>(client, &metadata.namespace, &metadata.name).await?;
+    let live = live.map(|live| output::to_yaml(&compared_by_diff(&live))).unwrap_or_default();
+    Ok((live, output::to_yaml(&compared_by_diff(object))))
+}
+
+/// Deletes one object by name, only at `resource_version` when given (a set's children go with it:
+/// the scheduler's leader deletes them).
+pub(crate) async fn delete_one<K: Declared>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    resource_version: Option<&str>,
+    dry_run: DryRun,
+) -> CliResult<()> {
+    let mut query = Vec::new();
+    if let Some(rv) = resource_version {
+        query.push(format!("resourceVersion={rv}"));
+    }
+    if dry_run != DryRun::None {
+        query.push("dryRun=All".to_owned());
+    }
+    let mut path = K::path(namespace, name);
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    client.send(Method::DELETE, &path, None).await.map(drop)
+}
