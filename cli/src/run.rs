@@ -8,7 +8,7 @@
 //! unless `--replace` says so, and a kedge-managed container never is.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use kedge_controller::docker::{
@@ -140,23 +140,25 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The bind mount of the script's directory, and the script's path inside (`{script_path}`).
+/// The read-only bind mount of the script (a file: only that file; a directory: that directory), and
+/// the script's path inside (`{script_path}`). Nothing else of the host is shown to the container, and
+/// the script cannot change what it was given.
 fn script_mount(path: &Path, inside_dir: &str) -> CliResult<(Mount, String)> {
     let path = path
         .canonicalize()
         .map_err(|error| CliError::usage(format!("--script {}: {error}", path.display())))?;
     let inside_dir = inside_dir.trim_end_matches('/').to_owned();
-    let (host_dir, inside) = if path.is_dir() {
-        (path.clone(), inside_dir.clone())
+    let (target, inside) = if path.is_dir() {
+        (inside_dir.clone(), inside_dir)
     } else {
         let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-        (dir, format!("{inside_dir}/{file}"))
+        let inside = format!("{inside_dir}/{file}");
+        (inside.clone(), inside)
     };
     let mount = Mount {
-        source: MountSource::Bind { host_path: host_dir.to_string_lossy().into_owned() },
-        target: inside_dir,
-        read_only: false,
+        source: MountSource::Bind { host_path: path.to_string_lossy().into_owned() },
+        target,
+        read_only: true,
     };
     Ok((mount, inside))
 }
@@ -169,4 +171,33 @@ fn duration(flag: &str, text: &str) -> CliResult<Duration> {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_is_mounted_alone_and_read_only() {
+        let dir = std::env::temp_dir().join(format!("kedge-run-mount-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("job.sh");
+        std::fs::write(&script, "true\n").unwrap();
+        let (mount, inside) = script_mount(&script, "/tmp/script_run/").unwrap();
+        let (directory, directory_inside) = script_mount(&dir, "/tmp/script_run").unwrap();
+        let missing = script_mount(&dir.join("missing.sh"), "/tmp/script_run");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(inside, "/tmp/script_run/job.sh");
+        assert_eq!(mount.target, "/tmp/script_run/job.sh", "only the file, not its directory");
+        assert!(mount.read_only);
+        let MountSource::Bind { host_path } = &mount.source else { panic!("{mount:?}") };
+        assert!(host_path.ends_with("/job.sh"), "{host_path}");
+        assert_eq!(
+            (directory.target.as_str(), directory_inside.as_str()),
+            ("/tmp/script_run", "/tmp/script_run")
+        );
+        assert!(directory.read_only);
+        assert!(missing.is_err());
+    }
 }

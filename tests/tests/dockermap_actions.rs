@@ -306,7 +306,11 @@ async fn run_a_script_in_a_one_off_container() {
     let scripts = world.dir.join("scripts");
     std::fs::create_dir_all(&scripts).unwrap();
     let script = scripts.join("write.sh");
-    std::fs::write(&script, "echo \"hello from $1\"\necho written > \"${0%/*}/out.txt\"\nexit 3\n").unwrap();
+    // The script tries to leave a file beside itself, to change itself and to see its neighbour: none of
+    // it reaches the host (only the script is mounted, read-only).
+    let text = "echo \"hello from $1\"\necho written > \"${0%/*}/out.txt\"\necho tampered >> \"$0\"\n[ -e \"${0%/*}/secret.txt\" ] && echo sees the secret\nexit 3\n";
+    std::fs::write(&script, text).unwrap();
+    std::fs::write(scripts.join("secret.txt"), "not for the container\n").unwrap();
 
     let script_arg = script.display().to_string();
     let run = |extra: &[&str]| {
@@ -318,7 +322,9 @@ async fn run_a_script_in_a_one_off_container() {
     let output = run(&[]);
     assert_eq!(output.status.code(), Some(3), "{}{}", stdout(&output), stderr(&output));
     assert_eq!(stdout(&output), "hello from kedge\n");
-    assert_eq!(std::fs::read_to_string(scripts.join("out.txt")).unwrap(), "written\n");
+    assert!(!scripts.join("out.txt").exists(), "the script wrote into the host directory");
+    assert_eq!(std::fs::read_to_string(&script).unwrap(), text, "the script changed itself on the host");
+    assert!(stderr(&output).contains("Read-only file system"), "{}", stderr(&output));
     assert!(running(&dep), "the dependency was started first");
     let one_off = format!("{job}-script");
     assert!(inspect(&one_off, "{{.Id}}").is_empty(), "the one-off container is removed");
