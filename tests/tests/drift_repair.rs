@@ -247,7 +247,8 @@ async fn networks_changed_with_the_docker_cli_are_reconnected_in_place() {
     cli(&["network", "disconnect", &back, &before.id]);
     cli(&["network", "connect", &extra, &before.id]);
     let (_, plan) = plan_now(&fx, &desired).await;
-    assert_eq!(kinds(&plan), ["DisconnectNetwork", "ConnectNetwork"]);
+    // Only `front` is ensured first: `back` has a static address, whose subnet is its owner's to choose.
+    assert_eq!(kinds(&plan), ["EnsureNetwork", "DisconnectNetwork", "ConnectNetwork"]);
     let mut fields = drift_fields(&plan);
     fields.sort();
     let (back_field, extra_field) = (format!("spec.networks[{back}]"), format!("spec.networks[{extra}]"));
@@ -493,7 +494,8 @@ async fn a_spec_change_of_limits_and_networks_applies_in_place_and_an_env_change
     );
     v2.metadata.generation = Some(2);
     let (_, plan) = plan_now(&fx, &v2).await;
-    assert_eq!(kinds(&plan), ["UpdateInPlace", "ConnectNetwork"]);
+    // The spec's networks are ensured first (they exist: nothing is made).
+    assert_eq!(kinds(&plan), ["EnsureNetwork", "EnsureNetwork", "UpdateInPlace", "ConnectNetwork"]);
     execute(&fx, &plan).await;
     // In place: same container, and its spec-hash label is stale for good; that is not drift.
     let after = assert_in_sync(&fx, &v2).await;
@@ -504,7 +506,7 @@ async fn a_spec_change_of_limits_and_networks_applies_in_place_and_an_env_change
     v3.spec.env.insert("A".into(), "2".into());
     v3.metadata.generation = Some(3);
     let (_, plan) = plan_now(&fx, &v3).await;
-    assert_eq!(kinds(&plan), ["Recreate"]);
+    assert_eq!(kinds(&plan), ["EnsureNetwork", "EnsureNetwork", "Recreate"]);
     assert_eq!(drift_fields(&plan), ["spec.env.A"]);
     execute(&fx, &plan).await;
     let recreated = assert_in_sync(&fx, &v3).await;
