@@ -421,7 +421,11 @@ async fn an_ensure_running_post_start_command_is_run_again_when_it_dies() {
         let (docker, id, wanted) = (fx.docker.clone(), container.id.clone(), wanted.clone());
         async move { docker.top(&id).await.expect("top").iter().any(|process| process.command == wanted) }
     };
-    assert!(running().await, "the post-start command runs after create");
+    // The exec is started detached: the engine may show its process a moment after the start returns.
+    eventually("the post-start command to run after create", Duration::from_secs(3), || async {
+        running().await.then_some(())
+    })
+    .await;
 
     // No pkill in the image: find the loop by its command line (`heartbea[t]` does not match itself).
     let kill = "for p in /proc/[0-9]*; do grep -q 'heartbea[t]' $p/cmdline 2>/dev/null && kill ${p#/proc/}; done; true";
