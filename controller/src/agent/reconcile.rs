@@ -282,7 +282,7 @@ impl Agent {
                 }
             };
             if matches!(action, Action::EnsureNetwork { .. }) {
-                // Preparation, not a repair: neither counted nor an event, as before it was an action.
+                // Preparation for the actions after it, not a repair: neither counted nor an event.
                 continue;
             }
             if let (Action::Start { .. } | Action::Unpause { .. }, Some(container)) = (action, &observed) {
