@@ -13,120 +13,33 @@
 //! - `recover`: finishing or rolling back a recreate interrupted by a crash.
 //! - `declared`: the config a container was declared with, image defaults removed (`kedge recreate`).
 //! - `volumes`: the old container's anonymous volumes carried to the new one (Compose's rule).
+//! - `progress`: a recreate's steps, progress reports, outcome and failures.
 //! - `health`: waiting until a started container is healthy, or still running after a grace period.
 
 pub mod failpoint;
 
 mod declared;
 mod health;
+mod progress;
 mod recover;
 mod recreate;
-pub(crate) use recreate::{health_words, step_words};
+pub(crate) use progress::{health_words, step_words};
 mod volumes;
-
-use std::time::Duration;
 
 use tracing::{info, info_span, Instrument};
 
 use crate::docker::labels;
 use crate::docker::{
-    ContainerConfig, DockerClient, DockerError, ExecOutcome, ExecSpec, NetworkAttachment, ObservedContainer,
-    RemoveOptions, Resources,
+    ContainerConfig, DockerClient, DockerError, ExecOutcome, ObservedContainer, RemoveOptions,
 };
 
+pub use crate::planner::{Action, RecreateStrategy};
 pub use declared::declared_config;
+pub use progress::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep};
 pub use recover::{
     base_name_of_key, decide, find_leftovers, is_recreate_name_of, Decision, Leftovers, RecoveryOutcome,
     RecoveryReport, RecoveryScope,
 };
-pub use recreate::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy};
-
-/// One change to a container, as the planner decides it. `container` is an ID or a name.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Nothing to do: the container is as declared.
-    Nothing,
-    /// Pull an image (before a create or recreate that needs it).
-    Pull {
-        image: String,
-    },
-    /// Create the container (attached to all its networks), without starting it.
-    Create {
-        config: ContainerConfig,
-    },
-    Start {
-        container: String,
-    },
-    /// Resume a paused container.
-    Unpause {
-        container: String,
-    },
-    /// Stop with the container's stop signal; SIGKILL after `timeout` (`None`: its own stop timeout).
-    Stop {
-        container: String,
-        timeout: Option<Duration>,
-    },
-    /// Restart (stop with the container's stop signal, SIGKILL after `timeout`, start): the same
-    /// container joins its network provider's current namespace and rereads its links' addresses.
-    Restart {
-        container: String,
-        reason: String,
-        timeout: Option<Duration>,
-    },
-    /// Remove (forcefully, so a running container goes too). Named volumes are kept.
-    Remove {
-        container: String,
-    },
-    /// Change resource limits in place: same container ID, no restart.
-    UpdateInPlace {
-        container: String,
-        resources: Resources,
-    },
-    /// Connect to a network without a restart.
-    ConnectNetwork {
-        container: String,
-        network: NetworkAttachment,
-    },
-    /// Disconnect from a network without a restart.
-    DisconnectNetwork {
-        container: String,
-        network: String,
-    },
-    /// Replace the container named `config.name` with a new one made from `config` (safe recreate).
-    Recreate {
-        config: ContainerConfig,
-        reason: String,
-        strategy: RecreateStrategy,
-    },
-    /// Run a command in the running container (post-start commands). With `unless_running`, the
-    /// command is skipped when a process with exactly this command line already runs.
-    RunExec {
-        container: String,
-        exec: ExecSpec,
-        unless_running: bool,
-    },
-}
-
-impl Action {
-    /// A short name for logs and events.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Nothing => "Nothing",
-            Action::Pull { .. } => "Pull",
-            Action::Create { .. } => "Create",
-            Action::Start { .. } => "Start",
-            Action::Unpause { .. } => "Unpause",
-            Action::Stop { .. } => "Stop",
-            Action::Restart { .. } => "Restart",
-            Action::Remove { .. } => "Remove",
-            Action::UpdateInPlace { .. } => "UpdateInPlace",
-            Action::ConnectNetwork { .. } => "ConnectNetwork",
-            Action::DisconnectNetwork { .. } => "DisconnectNetwork",
-            Action::Recreate { .. } => "Recreate",
-            Action::RunExec { .. } => "RunExec",
-        }
-    }
-}
 
 /// What carrying an action out produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +136,17 @@ impl Executor {
         async move {
             match action {
                 Action::Nothing => Ok(ActionOutcome::Done),
+                Action::EnsureNetwork { network } => {
+                    let owned = std::collections::BTreeMap::from([(
+                        labels::MANAGED_BY.to_owned(),
+                        labels::MANAGED_BY_VALUE.to_owned(),
+                    )]);
+                    self.docker
+                        .ensure_network(network, None, &owned)
+                        .await
+                        .map_err(docker_error("ensure network", network))?;
+                    Ok(ActionOutcome::Done)
+                }
                 Action::Pull { image } => {
                     self.docker
                         .pull(image, |line| progress(RecreateProgress::Pull(line)))

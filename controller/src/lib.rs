@@ -13,6 +13,8 @@ pub mod api;
 pub mod docker;
 pub mod events;
 pub mod executor;
+#[cfg(test)]
+mod invariants;
 pub mod mapping;
 pub mod planner;
 pub mod queue;

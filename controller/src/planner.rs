@@ -16,11 +16,15 @@
 //! docker CLI. Every spec field that shapes the container can be read back from inspect; the ones
 //! that cannot (`postStart`, `updatePolicy`, `dependsOn`, ...) do not need a new container.
 //!
+//! - `actions`: what the planner can decide ([`Action`], [`RecreateStrategy`]); the executor carries it out.
+//! - `limits`: limits the engine accepts but ignores, left out of in-place updates.
 //! - `drift`: the field-by-field comparison and the engine's normalizations it undoes.
 //! - `providers`: containers that follow another spec's container (its network namespace, a link),
 //!   and what Docker does to them when that container restarts or is replaced.
 
+mod actions;
 mod drift;
+pub(crate) mod limits;
 mod providers;
 
 use std::collections::BTreeMap;
@@ -28,11 +32,11 @@ use std::collections::BTreeMap;
 use kedge_crds::{CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState};
 
 use crate::docker::labels;
-use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer};
-use crate::executor::{Action, RecreateStrategy};
+use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer, Resources};
 use crate::mapping::{container_config, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
 use crate::restarts;
 
+pub use actions::{Action, RecreateStrategy};
 use drift::Repair;
 
 /// What the caller learned about images (and processes) before planning; the planner reads no engine.
@@ -73,6 +77,13 @@ pub struct ImageFacts {
     /// The current container of each spec this one follows (`networkMode: container:NAME`,
     /// `links`), by spec name; a spec without a container is absent.
     pub providers: BTreeMap<String, ProviderContainer>,
+    /// Labels every container this plan creates carries besides the spec's own (the agent's host,
+    /// its store, the deletion policy): the agent only ever considers containers of its own host,
+    /// and must know the policy once the spec is gone.
+    pub owner_labels: BTreeMap<String, String>,
+    /// Limits the engine accepted but did not apply at this spec's generation (learned by the
+    /// agent): left out of in-place updates, see [`limits`].
+    pub ignored_limits: Option<Resources>,
 }
 
 /// The container a spec's network provider or link target has now.
@@ -114,8 +125,25 @@ impl Plan {
 }
 
 /// Plans the repair of `observed` (`None`: no container holds the spec's name) towards `desired`.
+/// The spec's networks are ensured first when the plan attaches the container to networks.
 pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
+    let mut plan = repair(desired, observed, facts);
+    let attaches = plan.actions.iter().any(|action| {
+        matches!(action, Action::Create { .. } | Action::Recreate { .. } | Action::ConnectNetwork { .. })
+    });
+    if attaches {
+        // A network with a static address needs a subnet only its owner can choose, so it is not
+        // made: the create then fails with the engine's message, which status reports.
+        let networks = desired.spec.networks.iter().filter(|network| network.ipv4_address.is_none());
+        let ensure = networks.map(|network| Action::EnsureNetwork { network: network.name.clone() });
+        plan.actions.splice(0..0, ensure);
+    }
+    plan
+}
+
+fn repair(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
     let mut config = container_config(desired);
+    config.labels.extend(facts.owner_labels.iter().map(|(key, value)| (key.clone(), value.clone())));
     if facts.engine_lacks_start_interval {
         if let Some(healthcheck) = &mut config.healthcheck {
             healthcheck.start_interval = None;
@@ -189,10 +217,12 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
     let mut actions = Vec::new();
     if !held && drift.needs(Repair::UpdateResources) {
         reasons.push("resource limits differ".to_owned());
-        actions.push(Action::UpdateInPlace {
-            container: container.clone(),
-            resources: drift::update_resources(&config.resources),
-        });
+        let wanted = drift::update_resources(&config.resources);
+        if let Some(resources) =
+            limits::update_to_send(wanted, facts.ignored_limits.as_ref(), &observed.resources)
+        {
+            actions.push(Action::UpdateInPlace { container: container.clone(), resources });
+        }
     }
     if !held && drift.needs(Repair::Network) {
         reasons.push("networks differ".to_owned());

@@ -14,6 +14,8 @@
 //!   path on every error ([`load_paths`] parses and validates).
 //! - `repair` (private): every shape error of a document, not only serde's first, by repairing and
 //!   reading again.
+//! - `located` (private): where a parsed document came from, and errors placed in it (shared by
+//!   `parse` and `validate`).
 //! - [`validate`]: the rules for one container and for a set (duplicates, dependsOn references and cycles).
 //! - [`schema`]: the JSON Schema, generated from the types.
 //! - `yaml` (private): YAML text to positioned values.
@@ -25,6 +27,7 @@ pub mod container_set;
 mod forms;
 mod hash;
 pub mod lenient;
+mod located;
 pub mod parse;
 pub mod quantity;
 pub mod reference;

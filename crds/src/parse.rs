@@ -9,30 +9,11 @@ use serde_json::Value;
 
 use crate::container::{Container, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
+use crate::located::{self, Located};
+pub use crate::located::{FieldError, ParsedContainer, ParsedContainerSet, SpecError};
 use crate::repair::{self, ShapeError};
-use crate::validate::{validate_container, validate_container_set, FieldError};
-use crate::yaml::{self, child_key_path, Position, PositionIndex};
-
-/// A `Container` read from a file, with where it came from.
-#[derive(Clone, Debug)]
-pub struct ParsedContainer {
-    pub container: Container,
-    /// The file as it was named (or `<stdin>`, or what the caller passed to [`parse_str`]).
-    pub file: String,
-    /// Where the document starts.
-    pub position: Position,
-    /// Where each field of the document is, to point errors found later at it.
-    pub(crate) positions: PositionIndex,
-}
-
-/// A `ContainerSet` read from a file, with where it came from.
-#[derive(Clone, Debug)]
-pub struct ParsedContainerSet {
-    pub set: ContainerSet,
-    pub file: String,
-    pub position: Position,
-    pub(crate) positions: PositionIndex,
-}
+use crate::validate::{validate_container, validate_container_set};
+use crate::yaml::{self, child_key_path};
 
 /// The documents of spec files that may hold both kinds, in file order per kind.
 #[derive(Clone, Debug, Default)]
@@ -52,37 +33,9 @@ pub struct Objects {
     pub sets: Vec<ContainerSet>,
 }
 
-/// One problem in a spec file. Displays as `FILE:LINE:COL: PATH: MESSAGE`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SpecError {
-    pub file: String,
-    /// 1-based; 0 when the error is about the file as a whole (it cannot be read).
-    pub line: usize,
-    /// 1-based; 0 when the error is about the file as a whole.
-    pub column: usize,
-    /// The field path (`spec.ports[1].hostPort`); empty for errors about the document or file as a whole.
-    pub path: String,
-    pub message: String,
-}
-
 /// Every problem found in a set of spec files, in file and line order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecErrors(pub Vec<SpecError>);
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for SpecError {}
 
 impl fmt::Display for SpecErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,33 +139,12 @@ impl ParsedObjects {
 /// one key, and no Container named like a set's child. Errors are sorted by file and position.
 pub fn validate_objects(objects: &ParsedObjects) -> Vec<SpecError> {
     let mut errors = crate::validate::validate(&objects.containers, &objects.unreadable_containers);
-    let mut first_by_key: std::collections::HashMap<String, &ParsedContainerSet> =
-        std::collections::HashMap::new();
     for parsed in &objects.sets {
-        for error in crate::validate::validate_container_set(&parsed.set) {
-            if error.on_key {
-                errors.push(parsed.error_at_key(&error.path, error.message));
-            } else {
-                errors.push(parsed.error_at(&error.path, error.message));
-            }
-        }
-        let key = parsed.set.key();
-        match first_by_key.get(&key) {
-            Some(first) => {
-                let position = first.position_of("metadata.name");
-                errors.push(parsed.error_at(
-                    "metadata.name",
-                    format!(
-                        "duplicate ContainerSet `{key}`, first defined at {}:{}:{}",
-                        first.file, position.line, position.column
-                    ),
-                ));
-            }
-            None => {
-                first_by_key.insert(key, parsed);
-            }
-        }
+        errors.extend(
+            crate::validate::validate_container_set(&parsed.set).into_iter().map(|e| parsed.field_error(e)),
+        );
     }
+    located::first_of_each_key(&objects.sets, "ContainerSet", |parsed| parsed.set.key(), &mut errors);
     for parsed in &objects.containers {
         let container = &parsed.container;
         let claimed = objects.sets.iter().find(|set| {
@@ -286,51 +218,6 @@ fn finish_loading(objects: ParsedObjects, mut errors: Vec<SpecError>) -> Result<
     }
     sort_errors(&mut errors);
     Err(SpecErrors(errors))
-}
-
-/// An error about the field at `path` of a document of `file`, found at `position`.
-fn error_in(file: &str, position: Position, path: &str, message: impl Into<String>) -> SpecError {
-    SpecError {
-        file: file.to_owned(),
-        line: position.line,
-        column: position.column,
-        path: path.to_owned(),
-        message: message.into(),
-    }
-}
-
-impl ParsedContainer {
-    /// The position of the field at `path` (`spec.ports[1]`), or of its nearest ancestor in the file.
-    pub fn position_of(&self, path: &str) -> Position {
-        self.positions.value_position(path).unwrap_or(self.position)
-    }
-
-    /// An error about the field at `path` of this document.
-    pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
-        error_in(&self.file, self.position_of(path), path, message)
-    }
-
-    /// An error about the key of the map entry at `path` (`spec.env.FOO`: the name `FOO` itself).
-    pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
-        error_in(&self.file, self.positions.key_position(path).unwrap_or(self.position), path, message)
-    }
-}
-
-impl ParsedContainerSet {
-    /// The position of the field at `path`, or of its nearest ancestor in the file.
-    pub fn position_of(&self, path: &str) -> Position {
-        self.positions.value_position(path).unwrap_or(self.position)
-    }
-
-    /// An error about the field at `path` of this document.
-    pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
-        error_in(&self.file, self.position_of(path), path, message)
-    }
-
-    /// An error about the key of the map entry at `path`.
-    pub fn error_at_key(&self, path: &str, message: impl Into<String>) -> SpecError {
-        error_in(&self.file, self.positions.key_position(path).unwrap_or(self.position), path, message)
-    }
 }
 
 fn file_error(path: &Path, message: String) -> SpecError {

@@ -12,18 +12,9 @@ use crate::container::{
 use crate::container_set::{
     ContainerSet, KIND_CONTAINER_SET, MAX_REPLICAS, MAX_SET_NAME_LEN, SET_LABEL, SET_REVISION_LABEL,
 };
-use crate::parse::{ParsedContainer, SpecError};
+pub use crate::located::FieldError;
+use crate::located::{self, Located, ParsedContainer, SpecError};
 use crate::quantity::MemorySwap;
-
-/// A rule broken by one field of one container, before it is placed in a file.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FieldError {
-    /// `spec.ports[1].hostPort`.
-    pub path: String,
-    pub message: String,
-    /// The error is about a map key (an environment variable's or label's name), not its value.
-    pub on_key: bool,
-}
 
 /// Docker refuses a memory limit below this.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
@@ -54,33 +45,10 @@ pub fn validate_container(container: &Container) -> Vec<FieldError> {
 pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<SpecError> {
     let mut errors = Vec::new();
     for parsed in containers {
-        for error in validate_container(&parsed.container) {
-            if error.on_key {
-                errors.push(parsed.error_at_key(&error.path, error.message));
-            } else {
-                errors.push(parsed.error_at(&error.path, error.message));
-            }
-        }
+        errors.extend(validate_container(&parsed.container).into_iter().map(|e| parsed.field_error(e)));
     }
-    let mut first_by_key: HashMap<String, &ParsedContainer> = HashMap::new();
-    for parsed in containers {
-        let key = parsed.container.key();
-        match first_by_key.get(&key) {
-            Some(first) => {
-                let position = first.position_of("metadata.name");
-                errors.push(parsed.error_at(
-                    "metadata.name",
-                    format!(
-                        "duplicate spec `{key}`, first defined at {}:{}:{}",
-                        first.file, position.line, position.column
-                    ),
-                ));
-            }
-            None => {
-                first_by_key.insert(key, parsed);
-            }
-        }
-    }
+    let first_by_key =
+        located::first_of_each_key(containers, "spec", |parsed| parsed.container.key(), &mut errors);
     // The dependency graph: the set's specs override stored ones of the same key.
     let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for container in existing {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::docker::Resources;
-use crate::executor::Action;
+use crate::planner::limits::{both, merge, not_applied};
 
 /// The limits the engine ignored, per key, for the generation they were seen at.
 #[derive(Default)]
@@ -21,31 +21,6 @@ pub(crate) struct IgnoredLimits {
 }
 
 impl IgnoredLimits {
-    /// Removes from the plan's in-place updates the limits known to be ignored and, once that was
-    /// needed, those the container already has, dropping an update left with nothing to change (a
-    /// no-op update still emits an event, which would wake the next pass). A new generation starts over.
-    pub(crate) fn filter(
-        &self,
-        key: &str,
-        generation: Option<i64>,
-        observed: Option<&Resources>,
-        actions: &mut Vec<Action>,
-    ) {
-        let Some(ignored) = self.current(key, generation) else { return };
-        for action in actions.iter_mut() {
-            if let Action::UpdateInPlace { resources, .. } = action {
-                let wanted = without(resources, &ignored);
-                *resources = match observed {
-                    Some(observed) => not_applied(&wanted, observed),
-                    None => wanted,
-                };
-            }
-        }
-        actions.retain(
-            |action| !matches!(action, Action::UpdateInPlace { resources, .. } if resources.is_empty()),
-        );
-    }
-
     /// Notes the limits of `requested` that `observed` does not show. Returns the limits now known to
     /// be ignored: those that did not take this time and the time before, with the same value.
     pub(crate) fn learn(
@@ -89,67 +64,6 @@ impl IgnoredLimits {
     }
 }
 
-/// Applies `$op` to every field of [`Resources`]; one list, so a new limit cannot be forgotten here.
-macro_rules! each_limit {
-    ($op:ident) => {
-        Resources {
-            nano_cpus: $op!(nano_cpus),
-            cpu_shares: $op!(cpu_shares),
-            cpu_period: $op!(cpu_period),
-            cpu_quota: $op!(cpu_quota),
-            cpuset_cpus: $op!(cpuset_cpus),
-            cpuset_mems: $op!(cpuset_mems),
-            memory: $op!(memory),
-            memory_reservation: $op!(memory_reservation),
-            memory_swap: $op!(memory_swap),
-            blkio_weight: $op!(blkio_weight),
-            pids_limit: $op!(pids_limit),
-        }
-    };
-}
-
-/// The requested limits the observed container does not have.
-fn not_applied(requested: &Resources, observed: &Resources) -> Resources {
-    macro_rules! missing {
-        ($field:ident) => {
-            requested.$field.clone().filter(|_| requested.$field != observed.$field)
-        };
-    }
-    each_limit!(missing)
-}
-
-/// `requested` without the limits `ignored` holds at the same value.
-fn without(requested: &Resources, ignored: &Resources) -> Resources {
-    macro_rules! keep {
-        ($field:ident) => {
-            requested
-                .$field
-                .clone()
-                .filter(|_| ignored.$field.is_none() || requested.$field != ignored.$field)
-        };
-    }
-    each_limit!(keep)
-}
-
-/// The limits both hold, at the same value.
-fn both(a: &Resources, b: &Resources) -> Resources {
-    macro_rules! same {
-        ($field:ident) => {
-            a.$field.clone().filter(|_| a.$field == b.$field)
-        };
-    }
-    each_limit!(same)
-}
-
-fn merge(known: &Resources, new: &Resources) -> Resources {
-    macro_rules! either {
-        ($field:ident) => {
-            new.$field.clone().or_else(|| known.$field.clone())
-        };
-    }
-    each_limit!(either)
-}
-
 /// `blkioWeight=300, pidsLimit=100`, for status and events.
 pub(crate) fn describe(resources: &Resources) -> String {
     let mut parts = Vec::new();
@@ -178,12 +92,8 @@ pub(crate) fn describe(resources: &Resources) -> String {
 mod tests {
     use super::*;
 
-    fn update(resources: Resources) -> Action {
-        Action::UpdateInPlace { container: "c".into(), resources }
-    }
-
     #[test]
-    fn an_ignored_limit_is_learned_then_left_out() {
+    fn an_ignored_limit_is_learned_on_the_second_miss() {
         let limits = IgnoredLimits::default();
         let requested = Resources { memory: Some(64 << 20), blkio_weight: Some(300), ..Default::default() };
         let observed = Resources { memory: Some(64 << 20), ..Default::default() };
@@ -191,30 +101,9 @@ mod tests {
         let ignored = limits.learn("ns/w", Some(1), &requested, &observed).expect("twice: blkio is ignored");
         assert_eq!(ignored, Resources { blkio_weight: Some(300), ..Default::default() });
         assert_eq!(describe(&ignored), "blkioWeight=300");
-
-        // Only the ignored limit left to change: the update goes.
-        let mut actions = vec![update(Resources { blkio_weight: Some(300), ..Default::default() })];
-        limits.filter("ns/w", Some(1), Some(&observed), &mut actions);
-        assert!(actions.is_empty());
-
-        // The planner sends every declared limit: those the container has already go too.
-        let mut actions = vec![update(requested.clone())];
-        limits.filter("ns/w", Some(1), Some(&observed), &mut actions);
-        assert!(actions.is_empty(), "a no-op update would wake the next pass: {actions:?}");
-
-        // Another limit drifted too: it is still repaired, without the ignored one.
-        let edited = Resources { memory: Some(96 << 20), ..Default::default() };
-        let mut actions = vec![update(requested.clone())];
-        limits.filter("ns/w", Some(1), Some(&edited), &mut actions);
-        assert_eq!(actions, vec![update(Resources { memory: Some(64 << 20), ..Default::default() })]);
-
-        // A changed value is tried again, and so is everything at a new generation.
-        let mut actions = vec![update(Resources { blkio_weight: Some(500), ..Default::default() })];
-        limits.filter("ns/w", Some(1), Some(&observed), &mut actions);
-        assert_eq!(actions.len(), 1);
-        let mut actions = vec![update(Resources { blkio_weight: Some(300), ..Default::default() })];
-        limits.filter("ns/w", Some(2), Some(&observed), &mut actions);
-        assert_eq!(actions.len(), 1);
+        assert_eq!(limits.current("ns/w", Some(1)), Some(ignored));
+        // A new generation starts over.
+        assert_eq!(limits.current("ns/w", Some(2)), None);
     }
 
     #[test]

@@ -15,9 +15,9 @@ use crate::docker::{
     ObservedContainer,
 };
 use crate::events::EventType;
-use crate::executor::{base_name_of_key, is_recreate_name_of, Action, ActionOutcome, ExecutorError};
+use crate::executor::{base_name_of_key, is_recreate_name_of, ActionOutcome, ExecutorError};
 use crate::mapping::RESTARTED_AT_ANNOTATION;
-use crate::planner::{self, ImageFacts, ProviderContainer};
+use crate::planner::{self, Action, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
 use crate::restarts;
 use crate::store::{keys, objects, PutCondition};
@@ -248,10 +248,9 @@ impl Agent {
             .and_then(|status| status.rolled_back.clone())
             .filter(|held| !facts.force_recreate && hold_applies(held, spec, &update_image(&facts)));
         facts.update_held = held.is_some();
-        let mut plan = planner::plan(spec, observed.as_ref(), &facts);
-        stamp_owner_labels(&mut plan.actions, spec, &self.config.host_name, &self.store_id);
-        let observed_limits = observed.as_ref().map(|container| &container.resources);
-        self.ignored_limits.filter(key, spec.metadata.generation, observed_limits, &mut plan.actions);
+        facts.owner_labels = owner_labels(spec, &self.config.host_name, &self.store_id);
+        facts.ignored_limits = self.ignored_limits.current(key, spec.metadata.generation);
+        let plan = planner::plan(spec, observed.as_ref(), &facts);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
             self.write_status(key, spec, None, plan.drift.clone(), sync, Extra::default()).await;
@@ -259,12 +258,6 @@ impl Agent {
         }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
         self.report_start_interval_dropped(key, spec, &facts, &plan.actions).await;
-        let attaches = plan.actions.iter().any(|action| {
-            matches!(action, Action::Create { .. } | Action::Recreate { .. } | Action::ConnectNetwork { .. })
-        });
-        if attaches {
-            self.ensure_networks(spec).await?;
-        }
         let mut drift = plan.drift.clone();
         for action in &plan.actions {
             if matches!(action, Action::Nothing) {
@@ -277,12 +270,21 @@ impl Agent {
                     return self.hold_rolled_back(key, spec, &facts, &old_id, &failure, plan.drift).await;
                 }
                 Err(error) => {
-                    return Err(match action {
-                        Action::Pull { .. } => Failure::new("ImagePullFailed", crate::error_chain(&error)),
-                        _ => Failure::from(error),
+                    return Err(match (action, error) {
+                        (Action::Pull { .. }, error) => {
+                            Failure::new("ImagePullFailed", crate::error_chain(&error))
+                        }
+                        (Action::EnsureNetwork { network }, ExecutorError::Docker { source, .. }) => {
+                            Failure::new("NetworkUnavailable", format!("network {network}: {source}"))
+                        }
+                        (_, error) => Failure::from(error),
                     })
                 }
             };
+            if matches!(action, Action::EnsureNetwork { .. }) {
+                // Preparation for the actions after it, not a repair: neither counted nor an event.
+                continue;
+            }
             if let (Action::Start { .. } | Action::Unpause { .. }, Some(container)) = (action, &observed) {
                 drift.extend(report::state_drift(container));
                 if let Some(restarts::Gate::Now { step }) = gate {
@@ -549,23 +551,6 @@ impl Agent {
         }
     }
 
-    /// Creates the spec's networks that do not exist yet, as Compose does, labelled as kedge's.
-    /// A network with a static address needs a subnet only its owner can choose, so it is not made
-    /// here: the create then fails with the engine's message, which status reports.
-    async fn ensure_networks(&self, spec: &Container) -> Result<(), Failure> {
-        let owned = std::collections::BTreeMap::from([(
-            labels::MANAGED_BY.to_owned(),
-            labels::MANAGED_BY_VALUE.to_owned(),
-        )]);
-        for network in spec.spec.networks.iter().filter(|network| network.ipv4_address.is_none()) {
-            self.docker
-                .ensure_network(&network.name, None, &owned)
-                .await
-                .map_err(|e| Failure::new("NetworkUnavailable", format!("network {}: {e}", network.name)))?;
-        }
-        Ok(())
-    }
-
     /// The container this host runs for spec `namespace/name`, found by its name. A container of
     /// that name which is not this host's container of that spec (a foreign one, another
     /// namespace's, another host's on a shared engine) is not it: nothing is joined or linked to a
@@ -715,6 +700,8 @@ impl Agent {
             restarts: 0,
             start_backoff: None,
             update_held: false,
+            owner_labels: Default::default(),
+            ignored_limits: None,
         })
     }
 
@@ -939,20 +926,19 @@ fn short_image(id: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-/// Puts this agent's host and the spec's deletion policy on every container the plan creates: the
-/// agent only ever considers containers of its own host, and must know the policy once the spec is gone.
-fn stamp_owner_labels(actions: &mut [Action], spec: &Container, host: &str, store_id: &str) {
+/// This agent's host and store and the spec's deletion policy, for every container the plan
+/// creates: the agent only ever considers containers of its own host, and must know the policy
+/// once the spec is gone.
+fn owner_labels(spec: &Container, host: &str, store_id: &str) -> std::collections::BTreeMap<String, String> {
     let policy = match spec.spec.deletion_policy_or_default() {
         DeletionPolicy::Remove => "remove",
         DeletionPolicy::Orphan => "orphan",
     };
-    for action in actions {
-        if let Action::Create { config } | Action::Recreate { config, .. } = action {
-            config.labels.insert(labels::HOST.to_owned(), host.to_owned());
-            config.labels.insert(labels::STORE.to_owned(), store_id.to_owned());
-            config.labels.insert(labels::DELETION_POLICY.to_owned(), policy.to_owned());
-        }
-    }
+    std::collections::BTreeMap::from([
+        (labels::HOST.to_owned(), host.to_owned()),
+        (labels::STORE.to_owned(), store_id.to_owned()),
+        (labels::DELETION_POLICY.to_owned(), policy.to_owned()),
+    ])
 }
 
 fn image_check(spec: &Container) -> ImageCheck {

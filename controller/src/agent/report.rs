@@ -8,7 +8,8 @@
 use kedge_crds::FieldDiff;
 
 use crate::docker::{ContainerStatus, ObservedContainer};
-use crate::executor::{Action, ActionOutcome};
+use crate::executor::ActionOutcome;
+use crate::planner::Action;
 use crate::restarts;
 
 /// The event (reason, message) for one action carried out. `observed` is the container as it was
@@ -55,6 +56,7 @@ pub fn action_event(
         }
         (Action::RunExec { exec, .. }, _) => ("ExecRan", format!("ran `{}`", exec.cmd.join(" "))),
         (Action::Pull { image }, _) => ("Pulled", format!("pulled {image}")),
+        (Action::EnsureNetwork { network }, _) => ("NetworkEnsured", format!("network {network} exists")),
         (Action::Nothing, _) => ("Nothing", "nothing to do".to_owned()),
     }
 }

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use super::{ApiError, ApiResult, AppState};
 use crate::docker::{labels, ExecSpec};
 use crate::events::{EventRecorder, EventType};
-use crate::executor::{Action, Executor};
+use crate::executor::Executor;
+use crate::planner::Action;
 use crate::store::objects;
 
 pub(super) async fn restart_container(
@@ -54,7 +55,16 @@ pub(super) async fn restart_container(
         })
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no container of {key} on this host")))?;
     let timeout = spec.spec.stop_grace_period.map(|period| period.duration());
-    docker.restart_container(&container.id, timeout).await.map_err(engine)?;
+    // Through the executor, the one place that mutates containers (it checks ownership again).
+    let executor = Executor::new(docker);
+    let restart = Action::Restart {
+        container: container.id.clone(),
+        reason: "a restart was requested".to_owned(),
+        timeout,
+    };
+    executor.execute(&restart, &mut |_| {}).await.map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, format!("the Docker Engine: {}", crate::error_chain(&e)))
+    })?;
     let short = &container.id[..container.id.len().min(12)];
     let events = EventRecorder::new(state.api.store.clone(), state.api.host.clone());
     events
@@ -67,7 +77,6 @@ pub(super) async fn restart_container(
         .await;
     let mut execs_ran = 0;
     if rerun_execs {
-        let executor = Executor::new(docker);
         for exec in &spec.spec.post_start {
             let action = Action::RunExec {
                 container: container.id.clone(),

@@ -8,6 +8,29 @@ use bollard::models as b;
 use super::labels;
 use super::types::*;
 
+/// A bollard struct literal with every limit of [`Resources`] set from `$limits` (one list, so
+/// the create and the update bodies cannot disagree), the other fields given, the rest default.
+macro_rules! with_limits {
+    ($type:path, $limits:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let r: &Resources = $limits;
+        $type {
+            nano_cpus: r.nano_cpus,
+            cpu_shares: r.cpu_shares,
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpuset_cpus: r.cpuset_cpus.clone(),
+            cpuset_mems: r.cpuset_mems.clone(),
+            memory: r.memory,
+            memory_reservation: r.memory_reservation,
+            memory_swap: r.memory_swap,
+            blkio_weight: r.blkio_weight,
+            pids_limit: r.pids_limit,
+            $($field: $value,)*
+            ..Default::default()
+        }
+    }};
+}
+
 /// The create body for `config`, attached to its first network only (Docker takes one at create).
 pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
     let mut exposed: Vec<String> = config.exposed_ports.iter().map(ExposedPort::key).collect();
@@ -28,22 +51,10 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         );
     }
     let first_network = config.networks.first();
-    let r = &config.resources;
-    let host_config = b::HostConfig {
+    let host_config = with_limits!(b::HostConfig, &config.resources, {
         port_bindings: (!port_map.is_empty()).then_some(port_map),
         mounts: (!config.mounts.is_empty()).then(|| config.mounts.iter().map(mount_to_bollard).collect()),
         restart_policy: config.restart_policy.map(restart_policy_to_bollard),
-        nano_cpus: r.nano_cpus,
-        cpu_shares: r.cpu_shares,
-        cpu_period: r.cpu_period,
-        cpu_quota: r.cpu_quota,
-        cpuset_cpus: r.cpuset_cpus.clone(),
-        cpuset_mems: r.cpuset_mems.clone(),
-        memory: r.memory,
-        memory_reservation: r.memory_reservation,
-        memory_swap: r.memory_swap,
-        blkio_weight: r.blkio_weight,
-        pids_limit: r.pids_limit,
         cap_add: non_empty(&config.cap_add),
         cap_drop: non_empty(&config.cap_drop),
         privileged: config.privileged.then_some(true),
@@ -54,8 +65,7 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         }),
         network_mode: config.network_mode.clone().or_else(|| first_network.map(|n| n.network.clone())),
         links: non_empty(&config.links),
-        ..Default::default()
-    };
+    });
     b::ContainerCreateBody {
         image: Some(config.image.clone()),
         env: non_empty(&config.env),
@@ -94,20 +104,7 @@ pub(crate) fn endpoint_settings(network: &NetworkAttachment) -> b::EndpointSetti
 
 /// The update body that changes exactly the declared resources.
 pub(crate) fn update_body(r: &Resources) -> b::ContainerUpdateBody {
-    b::ContainerUpdateBody {
-        nano_cpus: r.nano_cpus,
-        cpu_shares: r.cpu_shares,
-        cpu_period: r.cpu_period,
-        cpu_quota: r.cpu_quota,
-        cpuset_cpus: r.cpuset_cpus.clone(),
-        cpuset_mems: r.cpuset_mems.clone(),
-        memory: r.memory,
-        memory_reservation: r.memory_reservation,
-        memory_swap: r.memory_swap,
-        blkio_weight: r.blkio_weight,
-        pids_limit: r.pids_limit,
-        ..Default::default()
-    }
+    with_limits!(b::ContainerUpdateBody, r, {})
 }
 
 fn non_empty(values: &[String]) -> Option<Vec<String>> {

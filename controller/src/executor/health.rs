@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::recreate::{RecreateFailure, RecreateProgress, RecreateStrategy};
+use super::progress::{RecreateFailure, RecreateProgress};
 use crate::docker::{DockerClient, DockerError, HealthStatus, LogStream};
+use crate::planner::RecreateStrategy;
 
 /// How often the health status is read while waiting for `healthy`.
 const HEALTH_POLL: Duration = Duration::from_millis(200);

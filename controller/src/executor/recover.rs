@@ -41,10 +41,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, info_span, Instrument};
 
 use super::health::wait_until_proven;
-use super::recreate::{RecreateStrategy, RollbackPlan};
+use super::recreate::RollbackPlan;
 use super::{Executor, ExecutorError, ExecutorResult};
 use crate::docker::labels::{self, RecreateName};
 use crate::docker::{ContainerFilter, ContainerSummary, RemoveOptions};
+use crate::planner::RecreateStrategy;
 
 /// Whose interrupted recreates a recovery may finish or undo.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -391,9 +391,11 @@ fn networks_are_reconnected_in_place() {
     // `docker network disconnect back web`
     let plan = network_plan(
         |o| o.networks.retain(|n| n.network != "back"),
-        Expect { actions: &["ConnectNetwork"], drift: &["spec.networks[back]"] },
+        Expect { actions: &["EnsureNetwork", "ConnectNetwork"], drift: &["spec.networks[back]"] },
     );
-    let Action::ConnectNetwork { network, .. } = &plan.actions[0] else { unreachable!() };
+    // Only the network without a static address is made when missing: a subnet is its owner's choice.
+    assert_eq!(plan.actions[0], Action::EnsureNetwork { network: "front".into() });
+    let Action::ConnectNetwork { network, .. } = &plan.actions[1] else { unreachable!() };
     assert_eq!(network.ipv4_address.as_deref(), Some("172.29.0.10"));
     // `docker network connect extra web`
     let plan = network_plan(
@@ -407,7 +409,10 @@ fn networks_are_reconnected_in_place() {
     // Reconnected by hand without the alias: disconnect, then connect with it.
     let plan = network_plan(
         |o| o.networks.iter_mut().filter(|n| n.network == "front").for_each(|n| n.aliases.clear()),
-        Expect { actions: &["DisconnectNetwork", "ConnectNetwork"], drift: &["spec.networks[front]"] },
+        Expect {
+            actions: &["EnsureNetwork", "DisconnectNetwork", "ConnectNetwork"],
+            drift: &["spec.networks[front]"],
+        },
     );
     assert_eq!(plan.drift[0].desired.as_deref(), Some("aliases=[api]"));
     assert_eq!(plan.drift[0].actual.as_deref(), Some("aliases=[]"));
@@ -437,7 +442,7 @@ fn a_spec_change_of_limits_or_networks_only_stays_in_place() {
         Some(&running),
         &facts(),
         Expect {
-            actions: &["UpdateInPlace", "ConnectNetwork"],
+            actions: &["EnsureNetwork", "EnsureNetwork", "UpdateInPlace", "ConnectNetwork"],
             drift: &["spec.resources.memory", "spec.networks[b]"],
         },
     );
@@ -460,7 +465,12 @@ fn a_spec_change_of_limits_or_networks_only_stays_in_place() {
     check(&policy_only, Some(&running), &facts(), NOTHING);
     // But without the image's defaults kedge cannot tell what changed, so it replaces.
     let blind = ImageFacts { running_image: None, ..facts() };
-    check(&policy_only, Some(&running), &blind, Expect { actions: &["Recreate"], drift: &[] });
+    check(
+        &policy_only,
+        Some(&running),
+        &blind,
+        Expect { actions: &["EnsureNetwork", "Recreate"], drift: &[] },
+    );
 }
 
 #[test]

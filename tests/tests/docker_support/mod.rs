@@ -135,9 +135,16 @@ pub async fn sh(docker: &DockerClient, container: &str, script: &str) -> String 
         cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
         ..Default::default()
     };
-    let outcome = docker.exec(container, &spec).await.expect("exec");
-    assert_eq!(outcome.exit_code, Some(0), "`{script}` in {container}: {}", outcome.output);
-    outcome.output
+    let exec_id = docker.exec_create(container, &spec).await.expect("exec create");
+    let output = docker.exec_start(&exec_id).await.expect("exec start");
+    // The output closes when the script's last writer does, which can be a moment before the engine
+    // marks the exec finished: read its exit code again until it has one.
+    let exit_code = kedge_tests::eventually("the exec to finish", Duration::from_secs(3), || async {
+        docker.exec_exit_code(&exec_id).await.expect("exec inspect")
+    })
+    .await;
+    assert_eq!(exit_code, 0, "`{script}` in {container}: {output}");
+    output
 }
 
 /// The value of `KEY` in a `KEY=value` list.
