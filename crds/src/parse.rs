@@ -11,9 +11,9 @@ use crate::container::{Container, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
 use crate::located::{self, Located};
 pub use crate::located::{FieldError, ParsedContainer, ParsedContainerSet, SpecError};
-use crate::repair::{self, ShapeError};
+use crate::repair;
 use crate::validate::{validate_container, validate_container_set};
-use crate::yaml::{self, child_key_path};
+use crate::yaml;
 
 /// The documents of spec files that may hold both kinds, in file order per kind.
 #[derive(Clone, Debug, Default)]
@@ -398,52 +398,6 @@ fn repaired_errors<T>(
         ));
     }
     errors
-}
-
-/// Makes serde's messages say where and what, briefly: a missing field's path names the field, and an
-/// unknown field suggests the closest known name instead of listing all of them.
-pub(crate) fn rewrite_serde_message(path: String, message: String) -> ShapeError {
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let field = rest.trim_end_matches('`');
-        return ShapeError {
-            path: child_key_path(&path, field),
-            on_key: false,
-            message: format!("missing required field `{field}`"),
-        };
-    }
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        let suggestion =
-            closest(field, &known).map(|name| format!(", did you mean `{name}`?")).unwrap_or_default();
-        return ShapeError { path, on_key: true, message: format!("unknown field `{field}`{suggestion}") };
-    }
-    ShapeError { path, on_key: false, message }
-}
-
-/// The known name closest to `field` by edit distance, when it is close enough to be a likely typo.
-fn closest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
-    let lower = field.to_ascii_lowercase();
-    known
-        .iter()
-        .map(|name| (edit_distance(&lower, &name.to_ascii_lowercase()), *name))
-        .filter(|(distance, name)| *distance <= 2.max(name.len() / 3))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, name)| name)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, a_char) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, b_char) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(a_char != *b_char);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 fn describe(value: &Value) -> String {

@@ -32,6 +32,7 @@ mod executor_actions;
 mod executor_crash;
 mod executor_recreate;
 mod hostile_input;
+mod layering;
 mod multihost_failover;
 mod multihost_leader;
 mod multihost_netns;
