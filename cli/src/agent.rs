@@ -69,6 +69,11 @@ pub struct AgentArgs {
     /// addition to the bearer token. Needs --tls-cert.
     #[arg(long, env = "KEDGE_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// How many connections each API listener serves at once; more wait in the kernel's backlog
+    /// until one closes (idle ones are closed after 10 s without a request).
+    #[arg(long, env = "KEDGE_API_MAX_CONNECTIONS", default_value_t = api::connections::MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_max_connections: u32,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -116,6 +121,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         )),
         docker: Some(docker.clone()),
         health: Some(config.health.clone()),
+        limits: api::ConnectionLimits {
+            max_connections: args.api_max_connections as usize,
+            ..Default::default()
+        },
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };
     let tcp = tokio::net::TcpListener::bind(&args.listen)

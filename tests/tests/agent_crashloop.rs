@@ -14,15 +14,14 @@
 //! The scenarios share one agent and run at the same time, so the test takes about as long as the
 //! longest wait (the rollback's 60 s watch).
 
-use crate::api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
+use crate::api_support::{kedge_command, stderr, stdout, AgentGuard};
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use kedge_controller::docker::{DockerClient, EventAction};
-use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TestEnv, TEST_LABEL};
+use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
 use serde_json::Value;
 
 const WINDOW: Duration = Duration::from_secs(40);
@@ -159,7 +158,6 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() {
-    let env = TestEnv::get();
     let run = run_id();
     let _cleanup = EngineCleanup::new(&run);
     let state_dir = std::env::temp_dir().join(format!("kedge-crashloop-{run}"));
@@ -182,17 +180,7 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
         })
     };
 
-    let child = std::process::Command::new(kedge_bin())
-        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .args(["--host-name", &host])
-        .env("DOCKER_HOST", &env.docker_host)
-        .env_remove("KEDGE_STORE")
-        .env("KEDGE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(state_dir.join("agent.log")).unwrap())
-        .spawn()
-        .expect("kedge agent starts");
-    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let _agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let fx = Fixture {
         socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
         namespace: format!("ns-{run}"),

@@ -5,11 +5,11 @@
 use crate::api_support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
-use kedge_tests::{eventually, run_id, TestEnv};
+use kedge_tests::{eventually, run_id};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
 /// A CA: its certificate in PEM and the issuer that signs leaves.
@@ -40,17 +40,12 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
-}
-
 fn curl(args: &[&str]) -> Output {
     Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_https_with_client_certificates_and_refuses_plain_http() {
-    let env = TestEnv::get();
     let run = run_id();
     let state_dir = std::env::temp_dir().join(format!("kedge-tls-{run}"));
     let pki = state_dir.join("pki");
@@ -68,22 +63,15 @@ async fn the_agent_serves_https_with_client_certificates_and_refuses_plain_http(
     let rogue_file = write(&pki, "rogue.pem", &rogue_pem);
     let rogue_key_file = write(&pki, "rogue.key", &rogue_key);
 
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(kedge_bin())
-        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", &listen])
-        .args(["--host-name", &format!("tls-{run}")])
-        .args(["--tls-cert", &server_file, "--tls-key", &server_key_file, "--tls-client-ca", &ca_file])
-        .env("DOCKER_HOST", &env.docker_host)
-        .env_remove("KEDGE_STORE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kedge agent starts");
-    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let mut agent = AgentGuard::spawn(
+        &state_dir,
+        &format!("tls-{run}"),
+        &["--tls-cert", &server_file, "--tls-key", &server_key_file, "--tls-client-ca", &ca_file],
+    );
+    let listen = agent.listening_address().await;
     let token_file = state_dir.join("api-token");
     let token_path = token_file.to_str().unwrap().to_owned();
-    let https = format!("https://127.0.0.1:{port}");
+    let https = format!("https://{listen}");
     let healthz = format!("{https}/healthz");
     let version_url = format!("{https}/version");
     let mtls_curl = |extra: &[&str]| {
@@ -133,7 +121,7 @@ async fn the_agent_serves_https_with_client_certificates_and_refuses_plain_http(
     assert!(!untrusted.status.success(), "curl trusted a certificate of an unknown CA");
 
     // Plain HTTP on the TLS port: a readable refusal, from curl and from the CLI.
-    let plain = curl(&["-H", &bearer, "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}/version")]);
+    let plain = curl(&["-H", &bearer, "-w", "\n%{http_code}", &format!("http://{listen}/version")]);
     let plain_out = stdout(&plain);
     assert!(plain_out.ends_with("\n400") && plain_out.contains("speaks HTTPS"), "{plain_out}");
 
@@ -159,7 +147,7 @@ async fn the_agent_serves_https_with_client_certificates_and_refuses_plain_http(
     assert!(stdout(&trusted).contains(&format!("on host tls-{run}")), "{}", stdout(&trusted));
     let without_certificate = kedge(&https, &["--certificate-authority", &ca_file]);
     assert_eq!(without_certificate.status.code(), Some(5), "{}", stderr(&without_certificate));
-    let plain_cli = kedge(&format!("http://127.0.0.1:{port}"), &[]);
+    let plain_cli = kedge(&format!("http://{listen}"), &[]);
     assert!(!plain_cli.status.success());
     assert!(stderr(&plain_cli).contains("speaks HTTPS"), "{}", stderr(&plain_cli));
 
@@ -226,21 +214,10 @@ fn time_healthz(args: &[&str]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_stop_healthz_and_slow_clients_are_cut_off() {
-    let env = TestEnv::get();
     let run = run_id();
     let state_dir = std::env::temp_dir().join(format!("kedge-limits-{run}"));
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    let child = Command::new(kedge_bin())
-        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", &address])
-        .args(["--host-name", &format!("limits-{run}")])
-        .env("DOCKER_HOST", &env.docker_host)
-        .env_remove("KEDGE_STORE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kedge agent starts");
-    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let mut agent = AgentGuard::spawn(&state_dir, &format!("limits-{run}"), &[]);
+    let address = agent.listening_address().await;
     let healthz = format!("http://{address}/healthz");
     eventually("the agent's API answers", Duration::from_secs(30), || async {
         curl(&["-f", &healthz]).status.success().then_some(())
@@ -266,4 +243,37 @@ async fn a_thousand_idle_connections_do_not_stop_healthz_and_slow_clients_are_cu
     let mut byte = [0u8; 1];
     first.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     assert_eq!(first.read(&mut byte).ok(), Some(0), "an idle connection was kept past the header timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_holds_further_clients_in_the_backlog_until_a_connection_closes() {
+    let run = run_id();
+    let state_dir = std::env::temp_dir().join(format!("kedge-maxconn-{run}"));
+    let mut agent = AgentGuard::spawn(&state_dir, &format!("maxconn-{run}"), &["--api-max-connections", "8"]);
+    let address = agent.listening_address().await;
+    let healthz = format!("http://{address}/healthz");
+    eventually("the agent's API answers", Duration::from_secs(30), || async {
+        curl(&["-f", &healthz]).status.success().then_some(())
+    })
+    .await;
+
+    // Eight idle connections take every slot (the probes above have closed theirs: wait until the
+    // ninth is the one left waiting, which proves the limit as well).
+    let idle = idle_connections(&address, 8);
+    let held = curl(&["--max-time", "2", "-f", &healthz]);
+    assert_eq!(
+        held.status.code(),
+        Some(28),
+        "a ninth client was answered (or failed otherwise) while 8 connections held every slot: {}",
+        stderr(&held)
+    );
+    // Once they close, the server accepts again.
+    drop(idle);
+    eventually("/healthz answers once the idle connections are gone", Duration::from_secs(15), || async {
+        curl(&["--max-time", "2", "-f", &healthz]).status.success().then_some(())
+    })
+    .await;
+    // A limit of 0 is refused at start, with clap's usage exit.
+    let zero = Command::new(kedge_bin()).args(["agent", "--api-max-connections", "0"]).output().unwrap();
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
 }

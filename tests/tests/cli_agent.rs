@@ -7,26 +7,16 @@ use crate::api_support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
-use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TestEnv, TEST_LABEL};
+use api_support::{kedge_command, stderr, stdout, AgentGuard};
+use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_get_describe_delete_against_a_real_agent() {
-    let env = TestEnv::get();
     let run = run_id();
     let _cleanup = EngineCleanup::new(&run);
     let state_dir = std::env::temp_dir().join(format!("kedge-cli-agent-{run}"));
     let host = format!("cli-{run}");
-    let child = std::process::Command::new(kedge_bin())
-        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .args(["--host-name", &host])
-        .env("DOCKER_HOST", &env.docker_host)
-        .env_remove("KEDGE_STORE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kedge agent starts");
-    let agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
     let kedge = |args: &[&str]| {
         kedge_command(&std::env::temp_dir())

@@ -69,6 +69,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::objects::{self, ApplyOutcome};
 use crate::store::{keys, BoxFuture, EventKind, SharedStore, StoreError};
 
+pub use connections::ConnectionLimits;
 pub use selector::{LabelSelector, SelectorError};
 pub use tls::{TlsConfig, TlsError};
 pub use token::{load_or_create_token, token_path, TOKEN_FILE};
@@ -94,6 +95,8 @@ pub struct ApiState {
     pub docker: Option<crate::docker::DockerClient>,
     /// The agent's task health, which `/healthz` reports; without it `/healthz` always says ok.
     pub health: Option<Arc<crate::agent::supervisor::Health>>,
+    /// Limits every listener keeps before anyone has authenticated (`kedge agent --api-max-connections`).
+    pub limits: ConnectionLimits,
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -138,7 +141,15 @@ pub enum ApiListener {
 
 impl ApiState {
     pub fn new(store: SharedStore, host: impl Into<String>, token: Option<String>) -> ApiState {
-        ApiState { store, host: host.into(), token, recreate: None, docker: None, health: None }
+        ApiState {
+            store,
+            host: host.into(),
+            token,
+            recreate: None,
+            docker: None,
+            health: None,
+            limits: ConnectionLimits::default(),
+        }
     }
 
     /// Serves container logs from `docker` (the agent's own engine).
@@ -157,12 +168,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let stopping = CancellationToken::new();
     let require_token = !matches!(listener, ApiListener::Unix(_));
+    let limits = state.limits;
     let app = router(state, require_token, stopping.clone());
     let shutdown = async move {
         shutdown.await;
         stopping.cancel();
     };
-    let limits = connections::ConnectionLimits::default();
     match listener {
         ApiListener::Tcp(listener) => connections::serve(listener, app, limits, shutdown).await,
         ApiListener::Unix(listener) => connections::serve(listener, app, limits, shutdown).await,

@@ -108,7 +108,7 @@ impl TlsConfig {
         if chain.is_empty() {
             return Err(TlsError::NoCertificate);
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(format!("{e:?}")))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(e.to_string()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         // The safe defaults are TLS 1.2 and 1.3; nothing older is offered.
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -119,7 +119,7 @@ impl TlsConfig {
             Some(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for certificate in CertificateDer::pem_slice_iter(pem) {
-                    let certificate = certificate.map_err(|e| TlsError::ClientCa(format!("{e:?}")))?;
+                    let certificate = certificate.map_err(|e| TlsError::ClientCa(e.to_string()))?;
                     roots.add(certificate).map_err(|e| TlsError::ClientCa(e.to_string()))?;
                 }
                 if roots.is_empty() {

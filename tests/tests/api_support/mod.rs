@@ -239,6 +239,59 @@ pub struct AgentGuard {
     pub state_dir: PathBuf,
 }
 
+impl AgentGuard {
+    /// Starts `kedge agent` as host `host` on an embedded store in `state_dir` (created), against the
+    /// test engine, its API on a port the kernel chooses (see [`AgentGuard::listening_address`]), with
+    /// `args` added (they may override `--listen`). It logs JSON lines at info level to
+    /// `state_dir/agent.log`.
+    pub fn spawn(state_dir: &Path, host: &str, args: &[&str]) -> AgentGuard {
+        let env = kedge_tests::TestEnv::get();
+        std::fs::create_dir_all(state_dir).expect("create the agent's state directory");
+        let log = std::fs::File::create(state_dir.join("agent.log")).expect("create the agent's log");
+        let child = Command::new(kedge_bin())
+            .args(["agent", "--state-dir", state_dir.to_str().expect("a UTF-8 path")])
+            .args(["--host-name", host, "--log-json", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("DOCKER_HOST", &env.docker_host)
+            .env_remove("KEDGE_STORE")
+            .env("KEDGE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kedge agent starts");
+        AgentGuard { child, state_dir: state_dir.to_owned() }
+    }
+
+    /// The TCP address the agent's API listens on, read from its log once it says so (no port is
+    /// chosen before the agent binds it, so no other process can take it in between).
+    pub async fn listening_address(&mut self) -> String {
+        let log = self.state_dir.join("agent.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let address = text.lines().find_map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).ok()?;
+                let fields = line.get("fields")?;
+                let message = fields.get("message")?.as_str()?;
+                message
+                    .starts_with("API listening")
+                    .then(|| fields.get("address")?.as_str().map(str::to_owned))?
+            });
+            if let Some(address) = address {
+                return address;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("kedge agent exited ({status}) before listening:\n{text}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kedge agent did not say where it listens in 30 s:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for AgentGuard {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
