@@ -3,11 +3,8 @@
 
 use crate::api_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use api_support::{kedge_command, stderr, stdout, unique, TestServer};
 use kedge_controller::store::{objects, PutCondition};
@@ -239,46 +236,19 @@ async fn a_watch_sees_a_change_made_by_another_client() {
     write(&file, &spec_yaml(&ns, "web", "nginx:1"));
     assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
 
-    let mut watcher = kedge_command(&server.dir)
-        .env("KEDGE_SERVER", &server.url)
-        .env("KEDGE_TOKEN", &server.token)
-        .args(["get", "containers", "-n", &ns, "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, received) = mpsc::channel::<String>();
-    let out = watcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let expect_line = |what: &str, matches: &dyn Fn(&str) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match received.recv_timeout(left) {
-                Ok(line) if matches(&line) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("no line with {what} within 20s"),
-            }
-        }
-    };
-    expect_line("the header", &|l| l.starts_with("NAME "));
-    expect_line("web at nginx:1", &|l| l.starts_with("web ") && l.contains("nginx:1 "));
+    let watcher = server.watch(&["get", "containers", "-n", &ns, "-w"]);
+    watcher.expect_line("the header", |l| l.starts_with("NAME "));
+    watcher.expect_line("web at nginx:1", |l| l.starts_with("web ") && l.contains("nginx:1 "));
 
     // Another client: a second kedge changes the image; the watch shows the new row.
     write(&file, &spec_yaml(&ns, "web", "nginx:2"));
     assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
-    expect_line("web at nginx:2", &|l| l.starts_with("web ") && l.contains("nginx:2 "));
+    watcher.expect_line("web at nginx:2", |l| l.starts_with("web ") && l.contains("nginx:2 "));
     // And an agent's status report shows as a new row too.
     objects::put_status(server.store.as_ref(), &ns, "web", &ready("h9"), PutCondition::Always).await.unwrap();
-    expect_line("web ready on h9", &|l| l.starts_with("web ") && l.contains(" h9 ") && l.contains(" True "));
-    watcher.kill().unwrap();
-    let _ = watcher.wait();
+    watcher.expect_line("web ready on h9", |l| {
+        l.starts_with("web ") && l.contains(" h9 ") && l.contains(" True ")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,8 @@
 
 use crate::api_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use api_support::{kedge_command, stderr, stdout, unique, TestServer};
+use api_support::{stderr, stdout, unique, TestServer};
 use kedge_controller::store::objects;
 
 fn files(ns: &str, image: &str, replicas: u32) -> String {
@@ -122,39 +118,10 @@ async fn get_sets_watch_prints_a_row_when_a_set_changes() {
     let file = server.dir.join("app.yaml");
     std::fs::write(&file, files(&ns, "kedge-test/app:v1", 3)).unwrap();
     assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
-    let mut watcher = kedge_command(&server.dir)
-        .env("KEDGE_SERVER", &server.url)
-        .env("KEDGE_TOKEN", &server.token)
-        .args(["get", "sets", "-n", &ns, "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, received) = mpsc::channel::<String>();
-    let out = watcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let expect_line = |what: &str, matches: &dyn Fn(&str) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match received.recv_timeout(left) {
-                Ok(line) if matches(&line) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("no line with {what} within 20s"),
-            }
-        }
-    };
-    expect_line("the header", &|l| l.starts_with("NAME ") && l.contains("UP-TO-DATE"));
-    expect_line("web at 0/3", &|l| l.starts_with("web ") && l.contains(" 0/3 "));
+    let watcher = server.watch(&["get", "sets", "-n", &ns, "-w"]);
+    watcher.expect_line("the header", |l| l.starts_with("NAME ") && l.contains("UP-TO-DATE"));
+    watcher.expect_line("web at 0/3", |l| l.starts_with("web ") && l.contains(" 0/3 "));
     std::fs::write(&file, files(&ns, "kedge-test/app:v1", 5)).unwrap();
     assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
-    expect_line("web at 0/5", &|l| l.starts_with("web ") && l.contains(" 0/5 "));
-    watcher.kill().unwrap();
-    let _ = watcher.wait();
+    watcher.expect_line("web at 0/5", |l| l.starts_with("web ") && l.contains(" 0/5 "));
 }

@@ -73,6 +73,57 @@ impl TestServer {
             .output()
             .expect("kedge runs")
     }
+
+    /// Starts `kedge ARGS` (a `-w` watch) against this server and reads its output line by line.
+    pub fn watch(&self, args: &[&str]) -> LineWatch {
+        let mut child = kedge_command(&self.dir)
+            .env("KEDGE_SERVER", &self.url)
+            .env("KEDGE_TOKEN", &self.token)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kedge runs");
+        let (lines, received) = std::sync::mpsc::channel::<String>();
+        let out = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        LineWatch { child, received }
+    }
+}
+
+/// A running `kedge ... -w`: its stdout's lines as they come; killed when dropped.
+pub struct LineWatch {
+    child: std::process::Child,
+    received: std::sync::mpsc::Receiver<String>,
+}
+
+impl LineWatch {
+    /// The next line that `matches`, skipping others; fails the test after 20 s without one.
+    pub fn expect_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.received.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line with {what} within 20s"),
+            }
+        }
+    }
+}
+
+impl Drop for LineWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for TestServer {
@@ -172,22 +223,7 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The `kedge` binary: `$KEDGE_BIN`, else `kedge` next to this test's `deps` directory. It is built by
-/// `cargo build -p kedge-cli` (scripts/test does it); a missing binary fails loudly.
-pub fn kedge_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("KEDGE_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test's path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("kedge");
-    assert!(
-        bin.exists(),
-        "{} does not exist: build it first with `cargo build -p kedge-cli`, or set KEDGE_BIN",
-        bin.display()
-    );
-    bin
-}
+pub use kedge_tests::kedge_bin;
 
 /// A `kedge` command isolated from the user's config, token file and colours.
 pub fn kedge_command(dir: &Path) -> Command {
