@@ -74,6 +74,16 @@ pub struct AgentArgs {
     #[arg(long, env = "KEDGE_API_MAX_CONNECTIONS", default_value_t = api::connections::MAX_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_connections: u32,
+    /// An image repository (`registry/name`, no tag) that upgrade campaigns may move this agent to,
+    /// besides the one it runs. Repeatable; give every agent of a fleet the same list. Campaigns to
+    /// any other repository are refused by the API and by the agent.
+    #[arg(
+        long = "upgrade-repository",
+        env = "KEDGE_UPGRADE_REPOSITORIES",
+        value_delimiter = ',',
+        value_name = "REPOSITORY"
+    )]
+    pub upgrade_repositories: Vec<String>,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -88,12 +98,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.scheduler_grace = Duration::from_secs(args.scheduler_grace_seconds);
     config.container = args.container.clone();
     config.ready_file = args.ready_file.clone();
+    config.upgrade_repositories = args.upgrade_repositories.clone();
     for label in &args.host_labels {
         let (key, value) =
             label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;
         config.host_labels.insert(key.to_owned(), value.to_owned());
     }
 
+    for repository in &args.upgrade_repositories {
+        anyhow::ensure!(
+            !repository.is_empty()
+                && kedge_controller::upgrade::repository_of(repository) == repository.as_str(),
+            "--upgrade-repository {repository:?} must be a repository without a tag or digest"
+        );
+    }
     raise_open_file_limit();
     // Read before anything starts: a wrong path or key fails the start, not the first request.
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -125,6 +143,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             max_connections: args.api_max_connections as usize,
             ..Default::default()
         },
+        upgrade_repositories: args.upgrade_repositories.clone(),
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };
     let tcp = tokio::net::TcpListener::bind(&args.listen)

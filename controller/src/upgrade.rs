@@ -186,6 +186,23 @@ pub fn repository_of(image: &str) -> &str {
     }
 }
 
+/// Whether an agent running `current` may be moved to `target`: only within the repository it runs
+/// already, or to one of `allowed` (`kedge agent --upgrade-repository`, the fleet's list). The API
+/// checks it when a campaign is created and every agent again before it acts on a request, so a
+/// request written straight to the store cannot move an agent onto somebody else's image either.
+/// The error is the sentence a user reads.
+pub fn check_repository(current: &str, target: &str, allowed: &[String]) -> Result<(), String> {
+    let (from, to) = (repository_of(current), repository_of(target));
+    if from == to || allowed.iter().any(|repository| repository_of(repository) == to) {
+        return Ok(());
+    }
+    let allowed = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+    Err(format!(
+        "repository {to} is not allowed for agent upgrades: the agent runs {from}, and the other allowed \
+         repositories are {allowed} (kedge agent --upgrade-repository)"
+    ))
+}
+
 /// Decides one pass of a running campaign: updates `campaign` in place and returns the writes to
 /// host request keys. The caller writes the campaign when it changed.
 pub fn advance(
@@ -446,6 +463,29 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 mod tests {
     use super::*;
     use crate::agent::host::AgentContainer;
+
+    #[test]
+    fn an_agent_moves_only_within_its_repository_or_to_an_allowed_one() {
+        let allowed = vec!["registry.example:5000/kedge".to_owned()];
+        let cases: &[(&str, &str, &[String], bool)] = &[
+            ("ghcr.io/kedge/kedge:1.0", "ghcr.io/kedge/kedge:1.1", &[], true),
+            ("ghcr.io/kedge/kedge:1.0", "ghcr.io/kedge/kedge@sha256:00", &[], true),
+            ("127.0.0.1:5000/kedge:v1", "127.0.0.1:5000/kedge:v2", &[], true),
+            ("ghcr.io/kedge/kedge:1.0", "evil.example/kedge:1.1", &[], false),
+            // A look-alike: the same last segment, another registry.
+            ("ghcr.io/kedge/kedge:1.0", "docker.io/kedge/kedge:1.1", &[], false),
+            ("ghcr.io/kedge/kedge:1.0", "registry.example:5000/kedge:2", &allowed, true),
+            ("ghcr.io/kedge/kedge:1.0", "registry.example:5000/kedge-evil:2", &allowed, false),
+            ("ghcr.io/kedge/kedge:1.0", "registry.example:5000/kedge/x:2", &allowed, false),
+        ];
+        for (current, target, allowed, expected) in cases {
+            let outcome = check_repository(current, target, allowed);
+            assert_eq!(outcome.is_ok(), *expected, "{current} -> {target} with {allowed:?}: {outcome:?}");
+            if let Err(message) = outcome {
+                assert!(message.contains(repository_of(target)) && message.contains("--upgrade-repository"));
+            }
+        }
+    }
 
     fn campaign(hosts: &[&str]) -> Campaign {
         Campaign {

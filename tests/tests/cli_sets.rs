@@ -4,7 +4,6 @@
 
 use crate::api_support;
 
-
 use api_support::{stderr, stdout, unique, TestServer};
 use kedge_controller::store::objects;
 

@@ -48,3 +48,4 @@ mod updater_check;
 mod updater_image;
 mod updater_recreate;
 mod upgrade_cancel;
+mod upgrade_repository;

@@ -75,6 +75,9 @@ pub struct AgentConfig {
     /// Work handed to this agent from outside (the API's recreate of a managed container), run in
     /// the key's worker. Shared: clone the `Arc` for the API before `run`.
     pub requests: Arc<requests::AgentRequests>,
+    /// Image repositories an upgrade campaign may move this agent to besides the one it runs
+    /// (`kedge agent --upgrade-repository`; see [`crate::upgrade::check_repository`]).
+    pub upgrade_repositories: Vec<String>,
     /// Rewritten after every heartbeat that reached the store; the container image's healthcheck
     /// reads its age (docs/upgrades.md).
     pub ready_file: Option<std::path::PathBuf>,
@@ -141,6 +144,7 @@ impl AgentConfig {
             container: None,
             ready_file: None,
             health: Arc::default(),
+            upgrade_repositories: Vec::new(),
         }
     }
 }

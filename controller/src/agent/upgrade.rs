@@ -81,6 +81,14 @@ async fn start(
         let message = "the agent does not run in a container: upgrade it by hand".to_owned();
         return conclude(agent, key, upgrade, mod_revision, HostUpgradeState::Failed, message).await;
     };
+    // Only an image this agent may run: checked here as well as by the API, since a request can be
+    // written straight to the store. Nothing is pulled or changed for a refused one.
+    if let Err(message) =
+        crate::upgrade::check_repository(&own.image, &upgrade.image, &agent.config.upgrade_repositories)
+    {
+        agent.events.record_host(&host, EventType::Warning, "UpgradeRefused", &message).await;
+        return conclude(agent, key, upgrade, mod_revision, HostUpgradeState::Failed, message).await;
+    }
     // The target image, pulled when the engine lacks it (a pull failure fails the upgrade: nothing
     // was changed yet).
     if agent.docker.inspect_image(&upgrade.image).await?.is_none() {

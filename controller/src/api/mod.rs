@@ -97,6 +97,9 @@ pub struct ApiState {
     pub health: Option<Arc<crate::agent::supervisor::Health>>,
     /// Limits every listener keeps before anyone has authenticated (`kedge agent --api-max-connections`).
     pub limits: ConnectionLimits,
+    /// Image repositories an upgrade campaign may move agents to besides the one each runs
+    /// (`kedge agent --upgrade-repository`).
+    pub upgrade_repositories: Vec<String>,
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -149,6 +152,7 @@ impl ApiState {
             docker: None,
             health: None,
             limits: ConnectionLimits::default(),
+            upgrade_repositories: Vec::new(),
         }
     }
 

@@ -14,7 +14,9 @@
 //! ([`crate::upgrade::drive`]). The hosts are chosen here, once: those whose labels match the
 //! selector, ordered by name with the scheduler's leader last (so that leadership moves once, at
 //! the end, rather than in the middle). Hosts whose agent does not run in a container, or that are
-//! NotReady, are listed as `Skipped` with the reason.
+//! NotReady, are listed as `Skipped` with the reason. A campaign that would move an agent to an image
+//! repository neither it runs nor `kedge agent --upgrade-repository` allows is refused (403,
+//! `RepositoryNotAllowed`); see [`upgrade::check_repository`].
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -139,6 +141,24 @@ pub(super) async fn create_campaign(
             }
         })
         .collect();
+    // An agent is moved only within its own repository or to one the fleet allows: the agents check
+    // it again, but a campaign that would fail on every host is better refused at once.
+    let refused: Vec<String> = views
+        .iter()
+        .filter_map(|(name, view)| {
+            let container = view.record.as_ref()?.container.as_ref()?;
+            let host =
+                chosen.iter().find(|host| &host.name == name && host.state == HostUpgradeState::Pending)?;
+            let message =
+                upgrade::check_repository(&container.image, &host.image, &state.api.upgrade_repositories)
+                    .err()?;
+            Some(format!("{name}: {message}"))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, refused.join("; "))
+            .with("reason", json!("RepositoryNotAllowed")));
+    }
     if chosen.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
