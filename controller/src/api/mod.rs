@@ -66,6 +66,7 @@ use kedge_crds::{Container, ContainerStatus};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::api::Api;
 use crate::store::objects::{self, ApplyOutcome};
 use crate::store::{keys, BoxFuture, EventKind, SharedStore, StoreError};
 
@@ -497,31 +498,14 @@ async fn write(
     Ok(response)
 }
 
-/// What [`objects::apply_container`] would do, without writing.
+/// What [`Api::apply`] would do, without writing: the comparison of every kind ([`Api::dry_run`]).
 async fn dry_run_apply(
     state: &AppState,
     desired: &Container,
     expected: Option<i64>,
 ) -> Result<(Container, ApplyOutcome), StoreError> {
-    let store = state.api.store.as_ref();
-    let (ns, name) = (&desired.metadata.namespace, &desired.metadata.name);
-    let current = objects::get_container(store, ns, name).await?;
-    let current_revision =
-        current.as_ref().and_then(|c| c.metadata.resource_version.as_deref()?.parse().ok()).unwrap_or(0);
-    if let Some(expected) = expected {
-        if expected != current_revision {
-            let key = keys::spec_key(ns, name).unwrap_or_default();
-            return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
-        }
-    }
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    match objects::next_stored(current.as_ref(), desired, "00000000-0000-0000-0000-000000000000", &now) {
-        Some((mut next, outcome)) => {
-            next.metadata.resource_version = current.and_then(|c| c.metadata.resource_version);
-            Ok((next, outcome))
-        }
-        None => Ok((current.expect("unchanged implies existing"), ApplyOutcome::Unchanged)),
-    }
+    let applied = Api::<Container, _>::new(state.api.store.as_ref()).dry_run(desired, expected).await?;
+    Ok((applied.object, applied.outcome))
 }
 
 async fn remove(
@@ -547,13 +531,7 @@ async fn remove(
         None => return Err(not_found(&ns, &name)),
     };
     let deleted = if is_dry_run(&params)? {
-        let current_revision = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
-        if expected.is_some() && expected != current_revision {
-            let key = keys::spec_key(&ns, &name).unwrap_or_default();
-            Err(StoreError::Conflict { key, current_mod_revision: current_revision.unwrap_or(0) })
-        } else {
-            Ok(current_revision)
-        }
+        Api::<Container, _>::new(store).delete_dry_run(&ns, &name, expected).await
     } else {
         objects::delete_container(store, &ns, &name, expected).await
     };

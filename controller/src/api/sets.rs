@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use kedge_crds::{ContainerSet, ContainerSetStatus};
 use serde_json::{json, Value};
 
+use crate::store::api::Api;
 use crate::store::objects::{self, ApplyOutcome};
 use crate::store::{keys, StoreError};
 
@@ -139,30 +140,14 @@ async fn replace(
     Ok(response)
 }
 
-/// What [`objects::apply_set`] would answer, without writing.
+/// What [`Api::apply`] would answer, without writing: the comparison of every kind ([`Api::dry_run`]).
 async fn dry_run(
     state: &AppState,
     desired: &ContainerSet,
     expected: Option<i64>,
 ) -> Result<(ContainerSet, ApplyOutcome), StoreError> {
-    let (ns, name) = (&desired.metadata.namespace, &desired.metadata.name);
-    let current = objects::get_set(state.api.store.as_ref(), ns, name).await?;
-    let current_revision =
-        current.as_ref().and_then(|c| c.metadata.resource_version.as_deref()?.parse().ok()).unwrap_or(0);
-    if expected.is_some_and(|expected| expected != current_revision) {
-        let key = keys::set_key(ns, name).unwrap_or_default();
-        return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
-    }
-    let Some(current) = current else { return Ok((desired.clone(), ApplyOutcome::Created)) };
-    let same = current.spec == desired.spec
-        && current.metadata.labels == desired.metadata.labels
-        && current.metadata.annotations == desired.metadata.annotations;
-    if same {
-        Ok((current, ApplyOutcome::Unchanged))
-    } else {
-        let spec_changed = current.spec != desired.spec;
-        Ok((desired.clone(), ApplyOutcome::Updated { spec_changed }))
-    }
+    let applied = Api::<ContainerSet, _>::new(state.api.store.as_ref()).dry_run(desired, expected).await?;
+    Ok((applied.object, applied.outcome))
 }
 
 async fn remove(
@@ -177,14 +162,8 @@ async fn remove(
         Some(text) => Some(parse_revision(text, "resourceVersion")?),
     };
     let current = objects::get_set(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
-    let current_revision = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
     let deleted = if is_dry_run(&params)? {
-        if expected.is_some() && expected != current_revision {
-            let key = keys::set_key(&ns, &name).unwrap_or_default();
-            Err(StoreError::Conflict { key, current_mod_revision: current_revision.unwrap_or(0) })
-        } else {
-            Ok(current_revision)
-        }
+        Api::<ContainerSet, _>::new(store).delete_dry_run(&ns, &name, expected).await
     } else {
         objects::delete_set(store, &ns, &name, expected).await
     };
