@@ -62,7 +62,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use kedge_crds::{Container, ContainerStatus};
+use kedge_crds::{Container, Resource};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -352,52 +352,36 @@ async fn list(
     ns: Option<&str>,
     params: &HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
+    list_objects::<Container>(state, ns, params).await
+}
+
+/// The list answer of any kind: `<Kind>List` with the items a label selector picks, statuses merged in.
+/// Objects that cannot be read are listed apart (their labels are unknown, so only an empty selector
+/// shows them): a client that does not know this field still gets every readable object.
+async fn list_objects<K: Resource>(
+    state: &AppState,
+    ns: Option<&str>,
+    params: &HashMap<String, String>,
+) -> ApiResult<Json<Value>> {
     let selector = selector_param(params)?;
-    let (containers, invalid, revision) = merged_containers_and_invalid(state, ns).await?;
-    let items: Vec<&Container> = containers.iter().filter(|c| selector.matches(&c.metadata.labels)).collect();
+    let read = Api::<K, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
+    let items: Vec<&K> = read.items.iter().filter(|o| selector.matches(&o.metadata().labels)).collect();
     let mut list = json!({
-        "apiVersion": kedge_crds::API_VERSION,
-        "kind": "ContainerList",
-        "metadata": { "resourceVersion": revision.to_string() },
+        "apiVersion": K::API_VERSION,
+        "kind": format!("{}List", K::KIND),
+        "metadata": { "resourceVersion": read.revision.to_string() },
         "items": items,
     });
-    // Specs that cannot be read are listed apart (their labels are unknown, so only an empty selector
-    // shows them): a client that does not know this field still gets every readable spec.
-    if !invalid.is_empty() && selector.is_empty() {
-        list["invalid"] = serde_json::to_value(&invalid).unwrap_or_default();
+    if !read.invalid.is_empty() && selector.is_empty() {
+        list["invalid"] = serde_json::to_value(&read.invalid).unwrap_or_default();
     }
     Ok(Json(list))
 }
 
 /// Specs with their statuses merged in, and the revision of the spec read.
 async fn merged_containers(state: &AppState, ns: Option<&str>) -> ApiResult<(Vec<Container>, i64)> {
-    let (containers, _, revision) = merged_containers_and_invalid(state, ns).await?;
-    Ok((containers, revision))
-}
-
-/// [`merged_containers`], and the specs that cannot be read.
-async fn merged_containers_and_invalid(
-    state: &AppState,
-    ns: Option<&str>,
-) -> ApiResult<(Vec<Container>, Vec<objects::InvalidObject>, i64)> {
-    let store = state.api.store.as_ref();
-    let list = objects::list_containers(store, ns).await?;
-    let (mut containers, invalid, revision) = (list.containers, list.invalid, list.revision);
-    let status_prefix =
-        keys::status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let statuses = store.list(&status_prefix).await?;
-    let mut by_key: HashMap<(String, String), ContainerStatus> = HashMap::new();
-    for kv in &statuses.kvs {
-        let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
-        if let Ok(status) = objects::decode_status(&kv.value) {
-            by_key.insert((ns.to_owned(), name.to_owned()), status);
-        }
-    }
-    for container in &mut containers {
-        let key = (container.metadata.namespace.clone(), container.metadata.name.clone());
-        container.status = by_key.remove(&key);
-    }
-    Ok((containers, invalid, revision))
+    let read = Api::<Container, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
+    Ok((read.items, read.revision))
 }
 
 async fn read(

@@ -20,17 +20,14 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use kedge_crds::{ContainerSet, ContainerSetStatus};
+use kedge_crds::ContainerSet;
 use serde_json::{json, Value};
 
 use crate::store::api::Api;
 use crate::store::objects::{self, ApplyOutcome};
-use crate::store::{keys, StoreError};
+use crate::store::StoreError;
 
-use super::{
-    is_dry_run, parse_revision, selector_param, ApiError, ApiResult, AppState, FieldError, Params,
-    OUTCOME_HEADER,
-};
+use super::{is_dry_run, parse_revision, ApiError, ApiResult, AppState, FieldError, Params, OUTCOME_HEADER};
 
 /// Adds the set routes to the authenticated router.
 pub(super) fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -57,43 +54,15 @@ async fn list(
     ns: Option<&str>,
     params: &HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
-    let selector = selector_param(params)?;
-    let store = state.api.store.as_ref();
-    let (mut sets, invalid, revision) = objects::list_sets_with_invalid(store, ns).await?;
-    let prefix =
-        keys::set_status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let statuses = store.list(&prefix).await?;
-    let mut by_key: HashMap<(String, String), ContainerSetStatus> = HashMap::new();
-    for kv in &statuses.kvs {
-        let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
-        if let Ok(status) = kedge_crds::from_json_lenient(&kv.value).map(|read| read.value) {
-            by_key.insert((ns.to_owned(), name.to_owned()), status);
-        }
-    }
-    for set in &mut sets {
-        set.status = by_key.remove(&(set.metadata.namespace.clone(), set.metadata.name.clone()));
-    }
-    let items: Vec<&ContainerSet> = sets.iter().filter(|s| selector.matches(&s.metadata.labels)).collect();
-    let mut list = json!({
-        "apiVersion": kedge_crds::API_VERSION,
-        "kind": "ContainerSetList",
-        "metadata": { "resourceVersion": revision.to_string() },
-        "items": items,
-    });
-    // As for containers: sets that cannot be read are listed apart, not left out.
-    if !invalid.is_empty() && selector.is_empty() {
-        list["invalid"] = serde_json::to_value(&invalid).unwrap_or_default();
-    }
-    Ok(Json(list))
+    super::list_objects::<ContainerSet>(state, ns, params).await
 }
 
 async fn read(
     State(state): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ContainerSet>> {
-    let store = state.api.store.as_ref();
-    let mut set = objects::get_set(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
-    set.status = objects::get_set_status(store, &ns, &name).await?.map(|(status, _)| status);
+    let sets = Api::<ContainerSet, _>::new(state.api.store.as_ref());
+    let set = sets.get_with_status(&ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
     Ok(Json(set))
 }
 

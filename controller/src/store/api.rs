@@ -340,6 +340,26 @@ impl<K: Resource, S: AsStore> Api<K, S> {
         self.store.as_store().put_fenced(fence, &key, value, condition).await
     }
 
+    /// [`Api::list`], each object with its status merged in, as the API shows them (a status that cannot
+    /// be read is left out; the revision is the objects' read).
+    pub async fn list_with_status(&self, namespace: Option<&str>) -> Result<ObjectList<K>, StoreError> {
+        let mut list = self.list(namespace).await?;
+        let prefix = keys::object_statuses_prefix::<K>(namespace).map_err(invalid_key)?;
+        let statuses = self.store.as_store().list(&prefix).await?;
+        let mut by_key = std::collections::HashMap::new();
+        for kv in &statuses.kvs {
+            let Some((ns, name)) = keys::parse_object_status_key::<K>(&kv.key) else { continue };
+            if let Ok(status) = decode_status::<K>(kv) {
+                by_key.insert((ns.to_owned(), name.to_owned()), status);
+            }
+        }
+        for object in &mut list.items {
+            let key = (object.metadata().namespace.clone(), object.metadata().name.clone());
+            *object.status_mut() = by_key.remove(&key);
+        }
+        Ok(list)
+    }
+
     /// The object and its status merged in, as the API shows it.
     pub async fn get_with_status(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
         let Some(mut object) = self.get(namespace, name).await? else { return Ok(None) };
