@@ -283,6 +283,9 @@ where
     );
     let merged = api.get_with_status(namespace, "st").await.unwrap().unwrap();
     assert_eq!(merged.status(), Some(&status), "{}", K::KIND);
+    let listed = api.list_with_status(Some(namespace)).await.unwrap();
+    let listed = listed.items.iter().find(|o| o.metadata().name == "st").expect("listed");
+    assert_eq!(listed.status(), Some(&status), "{}: a list merges statuses in", K::KIND);
     let next = (fixture.status)(2);
     let stale = api.put_status(namespace, "st", &next, PutCondition::ModRevision(written - 1)).await;
     assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{}: {stale:?}", K::KIND);
