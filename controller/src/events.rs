@@ -322,7 +322,7 @@ mod tests {
 
     /// The store's revision: one more for every write.
     async fn revision(store: &SharedStore) -> i64 {
-        store.list("/kedge/v1/events/").await.unwrap().revision
+        store.list(crate::store::keys::EVENTS).await.unwrap().revision
     }
 
     #[test]
@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(backoff.last_timestamp, "2027-01-15T08:00:04Z");
         assert_eq!(backoff.involved_object, "Container/default/web");
         assert_eq!(revision(&store).await - after_first, 2, "one put for Created, one flush of BackOff");
-        let kv = store.list("/kedge/v1/events/default/").await.unwrap().kvs;
+        let kv = store.list(&crate::store::keys::events_prefix(Some("default")).unwrap()).await.unwrap().kvs;
         assert!(kv.iter().all(|kv| kv.lease != 0), "every event is on a lease, so it expires");
     }
 

@@ -11,6 +11,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::forms::{self, ShortForm};
+pub use crate::meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 use crate::quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 use crate::reference::ImageReference;
 
@@ -18,8 +19,6 @@ use crate::reference::ImageReference;
 pub const API_VERSION: &str = "kedge.io/v1";
 /// The `kind` of a [`Container`].
 pub const KIND_CONTAINER: &str = "Container";
-/// The namespace of a spec that names none.
-pub const DEFAULT_NAMESPACE: &str = "default";
 /// Exit codes that mean "recreate, do not restart" when a spec names none (as docker-map has it).
 pub const DEFAULT_NON_RECOVERABLE_EXIT_CODES: [i64; 2] = [-127, -1];
 
@@ -39,36 +38,6 @@ pub struct Container {
     /// Written by the agent, never by the user; ignored by `apply`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ContainerStatus>,
-}
-
-/// Identity and bookkeeping, as in Kubernetes' ObjectMeta.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ObjectMeta {
-    /// A DNS label (lowercase letters, digits and `-`, at most 63), unique in its namespace. It is also the
-    /// Docker container's name.
-    pub name: String,
-    /// A DNS label; `default` when not given.
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-    /// Labels on the spec itself, for selecting specs (`kedge get -l`); not put on the Docker container.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Free-form notes for tools and people.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// Set by the store on create; never changes for the life of the spec.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    /// Set by the store; increases on every spec change. Status reports which generation it has seen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<i64>,
-    /// Set by the store: the revision of the last write, for compare-and-swap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_version: Option<String>,
-    /// Set by the store on create, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creation_timestamp: Option<String>,
 }
 
 /// What the user wants the container to be.
@@ -681,41 +650,6 @@ pub struct FieldDiff {
     pub actual: Option<String>,
 }
 
-/// A condition in the Kubernetes convention.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Condition {
-    /// One of [`condition_type`]'s constants.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub status: ConditionStatus,
-    /// One CamelCase word: `Running`, `ImagePullFailed`, `Stalled`.
-    pub reason: String,
-    #[serde(default)]
-    pub message: String,
-    /// RFC 3339; changes only when `status` changes.
-    pub last_transition_time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-}
-
-/// Condition types kedge reports.
-pub mod condition_type {
-    /// The container runs and, if it has a health check, is healthy.
-    pub const READY: &str = "Ready";
-    /// The container matches the spec's current generation.
-    pub const SYNCED: &str = "Synced";
-    /// Reconciling fails and is backing off (reason `Stalled`), or the container keeps failing.
-    pub const DEGRADED: &str = "Degraded";
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum ConditionStatus {
-    True,
-    False,
-    Unknown,
-}
-
 impl Container {
     /// A container of this crate's apiVersion and kind with the given name in the default namespace.
     pub fn new(name: impl Into<String>, spec: ContainerSpec) -> Self {
@@ -724,7 +658,7 @@ impl Container {
             kind: KIND_CONTAINER.to_owned(),
             metadata: ObjectMeta {
                 name: name.into(),
-                namespace: default_namespace(),
+                namespace: DEFAULT_NAMESPACE.to_owned(),
                 ..ObjectMeta::default()
             },
             spec,
@@ -847,27 +781,14 @@ impl JsonSchema for NetworkMode {
 impl ContainerStatus {
     /// The condition of this type, if reported.
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|condition| condition.kind == kind)
+        crate::meta::find_condition(&self.conditions, kind)
     }
 
     /// Adds or updates the condition of `condition.kind`, as Kubernetes' `SetStatusCondition` does: when the
     /// status is unchanged, the old `lastTransitionTime` is kept. Returns whether anything changed, so that
     /// callers can skip writing an unchanged status.
-    pub fn set_condition(&mut self, mut condition: Condition) -> bool {
-        match self.conditions.iter_mut().find(|existing| existing.kind == condition.kind) {
-            Some(existing) => {
-                if existing.status == condition.status {
-                    condition.last_transition_time = existing.last_transition_time.clone();
-                }
-                let changed = *existing != condition;
-                *existing = condition;
-                changed
-            }
-            None => {
-                self.conditions.push(condition);
-                true
-            }
-        }
+    pub fn set_condition(&mut self, condition: Condition) -> bool {
+        crate::meta::set_condition(&mut self.conditions, condition)
     }
 }
 
@@ -1080,10 +1001,6 @@ short_form_impls!(
 );
 short_form_impls!(Dependency, DependencyLong, "the name of a Container spec in the same namespace");
 short_form_impls!(Link, LinkLong, "`NAME` or `NAME:ALIAS`: a Container spec in the same namespace");
-
-fn default_namespace() -> String {
-    DEFAULT_NAMESPACE.to_owned()
-}
 
 /// A health check test: a list, or a string meaning `[CMD-SHELL, string]` as in Compose.
 fn healthcheck_test<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {

@@ -13,7 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::container::{Condition, ContainerSpec, ObjectMeta, API_VERSION};
+use crate::container::{ContainerSpec, API_VERSION};
+use crate::meta::{Condition, ObjectMeta, DEFAULT_NAMESPACE};
 use crate::quantity::HumanDuration;
 
 /// The `kind` of a [`ContainerSet`].
@@ -214,7 +215,7 @@ impl ContainerSet {
             kind: KIND_CONTAINER_SET.to_owned(),
             metadata: ObjectMeta {
                 name: name.into(),
-                namespace: "default".to_owned(),
+                namespace: DEFAULT_NAMESPACE.to_owned(),
                 ..ObjectMeta::default()
             },
             spec,
@@ -278,7 +279,7 @@ pub fn template_revision(template: &ContainerTemplate) -> String {
 
 impl ContainerSetStatus {
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|condition| condition.kind == kind)
+        crate::meta::find_condition(&self.conditions, kind)
     }
 }
 

@@ -5,7 +5,10 @@
 //! and knows nothing of tokio, Docker or the store.
 //!
 //! Layout:
-//! - [`container`]: the resource types (`Container`, `ObjectMeta`, `ContainerSpec`, `ContainerStatus`, ...).
+//! - [`meta`]: what every kind shares: `ObjectMeta`, `Condition` and the one `lastTransitionTime` rule.
+//! - [`resource`]: the [`Resource`] trait every stored kind implements (kind, plural, store segments,
+//!   metadata, spec, status), so that the store's typed `Api<K>` serves any kind.
+//! - [`container`]: the resource types (`Container`, `ContainerSpec`, `ContainerStatus`, ...).
 //! - [`container_set`]: the `ContainerSet` resource (replicas of one template, rolling updates) and
 //!   its template revision.
 //! - [`reference`]: image references (`registry/repo:tag@digest`).
@@ -28,10 +31,12 @@ mod forms;
 mod hash;
 pub mod lenient;
 mod located;
+pub mod meta;
 pub mod parse;
 pub mod quantity;
 pub mod reference;
 mod repair;
+pub mod resource;
 pub mod schema;
 pub mod validate;
 mod yaml;
@@ -43,6 +48,7 @@ pub use container_set::{
 };
 pub use hash::spec_hash;
 pub use lenient::{from_json_lenient, Lenient};
+pub use meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{
     load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
     sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError,
@@ -50,6 +56,7 @@ pub use parse::{
 };
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
+pub use resource::Resource;
 pub use schema::{schema, schema_json, set_schema, set_schema_json};
 pub use validate::{validate, validate_container, validate_container_set, FieldError};
 pub use yaml::Position;

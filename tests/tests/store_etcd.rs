@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kedge_controller::store::{
-    conformance, EtcdOptions, EtcdStore, EtcdTls, EventKind, PutCondition, Store, StoreError,
+    api_conformance, conformance, EtcdOptions, EtcdStore, EtcdTls, EventKind, PutCondition, Store, StoreError,
 };
 use kedge_tests::etcd::{free_port, EtcdCluster};
 
@@ -29,6 +29,13 @@ fn unique_prefix(test: &str) -> String {
 async fn etcd_conformance_shared_cases() {
     let store = EtcdStore::connect(EtcdOptions::new(env_endpoints())).await.unwrap();
     conformance::run_shared(&store, &unique_prefix("conformance")).await;
+}
+
+/// The typed `Api<K>` of every kind, on the test environment's etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_api_conformance_every_kind() {
+    let store = EtcdStore::connect(EtcdOptions::new(env_endpoints())).await.unwrap();
+    api_conformance::run_every_kind(&store, &format!("api-{}", uuid::Uuid::new_v4().simple())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

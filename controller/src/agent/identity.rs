@@ -4,9 +4,8 @@
 //! from its store from those made from another one (an agent started on a new, empty or wrong
 //! store): only the former are removed when their spec is not in the store.
 
+use crate::store::keys::IDENTITY as IDENTITY_KEY;
 use crate::store::{PutCondition, Store, StoreError};
-
-const IDENTITY_KEY: &str = "/kedge/v1/identity";
 
 /// Reads the store's identity, creating it if this is the store's first agent.
 pub(crate) async fn store_identity(store: &dyn Store) -> Result<String, StoreError> {

@@ -33,8 +33,7 @@ pub(crate) struct HostLock {
 
 /// The key of a host's lock.
 fn lock_key(host: &str) -> Result<String, StoreError> {
-    keys::check_segment(host).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok(format!("/kedge/v1/locks/agents/{host}"))
+    keys::agent_lock_key(host).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 impl HostLock {

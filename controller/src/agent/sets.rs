@@ -32,8 +32,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use kedge_crds::container_set::{set_condition, MAX_PER_HOST_ANNOTATION, SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::meta::{rfc3339, transition_time};
 use kedge_crds::{
     condition_type, template_revision, Condition, ConditionStatus, Container, ContainerSet,
     ContainerSetStatus, ContainerStatus, ContainerTemplate, FailureAction, Placement, RolloutState,
@@ -270,9 +271,7 @@ pub(crate) fn decide(
     .into_iter()
     .map(|(kind, condition_status, reason, message)| {
         let before = previous.and_then(|previous| previous.condition(kind));
-        let last_transition_time = before
-            .filter(|before| before.status == condition_status && before.reason == reason)
-            .map_or_else(|| rfc3339(now), |before| before.last_transition_time.clone());
+        let last_transition_time = transition_time(before, condition_status, now);
         Condition {
             kind: kind.to_owned(),
             status: condition_status,
@@ -402,10 +401,6 @@ fn declared_equal(stored: &Container, wanted: &Container) -> bool {
     stored.metadata.labels == wanted.metadata.labels
         && stored.metadata.annotations == wanted.metadata.annotations
         && serde_json::to_value(&stored.spec).ok() == serde_json::to_value(&wanted.spec).ok()
-}
-
-fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// One pass over every set, fenced on the leader's term. Does nothing while the spec cache is not

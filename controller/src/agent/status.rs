@@ -8,12 +8,14 @@
 //!   container crash loops (reason `CrashLoopBackOff`, with the next start when kedge makes it), or
 //!   an update failed and was rolled back (reason `RolledBack`, held until something changes).
 //!
-//! A condition's `lastTransitionTime` moves only when its status changes, so a status that says the
-//! same thing again compares equal and is not written (the agent writes only changes).
+//! A condition's `lastTransitionTime` moves only when its status changes (the one rule of every kind,
+//! [`kedge_crds::meta::transition_time`]), so a status that says the same thing again compares equal
+//! and is not written (the agent writes only changes).
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use kedge_crds::meta::{rfc3339, transition_time};
 use kedge_crds::{condition_type, Condition, ConditionStatus, ContainerStatus, FieldDiff, RolledBackUpdate};
 
 use crate::docker::{ContainerStatus as EngineStatus, HealthStatus, ObservedContainer};
@@ -111,10 +113,8 @@ pub fn next_status(
     ]
     .into_iter()
     .map(|(kind, status, reason, message)| {
-        let last_transition_time = previous
-            .and_then(|previous| previous.condition(kind))
-            .filter(|before| before.status == status)
-            .map_or_else(|| rfc3339(now), |before| before.last_transition_time.clone());
+        let last_transition_time =
+            transition_time(previous.and_then(|previous| previous.condition(kind)), status, now);
         Condition {
             kind: kind.to_owned(),
             status,
@@ -190,10 +190,6 @@ fn readiness(
         }
         Some(HealthStatus::None) | None => (ConditionStatus::True, "Running".into(), "running".into()),
     }
-}
-
-fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn format_delay(delay: Duration) -> String {

@@ -62,10 +62,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use kedge_crds::{Container, ContainerStatus};
+use kedge_crds::{Container, Resource};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::api::Api;
 use crate::store::objects::{self, ApplyOutcome};
 use crate::store::{keys, BoxFuture, EventKind, SharedStore, StoreError};
 
@@ -366,52 +367,36 @@ async fn list(
     ns: Option<&str>,
     params: &HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
+    list_objects::<Container>(state, ns, params).await
+}
+
+/// The list answer of any kind: `<Kind>List` with the items a label selector picks, statuses merged in.
+/// Objects that cannot be read are listed apart (their labels are unknown, so only an empty selector
+/// shows them): a client that does not know this field still gets every readable object.
+async fn list_objects<K: Resource>(
+    state: &AppState,
+    ns: Option<&str>,
+    params: &HashMap<String, String>,
+) -> ApiResult<Json<Value>> {
     let selector = selector_param(params)?;
-    let (containers, invalid, revision) = merged_containers_and_invalid(state, ns).await?;
-    let items: Vec<&Container> = containers.iter().filter(|c| selector.matches(&c.metadata.labels)).collect();
+    let read = Api::<K, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
+    let items: Vec<&K> = read.items.iter().filter(|o| selector.matches(&o.metadata().labels)).collect();
     let mut list = json!({
-        "apiVersion": kedge_crds::API_VERSION,
-        "kind": "ContainerList",
-        "metadata": { "resourceVersion": revision.to_string() },
+        "apiVersion": K::API_VERSION,
+        "kind": format!("{}List", K::KIND),
+        "metadata": { "resourceVersion": read.revision.to_string() },
         "items": items,
     });
-    // Specs that cannot be read are listed apart (their labels are unknown, so only an empty selector
-    // shows them): a client that does not know this field still gets every readable spec.
-    if !invalid.is_empty() && selector.is_empty() {
-        list["invalid"] = serde_json::to_value(&invalid).unwrap_or_default();
+    if !read.invalid.is_empty() && selector.is_empty() {
+        list["invalid"] = serde_json::to_value(&read.invalid).unwrap_or_default();
     }
     Ok(Json(list))
 }
 
 /// Specs with their statuses merged in, and the revision of the spec read.
 async fn merged_containers(state: &AppState, ns: Option<&str>) -> ApiResult<(Vec<Container>, i64)> {
-    let (containers, _, revision) = merged_containers_and_invalid(state, ns).await?;
-    Ok((containers, revision))
-}
-
-/// [`merged_containers`], and the specs that cannot be read.
-async fn merged_containers_and_invalid(
-    state: &AppState,
-    ns: Option<&str>,
-) -> ApiResult<(Vec<Container>, Vec<objects::InvalidObject>, i64)> {
-    let store = state.api.store.as_ref();
-    let list = objects::list_containers(store, ns).await?;
-    let (mut containers, invalid, revision) = (list.containers, list.invalid, list.revision);
-    let status_prefix =
-        keys::status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let statuses = store.list(&status_prefix).await?;
-    let mut by_key: HashMap<(String, String), ContainerStatus> = HashMap::new();
-    for kv in &statuses.kvs {
-        let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
-        if let Ok(status) = objects::decode_status(&kv.value) {
-            by_key.insert((ns.to_owned(), name.to_owned()), status);
-        }
-    }
-    for container in &mut containers {
-        let key = (container.metadata.namespace.clone(), container.metadata.name.clone());
-        container.status = by_key.remove(&key);
-    }
-    Ok((containers, invalid, revision))
+    let read = Api::<Container, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
+    Ok((read.items, read.revision))
 }
 
 async fn read(
@@ -512,31 +497,14 @@ async fn write(
     Ok(response)
 }
 
-/// What [`objects::apply_container`] would do, without writing.
+/// What [`Api::apply`] would do, without writing: the comparison of every kind ([`Api::dry_run`]).
 async fn dry_run_apply(
     state: &AppState,
     desired: &Container,
     expected: Option<i64>,
 ) -> Result<(Container, ApplyOutcome), StoreError> {
-    let store = state.api.store.as_ref();
-    let (ns, name) = (&desired.metadata.namespace, &desired.metadata.name);
-    let current = objects::get_container(store, ns, name).await?;
-    let current_revision =
-        current.as_ref().and_then(|c| c.metadata.resource_version.as_deref()?.parse().ok()).unwrap_or(0);
-    if let Some(expected) = expected {
-        if expected != current_revision {
-            let key = keys::spec_key(ns, name).unwrap_or_default();
-            return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
-        }
-    }
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    match objects::next_stored(current.as_ref(), desired, "00000000-0000-0000-0000-000000000000", &now) {
-        Some((mut next, outcome)) => {
-            next.metadata.resource_version = current.and_then(|c| c.metadata.resource_version);
-            Ok((next, outcome))
-        }
-        None => Ok((current.expect("unchanged implies existing"), ApplyOutcome::Unchanged)),
-    }
+    let applied = Api::<Container, _>::new(state.api.store.as_ref()).dry_run(desired, expected).await?;
+    Ok((applied.object, applied.outcome))
 }
 
 async fn remove(
@@ -562,13 +530,7 @@ async fn remove(
         None => return Err(not_found(&ns, &name)),
     };
     let deleted = if is_dry_run(&params)? {
-        let current_revision = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
-        if expected.is_some() && expected != current_revision {
-            let key = keys::spec_key(&ns, &name).unwrap_or_default();
-            Err(StoreError::Conflict { key, current_mod_revision: current_revision.unwrap_or(0) })
-        } else {
-            Ok(current_revision)
-        }
+        Api::<Container, _>::new(store).delete_dry_run(&ns, &name, expected).await
     } else {
         objects::delete_container(store, &ns, &name, expected).await
     };

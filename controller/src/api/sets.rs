@@ -20,16 +20,14 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use kedge_crds::{ContainerSet, ContainerSetStatus};
+use kedge_crds::ContainerSet;
 use serde_json::{json, Value};
 
+use crate::store::api::Api;
 use crate::store::objects::{self, ApplyOutcome};
-use crate::store::{keys, StoreError};
+use crate::store::StoreError;
 
-use super::{
-    is_dry_run, parse_revision, selector_param, ApiError, ApiResult, AppState, FieldError, Params,
-    OUTCOME_HEADER,
-};
+use super::{is_dry_run, parse_revision, ApiError, ApiResult, AppState, FieldError, Params, OUTCOME_HEADER};
 
 /// Adds the set routes to the authenticated router.
 pub(super) fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -56,43 +54,15 @@ async fn list(
     ns: Option<&str>,
     params: &HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
-    let selector = selector_param(params)?;
-    let store = state.api.store.as_ref();
-    let (mut sets, invalid, revision) = objects::list_sets_with_invalid(store, ns).await?;
-    let prefix =
-        keys::set_status_prefix(ns).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let statuses = store.list(&prefix).await?;
-    let mut by_key: HashMap<(String, String), ContainerSetStatus> = HashMap::new();
-    for kv in &statuses.kvs {
-        let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
-        if let Ok(status) = kedge_crds::from_json_lenient(&kv.value).map(|read| read.value) {
-            by_key.insert((ns.to_owned(), name.to_owned()), status);
-        }
-    }
-    for set in &mut sets {
-        set.status = by_key.remove(&(set.metadata.namespace.clone(), set.metadata.name.clone()));
-    }
-    let items: Vec<&ContainerSet> = sets.iter().filter(|s| selector.matches(&s.metadata.labels)).collect();
-    let mut list = json!({
-        "apiVersion": kedge_crds::API_VERSION,
-        "kind": "ContainerSetList",
-        "metadata": { "resourceVersion": revision.to_string() },
-        "items": items,
-    });
-    // As for containers: sets that cannot be read are listed apart, not left out.
-    if !invalid.is_empty() && selector.is_empty() {
-        list["invalid"] = serde_json::to_value(&invalid).unwrap_or_default();
-    }
-    Ok(Json(list))
+    super::list_objects::<ContainerSet>(state, ns, params).await
 }
 
 async fn read(
     State(state): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ContainerSet>> {
-    let store = state.api.store.as_ref();
-    let mut set = objects::get_set(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
-    set.status = objects::get_set_status(store, &ns, &name).await?.map(|(status, _)| status);
+    let sets = Api::<ContainerSet, _>::new(state.api.store.as_ref());
+    let set = sets.get_with_status(&ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
     Ok(Json(set))
 }
 
@@ -139,30 +109,14 @@ async fn replace(
     Ok(response)
 }
 
-/// What [`objects::apply_set`] would answer, without writing.
+/// What [`Api::apply`] would answer, without writing: the comparison of every kind ([`Api::dry_run`]).
 async fn dry_run(
     state: &AppState,
     desired: &ContainerSet,
     expected: Option<i64>,
 ) -> Result<(ContainerSet, ApplyOutcome), StoreError> {
-    let (ns, name) = (&desired.metadata.namespace, &desired.metadata.name);
-    let current = objects::get_set(state.api.store.as_ref(), ns, name).await?;
-    let current_revision =
-        current.as_ref().and_then(|c| c.metadata.resource_version.as_deref()?.parse().ok()).unwrap_or(0);
-    if expected.is_some_and(|expected| expected != current_revision) {
-        let key = keys::set_key(ns, name).unwrap_or_default();
-        return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
-    }
-    let Some(current) = current else { return Ok((desired.clone(), ApplyOutcome::Created)) };
-    let same = current.spec == desired.spec
-        && current.metadata.labels == desired.metadata.labels
-        && current.metadata.annotations == desired.metadata.annotations;
-    if same {
-        Ok((current, ApplyOutcome::Unchanged))
-    } else {
-        let spec_changed = current.spec != desired.spec;
-        Ok((desired.clone(), ApplyOutcome::Updated { spec_changed }))
-    }
+    let applied = Api::<ContainerSet, _>::new(state.api.store.as_ref()).dry_run(desired, expected).await?;
+    Ok((applied.object, applied.outcome))
 }
 
 async fn remove(
@@ -177,14 +131,8 @@ async fn remove(
         Some(text) => Some(parse_revision(text, "resourceVersion")?),
     };
     let current = objects::get_set(store, &ns, &name).await?.ok_or_else(|| not_found(&ns, &name))?;
-    let current_revision = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
     let deleted = if is_dry_run(&params)? {
-        if expected.is_some() && expected != current_revision {
-            let key = keys::set_key(&ns, &name).unwrap_or_default();
-            Err(StoreError::Conflict { key, current_mod_revision: current_revision.unwrap_or(0) })
-        } else {
-            Ok(current_revision)
-        }
+        Api::<ContainerSet, _>::new(store).delete_dry_run(&ns, &name, expected).await
     } else {
         objects::delete_set(store, &ns, &name, expected).await
     };

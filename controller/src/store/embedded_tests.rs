@@ -18,6 +18,13 @@ async fn conformance_shared_cases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_conformance_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    super::api_conformance::run_every_kind(&store, "api").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;

@@ -11,10 +11,20 @@
 //! /kedge/v1/set-status/<ns>/<name> its status and rollout state (written only by the scheduler's leader)
 //! /kedge/v1/upgrades/campaigns/<id>  an agent upgrade campaign (created by the API, driven by the leader)
 //! /kedge/v1/upgrades/hosts/<host>    the upgrade asked of one host's agent, and how it went
+//! /kedge/v1/host-leases/<host>    exists while the host's agent is alive (on its lease)
+//! /kedge/v1/locks/agents/<host>   the host lock: one agent per Docker host (on its lease)
+//! /kedge/v1/identity              the store's identity, written once by the first agent
 //! ```
 //!
+//! Every kind that implements [`Resource`] lives at `/kedge/v1/<K::STORE_SEGMENT>/<ns>/<name>` and its
+//! status at `/kedge/v1/<K::STATUS_SEGMENT>/<ns>/<name>` ([`object_key`], [`object_status_key`]): the
+//! Container's segments are `specs` and `status`, the ContainerSet's `sets` and `set-status`.
+//!
 //! Spec and status are separate keys so that an agent never rewrites what the user applied. Every
-//! prefix ends with `/` so that listing `specs/a/` never matches namespace `ab`.
+//! prefix ends with `/` so that listing `specs/a/` never matches namespace `ab`. No other module spells
+//! a key: every key kedge stores is made here.
+
+use kedge_crds::Resource;
 
 /// The root of kedge's key space; the version segment lets a future layout live next to this one.
 pub const ROOT: &str = "/kedge/v1/";
@@ -41,6 +51,11 @@ pub const HOST_UPGRADES: &str = "/kedge/v1/upgrades/hosts/";
 pub const SETS: &str = "/kedge/v1/sets/";
 /// `/kedge/v1/set-status/<ns>/<name>`: a set's status and the state of its rollout.
 pub const SET_STATUS: &str = "/kedge/v1/set-status/";
+
+/// `/kedge/v1/locks/agents/<host>`: the host lock, on the holder's lease (see `agent/lock.rs`).
+pub const AGENT_LOCKS: &str = "/kedge/v1/locks/agents/";
+/// The store's identity: a random ID written once, create-only, by the first agent on the store.
+pub const IDENTITY: &str = "/kedge/v1/identity";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +130,47 @@ pub fn parse_set_status_key(key: &str) -> Option<(&str, &str)> {
 /// Splits a binding key into (namespace, name).
 pub fn parse_binding_key(key: &str) -> Option<(&str, &str)> {
     parse_two(BINDINGS, key)
+}
+
+/// The key of an object of kind `K`: `/kedge/v1/<K::STORE_SEGMENT>/<ns>/<name>`.
+pub fn object_key<K: Resource>(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(&kind_root(K::STORE_SEGMENT), namespace, name)
+}
+
+/// The key of the status of an object of kind `K`: `/kedge/v1/<K::STATUS_SEGMENT>/<ns>/<name>`.
+pub fn object_status_key<K: Resource>(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(&kind_root(K::STATUS_SEGMENT), namespace, name)
+}
+
+/// The prefix of every object of kind `K` in one namespace, or in all.
+pub fn objects_prefix<K: Resource>(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(&kind_root(K::STORE_SEGMENT), namespace)
+}
+
+/// The prefix of the statuses of kind `K` in one namespace, or in all.
+pub fn object_statuses_prefix<K: Resource>(namespace: Option<&str>) -> Result<String, InvalidSegment> {
+    namespaced_prefix(&kind_root(K::STATUS_SEGMENT), namespace)
+}
+
+/// Splits the key of an object of kind `K` into (namespace, name).
+pub fn parse_object_key<K: Resource>(key: &str) -> Option<(&str, &str)> {
+    parse_two(&kind_root(K::STORE_SEGMENT), key)
+}
+
+/// Splits the key of a status of kind `K` into (namespace, name).
+pub fn parse_object_status_key<K: Resource>(key: &str) -> Option<(&str, &str)> {
+    parse_two(&kind_root(K::STATUS_SEGMENT), key)
+}
+
+/// `/kedge/v1/<segment>/`.
+fn kind_root(segment: &str) -> String {
+    format!("{ROOT}{segment}/")
+}
+
+/// The key of `host`'s lock.
+pub fn agent_lock_key(host: &str) -> Result<String, InvalidSegment> {
+    check_segment(host)?;
+    Ok(format!("{AGENT_LOCKS}{host}"))
 }
 
 /// The key that exists while `host`'s agent is alive: it is on the agent's lease.
@@ -212,6 +268,25 @@ mod tests {
         assert_eq!(set_status_key("ns", "web").unwrap(), "/kedge/v1/set-status/ns/web");
         assert_eq!(parse_set_status_key("/kedge/v1/set-status/ns/web"), Some(("ns", "web")));
         assert!(!set_key("ns", "web").unwrap().starts_with(SPECS), "agents never see sets as specs");
+        assert_eq!(agent_lock_key("h1").unwrap(), "/kedge/v1/locks/agents/h1");
+    }
+
+    #[test]
+    fn every_kind_lives_where_its_segments_say() {
+        use kedge_crds::{Container, ContainerSet};
+        assert_eq!(object_key::<Container>("ns", "web"), spec_key("ns", "web"));
+        assert_eq!(object_status_key::<Container>("ns", "web"), status_key("ns", "web"));
+        assert_eq!(objects_prefix::<Container>(Some("ns")), specs_prefix(Some("ns")));
+        assert_eq!(objects_prefix::<Container>(None).unwrap(), SPECS);
+        assert_eq!(object_statuses_prefix::<Container>(None).unwrap(), STATUS);
+        assert_eq!(object_key::<ContainerSet>("ns", "web"), set_key("ns", "web"));
+        assert_eq!(object_status_key::<ContainerSet>("ns", "web"), set_status_key("ns", "web"));
+        assert_eq!(objects_prefix::<ContainerSet>(None).unwrap(), SETS);
+        assert_eq!(object_statuses_prefix::<ContainerSet>(None).unwrap(), SET_STATUS);
+        assert_eq!(parse_object_key::<ContainerSet>("/kedge/v1/sets/ns/web"), Some(("ns", "web")));
+        assert_eq!(parse_object_key::<Container>("/kedge/v1/sets/ns/web"), None);
+        assert_eq!(parse_object_status_key::<Container>("/kedge/v1/status/a/b"), Some(("a", "b")));
+        assert!(object_key::<Container>("ns", "a/b").is_err());
     }
 
     #[test]

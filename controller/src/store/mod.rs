@@ -18,8 +18,9 @@
 //! - A write that returned an error other than [`StoreError::Conflict`] may or may not have been applied
 //!   (the request may have reached the server before the connection broke); re-read before retrying a CAS.
 //!
-//! Modules: [`keys`] (the key layout), [`embedded`], [`etcd`], [`objects`] (envelope objects with the
-//! generation rule on top of the raw key-value interface).
+//! Modules: [`keys`] (the key layout), [`embedded`], [`etcd`], [`api`] (the typed `Api<K>` of every
+//! [`kedge_crds::Resource`] kind, with the generation rule, on top of the raw key-value interface),
+//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,12 +28,15 @@ use std::sync::Arc;
 
 use futures::Stream;
 
+pub mod api;
 mod crc;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
 pub mod objects;
 
+#[doc(hidden)]
+pub mod api_conformance;
 #[doc(hidden)]
 pub mod conformance;
 

@@ -1,176 +1,25 @@
-//! Container specs and statuses on top of the raw store: the generation rule and the bookkeeping fields.
+//! The per-kind functions of earlier code (Container specs and statuses, ContainerSets), kept as thin
+//! wrappers over the typed [`Api`] so that their callers keep compiling. New code uses `Api<K>`; the
+//! rules (the generation rule, the bookkeeping fields, unreadable objects) are stated and kept in
+//! [`super::api`], once for every kind.
 //!
-//! Rules, kept here and nowhere else:
-//! - A spec lives at [`keys::spec_key`], its status at [`keys::status_key`]; the agent writes only status.
-//! - `metadata.generation` is 1 on create and increases by one on a write that changes `spec`, and only
-//!   then (a label or annotation change is written without a new generation). Specs are compared in
-//!   their serialized (normalized) form.
-//! - `metadata.uid` and `metadata.creationTimestamp` are set on create and kept on every later write,
-//!   whatever the caller sends.
-//! - `metadata.resourceVersion` is never stored: it is the key's `mod_revision`, filled in on every read.
-//! - An apply that changes nothing writes nothing (the revision does not move).
-//! - `status` is never stored in the spec key.
-//!
-//! ContainerSets follow the same rules at [`keys::set_key`] / [`keys::set_status_key`]; their status is
-//! written only by the scheduler's leader, fenced on its term.
+//! A spec lives at [`super::keys::spec_key`], its status at [`super::keys::status_key`]; a ContainerSet at
+//! [`super::keys::set_key`] / [`super::keys::set_status_key`], its status written only by the scheduler's leader,
+//! fenced on its term.
 
-use kedge_crds::{
-    Container, ContainerSet, ContainerSetStatus, ContainerStatus, Lenient, ObjectMeta, DEFAULT_NAMESPACE,
-};
+use kedge_crds::{Container, ContainerSet, ContainerSetStatus, ContainerStatus, Lenient};
 
-use super::keys;
-use super::{DeleteCondition, Fence, KeyValue, PutCondition, Store, StoreError};
+use super::api::Api;
+use super::{Fence, KeyValue, PutCondition, Store, StoreError};
+
+pub use super::api::{ApplyOutcome, InvalidObject};
 
 /// What [`apply_container`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    Created,
-    /// Written; `spec_changed` tells whether the generation moved.
-    Updated {
-        spec_changed: bool,
-    },
-    Unchanged,
-}
-
 #[derive(Debug, Clone)]
 pub struct Applied {
     /// The spec as stored, with `resourceVersion` set.
     pub container: Container,
     pub outcome: ApplyOutcome,
-}
-
-/// How often an apply without a precondition re-reads and retries after losing a race.
-const APPLY_ATTEMPTS: usize = 8;
-
-/// Creates or updates the spec of `desired` (its `status` and store-managed metadata are ignored).
-///
-/// With `expected_resource_version`, the write happens only if the stored spec is still at that revision
-/// (`0`: only if it does not exist); otherwise a concurrent writer makes it re-read and retry.
-pub async fn apply_container(
-    store: &dyn Store,
-    desired: &Container,
-    expected_resource_version: Option<i64>,
-) -> Result<Applied, StoreError> {
-    let ns = namespace_of(desired);
-    let key = keys::spec_key(ns, &desired.metadata.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let stored = store.get(&key).await?;
-        // An unreadable stored spec is replaced as if new (a new uid and generation 1): applying a
-        // good spec over it is how a user repairs it.
-        let current = stored.as_ref().and_then(|kv| decode_container(kv).ok());
-        let current_revision = stored.as_ref().map_or(0, |kv| kv.mod_revision);
-        if let Some(expected) = expected_resource_version {
-            if expected != current_revision {
-                return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
-            }
-        }
-        let uid = uuid::Uuid::new_v4().to_string();
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let Some((next, outcome)) = next_stored(current.as_ref(), desired, &uid, &now) else {
-            let container = current.expect("unchanged implies existing");
-            return Ok(Applied { container, outcome: ApplyOutcome::Unchanged });
-        };
-        let condition = match current_revision {
-            0 => PutCondition::Absent,
-            r => PutCondition::ModRevision(r),
-        };
-        let value = serde_json::to_vec(&next).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        match store.put(&key, value, condition, 0).await {
-            Ok(revision) => {
-                let mut container = next;
-                container.metadata.resource_version = Some(revision.to_string());
-                return Ok(Applied { container, outcome });
-            }
-            Err(StoreError::Conflict { .. })
-                if expected_resource_version.is_none() && attempts < APPLY_ATTEMPTS =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The pure part of apply: what to store given what is stored, or `None` when nothing would change.
-pub fn next_stored(
-    current: Option<&Container>,
-    desired: &Container,
-    new_uid: &str,
-    now_rfc3339: &str,
-) -> Option<(Container, ApplyOutcome)> {
-    let mut next = desired.clone();
-    next.status = None;
-    next.metadata.resource_version = None;
-    next.metadata.namespace = namespace_of(desired).to_owned();
-    let spec_changed = current.is_some_and(|current| {
-        serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok()
-    });
-    carry_metadata(current.map(|c| &c.metadata), &mut next.metadata, spec_changed, new_uid, now_rfc3339);
-    match current {
-        None => Some((next, ApplyOutcome::Created)),
-        Some(current) => {
-            let mut stored = current.clone();
-            stored.metadata.resource_version = None;
-            stored.status = None;
-            if serde_json::to_value(&stored).ok() == serde_json::to_value(&next).ok() {
-                return None;
-            }
-            Some((next, ApplyOutcome::Updated { spec_changed }))
-        }
-    }
-}
-
-/// Decodes a spec key's value, filling in `resourceVersion` from the key's `mod_revision`. Fields this
-/// version does not know (a newer kedge wrote them) are dropped; [`decode_container_lenient`] names them.
-pub fn decode_container(kv: &KeyValue) -> Result<Container, StoreError> {
-    decode_container_lenient(kv).map(|read| read.value)
-}
-
-/// [`decode_container`], also naming the fields that were dropped.
-pub fn decode_container_lenient(kv: &KeyValue) -> Result<Lenient<Container>, StoreError> {
-    let mut read = kedge_crds::from_json_lenient::<Container>(&kv.value)
-        .map_err(|e| StoreError::Corrupt(format!("{}: not a Container: {e}", kv.key)))?;
-    read.value.metadata.resource_version = Some(kv.mod_revision.to_string());
-    Ok(read)
-}
-
-/// A stored object that cannot be read (written by hand, or by a kedge whose format this one does not
-/// follow): lists skip it and carry it here, so that one bad entry blocks nothing, and the agent leaves
-/// its container alone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InvalidObject {
-    pub namespace: String,
-    pub name: String,
-    /// The key's `mod_revision`, as a string like every resource version.
-    pub resource_version: String,
-    /// Why it cannot be read, with the field path.
-    pub error: String,
-}
-
-impl InvalidObject {
-    /// The entry at `kv` (spec or set `namespace/name`), unreadable because of `error`.
-    pub fn unreadable(kv: &KeyValue, namespace: &str, name: &str, error: &StoreError) -> InvalidObject {
-        let error = match error {
-            StoreError::Corrupt(message) => {
-                message.strip_prefix(&format!("{}: ", kv.key)).unwrap_or(message).to_owned()
-            }
-            other => other.to_string(),
-        };
-        InvalidObject {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            resource_version: kv.mod_revision.to_string(),
-            error,
-        }
-    }
-
-    /// `namespace/name`, the work queue's key.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
 }
 
 /// What [`list_containers`] read.
@@ -185,13 +34,51 @@ pub struct ContainerList {
     pub revision: i64,
 }
 
+fn containers(store: &dyn Store) -> Api<Container, &dyn Store> {
+    Api::new(store)
+}
+
+fn sets(store: &dyn Store) -> Api<ContainerSet, &dyn Store> {
+    Api::new(store)
+}
+
+/// [`Api::apply`] for a Container spec.
+pub async fn apply_container(
+    store: &dyn Store,
+    desired: &Container,
+    expected_resource_version: Option<i64>,
+) -> Result<Applied, StoreError> {
+    let applied = containers(store).apply(desired, expected_resource_version).await?;
+    Ok(Applied { container: applied.object, outcome: applied.outcome })
+}
+
+/// [`super::api::next_stored`] for a Container spec.
+pub fn next_stored(
+    current: Option<&Container>,
+    desired: &Container,
+    new_uid: &str,
+    now_rfc3339: &str,
+) -> Option<(Container, ApplyOutcome)> {
+    super::api::next_stored(current, desired, new_uid, now_rfc3339)
+}
+
+/// Decodes a spec key's value, filling in `resourceVersion` from the key's `mod_revision`. Fields this
+/// version does not know (a newer kedge wrote them) are dropped; [`decode_container_lenient`] names them.
+pub fn decode_container(kv: &KeyValue) -> Result<Container, StoreError> {
+    decode_container_lenient(kv).map(|read| read.value)
+}
+
+/// [`decode_container`], also naming the fields that were dropped.
+pub fn decode_container_lenient(kv: &KeyValue) -> Result<Lenient<Container>, StoreError> {
+    super::api::decode::<Container>(kv)
+}
+
 pub async fn get_container(
     store: &dyn Store,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Container>, StoreError> {
-    let key = keys::spec_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    store.get(&key).await?.map(|kv| decode_container(&kv)).transpose()
+    containers(store).get(namespace, name).await
 }
 
 /// Every spec in `namespace` (or in all namespaces), sorted by key, and the revision of the read.
@@ -201,22 +88,13 @@ pub async fn list_containers(
     store: &dyn Store,
     namespace: Option<&str>,
 ) -> Result<ContainerList, StoreError> {
-    let prefix = keys::specs_prefix(namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let list = store.list(&prefix).await?;
-    let mut read = ContainerList { revision: list.revision, ..ContainerList::default() };
-    for kv in &list.kvs {
-        let Some((ns, name)) = keys::parse_spec_key(&kv.key) else { continue };
-        match decode_container_lenient(kv) {
-            Ok(lenient) => {
-                if !lenient.ignored.is_empty() {
-                    read.ignored_fields.push((format!("{ns}/{name}"), lenient.ignored));
-                }
-                read.containers.push(lenient.value);
-            }
-            Err(error) => read.invalid.push(InvalidObject::unreadable(kv, ns, name, &error)),
-        }
-    }
-    Ok(read)
+    let list = containers(store).list(namespace).await?;
+    Ok(ContainerList {
+        containers: list.items,
+        invalid: list.invalid,
+        ignored_fields: list.ignored_fields,
+        revision: list.revision,
+    })
 }
 
 /// Reads a spec that may be unreadable: `Ok(Err(..))` names why, with the key's revision, so that an
@@ -226,10 +104,7 @@ pub async fn get_container_or_invalid(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Result<Container, InvalidObject>>, StoreError> {
-    let key = keys::spec_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok(store.get(&key).await?.map(|kv| {
-        decode_container(&kv).map_err(|error| InvalidObject::unreadable(&kv, namespace, name, &error))
-    }))
+    containers(store).get_or_invalid(namespace, name).await
 }
 
 /// Deletes a spec (not its status: the agent removes that once the container is gone).
@@ -239,9 +114,7 @@ pub async fn delete_container(
     name: &str,
     expected_resource_version: Option<i64>,
 ) -> Result<Option<i64>, StoreError> {
-    let key = keys::spec_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let condition = expected_resource_version.map_or(DeleteCondition::Always, DeleteCondition::ModRevision);
-    store.delete(&key, condition).await
+    containers(store).delete(namespace, name, expected_resource_version).await
 }
 
 /// Writes a status; returns the new revision of the status key.
@@ -252,9 +125,7 @@ pub async fn put_status(
     status: &ContainerStatus,
     condition: PutCondition,
 ) -> Result<i64, StoreError> {
-    let key = keys::status_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let value = serde_json::to_vec(status).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    store.put(&key, value, condition, 0).await
+    containers(store).put_status(namespace, name, status, condition).await
 }
 
 /// Reads a status and the revision of its key.
@@ -263,15 +134,7 @@ pub async fn get_status(
     namespace: &str,
     name: &str,
 ) -> Result<Option<(ContainerStatus, i64)>, StoreError> {
-    let key = keys::status_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    match store.get(&key).await? {
-        None => Ok(None),
-        Some(kv) => {
-            let status = decode_status(&kv.value)
-                .map_err(|e| StoreError::Corrupt(format!("{key}: not a ContainerStatus: {e}")))?;
-            Ok(Some((status, kv.mod_revision)))
-        }
-    }
+    containers(store).get_status(namespace, name).await
 }
 
 /// Decodes a status as stored, tolerating fields a newer agent added (see [`kedge_crds::lenient`]):
@@ -280,146 +143,31 @@ pub fn decode_status(value: &[u8]) -> Result<ContainerStatus, String> {
     kedge_crds::from_json_lenient::<ContainerStatus>(value).map(|read| read.value)
 }
 
-fn namespace_of(c: &Container) -> &str {
-    namespace_or_default(&c.metadata)
-}
-
-fn resource_version(c: &Container) -> i64 {
-    revision_of(&c.metadata)
-}
-
-/// The generation rule every kind follows: a new object gets a uid, a creation time and generation 1;
-/// an update keeps its uid and creation time, and moves its generation only when its spec changed.
-fn carry_metadata(
-    current: Option<&ObjectMeta>,
-    next: &mut ObjectMeta,
-    spec_changed: bool,
-    new_uid: &str,
-    now_rfc3339: &str,
-) {
-    match current {
-        None => {
-            next.uid = Some(new_uid.to_owned());
-            next.creation_timestamp = Some(now_rfc3339.to_owned());
-            next.generation = Some(1);
-        }
-        Some(current) => {
-            let generation = current.generation.unwrap_or(1);
-            next.uid = current.uid.clone();
-            next.creation_timestamp = current.creation_timestamp.clone();
-            next.generation = Some(if spec_changed { generation + 1 } else { generation });
-        }
-    }
-}
-
-fn namespace_or_default(meta: &ObjectMeta) -> &str {
-    if meta.namespace.is_empty() {
-        DEFAULT_NAMESPACE
-    } else {
-        &meta.namespace
-    }
-}
-
-fn revision_of(meta: &ObjectMeta) -> i64 {
-    meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// Writes the spec of `desired` the way [`apply_container`] does (the generation rule), once, only if
-/// the stored spec is still at `expected` (`None`: absent) and `fence` holds: how the scheduler's
-/// leader writes the children of a ContainerSet. Answers `None` when nothing would change.
+/// [`Api::apply_fenced`] for a Container spec: how the scheduler's leader writes the children of a
+/// ContainerSet. Answers `None` when nothing would change.
 pub async fn apply_container_fenced(
     store: &dyn Store,
     fence: Fence<'_>,
     desired: &Container,
     current: Option<&Container>,
 ) -> Result<Option<(Container, ApplyOutcome)>, StoreError> {
-    let ns = namespace_of(desired);
-    let key = keys::spec_key(ns, &desired.metadata.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let uid = uuid::Uuid::new_v4().to_string();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let Some((mut next, outcome)) = next_stored(current, desired, &uid, &now) else {
-        return Ok(None);
-    };
-    let condition = match current.map_or(0, resource_version) {
-        0 => PutCondition::Absent,
-        revision => PutCondition::ModRevision(revision),
-    };
-    let value = serde_json::to_vec(&next).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let revision = store.put_fenced(fence, &key, value, condition).await?;
-    next.metadata.resource_version = Some(revision.to_string());
-    Ok(Some((next, outcome)))
+    let applied = containers(store).apply_fenced(fence, desired, current).await?;
+    Ok(applied.map(|applied| (applied.object, applied.outcome)))
 }
 
-/// Creates or updates a ContainerSet, with the generation rule of [`apply_container`]; with
-/// `expected_resource_version`, only if the stored set is still at that revision (`0`: absent).
+/// [`Api::apply`] for a ContainerSet.
 pub async fn apply_set(
     store: &dyn Store,
     desired: &ContainerSet,
     expected_resource_version: Option<i64>,
 ) -> Result<(ContainerSet, ApplyOutcome), StoreError> {
-    let ns = set_namespace(desired).to_owned();
-    let key = keys::set_key(&ns, &desired.metadata.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let stored = store.get(&key).await?;
-        // An unreadable stored set is replaced as if new, as for specs.
-        let current = stored.as_ref().and_then(|kv| decode_set(kv).ok());
-        let current_revision = stored.as_ref().map_or(0, |kv| kv.mod_revision);
-        if let Some(expected) = expected_resource_version {
-            if expected != current_revision {
-                return Err(StoreError::Conflict { key, current_mod_revision: current_revision });
-            }
-        }
-        let mut next = desired.clone();
-        next.status = None;
-        next.metadata.resource_version = None;
-        next.metadata.namespace = ns.clone();
-        let spec_changed = current.as_ref().is_some_and(|current| {
-            serde_json::to_value(&current.spec).ok() != serde_json::to_value(&next.spec).ok()
-        });
-        let uid = uuid::Uuid::new_v4().to_string();
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        carry_metadata(current.as_ref().map(|c| &c.metadata), &mut next.metadata, spec_changed, &uid, &now);
-        let outcome = match &current {
-            None => ApplyOutcome::Created,
-            Some(current) => {
-                let mut stored = current.clone();
-                stored.metadata.resource_version = None;
-                stored.status = None;
-                if serde_json::to_value(&stored).ok() == serde_json::to_value(&next).ok() {
-                    return Ok((current.clone(), ApplyOutcome::Unchanged));
-                }
-                ApplyOutcome::Updated { spec_changed }
-            }
-        };
-        let condition = match current_revision {
-            0 => PutCondition::Absent,
-            revision => PutCondition::ModRevision(revision),
-        };
-        let value = serde_json::to_vec(&next).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        match store.put(&key, value, condition, 0).await {
-            Ok(revision) => {
-                next.metadata.resource_version = Some(revision.to_string());
-                return Ok((next, outcome));
-            }
-            Err(StoreError::Conflict { .. })
-                if expected_resource_version.is_none() && attempts < APPLY_ATTEMPTS =>
-            {
-                continue;
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    let applied = sets(store).apply(desired, expected_resource_version).await?;
+    Ok((applied.object, applied.outcome))
 }
 
 /// Decodes a set key's value, filling in `resourceVersion` from the key's `mod_revision`.
 pub fn decode_set(kv: &KeyValue) -> Result<ContainerSet, StoreError> {
-    let mut set = kedge_crds::from_json_lenient::<ContainerSet>(&kv.value)
-        .map_err(|e| StoreError::Corrupt(format!("{}: not a ContainerSet: {e}", kv.key)))?
-        .value;
-    set.metadata.resource_version = Some(kv.mod_revision.to_string());
-    Ok(set)
+    super::api::decode::<ContainerSet>(kv).map(|read| read.value)
 }
 
 pub async fn get_set(
@@ -427,8 +175,7 @@ pub async fn get_set(
     namespace: &str,
     name: &str,
 ) -> Result<Option<ContainerSet>, StoreError> {
-    let key = keys::set_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    store.get(&key).await?.map(|kv| decode_set(&kv)).transpose()
+    sets(store).get(namespace, name).await
 }
 
 /// Every readable set in `namespace` (or all), sorted by key, and the revision of the read. Sets that
@@ -446,17 +193,8 @@ pub async fn list_sets_with_invalid(
     store: &dyn Store,
     namespace: Option<&str>,
 ) -> Result<(Vec<ContainerSet>, Vec<InvalidObject>, i64), StoreError> {
-    let prefix = keys::sets_prefix(namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let list = store.list(&prefix).await?;
-    let (mut sets, mut invalid) = (Vec::new(), Vec::new());
-    for kv in &list.kvs {
-        let Some((ns, name)) = keys::parse_set_key(&kv.key) else { continue };
-        match decode_set(kv) {
-            Ok(set) => sets.push(set),
-            Err(error) => invalid.push(InvalidObject::unreadable(kv, ns, name, &error)),
-        }
-    }
-    Ok((sets, invalid, list.revision))
+    let list = sets(store).list(namespace).await?;
+    Ok((list.items, list.invalid, list.revision))
 }
 
 /// Deletes a set; the scheduler's leader then deletes its children and its status.
@@ -466,9 +204,7 @@ pub async fn delete_set(
     name: &str,
     expected_resource_version: Option<i64>,
 ) -> Result<Option<i64>, StoreError> {
-    let key = keys::set_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let condition = expected_resource_version.map_or(DeleteCondition::Always, DeleteCondition::ModRevision);
-    store.delete(&key, condition).await
+    sets(store).delete(namespace, name, expected_resource_version).await
 }
 
 /// Reads a set's status and the revision of its key.
@@ -477,18 +213,5 @@ pub async fn get_set_status(
     namespace: &str,
     name: &str,
 ) -> Result<Option<(ContainerSetStatus, i64)>, StoreError> {
-    let key = keys::set_status_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    match store.get(&key).await? {
-        None => Ok(None),
-        Some(kv) => {
-            let status = kedge_crds::from_json_lenient::<ContainerSetStatus>(&kv.value)
-                .map(|read| read.value)
-                .map_err(|e| StoreError::Corrupt(format!("{key}: not a ContainerSetStatus: {e}")))?;
-            Ok(Some((status, kv.mod_revision)))
-        }
-    }
-}
-
-fn set_namespace(set: &ContainerSet) -> &str {
-    namespace_or_default(&set.metadata)
+    sets(store).get_status(namespace, name).await
 }

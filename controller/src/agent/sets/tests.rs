@@ -274,3 +274,24 @@ fn a_users_container_holding_a_childs_name_is_left_alone_and_reported() {
     let down = decide(&one, Some(&decision.status), &children, at(1));
     assert!(down.deletes.is_empty());
 }
+
+#[test]
+fn a_new_reason_under_the_same_status_keeps_the_transition_time() {
+    // The one rule of every kind (kedge_crds::meta::transition_time): only a new status moves it.
+    let v1 = set("app:v1", 2, 1);
+    let all_v1: BTreeMap<u32, Child> = (0..2).map(|o| healthy(&v1, o, &v1, 1)).collect();
+    let mut previous = decide(&v1, None, &all_v1, at(0)).status;
+    for condition in &mut previous.conditions {
+        if condition.kind == set_condition::PROGRESSING {
+            condition.reason = set_condition::REASON_ROLLED_BACK.to_owned();
+            condition.last_transition_time = "2027-01-01T00:00:00Z".to_owned();
+        }
+    }
+    let next = decide(&v1, Some(&previous), &all_v1, at(60)).status;
+    let progressing = next.condition(set_condition::PROGRESSING).unwrap();
+    assert_eq!(
+        (progressing.status, progressing.reason.as_str()),
+        (ConditionStatus::False, "RolloutComplete")
+    );
+    assert_eq!(progressing.last_transition_time, "2027-01-01T00:00:00Z");
+}

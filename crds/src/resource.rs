@@ -1,0 +1,101 @@
+//! The `Resource` trait: what the store and the API need to know of a kind, in the spirit of
+//! kube-core's `Resource`. A kind is an envelope (`apiVersion`, `kind`, [`ObjectMeta`], a spec and an
+//! optional status); implementing this trait for it is all the store's typed `Api<K>` needs to get,
+//! list, apply (with the generation rule), delete, dry-run and write status for it.
+//!
+//! Implemented by [`Container`] and [`ContainerSet`]. Hosts, bindings, events and upgrade campaigns
+//! are flat records without `metadata` today; they are not resources in this sense (yet).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::container::{Container, ContainerSpec, ContainerStatus, API_VERSION, KIND_CONTAINER};
+use crate::container_set::{ContainerSet, ContainerSetSpec, ContainerSetStatus, KIND_CONTAINER_SET};
+use crate::meta::ObjectMeta;
+
+/// A kind of object kedge stores: its names, where it lives in the store, and its parts.
+///
+/// The store keeps an object's spec (with its metadata) at `<root><STORE_SEGMENT>/<ns>/<name>` and its
+/// status apart, at `<root><STATUS_SEGMENT>/<ns>/<name>`, so that the writer of the status never
+/// rewrites what the user applied. The generation moves only when [`Resource::spec`] serializes
+/// differently.
+pub trait Resource: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// What the user declares. Compared in its serialized (normalized) form for the generation rule.
+    type Spec: Serialize;
+    /// What the kind's controller reports, stored under its own key.
+    type Status: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// The `kind` field: `Container`.
+    const KIND: &'static str;
+    /// The `apiVersion` field.
+    const API_VERSION: &'static str = API_VERSION;
+    /// The lowercase plural of the API's paths and the CLI's words: `containers`.
+    const PLURAL: &'static str;
+    /// The store's key segment of the spec (`specs` for Containers, `sets` for ContainerSets).
+    const STORE_SEGMENT: &'static str;
+    /// The store's key segment of the status (`status`, `set-status`).
+    const STATUS_SEGMENT: &'static str;
+
+    fn metadata(&self) -> &ObjectMeta;
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+    fn spec(&self) -> &Self::Spec;
+    fn status(&self) -> Option<&Self::Status>;
+    /// The status slot: `None` when the status is not merged in (the store never keeps it with the spec).
+    fn status_mut(&mut self) -> &mut Option<Self::Status>;
+
+    /// `namespace/name`: the object's key in the work queue and in messages.
+    fn key(&self) -> String {
+        format!("{}/{}", self.metadata().namespace, self.metadata().name)
+    }
+}
+
+impl Resource for Container {
+    type Spec = ContainerSpec;
+    type Status = ContainerStatus;
+    const KIND: &'static str = KIND_CONTAINER;
+    const PLURAL: &'static str = "containers";
+    const STORE_SEGMENT: &'static str = "specs";
+    const STATUS_SEGMENT: &'static str = "status";
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn spec(&self) -> &ContainerSpec {
+        &self.spec
+    }
+    fn status(&self) -> Option<&ContainerStatus> {
+        self.status.as_ref()
+    }
+    fn status_mut(&mut self) -> &mut Option<ContainerStatus> {
+        &mut self.status
+    }
+}
+
+impl Resource for ContainerSet {
+    type Spec = ContainerSetSpec;
+    type Status = ContainerSetStatus;
+    const KIND: &'static str = KIND_CONTAINER_SET;
+    const PLURAL: &'static str = "containersets";
+    /// Not under `specs/`: agents list and decode every key there as a Container.
+    const STORE_SEGMENT: &'static str = "sets";
+    const STATUS_SEGMENT: &'static str = "set-status";
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn spec(&self) -> &ContainerSetSpec {
+        &self.spec
+    }
+    fn status(&self) -> Option<&ContainerSetStatus> {
+        self.status.as_ref()
+    }
+    fn status_mut(&mut self) -> &mut Option<ContainerSetStatus> {
+        &mut self.status
+    }
+}
