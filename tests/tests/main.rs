@@ -43,6 +43,7 @@ mod recreate_handoff;
 mod recreate_volumes;
 mod store_embedded_crash;
 mod store_etcd;
+mod store_etcd_auth;
 mod store_scale;
 mod updater_check;
 mod updater_image;
