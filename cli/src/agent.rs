@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 #[command(after_help = "Examples:\n  \
     kedge agent --state-dir /var/lib/kedge\n  \
     kedge agent --store etcd://10.0.0.1:2379,10.0.0.2:2379 --host-name web-1 --host-label zone=a\n  \
-    kedge agent --tls-cert /etc/kedge/tls.crt --tls-key /etc/kedge/tls.key --listen 0.0.0.0:7443\n\n\
-    The etcd connection takes KEDGE_ETCD_USER / KEDGE_ETCD_PASSWORD for authentication and\n\
-    KEDGE_ETCD_CA / KEDGE_ETCD_CERT / KEDGE_ETCD_KEY for TLS (use https:// endpoints).")]
+    kedge agent --tls-cert /etc/kedge/tls.crt --tls-key /etc/kedge/tls.key --listen 0.0.0.0:7443\n  \
+    kedge agent --store etcd://10.0.0.1:2379 --etcd-ca ca.pem --etcd-cert client.pem --etcd-key client.key \\\n      \
+    --etcd-user kedge --etcd-password-file /etc/kedge/etcd-password\n\n\
+    The --etcd-* flags may also be given as KEDGE_ETCD_USER, KEDGE_ETCD_PASSWORD_FILE (or the password\n\
+    itself in KEDGE_ETCD_PASSWORD), KEDGE_ETCD_CA, KEDGE_ETCD_CERT and KEDGE_ETCD_KEY; flags win.")]
 pub struct AgentArgs {
     /// Where desired state lives: `etcd://HOST:PORT[,HOST:PORT...]`, `embedded` (a file in the state
     /// directory) or `embedded:PATH`.
@@ -84,6 +86,88 @@ pub struct AgentArgs {
         value_name = "REPOSITORY"
     )]
     pub upgrade_repositories: Vec<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+/// How a command that opens the store itself reaches an etcd with TLS and authentication
+/// (docs/multi-host.md). Only files are named here: no secret is ever a flag's value, where `ps` and
+/// shell history would show it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EtcdArgs {
+    /// The etcd user to authenticate as (etcd with `auth enable`); needs --etcd-password-file.
+    #[arg(long, env = "KEDGE_ETCD_USER", value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password (a trailing newline is not part of it). Without it,
+    /// the password is read from KEDGE_ETCD_PASSWORD.
+    #[arg(long, env = "KEDGE_ETCD_PASSWORD_FILE", value_name = "FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The PEM CA certificate(s) that signed the etcd members' server certificates; turns TLS on
+    /// (endpoints without a scheme are reached over https).
+    #[arg(long, env = "KEDGE_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A PEM client certificate for etcd members started with `--client-cert-auth`; needs --etcd-key.
+    #[arg(long, env = "KEDGE_ETCD_CERT", value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The PEM private key of --etcd-cert.
+    #[arg(long, env = "KEDGE_ETCD_KEY", value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    fn is_set(&self) -> bool {
+        self.etcd_user.is_some()
+            || self.etcd_password_file.is_some()
+            || self.etcd_ca.is_some()
+            || self.etcd_cert.is_some()
+            || self.etcd_key.is_some()
+    }
+
+    /// The store options for `url` (`etcd://HOST:PORT[,...]`) with these credentials and TLS files,
+    /// every file read now so that a wrong path stops the start, naming the file. `env_password` is
+    /// KEDGE_ETCD_PASSWORD's value, used when no password file is named.
+    pub fn options(&self, url: &str, env_password: Option<String>) -> anyhow::Result<EtcdOptions> {
+        let mut options = EtcdOptions::from_url(url)?;
+        let password = match &self.etcd_password_file {
+            Some(file) => Some(read_password_file(file)?),
+            None => env_password,
+        };
+        options.user = match (&self.etcd_user, password) {
+            (Some(user), Some(password)) => Some((user.clone(), password)),
+            (None, None) => None,
+            (Some(user), None) => anyhow::bail!(
+                "--etcd-user {user:?} needs a password: --etcd-password-file FILE (or KEDGE_ETCD_PASSWORD)"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "an etcd password was given without a user: add --etcd-user NAME (or KEDGE_ETCD_USER)"
+            ),
+        };
+        let read = |flag: &str, file: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            file.as_ref()
+                .map(|file| {
+                    std::fs::read(file).with_context(|| format!("cannot read {flag} {}", file.display()))
+                })
+                .transpose()
+        };
+        let ca_pem = read("--etcd-ca", &self.etcd_ca)?;
+        let client_cert_pem = read("--etcd-cert", &self.etcd_cert)?;
+        let client_key_pem = read("--etcd-key", &self.etcd_key)?;
+        if ca_pem.is_some() || client_cert_pem.is_some() {
+            options.tls = Some(EtcdTls { ca_pem, client_cert_pem, client_key_pem, domain: None });
+        }
+        Ok(options)
+    }
+}
+
+/// The password in `file`, without the line ending an editor or `echo` leaves at its end.
+fn read_password_file(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!("cannot read the etcd password file {} (--etcd-password-file)", file.display())
+    })?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    anyhow::ensure!(!password.is_empty(), "the etcd password file {} is empty", file.display());
+    Ok(password.to_owned())
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -122,7 +206,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         _ => None,
     };
     create_private_dir(&args.state_dir)?;
-    let store = open_store(&args.store, &args.state_dir).await?;
+    let store = open_store(&args.store, &args.state_dir, &args.etcd).await?;
     let docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
 
     let shutdown = CancellationToken::new();
@@ -189,22 +273,14 @@ fn raise_open_file_limit() {
 }
 
 /// Opens the store an `--store` value names.
-async fn open_store(spec: &str, state_dir: &Path) -> anyhow::Result<SharedStore> {
+async fn open_store(spec: &str, state_dir: &Path, etcd: &EtcdArgs) -> anyhow::Result<SharedStore> {
     if spec.starts_with("etcd://") {
-        let mut options = EtcdOptions::from_url(spec)?;
-        if let (Ok(user), Ok(password)) =
-            (std::env::var("KEDGE_ETCD_USER"), std::env::var("KEDGE_ETCD_PASSWORD"))
-        {
-            options.user = Some((user, password));
-        }
-        let ca_pem = read_optional_env_file("KEDGE_ETCD_CA")?;
-        let client_cert_pem = read_optional_env_file("KEDGE_ETCD_CERT")?;
-        let client_key_pem = read_optional_env_file("KEDGE_ETCD_KEY")?;
-        if ca_pem.is_some() || client_cert_pem.is_some() {
-            options.tls = Some(EtcdTls { ca_pem, client_cert_pem, client_key_pem, domain: None });
-        }
+        let options = etcd.options(spec, std::env::var("KEDGE_ETCD_PASSWORD").ok())?;
         let store = EtcdStore::connect(options).await.with_context(|| format!("cannot connect to {spec}"))?;
         return Ok(Arc::new(store));
+    }
+    if etcd.is_set() {
+        tracing::warn!(store = spec, "the --etcd-* settings are ignored: the store is not etcd");
     }
     let path = match spec {
         "embedded" => state_dir.join("kedge.db"),
@@ -237,13 +313,6 @@ async fn exit_when_failed(store: EmbeddedStore) {
             eprintln!("kedge agent: the embedded store cannot write ({why}); exiting with status {EXIT_STORE_FAILED}");
             std::process::exit(EXIT_STORE_FAILED);
         }
-    }
-}
-
-fn read_optional_env_file(variable: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    match std::env::var(variable) {
-        Ok(path) => Ok(Some(std::fs::read(&path).with_context(|| format!("cannot read {variable} {path}"))?)),
-        Err(_) => Ok(None),
     }
 }
 
@@ -294,4 +363,83 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the permissions of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    }
+
+    fn etcd_args(args: &[&str]) -> EtcdArgs {
+        Command::try_parse_from(std::iter::once("kedge").chain(args.iter().copied()))
+            .expect("the arguments parse")
+            .etcd
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("a temporary file");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn the_password_comes_from_its_file_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "password", "s3cret\n");
+        let args = etcd_args(&["--etcd-user", "kedge", "--etcd-password-file", &file]);
+        let options = args.options("etcd://10.0.0.1:2379", Some("from-the-environment".into())).unwrap();
+        assert_eq!(options.user, Some(("kedge".to_owned(), "s3cret".to_owned())), "the file wins");
+        assert!(!format!("{options:?}").contains("s3cret"), "Debug shows no password");
+        let crlf = write(dir.path(), "crlf", "pass word\r\n");
+        let args = etcd_args(&["--etcd-user", "kedge", "--etcd-password-file", &crlf]);
+        assert_eq!(args.options("etcd://h:2379", None).unwrap().user.unwrap().1, "pass word");
+        // Without a file, KEDGE_ETCD_PASSWORD's value.
+        let args = etcd_args(&["--etcd-user", "kedge"]);
+        let options = args.options("etcd://h:2379", Some("from-the-environment".into())).unwrap();
+        assert_eq!(options.user.unwrap().1, "from-the-environment");
+    }
+
+    #[test]
+    fn a_missing_or_empty_password_file_and_a_user_without_a_password_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope").display().to_string();
+        let args = etcd_args(&["--etcd-user", "kedge", "--etcd-password-file", &missing]);
+        let error = format!("{:#}", args.options("etcd://h:2379", None).unwrap_err());
+        assert!(error.contains(&missing) && error.contains("--etcd-password-file"), "{error}");
+        let empty = write(dir.path(), "empty", "\n");
+        let args = etcd_args(&["--etcd-user", "kedge", "--etcd-password-file", &empty]);
+        let error = format!("{:#}", args.options("etcd://h:2379", None).unwrap_err());
+        assert!(error.contains("empty") && error.contains(&empty), "{error}");
+        let error =
+            format!("{:#}", etcd_args(&["--etcd-user", "kedge"]).options("etcd://h:2379", None).unwrap_err());
+        assert!(error.contains("--etcd-password-file"), "{error}");
+        let error = format!("{:#}", etcd_args(&[]).options("etcd://h:2379", Some("pw".into())).unwrap_err());
+        assert!(error.contains("--etcd-user"), "{error}");
+    }
+
+    #[test]
+    fn tls_files_are_read_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write(dir.path(), "ca.pem", "CA");
+        let cert = write(dir.path(), "client.pem", "CERT");
+        let key = write(dir.path(), "client.key", "KEY");
+        let args = etcd_args(&["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key]);
+        let tls = args.options("etcd://h:2379", None).unwrap().tls.expect("TLS is on");
+        assert_eq!(tls.ca_pem.as_deref(), Some(&b"CA"[..]));
+        assert_eq!(tls.client_cert_pem.as_deref(), Some(&b"CERT"[..]));
+        assert_eq!(tls.client_key_pem.as_deref(), Some(&b"KEY"[..]));
+        assert!(etcd_args(&[]).options("etcd://h:2379", None).unwrap().tls.is_none());
+        let missing = dir.path().join("missing-ca.pem").display().to_string();
+        let error =
+            format!("{:#}", etcd_args(&["--etcd-ca", &missing]).options("etcd://h:2379", None).unwrap_err());
+        assert!(error.contains("--etcd-ca") && error.contains(&missing), "{error}");
+        // A certificate goes with its key.
+        assert!(Command::try_parse_from(["kedge", "--etcd-cert", &cert]).is_err());
+    }
 }

@@ -62,6 +62,17 @@ pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
 /// Parses and validates every Container and ContainerSet in `files` (`-` is stdin); prints every error
 /// and fails when any.
 pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
+    Ok(load_objects_from(files)?.0)
+}
+
+/// The file each loaded object came from, in the order of [`Objects`]' lists.
+pub(crate) struct Origins {
+    pub containers: Vec<String>,
+    pub sets: Vec<String>,
+}
+
+/// [`load_objects`], also answering where each object came from.
+pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origins)> {
     let mut parsed = ParsedObjects::default();
     let mut errors: Vec<SpecError> = Vec::new();
     for file in files {
@@ -87,10 +98,15 @@ pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
     if parsed.containers.is_empty() && parsed.sets.is_empty() {
         return Err(CliError::usage("the input holds no Container or ContainerSet documents"));
     }
-    Ok(Objects {
+    let origins = Origins {
+        containers: parsed.containers.iter().map(|p| p.file.clone()).collect(),
+        sets: parsed.sets.iter().map(|p| p.file.clone()).collect(),
+    };
+    let objects = Objects {
         containers: parsed.containers.into_iter().map(|p| p.container).collect(),
         sets: parsed.sets.into_iter().map(|p| p.set).collect(),
-    })
+    };
+    Ok((objects, origins))
 }
 
 pub(crate) fn object_path(namespace: &str, name: &str) -> String {

@@ -12,7 +12,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::base::{
-    bad_answer, connect, list_items, load_objects, object_path, overrides, print_objects, recent_events,
+    bad_answer, connect, list_items, load_objects, load_objects_from, object_path, overrides, print_objects,
+    recent_events,
 };
 use crate::client::{encode, Client};
 use crate::config;
@@ -147,11 +148,20 @@ fn applyset_id(name: Option<&str>, files: &[PathBuf]) -> CliResult<String> {
 }
 
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
-    let loaded = load_objects(&args.files)?;
+    let (loaded, origins) = load_objects_from(&args.files)?;
     let applyset = applyset_id(args.applyset.as_deref(), &args.files)?;
     let (resolved, client) = connect(global)?;
     let containers = objects::prepare(loaded.containers, &resolved.namespace, &applyset);
     let container_sets = objects::prepare(loaded.sets, &resolved.namespace, &applyset);
+    let mut too_large = objects::too_large(&containers, &origins.containers);
+    too_large.extend(objects::too_large(&container_sets, &origins.sets));
+    if !too_large.is_empty() {
+        for message in &too_large {
+            eprintln!("{message}");
+        }
+        return Err(CliError::usage(format!("{} object(s) too large; nothing was changed", too_large.len()))
+            .hint("keep large data out of specs: mount it from a file or a volume"));
+    }
     let suffix = match args.dry_run {
         DryRun::None => "",
         DryRun::Client => " (dry run)",

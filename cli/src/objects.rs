@@ -79,6 +79,30 @@ pub(crate) fn prepare<K: Declared>(mut objects: Vec<K>, namespace: &str, applyse
     objects
 }
 
+/// The objects whose JSON, as apply sends it, is larger than the API accepts
+/// ([`kedge_controller::api::MAX_BODY_BYTES`]): one message each, naming its file (`files[i]` is
+/// where `objects[i]` came from). Checked before anything is sent, because the server refuses such a
+/// body by closing the connection in the middle of the upload.
+pub(crate) fn too_large<K: Declared>(objects: &[K], files: &[String]) -> Vec<String> {
+    let limit = kedge_controller::api::MAX_BODY_BYTES;
+    objects
+        .iter()
+        .zip(files)
+        .filter_map(|(object, file)| {
+            let size = serde_json::to_vec(object).map_or(0, |json| json.len());
+            (size > limit).then(|| {
+                format!(
+                    "{file}: {}/{} is {} KiB as JSON, over the API's limit of {} KiB per object",
+                    K::WORD,
+                    object.metadata().name,
+                    size.div_ceil(1024),
+                    limit >> 10
+                )
+            })
+        })
+        .collect()
+}
+
 /// The parts of an object a user declares: no status and no store-managed metadata.
 fn declared<K: Declared>(object: &K) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();

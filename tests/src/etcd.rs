@@ -122,12 +122,12 @@ impl EtcdCluster {
     /// One member serving clients over TLS and requiring a client certificate signed by its CA.
     /// Returns the cluster and the PEM files' directory (ca.crt, client.crt, client.key, ...).
     pub async fn start_tls() -> (EtcdCluster, PathBuf) {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let dir = std::env::temp_dir().join(format!("kedge-etcd-{}", &token[..12]));
+        let dir = std::env::temp_dir()
+            .join(format!("kedge-etcd-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         std::fs::create_dir_all(&dir).unwrap();
         make_certificates(&dir);
         let pem = |f: &str| dir.join(f).display().to_string();
-        let tls_args = vec![
+        let flags = vec![
             "--cert-file".into(),
             pem("server.crt"),
             "--key-file".into(),
@@ -136,18 +136,25 @@ impl EtcdCluster {
             pem("ca.crt"),
             "--client-cert-auth".into(),
         ];
+        (Self::start_https_in(dir.clone(), flags), dir)
+    }
+
+    /// One member in `dir` (which it removes when dropped) serving clients over https with `flags`
+    /// (its certificate files, `--client-cert-auth`, auth token settings, ...). Not waited for: the
+    /// test polls a secured member with its own credentials.
+    pub fn start_https_in(dir: PathBuf, flags: Vec<String>) -> EtcdCluster {
         let members =
             vec![Member { name: "m0".into(), client_port: free_port(), peer_port: free_port(), child: None }];
         let mut cluster = EtcdCluster {
-            dir: dir.clone(),
-            token,
+            dir,
+            token: uuid::Uuid::new_v4().simple().to_string(),
             members,
-            tls_args,
+            tls_args: flags,
             scheme: "https",
             extra_addresses: Vec::new(),
         };
         cluster.spawn(0, "new");
-        (cluster, dir)
+        cluster
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod etcd;
 pub mod netns;
+pub mod pki;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -9,30 +9,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use api_support::{kedge_bin, kedge_command, stderr, stdout, AgentGuard};
+use kedge_tests::pki::{make_ca, make_leaf};
 use kedge_tests::{eventually, run_id};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-
-/// A CA: its certificate in PEM and the issuer that signs leaves.
-fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().expect("a CA key");
-    let certificate = params.self_signed(&key).expect("a self-signed CA");
-    (certificate.pem(), Issuer::new(params, key))
-}
-
-/// A leaf certificate signed by `issuer` for `names`, for a server or a client; (certificate, key) PEM.
-fn make_leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str], client: bool) -> (String, String) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf names");
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.extended_key_usages =
-        vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
-    let key = KeyPair::generate().expect("a leaf key");
-    let certificate = params.signed_by(&key, issuer).expect("a signed leaf");
-    (certificate.pem(), key.serialize_pem())
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

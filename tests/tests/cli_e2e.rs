@@ -414,3 +414,31 @@ async fn the_unix_socket_needs_no_token() {
         .unwrap();
     assert_exit(&gone, 5);
 }
+
+/// An object larger than the API's 256 KiB is refused before anything is sent (the server would cut
+/// the upload short): exit 2, the file and the object named, and nothing stored, not even the small
+/// object beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_over_the_api_limit_is_refused_before_sending() {
+    let server = TestServer::start().await;
+    let ns = unique("big");
+    let small = spec_yaml(&ns, "small", "kedge-test/app:v1");
+    let padding = "y".repeat(300 << 10);
+    let big = format!(
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: huge\n  namespace: {ns}\nspec:\n  image: kedge-test/app:v1\n  env:\n    PADDING: \"{padding}\"\n"
+    );
+    let dir = server.dir.join("specs-big");
+    std::fs::create_dir_all(&dir).unwrap();
+    write(&dir.join("a-small.yaml"), &small);
+    write(&dir.join("b-huge.yaml"), &big);
+    let refused = server.kedge(&["apply", "-f", dir.to_str().unwrap()]);
+    assert_exit(&refused, 2);
+    let message = stderr(&refused);
+    assert!(
+        message.contains("b-huge.yaml") && message.contains("container/huge") && message.contains("256 KiB"),
+        "{message}"
+    );
+    assert!(!message.contains("Broken pipe"), "{message}");
+    let stored = objects::list_containers(server.store.as_ref(), Some(&ns)).await.unwrap();
+    assert!(stored.containers.is_empty() && stored.invalid.is_empty(), "nothing was applied");
+}

@@ -44,6 +44,7 @@ mod recreate_volumes;
 mod store_embedded_crash;
 mod store_etcd;
 mod store_kinds;
+mod store_etcd_auth;
 mod store_scale;
 mod updater_check;
 mod updater_image;

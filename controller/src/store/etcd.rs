@@ -8,6 +8,13 @@
 //! - A watch reconnects by itself (with backoff, for up to [`EtcdOptions::watch_reconnect_budget`] of
 //!   continuous failure) and resumes from the revision after the last one it delivered, so a leader
 //!   change or a member restart neither loses nor repeats an event.
+//! - With a user and password, the auth token is refreshed whenever etcd refuses it: etcd forgets a
+//!   simple token after `--auth-token-ttl` of disuse (300 s by default) and every token when it
+//!   restarts. etcd-client authenticates again and retries a unary call that met an invalid token
+//!   ([`ConnectOptions::with_auto_token_refresh`]); what it does not cover is done here
+//!   ([`Reauthenticator`]): a watch, whose refusal is a canceled watch rather than an error, a lease
+//!   keep-alive stream, and etcd's "auth store is old" refusal. A request is retried once after a
+//!   refresh: a refusal means etcd did not apply it, so even a conditional write may be sent again.
 //! - Lists are paged at one pinned revision (every page reads the revision of the first), so a big
 //!   prefix never mixes revisions. A page is sized by bytes, not only by keys: each next page asks for
 //!   as many keys as fit [`LIST_PAGE_BYTES`] at the sizes seen so far, and a page that still comes back
@@ -18,6 +25,9 @@
 //! Not used because etcd 3.4 lacks it: the streaming range read (3.7).
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -43,8 +53,8 @@ pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
 // Room for a page whose average was misjudged, before it has to be asked again.
 const _: () = assert!(MAX_RESPONSE_BYTES >= 4 * LIST_PAGE_BYTES);
 
-/// How to reach an etcd cluster.
-#[derive(Debug, Clone)]
+/// How to reach an etcd cluster. Its `Debug` shows neither the password nor the client key.
+#[derive(Clone)]
 pub struct EtcdOptions {
     /// `host:port` or `http(s)://host:port`, one per member.
     pub endpoints: Vec<String>,
@@ -58,8 +68,9 @@ pub struct EtcdOptions {
     pub tls: Option<EtcdTls>,
 }
 
-/// TLS material, PEM encoded. Endpoints without a scheme get `https://` when this is set.
-#[derive(Debug, Clone, Default)]
+/// TLS material, PEM encoded. Endpoints without a scheme get `https://` when this is set. Its `Debug`
+/// shows whether each part is set, not the key.
+#[derive(Clone, Default)]
 pub struct EtcdTls {
     /// The CA that signed the servers' certificates; the platform roots are not used.
     pub ca_pem: Option<Vec<u8>>,
@@ -68,6 +79,40 @@ pub struct EtcdTls {
     pub client_key_pem: Option<Vec<u8>>,
     /// The server name to verify, when it differs from the endpoint's host.
     pub domain: Option<String>,
+}
+
+/// What `Debug` shows in place of a secret.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("watch_reconnect_budget", &self.watch_reconnect_budget)
+            .field("user", &self.user.as_ref().map(|(user, _)| (user, Redacted)))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = |pem: &Option<Vec<u8>>| pem.as_ref().map(|pem| format!("{} bytes of PEM", pem.len()));
+        f.debug_struct("EtcdTls")
+            .field("ca_pem", &size(&self.ca_pem))
+            .field("client_cert_pem", &size(&self.client_cert_pem))
+            .field("client_key_pem", &self.client_key_pem.as_ref().map(|_| Redacted))
+            .field("domain", &self.domain)
+            .finish()
+    }
 }
 
 impl EtcdOptions {
@@ -103,6 +148,39 @@ pub struct EtcdStore {
     kv: etcd_client::KvClient,
     watch: etcd_client::WatchClient,
     options: EtcdOptions,
+    reauth: Reauthenticator,
+}
+
+/// Authenticates again when etcd refuses the client's token, once for all the requests that were
+/// refused with the same token (each authentication costs etcd a bcrypt comparison).
+#[derive(Clone)]
+struct Reauthenticator {
+    client: Client,
+    /// Only a client with a user and password has a token to refresh.
+    enabled: bool,
+    /// How many times the token was refreshed here. A request refused with an older token than the
+    /// current one retries without authenticating again.
+    generation: Arc<AtomicU64>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Reauthenticator {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Gets a new token, unless one was got since `seen` (the generation the refused request was
+    /// sent under).
+    async fn refresh(&self, seen: u64, refusal: &str) -> Result<(), StoreError> {
+        let _one_at_a_time = self.lock.lock().await;
+        if self.generation() != seen {
+            return Ok(());
+        }
+        tracing::info!(refusal, "etcd refused the auth token; authenticating again");
+        self.client.refresh_token().await.map_err(map_err)?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 impl EtcdStore {
@@ -121,7 +199,7 @@ impl EtcdStore {
             // (for watches) silently hanging; the watch then reconnects elsewhere.
             .with_require_leader(true);
         if let Some((user, password)) = &options.user {
-            connect = connect.with_user(user.clone(), password.clone());
+            connect = connect.with_user(user.clone(), password.clone()).with_auto_token_refresh(true);
         }
         if let Some(tls) = &options.tls {
             let mut t = etcd_client::TlsOptions::new();
@@ -145,7 +223,13 @@ impl EtcdStore {
             .map_err(map_err)?;
         let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let watch = client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        Ok(EtcdStore { client, kv, watch, options })
+        let reauth = Reauthenticator {
+            client: client.clone(),
+            enabled: options.user.is_some(),
+            generation: Arc::default(),
+            lock: Arc::default(),
+        };
+        Ok(EtcdStore { client, kv, watch, options, reauth })
     }
 
     /// The underlying client, for tests and tools that need etcd-specific calls (e.g. member status).
@@ -161,8 +245,9 @@ impl EtcdStore {
         tokio::time::timeout(d, fut).await.map_err(|_| StoreError::Timeout(d))?
     }
 
-    /// Runs `op` with retries on transient errors, all within the request timeout.
-    async fn retrying<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    /// Runs `op` with retries on transient errors, and once more after authenticating again when etcd
+    /// refused the token, all within the request timeout.
+    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -174,7 +259,34 @@ impl EtcdStore {
             .with_max_delay(Duration::from_secs(1))
             .with_jitter()
             .without_max_times();
-        self.with_timeout(op.retry(backoff).when(StoreError::is_transient)).await
+        self.with_timeout(async {
+            let seen = self.reauth.generation();
+            match (&mut op).retry(backoff).when(StoreError::is_transient).await {
+                Err(StoreError::Auth(refusal)) if self.reauth.enabled => {
+                    self.reauth.refresh(seen, &refusal).await?;
+                    op.retry(backoff).when(StoreError::is_transient).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Runs `op` (one request, not retried), and once more after authenticating again when etcd
+    /// refused the token: a refused request was not applied, so sending it again is safe.
+    async fn authenticated<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let seen = self.reauth.generation();
+        match op().await {
+            Err(StoreError::Auth(refusal)) if self.reauth.enabled => {
+                self.reauth.refresh(seen, &refusal).await?;
+                op().await
+            }
+            other => other,
+        }
     }
 
     async fn list_once(&self, prefix: &str) -> Result<ListResult, StoreError> {
@@ -259,26 +371,39 @@ fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
     }
 }
 
+// gRPC status codes, numerically (tonic's `Code` is not a dependency of ours).
+const INVALID_ARGUMENT: i32 = 3;
+const DEADLINE_EXCEEDED: i32 = 4;
+const NOT_FOUND: i32 = 5;
+const PERMISSION_DENIED: i32 = 7;
+const FAILED_PRECONDITION: i32 = 9;
+const OUT_OF_RANGE: i32 = 11;
+const UNAUTHENTICATED: i32 = 16;
+
+/// Whether a gRPC status is etcd refusing the credentials or the token: a wrong password or user
+/// name, an invalid or expired token, a denied permission, or "revision of auth store is old" (users
+/// or roles changed since the token was issued; a new token fixes it).
+fn is_auth_refusal(code: i32, message: &str) -> bool {
+    match code {
+        UNAUTHENTICATED | PERMISSION_DENIED => true,
+        INVALID_ARGUMENT => {
+            message.contains("authentication")
+                || message.contains("user name")
+                || message.contains("auth store is old")
+        }
+        _ => false,
+    }
+}
+
 /// Maps a client error to the store's error kinds.
 pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
-    // gRPC status codes, numerically (tonic's `Code` is not a dependency of ours).
-    const INVALID_ARGUMENT: i32 = 3;
-    const DEADLINE_EXCEEDED: i32 = 4;
-    const NOT_FOUND: i32 = 5;
-    const PERMISSION_DENIED: i32 = 7;
-    const FAILED_PRECONDITION: i32 = 9;
-    const OUT_OF_RANGE: i32 = 11;
-    const UNAUTHENTICATED: i32 = 16;
     match e {
         E::GRpcStatus(status) => {
             let msg = status.message().to_owned();
             let code = i32::from(status.code());
             match code {
-                UNAUTHENTICATED | PERMISSION_DENIED => StoreError::Auth(msg),
-                INVALID_ARGUMENT if msg.contains("authentication") || msg.contains("user name") => {
-                    StoreError::Auth(msg)
-                }
+                _ if is_auth_refusal(code, &msg) => StoreError::Auth(msg),
                 NOT_FOUND => StoreError::NotFound(msg),
                 OUT_OF_RANGE if msg.contains("compacted") => StoreError::Compacted { compact_revision: 0 },
                 INVALID_ARGUMENT | FAILED_PRECONDITION | OUT_OF_RANGE => StoreError::Invalid(msg),
@@ -351,7 +476,7 @@ impl Store for EtcdStore {
                 .when([compare])
                 .and_then([TxnOp::put(key, value, opts)])
                 .or_else([TxnOp::get(key, None)]);
-            self.with_timeout(self.conditional(key, txn)).await
+            self.with_timeout(self.authenticated(|| self.conditional(key, txn.clone()))).await
         })
     }
 
@@ -388,7 +513,9 @@ impl Store for EtcdStore {
                         .when([Compare::mod_revision(key, CompareOp::Equal, r)])
                         .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
                         .or_else([TxnOp::get(key, None)]);
-                    self.with_timeout(self.conditional(key, txn)).await.map(Some)
+                    self.with_timeout(self.authenticated(|| self.conditional(key, txn.clone())))
+                        .await
+                        .map(Some)
                 }
             }
         })
@@ -419,7 +546,9 @@ impl Store for EtcdStore {
                 .when(compares)
                 .and_then([TxnOp::put(key, value, None)])
                 .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
-            self.with_timeout(self.fenced(fence, key, txn)).await.map(|(revision, _)| revision)
+            self.with_timeout(self.authenticated(|| self.fenced(fence, key, txn.clone())))
+                .await
+                .map(|(revision, _)| revision)
         })
     }
 
@@ -438,7 +567,8 @@ impl Store for EtcdStore {
                 .when(compares)
                 .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
                 .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
-            let (revision, deleted) = self.with_timeout(self.fenced(fence, key, txn)).await?;
+            let (revision, deleted) =
+                self.with_timeout(self.authenticated(|| self.fenced(fence, key, txn.clone()))).await?;
             Ok((deleted > 0).then_some(revision))
         })
     }
@@ -468,15 +598,19 @@ impl Store for EtcdStore {
             };
             let mut watch = EtcdWatch {
                 client: self.watch.clone(),
+                reauth: self.reauth.clone(),
                 prefix: prefix.to_owned(),
                 next,
                 stream: None,
+                pending: None,
                 buffer: VecDeque::new(),
                 done: false,
                 reconnect_budget: self.options.watch_reconnect_budget,
+                open_timeout: self.options.request_timeout,
             };
-            // Open the first stream now so that an unreachable cluster is an error of `watch` itself.
-            watch.open().await?;
+            // Open the first stream now so that an unreachable cluster (or a refused token, after one
+            // more authentication) is an error of `watch` itself.
+            watch.open_authenticated().await?;
             let stream = futures::stream::unfold(watch, |mut w| async move {
                 let item = w.next_event().await?;
                 Some((item, w))
@@ -526,8 +660,11 @@ impl Store for EtcdStore {
 
     fn compact(&self, revision: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
-            match self.with_timeout(async { client.compact(revision, None).await.map_err(map_err) }).await {
+            let compact = || {
+                let mut client = self.client.clone();
+                async move { client.compact(revision, None).await.map_err(map_err) }
+            };
+            match self.with_timeout(self.authenticated(compact)).await {
                 Ok(_) => Ok(()),
                 Err(StoreError::Compacted { .. }) => {
                     Err(StoreError::Compacted { compact_revision: revision })
@@ -594,30 +731,67 @@ impl EtcdStore {
 
 struct EtcdWatch {
     client: etcd_client::WatchClient,
+    reauth: Reauthenticator,
     prefix: String,
     /// The next revision to deliver: where a reconnect resumes.
     next: i64,
     stream: Option<etcd_client::WatchStream>,
+    /// The stream's first response, read by [`EtcdWatch::open`], still to be taken apart.
+    pending: Option<etcd_client::WatchResponse>,
     buffer: VecDeque<WatchEvent>,
     done: bool,
     reconnect_budget: Duration,
+    /// How long opening a stream may take, until etcd's answer to the watch's creation.
+    open_timeout: Duration,
 }
 
 impl EtcdWatch {
+    /// Opens a stream from `next`. etcd checks a watch's permission (and so its token) when it creates
+    /// the watch and answers a refusal as a canceled watch, not as an error, so the first answer is
+    /// read here: a refusal is [`StoreError::Auth`].
     async fn open(&mut self) -> Result<(), StoreError> {
         let opts = WatchOptions::new().with_prefix().with_start_revision(self.next);
-        let stream = self.client.watch(self.prefix.as_str(), Some(opts)).await.map_err(map_err)?;
-        self.stream = Some(stream);
-        Ok(())
+        let created = async {
+            let mut stream = self.client.watch(self.prefix.as_str(), Some(opts)).await.map_err(map_err)?;
+            let first = stream.message().await.map_err(map_err)?;
+            Ok::<_, StoreError>((stream, first))
+        };
+        let (stream, first) = tokio::time::timeout(self.open_timeout, created)
+            .await
+            .map_err(|_| StoreError::Timeout(self.open_timeout))??;
+        match first {
+            None => Err(StoreError::Unavailable("etcd closed the watch stream at once".into())),
+            Some(resp) if resp.canceled() && resp.compact_revision() == 0 => {
+                Err(watch_refusal(resp.cancel_reason()))
+            }
+            Some(resp) => {
+                self.stream = Some(stream);
+                self.pending = Some(resp);
+                Ok(())
+            }
+        }
+    }
+
+    /// [`EtcdWatch::open`], and once more after authenticating again when etcd refused the token.
+    async fn open_authenticated(&mut self) -> Result<(), StoreError> {
+        let seen = self.reauth.generation();
+        match self.open().await {
+            Err(StoreError::Auth(refusal)) if self.reauth.enabled => {
+                self.reauth.refresh(seen, &refusal).await?;
+                self.open().await
+            }
+            other => other,
+        }
     }
 
     /// Reopens the stream with backoff until it works or the budget is spent.
     async fn reopen(&mut self) -> Result<(), StoreError> {
         self.stream = None;
+        self.pending = None;
         let deadline = tokio::time::Instant::now() + self.reconnect_budget;
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.open().await {
+            match self.open_authenticated().await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(prefix = %self.prefix, error = %e, "etcd watch: reconnecting");
@@ -644,8 +818,11 @@ impl EtcdWatch {
                     return Some(Err(e));
                 }
             }
-            let stream = self.stream.as_mut().expect("opened above");
-            match stream.message().await {
+            let message = match self.pending.take() {
+                Some(first) => Ok(Some(first)),
+                None => self.stream.as_mut().expect("opened above").message().await,
+            };
+            match message {
                 Ok(Some(resp)) => {
                     if resp.compact_revision() > 0 {
                         self.done = true;
@@ -698,9 +875,49 @@ impl EtcdWatch {
     }
 }
 
+/// What a watch canceled at its creation means: a refused token or permission is
+/// [`StoreError::Auth`] (after one more authentication, final), anything else a reason to reconnect.
+fn watch_refusal(reason: &str) -> StoreError {
+    if reason.contains("permission denied") || reason.contains("auth") {
+        StoreError::Auth(format!("etcd refused the watch: {reason}"))
+    } else {
+        StoreError::Unavailable(format!("etcd canceled the watch: {reason}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_password_and_no_client_key() {
+        let mut options = EtcdOptions::new(["https://10.0.0.1:2379"]);
+        options.user = Some(("kedge".into(), "s3cret-password".into()));
+        options.tls = Some(EtcdTls {
+            ca_pem: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            client_cert_pem: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            client_key_pem: Some(b"-----BEGIN PRIVATE KEY----- s3cret-key".to_vec()),
+            domain: None,
+        });
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("\"kedge\"") && shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("10.0.0.1:2379"), "{shown}");
+    }
+
+    #[test]
+    fn refused_watches_and_stale_auth_revisions_are_auth_errors() {
+        assert!(matches!(watch_refusal("etcdserver: permission denied"), StoreError::Auth(_)));
+        assert!(matches!(watch_refusal("etcdserver: invalid auth token"), StoreError::Auth(_)));
+        assert!(watch_refusal("etcdserver: no leader").is_transient());
+        assert!(is_auth_refusal(INVALID_ARGUMENT, "etcdserver: revision of auth store is old"));
+        assert!(is_auth_refusal(
+            INVALID_ARGUMENT,
+            "etcdserver: authentication failed, invalid user ID or password"
+        ));
+        assert!(is_auth_refusal(UNAUTHENTICATED, "etcdserver: invalid auth token"));
+        assert!(!is_auth_refusal(INVALID_ARGUMENT, "etcdserver: key is not provided"));
+    }
 
     #[test]
     fn list_pages_fit_the_byte_budget() {
