@@ -19,7 +19,7 @@
 //!   (the request may have reached the server before the connection broke); re-read before retrying a CAS.
 //!
 //! Modules: [`keys`] (the key layout), [`embedded`], [`etcd`], [`objects`] (envelope objects with the
-//! generation rule on top of the raw key-value interface).
+//! generation rule on top of the raw key-value interface), [`CountingStore`] (counts range reads).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 
+mod counting;
 mod crc;
 pub mod embedded;
 pub mod etcd;
@@ -36,6 +37,7 @@ pub mod objects;
 #[doc(hidden)]
 pub mod conformance;
 
+pub use counting::CountingStore;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 
