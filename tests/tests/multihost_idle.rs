@@ -6,7 +6,9 @@
 //! The window is 20 s, not the 60 s issue 17 names: the followers' polls it replaced ran every 1 s
 //! (leader key, upgrade request) and 3.3 s (host lock), so 20 s would have shown about 50 reads per
 //! agent; a longer window only slows CI. The leader still lists its prefixes every pass (to be moved
-//! onto reflector caches); its count is printed, not asserted.
+//! onto reflector caches); its count is printed, not asserted. Measured once over 60 s: the two
+//! followers 0 each, the leader 354 (six lists a pass: hosts, liveness, bindings, sets, set statuses,
+//! campaigns).
 
 use std::sync::Arc;
 use std::time::Duration;
