@@ -1,5 +1,6 @@
 //! `kedge agent`: runs the reconciler and the API server for one Docker host.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,7 +311,12 @@ async fn exit_when_failed(store: EmbeddedStore) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         if let Some(why) = store.failure() {
             tracing::error!(error = %why, "the embedded store cannot write; exiting so a supervisor restarts kedge");
-            eprintln!("kedge agent: the embedded store cannot write ({why}); exiting with status {EXIT_STORE_FAILED}");
+            // Not eprintln!: it panics when stderr cannot be written (a full disk under a redirect),
+            // which would turn this exit into a panic's 101.
+            let _ = writeln!(
+                std::io::stderr(),
+                "kedge agent: the embedded store cannot write ({why}); exiting with status {EXIT_STORE_FAILED}"
+            );
             std::process::exit(EXIT_STORE_FAILED);
         }
     }
@@ -334,7 +340,12 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written (a full disk) is dropped, not reported on stderr by the
+    // subscriber itself, which would fail the same way.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         builder.json().init();
     } else {

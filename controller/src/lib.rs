@@ -7,6 +7,7 @@
 //! - [`planner`]: a pure function from (spec, observed container, image facts) to actions.
 //! - [`executor`]: carries actions out; the only code that mutates containers.
 //! - [`queue`]: the work queue: de-duplication, one worker per key, per-key backoff.
+//! - [`runtime`]: the store watcher and the reflector caches the agent and the scheduler read.
 
 pub mod agent;
 pub mod api;
@@ -19,6 +20,7 @@ pub mod mapping;
 pub mod planner;
 pub mod queue;
 pub mod restarts;
+pub mod runtime;
 pub mod store;
 pub mod updater;
 pub mod upgrade;

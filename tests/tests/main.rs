@@ -34,6 +34,7 @@ mod executor_recreate;
 mod hostile_input;
 mod layering;
 mod multihost_failover;
+mod multihost_idle;
 mod multihost_leader;
 mod multihost_netns;
 mod multihost_placement;

@@ -1,16 +1,13 @@
 //! Bindings: which host runs each spec that names no host. The scheduler writes them
 //! (`/kedge/v1/bindings/<ns>/<name>`); every agent follows them, as it follows specs, into a cache
-//! that keeps the last known bindings through a store outage.
-
-use std::collections::BTreeMap;
-use std::sync::RwLock;
-use std::time::Duration;
+//! that keeps the last known bindings through a store outage (a [`Reflector`]).
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::WorkQueue;
-use crate::store::{keys, next_event, EventKind, KeyValue, SharedStore, StoreError};
+use crate::runtime::{reflector, Event, Reflector, Watcher};
+use crate::store::{keys, KeyValue, SharedStore};
 
 /// A binding as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,69 +26,45 @@ pub struct StoredBinding {
     pub mod_revision: i64,
 }
 
-/// The last bindings read from the store, keyed `namespace/name`; the binding follower is the only writer.
-#[derive(Default)]
+/// The last bindings read from the store: a [`Reflector`] of [`keys::BINDINGS`], read by
+/// `namespace/name`; the binding follower is the only writer. An unreadable binding is no binding.
 pub struct BindingCache {
-    inner: RwLock<Inner>,
+    reflector: Reflector<Binding>,
 }
 
-#[derive(Default)]
-struct Inner {
-    bindings: BTreeMap<String, StoredBinding>,
-    in_sync: bool,
+impl Default for BindingCache {
+    fn default() -> BindingCache {
+        BindingCache {
+            reflector: Reflector::new(|kv| serde_json::from_slice(&kv.value).map_err(|e| e.to_string())),
+        }
+    }
 }
 
 impl BindingCache {
     /// The host the spec `key` is bound to, if any.
     pub fn host_of(&self, key: &str) -> Option<String> {
-        self.read().bindings.get(key).map(|stored| stored.binding.host.clone())
+        self.reflector.get(&store_key(key)).map(|binding| binding.host)
     }
 
     /// The store revision at which the spec `key`'s binding was last written, if it is bound.
     pub fn revision_of(&self, key: &str) -> Option<i64> {
-        self.read().bindings.get(key).map(|stored| stored.mod_revision)
+        self.reflector.stored(&store_key(key)).map(|stored| stored.mod_revision)
     }
 
     /// Whether the cache is known to match the store now, so that a missing binding means "unbound".
     pub fn authoritative(&self) -> bool {
-        self.read().in_sync
+        self.reflector.in_sync()
     }
 
-    /// Replaces everything with a complete list; returns the keys whose binding changed.
-    fn replace_all(&self, next: BTreeMap<String, StoredBinding>) -> Vec<String> {
-        let mut inner = self.write();
-        let mut changed: Vec<String> = next
-            .iter()
-            .filter(|(key, stored)| {
-                inner.bindings.get(*key).map(|b| b.mod_revision) != Some(stored.mod_revision)
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        changed.extend(inner.bindings.keys().filter(|key| !next.contains_key(*key)).cloned());
-        inner.bindings = next;
-        inner.in_sync = true;
-        changed
+    /// The cache itself (store keys), for readers that wait on it.
+    pub fn reflector(&self) -> &Reflector<Binding> {
+        &self.reflector
     }
+}
 
-    fn upsert(&self, key: String, stored: StoredBinding) {
-        self.write().bindings.insert(key, stored);
-    }
-
-    fn remove(&self, key: &str) {
-        self.write().bindings.remove(key);
-    }
-
-    fn mark_out_of_sync(&self) {
-        self.write().in_sync = false;
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// `namespace/name` to the binding's store key.
+fn store_key(key: &str) -> String {
+    format!("{}{key}", keys::BINDINGS)
 }
 
 /// Decodes one binding key-value into (`namespace/name`, binding); `None` for a malformed one.
@@ -102,62 +75,27 @@ pub fn decode(kv: &KeyValue) -> Option<(String, StoredBinding)> {
 }
 
 /// Keeps `cache` equal to the store's bindings (list, then watch from the list's revision; on any
-/// error keep the last known bindings and retry), enqueuing every spec whose binding changed.
+/// error keep the last known bindings and retry: see [`crate::runtime`]), enqueuing every spec whose
+/// binding changed.
 pub(crate) async fn follow_bindings(
     store: SharedStore,
     cache: std::sync::Arc<BindingCache>,
     queue: WorkQueue<String>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            outcome = list_and_watch(&store, &cache, &queue, &mut delay) => outcome,
-        };
-        if let Err(error) = outcome {
-            tracing::debug!(%error, "lost the bindings watch; keeping the last known bindings");
-        }
-        cache.mark_out_of_sync();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-}
-
-async fn list_and_watch(
-    store: &SharedStore,
-    cache: &BindingCache,
-    queue: &WorkQueue<String>,
-    delay: &mut Duration,
-) -> Result<(), StoreError> {
-    let listed = store.list(keys::BINDINGS).await?;
-    let mut watch = store.watch(keys::BINDINGS, listed.revision + 1).await?;
-    let next = listed.kvs.iter().filter_map(decode).collect();
-    for key in cache.replace_all(next) {
-        queue.add(key);
-    }
-    *delay = Duration::from_millis(200);
-    while let Some(event) = next_event(&mut watch).await {
-        let event = event?;
-        match event.kind {
-            EventKind::Put => match decode(&event.kv) {
-                Some((key, stored)) => {
-                    cache.upsert(key.clone(), stored);
-                    queue.add(key);
-                }
-                None => tracing::error!(key = %event.kv.key, "ignoring an unreadable binding"),
-            },
-            EventKind::Delete => {
-                if let Some((namespace, name)) = keys::parse_binding_key(&event.kv.key) {
-                    let key = format!("{namespace}/{name}");
-                    cache.remove(&key);
-                    queue.add(key);
-                }
+    let watcher = Watcher::new(store, keys::BINDINGS, shutdown);
+    reflector::run(&cache.reflector, watcher, |event, applied| {
+        reflector::log_sync("bindings", keys::BINDINGS, event, applied);
+        if let Event::Put { kv, .. } = event {
+            if let Some(unreadable) = cache.reflector.unreadable(&kv.key) {
+                tracing::error!(key = %kv.key, error = %unreadable.error, "ignoring an unreadable binding");
             }
         }
-    }
-    Ok(())
+        for key in &applied.keys {
+            if let Some((namespace, name)) = keys::parse_binding_key(key) {
+                queue.add(format!("{namespace}/{name}"));
+            }
+        }
+    })
+    .await;
 }

@@ -1,57 +1,75 @@
 //! The desired-state cache: the last specs read from the store, kept by one writer (the store
-//! follower) and read by every worker.
+//! follower) and read by every worker. It is a [`Reflector`] of [`keys::SPECS`], read by
+//! `namespace/name`.
 //!
 //! It is what lets the agent keep repairing through a store outage: the cache is never emptied by a
 //! failure, only changed by a successful list or a watch event. [`DesiredState::authoritative`] tells
-//! whether the cache is known to match the store right now; a worker may conclude that a spec was
-//! deleted (and remove its container) only then.
+//! whether the cache is known to match the store right now (a list succeeded and its watch is
+//! healthy); a worker may conclude that a spec was deleted (and remove its container) only then.
 //!
 //! A spec that cannot be read is kept apart ([`DesiredState::invalid`]): it is neither a spec to act on
 //! nor a deletion, so its container is left as it is until the spec is repaired or deleted.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::Mutex;
 
 use kedge_crds::Container;
 
-use crate::store::objects::InvalidObject;
+use crate::runtime::{Applied, Event, Reflector};
+use crate::store::objects::{self, InvalidObject};
+use crate::store::{keys, KeyValue};
 
 /// Shared read access to the desired state; the store follower is its only writer.
-#[derive(Default)]
 pub struct DesiredState {
-    inner: RwLock<Inner>,
+    reflector: Reflector<Container>,
+    /// Unreadable specs already reported, with the revision reported (`namespace/name`).
+    reported: Mutex<BTreeMap<String, i64>>,
 }
 
-#[derive(Default)]
-struct Inner {
-    specs: BTreeMap<String, Container>,
-    /// Specs that cannot be read, and whether the agent has reported each yet.
-    invalid: BTreeMap<String, (InvalidObject, bool)>,
-    /// The store revision the cache reflects.
-    revision: i64,
-    /// A list succeeded and the watch that followed it is still healthy.
-    in_sync: bool,
-    /// The store's last failure, while it lasts.
-    last_error: Option<String>,
+impl Default for DesiredState {
+    fn default() -> DesiredState {
+        DesiredState { reflector: Reflector::new(decode_spec), reported: Mutex::default() }
+    }
 }
 
-/// What a change to the cache touched.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changed {
-    pub keys: Vec<String>,
+/// A stored spec, tolerating (and reporting) fields a newer kedge wrote; an `Err` says why it
+/// cannot be read.
+fn decode_spec(kv: &KeyValue) -> Result<Container, String> {
+    match objects::decode_container_lenient(kv) {
+        Ok(read) => {
+            if !read.ignored.is_empty() {
+                tracing::warn!(key = %kv.key, fields = %read.ignored.join(", "), "a spec has fields this kedge does not know (written by a newer one?); they are ignored");
+            }
+            Ok(read.value)
+        }
+        Err(error) => {
+            let (namespace, name) = keys::parse_spec_key(&kv.key).unwrap_or_default();
+            Err(InvalidObject::unreadable(kv, namespace, name, &error).error)
+        }
+    }
+}
+
+/// `namespace/name` to the spec's store key.
+fn store_key(key: &str) -> String {
+    format!("{}{key}", keys::SPECS)
+}
+
+/// The store key of a spec to `namespace/name`.
+fn work_key(store_key: &str) -> Option<String> {
+    keys::parse_spec_key(store_key).map(|(namespace, name)| format!("{namespace}/{name}"))
 }
 
 impl DesiredState {
     pub fn get(&self, key: &str) -> Option<Container> {
-        self.read().specs.get(key).cloned()
+        self.reflector.get(&store_key(key))
     }
 
     pub fn keys(&self) -> Vec<String> {
-        self.read().specs.keys().cloned().collect()
+        self.reflector.keys().iter().filter_map(|key| work_key(key)).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.read().specs.len()
+        self.reflector.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,158 +78,140 @@ impl DesiredState {
 
     /// Whether the cache is known to match the store now, so that a missing key means "deleted".
     pub fn authoritative(&self) -> bool {
-        self.read().in_sync
+        self.reflector.in_sync()
     }
 
     pub fn revision(&self) -> i64 {
-        self.read().revision
+        self.reflector.revision()
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.read().last_error.clone()
+        self.reflector.last_error()
     }
 
-    /// Replaces everything with a complete list read at `revision`; returns every key that was
-    /// added, changed or removed.
-    pub fn replace_all(
-        &self,
-        containers: Vec<Container>,
-        invalid: Vec<InvalidObject>,
-        revision: i64,
-    ) -> Changed {
-        let mut inner = self.write();
-        let mut next = BTreeMap::new();
-        for container in containers {
-            next.insert(container.key(), container);
-        }
-        let mut keys: Vec<String> = Vec::new();
-        for (key, container) in &next {
-            if inner.specs.get(key).map(resource_version) != Some(resource_version(container)) {
-                keys.push(key.clone());
+    /// The cache itself (store keys), for readers that wait on it.
+    pub fn reflector(&self) -> &Reflector<Container> {
+        &self.reflector
+    }
+
+    /// Applies one event of the store follower's watcher; returns the keys (`namespace/name`) to
+    /// reconcile: every spec added, changed or removed, and every unreadable spec not reported yet.
+    pub fn apply(&self, event: &Event) -> (Vec<String>, Applied) {
+        let applied = self.reflector.apply(event);
+        let mut keys: Vec<String> = applied.keys.iter().filter_map(|key| work_key(key)).collect();
+        if let Event::Restarted { .. } = event {
+            let reported = self.reported();
+            for (key, unreadable) in self.reflector.unreadable_entries() {
+                let Some(key) = work_key(&key) else { continue };
+                if reported.get(&key) != Some(&unreadable.mod_revision) && !keys.contains(&key) {
+                    keys.push(key);
+                }
             }
         }
-        keys.extend(inner.specs.keys().filter(|key| !next.contains_key(*key)).cloned());
-        let mut next_invalid = BTreeMap::new();
-        for object in invalid {
-            let key = object.key();
-            let reported = inner.invalid.get(&key).is_some_and(|(known, reported)| {
-                *reported && known.resource_version == object.resource_version
-            });
-            if !reported && !keys.contains(&key) {
-                keys.push(key.clone());
-            }
-            next_invalid.insert(key, (object, reported));
-        }
-        inner.invalid = next_invalid;
-        inner.specs = next;
-        inner.revision = revision;
-        inner.in_sync = true;
-        inner.last_error = None;
-        Changed { keys }
-    }
-
-    /// Applies a watched put.
-    pub fn upsert(&self, container: Container, revision: i64) -> String {
-        let key = container.key();
-        let mut inner = self.write();
-        inner.invalid.remove(&key);
-        inner.specs.insert(key.clone(), container);
-        inner.revision = inner.revision.max(revision);
-        key
-    }
-
-    /// Applies a watched put that cannot be read: the key's spec is set aside, not acted on.
-    pub fn mark_invalid(&self, object: InvalidObject, revision: i64) -> String {
-        let key = object.key();
-        let mut inner = self.write();
-        inner.specs.remove(&key);
-        inner.invalid.insert(key.clone(), (object, false));
-        inner.revision = inner.revision.max(revision);
-        key
-    }
-
-    /// Applies a watched delete.
-    pub fn remove(&self, key: &str, revision: i64) {
-        let mut inner = self.write();
-        inner.specs.remove(key);
-        inner.invalid.remove(key);
-        inner.revision = inner.revision.max(revision);
+        (keys, applied)
     }
 
     /// Why the key's stored spec cannot be read, if it cannot.
     pub fn invalid(&self, key: &str) -> Option<InvalidObject> {
-        self.read().invalid.get(key).map(|(object, _)| object.clone())
+        let unreadable = self.reflector.unreadable(&store_key(key))?;
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        Some(InvalidObject {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            resource_version: unreadable.mod_revision.to_string(),
+            error: unreadable.error,
+        })
     }
 
     /// The key's unreadable spec, the first time it is asked for (per stored revision): so that it is
     /// reported once, not on every pass.
     pub fn take_unreported_invalid(&self, key: &str) -> Option<InvalidObject> {
-        let mut inner = self.write();
-        let (object, reported) = inner.invalid.get_mut(key)?;
-        if *reported {
+        let object = self.invalid(key)?;
+        let revision = self.reflector.unreadable(&store_key(key))?.mod_revision;
+        let mut reported = self.reported();
+        if reported.get(key) == Some(&revision) {
             return None;
         }
-        *reported = true;
-        Some(object.clone())
+        reported.insert(key.to_owned(), revision);
+        Some(object)
     }
 
-    /// The store failed: keep every spec, but stop treating absence as deletion.
-    pub fn mark_out_of_sync(&self, error: String) {
-        let mut inner = self.write();
-        inner.in_sync = false;
-        inner.last_error = Some(error);
+    fn reported(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
+        self.reported.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-fn resource_version(container: &Container) -> Option<&str> {
-    container.metadata.resource_version.as_deref()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(name: &str, revision: i64) -> Container {
-        let mut container: Container = serde_json::from_value(serde_json::json!({
+    fn spec(name: &str, revision: i64) -> KeyValue {
+        let container: Container = serde_json::from_value(serde_json::json!({
             "apiVersion": "kedge.io/v1",
             "kind": "Container",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "namespace": "default"},
             "spec": {"image": "kedge-test/app:v1"}
         }))
         .unwrap();
-        container.metadata.resource_version = Some(revision.to_string());
-        container
+        kv(name, revision, serde_json::to_vec(&container).unwrap())
+    }
+
+    fn unreadable(name: &str, revision: i64) -> KeyValue {
+        kv(
+            name,
+            revision,
+            br#"{"apiVersion":"kedge.io/v1","kind":"Container","metadata":{"name":"x"},"spec":{"image":7}}"#
+                .to_vec(),
+        )
+    }
+
+    fn kv(name: &str, revision: i64, value: Vec<u8>) -> KeyValue {
+        KeyValue {
+            key: keys::spec_key("default", name).unwrap(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn listed(kvs: Vec<KeyValue>, revision: i64) -> Event {
+        Event::Restarted { kvs, revision }
+    }
+
+    fn put(kv: KeyValue) -> Event {
+        let revision = kv.mod_revision;
+        Event::Put { kv, revision }
+    }
+
+    fn changed(cache: &DesiredState, event: Event) -> Vec<String> {
+        cache.apply(&event).0
     }
 
     #[test]
     fn a_list_reports_exactly_what_changed() {
         let cache = DesiredState::default();
         assert!(!cache.authoritative(), "nothing read yet");
-        let changed = cache.replace_all(vec![spec("a", 1), spec("b", 2)], Vec::new(), 2);
-        assert_eq!(changed.keys, vec!["default/a", "default/b"]);
+        let keys = changed(&cache, listed(vec![spec("a", 1), spec("b", 2)], 2));
+        assert_eq!(keys, vec!["default/a", "default/b"]);
         assert!(cache.authoritative());
-        let changed = cache.replace_all(vec![spec("a", 1), spec("c", 3)], Vec::new(), 3);
-        assert_eq!(changed.keys, vec!["default/c", "default/b"]);
+        assert_eq!(cache.get("default/a").unwrap().metadata.resource_version.as_deref(), Some("1"));
+        let keys = changed(&cache, listed(vec![spec("a", 1), spec("c", 3)], 3));
+        assert_eq!(keys, vec!["default/b", "default/c"]);
         assert_eq!(cache.keys(), vec!["default/a", "default/c"]);
     }
 
     #[test]
     fn an_outage_keeps_the_specs_but_not_the_authority() {
         let cache = DesiredState::default();
-        cache.replace_all(vec![spec("a", 1)], Vec::new(), 1);
-        cache.mark_out_of_sync("connection refused".into());
+        changed(&cache, listed(vec![spec("a", 1)], 1));
+        let error = Event::Error { message: "connection refused".into(), transient: true };
+        assert!(changed(&cache, error).is_empty());
         assert!(!cache.authoritative());
         assert!(cache.get("default/a").is_some(), "the last known spec is kept through an outage");
         assert_eq!(cache.last_error().as_deref(), Some("connection refused"));
-        cache.replace_all(vec![], Vec::new(), 2);
+        changed(&cache, listed(vec![], 2));
         assert!(cache.authoritative());
         assert!(cache.get("default/a").is_none(), "a successful list is what deletes");
     }
@@ -219,44 +219,38 @@ mod tests {
     #[test]
     fn watch_events_move_the_revision_forward_only() {
         let cache = DesiredState::default();
-        cache.replace_all(vec![], Vec::new(), 5);
-        cache.upsert(spec("a", 7), 7);
-        cache.remove("default/zzz", 6);
+        changed(&cache, listed(vec![], 5));
+        changed(&cache, put(spec("a", 7)));
+        let gone = Event::Delete { key: keys::spec_key("default", "zzz").unwrap(), revision: 6 };
+        assert_eq!(changed(&cache, gone), vec!["default/zzz"]);
         assert_eq!(cache.revision(), 7);
-        cache.remove("default/a", 8);
+        changed(&cache, Event::Delete { key: keys::spec_key("default", "a").unwrap(), revision: 8 });
         assert!(cache.is_empty());
-    }
-
-    fn unreadable(name: &str, revision: i64) -> InvalidObject {
-        InvalidObject {
-            namespace: "default".into(),
-            name: name.into(),
-            resource_version: revision.to_string(),
-            error: "spec.image: invalid type".into(),
-        }
     }
 
     #[test]
     fn an_unreadable_spec_is_set_aside_reported_once_per_revision_and_not_a_deletion() {
         let cache = DesiredState::default();
-        let changed = cache.replace_all(vec![spec("a", 1)], vec![unreadable("bad", 2)], 2);
-        assert_eq!(changed.keys, vec!["default/a", "default/bad"]);
+        let keys = changed(&cache, listed(vec![spec("a", 1), unreadable("bad", 2)], 2));
+        assert_eq!(keys, vec!["default/a", "default/bad"]);
         assert_eq!(cache.keys(), vec!["default/a"], "not a spec to act on");
-        assert!(cache.invalid("default/bad").is_some(), "nor a deletion");
+        let invalid = cache.invalid("default/bad").expect("nor a deletion");
+        assert_eq!((invalid.name.as_str(), invalid.resource_version.as_str()), ("bad", "2"));
+        assert!(invalid.error.contains("spec.image"), "{invalid:?}");
         assert!(cache.take_unreported_invalid("default/bad").is_some());
         assert!(cache.take_unreported_invalid("default/bad").is_none(), "reported once");
         // Listed again unchanged: not reported again, not enqueued again.
-        let changed = cache.replace_all(vec![spec("a", 1)], vec![unreadable("bad", 2)], 3);
-        assert!(changed.keys.is_empty(), "{changed:?}");
+        let keys = changed(&cache, listed(vec![spec("a", 1), unreadable("bad", 2)], 3));
+        assert!(keys.is_empty(), "{keys:?}");
         assert!(cache.take_unreported_invalid("default/bad").is_none());
         // Rewritten, still unreadable: reported again. Repaired: a spec again.
-        cache.mark_invalid(unreadable("bad", 4), 4);
+        changed(&cache, put(unreadable("bad", 4)));
         assert!(cache.take_unreported_invalid("default/bad").is_some());
-        cache.upsert(spec("bad", 5), 5);
+        changed(&cache, put(spec("bad", 5)));
         assert!(cache.invalid("default/bad").is_none());
         assert!(cache.get("default/bad").is_some());
         // A spec that turns unreadable stops being one.
-        cache.mark_invalid(unreadable("a", 6), 6);
+        changed(&cache, put(unreadable("a", 6)));
         assert!(cache.get("default/a").is_none() && cache.invalid("default/a").is_some());
     }
 }

@@ -7,8 +7,9 @@
 //! instead of waiting for the lease. A holder in another PID namespace (an agent in a container and one
 //! on the host) cannot be judged from here and is waited for; so is one that names no namespace.
 //!
-//! The holder checks every renewal that the key is still its own (on its lease): a lock taken from it
-//! by any means is noticed within a renewal period, and the agent stops at once.
+//! The holder checks every renewal that the key is still its own (on its lease), from a watch of the
+//! key (the store is asked only while that watch is not in sync): a lock taken from it by any means is
+//! noticed within a renewal period, and the agent stops at once.
 //!
 //! While the store is unreachable the holder keeps acting: no other agent can take the lock without
 //! the store either. The lock is lost only when the store says the lease is gone; the agent then
@@ -93,9 +94,16 @@ impl HostLock {
 
 async fn keep_alive(store: SharedStore, key: String, lease: LeaseId, lost: watch::Sender<bool>) {
     let period = Duration::from_secs((LOCK_TTL_SECONDS / 3) as u64);
+    // The key, watched (ended when this task is aborted or returns): whether it is still ours is read
+    // from the watch, and from the store only while the watch is not in sync.
+    let watching = tokio_util::sync::CancellationToken::new();
+    let _stop_watching = watching.clone().drop_guard();
+    let cache =
+        crate::runtime::reflector::spawn(store.clone(), &key, "host lock", |kv| Ok(kv.lease), watching);
     loop {
         tokio::time::sleep(period).await;
         let renewed = match store.lease_keep_alive(lease).await {
+            Ok(_) if cache.in_sync() => Ok(cache.get(&key) == Some(lease)),
             Ok(_) => store.get(&key).await.map(|kv| kv.filter(|kv| kv.lease == lease).is_some()),
             Err(StoreError::NotFound(_)) => Ok(false),
             Err(error) => Err(error),

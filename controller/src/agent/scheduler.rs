@@ -1,8 +1,9 @@
 //! The scheduler: binds every spec that names no host to a ready host, run by one agent at a time.
 //!
 //! Leadership is a key on a lease, created only when absent ([`keys::SCHEDULER_LEADER`]); the leader
-//! renews the lease, the others try to create the key every second and take over once it is gone (the
-//! lease lapsed or the leader revoked it on shutdown). The leader key's `mod_revision` is the leader's
+//! renews the lease, the others watch the key (a [`crate::runtime::Reflector`]; they ask the store
+//! every second only while that watch is not in sync) and take over once it is gone (the lease lapsed
+//! or the leader revoked it on shutdown). The leader key's `mod_revision` is the leader's
 //! term, and every binding write is fenced on it ([`Fence`]): the store applies the write only if the
 //! leader key still has that `mod_revision`, atomically. A leader that was paused, partitioned or slow
 //! past its lease therefore cannot write once a successor exists, or while nobody leads: at any
@@ -205,9 +206,32 @@ pub(crate) async fn run(
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(standby) => {}
     }
+    // The leader key, watched: while someone leads, the others wait for its key to go instead of
+    // asking the store every tick.
+    let watching = shutdown.child_token();
+    let _stop_watching = watching.clone().drop_guard();
+    let leader_key = crate::runtime::reflector::spawn(
+        store.clone(),
+        keys::SCHEDULER_LEADER,
+        "scheduler leader",
+        |kv| Ok(kv.mod_revision),
+        watching,
+    );
     let mut announced_follower = false;
     loop {
-        match campaign(&store, &me).await {
+        let mut changes = leader_key.subscribe();
+        let known = leader_key.in_sync();
+        if known && leader_key.get(keys::SCHEDULER_LEADER).is_some() {
+            if !announced_follower {
+                tracing::debug!(host = %me, "another agent leads the scheduler");
+                announced_follower = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = changes.changed() => continue,
+            }
+        }
+        match campaign(&store, &me, known).await {
             Ok(Some((term, lease))) => {
                 // Revokes the lease if this task panics while leading, so that another agent takes
                 // over at once instead of after the lease's TTL.
@@ -270,8 +294,13 @@ impl Drop for LeaseGuard<'_> {
 }
 
 /// Tries once to become leader: `Some((term, lease))` on success, `None` when someone else leads.
-async fn campaign(store: &SharedStore, me: &str) -> Result<Option<(i64, LeaseId)>, StoreError> {
-    if store.get(keys::SCHEDULER_LEADER).await?.is_some() {
+/// `known_absent`: the watched leader key is in sync and absent, so the store is not asked first.
+async fn campaign(
+    store: &SharedStore,
+    me: &str,
+    known_absent: bool,
+) -> Result<Option<(i64, LeaseId)>, StoreError> {
+    if !known_absent && store.get(keys::SCHEDULER_LEADER).await?.is_some() {
         return Ok(None);
     }
     let lease = store.lease_grant(LEADER_TTL_SECONDS).await?;

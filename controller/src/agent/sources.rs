@@ -2,8 +2,8 @@
 //! Each only updates the desired-state cache (the store follower) and adds keys to the work queue.
 //!
 //! Both followers reconnect with exponential backoff and jitter; after every reconnect they make up
-//! for what they may have missed (the store follower re-lists, the engine follower enqueues every key),
-//! because watches and event streams can drop silently.
+//! for what they may have missed (the store follower re-lists, through [`crate::runtime::Watcher`];
+//! the engine follower enqueues every key), because watches and event streams can drop silently.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::{labels, ContainerFilter, DockerClient, EngineEvent, EventAction};
 use crate::queue::WorkQueue;
-use crate::store::{keys, objects, EventKind, SharedStore, StoreError};
+use crate::runtime::{reflector, Watcher};
+use crate::store::{keys, SharedStore};
 
 use super::cache::DesiredState;
 
-/// Reconnection backoff of the followers: quick at first, never slower than every 10 s.
+/// Reconnection backoff of the engine follower: quick at first, never slower than every 10 s.
 fn reconnect_backoff() -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -28,96 +29,23 @@ fn reconnect_backoff() -> ExponentialBackoff {
         .build()
 }
 
-/// Keeps `cache` equal to the store's specs: list, then watch from the list's revision; on a
-/// compacted revision re-list, on any error mark the cache out of sync (keeping every spec) and
-/// retry with backoff. Ends when `shutdown` is cancelled.
+/// Keeps `cache` equal to the store's specs with a [`Watcher`] (list, then watch from the list's
+/// revision; on a compacted revision re-list, on any error mark the cache out of sync, keeping every
+/// spec, and retry with backoff), enqueuing every key that changed. Ends when `shutdown` is cancelled.
 pub(crate) async fn follow_store(
     store: SharedStore,
     cache: Arc<DesiredState>,
     queue: WorkQueue<String>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = reconnect_backoff();
-    loop {
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            outcome = list_and_watch(&store, &cache, &queue, &mut backoff) => outcome,
-        };
-        let (error, transient) = match outcome {
-            Err(StoreError::Compacted { compact_revision }) => {
-                tracing::info!(compact_revision, "the store compacted past our revision; re-listing");
-                continue;
-            }
-            Err(error) => (error.to_string(), error.is_transient()),
-            Ok(()) => ("the store ended the watch".to_owned(), true),
-        };
-        // Either way the follower lists again with backoff; only the words differ. A transient error
-        // (unreachable, timed out) is expected to pass; another one (refused, corrupt) needs a person.
-        if !transient {
-            tracing::error!(%error, "the store refused the list or watch; retrying, deleting nothing meanwhile");
-        } else if cache.authoritative() {
-            tracing::warn!(%error, "lost the store; reconciling from the last known specs, deleting nothing");
-        }
-        cache.mark_out_of_sync(error);
-        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+    let mut watcher = Watcher::new(store, keys::SPECS, shutdown);
+    while let Some(event) = watcher.next().await {
+        let (changed, applied) = cache.apply(&event);
+        reflector::log_sync("specs", keys::SPECS, &event, &applied);
+        for key in changed {
+            queue.add(key);
         }
     }
-}
-
-async fn list_and_watch(
-    store: &SharedStore,
-    cache: &DesiredState,
-    queue: &WorkQueue<String>,
-    backoff: &mut ExponentialBackoff,
-) -> Result<(), StoreError> {
-    let list = objects::list_containers(store.as_ref(), None).await?;
-    let revision = list.revision;
-    let prefix = keys::specs_prefix(None).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let mut watch = store.watch(&prefix, revision.saturating_add(1)).await?;
-    let was_in_sync = cache.authoritative();
-    for (key, fields) in &list.ignored_fields {
-        tracing::warn!(key, fields = %fields.join(", "), "a spec has fields this kedge does not know (written by a newer one?); they are ignored");
-    }
-    let changed = cache.replace_all(list.containers, list.invalid, revision);
-    if !was_in_sync {
-        tracing::info!(specs = cache.len(), revision, "in sync with the store");
-    }
-    *backoff = reconnect_backoff();
-    for key in changed.keys {
-        queue.add(key);
-    }
-    while let Some(event) = watch.next().await {
-        let event = event?;
-        match event.kind {
-            EventKind::Put => match objects::decode_container_lenient(&event.kv) {
-                Ok(read) => {
-                    if !read.ignored.is_empty() {
-                        tracing::warn!(key = %event.kv.key, fields = %read.ignored.join(", "), "a spec has fields this kedge does not know (written by a newer one?); they are ignored");
-                    }
-                    queue.add(cache.upsert(read.value, event.revision))
-                }
-                // The API validates what it stores, so this is another writer's doing: the spec is
-                // set aside (its container left as it is) and reported, and nothing else waits for it.
-                Err(error) => {
-                    if let Some((namespace, name)) = keys::parse_spec_key(&event.kv.key) {
-                        let object = objects::InvalidObject::unreadable(&event.kv, namespace, name, &error);
-                        queue.add(cache.mark_invalid(object, event.revision));
-                    }
-                }
-            },
-            EventKind::Delete => {
-                if let Some((namespace, name)) = keys::parse_spec_key(&event.kv.key) {
-                    let key = format!("{namespace}/{name}");
-                    cache.remove(&key, event.revision);
-                    queue.add(key);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Turns the engine's container events into keys to reconcile. After every (re)connect it also

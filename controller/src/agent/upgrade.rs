@@ -38,8 +38,25 @@ const HELPER_LOG_TAIL: usize = 30;
 /// Follows this host's upgrade requests until `shutdown`.
 pub(crate) async fn follow(agent: Arc<Agent>, identity: AgentIdentity, shutdown: CancellationToken) {
     let Ok(key) = keys::host_upgrade_key(&agent.config.host_name) else { return };
+    // The request key, watched: each tick reads it from the watch, and from the store only while the
+    // watch is not in sync.
+    let watching = shutdown.child_token();
+    let _stop_watching = watching.clone().drop_guard();
+    let cache = crate::runtime::reflector::spawn(
+        agent.store.clone(),
+        &key,
+        "upgrade request",
+        |kv| Ok(kv.clone()),
+        watching,
+    );
     loop {
-        if let Err(error) = step(&agent, &identity, &key).await {
+        let request = if cache.in_sync() { Ok(cache.get(&key)) } else { agent.store.get(&key).await };
+        let outcome = match request {
+            Ok(Some(kv)) => step(&agent, &identity, &key, kv).await,
+            Ok(None) => Ok(()),
+            Err(error) => Err(StepError::Store(error)),
+        };
+        if let Err(error) = outcome {
             tracing::debug!(%error, "agent upgrade: step failed; retrying");
         }
         tokio::select! {
@@ -58,8 +75,12 @@ enum StepError {
     Docker(#[from] crate::docker::DockerError),
 }
 
-async fn step(agent: &Agent, identity: &AgentIdentity, key: &str) -> Result<(), StepError> {
-    let Some(kv) = agent.store.get(key).await? else { return Ok(()) };
+async fn step(
+    agent: &Agent,
+    identity: &AgentIdentity,
+    key: &str,
+    kv: crate::store::KeyValue,
+) -> Result<(), StepError> {
     let Ok(upgrade) = serde_json::from_slice::<HostUpgrade>(&kv.value) else { return Ok(()) };
     match upgrade.state {
         HostUpgradeState::Requested => start(agent, identity, key, upgrade, kv.mod_revision).await,

@@ -20,7 +20,7 @@
 //!
 //! Modules: [`keys`] (the key layout), [`embedded`], [`etcd`], [`api`] (the typed `Api<K>` of every
 //! [`kedge_crds::Resource`] kind, with the generation rule, on top of the raw key-value interface),
-//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`).
+//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`), [`CountingStore`] (counts range reads).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +29,7 @@ use std::sync::Arc;
 use futures::Stream;
 
 pub mod api;
+mod counting;
 mod crc;
 pub mod embedded;
 pub mod etcd;
@@ -40,6 +41,7 @@ pub mod api_conformance;
 #[doc(hidden)]
 pub mod conformance;
 
+pub use counting::CountingStore;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 
