@@ -17,6 +17,8 @@
 //! - `located` (private): where a parsed document came from, and errors placed in it (shared by
 //!   `parse` and `validate`).
 //! - [`validate`]: the rules for one container and for a set (duplicates, dependsOn references and cycles).
+//! - [`policy`]: the host-escape policy (levels `privileged`, `baseline`, `restricted`): which
+//!   fields let a container reach into the host, checked by the API and again by the agent.
 //! - [`schema`]: the JSON Schema, generated from the types.
 //! - `yaml` (private): YAML text to positioned values.
 //! - [`spec_hash`]: the fingerprint the controller labels containers with.
@@ -29,6 +31,7 @@ mod hash;
 pub mod lenient;
 mod located;
 pub mod parse;
+pub mod policy;
 pub mod quantity;
 pub mod reference;
 mod repair;
@@ -48,6 +51,7 @@ pub use parse::{
     sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError,
     SpecErrors,
 };
+pub use policy::{PolicyLevel, PolicySettings, Violation};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
 pub use schema::{schema, schema_json, set_schema, set_schema_json};
