@@ -69,6 +69,17 @@ pub struct AgentArgs {
     /// addition to the bearer token. Needs --tls-cert.
     #[arg(long, env = "KEDGE_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The host-escape policy level of every namespace (docs/policy.md): `baseline` refuses
+    /// privileged containers, added capabilities, the host network and bind mounts of sensitive
+    /// host paths; `restricted` also requires a non-root user and read-only bind mounts;
+    /// `privileged` refuses nothing. Enforced on API writes and again before a spec is run.
+    #[arg(long, env = "KEDGE_POLICY_LEVEL", value_name = "LEVEL", default_value = "baseline",
+          value_parser = parse_policy_level)]
+    pub policy_level: kedge_crds::PolicyLevel,
+}
+
+fn parse_policy_level(text: &str) -> Result<kedge_crds::PolicyLevel, String> {
+    text.parse()
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -83,6 +94,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.scheduler_grace = Duration::from_secs(args.scheduler_grace_seconds);
     config.container = args.container.clone();
     config.ready_file = args.ready_file.clone();
+    config.policy = kedge_crds::PolicySettings { default_level: args.policy_level };
     for label in &args.host_labels {
         let (key, value) =
             label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;
@@ -116,6 +128,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         )),
         docker: Some(docker.clone()),
         health: Some(config.health.clone()),
+        policy: config.policy.clone(),
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };
     let tcp = tokio::net::TcpListener::bind(&args.listen)

@@ -94,6 +94,9 @@ pub struct ApiState {
     pub docker: Option<crate::docker::DockerClient>,
     /// The agent's task health, which `/healthz` reports; without it `/healthz` always says ok.
     pub health: Option<Arc<crate::agent::supervisor::Health>>,
+    /// The host-escape policy every written spec must pass (docs/policy.md); the agent checks it
+    /// again before running a spec, with the same settings.
+    pub policy: kedge_crds::PolicySettings,
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -138,7 +141,15 @@ pub enum ApiListener {
 
 impl ApiState {
     pub fn new(store: SharedStore, host: impl Into<String>, token: Option<String>) -> ApiState {
-        ApiState { store, host: host.into(), token, recreate: None, docker: None, health: None }
+        ApiState {
+            store,
+            host: host.into(),
+            token,
+            recreate: None,
+            docker: None,
+            health: None,
+            policy: kedge_crds::PolicySettings::default(),
+        }
     }
 
     /// Serves container logs from `docker` (the agent's own engine).
@@ -439,6 +450,7 @@ async fn create(
 ) -> ApiResult<Response> {
     let params = params?.0;
     let desired = decode_body(&body?, &ns, None)?;
+    enforce_policy(&state, &ns, "Container", &desired.spec, "spec")?;
     write(&state, desired, Some(0), is_dry_run(&params)?).await
 }
 
@@ -450,6 +462,7 @@ async fn replace(
 ) -> ApiResult<Response> {
     let params = params?.0;
     let desired = decode_body(&body?, &ns, Some(&name))?;
+    enforce_policy(&state, &ns, "Container", &desired.spec, "spec")?;
     let expected = match desired.metadata.resource_version.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_revision(text, "metadata.resourceVersion")?),
@@ -893,6 +906,38 @@ fn validate(value: Value) -> Result<Container, Vec<FieldError>> {
     } else {
         Err(errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect())
     }
+}
+
+/// Refuses, with 422 naming every refused field and the level, a spec that breaks the namespace's
+/// host-escape policy (dry runs too). `prefix` is the spec's path in the object (`spec`,
+/// `spec.template.spec`), so that the CLI can place each field in the file.
+fn enforce_policy(
+    state: &AppState,
+    namespace: &str,
+    kind: &str,
+    spec: &kedge_crds::ContainerSpec,
+    prefix: &str,
+) -> ApiResult<()> {
+    let level = state.api.policy.level_for(namespace);
+    let violations = kedge_crds::policy::check(spec, level);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<FieldError> = violations
+        .iter()
+        .map(|violation| {
+            let field = format!("{prefix}{}", violation.path.strip_prefix("spec").unwrap_or(&violation.path));
+            FieldError::new(field, violation.message())
+        })
+        .collect();
+    let summary = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("{kind} refused by the `{level}` policy of namespace `{namespace}`: {summary}"),
+    )
+    .with("reason", json!("PolicyDenied"))
+    .with("level", json!(level))
+    .with("details", serde_json::to_value(errors).unwrap_or_default()))
 }
 
 fn invalid(errors: Vec<FieldError>) -> ApiError {
