@@ -335,6 +335,26 @@ mod tests {
                 ("Degraded", True, "NameConflict"),
             ],
         );
+        // A refused spec: its existing container is reported as it is, nothing else happens.
+        let denied = || SyncState::PolicyDenied { message: "spec.privileged: refused".into() };
+        check(
+            Some(&plain),
+            denied(),
+            [
+                ("Ready", True, "Running"),
+                ("Synced", False, "PolicyDenied"),
+                ("Degraded", True, "PolicyDenied"),
+            ],
+        );
+        check(
+            None,
+            denied(),
+            [
+                ("Ready", False, "ContainerMissing"),
+                ("Synced", False, "PolicyDenied"),
+                ("Degraded", True, "PolicyDenied"),
+            ],
+        );
     }
 
     #[test]
