@@ -163,3 +163,46 @@ async fn baseline_refuses_host_escapes_at_the_api_and_in_the_agent() {
     })
     .await;
 }
+
+/// The API alone (default settings: `baseline`): every write path refuses a spec that breaks the
+/// policy with 422 `PolicyDenied`, naming every field and the level, and stores nothing.
+#[tokio::test]
+async fn every_api_write_path_refuses_and_stores_nothing() {
+    let server = api_support::TestServer::start().await;
+    let ns = api_support::unique("policy");
+    let before = server.store.list("/kedge/v1/").await.unwrap().revision;
+    let container = serde_json::json!({
+        "apiVersion": "kedge.io/v1", "kind": "Container", "metadata": {"name": "escape", "namespace": ns},
+        "spec": {"image": "busybox", "privileged": true, "mounts": ["/:/host:ro"], "capAdd": ["ALL"]}
+    })
+    .to_string();
+    let set = serde_json::json!({
+        "apiVersion": "kedge.io/v1", "kind": "ContainerSet", "metadata": {"name": "escapes", "namespace": ns},
+        "spec": {"replicas": 2, "template": {"spec": {"image": "busybox", "networkMode": "host"}}}
+    })
+    .to_string();
+    let containers = format!("/api/v1/namespaces/{ns}/containers");
+    let cases = [
+        ("POST", containers.clone(), &container, "spec.mounts[0].source"),
+        ("PUT", format!("{containers}/escape"), &container, "spec.capAdd[0]"),
+        ("PUT", format!("{containers}/escape?dryRun=All"), &container, "spec.privileged"),
+        (
+            "PUT",
+            format!("/api/v1/namespaces/{ns}/containersets/escapes"),
+            &set,
+            "spec.template.spec.networkMode",
+        ),
+    ];
+    for (method, path, body, field) in &cases {
+        let reply = server.call(method, path, Some(body)).await;
+        assert_eq!(reply.status, 422, "{method} {path}: {reply:?}");
+        let answer = reply.json();
+        assert_eq!(answer["reason"], "PolicyDenied");
+        assert_eq!(answer["level"], "baseline");
+        let fields: Vec<&str> =
+            answer["details"].as_array().unwrap().iter().filter_map(|d| d["field"].as_str()).collect();
+        assert!(fields.contains(field), "{method} {path}: {fields:?}");
+        assert!(answer["error"].as_str().unwrap().contains("`baseline` policy"), "{answer}");
+    }
+    assert_eq!(server.store.list("/kedge/v1/").await.unwrap().revision, before, "nothing was written");
+}

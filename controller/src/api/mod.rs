@@ -28,6 +28,8 @@
 //! POST   /api/v1/upgrades/{id}/cancel                      202; 409 once finished; 404 unknown
 //! ```
 //!
+//! A Container or ContainerSet template that breaks the namespace's host-escape policy (docs/policy.md)
+//! gets 422 with `reason: PolicyDenied`, its `level` and `details` naming every refused field, dry runs too.
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
 //! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
 //!
