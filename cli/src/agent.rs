@@ -87,6 +87,13 @@ pub struct AgentArgs {
         value_name = "REPOSITORY"
     )]
     pub upgrade_repositories: Vec<String>,
+    /// The host-escape policy level of every namespace (docs/policy.md): `baseline` refuses
+    /// privileged containers, added capabilities, the host network and bind mounts of sensitive
+    /// host paths; `restricted` also requires a non-root user and read-only bind mounts;
+    /// `privileged` refuses nothing. Enforced on API writes and again before a spec is run.
+    #[arg(long, env = "KEDGE_POLICY_LEVEL", value_name = "LEVEL", default_value = "baseline",
+          value_parser = parse_policy_level)]
+    pub policy_level: kedge_crds::PolicyLevel,
     #[command(flatten)]
     pub etcd: EtcdArgs,
 }
@@ -171,6 +178,10 @@ fn read_password_file(file: &Path) -> anyhow::Result<String> {
     Ok(password.to_owned())
 }
 
+fn parse_policy_level(text: &str) -> Result<kedge_crds::PolicyLevel, String> {
+    text.parse()
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     init_tracing(args.log_json);
     let host_name = match args.host_name.clone() {
@@ -184,6 +195,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.container = args.container.clone();
     config.ready_file = args.ready_file.clone();
     config.upgrade_repositories = args.upgrade_repositories.clone();
+    config.policy = kedge_crds::PolicySettings { default_level: args.policy_level };
     for label in &args.host_labels {
         let (key, value) =
             label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;
@@ -229,6 +241,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         upgrade_repositories: args.upgrade_repositories.clone(),
+        policy: config.policy.clone(),
         ..ApiState::new(store.clone(), host_name.clone(), Some(token))
     };
     let tcp = tokio::net::TcpListener::bind(&args.listen)

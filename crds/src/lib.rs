@@ -20,6 +20,8 @@
 //! - `located` (private): where a parsed document came from, and errors placed in it (shared by
 //!   `parse` and `validate`).
 //! - [`validate`]: the rules for one container and for a set (duplicates, dependsOn references and cycles).
+//! - [`policy`]: the host-escape policy (levels `privileged`, `baseline`, `restricted`): which
+//!   fields let a container reach into the host, checked by the API and again by the agent.
 //! - [`schema`]: the JSON Schema, generated from the types.
 //! - `yaml` (private): YAML text to positioned values.
 //! - [`spec_hash`]: the fingerprint the controller labels containers with.
@@ -33,6 +35,7 @@ pub mod lenient;
 mod located;
 pub mod meta;
 pub mod parse;
+pub mod policy;
 pub mod quantity;
 pub mod reference;
 mod repair;
@@ -54,6 +57,7 @@ pub use parse::{
     sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError,
     SpecErrors,
 };
+pub use policy::{PolicyLevel, PolicySettings, Violation};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
 pub use resource::Resource;

@@ -110,3 +110,19 @@ fn json_with_tabs_crlf_and_a_byte_order_mark() {
         "tabs.json:6:22: YAML syntax error: invalid trailing content after double-quoted scalar"
     );
 }
+
+/// The default policy (`baseline`, docs/policy.md) refuses no example: a newcomer's first apply works.
+#[test]
+fn every_example_passes_the_baseline_policy() {
+    let objects =
+        kedge_crds::load_objects_paths(&[examples_dir()]).unwrap_or_else(|errors| panic!("{errors}"));
+    let specs = objects
+        .containers
+        .iter()
+        .map(|container| (container.key(), &container.spec))
+        .chain(objects.sets.iter().map(|set| (set.key(), &set.spec.template.spec)));
+    for (key, spec) in specs {
+        let violations = kedge_crds::policy::check(spec, kedge_crds::PolicyLevel::Baseline);
+        assert!(violations.is_empty(), "{key}: {violations:?}");
+    }
+}

@@ -40,6 +40,7 @@ mod multihost_netns;
 mod multihost_placement;
 mod multihost_replicas;
 mod multihost_upgrade;
+mod policy;
 mod recreate_handoff;
 mod recreate_volumes;
 mod store_embedded_crash;

@@ -84,6 +84,9 @@ pub struct AgentConfig {
     /// The deaths of the agent's long-lived tasks, which `/healthz` reports. Shared: clone the `Arc`
     /// for the API before `run`.
     pub health: Arc<supervisor::Health>,
+    /// The host-escape policy (docs/policy.md): a spec that breaks it is not run, whoever wrote it
+    /// to the store. The API enforces the same settings on writes.
+    pub policy: kedge_crds::PolicySettings,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -145,6 +148,7 @@ impl AgentConfig {
             ready_file: None,
             health: Arc::default(),
             upgrade_repositories: Vec::new(),
+            policy: kedge_crds::PolicySettings::default(),
         }
     }
 }

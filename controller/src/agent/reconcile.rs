@@ -172,6 +172,43 @@ impl Agent {
         Ok(())
     }
 
+    /// A spec that breaks the host-escape policy (written straight to the store, or stored before
+    /// the policy was stricter) is not acted on: nothing is created, started, updated or removed
+    /// for it. A container it already has is left as it is; status says `PolicyDenied` and a
+    /// Warning event names the fields, once per generation. `None`: the spec passes.
+    async fn refuse_by_policy(&self, key: &str, spec: &Container) -> Result<Option<Next>, Failure> {
+        let level = self.config.policy.level_for(&spec.metadata.namespace);
+        let violations = kedge_crds::policy::check(&spec.spec, level);
+        if violations.is_empty() {
+            return Ok(None);
+        }
+        let fields: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "the spec breaks the `{level}` policy of namespace `{}`, so it is not run: {}",
+            spec.metadata.namespace,
+            fields.join("; ")
+        );
+        let observed = self.inspect(&spec.metadata.name).await?;
+        let ours = observed.as_ref().filter(|container| {
+            labels::is_managed_by_host(&container.labels, &self.config.host_name)
+                && labels::key(&container.labels) == Some(key)
+        });
+        let previous = self.previous_status(key, spec).await;
+        let reported = previous.as_ref().is_some_and(|status| {
+            status.observed_generation == spec.metadata.generation
+                && status
+                    .condition(kedge_crds::condition_type::SYNCED)
+                    .is_some_and(|c| c.reason == "PolicyDenied")
+        });
+        let sync = SyncState::PolicyDenied { message: message.clone() };
+        self.write_status(key, spec, ours, vec![], sync, Extra::default()).await;
+        if !reported {
+            tracing::warn!(key, %message, "a spec the policy refuses is not run");
+            self.events.record(key, EventType::Warning, "PolicyDenied", &message).await;
+        }
+        Ok(Some(Next::Done))
+    }
+
     async fn reconcile_spec(
         &self,
         key: &str,
@@ -179,6 +216,9 @@ impl Agent {
         owned: &[ContainerSummary],
     ) -> Result<Next, Failure> {
         let name = spec.metadata.name.as_str();
+        if let Some(next) = self.refuse_by_policy(key, spec).await? {
+            return Ok(next);
+        }
         // Never two containers for one spec: a managed container of this key under another name
         // (a spec renamed by hand, a leftover) goes.
         for extra in owned.iter().filter(|container| container.name != name) {

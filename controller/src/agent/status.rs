@@ -6,7 +6,8 @@
 //! - `Synced`: the container matches the spec's current generation.
 //! - `Degraded`: reconciling fails and backs off (reason `Stalled`), a conflict blocks it, the
 //!   container crash loops (reason `CrashLoopBackOff`, with the next start when kedge makes it), or
-//!   an update failed and was rolled back (reason `RolledBack`, held until something changes).
+//!   an update failed and was rolled back (reason `RolledBack`, held until something changes), or
+//!   the spec breaks the host-escape policy (reason `PolicyDenied`, also on `Synced`).
 //!
 //! A condition's `lastTransitionTime` moves only when its status changes (the one rule of every kind,
 //! [`kedge_crds::meta::transition_time`]), so a status that says the same thing again compares equal
@@ -56,6 +57,9 @@ pub enum SyncState {
     Failed { reason: String, error: String, attempt: u32, retry_in: Duration },
     /// The spec's update failed and was rolled back; the old container runs and the update is held.
     RolledBack { message: String, error: String },
+    /// The spec breaks the host-escape policy (docs/policy.md): nothing is created or started for
+    /// it, and a container it already has is left as it is.
+    PolicyDenied { message: String },
 }
 
 /// The status to write after a reconcile, given the one written before.
@@ -82,6 +86,9 @@ pub fn next_status(
         SyncState::RolledBack { message, .. } => {
             (ConditionStatus::False, "RolledBack".to_owned(), message.clone())
         }
+        SyncState::PolicyDenied { message } => {
+            (ConditionStatus::False, "PolicyDenied".to_owned(), message.clone())
+        }
     };
     let (degraded, degraded_reason, degraded_message) = match &seen.sync {
         SyncState::Failed { error, attempt, retry_in, .. } => (
@@ -100,6 +107,9 @@ pub fn next_status(
         ),
         SyncState::RolledBack { message, .. } => {
             (ConditionStatus::True, "RolledBack".to_owned(), message.clone())
+        }
+        SyncState::PolicyDenied { message } => {
+            (ConditionStatus::True, "PolicyDenied".to_owned(), message.clone())
         }
         _ => match &seen.crash_loop {
             Some(message) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),
@@ -319,6 +329,26 @@ mod tests {
                 ("Ready", True, "Running"),
                 ("Synced", False, "NameConflict"),
                 ("Degraded", True, "NameConflict"),
+            ],
+        );
+        // A refused spec: its existing container is reported as it is, nothing else happens.
+        let denied = || SyncState::PolicyDenied { message: "spec.privileged: refused".into() };
+        check(
+            Some(&plain),
+            denied(),
+            [
+                ("Ready", True, "Running"),
+                ("Synced", False, "PolicyDenied"),
+                ("Degraded", True, "PolicyDenied"),
+            ],
+        );
+        check(
+            None,
+            denied(),
+            [
+                ("Ready", False, "ContainerMissing"),
+                ("Synced", False, "PolicyDenied"),
+                ("Degraded", True, "PolicyDenied"),
             ],
         );
     }

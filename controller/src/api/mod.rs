@@ -28,6 +28,8 @@
 //! POST   /api/v1/upgrades/{id}/cancel                      202; 409 once finished; 404 unknown
 //! ```
 //!
+//! A Container or ContainerSet template that breaks the namespace's host-escape policy (docs/policy.md)
+//! gets 422 with `reason: PolicyDenied`, its `level` and `details` naming every refused field, dry runs too.
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
 //! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
 //!
@@ -101,6 +103,9 @@ pub struct ApiState {
     /// Image repositories an upgrade campaign may move agents to besides the one each runs
     /// (`kedge agent --upgrade-repository`).
     pub upgrade_repositories: Vec<String>,
+    /// The host-escape policy every written spec must pass (docs/policy.md); the agent checks it
+    /// again before running a spec, with the same settings.
+    pub policy: kedge_crds::PolicySettings,
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -154,6 +159,7 @@ impl ApiState {
             health: None,
             limits: ConnectionLimits::default(),
             upgrade_repositories: Vec::new(),
+            policy: kedge_crds::PolicySettings::default(),
         }
     }
 
@@ -439,6 +445,7 @@ async fn create(
 ) -> ApiResult<Response> {
     let params = params?.0;
     let desired = decode_body(&body?, &ns, None)?;
+    enforce_policy(&state, &ns, "Container", &desired.spec, "spec")?;
     write(&state, desired, Some(0), is_dry_run(&params)?).await
 }
 
@@ -450,6 +457,7 @@ async fn replace(
 ) -> ApiResult<Response> {
     let params = params?.0;
     let desired = decode_body(&body?, &ns, Some(&name))?;
+    enforce_policy(&state, &ns, "Container", &desired.spec, "spec")?;
     let expected = match desired.metadata.resource_version.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_revision(text, "metadata.resourceVersion")?),
@@ -870,6 +878,38 @@ fn validate(value: Value) -> Result<Container, Vec<FieldError>> {
     } else {
         Err(errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect())
     }
+}
+
+/// Refuses, with 422 naming every refused field and the level, a spec that breaks the namespace's
+/// host-escape policy (dry runs too). `prefix` is the spec's path in the object (`spec`,
+/// `spec.template.spec`), so that the CLI can place each field in the file.
+fn enforce_policy(
+    state: &AppState,
+    namespace: &str,
+    kind: &str,
+    spec: &kedge_crds::ContainerSpec,
+    prefix: &str,
+) -> ApiResult<()> {
+    let level = state.api.policy.level_for(namespace);
+    let violations = kedge_crds::policy::check(spec, level);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<FieldError> = violations
+        .iter()
+        .map(|violation| {
+            let field = format!("{prefix}{}", violation.path.strip_prefix("spec").unwrap_or(&violation.path));
+            FieldError::new(field, violation.message())
+        })
+        .collect();
+    let summary = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("{kind} refused by the `{level}` policy of namespace `{namespace}`: {summary}"),
+    )
+    .with("reason", json!("PolicyDenied"))
+    .with("level", json!(level))
+    .with("details", serde_json::to_value(errors).unwrap_or_default()))
 }
 
 fn invalid(errors: Vec<FieldError>) -> ApiError {

@@ -74,6 +74,7 @@ async fn replace(
 ) -> ApiResult<Response> {
     let params = params?.0;
     let desired = decode_body(&body?, &ns, &name)?;
+    super::enforce_policy(&state, &ns, "ContainerSet", &desired.spec.template.spec, "spec.template.spec")?;
     let expected = match desired.metadata.resource_version.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_revision(text, "metadata.resourceVersion")?),

@@ -1,0 +1,258 @@
+//! Every policy rule, both ways: refused at the level that names it, allowed one level below. One
+//! `check(spec, level, expected paths)` helper, many small cases.
+
+use serde_json::json;
+
+use super::*;
+
+/// Checks `spec` (JSON, as a user writes it) at `level`, and that exactly `expected` field paths are
+/// refused, each naming the level that refuses it.
+#[track_caller]
+fn check_at(spec: serde_json::Value, level: PolicyLevel, expected: &[(&str, PolicyLevel)]) {
+    let mut full = json!({"image": "busybox"});
+    full.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+    let spec: ContainerSpec = serde_json::from_value(full).expect("a spec that parses");
+    let found: Vec<(String, PolicyLevel)> =
+        super::check(&spec, level).into_iter().map(|v| (v.path, v.level)).collect();
+    let expected: Vec<(String, PolicyLevel)> =
+        expected.iter().map(|(path, level)| ((*path).to_owned(), *level)).collect();
+    assert_eq!(found, expected, "at level {level}");
+}
+
+use PolicyLevel::{Baseline, Privileged, Restricted};
+
+/// A spec that `restricted` accepts, to add one field to.
+fn clean() -> serde_json::Value {
+    json!({"user": "1000:1000"})
+}
+
+fn with(extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = clean();
+    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    spec
+}
+
+#[test]
+fn a_clean_spec_passes_every_level() {
+    for level in PolicyLevel::ALL {
+        check_at(clean(), level, &[]);
+    }
+    let everyday = with(json!({
+        "ports": ["8080:80"], "mounts": ["data:/data", "/srv/www:/usr/share/nginx/html:ro", {"type": "tmpfs", "target": "/tmp"}],
+        "capAdd": ["NET_BIND_SERVICE"], "capDrop": ["ALL"], "networkMode": "bridge", "privileged": false,
+        "postStart": [{"command": ["true"], "user": "app"}]
+    }));
+    check_at(everyday, Restricted, &[]);
+}
+
+#[test]
+fn privileged_is_refused_at_baseline_and_allowed_at_privileged() {
+    let spec = with(json!({"privileged": true}));
+    check_at(spec.clone(), Baseline, &[("spec.privileged", Baseline)]);
+    check_at(spec.clone(), Restricted, &[("spec.privileged", Baseline)]);
+    check_at(spec, Privileged, &[]);
+}
+
+#[test]
+fn capabilities_beyond_dockers_defaults_are_refused_at_baseline() {
+    for capability in ["SYS_ADMIN", "NET_ADMIN", "sys_module", "CAP_SYS_PTRACE", "ALL", "all", "CAP_ALL"] {
+        let spec = with(json!({"capAdd": ["CHOWN", capability]}));
+        check_at(spec.clone(), Baseline, &[("spec.capAdd[1]", Baseline)]);
+        check_at(spec.clone(), Privileged, &[]);
+    }
+}
+
+#[test]
+fn dockers_default_capabilities_may_be_added_back_at_baseline_but_not_at_restricted() {
+    for capability in DOCKER_DEFAULT_CAPABILITIES.iter().filter(|c| **c != "NET_BIND_SERVICE") {
+        let spec = with(json!({"capDrop": ["ALL"], "capAdd": [capability, format!("CAP_{capability}")]}));
+        check_at(spec.clone(), Baseline, &[]);
+        check_at(spec, Restricted, &[("spec.capAdd[0]", Restricted), ("spec.capAdd[1]", Restricted)]);
+    }
+    for capability in ["NET_BIND_SERVICE", "cap_net_bind_service"] {
+        check_at(with(json!({"capAdd": [capability]})), Restricted, &[]);
+    }
+}
+
+#[test]
+fn the_host_network_is_refused_at_baseline() {
+    let spec = with(json!({"networkMode": "host"}));
+    check_at(spec.clone(), Baseline, &[("spec.networkMode", Baseline)]);
+    check_at(spec, Privileged, &[]);
+    for allowed in ["bridge", "none", "container:web"] {
+        check_at(with(json!({"networkMode": allowed})), Restricted, &[]);
+    }
+}
+
+#[test]
+fn bind_mounts_of_sensitive_host_paths_are_refused_at_baseline_even_read_only() {
+    let refused = [
+        "/",
+        "//",
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/run/containerd/containerd.sock",
+        "/run/podman/podman.sock",
+        "/run/user/1000/podman/podman.sock",
+        "/proc",
+        "/proc/1/root",
+        "/sys/fs/cgroup",
+        "/dev",
+        "/dev/sda",
+        "/etc",
+        "/etc/shadow",
+        "/boot",
+        "/root/.ssh",
+        "/var/lib/docker",
+        "/var/lib/docker/volumes/x/_data",
+        "/var/lib/kedge",
+        "/lib/modules",
+        "/run/systemd/private",
+        // Above a sensitive path: its parents expose it.
+        "/var",
+        "/var/run",
+        "/run",
+        "/var/lib",
+        // Spelled around the rule.
+        "/var/lib/../run/docker.sock",
+        "/tmp/../etc",
+        "/etc/",
+        "/./proc",
+    ];
+    for source in refused {
+        for read_only in [":ro", ""] {
+            let spec = with(json!({"mounts": ["data:/data", format!("{source}:/host{read_only}")]}));
+            check_at(spec.clone(), Baseline, &[("spec.mounts[1].source", Baseline)]);
+            check_at(spec, Privileged, &[]);
+        }
+    }
+}
+
+#[test]
+fn bind_mounts_of_other_host_paths_are_allowed_at_baseline() {
+    for source in [
+        "/srv/app",
+        "/home/user/site",
+        "/var/lib/app",
+        "/opt/data",
+        "/tmp/x",
+        "/etcetera",
+        "/devices",
+        "/procfs",
+    ] {
+        check_at(with(json!({"mounts": [format!("{source}:/data:ro")]})), Restricted, &[]);
+        check_at(with(json!({"mounts": [format!("{source}:/data")]})), Baseline, &[]);
+    }
+}
+
+#[test]
+fn writable_bind_mounts_are_refused_at_restricted() {
+    for mount in [
+        json!("/srv/app:/data"),
+        json!("/srv/app:/data:rw"),
+        json!({"type": "bind", "source": "/srv", "target": "/data", "readOnly": false}),
+    ] {
+        let spec = with(json!({"mounts": [mount]}));
+        check_at(spec.clone(), Restricted, &[("spec.mounts[0].readOnly", Restricted)]);
+        check_at(spec, Baseline, &[]);
+    }
+    // Volumes and tmpfs mounts are the container's own: writable at every level.
+    check_at(
+        with(json!({"mounts": ["data:/data", "/anonymous", {"type": "tmpfs", "target": "/tmp"}]})),
+        Restricted,
+        &[],
+    );
+}
+
+#[test]
+fn restricted_requires_a_declared_non_root_user() {
+    check_at(json!({}), Restricted, &[("spec.user", Restricted)]);
+    check_at(json!({}), Baseline, &[]);
+    for root in ["root", "0", "00", "0:0", "root:root", "0:1000", ":1000", ""] {
+        check_at(json!({"user": root}), Restricted, &[("spec.user", Restricted)]);
+        check_at(json!({"user": root}), Baseline, &[]);
+    }
+    for user in ["1000", "1000:0", "app", "app:app", "nobody", "10", "rooter"] {
+        check_at(json!({"user": user}), Restricted, &[]);
+    }
+}
+
+#[test]
+fn restricted_refuses_post_start_commands_run_as_root() {
+    let spec = with(
+        json!({"postStart": [{"command": ["true"]}, {"command": ["true"], "user": "root"}, {"command": ["true"], "user": "0:0"}]}),
+    );
+    check_at(
+        spec.clone(),
+        Restricted,
+        &[("spec.postStart[1].user", Restricted), ("spec.postStart[2].user", Restricted)],
+    );
+    check_at(spec, Baseline, &[]);
+}
+
+#[test]
+fn every_violation_is_reported_at_once() {
+    let spec = json!({"privileged": true, "capAdd": ["SYS_ADMIN"], "networkMode": "host",
+                      "mounts": ["/var/run/docker.sock:/var/run/docker.sock", "/srv:/srv"]});
+    check_at(
+        spec.clone(),
+        Restricted,
+        &[
+            ("spec.privileged", Baseline),
+            ("spec.capAdd[0]", Baseline),
+            ("spec.networkMode", Baseline),
+            ("spec.user", Restricted),
+            ("spec.mounts[0].source", Baseline),
+            ("spec.mounts[1].readOnly", Restricted),
+        ],
+    );
+    check_at(
+        spec,
+        Baseline,
+        &[
+            ("spec.privileged", Baseline),
+            ("spec.capAdd[0]", Baseline),
+            ("spec.networkMode", Baseline),
+            ("spec.mounts[0].source", Baseline),
+        ],
+    );
+}
+
+#[test]
+fn a_violation_names_its_field_and_level() {
+    let spec: ContainerSpec =
+        serde_json::from_value(json!({"image": "busybox", "privileged": true})).unwrap();
+    let violations = super::check(&spec, Baseline);
+    let error = violations[0].to_field_error();
+    assert_eq!(error.path, "spec.privileged");
+    assert!(error.message.starts_with("refused by the `baseline` policy: "), "{}", error.message);
+    assert!(violations[0].to_string().starts_with("spec.privileged: refused by the `baseline` policy"));
+}
+
+#[test]
+fn levels_read_and_print_as_their_names() {
+    for level in PolicyLevel::ALL {
+        assert_eq!(level.to_string().parse::<PolicyLevel>(), Ok(level));
+        assert_eq!(serde_json::to_value(level).unwrap(), json!(level.as_str()));
+    }
+    assert!("Baseline".parse::<PolicyLevel>().is_err());
+    assert!("".parse::<PolicyLevel>().is_err());
+    assert_eq!(PolicyLevel::default(), Baseline);
+    assert!(Privileged < Baseline && Baseline < Restricted);
+}
+
+#[test]
+fn every_namespace_gets_the_default_level_until_levels_are_stored() {
+    let settings = PolicySettings { default_level: Restricted };
+    assert_eq!(settings.level_for("default"), Restricted);
+    assert_eq!(settings.level_for("jobs"), Restricted);
+    assert_eq!(PolicySettings::default().level_for("default"), Baseline);
+}
+
+#[test]
+fn sensitive_paths_are_normalized_absolute_paths() {
+    for path in SENSITIVE_HOST_PATHS.iter().copied() {
+        assert_eq!(normalize(path), path);
+        assert_ne!(path, "/");
+    }
+}
