@@ -94,7 +94,7 @@ pub struct GlobalArgs {
 pub enum Commands {
     /// Run the agent: the reconciler and the API server for this Docker host.
     #[command(after_help = "Example:\n  kedge agent --state-dir /var/lib/kedge --listen 127.0.0.1:7443")]
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Create or update specs from files, directories (recursively) or `-` (stdin).
     #[command(after_help = "Examples:\n  kedge apply -f web.yaml\n  kedge apply -f specs/ --prune\n  \
 cat web.yaml | kedge apply -f - --dry-run=server")]
@@ -384,7 +384,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Commands::Agent(args) => agent::run(args)
+            Commands::Agent(args) => agent::run(*args)
                 .await
                 .map(|()| Exit::Ok)
                 .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
