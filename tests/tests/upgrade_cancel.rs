@@ -26,6 +26,18 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Writes `host`'s record (its agent in a container, at `version`) and, on `lease`, its liveness key.
 async fn fake_host(store: &SharedStore, host: &str, fleet: &str, version: &str, lease: i64) {
+    fake_host_running(store, host, fleet, version, &format!("kedge-test/kedge:{version}"), lease).await
+}
+
+/// [`fake_host`] with the agent's container on `image`; its label `fleet` is `fleet`.
+pub(crate) async fn fake_host_running(
+    store: &SharedStore,
+    host: &str,
+    fleet: &str,
+    version: &str,
+    image: &str,
+    lease: i64,
+) {
     let record = HostRecord {
         name: host.to_owned(),
         labels: [("fleet".to_owned(), fleet.to_owned())].into(),
@@ -38,7 +50,7 @@ async fn fake_host(store: &SharedStore, host: &str, fleet: &str, version: &str, 
         container: Some(AgentContainer {
             id: format!("{host}-id"),
             name: format!("kedge-{host}"),
-            image: format!("kedge-test/kedge:{version}"),
+            image: image.to_owned(),
             image_id: "sha256:0".to_owned(),
         }),
     };

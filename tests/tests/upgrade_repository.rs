@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::api_support::http_unix;
 use crate::store_scale::{store_url, AgentProcess};
-use kedge_controller::agent::host::{AgentContainer, HostRecord};
+use crate::upgrade_cancel::fake_host_running;
 use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
 use kedge_controller::upgrade::{HostUpgrade, HostUpgradeState};
 use kedge_tests::etcd::EtcdCluster;
@@ -17,30 +17,6 @@ use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ALLOWED: &str = "registry.example:5000/kedge";
-
-/// A host record whose agent runs in a container of `image`, and its liveness key on `lease`.
-async fn fake_host(store: &SharedStore, host: &str, image: &str, lease: i64) {
-    let record = HostRecord {
-        name: host.to_owned(),
-        labels: [("fleet".to_owned(), host.to_owned())].into(),
-        version: "v1".to_owned(),
-        docker_version: "27.0".to_owned(),
-        cpus: 1,
-        memory_bytes: 1 << 30,
-        started_at: "2026-12-05T00:00:00Z".to_owned(),
-        last_heartbeat: "2026-12-05T00:00:00Z".to_owned(),
-        container: Some(AgentContainer {
-            id: format!("{host}-id"),
-            name: format!("kedge-{host}"),
-            image: image.to_owned(),
-            image_id: "sha256:0".to_owned(),
-        }),
-    };
-    let key = keys::host_key(host).unwrap();
-    store.put(&key, serde_json::to_vec(&record).unwrap(), PutCondition::Always, 0).await.unwrap();
-    let alive = keys::host_lease_key(host).unwrap();
-    store.put(&alive, b"alive".to_vec(), PutCondition::Always, lease).await.unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaigns_and_requests_to_a_foreign_repository_are_refused_by_the_api_and_the_agent() {
@@ -71,7 +47,7 @@ async fn campaigns_and_requests_to_a_foreign_repository_are_refused_by_the_api_a
     // nothing is stored.
     let lease = store.lease_grant(120).await.unwrap();
     let fake = format!("fake-{run}");
-    fake_host(&store, &fake, "ghcr.io/kedge/kedge:v1", lease).await;
+    fake_host_running(&store, &fake, &fake, "v1", "ghcr.io/kedge/kedge:v1", lease).await;
     let ask = |image: &str| {
         serde_json::to_vec(&serde_json::json!({
             "version": "v2", "image": image, "selector": format!("fleet={fake}"), "timeoutSeconds": 60,
