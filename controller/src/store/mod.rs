@@ -20,7 +20,7 @@
 //!
 //! Modules: [`keys`] (the key layout), [`embedded`], [`etcd`], [`api`] (the typed `Api<K>` of every
 //! [`kedge_crds::Resource`] kind, with the generation rule, on top of the raw key-value interface),
-//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`), [`CountingStore`] (counts range reads).
+//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`), [`CountingStore`] (counts range reads), [`layer`] (wrappers that watch or break part of the traffic).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +34,7 @@ mod crc;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
+pub mod layer;
 pub mod objects;
 
 #[doc(hidden)]
