@@ -9,7 +9,7 @@ use bollard::models::ContainerInspectResponse;
 use kedge_controller::events::list_events;
 use kedge_controller::store::objects;
 use kedge_tests::{
-    condition, docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
+    condition, docker, docker_cli, eventually, test_spec, wait_ready, InProcessAgent, TestScope,
 };
 use serde_json::json;
 
@@ -83,8 +83,7 @@ async fn wait_event(agent: &InProcessAgent, namespace: &str, name: &str, reason:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_joiner_follows_its_provider_into_a_new_container_and_after_a_kill() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup, .. } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
     let namespace = format!("t{id}");
     let web = format!("web-{id}");
@@ -172,8 +171,7 @@ async fn a_joiner_follows_its_provider_into_a_new_container_and_after_a_kill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_linker_gets_its_targets_new_address() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup, .. } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
     let namespace = format!("t{id}");
     let db = format!("db-{id}");
