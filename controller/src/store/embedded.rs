@@ -49,8 +49,8 @@ use tokio::time::Instant;
 
 use super::crc::crc32;
 use super::{
-    BoxFuture, DeleteCondition, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition, Store,
-    StoreError, WatchEvent, WatchStream,
+    BoxFuture, DeleteCondition, DeleteRequest, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition,
+    PutRequest, Store, StoreError, WatchEvent, WatchStream,
 };
 
 const MAGIC: &[u8; 8] = b"KEDGEST1";
@@ -856,41 +856,16 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-        lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(self.write_put(None, key, value, condition, lease))
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> BoxFuture<'a, Result<i64, StoreError>> {
+        let PutRequest { key, value, condition, lease, fence } = request;
+        Box::pin(self.write_put(fence, key, value, condition, lease))
     }
 
-    fn delete<'a>(
+    fn delete_request<'a>(
         &'a self,
-        key: &'a str,
-        condition: DeleteCondition,
+        request: DeleteRequest<'a>,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(self.write_delete(None, key, condition))
-    }
-
-    fn put_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(self.write_put(Some(fence), key, value, condition, 0))
-    }
-
-    fn delete_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(self.write_delete(Some(fence), key, condition))
+        Box::pin(self.write_delete(request.fence, request.key, request.condition))
     }
 
     fn watch<'a>(

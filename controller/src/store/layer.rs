@@ -4,8 +4,7 @@
 //! states only what it changes instead of passing every method through by hand.
 
 use super::{
-    BoxFuture, DeleteCondition, Fence, KeyValue, LeaseId, ListResult, PutCondition, Store, StoreError,
-    WatchStream,
+    BoxFuture, DeleteRequest, KeyValue, LeaseId, ListResult, PutRequest, Store, StoreError, WatchStream,
 };
 
 /// One request, as a layer sees it before it reaches the inner store. Fenced writes are the
@@ -65,51 +64,19 @@ impl<L: StoreLayer> Store for L {
         }
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-        lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        match self.admit(Request::Put(key)) {
-            Ok(()) => self.inner().put(key, value, condition, lease),
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> BoxFuture<'a, Result<i64, StoreError>> {
+        match self.admit(Request::Put(request.key)) {
+            Ok(()) => self.inner().put_request(request),
             Err(error) => refused(error),
         }
     }
 
-    fn delete<'a>(
+    fn delete_request<'a>(
         &'a self,
-        key: &'a str,
-        condition: DeleteCondition,
+        request: DeleteRequest<'a>,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        match self.admit(Request::Delete(key)) {
-            Ok(()) => self.inner().delete(key, condition),
-            Err(error) => refused(error),
-        }
-    }
-
-    fn put_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        match self.admit(Request::Put(key)) {
-            Ok(()) => self.inner().put_fenced(fence, key, value, condition),
-            Err(error) => refused(error),
-        }
-    }
-
-    fn delete_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        match self.admit(Request::Delete(key)) {
-            Ok(()) => self.inner().delete_fenced(fence, key, condition),
+        match self.admit(Request::Delete(request.key)) {
+            Ok(()) => self.inner().delete_request(request),
             Err(error) => refused(error),
         }
     }

@@ -111,6 +111,25 @@ pub struct Fence<'a> {
     pub mod_revision: i64,
 }
 
+/// A put as [`Store::put_request`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRequest<'a> {
+    pub key: &'a str,
+    pub value: Vec<u8>,
+    pub condition: PutCondition,
+    /// The lease the key is attached to; 0: none.
+    pub lease: LeaseId,
+    pub fence: Option<Fence<'a>>,
+}
+
+/// A delete as [`Store::delete_request`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteRequest<'a> {
+    pub key: &'a str,
+    pub condition: DeleteCondition,
+    pub fence: Option<Fence<'a>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Put,
@@ -183,6 +202,21 @@ pub trait Store: Send + Sync + 'static {
     /// Reads every key that starts with `prefix`, sorted by key, with the revision of the read.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>>;
 
+    /// The one write entry point of puts, fenced or not: writes `request.value` under `request.key`
+    /// if its condition (and fence, if any) holds, attached to its lease (0: none), in one
+    /// transaction. Returns the revision of the write (the key's new `mod_revision`). A failed fence
+    /// is a [`StoreError::Conflict`] naming the fence's key; a failed condition one naming the key.
+    /// Callers use [`Store::put`] and [`Store::put_fenced`].
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// The one write entry point of deletes, fenced or not (conflicts as in [`Store::put_request`]).
+    /// Returns the revision of the delete, or `None` when the key did not exist (the revision does
+    /// not move then). Callers use [`Store::delete`] and [`Store::delete_fenced`].
+    fn delete_request<'a>(
+        &'a self,
+        request: DeleteRequest<'a>,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+
     /// Writes `value` under `key` if `condition` holds; attaches the key to `lease` (0: none).
     /// Returns the revision of the write (the key's new `mod_revision`).
     fn put<'a>(
@@ -191,7 +225,9 @@ pub trait Store: Send + Sync + 'static {
         value: Vec<u8>,
         condition: PutCondition,
         lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        self.put_request(PutRequest { key, value, condition, lease, fence: None })
+    }
 
     /// Deletes `key` if `condition` holds. Returns the revision of the delete, or `None` when the key did
     /// not exist (only possible with [`DeleteCondition::Always`]; the revision does not move then).
@@ -199,27 +235,31 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         key: &'a str,
         condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        self.delete_request(DeleteRequest { key, condition, fence: None })
+    }
 
-    /// [`Store::put`] without a lease, applied only if `fence` holds as well, in one transaction. A
-    /// failed fence is a [`StoreError::Conflict`] naming the fence's key; a failed `condition` one
-    /// naming `key`.
+    /// [`Store::put`] without a lease, applied only if `fence` holds as well, in one transaction.
     fn put_fenced<'a>(
         &'a self,
         fence: Fence<'a>,
         key: &'a str,
         value: Vec<u8>,
         condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        self.put_request(PutRequest { key, value, condition, lease: 0, fence: Some(fence) })
+    }
 
-    /// [`Store::delete`], applied only if `fence` holds as well, in one transaction (conflicts as in
-    /// [`Store::put_fenced`]). Returns `None` when the key did not exist.
+    /// [`Store::delete`], applied only if `fence` holds as well, in one transaction. Returns `None`
+    /// when the key did not exist.
     fn delete_fenced<'a>(
         &'a self,
         fence: Fence<'a>,
         key: &'a str,
         condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        self.delete_request(DeleteRequest { key, condition, fence: Some(fence) })
+    }
 
     /// Watches every key under `prefix` from `start_revision` (inclusive) on. See the module docs.
     fn watch<'a>(
