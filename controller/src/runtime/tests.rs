@@ -12,8 +12,8 @@ use super::reflector::{self, Reflector};
 use super::watcher::{Backoff, Event, Watcher};
 use crate::store::layer::{Request, StoreLayer};
 use crate::store::{
-    BoxFuture, DeleteCondition, EmbeddedOptions, EmbeddedStore, KeyValue, PutCondition, SharedStore, Store,
-    StoreError, WatchStream,
+    DeleteCondition, EmbeddedOptions, EmbeddedStore, KeyValue, PutCondition, SharedStore, Store, StoreError,
+    StoreFuture, WatchStream,
 };
 
 /// An embedded store that can be taken "down" (every request and every open watch fails) and can hand
@@ -50,11 +50,7 @@ impl StoreLayer for Flaky {
         }
     }
 
-    fn open_watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        start_revision: i64,
-    ) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
+    fn open_watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream> {
         Box::pin(async move {
             let start = if self.stale_watch.swap(false, Ordering::SeqCst) { 1 } else { start_revision };
             let inner = self.inner.watch(prefix, start).await?;

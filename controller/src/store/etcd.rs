@@ -37,8 +37,8 @@ use etcd_client::{
 };
 
 use super::{
-    BoxFuture, DeleteCondition, DeleteRequest, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition,
-    PutRequest, Store, StoreError, WatchEvent, WatchStream,
+    DeleteCondition, DeleteRequest, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition,
+    PutRequest, Store, StoreError, StoreFuture, WatchEvent, WatchStream,
 };
 
 /// The most keys one list page asks for.
@@ -419,7 +419,7 @@ pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
 }
 
 impl Store for EtcdStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<KeyValue>> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -429,7 +429,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, ListResult> {
         Box::pin(self.retrying(move || async move {
             match self.list_once(prefix).await {
                 // A compaction between two pages of one list: the caller did not ask for an old
@@ -442,7 +442,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> BoxFuture<'a, Result<i64, StoreError>> {
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> StoreFuture<'a, i64> {
         Box::pin(async move {
             let PutRequest { key, value, condition, lease, fence } = request;
             if key.is_empty() {
@@ -491,10 +491,7 @@ impl Store for EtcdStore {
         })
     }
 
-    fn delete_request<'a>(
-        &'a self,
-        request: DeleteRequest<'a>,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+    fn delete_request<'a>(&'a self, request: DeleteRequest<'a>) -> StoreFuture<'a, Option<i64>> {
         Box::pin(async move {
             let DeleteRequest { key, condition, fence } = request;
             if let Some(fence) = fence {
@@ -546,11 +543,7 @@ impl Store for EtcdStore {
         })
     }
 
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        start_revision: i64,
-    ) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
+    fn watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream> {
         Box::pin(async move {
             let next = if start_revision > 0 {
                 start_revision
@@ -592,7 +585,7 @@ impl Store for EtcdStore {
         })
     }
 
-    fn lease_grant(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
+    fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -605,7 +598,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<i64, StoreError>> {
+    fn lease_keep_alive(&self, lease: LeaseId) -> StoreFuture<'_, i64> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -621,7 +614,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn lease_revoke(&self, lease: LeaseId) -> StoreFuture<'_, ()> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -631,7 +624,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn compact(&self, revision: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn compact(&self, revision: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let compact = || {
                 let mut client = self.client.clone();
