@@ -69,6 +69,27 @@ pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
 pub(crate) struct Origins {
     pub containers: Vec<String>,
     pub sets: Vec<String>,
+    /// The documents themselves, to place a field the server refuses at its line.
+    pub container_documents: Vec<kedge_crds::ParsedContainer>,
+    pub set_documents: Vec<kedge_crds::ParsedContainerSet>,
+}
+
+impl Origins {
+    /// `FILE:LINE:COL: FIELD: MESSAGE` for a field the server refused in the `index`th Container
+    /// (or ContainerSet, with `set`) of the input; the bare field when the index is unknown.
+    pub(crate) fn place(&self, set: bool, index: usize, field: &str, message: &str) -> String {
+        let error = kedge_crds::validate::FieldError {
+            path: field.to_owned(),
+            message: message.to_owned(),
+            on_key: false,
+        };
+        let placed = if set {
+            self.set_documents.get(index).map(|document| document.place(error))
+        } else {
+            self.container_documents.get(index).map(|document| document.place(error))
+        };
+        placed.map_or_else(|| format!("{field}: {message}"), |placed| placed.to_string())
+    }
 }
 
 /// [`load_objects`], also answering where each object came from.
@@ -101,6 +122,8 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
     let origins = Origins {
         containers: parsed.containers.iter().map(|p| p.file.clone()).collect(),
         sets: parsed.sets.iter().map(|p| p.file.clone()).collect(),
+        container_documents: parsed.containers.clone(),
+        set_documents: parsed.sets.clone(),
     };
     let objects = Objects {
         containers: parsed.containers.into_iter().map(|p| p.container).collect(),
