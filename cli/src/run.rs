@@ -183,9 +183,17 @@ fn check_policy(spec: &Container, script: Option<&Mount>, level: kedge_crds::Pol
     if violations.is_empty() {
         return Ok(());
     }
+    let script_field = format!("spec.mounts[{script_index}]");
     for violation in &violations {
-        let path = violation.path.replace(&format!("spec.mounts[{script_index}]"), "--script");
-        eprintln!("{path}: {}", violation.message());
+        let field = match script {
+            Some(Mount { source: MountSource::Bind { host_path }, .. })
+                if violation.path.starts_with(&script_field) =>
+            {
+                format!("--script {host_path}")
+            }
+            _ => violation.path.clone(),
+        };
+        eprintln!("{field}: {}", violation.message());
     }
     Err(CliError::usage(format!(
         "kedge run {}: {} field(s) refused by the `{level}` policy; nothing was run",
