@@ -184,3 +184,28 @@ pub(crate) async fn recent_events(
     output::sort_events(&mut events);
     Ok(events.split_off(events.len().saturating_sub(10)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Origins;
+
+    #[test]
+    fn a_field_the_server_refused_is_placed_at_its_line() {
+        let text = "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: a\nspec:\n  image: busybox\n  pidMode: host\n\
+                    ---\napiVersion: kedge.io/v1\nkind: ContainerSet\nmetadata:\n  name: s\nspec:\n  replicas: 1\n  template:\n    spec:\n      image: busybox\n      devices: [/dev/fuse]\n";
+        let (parsed, errors) = kedge_crds::parse_objects_str("in.yaml", text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let origins = Origins {
+            containers: vec!["in.yaml".into()],
+            sets: vec!["in.yaml".into()],
+            container_documents: parsed.containers,
+            set_documents: parsed.sets,
+        };
+        assert_eq!(origins.place(false, 0, "spec.pidMode", "refused"), "in.yaml:7:12: spec.pidMode: refused");
+        assert_eq!(
+            origins.place(true, 0, "spec.template.spec.devices[0]", "refused"),
+            "in.yaml:18:17: spec.template.spec.devices[0]: refused"
+        );
+        assert_eq!(origins.place(false, 5, "spec.pidMode", "refused"), "spec.pidMode: refused");
+    }
+}
