@@ -2,7 +2,8 @@
 //! a real registry with htpasswd authentication: without credentials the pull fails and the agent
 //! says so naming the registry; with `--registry-config` the container runs; the password appears
 //! nowhere the agent shows (its log, `get -o yaml`, `describe`, events); a config file kedge cannot
-//! use stops the agent at start with exit 2, naming the file and the field.
+//! use stops the agent at start with exit 2, naming the file and the field. `kedge check --pull`
+//! reads the same file from KEDGE_REGISTRY_CONFIG.
 
 use crate::api_support;
 
@@ -116,6 +117,23 @@ async fn a_private_image_pulls_with_credentials_from_the_config_file_and_never_s
         assert!(text.contains(&name), "the output is about the container: {text}");
         assert!(!text.contains(&password), "{text}");
     }
+    // The updater's `kedge check --pull` takes the same file from KEDGE_REGISTRY_CONFIG.
+    let check = |config: Option<&Path>| {
+        let mut command = std::process::Command::new(kedge_bin());
+        command.args(["check", "--pull", &name]).env_remove("KEDGE_REGISTRY_CONFIG");
+        if let Some(config) = config {
+            command.env("KEDGE_REGISTRY_CONFIG", config);
+        }
+        command.output().unwrap()
+    };
+    let refused = check(None);
+    assert!(refused.status.code().unwrap_or(0) > 1, "{}{}", stdout(&refused), stderr(&refused));
+    let pulled = check(Some(&config));
+    assert_eq!(pulled.status.code(), Some(0), "{}{}", stdout(&pulled), stderr(&pulled));
+    for output in [&refused, &pulled] {
+        assert!(!stderr(output).contains(&password) && !stdout(output).contains(&password));
+    }
+
     let loaded = std::fs::read_to_string(with_credentials.join("agent.log")).unwrap();
     assert!(loaded.contains("registry credentials loaded"), "{loaded}");
     log.push_str(&loaded);
