@@ -169,8 +169,11 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     };
     let mut failed: Option<CliError> = None;
     let mut applied = Vec::new();
-    apply_all(&client, &containers, &args, suffix, &mut applied, &mut failed).await;
-    apply_all(&client, &container_sets, &args, suffix, &mut applied, &mut failed).await;
+    let in_containers =
+        |index: usize, field: &str, message: &str| origins.place(false, index, field, message);
+    let in_sets = |index: usize, field: &str, message: &str| origins.place(true, index, field, message);
+    apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied, &mut failed).await;
+    apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied, &mut failed).await;
     print_objects(args.output, applied, true);
     if let Some(error) = failed {
         let message = "some specs were not applied (see above); nothing was pruned";
@@ -184,16 +187,19 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
 }
 
 /// Applies each object of one kind, printing each outcome (or collecting the objects for `-o
-/// json|yaml`); the first failure is kept and the rest still applied.
+/// json|yaml`); the first failure is kept and the rest still applied. A field the server refuses
+/// (invalid, or denied by the policy) is printed where it is in the input: `place(index of the
+/// object, field, message)` says `FILE:LINE:COL: FIELD: MESSAGE`.
 async fn apply_all<K: Declared>(
     client: &Client,
     objects: &[K],
     args: &ApplyArgs,
     suffix: &str,
+    place: &dyn Fn(usize, &str, &str) -> String,
     applied: &mut Vec<Value>,
     failed: &mut Option<CliError>,
 ) {
-    for object in objects {
+    for (index, object) in objects.iter().enumerate() {
         let name = &object.metadata().name;
         match objects::apply_one(client, object, args.dry_run).await {
             Ok((outcome, object)) => match args.output {
@@ -203,6 +209,9 @@ async fn apply_all<K: Declared>(
             },
             Err(error) => {
                 eprintln!("error: {}/{name}: {}", K::WORD, error.message);
+                for (field, message) in &error.fields {
+                    eprintln!("{}", place(index, field, message));
+                }
                 failed.get_or_insert(error);
             }
         }

@@ -384,10 +384,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Commands::Agent(args) => agent::run(*args)
-                .await
-                .map(|()| Exit::Ok)
-                .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
+            Commands::Agent(args) => agent::run(*args).await.map(|()| Exit::Ok).map_err(|error| {
+                // A registry config kedge cannot use is input to fix, not a failure of a service.
+                let input = error.is::<kedge_controller::docker::RegistryConfigError>();
+                CliError::new(if input { Exit::Usage } else { Exit::Server }, format!("{error:#}"))
+            }),
             Commands::Check(args) => check::run(args, &cli.global).await,
             Commands::Recreate(args) => recreate::run(args, &cli.global).await,
             Commands::Lifecycle(lifecycle::LifecycleCommand::Run(args)) => run::run(args, &cli.global).await,

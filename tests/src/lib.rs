@@ -10,6 +10,7 @@ pub mod engine;
 pub mod etcd;
 pub mod netns;
 pub mod pki;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,5 +1,6 @@
 //! The Docker Engine driver: a thin wrapper over bollard with kedge's own types at the boundary.
 //!
+//! - [`auth`]: registry credentials from a Docker `config.json`, sent with every pull, never shown.
 //! - [`client`]: `DockerClient`, every engine call kedge makes.
 //! - [`types`]: kedge's mirror of the Docker fields it uses (create config, inspect, image, events).
 //! - [`labels`]: the ownership contract (which containers kedge may touch) and recreate markers.
@@ -7,12 +8,14 @@
 //!
 //! bollard's types never leave this module: its minor versions change them.
 
+pub mod auth;
 pub mod client;
 mod convert;
 pub mod error;
 pub mod labels;
 pub mod types;
 
+pub use auth::{RegistryAuth, RegistryConfigError, RegistryCredentials};
 pub use client::{ContainerFilter, DockerClient, RemoveOptions};
 pub use error::{DockerError, DockerResult};
 pub use types::*;
