@@ -1,37 +1,14 @@
-//! The ContainerSet's own parts of the kubectl-like commands: its path, its table columns and its
-//! describe page (golden-tested here, beside `output.rs`'s). The verbs themselves are generic
-//! (`get.rs`, `objects.rs`).
+//! The ContainerSet's table row and describe page (golden-tested here, beside `output.rs`'s): all a
+//! set adds to the generic verbs (`get.rs`, `objects.rs`).
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use kedge_controller::events::Event;
-use kedge_crds::container_set::{set_condition, SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::container_set::{set_condition, SET_REVISION_LABEL};
 use kedge_crds::{Container, ContainerSet};
 
-use crate::base::{bad_answer, list_items, recent_events};
-use crate::client::{encode, Client};
-use crate::error::{CliResult, Exit};
 use crate::output::{self, age, table, NONE};
-
-pub(crate) fn set_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{}/containersets/{}", encode(namespace), encode(name))
-}
-
-/// `kedge describe containerset NAME`: the set, its children and its recent events.
-pub(crate) async fn describe(client: &Client, ns: &str, name: &str) -> CliResult<Exit> {
-    let set: ContainerSet =
-        serde_json::from_value(client.get(&set_path(ns, name)).await?).map_err(bad_answer)?;
-    let selector = encode(&format!("{SET_LABEL}={name}"));
-    let children = list_items(
-        &client
-            .get(&format!("/api/v1/namespaces/{}/containers?labelSelector={selector}", encode(ns)))
-            .await?,
-    )?;
-    let recent = recent_events(client, ns, name, |e| e.involved_object.starts_with("ContainerSet/")).await?;
-    print!("{}", describe_set(&set, &children, &recent, Utc::now()));
-    Ok(Exit::Ok)
-}
 
 pub fn set_header(wide: bool, namespaces: bool) -> Vec<&'static str> {
     let mut header = Vec::new();
