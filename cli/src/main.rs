@@ -23,6 +23,8 @@ mod output;
 mod recreate;
 mod run;
 mod sets;
+#[cfg(test)]
+mod tests;
 mod types;
 mod upgrade;
 
