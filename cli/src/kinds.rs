@@ -1,7 +1,7 @@
 //! The per-kind table of `kedge get`: for each kind its words, how it is listed, its table columns
 //! and rows, and how `-w` follows it. `get.rs` is written once over this table; a new kind is one
-//! `impl Kind`. A crds kind (a [`Resource`]) is listed, read and watched through the API's generic
-//! routes by [`list_resource`] and [`watch_resource`], so its row is all its `impl` adds.
+//! `impl Kind`. A crds kind (a [`Resource`]) implements [`Table`] instead, its row alone: listing,
+//! reading and `-w` streaming come from the API's generic routes for every such kind.
 
 use std::collections::HashMap;
 
@@ -113,10 +113,60 @@ fn strict_items<K: DeserializeOwned + serde::Serialize>(list: List<K>) -> Vec<(V
     list.items.into_iter().map(|k| (serde_json::to_value(&k).unwrap_or_default(), k)).collect()
 }
 
+/// A crds kind's part of `get`: its word and its table row. Everything else of [`Kind`] comes from its
+/// [`Resource`] and the API's generic routes (list, read, watch), written once below.
+pub(crate) trait Table: Resource {
+    /// The word of `-o name` and of messages (`containerset`).
+    const NOUN: &'static str;
+    /// The streaming rows' minimum column width.
+    const MIN_WIDTH: usize = 0;
+
+    fn columns(options: TableOptions) -> Vec<&'static str>;
+    fn cells(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String>;
+    /// The row of an object the store holds but cannot read.
+    fn unreadable_cells(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
+        unreadable_row(entry, options)
+    }
+}
+
+impl<K: Table> Kind for K {
+    const WORD: &'static str = K::NOUN;
+    const FOLLOW: Follow = Follow::Stream;
+    const STREAM_MIN_WIDTH: usize = K::MIN_WIDTH;
+
+    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
+        list_resource(query, K::unreadable_cells).await
+    }
+
+    fn nothing_found(query: &Query<'_>) -> String {
+        format!("No {} found in {}.", K::PLURAL, namespace_words(query))
+    }
+
+    fn header(options: TableOptions) -> Vec<&'static str> {
+        K::columns(options)
+    }
+
+    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        self.cells(options, now)
+    }
+
+    fn name(&self) -> String {
+        self.metadata().name.clone()
+    }
+
+    fn identity(&self) -> String {
+        self.key()
+    }
+
+    fn watch_path(query: &Query<'_>, revision: i64) -> String {
+        watch_resource::<Self>(query, revision)
+    }
+}
+
 /// The list of a crds kind (one namespace or all, selected), or the one object named, through the
 /// API's generic routes; with `-w`, the revision its watch starts from. Objects the store holds but
 /// cannot read are shown as `unreadable_row`s, never hidden, and why is said on stderr.
-pub(crate) async fn list_resource<K: Resource + Kind>(
+async fn list_resource<K: Resource + Kind>(
     query: &Query<'_>,
     unreadable_row: fn(&InvalidEntry, TableOptions) -> Vec<String>,
 ) -> CliResult<Listed<K>> {
@@ -154,7 +204,7 @@ pub(crate) async fn list_resource<K: Resource + Kind>(
 }
 
 /// The watch route of a crds kind, from `revision`, for what the query asks.
-pub(crate) fn watch_resource<K: Resource>(query: &Query<'_>, revision: i64) -> String {
+fn watch_resource<K: Resource>(query: &Query<'_>, revision: i64) -> String {
     let mut path = format!("/api/v1/watch/{}?resourceVersion={revision}&{}", K::PLURAL, query.selector);
     if !query.all_namespaces {
         path.push_str(&format!("&namespace={}", encode(query.namespace)));
@@ -166,7 +216,7 @@ pub(crate) fn watch_resource<K: Resource>(query: &Query<'_>, revision: i64) -> S
 }
 
 /// The row of an object that cannot be read, for a kind without its own: its identity, the rest unknown.
-pub(crate) fn unreadable_row(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
+fn unreadable_row(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
     let mut row = Vec::new();
     if options.namespaces {
         row.push(entry.namespace.clone());
@@ -175,62 +225,32 @@ pub(crate) fn unreadable_row(entry: &InvalidEntry, options: TableOptions) -> Vec
     row
 }
 
-impl Kind for Container {
-    const WORD: &'static str = "container";
-    const FOLLOW: Follow = Follow::Stream;
-    const STREAM_MIN_WIDTH: usize = 12;
+impl Table for Container {
+    const NOUN: &'static str = "container";
+    const MIN_WIDTH: usize = 12;
 
-    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
-        list_resource(query, output::invalid_container_row).await
-    }
-
-    fn nothing_found(query: &Query<'_>) -> String {
-        format!("No containers found in {}.", namespace_words(query))
-    }
-
-    fn header(options: TableOptions) -> Vec<&'static str> {
+    fn columns(options: TableOptions) -> Vec<&'static str> {
         output::container_header(options)
     }
 
-    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
         output::container_row(self, options, now)
     }
 
-    fn name(&self) -> String {
-        self.metadata.name.clone()
-    }
-
-    fn watch_path(query: &Query<'_>, revision: i64) -> String {
-        watch_resource::<Self>(query, revision)
+    fn unreadable_cells(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
+        output::invalid_container_row(entry, options)
     }
 }
 
-impl Kind for ContainerSet {
-    const WORD: &'static str = "containerset";
-    const FOLLOW: Follow = Follow::Stream;
+impl Table for ContainerSet {
+    const NOUN: &'static str = "containerset";
 
-    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
-        list_resource(query, unreadable_row).await
-    }
-
-    fn nothing_found(_query: &Query<'_>) -> String {
-        "No containersets found.".to_owned()
-    }
-
-    fn header(options: TableOptions) -> Vec<&'static str> {
+    fn columns(options: TableOptions) -> Vec<&'static str> {
         sets::set_header(options.wide, options.namespaces)
     }
 
-    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
         sets::set_row(self, options.wide, options.namespaces, now)
-    }
-
-    fn name(&self) -> String {
-        self.metadata.name.clone()
-    }
-
-    fn watch_path(query: &Query<'_>, revision: i64) -> String {
-        watch_resource::<Self>(query, revision)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The verbs over the kinds users declare in files (Container, ContainerSet), written once over
-//! [`Resource`] and the API's generic routes: preparing what apply sends, applying one object (also as a
+//! [`Resource`](kedge_crds::Resource) and the API's generic routes: preparing what apply sends, applying one object (also as a
 //! client or server dry run), pruning an apply set, the live and local texts `diff` compares, deleting
 //! one object, listing by selector, and the describe page.
 
@@ -8,31 +8,43 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use kedge_controller::events::Event;
 use kedge_crds::container_set::{SET_LABEL, SET_REVISION_LABEL};
-use kedge_crds::{Container, ContainerSet, Resource};
+use kedge_crds::{Container, ContainerSet};
 use reqwest::Method;
 use serde_json::Value;
 
 use crate::base::{bad_answer, recent_events, resource_path, APPLYSET_LABEL};
 use crate::client::{encode, Client};
 use crate::error::{CliResult, Exit};
-use crate::kinds::Kind;
+use crate::kinds::{Kind, Table};
 use crate::output;
 use crate::sets;
 use crate::types::List;
 use crate::DryRun;
 
-/// A kind users declare: a crds [`Resource`] (its metadata, and its plural, which names its routes)
-/// with a `get` row ([`Kind`]), and its describe page.
-pub(crate) trait Declared: Kind + Resource {
+/// A kind users declare: a crds [`Resource`](kedge_crds::Resource) (its metadata, and its plural, which names its routes)
+/// with its `get` row ([`Table`]), and its describe page. A kind with neither children nor fields of its
+/// own to describe is `impl Declared for K {}`.
+pub(crate) trait Declared: Kind + Table {
     /// Whether `apply --prune` may delete it when its apply set no longer declares it.
     fn prunable(&self) -> bool {
         true
     }
-    /// Whether an event listed under the object's name is about it (its describe page's `Events:`).
-    fn about(event: &Event) -> bool;
-    /// The page `kedge describe KIND NAME` prints: the kind's fields and sections, `events` last.
-    async fn describe_page(&self, client: &Client, events: &[Event], now: DateTime<Utc>)
-        -> CliResult<String>;
+    /// Whether an event listed under the object's name is about it (its describe page's `Events:`):
+    /// those whose `involvedObject` names the kind.
+    fn about(event: &Event) -> bool {
+        event.involved_object.starts_with(&format!("{}/", Self::KIND))
+    }
+    /// The page `kedge describe KIND NAME` prints: the kind's fields and sections, `events` last. By
+    /// default its metadata, its status as YAML and its events.
+    async fn describe_page(
+        &self,
+        _client: &Client,
+        events: &[Event],
+        now: DateTime<Utc>,
+    ) -> CliResult<String> {
+        let status = self.status().map(|status| serde_json::to_value(status).unwrap_or_default());
+        Ok(output::describe_object(self.metadata(), status.as_ref(), events, now))
+    }
 }
 
 impl Declared for Container {
@@ -59,10 +71,6 @@ impl Declared for Container {
 }
 
 impl Declared for ContainerSet {
-    fn about(event: &Event) -> bool {
-        event.involved_object.starts_with("ContainerSet/")
-    }
-
     /// The set, its children (the containers labelled with its name) and its events.
     async fn describe_page(
         &self,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use kedge_controller::events::Event;
 use kedge_controller::upgrade::{Campaign, CampaignState, HostUpgrade, HostUpgradeState};
-use kedge_crds::{condition_type, Condition, Container, ContainerStatus};
+use kedge_crds::{condition_type, Condition, Container, ContainerStatus, ObjectMeta};
 use serde_json::Value;
 
 use crate::types::{HostView, InvalidEntry};
@@ -439,6 +439,34 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
                 .collect();
             out.push_str(&indent(&table(&["FIELD", "DESIRED", "ACTUAL"], &rows)));
         }
+    }
+    out.push_str(&events_section(events, now));
+    out
+}
+
+/// The page `kedge describe` prints for a kind without its own: the metadata, the status as YAML and
+/// the recent events.
+pub fn describe_object(
+    meta: &ObjectMeta,
+    status: Option<&Value>,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> String {
+    let created = meta.creation_timestamp.as_deref();
+    let fields = [
+        ("Name", meta.name.clone()),
+        ("Namespace", meta.namespace.clone()),
+        ("Labels", map_lines(&meta.labels, 18)),
+        ("Created", created.map_or(NONE.to_owned(), |c| format!("{c} ({} ago)", age(Some(c), now)))),
+        ("Generation", meta.generation.map_or(NONE.to_owned(), |g| g.to_string())),
+        ("Resource Version", meta.resource_version.clone().unwrap_or_else(|| NONE.to_owned())),
+    ];
+    let mut out: String =
+        fields.iter().map(|(name, value)| format!("{:<18}{value}\n", format!("{name}:"))).collect();
+    out.push_str("Status:\n");
+    match status {
+        Some(status) => out.push_str(&indent(&to_yaml(status))),
+        None => out.push_str("  <none>\n"),
     }
     out.push_str(&events_section(events, now));
     out

@@ -1,5 +1,5 @@
-//! The generic verbs over a toy kind defined here and nowhere else: a `Gizmo` with its `impl Resource`,
-//! its row (`impl Kind`) and its page (`impl Declared`), served by a real API server (the generic routes,
+//! The generic verbs over a toy kind defined here and nowhere else: a `Gizmo` with its `impl Resource`
+//! and its row (`impl Table`; its `impl Declared` is empty), served by a real API server (the generic routes,
 //! one row: `api::routes::<Gizmo>()`, over an embedded store). `kedge get gizmos` through the binary
 //! would need the kind compiled into it (its words are a closed `clap` enum), so this drives the code
 //! behind the verbs directly: apply (and both dry runs), get's list and rows, diff, the `-w` stream,
@@ -7,16 +7,14 @@
 
 use chrono::{DateTime, Utc};
 use kedge_controller::api::{self, ApiListener, ApiState};
-use kedge_controller::events::Event;
 use kedge_controller::store::{EmbeddedOptions, EmbeddedStore, SharedStore};
 use kedge_crds::{ObjectMeta, Resource};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::config::Resolved;
-use crate::error::CliResult;
 use crate::get::rows_of;
-use crate::kinds::{list_resource, unreadable_row, watch_resource, Follow, Kind, Listed, Query};
+use crate::kinds::{Kind, Query, Table};
 use crate::objects::{self, Declared};
 use crate::output::TableOptions;
 use crate::DryRun;
@@ -68,43 +66,18 @@ impl Resource for Gizmo {
 }
 
 /// Its table: NAME and COLOUR.
-impl Kind for Gizmo {
-    const WORD: &'static str = "gizmo";
-    const FOLLOW: Follow = Follow::Stream;
+impl Table for Gizmo {
+    const NOUN: &'static str = "gizmo";
 
-    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
-        list_resource(query, unreadable_row).await
-    }
-    fn nothing_found(_query: &Query<'_>) -> String {
-        "No gizmos found.".to_owned()
-    }
-    fn header(_options: TableOptions) -> Vec<&'static str> {
+    fn columns(_options: TableOptions) -> Vec<&'static str> {
         vec!["NAME", "COLOUR"]
     }
-    fn row(&self, _options: TableOptions, _now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _options: TableOptions, _now: DateTime<Utc>) -> Vec<String> {
         vec![self.metadata.name.clone(), self.spec.colour.clone()]
-    }
-    fn name(&self) -> String {
-        self.metadata.name.clone()
-    }
-    fn watch_path(query: &Query<'_>, revision: i64) -> String {
-        watch_resource::<Self>(query, revision)
     }
 }
 
-impl Declared for Gizmo {
-    fn about(event: &Event) -> bool {
-        event.involved_object.starts_with("Gizmo/")
-    }
-    async fn describe_page(
-        &self,
-        _client: &Client,
-        _events: &[Event],
-        _now: DateTime<Utc>,
-    ) -> CliResult<String> {
-        Ok(format!("Name: {}\nColour: {}\n", self.metadata.name, self.spec.colour))
-    }
-}
+impl Declared for Gizmo {}
 
 fn gizmo(name: &str, colour: &str) -> Gizmo {
     Gizmo {
@@ -213,6 +186,12 @@ async fn the_generic_verbs_serve_a_toy_kind_with_only_its_impls() {
 
     // describe reads it through its path; delete by name, and prune what the apply set no longer declares.
     objects::describe::<Gizmo>(&client, "toys", "g1").await.unwrap();
+    let mut lit = listed.items[0].1.clone();
+    lit.status = Some(GizmoStatus { lit: true });
+    let page = lit.describe_page(&client, &[], Utc::now()).await.unwrap();
+    let head: Vec<&str> = page.lines().take(2).collect();
+    assert_eq!(head, ["Name:             g1", "Namespace:        toys"], "{page}");
+    assert!(page.contains("Status:\n  lit: true\nEvents:\n  <none>\n"), "{page}");
     objects::delete_one::<Gizmo>(&client, "toys", "g1", None, DryRun::None).await.unwrap();
     assert_eq!(next(&mut events).await, ("DELETED".to_owned(), "g1".to_owned(), "green".to_owned()));
     watcher.await.unwrap().unwrap();
