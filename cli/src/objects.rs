@@ -36,12 +36,7 @@ pub(crate) trait Declared: Kind + Table {
     }
     /// The page `kedge describe KIND NAME` prints: the kind's fields and sections, `events` last. By
     /// default its metadata, its status as YAML and its events.
-    async fn describe_page(
-        &self,
-        _client: &Client,
-        events: &[Event],
-        now: DateTime<Utc>,
-    ) -> CliResult<String> {
+    async fn describe_page(&self, _: &Client, events: &[Event], now: DateTime<Utc>) -> CliResult<String> {
         let status = self.status().map(|status| serde_json::to_value(status).unwrap_or_default());
         Ok(output::describe_object(self.metadata(), status.as_ref(), events, now))
     }
@@ -60,12 +55,7 @@ impl Declared for Container {
         true
     }
 
-    async fn describe_page(
-        &self,
-        _client: &Client,
-        events: &[Event],
-        now: DateTime<Utc>,
-    ) -> CliResult<String> {
+    async fn describe_page(&self, _: &Client, events: &[Event], now: DateTime<Utc>) -> CliResult<String> {
         Ok(output::describe_container(self, events, now))
     }
 }
