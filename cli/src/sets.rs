@@ -8,7 +8,7 @@ use kedge_controller::events::Event;
 use kedge_crds::container_set::{set_condition, SET_REVISION_LABEL};
 use kedge_crds::{Container, ContainerSet};
 
-use crate::output::{self, age, table, NONE};
+use crate::output::{self, age, NONE};
 
 pub fn set_header(wide: bool, namespaces: bool) -> Vec<&'static str> {
     let mut header = Vec::new();
@@ -65,12 +65,8 @@ pub fn describe_set(
     let meta = &set.metadata;
     let spec = &set.spec;
     let status = set.status.as_ref();
-    let mut out = String::new();
-    let mut field = |name: &str, value: String| {
-        let _ = writeln!(out, "{:<18}{value}", format!("{name}:"));
-    };
-    field("Name", meta.name.clone());
-    field("Namespace", meta.namespace.clone());
+    let mut out = output::page_start(meta);
+    let mut field = |name: &str, value: String| out.push_str(&output::field_line(name, &value));
     let labels: Vec<String> = meta.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     field("Labels", if labels.is_empty() { NONE.to_owned() } else { labels.join(", ") });
     let created = meta.creation_timestamp.as_deref();
@@ -129,34 +125,30 @@ pub fn describe_set(
     field("Failed Revision", failed.unwrap_or_else(|| NONE.to_owned()));
 
     out.push_str(&output::conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
-    out.push_str("Children:\n");
-    if children.is_empty() {
-        out.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = children
-            .iter()
-            .map(|c| {
-                let status = c.status.as_ref();
-                let word = |kind: &str| {
-                    status
-                        .and_then(|s| s.condition(kind))
-                        .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status))
-                };
-                vec![
-                    c.metadata.name.clone(),
-                    status.and_then(|s| s.host.clone()).unwrap_or_else(|| NONE.to_owned()),
-                    c.metadata.labels.get(SET_REVISION_LABEL).cloned().unwrap_or_else(|| NONE.to_owned()),
-                    c.spec.image.to_string(),
-                    word("Ready"),
-                    word("Synced"),
-                ]
-            })
-            .collect();
-        out.push_str(&output::indent(&table(
-            &["NAME", "HOST", "REVISION", "IMAGE", "READY", "SYNCED"],
-            &rows,
-        )));
-    }
+    let rows: Vec<Vec<String>> = children
+        .iter()
+        .map(|c| {
+            let status = c.status.as_ref();
+            let word = |kind: &str| {
+                status
+                    .and_then(|s| s.condition(kind))
+                    .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status))
+            };
+            vec![
+                c.metadata.name.clone(),
+                status.and_then(|s| s.host.clone()).unwrap_or_else(|| NONE.to_owned()),
+                c.metadata.labels.get(SET_REVISION_LABEL).cloned().unwrap_or_else(|| NONE.to_owned()),
+                c.spec.image.to_string(),
+                word("Ready"),
+                word("Synced"),
+            ]
+        })
+        .collect();
+    out.push_str(&output::section(
+        "Children",
+        &["NAME", "HOST", "REVISION", "IMAGE", "READY", "SYNCED"],
+        &rows,
+    ));
     out.push_str(&output::events_section(events, now));
     out
 }
@@ -166,6 +158,7 @@ mod tests {
     //! Golden tests: fixed objects and a fixed `now`, the exact text pinned.
 
     use super::*;
+    use crate::output::table;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
