@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use kedge_controller::events::Event;
-use kedge_crds::{Container, Objects, ParsedObjects, SpecError};
+use kedge_crds::{Container, Objects, ParsedObjects, Resource, SpecError};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -132,8 +132,14 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
     Ok((objects, origins))
 }
 
+/// `/api/v1/namespaces/NS/PLURAL/NAME`: where the API keeps one object of a crds kind.
+pub(crate) fn resource_path<K: Resource>(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{}/{}/{}", encode(namespace), K::PLURAL, encode(name))
+}
+
+/// A Container's path (the routes of its logs, restart and recreate are below it).
 pub(crate) fn object_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{}/containers/{}", encode(namespace), encode(name))
+    resource_path::<Container>(namespace, name)
 }
 
 pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
