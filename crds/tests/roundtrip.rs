@@ -348,38 +348,23 @@ fn status() -> impl Strategy<Value = ContainerStatus> {
         )
 }
 
+prop_compose! {
+    fn object_meta()(
+        name in "[a-z0-9][a-z0-9-]{0,20}",
+        namespace in "[a-z0-9]{1,10}",
+        labels in string_map(),
+        annotations in string_map(),
+        uid in of(text()),
+        generation in of(any::<i64>()),
+        resource_version in of("[0-9]{1,6}"),
+        creation_timestamp in of(Just("2026-11-21T22:00:00Z".to_owned())),
+    ) -> ObjectMeta {
+        ObjectMeta { name, namespace, labels, annotations, uid, generation, resource_version, creation_timestamp }
+    }
+}
+
 fn container() -> impl Strategy<Value = Container> {
-    let metadata = (
-        "[a-z0-9][a-z0-9-]{0,20}",
-        "[a-z0-9]{1,10}",
-        string_map(),
-        string_map(),
-        of(text()),
-        of(any::<i64>()),
-        of("[0-9]{1,6}"),
-        of(Just("2026-11-21T22:00:00Z".to_owned())),
-    )
-        .prop_map(
-            |(
-                name,
-                namespace,
-                labels,
-                annotations,
-                uid,
-                generation,
-                resource_version,
-                creation_timestamp,
-            )| ObjectMeta {
-                name,
-                namespace,
-                labels,
-                annotations,
-                uid,
-                generation,
-                resource_version,
-                creation_timestamp,
-            },
-        );
+    let metadata = object_meta();
     (metadata, spec(), of(status())).prop_map(|(metadata, spec, status)| Container {
         api_version: API_VERSION.to_owned(),
         kind: KIND_CONTAINER.to_owned(),
