@@ -200,8 +200,8 @@ pub(crate) fn plan(
 }
 
 /// How long a scheduler restarted after a death waits before it campaigns: long enough for another
-/// agent (which watches the leader key, or tries every [`TICK`] while it cannot) to take the leadership a panic released, so that one agent's
-/// crashing leader does not keep the leadership to itself.
+/// agent (which watches the leader key, or tries every [`TICK`] while it cannot) to take the
+/// leadership a panic released, so that one agent's crashing leader does not keep it to itself.
 pub(crate) const RESTART_STANDBY: Duration = Duration::from_secs(2);
 
 /// Campaigns for leadership and schedules while leader, until `shutdown`; then lets go at once.
