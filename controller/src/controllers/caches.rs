@@ -20,7 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::agent::bindings::Binding;
 use crate::agent::cache::DesiredState;
 use crate::hosts::HostRecord;
-use crate::runtime::{reflector, Reflector};
+use crate::runtime::{reflector, Reflector, Watcher};
 use crate::store::{keys, objects, KeyValue, SharedStore};
 use crate::upgrade::{Campaign, HostUpgrade};
 
@@ -72,41 +72,23 @@ impl LeaderCaches {
     /// is cancelled.
     pub(crate) fn start(store: &SharedStore, specs: Arc<DesiredState>, shutdown: &CancellationToken) -> Self {
         let token = shutdown.child_token();
-        let spawn =
-            |prefix: &str, what: &'static str| (store.clone(), prefix.to_owned(), what, token.clone());
-        let (s, p, w, t) = spawn(keys::HOSTS, "leader: hosts");
-        let hosts = reflector::spawn(s, &p, w, |kv| Ok(serde_json::from_slice(&kv.value).ok()), t);
-        let (s, p, w, t) = spawn(keys::HOST_LEASES, "leader: host liveness");
-        let alive = reflector::spawn(s, &p, w, |_| Ok(()), t);
-        let (s, p, w, t) = spawn(keys::BINDINGS, "leader: bindings");
-        let bindings = reflector::spawn(s, &p, w, decode_json, t);
-        let (s, p, w, t) = spawn(keys::SETS, "leader: container sets");
-        let sets = reflector::spawn(s, &p, w, |kv| objects::decode_set(kv).map_err(|e| e.to_string()), t);
-        let (s, p, w, t) = spawn(keys::SET_STATUS, "leader: container set statuses");
-        let set_statuses = reflector::spawn(s, &p, w, decode_set_status, t);
-        let (s, p, w, t) = spawn(keys::STATUS, "leader: container statuses");
-        let statuses = reflector::spawn(s, &p, w, |kv| objects::decode_status(&kv.value), t);
-        let (s, p, w, t) = spawn(keys::UPGRADE_CAMPAIGNS, "leader: upgrade campaigns");
-        let campaigns = reflector::spawn(s, &p, w, |kv| decode_json(kv).map(|c| (c, kv.create_revision)), t);
-        let (s, p, w, t) = spawn(keys::HOST_UPGRADES, "leader: upgrade requests");
-        let host_upgrades = reflector::spawn(s, &p, w, decode_json, t);
-        LeaderCaches {
-            specs,
-            hosts,
-            alive,
-            bindings,
-            sets,
-            set_statuses,
-            statuses,
-            campaigns,
-            host_upgrades,
-            _stop: Some(token.drop_guard()),
-        }
+        let mut caches = LeaderCaches::unfed(specs);
+        let feed = |prefix: &str, what: &'static str| (store.clone(), prefix.to_owned(), what, token.clone());
+        spawn_feed(feed(keys::HOSTS, "leader: hosts"), caches.hosts.clone());
+        spawn_feed(feed(keys::HOST_LEASES, "leader: host liveness"), caches.alive.clone());
+        spawn_feed(feed(keys::BINDINGS, "leader: bindings"), caches.bindings.clone());
+        spawn_feed(feed(keys::SETS, "leader: container sets"), caches.sets.clone());
+        spawn_feed(feed(keys::SET_STATUS, "leader: container set statuses"), caches.set_statuses.clone());
+        spawn_feed(feed(keys::STATUS, "leader: container statuses"), caches.statuses.clone());
+        spawn_feed(feed(keys::UPGRADE_CAMPAIGNS, "leader: upgrade campaigns"), caches.campaigns.clone());
+        spawn_feed(feed(keys::HOST_UPGRADES, "leader: upgrade requests"), caches.host_upgrades.clone());
+        caches._stop = Some(token.drop_guard());
+        caches
     }
 
-    /// Caches fed by hand (`Reflector::apply`), for unit tests of the leader's rules.
-    #[cfg(test)]
-    pub(crate) fn detached(specs: Arc<DesiredState>) -> Self {
+    /// Empty caches that nothing feeds yet (not in sync): [`LeaderCaches::start`] feeds them from
+    /// the store, unit tests by hand (`Reflector::apply`).
+    pub(crate) fn unfed(specs: Arc<DesiredState>) -> Self {
         LeaderCaches {
             specs,
             hosts: Arc::new(Reflector::new(|kv| Ok(serde_json::from_slice(&kv.value).ok()))),
@@ -195,6 +177,18 @@ impl LeaderCaches {
         }
         self.hosts_view().filter(|view| !view.ready.is_empty())
     }
+}
+
+/// Feeds `cache` from a watcher of `prefix` on a task of its own, until `token` is cancelled.
+fn spawn_feed<K: Clone + Send + Sync + 'static>(
+    (store, prefix, what, token): (SharedStore, String, &'static str, CancellationToken),
+    cache: Arc<Reflector<K>>,
+) {
+    let watcher = Watcher::new(store, prefix.clone(), token);
+    tokio::spawn(async move {
+        reflector::run(&cache, watcher, |event, applied| reflector::log_sync(what, &prefix, event, applied))
+            .await;
+    });
 }
 
 fn decode_set_status(kv: &KeyValue) -> Result<ContainerSetStatus, String> {

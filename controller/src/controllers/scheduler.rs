@@ -737,31 +737,42 @@ mod leader_tests {
         Event::Restarted { kvs, revision }
     }
 
+    /// An embedded store in which "me" holds the leader key; answers the term.
+    async fn leading_store() -> (tempfile::TempDir, SharedStore, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kedge.db");
+        let store: SharedStore =
+            Arc::new(EmbeddedStore::open(path, EmbeddedOptions::default()).await.unwrap());
+        let term = store.put(keys::SCHEDULER_LEADER, b"me".to_vec(), PutCondition::Absent, 0).await.unwrap();
+        (dir, store, term)
+    }
+
+    /// A leader of `term` whose spec cache holds one unplaced spec, "default/web"; its other caches
+    /// are not fed yet.
+    fn leader_of_one_spec(store: &SharedStore, term: i64, grace: Duration) -> Leader<'_> {
+        let specs = Arc::new(DesiredState::default());
+        specs.apply(&restarted(vec![unplaced_spec("web", 2)], 2));
+        Leader {
+            store,
+            term,
+            lease: 0,
+            caches: LeaderCaches::unfed(specs),
+            grace,
+            not_ready_since: HashMap::new(),
+            events: EventRecorder::new(store.clone(), "me"),
+            compactor: None,
+            written: Written::default(),
+        }
+    }
+
     async fn bindings_in(store: &SharedStore) -> Vec<String> {
         store.list(keys::BINDINGS).await.unwrap().kvs.into_iter().map(|kv| kv.key).collect()
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_binding_while_a_cache_is_not_in_sync_or_no_host_is_ready() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(
-            EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap(),
-        );
-        let term = store.put(keys::SCHEDULER_LEADER, b"me".to_vec(), PutCondition::Absent, 0).await.unwrap();
-        let specs = Arc::new(DesiredState::default());
-        specs.apply(&restarted(vec![unplaced_spec("web", 2)], 2));
-        let caches = LeaderCaches::detached(specs);
-        let mut leader = Leader {
-            store: &store,
-            term,
-            lease: 0,
-            caches,
-            grace: Duration::from_secs(30),
-            not_ready_since: HashMap::new(),
-            events: EventRecorder::new(store.clone(), "me"),
-            compactor: None,
-            written: Written::default(),
-        };
+        let (_dir, store, term) = leading_store().await;
+        let mut leader = leader_of_one_spec(&store, term, Duration::from_secs(30));
         let host = keys::host_key("h1").unwrap();
         let alive = keys::host_lease_key("h1").unwrap();
 
@@ -802,26 +813,9 @@ mod leader_tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_next_deadline_is_the_grace_expiry_of_a_host_that_went_not_ready() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(
-            EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap(),
-        );
-        let term = store.put(keys::SCHEDULER_LEADER, b"me".to_vec(), PutCondition::Absent, 0).await.unwrap();
-        let specs = Arc::new(DesiredState::default());
-        specs.apply(&restarted(vec![unplaced_spec("web", 2)], 2));
-        let caches = LeaderCaches::detached(specs);
+        let (_dir, store, term) = leading_store().await;
         let grace = Duration::from_secs(30);
-        let mut leader = Leader {
-            store: &store,
-            term,
-            lease: 0,
-            caches,
-            grace,
-            not_ready_since: HashMap::new(),
-            events: EventRecorder::new(store.clone(), "me"),
-            compactor: None,
-            written: Written::default(),
-        };
+        let mut leader = leader_of_one_spec(&store, term, grace);
         let hosts = ["h1", "h2"].map(|h| kv(keys::host_key(h).unwrap(), b"{}", 3));
         leader.caches.hosts.apply(&restarted(hosts.to_vec(), 3));
         // "web" is bound to h1, which is not alive; h2 is.
