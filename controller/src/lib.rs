@@ -8,12 +8,17 @@
 //! - [`executor`]: carries actions out; the only code that mutates containers.
 //! - [`queue`]: the work queue: de-duplication, one worker per key, per-key backoff.
 //! - [`runtime`]: the store watcher and the reflector caches the agent and the scheduler read.
+//! - [`agent`]: the per-host agent: follows its specs and bindings, reconciles its engine, reports.
+//! - [`controllers`]: the cluster-level controllers the scheduler's leader runs (scheduler,
+//!   ContainerSets, upgrade campaigns, history compaction), woken by their reflector caches.
 
 pub mod agent;
 pub mod api;
+pub mod controllers;
 pub mod docker;
 pub mod events;
 pub mod executor;
+pub mod hosts;
 #[cfg(test)]
 mod invariants;
 pub mod mapping;

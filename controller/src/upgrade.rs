@@ -7,8 +7,8 @@
 //! - A [`HostUpgrade`] (`/kedge/v1/upgrades/hosts/<host>`) is the request to one host. The leader
 //!   writes it `Requested` (fenced); that host's agent moves it to `Upgrading` and then to its
 //!   outcome by compare-and-swap (`crate::agent::upgrade`).
-//! - [`advance`] is the leader's decision for one pass: pure, the unit tests' surface; [`drive`]
-//!   reads the store, calls it and writes what it decided.
+//! - [`advance`] is the leader's decision for one pass: pure, the unit tests' surface;
+//!   [`crate::controllers::upgrade`] reads the leader's caches, calls it and writes what it decided.
 //! - [`helper`]: the short-lived container that replaces an agent's container (`kedge upgrade-helper`).
 //!
 //! One host at a time: the next host is asked only once the previous one reported success. A host
@@ -28,8 +28,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::host::HostRecord;
-use crate::store::{keys, Fence, PutCondition, SharedStore, StoreError};
+use crate::hosts::HostRecord;
+use crate::store::{keys, SharedStore, StoreError};
 
 /// How long past a host's own timeout the leader waits for its report: the old agent's stop grace
 /// period, the image pull, and the restored agent's report after a rollback.
@@ -355,90 +355,55 @@ fn cancel(campaign: &mut Campaign, now: DateTime<Utc>) {
     campaign.finished_at = Some(format_time(now));
 }
 
-/// One pass of the leader over every running campaign, its writes fenced on `term`. A refused fence
-/// comes back as [`StoreError::Conflict`] on the leader key: the caller steps down.
-pub(crate) async fn drive(store: &SharedStore, term: i64) -> Result<(), StoreError> {
-    let listed = store.list(keys::UPGRADE_CAMPAIGNS).await?;
-    let mut running: Vec<(Campaign, i64, i64)> = listed
-        .kvs
-        .iter()
-        .filter_map(|kv| {
-            let campaign = serde_json::from_slice::<Campaign>(&kv.value).ok()?;
-            Some((campaign, kv.mod_revision, kv.create_revision))
-        })
-        .filter(|(campaign, _, _)| campaign.state == CampaignState::Running)
-        .collect();
-    if running.is_empty() {
-        return Ok(());
-    }
-    let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
-    // One campaign at a time, the first created. The API refuses a second one, but two requests at
-    // the same moment can both pass its check: the later ones fail here before touching any host.
-    running.sort_by_key(|(_, _, created)| *created);
-    for (mut later, mod_revision, _) in running.split_off(1) {
-        let first = &running[0].0.id;
-        for host in &mut later.hosts {
-            if host.state == HostUpgradeState::Pending {
-                host.state = HostUpgradeState::Skipped;
-                host.message = format!("not upgraded: campaign {first} was already running");
-            }
-        }
-        later.state = CampaignState::Failed;
-        later.message = format!("campaign {first} was already running; start this one again when it ends");
-        later.finished_at = Some(format_time(Utc::now()));
-        tracing::warn!(campaign = %later.id, %first, "agent upgrade: a second campaign refused");
-        let key = keys::upgrade_campaign_key(&later.id).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        store.put_fenced(fence, &key, to_json(&later)?, PutCondition::ModRevision(mod_revision)).await?;
-    }
-    let views = host_views(store).await?;
-    for (mut campaign, mod_revision, _) in running {
-        let before = campaign.clone();
-        let writes = advance(&mut campaign, &views, Utc::now());
-        for write in writes {
-            let (host, upgrade, condition) = match write {
-                HostWrite::Request { host, upgrade } => (host, upgrade, PutCondition::Always),
-                HostWrite::Close { host, upgrade, mod_revision } => {
-                    (host, upgrade, PutCondition::ModRevision(mod_revision))
-                }
-            };
-            tracing::info!(campaign = %campaign.id, %host, state = ?upgrade.state, "agent upgrade: host request");
-            let key = keys::host_upgrade_key(&host).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            store.put_fenced(fence, &key, to_json(&upgrade)?, condition).await?;
-        }
-        if campaign != before {
-            tracing::info!(campaign = %campaign.id, state = ?campaign.state, "agent upgrade campaign advanced");
-            let key =
-                keys::upgrade_campaign_key(&campaign.id).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            store
-                .put_fenced(fence, &key, to_json(&campaign)?, PutCondition::ModRevision(mod_revision))
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Every host's record, readiness and request key.
+/// Every host's record, readiness and request key, read from the store (the API's view; the
+/// leader builds the same from its caches).
 pub async fn host_views(store: &SharedStore) -> Result<BTreeMap<String, HostView>, StoreError> {
     let hosts = store.list(keys::HOSTS).await?;
     let alive = store.list(keys::HOST_LEASES).await?;
     let upgrades = store.list(keys::HOST_UPGRADES).await?;
+    let records = hosts.kvs.iter().filter_map(|kv| {
+        let name = keys::parse_host_key(&kv.key)?;
+        Some((name.to_owned(), serde_json::from_slice(&kv.value).ok()))
+    });
+    let alive = alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES).map(str::to_owned));
+    let upgrades = upgrades.kvs.iter().filter_map(|kv| {
+        let name = kv.key.strip_prefix(keys::HOST_UPGRADES)?;
+        let upgrade = serde_json::from_slice::<HostUpgrade>(&kv.value).ok()?;
+        Some((name.to_owned(), upgrade, kv.mod_revision))
+    });
+    Ok(build_host_views(records, alive, upgrades))
+}
+
+/// Every host's view from its record (`None`: unreadable), the hosts whose liveness key exists, and
+/// the request keys with their `mod_revision`.
+pub fn build_host_views(
+    records: impl IntoIterator<Item = (String, Option<HostRecord>)>,
+    alive: impl IntoIterator<Item = String>,
+    upgrades: impl IntoIterator<Item = (String, HostUpgrade, i64)>,
+) -> BTreeMap<String, HostView> {
     let mut views: BTreeMap<String, HostView> = BTreeMap::new();
-    for kv in &hosts.kvs {
-        let Some(name) = keys::parse_host_key(&kv.key) else { continue };
-        views.entry(name.to_owned()).or_default().record = serde_json::from_slice(&kv.value).ok();
+    for (name, record) in records {
+        views.entry(name).or_default().record = record;
     }
-    for kv in &alive.kvs {
-        if let Some(name) = kv.key.strip_prefix(keys::HOST_LEASES) {
-            views.entry(name.to_owned()).or_default().ready = true;
-        }
+    for name in alive {
+        views.entry(name).or_default().ready = true;
     }
-    for kv in &upgrades.kvs {
-        let Some(name) = kv.key.strip_prefix(keys::HOST_UPGRADES) else { continue };
-        if let Ok(upgrade) = serde_json::from_slice::<HostUpgrade>(&kv.value) {
-            views.entry(name.to_owned()).or_default().upgrade = Some((upgrade, kv.mod_revision));
-        }
+    for (name, upgrade, mod_revision) in upgrades {
+        views.entry(name).or_default().upgrade = Some((upgrade, mod_revision));
     }
-    Ok(views)
+    views
+}
+
+/// When the leader stops waiting for the report of the host a running campaign is upgrading: past
+/// it, [`advance`] fails the host.
+pub fn report_deadline(campaign: &Campaign) -> Option<DateTime<Utc>> {
+    if campaign.state != CampaignState::Running {
+        return None;
+    }
+    let host = campaign.hosts.iter().find(|h| h.state == HostUpgradeState::Upgrading)?;
+    let started = parse_time(host.started_at.as_deref()?)?;
+    let wait = chrono::Duration::from_std(bounded_timeout(campaign.timeout_seconds) + REPORT_MARGIN).ok()?;
+    started.checked_add_signed(wait)
 }
 
 /// A new campaign's ID: sortable by creation time, unique enough for a human to type.
@@ -455,14 +420,10 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::host::AgentContainer;
+    use crate::hosts::AgentContainer;
 
     #[test]
     fn an_agent_moves_only_within_its_repository_or_to_an_allowed_one() {

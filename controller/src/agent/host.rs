@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::{DockerClient, ObservedContainer};
@@ -27,37 +26,7 @@ pub const RECORD_REFRESH: Duration = Duration::from_secs(300);
 /// The liveness lease's TTL: three missed heartbeats make the host NotReady.
 const LEASE_TTL_SECONDS: i64 = 15;
 
-/// A host as the store records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HostRecord {
-    pub name: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// kedge's version on this host.
-    pub version: String,
-    pub docker_version: String,
-    pub cpus: u64,
-    pub memory_bytes: u64,
-    /// RFC 3339.
-    pub started_at: String,
-    pub last_heartbeat: String,
-    /// The container this agent runs in; `None`: it runs on the host itself (a campaign skips it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<AgentContainer>,
-}
-
-/// The container an agent runs in, as its engine reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentContainer {
-    pub id: String,
-    pub name: String,
-    /// The image reference it was created from (`kedge:0.2.0`).
-    pub image: String,
-    /// The image ID it runs (`sha256:...`).
-    pub image_id: String,
-}
+pub use crate::hosts::{AgentContainer, HostRecord};
 
 /// The image label whose value is the agent's version when it runs in a container.
 pub const VERSION_LABEL: &str = "org.opencontainers.image.version";

@@ -17,7 +17,6 @@
 
 pub mod bindings;
 pub mod cache;
-mod compaction;
 pub mod host;
 mod identity;
 mod limits;
@@ -25,8 +24,6 @@ mod lock;
 mod reconcile;
 mod report;
 pub mod requests;
-mod scheduler;
-mod sets;
 mod sources;
 pub mod status;
 pub mod supervisor;
@@ -304,9 +301,10 @@ fn spawn_tasks(
         let mut restarted = false;
         tasks.spawn(supervisor::supervise(name, health, token, move || {
             // After a death another agent gets the first chance at the leadership.
-            let standby = if restarted { scheduler::RESTART_STANDBY } else { Duration::ZERO };
+            let standby =
+                if restarted { crate::controllers::scheduler::RESTART_STANDBY } else { Duration::ZERO };
             restarted = true;
-            scheduler::run(
+            crate::controllers::scheduler::run(
                 agent.store.clone(),
                 agent.config.host_name.clone(),
                 agent.cache.clone(),

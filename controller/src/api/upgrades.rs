@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Creating a campaign only writes its record: the scheduler's leader drives it
-//! ([`crate::upgrade::drive`]). The hosts are chosen here, once: those whose labels match the
+//! ([`crate::controllers::upgrade::drive`]). The hosts are chosen here, once: those whose labels match the
 //! selector, ordered by name with the scheduler's leader last (so that leadership moves once, at
 //! the end, rather than in the middle). Hosts whose agent does not run in a container, or that are
 //! NotReady, are listed as `Skipped` with the reason. A campaign that would move an agent to an image

@@ -11,8 +11,16 @@
 //! from stale reads; every binding write is also a compare-and-swap on the binding itself, so a
 //! decision taken from a stale binding is refused and taken again on the next pass.
 //!
-//! Each pass, from the agent's spec cache (only when it is authoritative) and fresh lists of hosts,
-//! liveness keys and bindings, [`plan`] decides:
+//! The leader reads no store prefix on a timer: when it wins, it starts reflector caches of what its
+//! passes read ([`LeaderCaches`]: hosts, liveness keys, bindings, sets and statuses, campaigns and
+//! upgrade requests; the specs are the agent's own cache) and drops them when it loses. It runs a pass
+//! when a cache changed (at most one every 100 ms), at the nearest deadline it knows (a NotReady host's
+//! grace expiry, a rollout's health timeout, a campaign's report deadline, the history compactor's
+//! next sample) and at least every 10 s ([`Wake`]). It decides nothing from a cache that is not in
+//! sync, nor binds or unbinds while no host is ready; and after its own writes it runs the next pass
+//! only once the caches have seen them ([`Written`]), so a pass never acts twice on one state.
+//!
+//! Each pass, from those caches, [`plan`] decides:
 //! - an unplaced spec (no `placement.host`) without a binding is bound to the ready host matching its
 //!   `hostSelector` with the fewest specs (bound or named), ties broken by name;
 //! - a binding to a host NotReady (no liveness key) for longer than the grace period moves to another
@@ -33,8 +41,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use kedge_crds::container_set::{MAX_PER_HOST_ANNOTATION, SET_LABEL};
@@ -42,13 +52,15 @@ use kedge_crds::container_set::{MAX_PER_HOST_ANNOTATION, SET_LABEL};
 use crate::events::EventRecorder;
 use crate::store::{keys, DeleteCondition, Fence, LeaseId, PutCondition, SharedStore, StoreError};
 
-use super::bindings::{self, Binding, StoredBinding};
-use super::cache::DesiredState;
-use super::host::HostRecord;
+use crate::agent::bindings::{Binding, StoredBinding};
+use crate::agent::cache::DesiredState;
+
+use super::caches::{LeaderCaches, Written};
+use super::wake::Wake;
 
 /// The leader lease's TTL: how long a dead leader blocks scheduling at most.
 const LEADER_TTL_SECONDS: i64 = 6;
-/// How often the leader schedules, and how often the others try to take over.
+/// How often an agent that could not reach the store tries again to take over.
 const TICK: Duration = Duration::from_secs(1);
 
 /// Where an unplaced spec may go.
@@ -188,8 +200,8 @@ pub(crate) fn plan(
 }
 
 /// How long a scheduler restarted after a death waits before it campaigns: long enough for another
-/// agent (which tries every [`TICK`]) to take the leadership a panic released, so that one agent's
-/// crashing leader does not keep the leadership to itself.
+/// agent (which watches the leader key, or tries every [`TICK`] while it cannot) to take the
+/// leadership a panic released, so that one agent's crashing leader does not keep it to itself.
 pub(crate) const RESTART_STANDBY: Duration = Duration::from_secs(2);
 
 /// Campaigns for leadership and schedules while leader, until `shutdown`; then lets go at once.
@@ -243,13 +255,15 @@ pub(crate) async fn run(
                     store: &store,
                     term,
                     lease,
-                    specs: &specs,
+                    caches: LeaderCaches::start(&store, specs.clone(), &shutdown),
                     grace,
                     not_ready_since: HashMap::new(),
                     compactor: super::compaction::Compactor::from_env(),
+                    written: Written::default(),
                 };
                 let stopped = leader.lead(&shutdown).await;
                 leader.events.flush().await;
+                drop(leader);
                 held.lease = None;
                 let _ = store.lease_revoke(lease).await;
                 if stopped {
@@ -320,7 +334,8 @@ struct Leader<'a> {
     store: &'a SharedStore,
     term: i64,
     lease: LeaseId,
-    specs: &'a DesiredState,
+    /// What the passes read; started with the leadership, dropped with it.
+    caches: LeaderCaches,
     grace: Duration,
     /// When each host was first seen NotReady by this leader.
     not_ready_since: HashMap<String, Instant>,
@@ -328,86 +343,139 @@ struct Leader<'a> {
     events: EventRecorder,
     /// Compacts the store's history (`None`: turned off).
     compactor: Option<super::compaction::Compactor>,
+    /// What this leader wrote that its caches have not seen yet: no pass runs before they have.
+    written: Written,
 }
 
+/// How soon a pass that failed (the store unreachable, say) is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
 impl Leader<'_> {
-    /// Schedules until the leadership is lost (false) or `shutdown` (true).
+    /// Schedules until the leadership is lost (false) or `shutdown` (true): a pass whenever a cache
+    /// changed, a deadline came or the safety tick passed ([`Wake`]), once the caches have seen the
+    /// leader's own last writes.
     async fn lead(&mut self, shutdown: &CancellationToken) -> bool {
         let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
         let mut renewed = Instant::now();
+        let mut wake = Wake::new(self.caches.subscribe());
+        let mut deadline: Option<Instant> = None;
         loop {
-            if renewed.elapsed() >= renew_every {
-                match self.store.lease_keep_alive(self.lease).await {
-                    Ok(_) => renewed = Instant::now(),
-                    Err(StoreError::NotFound(_)) => return false,
-                    // The fence protects the store meanwhile; keep trying.
-                    Err(error) => tracing::debug!(%error, "could not renew the scheduler's lease"),
-                }
-            }
-            match self.pass().await {
-                Ok(()) => {}
-                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
-                Err(error) => tracing::debug!(%error, "scheduling pass failed; retrying"),
-            }
-            let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
-            match super::sets::pass(self.store, fence, self.specs, &self.events).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
-                Err(error) => tracing::debug!(%error, "container set pass failed; retrying"),
-            }
-            // The agent upgrade campaign is driven by the same leader, fenced on the same term.
-            match crate::upgrade::drive(self.store, self.term).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
-                Err(error) => tracing::debug!(%error, "upgrade campaign pass failed; retrying"),
-            }
-            #[cfg(feature = "failpoints")]
-            crate::executor::failpoint::panic_task("leader");
-            if let Some(compactor) = &mut self.compactor {
-                if let Err(error) = compactor.tick(self.store).await {
-                    tracing::warn!(%error, "could not compact the store's history; retrying");
-                }
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep_until(renewed + renew_every) => {
+                    match self.store.lease_keep_alive(self.lease).await {
+                        Ok(_) => renewed = Instant::now(),
+                        Err(StoreError::NotFound(_)) => return false,
+                        // The fence protects the store meanwhile; keep trying.
+                        Err(error) => {
+                            tracing::debug!(%error, "could not renew the scheduler's lease");
+                            renewed += Duration::from_millis(500);
+                        }
+                    }
+                    continue;
+                }
+                reason = wake.next(deadline) => tracing::trace!(?reason, "leader pass"),
+            }
+            if !self.caches.caught_up(&self.written) {
+                // The cache's catching up is a change: it wakes the next pass.
+                tracing::debug!(written = ?self.written, "waiting for the caches to see the leader's own writes");
+                continue;
+            }
+            self.written = Written::default();
+            match self.pass().await {
+                Ok(next) => deadline = next,
+                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
+                Err(error) => {
+                    tracing::debug!(%error, "leader pass failed; retrying");
+                    deadline = Some(Instant::now() + RETRY);
+                }
             }
         }
     }
 
-    async fn pass(&mut self) -> Result<(), StoreError> {
-        if !self.specs.authoritative() {
-            return Ok(());
-        }
-        let hosts = self.store.list(keys::HOSTS).await?;
-        let alive = self.store.list(keys::HOST_LEASES).await?;
-        let listed = self.store.list(keys::BINDINGS).await?;
-        let alive: std::collections::HashSet<&str> =
-            alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES)).collect();
-        let mut ready = BTreeMap::new();
-        let now = Instant::now();
-        for kv in &hosts.kvs {
-            let Some(name) = keys::parse_host_key(&kv.key) else { continue };
-            if alive.contains(name) {
-                self.not_ready_since.remove(name);
-                let labels =
-                    serde_json::from_slice::<HostRecord>(&kv.value).map(|r| r.labels).unwrap_or_default();
-                ready.insert(name.to_owned(), labels);
+    /// One pass of every controller; answers the nearest deadline they know of.
+    async fn pass(&mut self) -> Result<Option<Instant>, StoreError> {
+        let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
+        let mut deadlines = vec![self.schedule().await?];
+        let sets =
+            super::sets::pass(self.store, fence, &self.caches, &self.events, &mut self.written).await?;
+        // The agent upgrade campaign is driven by the same leader, fenced on the same term.
+        let campaign = super::upgrade::drive(self.store, fence, &self.caches, &mut self.written).await?;
+        deadlines.extend([sets, campaign].into_iter().map(|at| at.map(instant_of)));
+        #[cfg(feature = "failpoints")]
+        crate::executor::failpoint::panic_task("leader");
+        if let Some(compactor) = &mut self.compactor {
+            if let Err(error) = compactor.tick(self.store, self.caches.revision()).await {
+                tracing::warn!(%error, "could not compact the store's history; retrying");
             }
+            deadlines.push(compactor.next_due());
         }
-        let bindings: BTreeMap<String, StoredBinding> =
-            listed.kvs.iter().filter_map(bindings::decode).collect();
+        Ok(deadlines.into_iter().flatten().min())
+    }
+
+    /// The scheduling pass; answers when the next NotReady host's grace period ends. Decides nothing
+    /// while the caches are not in sync or no host is ready ([`LeaderCaches::scheduling_view`]).
+    async fn schedule(&mut self) -> Result<Option<Instant>, StoreError> {
+        let Some(view) = self.caches.scheduling_view() else {
+            tracing::debug!("not scheduling: the caches are not in sync, or no host is ready");
+            return Ok(None);
+        };
+        let now = Instant::now();
+        for host in view.ready.keys() {
+            self.not_ready_since.remove(host);
+        }
+        let bindings = self.bindings();
         for stored in bindings.values() {
-            if !ready.contains_key(&stored.binding.host) {
+            if !view.ready.contains_key(&stored.binding.host) {
                 self.not_ready_since.entry(stored.binding.host.clone()).or_insert(now);
             }
         }
-        let specs: Vec<SpecPlacement> = self
-            .specs
+        let specs = self.placements();
+        let grace = self.grace;
+        let since = &self.not_ready_since;
+        let expired = |host: &str| since.get(host).is_some_and(|at| now.duration_since(*at) >= grace);
+        let changes = plan(&specs, &view.ready, &bindings, &expired);
+        let next_expiry = since.values().map(|at| *at + grace).filter(|at| *at > now).min();
+        let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
+        for change in changes {
+            match self.apply(fence, &change).await {
+                Ok(revision) => {
+                    self.written.bindings = self.written.bindings.max(revision);
+                    tracing::info!(?change, term = self.term, "scheduled")
+                }
+                Err(StoreError::Conflict { key, .. }) if key != keys::SCHEDULER_LEADER => {
+                    tracing::debug!(?change, "binding changed meanwhile; deciding again next pass")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(next_expiry)
+    }
+
+    /// The cached bindings by `namespace/name`.
+    fn bindings(&self) -> BTreeMap<String, StoredBinding> {
+        self.caches.bindings.with(|all| {
+            all.iter()
+                .filter_map(|(key, stored)| {
+                    let (namespace, name) = keys::parse_binding_key(key)?;
+                    let binding = stored.object.clone();
+                    Some((
+                        format!("{namespace}/{name}"),
+                        StoredBinding { binding, mod_revision: stored.mod_revision },
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Every cached spec's placement.
+    fn placements(&self) -> Vec<SpecPlacement> {
+        let specs = &self.caches.specs;
+        specs
             .keys()
             .into_iter()
             .filter_map(|key| {
-                let spec = self.specs.get(&key)?;
+                let spec = specs.get(&key)?;
                 let placement = spec.spec.placement.clone().unwrap_or_default();
                 let labels = &spec.metadata.labels;
                 let group = labels.get(SET_LABEL).map(|set| format!("{}/{set}", spec.metadata.namespace));
@@ -429,25 +497,11 @@ impl Leader<'_> {
                     depends_on,
                 })
             })
-            .collect();
-        let grace = self.grace;
-        let since = &self.not_ready_since;
-        let expired = |host: &str| since.get(host).is_some_and(|at| now.duration_since(*at) >= grace);
-        let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
-        for change in plan(&specs, &ready, &bindings, &expired) {
-            let outcome = self.apply(fence, &change).await;
-            match outcome {
-                Ok(()) => tracing::info!(?change, term = self.term, "scheduled"),
-                Err(StoreError::Conflict { key, .. }) if key != keys::SCHEDULER_LEADER => {
-                    tracing::debug!(?change, "binding changed meanwhile; deciding again next pass")
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
+            .collect()
     }
 
-    async fn apply(&self, fence: Fence<'_>, change: &Change) -> Result<(), StoreError> {
+    /// Writes one change; answers the revision it wrote at.
+    async fn apply(&self, fence: Fence<'_>, change: &Change) -> Result<i64, StoreError> {
         let key_of = |key: &str| {
             let (namespace, name) = key.split_once('/').unwrap_or(("", key));
             keys::binding_key(namespace, name).map_err(|e| StoreError::Invalid(e.to_string()))
@@ -457,15 +511,20 @@ impl Leader<'_> {
                 let binding = Binding { host: host.clone(), term: self.term };
                 let value = serde_json::to_vec(&binding).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 let condition = previous.map_or(PutCondition::Absent, PutCondition::ModRevision);
-                self.store.put_fenced(fence, &key_of(key)?, value, condition).await?;
+                self.store.put_fenced(fence, &key_of(key)?, value, condition).await
             }
             Change::Unbind { key, mod_revision } => {
                 let condition = DeleteCondition::ModRevision(*mod_revision);
-                self.store.delete_fenced(fence, &key_of(key)?, condition).await?;
+                Ok(self.store.delete_fenced(fence, &key_of(key)?, condition).await?.unwrap_or(0))
             }
         }
-        Ok(())
     }
+}
+
+/// The moment of a wall-clock deadline on the monotonic clock (now, if it is past).
+fn instant_of(deadline: DateTime<Utc>) -> Instant {
+    let ahead = (deadline - Utc::now()).to_std().unwrap_or_default();
+    Instant::now() + ahead
 }
 
 #[cfg(test)]
@@ -642,5 +701,141 @@ mod tests {
             Change::Unbind { key: "ns/named".into(), mod_revision: 5 },
         ];
         check(&specs, &ready, &bindings, &[], &expected);
+    }
+}
+
+/// The leader's pass against a real (embedded) store, fed by caches the test fills by hand: what it
+/// decides, and when it refuses to.
+#[cfg(test)]
+mod leader_tests {
+    use super::*;
+    use crate::runtime::Event;
+    use crate::store::{EmbeddedOptions, EmbeddedStore, KeyValue};
+
+    fn kv(key: String, value: &[u8], revision: i64) -> KeyValue {
+        KeyValue {
+            key,
+            value: value.to_vec(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn unplaced_spec(name: &str, revision: i64) -> KeyValue {
+        let value = serde_json::json!({
+            "apiVersion": "kedge.io/v1",
+            "kind": "Container",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"image": "kedge-test/app:v1"}
+        });
+        kv(keys::spec_key("default", name).unwrap(), value.to_string().as_bytes(), revision)
+    }
+
+    fn restarted(kvs: Vec<KeyValue>, revision: i64) -> Event {
+        Event::Restarted { kvs, revision }
+    }
+
+    /// An embedded store in which "me" holds the leader key; answers the term.
+    async fn leading_store() -> (tempfile::TempDir, SharedStore, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kedge.db");
+        let store: SharedStore =
+            Arc::new(EmbeddedStore::open(path, EmbeddedOptions::default()).await.unwrap());
+        let term = store.put(keys::SCHEDULER_LEADER, b"me".to_vec(), PutCondition::Absent, 0).await.unwrap();
+        (dir, store, term)
+    }
+
+    /// A leader of `term` whose spec cache holds one unplaced spec, "default/web"; its other caches
+    /// are not fed yet.
+    fn leader_of_one_spec(store: &SharedStore, term: i64, grace: Duration) -> Leader<'_> {
+        let specs = Arc::new(DesiredState::default());
+        specs.apply(&restarted(vec![unplaced_spec("web", 2)], 2));
+        Leader {
+            store,
+            term,
+            lease: 0,
+            caches: LeaderCaches::unfed(specs),
+            grace,
+            not_ready_since: HashMap::new(),
+            events: EventRecorder::new(store.clone(), "me"),
+            compactor: None,
+            written: Written::default(),
+        }
+    }
+
+    async fn bindings_in(store: &SharedStore) -> Vec<String> {
+        store.list(keys::BINDINGS).await.unwrap().kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_binding_while_a_cache_is_not_in_sync_or_no_host_is_ready() {
+        let (_dir, store, term) = leading_store().await;
+        let mut leader = leader_of_one_spec(&store, term, Duration::from_secs(30));
+        let host = keys::host_key("h1").unwrap();
+        let alive = keys::host_lease_key("h1").unwrap();
+
+        // Nothing listed yet: the spec is unplaced, but nothing proves there is a host for it.
+        assert_eq!(leader.schedule().await.unwrap(), None);
+        leader.caches.hosts.apply(&restarted(vec![kv(host.clone(), b"{}", term)], term));
+        // (The caches reflect the store at the leader key's revision: older than any binding written.)
+        leader.caches.bindings.apply(&restarted(vec![], term));
+        // Hosts and bindings in sync, liveness still listing: no host is known ready.
+        assert_eq!(leader.schedule().await.unwrap(), None);
+        // Every cache in sync, but the only host is NotReady.
+        leader.caches.alive.apply(&restarted(vec![], term));
+        assert_eq!(leader.schedule().await.unwrap(), None);
+        assert!(bindings_in(&store).await.is_empty());
+        // The host comes alive, then the liveness watch fails: the cache keeps its contents but is
+        // not in sync, so still nothing.
+        leader.caches.alive.apply(&Event::Put { kv: kv(alive.clone(), b"", term), revision: term });
+        leader.caches.alive.apply(&Event::Error { message: "connection refused".into(), transient: true });
+        assert_eq!(leader.schedule().await.unwrap(), None);
+        assert!(bindings_in(&store).await.is_empty(), "no decision from a cache that is not in sync");
+
+        // In sync again with a ready host: the spec is bound, once.
+        leader.caches.alive.apply(&restarted(vec![kv(alive, b"", term)], term));
+        leader.schedule().await.unwrap();
+        assert_eq!(bindings_in(&store).await, vec![keys::binding_key("default", "web").unwrap()]);
+        let written = leader.written;
+        assert!(written.bindings > term, "the binding's revision is remembered: {written:?}");
+        assert!(!leader.caches.caught_up(&written), "the bindings cache has not seen the write yet");
+        // The cache sees the write: the next pass may decide, and decides nothing new.
+        let binding = store.get(&keys::binding_key("default", "web").unwrap()).await.unwrap().unwrap();
+        let revision = binding.mod_revision;
+        leader.caches.bindings.apply(&Event::Put { kv: binding, revision });
+        assert!(leader.caches.caught_up(&written));
+        leader.written = Written::default();
+        leader.schedule().await.unwrap();
+        assert_eq!(leader.written, Written::default(), "nothing written twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_deadline_is_the_grace_expiry_of_a_host_that_went_not_ready() {
+        let (_dir, store, term) = leading_store().await;
+        let grace = Duration::from_secs(30);
+        let mut leader = leader_of_one_spec(&store, term, grace);
+        let hosts = ["h1", "h2"].map(|h| kv(keys::host_key(h).unwrap(), b"{}", 3));
+        leader.caches.hosts.apply(&restarted(hosts.to_vec(), 3));
+        // "web" is bound to h1, which is not alive; h2 is.
+        let binding = serde_json::to_vec(&Binding { host: "h1".into(), term }).unwrap();
+        let bound = kv(keys::binding_key("default", "web").unwrap(), &binding, 4);
+        store.put(&bound.key, binding.clone(), PutCondition::Absent, 0).await.unwrap();
+        let bound = store.get(&bound.key).await.unwrap().unwrap();
+        let revision = bound.mod_revision;
+        leader.caches.bindings.apply(&restarted(vec![bound], revision));
+        leader
+            .caches
+            .alive
+            .apply(&restarted(vec![kv(keys::host_lease_key("h2").unwrap(), b"", 3)], revision));
+        let start = Instant::now();
+        assert_eq!(leader.schedule().await.unwrap(), Some(start + grace), "wake when h1's grace ends");
+        assert_eq!(leader.written, Written::default(), "within the grace period, nothing moves");
+        tokio::time::advance(grace).await;
+        assert_eq!(leader.schedule().await.unwrap(), None, "no deadline left");
+        assert!(leader.written.bindings > revision, "the spec moved to h2");
+        let moved = store.get(&keys::binding_key("default", "web").unwrap()).await.unwrap().unwrap();
+        assert_eq!(serde_json::from_slice::<Binding>(&moved.value).unwrap().host, "h2");
     }
 }

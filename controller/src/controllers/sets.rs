@@ -43,7 +43,7 @@ use kedge_crds::{
 use crate::events::{EventRecorder, EventType};
 use crate::store::{keys, objects, DeleteCondition, Fence, PutCondition, SharedStore, StoreError};
 
-use super::cache::DesiredState;
+use super::caches::{LeaderCaches, Written};
 
 /// One child as the controller sees it: its stored spec and the status its agent reported.
 #[derive(Debug, Clone)]
@@ -403,24 +403,38 @@ fn declared_equal(stored: &Container, wanted: &Container) -> bool {
         && serde_json::to_value(&stored.spec).ok() == serde_json::to_value(&wanted.spec).ok()
 }
 
-/// One pass over every set, fenced on the leader's term. Does nothing while the spec cache is not
-/// known to match the store (a child missing from a stale cache is not a deleted child).
+/// One pass over every set, fenced on the leader's term, from the leader's caches; answers the
+/// nearest health-gate deadline of a rollout. Does nothing while a cache it reads is not in sync (a
+/// child missing from a stale cache is not a deleted child). Every write's revision goes into
+/// `written`, so that the next pass waits until the caches have seen it.
 pub(crate) async fn pass(
     store: &SharedStore,
     fence: Fence<'_>,
-    specs: &DesiredState,
+    caches: &LeaderCaches,
     events: &EventRecorder,
-) -> Result<(), StoreError> {
-    if !specs.authoritative() {
-        return Ok(());
+    written: &mut Written,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let specs = &caches.specs;
+    let in_sync = specs.authoritative()
+        && caches.sets.in_sync()
+        && caches.set_statuses.in_sync()
+        && caches.statuses.in_sync();
+    if !in_sync {
+        return Ok(None);
     }
     // A set that cannot be read is skipped, but still counts as live: its children and status stay
     // until it is repaired or deleted. The other sets go on.
-    let (sets, invalid_sets, _) = objects::list_sets_with_invalid(store.as_ref(), None).await?;
-    for invalid in &invalid_sets {
-        tracing::warn!(set = %invalid.key(), error = %invalid.error, "an unreadable ContainerSet is skipped");
-    }
-    let set_statuses = store.list(keys::SET_STATUS).await?;
+    let sets: Vec<ContainerSet> = caches.sets.with(|all| all.values().map(|s| s.object.clone()).collect());
+    let invalid_sets: Vec<(String, String)> = caches
+        .sets
+        .unreadable_entries()
+        .into_iter()
+        .filter_map(|(key, unreadable)| {
+            let (namespace, name) = keys::parse_set_key(&key)?;
+            tracing::warn!(set = %format!("{namespace}/{name}"), error = %unreadable.error, "an unreadable ContainerSet is skipped");
+            Some((namespace.to_owned(), name.to_owned()))
+        })
+        .collect();
     // Children by set, from the cache: a write from a stale cache fails its compare-and-swap.
     let mut children: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
     for key in specs.keys() {
@@ -439,25 +453,29 @@ pub(crate) async fn pass(
     // Specs a user named like a child (`<set>-<n>`) without the set's labels: left alone, reported.
     let mut foreign: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
     let mut stored_statuses: HashMap<(String, String), (ContainerSetStatus, i64)> = HashMap::new();
+    // Every stored status key with its revision, readable or not.
+    let mut status_keys: Vec<(String, i64)> = Vec::new();
+    caches.set_statuses.with(|all| {
+        for (key, stored) in all {
+            status_keys.push((key.clone(), stored.mod_revision));
+            let Some((ns, name)) = keys::parse_set_status_key(key) else { continue };
+            stored_statuses
+                .insert((ns.to_owned(), name.to_owned()), (stored.object.clone(), stored.mod_revision));
+        }
+    });
     // Statuses that do not decode (written by another version, say): their revision, so that the
     // rewrite replaces them with a compare-and-swap rather than failing as a create forever.
     let mut undecodable: HashMap<(String, String), i64> = HashMap::new();
-    for kv in &set_statuses.kvs {
-        let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
-        match kedge_crds::from_json_lenient::<ContainerSetStatus>(&kv.value).map(|read| read.value) {
-            Ok(status) => {
-                stored_statuses.insert((ns.to_owned(), name.to_owned()), (status, kv.mod_revision));
-            }
-            Err(error) => {
-                tracing::warn!(key = %kv.key, %error, "undecodable set status; it is rewritten");
-                undecodable.insert((ns.to_owned(), name.to_owned()), kv.mod_revision);
-            }
-        }
+    for (key, unreadable) in caches.set_statuses.unreadable_entries() {
+        status_keys.push((key.clone(), unreadable.mod_revision));
+        let Some((ns, name)) = keys::parse_set_status_key(&key) else { continue };
+        tracing::warn!(%key, error = %unreadable.error, "undecodable set status; it is rewritten");
+        undecodable.insert((ns.to_owned(), name.to_owned()), unreadable.mod_revision);
     }
     let live: std::collections::HashSet<(String, String)> = sets
         .iter()
         .map(|set| (set.metadata.namespace.clone(), set.metadata.name.clone()))
-        .chain(invalid_sets.iter().map(|invalid| (invalid.namespace.clone(), invalid.name.clone())))
+        .chain(invalid_sets)
         .collect();
 
     // Children and statuses of deleted sets go.
@@ -466,34 +484,23 @@ pub(crate) async fn pass(
             continue;
         }
         for child in orphans.values() {
-            delete_child(store, fence, child).await?;
+            written.specs = written.specs.max(delete_child(store, fence, child).await?);
         }
     }
-    for kv in &set_statuses.kvs {
-        let Some((ns, name)) = keys::parse_set_status_key(&kv.key) else { continue };
+    for (key, mod_revision) in &status_keys {
+        let Some((ns, name)) = keys::parse_set_status_key(key) else { continue };
         if !live.contains(&(ns.to_owned(), name.to_owned())) {
-            ignore_stale(
-                store.delete_fenced(fence, &kv.key, DeleteCondition::ModRevision(kv.mod_revision)).await,
-            )?;
+            let outcome = store.delete_fenced(fence, key, DeleteCondition::ModRevision(*mod_revision)).await;
+            if let Ok(Some(revision)) = &outcome {
+                written.set_statuses = written.set_statuses.max(*revision);
+            }
+            ignore_stale(outcome)?;
         }
     }
     if sets.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
 
-    // Only the namespaces that hold sets: the statuses of other specs are none of this pass's business.
-    let namespaces: std::collections::BTreeSet<&str> =
-        sets.iter().map(|s| s.metadata.namespace.as_str()).collect();
-    let mut child_statuses: HashMap<String, ContainerStatus> = HashMap::new();
-    for namespace in namespaces {
-        let prefix = keys::status_prefix(Some(namespace)).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        for kv in &store.list(&prefix).await?.kvs {
-            let Some((ns, name)) = keys::parse_status_key(&kv.key) else { continue };
-            if let Ok(status) = objects::decode_status(&kv.value) {
-                child_statuses.insert(format!("{ns}/{name}"), status);
-            }
-        }
-    }
     for set in &sets {
         for ordinal in 0..set.spec.replicas {
             let key = format!("{}/{}", set.metadata.namespace, set.child_name(ordinal));
@@ -508,13 +515,16 @@ pub(crate) async fn pass(
         }
     }
     let now = Utc::now();
+    let mut next_deadline: Option<DateTime<Utc>> = None;
     for set in &sets {
         let id = (set.metadata.namespace.clone(), set.metadata.name.clone());
         let stored = children.remove(&id).unwrap_or_default();
         let mut view: BTreeMap<u32, Child> = stored
             .iter()
             .map(|(ordinal, spec)| {
-                let status = child_statuses.get(&spec.key()).cloned();
+                let status = keys::status_key(&spec.metadata.namespace, &spec.metadata.name)
+                    .ok()
+                    .and_then(|key| caches.statuses.get(&key));
                 (*ordinal, Child { spec: spec.clone(), status, foreign: false })
             })
             .collect();
@@ -523,6 +533,9 @@ pub(crate) async fn pass(
         }
         let previous = stored_statuses.get(&id);
         let decision = decide(set, previous.map(|(status, _)| status), &view, now);
+        if let Some(deadline) = gate_deadline(set, &decision.status) {
+            next_deadline = Some(next_deadline.map_or(deadline, |nearest| nearest.min(deadline)));
+        }
         let status_key =
             keys::set_status_key(&id.0, &id.1).map_err(|e| StoreError::Invalid(e.to_string()))?;
         if previous.map(|(status, _)| status) != Some(&decision.status) {
@@ -533,7 +546,7 @@ pub(crate) async fn pass(
                 (None, None) => PutCondition::Absent,
             };
             match store.put_fenced(fence, &status_key, value, condition).await {
-                Ok(_) => {}
+                Ok(revision) => written.set_statuses = written.set_statuses.max(revision),
                 Err(StoreError::Conflict { key, .. }) if key != fence.key => {
                     tracing::debug!(set = %set.key(), "set status changed meanwhile; deciding again next pass");
                     continue;
@@ -552,7 +565,9 @@ pub(crate) async fn pass(
             );
             let outcome = objects::apply_container_fenced(store.as_ref(), fence, wanted, current).await;
             match outcome {
-                Ok(Some(_)) => {
+                Ok(Some((applied, _))) => {
+                    let revision = applied.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
+                    written.specs = written.specs.max(revision.unwrap_or(0));
                     tracing::info!(child = %wanted.key(), term = fence.mod_revision, "wrote a set's child")
                 }
                 Ok(None) => {}
@@ -561,22 +576,36 @@ pub(crate) async fn pass(
         }
         for ordinal in &decision.deletes {
             if let Some(child) = stored.get(ordinal) {
-                delete_child(store, fence, child).await?;
+                written.specs = written.specs.max(delete_child(store, fence, child).await?);
             }
         }
     }
-    Ok(())
+    Ok(next_deadline)
 }
 
-async fn delete_child(store: &SharedStore, fence: Fence<'_>, child: &Container) -> Result<(), StoreError> {
+/// When the batch a rollout is gating fails its health gate for want of time (the leader wakes then).
+fn gate_deadline(set: &ContainerSet, status: &ContainerSetStatus) -> Option<DateTime<Utc>> {
+    let rollout = status.rollout.as_ref().filter(|r| r.paused.is_none() && !r.batch.is_empty())?;
+    let started = DateTime::parse_from_rfc3339(rollout.batch_started.as_deref()?).ok()?.with_timezone(&Utc);
+    let timeout = chrono::Duration::from_std(set.spec.health_timeout_or_default()).ok()?;
+    started.checked_add_signed(timeout)
+}
+
+/// Deletes a child by compare-and-swap; answers the revision of the delete (0: nothing deleted).
+async fn delete_child(store: &SharedStore, fence: Fence<'_>, child: &Container) -> Result<i64, StoreError> {
     let key = keys::spec_key(&child.metadata.namespace, &child.metadata.name)
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let revision = child.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0);
     let outcome = store.delete_fenced(fence, &key, DeleteCondition::ModRevision(revision)).await;
+    let deleted = match &outcome {
+        Ok(Some(revision)) => *revision,
+        _ => 0,
+    };
     if outcome.is_ok() {
         tracing::info!(child = %child.key(), "deleted a set's child");
     }
-    ignore_stale(outcome.map(drop))
+    ignore_stale(outcome.map(drop))?;
+    Ok(deleted)
 }
 
 /// A conflict on the written key itself means the cache was stale: decided again next pass. A conflict

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::store::{keys, SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError};
 
 /// How much history is kept.
 pub const KEEP: Duration = Duration::from_secs(3600);
@@ -53,14 +53,19 @@ impl Compactor {
         Compactor { keep, every, samples: VecDeque::new(), compacted: 0 }
     }
 
-    /// Called on every leader tick: samples when due, and compacts when a sample is old enough.
-    /// Returns the revision compacted, if it did.
-    pub(crate) async fn tick(&mut self, store: &SharedStore) -> Result<Option<i64>, StoreError> {
+    /// Called on every leader pass with `revision`, a revision the store has reached (the newest its
+    /// caches reflect: a lower bound of the current one, so a compaction keeps at least [`KEEP`]):
+    /// samples when due, and compacts when a sample is old enough. Returns the revision compacted,
+    /// if it did.
+    pub(crate) async fn tick(
+        &mut self,
+        store: &SharedStore,
+        revision: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let now = Instant::now();
         if self.samples.back().is_some_and(|(at, _)| now.duration_since(*at) < self.every) {
             return Ok(None);
         }
-        let revision = store.list(keys::SCHEDULER_LEADER).await?.revision;
         self.samples.push_back((now, revision));
         let Some(target) = self.due(now) else { return Ok(None) };
         match store.compact(target).await {
@@ -76,6 +81,11 @@ impl Compactor {
             "compacted the store's history"
         );
         Ok(Some(target))
+    }
+
+    /// When the next sample is due (the leader wakes for it).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.samples.back().map(|(at, _)| *at + self.every)
     }
 
     /// The newest sampled revision at least `keep` old, not compacted yet; drops the older samples.

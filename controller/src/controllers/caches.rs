@@ -1,0 +1,198 @@
+//! The leader's caches: a [`Reflector`] of every prefix the leader's passes read, started when this
+//! agent wins the scheduler's leadership and stopped (their watches cancelled) when it loses it, so
+//! that a pass reads memory, not the store. The specs come from the agent's own spec cache
+//! ([`DesiredState`]), which every agent keeps anyway.
+//!
+//! Two rules keep decisions from stale data:
+//! - A pass decides only from caches that are in sync ([`LeaderCaches::scheduling_view`] and the
+//!   other passes check theirs): a key missing from a cache that is not in sync proves nothing.
+//! - After writing at revision R under a cached prefix, the leader decides again only once that
+//!   cache has seen R ([`Written`], [`LeaderCaches::caught_up`]): the next pass never acts again on
+//!   the state its own write replaced (a second binding, a child written twice).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kedge_crds::{ContainerSet, ContainerSetStatus, ContainerStatus};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::agent::bindings::Binding;
+use crate::agent::cache::DesiredState;
+use crate::hosts::HostRecord;
+use crate::runtime::{reflector, Reflector, Watcher};
+use crate::store::{keys, objects, KeyValue, SharedStore};
+use crate::upgrade::{Campaign, HostUpgrade};
+
+/// Every cache the leader reads; see the module docs.
+pub(crate) struct LeaderCaches {
+    /// The agent's spec cache (kept by its spec follower, not by the leader).
+    pub specs: Arc<DesiredState>,
+    /// Host records; a record that cannot be decoded is a host without labels (`None`).
+    pub hosts: Arc<Reflector<Option<HostRecord>>>,
+    /// Host liveness keys: a host is ready while its key exists.
+    pub alive: Arc<Reflector<()>>,
+    pub bindings: Arc<Reflector<Binding>>,
+    /// ContainerSets; an unreadable one is kept apart (it still owns its children).
+    pub sets: Arc<Reflector<ContainerSet>>,
+    /// ContainerSet statuses; an unreadable one is rewritten by compare-and-swap on its revision.
+    pub set_statuses: Arc<Reflector<ContainerSetStatus>>,
+    /// Container statuses, for the ContainerSet controller's health gates.
+    pub statuses: Arc<Reflector<ContainerStatus>>,
+    /// Upgrade campaigns with their `create_revision` (the oldest running one goes first).
+    pub campaigns: Arc<Reflector<(Campaign, i64)>>,
+    /// Each host's upgrade request.
+    pub host_upgrades: Arc<Reflector<HostUpgrade>>,
+    /// Stops the watches when the caches are dropped (the leadership ended).
+    _stop: Option<DropGuard>,
+}
+
+/// The highest revision the leader wrote under each cached prefix since its caches last caught up;
+/// 0: nothing written there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub specs: i64,
+    pub bindings: i64,
+    pub set_statuses: i64,
+    pub campaigns: i64,
+    pub host_upgrades: i64,
+}
+
+/// What the scheduler decides from: every ready host's labels.
+pub(crate) struct SchedulingView {
+    pub ready: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, String> {
+    serde_json::from_slice(&kv.value).map_err(|e| e.to_string())
+}
+
+impl LeaderCaches {
+    /// Starts a watch of every prefix; they stop when the returned caches are dropped or `shutdown`
+    /// is cancelled.
+    pub(crate) fn start(store: &SharedStore, specs: Arc<DesiredState>, shutdown: &CancellationToken) -> Self {
+        let token = shutdown.child_token();
+        let mut caches = LeaderCaches::unfed(specs);
+        let feed = |prefix: &str, what: &'static str| (store.clone(), prefix.to_owned(), what, token.clone());
+        spawn_feed(feed(keys::HOSTS, "leader: hosts"), caches.hosts.clone());
+        spawn_feed(feed(keys::HOST_LEASES, "leader: host liveness"), caches.alive.clone());
+        spawn_feed(feed(keys::BINDINGS, "leader: bindings"), caches.bindings.clone());
+        spawn_feed(feed(keys::SETS, "leader: container sets"), caches.sets.clone());
+        spawn_feed(feed(keys::SET_STATUS, "leader: container set statuses"), caches.set_statuses.clone());
+        spawn_feed(feed(keys::STATUS, "leader: container statuses"), caches.statuses.clone());
+        spawn_feed(feed(keys::UPGRADE_CAMPAIGNS, "leader: upgrade campaigns"), caches.campaigns.clone());
+        spawn_feed(feed(keys::HOST_UPGRADES, "leader: upgrade requests"), caches.host_upgrades.clone());
+        caches._stop = Some(token.drop_guard());
+        caches
+    }
+
+    /// Empty caches that nothing feeds yet (not in sync): [`LeaderCaches::start`] feeds them from
+    /// the store, unit tests by hand (`Reflector::apply`).
+    pub(crate) fn unfed(specs: Arc<DesiredState>) -> Self {
+        LeaderCaches {
+            specs,
+            hosts: Arc::new(Reflector::new(|kv| Ok(serde_json::from_slice(&kv.value).ok()))),
+            alive: Arc::new(Reflector::new(|_| Ok(()))),
+            bindings: Arc::new(Reflector::new(decode_json)),
+            sets: Arc::new(Reflector::new(|kv| objects::decode_set(kv).map_err(|e| e.to_string()))),
+            set_statuses: Arc::new(Reflector::new(decode_set_status)),
+            statuses: Arc::new(Reflector::new(|kv| objects::decode_status(&kv.value))),
+            campaigns: Arc::new(Reflector::new(|kv| decode_json(kv).map(|c| (c, kv.create_revision)))),
+            host_upgrades: Arc::new(Reflector::new(decode_json)),
+            _stop: None,
+        }
+    }
+
+    /// A receiver per cache that changes with it: what wakes the leader.
+    pub(crate) fn subscribe(&self) -> Vec<watch::Receiver<u64>> {
+        vec![
+            self.specs.reflector().subscribe(),
+            self.hosts.subscribe(),
+            self.alive.subscribe(),
+            self.bindings.subscribe(),
+            self.sets.subscribe(),
+            self.set_statuses.subscribe(),
+            self.statuses.subscribe(),
+            self.campaigns.subscribe(),
+            self.host_upgrades.subscribe(),
+        ]
+    }
+
+    /// The highest revision any cache reflects: a revision the store has reached (a lower bound of
+    /// its current one), for the history compactor.
+    pub(crate) fn revision(&self) -> i64 {
+        [
+            self.specs.revision(),
+            self.hosts.revision(),
+            self.alive.revision(),
+            self.bindings.revision(),
+            self.sets.revision(),
+            self.set_statuses.revision(),
+            self.statuses.revision(),
+            self.campaigns.revision(),
+            self.host_upgrades.revision(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// Whether every cache the leader wrote under has seen (in sync) the leader's own last write there.
+    pub(crate) fn caught_up(&self, written: &Written) -> bool {
+        let seen = |revision: i64, in_sync: bool, wrote: i64| wrote == 0 || (in_sync && revision >= wrote);
+        seen(self.specs.revision(), self.specs.authoritative(), written.specs)
+            && seen(self.bindings.revision(), self.bindings.in_sync(), written.bindings)
+            && seen(self.set_statuses.revision(), self.set_statuses.in_sync(), written.set_statuses)
+            && seen(self.campaigns.revision(), self.campaigns.in_sync(), written.campaigns)
+            && seen(self.host_upgrades.revision(), self.host_upgrades.in_sync(), written.host_upgrades)
+    }
+
+    /// Every host's readiness and labels, or `None` while the host or liveness cache is not in sync:
+    /// nothing is decided about hosts from a partial picture.
+    pub(crate) fn hosts_view(&self) -> Option<SchedulingView> {
+        if !(self.hosts.in_sync() && self.alive.in_sync()) {
+            return None;
+        }
+        let mut ready = BTreeMap::new();
+        self.hosts.with(|hosts| {
+            for (key, stored) in hosts {
+                let Some(name) = keys::parse_host_key(key) else { continue };
+                let alive = keys::host_lease_key(name).is_ok_and(|lease| self.alive.get(&lease).is_some());
+                if alive {
+                    let labels =
+                        stored.object.as_ref().map(|record| record.labels.clone()).unwrap_or_default();
+                    ready.insert(name.to_owned(), labels);
+                }
+            }
+        });
+        Some(SchedulingView { ready })
+    }
+
+    /// What the scheduler decides from, or `None` (decide nothing) while the specs, hosts, liveness
+    /// or bindings are not in sync, or no host is ready: binding or unbinding then could only act on
+    /// a partial picture (a newly elected leader whose host cache is still listing sees no host).
+    pub(crate) fn scheduling_view(&self) -> Option<SchedulingView> {
+        if !(self.specs.authoritative() && self.bindings.in_sync()) {
+            return None;
+        }
+        self.hosts_view().filter(|view| !view.ready.is_empty())
+    }
+}
+
+/// Feeds `cache` from a watcher of `prefix` on a task of its own, until `token` is cancelled.
+fn spawn_feed<K: Clone + Send + Sync + 'static>(
+    (store, prefix, what, token): (SharedStore, String, &'static str, CancellationToken),
+    cache: Arc<Reflector<K>>,
+) {
+    let watcher = Watcher::new(store, prefix.clone(), token);
+    tokio::spawn(async move {
+        reflector::run(&cache, watcher, |event, applied| reflector::log_sync(what, &prefix, event, applied))
+            .await;
+    });
+}
+
+fn decode_set_status(kv: &KeyValue) -> Result<ContainerSetStatus, String> {
+    kedge_crds::from_json_lenient::<ContainerSetStatus>(&kv.value)
+        .map(|read| read.value)
+        .map_err(|e| e.to_string())
+}
