@@ -1,6 +1,9 @@
 //! The Docker Engine driver: a thin wrapper over bollard with kedge's own types at the boundary.
 //!
 //! - [`client`]: `DockerClient`, every engine call kedge makes.
+//! - [`engine`]: the `Engine` trait, the calls the executor and a reconcile's read pass make,
+//!   implemented by `DockerClient` and, in unit tests, by the in-memory
+//!   `agent::reconcile::fake::FakeEngine`.
 //! - [`types`]: kedge's mirror of the Docker fields it uses (create config, inspect, image, events).
 //! - [`labels`]: the ownership contract (which containers kedge may touch) and recreate markers.
 //! - [`error`]: `DockerError`, the one error type of this module.
@@ -9,10 +12,12 @@
 
 pub mod client;
 mod convert;
+pub mod engine;
 pub mod error;
 pub mod labels;
 pub mod types;
 
 pub use client::{ContainerFilter, DockerClient, RemoveOptions};
+pub use engine::Engine;
 pub use error::{DockerError, DockerResult};
 pub use types::*;
