@@ -2,19 +2,17 @@
 //! paused time: the deletion guards, the crash-loop backoff's exact delays, and how often one
 //! reconcile inspects a dependency.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kedge_crds::{Container, ContainerSpec};
 
 use super::fake::FakeEngine;
 use super::*;
-use crate::agent::{bindings, cache::DesiredState, limits, AgentConfig};
+use crate::agent::AgentConfig;
 use crate::docker::{DockerClient, ObservedContainer};
-use crate::events::EventRecorder;
 use crate::executor::Executor;
-use crate::queue::WorkQueue;
 use crate::runtime::Event;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::{KeyValue, SharedStore};
@@ -34,23 +32,15 @@ async fn fixture() -> Fixture {
     let store: SharedStore =
         Arc::new(EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap());
     let engine = Arc::new(FakeEngine::new());
-    let config = AgentConfig::new(HOST);
-    let agent = Agent {
-        executor: Executor::with_engine(engine.clone()),
-        events: EventRecorder::new(store.clone(), HOST),
-        cache: Arc::new(DesiredState::default()),
-        bindings: Arc::new(bindings::BindingCache::default()),
-        queue: WorkQueue::new(config.backoff),
-        statuses: Mutex::new(HashMap::new()),
-        ignored_limits: limits::IgnoredLimits::default(),
-        instances: Mutex::new(HashMap::new()),
-        restart_memory: Mutex::new(HashMap::new()),
-        store_id: "store-1".to_owned(),
+    // The DockerClient is never reached: every reconcile reads and acts through the executor's engine.
+    let executor = Executor::with_engine(engine.clone());
+    let agent = Agent::new(
         store,
-        // Never reached: every reconcile reads and acts through the executor's engine.
-        docker: DockerClient::unconnected(),
-        config,
-    };
+        "store-1".to_owned(),
+        DockerClient::unconnected(),
+        executor,
+        AgentConfig::new(HOST),
+    );
     Fixture { agent, engine, _dir: dir }
 }
 
