@@ -4,7 +4,8 @@
 //! (`planner::tests::created_with_id`), so a container the agent made shows no drift.
 //!
 //! What it models: names are unique (a create of a taken name is a conflict); list filters match
-//! `label=KEY=VALUE` and names; a start sets `startedAt` on its clock, and with
+//! `label=KEY=VALUE` and names; a create or connect to a network the engine lacks is not found
+//! (only `ensure_network` makes one); a start sets `startedAt` on its clock, and with
 //! [`FakeEngine::crash_on_start`] the container exits at once with that code; stop, remove and
 //! network calls change the state as Docker's would. Not modelled: pulls (they succeed), execs
 //! (exit 0), logs (none), health (as set by the test).
@@ -97,6 +98,11 @@ impl FakeEngine {
         let mut names: Vec<String> = self.state().containers.values().map(|c| c.name.clone()).collect();
         names.sort();
         names
+    }
+
+    /// The labels of the network of this name, if the engine has one.
+    pub(crate) fn network(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.state().networks.get(name).cloned()
     }
 
     /// How many calls of `method` (`"inspect_container"`) or of `method:argument`
@@ -250,6 +256,11 @@ impl Engine for FakeEngine {
             if find(&state, &config.name).is_some() {
                 return Err(DockerError::Conflict { message: format!("the name {} is in use", config.name) });
             }
+            if let Some(missing) = config.networks.iter().find(|n| !state.networks.contains_key(&n.network)) {
+                return Err(DockerError::NotFound {
+                    message: format!("network {} not found", missing.network),
+                });
+            }
             let image = state.images.get(&config.image).cloned().ok_or_else(|| DockerError::NotFound {
                 message: format!("no such image: {}", config.image),
             })?;
@@ -334,6 +345,11 @@ impl Engine for FakeEngine {
         id: &'a str,
         network: &'a NetworkAttachment,
     ) -> BoxFuture<'a, DockerResult<()>> {
+        if !self.state().networks.contains_key(&network.network) {
+            return ready(Err(DockerError::NotFound {
+                message: format!("network {} not found", network.network),
+            }));
+        }
         ready(self.with_container("connect_network", id, |container, _| {
             container
                 .networks

@@ -279,6 +279,35 @@ async fn a_crash_loop_is_started_again_after_1_2_4_8_16_seconds() {
     assert_eq!(f.engine.calls("start_container"), 6);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_missing_network_is_made_by_the_executor_first_and_once() {
+    let f = fixture().await;
+    let web =
+        spec("web", r#"{"image": "kedge-test/app:v1", "networks": [{"name": "front", "aliases": ["api"]}]}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    let labels = f.engine.network("front").expect("the network was made");
+    assert_eq!(labels.get(labels::MANAGED_BY).map(String::as_str), Some(labels::MANAGED_BY_VALUE));
+    assert!(f.engine.container("web").is_some_and(|c| c.networks.iter().any(|n| n.network == "front")));
+    let mutations = f.mutations();
+    f.reconcile("default/web").await;
+    assert_eq!(f.mutations(), mutations, "converged: nothing changes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_executor_restarts_and_removes_only_kedges_containers() {
+    let f = fixture().await;
+    f.engine.add_container(container("f1", "theirs", &[]));
+    let restart =
+        Action::Restart { container: "theirs".to_owned(), reason: "asked".to_owned(), timeout: None };
+    for action in [restart, Action::Remove { container: "theirs".to_owned() }] {
+        let refused = f.agent.executor.execute(&action, &mut |_| {}).await;
+        assert!(matches!(refused, Err(ExecutorError::Foreign { .. })), "{}: {refused:?}", action.kind());
+    }
+    assert_eq!(f.mutations(), 0);
+    assert!(f.engine.container("theirs").is_some_and(|c| c.state.running));
+}
+
 #[test]
 fn api_versions_compare_by_number() {
     assert!(api_older_than("1.41", (1, 44)));
