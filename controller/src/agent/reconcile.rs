@@ -120,6 +120,82 @@ pub(crate) async fn observe(
     Ok(EngineView { owned, container, dependencies })
 }
 
+/// The read pass's second part, once the spec's dependencies are met: what the planner needs to
+/// know about the spec's image (the local image the tag names, the one the container runs, the
+/// registry's digest when the spec checks the registry, the processes when an `ensureRunning`
+/// command is to be kept). Whether to pull is the planner's decision.
+pub(crate) async fn observe_image(
+    engine: &dyn Engine,
+    spec: &Container,
+    observed: Option<&ObservedContainer>,
+) -> Result<ImageFacts, Failure> {
+    let reference = spec.spec.image.to_string();
+    let pull_policy =
+        spec.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default();
+    // Whether to pull is the planner's decision (it knows when a container is to be made); this
+    // only says what the host has.
+    let local = engine.inspect_image(&reference).await.map_err(engine_unavailable)?;
+    if local.is_none() && observed.is_none() && pull_policy == PullPolicy::Never {
+        return Err(Failure::new(
+            "ImageNotPresent",
+            format!("image {reference} is not on this host and the pull policy is Never"),
+        ));
+    }
+    let registry_digest = if image_check(spec) == ImageCheck::Registry {
+        match engine.registry_digest(&reference).await {
+            Ok(digest) => Some(digest.digest),
+            Err(error) => {
+                // Not knowing is not drift: keep the container, say why in the log.
+                tracing::warn!(%reference, %error, "could not read the registry digest");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // What inspect merged into the container came from the image it runs, which is not
+    // necessarily the one the tag names now.
+    let running_image = match observed {
+        Some(container) if local.as_ref().is_some_and(|local| local.id == container.image_id) => {
+            local.clone()
+        }
+        Some(container) => engine.inspect_image(&container.image_id).await.map_err(engine_unavailable)?,
+        None => None,
+    };
+    let wants_processes = spec.spec.post_start.iter().any(|exec| exec.policy == ExecPolicy::EnsureRunning);
+    let running_processes = match observed {
+        Some(container) if wants_processes && container.state.running => Some(
+            engine
+                .top(&container.id)
+                .await
+                .map_err(engine_unavailable)?
+                .into_iter()
+                .map(|process| process.command)
+                .collect(),
+        ),
+        _ => None,
+    };
+    Ok(ImageFacts {
+        local_image_id: local.map(|image| image.id),
+        registry_digest,
+        running_repo_digests: running_image
+            .as_ref()
+            .map(|image| image.repo_digests.clone())
+            .unwrap_or_default(),
+        running_image,
+        force_recreate: false,
+        running_processes,
+        start_requested: false,
+        engine_lacks_start_interval: api_older_than(&engine.api_version(), (1, 44)),
+        providers: Default::default(),
+        restarts: 0,
+        start_backoff: None,
+        update_held: false,
+        owner_labels: Default::default(),
+        ignored_limits: None,
+    })
+}
+
 /// Whether `container` is this host's container of spec `key`. A container of that name which is
 /// not (a foreign one, another namespace's, another host's on a shared engine) is not joined,
 /// linked to or waited for: nothing follows a container kedge does not own.
@@ -325,7 +401,7 @@ impl Agent {
             return Ok(Next::After(self.config.dependency_poll));
         }
 
-        let mut facts = self.image_facts(spec, observed.as_ref()).await?;
+        let mut facts = observe_image(self.engine(), spec, observed.as_ref()).await?;
         facts.providers = provider_containers(spec, &dependencies);
         facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let previous = self.previous_status(key, spec).await;
@@ -660,89 +736,6 @@ impl Agent {
             }
         }
         Ok(None)
-    }
-
-    /// What the planner needs to know about the spec's image: pulls it first when the spec's pull
-    /// policy says so, and asks the registry for the tag's digest when the spec checks the registry.
-    async fn image_facts(
-        &self,
-        spec: &Container,
-        observed: Option<&ObservedContainer>,
-    ) -> Result<ImageFacts, Failure> {
-        let reference = spec.spec.image.to_string();
-        let pull_policy =
-            spec.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default();
-        // Whether to pull is the planner's decision (it knows when a container is to be made); this
-        // only says what the host has.
-        let local = self
-            .engine()
-            .inspect_image(&reference)
-            .await
-            .map_err(|e| Failure::new("EngineUnavailable", e))?;
-        if local.is_none() && observed.is_none() && pull_policy == PullPolicy::Never {
-            return Err(Failure::new(
-                "ImageNotPresent",
-                format!("image {reference} is not on this host and the pull policy is Never"),
-            ));
-        }
-        let registry_digest = if image_check(spec) == ImageCheck::Registry {
-            match self.engine().registry_digest(&reference).await {
-                Ok(digest) => Some(digest.digest),
-                Err(error) => {
-                    // Not knowing is not drift: keep the container, say why in the log.
-                    tracing::warn!(%reference, %error, "could not read the registry digest");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        // What inspect merged into the container came from the image it runs, which is not
-        // necessarily the one the tag names now.
-        let running_image = match observed {
-            Some(container) if local.as_ref().is_some_and(|local| local.id == container.image_id) => {
-                local.clone()
-            }
-            Some(container) => self
-                .docker
-                .inspect_image(&container.image_id)
-                .await
-                .map_err(|e| Failure::new("EngineUnavailable", e))?,
-            None => None,
-        };
-        let wants_processes =
-            spec.spec.post_start.iter().any(|exec| exec.policy == ExecPolicy::EnsureRunning);
-        let running_processes = match observed {
-            Some(container) if wants_processes && container.state.running => Some(
-                self.engine()
-                    .top(&container.id)
-                    .await
-                    .map_err(|e| Failure::new("EngineUnavailable", e))?
-                    .into_iter()
-                    .map(|process| process.command)
-                    .collect(),
-            ),
-            _ => None,
-        };
-        Ok(ImageFacts {
-            local_image_id: local.map(|image| image.id),
-            registry_digest,
-            running_repo_digests: running_image
-                .as_ref()
-                .map(|image| image.repo_digests.clone())
-                .unwrap_or_default(),
-            running_image,
-            force_recreate: false,
-            running_processes,
-            start_requested: false,
-            engine_lacks_start_interval: api_older_than(&self.engine().api_version(), (1, 44)),
-            providers: Default::default(),
-            restarts: 0,
-            start_backoff: None,
-            update_held: false,
-            owner_labels: Default::default(),
-            ignored_limits: None,
-        })
     }
 
     /// Records one action carried out as an event, and logs it at INFO: what drifted, what was done.

@@ -11,7 +11,7 @@ use kedge_crds::{Container, ContainerSpec};
 use super::fake::FakeEngine;
 use super::*;
 use crate::agent::AgentConfig;
-use crate::docker::{DockerClient, ObservedContainer};
+use crate::docker::{DockerClient, ImageInfo, ObservedContainer};
 use crate::executor::Executor;
 use crate::runtime::Event;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -306,6 +306,36 @@ async fn the_executor_restarts_and_removes_only_kedges_containers() {
     }
     assert_eq!(f.mutations(), 0);
     assert!(f.engine.container("theirs").is_some_and(|c| c.state.running));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_image_under_the_tag_is_a_safe_recreate_under_the_same_name() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1", "updatePolicy": {"imageCheck": "local"}}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    let old = f.engine.container("web").expect("created");
+    let new_image = ImageInfo { id: format!("sha256:{}", "2".repeat(64)), ..crate::planner::tests::image() };
+    f.engine.add_image("kedge-test/app:v1", new_image.clone());
+    f.reconcile("default/web").await;
+    let new = f.engine.container("web").expect("recreated");
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.image_id, new_image.id);
+    assert!(new.state.running);
+    assert_eq!(f.engine.names(), ["web"], "the old container is gone, no temporary name is left");
+    let mutations = f.mutations();
+    f.reconcile("default/web").await;
+    assert_eq!(f.mutations(), mutations, "converged");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absent_image_with_pull_policy_never_fails_without_acting() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/absent:v1", "updatePolicy": {"pullPolicy": "never"}}"#);
+    f.specs(&[&web], 1);
+    let failure = f.agent.reconcile("default/web").await.expect_err("no image");
+    assert_eq!(failure.reason, "ImageNotPresent");
+    assert_eq!((f.mutations(), f.engine.calls("pull")), (0, 0));
 }
 
 #[test]
