@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
     kedge agent --state-dir /var/lib/kedge\n  \
     kedge agent --store etcd://10.0.0.1:2379,10.0.0.2:2379 --host-name web-1 --host-label zone=a\n  \
     kedge agent --tls-cert /etc/kedge/tls.crt --tls-key /etc/kedge/tls.key --listen 0.0.0.0:7443\n  \
+    kedge agent --registry-config /etc/kedge/registries.json\n  \
     kedge agent --store etcd://10.0.0.1:2379 --etcd-ca ca.pem --etcd-cert client.pem --etcd-key client.key \\\n      \
     --etcd-user kedge --etcd-password-file /etc/kedge/etcd-password\n\n\
     The --etcd-* flags may also be given as KEDGE_ETCD_USER, KEDGE_ETCD_PASSWORD_FILE (or the password\n\
@@ -94,6 +95,11 @@ pub struct AgentArgs {
     #[arg(long, env = "KEDGE_POLICY_LEVEL", value_name = "LEVEL", default_value = "baseline",
           value_parser = parse_policy_level)]
     pub policy_level: kedge_crds::PolicyLevel,
+    /// A Docker `config.json` whose `auths` map holds registry credentials (docs/registry-credentials.md):
+    /// every pull and registry digest lookup of an image sends its registry's entry to the engine.
+    /// Read once at start; a file kedge cannot use stops the start (exit 2). Default: none.
+    #[arg(long, env = "KEDGE_REGISTRY_CONFIG", value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
     #[command(flatten)]
     pub etcd: EtcdArgs,
 }
@@ -209,6 +215,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             "--upgrade-repository {repository:?} must be a repository without a tag or digest"
         );
     }
+    // Read before anything starts: a file kedge cannot use is the user's input to fix (exit 2).
+    let registry_auth =
+        args.registry_config.as_deref().map(kedge_controller::docker::RegistryAuth::from_file).transpose()?;
     raise_open_file_limit();
     // Read before anything starts: a wrong path or key fails the start, not the first request.
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -220,7 +229,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     create_private_dir(&args.state_dir)?;
     let store = open_store(&args.store, &args.state_dir, &args.etcd).await?;
-    let docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
+    let mut docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
+    if let Some(auth) = registry_auth {
+        if auth.names_credential_helpers() {
+            tracing::warn!(file = %auth.source().display(), "the registry config names credential helpers (credsStore, credHelpers), which kedge does not run; only its `auths` entries are used");
+        }
+        let registries: Vec<&str> = auth.registries().collect();
+        tracing::info!(file = %auth.source().display(), ?registries, "registry credentials loaded");
+        docker = docker.with_registry_auth(auth);
+    }
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use kedge_controller::events::Event;
-use kedge_crds::{Container, Objects, ParsedObjects, SpecError};
+use kedge_crds::{Container, Objects, ParsedObjects, Resource, SpecError};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -69,6 +69,27 @@ pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
 pub(crate) struct Origins {
     pub containers: Vec<String>,
     pub sets: Vec<String>,
+    /// The documents themselves, to place a field the server refuses at its line.
+    pub container_documents: Vec<kedge_crds::ParsedContainer>,
+    pub set_documents: Vec<kedge_crds::ParsedContainerSet>,
+}
+
+impl Origins {
+    /// `FILE:LINE:COL: FIELD: MESSAGE` for a field the server refused in the `index`th Container
+    /// (or ContainerSet, with `set`) of the input; the bare field when the index is unknown.
+    pub(crate) fn place(&self, set: bool, index: usize, field: &str, message: &str) -> String {
+        let error = kedge_crds::validate::FieldError {
+            path: field.to_owned(),
+            message: message.to_owned(),
+            on_key: false,
+        };
+        let placed = if set {
+            self.set_documents.get(index).map(|document| document.place(error))
+        } else {
+            self.container_documents.get(index).map(|document| document.place(error))
+        };
+        placed.map_or_else(|| format!("{field}: {message}"), |placed| placed.to_string())
+    }
 }
 
 /// [`load_objects`], also answering where each object came from.
@@ -101,6 +122,8 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
     let origins = Origins {
         containers: parsed.containers.iter().map(|p| p.file.clone()).collect(),
         sets: parsed.sets.iter().map(|p| p.file.clone()).collect(),
+        container_documents: parsed.containers.clone(),
+        set_documents: parsed.sets.clone(),
     };
     let objects = Objects {
         containers: parsed.containers.into_iter().map(|p| p.container).collect(),
@@ -109,8 +132,14 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
     Ok((objects, origins))
 }
 
+/// `/api/v1/namespaces/NS/PLURAL/NAME`: where the API keeps one object of a crds kind.
+pub(crate) fn resource_path<K: Resource>(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{}/{}/{}", encode(namespace), K::PLURAL, encode(name))
+}
+
+/// A Container's path (the routes of its logs, restart and recreate are below it).
 pub(crate) fn object_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{}/containers/{}", encode(namespace), encode(name))
+    resource_path::<Container>(namespace, name)
 }
 
 pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
@@ -160,4 +189,29 @@ pub(crate) async fn recent_events(
         typed_items::<Event>(list.items).into_iter().map(|(_, event)| event).filter(|e| keep(e)).collect();
     output::sort_events(&mut events);
     Ok(events.split_off(events.len().saturating_sub(10)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Origins;
+
+    #[test]
+    fn a_field_the_server_refused_is_placed_at_its_line() {
+        let text = "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: a\nspec:\n  image: busybox\n  pidMode: host\n\
+                    ---\napiVersion: kedge.io/v1\nkind: ContainerSet\nmetadata:\n  name: s\nspec:\n  replicas: 1\n  template:\n    spec:\n      image: busybox\n      devices: [/dev/fuse]\n";
+        let (parsed, errors) = kedge_crds::parse_objects_str("in.yaml", text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let origins = Origins {
+            containers: vec!["in.yaml".into()],
+            sets: vec!["in.yaml".into()],
+            container_documents: parsed.containers,
+            set_documents: parsed.sets,
+        };
+        assert_eq!(origins.place(false, 0, "spec.pidMode", "refused"), "in.yaml:7:12: spec.pidMode: refused");
+        assert_eq!(
+            origins.place(true, 0, "spec.template.spec.devices[0]", "refused"),
+            "in.yaml:18:17: spec.template.spec.devices[0]: refused"
+        );
+        assert_eq!(origins.place(false, 5, "spec.pidMode", "refused"), "spec.pidMode: refused");
+    }
 }

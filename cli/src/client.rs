@@ -46,6 +46,18 @@ struct ErrorBody {
     your_resource_version: Option<String>,
     #[serde(default)]
     current_resource_version: Option<String>,
+    /// The refused fields of an invalid or policy-denied object.
+    #[serde(default)]
+    details: Vec<FieldDetail>,
+}
+
+/// One entry of an error answer's `details`.
+#[derive(Debug, Default, Deserialize)]
+struct FieldDetail {
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    message: String,
 }
 
 pub struct Client {
@@ -327,7 +339,10 @@ pub fn http_error(status: StatusCode, body: &Value) -> CliError {
         }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::new(Exit::Server, message)
             .hint("set KEDGE_TOKEN or a context's token; the agent keeps it in STATE_DIR/api-token"),
-        status if status.is_client_error() => CliError::new(Exit::Usage, message),
+        status if status.is_client_error() => CliError {
+            fields: body.details.into_iter().map(|detail| (detail.field, detail.message)).collect(),
+            ..CliError::new(Exit::Usage, message)
+        },
         _ => CliError::new(Exit::Server, message).hint("see the agent's log"),
     }
 }

@@ -4,17 +4,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Utc;
 use kedge_controller::events::Event;
 use kedge_controller::upgrade::Campaign;
 use kedge_crds::{Container, ContainerSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::base::{
-    bad_answer, connect, list_items, load_objects, load_objects_from, object_path, overrides, print_objects,
-    recent_events,
-};
+use crate::base::{connect, load_objects, load_objects_from, object_path, overrides, print_objects};
 use crate::client::{encode, Client};
 use crate::config;
 use crate::error::{CliError, CliResult, Exit};
@@ -22,7 +18,6 @@ use crate::get;
 use crate::kinds::Query;
 use crate::objects::{self, Declared};
 use crate::output::{self};
-use crate::sets;
 use crate::types::{HostView, List, LogLine, VersionInfo};
 use crate::{
     ApplyArgs, Commands, ConfigCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, ObjectKind, OutputFormat,
@@ -45,10 +40,14 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             args.name = args.name.map(|n| bare_name(&n));
             get(args, global).await
         }
-        Commands::Describe { kind: ObjectKind::Container, name } => describe(&bare_name(&name), global).await,
-        Commands::Describe { kind: ObjectKind::Containerset, name } => {
+        Commands::Describe { kind, name } => {
             let (resolved, client) = connect(global)?;
-            sets::describe(&client, &resolved.namespace, &bare_name(&name)).await
+            let (ns, name) = (&resolved.namespace, bare_name(&name));
+            match kind {
+                ObjectKind::Container => objects::describe::<Container>(&client, ns, &name).await?,
+                ObjectKind::Containerset => objects::describe::<ContainerSet>(&client, ns, &name).await?,
+            }
+            Ok(Exit::Ok)
         }
         Commands::Diff { files } => diff(&files, global).await,
         Commands::Delete(mut args) => {
@@ -169,8 +168,11 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     };
     let mut failed: Option<CliError> = None;
     let mut applied = Vec::new();
-    apply_all(&client, &containers, &args, suffix, &mut applied, &mut failed).await;
-    apply_all(&client, &container_sets, &args, suffix, &mut applied, &mut failed).await;
+    let in_containers =
+        |index: usize, field: &str, message: &str| origins.place(false, index, field, message);
+    let in_sets = |index: usize, field: &str, message: &str| origins.place(true, index, field, message);
+    apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied, &mut failed).await;
+    apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied, &mut failed).await;
     print_objects(args.output, applied, true);
     if let Some(error) = failed {
         let message = "some specs were not applied (see above); nothing was pruned";
@@ -184,16 +186,19 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
 }
 
 /// Applies each object of one kind, printing each outcome (or collecting the objects for `-o
-/// json|yaml`); the first failure is kept and the rest still applied.
+/// json|yaml`); the first failure is kept and the rest still applied. A field the server refuses
+/// (invalid, or denied by the policy) is printed where it is in the input: `place(index of the
+/// object, field, message)` says `FILE:LINE:COL: FIELD: MESSAGE`.
 async fn apply_all<K: Declared>(
     client: &Client,
     objects: &[K],
     args: &ApplyArgs,
     suffix: &str,
+    place: &dyn Fn(usize, &str, &str) -> String,
     applied: &mut Vec<Value>,
     failed: &mut Option<CliError>,
 ) {
-    for object in objects {
+    for (index, object) in objects.iter().enumerate() {
         let name = &object.metadata().name;
         match objects::apply_one(client, object, args.dry_run).await {
             Ok((outcome, object)) => match args.output {
@@ -203,6 +208,9 @@ async fn apply_all<K: Declared>(
             },
             Err(error) => {
                 eprintln!("error: {}/{name}: {}", K::WORD, error.message);
+                for (field, message) in &error.fields {
+                    eprintln!("{}", place(index, field, message));
+                }
                 failed.get_or_insert(error);
             }
         }
@@ -245,16 +253,6 @@ pub(crate) async fn logs(name: &str, follow: bool, tail: usize, global: &GlobalA
             written.map_err(|e| CliError::new(Exit::Usage, format!("cannot write the logs: {e}")))
         })
         .await?;
-    Ok(Exit::Ok)
-}
-
-async fn describe(name: &str, global: &GlobalArgs) -> CliResult<Exit> {
-    let (resolved, client) = connect(global)?;
-    let ns = &resolved.namespace;
-    let container: Container =
-        serde_json::from_value(client.get(&object_path(ns, name)).await?).map_err(bad_answer)?;
-    let recent = recent_events(&client, ns, name, |_| true).await?;
-    print!("{}", output::describe_container(&container, &recent, Utc::now()));
     Ok(Exit::Ok)
 }
 
@@ -328,13 +326,11 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         return Err(CliError::usage("say what to delete: `kedge delete container NAME`"));
     }
     let mut set_targets: Vec<Target> = Vec::new();
+    let named = args.names.iter().map(|name| (ns.clone(), name.clone(), None));
     if args.kind == Some(ObjectKind::Containerset) {
-        if args.selector.is_some() {
-            return Err(CliError::usage("ContainerSets are deleted by name or by file, not by selector"));
-        }
-        set_targets.extend(args.names.iter().map(|name| (ns.clone(), name.clone(), None)));
+        set_targets.extend(named);
     } else {
-        targets.extend(args.names.iter().map(|name| (ns.clone(), name.clone(), None)));
+        targets.extend(named);
     }
     if !args.files.is_empty() {
         let loaded = load_objects(&args.files)?;
@@ -346,17 +342,15 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
     }
     if let Some(selector) = &args.selector {
-        let path = if args.all_namespaces {
-            format!("/api/v1/containers?labelSelector={}", encode(selector))
+        let found = if args.kind == Some(ObjectKind::Containerset) {
+            selected::<ContainerSet>(&client, &ns, selector, args.all_namespaces, &mut set_targets).await?
         } else {
-            format!("/api/v1/namespaces/{}/containers?labelSelector={}", encode(&ns), encode(selector))
+            selected::<Container>(&client, &ns, selector, args.all_namespaces, &mut targets).await?
         };
-        for container in list_items(&client.get(&path).await?)? {
-            let metadata = container.metadata;
-            targets.push((metadata.namespace, metadata.name, metadata.resource_version));
-        }
-        if targets.is_empty() {
-            eprintln!("No containers match `{selector}`.");
+        if !found {
+            let plural =
+                if args.kind == Some(ObjectKind::Containerset) { "containersets" } else { "containers" };
+            eprintln!("No {plural} match `{selector}`.");
         }
     }
     let mut failed = None;
@@ -368,6 +362,23 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
         None => Ok(Exit::Ok),
     }
+}
+
+/// Adds the objects of kind `K` that `selector` picks to `targets`, each only at the version listed;
+/// answers whether there were any.
+async fn selected<K: Declared>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    all_namespaces: bool,
+    targets: &mut Vec<Target>,
+) -> CliResult<bool> {
+    let found = objects::list_selected::<K>(client, namespace, selector, all_namespaces).await?;
+    for object in &found {
+        let metadata = object.metadata();
+        targets.push((metadata.namespace.clone(), metadata.name.clone(), metadata.resource_version.clone()));
+    }
+    Ok(!found.is_empty())
 }
 
 /// Deletes each target of one kind, printing each; the first failure is kept and the rest still

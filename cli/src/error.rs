@@ -25,13 +25,16 @@ pub struct CliError {
     pub exit: Exit,
     pub message: String,
     pub hint: Option<String>,
+    /// The fields a server refused (`details` of its answer: path and why), for a command that
+    /// knows where each is in its input files to place them there (`kedge apply`).
+    pub fields: Vec<(String, String)>,
 }
 
 pub type CliResult<T> = Result<T, CliError>;
 
 impl CliError {
     pub fn new(exit: Exit, message: impl Into<String>) -> CliError {
-        CliError { exit, message: message.into(), hint: None }
+        CliError { exit, message: message.into(), hint: None, fields: Vec::new() }
     }
 
     pub fn usage(message: impl Into<String>) -> CliError {

@@ -1,22 +1,23 @@
 //! The per-kind table of `kedge get`: for each kind its words, how it is listed, its table columns
 //! and rows, and how `-w` follows it. `get.rs` is written once over this table; a new kind is one
-//! `impl Kind`.
+//! `impl Kind`. A crds kind (a [`Resource`]) implements [`Table`] instead, its row alone: listing,
+//! reading and `-w` streaming come from the API's generic routes for every such kind.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use kedge_controller::events::Event;
 use kedge_controller::upgrade::Campaign;
-use kedge_crds::{Container, ContainerSet};
+use kedge_crds::{Container, ContainerSet, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::base::{bad_answer, object_path, typed_items};
+use crate::base::{bad_answer, resource_path, typed_items};
 use crate::client::{encode, Client};
 use crate::error::{CliError, CliResult, Exit};
 use crate::output::{self, TableOptions};
 use crate::sets;
-use crate::types::{HostView, List};
+use crate::types::{HostView, InvalidEntry, List};
 
 /// What `get` was asked for, resolved against the context.
 pub(crate) struct Query<'a> {
@@ -55,7 +56,7 @@ pub(crate) enum Follow {
     Never,
 }
 
-/// How often a polled kind is listed again (hosts change by heartbeat; sets have no watch route).
+/// How often a polled kind is listed again (hosts change by heartbeat).
 pub(crate) const POLL_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(crate) trait Kind: DeserializeOwned + Sized {
@@ -112,131 +113,144 @@ fn strict_items<K: DeserializeOwned + serde::Serialize>(list: List<K>) -> Vec<(V
     list.items.into_iter().map(|k| (serde_json::to_value(&k).unwrap_or_default(), k)).collect()
 }
 
-impl Kind for Container {
-    const WORD: &'static str = "container";
-    const FOLLOW: Follow = Follow::Stream;
-    const STREAM_MIN_WIDTH: usize = 12;
+/// A crds kind's part of `get`: its word and its table row. Everything else of [`Kind`] comes from its
+/// [`Resource`] and the API's generic routes (list, read, watch), written once below.
+pub(crate) trait Table: Resource {
+    /// The word of `-o name` and of messages (`containerset`).
+    const NOUN: &'static str;
+    /// The streaming rows' minimum column width.
+    const MIN_WIDTH: usize = 0;
 
-    async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
-        let list_path = if query.all_namespaces {
-            format!("/api/v1/containers?{}", query.selector)
-        } else {
-            format!("/api/v1/namespaces/{}/containers?{}", encode(query.namespace), query.selector)
-        };
-        if let Some(name) = query.name {
-            let one: Container =
-                serde_json::from_value(query.client.get(&object_path(query.namespace, name)).await?)
-                    .map_err(bad_answer)?;
-            let revision = if query.watch {
-                List::<Container>::from_answer(query.client.get(&list_path).await?)?.revision()
-            } else {
-                0
-            };
-            let mut listed = Listed::of(strict_items(List { items: vec![one], ..List::empty() }));
-            listed.revision = revision;
-            return Ok(listed);
-        }
-        let list = List::<Container>::from_answer(query.client.get(&list_path).await?)?;
-        // Specs the store holds but that cannot be read: shown, never hidden, and why on stderr.
-        for entry in &list.invalid {
-            eprintln!(
-                "warning: container {}/{}: the stored spec cannot be read, so no agent acts on it: {}",
-                entry.namespace, entry.name, entry.error
-            );
-        }
-        let unreadable_rows =
-            list.invalid.iter().map(|entry| output::invalid_container_row(entry, query.options)).collect();
-        let revision = list.revision();
-        Ok(Listed { items: strict_items(list), unreadable_rows, revision })
-    }
-
-    fn nothing_found(query: &Query<'_>) -> String {
-        format!("No containers found in {}.", namespace_words(query))
-    }
-
-    fn header(options: TableOptions) -> Vec<&'static str> {
-        output::container_header(options)
-    }
-
-    fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
-        output::container_row(self, options, now)
-    }
-
-    fn name(&self) -> String {
-        self.metadata.name.clone()
-    }
-
-    fn watch_path(query: &Query<'_>, revision: i64) -> String {
-        let mut path = format!("/api/v1/watch/containers?resourceVersion={revision}&{}", query.selector);
-        if !query.all_namespaces {
-            path.push_str(&format!("&namespace={}", encode(query.namespace)));
-        }
-        if let Some(name) = query.name {
-            path.push_str(&format!("&name={}", encode(name)));
-        }
-        path
+    fn columns(options: TableOptions) -> Vec<&'static str>;
+    fn cells(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String>;
+    /// The row of an object the store holds but cannot read.
+    fn unreadable_cells(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
+        unreadable_row(entry, options)
     }
 }
 
-impl Kind for ContainerSet {
-    const WORD: &'static str = "containerset";
-    // The API offers no watch of sets (controller/src/api/sets.rs): they are polled.
-    const FOLLOW: Follow = Follow::Poll;
+impl<K: Table> Kind for K {
+    const WORD: &'static str = K::NOUN;
+    const FOLLOW: Follow = Follow::Stream;
+    const STREAM_MIN_WIDTH: usize = K::MIN_WIDTH;
 
     async fn list(query: &Query<'_>) -> CliResult<Listed<Self>> {
-        let client = query.client;
-        let list = match query.name {
-            Some(name) => List {
-                items: vec![serde_json::from_value(
-                    client.get(&sets::set_path(query.namespace, name)).await?,
-                )
-                .map_err(bad_answer)?],
-                ..List::empty()
-            },
-            None if query.all_namespaces => {
-                List::from_answer(client.get(&format!("/api/v1/containersets?{}", query.selector)).await?)?
-            }
-            None => List::from_answer(
-                client
-                    .get(&format!(
-                        "/api/v1/namespaces/{}/containersets?{}",
-                        encode(query.namespace),
-                        query.selector
-                    ))
-                    .await?,
-            )?,
-        };
-        Ok(Listed::of(strict_items(list)))
+        list_resource(query, K::unreadable_cells).await
     }
 
-    fn nothing_found(_query: &Query<'_>) -> String {
-        "No containersets found.".to_owned()
+    fn nothing_found(query: &Query<'_>) -> String {
+        format!("No {} found in {}.", K::PLURAL, namespace_words(query))
     }
 
     fn header(options: TableOptions) -> Vec<&'static str> {
-        sets::set_header(options.wide, options.namespaces)
+        K::columns(options)
     }
 
     fn row(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
-        sets::set_row(self, options.wide, options.namespaces, now)
+        self.cells(options, now)
     }
 
     fn name(&self) -> String {
-        self.metadata.name.clone()
+        self.metadata().name.clone()
     }
 
     fn identity(&self) -> String {
         self.key()
     }
 
-    fn fingerprint(&self, row: &[String], options: TableOptions) -> Value {
-        // AGE moves by itself: a row is printed again when anything else changes.
-        let age = if options.namespaces { 5 } else { 4 };
-        let mut row = row.to_vec();
-        if age < row.len() {
-            row.remove(age);
-        }
-        json!(row)
+    fn watch_path(query: &Query<'_>, revision: i64) -> String {
+        watch_resource::<Self>(query, revision)
+    }
+}
+
+/// The list of a crds kind (one namespace or all, selected), or the one object named, through the
+/// API's generic routes; with `-w`, the revision its watch starts from. Objects the store holds but
+/// cannot read are shown as `unreadable_row`s, never hidden, and why is said on stderr.
+async fn list_resource<K: Resource + Kind>(
+    query: &Query<'_>,
+    unreadable_row: fn(&InvalidEntry, TableOptions) -> Vec<String>,
+) -> CliResult<Listed<K>> {
+    let list_path = if query.all_namespaces {
+        format!("/api/v1/{}?{}", K::PLURAL, query.selector)
+    } else {
+        format!("/api/v1/namespaces/{}/{}?{}", encode(query.namespace), K::PLURAL, query.selector)
+    };
+    if let Some(name) = query.name {
+        let one: K =
+            serde_json::from_value(query.client.get(&resource_path::<K>(query.namespace, name)).await?)
+                .map_err(bad_answer)?;
+        let revision = if query.watch {
+            List::<Value>::from_answer(query.client.get(&list_path).await?)?.revision()
+        } else {
+            0
+        };
+        let mut listed = Listed::of(strict_items(List { items: vec![one], ..List::empty() }));
+        listed.revision = revision;
+        return Ok(listed);
+    }
+    let list = List::<K>::from_answer(query.client.get(&list_path).await?)?;
+    for entry in &list.invalid {
+        eprintln!(
+            "warning: {} {}/{}: the stored spec cannot be read, so no agent acts on it: {}",
+            K::WORD,
+            entry.namespace,
+            entry.name,
+            entry.error
+        );
+    }
+    let unreadable_rows = list.invalid.iter().map(|entry| unreadable_row(entry, query.options)).collect();
+    let revision = list.revision();
+    Ok(Listed { items: strict_items(list), unreadable_rows, revision })
+}
+
+/// The watch route of a crds kind, from `revision`, for what the query asks.
+fn watch_resource<K: Resource>(query: &Query<'_>, revision: i64) -> String {
+    let mut path = format!("/api/v1/watch/{}?resourceVersion={revision}&{}", K::PLURAL, query.selector);
+    if !query.all_namespaces {
+        path.push_str(&format!("&namespace={}", encode(query.namespace)));
+    }
+    if let Some(name) = query.name {
+        path.push_str(&format!("&name={}", encode(name)));
+    }
+    path
+}
+
+/// The row of an object that cannot be read, for a kind without its own: its identity, the rest unknown.
+fn unreadable_row(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
+    let mut row = Vec::new();
+    if options.namespaces {
+        row.push(entry.namespace.clone());
+    }
+    row.extend([entry.name.clone(), "<invalid>".to_owned()]);
+    row
+}
+
+impl Table for Container {
+    const NOUN: &'static str = "container";
+    const MIN_WIDTH: usize = 12;
+
+    fn columns(options: TableOptions) -> Vec<&'static str> {
+        output::container_header(options)
+    }
+
+    fn cells(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        output::container_row(self, options, now)
+    }
+
+    fn unreadable_cells(entry: &InvalidEntry, options: TableOptions) -> Vec<String> {
+        output::invalid_container_row(entry, options)
+    }
+}
+
+impl Table for ContainerSet {
+    const NOUN: &'static str = "containerset";
+
+    fn columns(options: TableOptions) -> Vec<&'static str> {
+        sets::set_header(options.wide, options.namespaces)
+    }
+
+    fn cells(&self, options: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+        sets::set_row(self, options.wide, options.namespaces, now)
     }
 }
 

@@ -3,9 +3,9 @@
 //!
 //! Modules, in layers (each imports only those below): `client` (HTTP and error mapping), `types`
 //! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
-//! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `kinds` (the
-//! per-kind table of `get`), `objects` (apply/prune/diff/delete of declared kinds), `sets`; then the
-//! verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
+//! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `sets` (a
+//! ContainerSet's row and page), `kinds` (the per-kind table of `get`: a crds kind's row, `Table`),
+//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;
@@ -23,6 +23,8 @@ mod output;
 mod recreate;
 mod run;
 mod sets;
+#[cfg(test)]
+mod tests;
 mod types;
 mod upgrade;
 
@@ -119,8 +121,8 @@ kedge get container web -o yaml\n  kedge get containers -A -w\n  kedge get sets"
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Delete containers or ContainerSets by name, by the files that declare them, or containers by
-    /// label selector. Deleting a ContainerSet deletes its children.
+    /// Delete containers or ContainerSets by name, by the files that declare them, or by label
+    /// selector. Deleting a ContainerSet deletes its children.
     #[command(after_help = "Examples:\n  kedge delete container web\n  kedge delete -f specs/\n  \
 kedge delete container -l app=web\n  kedge delete containerset web")]
     Delete(DeleteArgs),
@@ -384,10 +386,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Commands::Agent(args) => agent::run(*args)
-                .await
-                .map(|()| Exit::Ok)
-                .map_err(|error| CliError::new(Exit::Server, format!("{error:#}"))),
+            Commands::Agent(args) => agent::run(*args).await.map(|()| Exit::Ok).map_err(|error| {
+                // A registry config kedge cannot use is input to fix, not a failure of a service.
+                let input = error.is::<kedge_controller::docker::RegistryConfigError>();
+                CliError::new(if input { Exit::Usage } else { Exit::Server }, format!("{error:#}"))
+            }),
             Commands::Check(args) => check::run(args, &cli.global).await,
             Commands::Recreate(args) => recreate::run(args, &cli.global).await,
             Commands::Lifecycle(lifecycle::LifecycleCommand::Run(args)) => run::run(args, &cli.global).await,

@@ -1,69 +1,102 @@
-//! The verbs over the kinds users declare in files (Container, ContainerSet), written once:
-//! preparing what apply sends, applying one object (also as a client or server dry run), pruning an
-//! apply set, the live and local texts `diff` compares, and deleting one object.
+//! The verbs over the kinds users declare in files (Container, ContainerSet), written once over
+//! [`Resource`](kedge_crds::Resource) and the API's generic routes: preparing what apply sends, applying one object (also as a
+//! client or server dry run), pruning an apply set, the live and local texts `diff` compares, deleting
+//! one object, listing by selector, and the describe page.
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
+use kedge_controller::events::Event;
 use kedge_crds::container_set::{SET_LABEL, SET_REVISION_LABEL};
-use kedge_crds::{Container, ContainerSet, ObjectMeta};
+use kedge_crds::{Container, ContainerSet};
 use reqwest::Method;
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::base::{bad_answer, object_path, APPLYSET_LABEL};
+use crate::base::{bad_answer, recent_events, resource_path, APPLYSET_LABEL};
 use crate::client::{encode, Client};
 use crate::error::{CliResult, Exit};
-use crate::kinds::Kind;
+use crate::kinds::{Kind, Table};
 use crate::output;
-use crate::sets::set_path;
+use crate::sets;
 use crate::types::List;
 use crate::DryRun;
 
-/// A kind users declare: its metadata and where the API keeps it.
-pub(crate) trait Declared: Kind + Serialize {
-    fn metadata(&self) -> &ObjectMeta;
-    fn metadata_mut(&mut self) -> &mut ObjectMeta;
-    /// `/api/v1/namespaces/NS/KINDS/NAME`.
-    fn path(namespace: &str, name: &str) -> String;
-    /// The list of every namespace (`/api/v1/KINDS`), to which a query is added.
-    const LIST_PATH: &'static str;
+/// A kind users declare: a crds [`Resource`](kedge_crds::Resource) (its metadata, and its plural, which names its routes)
+/// with its `get` row ([`Table`]), and its describe page. A kind with neither children nor fields of its
+/// own to describe is `impl Declared for K {}`.
+pub(crate) trait Declared: Kind + Table {
     /// Whether `apply --prune` may delete it when its apply set no longer declares it.
     fn prunable(&self) -> bool {
         true
     }
+    /// Whether an event listed under the object's name is about it (its describe page's `Events:`):
+    /// those whose `involvedObject` names the kind.
+    fn about(event: &Event) -> bool {
+        event.involved_object.starts_with(&format!("{}/", Self::KIND))
+    }
+    /// The page `kedge describe KIND NAME` prints: the kind's fields and sections, `events` last. By
+    /// default its metadata, its status as YAML and its events.
+    async fn describe_page(&self, _: &Client, events: &[Event], now: DateTime<Utc>) -> CliResult<String> {
+        let status = self.status().map(|status| serde_json::to_value(status).unwrap_or_default());
+        Ok(output::describe_object(self.metadata(), status.as_ref(), events, now))
+    }
 }
 
 impl Declared for Container {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-    fn path(namespace: &str, name: &str) -> String {
-        object_path(namespace, name)
-    }
-    const LIST_PATH: &'static str = "/api/v1/containers";
-
     /// A set's children (both labels: what the controller writes) belong to the set, which writes
     /// them back: never pruned on their own.
     fn prunable(&self) -> bool {
         let labels = &self.metadata.labels;
         !(labels.contains_key(SET_LABEL) && labels.contains_key(SET_REVISION_LABEL))
     }
+
+    /// Events are listed by name: a container's page shows every event of its name.
+    fn about(_event: &Event) -> bool {
+        true
+    }
+
+    async fn describe_page(&self, _: &Client, events: &[Event], now: DateTime<Utc>) -> CliResult<String> {
+        Ok(output::describe_container(self, events, now))
+    }
 }
 
 impl Declared for ContainerSet {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
+    /// The set, its children (the containers labelled with its name) and its events.
+    async fn describe_page(
+        &self,
+        client: &Client,
+        events: &[Event],
+        now: DateTime<Utc>,
+    ) -> CliResult<String> {
+        let selector = format!("{SET_LABEL}={}", self.metadata.name);
+        let children = list_selected::<Container>(client, &self.metadata.namespace, &selector, false).await?;
+        Ok(sets::describe_set(self, &children, events, now))
     }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-    fn path(namespace: &str, name: &str) -> String {
-        set_path(namespace, name)
-    }
-    const LIST_PATH: &'static str = "/api/v1/containersets";
+}
+
+/// `kedge describe KIND NAME`: reads the object and its recent events, and prints its page.
+pub(crate) async fn describe<K: Declared>(client: &Client, namespace: &str, name: &str) -> CliResult<()> {
+    let object: K = serde_json::from_value(client.get(&resource_path::<K>(namespace, name)).await?)
+        .map_err(bad_answer)?;
+    let events = recent_events(client, namespace, name, K::about).await?;
+    print!("{}", object.describe_page(client, &events, Utc::now()).await?);
+    Ok(())
+}
+
+/// The objects of kind `K` a label selector picks, in `namespace` or (`all_namespaces`) in all.
+pub(crate) async fn list_selected<K: Declared>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    all_namespaces: bool,
+) -> CliResult<Vec<K>> {
+    let selector = encode(selector);
+    let path = if all_namespaces {
+        format!("/api/v1/{}?labelSelector={selector}", K::PLURAL)
+    } else {
+        format!("/api/v1/namespaces/{}/{}?labelSelector={selector}", encode(namespace), K::PLURAL)
+    };
+    Ok(List::<K>::from_answer(client.get(&path).await?)?.items)
 }
 
 /// What apply sends: the namespace filled in from `-n` and the apply set label on the object itself
@@ -134,7 +167,7 @@ fn compared_by_diff<K: Declared>(object: &K) -> Value {
 
 /// Reads one object; `None` when it does not exist.
 async fn read<K: Declared>(client: &Client, namespace: &str, name: &str) -> CliResult<Option<K>> {
-    match client.get(&K::path(namespace, name)).await {
+    match client.get(&resource_path::<K>(namespace, name)).await {
         Ok(live) => Ok(Some(serde_json::from_value(live).map_err(bad_answer)?)),
         Err(error) if error.exit == Exit::NotFound => Ok(None),
         Err(error) => Err(error),
@@ -150,7 +183,7 @@ pub(crate) async fn apply_one<K: Declared>(
     dry_run: DryRun,
 ) -> CliResult<(String, Value)> {
     let metadata = object.metadata();
-    let path = K::path(&metadata.namespace, &metadata.name);
+    let path = resource_path::<K>(&metadata.namespace, &metadata.name);
     match dry_run {
         DryRun::Client => {
             let word = match read::<K>(client, &metadata.namespace, &metadata.name).await? {
@@ -179,10 +212,8 @@ pub(crate) async fn prune<K: Declared>(
 ) -> CliResult<()> {
     let wanted: BTreeSet<(&str, &str)> =
         wanted.iter().map(|o| (o.metadata().namespace.as_str(), o.metadata().name.as_str())).collect();
-    let selector = encode(&format!("{APPLYSET_LABEL}={applyset}"));
-    let list =
-        List::<K>::from_answer(client.get(&format!("{}?labelSelector={selector}", K::LIST_PATH)).await?)?;
-    for object in list.items {
+    let selector = format!("{APPLYSET_LABEL}={applyset}");
+    for object in list_selected::<K>(client, "", &selector, true).await? {
         let metadata = object.metadata();
         if wanted.contains(&(metadata.namespace.as_str(), metadata.name.as_str())) || !object.prunable() {
             continue;
@@ -221,7 +252,7 @@ pub(crate) async fn delete_one<K: Declared>(
     if dry_run != DryRun::None {
         query.push("dryRun=All".to_owned());
     }
-    let mut path = K::path(namespace, name);
+    let mut path = resource_path::<K>(namespace, name);
     if !query.is_empty() {
         path = format!("{path}?{}", query.join("&"));
     }

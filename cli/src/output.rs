@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use kedge_controller::events::Event;
 use kedge_controller::upgrade::{Campaign, CampaignState, HostUpgrade, HostUpgradeState};
-use kedge_crds::{condition_type, Condition, Container, ContainerStatus};
+use kedge_crds::{condition_type, Condition, Container, ContainerStatus, ObjectMeta};
 use serde_json::Value;
 
 use crate::types::{HostView, InvalidEntry};
@@ -313,11 +313,6 @@ pub fn sort_events(events: &mut [Event]) {
 
 /// The `Conditions:` section of a describe page.
 pub fn conditions_section(conditions: &[Condition], now: DateTime<Utc>) -> String {
-    let mut out = "Conditions:\n".to_owned();
-    if conditions.is_empty() {
-        out.push_str("  <none>\n");
-        return out;
-    }
     let rows: Vec<Vec<String>> = conditions
         .iter()
         .map(|c| {
@@ -330,17 +325,11 @@ pub fn conditions_section(conditions: &[Condition], now: DateTime<Utc>) -> Strin
             ]
         })
         .collect();
-    out.push_str(&indent(&table(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)));
-    out
+    section("Conditions", &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)
 }
 
 /// The `Events:` section of a describe page: the last ones, a repeated event with its count.
 pub fn events_section(events: &[Event], now: DateTime<Utc>) -> String {
-    let mut out = "Events:\n".to_owned();
-    if events.is_empty() {
-        out.push_str("  <none>\n");
-        return out;
-    }
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
@@ -349,8 +338,7 @@ pub fn events_section(events: &[Event], now: DateTime<Utc>) -> String {
             vec![seen, format!("{:?}", e.kind), e.reason.clone(), e.message.clone()]
         })
         .collect();
-    out.push_str(&indent(&table(&["LAST SEEN", "TYPE", "REASON", "MESSAGE"], &rows)));
-    out
+    section("Events", &["LAST SEEN", "TYPE", "REASON", "MESSAGE"], &rows)
 }
 
 /// The page `kedge describe container NAME` prints.
@@ -358,12 +346,8 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
     let meta = &container.metadata;
     let spec = &container.spec;
     let status = container.status.as_ref();
-    let mut out = String::new();
-    let mut field = |name: &str, value: String| {
-        let _ = writeln!(out, "{:<18}{value}", format!("{name}:"));
-    };
-    field("Name", meta.name.clone());
-    field("Namespace", meta.namespace.clone());
+    let mut out = page_start(meta);
+    let mut field = |name: &str, value: String| out.push_str(&field_line(name, &value));
     field("Labels", map_lines(&meta.labels, 18));
     field("Annotations", map_lines(&meta.annotations, 18));
     let created = meta.creation_timestamp.as_deref();
@@ -422,25 +406,66 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
     field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
 
     out.push_str(&conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
-    out.push_str("Drift:\n");
-    match status.filter(|s| !s.drift.is_empty()) {
+    let drift = status.map_or(&[][..], |s| &s.drift[..]);
+    let rows: Vec<Vec<String>> = drift
+        .iter()
+        .map(|d| {
+            vec![
+                d.field.clone(),
+                d.desired.clone().unwrap_or_else(|| NONE.to_owned()),
+                d.actual.clone().unwrap_or_else(|| NONE.to_owned()),
+            ]
+        })
+        .collect();
+    out.push_str(&section("Drift", &["FIELD", "DESIRED", "ACTUAL"], &rows));
+    out.push_str(&events_section(events, now));
+    out
+}
+
+/// The page `kedge describe` prints for a kind without its own: the metadata, the status as YAML and
+/// the recent events.
+pub fn describe_object(
+    meta: &ObjectMeta,
+    status: Option<&Value>,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> String {
+    let created = meta.creation_timestamp.as_deref();
+    let fields = [
+        ("Labels", map_lines(&meta.labels, 18)),
+        ("Created", created.map_or(NONE.to_owned(), |c| format!("{c} ({} ago)", age(Some(c), now)))),
+        ("Generation", meta.generation.map_or(NONE.to_owned(), |g| g.to_string())),
+        ("Resource Version", meta.resource_version.clone().unwrap_or_else(|| NONE.to_owned())),
+    ];
+    let mut out = page_start(meta);
+    out.extend(fields.iter().map(|(name, value)| field_line(name, value)));
+    out.push_str("Status:\n");
+    match status {
+        Some(status) => out.push_str(&indent(&to_yaml(status))),
         None => out.push_str("  <none>\n"),
-        Some(status) => {
-            let rows: Vec<Vec<String>> = status
-                .drift
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.field.clone(),
-                        d.desired.clone().unwrap_or_else(|| NONE.to_owned()),
-                        d.actual.clone().unwrap_or_else(|| NONE.to_owned()),
-                    ]
-                })
-                .collect();
-            out.push_str(&indent(&table(&["FIELD", "DESIRED", "ACTUAL"], &rows)));
-        }
     }
     out.push_str(&events_section(events, now));
+    out
+}
+
+/// A describe page's first lines: the object's name and namespace.
+pub fn page_start(meta: &ObjectMeta) -> String {
+    field_line("Name", &meta.name) + &field_line("Namespace", &meta.namespace)
+}
+
+/// One `Field:  value` line of a describe page, the values in one column.
+pub fn field_line(name: &str, value: &str) -> String {
+    format!("{:<18}{value}\n", format!("{name}:"))
+}
+
+/// A section of a describe page: its title, then its table indented, or `<none>`.
+pub fn section(title: &str, header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!("{title}:\n");
+    if rows.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        out.push_str(&indent(&table(header, rows)));
+    }
     out
 }
 

@@ -76,12 +76,25 @@ pub(crate) async fn managed_key(docker: &DockerClient, name: &str) -> CliResult<
     Ok(container.and_then(|container| labels::key(&container.labels).map(str::to_string)))
 }
 
-/// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`).
+/// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`), with the registry
+/// credentials of the Docker `config.json` that `KEDGE_REGISTRY_CONFIG` names, as the agent's
+/// `--registry-config` (docs/registry-credentials.md); a file kedge cannot use is exit 2.
 pub(crate) async fn connect() -> CliResult<DockerClient> {
-    DockerClient::connect().await.map_err(|error| {
+    let auth = match std::env::var_os("KEDGE_REGISTRY_CONFIG").filter(|file| !file.is_empty()) {
+        Some(file) => Some(
+            kedge_controller::docker::RegistryAuth::from_file(std::path::Path::new(&file))
+                .map_err(|error| CliError::usage(error.to_string()))?,
+        ),
+        None => None,
+    };
+    let docker = DockerClient::connect().await.map_err(|error| {
         CliError::new(Exit::Server, format!("cannot reach the Docker Engine: {}", kedge_controller::error_chain(&error))).hint(
             "set DOCKER_HOST, or in a container mount the socket: -v /var/run/docker.sock:/var/run/docker.sock",
         )
+    })?;
+    Ok(match auth {
+        Some(auth) => docker.with_registry_auth(auth),
+        None => docker,
     })
 }
 

@@ -47,6 +47,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
 
     let mount =
         args.script.as_deref().map(|path| script_mount(path, &args.container_script_dir)).transpose()?;
+    check_policy(&spec, mount.as_ref().map(|(mount, _)| mount), args.policy_level)?;
     let name = args.container_name.clone().unwrap_or_else(|| format!("{}-script", args.name));
     let mut config = container_config(&spec);
     config.name = name.clone();
@@ -163,6 +164,45 @@ fn script_mount(path: &Path, inside_dir: &str) -> CliResult<(Mount, String)> {
     Ok((mount, inside))
 }
 
+/// The one-off container goes through the host-escape policy as a spec would: the spec's own fields
+/// and the script's bind mount, so `--script /var/run/docker.sock` or `--script /` is refused like
+/// the same mount in a spec. Every refused field is named, with the level (exit 2).
+fn check_policy(spec: &Container, script: Option<&Mount>, level: kedge_crds::PolicyLevel) -> CliResult<()> {
+    let mut checked = spec.spec.clone();
+    if let Some(Mount { source: MountSource::Bind { host_path }, target, read_only }) = script {
+        checked.mounts.push(kedge_crds::Mount {
+            kind: kedge_crds::MountKind::Bind,
+            source: Some(host_path.clone()),
+            target: target.clone(),
+            read_only: Some(*read_only),
+            tmpfs_size: None,
+        });
+    }
+    let script_index = spec.spec.mounts.len();
+    let violations = kedge_crds::policy::check(&checked, level);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let script_field = format!("spec.mounts[{script_index}]");
+    for violation in &violations {
+        let field = match script {
+            Some(Mount { source: MountSource::Bind { host_path }, .. })
+                if violation.path.starts_with(&script_field) =>
+            {
+                format!("--script {host_path}")
+            }
+            _ => violation.path.clone(),
+        };
+        eprintln!("{field}: {}", violation.message());
+    }
+    Err(CliError::usage(format!(
+        "kedge run {}: {} field(s) refused by the `{level}` policy; nothing was run",
+        spec.metadata.name,
+        violations.len()
+    ))
+    .hint("a spec's agent at another level: pass its --policy-level (docs/policy.md)"))
+}
+
 fn duration(flag: &str, text: &str) -> CliResult<Duration> {
     text.parse::<kedge_crds::HumanDuration>()
         .map(|duration| duration.duration())
@@ -199,5 +239,31 @@ mod tests {
         );
         assert!(directory.read_only);
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn the_spec_and_the_script_go_through_the_policy() {
+        use kedge_crds::PolicyLevel::{Baseline, Privileged};
+        let spec = |extra: &str| -> Container {
+            let text = format!(
+                "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: job\nspec:\n  image: busybox\n{extra}"
+            );
+            let (mut parsed, errors) = kedge_crds::parse_str("run.yaml", &text);
+            assert!(errors.is_empty(), "{errors:?}");
+            parsed.remove(0).container
+        };
+        let script = |host_path: &str| Mount {
+            source: MountSource::Bind { host_path: host_path.to_owned() },
+            target: "/tmp/script_run/x".to_owned(),
+            read_only: true,
+        };
+        assert!(check_policy(&spec(""), Some(&script("/srv/jobs/x.sh")), Baseline).is_ok());
+        for sensitive in ["/var/run/docker.sock", "/", "/etc"] {
+            let refused = check_policy(&spec(""), Some(&script(sensitive)), Baseline).unwrap_err();
+            assert_eq!(refused.exit, Exit::Usage, "{sensitive}");
+            assert!(refused.message.contains("`baseline` policy"), "{}", refused.message);
+            assert!(check_policy(&spec(""), Some(&script(sensitive)), Privileged).is_ok());
+        }
+        assert!(check_policy(&spec("  pidMode: host\n"), None, Baseline).is_err());
     }
 }

@@ -1,37 +1,14 @@
-//! The ContainerSet's own parts of the kubectl-like commands: its path, its table columns and its
-//! describe page (golden-tested here, beside `output.rs`'s). The verbs themselves are generic
-//! (`get.rs`, `objects.rs`).
+//! The ContainerSet's table row and describe page (golden-tested here, beside `output.rs`'s): all a
+//! set adds to the generic verbs (`get.rs`, `objects.rs`).
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use kedge_controller::events::Event;
-use kedge_crds::container_set::{set_condition, SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::container_set::{set_condition, SET_REVISION_LABEL};
 use kedge_crds::{Container, ContainerSet};
 
-use crate::base::{bad_answer, list_items, recent_events};
-use crate::client::{encode, Client};
-use crate::error::{CliResult, Exit};
-use crate::output::{self, age, table, NONE};
-
-pub(crate) fn set_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{}/containersets/{}", encode(namespace), encode(name))
-}
-
-/// `kedge describe containerset NAME`: the set, its children and its recent events.
-pub(crate) async fn describe(client: &Client, ns: &str, name: &str) -> CliResult<Exit> {
-    let set: ContainerSet =
-        serde_json::from_value(client.get(&set_path(ns, name)).await?).map_err(bad_answer)?;
-    let selector = encode(&format!("{SET_LABEL}={name}"));
-    let children = list_items(
-        &client
-            .get(&format!("/api/v1/namespaces/{}/containers?labelSelector={selector}", encode(ns)))
-            .await?,
-    )?;
-    let recent = recent_events(client, ns, name, |e| e.involved_object.starts_with("ContainerSet/")).await?;
-    print!("{}", describe_set(&set, &children, &recent, Utc::now()));
-    Ok(Exit::Ok)
-}
+use crate::output::{self, age, NONE};
 
 pub fn set_header(wide: bool, namespaces: bool) -> Vec<&'static str> {
     let mut header = Vec::new();
@@ -88,12 +65,8 @@ pub fn describe_set(
     let meta = &set.metadata;
     let spec = &set.spec;
     let status = set.status.as_ref();
-    let mut out = String::new();
-    let mut field = |name: &str, value: String| {
-        let _ = writeln!(out, "{:<18}{value}", format!("{name}:"));
-    };
-    field("Name", meta.name.clone());
-    field("Namespace", meta.namespace.clone());
+    let mut out = output::page_start(meta);
+    let mut field = |name: &str, value: String| out.push_str(&output::field_line(name, &value));
     let labels: Vec<String> = meta.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     field("Labels", if labels.is_empty() { NONE.to_owned() } else { labels.join(", ") });
     let created = meta.creation_timestamp.as_deref();
@@ -152,34 +125,30 @@ pub fn describe_set(
     field("Failed Revision", failed.unwrap_or_else(|| NONE.to_owned()));
 
     out.push_str(&output::conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
-    out.push_str("Children:\n");
-    if children.is_empty() {
-        out.push_str("  <none>\n");
-    } else {
-        let rows: Vec<Vec<String>> = children
-            .iter()
-            .map(|c| {
-                let status = c.status.as_ref();
-                let word = |kind: &str| {
-                    status
-                        .and_then(|s| s.condition(kind))
-                        .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status))
-                };
-                vec![
-                    c.metadata.name.clone(),
-                    status.and_then(|s| s.host.clone()).unwrap_or_else(|| NONE.to_owned()),
-                    c.metadata.labels.get(SET_REVISION_LABEL).cloned().unwrap_or_else(|| NONE.to_owned()),
-                    c.spec.image.to_string(),
-                    word("Ready"),
-                    word("Synced"),
-                ]
-            })
-            .collect();
-        out.push_str(&output::indent(&table(
-            &["NAME", "HOST", "REVISION", "IMAGE", "READY", "SYNCED"],
-            &rows,
-        )));
-    }
+    let rows: Vec<Vec<String>> = children
+        .iter()
+        .map(|c| {
+            let status = c.status.as_ref();
+            let word = |kind: &str| {
+                status
+                    .and_then(|s| s.condition(kind))
+                    .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status))
+            };
+            vec![
+                c.metadata.name.clone(),
+                status.and_then(|s| s.host.clone()).unwrap_or_else(|| NONE.to_owned()),
+                c.metadata.labels.get(SET_REVISION_LABEL).cloned().unwrap_or_else(|| NONE.to_owned()),
+                c.spec.image.to_string(),
+                word("Ready"),
+                word("Synced"),
+            ]
+        })
+        .collect();
+    out.push_str(&output::section(
+        "Children",
+        &["NAME", "HOST", "REVISION", "IMAGE", "READY", "SYNCED"],
+        &rows,
+    ));
     out.push_str(&output::events_section(events, now));
     out
 }
@@ -189,6 +158,7 @@ mod tests {
     //! Golden tests: fixed objects and a fixed `now`, the exact text pinned.
 
     use super::*;
+    use crate::output::table;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {

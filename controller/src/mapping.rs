@@ -16,8 +16,9 @@ use kedge_crds::{
 
 use crate::docker::labels;
 use crate::docker::{
-    ContainerConfig, ExposedPort, Healthcheck, ImageInfo, LogConfig, Mount, MountSource, NetworkAttachment,
-    ObservedContainer, PortBinding, Protocol, Resources, RestartPolicy, RestartPolicyKind,
+    ContainerConfig, DeviceMapping, ExposedPort, Healthcheck, ImageInfo, Isolation, LogConfig, Mount,
+    MountSource, NetworkAttachment, ObservedContainer, PortBinding, Protocol, Resources, RestartPolicy,
+    RestartPolicyKind,
 };
 
 /// The annotation a user (or `kedge rollout restart`-like tooling) sets to ask for a recreate: any
@@ -67,6 +68,7 @@ pub fn container_config(container: &Container) -> ContainerConfig {
         cap_drop: spec.cap_drop.clone(),
         privileged: spec.privileged.unwrap_or(false),
         read_only_rootfs: spec.read_only_rootfs.unwrap_or(false),
+        isolation: isolation(spec),
         log_config: spec
             .logging
             .as_ref()
@@ -86,6 +88,28 @@ pub fn container_config(container: &Container) -> ContainerConfig {
             .iter()
             .map(|link| format!("{}:{}", link.name, link.alias.as_deref().unwrap_or(&link.name)))
             .collect(),
+    }
+}
+
+/// The spec's `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls` for the engine. `pidMode:
+/// private` is Docker's default, which the engine knows only as no mode at all. Devices were
+/// validated; one that does not parse is left out rather than guessed.
+fn isolation(spec: &ContainerSpec) -> Isolation {
+    Isolation {
+        pid_mode: spec.pid_mode.clone().filter(|mode| mode != "private"),
+        ipc_mode: spec.ipc_mode.clone(),
+        devices: spec
+            .devices
+            .iter()
+            .filter_map(|device| kedge_crds::isolation::parse_device(device).ok())
+            .map(|device| DeviceMapping {
+                host_path: device.host_path,
+                container_path: device.container_path,
+                permissions: device.permissions,
+            })
+            .collect(),
+        security_opt: spec.security_opt.clone(),
+        sysctls: spec.sysctls.clone(),
     }
 }
 
@@ -162,6 +186,8 @@ pub fn declared_config(observed: &ObservedContainer, image: &ImageInfo) -> Conta
         cap_drop: observed.cap_drop.clone(),
         privileged: observed.privileged,
         read_only_rootfs: observed.read_only_rootfs,
+        // Docker's default IPC mode is reported as if declared; carrying it over is harmless.
+        isolation: observed.isolation.clone(),
         log_config: observed.log_config.clone(),
         networks: declared_networks(observed),
         // Another container's namespace, by the ID the engine resolved at create: the same

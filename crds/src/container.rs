@@ -115,6 +115,26 @@ pub struct ContainerSpec {
     /// Mount the container's root filesystem read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only_rootfs: Option<bool>,
+    /// Docker's PID namespace mode: `host` shares the host's processes (`docker run --pid host`).
+    /// Default: a namespace of the container's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_mode: Option<String>,
+    /// Docker's IPC mode: `private`, `shareable`, `none`, or `host` (the host's shared memory and
+    /// semaphores). Default: the engine's (`private` on Docker 20.10 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc_mode: Option<String>,
+    /// Host devices, as `docker run --device`: `HOST_PATH[:CONTAINER_PATH][:PERMISSIONS]`, the
+    /// permissions a combination of `r`, `w` and `m` (default `rwm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Docker's security options, as `docker run --security-opt`: `no-new-privileges`,
+    /// `seccomp=unconfined`, `apparmor=PROFILE`, `label=...`, `systempaths=unconfined`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// Namespaced kernel parameters, as `docker run --sysctl`: `net.ipv4.ip_unprivileged_port_start: 80`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
+    #[schemars(schema_with = "forms::lenient_map_schema")]
+    pub sysctls: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
     /// Specs (same namespace) that must be started, or healthy, before this one starts: `db` or a map.

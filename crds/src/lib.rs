@@ -20,6 +20,8 @@
 //! - `located` (private): where a parsed document came from, and errors placed in it (shared by
 //!   `parse` and `validate`).
 //! - [`validate`]: the rules for one container and for a set (duplicates, dependsOn references and cycles).
+//! - [`isolation`]: the syntax of the fields that loosen a container's isolation (`pidMode`,
+//!   `ipcMode`, `devices`, `securityOpt`, `sysctls`), in Docker's meaning.
 //! - [`policy`]: the host-escape policy (levels `privileged`, `baseline`, `restricted`): which
 //!   fields let a container reach into the host, checked by the API and again by the agent.
 //! - [`schema`]: the JSON Schema, generated from the types.
@@ -31,6 +33,7 @@ pub mod container;
 pub mod container_set;
 mod forms;
 mod hash;
+pub mod isolation;
 pub mod lenient;
 mod located;
 pub mod meta;

@@ -100,6 +100,21 @@ pub(crate) trait Located {
     }
 }
 
+impl ParsedContainer {
+    /// An error about one of this document's fields (found later, by a server, say), placed in the
+    /// file at the field: `FILE:LINE:COL: PATH: MESSAGE`.
+    pub fn place(&self, error: FieldError) -> SpecError {
+        self.field_error(error)
+    }
+}
+
+impl ParsedContainerSet {
+    /// An error about one of this document's fields, placed in the file at the field.
+    pub fn place(&self, error: FieldError) -> SpecError {
+        self.field_error(error)
+    }
+}
+
 /// What [`Located`] needs of a document.
 pub(crate) struct Origin<'a> {
     file: &'a str,

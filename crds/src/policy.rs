@@ -5,8 +5,10 @@
 //!
 //! `baseline` refuses what lets a container take the host: `privileged`, capabilities beyond Docker's
 //! default set, the host's network namespace, and bind mounts of sensitive host paths (the root, the
-//! container engines' sockets and state, `/proc`, `/sys`, `/dev`, `/etc`, ...). `restricted` also
-//! requires a non-root user, read-only bind mounts, and no added capability but `NET_BIND_SERVICE`.
+//! container engines' sockets and state, `/proc`, `/sys`, `/dev`, `/etc`, ...), the host's PID and IPC
+//! namespaces, devices, security options that switch a confinement off (`seccomp=unconfined`, ...)
+//! and sysctls outside Kubernetes' safe set. `restricted` also requires a non-root user, read-only
+//! bind mounts, `no-new-privileges`, and no added capability but `NET_BIND_SERVICE`.
 //! `privileged` refuses nothing. docs/policy.md explains each rule and why.
 
 use std::fmt;
@@ -27,8 +29,8 @@ pub enum PolicyLevel {
     /// The default: refuses the settings that hand the host to the container.
     #[default]
     Baseline,
-    /// Baseline, and also a non-root user, read-only bind mounts and no added capabilities but
-    /// `NET_BIND_SERVICE`.
+    /// Baseline, and also a non-root user, read-only bind mounts, `no-new-privileges` and no added
+    /// capabilities but `NET_BIND_SERVICE`.
     Restricted,
 }
 
@@ -75,6 +77,23 @@ pub const DOCKER_DEFAULT_CAPABILITIES: &[&str] = &[
 
 /// The one capability `restricted` lets a spec add (as Kubernetes' restricted level does).
 pub const RESTRICTED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
+
+/// The sysctls `baseline` allows: Kubernetes' safe set (Pod Security Standards, v1.29). Each is
+/// namespaced (it changes the container's own network or IPC namespace, never the host's, as long as
+/// the container does not share the host's, which `baseline` refuses too) and cannot starve other
+/// containers. A name may be written with `/` for `.`.
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_fin_timeout",
+];
 
 /// Host paths a bind mount may not expose at `baseline`: the path itself, anything under it, and any
 /// directory above it (binding `/var` exposes `/var/run/docker.sock`; binding `/` exposes all).
@@ -154,6 +173,7 @@ pub fn check(spec: &ContainerSpec, level: PolicyLevel) -> Vec<Violation> {
             "`host` shares the host's network namespace: every host interface and port, and services bound to the host's loopback",
         );
     }
+    check_isolation(spec, &mut found);
     check_user(spec, &mut found);
     for (index, mount) in spec.mounts.iter().enumerate() {
         if mount.kind != MountKind::Bind {
@@ -249,6 +269,81 @@ impl Found {
         if self.level >= refused_from && refused_from != PolicyLevel::Privileged {
             self.violations.push(Violation { path: path.into(), level: refused_from, reason: reason.into() });
         }
+    }
+}
+
+/// `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls` (isolation.rs). `baseline` refuses the
+/// host's PID and IPC namespaces, every device, the options that switch a confinement off, and
+/// sysctls outside [`SAFE_SYSCTLS`]; `restricted` also requires `no-new-privileges`.
+fn check_isolation(spec: &ContainerSpec, found: &mut Found) {
+    if spec.pid_mode.as_deref() == Some("host") {
+        found.add(
+            "spec.pidMode",
+            PolicyLevel::Baseline,
+            "`host` shares the host's process namespace: every host process can be seen and signalled, and its files reached through /proc",
+        );
+    }
+    if spec.ipc_mode.as_deref() == Some("host") {
+        found.add(
+            "spec.ipcMode",
+            PolicyLevel::Baseline,
+            "`host` shares the host's shared memory and semaphores with the container",
+        );
+    }
+    for (index, device) in spec.devices.iter().enumerate() {
+        found.add(
+            format!("spec.devices[{index}]"),
+            PolicyLevel::Baseline,
+            format!("the host device `{device}` gives the container direct access to host hardware or kernel interfaces"),
+        );
+    }
+    for (index, text) in spec.security_opt.iter().enumerate() {
+        if let Some(why) = crate::isolation::parse_security_option(text).ok().and_then(|o| unconfining(&o)) {
+            found.add(format!("spec.securityOpt[{index}]"), PolicyLevel::Baseline, why);
+        }
+    }
+    for name in spec.sysctls.keys() {
+        if !SAFE_SYSCTLS.contains(&name.replace('/', ".").as_str()) {
+            found.add(
+                format!("spec.sysctls.{name}"),
+                PolicyLevel::Baseline,
+                format!("`{name}` is not among the namespaced sysctls known to be safe (docs/policy.md lists them)"),
+            );
+        }
+    }
+    if !crate::isolation::has_no_new_privileges(&spec.security_opt) {
+        found.add(
+            "spec.securityOpt",
+            PolicyLevel::Restricted,
+            "`no-new-privileges` must be set, so that no process can gain privileges through setuid binaries or file capabilities",
+        );
+    }
+}
+
+/// Why a security option switches a confinement off, if it does.
+fn unconfining(option: &crate::isolation::SecurityOption<'_>) -> Option<String> {
+    let value = option.value.unwrap_or_default();
+    match option.key {
+        "seccomp" if value == "unconfined" => {
+            Some("`seccomp=unconfined` lets the container make every system call, those Docker's default profile blocks among them".to_owned())
+        }
+        "apparmor" if value == "unconfined" => {
+            Some("`apparmor=unconfined` removes the AppArmor profile that confines the container".to_owned())
+        }
+        "systempaths" if value == "unconfined" => {
+            Some("`systempaths=unconfined` unmasks /proc and /sys paths Docker hides from containers".to_owned())
+        }
+        "writable-cgroups" if value == "true" => {
+            Some("`writable-cgroups=true` lets the container rewrite its own cgroup limits".to_owned())
+        }
+        "label" => {
+            let allowed_type = value
+                .strip_prefix("type:")
+                .is_some_and(|kind| ["container_t", "container_init_t", "container_kvm_t"].contains(&kind));
+            (value == "disable" || value.starts_with("user:") || value.starts_with("role:") || (value.starts_with("type:") && !allowed_type))
+                .then(|| format!("`label={value}` disables or widens the container's SELinux confinement (only `type:container_t`, `container_init_t`, `container_kvm_t` and `level:` may be set)"))
+        }
+        _ => None,
     }
 }
 

@@ -286,6 +286,7 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
             }
         }
     }
+    check_isolation(spec, errors);
     if let Some(logging) = &spec.logging {
         if logging.driver.is_empty() {
             errors.add("spec.logging.driver", "must not be empty");
@@ -340,6 +341,33 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
             if let Err(why) = check_label_key(key) {
                 errors.add_on_key(format!("spec.placement.hostSelector.{key}"), why);
             }
+        }
+    }
+}
+
+/// `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls`: Docker's syntax (isolation.rs).
+fn check_isolation(spec: &ContainerSpec, errors: &mut Errors) {
+    use crate::isolation::{self, IPC_MODES, PID_MODES};
+    for (field, value, modes) in
+        [("pidMode", &spec.pid_mode, PID_MODES), ("ipcMode", &spec.ipc_mode, IPC_MODES)]
+    {
+        if let Some(mode) = value.as_deref().filter(|mode| !modes.contains(mode)) {
+            errors.add(format!("spec.{field}"), format!("`{mode}` is not one of {}", modes.join(", ")));
+        }
+    }
+    for (index, device) in spec.devices.iter().enumerate() {
+        if let Err(why) = isolation::parse_device(device) {
+            errors.add(format!("spec.devices[{index}]"), why);
+        }
+    }
+    for (index, option) in spec.security_opt.iter().enumerate() {
+        if let Err(why) = isolation::parse_security_option(option) {
+            errors.add(format!("spec.securityOpt[{index}]"), why);
+        }
+    }
+    for name in spec.sysctls.keys() {
+        if let Err(why) = isolation::check_sysctl_name(name) {
+            errors.add_on_key(format!("spec.sysctls.{name}"), why);
         }
     }
 }

@@ -528,3 +528,27 @@ fn names_and_labels_that_collide_with_kedge_s_own_are_refused() {
     check(&with_spec("labels:\n  io.kedge.test: run1"), "");
     check(&named.replace("probe-kedge-old-abc", "kedge-oldtimer"), "");
 }
+
+#[test]
+fn isolation_fields() {
+    check(
+        &with_spec(
+            "pidMode: container:db\nipcMode: shared\ndevices: [dev/fuse, '/dev/sda:/dev/xvda:rx']\n\
+             securityOpt: ['seccomp=/etc/profile.json', privileged]\nsysctls:\n  'net ipv4': 1",
+        ),
+        "7:12: spec.pidMode: `container:db` is not one of host, private\n\
+         8:12: spec.ipcMode: `shared` is not one of host, private, shareable, none\n\
+         9:13: spec.devices[0]: the host path `dev/fuse` must be absolute\n\
+         9:23: spec.devices[1]: the permissions `rx` must be a combination of `r`, `w` and `m`\n\
+         10:17: spec.securityOpt[0]: `seccomp` takes `unconfined` (kedge does not read seccomp profile files; without the option Docker's default profile applies)\n\
+         10:46: spec.securityOpt[1]: `privileged` is not a Docker security option (expected no-new-privileges, seccomp, apparmor, label, systempaths or writable-cgroups)\n\
+         12:5: spec.sysctls.net ipv4: `net ipv4` is not a sysctl name (such as `net.ipv4.ip_unprivileged_port_start`)",
+    );
+    check(
+        &with_spec(
+            "pidMode: host\nipcMode: none\ndevices: [/dev/fuse]\nsecurityOpt: [no-new-privileges, 'apparmor=unconfined']\n\
+             sysctls: {net.ipv4.ip_forward: 1}",
+        ),
+        "",
+    );
+}

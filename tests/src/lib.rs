@@ -10,6 +10,7 @@ pub mod engine;
 pub mod etcd;
 pub mod netns;
 pub mod pki;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,6 +56,23 @@ fn required(name: &str) -> String {
 /// A unique id for one test run, short enough to put into container names.
 pub fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// What an engine test starts with: a run id, the cleanup of everything labelled with it (on drop,
+/// also when the test fails) and a namespace of its own. Destructure it:
+/// `let TestScope { id, cleanup, namespace } = TestScope::new();`.
+pub struct TestScope {
+    pub id: String,
+    pub cleanup: EngineCleanup,
+    pub namespace: String,
+}
+
+impl TestScope {
+    #[allow(clippy::new_without_default)] // Each call is a new run: not a default value.
+    pub fn new() -> TestScope {
+        let id = run_id();
+        TestScope { cleanup: EngineCleanup::new(&id), namespace: format!("t{id}"), id }
+    }
 }
 
 /// A Docker client for assertions, connected to the test engine with the API version negotiated.

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use kedge_controller::store::objects;
 use kedge_crds::ConditionStatus;
-use kedge_tests::{
-    condition, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent, TestEnv,
-};
+use kedge_tests::{condition, eventually, test_spec, wait_ready, InProcessAgent, TestEnv, TestScope};
 use serde_json::json;
 
 /// `attempt N failed: ...; next retry in Xms|Xs at ...` → (N, X in milliseconds).
@@ -24,9 +22,7 @@ fn parse_degraded(message: &str) -> Option<(u32, u64)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_spec_backs_off_while_twenty_others_converge() {
     let env = TestEnv::get();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
 
     // The test registry answers "manifest unknown" at once for an image it never had.

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use api_support::kedge_bin;
 use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
-use kedge_tests::{
-    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, TestEnv, TEST_LABEL,
-};
+use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, TestEnv, TestScope, TEST_LABEL};
 use rand::Rng;
 use serde_json::json;
 
@@ -86,9 +84,7 @@ async fn containers_by_key(namespace: &str) -> BTreeMap<String, Vec<(String, Str
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_twenty_times_during_a_rollout_leaves_exactly_one_container_per_spec() {
     let env = TestEnv::get();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let host = format!("chaos-{id}");
     let state_dir: PathBuf = std::env::temp_dir().join(format!("kedge-chaos-{id}"));
     std::fs::create_dir_all(&state_dir).unwrap();

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use kedge_controller::executor::failpoint;
 use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
-use kedge_tests::{
-    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, TestEnv, TEST_LABEL,
-};
+use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, TestEnv, TestScope, TEST_LABEL};
 use serde_json::json;
 
 /// A `kedge agent` process; SIGKILLed when dropped, so a failing test leaves none behind.
@@ -85,9 +83,7 @@ async fn containers_named(prefix: &str) -> Vec<(String, String, String, bool)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_alone() {
     let env = TestEnv::get();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let host = format!("recover-{id}");
     let name = format!("web-{id}");
     let state_dir = tempfile::tempdir().expect("a state directory");

@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use kedge_controller::store::{objects, EmbeddedStore, SharedStore};
 use kedge_tests::engine::PrivateEngine;
-use kedge_tests::{eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent};
+use kedge_tests::{eventually, test_spec, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_converges_after_an_engine_restart() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut engine = PrivateEngine::start(&["kedge-test/app:v1"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore =

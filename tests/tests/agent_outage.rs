@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{
-    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
-};
+use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -22,9 +20,7 @@ async fn container(name: &str) -> Option<(String, String, bool)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_etcd_outage_removes_and_recreates_nothing() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut etcd = EtcdCluster::start(1).await;
     let connect = |endpoints: Vec<String>| async move {
         let mut options = EtcdOptions::new(endpoints);

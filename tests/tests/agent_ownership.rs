@@ -7,7 +7,7 @@ use std::time::Duration;
 use kedge_controller::store::objects;
 use kedge_crds::ConditionStatus;
 use kedge_tests::{
-    condition, docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
+    condition, docker, docker_cli, eventually, test_spec, wait_ready, InProcessAgent, TestScope,
 };
 use serde_json::json;
 
@@ -21,9 +21,7 @@ async fn identity(name: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn foreign_containers_are_never_touched() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let foreign: Vec<String> = (0..20).map(|i| format!("foreign{i}-{id}")).collect();
     for name in &foreign {
         let output = docker_cli(&[
@@ -77,9 +75,7 @@ async fn foreign_containers_are_never_touched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_agents_on_one_engine_leave_each_other_alone() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let first = InProcessAgent::embedded(&format!("first-{id}")).await;
     let a = format!("a-{id}");
     let spec = test_spec(&a, &namespace, &first.host, &cleanup, json!({"image": "kedge-test/app:v1"}));
@@ -107,9 +103,7 @@ async fn two_agents_on_one_engine_leave_each_other_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_on_a_new_store_prunes_nothing_it_did_not_make() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let host = format!("host-{id}");
     let first = InProcessAgent::embedded(&host).await;
     let kept = format!("kept-{id}");

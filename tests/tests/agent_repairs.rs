@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kedge_controller::store::objects;
 use kedge_tests::{
-    docker, docker_cli, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent,
+    docker, docker_cli, eventually, test_spec, wait_ready, EngineCleanup, InProcessAgent, TestScope,
 };
 use serde_json::json;
 
@@ -109,16 +109,14 @@ async fn repairs_drift(agent: InProcessAgent, id: &str, cleanup: &EngineCleanup)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repairs_drift_made_by_hand_on_the_embedded_store() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup, .. } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
     repairs_drift(agent, &id, &cleanup).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repairs_drift_made_by_hand_on_etcd() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup, .. } = TestScope::new();
     let agent = InProcessAgent::etcd(&format!("host-{id}")).await;
     repairs_drift(agent, &id, &cleanup).await;
 }
@@ -128,9 +126,7 @@ async fn repairs_drift_made_by_hand_on_etcd() {
 /// LimitNotApplied and left alone, while other limits are still repaired in place.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
     let name = format!("blkio-{id}");
     let spec = test_spec(
@@ -184,9 +180,7 @@ async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
 /// way the spec converges and stays put (no recreate loop over the field the engine lacks).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_health_start_interval_is_sent_where_the_engine_has_it_and_reported_where_not() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
     let name = format!("startint-{id}");
     let spec = test_spec(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kedge_controller::store::objects;
-use kedge_tests::{docker, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent};
+use kedge_tests::{docker, test_spec, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 
 const SPECS: usize = 100;
@@ -22,9 +22,7 @@ async fn ids_and_starts(names: &[String]) -> BTreeMap<String, (String, String)> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_agent_adopts_matching_containers_without_recreating_any() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let dir = tempfile::tempdir().unwrap();
     let open = || async {
         let store =

@@ -7,7 +7,6 @@ use api_support::{http, http_unix, spec_json, unique, TestServer};
 use kedge_controller::store::objects;
 use kedge_controller::store::PutCondition;
 use kedge_crds::{Condition, ConditionStatus, ContainerStatus};
-use tokio::io::AsyncBufReadExt;
 
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/version"),
@@ -221,21 +220,13 @@ async fn lists_filter_by_label_and_merge_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_streams_changes_made_by_another_client() {
-    use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await;
     let ns = unique("watch");
     let base = format!("/api/v1/namespaces/{ns}/containers");
     assert_eq!(server.call("POST", &base, Some(&spec_json(&ns, "web", "nginx:1"))).await.status, 201);
 
-    let stream = tokio::net::TcpStream::connect(server.address()).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let request = format!(
-        "GET /api/v1/watch/containers?namespace={ns} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
-        server.token
-    );
-    write.write_all(request.as_bytes()).await.unwrap();
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    let first = next_event(&mut lines).await;
+    let mut lines = server.watch_route(&format!("/api/v1/watch/containers?namespace={ns}")).await;
+    let first = lines.next_event().await;
     assert_eq!(
         (first["type"].as_str(), first["object"]["metadata"]["name"].as_str()),
         (Some("ADDED"), Some("web"))
@@ -245,13 +236,13 @@ async fn a_watch_streams_changes_made_by_another_client() {
     let mut changed: serde_json::Value = serde_json::from_str(&spec_json(&ns, "web", "nginx:2")).unwrap();
     changed["metadata"]["resourceVersion"] = serde_json::Value::Null;
     assert_eq!(server.call("PUT", &format!("{base}/web"), Some(&changed.to_string())).await.status, 200);
-    let modified = next_event(&mut lines).await;
+    let modified = lines.next_event().await;
     assert_eq!(modified["type"], "MODIFIED");
     assert_eq!(modified["object"]["spec"]["image"], "nginx:2");
     assert_eq!(modified["object"]["metadata"]["generation"], 2);
 
     assert_eq!(server.call("POST", &base, Some(&spec_json(&ns, "db", "postgres"))).await.status, 201);
-    let added = next_event(&mut lines).await;
+    let added = lines.next_event().await;
     assert_eq!(
         (added["type"].as_str(), added["object"]["metadata"]["name"].as_str()),
         (Some("ADDED"), Some("db"))
@@ -263,32 +254,15 @@ async fn a_watch_streams_changes_made_by_another_client() {
     assert_eq!(server.call("POST", &other_base, Some(&spec_json(&other, "x", "busybox"))).await.status, 201);
 
     assert_eq!(server.call("DELETE", &format!("{base}/db"), None).await.status, 200);
-    let deleted = next_event(&mut lines).await;
+    let deleted = lines.next_event().await;
     assert_eq!(
         (deleted["type"].as_str(), deleted["object"]["metadata"]["name"].as_str()),
         (Some("DELETED"), Some("db"))
     );
 }
 
-/// The stream's next JSON line (chunk-size lines and headers are not JSON), within 20 seconds.
-async fn next_event<R: tokio::io::AsyncBufRead + Unpin>(
-    lines: &mut tokio::io::Lines<R>,
-) -> serde_json::Value {
-    loop {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("an event within 20s")
-            .unwrap()
-            .expect("the stream stays open");
-        if let Ok(event @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line) {
-            return event;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_from_an_old_version_replays_what_happened_since() {
-    use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await;
     let ns = unique("replay");
     let base = format!("/api/v1/namespaces/{ns}/containers");
@@ -298,20 +272,14 @@ async fn a_watch_from_an_old_version_replays_what_happened_since() {
     assert_eq!(server.call("DELETE", &format!("{base}/old"), None).await.status, 200);
     assert_eq!(server.call("POST", &base, Some(&spec_json(&ns, "new", "busybox"))).await.status, 201);
 
-    let stream = tokio::net::TcpStream::connect(server.address()).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let request = format!(
-        "GET /api/v1/watch/containers?namespace={ns}&resourceVersion={since} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
-        server.token
-    );
-    write.write_all(request.as_bytes()).await.unwrap();
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    let deleted = next_event(&mut lines).await;
+    let mut lines =
+        server.watch_route(&format!("/api/v1/watch/containers?namespace={ns}&resourceVersion={since}")).await;
+    let deleted = lines.next_event().await;
     assert_eq!(
         (deleted["type"].as_str(), deleted["object"]["metadata"]["name"].as_str()),
         (Some("DELETED"), Some("old"))
     );
-    let added = next_event(&mut lines).await;
+    let added = lines.next_event().await;
     assert_eq!(
         (added["type"].as_str(), added["object"]["metadata"]["name"].as_str()),
         (Some("ADDED"), Some("new"))

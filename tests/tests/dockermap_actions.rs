@@ -341,6 +341,16 @@ async fn run_a_script_in_a_one_off_container() {
     assert!(stderr(&refused).contains("exists"), "{}", stderr(&refused));
     assert_eq!(run(&["--replace"]).status.code(), Some(3));
     assert!(inspect(&one_off, "{{.Id}}").is_empty());
+    // The one-off container goes through the host-escape policy (docs/policy.md): a script that is
+    // the host's root or /etc is refused as the same bind mount in a spec would be, and nothing runs.
+    for sensitive in ["/", "/etc"] {
+        let refused = world.kedge(&["run", &job, "--script", sensitive, "--", "true"]);
+        assert_eq!(refused.status.code(), Some(2), "{}{}", stdout(&refused), stderr(&refused));
+        let message = stderr(&refused);
+        let named = format!("--script {sensitive}: refused by the `baseline` policy");
+        assert!(message.contains(&named), "{message}");
+        assert!(inspect(&one_off, "{{.Id}}").is_empty(), "nothing was run for {sensitive}");
+    }
     // The spec's own container is untouched and still stopped as declared.
     assert!(!running(&job));
     drop(agent);

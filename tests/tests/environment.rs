@@ -6,7 +6,7 @@ use std::time::Duration;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
 use etcd_client::{Client, EventType, WatchOptions};
-use kedge_tests::{docker, eventually, run_id, EngineCleanup, TestEnv};
+use kedge_tests::{docker, eventually, run_id, TestEnv, TestScope};
 
 #[tokio::test]
 async fn engine_negotiates_and_runs_a_test_image() {
@@ -17,8 +17,7 @@ async fn engine_negotiates_and_runs_a_test_image() {
     assert_eq!(major, "1");
     assert!(minor.parse::<u32>().unwrap() >= 41, "engine API {api} is older than 1.41");
 
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup, .. } = TestScope::new();
     let name = format!("kedge-env-{id}");
     let body = ContainerCreateBody {
         image: Some("kedge-test/app:v1".into()),

@@ -43,6 +43,7 @@ mod multihost_upgrade;
 mod policy;
 mod recreate_handoff;
 mod recreate_volumes;
+mod registry_auth;
 mod store_embedded_crash;
 mod store_etcd;
 mod store_etcd_auth;

@@ -10,7 +10,7 @@ use kedge_controller::docker::labels;
 use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore};
 use kedge_tests::engine::PrivateEngine;
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent};
+use kedge_tests::{docker, eventually, test_spec, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(120);
@@ -31,9 +31,7 @@ fn containers_on(docker_host: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_hosts_specs_move_after_the_grace_period_and_it_cleans_up_on_return() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let engine_a = PrivateEngine::start(&["kedge-test/app:v1"]).await;
     let etcd = EtcdCluster::start(1).await;
     let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());

@@ -11,8 +11,8 @@ use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore
 use kedge_crds::Placement;
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{
-    assert_stale_term_refused, check_scheduler_history, docker, eventually, run_id, test_spec, wait_ready,
-    EngineCleanup, InProcessAgent,
+    assert_stale_term_refused, check_scheduler_history, docker, eventually, test_spec, wait_ready,
+    InProcessAgent, TestScope,
 };
 use serde_json::json;
 
@@ -20,9 +20,7 @@ const READY: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leadership_moves_during_a_rollout_and_no_stale_leader_writes() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut etcd = EtcdCluster::start(3).await;
     let mut options = EtcdOptions::new(etcd.endpoints());
     options.request_timeout = Duration::from_secs(3);

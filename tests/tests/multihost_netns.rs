@@ -23,7 +23,7 @@ use kedge_crds::Placement;
 use kedge_tests::netns::{AgentOptions, Cluster, NetnsHost};
 use kedge_tests::{
     assert_stale_term_refused, check_scheduler_history, eventually, run_id, test_spec, wait_ready,
-    EngineCleanup,
+    EngineCleanup, TestScope,
 };
 use serde_json::json;
 
@@ -115,9 +115,7 @@ fn cli_table(host: &NetnsHost, namespace: &str) -> BTreeMap<String, (String, Str
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_in_a_namespace_reaches_etcd_and_runs_a_container() {
     let started = Instant::now();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut cluster = Cluster::start(1, 1, &IMAGES[..1]).await;
     let store = cluster.store().await;
     let host = &mut cluster.hosts[0];
@@ -140,9 +138,7 @@ async fn an_agent_in_a_namespace_reaches_etcd_and_runs_a_container() {
 #[tokio::test(flavor = "multi_thread")]
 async fn specs_land_by_name_by_selector_and_unplaced_across_namespaced_hosts() {
     let started = Instant::now();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut cluster = Cluster::start(3, 3, &IMAGES[..1]).await;
     let store = cluster.store().await;
     // h0 is in zone a, h1 and h2 in zone b.
@@ -217,9 +213,7 @@ async fn specs_land_by_name_by_selector_and_unplaced_across_namespaced_hosts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_hosts_specs_move_and_it_cleans_up_when_it_returns() {
     let started = Instant::now();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut cluster = Cluster::start(3, 3, &IMAGES[..1]).await;
     let store = cluster.store().await;
     for host in cluster.hosts.iter_mut() {
@@ -355,9 +349,7 @@ async fn a_partitioned_hosts_specs_move_and_it_cleans_up_when_it_returns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_completes_while_the_etcd_leader_dies_and_the_scheduler_leader_is_cut_off() {
     let started = Instant::now();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let mut cluster = Cluster::start(3, 3, IMAGES).await;
     let store = cluster.store().await;
     // h0 leads the scheduler and, by the specs' selector, runs none of them; h1 and h2 are workers.

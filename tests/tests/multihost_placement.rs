@@ -10,16 +10,14 @@ use kedge_controller::docker::labels;
 use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore};
 use kedge_crds::Placement;
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker, eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent};
+use kedge_tests::{docker, eventually, test_spec, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn specs_land_by_name_by_selector_and_spread_when_unplaced() {
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let etcd = EtcdCluster::start(1).await;
     let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
     let host = |n: usize| format!("h{n}-{id}");

@@ -11,7 +11,7 @@ use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore
 use kedge_crds::container_set::SET_LABEL;
 use kedge_crds::{ConditionStatus, Container, ContainerSet};
 use kedge_tests::etcd::EtcdCluster;
-use kedge_tests::{docker, eventually, run_id, EngineCleanup, InProcessAgent, TEST_LABEL};
+use kedge_tests::{docker, eventually, InProcessAgent, TestScope, TEST_LABEL};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(120);
@@ -92,9 +92,7 @@ async fn wait_settled(store: &dyn Store, namespace: &str, set: &str, names: &[St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and_goes() {
-    let id = run_id();
-    let _cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup: _cleanup, namespace } = TestScope::new();
     let etcd = EtcdCluster::start(1).await;
     let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
     let host = |n: usize| format!("h{n}-{id}");
@@ -296,9 +294,7 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
 /// the next leader finishes it from the set's status, batch by batch, without starting over.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_survives_a_change_of_leader() {
-    let id = run_id();
-    let _cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup: _cleanup, namespace } = TestScope::new();
     let etcd = EtcdCluster::start(1).await;
     let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
     let host = |n: usize| format!("h{n}-{id}");
@@ -394,8 +390,7 @@ async fn a_rollout_survives_a_change_of_leader() {
 /// host and the default spread, every replica runs on it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_runs_every_replica_on_a_single_host() {
-    let id = run_id();
-    let _cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup: _cleanup, .. } = TestScope::new();
     let agent = InProcessAgent::embedded(&format!("solo-{id}")).await;
     let store = agent.store.clone();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/replicas.yaml");

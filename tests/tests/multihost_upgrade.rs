@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use kedge_controller::store::{keys, DeleteCondition, SharedStore};
 use kedge_tests::netns::{Cluster, NetnsHost, AGENT_API_PORT};
-use kedge_tests::{eventually, kedge_bin, run_id, EngineCleanup, TEST_LABEL};
+use kedge_tests::{eventually, kedge_bin, TestScope, TEST_LABEL};
 use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(120);
@@ -182,8 +182,7 @@ async fn wait_reporting(store: &SharedStore, host: &Host, version: &str) -> Valu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_campaign_upgrades_three_agents_and_a_broken_image_is_rolled_back_on_the_first_host() {
-    let id = run_id();
-    let _cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup: _cleanup, .. } = TestScope::new();
     let (_images, images) = build_images(&id);
     let [v1, v2, _] = images.clone();
     let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
@@ -326,8 +325,7 @@ async fn kedge_upgrade_of(store: &SharedStore, host: &str) -> Value {
 /// old container back, same ID; crashing after the new agent started completes the upgrade.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_helper_that_crashes_midway_restores_the_old_agent_or_completes_the_upgrade() {
-    let id = run_id();
-    let _cleanup = EngineCleanup::new(&id);
+    let TestScope { id, cleanup: _cleanup, .. } = TestScope::new();
     let (_images, images) = build_images(&id);
     let loaded: Vec<&str> = images.iter().map(String::as_str).collect();
     let cluster = Cluster::start(2, 1, &loaded).await;

@@ -2,7 +2,8 @@
 //! refuses what `baseline` refuses (exit 2, naming the object, field and level; nothing stored), a
 //! clean spec runs, an agent at `--policy-level privileged` runs what baseline refuses (`capAdd: [SYS_ADMIN]`, `networkMode: host`), and a
 //! refused spec already in the store is not run by a baseline agent (`PolicyDenied`), while the
-//! container it already had is left running. The store is the embedded one, in a file outside the
+//! container it already had is left running. `pidMode`, `devices`, `securityOpt` and `sysctls` reach
+//! the engine as declared and are refused at `baseline` where unsafe. The store is the embedded one, in a file outside the
 //! agents' state directories, so that three agents in turn read the same specs.
 
 use crate::api_support;
@@ -205,4 +206,108 @@ async fn every_api_write_path_refuses_and_stores_nothing() {
         assert!(answer["error"].as_str().unwrap().contains("`baseline` policy"), "{answer}");
     }
     assert_eq!(server.store.list("/kedge/v1/").await.unwrap().revision, before, "nothing was written");
+}
+
+/// `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls` against the real agent: at
+/// `baseline` the API refuses the host's PID namespace, a device, an unconfined seccomp and an unsafe
+/// sysctl, each by its field, and runs a spec with a safe sysctl and `no-new-privileges`, which reach
+/// the engine; an agent at `privileged` runs the host PID namespace and a device, as declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_fields_reach_the_engine_and_baseline_refuses_the_unsafe_ones() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let files = tempfile::tempdir().unwrap();
+    let store = files.path().join("store.db");
+    let host = format!("isolation-{run}");
+    let ns = format!("ns-{run}");
+    let (baseline, socket) = agent(&run, &host, &store, "baseline").await;
+
+    let escape = format!("escape-{run}");
+    let escape_file = spec_file(
+        files.path(),
+        &run,
+        &host,
+        &ns,
+        &escape,
+        "  pidMode: host\n  devices: [/dev/null]\n  securityOpt: [seccomp=unconfined]\n  sysctls:\n    net.ipv4.ip_forward: 1\n",
+    );
+    let refused = kedge(&socket, &["apply", "-f", &escape_file]);
+    assert_eq!(refused.status.code(), Some(2), "{}{}", stdout(&refused), stderr(&refused));
+    let message = stderr(&refused);
+    // Every refused field is named where it is in the file: FILE:LINE:COL: FIELD: ... (the extra
+    // lines start at line 13 of the file).
+    for (line, field) in [
+        (13, "spec.pidMode"),
+        (14, "spec.devices[0]"),
+        (15, "spec.securityOpt[0]"),
+        (17, "spec.sysctls.net.ipv4.ip_forward"),
+    ] {
+        let placed = format!("{escape_file}:{line}:");
+        let refused_here = format!(": {field}: refused by the `baseline` policy");
+        assert!(
+            message.lines().any(|l| l.starts_with(&placed) && l.contains(&refused_here)),
+            "{field} at line {line}: {message}"
+        );
+    }
+    assert_eq!(kedge(&socket, &["get", "container", &escape, "-n", &ns]).status.code(), Some(3));
+
+    let safe = format!("safe-{run}");
+    let safe_file = spec_file(
+        files.path(),
+        &run,
+        &host,
+        &ns,
+        &safe,
+        "  ipcMode: private\n  securityOpt: [no-new-privileges]\n  sysctls:\n    net.ipv4.ip_unprivileged_port_start: 80\n",
+    );
+    let applied = kedge(&socket, &["apply", "-f", &safe_file]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let waited = kedge(
+        &socket,
+        &["wait", "container", &safe, "-n", &ns, "--for", "condition=Ready", "--timeout", "90s"],
+    );
+    assert!(waited.status.success(), "{}{}", stdout(&waited), stderr(&waited));
+    let inspect = |name: &str, format: &str| {
+        String::from_utf8_lossy(&docker_cli(&["inspect", "-f", format, name]).stdout).trim().to_owned()
+    };
+    assert_eq!(inspect(&safe, "{{json .HostConfig.SecurityOpt}}"), r#"["no-new-privileges"]"#);
+    assert_eq!(
+        inspect(&safe, "{{json .HostConfig.Sysctls}}"),
+        r#"{"net.ipv4.ip_unprivileged_port_start":"80"}"#
+    );
+    assert_eq!(inspect(&safe, "{{.HostConfig.IpcMode}}"), "private");
+    drop(baseline);
+
+    // At `privileged` the same fields are stored and reach the engine as declared.
+    let (_privileged, socket) = agent(&run, &host, &store, "privileged").await;
+    let host_pid = format!("hostpid-{run}");
+    let host_pid_file = spec_file(
+        files.path(),
+        &run,
+        &host,
+        &ns,
+        &host_pid,
+        "  pidMode: host\n  devices: ['/dev/null:/dev/kedge-null:r']\n",
+    );
+    let applied = kedge(&socket, &["apply", "-f", &host_pid_file]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let waited = kedge(
+        &socket,
+        &["wait", "container", &host_pid, "-n", &ns, "--for", "condition=Ready", "--timeout", "90s"],
+    );
+    assert!(waited.status.success(), "{}{}", stdout(&waited), stderr(&waited));
+    assert_eq!(inspect(&host_pid, "{{.HostConfig.PidMode}}"), "host");
+    assert_eq!(
+        inspect(
+            &host_pid,
+            "{{range .HostConfig.Devices}}{{.PathOnHost}} {{.PathInContainer}} {{.CgroupPermissions}}{{end}}"
+        ),
+        "/dev/null /dev/kedge-null r"
+    );
+    // The engine's answer matches the declaration: no drift, the container the agent made is kept.
+    let status = kedge(&socket, &["get", "container", &host_pid, "-n", &ns, "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("get -o json");
+    let drift = status["status"]["drift"].as_array().cloned().unwrap_or_default();
+    assert!(drift.is_empty(), "no drift: {drift:?}");
+    assert_eq!(status["status"]["containerId"].as_str(), Some(inspect(&host_pid, "{{.Id}}").as_str()));
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kedge_controller::store::objects;
-use kedge_tests::{eventually, run_id, test_spec, wait_ready, EngineCleanup, InProcessAgent};
+use kedge_tests::{eventually, test_spec, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 use updater_support::*;
 
@@ -226,9 +226,7 @@ fn eventually_ok(container: &str, script: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_recreates_and_rollbacks_keep_spec_and_image_anonymous_volumes() {
     let cleanup_volumes = VolumeCleanup::default();
-    let id = run_id();
-    let cleanup = EngineCleanup::new(&id);
-    let namespace = format!("t{id}");
+    let TestScope { id, cleanup, namespace } = TestScope::new();
     let host = format!("host-{id}");
     let agent = InProcessAgent::embedded(&host).await;
     let name = format!("vol-{id}");

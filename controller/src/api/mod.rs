@@ -6,24 +6,20 @@
 //! GET    /healthz                                          no authentication; 503 with the failing task(s)
 //!                                                          while an agent task keeps dying
 //! GET    /version
-//! GET    /api/v1/containers?labelSelector=SEL              every namespace
-//! GET    /api/v1/namespaces/{ns}/containers?labelSelector=SEL
-//! POST   /api/v1/namespaces/{ns}/containers                create; 409 when it exists
-//! GET    /api/v1/namespaces/{ns}/containers/{name}         spec with its status merged in
-//! PUT    /api/v1/namespaces/{ns}/containers/{name}         create or replace; with metadata.resourceVersion,
-//!                                                          only if unchanged since (else 409 with both versions)
-//! DELETE /api/v1/namespaces/{ns}/containers/{name}?resourceVersion=R
-//! GET    /api/v1/namespaces/{ns}/containers/{name}/status
+//! GET    /api/v1/{plural}, /api/v1/namespaces/{ns}/{plural}[/{name}[/status]]   every kind of
+//! POST   /api/v1/namespaces/{ns}/{plural}                  [`builtin_kinds`] (containers, containersets),
+//! PUT    /api/v1/namespaces/{ns}/{plural}/{name}           the same routes and answers: see `routes.rs`
+//! DELETE /api/v1/namespaces/{ns}/{plural}/{name}?resourceVersion=R
+//! GET    /api/v1/watch/{plural}?resourceVersion=R&namespace=NS&name=N&labelSelector=SEL   newline-delimited JSON
+//! GET    /api/v1/namespaces/{ns}/containers/{name}/logs
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   body {"pull": true, "cleanup": false,
 //!                                                          "healthTimeoutSeconds": 60, "runningGraceSeconds": 5}
 //!                                                          or ?pull=true; 501 unless a RecreateHandler is installed
 //!                                                          (the agent installs one, which runs a managed container's
 //!                                                          recreate in its key's worker); errors carry a `reason`
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/restart    restart now, same container (an event records it)
-//! GET    /api/v1/watch/containers?resourceVersion=R&namespace=NS&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
 //! GET    /api/v1/hosts                                     each with its last agent upgrade (`upgrade`)
-//! GET    /api/v1/containersets, /api/v1/namespaces/{ns}/containersets[/{name}]   see `sets.rs`
 //! POST   /api/v1/upgrades   GET /api/v1/upgrades[/{id}]    agent upgrade campaigns (see `upgrades`)
 //! POST   /api/v1/upgrades/{id}/cancel                      202; 409 once finished; 404 unknown
 //! ```
@@ -36,14 +32,14 @@
 //! Authentication: on TCP (plain or [`TlsConfig`]) every route but `/healthz` needs
 //! `Authorization: Bearer TOKEN` (see [`load_or_create_token`]); on the Unix socket the socket file's
 //! permissions are the authentication.
-//! Request bodies over [`MAX_BODY_BYTES`] get a 413. The generation rule lives in [`crate::store::objects`];
-//! this module only translates HTTP to it.
+//! Request bodies over [`MAX_BODY_BYTES`] get a 413, whatever the route. The generation rule lives in
+//! [`crate::store::api`]; this module only translates HTTP to it.
 
 pub mod connections;
 mod logs;
 mod restart;
+pub mod routes;
 mod selector;
-mod sets;
 pub mod tls;
 pub mod token;
 mod upgrades;
@@ -51,28 +47,27 @@ mod upgrades;
 #[cfg(test)]
 mod proptests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use kedge_crds::{Container, Resource};
+use kedge_crds::{Container, ContainerSet};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::api::Api;
-use crate::store::objects::{self, ApplyOutcome};
 use crate::store::{keys, BoxFuture, EventKind, SharedStore, StoreError};
 
 pub use connections::ConnectionLimits;
+pub use routes::{routes, KindRoutes};
 pub use selector::{LabelSelector, SelectorError};
 pub use tls::{TlsConfig, TlsError};
 pub use token::{load_or_create_token, token_path, TOKEN_FILE};
@@ -106,6 +101,26 @@ pub struct ApiState {
     /// The host-escape policy every written spec must pass (docs/policy.md); the agent checks it
     /// again before running a spec, with the same settings.
     pub policy: kedge_crds::PolicySettings,
+    /// The kinds served by the generic routes: [`builtin_kinds`], and any a test adds with
+    /// [`ApiState::with_kind`].
+    pub kinds: Vec<KindRoutes>,
+}
+
+/// The kinds every agent serves, one row each: the generic routes of `routes.rs` and the kind's own
+/// hooks (its validation, the host-escape policy on writes, a Container's engine routes).
+pub fn builtin_kinds() -> Vec<KindRoutes> {
+    vec![
+        routes::<Container>().validate(validate).admit(admit_container).with_routes(container_routes).into(),
+        routes::<ContainerSet>().validate(validate_set).admit(admit_set).into(),
+    ]
+}
+
+/// What only a Container has: its engine's logs, a restart and a recreate.
+fn container_routes(router: Router<AppState>) -> Router<AppState> {
+    router
+        .route("/api/v1/namespaces/{ns}/containers/{name}/logs", get(logs::container_logs))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/restart", post(restart::restart_container))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
 }
 
 /// The hook for `POST .../containers/{name}/recreate`. The agent implements it with its executor.
@@ -160,7 +175,14 @@ impl ApiState {
             limits: ConnectionLimits::default(),
             upgrade_repositories: Vec::new(),
             policy: kedge_crds::PolicySettings::default(),
+            kinds: builtin_kinds(),
         }
+    }
+
+    /// Serves one more kind through the generic routes (`api::routes::<Widget>().into()`).
+    pub fn with_kind(mut self, kind: impl Into<KindRoutes>) -> ApiState {
+        self.kinds.push(kind.into());
+        self
     }
 
     /// Serves container logs from `docker` (the agent's own engine).
@@ -204,25 +226,19 @@ struct AppState {
 }
 
 fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Router {
+    let kinds = api.kinds.clone();
     let state = AppState { api, require_token, stopping };
     let authenticated = Router::new()
         .route("/version", get(version))
-        .route("/api/v1/containers", get(list_all))
-        .route("/api/v1/namespaces/{ns}/containers", get(list_namespace).post(create))
-        .route("/api/v1/namespaces/{ns}/containers/{name}", get(read).put(replace).delete(remove))
-        .route("/api/v1/namespaces/{ns}/containers/{name}/status", get(read_status))
-        .route("/api/v1/namespaces/{ns}/containers/{name}/logs", get(logs::container_logs))
-        .route("/api/v1/namespaces/{ns}/containers/{name}/restart", post(restart::restart_container))
-        .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
-        .route("/api/v1/watch/containers", get(watch_containers))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/watch/events", get(watch_events))
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/upgrades", get(upgrades::list_campaigns).post(upgrades::create_campaign))
         .route("/api/v1/upgrades/{id}", get(upgrades::read_campaign))
         .route("/api/v1/upgrades/{id}/cancel", post(upgrades::cancel_campaign));
+    let authenticated = kinds.iter().fold(authenticated, |router, kind| kind.mount(router));
     let authenticated =
-        sets::routes(authenticated).route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        authenticated.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(authenticated)
@@ -356,209 +372,6 @@ async fn version(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn list_all(State(state): State<AppState>, params: Params) -> ApiResult<Json<Value>> {
-    list(&state, None, &params?.0).await
-}
-
-async fn list_namespace(
-    State(state): State<AppState>,
-    Path(ns): Path<String>,
-    params: Params,
-) -> ApiResult<Json<Value>> {
-    list(&state, Some(&ns), &params?.0).await
-}
-
-async fn list(
-    state: &AppState,
-    ns: Option<&str>,
-    params: &HashMap<String, String>,
-) -> ApiResult<Json<Value>> {
-    list_objects::<Container>(state, ns, params).await
-}
-
-/// The list answer of any kind: `<Kind>List` with the items a label selector picks, statuses merged in.
-/// Objects that cannot be read are listed apart (their labels are unknown, so only an empty selector
-/// shows them): a client that does not know this field still gets every readable object.
-async fn list_objects<K: Resource>(
-    state: &AppState,
-    ns: Option<&str>,
-    params: &HashMap<String, String>,
-) -> ApiResult<Json<Value>> {
-    let selector = selector_param(params)?;
-    let read = Api::<K, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
-    let items: Vec<&K> = read.items.iter().filter(|o| selector.matches(&o.metadata().labels)).collect();
-    let mut list = json!({
-        "apiVersion": K::API_VERSION,
-        "kind": format!("{}List", K::KIND),
-        "metadata": { "resourceVersion": read.revision.to_string() },
-        "items": items,
-    });
-    if !read.invalid.is_empty() && selector.is_empty() {
-        list["invalid"] = serde_json::to_value(&read.invalid).unwrap_or_default();
-    }
-    Ok(Json(list))
-}
-
-/// Specs with their statuses merged in, and the revision of the spec read.
-async fn merged_containers(state: &AppState, ns: Option<&str>) -> ApiResult<(Vec<Container>, i64)> {
-    let read = Api::<Container, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
-    Ok((read.items, read.revision))
-}
-
-async fn read(
-    State(state): State<AppState>,
-    Path((ns, name)): Path<(String, String)>,
-) -> ApiResult<Json<Container>> {
-    let store = state.api.store.as_ref();
-    let mut container = match objects::get_container_or_invalid(store, &ns, &name).await? {
-        Some(Ok(container)) => container,
-        Some(Err(invalid)) => return Err(unreadable(&invalid)),
-        None => return Err(not_found(&ns, &name)),
-    };
-    container.status = objects::get_status(store, &ns, &name).await?.map(|(status, _)| status);
-    Ok(Json(container))
-}
-
-async fn read_status(
-    State(state): State<AppState>,
-    Path((ns, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let store = state.api.store.as_ref();
-    match objects::get_status(store, &ns, &name).await? {
-        Some((status, revision)) => {
-            let mut value = serde_json::to_value(status).unwrap_or_default();
-            value["resourceVersion"] = json!(revision.to_string());
-            Ok(Json(value))
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no status reported yet for container {ns}/{name}"),
-        )),
-    }
-}
-
-async fn create(
-    State(state): State<AppState>,
-    Path(ns): Path<String>,
-    params: Params,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let params = params?.0;
-    let desired = decode_body(&body?, &ns, None)?;
-    enforce_policy(&state, &ns, "Container", &desired.spec, "spec")?;
-    write(&state, desired, Some(0), is_dry_run(&params)?).await
-}
-
-async fn replace(
-    State(state): State<AppState>,
-    Path((ns, name)): Path<(String, String)>,
-    params: Params,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let params = params?.0;
-    let desired = decode_body(&body?, &ns, Some(&name))?;
-    enforce_policy(&state, &ns, "Container", &desired.spec, "spec")?;
-    let expected = match desired.metadata.resource_version.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(parse_revision(text, "metadata.resourceVersion")?),
-    };
-    write(&state, desired, expected, is_dry_run(&params)?).await
-}
-
-async fn write(
-    state: &AppState,
-    desired: Container,
-    expected: Option<i64>,
-    dry_run: bool,
-) -> ApiResult<Response> {
-    let store = state.api.store.as_ref();
-    let (ns, name) = (desired.metadata.namespace.clone(), desired.metadata.name.clone());
-    let result = if dry_run {
-        dry_run_apply(state, &desired, expected).await
-    } else {
-        objects::apply_container(store, &desired, expected).await.map(|a| (a.container, a.outcome))
-    };
-    let (container, outcome) = match result {
-        Ok(done) => done,
-        Err(StoreError::Conflict { current_mod_revision, .. }) => {
-            let message = match (expected, current_mod_revision) {
-                (Some(0), _) => format!("container {ns}/{name} already exists"),
-                (_, 0) => format!("container {ns}/{name} does not exist (it was deleted)"),
-                _ => format!(
-                    "container {ns}/{name} was changed since resourceVersion {}",
-                    expected.unwrap_or(0)
-                ),
-            };
-            return Err(ApiError::new(StatusCode::CONFLICT, message)
-                .with("yourResourceVersion", json!(expected.unwrap_or(0).to_string()))
-                .with("currentResourceVersion", json!(current_mod_revision.to_string())));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let (status, word) = match outcome {
-        ApplyOutcome::Created => (StatusCode::CREATED, "created"),
-        ApplyOutcome::Updated { .. } => (StatusCode::OK, "configured"),
-        ApplyOutcome::Unchanged => (StatusCode::OK, "unchanged"),
-    };
-    let mut response = (status, Json(container)).into_response();
-    response.headers_mut().insert(OUTCOME_HEADER, HeaderValue::from_static(word));
-    Ok(response)
-}
-
-/// What [`Api::apply`] would do, without writing: the comparison of every kind ([`Api::dry_run`]).
-async fn dry_run_apply(
-    state: &AppState,
-    desired: &Container,
-    expected: Option<i64>,
-) -> Result<(Container, ApplyOutcome), StoreError> {
-    let applied = Api::<Container, _>::new(state.api.store.as_ref()).dry_run(desired, expected).await?;
-    Ok((applied.object, applied.outcome))
-}
-
-async fn remove(
-    State(state): State<AppState>,
-    Path((ns, name)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    let params = params?.0;
-    let store = state.api.store.as_ref();
-    let expected = match params.get("resourceVersion").map(String::as_str) {
-        None | Some("") => None,
-        Some(text) => Some(parse_revision(text, "resourceVersion")?),
-    };
-    let current = match objects::get_container_or_invalid(store, &ns, &name).await? {
-        Some(Ok(container)) => container,
-        // An unreadable spec can be deleted (that is one way to repair it); the answer shows its identity.
-        Some(Err(invalid)) => {
-            let mut placeholder = Container::new(&name, kedge_crds::ContainerSpec::default());
-            placeholder.metadata.namespace = ns.clone();
-            placeholder.metadata.resource_version = Some(invalid.resource_version);
-            placeholder
-        }
-        None => return Err(not_found(&ns, &name)),
-    };
-    let deleted = if is_dry_run(&params)? {
-        Api::<Container, _>::new(store).delete_dry_run(&ns, &name, expected).await
-    } else {
-        objects::delete_container(store, &ns, &name, expected).await
-    };
-    match deleted {
-        Ok(Some(_)) => {
-            let mut response = Json(current).into_response();
-            response.headers_mut().insert(OUTCOME_HEADER, HeaderValue::from_static("deleted"));
-            Ok(response)
-        }
-        Ok(None) => Err(not_found(&ns, &name)),
-        Err(StoreError::Conflict { current_mod_revision, .. }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("container {ns}/{name} was changed since resourceVersion {}", expected.unwrap_or(0)),
-        )
-        .with("yourResourceVersion", json!(expected.unwrap_or(0).to_string()))
-        .with("currentResourceVersion", json!(current_mod_revision.to_string()))),
-        Err(error) => Err(error.into()),
-    }
-}
-
 async fn recreate(
     State(state): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
@@ -656,109 +469,6 @@ fn event_matches(event: &Value, params: &HashMap<String, String>) -> bool {
         .is_some_and(|object| object == wanted || object.rsplit('/').next() == Some(wanted.as_str()))
 }
 
-async fn watch_containers(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
-    let params = params?.0;
-    let selector = selector_param(&params)?;
-    let ns = params.get("namespace").cloned().filter(|ns| !ns.is_empty());
-    let name = params.get("name").cloned();
-    let wanted = move |c: &Container| {
-        ns.as_ref().is_none_or(|ns| &c.metadata.namespace == ns)
-            && name.as_ref().is_none_or(|name| &c.metadata.name == name)
-            && selector.matches(&c.metadata.labels)
-    };
-    let (current, revision) = merged_containers(&state, None).await?;
-    let (start, replay) = match params.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => (after(revision), true),
-        Some(text) => (after(parse_revision(text, "resourceVersion")?), false),
-    };
-    let mut cache: BTreeMap<(String, String), Container> =
-        current.into_iter().map(|c| ((c.metadata.namespace.clone(), c.metadata.name.clone()), c)).collect();
-    let replay_only_identity = !replay && params.get("labelSelector").is_none_or(|s| s.trim().is_empty());
-    let mut upstream = state.api.store.watch(keys::ROOT, start).await?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    let stopping = state.stopping.clone();
-    tokio::spawn(async move {
-        let line = |kind: &str, object: &Container| {
-            let mut text = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
-            text.push(b'\n');
-            Ok(Bytes::from(text))
-        };
-        if replay {
-            for container in cache.values().filter(|c| wanted(c)) {
-                if sender.send(line("ADDED", container)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        loop {
-            let event = tokio::select! {
-                _ = stopping.cancelled() => return,
-                _ = sender.closed() => return,
-                event = upstream.next() => event,
-            };
-            let event = match event {
-                Some(Ok(event)) => event,
-                Some(Err(error)) => {
-                    let text =
-                        format!("{}\n", json!({ "type": "ERROR", "object": { "error": error.to_string() } }));
-                    let _ = sender.send(Ok(Bytes::from(text))).await;
-                    return;
-                }
-                None => return,
-            };
-            let out = if let Some((ns, name)) = keys::parse_spec_key(&event.kv.key) {
-                let key = (ns.to_owned(), name.to_owned());
-                match event.kind {
-                    EventKind::Put => {
-                        let Ok(mut container) = objects::decode_container(&event.kv) else { continue };
-                        if let Some(previous) = cache.get(&key) {
-                            container.status = previous.status.clone();
-                        }
-                        // The key's first write is its creation, whatever the cache (primed from the
-                        // current list) already knows when replaying from an old revision.
-                        let kind = if event.kv.version == 1 { "ADDED" } else { "MODIFIED" };
-                        cache.insert(key, container.clone());
-                        Some((kind, container))
-                    }
-                    EventKind::Delete => {
-                        // Replaying from an old revision, a spec deleted since is in no list: report it
-                        // with its identity only (a label-selected watch cannot tell whether it matched).
-                        let removed = cache.remove(&key).or_else(|| {
-                            replay_only_identity.then(|| {
-                                let mut c = Container::new(&key.1, kedge_crds::ContainerSpec::default());
-                                c.metadata.namespace = key.0.clone();
-                                c
-                            })
-                        });
-                        removed.map(|mut c| {
-                            c.metadata.resource_version = Some(event.revision.to_string());
-                            ("DELETED", c)
-                        })
-                    }
-                }
-            } else if let Some((ns, name)) = keys::parse_status_key(&event.kv.key) {
-                let key = (ns.to_owned(), name.to_owned());
-                match (event.kind, cache.get_mut(&key)) {
-                    (EventKind::Put, Some(container)) => {
-                        let Ok(status) = objects::decode_status(&event.kv.value) else { continue };
-                        container.status = Some(status);
-                        Some(("MODIFIED", container.clone()))
-                    }
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            if let Some((kind, container)) = out {
-                if wanted(&container) && sender.send(line(kind, &container)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Ok(ndjson(receiver))
-}
-
 async fn watch_events(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
     let params = params?.0;
     let start = match params.get("resourceVersion").map(String::as_str) {
@@ -799,49 +509,6 @@ fn ndjson(receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) 
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-/// Parses and checks a spec sent to `namespace` (and to `name`, for a PUT). The namespace defaults to the
-/// path's; a body that names another namespace or name is refused.
-fn decode_body(body: &[u8], namespace: &str, name: Option<&str>) -> ApiResult<Container> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("request body is not valid JSON: {e}"))
-    })?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request body must be a JSON object (a Container)",
-        ));
-    };
-    if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
-        match metadata.get("namespace") {
-            None | Some(Value::Null) => {
-                metadata.insert("namespace".to_owned(), json!(namespace));
-            }
-            Some(Value::String(given)) if given == namespace => {}
-            Some(given) => {
-                return Err(invalid(vec![FieldError::new(
-                    "metadata.namespace",
-                    format!("{given} does not match the namespace in the URL, `{namespace}`"),
-                )]))
-            }
-        }
-        if let Some(name) = name {
-            match metadata.get("name") {
-                Some(Value::String(given)) if given == name => {}
-                None | Some(Value::Null) => {
-                    metadata.insert("name".to_owned(), json!(name));
-                }
-                Some(given) => {
-                    return Err(invalid(vec![FieldError::new(
-                        "metadata.name",
-                        format!("{given} does not match the name in the URL, `{name}`"),
-                    )]))
-                }
-            }
-        }
-    }
-    validate(value).map_err(invalid)
-}
-
 /// One rejected field: its path (`spec.ports[1].hostPort`) and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FieldError {
@@ -880,6 +547,37 @@ fn validate(value: Value) -> Result<Container, Vec<FieldError>> {
     }
 }
 
+/// The crds rules of a ContainerSet: the shape, then every rule of [`kedge_crds::validate_container_set`].
+fn validate_set(value: Value) -> Result<ContainerSet, Vec<FieldError>> {
+    let set: ContainerSet = match serde_json::from_value(value.clone()) {
+        Ok(set) => set,
+        Err(_) => {
+            let (_, errors) = kedge_crds::parse_objects_str("request body", &value.to_string());
+            let mut errors: Vec<FieldError> =
+                errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect();
+            if errors.is_empty() {
+                errors.push(FieldError::new("", "not a ContainerSet"));
+            }
+            return Err(errors);
+        }
+    };
+    let errors = kedge_crds::validate_container_set(&set);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect())
+    }
+}
+
+fn admit_container(state: &AppState, container: &Container) -> ApiResult<()> {
+    enforce_policy(state, &container.metadata.namespace, "Container", &container.spec, "spec")
+}
+
+fn admit_set(state: &AppState, set: &ContainerSet) -> ApiResult<()> {
+    let spec = &set.spec.template.spec;
+    enforce_policy(state, &set.metadata.namespace, "ContainerSet", spec, "spec.template.spec")
+}
+
 /// Refuses, with 422 naming every refused field and the level, a spec that breaks the namespace's
 /// host-escape policy (dry runs too). `prefix` is the spec's path in the object (`spec`,
 /// `spec.template.spec`), so that the CLI can place each field in the file.
@@ -912,13 +610,13 @@ fn enforce_policy(
     .with("details", serde_json::to_value(errors).unwrap_or_default()))
 }
 
-fn invalid(errors: Vec<FieldError>) -> ApiError {
+fn invalid(kind: &str, errors: Vec<FieldError>) -> ApiError {
     let summary = errors
         .iter()
         .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
         .collect::<Vec<_>>()
         .join("; ");
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid Container: {summary}"))
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid {kind}: {summary}"))
         .with("details", serde_json::to_value(errors).unwrap_or_default())
 }
 
@@ -965,21 +663,4 @@ fn parse_revision(text: &str, field: &str) -> ApiResult<i64> {
 /// the addition cannot overflow.
 fn after(revision: i64) -> i64 {
     revision.saturating_add(1)
-}
-
-/// A stored spec that cannot be read: the caller's data, not the server's fault, and repairable by
-/// applying a good spec over it or deleting it.
-fn unreadable(invalid: &objects::InvalidObject) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        format!(
-            "the stored spec of container {}/{} cannot be read ({}); apply a valid spec over it or delete it",
-            invalid.namespace, invalid.name, invalid.error
-        ),
-    )
-    .with("reason", json!("Invalid"))
-}
-
-fn not_found(ns: &str, name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("container {ns}/{name} not found"))
 }

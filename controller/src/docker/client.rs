@@ -9,6 +9,7 @@ use bollard::Docker;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
 
+use super::auth::RegistryAuth;
 use super::convert;
 use super::error::{DockerError, DockerResult};
 use super::types::*;
@@ -24,6 +25,8 @@ pub struct DockerClient {
     host: String,
     /// `Some(version)` when the engine is Podman's Docker-compatible API service, not Docker.
     podman: Option<String>,
+    /// Registry credentials sent with every pull and registry digest lookup (`--registry-config`).
+    registry_auth: Option<std::sync::Arc<RegistryAuth>>,
 }
 
 /// Which containers to list. Labels are Docker filter values: `key` or `key=value`, all must match.
@@ -62,7 +65,7 @@ impl DockerClient {
         let host = "http://127.0.0.1:9";
         let docker = Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
             .expect("a client needs no connection to be made");
-        DockerClient { docker, host: host.to_string(), podman: None }
+        DockerClient { docker, host: host.to_string(), podman: None, registry_auth: None }
     }
 
     pub async fn connect_to(host: &str) -> DockerResult<DockerClient> {
@@ -88,7 +91,19 @@ impl DockerClient {
             component.name.to_ascii_lowercase().contains("podman").then_some(component.version)
         });
         debug!(host, api = %docker.client_version(), podman = podman.is_some(), "connected to docker");
-        Ok(DockerClient { docker, host: host.to_string(), podman })
+        Ok(DockerClient { docker, host: host.to_string(), podman, registry_auth: None })
+    }
+
+    /// This client, sending `auth`'s credentials for an image's registry with every pull and
+    /// registry digest lookup of that image. Clones share them.
+    pub fn with_registry_auth(mut self, auth: RegistryAuth) -> DockerClient {
+        self.registry_auth = Some(std::sync::Arc::new(auth));
+        self
+    }
+
+    /// The credentials for `reference`'s registry, in bollard's form, made per request.
+    fn credentials_for(&self, reference: &str) -> Option<bollard::auth::DockerCredentials> {
+        self.registry_auth.as_ref()?.for_image(reference).map(|credentials| credentials.to_engine())
     }
 
     /// The Podman version when the engine is Podman's Docker-compatible API service, not Docker.
@@ -176,16 +191,17 @@ impl DockerClient {
     }
 
     /// The digest the registry currently serves for `reference`, without pulling (the engine's
-    /// distribution inspect; the engine uses its own registry configuration and credentials).
+    /// distribution inspect, with the registry's credentials when this client has them).
     pub async fn registry_digest(&self, reference: &str) -> DockerResult<RegistryDigest> {
-        let inspect = self.docker.inspect_registry_image(reference, None).await?;
+        let inspect = self.docker.inspect_registry_image(reference, self.credentials_for(reference)).await?;
         let digest = inspect.descriptor.digest.ok_or_else(|| DockerError::Unexpected {
             message: format!("distribution inspect of {reference} has no digest"),
         })?;
         Ok(RegistryDigest { digest, media_type: inspect.descriptor.media_type })
     }
 
-    /// Pulls `reference`, calling `on_progress` with every progress line the engine sends.
+    /// Pulls `reference`, calling `on_progress` with every progress line the engine sends. The
+    /// registry's credentials go with it when this client has them ([`Self::with_registry_auth`]).
     #[instrument(skip(self, on_progress))]
     pub async fn pull(&self, reference: &str, mut on_progress: impl FnMut(PullProgress)) -> DockerResult<()> {
         let (from_image, tag) = split_reference(reference);
@@ -194,7 +210,7 @@ impl DockerClient {
             tag: Some(tag.to_string()),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut stream = self.docker.create_image(Some(options), None, self.credentials_for(reference));
         while let Some(line) = stream.next().await {
             let line = line?;
             if let Some(detail) = line.error_detail {

@@ -59,6 +59,18 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         cap_drop: non_empty(&config.cap_drop),
         privileged: config.privileged.then_some(true),
         readonly_rootfs: config.read_only_rootfs.then_some(true),
+        pid_mode: config.isolation.pid_mode.clone(),
+        ipc_mode: config.isolation.ipc_mode.clone(),
+        devices: (!config.isolation.devices.is_empty()).then(|| {
+            config.isolation.devices.iter().map(|device| b::DeviceMapping {
+                path_on_host: Some(device.host_path.clone()),
+                path_in_container: Some(device.container_path.clone()),
+                cgroup_permissions: Some(device.permissions.clone()),
+            }).collect()
+        }),
+        security_opt: non_empty(&config.isolation.security_opt),
+        sysctls: (!config.isolation.sysctls.is_empty())
+            .then(|| config.isolation.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         log_config: config.log_config.as_ref().map(|log| b::HostConfigLogConfig {
             typ: Some(log.driver.clone()),
             config: Some(log.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
@@ -419,6 +431,7 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         cap_drop: host.cap_drop.clone().unwrap_or_default(),
         privileged: host.privileged.unwrap_or(false),
         read_only_rootfs: host.readonly_rootfs.unwrap_or(false),
+        isolation: isolation_from_host_config(&host),
         log_config: host
             .log_config
             .clone()
@@ -427,6 +440,26 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         networks,
         links: host.links.clone().unwrap_or_default(),
     })
+}
+
+/// `HostConfig`'s PID and IPC modes (empty ones as `None`), devices, security options and sysctls.
+fn isolation_from_host_config(host: &b::HostConfig) -> Isolation {
+    Isolation {
+        pid_mode: host.pid_mode.clone().filter(|mode| !mode.is_empty()),
+        ipc_mode: host.ipc_mode.clone().filter(|mode| !mode.is_empty()),
+        devices: host
+            .devices
+            .iter()
+            .flatten()
+            .map(|device| DeviceMapping {
+                host_path: device.path_on_host.clone().unwrap_or_default(),
+                container_path: device.path_in_container.clone().unwrap_or_default(),
+                permissions: device.cgroup_permissions.clone().unwrap_or_default(),
+            })
+            .collect(),
+        security_opt: host.security_opt.clone().unwrap_or_default(),
+        sysctls: host.sysctls.clone().unwrap_or_default().into_iter().collect(),
+    }
 }
 
 /// The container's own name among a listing's `Names`. A linked container is also listed under

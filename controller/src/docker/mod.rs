@@ -1,5 +1,6 @@
 //! The Docker Engine driver: a thin wrapper over bollard with kedge's own types at the boundary.
 //!
+//! - [`auth`]: registry credentials from a Docker `config.json`, sent with every pull, never shown.
 //! - [`client`]: `DockerClient`, every engine call kedge makes.
 //! - [`engine`]: the `Engine` trait, the calls the executor and a reconcile's read pass make,
 //!   implemented by `DockerClient` and, in unit tests, by the in-memory
@@ -10,6 +11,7 @@
 //!
 //! bollard's types never leave this module: its minor versions change them.
 
+pub mod auth;
 pub mod client;
 mod convert;
 pub mod engine;
@@ -17,6 +19,7 @@ pub mod error;
 pub mod labels;
 pub mod types;
 
+pub use auth::{RegistryAuth, RegistryConfigError, RegistryCredentials};
 pub use client::{ContainerFilter, DockerClient, RemoveOptions};
 pub use engine::Engine;
 pub use error::{DockerError, DockerResult};

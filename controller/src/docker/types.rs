@@ -38,6 +38,8 @@ pub struct ContainerConfig {
     pub cap_drop: Vec<String>,
     pub privileged: bool,
     pub read_only_rootfs: bool,
+    /// PID and IPC namespaces, devices, security options and sysctls.
+    pub isolation: Isolation,
     pub log_config: Option<LogConfig>,
     /// Ordered: the first network is attached at create (Docker allows one), the rest are connected
     /// before the container starts. Empty: Docker's default bridge.
@@ -48,6 +50,30 @@ pub struct ContainerConfig {
     pub network_mode: Option<String>,
     /// Legacy links, `NAME:ALIAS` (`HostConfig.Links`), resolved by the engine at create.
     pub links: Vec<String>,
+}
+
+/// The settings that loosen a container's isolation from the host (`docker run --pid --ipc --device
+/// --security-opt --sysctl`), as declared at create and as inspect reports them (`HostConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Isolation {
+    /// `HostConfig.PidMode`; `None`: Docker's default, a namespace of the container's own.
+    pub pid_mode: Option<String>,
+    /// `HostConfig.IpcMode`; `None`: the engine's default (inspect then reports `private` or
+    /// `shareable`).
+    pub ipc_mode: Option<String>,
+    pub devices: Vec<DeviceMapping>,
+    /// `HostConfig.SecurityOpt`, as sent.
+    pub security_opt: Vec<String>,
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// A host device in the container (`HostConfig.Devices`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct DeviceMapping {
+    pub host_path: String,
+    pub container_path: String,
+    /// `r`, `w` and `m` combined.
+    pub permissions: String,
 }
 
 /// Transport protocol of a port.
@@ -260,6 +286,8 @@ pub struct ObservedContainer {
     pub cap_drop: Vec<String>,
     pub privileged: bool,
     pub read_only_rootfs: bool,
+    /// PID and IPC namespaces, devices, security options and sysctls.
+    pub isolation: Isolation,
     pub log_config: Option<LogConfig>,
     /// `HostConfig.NetworkMode` (`default`, `bridge`, `host`, `none`, a network name, `container:...`).
     pub network_mode: Option<String>,

@@ -14,8 +14,8 @@ use kedge_crds::FieldDiff;
 
 use crate::docker::labels;
 use crate::docker::{
-    ContainerConfig, Healthcheck, ImageInfo, Mount, MountSource, NetworkAttachment, ObservedContainer,
-    PortBinding, Resources, RestartPolicy, RestartPolicyKind,
+    ContainerConfig, DeviceMapping, Healthcheck, ImageInfo, Isolation, Mount, MountSource, NetworkAttachment,
+    ObservedContainer, PortBinding, Resources, RestartPolicy, RestartPolicyKind,
 };
 use crate::mapping::{parse_observed_link, short_id, RESTARTED_AT_LABEL};
 
@@ -208,6 +208,7 @@ pub(crate) fn compare(
         }
     }
 
+    compare_isolation(&desired.isolation, &observed.isolation, &mut drift.findings);
     compare_resources(&desired.resources, &observed.resources, &mut drift.findings);
     let want_mode = ModeClass::of(desired.network_mode.as_deref());
     let have_mode = ModeClass::of(observed.network_mode.as_deref());
@@ -399,6 +400,54 @@ fn compare_mounts(
 
 /// Limits: a declared limit that differs is updated in place; an undeclared one the container has
 /// cannot be removed by Docker's update API (zero means "leave as is"), so it takes a recreate.
+/// `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls`: each only a new container changes.
+/// An undeclared IPC mode is the engine's default, which inspect reports as `private` (or
+/// `shareable` on engines before 20.10); an SELinux `label` option the engine added itself (it
+/// disables labelling for host namespaces when SELinux is on) is not drift.
+fn compare_isolation(want: &Isolation, have: &Isolation, findings: &mut Vec<Finding>) {
+    let mut recreate = |field: &str, want: Option<String>, have: Option<String>| {
+        if want != have {
+            findings.push(Finding {
+                diff: FieldDiff { field: field.to_owned(), desired: want, actual: have },
+                repair: Repair::Recreate,
+            });
+        }
+    };
+    recreate("spec.pidMode", want.pid_mode.clone(), have.pid_mode.clone());
+    let engine_default_ipc = |mode: &Option<String>| {
+        mode.clone().filter(|mode| !["private", "shareable"].contains(&mode.as_str()))
+    };
+    match &want.ipc_mode {
+        Some(mode) => recreate("spec.ipcMode", Some(mode.clone()), have.ipc_mode.clone()),
+        None => recreate("spec.ipcMode", None, engine_default_ipc(&have.ipc_mode)),
+    }
+    let (want_devices, have_devices): (BTreeSet<_>, BTreeSet<_>) =
+        (want.devices.iter().collect(), have.devices.iter().collect());
+    let render_devices = |devices: &BTreeSet<&DeviceMapping>| {
+        let rendered: Vec<String> = devices
+            .iter()
+            .map(|d| format!("{}:{}:{}", d.host_path, d.container_path, d.permissions))
+            .collect();
+        render_list(&rendered)
+    };
+    if want_devices != have_devices {
+        recreate("spec.devices", Some(render_devices(&want_devices)), Some(render_devices(&have_devices)));
+    }
+    let want_options: BTreeSet<String> = want.security_opt.iter().cloned().collect();
+    let have_options: BTreeSet<String> = have
+        .security_opt
+        .iter()
+        .filter(|option| !option.starts_with("label") || want_options.contains(*option))
+        .cloned()
+        .collect();
+    if want_options != have_options {
+        recreate("spec.securityOpt", Some(render_set(&want_options)), Some(render_set(&have_options)));
+    }
+    if want.sysctls != have.sysctls {
+        recreate("spec.sysctls", Some(format!("{:?}", want.sysctls)), Some(format!("{:?}", have.sysctls)));
+    }
+}
+
 fn compare_resources(want: &Resources, have: &Resources, findings: &mut Vec<Finding>) {
     let want = normalized_resources(want);
     let have = normalized_resources(have);

@@ -128,6 +128,11 @@ pub(crate) fn created_with_id(config: &ContainerConfig, image: &ImageInfo, id: &
         cap_drop: config.cap_drop.clone(),
         privileged: config.privileged,
         read_only_rootfs: config.read_only_rootfs,
+        // The engine reports its default IPC mode as if declared.
+        isolation: crate::docker::Isolation {
+            ipc_mode: config.isolation.ipc_mode.clone().or_else(|| Some("private".to_owned())),
+            ..config.isolation.clone()
+        },
         log_config: Some(config.log_config.clone().unwrap_or(crate::docker::LogConfig {
             driver: "json-file".to_owned(),
             options: BTreeMap::new(),
@@ -213,6 +218,8 @@ fn example_specs() -> Vec<Container> {
         r#"{"image": "kedge-test/app:v1", "command": ["sh", "-c", "sleep 1d"], "env": {"DB": "shop", "VERSION": "1"},
             "entrypoint": ["/bin/env"], "resources": {"memory": "64Mi"}}"#,
         r#"{"image": "kedge-test/app:v1", "entrypoint": ["/bin/sleep"], "privileged": true}"#,
+        r#"{"image": "kedge-test/app:v1", "pidMode": "host", "ipcMode": "shareable", "devices": ["/dev/fuse", "/dev/null:/dev/mine:r"],
+            "securityOpt": ["no-new-privileges", "seccomp=unconfined"], "sysctls": {"net.ipv4.tcp_syncookies": 1}}"#,
     ]
     .iter()
     .map(|text| spec(text))
@@ -1173,5 +1180,54 @@ fn start_interval_is_sent_and_compared_only_where_the_engine_has_it() {
         Some(&dropped),
         &facts(),
         Expect { actions: &["Recreate"], drift: &["spec.healthcheck"] },
+    );
+}
+
+#[test]
+fn isolation_changes_recreate_and_the_engine_default_ipc_mode_is_not_drift() {
+    let before = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let running = observed(&before, |_| {});
+    check(
+        &before,
+        Some(&observed(&before, |o| o.isolation.ipc_mode = Some("shareable".to_owned()))),
+        &facts(),
+        NOTHING,
+    );
+    check(
+        &before,
+        Some(&observed(&before, |o| o.isolation.security_opt = vec!["label=disable".to_owned()])),
+        &facts(),
+        NOTHING,
+    );
+    let recreate = |after: &str, drift: &[&str]| {
+        check(&spec(after), Some(&running), &facts(), Expect { actions: &["Recreate"], drift });
+    };
+    recreate(r#"{"image": "kedge-test/app:v1", "pidMode": "host"}"#, &["spec.pidMode"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "ipcMode": "host"}"#, &["spec.ipcMode"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "devices": ["/dev/fuse"]}"#, &["spec.devices"]);
+    recreate(
+        r#"{"image": "kedge-test/app:v1", "securityOpt": ["no-new-privileges"]}"#,
+        &["spec.securityOpt"],
+    );
+    recreate(
+        r#"{"image": "kedge-test/app:v1", "sysctls": {"net.ipv4.tcp_syncookies": "0"}}"#,
+        &["spec.sysctls"],
+    );
+    // `pidMode: private` is Docker's default: no mode at all.
+    check(
+        &spec(r#"{"image": "kedge-test/app:v1", "pidMode": "private"}"#),
+        Some(&running),
+        &facts(),
+        NOTHING,
+    );
+    // Removed from the spec: the container still has it, so it is recreated without it.
+    let with_device =
+        spec(r#"{"image": "kedge-test/app:v1", "devices": ["/dev/fuse:/dev/fuse:r"], "ipcMode": "none"}"#);
+    let running = observed(&with_device, |_| {});
+    check(
+        &before,
+        Some(&running),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.ipcMode", "spec.devices"] },
     );
 }

@@ -3,10 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{
-    BoxFuture, DeleteCondition, Fence, KeyValue, LeaseId, ListResult, PutCondition, SharedStore, Store,
-    StoreError, WatchStream,
-};
+use super::layer::{Request, StoreLayer};
+use super::{SharedStore, Store, StoreError};
 
 /// Wraps any store; every call is passed through, and [`Store::get`] and [`Store::list`] counted.
 pub struct CountingStore {
@@ -34,77 +32,23 @@ impl CountingStore {
     }
 }
 
-impl Store for CountingStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        tracing::trace!(key, "store range read: get");
-        self.inner.get(key)
+impl StoreLayer for CountingStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        tracing::trace!(prefix, "store range read: list");
-        self.inner.list(prefix)
-    }
-
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-        lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        self.inner.put(key, value, condition, lease)
-    }
-
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        self.inner.delete(key, condition)
-    }
-
-    fn put_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        self.inner.put_fenced(fence, key, value, condition)
-    }
-
-    fn delete_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        self.inner.delete_fenced(fence, key, condition)
-    }
-
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        start_revision: i64,
-    ) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
-        self.inner.watch(prefix, start_revision)
-    }
-
-    fn lease_grant(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
-        self.inner.lease_grant(ttl_seconds)
-    }
-
-    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<i64, StoreError>> {
-        self.inner.lease_keep_alive(lease)
-    }
-
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.lease_revoke(lease)
-    }
-
-    fn compact(&self, revision: i64) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.compact(revision)
+    fn admit(&self, request: Request<'_>) -> Result<(), StoreError> {
+        match request {
+            Request::Get(key) => {
+                self.gets.fetch_add(1, Ordering::SeqCst);
+                tracing::trace!(key, "store range read: get");
+            }
+            Request::List(prefix) => {
+                self.lists.fetch_add(1, Ordering::SeqCst);
+                tracing::trace!(prefix, "store range read: list");
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

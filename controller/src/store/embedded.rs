@@ -49,8 +49,8 @@ use tokio::time::Instant;
 
 use super::crc::crc32;
 use super::{
-    BoxFuture, DeleteCondition, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition, Store,
-    StoreError, WatchEvent, WatchStream,
+    DeleteCondition, DeleteRequest, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition,
+    PutRequest, Store, StoreError, StoreFuture, WatchEvent, WatchStream,
 };
 
 const MAGIC: &[u8; 8] = b"KEDGEST1";
@@ -824,7 +824,7 @@ impl EmbeddedStore {
 }
 
 impl Store for EmbeddedStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<KeyValue>> {
         Box::pin(async move {
             let s = &self.handle.shared;
             let (kv, seq) = {
@@ -837,7 +837,7 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, ListResult> {
         Box::pin(async move {
             let s = &self.handle.shared;
             let (kvs, revision, seq) = {
@@ -856,48 +856,16 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-        lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(self.write_put(None, key, value, condition, lease))
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> StoreFuture<'a, i64> {
+        let PutRequest { key, value, condition, lease, fence } = request;
+        Box::pin(self.write_put(fence, key, value, condition, lease))
     }
 
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(self.write_delete(None, key, condition))
+    fn delete_request<'a>(&'a self, request: DeleteRequest<'a>) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(self.write_delete(request.fence, request.key, request.condition))
     }
 
-    fn put_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(self.write_put(Some(fence), key, value, condition, 0))
-    }
-
-    fn delete_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(self.write_delete(Some(fence), key, condition))
-    }
-
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        start_revision: i64,
-    ) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
+    fn watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream> {
         Box::pin(async move {
             let s = &self.handle.shared;
             let rx = s.durable.subscribe();
@@ -926,7 +894,7 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn lease_grant(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
+    fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId> {
         Box::pin(async move {
             if ttl_seconds < 1 {
                 return Err(StoreError::Invalid(format!("lease TTL {ttl_seconds}s; it must be at least 1s")));
@@ -954,7 +922,7 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<i64, StoreError>> {
+    fn lease_keep_alive(&self, lease: LeaseId) -> StoreFuture<'_, i64> {
         Box::pin(async move {
             let s = &self.handle.shared;
             let mut st = s.lock();
@@ -970,11 +938,11 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn lease_revoke(&self, lease: LeaseId) -> StoreFuture<'_, ()> {
         Box::pin(async move { revoke(&self.handle.shared, lease, false).await })
     }
 
-    fn compact(&self, revision: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn compact(&self, revision: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let s = &self.handle.shared;
             let seq = {

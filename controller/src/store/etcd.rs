@@ -37,8 +37,8 @@ use etcd_client::{
 };
 
 use super::{
-    BoxFuture, DeleteCondition, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition, Store,
-    StoreError, WatchEvent, WatchStream,
+    DeleteCondition, DeleteRequest, EventKind, Fence, KeyValue, LeaseId, ListResult, PutCondition,
+    PutRequest, Store, StoreError, StoreFuture, WatchEvent, WatchStream,
 };
 
 /// The most keys one list page asks for.
@@ -419,7 +419,7 @@ pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
 }
 
 impl Store for EtcdStore {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<KeyValue>> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -429,7 +429,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, ListResult> {
         Box::pin(self.retrying(move || async move {
             match self.list_once(prefix).await {
                 // A compaction between two pages of one list: the caller did not ask for an old
@@ -442,50 +442,72 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-        lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> StoreFuture<'a, i64> {
         Box::pin(async move {
+            let PutRequest { key, value, condition, lease, fence } = request;
             if key.is_empty() {
                 return Err(StoreError::Invalid("empty key".into()));
             }
             let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
-            let compare = match condition {
-                PutCondition::Always => {
-                    return self
-                        .retrying(|| {
-                            let mut client = self.client.clone();
-                            let (value, opts) = (value.clone(), opts.clone());
-                            async move {
-                                let resp = client.put(key, value, opts).await.map_err(map_err)?;
-                                header_revision(resp.header())
-                            }
-                        })
-                        .await;
-                }
+            let mut compares: Vec<Compare> = fence
+                .iter()
+                .map(|fence| Compare::mod_revision(fence.key, CompareOp::Equal, fence.mod_revision))
+                .collect();
+            match condition {
+                PutCondition::Always => {}
                 PutCondition::Absent | PutCondition::ModRevision(0) => {
-                    Compare::create_revision(key, CompareOp::Equal, 0)
+                    compares.push(Compare::create_revision(key, CompareOp::Equal, 0))
                 }
-                PutCondition::ModRevision(r) => Compare::mod_revision(key, CompareOp::Equal, r),
-            };
-            let txn = Txn::new()
-                .when([compare])
-                .and_then([TxnOp::put(key, value, opts)])
-                .or_else([TxnOp::get(key, None)]);
-            self.with_timeout(self.authenticated(|| self.conditional(key, txn.clone()))).await
+                PutCondition::ModRevision(r) => {
+                    compares.push(Compare::mod_revision(key, CompareOp::Equal, r))
+                }
+            }
+            if compares.is_empty() {
+                // Unconditional: a plain put, retried (writing the same value again is harmless).
+                return self
+                    .retrying(|| {
+                        let mut client = self.client.clone();
+                        let (value, opts) = (value.clone(), opts.clone());
+                        async move {
+                            let resp = client.put(key, value, opts).await.map_err(map_err)?;
+                            header_revision(resp.header())
+                        }
+                    })
+                    .await;
+            }
+            let txn = Txn::new().when(compares).and_then([TxnOp::put(key, value, opts)]);
+            match fence {
+                None => {
+                    let txn = txn.or_else([TxnOp::get(key, None)]);
+                    self.with_timeout(self.authenticated(|| self.conditional(key, txn.clone()))).await
+                }
+                Some(fence) => {
+                    let txn = txn.or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
+                    self.with_timeout(self.authenticated(|| self.fenced(fence, key, txn.clone())))
+                        .await
+                        .map(|(revision, _)| revision)
+                }
+            }
         })
     }
 
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+    fn delete_request<'a>(&'a self, request: DeleteRequest<'a>) -> StoreFuture<'a, Option<i64>> {
         Box::pin(async move {
+            let DeleteRequest { key, condition, fence } = request;
+            if let Some(fence) = fence {
+                let mut compares =
+                    vec![Compare::mod_revision(fence.key, CompareOp::Equal, fence.mod_revision)];
+                if let DeleteCondition::ModRevision(r) = condition {
+                    compares.push(Compare::mod_revision(key, CompareOp::Equal, r));
+                }
+                let txn = Txn::new()
+                    .when(compares)
+                    .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
+                    .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
+                let (revision, deleted) =
+                    self.with_timeout(self.authenticated(|| self.fenced(fence, key, txn.clone()))).await?;
+                return Ok((deleted > 0).then_some(revision));
+            }
             match condition {
                 DeleteCondition::Always => {
                     self.retrying(|| {
@@ -521,63 +543,7 @@ impl Store for EtcdStore {
         })
     }
 
-    fn put_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        value: Vec<u8>,
-        condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(async move {
-            if key.is_empty() {
-                return Err(StoreError::Invalid("empty key".into()));
-            }
-            let mut compares = vec![Compare::mod_revision(fence.key, CompareOp::Equal, fence.mod_revision)];
-            match condition {
-                PutCondition::Always => {}
-                PutCondition::Absent | PutCondition::ModRevision(0) => {
-                    compares.push(Compare::create_revision(key, CompareOp::Equal, 0))
-                }
-                PutCondition::ModRevision(r) => {
-                    compares.push(Compare::mod_revision(key, CompareOp::Equal, r))
-                }
-            }
-            let txn = Txn::new()
-                .when(compares)
-                .and_then([TxnOp::put(key, value, None)])
-                .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
-            self.with_timeout(self.authenticated(|| self.fenced(fence, key, txn.clone())))
-                .await
-                .map(|(revision, _)| revision)
-        })
-    }
-
-    fn delete_fenced<'a>(
-        &'a self,
-        fence: Fence<'a>,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        Box::pin(async move {
-            let mut compares = vec![Compare::mod_revision(fence.key, CompareOp::Equal, fence.mod_revision)];
-            if let DeleteCondition::ModRevision(r) = condition {
-                compares.push(Compare::mod_revision(key, CompareOp::Equal, r));
-            }
-            let txn = Txn::new()
-                .when(compares)
-                .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
-                .or_else([TxnOp::get(fence.key, None), TxnOp::get(key, None)]);
-            let (revision, deleted) =
-                self.with_timeout(self.authenticated(|| self.fenced(fence, key, txn.clone()))).await?;
-            Ok((deleted > 0).then_some(revision))
-        })
-    }
-
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        start_revision: i64,
-    ) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
+    fn watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream> {
         Box::pin(async move {
             let next = if start_revision > 0 {
                 start_revision
@@ -619,7 +585,7 @@ impl Store for EtcdStore {
         })
     }
 
-    fn lease_grant(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
+    fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -632,7 +598,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<i64, StoreError>> {
+    fn lease_keep_alive(&self, lease: LeaseId) -> StoreFuture<'_, i64> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -648,7 +614,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn lease_revoke(&self, lease: LeaseId) -> StoreFuture<'_, ()> {
         Box::pin(self.retrying(move || {
             let mut client = self.client.clone();
             async move {
@@ -658,7 +624,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn compact(&self, revision: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn compact(&self, revision: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let compact = || {
                 let mut client = self.client.clone();

@@ -20,7 +20,7 @@
 //!
 //! Modules: [`keys`] (the key layout), [`embedded`], [`etcd`], [`api`] (the typed `Api<K>` of every
 //! [`kedge_crds::Resource`] kind, with the generation rule, on top of the raw key-value interface),
-//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`), [`CountingStore`] (counts range reads).
+//! [`objects`] (the per-kind functions of earlier code, thin wrappers over `Api<K>`), [`CountingStore`] (counts range reads), [`layer`] (wrappers that watch or break part of the traffic).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +34,7 @@ mod crc;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
+pub mod layer;
 pub mod objects;
 
 #[doc(hidden)]
@@ -47,6 +48,9 @@ pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 
 /// A boxed, `Send` future: what the [`Store`] trait's methods return, so `Arc<dyn Store>` works.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a [`Store`] request returns.
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
 /// A watch: events in revision order. Ends after the first `Err`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
@@ -108,6 +112,25 @@ pub enum DeleteCondition {
 pub struct Fence<'a> {
     pub key: &'a str,
     pub mod_revision: i64,
+}
+
+/// A put as [`Store::put_request`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRequest<'a> {
+    pub key: &'a str,
+    pub value: Vec<u8>,
+    pub condition: PutCondition,
+    /// The lease the key is attached to; 0: none.
+    pub lease: LeaseId,
+    pub fence: Option<Fence<'a>>,
+}
+
+/// A delete as [`Store::delete_request`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteRequest<'a> {
+    pub key: &'a str,
+    pub condition: DeleteCondition,
+    pub fence: Option<Fence<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,10 +200,22 @@ impl StoreError {
 /// dropped write may or may not have been applied.
 pub trait Store: Send + Sync + 'static {
     /// Reads one key. `Ok(None)` means the store answered and the key does not exist.
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>>;
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<KeyValue>>;
 
     /// Reads every key that starts with `prefix`, sorted by key, with the revision of the read.
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<ListResult, StoreError>>;
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, ListResult>;
+
+    /// The one write entry point of puts, fenced or not: writes `request.value` under `request.key`
+    /// if its condition (and fence, if any) holds, attached to its lease (0: none), in one
+    /// transaction. Returns the revision of the write (the key's new `mod_revision`). A failed fence
+    /// is a [`StoreError::Conflict`] naming the fence's key; a failed condition one naming the key.
+    /// Callers use [`Store::put`] and [`Store::put_fenced`].
+    fn put_request<'a>(&'a self, request: PutRequest<'a>) -> StoreFuture<'a, i64>;
+
+    /// The one write entry point of deletes, fenced or not (conflicts as in [`Store::put_request`]).
+    /// Returns the revision of the delete, or `None` when the key did not exist (the revision does
+    /// not move then). Callers use [`Store::delete`] and [`Store::delete_fenced`].
+    fn delete_request<'a>(&'a self, request: DeleteRequest<'a>) -> StoreFuture<'a, Option<i64>>;
 
     /// Writes `value` under `key` if `condition` holds; attaches the key to `lease` (0: none).
     /// Returns the revision of the write (the key's new `mod_revision`).
@@ -190,54 +225,52 @@ pub trait Store: Send + Sync + 'static {
         value: Vec<u8>,
         condition: PutCondition,
         lease: LeaseId,
-    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+    ) -> StoreFuture<'a, i64> {
+        self.put_request(PutRequest { key, value, condition, lease, fence: None })
+    }
 
     /// Deletes `key` if `condition` holds. Returns the revision of the delete, or `None` when the key did
     /// not exist (only possible with [`DeleteCondition::Always`]; the revision does not move then).
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+    fn delete<'a>(&'a self, key: &'a str, condition: DeleteCondition) -> StoreFuture<'a, Option<i64>> {
+        self.delete_request(DeleteRequest { key, condition, fence: None })
+    }
 
-    /// [`Store::put`] without a lease, applied only if `fence` holds as well, in one transaction. A
-    /// failed fence is a [`StoreError::Conflict`] naming the fence's key; a failed `condition` one
-    /// naming `key`.
+    /// [`Store::put`] without a lease, applied only if `fence` holds as well, in one transaction.
     fn put_fenced<'a>(
         &'a self,
         fence: Fence<'a>,
         key: &'a str,
         value: Vec<u8>,
         condition: PutCondition,
-    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+    ) -> StoreFuture<'a, i64> {
+        self.put_request(PutRequest { key, value, condition, lease: 0, fence: Some(fence) })
+    }
 
-    /// [`Store::delete`], applied only if `fence` holds as well, in one transaction (conflicts as in
-    /// [`Store::put_fenced`]). Returns `None` when the key did not exist.
+    /// [`Store::delete`], applied only if `fence` holds as well, in one transaction. Returns `None`
+    /// when the key did not exist.
     fn delete_fenced<'a>(
         &'a self,
         fence: Fence<'a>,
         key: &'a str,
         condition: DeleteCondition,
-    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+    ) -> StoreFuture<'a, Option<i64>> {
+        self.delete_request(DeleteRequest { key, condition, fence: Some(fence) })
+    }
 
     /// Watches every key under `prefix` from `start_revision` (inclusive) on. See the module docs.
-    fn watch<'a>(
-        &'a self,
-        prefix: &'a str,
-        start_revision: i64,
-    ) -> BoxFuture<'a, Result<WatchStream, StoreError>>;
+    fn watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream>;
 
     /// Grants a lease of `ttl_seconds` (the server may round it up to its minimum).
-    fn lease_grant(&self, ttl_seconds: i64) -> BoxFuture<'_, Result<LeaseId, StoreError>>;
+    fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId>;
 
     /// Renews a lease once; returns its TTL in seconds. [`StoreError::NotFound`] when it expired.
-    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<i64, StoreError>>;
+    fn lease_keep_alive(&self, lease: LeaseId) -> StoreFuture<'_, i64>;
 
     /// Revokes a lease, deleting its keys in one revision. Revoking an unknown lease is `NotFound`.
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn lease_revoke(&self, lease: LeaseId) -> StoreFuture<'_, ()>;
 
     /// Discards history before `revision`: watches starting below it report [`StoreError::Compacted`].
-    fn compact(&self, revision: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn compact(&self, revision: i64) -> StoreFuture<'_, ()>;
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use PolicyLevel::{Baseline, Privileged, Restricted};
 
 /// A spec that `restricted` accepts, to add one field to.
 fn clean() -> serde_json::Value {
-    json!({"user": "1000:1000"})
+    json!({"user": "1000:1000", "securityOpt": ["no-new-privileges"]})
 }
 
 fn with(extra: serde_json::Value) -> serde_json::Value {
@@ -166,14 +166,20 @@ fn writable_bind_mounts_are_refused_at_restricted() {
 
 #[test]
 fn restricted_requires_a_declared_non_root_user() {
-    check_at(json!({}), Restricted, &[("spec.user", Restricted)]);
+    let nnp = json!({"securityOpt": ["no-new-privileges"]});
+    check_at(nnp.clone(), Restricted, &[("spec.user", Restricted)]);
     check_at(json!({}), Baseline, &[]);
+    let user = |user: &str| {
+        let mut spec = nnp.clone();
+        spec["user"] = json!(user);
+        spec
+    };
     for root in ["root", "0", "00", "0:0", "root:root", "0:1000", ":1000", ""] {
-        check_at(json!({"user": root}), Restricted, &[("spec.user", Restricted)]);
-        check_at(json!({"user": root}), Baseline, &[]);
+        check_at(user(root), Restricted, &[("spec.user", Restricted)]);
+        check_at(user(root), Baseline, &[]);
     }
-    for user in ["1000", "1000:0", "app", "app:app", "nobody", "10", "rooter"] {
-        check_at(json!({"user": user}), Restricted, &[]);
+    for name in ["1000", "1000:0", "app", "app:app", "nobody", "10", "rooter"] {
+        check_at(user(name), Restricted, &[]);
     }
 }
 
@@ -201,6 +207,7 @@ fn every_violation_is_reported_at_once() {
             ("spec.privileged", Baseline),
             ("spec.capAdd[0]", Baseline),
             ("spec.networkMode", Baseline),
+            ("spec.securityOpt", Restricted),
             ("spec.user", Restricted),
             ("spec.mounts[0].source", Baseline),
             ("spec.mounts[1].readOnly", Restricted),
@@ -254,5 +261,75 @@ fn sensitive_paths_are_normalized_absolute_paths() {
     for path in SENSITIVE_HOST_PATHS.iter().copied() {
         assert_eq!(normalize(path), path);
         assert_ne!(path, "/");
+    }
+}
+
+#[test]
+fn host_pid_and_ipc_namespaces_are_refused_at_baseline() {
+    for (field, path) in [("pidMode", "spec.pidMode"), ("ipcMode", "spec.ipcMode")] {
+        let spec = with(json!({field: "host"}));
+        check_at(spec.clone(), Baseline, &[(path, Baseline)]);
+        check_at(spec, Privileged, &[]);
+    }
+    check_at(with(json!({"pidMode": "private", "ipcMode": "shareable"})), Restricted, &[]);
+    check_at(with(json!({"ipcMode": "none"})), Restricted, &[]);
+}
+
+#[test]
+fn every_device_is_refused_at_baseline() {
+    let spec = with(json!({"devices": ["/dev/fuse", "/dev/null:/dev/mine:r"]}));
+    check_at(spec.clone(), Baseline, &[("spec.devices[0]", Baseline), ("spec.devices[1]", Baseline)]);
+    check_at(spec, Privileged, &[]);
+}
+
+#[test]
+fn security_options_that_switch_a_confinement_off_are_refused_at_baseline() {
+    for option in [
+        "seccomp=unconfined",
+        "seccomp:unconfined",
+        "apparmor=unconfined",
+        "systempaths=unconfined",
+        "writable-cgroups=true",
+        "label=disable",
+        "label=user:root",
+        "label=role:system_r",
+        "label=type:spc_t",
+    ] {
+        let spec = with(json!({"securityOpt": ["no-new-privileges", option]}));
+        check_at(spec.clone(), Baseline, &[("spec.securityOpt[1]", Baseline)]);
+        check_at(spec, Privileged, &[]);
+    }
+    for option in [
+        "apparmor=docker-default",
+        "label=type:container_t",
+        "label=level:s0:c100,c200",
+        "writable-cgroups=false",
+    ] {
+        check_at(with(json!({"securityOpt": ["no-new-privileges", option]})), Restricted, &[]);
+    }
+}
+
+#[test]
+fn restricted_requires_no_new_privileges() {
+    for without in [json!([]), json!(["no-new-privileges=false"]), json!(["apparmor=docker-default"])] {
+        let spec = with(json!({"securityOpt": without}));
+        check_at(spec.clone(), Restricted, &[("spec.securityOpt", Restricted)]);
+        check_at(spec, Baseline, &[]);
+    }
+    for with_it in ["no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"] {
+        check_at(with(json!({"securityOpt": [with_it]})), Restricted, &[]);
+    }
+}
+
+#[test]
+fn only_kubernetes_safe_sysctls_pass_baseline() {
+    for safe in SAFE_SYSCTLS.iter().copied().chain(["net/ipv4/ip_unprivileged_port_start"]) {
+        check_at(with(json!({"sysctls": {safe: "1"}})), Restricted, &[]);
+    }
+    for unsafe_name in ["net.ipv4.ip_forward", "kernel.msgmax", "net.core.somaxconn", "vm.overcommit_memory"]
+    {
+        let spec = with(json!({"sysctls": {unsafe_name: "1"}}));
+        check_at(spec.clone(), Baseline, &[(&format!("spec.sysctls.{unsafe_name}"), Baseline)]);
+        check_at(spec, Privileged, &[]);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kedge_controller::api::{self, ApiListener, ApiState};
 use kedge_controller::store::{EmbeddedOptions, EmbeddedStore, SharedStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// An API server on `127.0.0.1:0` over its own embedded store; stopped and cleaned up when dropped.
 pub struct TestServer {
@@ -24,6 +24,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|state| state).await
+    }
+
+    /// [`TestServer::start`], with the server's state changed by `configure` (a kind added).
+    pub async fn start_with(configure: impl FnOnce(ApiState) -> ApiState) -> TestServer {
         let dir = std::env::temp_dir().join(format!("kedge-api-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let store = EmbeddedStore::open(dir.join("store.db"), EmbeddedOptions::default())
@@ -31,7 +36,7 @@ impl TestServer {
             .expect("the embedded store opens");
         let store: SharedStore = Arc::new(store);
         let token = api::load_or_create_token(&dir).expect("a token");
-        let state = ApiState::new(store.clone(), "test-host", Some(token.clone()));
+        let state = configure(ApiState::new(store.clone(), "test-host", Some(token.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -62,6 +67,17 @@ impl TestServer {
     /// A request with the server's token.
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
         http(self.address(), method, path, Some(&self.token), body.map(str::as_bytes)).await
+    }
+
+    /// Opens a watch route (`/api/v1/watch/...`) with the server's token; read it with
+    /// [`ApiWatch::next_event`].
+    pub async fn watch_route(&self, path: &str) -> ApiWatch {
+        let stream = tokio::net::TcpStream::connect(self.address()).await.expect("the server accepts");
+        let (read, mut write) = stream.into_split();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n", self.token);
+        write.write_all(request.as_bytes()).await.expect("request written");
+        ApiWatch { lines: tokio::io::BufReader::new(read).lines(), _write: write }
     }
 
     /// Runs `kedge ARGS` against this server with its token, from `cwd`.
@@ -95,6 +111,30 @@ impl TestServer {
             }
         });
         LineWatch { child, received }
+    }
+}
+
+/// An open watch route: its answer's lines as they come.
+pub struct ApiWatch {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    /// Kept so that the connection stays open while the watch is read.
+    _write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl ApiWatch {
+    /// The stream's next JSON line (chunk-size lines and headers are not JSON), within 20 seconds.
+    pub async fn next_event(&mut self) -> serde_json::Value {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+                .await
+                .expect("an event within 20s")
+                .expect("the stream is readable")
+                .expect("the stream stays open");
+            if let Ok(event @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line)
+            {
+                return event;
+            }
+        }
     }
 }
 
