@@ -30,7 +30,7 @@ use tracing::{info, info_span, Instrument};
 
 use crate::docker::labels;
 use crate::docker::{
-    ContainerConfig, DockerClient, DockerError, ExecOutcome, ObservedContainer, RemoveOptions,
+    ContainerConfig, DockerClient, DockerError, Engine, ExecOutcome, ObservedContainer, RemoveOptions,
 };
 
 pub use crate::planner::{Action, RecreateStrategy};
@@ -111,19 +111,24 @@ impl ExecutorError {
 
 pub type ExecutorResult<T> = Result<T, ExecutorError>;
 
-/// Carries actions out against one Docker Engine.
+/// Carries actions out against one Docker Engine (the real one, or in unit tests an in-memory one).
 #[derive(Debug, Clone)]
 pub struct Executor {
-    docker: DockerClient,
+    docker: std::sync::Arc<dyn Engine>,
 }
 
 impl Executor {
     pub fn new(docker: DockerClient) -> Executor {
-        Executor { docker }
+        Executor::with_engine(std::sync::Arc::new(docker))
     }
 
-    pub fn docker(&self) -> &DockerClient {
-        &self.docker
+    /// An executor over any [`Engine`] (the agent's unit tests give it `agent::reconcile::fake::FakeEngine`).
+    pub fn with_engine(engine: std::sync::Arc<dyn Engine>) -> Executor {
+        Executor { docker: engine }
+    }
+
+    pub fn docker(&self) -> &dyn Engine {
+        self.docker.as_ref()
     }
 
     /// Carries one action out. `progress` hears the steps of a recreate (and pull progress).
@@ -149,7 +154,7 @@ impl Executor {
                 }
                 Action::Pull { image } => {
                     self.docker
-                        .pull(image, |line| progress(RecreateProgress::Pull(line)))
+                        .pull(image, &mut |line| progress(RecreateProgress::Pull(line)))
                         .await
                         .map_err(docker_error("pull", image))?;
                     Ok(ActionOutcome::Done)

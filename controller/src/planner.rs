@@ -503,4 +503,4 @@ fn short_image_id(id: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -118,6 +118,11 @@ async fn create(fx: &Fixture, desired: &Container) -> ObservedContainer {
     assert_eq!(create_start, Some(&["Create", "Start"][..]), "{plan:#?}");
     execute(fx, &plan).await;
     let observed = wait_running(fx, desired).await;
+    // An `ensureRunning` post-start command is started detached: top may show it a moment later.
+    eventually(&format!("{} in sync", desired.metadata.name), Duration::from_secs(3), || async {
+        plan_now(fx, desired).await.1.is_nothing().then_some(())
+    })
+    .await;
     assert_in_sync(fx, desired).await;
     observed
 }

@@ -184,6 +184,34 @@ pub(crate) struct Agent {
     pub(crate) restart_memory: Mutex<HashMap<String, KeyRestarts>>,
 }
 
+impl Agent {
+    /// An agent with empty caches; `executor` carries its actions out (over `docker`'s engine, or
+    /// in unit tests an in-memory one).
+    pub(crate) fn new(
+        store: SharedStore,
+        store_id: String,
+        docker: DockerClient,
+        executor: Executor,
+        config: AgentConfig,
+    ) -> Agent {
+        Agent {
+            executor,
+            events: EventRecorder::new(store.clone(), config.host_name.clone()),
+            cache: Arc::new(DesiredState::default()),
+            bindings: Arc::new(bindings::BindingCache::default()),
+            queue: WorkQueue::new(config.backoff),
+            statuses: Mutex::new(HashMap::new()),
+            ignored_limits: limits::IgnoredLimits::default(),
+            instances: Mutex::new(HashMap::new()),
+            restart_memory: Mutex::new(HashMap::new()),
+            store_id,
+            store,
+            docker,
+            config,
+        }
+    }
+}
+
 /// What the agent remembers of one key's restarts between reconciles (see [`crate::restarts`]).
 #[derive(Debug, Default)]
 pub(crate) struct KeyRestarts {
@@ -208,21 +236,8 @@ pub async fn run(
     let store_id = identity::store_identity(store.as_ref()).await?;
     tracing::info!(host = %config.host_name, store = %store_id, engine_api = %docker.api_version(), "agent starting");
 
-    let agent = Arc::new(Agent {
-        executor: Executor::new(docker.clone()),
-        events: EventRecorder::new(store.clone(), config.host_name.clone()),
-        cache: Arc::new(DesiredState::default()),
-        bindings: Arc::new(bindings::BindingCache::default()),
-        queue: WorkQueue::new(config.backoff),
-        statuses: Mutex::new(HashMap::new()),
-        ignored_limits: limits::IgnoredLimits::default(),
-        instances: Mutex::new(HashMap::new()),
-        restart_memory: Mutex::new(HashMap::new()),
-        store_id,
-        store,
-        docker,
-        config,
-    });
+    let executor = Executor::new(docker.clone());
+    let agent = Arc::new(Agent::new(store, store_id, docker, executor, config));
 
     agent.recover_interrupted_recreates().await?;
     let identity = host::identify(&agent.docker, agent.config.container.as_deref()).await;

@@ -1,6 +1,12 @@
 //! One reconcile of one key: read the latest spec (from the cache) and the containers the engine
 //! shows for it, plan, execute, and write status if it changed. Level-triggered: nothing here
 //! depends on which event enqueued the key.
+//!
+//! The engine is read in one pass first, [`observe`], which returns an [`EngineView`] (the key's
+//! own containers, the container holding the spec's name, each dependency's and network or link
+//! provider's container, each inspected once); deciding works on that value, and only the executor
+//! acts. Every engine call goes through the [`Engine`] trait, so `reconcile/tests.rs` runs whole
+//! reconciles against `reconcile/fake.rs`'s `FakeEngine` with paused time.
 
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use kedge_crds::{
 };
 
 use crate::docker::{
-    labels, ContainerFilter, ContainerStatus as EngineStatus, ContainerSummary, HealthStatus,
+    labels, ContainerFilter, ContainerStatus as EngineStatus, ContainerSummary, Engine, HealthStatus,
     ObservedContainer,
 };
 use crate::events::EventType;
@@ -61,36 +67,167 @@ const STATUS_RETRY: Duration = Duration::from_secs(5);
 /// Default period of image checks when the spec sets none.
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
+/// What one reconcile reads from the engine about one key, read once before anything is decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EngineView {
+    /// This host's containers of the key (kedge's labels, this host, this key): the only containers
+    /// a deletion or a move to another host may remove.
+    pub(crate) owned: Vec<ContainerSummary>,
+    /// The container holding the spec's name, whoever owns it (a foreign one is a conflict).
+    /// `None` without a spec to run here.
+    pub(crate) container: Option<ObservedContainer>,
+    /// By spec name: this host's container of each spec this one depends on (`dependsOn`, and the
+    /// network provider and link targets, which are also the planner's providers); `None` when
+    /// there is none. A stopped spec reads only its providers. Each is inspected once.
+    pub(crate) dependencies: std::collections::BTreeMap<String, Option<ObservedContainer>>,
+}
+
+/// The read pass of one reconcile: `spec` is the spec to run on this host (`None`: it is deleted,
+/// unreadable or placed elsewhere, and only the key's own containers matter).
+pub(crate) async fn observe(
+    engine: &dyn Engine,
+    host: &str,
+    key: &str,
+    spec: Option<&Container>,
+) -> Result<EngineView, Failure> {
+    let filter =
+        ContainerFilter { labels: vec![labels::key_filter(key), labels::host_filter(host)], name: None };
+    let listed = engine.list_containers(&filter).await.map_err(engine_unavailable)?;
+    // The filters match the labels; ownership needs managed-by as well. Another host's agent may
+    // share this engine (or have left containers on it): its containers are never this agent's.
+    let owned =
+        listed.into_iter().filter(|container| labels::is_managed_by_host(&container.labels, host)).collect();
+    let Some(spec) = spec else {
+        return Ok(EngineView { owned, ..EngineView::default() });
+    };
+    let container = engine.inspect_container(&spec.metadata.name).await.map_err(engine_unavailable)?;
+    let names: Vec<String> = if spec.spec.run_state_or_default() == RunState::Stopped {
+        let providers = spec.spec.network_provider().into_iter();
+        providers.chain(spec.spec.links.iter().map(|link| link.name.as_str())).map(str::to_owned).collect()
+    } else {
+        // `dependencies` adds the network provider and link targets to `dependsOn`.
+        spec.spec.dependencies().into_iter().map(|dependency| dependency.name).collect()
+    };
+    let mut dependencies = std::collections::BTreeMap::new();
+    for name in names {
+        if dependencies.contains_key(&name) {
+            continue;
+        }
+        let dependency_key = format!("{}/{name}", spec.metadata.namespace);
+        let found = engine.inspect_container(&name).await.map_err(engine_unavailable)?;
+        dependencies.insert(name, found.filter(|found| is_hosts_container_of(found, host, &dependency_key)));
+    }
+    Ok(EngineView { owned, container, dependencies })
+}
+
+/// The read pass's second part, once the spec's dependencies are met: what the planner needs to
+/// know about the spec's image (the local image the tag names, the one the container runs, the
+/// registry's digest when the spec checks the registry, the processes when an `ensureRunning`
+/// command is to be kept). Whether to pull is the planner's decision.
+pub(crate) async fn observe_image(
+    engine: &dyn Engine,
+    spec: &Container,
+    observed: Option<&ObservedContainer>,
+) -> Result<ImageFacts, Failure> {
+    let reference = spec.spec.image.to_string();
+    let pull_policy =
+        spec.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default();
+    // Whether to pull is the planner's decision (it knows when a container is to be made); this
+    // only says what the host has.
+    let local = engine.inspect_image(&reference).await.map_err(engine_unavailable)?;
+    if local.is_none() && observed.is_none() && pull_policy == PullPolicy::Never {
+        return Err(Failure::new(
+            "ImageNotPresent",
+            format!("image {reference} is not on this host and the pull policy is Never"),
+        ));
+    }
+    let registry_digest = if image_check(spec) == ImageCheck::Registry {
+        match engine.registry_digest(&reference).await {
+            Ok(digest) => Some(digest.digest),
+            Err(error) => {
+                // Not knowing is not drift: keep the container, say why in the log.
+                tracing::warn!(%reference, %error, "could not read the registry digest");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // What inspect merged into the container came from the image it runs, which is not
+    // necessarily the one the tag names now.
+    let running_image = match observed {
+        Some(container) if local.as_ref().is_some_and(|local| local.id == container.image_id) => {
+            local.clone()
+        }
+        Some(container) => engine.inspect_image(&container.image_id).await.map_err(engine_unavailable)?,
+        None => None,
+    };
+    let wants_processes = spec.spec.post_start.iter().any(|exec| exec.policy == ExecPolicy::EnsureRunning);
+    let running_processes = match observed {
+        Some(container) if wants_processes && container.state.running => Some(
+            engine
+                .top(&container.id)
+                .await
+                .map_err(engine_unavailable)?
+                .into_iter()
+                .map(|process| process.command)
+                .collect(),
+        ),
+        _ => None,
+    };
+    Ok(ImageFacts {
+        local_image_id: local.map(|image| image.id),
+        registry_digest,
+        running_repo_digests: running_image
+            .as_ref()
+            .map(|image| image.repo_digests.clone())
+            .unwrap_or_default(),
+        running_image,
+        force_recreate: false,
+        running_processes,
+        start_requested: false,
+        engine_lacks_start_interval: api_older_than(&engine.api_version(), (1, 44)),
+        providers: Default::default(),
+        restarts: 0,
+        start_backoff: None,
+        update_held: false,
+        owner_labels: Default::default(),
+        ignored_limits: None,
+    })
+}
+
+/// Whether `container` is this host's container of spec `key`. A container of that name which is
+/// not (a foreign one, another namespace's, another host's on a shared engine) is not joined,
+/// linked to or waited for: nothing follows a container kedge does not own.
+fn is_hosts_container_of(container: &ObservedContainer, host: &str, key: &str) -> bool {
+    labels::is_managed_by_host(&container.labels, host) && labels::key(&container.labels) == Some(key)
+}
+
+fn engine_unavailable(error: crate::docker::DockerError) -> Failure {
+    Failure::new("EngineUnavailable", error)
+}
+
 impl Agent {
     pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
-        let mut owned = self.owned_containers(key).await?;
-        if owned.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key))) {
+        let spec = self.cache.get(key);
+        let to_run = spec.as_ref().filter(|spec| self.placed_here(key, spec));
+        let mut seen = observe(self.engine(), &self.config.host_name, key, to_run).await?;
+        if seen.owned.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key))) {
             // A recreate of this key was interrupted (a crash): finish or roll it back first.
             self.recover_key(key).await?;
-            owned = self.owned_containers(key).await?;
+            seen = observe(self.engine(), &self.config.host_name, key, to_run).await?;
         }
-        match self.cache.get(key) {
+        match spec {
             None if self.cache.invalid(key).is_some() => self.reconcile_invalid(key).await,
-            None => self.reconcile_deleted(key, &owned).await,
-            Some(spec) if !self.placed_here(key, &spec) => self.reconcile_placed_elsewhere(key, &owned).await,
-            Some(spec) => self.reconcile_spec(key, &spec, &owned).await,
+            None => self.reconcile_deleted(key, &seen.owned).await,
+            Some(_) if to_run.is_none() => self.reconcile_placed_elsewhere(key, &seen.owned).await,
+            Some(spec) => self.reconcile_spec(key, &spec, seen).await,
         }
     }
 
-    async fn owned_containers(&self, key: &str) -> Result<Vec<ContainerSummary>, Failure> {
-        let filter = ContainerFilter {
-            labels: vec![labels::key_filter(key), labels::host_filter(&self.config.host_name)],
-            name: None,
-        };
-        let containers =
-            self.docker.list_containers(&filter).await.map_err(|e| Failure::new("EngineUnavailable", e))?;
-        // The filters match the labels; ownership needs managed-by as well. Another host's agent may
-        // share this engine (or have left containers on it): its containers are never this agent's.
-        let host = &self.config.host_name;
-        Ok(containers
-            .into_iter()
-            .filter(|container| labels::is_managed_by_host(&container.labels, host))
-            .collect())
+    /// The engine every reconcile reads and (through the executor) acts on.
+    fn engine(&self) -> &dyn Engine {
+        self.executor.docker()
     }
 
     /// A spec that names a host runs there; any other runs where the scheduler bound it
@@ -130,11 +267,13 @@ impl Agent {
             return Ok(Next::After(STATUS_RETRY));
         }
         for container in owned {
-            if container.labels.get(labels::DELETION_POLICY).map(String::as_str) == Some("orphan") {
-                tracing::info!(container = %container.name, "spec deleted; orphaning its container as it asked");
-                continue;
+            match removal(container, &self.store_id, Gone::Deleted) {
+                Removal::Orphan => {
+                    tracing::info!(container = %container.name, "spec deleted; orphaning its container as it asked");
+                }
+                Removal::OtherStore => other_store(key, container),
+                Removal::Remove => self.remove(key, container, "its spec was deleted").await?,
             }
-            self.remove(key, container, "its spec was deleted").await?;
         }
         self.forget_status(key).await;
         Ok(Next::Done)
@@ -151,20 +290,17 @@ impl Agent {
             return Ok(Next::After(STATUS_RETRY));
         }
         for container in owned {
-            self.remove(key, container, "its spec is placed on another host").await?;
+            match removal(container, &self.store_id, Gone::PlacedElsewhere) {
+                Removal::Orphan | Removal::OtherStore => other_store(key, container),
+                Removal::Remove => self.remove(key, container, "its spec is placed on another host").await?,
+            }
         }
         self.statuses_lock().remove(key);
         Ok(Next::Done)
     }
 
-    /// Removes one of this host's containers of `key`, counted and recorded as an event. A
-    /// container made from another store (this agent was started on a new or another store) is
-    /// left alone: this agent cannot know whether its spec still exists.
+    /// Removes one of this host's containers of `key`, counted and recorded as an event.
     async fn remove(&self, key: &str, container: &ContainerSummary, why: &str) -> Result<(), Failure> {
-        if container.labels.get(labels::STORE) != Some(&self.store_id) {
-            tracing::warn!(key, container = %container.name, "not removing a container made from another store");
-            return Ok(());
-        }
         self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
         self.config.stats.action("Remove");
         let message = format!("removed container {} ({}): {why}", container.name, short(&container.id));
@@ -176,7 +312,12 @@ impl Agent {
     /// the policy was stricter) is not acted on: nothing is created, started, updated or removed
     /// for it. A container it already has is left as it is; status says `PolicyDenied` and a
     /// Warning event names the fields, once per generation. `None`: the spec passes.
-    async fn refuse_by_policy(&self, key: &str, spec: &Container) -> Result<Option<Next>, Failure> {
+    async fn refuse_by_policy(
+        &self,
+        key: &str,
+        spec: &Container,
+        observed: Option<&ObservedContainer>,
+    ) -> Result<Option<Next>, Failure> {
         let level = self.config.policy.level_for(&spec.metadata.namespace);
         let violations = kedge_crds::policy::check(&spec.spec, level);
         if violations.is_empty() {
@@ -188,11 +329,7 @@ impl Agent {
             spec.metadata.namespace,
             fields.join("; ")
         );
-        let observed = self.inspect(&spec.metadata.name).await?;
-        let ours = observed.as_ref().filter(|container| {
-            labels::is_managed_by_host(&container.labels, &self.config.host_name)
-                && labels::key(&container.labels) == Some(key)
-        });
+        let ours = observed.filter(|container| is_hosts_container_of(container, &self.config.host_name, key));
         let previous = self.previous_status(key, spec).await;
         let reported = previous.as_ref().is_some_and(|status| {
             status.observed_generation == spec.metadata.generation
@@ -209,23 +346,21 @@ impl Agent {
         Ok(Some(Next::Done))
     }
 
-    async fn reconcile_spec(
-        &self,
-        key: &str,
-        spec: &Container,
-        owned: &[ContainerSummary],
-    ) -> Result<Next, Failure> {
+    async fn reconcile_spec(&self, key: &str, spec: &Container, seen: EngineView) -> Result<Next, Failure> {
         let name = spec.metadata.name.as_str();
-        if let Some(next) = self.refuse_by_policy(key, spec).await? {
+        if let Some(next) = self.refuse_by_policy(key, spec, seen.container.as_ref()).await? {
             return Ok(next);
         }
         // Never two containers for one spec: a managed container of this key under another name
         // (a spec renamed by hand, a leftover) goes.
-        for extra in owned.iter().filter(|container| container.name != name) {
-            self.remove(key, extra, "a second container for one spec").await?;
+        for extra in seen.owned.iter().filter(|container| container.name != name) {
+            match removal(extra, &self.store_id, Gone::Duplicate) {
+                Removal::Orphan | Removal::OtherStore => other_store(key, extra),
+                Removal::Remove => self.remove(key, extra, "a second container for one spec").await?,
+            }
         }
 
-        let observed = self.inspect(name).await?;
+        let EngineView { container: observed, dependencies, .. } = seen;
         if let Some(container) = &observed {
             let ours = labels::is_managed_by_host(&container.labels, &self.config.host_name)
                 && labels::key(&container.labels) == Some(key);
@@ -252,7 +387,9 @@ impl Agent {
         let running = observed.as_ref().is_some_and(|container| container.state.running);
         // Dependency order both ways: start after what this depends on, stop after what depends on this.
         let waiting = match (stopped, running) {
-            (false, _) => self.unmet_dependency(spec).await?.map(|waiting| ("WaitingForDependency", waiting)),
+            (false, _) => {
+                unmet_dependency(spec, &dependencies).map(|waiting| ("WaitingForDependency", waiting))
+            }
             (true, true) => {
                 self.running_dependent(spec).await?.map(|waiting| ("WaitingForDependents", waiting))
             }
@@ -264,11 +401,11 @@ impl Agent {
             return Ok(Next::After(self.config.dependency_poll));
         }
 
-        let mut facts = self.image_facts(spec, observed.as_ref()).await?;
-        facts.providers = self.provider_containers(spec).await?;
+        let mut facts = observe_image(self.engine(), spec, observed.as_ref()).await?;
+        facts.providers = provider_containers(spec, &dependencies);
         facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let previous = self.previous_status(key, spec).await;
-        let now = Utc::now();
+        let now = self.engine().now();
         let mut gate = None;
         if let Some(container) = &observed {
             facts.restarts =
@@ -377,14 +514,14 @@ impl Agent {
                         let backoff =
                             self.restart_memory().get(key).and_then(|memory| memory.backoff.clone());
                         if let restarts::Gate::At { at, delay, .. } =
-                            restarts::gate(backoff.as_ref(), container, Utc::now())
+                            restarts::gate(backoff.as_ref(), container, self.engine().now())
                         {
                             extra.crash_loop = Some(format!(
                                 "{}; {} restarts so far",
                                 backoff_message(container, delay, at),
                                 counted.restarts
                             ));
-                            next_start = Some((at - Utc::now()).to_std().unwrap_or_default());
+                            next_start = Some((at - self.engine().now()).to_std().unwrap_or_default());
                         }
                     }
                 }
@@ -519,30 +656,6 @@ impl Agent {
             .collect()
     }
 
-    /// The current containers of the specs `spec` follows, for the planner's provider rules.
-    async fn provider_containers(
-        &self,
-        spec: &Container,
-    ) -> Result<std::collections::BTreeMap<String, ProviderContainer>, Failure> {
-        let names =
-            spec.spec.network_provider().into_iter().chain(spec.spec.links.iter().map(|l| l.name.as_str()));
-        let mut providers = std::collections::BTreeMap::new();
-        for name in names {
-            if let Some(container) = self.spec_container(&spec.metadata.namespace, name).await? {
-                providers.insert(
-                    name.to_owned(),
-                    ProviderContainer {
-                        id: container.id,
-                        created: container.created,
-                        started_at: container.state.started_at,
-                        running: container.state.running,
-                    },
-                );
-            }
-        }
-        Ok(providers)
-    }
-
     /// A container about to be made without the spec's `healthcheck.startInterval`, because the
     /// engine's API predates it: said in a Warning event and the log, rather than dropped silently.
     async fn report_start_interval_dropped(
@@ -560,7 +673,7 @@ impl Agent {
         };
         let message = format!(
             "spec.healthcheck.startInterval ({interval}) needs Docker Engine API 1.44 (Docker 25); this engine speaks {}: the container is made without it, and checks run at `interval` during the start period too",
-            self.docker.api_version()
+            self.engine().api_version()
         );
         tracing::warn!(key, %message);
         self.events.record(key, EventType::Warning, "FieldNotSupported", &message).await;
@@ -591,48 +704,8 @@ impl Agent {
         }
     }
 
-    /// The container this host runs for spec `namespace/name`, found by its name. A container of
-    /// that name which is not this host's container of that spec (a foreign one, another
-    /// namespace's, another host's on a shared engine) is not it: nothing is joined or linked to a
-    /// container kedge does not own.
-    async fn spec_container(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<ObservedContainer>, Failure> {
-        let key = format!("{namespace}/{name}");
-        Ok(self.inspect(name).await?.filter(|container| {
-            labels::is_managed_by_host(&container.labels, &self.config.host_name)
-                && labels::key(&container.labels) == Some(key.as_str())
-        }))
-    }
-
     async fn inspect(&self, name: &str) -> Result<Option<ObservedContainer>, Failure> {
-        self.docker.inspect_container(name).await.map_err(|e| Failure::new("EngineUnavailable", e))
-    }
-
-    /// The first dependency that is not in its condition yet, as a message; `None` when all are.
-    async fn unmet_dependency(&self, spec: &Container) -> Result<Option<String>, Failure> {
-        // `dependencies` adds the network provider and link targets: Docker cannot start a
-        // container that joins or links to one that does not run.
-        for dependency in &spec.spec.dependencies() {
-            let Some(container) = self.spec_container(&spec.metadata.namespace, &dependency.name).await?
-            else {
-                return Ok(Some(format!("waiting for {} to exist", dependency.name)));
-            };
-            if !container.state.running {
-                return Ok(Some(format!("waiting for {} to run", dependency.name)));
-            }
-            if dependency.condition == DependencyCondition::Healthy
-                && !matches!(
-                    container.state.health,
-                    Some(HealthStatus::Healthy) | Some(HealthStatus::None) | None
-                )
-            {
-                return Ok(Some(format!("waiting for {} to be healthy", dependency.name)));
-            }
-        }
-        Ok(None)
+        self.engine().inspect_container(name).await.map_err(engine_unavailable)
     }
 
     /// Whether the last status said the container was stopped because the spec asked for it.
@@ -663,86 +736,6 @@ impl Agent {
             }
         }
         Ok(None)
-    }
-
-    /// What the planner needs to know about the spec's image: pulls it first when the spec's pull
-    /// policy says so, and asks the registry for the tag's digest when the spec checks the registry.
-    async fn image_facts(
-        &self,
-        spec: &Container,
-        observed: Option<&ObservedContainer>,
-    ) -> Result<ImageFacts, Failure> {
-        let reference = spec.spec.image.to_string();
-        let pull_policy =
-            spec.spec.update_policy.as_ref().and_then(|policy| policy.pull_policy).unwrap_or_default();
-        // Whether to pull is the planner's decision (it knows when a container is to be made); this
-        // only says what the host has.
-        let local =
-            self.docker.inspect_image(&reference).await.map_err(|e| Failure::new("EngineUnavailable", e))?;
-        if local.is_none() && observed.is_none() && pull_policy == PullPolicy::Never {
-            return Err(Failure::new(
-                "ImageNotPresent",
-                format!("image {reference} is not on this host and the pull policy is Never"),
-            ));
-        }
-        let registry_digest = if image_check(spec) == ImageCheck::Registry {
-            match self.docker.registry_digest(&reference).await {
-                Ok(digest) => Some(digest.digest),
-                Err(error) => {
-                    // Not knowing is not drift: keep the container, say why in the log.
-                    tracing::warn!(%reference, %error, "could not read the registry digest");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        // What inspect merged into the container came from the image it runs, which is not
-        // necessarily the one the tag names now.
-        let running_image = match observed {
-            Some(container) if local.as_ref().is_some_and(|local| local.id == container.image_id) => {
-                local.clone()
-            }
-            Some(container) => self
-                .docker
-                .inspect_image(&container.image_id)
-                .await
-                .map_err(|e| Failure::new("EngineUnavailable", e))?,
-            None => None,
-        };
-        let wants_processes =
-            spec.spec.post_start.iter().any(|exec| exec.policy == ExecPolicy::EnsureRunning);
-        let running_processes = match observed {
-            Some(container) if wants_processes && container.state.running => Some(
-                self.docker
-                    .top(&container.id)
-                    .await
-                    .map_err(|e| Failure::new("EngineUnavailable", e))?
-                    .into_iter()
-                    .map(|process| process.command)
-                    .collect(),
-            ),
-            _ => None,
-        };
-        Ok(ImageFacts {
-            local_image_id: local.map(|image| image.id),
-            registry_digest,
-            running_repo_digests: running_image
-                .as_ref()
-                .map(|image| image.repo_digests.clone())
-                .unwrap_or_default(),
-            running_image,
-            force_recreate: false,
-            running_processes,
-            start_requested: false,
-            engine_lacks_start_interval: api_older_than(&self.docker.api_version(), (1, 44)),
-            providers: Default::default(),
-            restarts: 0,
-            start_backoff: None,
-            update_held: false,
-            owner_labels: Default::default(),
-            ignored_limits: None,
-        })
     }
 
     /// Records one action carried out as an event, and logs it at INFO: what drifted, what was done.
@@ -900,6 +893,98 @@ impl Agent {
     }
 }
 
+/// Why a key's containers are to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// The spec was deleted (its `deletionPolicy` may keep the container).
+    Deleted,
+    /// The spec runs on another host now.
+    PlacedElsewhere,
+    /// A second container of a spec that runs here, under another name.
+    Duplicate,
+}
+
+/// What a reconcile does with one of its key's own containers (see [`EngineView::owned`]) whose
+/// spec is gone from this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Remove,
+    /// Kept: the deleted spec asked for `deletionPolicy: Orphan`.
+    Orphan,
+    /// Kept: made from another store (this agent was started on a new or another store), so
+    /// this agent cannot know whether its spec still exists.
+    OtherStore,
+}
+
+/// The deletion guard, pure: only a container made from this agent's store goes, and a deleted
+/// spec's orphaned container stays.
+pub(crate) fn removal(container: &ContainerSummary, store_id: &str, gone: Gone) -> Removal {
+    if container.labels.get(labels::STORE).map(String::as_str) != Some(store_id) {
+        return Removal::OtherStore;
+    }
+    let orphan = container.labels.get(labels::DELETION_POLICY).map(String::as_str) == Some("orphan");
+    match gone {
+        Gone::Deleted if orphan => Removal::Orphan,
+        Gone::Deleted | Gone::PlacedElsewhere | Gone::Duplicate => Removal::Remove,
+    }
+}
+
+fn other_store(key: &str, container: &ContainerSummary) {
+    tracing::warn!(key, container = %container.name, "not removing a container made from another store");
+}
+
+/// The first dependency that is not in its condition yet, as a message; `None` when all are.
+/// `dependencies` is [`EngineView::dependencies`].
+fn unmet_dependency(
+    spec: &Container,
+    dependencies: &std::collections::BTreeMap<String, Option<ObservedContainer>>,
+) -> Option<String> {
+    // `dependencies` adds the network provider and link targets: Docker cannot start a
+    // container that joins or links to one that does not run.
+    for dependency in &spec.spec.dependencies() {
+        let Some(container) = dependencies.get(&dependency.name).and_then(Option::as_ref) else {
+            return Some(format!("waiting for {} to exist", dependency.name));
+        };
+        if !container.state.running {
+            return Some(format!("waiting for {} to run", dependency.name));
+        }
+        if dependency.condition == DependencyCondition::Healthy
+            && !matches!(
+                container.state.health,
+                Some(HealthStatus::Healthy) | Some(HealthStatus::None) | None
+            )
+        {
+            return Some(format!("waiting for {} to be healthy", dependency.name));
+        }
+    }
+    None
+}
+
+/// The current containers of the specs `spec` follows, for the planner's provider rules, from
+/// what [`observe`] read.
+fn provider_containers(
+    spec: &Container,
+    dependencies: &std::collections::BTreeMap<String, Option<ObservedContainer>>,
+) -> std::collections::BTreeMap<String, ProviderContainer> {
+    let names =
+        spec.spec.network_provider().into_iter().chain(spec.spec.links.iter().map(|l| l.name.as_str()));
+    let mut providers = std::collections::BTreeMap::new();
+    for name in names {
+        if let Some(Some(container)) = dependencies.get(name) {
+            providers.insert(
+                name.to_owned(),
+                ProviderContainer {
+                    id: container.id.clone(),
+                    created: container.created.clone(),
+                    started_at: container.state.started_at.clone(),
+                    running: container.state.running,
+                },
+            );
+        }
+    }
+    providers
+}
+
 /// What a status says beyond the reconcile's outcome (see [`Observation`]).
 #[derive(Debug, Default)]
 pub(crate) struct Extra {
@@ -1008,16 +1093,6 @@ fn short(id: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::api_older_than;
-
-    #[test]
-    fn api_versions_compare_by_number() {
-        assert!(api_older_than("1.41", (1, 44)));
-        assert!(api_older_than("1.9", (1, 44)));
-        assert!(!api_older_than("1.44", (1, 44)));
-        assert!(!api_older_than("1.100", (1, 44)));
-        assert!(!api_older_than("2.0", (1, 44)));
-        assert!(api_older_than("garbage", (1, 44)));
-    }
-}
+mod fake;
+#[cfg(test)]
+mod tests;

@@ -58,6 +58,16 @@ impl DockerClient {
     }
 
     /// Connects to `host` (`unix://PATH`, `tcp://HOST:PORT` or `http://HOST:PORT`).
+    /// A client that has never talked to an engine (nothing listens at its address), for unit tests
+    /// whose code reaches the engine only through the [`super::Engine`] trait.
+    #[cfg(test)]
+    pub(crate) fn unconnected() -> DockerClient {
+        let host = "http://127.0.0.1:9";
+        let docker = Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .expect("a client needs no connection to be made");
+        DockerClient { docker, host: host.to_string(), podman: None, registry_auth: None }
+    }
+
     pub async fn connect_to(host: &str) -> DockerResult<DockerClient> {
         let connect_error = |source: bollard::errors::Error| DockerError::Connect {
             host: host.to_string(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::progress::{RecreateFailure, RecreateProgress};
-use crate::docker::{DockerClient, DockerError, HealthStatus, LogStream};
+use crate::docker::{DockerError, Engine, HealthStatus, LogStream};
 use crate::planner::RecreateStrategy;
 
 /// How often the health status is read while waiting for `healthy`.
@@ -17,7 +17,7 @@ const LOG_TAIL: usize = 20;
 /// Waits until container `id` is healthy (with a healthcheck) or still running after
 /// `strategy.running_grace` (without). Fails fast when it exits or turns unhealthy.
 pub(crate) async fn wait_until_proven(
-    docker: &DockerClient,
+    docker: &dyn Engine,
     id: &str,
     strategy: &RecreateStrategy,
     progress: &mut (dyn FnMut(RecreateProgress) + Send),
@@ -74,7 +74,7 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
-async fn confirm_running(docker: &DockerClient, id: &str) -> Result<(), WaitError> {
+async fn confirm_running(docker: &dyn Engine, id: &str) -> Result<(), WaitError> {
     let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
     if observed.state.running && !observed.state.restarting {
         Ok(())
@@ -88,7 +88,7 @@ fn exited(exit_code: Option<i64>, logs: String) -> WaitError {
 }
 
 /// The last log lines, for the failure report; empty when they cannot be read.
-async fn tail(docker: &DockerClient, id: &str) -> String {
+async fn tail(docker: &dyn Engine, id: &str) -> String {
     match docker.logs(id, LOG_TAIL).await {
         Ok(lines) => lines
             .iter()

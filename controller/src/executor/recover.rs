@@ -361,7 +361,7 @@ impl Executor {
             }
             Decision::ProveNew { new_id, new_running, new_old_running, old_id } => {
                 let proven = new_running
-                    && wait_until_proven(&self.docker, &new_id, strategy, &mut |_| {}).await.is_ok();
+                    && wait_until_proven(&*self.docker, &new_id, strategy, &mut |_| {}).await.is_ok();
                 if proven {
                     let options = RemoveOptions { force: true, anonymous_volumes: false };
                     self.docker

@@ -133,7 +133,7 @@ impl Executor {
                 progress(RecreateProgress::Step(RecreateStep::Pull));
                 let span = info_span!("pull", image = %config.image);
                 self.docker
-                    .pull(&config.image, |line| progress(RecreateProgress::Pull(line)))
+                    .pull(&config.image, &mut |line| progress(RecreateProgress::Pull(line)))
                     .instrument(span)
                     .await
                     .map_err(|source| ExecutorError::Docker {
@@ -302,7 +302,7 @@ impl Executor {
         fail_point!("recreate.after_start_new");
 
         progress(RecreateProgress::Step(RecreateStep::WaitHealthy));
-        match wait_until_proven(&self.docker, new_id, strategy, progress)
+        match wait_until_proven(&*self.docker, new_id, strategy, progress)
             .instrument(info_span!("wait_healthy"))
             .await
         {

@@ -27,7 +27,7 @@ fn spec(json_spec: &str) -> Container {
     container
 }
 
-fn image() -> ImageInfo {
+pub(crate) fn image() -> ImageInfo {
     ImageInfo {
         id: OLD_IMAGE.to_owned(),
         repo_tags: vec!["kedge-test/app:v1".to_owned()],
@@ -46,6 +46,12 @@ fn image() -> ImageInfo {
 
 /// What inspect reports for a container the engine created from `config` on `image`, running.
 fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
+    created_with_id(config, image, CONTAINER_ID)
+}
+
+/// [`created`] with the container ID `id` (its short form is the default hostname); also the
+/// in-memory engine's (`agent::reconcile::fake`) model of a create.
+pub(crate) fn created_with_id(config: &ContainerConfig, image: &ImageInfo, id: &str) -> ObservedContainer {
     let mut env = image.env.clone();
     for entry in &config.env {
         let key = entry.split('=').next().unwrap_or_default();
@@ -60,7 +66,7 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
     };
     let mut labels = image.labels.clone();
     labels.extend(config.labels.clone());
-    let short = &CONTAINER_ID[..12];
+    let short = &id[..id.len().min(12)];
     let hostname = config.hostname.clone().unwrap_or_else(|| short.to_owned());
     let networks = if config.networks.is_empty() {
         vec![ObservedNetwork { network: "bridge".to_owned(), ..ObservedNetwork::default() }]
@@ -88,7 +94,7 @@ fn created(config: &ContainerConfig, image: &ImageInfo) -> ObservedContainer {
     let mut port_bindings = config.port_bindings.clone();
     port_bindings.sort();
     ObservedContainer {
-        id: CONTAINER_ID.to_owned(),
+        id: id.to_owned(),
         name: config.name.clone(),
         image: config.image.clone(),
         image_id: image.id.clone(),

@@ -1,0 +1,418 @@
+//! An in-memory [`Engine`] for unit tests: containers, networks and images in a map, every call
+//! counted, failures scripted per method, and a clock on paused tokio time. A create becomes what
+//! inspect would report through the planner tests' model of the engine
+//! (`planner::tests::created_with_id`), so a container the agent made shows no drift.
+//!
+//! What it models: names are unique (a create of a taken name is a conflict); list filters match
+//! `label=KEY=VALUE` and names; a create or connect to a network the engine lacks is not found
+//! (only `ensure_network` makes one); a start sets `startedAt` on its clock, and with
+//! [`FakeEngine::crash_on_start`] the container exits at once with that code; stop, remove and
+//! network calls change the state as Docker's would. Not modelled: pulls (they succeed), execs
+//! (exit 0), logs (none), health (as set by the test).
+//!
+//! Its clock moves only with [`FakeEngine::advance`], which advances paused tokio time by as much:
+//! the embedded store's writes wait on a thread, and paused tokio time auto-advances to the next
+//! timer meanwhile, so tokio's clock alone would not give exact delays.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use crate::docker::{
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ContainerSummary, DockerError,
+    DockerResult, Engine, ExecOutcome, ExecSpec, ImageInfo, LogLine, NetworkAttachment, ObservedContainer,
+    ObservedNetwork, ProcessInfo, PullProgress, RegistryDigest, RemoveOptions, Resources,
+};
+
+#[derive(Debug, Default)]
+struct State {
+    /// By ID.
+    containers: BTreeMap<String, ObservedContainer>,
+    /// Network name to its labels.
+    networks: BTreeMap<String, BTreeMap<String, String>>,
+    /// By reference and by ID.
+    images: BTreeMap<String, ImageInfo>,
+    /// `method` or `method:argument` to the number of calls.
+    calls: BTreeMap<String, usize>,
+    /// Method to the error its next call returns (each scripted failure is used once).
+    failures: BTreeMap<&'static str, Vec<DockerError>>,
+    crash_on_start: Option<i64>,
+    next_id: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct FakeEngine {
+    state: Mutex<State>,
+    /// The engine's clock.
+    clock: Mutex<DateTime<Utc>>,
+}
+
+impl FakeEngine {
+    /// An engine holding the planner tests' image (`kedge-test/app:v1`), at 2026-12-01T00:00:00Z.
+    pub(crate) fn new() -> FakeEngine {
+        let engine = FakeEngine {
+            state: Mutex::default(),
+            clock: Mutex::new(
+                DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z").expect("a time").with_timezone(&Utc),
+            ),
+        };
+        engine.add_image("kedge-test/app:v1", crate::planner::tests::image());
+        engine
+    }
+
+    /// Moves the engine's clock and paused tokio time forward by `by`.
+    pub(crate) async fn advance(&self, by: Duration) {
+        {
+            let mut clock = self.clock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *clock += chrono::Duration::from_std(by).expect("a test's duration");
+        }
+        tokio::time::advance(by).await;
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn add_image(&self, reference: &str, image: ImageInfo) {
+        let mut state = self.state();
+        state.images.insert(image.id.clone(), image.clone());
+        state.images.insert(reference.to_owned(), image);
+    }
+
+    /// Puts a container on the engine as it is (any labels: a foreign one too).
+    pub(crate) fn add_container(&self, container: ObservedContainer) {
+        self.state().containers.insert(container.id.clone(), container);
+    }
+
+    /// The container of this ID or name, as inspect shows it.
+    pub(crate) fn container(&self, id_or_name: &str) -> Option<ObservedContainer> {
+        find(&self.state(), id_or_name).cloned()
+    }
+
+    /// Every container's name, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.state().containers.values().map(|c| c.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// The labels of the network of this name, if the engine has one.
+    pub(crate) fn network(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.state().networks.get(name).cloned()
+    }
+
+    /// How many calls of `method` (`"inspect_container"`) or of `method:argument`
+    /// (`"inspect_container:db"`) were made.
+    pub(crate) fn calls(&self, what: &str) -> usize {
+        self.state().calls.get(what).copied().unwrap_or(0)
+    }
+
+    /// The next call of `method` fails with `error`.
+    pub(crate) fn fail_next(&self, method: &'static str, error: DockerError) {
+        self.state().failures.entry(method).or_default().push(error);
+    }
+
+    /// From now on, a started container exits at once with `exit_code` (a crash loop).
+    pub(crate) fn crash_on_start(&self, exit_code: i64) {
+        self.state().crash_on_start = Some(exit_code);
+    }
+
+    fn now_text(&self) -> String {
+        Engine::now(self).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// Counts the call and returns its scripted failure, if any.
+    fn call(&self, method: &'static str, argument: &str) -> DockerResult<std::sync::MutexGuard<'_, State>> {
+        let mut state = self.state();
+        *state.calls.entry(method.to_owned()).or_default() += 1;
+        *state.calls.entry(format!("{method}:{argument}")).or_default() += 1;
+        if let Some(error) = state.failures.get_mut(method).and_then(|queued| queued.pop()) {
+            return Err(error);
+        }
+        Ok(state)
+    }
+
+    fn with_container<T>(
+        &self,
+        method: &'static str,
+        id: &str,
+        change: impl FnOnce(&mut ObservedContainer, &str) -> T,
+    ) -> DockerResult<T> {
+        let now = self.now_text();
+        let mut state = self.call(method, id)?;
+        let crash = state.crash_on_start;
+        let container = find_mut(&mut state, id).ok_or_else(|| not_found(id))?;
+        let result = change(container, &now);
+        if method == "start_container" || method == "restart_container" {
+            if let Some(code) = crash {
+                set_exited(container, code, &now);
+            }
+        }
+        Ok(result)
+    }
+}
+
+fn find<'a>(state: &'a State, id_or_name: &str) -> Option<&'a ObservedContainer> {
+    state.containers.get(id_or_name).or_else(|| state.containers.values().find(|c| c.name == id_or_name))
+}
+
+fn find_mut<'a>(state: &'a mut State, id_or_name: &str) -> Option<&'a mut ObservedContainer> {
+    let id = find(state, id_or_name)?.id.clone();
+    state.containers.get_mut(&id)
+}
+
+fn not_found(what: &str) -> DockerError {
+    DockerError::NotFound { message: format!("no such container: {what}") }
+}
+
+fn set_running(container: &mut ObservedContainer, now: &str) {
+    container.state.status = ContainerStatus::Running;
+    container.state.running = true;
+    container.state.restarting = false;
+    container.state.started_at = Some(now.to_owned());
+}
+
+fn set_exited(container: &mut ObservedContainer, code: i64, now: &str) {
+    container.state.status = ContainerStatus::Exited;
+    container.state.running = false;
+    container.state.exit_code = Some(code);
+    container.state.finished_at = Some(now.to_owned());
+}
+
+fn matches(container: &ObservedContainer, filter: &ContainerFilter) -> bool {
+    let labels_match = filter.labels.iter().all(|wanted| match wanted.split_once('=') {
+        Some((key, value)) => container.labels.get(key).map(String::as_str) == Some(value),
+        None => container.labels.contains_key(wanted),
+    });
+    labels_match && filter.name.as_ref().is_none_or(|name| container.name.contains(name.as_str()))
+}
+
+fn summary(container: &ObservedContainer) -> ContainerSummary {
+    ContainerSummary {
+        id: container.id.clone(),
+        name: container.name.clone(),
+        image: container.image.clone(),
+        image_id: container.image_id.clone(),
+        state: if container.state.running { "running" } else { "exited" }.to_owned(),
+        labels: container.labels.clone(),
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: DockerResult<T>) -> BoxFuture<'a, DockerResult<T>> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Engine for FakeEngine {
+    fn api_version(&self) -> String {
+        "1.47".to_owned()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        *self.clock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn list_containers<'a>(
+        &'a self,
+        filter: &'a ContainerFilter,
+    ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
+        ready(
+            self.call("list_containers", "")
+                .map(|state| state.containers.values().filter(|c| matches(c, filter)).map(summary).collect()),
+        )
+    }
+
+    fn inspect_container<'a>(
+        &'a self,
+        id_or_name: &'a str,
+    ) -> BoxFuture<'a, DockerResult<Option<ObservedContainer>>> {
+        ready(self.call("inspect_container", id_or_name).map(|state| find(&state, id_or_name).cloned()))
+    }
+
+    fn inspect_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, DockerResult<Option<ImageInfo>>> {
+        ready(self.call("inspect_image", reference).map(|state| state.images.get(reference).cloned()))
+    }
+
+    fn registry_digest<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, DockerResult<RegistryDigest>> {
+        ready(self.call("registry_digest", reference).and_then(|state| {
+            let image = state.images.get(reference).ok_or_else(|| not_found(reference))?;
+            Ok(RegistryDigest { digest: image.id.clone(), media_type: None })
+        }))
+    }
+
+    fn pull<'a>(
+        &'a self,
+        reference: &'a str,
+        _on_progress: &'a mut (dyn FnMut(PullProgress) + Send),
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.call("pull", reference).map(|_| ()))
+    }
+
+    fn create_container<'a>(&'a self, config: &'a ContainerConfig) -> BoxFuture<'a, DockerResult<String>> {
+        ready(self.call("create_container", &config.name).and_then(|mut state| {
+            if find(&state, &config.name).is_some() {
+                return Err(DockerError::Conflict { message: format!("the name {} is in use", config.name) });
+            }
+            if let Some(missing) = config.networks.iter().find(|n| !state.networks.contains_key(&n.network)) {
+                return Err(DockerError::NotFound {
+                    message: format!("network {} not found", missing.network),
+                });
+            }
+            let image = state.images.get(&config.image).cloned().ok_or_else(|| DockerError::NotFound {
+                message: format!("no such image: {}", config.image),
+            })?;
+            state.next_id += 1;
+            let id = format!("{:064x}", state.next_id);
+            let mut container = crate::planner::tests::created_with_id(config, &image, &id);
+            container.state = ContainerState { status: ContainerStatus::Created, ..Default::default() };
+            state.containers.insert(id.clone(), container);
+            Ok(id)
+        }))
+    }
+
+    fn start_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.with_container("start_container", id, |container, now| {
+            if !container.state.running {
+                set_running(container, now);
+            }
+        }))
+    }
+
+    fn stop_container<'a>(
+        &'a self,
+        id: &'a str,
+        _timeout: Option<Duration>,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.with_container("stop_container", id, |container, now| {
+            if container.state.running {
+                set_exited(container, 0, now);
+            }
+        }))
+    }
+
+    fn restart_container<'a>(
+        &'a self,
+        id: &'a str,
+        _timeout: Option<Duration>,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.with_container("restart_container", id, set_running))
+    }
+
+    fn unpause_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.with_container("unpause_container", id, |container, _| {
+            container.state.status = ContainerStatus::Running;
+        }))
+    }
+
+    fn rename_container<'a>(&'a self, id: &'a str, new_name: &'a str) -> BoxFuture<'a, DockerResult<()>> {
+        ready(
+            self.with_container("rename_container", id, |container, _| container.name = new_name.to_owned()),
+        )
+    }
+
+    fn remove_container<'a>(
+        &'a self,
+        id: &'a str,
+        options: RemoveOptions,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.call("remove_container", id).and_then(|mut state| {
+            let found = find(&state, id).cloned().ok_or_else(|| not_found(id))?;
+            if found.state.running && !options.force {
+                return Err(DockerError::Conflict { message: format!("container {id} is running") });
+            }
+            state.containers.remove(&found.id);
+            Ok(())
+        }))
+    }
+
+    fn update_resources<'a>(
+        &'a self,
+        id: &'a str,
+        resources: &'a Resources,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        ready(
+            self.with_container("update_resources", id, |container, _| {
+                container.resources = resources.clone()
+            }),
+        )
+    }
+
+    fn connect_network<'a>(
+        &'a self,
+        id: &'a str,
+        network: &'a NetworkAttachment,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        if !self.state().networks.contains_key(&network.network) {
+            return ready(Err(DockerError::NotFound {
+                message: format!("network {} not found", network.network),
+            }));
+        }
+        ready(self.with_container("connect_network", id, |container, _| {
+            container
+                .networks
+                .push(ObservedNetwork { network: network.network.clone(), ..Default::default() });
+        }))
+    }
+
+    fn disconnect_network<'a>(
+        &'a self,
+        id: &'a str,
+        network: &'a str,
+        _force: bool,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        ready(self.with_container("disconnect_network", id, |container, _| {
+            container.networks.retain(|attached| attached.network != network);
+        }))
+    }
+
+    fn ensure_network<'a>(
+        &'a self,
+        name: &'a str,
+        _subnet: Option<&'a str>,
+        labels: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, DockerResult<String>> {
+        ready(self.call("ensure_network", name).map(|mut state| {
+            state.networks.entry(name.to_owned()).or_insert_with(|| labels.clone());
+            format!("id-{name}")
+        }))
+    }
+
+    fn exec<'a>(&'a self, id: &'a str, _spec: &'a ExecSpec) -> BoxFuture<'a, DockerResult<ExecOutcome>> {
+        ready(self.call("exec", id).map(|_| ExecOutcome { exit_code: Some(0), output: String::new() }))
+    }
+
+    fn exec_detached<'a>(&'a self, id: &'a str, _spec: &'a ExecSpec) -> BoxFuture<'a, DockerResult<String>> {
+        ready(self.call("exec_detached", id).map(|_| "exec-id".to_owned()))
+    }
+
+    fn top<'a>(&'a self, id: &'a str) -> BoxFuture<'a, DockerResult<Vec<ProcessInfo>>> {
+        ready(self.call("top", id).map(|_| Vec::new()))
+    }
+
+    fn is_process_running<'a>(
+        &'a self,
+        id: &'a str,
+        _cmd: &'a [String],
+    ) -> BoxFuture<'a, DockerResult<bool>> {
+        ready(self.call("is_process_running", id).map(|_| false))
+    }
+
+    fn remove_image_if_unused<'a>(&'a self, image_id: &'a str) -> BoxFuture<'a, DockerResult<bool>> {
+        ready(self.call("remove_image_if_unused", image_id).map(|_| false))
+    }
+
+    fn logs<'a>(&'a self, id: &'a str, _tail: usize) -> BoxFuture<'a, DockerResult<Vec<LogLine>>> {
+        ready(self.call("logs", id).map(|_| Vec::new()))
+    }
+
+    fn wait_for_exit<'a>(&'a self, id: &'a str, timeout: Duration) -> BoxFuture<'a, DockerResult<i64>> {
+        ready(self.call("wait_for_exit", id).and_then(|state| match find(&state, id) {
+            Some(container) if !container.state.running => Ok(container.state.exit_code.unwrap_or(0)),
+            Some(_) => Err(DockerError::Timeout { what: format!("{id} to exit"), after: timeout }),
+            None => Err(not_found(id)),
+        }))
+    }
+}

@@ -1,0 +1,349 @@
+//! Whole reconciles against the in-memory engine ([`FakeEngine`]) and the embedded store, with
+//! paused time: the deletion guards, the crash-loop backoff's exact delays, and how often one
+//! reconcile inspects a dependency.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kedge_crds::{Container, ContainerSpec};
+
+use super::fake::FakeEngine;
+use super::*;
+use crate::agent::AgentConfig;
+use crate::docker::{DockerClient, ImageInfo, ObservedContainer};
+use crate::executor::Executor;
+use crate::runtime::Event;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::{KeyValue, SharedStore};
+
+const HOST: &str = "h1";
+
+/// An agent of host [`HOST`] whose engine is a [`FakeEngine`], over an embedded store in a
+/// temporary directory.
+struct Fixture {
+    agent: Agent,
+    engine: Arc<FakeEngine>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore =
+        Arc::new(EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap());
+    let engine = Arc::new(FakeEngine::new());
+    // The DockerClient is never reached: every reconcile reads and acts through the executor's engine.
+    let executor = Executor::with_engine(engine.clone());
+    let agent = Agent::new(
+        store,
+        "store-1".to_owned(),
+        DockerClient::unconnected(),
+        executor,
+        AgentConfig::new(HOST),
+    );
+    Fixture { agent, engine, _dir: dir }
+}
+
+/// A spec of namespace `default` placed on [`HOST`], from JSON.
+fn spec(name: &str, json_spec: &str) -> Container {
+    let mut value: serde_json::Value = serde_json::from_str(json_spec).unwrap();
+    value["placement"] = serde_json::json!({"host": HOST});
+    let spec: ContainerSpec = serde_json::from_value(value).unwrap();
+    let mut container = Container::new(name, spec);
+    container.metadata.generation = Some(1);
+    container
+}
+
+impl Fixture {
+    /// The spec cache as a list at `revision` that holds exactly `specs`.
+    fn specs(&self, specs: &[&Container], revision: i64) {
+        let kvs = specs
+            .iter()
+            .map(|spec| KeyValue {
+                key: crate::store::keys::spec_key(&spec.metadata.namespace, &spec.metadata.name).unwrap(),
+                value: serde_json::to_vec(spec).unwrap(),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            })
+            .collect();
+        self.agent.cache.apply(&Event::Restarted { kvs, revision });
+    }
+
+    async fn reconcile(&self, key: &str) -> Next {
+        match self.agent.reconcile(key).await {
+            Ok(next) => next,
+            Err(failure) => panic!("reconcile of {key} failed: {failure:?}"),
+        }
+    }
+
+    /// Calls of the methods that change the engine.
+    fn mutations(&self) -> usize {
+        [
+            "create_container",
+            "start_container",
+            "stop_container",
+            "restart_container",
+            "remove_container",
+            "rename_container",
+        ]
+        .iter()
+        .map(|method| self.engine.calls(method))
+        .sum()
+    }
+}
+
+/// A container on the engine named `name` with `labels`, running.
+fn container(id: &str, name: &str, labels: &[(&str, &str)]) -> ObservedContainer {
+    let mut container = ObservedContainer {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        image: "kedge-test/app:v1".to_owned(),
+        labels: labels.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+        ..ObservedContainer::default()
+    };
+    container.state.running = true;
+    container.state.status = crate::docker::ContainerStatus::Running;
+    container
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_spec_removes_only_its_own_container() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    assert!(f.engine.container("web").is_some_and(|c| c.state.running), "created and started");
+    let managed = (labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let key = (labels::KEY, "default/web");
+    // Look-alikes of web's container, each with the key's label: none is this agent's to remove.
+    f.engine.add_container(container("a1", "unlabelled", &[key, (labels::HOST, HOST)]));
+    f.engine.add_container(container("a2", "other-host", &[managed, key, (labels::HOST, "h2")]));
+    f.engine.add_container(container(
+        "a3",
+        "other-store",
+        &[managed, key, (labels::HOST, HOST), (labels::STORE, "store-0")],
+    ));
+    f.engine.add_container(container("a4", "foreign", &[]));
+
+    f.specs(&[], 2);
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert_eq!(f.engine.names(), ["foreign", "other-host", "other-store", "unlabelled"]);
+    assert_eq!(f.engine.calls("remove_container"), 1, "only web's container");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_orphaned_container_stays_after_its_spec_is_deleted() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1", "deletionPolicy": "orphan"}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    f.specs(&[], 2);
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert_eq!(f.engine.names(), ["web"]);
+    assert_eq!(f.engine.calls("remove_container"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_foreign_container_holding_the_name_is_never_touched() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    f.engine.add_container(container("f1", "web", &[]));
+    f.specs(&[&web], 1);
+    assert_eq!(f.reconcile("default/web").await, Next::After(f.agent.config.conflict_poll));
+    assert_eq!(f.mutations(), 0);
+    assert_eq!(f.engine.container("web").map(|c| c.id), Some("f1".to_owned()));
+    // Deleting the spec leaves it too: it is not the key's.
+    f.specs(&[], 2);
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert_eq!(f.mutations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_engine_read_is_an_error_not_a_deletion() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    f.specs(&[], 2);
+    let down = crate::docker::DockerError::Engine { status: 500, message: "engine down".to_owned() };
+    f.engine.fail_next("list_containers", down);
+    let failure = f.agent.reconcile("default/web").await.expect_err("the listing failed");
+    assert_eq!(failure.reason, "EngineUnavailable");
+    assert_eq!(f.engine.names(), ["web"]);
+    assert_eq!(f.reconcile("default/web").await, Next::Done, "removed once the engine answers");
+    assert!(f.engine.names().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_container_of_the_key_goes_unless_another_store_made_it() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    let owned =
+        [(labels::MANAGED_BY, labels::MANAGED_BY_VALUE), (labels::KEY, "default/web"), (labels::HOST, HOST)];
+    let mut ours = owned.to_vec();
+    ours.push((labels::STORE, "store-1"));
+    let mut theirs = owned.to_vec();
+    theirs.push((labels::STORE, "store-0"));
+    f.engine.add_container(container("b1", "web-renamed", &ours));
+    f.engine.add_container(container("b2", "web-elsewhere", &theirs));
+    f.reconcile("default/web").await;
+    assert_eq!(f.engine.names(), ["web", "web-elsewhere"]);
+}
+
+#[test]
+fn removal_is_decided_by_store_and_deletion_policy() {
+    let summary = |store: &str, policy: &str| ContainerSummary {
+        labels: BTreeMap::from([
+            (labels::STORE.to_owned(), store.to_owned()),
+            (labels::DELETION_POLICY.to_owned(), policy.to_owned()),
+        ]),
+        ..ContainerSummary::default()
+    };
+    let cases = [
+        (summary("s", "remove"), Gone::Deleted, Removal::Remove),
+        (summary("s", "orphan"), Gone::Deleted, Removal::Orphan),
+        (summary("s", "orphan"), Gone::PlacedElsewhere, Removal::Remove),
+        (summary("s", "orphan"), Gone::Duplicate, Removal::Remove),
+        (summary("t", "remove"), Gone::Deleted, Removal::OtherStore),
+        (summary("t", "remove"), Gone::PlacedElsewhere, Removal::OtherStore),
+        (summary("t", "remove"), Gone::Duplicate, Removal::OtherStore),
+        (ContainerSummary::default(), Gone::Deleted, Removal::OtherStore),
+    ];
+    for (container, gone, expected) in cases {
+        assert_eq!(removal(&container, "s", gone), expected, "{gone:?} {:?}", container.labels);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_dependency_and_provider_is_inspected_once_per_reconcile() {
+    let f = fixture().await;
+    let db = spec("db", r#"{"image": "kedge-test/app:v1"}"#);
+    let web = spec(
+        "web",
+        r#"{"image": "kedge-test/app:v1", "networkMode": "container:db", "links": ["db:database"],
+            "dependsOn": ["db"]}"#,
+    );
+    f.specs(&[&db, &web], 1);
+    f.reconcile("default/db").await;
+    for pass in ["create", "converged"] {
+        let before = f.engine.calls("inspect_container:db");
+        f.reconcile("default/web").await;
+        assert_eq!(f.engine.calls("inspect_container:db") - before, 1, "{pass}");
+    }
+    assert!(f.engine.container("web").is_some_and(|c| c.state.running));
+    assert_eq!(f.engine.calls("create_container"), 2, "the converged pass changed nothing");
+    assert_eq!(f.engine.calls("start_container"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_dependency_waits_without_acting() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1", "dependsOn": ["db"]}"#);
+    f.specs(&[&web], 1);
+    assert_eq!(f.reconcile("default/web").await, Next::After(f.agent.config.dependency_poll));
+    assert_eq!(f.mutations(), 0);
+    // A container named like the dependency that is not its spec's does not count.
+    f.engine.add_container(container("d1", "db", &[]));
+    assert_eq!(f.reconcile("default/web").await, Next::After(f.agent.config.dependency_poll));
+    assert_eq!(f.mutations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_is_started_again_after_1_2_4_8_16_seconds() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    f.specs(&[&web], 1);
+    f.engine.crash_on_start(1);
+    // Created and started: it exits at once. The first start again is not delayed.
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert_eq!(f.engine.calls("start_container"), 1);
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        let next = f.reconcile("default/web").await;
+        let Next::After(delay) = next else { panic!("a crash loop waits: {next:?}") };
+        delays.push(delay);
+        // Early, it is not started (a die event may wake the key at any time).
+        let starts = f.engine.calls("start_container");
+        f.engine.advance(delay / 2).await;
+        assert_eq!(f.reconcile("default/web").await, Next::After(delay - delay / 2));
+        assert_eq!(f.engine.calls("start_container"), starts, "not before the back-off");
+        f.engine.advance(delay - delay / 2).await;
+    }
+    let seconds: Vec<u64> = delays.iter().map(Duration::as_secs).collect();
+    assert_eq!(seconds, [1, 2, 4, 8, 16]);
+    assert!(delays.iter().all(|delay| delay.subsec_nanos() == 0), "exact: {delays:?}");
+    assert_eq!(f.engine.calls("start_container"), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_network_is_made_by_the_executor_first_and_once() {
+    let f = fixture().await;
+    let web =
+        spec("web", r#"{"image": "kedge-test/app:v1", "networks": [{"name": "front", "aliases": ["api"]}]}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    let labels = f.engine.network("front").expect("the network was made");
+    assert_eq!(labels.get(labels::MANAGED_BY).map(String::as_str), Some(labels::MANAGED_BY_VALUE));
+    assert!(f.engine.container("web").is_some_and(|c| c.networks.iter().any(|n| n.network == "front")));
+    let mutations = f.mutations();
+    f.reconcile("default/web").await;
+    assert_eq!(f.mutations(), mutations, "converged: nothing changes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_executor_restarts_and_removes_only_kedges_containers() {
+    let f = fixture().await;
+    f.engine.add_container(container("f1", "theirs", &[]));
+    let restart =
+        Action::Restart { container: "theirs".to_owned(), reason: "asked".to_owned(), timeout: None };
+    for action in [restart, Action::Remove { container: "theirs".to_owned() }] {
+        let refused = f.agent.executor.execute(&action, &mut |_| {}).await;
+        assert!(matches!(refused, Err(ExecutorError::Foreign { .. })), "{}: {refused:?}", action.kind());
+    }
+    assert_eq!(f.mutations(), 0);
+    assert!(f.engine.container("theirs").is_some_and(|c| c.state.running));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_image_under_the_tag_is_a_safe_recreate_under_the_same_name() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1", "updatePolicy": {"imageCheck": "local"}}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    let old = f.engine.container("web").expect("created");
+    let new_image = ImageInfo { id: format!("sha256:{}", "2".repeat(64)), ..crate::planner::tests::image() };
+    f.engine.add_image("kedge-test/app:v1", new_image.clone());
+    f.reconcile("default/web").await;
+    let new = f.engine.container("web").expect("recreated");
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.image_id, new_image.id);
+    assert!(new.state.running);
+    assert_eq!(f.engine.names(), ["web"], "the old container is gone, no temporary name is left");
+    let mutations = f.mutations();
+    f.reconcile("default/web").await;
+    assert_eq!(f.mutations(), mutations, "converged");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absent_image_with_pull_policy_never_fails_without_acting() {
+    let f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/absent:v1", "updatePolicy": {"pullPolicy": "never"}}"#);
+    f.specs(&[&web], 1);
+    let failure = f.agent.reconcile("default/web").await.expect_err("no image");
+    assert_eq!(failure.reason, "ImageNotPresent");
+    assert_eq!((f.mutations(), f.engine.calls("pull")), (0, 0));
+}
+
+#[test]
+fn api_versions_compare_by_number() {
+    assert!(api_older_than("1.41", (1, 44)));
+    assert!(api_older_than("1.9", (1, 44)));
+    assert!(!api_older_than("1.44", (1, 44)));
+    assert!(!api_older_than("1.100", (1, 44)));
+    assert!(!api_older_than("2.0", (1, 44)));
+    assert!(api_older_than("garbage", (1, 44)));
+}
