@@ -39,13 +39,13 @@ pub async fn run(args: CheckArgs, global: &GlobalArgs) -> CliResult<Exit> {
             return Err(CliError::usage("--pull and --autoupdate need a container NAME")
                 .hint("`kedge check` lists the running containers"));
         }
-        let docker = connect().await?;
+        let docker = connect(false).await?;
         for name in running_containers(&docker, own_container_id_prefix().as_deref()).await? {
             println!("{name}");
         }
         return Ok(Exit::Ok);
     };
-    let docker = connect().await?;
+    let docker = connect(args.pull || args.autoupdate).await?;
     let container = docker
         .inspect_container(&name)
         .await

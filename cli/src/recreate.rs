@@ -40,7 +40,7 @@ pub struct RecreateArgs {
 /// Recreates `args.name` with the configuration it was declared with; prints one line on stdout when
 /// done. A container kedge manages is recreated by its agent (see [`crate::handoff`]) unless `--direct`.
 pub async fn run(args: RecreateArgs, global: &GlobalArgs) -> CliResult<Exit> {
-    let docker = connect().await?;
+    let docker = connect(args.pull).await?;
     if !args.direct {
         if let Some(key) = managed_key(&docker, &args.name).await? {
             let options = HandoffOptions {
@@ -76,11 +76,13 @@ pub(crate) async fn managed_key(docker: &DockerClient, name: &str) -> CliResult<
     Ok(container.and_then(|container| labels::key(&container.labels).map(str::to_string)))
 }
 
-/// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`), with the registry
-/// credentials of the Docker `config.json` that `KEDGE_REGISTRY_CONFIG` names, as the agent's
-/// `--registry-config` (docs/registry-credentials.md); a file kedge cannot use is exit 2.
-pub(crate) async fn connect() -> CliResult<DockerClient> {
-    let auth = match std::env::var_os("KEDGE_REGISTRY_CONFIG").filter(|file| !file.is_empty()) {
+/// Connects to the engine `DOCKER_HOST` names (default `/var/run/docker.sock`). A command that
+/// `pulls` gets the registry credentials of the Docker `config.json` that `KEDGE_REGISTRY_CONFIG`
+/// names, as the agent's `--registry-config` (docs/registry-credentials.md); a file kedge cannot use
+/// is exit 2 then. One that does not pull never reads it, so an unreadable file does not stop it.
+pub(crate) async fn connect(pulls: bool) -> CliResult<DockerClient> {
+    let file = std::env::var_os("KEDGE_REGISTRY_CONFIG").filter(|file| pulls && !file.is_empty());
+    let auth = match file {
         Some(file) => Some(
             kedge_controller::docker::RegistryAuth::from_file(std::path::Path::new(&file))
                 .map_err(|error| CliError::usage(error.to_string()))?,

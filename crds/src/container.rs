@@ -128,7 +128,8 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
     /// Docker's security options, as `docker run --security-opt`: `no-new-privileges`,
-    /// `seccomp=unconfined`, `apparmor=PROFILE`, `label=...`, `systempaths=unconfined`.
+    /// `seccomp=unconfined`, `apparmor=PROFILE`, `label=...`, `writable-cgroups=BOOL` (the
+    /// engine's options; `systempaths=unconfined` belongs to the docker command line and is refused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_opt: Vec<String>,
     /// Namespaced kernel parameters, as `docker run --sysctl`: `net.ipv4.ip_unprivileged_port_start: 80`.

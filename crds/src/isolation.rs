@@ -53,8 +53,9 @@ pub fn parse_device(text: &str) -> Result<DeviceMapping, String> {
 /// Splits a `securityOpt` entry at its first `=` (or the older `:`) and checks it names an option
 /// Docker knows with a value it takes.
 pub fn parse_security_option(text: &str) -> Result<SecurityOption<'_>, String> {
-    let (key, value) = match text.find(['=', ':']) {
-        Some(at) => (&text[..at], Some(&text[at + 1..])),
+    // As the engine splits it: at the first `=`, or else at the first `:` (its older separator).
+    let (key, value) = match text.split_once('=').or_else(|| text.split_once(':')) {
+        Some((key, value)) => (key, Some(value)),
         None => (text, None),
     };
     let option = SecurityOption { key, value };
@@ -67,23 +68,29 @@ pub fn parse_security_option(text: &str) -> Result<SecurityOption<'_>, String> {
         ),
         ("apparmor", Some(profile)) if !profile.is_empty() => Ok(option),
         ("label", Some(value)) if !value.is_empty() => Ok(option),
-        ("systempaths", Some("unconfined")) => Ok(option),
+        ("systempaths", _) => Err(
+            "`systempaths=unconfined` is an option of the docker command line, which turns it into empty masked and read-only path lists; the engine's API refuses it, so kedge cannot pass it on".to_owned(),
+        ),
         ("writable-cgroups", Some("true" | "false")) => Ok(option),
-        ("no-new-privileges" | "apparmor" | "label" | "systempaths" | "writable-cgroups", _) => {
+        ("no-new-privileges" | "apparmor" | "label" | "writable-cgroups", _) => {
             Err(format!("`{text}` is not a valid value for `{key}`"))
         }
         _ => Err(format!(
-            "`{key}` is not a Docker security option (expected no-new-privileges, seccomp, apparmor, label, systempaths or writable-cgroups)"
+            "`{key}` is not a Docker security option (expected no-new-privileges, seccomp, apparmor, label or writable-cgroups)"
         )),
     }
 }
 
-/// Whether `securityOpt` turns `no-new-privileges` on (`no-new-privileges` or `...=true`).
+/// Whether `securityOpt` leaves `no-new-privileges` on (`no-new-privileges` or `...=true`). The
+/// engine reads the list in order and the last mention wins, so this does too:
+/// `[no-new-privileges, no-new-privileges=false]` is off.
 pub fn has_no_new_privileges(security_opt: &[String]) -> bool {
     security_opt
         .iter()
+        .rev()
         .filter_map(|text| parse_security_option(text).ok())
-        .any(|option| option.key == "no-new-privileges" && matches!(option.value, None | Some("true")))
+        .find(|option| option.key == "no-new-privileges")
+        .is_some_and(|option| matches!(option.value, None | Some("true")))
 }
 
 /// A sysctl name: dot- or slash-separated lowercase words (`net.ipv4.ip_forward`).
@@ -140,7 +147,7 @@ mod tests {
             "apparmor=unconfined",
             "apparmor=docker-default",
             "label=disable",
-            "systempaths=unconfined",
+            "label=level:s0:c1",
         ] {
             assert!(parse_security_option(ok).is_ok(), "{ok}");
         }
@@ -149,8 +156,10 @@ mod tests {
             "seccomp",
             "no-new-privileges=yes",
             "apparmor=",
-            "systempaths=confined",
+            "systempaths=unconfined",
             "privileged",
+            // The engine splits at `=` first: this is the key `apparmor:x`, which it refuses.
+            "apparmor:x=y",
         ] {
             assert!(parse_security_option(bad).is_err(), "{bad}");
         }
@@ -158,6 +167,11 @@ mod tests {
         assert!(has_no_new_privileges(&["no-new-privileges:true".into()]));
         assert!(!has_no_new_privileges(&["no-new-privileges=false".into()]));
         assert!(!has_no_new_privileges(&[]));
+        let last_wins = |options: &[&str]| {
+            has_no_new_privileges(&options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        };
+        assert!(!last_wins(&["no-new-privileges", "no-new-privileges=false"]));
+        assert!(last_wins(&["no-new-privileges=false", "no-new-privileges"]));
     }
 
     #[test]

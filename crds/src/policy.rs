@@ -298,7 +298,13 @@ fn check_isolation(spec: &ContainerSpec, found: &mut Found) {
         );
     }
     for (index, text) in spec.security_opt.iter().enumerate() {
-        if let Some(why) = crate::isolation::parse_security_option(text).ok().and_then(|o| unconfining(&o)) {
+        // An option kedge cannot read (a spec written straight to the store skips validation) is
+        // refused too: the engine may understand it, as a seccomp profile file, and loosen something.
+        let why = match crate::isolation::parse_security_option(text) {
+            Ok(option) => unconfining(&option),
+            Err(unreadable) => Some(format!("`{text}` cannot be checked: {unreadable}")),
+        };
+        if let Some(why) = why {
             found.add(format!("spec.securityOpt[{index}]"), PolicyLevel::Baseline, why);
         }
     }
@@ -329,9 +335,6 @@ fn unconfining(option: &crate::isolation::SecurityOption<'_>) -> Option<String> 
         }
         "apparmor" if value == "unconfined" => {
             Some("`apparmor=unconfined` removes the AppArmor profile that confines the container".to_owned())
-        }
-        "systempaths" if value == "unconfined" => {
-            Some("`systempaths=unconfined` unmasks /proc and /sys paths Docker hides from containers".to_owned())
         }
         "writable-cgroups" if value == "true" => {
             Some("`writable-cgroups=true` lets the container rewrite its own cgroup limits".to_owned())

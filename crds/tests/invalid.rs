@@ -541,7 +541,7 @@ fn isolation_fields() {
          9:13: spec.devices[0]: the host path `dev/fuse` must be absolute\n\
          9:23: spec.devices[1]: the permissions `rx` must be a combination of `r`, `w` and `m`\n\
          10:17: spec.securityOpt[0]: `seccomp` takes `unconfined` (kedge does not read seccomp profile files; without the option Docker's default profile applies)\n\
-         10:46: spec.securityOpt[1]: `privileged` is not a Docker security option (expected no-new-privileges, seccomp, apparmor, label, systempaths or writable-cgroups)\n\
+         10:46: spec.securityOpt[1]: `privileged` is not a Docker security option (expected no-new-privileges, seccomp, apparmor, label or writable-cgroups)\n\
          12:5: spec.sysctls.net ipv4: `net ipv4` is not a sysctl name (such as `net.ipv4.ip_unprivileged_port_start`)",
     );
     check(

@@ -209,18 +209,23 @@ fn engine_unavailable(error: crate::docker::DockerError) -> Failure {
 
 impl Agent {
     pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
-        let spec = self.cache.get(key);
-        let to_run = spec.as_ref().filter(|spec| self.placed_here(key, spec));
-        let mut seen = observe(self.engine(), &self.config.host_name, key, to_run).await?;
+        let mut spec = self.cache.get(key);
+        let mut here = spec.as_ref().is_some_and(|spec| self.placed_here(key, spec));
+        let host = &self.config.host_name;
+        let mut seen = observe(self.engine(), host, key, spec.as_ref().filter(|_| here)).await?;
         if seen.owned.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key))) {
-            // A recreate of this key was interrupted (a crash): finish or roll it back first.
+            // A recreate of this key was interrupted (a crash): finish or roll it back first. That
+            // may wait for a health check, long enough for the spec to change, go, or move to
+            // another host: read it again before deciding on it.
             self.recover_key(key).await?;
-            seen = observe(self.engine(), &self.config.host_name, key, to_run).await?;
+            spec = self.cache.get(key);
+            here = spec.as_ref().is_some_and(|spec| self.placed_here(key, spec));
+            seen = observe(self.engine(), host, key, spec.as_ref().filter(|_| here)).await?;
         }
         match spec {
             None if self.cache.invalid(key).is_some() => self.reconcile_invalid(key).await,
             None => self.reconcile_deleted(key, &seen.owned).await,
-            Some(_) if to_run.is_none() => self.reconcile_placed_elsewhere(key, &seen.owned).await,
+            Some(_) if !here => self.reconcile_placed_elsewhere(key, &seen.owned).await,
             Some(spec) => self.reconcile_spec(key, &spec, seen).await,
         }
     }

@@ -396,12 +396,15 @@ impl Leader<'_> {
     /// One pass of every controller; answers the nearest deadline they know of.
     async fn pass(&mut self) -> Result<Option<Instant>, StoreError> {
         let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
-        let mut deadlines = vec![self.schedule().await?];
-        let sets =
-            super::sets::pass(self.store, fence, &self.caches, &self.events, &mut self.written).await?;
+        // Each controller's failure is its own: it retries soon, and the others (and the
+        // compactor) still run. Only a lost leader key ends the pass.
+        let schedule = self.schedule().await;
+        let mut deadlines = vec![settle("scheduler", schedule)?];
+        let sets = super::sets::pass(self.store, fence, &self.caches, &self.events, &mut self.written).await;
+        deadlines.push(settle("ContainerSet controller", sets.map(|at| at.map(instant_of)))?);
         // The agent upgrade campaign is driven by the same leader, fenced on the same term.
-        let campaign = super::upgrade::drive(self.store, fence, &self.caches, &mut self.written).await?;
-        deadlines.extend([sets, campaign].into_iter().map(|at| at.map(instant_of)));
+        let campaign = super::upgrade::drive(self.store, fence, &self.caches, &mut self.written).await;
+        deadlines.push(settle("upgrade campaign", campaign.map(|at| at.map(instant_of)))?);
         #[cfg(feature = "failpoints")]
         crate::executor::failpoint::panic_task("leader");
         if let Some(compactor) = &mut self.compactor {
@@ -521,10 +524,31 @@ impl Leader<'_> {
     }
 }
 
-/// The moment of a wall-clock deadline on the monotonic clock (now, if it is past).
+/// The moment of a wall-clock deadline on the monotonic clock (now, if it is past; a day ahead at
+/// most, so a far date read from the store cannot overflow the clock: the safety tick comes first).
 fn instant_of(deadline: DateTime<Utc>) -> Instant {
     let ahead = (deadline - Utc::now()).to_std().unwrap_or_default();
-    Instant::now() + ahead
+    Instant::now() + ahead.min(Duration::from_secs(24 * 60 * 60))
+}
+
+/// A controller's part of a leader pass: its next deadline, or, when it failed, a retry after
+/// [`RETRY`]. A conflict on the leader key (this agent no longer leads) ends the pass.
+fn settle(
+    controller: &str,
+    outcome: Result<Option<Instant>, StoreError>,
+) -> Result<Option<Instant>, StoreError> {
+    match outcome {
+        Ok(deadline) => Ok(deadline),
+        Err(error) if lost_leadership(&error) => Err(error),
+        Err(error) => {
+            tracing::debug!(%error, controller, "leader controller failed; retrying");
+            Ok(Some(Instant::now() + RETRY))
+        }
+    }
+}
+
+fn lost_leadership(error: &StoreError) -> bool {
+    matches!(error, StoreError::Conflict { key, .. } if key == keys::SCHEDULER_LEADER)
 }
 
 #[cfg(test)]

@@ -442,10 +442,12 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
     })
 }
 
-/// `HostConfig`'s PID and IPC modes (empty ones as `None`), devices, security options and sysctls.
+/// `HostConfig`'s PID and IPC modes (empty ones as `None`; so is the PID mode `private`, the default
+/// Podman names where Docker reports nothing, as the desired side leaves it out), devices, security
+/// options and sysctls.
 fn isolation_from_host_config(host: &b::HostConfig) -> Isolation {
     Isolation {
-        pid_mode: host.pid_mode.clone().filter(|mode| !mode.is_empty()),
+        pid_mode: host.pid_mode.clone().filter(|mode| !mode.is_empty() && mode != "private"),
         ipc_mode: host.ipc_mode.clone().filter(|mode| !mode.is_empty()),
         devices: host
             .devices

@@ -288,7 +288,6 @@ fn security_options_that_switch_a_confinement_off_are_refused_at_baseline() {
         "seccomp=unconfined",
         "seccomp:unconfined",
         "apparmor=unconfined",
-        "systempaths=unconfined",
         "writable-cgroups=true",
         "label=disable",
         "label=user:root",
@@ -318,6 +317,20 @@ fn restricted_requires_no_new_privileges() {
     }
     for with_it in ["no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"] {
         check_at(with(json!({"securityOpt": [with_it]})), Restricted, &[]);
+    }
+    // The engine reads the options in order and the last mention wins.
+    let switched_off = with(json!({"securityOpt": ["no-new-privileges", "no-new-privileges=false"]}));
+    check_at(switched_off, Restricted, &[("spec.securityOpt", Restricted)]);
+    check_at(with(json!({"securityOpt": ["no-new-privileges=false", "no-new-privileges"]})), Restricted, &[]);
+}
+
+#[test]
+fn a_security_option_kedge_cannot_read_is_refused_at_baseline() {
+    // A seccomp profile file would replace Docker's default profile with whatever it allows.
+    for unreadable in ["seccomp=/etc/docker/permissive.json", "systempaths=unconfined", "mystery=1"] {
+        let spec = with(json!({"securityOpt": ["no-new-privileges", unreadable]}));
+        check_at(spec.clone(), Baseline, &[("spec.securityOpt[1]", Baseline)]);
+        check_at(spec, Privileged, &[]);
     }
 }
 
