@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use kedge_controller::events::Event;
 use kedge_crds::container_set::{SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet};
 use reqwest::Method;
 use serde_json::Value;
