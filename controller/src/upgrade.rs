@@ -256,9 +256,9 @@ pub async fn host_views(store: &SharedStore) -> Result<BTreeMap<String, HostView
         let name = keys::parse_host_key(&kv.key)?;
         Some((name.to_owned(), serde_json::from_slice(&kv.value).ok()))
     });
-    let alive = alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES).map(str::to_owned));
+    let alive = alive.kvs.iter().filter_map(|kv| keys::parse_host_lease_key(&kv.key).map(str::to_owned));
     let upgrades = upgrades.kvs.iter().filter_map(|kv| {
-        let name = kv.key.strip_prefix(keys::HOST_UPGRADES)?;
+        let name = keys::parse_host_upgrade_key(&kv.key)?;
         let upgrade = serde_json::from_slice::<HostUpgrade>(&kv.value).ok()?;
         Some((name.to_owned(), upgrade, kv.mod_revision))
     });
