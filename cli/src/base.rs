@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use kedge_controller::events::Event;
+use kedge_crds::event::Event;
 use kedge_crds::{Container, Objects, ParsedObjects, Resource, SpecError};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};

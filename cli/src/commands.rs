@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kedge_controller::events::Event;
-use kedge_controller::upgrade::Campaign;
+use kedge_crds::campaign::Campaign;
+use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

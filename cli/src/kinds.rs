@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use kedge_controller::events::Event;
-use kedge_controller::upgrade::Campaign;
+use kedge_crds::campaign::Campaign;
+use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use kedge_controller::events::Event;
 use kedge_crds::container_set::{SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet};
 use reqwest::Method;
 use serde_json::Value;
@@ -137,6 +137,9 @@ pub(crate) fn too_large<K: Declared>(objects: &[K], files: &[String]) -> Vec<Str
 }
 
 /// The parts of an object a user declares: no status and no store-managed metadata.
+/// On the serialized form, by field name, because it serves every kind: each `Resource` serializes
+/// its `metadata` and `status` under these names (the only untyped field access of the CLI, with
+/// [`compared_by_diff`]'s).
 fn declared<K: Declared>(object: &K) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use kedge_controller::events::Event;
-use kedge_controller::upgrade::{Campaign, CampaignState, HostUpgrade, HostUpgradeState};
+use kedge_crds::campaign::{Campaign, CampaignState, HostUpgrade, HostUpgradeState};
+use kedge_crds::event::Event;
 use kedge_crds::{condition_type, Condition, Container, ContainerStatus, ObjectMeta};
 use serde_json::Value;
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use kedge_controller::events::Event;
 use kedge_crds::container_set::{set_condition, SET_REVISION_LABEL};
+use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet};
 
 use crate::output::{self, age, NONE};

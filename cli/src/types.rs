@@ -1,8 +1,8 @@
 //! The shapes of API answers that are not crds kinds: list envelopes, a stored spec that cannot be
 //! read, a host as `GET /api/v1/hosts` shows it. Plain data; the lowest layer of the CLI.
 
-use kedge_controller::agent::host::HostRecord;
-use kedge_controller::upgrade::HostUpgrade;
+use kedge_crds::campaign::HostUpgrade;
+use kedge_crds::host::HostRecord;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

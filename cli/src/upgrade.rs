@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::json;
 
-use kedge_controller::upgrade::{Campaign, CampaignState, HostUpgradeState};
+use kedge_crds::campaign::{Campaign, CampaignState, HostUpgradeState};
 
 use crate::base::{bad_answer, connect};
 use crate::client::{encode, Client};

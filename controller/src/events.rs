@@ -2,6 +2,7 @@
 //! they expire on their own. The same event repeated is one record with a count, first and last seen
 //! (Kubernetes' event series), not a flood of keys, and its repeats are batched: a series is written
 //! at most once per [`FLUSH_INTERVAL`], so store writes follow change, not the rate of a crash loop.
+//! The record's type is `kedge_crds::event`'s (one definition shared with the CLI).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,39 +11,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::store::{keys, LeaseId, PutCondition, SharedStore, StoreError};
 
-/// One recorded event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Event {
-    /// The object it is about: `Container/<namespace>/<name>`.
-    pub involved_object: String,
-    pub namespace: String,
-    /// `Normal` or `Warning`.
-    #[serde(rename = "type")]
-    pub kind: EventType,
-    /// One CamelCase word: `Created`, `Recreated`, `UpdatedInPlace`, `BackOff`.
-    pub reason: String,
-    pub message: String,
-    /// The host whose agent recorded it.
-    pub host: String,
-    pub count: u32,
-    pub first_timestamp: String,
-    pub last_timestamp: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
-
-/// The namespace of events about hosts (`Host/<host>`), which belong to no namespace of specs.
-pub const HOST_EVENTS_NAMESPACE: &str = "kedge-system";
+pub use kedge_crds::event::{Event, EventType, HOST_EVENTS_NAMESPACE};
 
 /// How long an event stays: events are written on a lease of this TTL, renewed every
 /// [`LEASE_ROTATION`], so an event lives between `EVENT_TTL - LEASE_ROTATION` and `EVENT_TTL`.

@@ -19,6 +19,8 @@
 //! compare-and-swap, so it never overwrites the leader's pass nor is overwritten by it): the leader
 //! asks no further host, lets the host in flight finish or roll back as usual, then ends the
 //! campaign `Cancelled` with the hosts never asked `Skipped`.
+//!
+//! The records' types are `kedge_crds::campaign`'s (one definition shared with the CLI).
 
 pub mod helper;
 
@@ -26,7 +28,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::hosts::HostRecord;
 use crate::store::{keys, SharedStore, StoreError};
@@ -47,117 +48,7 @@ pub fn bounded_timeout(timeout_seconds: u64) -> Duration {
     Duration::from_secs(timeout_seconds.clamp(1, MAX_TIMEOUT.as_secs()))
 }
 
-/// The state of a whole campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CampaignState {
-    Running,
-    Succeeded,
-    Failed,
-    /// Cancelled on request: no host was asked after the request; the one in flight finished.
-    Cancelled,
-}
-
-/// The state of one host's upgrade, in a campaign and in the host's own request key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HostUpgradeState {
-    /// Not asked yet (campaign only).
-    Pending,
-    /// The leader asked; the host's agent has not picked it up yet (host key only).
-    Requested,
-    /// The helper container is replacing the agent's container.
-    Upgrading,
-    /// The new agent runs and reported in.
-    Succeeded,
-    /// The new agent did not come up in time: the old container runs again, same ID.
-    RolledBack,
-    /// Something else went wrong (no container, pull failed, no report in time, host NotReady).
-    Failed,
-    /// Not upgraded: its agent does not run in a container, or the campaign stopped before it.
-    Skipped,
-}
-
-impl HostUpgradeState {
-    /// True once nothing will change it any more.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            HostUpgradeState::Succeeded
-                | HostUpgradeState::RolledBack
-                | HostUpgradeState::Failed
-                | HostUpgradeState::Skipped
-        )
-    }
-}
-
-/// An agent upgrade campaign.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Campaign {
-    pub id: String,
-    /// The target version: the image tag, and the version the agents must report.
-    pub version: String,
-    /// The label selector the hosts were chosen by (empty: every host).
-    #[serde(default)]
-    pub selector: String,
-    /// How long one host's new agent has to report in before the helper rolls back.
-    pub timeout_seconds: u64,
-    pub state: CampaignState,
-    #[serde(default)]
-    pub message: String,
-    pub created_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// Set by `POST /api/v1/upgrades/{id}/cancel`: the leader asks no further host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancel_requested_at: Option<String>,
-    /// In the order they are upgraded.
-    pub hosts: Vec<CampaignHost>,
-}
-
-/// One host of a campaign.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CampaignHost {
-    pub name: String,
-    /// The image this host's agent moves to (`REPOSITORY:VERSION`).
-    pub image: String,
-    pub state: HostUpgradeState,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// From the leader's request to the host's final report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_seconds: Option<f64>,
-}
-
-/// The upgrade asked of one host, and how it went (`/kedge/v1/upgrades/hosts/<host>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HostUpgrade {
-    pub campaign: String,
-    pub version: String,
-    pub image: String,
-    pub timeout_seconds: u64,
-    pub state: HostUpgradeState,
-    #[serde(default)]
-    pub message: String,
-    pub requested_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// The helper container's name, once the agent started it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub helper: Option<String>,
-    /// The agent container being replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_container_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_container_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_seconds: Option<f64>,
-}
+pub use kedge_crds::campaign::{Campaign, CampaignHost, CampaignState, HostUpgrade, HostUpgradeState};
 
 /// What the leader knows of one host for a pass.
 #[derive(Debug, Clone, Default)]
@@ -365,9 +256,9 @@ pub async fn host_views(store: &SharedStore) -> Result<BTreeMap<String, HostView
         let name = keys::parse_host_key(&kv.key)?;
         Some((name.to_owned(), serde_json::from_slice(&kv.value).ok()))
     });
-    let alive = alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES).map(str::to_owned));
+    let alive = alive.kvs.iter().filter_map(|kv| keys::parse_host_lease_key(&kv.key).map(str::to_owned));
     let upgrades = upgrades.kvs.iter().filter_map(|kv| {
-        let name = kv.key.strip_prefix(keys::HOST_UPGRADES)?;
+        let name = keys::parse_host_upgrade_key(&kv.key)?;
         let upgrade = serde_json::from_slice::<HostUpgrade>(&kv.value).ok()?;
         Some((name.to_owned(), upgrade, kv.mod_revision))
     });

@@ -8,6 +8,8 @@
 //! - [`meta`]: what every kind shares: `ObjectMeta`, `Condition` and the one `lastTransitionTime` rule.
 //! - [`resource`]: the [`Resource`] trait every stored kind implements (kind, plural, store segments,
 //!   metadata, spec, status), so that the store's typed `Api<K>` serves any kind.
+//! - [`host`], [`event`], [`campaign`]: the records that are not [`Resource`]s (a host, an event, an
+//!   upgrade campaign and its host requests), shared by the controller that writes them and the CLI.
 //! - [`container`]: the resource types (`Container`, `ContainerSpec`, `ContainerStatus`, ...).
 //! - [`container_set`]: the `ContainerSet` resource (replicas of one template, rolling updates) and
 //!   its template revision.
@@ -29,10 +31,13 @@
 //! - [`spec_hash`]: the fingerprint the controller labels containers with.
 //! - `forms` (private): serde plumbing for short and long forms of the same field.
 
+pub mod campaign;
 pub mod container;
 pub mod container_set;
+pub mod event;
 mod forms;
 mod hash;
+pub mod host;
 pub mod isolation;
 pub mod lenient;
 mod located;

@@ -3,8 +3,10 @@
 //! optional status); implementing this trait for it is all the store's typed `Api<K>` needs to get,
 //! list, apply (with the generation rule), delete, dry-run and write status for it.
 //!
-//! Implemented by [`Container`] and [`ContainerSet`]. Hosts, bindings, events and upgrade campaigns
-//! are flat records without `metadata` today; they are not resources in this sense (yet).
+//! Implemented by [`Container`] and [`ContainerSet`], the kinds users declare. Hosts, events and
+//! upgrade campaigns ([`crate::host`], [`crate::event`], [`crate::campaign`]) and the scheduler's
+//! bindings are flat records without `metadata` whose JSON older agents read: they are not resources
+//! in this sense (ARCHITECTURE.md, "Kinds", says why for each).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

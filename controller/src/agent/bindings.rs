@@ -43,12 +43,12 @@ impl Default for BindingCache {
 impl BindingCache {
     /// The host the spec `key` is bound to, if any.
     pub fn host_of(&self, key: &str) -> Option<String> {
-        self.reflector.get(&store_key(key)).map(|binding| binding.host)
+        self.reflector.get(&keys::binding_key_of(key)).map(|binding| binding.host)
     }
 
     /// The store revision at which the spec `key`'s binding was last written, if it is bound.
     pub fn revision_of(&self, key: &str) -> Option<i64> {
-        self.reflector.stored(&store_key(key)).map(|stored| stored.mod_revision)
+        self.reflector.stored(&keys::binding_key_of(key)).map(|stored| stored.mod_revision)
     }
 
     /// Whether the cache is known to match the store now, so that a missing binding means "unbound".
@@ -60,11 +60,6 @@ impl BindingCache {
     pub fn reflector(&self) -> &Reflector<Binding> {
         &self.reflector
     }
-}
-
-/// `namespace/name` to the binding's store key.
-fn store_key(key: &str) -> String {
-    format!("{}{key}", keys::BINDINGS)
 }
 
 /// Decodes one binding key-value into (`namespace/name`, binding); `None` for a malformed one.

@@ -49,11 +49,6 @@ fn decode_spec(kv: &KeyValue) -> Result<Container, String> {
     }
 }
 
-/// `namespace/name` to the spec's store key.
-fn store_key(key: &str) -> String {
-    format!("{}{key}", keys::SPECS)
-}
-
 /// The store key of a spec to `namespace/name`.
 fn work_key(store_key: &str) -> Option<String> {
     keys::parse_spec_key(store_key).map(|(namespace, name)| format!("{namespace}/{name}"))
@@ -61,7 +56,7 @@ fn work_key(store_key: &str) -> Option<String> {
 
 impl DesiredState {
     pub fn get(&self, key: &str) -> Option<Container> {
-        self.reflector.get(&store_key(key))
+        self.reflector.get(&keys::spec_key_of(key))
     }
 
     pub fn keys(&self) -> Vec<String> {
@@ -113,7 +108,7 @@ impl DesiredState {
 
     /// Why the key's stored spec cannot be read, if it cannot.
     pub fn invalid(&self, key: &str) -> Option<InvalidObject> {
-        let unreadable = self.reflector.unreadable(&store_key(key))?;
+        let unreadable = self.reflector.unreadable(&keys::spec_key_of(key))?;
         let (namespace, name) = key.split_once('/').unwrap_or(("", key));
         Some(InvalidObject {
             namespace: namespace.to_owned(),
@@ -127,7 +122,7 @@ impl DesiredState {
     /// reported once, not on every pass.
     pub fn take_unreported_invalid(&self, key: &str) -> Option<InvalidObject> {
         let object = self.invalid(key)?;
-        let revision = self.reflector.unreadable(&store_key(key))?.mod_revision;
+        let revision = self.reflector.unreadable(&keys::spec_key_of(key))?.mod_revision;
         let mut reported = self.reported();
         if reported.get(key) == Some(&revision) {
             return None;

@@ -433,7 +433,7 @@ async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     // A host is ready while its agent's liveness key (on the agent's lease) exists.
     let alive = state.api.store.list(keys::HOST_LEASES).await?;
     let alive: std::collections::BTreeSet<&str> =
-        alive.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::HOST_LEASES)).collect();
+        alive.kvs.iter().filter_map(|kv| keys::parse_host_lease_key(&kv.key)).collect();
     let mut items: Vec<Value> = list
         .kvs
         .iter()

@@ -270,7 +270,7 @@ pub(super) async fn cancel_campaign(
 pub(super) async fn merge_host_upgrades(state: &AppState, hosts: &mut [Value]) -> ApiResult<()> {
     let upgrades = state.api.store.list(keys::HOST_UPGRADES).await?;
     for kv in &upgrades.kvs {
-        let Some(name) = kv.key.strip_prefix(keys::HOST_UPGRADES) else { continue };
+        let Some(name) = keys::parse_host_upgrade_key(&kv.key) else { continue };
         let Ok(upgrade) = serde_json::from_slice::<HostUpgrade>(&kv.value) else { continue };
         if let Some(host) = hosts.iter_mut().find(|h| h.get("name").and_then(Value::as_str) == Some(name)) {
             host["upgrade"] = serde_json::to_value(&upgrade).unwrap_or(Value::Null);

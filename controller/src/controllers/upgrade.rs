@@ -102,12 +102,12 @@ fn host_views(caches: &LeaderCaches) -> Option<BTreeMap<String, HostView>> {
         .alive
         .keys()
         .iter()
-        .filter_map(|key| key.strip_prefix(keys::HOST_LEASES).map(str::to_owned))
+        .filter_map(|key| keys::parse_host_lease_key(key).map(str::to_owned))
         .collect();
     let upgrades = caches.host_upgrades.with(|all| {
         all.iter()
             .filter_map(|(key, stored)| {
-                let name = key.strip_prefix(keys::HOST_UPGRADES)?;
+                let name = keys::parse_host_upgrade_key(key)?;
                 Some((name.to_owned(), stored.object.clone(), stored.mod_revision))
             })
             .collect::<Vec<_>>()

@@ -233,9 +233,38 @@ pub fn parse_status_key(key: &str) -> Option<(&str, &str)> {
 }
 
 pub fn parse_host_key(key: &str) -> Option<&str> {
-    let host = key.strip_prefix(HOSTS)?;
-    check_segment(host).ok()?;
-    Some(host)
+    parse_one(HOSTS, key)
+}
+
+/// The host of a liveness key ([`host_lease_key`]).
+pub fn parse_host_lease_key(key: &str) -> Option<&str> {
+    parse_one(HOST_LEASES, key)
+}
+
+/// The host of an upgrade request key ([`host_upgrade_key`]).
+pub fn parse_host_upgrade_key(key: &str) -> Option<&str> {
+    parse_one(HOST_UPGRADES, key)
+}
+
+/// The id of a campaign key ([`upgrade_campaign_key`]).
+pub fn parse_upgrade_campaign_key(key: &str) -> Option<&str> {
+    parse_one(UPGRADE_CAMPAIGNS, key)
+}
+
+/// The spec key of a work-queue key `namespace/name` (made from checked segments, so not checked again).
+pub fn spec_key_of(work_key: &str) -> String {
+    format!("{SPECS}{work_key}")
+}
+
+/// The binding key of a work-queue key `namespace/name` (made from checked segments).
+pub fn binding_key_of(work_key: &str) -> String {
+    format!("{BINDINGS}{work_key}")
+}
+
+fn parse_one<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let segment = key.strip_prefix(prefix)?;
+    check_segment(segment).ok()?;
+    Some(segment)
 }
 
 fn parse_two<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
@@ -269,6 +298,12 @@ mod tests {
         assert_eq!(parse_set_status_key("/kedge/v1/set-status/ns/web"), Some(("ns", "web")));
         assert!(!set_key("ns", "web").unwrap().starts_with(SPECS), "agents never see sets as specs");
         assert_eq!(agent_lock_key("h1").unwrap(), "/kedge/v1/locks/agents/h1");
+        assert_eq!(parse_host_lease_key(&host_lease_key("h1").unwrap()), Some("h1"));
+        assert_eq!(parse_host_upgrade_key(&host_upgrade_key("h1").unwrap()), Some("h1"));
+        assert_eq!(parse_upgrade_campaign_key(&upgrade_campaign_key("u-1").unwrap()), Some("u-1"));
+        assert_eq!(parse_host_upgrade_key("/kedge/v1/upgrades/hosts/a/b"), None);
+        assert_eq!(spec_key_of("ns/web"), spec_key("ns", "web").unwrap());
+        assert_eq!(binding_key_of("ns/web"), binding_key("ns", "web").unwrap());
     }
 
     #[test]
