@@ -157,6 +157,11 @@ impl EtcdCluster {
         cluster
     }
 
+    /// A store client on this cluster.
+    pub async fn store(&self) -> kedge_controller::store::SharedStore {
+        crate::etcd_store(self.endpoints()).await
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| format!("{}://127.0.0.1:{}", self.scheme, m.client_port)).collect()
     }

@@ -75,6 +75,13 @@ impl TestScope {
     }
 }
 
+/// A store client on the etcd at `endpoints` (the test environment's: `TestEnv::get().etcd_endpoints`).
+pub async fn etcd_store(endpoints: Vec<String>) -> kedge_controller::store::SharedStore {
+    let store =
+        kedge_controller::store::EtcdStore::connect(kedge_controller::store::EtcdOptions::new(endpoints));
+    std::sync::Arc::new(store.await.expect("connect to the test etcd"))
+}
+
 /// A Docker client for assertions, connected to the test engine with the API version negotiated.
 pub async fn docker() -> Docker {
     let _ = TestEnv::get();
@@ -229,13 +236,7 @@ impl InProcessAgent {
 
     /// Starts an agent on the test environment's etcd.
     pub async fn etcd(host: &str) -> InProcessAgent {
-        let env = TestEnv::get();
-        let store = kedge_controller::store::EtcdStore::connect(kedge_controller::store::EtcdOptions::new(
-            env.etcd_endpoints.clone(),
-        ))
-        .await
-        .expect("connect to the test etcd");
-        Self::start(std::sync::Arc::new(store), host, None).await
+        Self::start(etcd_store(TestEnv::get().etcd_endpoints.clone()).await, host, None).await
     }
 
     /// Starts an agent on `store`, against the test engine.

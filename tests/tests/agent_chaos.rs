@@ -8,11 +8,10 @@ use crate::api_support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use api_support::kedge_bin;
-use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::objects;
 use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, TestEnv, TestScope, TEST_LABEL};
 use rand::Rng;
 use serde_json::json;
@@ -88,8 +87,7 @@ async fn sigkill_twenty_times_during_a_rollout_leaves_exactly_one_container_per_
     let host = format!("chaos-{id}");
     let state_dir: PathBuf = std::env::temp_dir().join(format!("kedge-chaos-{id}"));
     std::fs::create_dir_all(&state_dir).unwrap();
-    let store: SharedStore =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(env.etcd_endpoints.clone())).await.expect("etcd"));
+    let store = kedge_tests::etcd_store(env.etcd_endpoints.clone()).await;
 
     let foreign: Vec<String> = (0..5).map(|i| format!("bystander{i}-{id}")).collect();
     for name in &foreign {

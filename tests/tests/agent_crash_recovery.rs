@@ -10,11 +10,10 @@ use crate::api_support::kedge_bin;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use kedge_controller::executor::failpoint;
-use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::objects;
 use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, TestEnv, TestScope, TEST_LABEL};
 use serde_json::json;
 
@@ -87,8 +86,7 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     let host = format!("recover-{id}");
     let name = format!("web-{id}");
     let state_dir = tempfile::tempdir().expect("a state directory");
-    let store: SharedStore =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(env.etcd_endpoints.clone())).await.expect("etcd"));
+    let store = kedge_tests::etcd_store(env.etcd_endpoints.clone()).await;
     let spec = |image: &str| test_spec(&name, &namespace, &host, &cleanup, json!({"image": image}));
 
     objects::apply_container(store.as_ref(), &spec("kedge-test/app:v1"), None).await.expect("apply v1");

@@ -7,12 +7,11 @@
 //! - a leader that panics gives up its leadership at once, and another agent takes over in about a
 //!   second, where a leader that is killed outright blocks scheduling until its lease lapses.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api_support::{http_unix, stderr, stdout};
 use crate::store_scale::{apply_json, store_url, unplaced_spec, wait_running, AgentProcess};
-use kedge_controller::store::{keys, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::{keys, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{eventually, run_id, EngineCleanup};
 use serde_json::Value;
@@ -113,8 +112,7 @@ async fn a_task_that_keeps_panicking_turns_healthz_503_naming_it() {
 async fn a_panicking_leader_hands_over_at_once_where_a_killed_one_waits_for_its_lease() {
     let run = run_id();
     let cluster = EtcdCluster::start(1).await;
-    let store: SharedStore =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"));
+    let store = cluster.store().await;
     let work = tempfile::tempdir().unwrap();
     let trigger = work.path().join("panic-now");
     let first_host = format!("lead-{run}");

@@ -13,11 +13,10 @@
 //! - a YAML alias bomb is refused naming the limit, with `kedge validate` staying under 200 MiB.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::api_support::{http_unix, kedge_command, stderr, stdout, unique, TestServer};
 use crate::store_scale::{apply_json, store_url, unplaced_spec, wait_running, AgentProcess};
-use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
+use kedge_controller::store::{keys, PutCondition};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker_cli, run_id, EngineCleanup};
 
@@ -38,8 +37,7 @@ async fn poison_entries_and_absurd_numbers_block_nothing() {
     let run = run_id();
     let _cleanup = EngineCleanup::new(&run);
     let cluster = EtcdCluster::start(1).await;
-    let store: SharedStore =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"));
+    let store = cluster.store().await;
     let host = format!("hostile-{run}");
     let work = std::env::temp_dir().join(format!("kedge-hostile-{run}"));
     std::fs::create_dir_all(&work).unwrap();

@@ -3,11 +3,10 @@
 //! A's containers stay on A's engine while A is away; when A's agent returns it removes exactly its
 //! own, now unbound, containers and leaves foreign ones alone.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kedge_controller::docker::labels;
-use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::{keys, objects};
 use kedge_tests::engine::PrivateEngine;
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker, eventually, test_spec, wait_ready, InProcessAgent, TestScope};
@@ -34,7 +33,7 @@ async fn a_dead_hosts_specs_move_after_the_grace_period_and_it_cleans_up_on_retu
     let TestScope { id, cleanup, namespace } = TestScope::new();
     let engine_a = PrivateEngine::start(&["kedge-test/app:v1"]).await;
     let etcd = EtcdCluster::start(1).await;
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let store = etcd.store().await;
     let (host_a, host_b) = (format!("a-{id}"), format!("b-{id}"));
     let configure = |config: &mut kedge_controller::agent::AgentConfig| {
         config.scheduler_grace = GRACE;

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kedge_controller::store::{keys, CountingStore, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::{keys, CountingStore, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{eventually, run_id, InProcessAgent};
 
@@ -27,7 +27,7 @@ const WINDOW: Duration = Duration::from_secs(20);
 async fn idle_agents_make_no_range_reads() {
     let id = run_id();
     let etcd = EtcdCluster::start(1).await;
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let store = etcd.store().await;
     let mut agents = Vec::new();
     let mut counters = Vec::new();
     for n in 0..3 {

@@ -3,11 +3,10 @@
 //! specs first. Every spec runs exactly once, on the host its status reports.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use kedge_controller::docker::labels;
-use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::{keys, objects};
 use kedge_crds::Placement;
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker, eventually, test_spec, wait_ready, InProcessAgent, TestScope};
@@ -19,7 +18,7 @@ const READY: Duration = Duration::from_secs(90);
 async fn specs_land_by_name_by_selector_and_spread_when_unplaced() {
     let TestScope { id, cleanup, namespace } = TestScope::new();
     let etcd = EtcdCluster::start(1).await;
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let store = etcd.store().await;
     let host = |n: usize| format!("h{n}-{id}");
     let zone = |n: usize| if n == 1 { "a" } else { "b" };
     let mut agents = Vec::new();

@@ -4,10 +4,9 @@
 //! -> 2 (highest ordinals go); deleting the set deletes its children and their containers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kedge_controller::store::{keys, objects, EtcdOptions, EtcdStore, SharedStore, Store};
+use kedge_controller::store::{keys, objects, Store};
 use kedge_crds::container_set::SET_LABEL;
 use kedge_crds::{ConditionStatus, Container, ContainerSet};
 use kedge_tests::etcd::EtcdCluster;
@@ -94,7 +93,7 @@ async fn wait_settled(store: &dyn Store, namespace: &str, set: &str, names: &[St
 async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and_goes() {
     let TestScope { id, cleanup: _cleanup, namespace } = TestScope::new();
     let etcd = EtcdCluster::start(1).await;
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let store = etcd.store().await;
     let host = |n: usize| format!("h{n}-{id}");
     let mut agents = Vec::new();
     for n in 1..=3 {
@@ -296,7 +295,7 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
 async fn a_rollout_survives_a_change_of_leader() {
     let TestScope { id, cleanup: _cleanup, namespace } = TestScope::new();
     let etcd = EtcdCluster::start(1).await;
-    let store: SharedStore = Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.unwrap());
+    let store = etcd.store().await;
     let host = |n: usize| format!("h{n}-{id}");
     let role = |n: usize| if n == 1 { "control" } else { "worker" };
     let start = |n: usize| {

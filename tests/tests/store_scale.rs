@@ -9,12 +9,11 @@
 use crate::api_support;
 
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_support::{kedge_bin, kedge_command, stderr, stdout};
 use futures::StreamExt;
-use kedge_controller::store::{objects, EtcdOptions, EtcdStore, SharedStore};
+use kedge_controller::store::{objects, SharedStore};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker_cli, eventually, run_id, test_spec, EngineCleanup, TestEnv, TEST_LABEL};
 
@@ -109,7 +108,7 @@ impl Drop for AgentProcess {
 }
 
 async fn connect(cluster: &EtcdCluster) -> SharedStore {
-    Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"))
+    cluster.store().await
 }
 
 /// The `--store` value of an agent on `cluster`.

@@ -9,14 +9,13 @@
 //! code 4; an unknown campaign 404 and exit code 3.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api_support::{http_unix, kedge_command, stderr};
 use crate::store_scale::store_url;
 use crate::store_scale::AgentProcess;
 use kedge_controller::agent::host::{AgentContainer, HostRecord};
-use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
+use kedge_controller::store::{keys, PutCondition, SharedStore};
 use kedge_controller::upgrade::{HostUpgrade, HostUpgradeState};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{eventually, run_id};
@@ -75,8 +74,7 @@ fn host_states(campaign: &Value) -> Vec<String> {
 async fn a_cancelled_campaign_asks_no_further_host_and_ends_cancelled() {
     let run = run_id();
     let cluster = EtcdCluster::start(1).await;
-    let store: SharedStore =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"));
+    let store = cluster.store().await;
     let work = tempfile::tempdir().unwrap();
     let agent = AgentProcess::start(&store_url(&cluster), &format!("lead-{run}"), &work.path().join("state"));
     agent.wait_serving().await;

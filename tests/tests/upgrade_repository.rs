@@ -4,13 +4,12 @@
 //! store (it reports `Failed` and an `UpgradeRefused` event, pulls nothing and leaves its container
 //! as it is). Against the real `kedge agent` binary on an etcd of the test's own and the test engine.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api_support::http_unix;
 use crate::store_scale::{store_url, AgentProcess};
 use crate::upgrade_cancel::fake_host_running;
-use kedge_controller::store::{keys, EtcdOptions, EtcdStore, PutCondition, SharedStore};
+use kedge_controller::store::{keys, PutCondition};
 use kedge_controller::upgrade::{HostUpgrade, HostUpgradeState};
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
@@ -23,8 +22,7 @@ async fn campaigns_and_requests_to_a_foreign_repository_are_refused_by_the_api_a
     let run = run_id();
     let cleanup = EngineCleanup::new(&run);
     let cluster = EtcdCluster::start(1).await;
-    let store: SharedStore =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(cluster.endpoints())).await.expect("connect to etcd"));
+    let store = cluster.store().await;
     // The container the agent takes for its own (`KEDGE_CONTAINER`), as if it ran in it.
     let own = format!("kedge-own-{run}");
     let label = format!("{TEST_LABEL}={}", cleanup.run_id);
