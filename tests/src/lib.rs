@@ -82,6 +82,24 @@ pub async fn etcd_store(endpoints: Vec<String>) -> kedge_controller::store::Shar
     std::sync::Arc::new(store.await.expect("connect to the test etcd"))
 }
 
+/// Waits until `host` is ready as the scheduler sees it: its host record (with its labels) and its
+/// liveness lease are both in the store. An agent writes the lease first and the record after asking
+/// its engine for facts, so the lease alone is not enough for a test that judges spreading.
+pub async fn wait_host_ready(
+    store: &dyn kedge_controller::store::Store,
+    host: &str,
+    within: std::time::Duration,
+) {
+    let record = kedge_controller::store::keys::host_key(host).expect("a valid host name");
+    let alive = kedge_controller::store::keys::host_lease_key(host).expect("a valid host name");
+    eventually(&format!("host {host} ready (record and lease)"), within, || async {
+        let record = store.get(&record).await.ok()??;
+        let alive = store.get(&alive).await.ok()??;
+        Some((record, alive))
+    })
+    .await;
+}
+
 /// A Docker client for assertions, connected to the test engine with the API version negotiated.
 pub async fn docker() -> Docker {
     let _ = TestEnv::get();

@@ -33,8 +33,7 @@ async fn specs_land_by_name_by_selector_and_spread_when_unplaced() {
     }
     // Spreading is judged against the hosts that are ready: wait for all three.
     for n in 1..=3 {
-        let alive = keys::host_lease_key(&host(n)).unwrap();
-        eventually("every host ready", READY, || async { store.get(&alive).await.ok()? }).await;
+        kedge_tests::wait_host_ready(store.as_ref(), &host(n), READY).await;
     }
 
     let spec = |name: &str, placement: Option<Placement>| {

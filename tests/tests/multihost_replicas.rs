@@ -101,8 +101,7 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
     }
     // Spreading is judged against the hosts that are ready: wait for all three.
     for n in 1..=3 {
-        let alive = keys::host_lease_key(&host(n)).unwrap();
-        eventually("every host ready", READY, || async { store.get(&alive).await.ok()? }).await;
+        kedge_tests::wait_host_ready(store.as_ref(), &host(n), READY).await;
     }
     let docker = docker().await;
     let name = format!("web-{id}");
