@@ -78,7 +78,8 @@ fn placements(cluster: &Cluster) -> BTreeMap<String, Vec<usize>> {
 }
 
 async fn wait_host_ready(store: &SharedStore, host: &str) {
-    kedge_tests::wait_host_ready(store.as_ref(), host, READY).await;
+    let alive = keys::host_lease_key(host).unwrap();
+    eventually(&format!("host {host} ready"), READY, || async { store.get(&alive).await.ok()? }).await;
 }
 
 fn agent_options(label: (&str, &str)) -> AgentOptions {
