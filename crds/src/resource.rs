@@ -37,6 +37,10 @@ pub trait Resource: Clone + Serialize + DeserializeOwned + Send + Sync + 'static
     const STORE_SEGMENT: &'static str;
     /// The store's key segment of the status (`status`, `set-status`).
     const STATUS_SEGMENT: &'static str;
+    /// Whether the spec holds values the API must never show back (a Secret's data). The generic
+    /// routes redact such a kind on every read, and the access table lets only roles that may use
+    /// it write it. Every kind that carries credentials sets this; nothing else reads the flag.
+    const SENSITIVE: bool = false;
 
     fn metadata(&self) -> &ObjectMeta;
     fn metadata_mut(&mut self) -> &mut ObjectMeta;
