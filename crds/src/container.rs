@@ -1058,17 +1058,7 @@ fn healthcheck_test_schema(_: &mut SchemaGenerator) -> Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn condition(status: ConditionStatus, reason: &str, time: &str) -> Condition {
-        Condition {
-            kind: condition_type::READY.to_owned(),
-            status,
-            reason: reason.to_owned(),
-            message: String::new(),
-            last_transition_time: time.to_owned(),
-            observed_generation: Some(1),
-        }
-    }
+    use crate::meta::tests::condition;
 
     #[test]
     fn set_condition_keeps_the_transition_time_while_the_status_holds() {

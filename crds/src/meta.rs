@@ -125,10 +125,11 @@ fn default_namespace() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn condition(status: ConditionStatus, reason: &str, time: &str) -> Condition {
+    /// A Ready condition of generation 1, the one every condition test in this crate starts from.
+    pub(crate) fn condition(status: ConditionStatus, reason: &str, time: &str) -> Condition {
         Condition {
             kind: condition_type::READY.to_owned(),
             status,
