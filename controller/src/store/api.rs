@@ -27,7 +27,7 @@ use kedge_crds::meta::rfc3339;
 use kedge_crds::{Lenient, ObjectMeta, Resource, DEFAULT_NAMESPACE};
 
 use super::keys;
-use super::{DeleteCondition, Fence, KeyValue, PutCondition, SharedStore, Store, StoreError};
+use super::{DeleteCondition, Fence, KeyValue, PutCondition, PutRequest, SharedStore, Store, StoreError};
 
 /// What an apply did (or, for a dry run, would do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,9 +321,7 @@ impl<K: Resource, S: AsStore> Api<K, S> {
         status: &K::Status,
         condition: PutCondition,
     ) -> Result<i64, StoreError> {
-        let key = status_key::<K>(namespace, name)?;
-        let value = serde_json::to_vec(status).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.store.as_store().put(&key, value, condition, 0).await
+        self.write_status(None, namespace, name, status, condition).await
     }
 
     /// [`Api::put_status`], only while `fence` holds (the scheduler's leader's writes).
@@ -335,9 +333,7 @@ impl<K: Resource, S: AsStore> Api<K, S> {
         status: &K::Status,
         condition: PutCondition,
     ) -> Result<i64, StoreError> {
-        let key = status_key::<K>(namespace, name)?;
-        let value = serde_json::to_vec(status).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.store.as_store().put_fenced(fence, &key, value, condition).await
+        self.write_status(Some(fence), namespace, name, status, condition).await
     }
 
     /// [`Api::list`], each object with its status merged in, as the API shows them (a status that cannot
@@ -365,6 +361,21 @@ impl<K: Resource, S: AsStore> Api<K, S> {
         let Some(mut object) = self.get(namespace, name).await? else { return Ok(None) };
         *object.status_mut() = self.get_status(namespace, name).await?.map(|(status, _)| status);
         Ok(Some(object))
+    }
+
+    /// The one status write behind [`Api::put_status`] and [`Api::put_status_fenced`].
+    async fn write_status(
+        &self,
+        fence: Option<Fence<'_>>,
+        namespace: &str,
+        name: &str,
+        status: &K::Status,
+        condition: PutCondition,
+    ) -> Result<i64, StoreError> {
+        let key = status_key::<K>(namespace, name)?;
+        let value = serde_json::to_vec(status).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let request = PutRequest { key: &key, value, condition, lease: 0, fence };
+        self.store.as_store().put_request(request).await
     }
 
     /// The stored object at `key` (an unreadable one counts as absent) and the key's revision, after
