@@ -105,36 +105,41 @@ impl LeaderCaches {
 
     /// A receiver per cache that changes with it: what wakes the leader.
     pub(crate) fn subscribe(&self) -> Vec<watch::Receiver<u64>> {
-        vec![
-            self.specs.reflector().subscribe(),
-            self.hosts.subscribe(),
-            self.alive.subscribe(),
-            self.bindings.subscribe(),
-            self.sets.subscribe(),
-            self.set_statuses.subscribe(),
-            self.statuses.subscribe(),
-            self.campaigns.subscribe(),
-            self.host_upgrades.subscribe(),
-        ]
+        self.every_cache().iter().map(|cache| cache.subscribe()).collect()
     }
 
     /// The highest revision any cache reflects: a revision the store has reached (a lower bound of
     /// its current one), for the history compactor.
     pub(crate) fn revision(&self) -> i64 {
+        self.every_cache().iter().map(|cache| cache.revision()).max().unwrap_or(0)
+    }
+
+    /// Every cache, once: the one list [`LeaderCaches::subscribe`] and [`LeaderCaches::revision`]
+    /// iterate, so that a cache added to the leader is both watched for changes and counted.
+    fn every_cache(&self) -> [&dyn AnyCache; 9] {
+        let LeaderCaches {
+            specs,
+            hosts,
+            alive,
+            bindings,
+            sets,
+            set_statuses,
+            statuses,
+            campaigns,
+            host_upgrades,
+            _stop,
+        } = self;
         [
-            self.specs.revision(),
-            self.hosts.revision(),
-            self.alive.revision(),
-            self.bindings.revision(),
-            self.sets.revision(),
-            self.set_statuses.revision(),
-            self.statuses.revision(),
-            self.campaigns.revision(),
-            self.host_upgrades.revision(),
+            specs.reflector(),
+            hosts.as_ref(),
+            alive.as_ref(),
+            bindings.as_ref(),
+            sets.as_ref(),
+            set_statuses.as_ref(),
+            statuses.as_ref(),
+            campaigns.as_ref(),
+            host_upgrades.as_ref(),
         ]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
     }
 
     /// Whether every cache the leader wrote under has seen (in sync) the leader's own last write there.
@@ -176,6 +181,22 @@ impl LeaderCaches {
             return None;
         }
         self.hosts_view().filter(|view| !view.ready.is_empty())
+    }
+}
+
+/// What [`LeaderCaches::subscribe`] and [`LeaderCaches::revision`] ask of a cache, whatever it holds.
+trait AnyCache {
+    fn subscribe(&self) -> watch::Receiver<u64>;
+    fn revision(&self) -> i64;
+}
+
+impl<K: Clone + Send + Sync + 'static> AnyCache for Reflector<K> {
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        Reflector::subscribe(self)
+    }
+
+    fn revision(&self) -> i64 {
+        Reflector::revision(self)
     }
 }
 
