@@ -384,7 +384,7 @@ impl Leader<'_> {
             self.written = Written::default();
             match self.pass().await {
                 Ok(next) => deadline = next,
-                Err(StoreError::Conflict { key, .. }) if key == keys::SCHEDULER_LEADER => return false,
+                Err(error) if lost_leadership(&error) => return false,
                 Err(error) => {
                     tracing::debug!(%error, "leader pass failed; retrying");
                     deadline = Some(Instant::now() + RETRY);
@@ -446,7 +446,7 @@ impl Leader<'_> {
                     self.written.bindings = self.written.bindings.max(revision);
                     tracing::info!(?change, term = self.term, "scheduled")
                 }
-                Err(StoreError::Conflict { key, .. }) if key != keys::SCHEDULER_LEADER => {
+                Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => {
                     tracing::debug!(?change, "binding changed meanwhile; deciding again next pass")
                 }
                 Err(error) => return Err(error),
@@ -547,6 +547,7 @@ fn settle(
     }
 }
 
+/// Whether `error` says this agent no longer leads: its fence, the leader key, moved.
 fn lost_leadership(error: &StoreError) -> bool {
     matches!(error, StoreError::Conflict { key, .. } if key == keys::SCHEDULER_LEADER)
 }
