@@ -96,6 +96,23 @@ pub(crate) enum Change {
     },
 }
 
+/// A sentence for the leader's log: `bind default/web to host h1 (a new binding)`.
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Bind { key, host, previous: None } => {
+                write!(f, "bind {key} to host {host} (a new binding)")
+            }
+            Change::Bind { key, host, previous: Some(revision) } => {
+                write!(f, "bind {key} to host {host} (replacing the binding at revision {revision})")
+            }
+            Change::Unbind { key, mod_revision } => {
+                write!(f, "unbind {key} (the binding at revision {mod_revision})")
+            }
+        }
+    }
+}
+
 /// Decides a pass. `ready` holds every ready host's labels; `expired(host)` tells whether a host
 /// that is not ready has been so for longer than the grace period. Pure: the unit tests' surface.
 pub(crate) fn plan(
@@ -444,10 +461,10 @@ impl Leader<'_> {
             match self.apply(fence, &change).await {
                 Ok(revision) => {
                     self.written.bindings = self.written.bindings.max(revision);
-                    tracing::info!(?change, term = self.term, "scheduled")
+                    tracing::info!(%change, term = self.term, "scheduled")
                 }
                 Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => {
-                    tracing::debug!(?change, "binding changed meanwhile; deciding again next pass")
+                    tracing::debug!(%change, "binding changed meanwhile; deciding again next pass")
                 }
                 Err(error) => return Err(error),
             }
@@ -569,6 +586,17 @@ mod tests {
 
     fn child(key: &str, set: &str, max_per_host: Option<u32>) -> SpecPlacement {
         SpecPlacement { group: Some(set.into()), max_per_host, ..spec(key, None, &[]) }
+    }
+
+    #[test]
+    fn a_change_reads_as_a_sentence_in_the_log() {
+        let check = |change: Change, expected: &str| assert_eq!(change.to_string(), expected);
+        check(bind("ns/web", "h1", None), "bind ns/web to host h1 (a new binding)");
+        check(bind("ns/web", "h2", Some(7)), "bind ns/web to host h2 (replacing the binding at revision 7)");
+        check(
+            Change::Unbind { key: "ns/web".into(), mod_revision: 9 },
+            "unbind ns/web (the binding at revision 9)",
+        );
     }
 
     #[test]
