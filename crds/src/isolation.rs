@@ -7,6 +7,25 @@ pub const PID_MODES: &[&str] = &["host", "private"];
 /// The IPC modes kedge accepts (Docker's, without `container:NAME`).
 pub const IPC_MODES: &[&str] = &["host", "private", "shareable", "none"];
 
+/// The most `devices` a spec may list: far more than any host has to map, few enough that a
+/// request's size, the policy's check and the create call stay small.
+pub const MAX_DEVICES: usize = 256;
+/// The most `securityOpt` entries a spec may list (Docker knows five options).
+pub const MAX_SECURITY_OPTS: usize = 64;
+/// The most `sysctls` a spec may set.
+pub const MAX_SYSCTLS: usize = 256;
+/// The longest device, security option, sysctl name or sysctl value, in bytes: the kernel takes a
+/// sysctl value of at most a page, and no path or profile name comes near it.
+pub const MAX_ENTRY_BYTES: usize = 4096;
+
+/// Refuses an entry longer than [`MAX_ENTRY_BYTES`], without repeating it.
+pub fn check_length(text: &str) -> Result<(), String> {
+    if text.len() > MAX_ENTRY_BYTES {
+        return Err(format!("is {} bytes long; at most {MAX_ENTRY_BYTES} are allowed", text.len()));
+    }
+    Ok(())
+}
+
 /// A host device mapped into the container, with every part spelled out.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DeviceMapping {

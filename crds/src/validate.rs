@@ -345,31 +345,68 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
     }
 }
 
-/// `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls`: Docker's syntax (isolation.rs).
+/// `pidMode`, `ipcMode`, `devices`, `securityOpt` and `sysctls`: Docker's syntax (isolation.rs), in
+/// bounded amounts (`isolation::MAX_*`): a list over its limit is one error, not one per entry, and an
+/// entry over its length is named by its place, never echoed.
 fn check_isolation(spec: &ContainerSpec, errors: &mut Errors) {
-    use crate::isolation::{self, IPC_MODES, PID_MODES};
+    use crate::isolation::{
+        self, IPC_MODES, MAX_DEVICES, MAX_ENTRY_BYTES, MAX_SECURITY_OPTS, MAX_SYSCTLS, PID_MODES,
+    };
     for (field, value, modes) in
         [("pidMode", &spec.pid_mode, PID_MODES), ("ipcMode", &spec.ipc_mode, IPC_MODES)]
     {
         if let Some(mode) = value.as_deref().filter(|mode| !modes.contains(mode)) {
-            errors.add(format!("spec.{field}"), format!("`{mode}` is not one of {}", modes.join(", ")));
+            if mode.len() > MAX_ENTRY_BYTES {
+                errors.add(format!("spec.{field}"), format!("is not one of {}", modes.join(", ")));
+            } else {
+                errors.add(format!("spec.{field}"), format!("`{mode}` is not one of {}", modes.join(", ")));
+            }
         }
     }
-    for (index, device) in spec.devices.iter().enumerate() {
-        if let Err(why) = isolation::parse_device(device) {
-            errors.add(format!("spec.devices[{index}]"), why);
-        }
+    check_list(errors, "devices", &spec.devices, MAX_DEVICES, |text| isolation::parse_device(text).map(drop));
+    check_list(errors, "securityOpt", &spec.security_opt, MAX_SECURITY_OPTS, |text| {
+        isolation::parse_security_option(text).map(drop)
+    });
+    if spec.sysctls.len() > MAX_SYSCTLS {
+        errors.add("spec.sysctls", too_many(MAX_SYSCTLS, spec.sysctls.len()));
+        return;
     }
-    for (index, option) in spec.security_opt.iter().enumerate() {
-        if let Err(why) = isolation::parse_security_option(option) {
-            errors.add(format!("spec.securityOpt[{index}]"), why);
+    for (name, value) in &spec.sysctls {
+        if name.len() > MAX_ENTRY_BYTES {
+            errors
+                .add("spec.sysctls", format!("a sysctl name {}", isolation::check_length(name).unwrap_err()));
+            continue;
         }
-    }
-    for name in spec.sysctls.keys() {
         if let Err(why) = isolation::check_sysctl_name(name) {
             errors.add_on_key(format!("spec.sysctls.{name}"), why);
         }
+        if let Err(why) = isolation::check_length(value) {
+            errors.add(format!("spec.sysctls.{name}"), why);
+        }
     }
+}
+
+/// One error for a list over `limit`; else each entry's, by its index.
+fn check_list(
+    errors: &mut Errors,
+    field: &str,
+    entries: &[String],
+    limit: usize,
+    parse: fn(&str) -> Result<(), String>,
+) {
+    if entries.len() > limit {
+        errors.add(format!("spec.{field}"), too_many(limit, entries.len()));
+        return;
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        if let Err(why) = crate::isolation::check_length(entry).and_then(|()| parse(entry)) {
+            errors.add(format!("spec.{field}[{index}]"), why);
+        }
+    }
+}
+
+fn too_many(limit: usize, given: usize) -> String {
+    format!("at most {limit} entries ({given} given)")
 }
 
 fn check_ports(spec: &ContainerSpec, errors: &mut Errors) {

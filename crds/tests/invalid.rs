@@ -552,3 +552,47 @@ fn isolation_fields() {
         "",
     );
 }
+
+#[test]
+fn oversized_isolation_fields_are_refused_by_place_not_echoed() {
+    // A 1 MiB sysctl value, device, security option and sysctl name: one short error each, at its place.
+    let huge = "x".repeat(1 << 20);
+    check(
+        &with_spec(&format!("sysctls:\n  net.core.somaxconn: '{huge}'")),
+        "8:25: spec.sysctls.net.core.somaxconn: is 1048576 bytes long; at most 4096 are allowed",
+    );
+    check(
+        &with_spec(&format!("devices: ['/dev/{huge}']\nsecurityOpt: ['label={huge}']")),
+        "7:13: spec.devices[0]: is 1048581 bytes long; at most 4096 are allowed\n\
+         8:17: spec.securityOpt[0]: is 1048582 bytes long; at most 4096 are allowed",
+    );
+    check(
+        // YAML takes a key longer than 1024 characters only after an explicit `? `.
+        &with_spec(&format!("sysctls:\n  ? net.{huge}\n  : 1")),
+        "8:5: spec.sysctls: a sysctl name is 1048580 bytes long; at most 4096 are allowed",
+    );
+    check(&with_spec(&format!("pidMode: '{huge}'")), "7:12: spec.pidMode: is not one of host, private");
+}
+
+#[test]
+fn isolation_lists_past_their_limit_are_one_error() {
+    let entries = |count: usize, entry: &dyn Fn(usize) -> String| -> String {
+        (0..count).map(|i| format!("  - '{}'\n", entry(i))).collect()
+    };
+    let devices = entries(10_000, &|i| format!("/dev/d{i}"));
+    check(
+        &with_spec(&format!("devices:\n{devices}")),
+        "8:5: spec.devices: at most 256 entries (10000 given)",
+    );
+    let options = entries(100_000, &|_| "no-new-privileges".to_owned());
+    check(
+        &with_spec(&format!("securityOpt:\n{options}")),
+        "8:5: spec.securityOpt: at most 64 entries (100000 given)",
+    );
+    let sysctls: String = (0..1000).map(|i| format!("  net.test.s{i}: '1'\n")).collect();
+    check(&with_spec(&format!("sysctls:\n{sysctls}")), "8:5: spec.sysctls: at most 256 entries (1000 given)");
+    // At the limits, every entry is accepted.
+    let devices = entries(256, &|i| format!("/dev/d{i}"));
+    let sysctls: String = (0..256).map(|i| format!("  net.test.s{i}: '{}'\n", "1".repeat(4096))).collect();
+    check(&with_spec(&format!("devices:\n{devices}sysctls:\n{sysctls}")), "");
+}
