@@ -11,6 +11,9 @@
 //! - a file with four mistakes in two documents has all four listed, at their line, column and field
 //!   path, by `kedge validate`, `apply` and `diff`, which exit 2 and change nothing;
 //! - a YAML alias bomb is refused naming the limit, with `kedge validate` staying under 200 MiB.
+//! - oversized isolation fields (a 1 MiB sysctl value, 10,000 devices, 5,000 security options) are
+//!   refused by `kedge apply` at their line, column and field in a short message, and by the agent's
+//!   API (422 naming the field, 413 past the body limit); nothing is stored.
 
 use std::path::Path;
 
@@ -243,4 +246,101 @@ fn alias_bombs_are_refused_naming_the_limit_in_little_memory() {
         );
         assert!(peak_kib < 200 * 1024, "{name}: kedge validate peaked at {peak_kib} KiB, more than 200 MiB");
     }
+}
+
+/// A Container file of `namespace/name` whose spec adds `spec_lines` (indented under `spec:`).
+fn isolation_file(namespace: &str, name: &str, spec_lines: &str) -> String {
+    format!(
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  image: kedge-test/app:v1\n{spec_lines}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_isolation_fields_are_refused_by_the_cli_and_the_agent_and_change_nothing() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let cluster = EtcdCluster::start(1).await;
+    let host = format!("hostile-iso-{run}");
+    let work = std::env::temp_dir().join(format!("kedge-hostile-iso-{run}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let agent = AgentProcess::start(&store_url(&cluster), &host, &work.join("state"));
+    agent.wait_serving().await;
+    let namespace = format!("iso-{run}");
+
+    // Through `kedge apply`: each file is refused (exit 2) at its line, column and field, in a short
+    // message that does not repeat the megabyte.
+    let huge = "x".repeat(1 << 20);
+    let devices: String = (0..10_000).map(|i| format!("    - /dev/d{i}\n")).collect();
+    let options: String = (0..5_000).map(|_| "    - no-new-privileges\n".to_owned()).collect();
+    let cases = [
+        (
+            "sysctl",
+            format!("  sysctls:\n    net.core.somaxconn: '{huge}'\n"),
+            "9:25: spec.sysctls.net.core.somaxconn: is 1048576 bytes long",
+        ),
+        ("devices", format!("  devices:\n{devices}"), "9:5: spec.devices: at most 256 entries (10000 given)"),
+        (
+            "options",
+            format!("  securityOpt:\n{options}"),
+            "9:5: spec.securityOpt: at most 64 entries (5000 given)",
+        ),
+        ("device", format!("  devices: ['/dev/{huge}']\n"), "8:13: spec.devices[0]: is 1048581 bytes long"),
+    ];
+    for (name, spec_lines, expected) in &cases {
+        let file = work.join(format!("{name}.yaml"));
+        std::fs::write(&file, isolation_file(&namespace, name, spec_lines)).unwrap();
+        let output = agent.kedge(&["apply", "-f", file.to_str().unwrap()]);
+        let errors = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "kedge apply refuses {name}: {}",
+            &errors[..errors.len().min(2000)]
+        );
+        assert!(
+            errors.contains(&format!("{name}.yaml:{expected}")),
+            "{name}: {}",
+            &errors[..errors.len().min(2000)]
+        );
+        assert!(errors.len() < 4096, "{name}: the errors are short ({} bytes)", errors.len());
+    }
+
+    // Past the CLI, straight to the agent's API: the same limits hold there (the 1 MiB value is over
+    // the body limit before it is read).
+    let socket = agent.state_dir.join("kedge.sock");
+    let spec = |name: &str, extra: serde_json::Value| {
+        let mut spec = serde_json::json!({"image": "kedge-test/app:v1"});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::json!({
+            "apiVersion": "kedge.io/v1", "kind": "Container",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec,
+        })
+        .to_string()
+    };
+    let path = |name: &str| format!("/api/v1/namespaces/{namespace}/containers/{name}");
+    let many: Vec<String> = (0..10_000).map(|i| format!("/dev/d{i}")).collect();
+    let body = spec("devices", serde_json::json!({"devices": many}));
+    let reply = http_unix(&socket, "PUT", &path("devices"), Some(body.as_bytes())).await;
+    let text = String::from_utf8_lossy(&reply.body);
+    assert_eq!(reply.status, 422, "10,000 devices: {}", &text[..text.len().min(2000)]);
+    assert!(
+        text.contains("spec.devices") && text.contains("at most 256"),
+        "the error names the field: {text}"
+    );
+    let body = spec("sysctl", serde_json::json!({"sysctls": {"net.core.somaxconn": huge}}));
+    let reply = http_unix(&socket, "PUT", &path("sysctl"), Some(body.as_bytes())).await;
+    assert_eq!(reply.status, 413, "a 1 MiB sysctl: {}", String::from_utf8_lossy(&reply.body));
+
+    // Nothing was stored, and the agent still answers.
+    let listed = agent.kedge(&["get", "containers", "-n", &namespace, "-o", "json"]);
+    assert!(listed.status.success(), "kedge get: {}", stderr(&listed));
+    for (name, _, _) in &cases {
+        assert!(
+            !stdout(&listed).contains(&format!("\"{name}\"")),
+            "{name} was not stored: {}",
+            stdout(&listed)
+        );
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&work);
 }
