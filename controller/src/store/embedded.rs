@@ -522,6 +522,16 @@ impl State {
         Ok(())
     }
 
+    /// What every write checks first, under the lock: the store is usable and `fence` (if any)
+    /// holds. Answers `key`'s current revision (0: absent).
+    fn begin_write(&self, fence: Option<Fence<'_>>, key: &str) -> Result<i64, StoreError> {
+        self.check_usable()?;
+        if let Some(fence) = fence {
+            self.check_fence(fence)?;
+        }
+        Ok(self.kvs.get(key).map_or(0, |kv| kv.mod_revision))
+    }
+
     fn check_usable(&self) -> Result<(), StoreError> {
         match &self.failure {
             Some(why) => Err(StoreError::Unavailable(format!("embedded store failed earlier: {why}"))),
@@ -768,11 +778,7 @@ impl EmbeddedStore {
         let s = &self.handle.shared;
         let (revision, seq) = {
             let mut st = s.lock();
-            st.check_usable()?;
-            if let Some(fence) = fence {
-                st.check_fence(fence)?;
-            }
-            let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
+            let current = st.begin_write(fence, key)?;
             let ok = match condition {
                 PutCondition::Always => true,
                 PutCondition::Absent => current == 0,
@@ -800,11 +806,7 @@ impl EmbeddedStore {
         let s = &self.handle.shared;
         let (revision, seq) = {
             let mut st = s.lock();
-            st.check_usable()?;
-            if let Some(fence) = fence {
-                st.check_fence(fence)?;
-            }
-            let current = st.kvs.get(key).map_or(0, |kv| kv.mod_revision);
+            let current = st.begin_write(fence, key)?;
             if let DeleteCondition::ModRevision(r) = condition {
                 if current != r {
                     return Err(StoreError::Conflict { key: key.to_owned(), current_mod_revision: current });
