@@ -114,7 +114,7 @@ impl EventRecorder {
         reason: &str,
         message: &str,
     ) {
-        if let Err(error) = self.try_record(object_kind, key, kind, reason, message, Utc::now()).await {
+        if let Err(error) = self.try_record((object_kind, key), kind, reason, message, Utc::now()).await {
             tracing::debug!(%error, key, reason, "could not record an event");
         }
     }
@@ -131,10 +131,10 @@ impl EventRecorder {
         self.inner.flush().await
     }
 
+    /// Writes the event about `(object_kind, key)` at `now`, or counts a repeat of it.
     async fn try_record(
         &self,
-        object_kind: &str,
-        key: &str,
+        (object_kind, key): (&str, &str),
         kind: EventType,
         reason: &str,
         message: &str,
@@ -328,7 +328,7 @@ mod tests {
         for offset in 0..5 {
             let at = t0 + chrono::Duration::seconds(offset);
             recorder
-                .try_record("Container", "default/web", EventType::Warning, "BackOff", "image missing", at)
+                .try_record(("Container", "default/web"), EventType::Warning, "BackOff", "image missing", at)
                 .await
                 .unwrap();
         }
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.count).collect::<Vec<_>>(), vec![1]);
         // A different message is a different series: written at once.
         recorder
-            .try_record("Container", "default/web", EventType::Normal, "Created", "created abc", t0)
+            .try_record(("Container", "default/web"), EventType::Normal, "Created", "created abc", t0)
             .await
             .unwrap();
         assert_eq!(list_events(store.as_ref(), Some("default")).await.unwrap().len(), 2);
