@@ -75,6 +75,13 @@ enum StepError {
     Docker(#[from] crate::docker::DockerError),
 }
 
+/// A host's upgrade request as a step reads it: its key, its value and the value's revision.
+struct Request<'a> {
+    key: &'a str,
+    upgrade: HostUpgrade,
+    mod_revision: i64,
+}
+
 async fn step(
     agent: &Agent,
     identity: &AgentIdentity,
@@ -83,20 +90,19 @@ async fn step(
 ) -> Result<(), StepError> {
     let Ok(upgrade) = serde_json::from_slice::<HostUpgrade>(&kv.value) else { return Ok(()) };
     match upgrade.state {
-        HostUpgradeState::Requested => start(agent, identity, key, upgrade, kv.mod_revision).await,
-        HostUpgradeState::Upgrading => finish(agent, identity, key, upgrade, kv.mod_revision).await,
+        HostUpgradeState::Requested => {
+            start(agent, identity, Request { key, upgrade, mod_revision: kv.mod_revision }).await
+        }
+        HostUpgradeState::Upgrading => {
+            finish(agent, identity, Request { key, upgrade, mod_revision: kv.mod_revision }).await
+        }
         _ => Ok(()),
     }
 }
 
 /// `Requested`: start the helper.
-async fn start(
-    agent: &Agent,
-    identity: &AgentIdentity,
-    key: &str,
-    upgrade: HostUpgrade,
-    mod_revision: i64,
-) -> Result<(), StepError> {
+async fn start(agent: &Agent, identity: &AgentIdentity, request: Request<'_>) -> Result<(), StepError> {
+    let Request { key, upgrade, mod_revision } = request;
     let host = agent.config.host_name.clone();
     let Some(own) = &identity.container else {
         let message = "the agent does not run in a container: upgrade it by hand".to_owned();
@@ -188,13 +194,8 @@ async fn remove_helper(agent: &Agent, id: &str) {
 }
 
 /// `Upgrading`: once the helper exited, report its outcome and remove it.
-async fn finish(
-    agent: &Agent,
-    identity: &AgentIdentity,
-    key: &str,
-    upgrade: HostUpgrade,
-    mod_revision: i64,
-) -> Result<(), StepError> {
+async fn finish(agent: &Agent, identity: &AgentIdentity, request: Request<'_>) -> Result<(), StepError> {
+    let Request { key, upgrade, mod_revision } = request;
     let Some(helper_name) = upgrade.helper.clone() else { return Ok(()) };
     let helper = agent
         .docker
