@@ -6,47 +6,12 @@
 
 use crate::api_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Output;
 use std::time::Duration;
 
-use api_support::{kedge_bin, kedge_command, stderr, stdout};
+use api_support::{kedge_command, stderr, stdout, AgentGuard};
 use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TestEnv, TEST_LABEL};
-
-/// A `kedge agent` child on a state directory that outlives it (so it can be started again).
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(state_dir: &Path, host: &str) -> Agent {
-        let env = TestEnv::get();
-        let child = std::process::Command::new(kedge_bin())
-            .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .args(["--host-name", host])
-            .env("DOCKER_HOST", &env.docker_host)
-            .env_remove("KEDGE_STORE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kedge agent starts");
-        Agent { child }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        for _ in 0..200 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One test's world: a state directory, a host name, a namespace, and the kedge CLI pointed at them.
 struct World {
@@ -64,8 +29,8 @@ impl World {
         World { host: format!("dm-{run}"), ns: format!("dm-{run}"), dir, run }
     }
 
-    fn agent(&self) -> Agent {
-        Agent::start(&self.dir.join("state"), &self.host)
+    fn agent(&self) -> AgentGuard {
+        AgentGuard::spawn(&self.dir.join("state"), &self.host, &[]).keeping_state()
     }
 
     fn kedge(&self, args: &[&str]) -> Output {

@@ -30,7 +30,7 @@ async fn agent(run: &str, host: &str, store: &Path, level: &str) -> (AgentGuard,
         .stderr(Stdio::null())
         .spawn()
         .expect("kedge agent starts");
-    let guard = AgentGuard { child, state_dir: state_dir.clone() };
+    let guard = AgentGuard { child, state_dir: state_dir.clone(), keep_state: false };
     let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
     eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
         kedge(&socket, &["version"]).status.success().then_some(())

@@ -266,7 +266,7 @@ async fn an_agent_with_the_etcd_flags_keeps_reconciling_across_an_etcd_restart()
         .stderr(std::fs::File::create(&log_file).unwrap())
         .spawn()
         .expect("kedge agent starts");
-    let _agent = AgentGuard { child, state_dir: state_dir.clone() };
+    let _agent = AgentGuard { child, state_dir: state_dir.clone(), keep_state: false };
     let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
     let kedge = |args: &[&str]| {
         kedge_command(work.path()).env("KEDGE_SERVER", &socket).args(args).output().expect("kedge runs")

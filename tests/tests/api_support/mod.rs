@@ -313,6 +313,8 @@ pub fn stderr(output: &Output) -> String {
 pub struct AgentGuard {
     pub child: std::process::Child,
     pub state_dir: PathBuf,
+    /// Whether the state directory outlives the agent (for a test that starts it again there).
+    pub keep_state: bool,
 }
 
 impl AgentGuard {
@@ -335,7 +337,14 @@ impl AgentGuard {
             .stderr(log)
             .spawn()
             .expect("kedge agent starts");
-        AgentGuard { child, state_dir: state_dir.to_owned() }
+        AgentGuard { child, state_dir: state_dir.to_owned(), keep_state: false }
+    }
+
+    /// This agent, its state directory left in place when it stops, so that another agent can be
+    /// started on the same store.
+    pub fn keeping_state(mut self) -> AgentGuard {
+        self.keep_state = true;
+        self
     }
 
     /// The TCP address the agent's API listens on, read from its log once it says so (no port is
@@ -379,6 +388,8 @@ impl Drop for AgentGuard {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state_dir);
+        if !self.keep_state {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
     }
 }
