@@ -7,16 +7,21 @@ fn check_errors(text: &str, expected: &[&str]) {
     assert_eq!(shown, expected, "{text}");
 }
 
-#[test]
-fn a_file_may_mix_containers_and_sets() {
-    let text = "\
+/// The first lines of a ContainerSet `web` of three replicas, up to its template.
+const WEB_SET_HEAD: &str = "\
 apiVersion: kedge.io/v1
 kind: ContainerSet
 metadata: {name: web}
 spec:
   replicas: 3
   template:
-    metadata: {labels: {tier: web}}
+";
+
+#[test]
+fn a_file_may_mix_containers_and_sets() {
+    let text = &[
+        WEB_SET_HEAD,
+        "    metadata: {labels: {tier: web}}
     spec: {image: kedge-test/app:v1}
   placement: {maxPerHost: 2}
   rollingUpdate: {batchSize: 2, healthTimeout: 30s, failureAction: pause}
@@ -25,7 +30,9 @@ apiVersion: kedge.io/v1
 kind: Container
 metadata: {name: db}
 spec: {image: kedge-test/app:v1}
-";
+",
+    ]
+    .concat();
     let (objects, errors) = kedge_crds::parse_objects_str("set.yaml", text);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(kedge_crds::validate_objects(&objects).is_empty());
@@ -58,17 +65,14 @@ fn defaults_apply_when_nothing_is_said() {
 #[test]
 fn errors_name_file_line_and_field() {
     check_errors(
-        "\
-apiVersion: kedge.io/v1
-kind: ContainerSet
-metadata: {name: web}
-spec:
-  replicas: 3
-  template:
-    spec:
+        &[
+            WEB_SET_HEAD,
+            "    spec:
       image: kedge-test/app:v1
       imagePullPolicy: always
 ",
+        ]
+        .concat(),
         &["set.yaml:9:7: spec.template.spec.imagePullPolicy: unknown field `imagePullPolicy`"],
     );
     check_errors(
