@@ -41,6 +41,8 @@ async fn fixture() -> Fixture {
         executor,
         AgentConfig::new(HOST),
     );
+    // No level is stored: every namespace gets the default.
+    agent.policies.reflector().apply(&Event::Restarted { kvs: vec![], revision: 1 });
     Fixture { agent, engine, _dir: dir }
 }
 
