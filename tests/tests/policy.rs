@@ -477,3 +477,85 @@ async fn namespace_levels_are_stored_and_followed_by_every_agent() {
     assert!(running(hostnet), "a running container is not evicted when its level is tightened");
     assert!(running(&direct), "nor on the other host");
 }
+
+/// The policy routes alone (default `baseline`): a level is stored, read and forgotten; admission
+/// follows it at once (the 422 names the namespace); bad requests are refused and store nothing.
+#[tokio::test]
+async fn policy_routes_store_levels_and_admission_follows_them() {
+    let server = api_support::TestServer::start().await;
+    let ns = api_support::unique("levels");
+    let path = format!("/api/v1/policies/{ns}");
+    let effective = |reply: &api_support::Reply| {
+        let answer = reply.json();
+        (answer["namespace"].clone(), answer["level"].clone(), answer["source"].clone())
+    };
+    let read = server.call("GET", &path, None).await;
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(effective(&read), (ns.clone().into(), "baseline".into(), "default".into()));
+
+    // Refused requests change nothing.
+    let before = server.store.list("/kedge/v1/").await.unwrap().revision;
+    for (body, status, field) in [
+        (r#"{"level": "root"}"#, 422, Some("level")),
+        (r#"{"level": 1}"#, 422, Some("level")),
+        (r#"{}"#, 422, Some("level")),
+        (r#"{"level": "privileged", "extra": 1}"#, 422, Some("extra")),
+        ("not json", 400, None),
+    ] {
+        let reply = server.call("PUT", &path, Some(body)).await;
+        assert_eq!(reply.status, status, "{body}: {reply:?}");
+        if let Some(field) = field {
+            assert_eq!(reply.json()["field"], field, "{body}");
+        }
+    }
+    let reply = server.call("PUT", "/api/v1/policies/%2E%2E", Some(r#"{"level": "privileged"}"#)).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(server.store.list("/kedge/v1/").await.unwrap().revision, before, "nothing was written");
+
+    // A privileged spec is refused, naming the namespace, until the namespace is privileged.
+    let container = serde_json::json!({
+        "apiVersion": "kedge.io/v1", "kind": "Container", "metadata": {"name": "escape", "namespace": ns},
+        "spec": {"image": "busybox", "privileged": true}
+    })
+    .to_string();
+    let spec_path = format!("/api/v1/namespaces/{ns}/containers/escape");
+    let refused = server.call("PUT", &spec_path, Some(&container)).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert_eq!(refused.json()["namespace"], ns.as_str());
+    assert!(refused.json()["error"].as_str().unwrap().contains(&format!("of namespace `{ns}`")));
+
+    let set = server.call("PUT", &path, Some(r#"{"level": "privileged"}"#)).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(effective(&set), (ns.clone().into(), "privileged".into(), "namespace".into()));
+    let stored = server.store.get(&format!("/kedge/v1/policies/{ns}")).await.unwrap().expect("stored");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&stored.value).unwrap(),
+        serde_json::json!({"level": "privileged"})
+    );
+    let accepted = server.call("PUT", &spec_path, Some(&container)).await;
+    assert!(accepted.status < 300, "{accepted:?}");
+    // Another namespace keeps the default.
+    let other = serde_json::json!({
+        "apiVersion": "kedge.io/v1", "kind": "Container", "metadata": {"name": "escape", "namespace": format!("{ns}-2")},
+        "spec": {"image": "busybox", "privileged": true}
+    })
+    .to_string();
+    let refused =
+        server.call("PUT", &format!("/api/v1/namespaces/{ns}-2/containers/escape"), Some(&other)).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+
+    let listed = server.call("GET", "/api/v1/policies", None).await.json();
+    assert_eq!(listed["default"], "baseline");
+    let items = listed["items"].as_array().unwrap();
+    assert!(
+        items.iter().any(|item| item["namespace"] == ns.as_str() && item["level"] == "privileged"),
+        "{listed}"
+    );
+
+    let deleted = server.call("DELETE", &path, None).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(effective(&deleted), (ns.clone().into(), "baseline".into(), "default".into()));
+    assert_eq!(server.call("DELETE", &path, None).await.status, 200, "deleting again is no error");
+    let refused = server.call("PUT", &spec_path, Some(&container)).await;
+    assert_eq!(refused.status, 422, "back to baseline: {refused:?}");
+}
