@@ -476,6 +476,27 @@ async fn namespace_levels_are_stored_and_followed_by_every_agent() {
     .await;
     assert!(running(hostnet), "a running container is not evicted when its level is tightened");
     assert!(running(&direct), "nor on the other host");
+
+    // `kedge run` checks at the namespace's stored level, which wins over --policy-level.
+    let plain = format!("plain-{run}");
+    let plain_file = spec_file(files.path(), &run, &host_a, &ns, &plain, "");
+    let applied = kedge(&socket_a, &["apply", "-f", &plain_file]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let set = kedge(&socket_a, &["policy", "set", &ns, "restricted"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let script = files.path().join("script.sh");
+    std::fs::write(&script, "true\n").unwrap();
+    let script = script.display().to_string();
+    for flag in ["baseline", "privileged"] {
+        let args = ["run", &plain, "-n", &ns, "--script", &script, "--policy-level", flag, "--", "true"];
+        let refused = kedge(&socket_a, &args);
+        assert_eq!(refused.status.code(), Some(2), "{flag}: {}{}", stdout(&refused), stderr(&refused));
+        let message = stderr(&refused);
+        assert!(message.contains("spec.user: refused by the `restricted` policy"), "{flag}: {message}");
+    }
+    assert!(!docker_cli(&["inspect", &format!("{plain}-script")]).status.success(), "nothing was run");
+    let reset = kedge(&socket_a, &["policy", "set", &ns, "default"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
 }
 
 /// The policy routes alone (default `baseline`): a level is stored, read and forgotten; admission
