@@ -209,6 +209,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         default_level: args.policy_level,
         namespaces: Default::default(),
         state_dir: Some(state_dir.to_string_lossy().into_owned()),
+        // The engine's socket wherever DOCKER_HOST puts it (the default one is listed already).
+        engine_socket: std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+            .filter(|path| path.starts_with('/')),
     };
     for label in &args.host_labels {
         let (key, value) =

@@ -60,6 +60,10 @@ pub struct PolicySettings {
     /// `privileged` no bind mount may expose it, wherever it is; the default one is also among
     /// [`SENSITIVE_HOST_PATHS`].
     pub state_dir: Option<String>,
+    /// The socket of the engine the agent manages (`DOCKER_HOST`'s `unix://` path). Below
+    /// `privileged` no bind mount may expose it, wherever it is: whoever reaches it runs any
+    /// container on the host. The usual paths are also among [`SENSITIVE_HOST_PATHS`].
+    pub engine_socket: Option<String>,
 }
 
 /// Where a namespace's effective level comes from.
@@ -240,30 +244,39 @@ impl PolicySettings {
     }
 
     /// Checks a spec of `namespace` at the namespace's level: [`check`], and below `privileged` a bind
-    /// mount exposing [`PolicySettings::state_dir`] too. Returns the level with what it refuses.
+    /// mount exposing [`PolicySettings::state_dir`] or [`PolicySettings::engine_socket`] too. Returns
+    /// the level with what it refuses.
     pub fn check(&self, namespace: &str, spec: &ContainerSpec) -> (PolicyLevel, Vec<Violation>) {
         let level = self.level_for(namespace);
         let mut violations = check(spec, level);
-        let Some(state_dir) = self.state_dir.as_deref().filter(|_| level > PolicyLevel::Privileged) else {
+        if level == PolicyLevel::Privileged {
             return (level, violations);
-        };
-        let state_dir = normalize(state_dir);
+        }
+        let agent_paths = [
+            (self.state_dir.as_deref(), "the agent's state directory", "its API token and store"),
+            (
+                self.engine_socket.as_deref(),
+                "the agent's engine socket",
+                "whoever reaches it runs any container on the host",
+            ),
+        ];
         for (index, mount) in spec.mounts.iter().enumerate() {
             let Some(source) = mount.source.as_deref().filter(|_| mount.kind == MountKind::Bind) else {
                 continue;
             };
             let path = format!("spec.mounts[{index}].source");
             let source_normalized = normalize(source);
-            let exposes =
-                is_within(&source_normalized, &state_dir) || is_within(&state_dir, &source_normalized);
-            if exposes && !violations.iter().any(|v| v.path == path) {
-                violations.push(Violation {
-                    path,
-                    level: PolicyLevel::Baseline,
-                    reason: format!(
-                        "a bind mount of `{source}` exposes the agent's state directory `{state_dir}` (its API token and store)"
-                    ),
-                });
+            for (agent_path, what, why) in agent_paths {
+                let Some(agent_path) = agent_path.map(normalize) else { continue };
+                let exposes =
+                    is_within(&source_normalized, &agent_path) || is_within(&agent_path, &source_normalized);
+                if exposes && !violations.iter().any(|v| v.path == path) {
+                    violations.push(Violation {
+                        path: path.clone(),
+                        level: PolicyLevel::Baseline,
+                        reason: format!("a bind mount of `{source}` exposes {what} `{agent_path}` ({why})"),
+                    });
+                }
             }
         }
         (level, violations)

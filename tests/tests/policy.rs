@@ -395,6 +395,20 @@ async fn namespace_levels_are_stored_and_followed_by_every_agent() {
     let refused = kedge(&socket_a, &["apply", "-f", &state_file]);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("state directory"), "{}", stderr(&refused));
+    // So is the socket of the engine the agent manages, wherever DOCKER_HOST puts it.
+    let engine_socket = TestEnv::get().docker_host.strip_prefix("unix://").unwrap().to_owned();
+    let engine_bind = format!("engine-{run}");
+    let engine_file = spec_file(
+        files.path(),
+        &run,
+        &host_a,
+        &ns,
+        &engine_bind,
+        &format!("  mounts: ['{engine_socket}:/var/run/docker.sock']\n"),
+    );
+    let refused = kedge(&socket_a, &["apply", "-f", &engine_file]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("the agent's engine socket"), "{}", stderr(&refused));
 
     // A violating spec written straight to etcd, placed on host B: not run, PolicyDenied, one event.
     let direct = format!("direct-{run}");

@@ -353,6 +353,7 @@ fn settings(default: PolicyLevel, levels: &[(&str, PolicyLevel)]) -> PolicySetti
         default_level: default,
         namespaces: levels.iter().map(|(ns, level)| ((*ns).to_owned(), *level)).collect(),
         state_dir: None,
+        engine_socket: None,
     }
 }
 
@@ -427,4 +428,31 @@ fn the_agent_state_dir_is_not_bindable_below_privileged() {
         check_state_dir("/var/lib/kedge", level, "/var/lib/kedge", &refused);
     }
     check_state_dir("/srv/kedge-state", Privileged, "/srv/kedge-state", &[]);
+}
+
+#[test]
+fn the_agent_engine_socket_is_not_bindable_below_privileged() {
+    let settings = |level| PolicySettings {
+        engine_socket: Some("/tmp/engine-1/docker.sock".to_owned()),
+        state_dir: Some("/srv/kedge".to_owned()),
+        ..settings(level, &[])
+    };
+    let check_source = |level, source: &str| -> Vec<String> {
+        let spec: ContainerSpec = serde_json::from_value(json!({
+            "image": "busybox",
+            "mounts": [{"type": "bind", "source": source, "target": "/x", "readOnly": true}],
+        }))
+        .unwrap();
+        let (_, violations) = PolicySettings::check(&settings(level), "default", &spec);
+        violations.into_iter().filter(|v| v.path.ends_with(".source")).map(|v| v.reason).collect()
+    };
+    for source in ["/tmp/engine-1/docker.sock", "/tmp/engine-1", "/tmp", "/tmp//engine-1/./docker.sock"] {
+        let refused = check_source(Baseline, source);
+        assert_eq!(refused.len(), 1, "{source}: {refused:?}");
+        assert!(refused[0].contains("the agent's engine socket"), "{source}: {refused:?}");
+    }
+    assert_eq!(check_source(Baseline, "/tmp/engine-2"), Vec::<String>::new());
+    assert_eq!(check_source(Privileged, "/tmp/engine-1/docker.sock"), Vec::<String>::new());
+    // `/` exposes everything: one refusal, the root's.
+    assert_eq!(check_source(Baseline, "/").len(), 1);
 }
