@@ -88,7 +88,8 @@ pub struct AgentArgs {
         value_name = "REPOSITORY"
     )]
     pub upgrade_repositories: Vec<String>,
-    /// The host-escape policy level of every namespace (docs/policy.md): `baseline` refuses
+    /// The host-escape policy level of every namespace without one stored (`kedge policy set`;
+    /// docs/policy.md): `baseline` refuses
     /// privileged containers, added capabilities, the host network and bind mounts of sensitive
     /// host paths; `restricted` also requires a non-root user and read-only bind mounts;
     /// `privileged` refuses nothing. Enforced on API writes and again before a spec is run.
@@ -201,7 +202,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.container = args.container.clone();
     config.ready_file = args.ready_file.clone();
     config.upgrade_repositories = args.upgrade_repositories.clone();
-    config.policy = kedge_crds::PolicySettings { default_level: args.policy_level };
+    // The state directory as an absolute path, so that no bind mount of it passes the policy
+    // however it is written (it holds the API token and the embedded store).
+    let state_dir = std::path::absolute(&args.state_dir).unwrap_or_else(|_| args.state_dir.clone());
+    config.policy = kedge_crds::PolicySettings {
+        default_level: args.policy_level,
+        namespaces: Default::default(),
+        state_dir: Some(state_dir.to_string_lossy().into_owned()),
+        // The engine's socket wherever DOCKER_HOST puts it (the default one is listed already).
+        engine_socket: std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+            .filter(|path| path.starts_with('/')),
+    };
     for label in &args.host_labels {
         let (key, value) =
             label.split_once('=').with_context(|| format!("--host-label {label:?} is not KEY=VALUE"))?;

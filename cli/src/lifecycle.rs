@@ -108,7 +108,8 @@ pub struct RunArgs {
     pub dependency_timeout: String,
     /// The command (after the entrypoint); `{script_path}` is replaced by the script's path inside.
     /// The host-escape policy level the one-off container is checked at, spec and script mount
-    /// together (docs/policy.md); give the level of the spec's agent. A refusal is exit 2.
+    /// together (docs/policy.md), when the namespace has none stored (`kedge policy set`, read
+    /// from the agent, wins); give the level of the spec's agent. A refusal is exit 2.
     #[arg(long, env = "KEDGE_POLICY_LEVEL", value_name = "LEVEL", default_value = "baseline",
           value_parser = |text: &str| text.parse::<kedge_crds::PolicyLevel>())]
     pub policy_level: kedge_crds::PolicyLevel,

@@ -20,6 +20,7 @@ mod kinds;
 mod lifecycle;
 mod objects;
 mod output;
+mod policy;
 mod recreate;
 mod run;
 mod sets;
@@ -209,6 +210,12 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
         #[command(subcommand)]
         command: upgrade::UpgradeCommand,
     },
+    /// The host-escape policy level of each namespace (docs/policy.md): `kedge policy set NAMESPACE
+    /// privileged|baseline|restricted|default`, `kedge policy get [NAMESPACE]`. Admin only.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
     /// Run by the upgrade helper container: replace an agent's container (docs/upgrades.md).
     #[command(hide = true)]
     UpgradeHelper(upgrade::HelperArgs),
@@ -397,6 +404,7 @@ fn main() -> ExitCode {
             Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,
+            Commands::Policy { command } => policy::run(command, &cli.global).await,
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
             command => commands::run(command, &cli.global).await,
         }

@@ -47,7 +47,8 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
 
     let mount =
         args.script.as_deref().map(|path| script_mount(path, &args.container_script_dir)).transpose()?;
-    check_policy(&spec, mount.as_ref().map(|(mount, _)| mount), args.policy_level)?;
+    let level = namespace_level(&client, &ns, args.policy_level).await;
+    check_policy(&spec, mount.as_ref().map(|(mount, _)| mount), level)?;
     let name = args.container_name.clone().unwrap_or_else(|| format!("{}-script", args.name));
     let mut config = container_config(&spec);
     config.name = name.clone();
@@ -164,6 +165,26 @@ fn script_mount(path: &Path, inside_dir: &str) -> CliResult<(Mount, String)> {
     Ok((mount, inside))
 }
 
+/// The level the one-off container is checked at: the one stored for the namespace (`kedge policy
+/// set`), as the agent answers it; else `flag` (`--policy-level`), when none is stored or the
+/// agent does not answer it (an older agent, a token not allowed to read it).
+async fn namespace_level(
+    client: &crate::client::Client,
+    namespace: &str,
+    flag: kedge_crds::PolicyLevel,
+) -> kedge_crds::PolicyLevel {
+    match crate::policy::read_level(client, namespace).await {
+        Ok(answer) if answer["source"] == "namespace" => {
+            answer["level"].as_str().and_then(|level| level.parse().ok()).unwrap_or(flag)
+        }
+        Ok(_) => flag,
+        Err(error) => {
+            tracing::debug!(namespace, error = %error.message, "cannot read the namespace's policy level; using --policy-level");
+            flag
+        }
+    }
+}
+
 /// The one-off container goes through the host-escape policy as a spec would: the spec's own fields
 /// and the script's bind mount, so `--script /var/run/docker.sock` or `--script /` is refused like
 /// the same mount in a spec. Every refused field is named, with the level (exit 2).
@@ -200,7 +221,7 @@ fn check_policy(spec: &Container, script: Option<&Mount>, level: kedge_crds::Pol
         spec.metadata.name,
         violations.len()
     ))
-    .hint("a spec's agent at another level: pass its --policy-level (docs/policy.md)"))
+    .hint("the namespace's stored level (`kedge policy get NAMESPACE`) applies; without one, pass the agent's --policy-level (docs/policy.md)"))
 }
 
 fn duration(flag: &str, text: &str) -> CliResult<Duration> {

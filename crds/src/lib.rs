@@ -65,7 +65,7 @@ pub use parse::{
     sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError,
     SpecErrors,
 };
-pub use policy::{PolicyLevel, PolicySettings, Violation};
+pub use policy::{LevelSource, PolicyLevel, PolicySettings, StoredPolicy, Violation};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
 pub use resource::Resource;

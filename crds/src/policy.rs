@@ -47,13 +47,39 @@ pub struct Violation {
     pub reason: String,
 }
 
-/// The policy a host enforces, and the one place that answers which level a namespace gets. Until
-/// levels are stored per namespace (`kedge policy set NAMESPACE LEVEL`), every namespace gets the
-/// agent's `--policy-level` (default `baseline`).
+/// The policy a host enforces, and the one place that answers which level a namespace gets: the
+/// level stored for it (`kedge policy set NAMESPACE LEVEL`), else the agent's `--policy-level`
+/// (default `baseline`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicySettings {
-    /// The level of every namespace that names none.
+    /// The level of every namespace that has none stored.
     pub default_level: PolicyLevel,
+    /// The levels stored per namespace (`/kedge/v1/policies/<ns>`), as the caller last read them.
+    pub namespaces: std::collections::BTreeMap<String, PolicyLevel>,
+    /// The agent's own state directory (`--state-dir`: its API token, the embedded store). Below
+    /// `privileged` no bind mount may expose it, wherever it is; the default one is also among
+    /// [`SENSITIVE_HOST_PATHS`].
+    pub state_dir: Option<String>,
+    /// The socket of the engine the agent manages (`DOCKER_HOST`'s `unix://` path). Below
+    /// `privileged` no bind mount may expose it, wherever it is: whoever reaches it runs any
+    /// container on the host. The usual paths are also among [`SENSITIVE_HOST_PATHS`].
+    pub engine_socket: Option<String>,
+}
+
+/// Where a namespace's effective level comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LevelSource {
+    /// Stored for the namespace (`kedge policy set`).
+    Namespace,
+    /// None is stored: the agent's `--policy-level`.
+    Default,
+}
+
+/// The level stored for one namespace: the value at `/kedge/v1/policies/<ns>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub level: PolicyLevel,
 }
 
 /// Linux capabilities a Docker container has unless it drops them (moby's `DefaultCapabilities`).
@@ -205,8 +231,70 @@ pub fn check_container(container: &Container, level: PolicyLevel) -> Vec<Violati
 
 impl PolicySettings {
     /// The level enforced in `namespace`: the one place the API and the agent ask.
-    pub fn level_for(&self, _namespace: &str) -> PolicyLevel {
-        self.default_level
+    pub fn level_for(&self, namespace: &str) -> PolicyLevel {
+        self.effective(namespace).0
+    }
+
+    /// The level enforced in `namespace` and where it comes from.
+    pub fn effective(&self, namespace: &str) -> (PolicyLevel, LevelSource) {
+        match self.namespaces.get(namespace) {
+            Some(level) => (*level, LevelSource::Namespace),
+            None => (self.default_level, LevelSource::Default),
+        }
+    }
+
+    /// Checks a spec of `namespace` at the namespace's level: [`check`], and below `privileged` a bind
+    /// mount exposing [`PolicySettings::state_dir`] or [`PolicySettings::engine_socket`] too. Returns
+    /// the level with what it refuses.
+    pub fn check(&self, namespace: &str, spec: &ContainerSpec) -> (PolicyLevel, Vec<Violation>) {
+        let level = self.level_for(namespace);
+        let mut violations = check(spec, level);
+        if level == PolicyLevel::Privileged {
+            return (level, violations);
+        }
+        let agent_paths = [
+            (self.state_dir.as_deref(), "the agent's state directory", "its API token and store"),
+            (
+                self.engine_socket.as_deref(),
+                "the agent's engine socket",
+                "whoever reaches it runs any container on the host",
+            ),
+        ];
+        for (index, mount) in spec.mounts.iter().enumerate() {
+            let Some(source) = mount.source.as_deref().filter(|_| mount.kind == MountKind::Bind) else {
+                continue;
+            };
+            let path = format!("spec.mounts[{index}].source");
+            let source_normalized = normalize(source);
+            for (agent_path, what, why) in agent_paths {
+                let Some(agent_path) = agent_path.map(normalize) else { continue };
+                let exposes =
+                    is_within(&source_normalized, &agent_path) || is_within(&agent_path, &source_normalized);
+                if exposes && !violations.iter().any(|v| v.path == path) {
+                    violations.push(Violation {
+                        path: path.clone(),
+                        level: PolicyLevel::Baseline,
+                        reason: format!("a bind mount of `{source}` exposes {what} `{agent_path}` ({why})"),
+                    });
+                }
+            }
+        }
+        (level, violations)
+    }
+}
+
+impl LevelSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LevelSource::Namespace => "namespace",
+            LevelSource::Default => "default",
+        }
+    }
+}
+
+impl fmt::Display for LevelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -311,3 +311,286 @@ async fn isolation_fields_reach_the_engine_and_baseline_refuses_the_unsafe_ones(
     assert!(drift.is_empty(), "no drift: {drift:?}");
     assert_eq!(status["status"]["containerId"].as_str(), Some(inspect(&host_pid, "{{.Id}}").as_str()));
 }
+
+/// Starts an agent of host `host` on the test environment's etcd (default level `baseline`), and
+/// waits for its API on its socket.
+async fn etcd_agent(run: &str, host: &str) -> (AgentGuard, String) {
+    let env = TestEnv::get();
+    let state_dir = std::env::temp_dir().join(format!("kedge-nspolicy-{run}-{host}"));
+    let store = format!("etcd://{}", env.etcd_endpoints.join(","));
+    let guard = AgentGuard::spawn(&state_dir, host, &["--store", &store]);
+    let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        kedge(&socket, &["version"]).status.success().then_some(())
+    })
+    .await;
+    (guard, socket)
+}
+
+/// The effective level of `ns` as `kedge policy get NS -o json` prints it: (level, source).
+fn policy_of(socket: &str, ns: &str) -> (String, String) {
+    let got = kedge(socket, &["policy", "get", ns, "-o", "json"]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    let value: serde_json::Value = serde_json::from_slice(&got.stdout).expect("policy get -o json");
+    assert_eq!(value["namespace"], ns);
+    (value["level"].as_str().unwrap().to_owned(), value["source"].as_str().unwrap().to_owned())
+}
+
+fn wait_ready_via(socket: &str, ns: &str, name: &str) {
+    let waited =
+        kedge(socket, &["wait", "container", name, "-n", ns, "--for", "condition=Ready", "--timeout", "90s"]);
+    assert!(waited.status.success(), "{name}: {}{}", stdout(&waited), stderr(&waited));
+}
+
+/// Levels per namespace, stored in etcd and followed by two agents of one store: what `baseline`
+/// refuses by default (each host escape, and a bind of the agent's own state directory) is refused
+/// at the API naming the field, the level and the namespace; a spec written straight to etcd that
+/// breaks the level is not run (`PolicyDenied`) and runs, without being applied again, once the
+/// level is loosened through the OTHER agent; after `kedge policy set NS privileged` (through one
+/// agent) the other agent's API accepts every escape and the first agent runs them. Set back to
+/// `default`, a running container is left running and reports `PolicyDenied`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_levels_are_stored_and_followed_by_every_agent() {
+    let run = run_id();
+    let cleanup = EngineCleanup::new(&run);
+    let files = tempfile::tempdir().unwrap();
+    let ns = format!("ns-{run}");
+    let (host_a, host_b) = (format!("nspa-{run}"), format!("nspb-{run}"));
+    let (agent_a, socket_a) = etcd_agent(&run, &host_a).await;
+    let (_agent_b, socket_b) = etcd_agent(&run, &host_b).await;
+    let store = kedge_tests::etcd_store(TestEnv::get().etcd_endpoints).await;
+    assert_eq!(policy_of(&socket_a, &ns), ("baseline".to_owned(), "default".to_owned()));
+
+    // Each escape, and a bind of agent A's state directory (not the default /var/lib/kedge), is
+    // refused by default: exit 2, naming the field, the level and the namespace; nothing stored.
+    let state_dir = agent_a.state_dir.display().to_string();
+    let escapes = [
+        ("privileged", "  privileged: true\n", "spec.privileged"),
+        ("root", "  mounts: ['/:/host:ro']\n", "spec.mounts[0].source"),
+        ("sock", "  mounts: ['/var/run/docker.sock:/var/run/docker.sock']\n", "spec.mounts[0].source"),
+        ("hostnet", "  networkMode: host\n", "spec.networkMode"),
+        ("sysadmin", "  capAdd: [SYS_ADMIN]\n", "spec.capAdd[0]"),
+    ];
+    let mut files_of = Vec::new();
+    for (what, extra, field) in escapes {
+        let name = format!("{what}-{run}");
+        let file = spec_file(files.path(), &run, &host_a, &ns, &name, extra);
+        let refused = kedge(&socket_a, &["apply", "-f", &file]);
+        assert_eq!(refused.status.code(), Some(2), "{what}: {}{}", stdout(&refused), stderr(&refused));
+        let message = stderr(&refused);
+        assert!(message.contains(field), "{what} names {field}: {message}");
+        assert!(message.contains(&format!("`baseline` policy of namespace `{ns}`")), "{what}: {message}");
+        assert_eq!(kedge(&socket_a, &["get", "container", &name, "-n", &ns]).status.code(), Some(3));
+        files_of.push((name, file));
+    }
+    let state_bind = format!("state-{run}");
+    let state_file = spec_file(
+        files.path(),
+        &run,
+        &host_a,
+        &ns,
+        &state_bind,
+        &format!("  mounts: ['{state_dir}:/state:ro']\n"),
+    );
+    let refused = kedge(&socket_a, &["apply", "-f", &state_file]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("state directory"), "{}", stderr(&refused));
+    // So is the socket of the engine the agent manages, wherever DOCKER_HOST puts it.
+    let engine_socket = TestEnv::get().docker_host.strip_prefix("unix://").unwrap().to_owned();
+    let engine_bind = format!("engine-{run}");
+    let engine_file = spec_file(
+        files.path(),
+        &run,
+        &host_a,
+        &ns,
+        &engine_bind,
+        &format!("  mounts: ['{engine_socket}:/var/run/docker.sock']\n"),
+    );
+    let refused = kedge(&socket_a, &["apply", "-f", &engine_file]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("the agent's engine socket"), "{}", stderr(&refused));
+
+    // A violating spec written straight to etcd, placed on host B: not run, PolicyDenied, one event.
+    let direct = format!("direct-{run}");
+    let spec = kedge_tests::test_spec(
+        &direct,
+        &ns,
+        &host_b,
+        &cleanup,
+        serde_json::json!({"image": "kedge-test/app:v1", "command": ["/bin/sh", "-c", "exec sleep 3600"], "capAdd": ["SYS_ADMIN"]}),
+    );
+    kedge_controller::store::objects::apply_container(store.as_ref(), &spec, None)
+        .await
+        .expect("put the spec");
+    let (status, _, message) =
+        eventually(&format!("{direct} reports PolicyDenied"), Duration::from_secs(60), || async {
+            condition(&socket_b, &ns, &direct, "Synced").filter(|(_, reason, _)| reason == "PolicyDenied")
+        })
+        .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("spec.capAdd[0]")
+            && message.contains(&format!("`baseline` policy of namespace `{ns}`")),
+        "{message}"
+    );
+    assert!(!docker_cli(&["inspect", &direct]).status.success(), "a refused spec is not created");
+    let events = stdout(&kedge(&socket_b, &["events", "--for", &direct, "-n", &ns]));
+    assert_eq!(events.matches("PolicyDenied").count(), 1, "one event: {events}");
+
+    // Bad levels are refused and change nothing.
+    let bad = kedge(&socket_a, &["policy", "set", &ns, "root"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert_eq!(policy_of(&socket_b, &ns), ("baseline".to_owned(), "default".to_owned()));
+
+    // Loosened through agent A: agent B sees it, and runs the stored spec without a new apply.
+    let set = kedge(&socket_a, &["policy", "set", &ns, "privileged"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(policy_of(&socket_b, &ns), ("privileged".to_owned(), "namespace".to_owned()));
+    let listed = stdout(&kedge(&socket_b, &["policy", "get"]));
+    assert!(
+        listed.lines().any(|l| l.split_whitespace().eq([ns.as_str(), "privileged", "namespace"])),
+        "{listed}"
+    );
+    wait_ready_via(&socket_b, &ns, &direct);
+
+    // Every escape is now accepted (through agent B's API) and run (by agent A).
+    for (name, file) in &files_of {
+        let applied = kedge(&socket_b, &["apply", "-f", file]);
+        assert!(applied.status.success(), "{name}: {}", stderr(&applied));
+    }
+    // The test engine cannot start a privileged container (runc: "unable to apply caps"), and its
+    // host has no /var/run/docker.sock (the engine listens elsewhere): those two count as accepted
+    // once the agent acted on them (the engine's error, not PolicyDenied). The others must run.
+    let (privileged, _) = &files_of[0];
+    eventually(&format!("{privileged} is created"), Duration::from_secs(90), || async {
+        docker_cli(&["inspect", privileged]).status.success().then_some(())
+    })
+    .await;
+    let (sock, _) = &files_of[2];
+    let (_, reason, _) = eventually(&format!("{sock} is acted on"), Duration::from_secs(90), || async {
+        condition(&socket_a, &ns, sock, "Synced").filter(|(_, reason, _)| reason != "PolicyDenied")
+    })
+    .await;
+    assert_ne!(reason, "PolicyDenied");
+    for (name, _) in [&files_of[1], &files_of[3], &files_of[4]] {
+        wait_ready_via(&socket_a, &ns, name);
+        assert!(running(name), "{name} runs");
+    }
+    let applied = kedge(&socket_b, &["apply", "-f", &state_file]);
+    assert!(applied.status.success(), "the state dir may be bound at privileged: {}", stderr(&applied));
+
+    // Back to the default: running containers are left running, and say PolicyDenied.
+    let reset = kedge(&socket_b, &["policy", "set", &ns, "default"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert_eq!(policy_of(&socket_a, &ns), ("baseline".to_owned(), "default".to_owned()));
+    let (hostnet, _) = &files_of[3];
+    eventually(&format!("{hostnet} reports PolicyDenied"), Duration::from_secs(60), || async {
+        condition(&socket_a, &ns, hostnet, "Synced").filter(|(_, reason, _)| reason == "PolicyDenied")
+    })
+    .await;
+    assert!(running(hostnet), "a running container is not evicted when its level is tightened");
+    assert!(running(&direct), "nor on the other host");
+
+    // `kedge run` checks at the namespace's stored level, which wins over --policy-level.
+    let plain = format!("plain-{run}");
+    let plain_file = spec_file(files.path(), &run, &host_a, &ns, &plain, "");
+    let applied = kedge(&socket_a, &["apply", "-f", &plain_file]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let set = kedge(&socket_a, &["policy", "set", &ns, "restricted"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let script = files.path().join("script.sh");
+    std::fs::write(&script, "true\n").unwrap();
+    let script = script.display().to_string();
+    for flag in ["baseline", "privileged"] {
+        let args = ["run", &plain, "-n", &ns, "--script", &script, "--policy-level", flag, "--", "true"];
+        let refused = kedge(&socket_a, &args);
+        assert_eq!(refused.status.code(), Some(2), "{flag}: {}{}", stdout(&refused), stderr(&refused));
+        let message = stderr(&refused);
+        assert!(message.contains("spec.user: refused by the `restricted` policy"), "{flag}: {message}");
+    }
+    assert!(!docker_cli(&["inspect", &format!("{plain}-script")]).status.success(), "nothing was run");
+    let reset = kedge(&socket_a, &["policy", "set", &ns, "default"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+}
+
+/// The policy routes alone (default `baseline`): a level is stored, read and forgotten; admission
+/// follows it at once (the 422 names the namespace); bad requests are refused and store nothing.
+#[tokio::test]
+async fn policy_routes_store_levels_and_admission_follows_them() {
+    let server = api_support::TestServer::start().await;
+    let ns = api_support::unique("levels");
+    let path = format!("/api/v1/policies/{ns}");
+    let effective = |reply: &api_support::Reply| {
+        let answer = reply.json();
+        (answer["namespace"].clone(), answer["level"].clone(), answer["source"].clone())
+    };
+    let read = server.call("GET", &path, None).await;
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(effective(&read), (ns.clone().into(), "baseline".into(), "default".into()));
+
+    // Refused requests change nothing.
+    let before = server.store.list("/kedge/v1/").await.unwrap().revision;
+    for (body, status, field) in [
+        (r#"{"level": "root"}"#, 422, Some("level")),
+        (r#"{"level": 1}"#, 422, Some("level")),
+        (r#"{}"#, 422, Some("level")),
+        (r#"{"level": "privileged", "extra": 1}"#, 422, Some("extra")),
+        ("not json", 400, None),
+    ] {
+        let reply = server.call("PUT", &path, Some(body)).await;
+        assert_eq!(reply.status, status, "{body}: {reply:?}");
+        if let Some(field) = field {
+            assert_eq!(reply.json()["field"], field, "{body}");
+        }
+    }
+    let reply = server.call("PUT", "/api/v1/policies/%2E%2E", Some(r#"{"level": "privileged"}"#)).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(server.store.list("/kedge/v1/").await.unwrap().revision, before, "nothing was written");
+
+    // A privileged spec is refused, naming the namespace, until the namespace is privileged.
+    let container = serde_json::json!({
+        "apiVersion": "kedge.io/v1", "kind": "Container", "metadata": {"name": "escape", "namespace": ns},
+        "spec": {"image": "busybox", "privileged": true}
+    })
+    .to_string();
+    let spec_path = format!("/api/v1/namespaces/{ns}/containers/escape");
+    let refused = server.call("PUT", &spec_path, Some(&container)).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert_eq!(refused.json()["namespace"], ns.as_str());
+    assert!(refused.json()["error"].as_str().unwrap().contains(&format!("of namespace `{ns}`")));
+
+    let set = server.call("PUT", &path, Some(r#"{"level": "privileged"}"#)).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(effective(&set), (ns.clone().into(), "privileged".into(), "namespace".into()));
+    let stored = server.store.get(&format!("/kedge/v1/policies/{ns}")).await.unwrap().expect("stored");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&stored.value).unwrap(),
+        serde_json::json!({"level": "privileged"})
+    );
+    let accepted = server.call("PUT", &spec_path, Some(&container)).await;
+    assert!(accepted.status < 300, "{accepted:?}");
+    // Another namespace keeps the default.
+    let other = serde_json::json!({
+        "apiVersion": "kedge.io/v1", "kind": "Container", "metadata": {"name": "escape", "namespace": format!("{ns}-2")},
+        "spec": {"image": "busybox", "privileged": true}
+    })
+    .to_string();
+    let refused =
+        server.call("PUT", &format!("/api/v1/namespaces/{ns}-2/containers/escape"), Some(&other)).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+
+    let listed = server.call("GET", "/api/v1/policies", None).await.json();
+    assert_eq!(listed["default"], "baseline");
+    let items = listed["items"].as_array().unwrap();
+    assert!(
+        items.iter().any(|item| item["namespace"] == ns.as_str() && item["level"] == "privileged"),
+        "{listed}"
+    );
+
+    let deleted = server.call("DELETE", &path, None).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(effective(&deleted), (ns.clone().into(), "baseline".into(), "default".into()));
+    assert_eq!(server.call("DELETE", &path, None).await.status, 200, "deleting again is no error");
+    let refused = server.call("PUT", &spec_path, Some(&container)).await;
+    assert_eq!(refused.status, 422, "back to baseline: {refused:?}");
+}

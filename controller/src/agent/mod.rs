@@ -21,6 +21,7 @@ pub mod host;
 mod identity;
 mod limits;
 mod lock;
+pub mod policies;
 mod reconcile;
 mod report;
 pub mod requests;
@@ -82,7 +83,8 @@ pub struct AgentConfig {
     /// for the API before `run`.
     pub health: Arc<supervisor::Health>,
     /// The host-escape policy (docs/policy.md): a spec that breaks it is not run, whoever wrote it
-    /// to the store. The API enforces the same settings on writes.
+    /// to the store. The API enforces the same settings on writes. The default level and the state
+    /// directory; the levels stored per namespace are followed from the store.
     pub policy: kedge_crds::PolicySettings,
 }
 
@@ -170,6 +172,8 @@ pub(crate) struct Agent {
     pub(crate) cache: Arc<DesiredState>,
     /// Where the scheduler put the specs that name no host.
     pub(crate) bindings: Arc<bindings::BindingCache>,
+    /// The policy levels stored per namespace (`kedge policy set`).
+    pub(crate) policies: Arc<policies::PolicyCache>,
     pub(crate) queue: WorkQueue<String>,
     pub(crate) events: EventRecorder,
     pub(crate) config: AgentConfig,
@@ -199,6 +203,7 @@ impl Agent {
             events: EventRecorder::new(store.clone(), config.host_name.clone()),
             cache: Arc::new(DesiredState::default()),
             bindings: Arc::new(bindings::BindingCache::default()),
+            policies: Arc::new(policies::PolicyCache::default()),
             queue: WorkQueue::new(config.backoff),
             statuses: Mutex::new(HashMap::new()),
             ignored_limits: limits::IgnoredLimits::default(),
@@ -305,6 +310,19 @@ fn spawn_tasks(
             bindings::follow_bindings(
                 agent.store.clone(),
                 agent.bindings.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-policies");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            policies::follow_policies(
+                agent.store.clone(),
+                agent.policies.clone(),
+                agent.cache.clone(),
                 agent.queue.clone(),
                 stopping.clone(),
             )

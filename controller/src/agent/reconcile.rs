@@ -42,6 +42,9 @@ pub(crate) enum Next {
     After(Duration),
 }
 
+/// How long a reconcile waits for the stored policy levels to be read at the agent's start.
+const POLICY_WAIT: Duration = Duration::from_millis(200);
+
 /// A failed reconcile: retried with the key's backoff.
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
@@ -313,18 +316,22 @@ impl Agent {
         Ok(())
     }
 
-    /// A spec that breaks the host-escape policy (written straight to the store, or stored before
-    /// the policy was stricter) is not acted on: nothing is created, started, updated or removed
-    /// for it. A container it already has is left as it is; status says `PolicyDenied` and a
-    /// Warning event names the fields, once per generation. `None`: the spec passes.
+    /// A spec that breaks the host-escape policy of its namespace (written straight to the store,
+    /// or stored before the level was stricter) is not acted on: nothing is created, started,
+    /// updated or removed for it. A container it already has is left as it is; status says
+    /// `PolicyDenied` and a Warning event names the fields, once per generation. `None`: the spec
+    /// passes. Until the stored levels were read once, nothing is decided: look again shortly.
     async fn refuse_by_policy(
         &self,
         key: &str,
         spec: &Container,
         observed: Option<&ObservedContainer>,
     ) -> Result<Option<Next>, Failure> {
-        let level = self.config.policy.level_for(&spec.metadata.namespace);
-        let violations = kedge_crds::policy::check(&spec.spec, level);
+        if !self.policies.ever_listed() {
+            return Ok(Some(Next::After(POLICY_WAIT)));
+        }
+        let settings = self.policies.settings(&self.config.policy);
+        let (level, violations) = settings.check(&spec.metadata.namespace, &spec.spec);
         if violations.is_empty() {
             return Ok(None);
         }

@@ -37,6 +37,7 @@
 
 pub mod connections;
 mod logs;
+pub mod policies;
 mod restart;
 pub mod routes;
 mod selector;
@@ -235,7 +236,12 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/upgrades", get(upgrades::list_campaigns).post(upgrades::create_campaign))
         .route("/api/v1/upgrades/{id}", get(upgrades::read_campaign))
-        .route("/api/v1/upgrades/{id}/cancel", post(upgrades::cancel_campaign));
+        .route("/api/v1/upgrades/{id}/cancel", post(upgrades::cancel_campaign))
+        .route("/api/v1/policies", get(policies::list_policies))
+        .route(
+            "/api/v1/policies/{ns}",
+            get(policies::read_policy).put(policies::set_policy).delete(policies::delete_policy),
+        );
     let authenticated = kinds.iter().fold(authenticated, |router, kind| kind.mount(router));
     let authenticated =
         authenticated.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -569,27 +575,28 @@ fn validate_set(value: Value) -> Result<ContainerSet, Vec<FieldError>> {
     }
 }
 
-fn admit_container(state: &AppState, container: &Container) -> ApiResult<()> {
-    enforce_policy(state, &container.metadata.namespace, "Container", &container.spec, "spec")
+fn admit_container<'a>(state: &'a AppState, container: &'a Container) -> BoxFuture<'a, ApiResult<()>> {
+    Box::pin(enforce_policy(state, &container.metadata.namespace, "Container", &container.spec, "spec"))
 }
 
-fn admit_set(state: &AppState, set: &ContainerSet) -> ApiResult<()> {
+fn admit_set<'a>(state: &'a AppState, set: &'a ContainerSet) -> BoxFuture<'a, ApiResult<()>> {
     let spec = &set.spec.template.spec;
-    enforce_policy(state, &set.metadata.namespace, "ContainerSet", spec, "spec.template.spec")
+    Box::pin(enforce_policy(state, &set.metadata.namespace, "ContainerSet", spec, "spec.template.spec"))
 }
 
 /// Refuses, with 422 naming every refused field and the level, a spec that breaks the namespace's
-/// host-escape policy (dry runs too). `prefix` is the spec's path in the object (`spec`,
-/// `spec.template.spec`), so that the CLI can place each field in the file.
-fn enforce_policy(
+/// host-escape policy (dry runs too): the level stored for the namespace, read now, else the
+/// agent's default. `prefix` is the spec's path in the object (`spec`, `spec.template.spec`), so
+/// that the CLI can place each field in the file.
+async fn enforce_policy(
     state: &AppState,
     namespace: &str,
     kind: &str,
     spec: &kedge_crds::ContainerSpec,
     prefix: &str,
 ) -> ApiResult<()> {
-    let level = state.api.policy.level_for(namespace);
-    let violations = kedge_crds::policy::check(spec, level);
+    let settings = policies::settings_for(&state.api.store, &state.api.policy, namespace).await?;
+    let (level, violations) = settings.check(namespace, spec);
     if violations.is_empty() {
         return Ok(());
     }
@@ -607,6 +614,7 @@ fn enforce_policy(
     )
     .with("reason", json!("PolicyDenied"))
     .with("level", json!(level))
+    .with("namespace", json!(namespace))
     .with("details", serde_json::to_value(errors).unwrap_or_default()))
 }
 

@@ -37,7 +37,7 @@ use super::{
     FieldError, Params, OUTCOME_HEADER,
 };
 use crate::store::api::{self as typed, Api, ApplyOutcome, InvalidObject};
-use crate::store::{keys, EventKind, StoreError};
+use crate::store::{keys, BoxFuture, EventKind, StoreError};
 
 /// One kind's routes, ready to mount (see [`routes`]). Two rows for one plural would overlap: the
 /// router refuses that when it is built.
@@ -59,7 +59,7 @@ impl KindRoutes {
 pub type Validate<K> = fn(Value) -> Result<K, Vec<FieldError>>;
 
 /// Refuses a valid object the server will not store (the host-escape policy): an error answer.
-pub(super) type Admit<K> = fn(&AppState, &K) -> ApiResult<()>;
+pub(super) type Admit<K> = for<'a> fn(&'a AppState, &'a K) -> BoxFuture<'a, ApiResult<()>>;
 
 /// The routes of kind `K` and its hooks. Without hooks, a body is read with serde (its `apiVersion`
 /// and `kind` must be the kind's) and everything readable is admitted.
@@ -71,7 +71,12 @@ pub struct Routes<K: Resource> {
 
 /// The generic routes of `K` (list, read, create, apply, delete, status, watch), hooks to be added.
 pub fn routes<K: Resource>() -> Routes<K> {
-    Routes { validate: read_as::<K>, admit: |_, _| Ok(()), extra: |router| router }
+    Routes { validate: read_as::<K>, admit: admit_all::<K>, extra: |router| router }
+}
+
+/// The default hook: every readable object is admitted.
+fn admit_all<'a, K>(_: &'a AppState, _: &'a K) -> BoxFuture<'a, ApiResult<()>> {
+    Box::pin(async { Ok(()) })
 }
 
 impl<K: Resource> Routes<K> {
@@ -134,7 +139,7 @@ fn mount<K: Resource>(router: Router<AppState>, hooks: Hooks<K>) -> Router<AppSt
                       body: Result<Bytes, BytesRejection>| async move {
                     let params = params?.0;
                     let desired = decode_body::<K>(&body?, &ns, None, hooks.validate)?;
-                    (hooks.admit)(&state, &desired)?;
+                    (hooks.admit)(&state, &desired).await?;
                     write(&state, desired, Some(0), is_dry_run(&params)?).await
                 },
             ),
@@ -151,7 +156,7 @@ fn mount<K: Resource>(router: Router<AppState>, hooks: Hooks<K>) -> Router<AppSt
                       body: Result<Bytes, BytesRejection>| async move {
                     let params = params?.0;
                     let desired = decode_body::<K>(&body?, &ns, Some(&name), hooks.validate)?;
-                    (hooks.admit)(&state, &desired)?;
+                    (hooks.admit)(&state, &desired).await?;
                     let expected = match desired.metadata().resource_version.as_deref() {
                         None | Some("") => None,
                         Some(text) => Some(parse_revision(text, "metadata.resourceVersion")?),

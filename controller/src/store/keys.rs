@@ -14,6 +14,7 @@
 //! /kedge/v1/host-leases/<host>    exists while the host's agent is alive (on its lease)
 //! /kedge/v1/locks/agents/<host>   the host lock: one agent per Docker host (on its lease)
 //! /kedge/v1/identity              the store's identity, written once by the first agent
+//! /kedge/v1/policies/<ns>         the namespace's host-escape policy level (`{"level": "privileged"}`)
 //! ```
 //!
 //! Every kind that implements [`Resource`] lives at `/kedge/v1/<K::STORE_SEGMENT>/<ns>/<name>` and its
@@ -56,6 +57,10 @@ pub const SET_STATUS: &str = "/kedge/v1/set-status/";
 pub const AGENT_LOCKS: &str = "/kedge/v1/locks/agents/";
 /// The store's identity: a random ID written once, create-only, by the first agent on the store.
 pub const IDENTITY: &str = "/kedge/v1/identity";
+
+/// `/kedge/v1/policies/<ns>`: the host-escape policy level stored for a namespace (`kedge policy
+/// set`); a namespace without one gets the agent's `--policy-level`. Every agent follows these.
+pub const POLICIES: &str = "/kedge/v1/policies/";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,6 +199,17 @@ pub fn host_upgrade_key(host: &str) -> Result<String, InvalidSegment> {
     Ok(format!("{HOST_UPGRADES}{host}"))
 }
 
+/// The key of `namespace`'s stored policy level.
+pub fn policy_key(namespace: &str) -> Result<String, InvalidSegment> {
+    check_segment(namespace)?;
+    Ok(format!("{POLICIES}{namespace}"))
+}
+
+/// The namespace of a [`policy_key`].
+pub fn parse_policy_key(key: &str) -> Option<&str> {
+    parse_one(POLICIES, key)
+}
+
 /// An event key; `id` should sort by time (e.g. a zero-padded timestamp followed by a random suffix).
 pub fn event_key(namespace: &str, id: &str) -> Result<String, InvalidSegment> {
     two(EVENTS, namespace, id)
@@ -304,6 +320,10 @@ mod tests {
         assert_eq!(parse_host_upgrade_key("/kedge/v1/upgrades/hosts/a/b"), None);
         assert_eq!(spec_key_of("ns/web"), spec_key("ns", "web").unwrap());
         assert_eq!(binding_key_of("ns/web"), binding_key("ns", "web").unwrap());
+        assert_eq!(policy_key("ops").unwrap(), "/kedge/v1/policies/ops");
+        assert_eq!(parse_policy_key("/kedge/v1/policies/ops"), Some("ops"));
+        assert_eq!(parse_policy_key("/kedge/v1/policies/a/b"), None);
+        assert!(policy_key("a/b").is_err());
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn levels_read_and_print_as_their_names() {
 
 #[test]
 fn every_namespace_gets_the_default_level_until_levels_are_stored() {
-    let settings = PolicySettings { default_level: Restricted };
+    let settings = PolicySettings { default_level: Restricted, ..Default::default() };
     assert_eq!(settings.level_for("default"), Restricted);
     assert_eq!(settings.level_for("jobs"), Restricted);
     assert_eq!(PolicySettings::default().level_for("default"), Baseline);
@@ -345,4 +345,114 @@ fn only_kubernetes_safe_sysctls_pass_baseline() {
         check_at(spec.clone(), Baseline, &[(&format!("spec.sysctls.{unsafe_name}"), Baseline)]);
         check_at(spec, Privileged, &[]);
     }
+}
+
+/// Settings with `default` and the stored `levels`.
+fn settings(default: PolicyLevel, levels: &[(&str, PolicyLevel)]) -> PolicySettings {
+    PolicySettings {
+        default_level: default,
+        namespaces: levels.iter().map(|(ns, level)| ((*ns).to_owned(), *level)).collect(),
+        state_dir: None,
+        engine_socket: None,
+    }
+}
+
+#[track_caller]
+fn check_level(settings: &PolicySettings, namespace: &str, expected: (PolicyLevel, LevelSource)) {
+    assert_eq!(settings.effective(namespace), expected, "namespace {namespace}");
+    assert_eq!(settings.level_for(namespace), expected.0, "namespace {namespace}");
+}
+
+#[test]
+fn a_namespace_gets_its_stored_level_else_the_default() {
+    let stored = settings(Baseline, &[("ops", Privileged), ("web", Restricted)]);
+    check_level(&stored, "ops", (Privileged, LevelSource::Namespace));
+    check_level(&stored, "web", (Restricted, LevelSource::Namespace));
+    check_level(&stored, "default", (Baseline, LevelSource::Default));
+    // Names are compared whole: `op` and `ops-2` are other namespaces.
+    check_level(&stored, "op", (Baseline, LevelSource::Default));
+    check_level(&stored, "ops-2", (Baseline, LevelSource::Default));
+    // A stored level wins over the default both ways: looser and stricter.
+    let strict_default = settings(Restricted, &[("ops", Privileged)]);
+    check_level(&strict_default, "ops", (Privileged, LevelSource::Namespace));
+    check_level(&strict_default, "other", (Restricted, LevelSource::Default));
+    let stored_default = settings(Privileged, &[("ops", Baseline)]);
+    check_level(&stored_default, "ops", (Baseline, LevelSource::Namespace));
+    check_level(&settings(Baseline, &[]), "", (Baseline, LevelSource::Default));
+}
+
+#[test]
+fn settings_check_at_the_namespace_level() {
+    let stored = settings(Baseline, &[("ops", Privileged)]);
+    let spec: ContainerSpec =
+        serde_json::from_value(json!({"image": "busybox", "privileged": true})).unwrap();
+    let (level, violations) = stored.check("ops", &spec);
+    assert_eq!((level, violations), (Privileged, vec![]));
+    let (level, violations) = stored.check("default", &spec);
+    assert_eq!(level, Baseline);
+    assert_eq!(violations.iter().map(|v| v.path.as_str()).collect::<Vec<_>>(), ["spec.privileged"]);
+}
+
+/// Binds `source` in namespace `default` with the state directory `state_dir`: the refused paths.
+#[track_caller]
+fn check_state_dir(state_dir: &str, level: PolicyLevel, source: &str, expected: &[&str]) {
+    let settings = PolicySettings { state_dir: Some(state_dir.to_owned()), ..settings(level, &[]) };
+    let spec: ContainerSpec = serde_json::from_value(json!({
+        "image": "busybox",
+        "user": "1000",
+        "securityOpt": ["no-new-privileges"],
+        "mounts": [{"type": "bind", "source": source, "target": "/x", "readOnly": true}],
+    }))
+    .unwrap();
+    let (_, violations) = settings.check("default", &spec);
+    let found: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+    assert_eq!(found, expected, "{source} with state dir {state_dir} at {level}");
+    for violation in &violations {
+        assert!(violation.message().contains("`baseline` policy"), "{violation}");
+    }
+}
+
+#[test]
+fn the_agent_state_dir_is_not_bindable_below_privileged() {
+    let refused = ["spec.mounts[0].source"];
+    for level in [Baseline, Restricted] {
+        // The directory itself, under it, above it, and spelled another way.
+        check_state_dir("/srv/kedge-state", level, "/srv/kedge-state", &refused);
+        check_state_dir("/srv/kedge-state", level, "/srv/kedge-state/token", &refused);
+        check_state_dir("/srv/kedge-state", level, "/srv", &refused);
+        check_state_dir("/srv/kedge-state/", level, "/srv/./x/../kedge-state//", &refused);
+        // A neighbour is not the state directory.
+        check_state_dir("/srv/kedge-state", level, "/srv/kedge-state-2", &[]);
+        check_state_dir("/srv/kedge-state", level, "/srv/other", &[]);
+        // The default state dir is refused once, not twice.
+        check_state_dir("/var/lib/kedge", level, "/var/lib/kedge", &refused);
+    }
+    check_state_dir("/srv/kedge-state", Privileged, "/srv/kedge-state", &[]);
+}
+
+#[test]
+fn the_agent_engine_socket_is_not_bindable_below_privileged() {
+    let settings = |level| PolicySettings {
+        engine_socket: Some("/tmp/engine-1/docker.sock".to_owned()),
+        state_dir: Some("/srv/kedge".to_owned()),
+        ..settings(level, &[])
+    };
+    let check_source = |level, source: &str| -> Vec<String> {
+        let spec: ContainerSpec = serde_json::from_value(json!({
+            "image": "busybox",
+            "mounts": [{"type": "bind", "source": source, "target": "/x", "readOnly": true}],
+        }))
+        .unwrap();
+        let (_, violations) = PolicySettings::check(&settings(level), "default", &spec);
+        violations.into_iter().filter(|v| v.path.ends_with(".source")).map(|v| v.reason).collect()
+    };
+    for source in ["/tmp/engine-1/docker.sock", "/tmp/engine-1", "/tmp", "/tmp//engine-1/./docker.sock"] {
+        let refused = check_source(Baseline, source);
+        assert_eq!(refused.len(), 1, "{source}: {refused:?}");
+        assert!(refused[0].contains("the agent's engine socket"), "{source}: {refused:?}");
+    }
+    assert_eq!(check_source(Baseline, "/tmp/engine-2"), Vec::<String>::new());
+    assert_eq!(check_source(Privileged, "/tmp/engine-1/docker.sock"), Vec::<String>::new());
+    // `/` exposes everything: one refusal, the root's.
+    assert_eq!(check_source(Baseline, "/").len(), 1);
 }

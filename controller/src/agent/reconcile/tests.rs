@@ -41,6 +41,8 @@ async fn fixture() -> Fixture {
         executor,
         AgentConfig::new(HOST),
     );
+    // No level is stored: every namespace gets the default.
+    agent.policies.reflector().apply(&Event::Restarted { kvs: vec![], revision: 1 });
     Fixture { agent, engine, _dir: dir }
 }
 
@@ -346,4 +348,68 @@ fn api_versions_compare_by_number() {
     assert!(!api_older_than("1.100", (1, 44)));
     assert!(!api_older_than("2.0", (1, 44)));
     assert!(api_older_than("garbage", (1, 44)));
+}
+
+/// The stored levels as a list at `revision`: `(namespace, level)` each.
+fn policy_list(levels: &[(&str, &str)], revision: i64) -> Event {
+    let kvs = levels
+        .iter()
+        .map(|(namespace, level)| KeyValue {
+            key: crate::store::keys::policy_key(namespace).unwrap(),
+            value: serde_json::to_vec(&serde_json::json!({"level": level})).unwrap(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        })
+        .collect();
+    Event::Restarted { kvs, revision }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spec_runs_at_its_namespace_level_and_a_tightened_level_evicts_nothing() {
+    let f = fixture().await;
+    let escape = spec("escape", r#"{"image": "kedge-test/app:v1", "capAdd": ["SYS_ADMIN"]}"#);
+    f.specs(&[&escape], 1);
+    assert_eq!(f.reconcile("default/escape").await, Next::Done);
+    assert_eq!(f.mutations(), 0, "refused at the default level: nothing is made");
+
+    // Another namespace's level changes nothing here; the spec's own does.
+    f.agent.policies.reflector().apply(&policy_list(&[("ops", "privileged")], 2));
+    f.reconcile("default/escape").await;
+    assert_eq!(f.mutations(), 0);
+    f.agent.policies.reflector().apply(&policy_list(&[("ops", "privileged"), ("default", "privileged")], 3));
+    f.reconcile("default/escape").await;
+    assert!(f.engine.container("escape").is_some_and(|c| c.state.running), "created and started");
+
+    // Back to the default: the running container is left as it is.
+    let before = f.mutations();
+    f.agent.policies.reflector().apply(&policy_list(&[], 4));
+    assert_eq!(f.reconcile("default/escape").await, Next::Done);
+    assert_eq!(f.mutations(), before, "a stricter level stops and removes nothing");
+    assert!(f.engine.container("escape").is_some_and(|c| c.state.running));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_decided_before_the_levels_were_read() {
+    let f = fixture().await;
+    let unread = Agent::new(
+        f.agent.store.clone(),
+        "store-1".to_owned(),
+        DockerClient::unconnected(),
+        Executor::with_engine(f.engine.clone()),
+        AgentConfig::new(HOST),
+    );
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    let kvs = vec![KeyValue {
+        key: crate::store::keys::spec_key("default", "web").unwrap(),
+        value: serde_json::to_vec(&web).unwrap(),
+        create_revision: 1,
+        mod_revision: 1,
+        version: 1,
+        lease: 0,
+    }];
+    unread.cache.apply(&Event::Restarted { kvs, revision: 1 });
+    assert_eq!(unread.reconcile("default/web").await.unwrap(), Next::After(super::POLICY_WAIT));
+    assert_eq!(f.mutations(), 0);
 }
