@@ -32,6 +32,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::Lifecycle(_)
         | Commands::Upgrade { .. }
         | Commands::UpgradeHelper(_)
+        | Commands::Token { .. }
         | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }

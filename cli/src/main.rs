@@ -5,7 +5,7 @@
 //! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
 //! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `sets` (a
 //! ContainerSet's row and page), `kinds` (the per-kind table of `get`: a crds kind's row, `Table`),
-//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
+//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `token`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;
@@ -25,6 +25,7 @@ mod run;
 mod sets;
 #[cfg(test)]
 mod tests;
+mod token;
 mod types;
 mod upgrade;
 
@@ -208,6 +209,11 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
     Upgrade {
         #[command(subcommand)]
         command: upgrade::UpgradeCommand,
+    },
+    /// The API's scoped tokens: `kedge token create|list|revoke` (docs/access.md).
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
     },
     /// Run by the upgrade helper container: replace an agent's container (docs/upgrades.md).
     #[command(hide = true)]
@@ -397,6 +403,7 @@ fn main() -> ExitCode {
             Commands::Lifecycle(command) => lifecycle::run(command, &cli.global).await,
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,
+            Commands::Token { command } => token::run(command, &cli.global).await,
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
             command => commands::run(command, &cli.global).await,
         }
