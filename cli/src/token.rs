@@ -17,9 +17,10 @@ use crate::GlobalArgs;
 pub enum TokenCommand {
     /// Create a token and print it, once: it is stored only as a hash.
     #[command(after_help = "Examples:\n  kedge token create --role viewer --description dashboards\n  \
-kedge token create --role deployer --namespace web --namespace batch --ttl 30d\n\n\
+kedge token create --role deployer --namespace web,batch --ttl 30d\n\n\
 Roles: viewer reads everything but sensitive kinds; deployer also writes, restarts, recreates and\n\
-reads logs in its namespaces (at least one --namespace); admin does everything (tokens, upgrades).\n\
+reads logs in its namespaces (-n/--namespace NS[,NS...], given on the command line: a context's\n\
+namespace is not taken); admin does everything (tokens, upgrades).\n\
 Prints the token alone on stdout (keep it now: it cannot be shown again); its id on stderr.\n\
 Exit codes: 0 created, 2 bad input, 5 server error or not an admin.")]
     Create(CreateArgs),
@@ -46,8 +47,9 @@ pub enum RoleArg {
 pub struct CreateArgs {
     #[arg(long, value_enum)]
     pub role: RoleArg,
-    /// A namespace a deployer works in (repeat for more; a deployer needs at least one).
-    #[arg(long = "namespace", value_name = "NS")]
+    /// The namespaces a deployer works in: the global `-n/--namespace`, comma-separated (set by
+    /// `run` from the command line only).
+    #[arg(skip)]
     pub namespaces: Vec<String>,
     /// How long the token lives: `90m`, `12h`, `30d`; default: until revoked.
     #[arg(long, value_name = "DURATION")]
@@ -71,7 +73,16 @@ pub struct ListArgs {
 
 pub async fn run(command: TokenCommand, global: &GlobalArgs) -> CliResult<Exit> {
     match command {
-        TokenCommand::Create(args) => create(args, global).await,
+        TokenCommand::Create(mut args) => {
+            // `-n/--namespace` is global (one value); a deployer's list is comma-separated. Only a value
+            // given on the command line counts: a context's or KEDGE_NAMESPACE's would scope a token
+            // nobody asked to scope.
+            if global.from_command_line.contains(&"namespace") {
+                let given = global.namespace.as_deref().unwrap_or_default();
+                args.namespaces = given.split(',').map(|ns| ns.trim().to_owned()).collect();
+            }
+            create(args, global).await
+        }
         TokenCommand::List(args) => list(args, global).await,
         TokenCommand::Revoke { id } => revoke(&id, global).await,
     }
@@ -196,6 +207,12 @@ mod tests {
             assert_eq!(error.exit, Exit::Usage);
             assert!(error.message.contains(expected), "{args:?}: {}", error.message);
         }
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // clap checks its own tree (unique long flags: `--namespace` is global) only when asked.
+        crate::command().debug_assert();
     }
 
     #[test]
