@@ -31,7 +31,7 @@
 //! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
 //!
 //! Authentication and access (`access.rs`, docs/access.md): on TCP (plain or [`TlsConfig`]) every
-//! route but `/healthz` and `/version` needs `Authorization: Bearer TOKEN`: the agent's bootstrap token
+//! route but `/healthz` needs `Authorization: Bearer TOKEN`: the agent's bootstrap token
 //! (see [`load_or_create_token`], an admin) or a scoped token (`kedge_<id>_<secret>`, a role). One table
 //! says what each route needs; a route without a row is refused. On the Unix socket the socket file's
 //! permissions are the authentication (an admin).
