@@ -337,6 +337,11 @@ pub fn http_error(status: StatusCode, body: &Value) -> CliError {
             CliError::new(Exit::Conflict, format!("{message}{detail}"))
                 .hint("read the current object again (`kedge get container NAME -o yaml`) and retry")
         }
+        // The access check names the role it refused (`(role `viewer`) lacks ...`); other 403s (an
+        // upgrade's refused repository) carry their own reason.
+        StatusCode::FORBIDDEN if message.contains("(role `") => CliError::new(Exit::Server, message).hint(
+            "this token's role does not allow it; ask an admin for one that does (`kedge token create`)",
+        ),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::new(Exit::Server, message)
             .hint("set KEDGE_TOKEN or a context's token; the agent keeps it in STATE_DIR/api-token"),
         status if status.is_client_error() => CliError {

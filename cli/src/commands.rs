@@ -33,6 +33,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::Upgrade { .. }
         | Commands::UpgradeHelper(_)
         | Commands::Policy { .. }
+        | Commands::Token { .. }
         | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }

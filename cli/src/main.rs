@@ -5,7 +5,7 @@
 //! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
 //! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `sets` (a
 //! ContainerSet's row and page), `kinds` (the per-kind table of `get`: a crds kind's row, `Table`),
-//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
+//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `token`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;
@@ -26,6 +26,7 @@ mod run;
 mod sets;
 #[cfg(test)]
 mod tests;
+mod token;
 mod types;
 mod upgrade;
 
@@ -216,6 +217,11 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// The API's scoped tokens: `kedge token create|list|revoke` (docs/access.md).
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Run by the upgrade helper container: replace an agent's container (docs/upgrades.md).
     #[command(hide = true)]
     UpgradeHelper(upgrade::HelperArgs),
@@ -405,6 +411,8 @@ fn main() -> ExitCode {
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,
             Commands::Policy { command } => policy::run(command, &cli.global).await,
+    },
+            Commands::Token { command } => token::run(command, &cli.global).await,
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
             command => commands::run(command, &cli.global).await,
         }

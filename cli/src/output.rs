@@ -48,6 +48,30 @@ pub fn table_row(widths: &[usize], row: &[String]) -> String {
     line.trim_end().to_owned()
 }
 
+/// The columns of `kedge token list`.
+pub const TOKEN_HEADER: [&str; 5] = ["ID", "ROLE", "NAMESPACES", "EXPIRES", "AGE"];
+
+/// A row of `kedge token list`: never a secret (the API has none to give).
+pub fn token_row(token: &kedge_crds::token::Token, now: DateTime<Utc>) -> Vec<String> {
+    let namespaces = if token.namespaces.is_empty() { "*".to_owned() } else { token.namespaces.join(",") };
+    vec![
+        token.id.clone(),
+        token.role.to_string(),
+        namespaces,
+        token.expires.clone().unwrap_or_else(|| NONE.to_owned()),
+        age(Some(&token.created), now),
+    ]
+}
+
+/// What a token may do, in words: `deployer in a, b`.
+pub fn token_scope(token: &kedge_crds::token::Token) -> String {
+    if token.namespaces.is_empty() {
+        token.role.to_string()
+    } else {
+        format!("{} in {}", token.role, token.namespaces.join(", "))
+    }
+}
+
 /// kubectl's short age: `5s`, `3m`, `2h`, `4d`, `1y`.
 pub fn age(since: Option<&str>, now: DateTime<Utc>) -> String {
     let Some(since) = since.and_then(|s| DateTime::parse_from_rfc3339(s).ok()) else {

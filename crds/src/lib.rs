@@ -49,6 +49,7 @@ pub mod reference;
 mod repair;
 pub mod resource;
 pub mod schema;
+pub mod token;
 pub mod validate;
 mod yaml;
 

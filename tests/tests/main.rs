@@ -6,6 +6,7 @@ mod api_support;
 mod docker_support;
 mod updater_support;
 
+mod access;
 mod agent_backoff;
 mod agent_chaos;
 mod agent_crash_recovery;

@@ -22,6 +22,7 @@
 //! GET    /api/v1/hosts                                     each with its last agent upgrade (`upgrade`)
 //! POST   /api/v1/upgrades   GET /api/v1/upgrades[/{id}]    agent upgrade campaigns (see `upgrades`)
 //! POST   /api/v1/upgrades/{id}/cancel                      202; 409 once finished; 404 unknown
+//! POST   /api/v1/tokens   GET /api/v1/tokens   DELETE /api/v1/tokens/{id}   scoped API tokens (see `tokens`)
 //! ```
 //!
 //! A Container or ContainerSet template that breaks the namespace's host-escape policy (docs/policy.md)
@@ -29,12 +30,15 @@
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
 //! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
 //!
-//! Authentication: on TCP (plain or [`TlsConfig`]) every route but `/healthz` needs
-//! `Authorization: Bearer TOKEN` (see [`load_or_create_token`]); on the Unix socket the socket file's
-//! permissions are the authentication.
+//! Authentication and access (`access.rs`, docs/access.md): on TCP (plain or [`TlsConfig`]) every
+//! route but `/healthz` needs `Authorization: Bearer TOKEN`: the agent's bootstrap token
+//! (see [`load_or_create_token`], an admin) or a scoped token (`kedge_<id>_<secret>`, a role). One table
+//! says what each route needs; a route without a row is refused. On the Unix socket the socket file's
+//! permissions are the authentication (an admin).
 //! Request bodies over [`MAX_BODY_BYTES`] get a 413, whatever the route. The generation rule lives in
 //! [`crate::store::api`]; this module only translates HTTP to it.
 
+pub mod access;
 pub mod connections;
 mod logs;
 pub mod policies;
@@ -43,6 +47,7 @@ pub mod routes;
 mod selector;
 pub mod tls;
 pub mod token;
+mod tokens;
 mod upgrades;
 
 #[cfg(test)]
@@ -54,9 +59,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -224,12 +229,21 @@ struct AppState {
     require_token: bool,
     /// Cancelled on shutdown so that watch streams end and graceful shutdown can complete.
     stopping: CancellationToken,
+    /// What each route needs of its caller (`access.rs`), built from the served kinds.
+    access: Arc<access::AccessTable>,
 }
 
 fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Router {
-    let kinds = api.kinds.clone();
-    let state = AppState { api, require_token, stopping };
-    let authenticated = Router::new()
+    let access = Arc::new(access::AccessTable::new(&api.kinds));
+    let guarded = guarded_routes(&api.kinds);
+    let state = AppState { api, require_token, stopping, access };
+    with_guard(guarded, state)
+}
+
+/// Every route behind the access check (all but `/healthz`): each must have a row in
+/// [`access::AccessTable`], or it is refused (`access.rs`'s test walks them).
+fn guarded_routes(kinds: &[KindRoutes]) -> Router<AppState> {
+    let router = Router::new()
         .route("/version", get(version))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/watch/events", get(watch_events))
@@ -241,13 +255,18 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
         .route(
             "/api/v1/policies/{ns}",
             get(policies::read_policy).put(policies::set_policy).delete(policies::delete_policy),
-        );
-    let authenticated = kinds.iter().fold(authenticated, |router, kind| kind.mount(router));
-    let authenticated =
-        authenticated.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        )
+        .route("/api/v1/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke_token));
+    kinds.iter().fold(router, |router, kind| kind.mount(router))
+}
+
+/// `guarded` behind the access check, with `/healthz`, the fallbacks and the limits every route keeps.
+fn with_guard(guarded: Router<AppState>, state: AppState) -> Router {
+    let guarded = guarded.route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(authenticated)
+        .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
@@ -345,30 +364,6 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
-
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let (true, Some(expected)) = (state.require_token, state.api.token.as_deref()) {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        match presented {
-            Some(presented) if token::tokens_equal(presented.trim(), expected) => {}
-            Some(_) => {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response()
-            }
-            None => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing `Authorization: Bearer TOKEN` header",
-                )
-                .into_response()
-            }
-        }
-    }
-    next.run(request).await
-}
 
 async fn version(State(state): State<AppState>) -> Json<Value> {
     Json(json!({

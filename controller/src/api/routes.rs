@@ -43,8 +43,10 @@ use crate::store::{keys, BoxFuture, EventKind, StoreError};
 /// router refuses that when it is built.
 #[derive(Clone)]
 pub struct KindRoutes {
-    /// The kind's plural, for messages and tests.
+    /// The kind's plural, for messages, tests and the access table's rows.
     pub plural: &'static str,
+    /// The kind's `Resource::SENSITIVE`: reading it needs write access to its namespace (`access.rs`).
+    pub sensitive: bool,
     mount: Arc<dyn Fn(Router<AppState>) -> Router<AppState> + Send + Sync>,
 }
 
@@ -100,7 +102,11 @@ impl<K: Resource> From<Routes<K>> for KindRoutes {
     fn from(routes: Routes<K>) -> KindRoutes {
         let Routes { validate, admit, extra } = routes;
         let hooks = Hooks { validate, admit };
-        KindRoutes { plural: K::PLURAL, mount: Arc::new(move |router| extra(mount::<K>(router, hooks))) }
+        KindRoutes {
+            plural: K::PLURAL,
+            sensitive: K::SENSITIVE,
+            mount: Arc::new(move |router| extra(mount::<K>(router, hooks))),
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! /kedge/v1/locks/agents/<host>   the host lock: one agent per Docker host (on its lease)
 //! /kedge/v1/identity              the store's identity, written once by the first agent
 //! /kedge/v1/policies/<ns>         the namespace's host-escape policy level (`{"level": "privileged"}`)
+//! /kedge/v1/tokens/<id>           an API token: role, namespaces, expiry and its secret's SHA-256
+//!                                 (never the secret); on a lease when it expires
 //! ```
 //!
 //! Every kind that implements [`Resource`] lives at `/kedge/v1/<K::STORE_SEGMENT>/<ns>/<name>` and its
@@ -61,6 +63,10 @@ pub const IDENTITY: &str = "/kedge/v1/identity";
 /// `/kedge/v1/policies/<ns>`: the host-escape policy level stored for a namespace (`kedge policy
 /// set`); a namespace without one gets the agent's `--policy-level`. Every agent follows these.
 pub const POLICIES: &str = "/kedge/v1/policies/";
+
+/// `/kedge/v1/tokens/<id>`: an API token's record (`kedge_crds::token::StoredToken`), written and
+/// deleted only by the API; on a lease of its TTL when it has one, so that it disappears by itself.
+pub const TOKENS: &str = "/kedge/v1/tokens/";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,6 +198,17 @@ pub fn host_key(host: &str) -> Result<String, InvalidSegment> {
 pub fn upgrade_campaign_key(id: &str) -> Result<String, InvalidSegment> {
     check_segment(id)?;
     Ok(format!("{UPGRADE_CAMPAIGNS}{id}"))
+}
+
+/// The key of the API token `id` (the id is the token's public part, never its secret).
+pub fn token_key(id: &str) -> Result<String, InvalidSegment> {
+    check_segment(id)?;
+    Ok(format!("{TOKENS}{id}"))
+}
+
+/// The id of a token key ([`token_key`]).
+pub fn parse_token_key(key: &str) -> Option<&str> {
+    parse_one(TOKENS, key)
 }
 
 pub fn host_upgrade_key(host: &str) -> Result<String, InvalidSegment> {

@@ -1,0 +1,186 @@
+//! The routes of API tokens (admin only, see `access.rs`; docs/access.md):
+//!
+//! ```text
+//! POST   /api/v1/tokens        {"role": ROLE, "namespaces": [NS], "description": TEXT, "ttlSeconds": N}
+//!                              201: the record and, this once, the token (`bearer`)
+//! GET    /api/v1/tokens        every live token, oldest first (never a secret or its hash)
+//! DELETE /api/v1/tokens/{id}   revokes the token: its record goes, so every agent refuses it at once
+//! ```
+//!
+//! A token with a TTL is written on a store lease of that TTL, so that its record disappears by itself
+//! (no controller has to sweep it); authentication also checks `expires`, because a lease may outlive
+//! its TTL a little (etcd renews leases when its leader changes; the embedded store when reopened), and
+//! the list leaves out a record past its `expires` for the same reason.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{SecondsFormat, Utc};
+use kedge_crds::token::{CreatedToken, Role, StoredToken, Token, TokenRequest};
+use serde_json::{json, Value};
+
+use super::access::is_expired;
+use super::{token, ApiError, ApiResult, AppState};
+use crate::store::{keys, DeleteCondition, PutCondition, StoreError};
+
+/// The longest TTL a token may ask for: ten years. etcd refuses a lease longer than about 285 years;
+/// a token meant to live that long should have none.
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// The longest description kept.
+pub const MAX_DESCRIPTION: usize = 256;
+
+pub(super) async fn create_token(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let request: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid token request: {e}")))?;
+    check_request(&request).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
+    let made = token::new_scoped_token();
+    let now = Utc::now();
+    let expires = request.ttl_seconds.map(|ttl| {
+        let ttl = chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX));
+        now.checked_add_signed(ttl).unwrap_or(now).to_rfc3339_opts(SecondsFormat::Secs, true)
+    });
+    let record = Token {
+        id: made.id.clone(),
+        role: request.role,
+        namespaces: request.namespaces,
+        description: request.description,
+        created: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        expires,
+    };
+    let stored = StoredToken { token: record.clone(), secret_sha256: made.secret_sha256 };
+    let key = keys::token_key(&made.id)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let lease = match request.ttl_seconds {
+        // Bounded by MAX_TTL_SECONDS above.
+        Some(ttl) => state.api.store.lease_grant(ttl as i64).await?,
+        None => 0,
+    };
+    let value = serde_json::to_vec(&stored).unwrap_or_default();
+    match state.api.store.put(&key, value, PutCondition::Absent, lease).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "a token with this random id exists; ask again"))
+        }
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(token = %record.id, role = %record.role, namespaces = ?record.namespaces, "API token created");
+    let created = CreatedToken { token: record, bearer: made.bearer };
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(created).unwrap_or_default())))
+}
+
+/// The rules of a token request, each refusal naming its field.
+fn check_request(request: &TokenRequest) -> Result<(), String> {
+    match request.role {
+        Role::Deployer if request.namespaces.is_empty() => {
+            return Err("namespaces: a deployer needs at least one namespace".to_owned())
+        }
+        Role::Viewer | Role::Admin if !request.namespaces.is_empty() => {
+            return Err(format!(
+                "namespaces: only a deployer has namespaces (a {} reads every namespace)",
+                request.role
+            ))
+        }
+        _ => {}
+    }
+    for (index, namespace) in request.namespaces.iter().enumerate() {
+        keys::check_segment(namespace).map_err(|e| format!("namespaces[{index}]: {e}"))?;
+    }
+    if request.description.chars().count() > MAX_DESCRIPTION {
+        return Err(format!("description: longer than {MAX_DESCRIPTION} characters"));
+    }
+    match request.ttl_seconds {
+        Some(0) => Err("ttlSeconds: must be at least 1".to_owned()),
+        Some(ttl) if ttl > MAX_TTL_SECONDS => Err(format!(
+            "ttlSeconds: {ttl} is more than ten years ({MAX_TTL_SECONDS}); leave it out for no expiry"
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(super) async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let list = state.api.store.list(keys::TOKENS).await?;
+    let now = Utc::now();
+    let mut items: Vec<Token> = list
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<StoredToken>(&kv.value).ok())
+        .map(|stored| stored.token)
+        .filter(|token| !is_expired(token.expires.as_deref(), now))
+        .collect();
+    items.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+    Ok(Json(json!({
+        "kind": "TokenList",
+        "metadata": { "resourceVersion": list.revision.to_string() },
+        "items": items,
+    })))
+}
+
+pub(super) async fn revoke_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("token {id} not found"));
+    let key = keys::token_key(&id).map_err(|_| not_found())?;
+    let Some(kv) = state.api.store.get(&key).await? else { return Err(not_found()) };
+    let shown = serde_json::from_slice::<StoredToken>(&kv.value)
+        .map(|stored| serde_json::to_value(stored.token).unwrap_or_default())
+        .unwrap_or_else(|_| json!({ "id": id }));
+    match state.api.store.delete(&key, DeleteCondition::Always).await? {
+        Some(_) => {}
+        None => return Err(not_found()),
+    }
+    if kv.lease != 0 {
+        // The record is gone; the lease held nothing else. It may have expired meanwhile.
+        if let Err(error) = state.api.store.lease_revoke(kv.lease).await {
+            tracing::debug!(token = %id, %error, "the revoked token's lease was already gone");
+        }
+    }
+    tracing::info!(token = %id, "API token revoked");
+    Ok(Json(shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(role: Role, namespaces: &[&str], ttl: Option<u64>) -> TokenRequest {
+        TokenRequest {
+            role,
+            namespaces: namespaces.iter().map(|ns| ns.to_string()).collect(),
+            description: String::new(),
+            ttl_seconds: ttl,
+        }
+    }
+
+    #[test]
+    fn token_requests_are_checked_field_by_field() {
+        let cases: &[(TokenRequest, Option<&str>)] = &[
+            (request(Role::Viewer, &[], None), None),
+            (request(Role::Admin, &[], Some(60)), None),
+            (request(Role::Deployer, &["a", "b"], Some(MAX_TTL_SECONDS)), None),
+            (request(Role::Deployer, &[], None), Some("namespaces: a deployer needs at least one")),
+            (request(Role::Viewer, &["a"], None), Some("namespaces: only a deployer")),
+            (request(Role::Deployer, &["a/b"], None), Some("namespaces[0]: invalid key segment")),
+            (request(Role::Deployer, &["a", ""], None), Some("namespaces[1]")),
+            (request(Role::Admin, &[], Some(0)), Some("ttlSeconds: must be at least 1")),
+            (request(Role::Admin, &[], Some(u64::MAX)), Some("ttlSeconds: 18446744073709551615 is more")),
+        ];
+        for (request, expected) in cases {
+            match (check_request(request), expected) {
+                (Ok(()), None) => {}
+                (Err(message), Some(expected)) => {
+                    assert!(message.contains(expected), "{request:?}: {message}")
+                }
+                (got, expected) => panic!("{request:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
+        let mut long = request(Role::Admin, &[], None);
+        long.description = "x".repeat(MAX_DESCRIPTION + 1);
+        assert!(check_request(&long).unwrap_err().starts_with("description:"));
+    }
+}
