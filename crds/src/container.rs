@@ -58,6 +58,12 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
     #[schemars(schema_with = "forms::lenient_map_schema")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values come from a key of a Secret of the same namespace:
+    /// `DB_PASSWORD: {secret: db, key: password}`. The agent reads the value just before it plans; the
+    /// value is never shown back (status, drift, events and logs say `<redacted>`), and a changed
+    /// value recreates the container as any env change does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, crate::secret::SecretKeyRef>,
     /// Overrides the image's WORKDIR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,

@@ -175,6 +175,37 @@ impl Errors {
     }
 }
 
+/// `secretEnv`: valid variable names not also in `env`, each naming a valid secret name and key.
+fn check_secret_env(spec: &ContainerSpec, errors: &mut Errors) {
+    for (name, reference) in &spec.secret_env {
+        let path = format!("spec.secretEnv.{name}");
+        if name.is_empty() || name.contains('=') || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            errors.add_on_key(
+                path.clone(),
+                format!(
+                    "`{name}` is not a valid variable name: it must be non-empty, without `=` or whitespace"
+                ),
+            );
+        }
+        if spec.env.contains_key(name) {
+            errors.add_on_key(
+                path.clone(),
+                format!("`{name}` is also in `spec.env`: a variable takes its value from one place"),
+            );
+        }
+        if let Err(why) = check_dns_label(&reference.secret) {
+            errors.add(
+                format!("{path}.secret"),
+                format!("`{}` is not a valid secret name: {why}", reference.secret),
+            );
+        }
+        if let Err(why) = crate::secret::check_key(&reference.key) {
+            errors.add(format!("{path}.key"), why);
+        }
+    }
+}
+
 /// The label kedge's own end-to-end tests put on everything they make (so a guard can remove it);
 /// the one `io.kedge.` label a spec may carry.
 pub const TEST_LABEL: &str = "io.kedge.test";
@@ -182,6 +213,13 @@ pub const TEST_LABEL: &str = "io.kedge.test";
 /// Markers kedge puts in a container's name while it replaces it (`<name>-kedge-new-<id>`,
 /// `<name>-kedge-old-<id>`); a spec name holding one would be taken for a recreate's leftover.
 pub const RESERVED_NAME_MARKERS: [&str; 2] = ["-kedge-new-", "-kedge-old-"];
+
+/// The rules of `metadata` every kind shares (name, namespace, label keys, generation).
+pub(crate) fn metadata_errors(metadata: &ObjectMeta) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    check_metadata(metadata, &mut errors);
+    errors.0
+}
 
 fn check_metadata(metadata: &ObjectMeta, errors: &mut Errors) {
     if let Err(why) = check_dns_label(&metadata.name) {
@@ -225,6 +263,7 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
             );
         }
     }
+    check_secret_env(spec, errors);
     if let Some(directory) = &spec.working_dir {
         if !directory.starts_with('/') {
             errors.add("spec.workingDir", format!("`{directory}` is not an absolute path"));
