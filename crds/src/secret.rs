@@ -210,6 +210,21 @@ pub fn validate_secret(secret: &Secret) -> Vec<FieldError> {
     errors
 }
 
+/// The shape errors of a secret document's `data` that serde would report quoting the value (a
+/// number or boolean where a string belongs): checked before serde reads it, naming the key only.
+pub fn data_shape_errors(document: &Value) -> Vec<FieldError> {
+    let field = |path: String, message: &str| FieldError { path, message: message.to_owned(), on_key: false };
+    match document.get("data") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(data)) => data
+            .iter()
+            .filter(|(_, value)| !value.is_string())
+            .map(|(key, _)| field(format!("data.{key}"), "must be a string (quote numbers and booleans)"))
+            .collect(),
+        Some(_) => vec![field("data".to_owned(), "must be a map of keys to string values")],
+    }
+}
+
 /// A key of a secret's `data`: letters, digits, `-`, `_` and `.`, at most 253 characters.
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 253 {
