@@ -5,7 +5,7 @@
 //! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
 //! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `sets` (a
 //! ContainerSet's row and page), `kinds` (the per-kind table of `get`: a crds kind's row, `Table`),
-//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
+//! `secrets` (a Secret's row and page, `create secret`), `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;
@@ -22,6 +22,7 @@ mod objects;
 mod output;
 mod recreate;
 mod run;
+mod secrets;
 mod sets;
 #[cfg(test)]
 mod tests;
@@ -113,6 +114,14 @@ kedge get container web -o yaml\n  kedge get containers -A -w\n  kedge get sets"
         #[arg(value_enum)]
         kind: ObjectKind,
         name: String,
+    },
+    /// Create an object from the command line: `kedge create secret NAME --from-literal K=V`.
+    #[command(after_help = "Examples:\n  kedge create secret db --from-literal password=s3cret\n  \
+kedge create secret app --from-env-file app.env\n  kedge create secret tls --from-file key=server.key --update\n\n\
+Values are never shown back: `get`, `describe` and `diff` print `<redacted>` and a fingerprint.")]
+    Create {
+        #[command(subcommand)]
+        command: CreateCommand,
     },
     /// Show how the live specs differ from local files (exit 0: no change, 1: changes, >1: error).
     #[command(after_help = "Example:\n  kedge diff -f specs/ && echo in sync")]
@@ -217,6 +226,12 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
     Healthcheck(upgrade::HealthcheckArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// A Secret: values containers take as environment variables (`spec.secretEnv`).
+    Secret(secrets::CreateSecretArgs),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ContainerKind {
     #[value(alias = "containers", alias = "c")]
@@ -230,6 +245,8 @@ pub enum ObjectKind {
     Container,
     #[value(alias = "containersets", alias = "set", alias = "sets", alias = "cs")]
     Containerset,
+    #[value(alias = "secrets")]
+    Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,6 +256,9 @@ pub enum Resource {
     /// ContainerSets (replicas of one container template).
     #[value(alias = "containerset", alias = "sets", alias = "set", alias = "cs")]
     Containersets,
+    /// Secrets (values shown as `<redacted>` and a fingerprint).
+    #[value(alias = "secret")]
+    Secrets,
     #[value(alias = "host")]
     Hosts,
     #[value(alias = "event", alias = "ev")]

@@ -458,6 +458,24 @@ mod tests {
     }
 
     #[test]
+    fn secret_files_parse_and_their_errors_never_quote_a_value() {
+        let good =
+            "apiVersion: kedge.io/v1\nkind: Secret\nmetadata: {name: db}\ndata:\n  password: hunter2\n";
+        let (objects, errors) = crate::parse_objects_str("db.yaml", good);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(objects.secrets[0].secret.data["password"], "hunter2");
+        let bad =
+            "apiVersion: kedge.io/v1\nkind: Secret\nmetadata: {name: db}\ndata:\n  pin: 918273\n  ok: x\n";
+        let (_, errors) = crate::parse_objects_str("db.yaml", bad);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["db.yaml:5:8: data.pin: must be a string (quote numbers and booleans)"]);
+        let redacted = "apiVersion: kedge.io/v1\nkind: Secret\nmetadata: {name: db}\ndata:\n  password: '<redacted> fingerprint:00'\n";
+        let (_, errors) = crate::parse_objects_str("db.yaml", redacted);
+        assert_eq!(errors[0].path, "data.password", "{errors:?}");
+        assert_eq!(errors[0].line, 5, "{errors:?}");
+    }
+
+    #[test]
     fn env_files_read_as_docker_reads_them_and_errors_name_the_line() {
         let text = "# comment\n\nA=1\nexport B = two words \nC=\"quoted=\"\nD='x'\nE=\n";
         let entries = parse_env_file(text).unwrap();
