@@ -24,6 +24,7 @@ mod lock;
 mod reconcile;
 mod report;
 pub mod requests;
+pub mod secrets;
 mod sources;
 pub mod status;
 pub mod supervisor;
@@ -170,6 +171,8 @@ pub(crate) struct Agent {
     pub(crate) cache: Arc<DesiredState>,
     /// Where the scheduler put the specs that name no host.
     pub(crate) bindings: Arc<bindings::BindingCache>,
+    /// The secrets specs name in `secretEnv`, read just before planning.
+    pub(crate) secrets: Arc<secrets::SecretCache>,
     pub(crate) queue: WorkQueue<String>,
     pub(crate) events: EventRecorder,
     pub(crate) config: AgentConfig,
@@ -199,6 +202,7 @@ impl Agent {
             events: EventRecorder::new(store.clone(), config.host_name.clone()),
             cache: Arc::new(DesiredState::default()),
             bindings: Arc::new(bindings::BindingCache::default()),
+            secrets: Arc::new(secrets::SecretCache::default()),
             queue: WorkQueue::new(config.backoff),
             statuses: Mutex::new(HashMap::new()),
             ignored_limits: limits::IgnoredLimits::default(),
@@ -305,6 +309,19 @@ fn spawn_tasks(
             bindings::follow_bindings(
                 agent.store.clone(),
                 agent.bindings.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-secrets");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            secrets::follow_secrets(
+                agent.store.clone(),
+                agent.secrets.clone(),
+                agent.cache.clone(),
                 agent.queue.clone(),
                 stopping.clone(),
             )
