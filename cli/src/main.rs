@@ -51,7 +51,7 @@ pub struct Cli {
 }
 
 /// How to reach the API (see `kedge config --help` for the precedence).
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct GlobalArgs {
     /// The agent's API, e.g. `http://127.0.0.1:7443`.
     #[arg(long, global = true, env = "KEDGE_SERVER")]
@@ -91,6 +91,36 @@ pub struct GlobalArgs {
     /// environment (`config set-context` saves only those).
     #[arg(skip)]
     pub from_command_line: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    /// As derived, with `token` redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let GlobalArgs {
+            server,
+            token,
+            token_file,
+            context,
+            kedgeconfig,
+            namespace,
+            certificate_authority,
+            client_certificate,
+            client_key,
+            from_command_line,
+        } = self;
+        f.debug_struct("GlobalArgs")
+            .field("server", server)
+            .field("token", &token.as_ref().map(|_| kedge_crds::REDACTED))
+            .field("token_file", token_file)
+            .field("context", context)
+            .field("kedgeconfig", kedgeconfig)
+            .field("namespace", namespace)
+            .field("certificate_authority", certificate_authority)
+            .field("client_certificate", client_certificate)
+            .field("client_key", client_key)
+            .field("from_command_line", from_command_line)
+            .finish()
+    }
 }
 
 #[derive(Debug, Subcommand)]

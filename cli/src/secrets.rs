@@ -19,7 +19,7 @@ use crate::output::{self, TableOptions};
 use crate::GlobalArgs;
 
 /// `kedge create secret NAME [--from-literal K=V]... [--from-file [K=]PATH]... [--from-env-file PATH]...`
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct CreateSecretArgs {
     pub name: String,
     /// `KEY=VALUE`; the value as written (mind your shell's history).
@@ -38,6 +38,27 @@ pub struct CreateSecretArgs {
     /// Check everything and say what would happen; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl std::fmt::Debug for CreateSecretArgs {
+    /// As derived, with `literals` redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let CreateSecretArgs { name, literals, files, env_files, update, dry_run } = self;
+        f.debug_struct("CreateSecretArgs")
+            .field("name", name)
+            .field(
+                "literals",
+                &literals
+                    .iter()
+                    .map(|l| format!("{}={}", l.split('=').next().unwrap_or(""), kedge_crds::REDACTED))
+                    .collect::<Vec<_>>(),
+            )
+            .field("files", files)
+            .field("env_files", env_files)
+            .field("update", update)
+            .field("dry_run", dry_run)
+            .finish()
+    }
 }
 
 impl Table for Secret {
@@ -241,6 +262,36 @@ mod tests {
             error.message
         );
         assert!(secret_data(&[], &[], &[]).is_err());
+    }
+
+    /// The CLI's credential-bearing types (its arguments, contexts, resolved connection) show no
+    /// token and no literal value in `Debug`.
+    #[test]
+    fn debug_of_credentials_is_redacted() {
+        use clap::Parser;
+        let cli = crate::Cli::try_parse_from([
+            "kedge",
+            "--token",
+            "tok-4f9a",
+            "create",
+            "secret",
+            "db",
+            "--from-literal",
+            "password=val-8c1d",
+        ])
+        .unwrap();
+        let context = crate::config::Context { token: Some("tok-4f9a".into()), ..Default::default() };
+        let overrides = crate::config::Overrides { token: Some("tok-4f9a".into()), ..Default::default() };
+        let resolved = crate::config::Resolved {
+            server: "http://127.0.0.1:1".into(),
+            token: Some("tok-4f9a".into()),
+            namespace: "default".into(),
+            certificate_authority: None,
+            client_identity: None,
+        };
+        let shown = format!("{cli:?} {context:?} {overrides:?} {resolved:?}");
+        assert!(!shown.contains("tok-4f9a") && !shown.contains("val-8c1d"), "{shown}");
+        assert!(shown.contains("password=<redacted>"), "{shown}");
     }
 
     #[test]
