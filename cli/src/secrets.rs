@@ -123,7 +123,7 @@ pub(crate) async fn create(args: CreateSecretArgs, global: &GlobalArgs) -> CliRe
     let (resolved, client) = connect(global)?;
     let mut secret = Secret::new(args.name.clone(), data);
     secret.metadata.namespace = resolved.namespace.clone();
-    let errors = kedge_crds::secret::validate_secret(&secret);
+    let errors = kedge_crds::validate::validate_secret(&secret);
     if !errors.is_empty() {
         for error in &errors {
             eprintln!("{}: {}", error.path, error.message);

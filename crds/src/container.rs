@@ -63,7 +63,7 @@ pub struct ContainerSpec {
     /// value is never shown back (status, drift, events and logs say `<redacted>`), and a changed
     /// value recreates the container as any env change does.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secret_env: BTreeMap<String, crate::secret::SecretKeyRef>,
+    pub secret_env: BTreeMap<String, SecretKeyRef>,
     /// Overrides the image's WORKDIR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
@@ -180,6 +180,16 @@ pub struct ContainerSpec {
     /// a new container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_state: Option<RunState>,
+}
+
+/// Where an environment variable's value comes from: a key of a secret of the container's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The secret's name (same namespace as the container).
+    pub secret: String,
+    /// The key in the secret's `data`.
+    pub key: String,
 }
 
 /// A published port. Short form: `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`, where an IPv6 host IP

@@ -411,7 +411,7 @@ fn read_secret(
             return Err(Unreadable::from(error(&path, false, failure.into_inner().to_string())));
         }
     };
-    let rules = crate::secret::validate_secret(&secret);
+    let rules = crate::validate::validate_secret(&secret);
     if !rules.is_empty() {
         return Err(place(rules));
     }

@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use crate::container::SecretKeyRef;
 use crate::container::API_VERSION;
 use crate::located::FieldError;
 use crate::meta::{ObjectMeta, DEFAULT_NAMESPACE};
@@ -43,16 +43,6 @@ pub struct Secret {
 /// Nothing is reported on a secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretStatus {}
-
-/// Where an environment variable's value comes from: a key of a secret of the container's namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretKeyRef {
-    /// The secret's name (same namespace as the container).
-    pub secret: String,
-    /// The key in the secret's `data`.
-    pub key: String,
-}
 
 /// A value read from a secret: shown by `Debug` and `Display` as [`REDACTED`] only; [`Self::expose`]
 /// is the one way to the text, for the container's environment.
@@ -179,35 +169,6 @@ fn redact_strings(value: &mut Value, path: String, redact: &dyn Fn(&str, &str) -
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
-}
-
-/// A secret's own rules: its envelope and metadata as every kind's, keys as Kubernetes allows them,
-/// and no value that is a redacted one read back from the API (`kedge get secret -o yaml` applied
-/// again would otherwise store the placeholder). Messages never quote a value.
-pub fn validate_secret(secret: &Secret) -> Vec<FieldError> {
-    let field = |path: String, message: String, on_key: bool| FieldError { path, message, on_key };
-    let mut errors = Vec::new();
-    if secret.api_version != API_VERSION {
-        let message = format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", secret.api_version);
-        errors.push(field("apiVersion".into(), message, false));
-    }
-    if secret.kind != KIND_SECRET {
-        let message = format!("unsupported kind `{}`, expected `{KIND_SECRET}`", secret.kind);
-        errors.push(field("kind".into(), message, false));
-    }
-    errors.extend(crate::validate::metadata_errors(&secret.metadata));
-    for (key, value) in &secret.data {
-        if let Err(why) = check_key(key) {
-            errors.push(field(format!("data.{key}"), why, true));
-        }
-        if is_redacted(value) {
-            let message = format!(
-                "the value is a redacted one as the API shows it (`{REDACTED} ...`); write the real value"
-            );
-            errors.push(field(format!("data.{key}"), message, false));
-        }
-    }
-    errors
 }
 
 /// The shape errors of a secret document's `data` that serde would report quoting the value (a
@@ -406,7 +367,7 @@ mod tests {
     #[test]
     fn validation_names_the_field_and_never_the_value() {
         let check = |data: &[(&str, &str)], expected: &[&str]| {
-            let errors = validate_secret(&secret(data));
+            let errors = crate::validate::validate_secret(&secret(data));
             let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
             assert_eq!(paths, expected, "{errors:?}");
             for error in &errors {
@@ -419,7 +380,7 @@ mod tests {
         let mut bad = secret(&[]);
         bad.metadata.name = "Not_A_Name".into();
         bad.kind = "Secrets".into();
-        let paths: Vec<String> = validate_secret(&bad).into_iter().map(|e| e.path).collect();
+        let paths: Vec<String> = crate::validate::validate_secret(&bad).into_iter().map(|e| e.path).collect();
         assert_eq!(paths, ["kind", "metadata.name"]);
     }
 

@@ -1,6 +1,7 @@
 //! The rules a parsed `Container` must follow beyond its shape, one container at a time
 //! ([`validate_container`]) and across a set of specs ([`validate`]: duplicates, unknown dependencies,
-//! dependency cycles). Every rule reports and goes on, so that one run shows every error.
+//! dependency cycles), and a Secret's ([`validate_secret`]). Every rule reports and goes on, so that
+//! one run shows every error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::container_set::{
 pub use crate::located::FieldError;
 use crate::located::{self, Located, ParsedContainer, SpecError};
 use crate::quantity::MemorySwap;
+use crate::secret::{check_key, is_redacted, Secret, KIND_SECRET, REDACTED};
 
 /// Docker refuses a memory limit below this.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
@@ -200,10 +202,39 @@ fn check_secret_env(spec: &ContainerSpec, errors: &mut Errors) {
                 format!("`{}` is not a valid secret name: {why}", reference.secret),
             );
         }
-        if let Err(why) = crate::secret::check_key(&reference.key) {
+        if let Err(why) = check_key(&reference.key) {
             errors.add(format!("{path}.key"), why);
         }
     }
+}
+
+/// A secret's own rules: its envelope and metadata as every kind's, keys as Kubernetes allows them,
+/// and no value that is a redacted one read back from the API (`kedge get secret -o yaml` applied
+/// again would otherwise store the placeholder). Messages never quote a value.
+pub fn validate_secret(secret: &Secret) -> Vec<FieldError> {
+    let field = |path: String, message: String, on_key: bool| FieldError { path, message, on_key };
+    let mut errors = Vec::new();
+    if secret.api_version != API_VERSION {
+        let message = format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", secret.api_version);
+        errors.push(field("apiVersion".into(), message, false));
+    }
+    if secret.kind != KIND_SECRET {
+        let message = format!("unsupported kind `{}`, expected `{KIND_SECRET}`", secret.kind);
+        errors.push(field("kind".into(), message, false));
+    }
+    errors.extend(metadata_errors(&secret.metadata));
+    for (key, value) in &secret.data {
+        if let Err(why) = check_key(key) {
+            errors.push(field(format!("data.{key}"), why, true));
+        }
+        if is_redacted(value) {
+            let message = format!(
+                "the value is a redacted one as the API shows it (`{REDACTED} ...`); write the real value"
+            );
+            errors.push(field(format!("data.{key}"), message, false));
+        }
+    }
+    errors
 }
 
 /// The label kedge's own end-to-end tests put on everything they make (so a guard can remove it);
@@ -215,7 +246,7 @@ pub const TEST_LABEL: &str = "io.kedge.test";
 pub const RESERVED_NAME_MARKERS: [&str; 2] = ["-kedge-new-", "-kedge-old-"];
 
 /// The rules of `metadata` every kind shares (name, namespace, label keys, generation).
-pub(crate) fn metadata_errors(metadata: &ObjectMeta) -> Vec<FieldError> {
+fn metadata_errors(metadata: &ObjectMeta) -> Vec<FieldError> {
     let mut errors = Errors::default();
     check_metadata(metadata, &mut errors);
     errors.0

@@ -575,7 +575,7 @@ fn validate_set(value: Value) -> Result<ContainerSet, Vec<FieldError>> {
 }
 
 /// The crds rules of a Secret: the shape of `data` first (without quoting a value, as serde's
-/// messages would), then serde, then every rule of [`kedge_crds::secret::validate_secret`].
+/// messages would), then serde, then every rule of [`kedge_crds::validate::validate_secret`].
 fn validate_secret(value: Value) -> Result<Secret, Vec<FieldError>> {
     let to_api = |errors: Vec<kedge_crds::FieldError>| -> Vec<FieldError> {
         errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect()
@@ -585,7 +585,7 @@ fn validate_secret(value: Value) -> Result<Secret, Vec<FieldError>> {
         return Err(to_api(shape));
     }
     let secret = routes::read_as::<Secret>(value)?;
-    let errors = kedge_crds::secret::validate_secret(&secret);
+    let errors = kedge_crds::validate::validate_secret(&secret);
     if errors.is_empty() {
         Ok(secret)
     } else {
