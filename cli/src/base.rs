@@ -69,6 +69,7 @@ pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
 pub(crate) struct Origins {
     pub containers: Vec<String>,
     pub sets: Vec<String>,
+    pub secrets: Vec<String>,
     /// The documents themselves, to place a field the server refuses at its line.
     pub container_documents: Vec<kedge_crds::ParsedContainer>,
     pub set_documents: Vec<kedge_crds::ParsedContainerSet>,
@@ -116,18 +117,20 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
         return Err(CliError::usage(format!("{} error(s) in the input; nothing was changed", errors.len()))
             .hint("fix the fields named above; `kedge validate -f FILE` checks without a server"));
     }
-    if parsed.containers.is_empty() && parsed.sets.is_empty() {
-        return Err(CliError::usage("the input holds no Container or ContainerSet documents"));
+    if parsed.containers.is_empty() && parsed.sets.is_empty() && parsed.secrets.is_empty() {
+        return Err(CliError::usage("the input holds no Container, ContainerSet or Secret documents"));
     }
     let origins = Origins {
         containers: parsed.containers.iter().map(|p| p.file.clone()).collect(),
         sets: parsed.sets.iter().map(|p| p.file.clone()).collect(),
+        secrets: parsed.secrets.iter().map(|p| p.file.clone()).collect(),
         container_documents: parsed.containers.clone(),
         set_documents: parsed.sets.clone(),
     };
     let objects = Objects {
         containers: parsed.containers.into_iter().map(|p| p.container).collect(),
         sets: parsed.sets.into_iter().map(|p| p.set).collect(),
+        secrets: parsed.secrets.into_iter().map(|p| p.secret).collect(),
     };
     Ok((objects, origins))
 }
@@ -204,6 +207,7 @@ mod tests {
         let origins = Origins {
             containers: vec!["in.yaml".into()],
             sets: vec!["in.yaml".into()],
+            secrets: Vec::new(),
             container_documents: parsed.containers,
             set_documents: parsed.sets,
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kedge_crds::campaign::Campaign;
 use kedge_crds::event::Event;
-use kedge_crds::{Container, ContainerSet};
+use kedge_crds::{Container, ContainerSet, Secret};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -20,8 +20,8 @@ use crate::objects::{self, Declared};
 use crate::output::{self};
 use crate::types::{HostView, List, LogLine, VersionInfo};
 use crate::{
-    ApplyArgs, Commands, ConfigCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, ObjectKind, OutputFormat,
-    Resource, WaitArgs,
+    ApplyArgs, Commands, ConfigCommand, CreateCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, ObjectKind,
+    OutputFormat, Resource, WaitArgs,
 };
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
@@ -48,8 +48,12 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             match kind {
                 ObjectKind::Container => objects::describe::<Container>(&client, ns, &name).await?,
                 ObjectKind::Containerset => objects::describe::<ContainerSet>(&client, ns, &name).await?,
+                ObjectKind::Secret => objects::describe::<Secret>(&client, ns, &name).await?,
             }
             Ok(Exit::Ok)
+        }
+        Commands::Create { command: CreateCommand::Secret(args) } => {
+            crate::secrets::create(args, global).await
         }
         Commands::Diff { files } => diff(&files, global).await,
         Commands::Delete(mut args) => {
@@ -74,21 +78,25 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         }
         Commands::Validate { files } => {
             let objects = load_objects(&files)?;
-            if objects.sets.is_empty() {
-                println!("{} container spec(s) valid", objects.containers.len());
-            } else {
-                println!(
-                    "{} container spec(s) and {} container set(s) valid",
-                    objects.containers.len(),
-                    objects.sets.len()
-                );
+            let mut counts = vec![format!("{} container spec(s)", objects.containers.len())];
+            if !objects.sets.is_empty() {
+                counts.push(format!("{} container set(s)", objects.sets.len()));
             }
+            if !objects.secrets.is_empty() {
+                counts.push(format!("{} secret(s)", objects.secrets.len()));
+            }
+            println!("{} valid", counts.join(" and "));
             Ok(Exit::Ok)
         }
         Commands::Schema { kind } => {
             match kind {
                 ObjectKind::Container => println!("{}", kedge_crds::schema_json()),
                 ObjectKind::Containerset => println!("{}", kedge_crds::set_schema_json()),
+                ObjectKind::Secret => {
+                    return Err(CliError::usage(
+                        "a Secret has no schema of its own: `data` maps keys to strings",
+                    ))
+                }
             }
             Ok(Exit::Ok)
         }
@@ -114,7 +122,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
 
 /// `container/web` (what `-o name` prints) names `web`, as in kubectl.
 fn bare_name(name: &str) -> String {
-    ["container/", "containers/", "containerset/", "containersets/"]
+    ["container/", "containers/", "containerset/", "containersets/", "secret/", "secrets/"]
         .iter()
         .find_map(|prefix| name.strip_prefix(prefix))
         .unwrap_or(name)
@@ -152,9 +160,11 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let (loaded, origins) = load_objects_from(&args.files)?;
     let applyset = applyset_id(args.applyset.as_deref(), &args.files)?;
     let (resolved, client) = connect(global)?;
+    let secrets = objects::prepare(loaded.secrets, &resolved.namespace, &applyset);
     let containers = objects::prepare(loaded.containers, &resolved.namespace, &applyset);
     let container_sets = objects::prepare(loaded.sets, &resolved.namespace, &applyset);
-    let mut too_large = objects::too_large(&containers, &origins.containers);
+    let mut too_large = objects::too_large(&secrets, &origins.secrets);
+    too_large.extend(objects::too_large(&containers, &origins.containers));
     too_large.extend(objects::too_large(&container_sets, &origins.sets));
     if !too_large.is_empty() {
         for message in &too_large {
@@ -173,6 +183,12 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let in_containers =
         |index: usize, field: &str, message: &str| origins.place(false, index, field, message);
     let in_sets = |index: usize, field: &str, message: &str| origins.place(true, index, field, message);
+    let in_secrets = |index: usize, field: &str, message: &str| {
+        let file = origins.secrets.get(index).map_or("", String::as_str);
+        format!("{file}: {field}: {message}")
+    };
+    // Secrets first: the containers applied next may name them in `secretEnv`.
+    apply_all(&client, &secrets, &args, suffix, &in_secrets, &mut applied, &mut failed).await;
     apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied, &mut failed).await;
     apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied, &mut failed).await;
     print_objects(args.output, applied, true);
@@ -183,6 +199,7 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     if args.prune {
         objects::prune(&client, &containers, &applyset, args.dry_run, suffix).await?;
         objects::prune(&client, &container_sets, &applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &secrets, &applyset, args.dry_run, suffix).await?;
     }
     Ok(Exit::Ok)
 }
@@ -233,6 +250,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
     match args.resource {
         Resource::Containers => get::get::<Container>(&query, args.output).await,
         Resource::Containersets => get::get::<ContainerSet>(&query, args.output).await,
+        Resource::Secrets => get::get::<Secret>(&query, args.output).await,
         Resource::Hosts => get::get::<HostView>(&query, args.output).await,
         Resource::Events => get::get::<Event>(&query, args.output).await,
         Resource::Upgrades => get::get::<Campaign>(&query, args.output).await,
@@ -270,6 +288,9 @@ async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
     }
     for set in objects::prepare(loaded.sets, &resolved.namespace, applyset) {
         changed |= diff_one(&client, &set, colour).await?;
+    }
+    for secret in objects::prepare(loaded.secrets, &resolved.namespace, applyset) {
+        changed |= diff_one(&client, &secret, colour).await?;
     }
     Ok(if changed { Exit::Changes } else { Exit::Ok })
 }
@@ -328,14 +349,18 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         return Err(CliError::usage("say what to delete: `kedge delete container NAME`"));
     }
     let mut set_targets: Vec<Target> = Vec::new();
+    let mut secret_targets: Vec<Target> = Vec::new();
     let named = args.names.iter().map(|name| (ns.clone(), name.clone(), None));
-    if args.kind == Some(ObjectKind::Containerset) {
-        set_targets.extend(named);
-    } else {
-        targets.extend(named);
+    match args.kind {
+        Some(ObjectKind::Containerset) => set_targets.extend(named),
+        Some(ObjectKind::Secret) => secret_targets.extend(named),
+        _ => targets.extend(named),
     }
     if !args.files.is_empty() {
         let loaded = load_objects(&args.files)?;
+        for secret in objects::prepare(loaded.secrets, &ns, "delete") {
+            secret_targets.push((secret.metadata.namespace, secret.metadata.name, None));
+        }
         for set in objects::prepare(loaded.sets, &ns, "delete") {
             set_targets.push((set.metadata.namespace, set.metadata.name, None));
         }
@@ -344,20 +369,30 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
     }
     if let Some(selector) = &args.selector {
-        let found = if args.kind == Some(ObjectKind::Containerset) {
-            selected::<ContainerSet>(&client, &ns, selector, args.all_namespaces, &mut set_targets).await?
-        } else {
-            selected::<Container>(&client, &ns, selector, args.all_namespaces, &mut targets).await?
+        let (found, plural) = match args.kind {
+            Some(ObjectKind::Containerset) => (
+                selected::<ContainerSet>(&client, &ns, selector, args.all_namespaces, &mut set_targets)
+                    .await?,
+                "containersets",
+            ),
+            Some(ObjectKind::Secret) => (
+                selected::<Secret>(&client, &ns, selector, args.all_namespaces, &mut secret_targets).await?,
+                "secrets",
+            ),
+            _ => (
+                selected::<Container>(&client, &ns, selector, args.all_namespaces, &mut targets).await?,
+                "containers",
+            ),
         };
         if !found {
-            let plural =
-                if args.kind == Some(ObjectKind::Containerset) { "containersets" } else { "containers" };
             eprintln!("No {plural} match `{selector}`.");
         }
     }
     let mut failed = None;
     delete_all::<ContainerSet>(&client, set_targets, &args, &mut failed).await;
     delete_all::<Container>(&client, targets, &args, &mut failed).await;
+    // Last: a container deleted above no longer needs its secrets.
+    delete_all::<Secret>(&client, secret_targets, &args, &mut failed).await;
     match failed {
         Some(error) => {
             Err(CliError { message: "some containers were not deleted (see above)".to_owned(), ..error })

@@ -26,7 +26,7 @@ pub struct ConfigFile {
 }
 
 /// One named way to reach an agent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Context {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,8 +48,32 @@ pub struct Context {
     pub client_key: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Context {
+    /// As derived, with `token` redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Context {
+            server,
+            token,
+            token_file,
+            namespace,
+            certificate_authority,
+            client_certificate,
+            client_key,
+        } = self;
+        f.debug_struct("Context")
+            .field("server", server)
+            .field("token", &token.as_ref().map(|_| kedge_crds::REDACTED))
+            .field("token_file", token_file)
+            .field("namespace", namespace)
+            .field("certificate_authority", certificate_authority)
+            .field("client_certificate", client_certificate)
+            .field("client_key", client_key)
+            .finish()
+    }
+}
+
 /// What the flags and environment say, before the file is consulted.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Overrides {
     pub server: Option<String>,
     pub token: Option<String>,
@@ -62,8 +86,36 @@ pub struct Overrides {
     pub client_key: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Overrides {
+    /// As derived, with `token` redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Overrides {
+            server,
+            token,
+            context,
+            namespace,
+            config_path,
+            certificate_authority,
+            token_file,
+            client_certificate,
+            client_key,
+        } = self;
+        f.debug_struct("Overrides")
+            .field("server", server)
+            .field("token", &token.as_ref().map(|_| kedge_crds::REDACTED))
+            .field("context", context)
+            .field("namespace", namespace)
+            .field("config_path", config_path)
+            .field("certificate_authority", certificate_authority)
+            .field("token_file", token_file)
+            .field("client_certificate", client_certificate)
+            .field("client_key", client_key)
+            .finish()
+    }
+}
+
 /// The resolved connection settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Resolved {
     pub server: String,
     pub token: Option<String>,
@@ -71,6 +123,20 @@ pub struct Resolved {
     pub certificate_authority: Option<PathBuf>,
     /// A client certificate and its key, for mutual TLS.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for Resolved {
+    /// As derived, with `token` redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Resolved { server, token, namespace, certificate_authority, client_identity } = self;
+        f.debug_struct("Resolved")
+            .field("server", server)
+            .field("token", &token.as_ref().map(|_| kedge_crds::REDACTED))
+            .field("namespace", namespace)
+            .field("certificate_authority", certificate_authority)
+            .field("client_identity", client_identity)
+            .finish()
+    }
 }
 
 pub fn config_path(overrides: &Overrides) -> PathBuf {

@@ -5,7 +5,7 @@
 //! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
 //! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `sets` (a
 //! ContainerSet's row and page), `kinds` (the per-kind table of `get`: a crds kind's row, `Table`),
-//! `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `token`, `lifecycle`, `run`, `check`, `recreate`.
+//! `secrets` (a Secret's row and page, `create secret`), `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `token`, `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;
@@ -23,6 +23,7 @@ mod output;
 mod policy;
 mod recreate;
 mod run;
+mod secrets;
 mod sets;
 #[cfg(test)]
 mod tests;
@@ -52,7 +53,7 @@ pub struct Cli {
 }
 
 /// How to reach the API (see `kedge config --help` for the precedence).
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct GlobalArgs {
     /// The agent's API, e.g. `http://127.0.0.1:7443`.
     #[arg(long, global = true, env = "KEDGE_SERVER")]
@@ -94,6 +95,36 @@ pub struct GlobalArgs {
     pub from_command_line: Vec<&'static str>,
 }
 
+impl std::fmt::Debug for GlobalArgs {
+    /// As derived, with `token` redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let GlobalArgs {
+            server,
+            token,
+            token_file,
+            context,
+            kedgeconfig,
+            namespace,
+            certificate_authority,
+            client_certificate,
+            client_key,
+            from_command_line,
+        } = self;
+        f.debug_struct("GlobalArgs")
+            .field("server", server)
+            .field("token", &token.as_ref().map(|_| kedge_crds::REDACTED))
+            .field("token_file", token_file)
+            .field("context", context)
+            .field("kedgeconfig", kedgeconfig)
+            .field("namespace", namespace)
+            .field("certificate_authority", certificate_authority)
+            .field("client_certificate", client_certificate)
+            .field("client_key", client_key)
+            .field("from_command_line", from_command_line)
+            .finish()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the agent: the reconciler and the API server for this Docker host.
@@ -115,6 +146,14 @@ kedge get container web -o yaml\n  kedge get containers -A -w\n  kedge get sets"
         #[arg(value_enum)]
         kind: ObjectKind,
         name: String,
+    },
+    /// Create an object from the command line: `kedge create secret NAME --from-literal K=V`.
+    #[command(after_help = "Examples:\n  kedge create secret db --from-literal password=s3cret\n  \
+kedge create secret app --from-env-file app.env\n  kedge create secret tls --from-file key=server.key --update\n\n\
+Values are never shown back: `get`, `describe` and `diff` print `<redacted>` and a fingerprint.")]
+    Create {
+        #[command(subcommand)]
+        command: CreateCommand,
     },
     /// Show how the live specs differ from local files (exit 0: no change, 1: changes, >1: error).
     #[command(after_help = "Example:\n  kedge diff -f specs/ && echo in sync")]
@@ -230,6 +269,12 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
     Healthcheck(upgrade::HealthcheckArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// A Secret: values containers take as environment variables (`spec.secretEnv`).
+    Secret(secrets::CreateSecretArgs),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ContainerKind {
     #[value(alias = "containers", alias = "c")]
@@ -243,6 +288,8 @@ pub enum ObjectKind {
     Container,
     #[value(alias = "containersets", alias = "set", alias = "sets", alias = "cs")]
     Containerset,
+    #[value(alias = "secrets")]
+    Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -252,6 +299,9 @@ pub enum Resource {
     /// ContainerSets (replicas of one container template).
     #[value(alias = "containerset", alias = "sets", alias = "set", alias = "cs")]
     Containersets,
+    /// Secrets (values shown as `<redacted>` and a fingerprint).
+    #[value(alias = "secret")]
+    Secrets,
     #[value(alias = "host")]
     Hosts,
     #[value(alias = "event", alias = "ev")]

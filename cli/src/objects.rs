@@ -1,4 +1,4 @@
-//! The verbs over the kinds users declare in files (Container, ContainerSet), written once over
+//! The verbs over the kinds users declare in files (Container, ContainerSet, Secret), written once over
 //! [`Resource`](kedge_crds::Resource) and the API's generic routes: preparing what apply sends, applying one object (also as a
 //! client or server dry run), pruning an apply set, the live and local texts `diff` compares, deleting
 //! one object, listing by selector, and the describe page.
@@ -136,12 +136,23 @@ pub(crate) fn too_large<K: Declared>(objects: &[K], files: &[String]) -> Vec<Str
         .collect()
 }
 
+/// An object as the CLI may print or compare it: a [`Resource::SENSITIVE`](kedge_crds::Resource)
+/// kind redacted by the rule the API applies (`<redacted>` and the same salted fingerprint), so a
+/// local file's secret is diffed against the live one without either value being printed.
+fn shown<K: Declared>(object: &K) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if K::SENSITIVE {
+        kedge_crds::secret::redact_object(&mut value);
+    }
+    value
+}
+
 /// The parts of an object a user declares: no status and no store-managed metadata.
 /// On the serialized form, by field name, because it serves every kind: each `Resource` serializes
 /// its `metadata` and `status` under these names (the only untyped field access of the CLI, with
 /// [`compared_by_diff`]'s).
 fn declared<K: Declared>(object: &K) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or_default();
+    let mut value = shown(object);
     if let Some(object) = value.as_object_mut() {
         object.remove("status");
     }
@@ -194,7 +205,7 @@ pub(crate) async fn apply_one<K: Declared>(
                 Some(live) if declared(&live) == declared(object) => "unchanged",
                 Some(_) => "configured",
             };
-            Ok((word.to_owned(), serde_json::to_value(object).unwrap_or_default()))
+            Ok((word.to_owned(), shown(object)))
         }
         DryRun::None | DryRun::Server => {
             let path = if dry_run == DryRun::Server { format!("{path}?dryRun=All") } else { path };

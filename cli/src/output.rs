@@ -427,6 +427,20 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
         }),
     );
     field("Env", map_lines(&spec.env, 18));
+    if !spec.secret_env.is_empty() {
+        // Where each value comes from, never the value: the agent alone reads it.
+        let sources: BTreeMap<String, String> = spec
+            .secret_env
+            .iter()
+            .map(|(name, source)| {
+                (
+                    name.clone(),
+                    format!("{} (secret {}, key {})", kedge_crds::REDACTED, source.secret, source.key),
+                )
+            })
+            .collect();
+        field("Secret Env", map_lines(&sources, 18));
+    }
     field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
 
     out.push_str(&conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));

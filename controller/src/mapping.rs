@@ -9,6 +9,7 @@
 //! defaults. Freezing the old image's defaults into the new container is the classic bug of
 //! copy-inspect recreators (Portainer issues 8835 and 12072); this function is the guard against it.
 
+use kedge_crds::secret::ResolvedEnv;
 use kedge_crds::{
     Container, ContainerSpec, Healthcheck as SpecHealthcheck, MemorySwap, Mount as SpecMount, MountKind,
     NetworkMode, Protocol as SpecProtocol, RestartPolicyName,
@@ -32,20 +33,33 @@ pub const RESTARTED_AT_LABEL: &str = "io.kedge.restarted-at";
 /// The create config for `container`: every declared field, nothing undeclared, plus kedge's
 /// ownership labels (managed-by, key, generation, spec hash) and the restart marker, if any.
 pub fn container_config(container: &Container) -> ContainerConfig {
+    container_config_with_secrets(container, &ResolvedEnv::default())
+}
+
+/// [`container_config`] with the values of the spec's `secretEnv`, read by the agent just before it
+/// plans: each value goes into the env, its fingerprint (never the value) into the spec hash, and
+/// the variables' names into the [`labels::SECRET_ENV`] label, so drift never renders them.
+pub fn container_config_with_secrets(container: &Container, secrets: &ResolvedEnv) -> ContainerConfig {
     let spec = &container.spec;
     let mut labels = spec.labels.clone();
     labels.extend(labels::ownership(
         &container.key(),
         container.metadata.generation.unwrap_or(0),
-        &kedge_crds::spec_hash(spec),
+        &kedge_crds::spec_hash_with_secrets(spec, &secrets.fingerprints),
     ));
+    if !secrets.values.is_empty() {
+        let names: Vec<&str> = secrets.values.keys().map(String::as_str).collect();
+        labels.insert(labels::SECRET_ENV.to_owned(), names.join(","));
+    }
+    let mut env: Vec<String> = spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    env.extend(secrets.values.iter().map(|(key, value)| format!("{key}={}", value.expose())));
     if let Some(restarted_at) = container.metadata.annotations.get(RESTARTED_AT_ANNOTATION) {
         labels.insert(RESTARTED_AT_LABEL.to_owned(), restarted_at.clone());
     }
     ContainerConfig {
         name: container.metadata.name.clone(),
         image: spec.image.to_string(),
-        env: spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect(),
+        env,
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
         working_dir: spec.working_dir.clone(),

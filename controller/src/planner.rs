@@ -29,11 +29,12 @@ mod providers;
 
 use std::collections::BTreeMap;
 
+use kedge_crds::secret::ResolvedEnv;
 use kedge_crds::{CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState};
 
 use crate::docker::labels;
 use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer, Resources};
-use crate::mapping::{container_config, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
+use crate::mapping::{container_config_with_secrets, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
 use crate::restarts;
 
 pub use actions::{Action, RecreateStrategy};
@@ -84,6 +85,10 @@ pub struct ImageFacts {
     /// Limits the engine accepted but did not apply at this spec's generation (learned by the
     /// agent): left out of in-place updates, see [`limits`].
     pub ignored_limits: Option<Resources>,
+    /// The values of the spec's `secretEnv`, read by the agent before planning (its `Debug` shows
+    /// names and fingerprints only). They go into the created container's env; every difference
+    /// found in a secret-sourced variable is rendered `<redacted>`.
+    pub secret_env: ResolvedEnv,
 }
 
 /// The container a spec's network provider or link target has now.
@@ -142,7 +147,7 @@ pub fn plan(desired: &Container, observed: Option<&ObservedContainer>, facts: &I
 }
 
 fn repair(desired: &Container, observed: Option<&ObservedContainer>, facts: &ImageFacts) -> Plan {
-    let mut config = container_config(desired);
+    let mut config = container_config_with_secrets(desired, &facts.secret_env);
     config.labels.extend(facts.owner_labels.iter().map(|(key, value)| (key.clone(), value.clone())));
     if facts.engine_lacks_start_interval {
         if let Some(healthcheck) = &mut config.healthcheck {
@@ -182,7 +187,8 @@ fn repair(desired: &Container, observed: Option<&ObservedContainer>, facts: &Ima
         );
     }
 
-    let drift = drift::compare(&config, observed, facts.running_image.as_ref());
+    let mut drift = drift::compare(&config, observed, facts.running_image.as_ref());
+    redact_secret_env(&mut drift, &facts.secret_env, observed);
     let followed = providers::compare(desired, observed, &facts.providers);
     let mut diffs: Vec<FieldDiff> = drift.findings.iter().map(|finding| finding.diff.clone()).collect();
     diffs.extend(followed.iter().map(|finding| finding.diff.clone()));
@@ -362,13 +368,33 @@ fn recreate_reasons(
         reasons.push(format!("{} cannot change in place", fields.join(", ")));
     }
 
-    let hash_changed = labels::spec_hash(&observed.labels) != Some(kedge_crds::spec_hash(spec).as_str());
+    let hash = kedge_crds::spec_hash_with_secrets(spec, &facts.secret_env.fingerprints);
+    let hash_changed = labels::spec_hash(&observed.labels) != Some(hash.as_str());
     if hash_changed && drift.findings.is_empty() && facts.running_image.is_none() {
         // Without the image's defaults, an undeclared field that was removed from the spec cannot
         // be seen; the hash says something changed, so replace rather than guess.
         reasons.push("spec changed and the running image is unknown".to_owned());
     }
     reasons
+}
+
+/// Renders every difference of a secret-sourced variable (the spec's `secretEnv` now, or the
+/// container's when it was created: a variable the spec no longer names still holds a secret) as
+/// `spec.secretEnv.NAME`, `<redacted>` on both sides: drift goes to status, events and logs.
+fn redact_secret_env(drift: &mut drift::Drift, secrets: &ResolvedEnv, observed: &ObservedContainer) {
+    let mut names: std::collections::BTreeSet<String> = secrets.values.keys().cloned().collect();
+    names.extend(labels::secret_env_names(&observed.labels));
+    for finding in &mut drift.findings {
+        let Some(name) = finding.diff.field.strip_prefix("spec.env.") else { continue };
+        if names.contains(name) {
+            let redacted = |value: &Option<String>| value.as_ref().map(|_| kedge_crds::REDACTED.to_owned());
+            finding.diff = FieldDiff {
+                field: format!("spec.secretEnv.{name}"),
+                desired: redacted(&finding.diff.desired),
+                actual: redacted(&finding.diff.actual),
+            };
+        }
+    }
 }
 
 enum StartDecision {

@@ -58,6 +58,12 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
     #[schemars(schema_with = "forms::lenient_map_schema")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values come from a key of a Secret of the same namespace:
+    /// `DB_PASSWORD: {secret: db, key: password}`. The agent reads the value just before it plans; the
+    /// value is never shown back (status, drift, events and logs say `<redacted>`), and a changed
+    /// value recreates the container as any env change does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretKeyRef>,
     /// Overrides the image's WORKDIR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
@@ -174,6 +180,16 @@ pub struct ContainerSpec {
     /// a new container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_state: Option<RunState>,
+}
+
+/// Where an environment variable's value comes from: a key of a secret of the container's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The secret's name (same namespace as the container).
+    pub secret: String,
+    /// The key in the secret's `data`.
+    pub key: String,
 }
 
 /// A published port. Short form: `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`, where an IPv6 host IP

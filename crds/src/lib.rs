@@ -26,6 +26,8 @@
 //!   `ipcMode`, `devices`, `securityOpt`, `sysctls`), in Docker's meaning.
 //! - [`policy`]: the host-escape policy (levels `privileged`, `baseline`, `restricted`): which
 //!   fields let a container reach into the host, checked by the API and again by the agent.
+//! - [`secret`]: the `Secret` resource (values the API never shows back), its redaction and
+//!   fingerprints, `secretEnv` references and their resolution, and `.env` files.
 //! - [`schema`]: the JSON Schema, generated from the types.
 //! - `yaml` (private): YAML text to positioned values.
 //! - [`spec_hash`]: the fingerprint the controller labels containers with.
@@ -49,6 +51,7 @@ pub mod reference;
 mod repair;
 pub mod resource;
 pub mod schema;
+pub mod secret;
 pub mod token;
 pub mod validate;
 mod yaml;
@@ -58,18 +61,19 @@ pub use container_set::{
     template_revision, ContainerSet, ContainerSetSpec, ContainerSetStatus, ContainerTemplate, FailureAction,
     RollingUpdate, RolloutState, SetPlacement, TemplateMeta, KIND_CONTAINER_SET,
 };
-pub use hash::spec_hash;
+pub use hash::{spec_hash, spec_hash_with_secrets};
 pub use lenient::{from_json_lenient, Lenient};
 pub use meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{
     load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
-    sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, SpecError,
-    SpecErrors,
+    sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, ParsedSecret,
+    SpecError, SpecErrors,
 };
 pub use policy::{LevelSource, PolicyLevel, PolicySettings, StoredPolicy, Violation};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};
 pub use reference::ImageReference;
 pub use resource::Resource;
 pub use schema::{schema, schema_json, set_schema, set_schema_json};
+pub use secret::{Secret, SecretKeyRef, SecretValue, KIND_SECRET, REDACTED};
 pub use validate::{validate, validate_container, validate_container_set, FieldError};
 pub use yaml::Position;

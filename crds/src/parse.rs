@@ -12,6 +12,7 @@ use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
 use crate::located::{self, Located};
 pub use crate::located::{FieldError, ParsedContainer, ParsedContainerSet, SpecError};
 use crate::repair;
+use crate::secret::{Secret, KIND_SECRET};
 use crate::validate::{validate_container, validate_container_set};
 use crate::yaml;
 
@@ -24,6 +25,14 @@ pub struct ParsedObjects {
     /// errors are reported already and they are never applied, but another document's `dependsOn` may
     /// still name them without a second, misleading error.
     pub unreadable_containers: Vec<Container>,
+    pub secrets: Vec<ParsedSecret>,
+}
+
+/// A `Secret` read from a file (already checked: its rules need no other document).
+#[derive(Clone, Debug)]
+pub struct ParsedSecret {
+    pub secret: Secret,
+    pub file: String,
 }
 
 /// Valid `Container`s and `ContainerSet`s, what [`load_objects_paths`] answers.
@@ -31,6 +40,7 @@ pub struct ParsedObjects {
 pub struct Objects {
     pub containers: Vec<Container>,
     pub sets: Vec<ContainerSet>,
+    pub secrets: Vec<Secret>,
 }
 
 /// Every problem found in a set of spec files, in file and line order.
@@ -59,14 +69,14 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
     (objects.containers, errors)
 }
 
-/// [`parse_str`] for files that may also hold `ContainerSet` documents.
+/// [`parse_str`] for files that may also hold `ContainerSet` and `Secret` documents.
 pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecError>) {
-    read_text(file, text, &[KIND_CONTAINER, KIND_CONTAINER_SET])
+    read_text(file, text, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET])
 }
 
-/// [`parse_paths`] for files that may also hold `ContainerSet` documents.
+/// [`parse_paths`] for files that may also hold `ContainerSet` and `Secret` documents.
 pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<SpecError>) {
-    read_paths(paths, &[KIND_CONTAINER, KIND_CONTAINER_SET])
+    read_paths(paths, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET])
 }
 
 /// The documents of the `kinds` in one file's text, and every error of the others.
@@ -78,6 +88,7 @@ fn read_text(file: &str, text: &str, kinds: &[&str]) -> (ParsedObjects, Vec<Spec
         match parse_document(file, document, kinds) {
             Ok(Parsed::Container(container)) => objects.containers.push(*container),
             Ok(Parsed::ContainerSet(set)) => objects.sets.push(*set),
+            Ok(Parsed::Secret(secret)) => objects.secrets.push(*secret),
             Err(unreadable) => {
                 errors.extend(unreadable.errors);
                 objects.unreadable_containers.extend(unreadable.container.map(|container| *container));
@@ -131,6 +142,7 @@ impl ParsedObjects {
         self.containers.extend(more.containers);
         self.sets.extend(more.sets);
         self.unreadable_containers.extend(more.unreadable_containers);
+        self.secrets.extend(more.secrets);
     }
 }
 
@@ -186,6 +198,7 @@ pub fn load_objects_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Objects, SpecEr
     Ok(Objects {
         containers: objects.containers.into_iter().map(|parsed| parsed.container).collect(),
         sets: objects.sets.into_iter().map(|parsed| parsed.set).collect(),
+        secrets: objects.secrets.into_iter().map(|parsed| parsed.secret).collect(),
     })
 }
 
@@ -273,6 +286,7 @@ impl From<SpecError> for Unreadable {
 enum Parsed {
     Container(Box<ParsedContainer>),
     ContainerSet(Box<ParsedContainerSet>),
+    Secret(Box<ParsedSecret>),
 }
 
 /// One document to a value of its kind, or every error of its shape (see [`crate::repair`]) and, for
@@ -335,6 +349,9 @@ fn parse_document(
         }
     };
     let start = document.start;
+    if kind == KIND_SECRET {
+        return read_secret(file, &document.value, &error).map(|secret| Parsed::Secret(Box::new(secret)));
+    }
     if kind == KIND_CONTAINER_SET {
         let set = match serde_path_to_error::deserialize::<_, ContainerSet>(&document.value) {
             Ok(set) => set,
@@ -369,6 +386,36 @@ fn parse_document(
         position: start,
         positions,
     })))
+}
+
+/// A `Secret` document, checked whole: the shape of `data` before serde reads it (serde's messages
+/// would quote a value), then serde, then the secret's rules. No error quotes a value.
+fn read_secret(
+    file: &str,
+    document: &Value,
+    error: &impl Fn(&str, bool, String) -> SpecError,
+) -> Result<ParsedSecret, Unreadable> {
+    let place = |errors: Vec<FieldError>| Unreadable {
+        errors: errors.into_iter().map(|e| error(&e.path, e.on_key, e.message)).collect(),
+        container: None,
+    };
+    let shape = crate::secret::data_shape_errors(document);
+    if !shape.is_empty() {
+        return Err(place(shape));
+    }
+    let secret = match serde_path_to_error::deserialize::<_, Secret>(document) {
+        Ok(secret) => secret,
+        Err(failure) => {
+            let path = failure.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            return Err(Unreadable::from(error(&path, false, failure.into_inner().to_string())));
+        }
+    };
+    let rules = crate::validate::validate_secret(&secret);
+    if !rules.is_empty() {
+        return Err(place(rules));
+    }
+    Ok(ParsedSecret { secret, file: file.to_owned() })
 }
 
 /// The errors of a document that needed repairs: its shape errors, then the value rules broken by what

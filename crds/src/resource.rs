@@ -3,7 +3,8 @@
 //! optional status); implementing this trait for it is all the store's typed `Api<K>` needs to get,
 //! list, apply (with the generation rule), delete, dry-run and write status for it.
 //!
-//! Implemented by [`Container`] and [`ContainerSet`], the kinds users declare. Hosts, events and
+//! Implemented by [`Container`], [`ContainerSet`] and [`Secret`] (the one `SENSITIVE` kind), the
+//! kinds users declare. Hosts, events and
 //! upgrade campaigns ([`crate::host`], [`crate::event`], [`crate::campaign`]) and the scheduler's
 //! bindings are flat records without `metadata` whose JSON older agents read: they are not resources
 //! in this sense (ARCHITECTURE.md, "Kinds", says why for each).
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::container::{Container, ContainerSpec, ContainerStatus, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, ContainerSetSpec, ContainerSetStatus, KIND_CONTAINER_SET};
 use crate::meta::ObjectMeta;
+use crate::secret::{Secret, SecretStatus, KIND_SECRET};
 
 /// A kind of object kedge stores: its names, where it lives in the store, and its parts.
 ///
@@ -102,6 +104,33 @@ impl Resource for ContainerSet {
         self.status.as_ref()
     }
     fn status_mut(&mut self) -> &mut Option<ContainerSetStatus> {
+        &mut self.status
+    }
+}
+
+impl Resource for Secret {
+    /// The data is what the user declares: a changed value is a new generation.
+    type Spec = std::collections::BTreeMap<String, String>;
+    type Status = SecretStatus;
+    const KIND: &'static str = KIND_SECRET;
+    const PLURAL: &'static str = "secrets";
+    const STORE_SEGMENT: &'static str = "secrets";
+    const STATUS_SEGMENT: &'static str = "secret-status";
+    const SENSITIVE: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn spec(&self) -> &Self::Spec {
+        &self.data
+    }
+    fn status(&self) -> Option<&SecretStatus> {
+        self.status.as_ref()
+    }
+    fn status_mut(&mut self) -> &mut Option<SecretStatus> {
         &mut self.status
     }
 }

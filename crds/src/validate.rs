@@ -1,6 +1,7 @@
 //! The rules a parsed `Container` must follow beyond its shape, one container at a time
 //! ([`validate_container`]) and across a set of specs ([`validate`]: duplicates, unknown dependencies,
-//! dependency cycles). Every rule reports and goes on, so that one run shows every error.
+//! dependency cycles), and a Secret's ([`validate_secret`]). Every rule reports and goes on, so that
+//! one run shows every error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::container_set::{
 pub use crate::located::FieldError;
 use crate::located::{self, Located, ParsedContainer, SpecError};
 use crate::quantity::MemorySwap;
+use crate::secret::{check_key, is_redacted, Secret, KIND_SECRET, REDACTED};
 
 /// Docker refuses a memory limit below this.
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
@@ -175,6 +177,66 @@ impl Errors {
     }
 }
 
+/// `secretEnv`: valid variable names not also in `env`, each naming a valid secret name and key.
+fn check_secret_env(spec: &ContainerSpec, errors: &mut Errors) {
+    for (name, reference) in &spec.secret_env {
+        let path = format!("spec.secretEnv.{name}");
+        if name.is_empty() || name.contains('=') || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            errors.add_on_key(
+                path.clone(),
+                format!(
+                    "`{name}` is not a valid variable name: it must be non-empty, without `=` or whitespace"
+                ),
+            );
+        }
+        if spec.env.contains_key(name) {
+            errors.add_on_key(
+                path.clone(),
+                format!("`{name}` is also in `spec.env`: a variable takes its value from one place"),
+            );
+        }
+        if let Err(why) = check_dns_label(&reference.secret) {
+            errors.add(
+                format!("{path}.secret"),
+                format!("`{}` is not a valid secret name: {why}", reference.secret),
+            );
+        }
+        if let Err(why) = check_key(&reference.key) {
+            errors.add(format!("{path}.key"), why);
+        }
+    }
+}
+
+/// A secret's own rules: its envelope and metadata as every kind's, keys as Kubernetes allows them,
+/// and no value that is a redacted one read back from the API (`kedge get secret -o yaml` applied
+/// again would otherwise store the placeholder). Messages never quote a value.
+pub fn validate_secret(secret: &Secret) -> Vec<FieldError> {
+    let field = |path: String, message: String, on_key: bool| FieldError { path, message, on_key };
+    let mut errors = Vec::new();
+    if secret.api_version != API_VERSION {
+        let message = format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", secret.api_version);
+        errors.push(field("apiVersion".into(), message, false));
+    }
+    if secret.kind != KIND_SECRET {
+        let message = format!("unsupported kind `{}`, expected `{KIND_SECRET}`", secret.kind);
+        errors.push(field("kind".into(), message, false));
+    }
+    errors.extend(metadata_errors(&secret.metadata));
+    for (key, value) in &secret.data {
+        if let Err(why) = check_key(key) {
+            errors.push(field(format!("data.{key}"), why, true));
+        }
+        if is_redacted(value) {
+            let message = format!(
+                "the value is a redacted one as the API shows it (`{REDACTED} ...`); write the real value"
+            );
+            errors.push(field(format!("data.{key}"), message, false));
+        }
+    }
+    errors
+}
+
 /// The label kedge's own end-to-end tests put on everything they make (so a guard can remove it);
 /// the one `io.kedge.` label a spec may carry.
 pub const TEST_LABEL: &str = "io.kedge.test";
@@ -182,6 +244,13 @@ pub const TEST_LABEL: &str = "io.kedge.test";
 /// Markers kedge puts in a container's name while it replaces it (`<name>-kedge-new-<id>`,
 /// `<name>-kedge-old-<id>`); a spec name holding one would be taken for a recreate's leftover.
 pub const RESERVED_NAME_MARKERS: [&str; 2] = ["-kedge-new-", "-kedge-old-"];
+
+/// The rules of `metadata` every kind shares (name, namespace, label keys, generation).
+fn metadata_errors(metadata: &ObjectMeta) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    check_metadata(metadata, &mut errors);
+    errors.0
+}
 
 fn check_metadata(metadata: &ObjectMeta, errors: &mut Errors) {
     if let Err(why) = check_dns_label(&metadata.name) {
@@ -225,6 +294,7 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
             );
         }
     }
+    check_secret_env(spec, errors);
     if let Some(directory) = &spec.working_dir {
         if !directory.starts_with('/') {
             errors.add("spec.workingDir", format!("`{directory}` is not an absolute path"));

@@ -259,6 +259,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 entrypoint,
                 command,
                 env,
+                secret_env: Default::default(),
                 working_dir,
                 user,
                 hostname,

@@ -45,6 +45,7 @@ mod policy;
 mod recreate_handoff;
 mod recreate_volumes;
 mod registry_auth;
+mod secrets;
 mod store_embedded_crash;
 mod store_etcd;
 mod store_etcd_auth;

@@ -25,6 +25,7 @@ pub mod policies;
 mod reconcile;
 mod report;
 pub mod requests;
+pub mod secrets;
 mod sources;
 pub mod status;
 pub mod supervisor;
@@ -174,6 +175,8 @@ pub(crate) struct Agent {
     pub(crate) bindings: Arc<bindings::BindingCache>,
     /// The policy levels stored per namespace (`kedge policy set`).
     pub(crate) policies: Arc<policies::PolicyCache>,
+    /// The secrets specs name in `secretEnv`, read just before planning.
+    pub(crate) secrets: Arc<secrets::SecretCache>,
     pub(crate) queue: WorkQueue<String>,
     pub(crate) events: EventRecorder,
     pub(crate) config: AgentConfig,
@@ -204,6 +207,7 @@ impl Agent {
             cache: Arc::new(DesiredState::default()),
             bindings: Arc::new(bindings::BindingCache::default()),
             policies: Arc::new(policies::PolicyCache::default()),
+            secrets: Arc::new(secrets::SecretCache::default()),
             queue: WorkQueue::new(config.backoff),
             statuses: Mutex::new(HashMap::new()),
             ignored_limits: limits::IgnoredLimits::default(),
@@ -322,6 +326,19 @@ fn spawn_tasks(
             policies::follow_policies(
                 agent.store.clone(),
                 agent.policies.clone(),
+                agent.cache.clone(),
+                agent.queue.clone(),
+                stopping.clone(),
+            )
+        }));
+    }
+    {
+        let (agent, stopping) = (agent.clone(), stopping.clone());
+        let (name, health, token) = supervised("follow-secrets");
+        tasks.spawn(supervisor::supervise(name, health, token, move || {
+            secrets::follow_secrets(
+                agent.store.clone(),
+                agent.secrets.clone(),
                 agent.cache.clone(),
                 agent.queue.clone(),
                 stopping.clone(),

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use kedge_crds::secret::ResolvedEnv;
 use kedge_crds::{
     Container, ContainerStatus, DeletionPolicy, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy,
     RolledBackUpdate, RunState,
@@ -64,6 +65,9 @@ impl From<ExecutorError> for Failure {
         Failure::new(error.reason(), crate::error_chain(&error))
     }
 }
+
+/// The reason of a spec whose `secretEnv` names a secret or key that does not exist.
+const SECRET_NOT_FOUND: &str = "SecretNotFound";
 
 /// When a store write fails, the status is written again this soon.
 const STATUS_RETRY: Duration = Duration::from_secs(5);
@@ -196,6 +200,7 @@ pub(crate) async fn observe_image(
         update_held: false,
         owner_labels: Default::default(),
         ignored_limits: None,
+        secret_env: Default::default(),
     })
 }
 
@@ -358,11 +363,55 @@ impl Agent {
         Ok(Some(Next::Done))
     }
 
+    /// Reads the values of the spec's `secretEnv` from the secret cache, just before planning. A
+    /// secret or key that does not exist stops the reconcile before anything is created or
+    /// changed: status says Synced=False, reason `SecretNotFound`, naming the secret and key (never
+    /// a value), with one Warning event per generation and message; the secret follower enqueues
+    /// the key again when the secret is written. While the cache has not read the store yet, a
+    /// missing secret proves nothing: the key is looked at again shortly, nothing reported.
+    async fn resolve_secret_env(
+        &self,
+        key: &str,
+        spec: &Container,
+        observed: Option<&ObservedContainer>,
+    ) -> Result<ResolvedEnv, Next> {
+        let namespace = &spec.metadata.namespace;
+        let lookup = |name: &str| self.secrets.get(namespace, name);
+        let missing = match kedge_crds::secret::resolve_env(namespace, &spec.spec.secret_env, lookup) {
+            Ok(resolved) => return Ok(resolved),
+            Err(missing) => missing,
+        };
+        if !self.secrets.authoritative() {
+            tracing::debug!(key, "the secret cache is not in sync yet; looking again shortly");
+            return Err(Next::After(STATUS_RETRY));
+        }
+        let message = format!("{missing}; the container is not created or changed until it exists");
+        let ours = observed.filter(|container| is_hosts_container_of(container, &self.config.host_name, key));
+        let previous = self.previous_status(key, spec).await;
+        let reported = previous.as_ref().is_some_and(|status| {
+            status.observed_generation == spec.metadata.generation
+                && status
+                    .condition(kedge_crds::condition_type::SYNCED)
+                    .is_some_and(|c| c.reason == SECRET_NOT_FOUND && c.message == message)
+        });
+        let sync = SyncState::Progressing { reason: SECRET_NOT_FOUND.into(), message: message.clone() };
+        let written = self.write_status(key, spec, ours, vec![], sync, Extra::default()).await;
+        if !reported {
+            tracing::warn!(key, secret = %missing.secret, secret_key = %missing.key, "a secret the spec names is missing; not running it");
+            self.events.record(key, EventType::Warning, SECRET_NOT_FOUND, &message).await;
+        }
+        Err(if written { Next::Done } else { Next::After(STATUS_RETRY) })
+    }
+
     async fn reconcile_spec(&self, key: &str, spec: &Container, seen: EngineView) -> Result<Next, Failure> {
         let name = spec.metadata.name.as_str();
         if let Some(next) = self.refuse_by_policy(key, spec, seen.container.as_ref()).await? {
             return Ok(next);
         }
+        let secret_env = match self.resolve_secret_env(key, spec, seen.container.as_ref()).await {
+            Ok(resolved) => resolved,
+            Err(next) => return Ok(next),
+        };
         // Never two containers for one spec: a managed container of this key under another name
         // (a spec renamed by hand, a leftover) goes.
         for extra in seen.owned.iter().filter(|container| container.name != name) {
@@ -439,6 +488,7 @@ impl Agent {
         facts.update_held = held.is_some();
         facts.owner_labels = owner_labels(spec, &self.config.host_name, &self.store_id);
         facts.ignored_limits = self.ignored_limits.current(key, spec.metadata.generation);
+        facts.secret_env = secret_env;
         let plan = planner::plan(spec, observed.as_ref(), &facts);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };

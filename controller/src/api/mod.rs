@@ -7,7 +7,7 @@
 //!                                                          while an agent task keeps dying
 //! GET    /version
 //! GET    /api/v1/{plural}, /api/v1/namespaces/{ns}/{plural}[/{name}[/status]]   every kind of
-//! POST   /api/v1/namespaces/{ns}/{plural}                  [`builtin_kinds`] (containers, containersets),
+//! POST   /api/v1/namespaces/{ns}/{plural}                  [`builtin_kinds`] (containers, containersets, secrets),
 //! PUT    /api/v1/namespaces/{ns}/{plural}/{name}           the same routes and answers: see `routes.rs`
 //! DELETE /api/v1/namespaces/{ns}/{plural}/{name}?resourceVersion=R
 //! GET    /api/v1/watch/{plural}?resourceVersion=R&namespace=NS&name=N&labelSelector=SEL   newline-delimited JSON
@@ -27,6 +27,8 @@
 //!
 //! A Container or ContainerSet template that breaks the namespace's host-escape policy (docs/policy.md)
 //! gets 422 with `reason: PolicyDenied`, its `level` and `details` naming every refused field, dry runs too.
+//! A Secret's values are never answered: every read, watch line and write answer shows each as
+//! `<redacted> fingerprint:HEX` (`routes.rs`, for every `Resource::SENSITIVE` kind).
 //! `PUT`, `POST` and `DELETE` take `?dryRun=All`: validated and answered as if done, but nothing is written.
 //! Writes answer with the header `X-Kedge-Outcome: created|configured|unchanged|deleted`.
 //!
@@ -52,6 +54,8 @@ mod upgrades;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod redaction_tests;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -66,7 +70,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use kedge_crds::{Container, ContainerSet};
+use kedge_crds::{Container, ContainerSet, Secret};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -118,6 +122,7 @@ pub fn builtin_kinds() -> Vec<KindRoutes> {
     vec![
         routes::<Container>().validate(validate).admit(admit_container).with_routes(container_routes).into(),
         routes::<ContainerSet>().validate(validate_set).admit(admit_set).into(),
+        routes::<Secret>().validate(validate_secret).into(),
     ]
 }
 
@@ -567,6 +572,25 @@ fn validate_set(value: Value) -> Result<ContainerSet, Vec<FieldError>> {
         Ok(set)
     } else {
         Err(errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect())
+    }
+}
+
+/// The crds rules of a Secret: the shape of `data` first (without quoting a value, as serde's
+/// messages would), then serde, then every rule of [`kedge_crds::validate::validate_secret`].
+fn validate_secret(value: Value) -> Result<Secret, Vec<FieldError>> {
+    let to_api = |errors: Vec<kedge_crds::FieldError>| -> Vec<FieldError> {
+        errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect()
+    };
+    let shape = kedge_crds::secret::data_shape_errors(&value);
+    if !shape.is_empty() {
+        return Err(to_api(shape));
+    }
+    let secret = routes::read_as::<Secret>(value)?;
+    let errors = kedge_crds::validate::validate_secret(&secret);
+    if errors.is_empty() {
+        Ok(secret)
+    } else {
+        Err(to_api(errors))
     }
 }
 

@@ -14,6 +14,9 @@
 //!                                                                 newline-delimited JSON, statuses merged in
 //! ```
 //!
+//! A kind marked [`Resource::SENSITIVE`] (a Secret) is never shown back: every answer above
+//! carries `<redacted> fingerprint:HEX` in place of each value ([`shown`]).
+//!
 //! `POST`, `PUT` and `DELETE` take `?dryRun=All`. Every kind answers the same way: an object whose stored
 //! form cannot be read is a 422 naming why (and can be replaced or deleted), a stale resource version a
 //! 409 with both versions, a write carries the [`OUTCOME_HEADER`].
@@ -188,6 +191,18 @@ fn mount<K: Resource>(router: Router<AppState>, hooks: Hooks<K>) -> Router<AppSt
         )
 }
 
+/// An object as every answer shows it: a [`Resource::SENSITIVE`] kind with each of its values
+/// replaced by `<redacted>` and a salted fingerprint ([`kedge_crds::secret::redact_object`]), so
+/// that a client can tell a change without seeing the value. Every read, write answer, deletion
+/// answer and watch line of the generic routes goes through here: the one place values are held back.
+fn shown<K: Resource>(object: &K) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if K::SENSITIVE {
+        kedge_crds::secret::redact_object(&mut value);
+    }
+    value
+}
+
 /// The word of messages: `container`, `containerset`.
 fn word<K: Resource>() -> String {
     K::KIND.to_lowercase()
@@ -208,7 +223,7 @@ async fn list<K: Resource>(
         "apiVersion": K::API_VERSION,
         "kind": format!("{}List", K::KIND),
         "metadata": { "resourceVersion": read.revision.to_string() },
-        "items": items,
+        "items": items.into_iter().map(shown::<K>).collect::<Vec<_>>(),
     });
     if !read.invalid.is_empty() && selector.is_empty() {
         list["invalid"] = serde_json::to_value(&read.invalid).unwrap_or_default();
@@ -216,7 +231,7 @@ async fn list<K: Resource>(
     Ok(Json(list))
 }
 
-async fn read<K: Resource>(state: &AppState, ns: &str, name: &str) -> ApiResult<Json<K>> {
+async fn read<K: Resource>(state: &AppState, ns: &str, name: &str) -> ApiResult<Json<Value>> {
     let api = Api::<K, _>::new(state.api.store.as_ref());
     let mut object = match api.get_or_invalid(ns, name).await? {
         Some(Ok(object)) => object,
@@ -224,7 +239,7 @@ async fn read<K: Resource>(state: &AppState, ns: &str, name: &str) -> ApiResult<
         None => return Err(not_found::<K>(ns, name)),
     };
     *object.status_mut() = api.get_status(ns, name).await?.map(|(status, _)| status);
-    Ok(Json(object))
+    Ok(Json(shown(&object)))
 }
 
 async fn read_status<K: Resource>(state: &AppState, ns: &str, name: &str) -> ApiResult<Json<Value>> {
@@ -271,7 +286,7 @@ async fn write<K: Resource>(
         ApplyOutcome::Updated { .. } => (StatusCode::OK, "configured"),
         ApplyOutcome::Unchanged => (StatusCode::OK, "unchanged"),
     };
-    Ok(with_outcome((status, Json(applied.object)).into_response(), outcome))
+    Ok(with_outcome((status, Json(shown(&applied.object))).into_response(), outcome))
 }
 
 async fn remove<K: Resource>(
@@ -287,7 +302,7 @@ async fn remove<K: Resource>(
     };
     let dry_run = is_dry_run(params)?;
     let current = match api.get_or_invalid(ns, name).await? {
-        Some(Ok(object)) => serde_json::to_value(object).unwrap_or_default(),
+        Some(Ok(object)) => shown(&object),
         // An unreadable object can be deleted (that is one way to repair it); the answer shows its identity.
         Some(Err(invalid)) => identity::<K>(ns, name, &invalid.resource_version),
         None => return Err(not_found::<K>(ns, name)),
@@ -348,8 +363,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
         };
         if replay {
             for object in cache.values().filter(|o| wanted(o.metadata())) {
-                if sender.send(line("ADDED", serde_json::to_value(object).unwrap_or_default())).await.is_err()
-                {
+                if sender.send(line("ADDED", shown(object))).await.is_err() {
                     return;
                 }
             }
@@ -381,11 +395,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
                         // current list) already knows when replaying from an old revision.
                         let kind = if event.kv.version == 1 { "ADDED" } else { "MODIFIED" };
                         cache.insert(key, object.clone());
-                        Some((
-                            kind,
-                            object.metadata().clone(),
-                            serde_json::to_value(object).unwrap_or_default(),
-                        ))
+                        Some((kind, object.metadata().clone(), shown(&object)))
                     }
                     EventKind::Delete => {
                         let revision = event.revision.to_string();
@@ -393,7 +403,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
                             Some(mut object) => {
                                 object.metadata_mut().resource_version = Some(revision);
                                 let meta = object.metadata().clone();
-                                Some(("DELETED", meta, serde_json::to_value(object).unwrap_or_default()))
+                                Some(("DELETED", meta, shown(&object)))
                             }
                             // Replaying from an old revision, an object deleted since is in no list: report
                             // it with its identity only (a label-selected watch cannot tell whether it matched).
@@ -415,11 +425,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
                     (EventKind::Put, Some(object)) => {
                         let Ok(status) = typed::decode_status::<K>(&event.kv) else { continue };
                         *object.status_mut() = Some(status);
-                        Some((
-                            "MODIFIED",
-                            object.metadata().clone(),
-                            serde_json::to_value(&*object).unwrap_or_default(),
-                        ))
+                        Some(("MODIFIED", object.metadata().clone(), shown(&*object)))
                     }
                     _ => None,
                 }
@@ -477,7 +483,7 @@ fn decode_body<K: Resource>(
 }
 
 /// The validation of a kind without its own: serde's reading, its `apiVersion` and `kind` the kind's.
-fn read_as<K: Resource>(value: Value) -> Result<K, Vec<FieldError>> {
+pub(super) fn read_as<K: Resource>(value: Value) -> Result<K, Vec<FieldError>> {
     let mut errors = Vec::new();
     for (field, wanted) in [("apiVersion", K::API_VERSION), ("kind", K::KIND)] {
         if value.get(field).and_then(Value::as_str) != Some(wanted) {

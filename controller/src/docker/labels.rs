@@ -44,6 +44,10 @@ pub const STORE: &str = "io.kedge.store";
 /// `remove` or `orphan`: what the agent does with the container once its spec is deleted. Kept on
 /// the container because the spec is gone by then.
 pub const DELETION_POLICY: &str = "io.kedge.deletion-policy";
+/// The names (comma-separated) of the container's environment variables whose values came from
+/// secrets (`spec.secretEnv`): the values in its env are never rendered in drift, also after the
+/// spec stops naming them.
+pub const SECRET_ENV: &str = "io.kedge.secret-env";
 /// Put by tests on everything they create, so they can clean up by label.
 pub const TEST: &str = "io.kedge.test";
 
@@ -160,6 +164,13 @@ pub fn carried_volumes(labels: &BTreeMap<String, String>) -> BTreeMap<String, Ca
 /// The [`CARRIED_VOLUMES`] label's value for `carried`.
 pub fn carried_volumes_value(carried: &BTreeMap<String, CarriedVolume>) -> String {
     serde_json::to_string(carried).unwrap_or_default()
+}
+
+/// The names in a container's [`SECRET_ENV`] label.
+pub fn secret_env_names(labels: &BTreeMap<String, String>) -> Vec<String> {
+    labels.get(SECRET_ENV).map_or_else(Vec::new, |names| {
+        names.split(',').filter(|name| !name.is_empty()).map(str::to_owned).collect()
+    })
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 //! defaults (Env, Cmd, Entrypoint, ...) out of re-created containers.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
-/// A container to create: only what was declared.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A container to create: only what was declared. Its `Debug` redacts secret-sourced env values.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ContainerConfig {
     /// The container name, without Docker's leading slash.
     pub name: String,
@@ -246,8 +247,9 @@ pub struct NetworkAttachment {
     pub ipv4_address: Option<String>,
 }
 
-/// A container as inspect reports it: raw values, image defaults merged in.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A container as inspect reports it: raw values, image defaults merged in. Its `Debug` redacts
+/// secret-sourced env values.
+#[derive(Clone, PartialEq, Default)]
 pub struct ObservedContainer {
     pub id: String,
     /// Without Docker's leading slash.
@@ -488,4 +490,174 @@ pub struct EngineInfo {
     pub cpus: u64,
     pub memory_bytes: u64,
     pub containers_running: u64,
+}
+
+impl fmt::Debug for ContainerConfig {
+    /// As derived, but the value of every env variable named in the [`super::labels::SECRET_ENV`]
+    /// label is `<redacted>`: such a value came from a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ContainerConfig {
+            name,
+            image,
+            env,
+            cmd,
+            entrypoint,
+            working_dir,
+            user,
+            hostname,
+            labels,
+            exposed_ports,
+            port_bindings,
+            mounts,
+            restart_policy,
+            resources,
+            healthcheck,
+            stop_signal,
+            stop_timeout,
+            cap_add,
+            cap_drop,
+            privileged,
+            read_only_rootfs,
+            isolation,
+            log_config,
+            networks,
+            network_mode,
+            links,
+        } = self;
+        let env = redacted_env(env, labels);
+        f.debug_struct("ContainerConfig")
+            .field("name", &name)
+            .field("image", &image)
+            .field("env", &env)
+            .field("cmd", &cmd)
+            .field("entrypoint", &entrypoint)
+            .field("working_dir", &working_dir)
+            .field("user", &user)
+            .field("hostname", &hostname)
+            .field("labels", &labels)
+            .field("exposed_ports", &exposed_ports)
+            .field("port_bindings", &port_bindings)
+            .field("mounts", &mounts)
+            .field("restart_policy", &restart_policy)
+            .field("resources", &resources)
+            .field("healthcheck", &healthcheck)
+            .field("stop_signal", &stop_signal)
+            .field("stop_timeout", &stop_timeout)
+            .field("cap_add", &cap_add)
+            .field("cap_drop", &cap_drop)
+            .field("privileged", &privileged)
+            .field("read_only_rootfs", &read_only_rootfs)
+            .field("isolation", &isolation)
+            .field("log_config", &log_config)
+            .field("networks", &networks)
+            .field("network_mode", &network_mode)
+            .field("links", &links)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ObservedContainer {
+    /// As derived, but the value of every env variable named in the [`super::labels::SECRET_ENV`]
+    /// label is `<redacted>`: such a value came from a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ObservedContainer {
+            id,
+            name,
+            image,
+            image_id,
+            created,
+            state,
+            labels,
+            env,
+            cmd,
+            entrypoint,
+            working_dir,
+            user,
+            hostname,
+            exposed_ports,
+            port_bindings,
+            mounts,
+            volumes,
+            config_volumes,
+            restart_policy,
+            resources,
+            healthcheck,
+            stop_signal,
+            stop_timeout,
+            cap_add,
+            cap_drop,
+            privileged,
+            read_only_rootfs,
+            isolation,
+            log_config,
+            network_mode,
+            networks,
+            links,
+        } = self;
+        let env = redacted_env(env, labels);
+        f.debug_struct("ObservedContainer")
+            .field("id", &id)
+            .field("name", &name)
+            .field("image", &image)
+            .field("image_id", &image_id)
+            .field("created", &created)
+            .field("state", &state)
+            .field("labels", &labels)
+            .field("env", &env)
+            .field("cmd", &cmd)
+            .field("entrypoint", &entrypoint)
+            .field("working_dir", &working_dir)
+            .field("user", &user)
+            .field("hostname", &hostname)
+            .field("exposed_ports", &exposed_ports)
+            .field("port_bindings", &port_bindings)
+            .field("mounts", &mounts)
+            .field("volumes", &volumes)
+            .field("config_volumes", &config_volumes)
+            .field("restart_policy", &restart_policy)
+            .field("resources", &resources)
+            .field("healthcheck", &healthcheck)
+            .field("stop_signal", &stop_signal)
+            .field("stop_timeout", &stop_timeout)
+            .field("cap_add", &cap_add)
+            .field("cap_drop", &cap_drop)
+            .field("privileged", &privileged)
+            .field("read_only_rootfs", &read_only_rootfs)
+            .field("isolation", &isolation)
+            .field("log_config", &log_config)
+            .field("network_mode", &network_mode)
+            .field("networks", &networks)
+            .field("links", &links)
+            .finish()
+    }
+}
+
+/// `env` with the value of each variable the [`super::labels::SECRET_ENV`] label names replaced.
+fn redacted_env(env: &[String], labels: &BTreeMap<String, String>) -> Vec<String> {
+    let secret = super::labels::secret_env_names(labels);
+    env.iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((name, _)) if secret.iter().any(|s| s == name) => format!("{name}={}", kedge_crds::REDACTED),
+            _ => entry.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn secret_sourced_env_values_are_redacted_in_debug() {
+        let labels =
+            BTreeMap::from([(super::super::labels::SECRET_ENV.to_owned(), "DB_PASSWORD".to_owned())]);
+        let env = vec!["MODE=prod".to_owned(), "DB_PASSWORD=hunter2".to_owned()];
+        let config =
+            ContainerConfig { env: env.clone(), labels: labels.clone(), ..ContainerConfig::default() };
+        let observed = ObservedContainer { env, labels, ..ObservedContainer::default() };
+        for shown in [format!("{config:?}"), format!("{observed:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("DB_PASSWORD=<redacted>") && shown.contains("MODE=prod"), "{shown}");
+        }
+    }
 }

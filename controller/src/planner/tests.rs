@@ -14,6 +14,7 @@ use crate::docker::{
     ContainerConfig, ContainerState, Healthcheck, ObservedContainer, ObservedNetwork, RestartPolicy,
     RestartPolicyKind,
 };
+use crate::mapping::container_config;
 
 const OLD_IMAGE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const NEW_IMAGE: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -1230,4 +1231,57 @@ fn isolation_changes_recreate_and_the_engine_default_ipc_mode_is_not_drift() {
         &facts(),
         Expect { actions: &["Recreate"], drift: &["spec.ipcMode", "spec.devices"] },
     );
+}
+
+/// `secretEnv` values as the agent resolves them: `DB_PASSWORD` from secret `db`, key `password`.
+fn secret_facts(value: &str) -> ImageFacts {
+    let secret = kedge_crds::Secret::new("db", BTreeMap::from([("password".to_owned(), value.to_owned())]));
+    let refs = BTreeMap::from([(
+        "DB_PASSWORD".to_owned(),
+        kedge_crds::SecretKeyRef { secret: "db".into(), key: "password".into() },
+    )]);
+    let secret_env = kedge_crds::secret::resolve_env("default", &refs, |_| Some(secret.clone())).unwrap();
+    ImageFacts { secret_env, ..facts() }
+}
+
+#[test]
+fn a_secret_value_goes_into_the_env_and_a_new_one_recreates_without_showing_either() {
+    let desired = spec(
+        r#"{"image": "kedge-test/app:v1", "env": {"MODE": "prod"},
+            "secretEnv": {"DB_PASSWORD": {"secret": "db", "key": "password"}}}"#,
+    );
+    let created_plan = check(
+        &desired,
+        None,
+        &secret_facts("old-value"),
+        Expect { actions: &["Create", "Start"], drift: &[] },
+    );
+    let Action::Create { config } = &created_plan.actions[0] else { unreachable!() };
+    assert!(config.env.contains(&"DB_PASSWORD=old-value".to_owned()), "{:?}", config.env);
+    assert!(!format!("{created_plan:?}").contains("old-value"), "Debug redacts: {created_plan:?}");
+    let running = created(config, &image());
+    // The same value: nothing to do. The hash carries the fingerprint, not the value.
+    check(&desired, Some(&running), &secret_facts("old-value"), NOTHING);
+    let hash = crate::docker::labels::spec_hash(&running.labels).unwrap().to_owned();
+    assert_ne!(hash, kedge_crds::spec_hash(&desired.spec), "the fingerprint is in the hash");
+    // A new value: a recreate, its drift redacted on both sides.
+    let plan = check(
+        &desired,
+        Some(&running),
+        &secret_facts("new-value"),
+        Expect { actions: &["Recreate"], drift: &["spec.secretEnv.DB_PASSWORD"] },
+    );
+    assert_eq!(plan.drift[0].desired.as_deref(), Some("<redacted>"));
+    assert_eq!(plan.drift[0].actual.as_deref(), Some("<redacted>"));
+    let shown = format!("{plan:?}");
+    assert!(!shown.contains("old-value") && !shown.contains("new-value"), "{shown}");
+    // The spec stops naming it: the container's label still marks the variable as a secret's.
+    let plain = spec(r#"{"image": "kedge-test/app:v1", "env": {"MODE": "prod"}}"#);
+    let plan = check(
+        &plain,
+        Some(&running),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.secretEnv.DB_PASSWORD"] },
+    );
+    assert!(!format!("{plan:?}").contains("old-value"));
 }

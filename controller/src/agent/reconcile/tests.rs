@@ -413,3 +413,61 @@ async fn nothing_is_decided_before_the_levels_were_read() {
     assert_eq!(unread.reconcile("default/web").await.unwrap(), Next::After(super::POLICY_WAIT));
     assert_eq!(f.mutations(), 0);
 }
+
+impl Fixture {
+    /// The secret cache as a list at `revision` that holds exactly `secrets`.
+    fn secrets(&self, secrets: &[&kedge_crds::Secret], revision: i64) {
+        let kvs = secrets
+            .iter()
+            .map(|secret| KeyValue {
+                key: crate::store::keys::object_key::<kedge_crds::Secret>("default", &secret.metadata.name)
+                    .unwrap(),
+                value: serde_json::to_vec(secret).unwrap(),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            })
+            .collect();
+        self.agent.secrets.reflector().apply(&Event::Restarted { kvs, revision });
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_secret_creates_nothing_until_it_exists_and_its_value_is_never_reported() {
+    let f = fixture().await;
+    let web = spec(
+        "web",
+        r#"{"image": "kedge-test/app:v1", "secretEnv": {"DB_PASSWORD": {"secret": "db", "key": "password"}}}"#,
+    );
+    f.specs(&[&web], 1);
+    // The cache has not read the store yet: a missing secret proves nothing, nothing is reported.
+    assert_eq!(f.reconcile("default/web").await, Next::After(STATUS_RETRY));
+    assert_eq!(f.mutations(), 0);
+    assert!(f.agent.statuses_lock().get("default/web").is_none());
+
+    let other = kedge_crds::Secret::new("db", BTreeMap::from([("user".to_owned(), "app".to_owned())]));
+    f.secrets(&[&other], 2);
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert_eq!(f.mutations(), 0, "nothing created without the value");
+    let status = f.agent.statuses_lock().get("default/web").cloned().unwrap();
+    let synced = status.condition(kedge_crds::condition_type::SYNCED).unwrap();
+    assert_eq!(
+        (synced.status, synced.reason.as_str()),
+        (kedge_crds::ConditionStatus::False, "SecretNotFound")
+    );
+    assert!(synced.message.contains("secret `db` has no key `password`"), "{}", synced.message);
+
+    let secret = kedge_crds::Secret::new(
+        "db",
+        BTreeMap::from([("password".to_owned(), "hunter2-distinctive".to_owned())]),
+    );
+    f.secrets(&[&secret], 3);
+    f.engine.add_image("kedge-test/app:v1", ImageInfo { id: "sha256:aa".into(), ..ImageInfo::default() });
+    f.reconcile("default/web").await;
+    let running = f.engine.container("web").expect("created once the secret exists");
+    assert!(running.env.contains(&"DB_PASSWORD=hunter2-distinctive".to_owned()), "{:?}", running.env);
+    let status = f.agent.statuses_lock().get("default/web").cloned().unwrap();
+    let status = serde_json::to_string(&status).unwrap();
+    assert!(!status.contains("hunter2"), "{status}");
+}

@@ -1,0 +1,242 @@
+//! Secrets that stay secret (docs/secrets.md), with the real agent binary and the real engine: a
+//! secret made by `kedge create secret` reaches a container's env through `secretEnv`, and its
+//! value appears nowhere else a user or operator reads: `kedge get`/`describe` of the secret and of
+//! the container (table, YAML, JSON), `kedge diff`, events, the status as stored, and the agent's
+//! log. A changed value recreates the container with the new one; a spec naming a missing secret
+//! is not run (`SecretNotFound`, one event) until the secret is created from a `.env` file.
+
+use crate::api_support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use api_support::{http_unix, kedge_command, stdout, AgentGuard};
+use kedge_tests::{docker_cli, eventually, TestScope, TEST_LABEL};
+use serde_json::Value;
+
+struct Fixture {
+    socket: String,
+    state_dir: std::path::PathBuf,
+    namespace: String,
+    run: String,
+    host: String,
+    files: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn kedge(&self, args: &[&str]) -> Output {
+        kedge_command(self.files.path())
+            .env("KEDGE_SERVER", &self.socket)
+            .env("KEDGE_NAMESPACE", &self.namespace)
+            .args(args)
+            .output()
+            .expect("kedge runs")
+    }
+
+    /// Runs `kedge ARGS` and answers stdout and stderr together, failing on a non-zero exit.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kedge(args);
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "kedge {args:?} failed: {text}");
+        text
+    }
+
+    /// Applies a Container `name` on this agent's host with `secretEnv` naming `secret`/`key`.
+    fn apply(&self, name: &str, secret: &str, key: &str) {
+        let path = self.files.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: kedge-test/app:v1\n\
+                 \x20 command: [/bin/sh, -c, 'exec sleep 3600']\n  stopGracePeriod: 1s\n  labels:\n    {TEST_LABEL}: {run}\n\
+                 \x20 placement:\n    host: {host}\n  env:\n    MODE: test\n\
+                 \x20 secretEnv:\n    DB_PASSWORD: {{secret: {secret}, key: {key}}}\n",
+                run = self.run,
+                host = self.host,
+            ),
+        )
+        .unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    /// A condition of container `name`: (status, reason, message).
+    fn condition(&self, name: &str, kind: &str) -> Option<(String, String, String)> {
+        let got = self.kedge(&["get", "container", name, "-o", "json"]);
+        let value: Value = serde_json::from_slice(&got.stdout).ok()?;
+        let condition = value["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)?.clone();
+        let text = |key: &str| condition[key].as_str().unwrap_or_default().to_owned();
+        Some((text("status"), text("reason"), text("message")))
+    }
+
+    /// The value of `DB_PASSWORD` in container `name`'s env, as the engine has it (`None`: no container).
+    fn engine_env(&self, name: &str) -> Option<String> {
+        let out = docker_cli(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", name]);
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find_map(|line| line.strip_prefix("DB_PASSWORD=").map(str::to_owned))
+    }
+
+    fn container_id(&self, name: &str) -> String {
+        String::from_utf8_lossy(&docker_cli(&["inspect", "-f", "{{.Id}}", name]).stdout).trim().to_owned()
+    }
+
+    /// Everything a user or operator reads about `names` and the secrets, concatenated.
+    async fn everything_shown(&self, names: &[&str], secrets: &[&str]) -> String {
+        let mut shown = String::new();
+        for secret in secrets {
+            for args in [
+                vec!["get", "secret", secret, "-o", "yaml"],
+                vec!["get", "secret", secret, "-o", "json"],
+                vec!["get", "secrets", "-o", "wide"],
+                vec!["describe", "secret", secret],
+            ] {
+                shown.push_str(&self.ok(&args));
+            }
+        }
+        for name in names {
+            for args in [
+                vec!["get", "container", name, "-o", "yaml"],
+                vec!["get", "container", name, "-o", "json"],
+                vec!["describe", "container", name],
+            ] {
+                shown.push_str(&self.ok(&args));
+            }
+            let status_path = format!("/api/v1/namespaces/{}/containers/{name}/status", self.namespace);
+            let reply = http_unix(&self.state_dir.join("kedge.sock"), "GET", &status_path, None).await;
+            shown.push_str(&String::from_utf8_lossy(&reply.body));
+        }
+        shown.push_str(&self.ok(&["get", "events", "-o", "json"]));
+        shown.push_str(&self.ok(&["get", "containers", "-o", "wide"]));
+        shown.push_str(&std::fs::read_to_string(self.state_dir.join("agent.log")).unwrap_or_default());
+        shown
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reaches_the_container_env_and_nothing_else() {
+    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
+    let state_dir = std::env::temp_dir().join(format!("kedge-secrets-{run}"));
+    let host = format!("secrets-{run}");
+    let _agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let fx = Fixture {
+        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
+        state_dir: state_dir.clone(),
+        namespace,
+        run: run.clone(),
+        host,
+        files: tempfile::tempdir().unwrap(),
+    };
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        fx.kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+
+    // Distinctive values: any occurrence outside the container's env is a leak.
+    let first = format!("first-s3cr3t-{run}");
+    let second = format!("second-s3cr3t-{run}");
+    let third = format!("third-s3cr3t-{run}");
+
+    let created = fx.ok(&["create", "secret", "db", "--from-literal", &format!("password={first}")]);
+    assert!(created.contains("secret/db created"), "{created}");
+    let web = format!("web-{run}");
+    fx.apply(&web, "db", "password");
+    eventually("the container runs with the secret's value", Duration::from_secs(60), || async {
+        (fx.engine_env(&web).as_deref() == Some(first.as_str())
+            && fx.condition(&web, "Ready").is_some_and(|(status, _, _)| status == "True"))
+        .then_some(())
+    })
+    .await;
+    let inside = docker_cli(&["exec", &web, "/bin/sh", "-c", "echo \"$DB_PASSWORD\""]);
+    assert_eq!(String::from_utf8_lossy(&inside.stdout).trim(), first, "the process sees the value");
+
+    // `kedge diff` of a file holding the same value: no change; another value: a change, neither shown.
+    let same = fx.files.path().join("db-same.yaml");
+    let changed = fx.files.path().join("db-changed.yaml");
+    let secret_file = |path: &Path, value: &str| {
+        let text = format!(
+            "apiVersion: kedge.io/v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {}\ndata:\n  password: {value}\n",
+            fx.namespace
+        );
+        std::fs::write(path, text).unwrap();
+    };
+    secret_file(&same, &first);
+    secret_file(&changed, &second);
+    let diff_same = fx.kedge(&["diff", "-f", same.to_str().unwrap()]);
+    assert_eq!(diff_same.status.code(), Some(0), "{}", stdout(&diff_same));
+    let diff_changed = fx.kedge(&["diff", "-f", changed.to_str().unwrap()]);
+    let diff_text = format!("{}{}", stdout(&diff_changed), String::from_utf8_lossy(&diff_changed.stderr));
+    assert_eq!(diff_changed.status.code(), Some(1), "{diff_text}");
+    assert!(diff_text.contains("<redacted> fingerprint:"), "{diff_text}");
+    assert!(!diff_text.contains(&first) && !diff_text.contains(&second), "diff shows a value: {diff_text}");
+
+    let shown = fx.everything_shown(&[&web], &["db"]).await;
+    assert!(shown.contains("<redacted>"), "the outputs were read: {shown}");
+    assert!(!shown.contains(&first), "the first value leaked:\n{shown}");
+
+    // A new value: the container is recreated with it.
+    let old_id = fx.container_id(&web);
+    let changed_at = std::time::Instant::now();
+    let updated =
+        fx.ok(&["create", "secret", "db", "--from-literal", &format!("password={second}"), "--update"]);
+    assert!(updated.contains("secret/db configured"), "{updated}");
+    eventually("the container is recreated with the new value", Duration::from_secs(60), || async {
+        (fx.engine_env(&web).as_deref() == Some(second.as_str()) && fx.container_id(&web) != old_id)
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "measured: secret changed -> container recreated with the new value in {:?}",
+        changed_at.elapsed()
+    );
+    eventually("the recreated container is ready", Duration::from_secs(60), || async {
+        fx.condition(&web, "Ready").is_some_and(|(status, _, _)| status == "True").then_some(())
+    })
+    .await;
+
+    // A spec naming a secret that does not exist: nothing runs, status and one event say which.
+    let lonely = format!("lonely-{run}");
+    fx.apply(&lonely, "later", "token");
+    let (_, _, message) = eventually("SecretNotFound", Duration::from_secs(30), || async {
+        fx.condition(&lonely, "Synced")
+            .filter(|(status, reason, _)| status == "False" && reason == "SecretNotFound")
+    })
+    .await;
+    assert!(message.contains("`later`") && message.contains("`token`"), "{message}");
+    assert!(fx.engine_env(&lonely).is_none(), "no container without its secret");
+    let events = fx.ok(&["events", "--for", &lonely, "-o", "json"]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let not_found: Vec<&Value> =
+        events["items"].as_array().unwrap().iter().filter(|e| e["reason"] == "SecretNotFound").collect();
+    assert_eq!(not_found.len(), 1, "one event: {events}");
+    assert_eq!(not_found[0]["count"].as_u64().unwrap_or(1), 1, "reported once: {events}");
+
+    // Created from a .env file, the secret lets it run.
+    let env_file = fx.files.path().join("later.env");
+    std::fs::write(&env_file, format!("# the token\ntoken={third}\n")).unwrap();
+    let created_at = std::time::Instant::now();
+    fx.ok(&["create", "secret", "later", "--from-env-file", env_file.to_str().unwrap()]);
+    eventually("the waiting container runs once its secret exists", Duration::from_secs(60), || async {
+        (fx.engine_env(&lonely).as_deref() == Some(third.as_str())).then_some(())
+    })
+    .await;
+    eprintln!("measured: missing secret created -> container created in {:?}", created_at.elapsed());
+    eventually("it is ready and synced", Duration::from_secs(60), || async {
+        let synced = fx.condition(&lonely, "Synced").is_some_and(|(status, _, _)| status == "True");
+        let ready = fx.condition(&lonely, "Ready").is_some_and(|(status, _, _)| status == "True");
+        (synced && ready).then_some(())
+    })
+    .await;
+
+    let shown = fx.everything_shown(&[&web, &lonely], &["db", "later"]).await;
+    // The sweep read what it claims to: the agent's log, the events, the redacted secrets.
+    for read in ["agent starting", "SecretNotFound", "spec.secretEnv.DB_PASSWORD", "<redacted> fingerprint:"]
+    {
+        assert!(shown.contains(read), "{read} not in what was read:\n{shown}");
+    }
+    for value in [&first, &second, &third] {
+        assert!(!shown.contains(value.as_str()), "{value} leaked:\n{shown}");
+    }
+}
