@@ -461,7 +461,6 @@ fn main() -> ExitCode {
             Commands::Upgrade { command } => upgrade::run(command, &cli.global).await,
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,
             Commands::Policy { command } => policy::run(command, &cli.global).await,
-    },
             Commands::Token { command } => token::run(command, &cli.global).await,
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
             command => commands::run(command, &cli.global).await,

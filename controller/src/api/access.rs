@@ -424,7 +424,8 @@ mod tests {
         let deployer = identity(Role::Deployer, &["a", "c"]);
         let admin = identity(Role::Admin, &[]);
         // (who, need, namespace, Ok or a piece of what is lacking)
-        let cases: &[(&Identity, Need, Option<&str>, Result<(), &str>)] = &[
+        type Case<'a> = (&'a Identity, Need, Option<&'a str>, Result<(), &'a str>);
+        let cases: &[Case] = &[
             (&viewer, Need::Open, None, Ok(())),
             (&viewer, Need::Read, None, Ok(())),
             (&viewer, Need::Write, Some("a"), Err("write in namespace `a` (a viewer only reads)")),
