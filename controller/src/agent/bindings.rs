@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::WorkQueue;
-use crate::runtime::{reflector, Event, Reflector, Watcher};
+use crate::runtime::{reflector, Event, Reflector, Sighting, Watcher};
 use crate::store::{keys, KeyValue, SharedStore};
 
 /// A binding as stored.
@@ -46,9 +46,9 @@ impl BindingCache {
         self.reflector.get(&keys::binding_key_of(key)).map(|binding| binding.host)
     }
 
-    /// The store revision at which the spec `key`'s binding was last written, if it is bound.
-    pub fn revision_of(&self, key: &str) -> Option<i64> {
-        self.reflector.stored(&keys::binding_key_of(key)).map(|stored| stored.mod_revision)
+    /// The spec `key`'s binding with the cache's authority at the same instant (see [`Sighting`]).
+    pub fn sight(&self, key: &str) -> Sighting<Binding> {
+        self.reflector.sight(&keys::binding_key_of(key))
     }
 
     /// Whether the cache is known to match the store now, so that a missing binding means "unbound".

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use kedge_crds::Container;
 
-use crate::runtime::{Applied, Event, Reflector};
+use crate::runtime::{Applied, Event, Reflector, Sighting};
 use crate::store::objects::{self, InvalidObject};
 use crate::store::{keys, KeyValue};
 
@@ -57,6 +57,12 @@ fn work_key(store_key: &str) -> Option<String> {
 impl DesiredState {
     pub fn get(&self, key: &str) -> Option<Container> {
         self.reflector.get(&keys::spec_key_of(key))
+    }
+
+    /// The spec `key` with the cache's authority at the same instant (see [`Sighting`]): what a
+    /// decision to remove a container must rest on.
+    pub fn sight(&self, key: &str) -> Sighting<Container> {
+        self.reflector.sight(&keys::spec_key_of(key))
     }
 
     pub fn keys(&self) -> Vec<String> {

@@ -27,8 +27,10 @@ use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, Action, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
 use crate::restarts;
+use crate::runtime::Sighting;
 use crate::store::{keys, objects, PutCondition};
 
+use super::bindings::Binding;
 use super::limits;
 use super::report;
 use super::status::{next_status, Observation, SyncState};
@@ -215,32 +217,62 @@ fn engine_unavailable(error: crate::docker::DockerError) -> Failure {
     Failure::new("EngineUnavailable", error)
 }
 
+/// What the agent's caches said about one key, read once before the engine is: the spec, where it
+/// is placed, and whether each cache matched the store at that read. A removal rests on the
+/// authority of this read, never on the caches' authority a moment later: a cache that was still
+/// listing when the spec was looked up (an agent just started) may be in sync by the time the
+/// engine has answered, and the spec it did not hold then is not deleted.
+struct Desired {
+    specs: Sighting<Container>,
+    binding: Sighting<Binding>,
+    /// The spec runs on this host: it names this host, or the scheduler bound it here.
+    here: bool,
+}
+
+impl Desired {
+    /// The spec to run on this host, if there is one.
+    fn spec_here(&self) -> Option<&Container> {
+        self.specs.object().filter(|_| self.here)
+    }
+}
+
 impl Agent {
     pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
-        let mut spec = self.cache.get(key);
-        let mut here = spec.as_ref().is_some_and(|spec| self.placed_here(key, spec));
+        let mut desired = self.desired(key);
         let host = &self.config.host_name;
-        let mut seen = observe(self.engine(), host, key, spec.as_ref().filter(|_| here)).await?;
+        let mut seen = observe(self.engine(), host, key, desired.spec_here()).await?;
         if seen.owned.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key))) {
             // A recreate of this key was interrupted (a crash): finish or roll it back first. That
             // may wait for a health check, long enough for the spec to change, go, or move to
             // another host: read it again before deciding on it.
             self.recover_key(key).await?;
-            spec = self.cache.get(key);
-            here = spec.as_ref().is_some_and(|spec| self.placed_here(key, spec));
-            seen = observe(self.engine(), host, key, spec.as_ref().filter(|_| here)).await?;
+            desired = self.desired(key);
+            seen = observe(self.engine(), host, key, desired.spec_here()).await?;
         }
-        match spec {
+        if let Some(stored) = desired.specs.stored.as_ref().filter(|_| desired.here) {
+            return self.reconcile_spec(key, &stored.object, seen).await;
+        }
+        match desired.specs.stored {
             None if self.cache.invalid(key).is_some() => self.reconcile_invalid(key).await,
-            None => self.reconcile_deleted(key, &seen.owned).await,
-            Some(_) if !here => self.reconcile_placed_elsewhere(key, &seen.owned).await,
-            Some(spec) => self.reconcile_spec(key, &spec, seen).await,
+            None => self.reconcile_deleted(key, &desired, &seen.owned).await,
+            Some(_) => self.reconcile_placed_elsewhere(key, &desired, &seen.owned).await,
         }
     }
 
     /// The engine every reconcile reads and (through the executor) acts on.
     fn engine(&self) -> &dyn Engine {
         self.executor.docker()
+    }
+
+    /// Reads the key's spec and binding, each with its cache's authority at that instant.
+    fn desired(&self, key: &str) -> Desired {
+        let specs = self.cache.sight(key);
+        let binding = self.bindings.sight(key);
+        let here = match specs.object().and_then(|spec| spec.spec.placement.as_ref()?.host.as_ref()) {
+            Some(host) => *host == self.config.host_name,
+            None => binding.object().is_some_and(|bound| bound.host == self.config.host_name),
+        };
+        Desired { here: specs.stored.is_some() && here, specs, binding }
     }
 
     /// A spec that names a host runs there; any other runs where the scheduler bound it
@@ -267,15 +299,22 @@ impl Agent {
     }
 
     /// The spec is gone: remove its containers, unless it asked for them to be orphaned. Only when
-    /// the cache is known to match the store: an outage is not a deletion.
-    async fn reconcile_deleted(&self, key: &str, owned: &[ContainerSummary]) -> Result<Next, Failure> {
-        if !self.cache.authoritative() {
+    /// the spec cache matched the store when the spec was looked up: an outage, or a cache still
+    /// listing, is not a deletion.
+    async fn reconcile_deleted(
+        &self,
+        key: &str,
+        desired: &Desired,
+        owned: &[ContainerSummary],
+    ) -> Result<Next, Failure> {
+        if !desired.specs.known_absent() {
+            tracing::debug!(key, "no spec in a cache not in sync; waiting for the cache");
             return Ok(Next::After(STATUS_RETRY));
         }
         // A binding is written only for a spec that exists, so a binding newer than everything the
-        // spec cache has seen means the cache is behind (its watch may be reconnecting on its own
+        // spec cache had seen means the cache is behind (its watch may be reconnecting on its own
         // while the bindings' watch already caught up), not that the spec was deleted.
-        if self.bindings.revision_of(key).is_some_and(|bound_at| bound_at > self.cache.revision()) {
+        if desired.binding.stored.as_ref().is_some_and(|bound| bound.mod_revision > desired.specs.revision) {
             tracing::debug!(key, "bound to a spec the cache has not seen yet; waiting for the cache");
             return Ok(Next::After(STATUS_RETRY));
         }
@@ -296,10 +335,12 @@ impl Agent {
     async fn reconcile_placed_elsewhere(
         &self,
         key: &str,
+        desired: &Desired,
         owned: &[ContainerSummary],
     ) -> Result<Next, Failure> {
         // Neither a store outage nor a binding not read yet is an instruction to remove.
-        if !self.cache.authoritative() || !self.bindings.authoritative() {
+        if !desired.specs.in_sync || !desired.binding.in_sync {
+            tracing::debug!(key, "placed elsewhere by caches not in sync; waiting for them");
             return Ok(Next::After(STATUS_RETRY));
         }
         for container in owned {
@@ -314,6 +355,7 @@ impl Agent {
 
     /// Removes one of this host's containers of `key`, counted and recorded as an event.
     async fn remove(&self, key: &str, container: &ContainerSummary, why: &str) -> Result<(), Failure> {
+        tracing::info!(key, container = %container.name, id = %short(&container.id), why, "removing a container");
         self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
         self.config.stats.action("Remove");
         let message = format!("removed container {} ({}): {why}", container.name, short(&container.id));

@@ -9,7 +9,7 @@
 pub mod reflector;
 pub mod watcher;
 
-pub use reflector::{Applied, Reflector, Stored, Unreadable};
+pub use reflector::{Applied, Reflector, Sighting, Stored, Unreadable};
 pub use watcher::{Backoff, Event, Watcher};
 
 #[cfg(test)]

@@ -39,6 +39,29 @@ pub struct Unreadable {
     pub error: String,
 }
 
+/// One key as the cache held it at one instant, with whether the cache was in sync then and the
+/// revision it reflected. A reader that decides on an absence ("deleted", "unbound") must use the
+/// authority of the same read: asked a moment later, the cache may have caught up in between, with
+/// the key it did not hold yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting<K> {
+    pub stored: Option<Stored<K>>,
+    pub in_sync: bool,
+    pub revision: i64,
+}
+
+impl<K> Sighting<K> {
+    /// The object, if the cache held one.
+    pub fn object(&self) -> Option<&K> {
+        self.stored.as_ref().map(|stored| &stored.object)
+    }
+
+    /// Whether the key was known to be absent from the store: the cache was in sync without it.
+    pub fn known_absent(&self) -> bool {
+        self.in_sync && self.stored.is_none()
+    }
+}
+
 /// A cache of one prefix; see the module docs.
 pub struct Reflector<K> {
     decode: Decoder<K>,
@@ -87,6 +110,12 @@ impl<K: Clone + Send + Sync + 'static> Reflector<K> {
     /// The object at `key` with its `mod_revision`.
     pub fn stored(&self, key: &str) -> Option<Stored<K>> {
         self.read().objects.get(key).cloned()
+    }
+
+    /// The object at `key`, whether the cache was in sync and its revision, read at one instant.
+    pub fn sight(&self, key: &str) -> Sighting<K> {
+        let state = self.read();
+        Sighting { stored: state.objects.get(key).cloned(), in_sync: state.in_sync, revision: state.revision }
     }
 
     /// Every object's store key, sorted.

@@ -43,10 +43,21 @@ struct State {
     next_id: u64,
 }
 
+/// Something that happens elsewhere while a reconcile waits on the engine.
+struct Hook(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Hook")
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct FakeEngine {
     state: Mutex<State>,
+    /// Run inside the next `list_containers`, before it answers (see [`FakeEngine::during_next_list`]).
+    list_hook: Mutex<Option<Hook>>,
     /// The engine's clock.
     clock: Mutex<DateTime<Utc>>,
 }
@@ -56,6 +67,7 @@ impl FakeEngine {
     pub(crate) fn new() -> FakeEngine {
         let engine = FakeEngine {
             state: Mutex::default(),
+            list_hook: Mutex::default(),
             clock: Mutex::new(
                 DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z").expect("a time").with_timezone(&Utc),
             ),
@@ -109,6 +121,12 @@ impl FakeEngine {
     /// (`"inspect_container:db"`) were made.
     pub(crate) fn calls(&self, what: &str) -> usize {
         self.state().calls.get(what).copied().unwrap_or(0)
+    }
+
+    /// Runs `hook` inside the next `list_containers` call, before it answers: a cache catching up
+    /// while a reconcile reads the engine.
+    pub(crate) fn during_next_list(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.list_hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Hook(Box::new(hook)));
     }
 
     /// The next call of `method` fails with `error`.
@@ -219,6 +237,10 @@ impl Engine for FakeEngine {
         &'a self,
         filter: &'a ContainerFilter,
     ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
+        let hook = self.list_hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(Hook(hook)) = hook {
+            hook();
+        }
         ready(
             self.call("list_containers", "")
                 .map(|state| state.containers.values().filter(|c| matches(c, filter)).map(summary).collect()),

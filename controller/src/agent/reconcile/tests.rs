@@ -10,7 +10,7 @@ use kedge_crds::{Container, ContainerSpec};
 
 use super::fake::FakeEngine;
 use super::*;
-use crate::agent::AgentConfig;
+use crate::agent::{AgentConfig, DesiredState};
 use crate::docker::{DockerClient, ImageInfo, ObservedContainer};
 use crate::executor::Executor;
 use crate::runtime::Event;
@@ -59,18 +59,7 @@ fn spec(name: &str, json_spec: &str) -> Container {
 impl Fixture {
     /// The spec cache as a list at `revision` that holds exactly `specs`.
     fn specs(&self, specs: &[&Container], revision: i64) {
-        let kvs = specs
-            .iter()
-            .map(|spec| KeyValue {
-                key: crate::store::keys::spec_key(&spec.metadata.namespace, &spec.metadata.name).unwrap(),
-                value: serde_json::to_vec(spec).unwrap(),
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                lease: 0,
-            })
-            .collect();
-        self.agent.cache.apply(&Event::Restarted { kvs, revision });
+        self.agent.cache.apply(&listed_specs(specs, revision));
     }
 
     async fn reconcile(&self, key: &str) -> Next {
@@ -94,6 +83,34 @@ impl Fixture {
         .map(|method| self.engine.calls(method))
         .sum()
     }
+}
+
+/// A list of the spec prefix at `revision` that holds exactly `specs`.
+fn listed_specs(specs: &[&Container], revision: i64) -> Event {
+    let kvs = specs
+        .iter()
+        .map(|spec| {
+            let key = crate::store::keys::spec_key(&spec.metadata.namespace, &spec.metadata.name).unwrap();
+            stored(key, serde_json::to_vec(spec).unwrap(), revision)
+        })
+        .collect();
+    Event::Restarted { kvs, revision }
+}
+
+/// A list of the bindings prefix at `revision` binding each spec key (`namespace/name`) to a host.
+fn listed_bindings(bindings: &[(&str, &str)], revision: i64) -> Event {
+    let kvs = bindings
+        .iter()
+        .map(|(key, host)| {
+            let binding = crate::agent::bindings::Binding { host: (*host).to_owned(), term: 1 };
+            stored(crate::store::keys::binding_key_of(key), serde_json::to_vec(&binding).unwrap(), revision)
+        })
+        .collect();
+    Event::Restarted { kvs, revision }
+}
+
+fn stored(key: String, value: Vec<u8>, revision: i64) -> KeyValue {
+    KeyValue { key, value, create_revision: revision, mod_revision: revision, version: 1, lease: 0 }
 }
 
 /// A container on the engine named `name` with `labels`, running.
@@ -133,6 +150,60 @@ async fn a_deleted_spec_removes_only_its_own_container() {
     assert_eq!(f.reconcile("default/web").await, Next::Done);
     assert_eq!(f.engine.names(), ["foreign", "other-host", "other-store", "unlabelled"]);
     assert_eq!(f.engine.calls("remove_container"), 1, "only web's container");
+}
+
+/// The partition test's lost container: an agent restarts with empty caches, a reconcile looks its
+/// spec up before the first list has landed, and the list lands while the engine answers. The spec
+/// it did not find is not a deletion, although the cache is in sync by the time it decides.
+#[tokio::test(start_paused = true)]
+async fn a_spec_not_listed_yet_when_it_was_looked_up_is_not_deleted() {
+    let mut f = fixture().await;
+    let db = spec("db", r#"{"image": "kedge-test/app:v1"}"#);
+    f.specs(&[&db], 1);
+    f.reconcile("default/db").await;
+    let before = f.engine.container("db").expect("created").id;
+    let made = f.mutations();
+
+    f.agent.cache = Arc::new(DesiredState::default());
+    let cache = f.agent.cache.clone();
+    f.engine.during_next_list(move || {
+        cache.apply(&listed_specs(&[&db], 2));
+    });
+    assert_eq!(f.reconcile("default/db").await, Next::After(STATUS_RETRY), "decided nothing");
+    assert!(f.agent.cache.authoritative(), "the list landed during the reconcile");
+    assert_eq!(f.engine.container("db").map(|c| c.id), Some(before.clone()));
+    assert_eq!(f.reconcile("default/db").await, Next::Done);
+    assert_eq!(f.engine.container("db").map(|c| c.id), Some(before), "the same container");
+    assert_eq!(f.mutations(), made, "nothing was removed, created or restarted");
+}
+
+/// The same race on the bindings: a spec bound here, looked up before the bindings were listed, is
+/// not "placed elsewhere" once they are.
+#[tokio::test(start_paused = true)]
+async fn a_binding_not_listed_yet_when_it_was_looked_up_is_not_a_move() {
+    let mut f = fixture().await;
+    let mut web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    web.spec.placement = None;
+    f.specs(&[&web], 1);
+    f.agent.bindings.reflector().apply(&listed_bindings(&[("default/web", HOST)], 2));
+    f.reconcile("default/web").await;
+    let before = f.engine.container("web").expect("created").id;
+    let made = f.mutations();
+
+    f.agent.bindings = Arc::new(crate::agent::bindings::BindingCache::default());
+    let bindings = f.agent.bindings.clone();
+    f.engine.during_next_list(move || {
+        bindings.reflector().apply(&listed_bindings(&[("default/web", HOST)], 3));
+    });
+    assert_eq!(f.reconcile("default/web").await, Next::After(STATUS_RETRY), "decided nothing");
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert_eq!(f.engine.container("web").map(|c| c.id), Some(before), "the same container");
+    assert_eq!(f.mutations(), made);
+
+    // Bound to another host by a list in sync when it was read: that is a move.
+    f.agent.bindings.reflector().apply(&listed_bindings(&[("default/web", "h2")], 4));
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    assert!(f.engine.container("web").is_none(), "removed: it runs on h2 now");
 }
 
 #[tokio::test(start_paused = true)]
