@@ -107,9 +107,10 @@ pub(crate) async fn follow_engine(
 /// The key of the spec an event may concern, for events that can mean drift. Exec, attach and the
 /// like are the agent's own noise; containers kedge does not manage are none of its business.
 async fn key_of(host: &str, docker: &DockerClient, event: &EngineEvent) -> Option<String> {
+    if !can_mean_drift(&event.action) {
+        return None;
+    }
     match &event.action {
-        // A pause is drift (the agent resumes the container); its own unpause is not news.
-        EventAction::Other(_) | EventAction::Unpause => None,
         // Network events carry the network's labels, not the container's: look the container up.
         EventAction::NetworkConnect { .. } | EventAction::NetworkDisconnect { .. } => {
             let container = docker.inspect_container(&event.id).await.ok()??;
@@ -121,6 +122,15 @@ async fn key_of(host: &str, docker: &DockerClient, event: &EngineEvent) -> Optio
             ours.then(|| labels::key(&event.labels).map(str::to_owned))?
         }
     }
+}
+
+/// Whether an engine event can mean drift worth a reconcile. A pause is (the agent resumes the
+/// container); its own unpause is not news. A `kill` is not either: a signal that stops the
+/// container is followed by its `die`, which is what the repair acts on, and one that does not stop
+/// it changed nothing kedge keeps. Reconciling on the `kill` only made the `die`'s reconcile wait
+/// behind one that found the container still running.
+fn can_mean_drift(action: &EventAction) -> bool {
+    !matches!(action, EventAction::Other(_) | EventAction::Unpause | EventAction::Kill)
 }
 
 /// Enqueues every spec's key and the key of every managed container (which finds containers whose
@@ -161,4 +171,35 @@ pub(crate) async fn enqueue_everything(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::HealthStatus;
+
+    #[test]
+    fn only_events_that_can_mean_drift_wake_a_reconcile() {
+        let network = || "net".to_owned();
+        let cases = [
+            (EventAction::Die, true),
+            (EventAction::Stop, true),
+            (EventAction::Destroy, true),
+            (EventAction::Oom, true),
+            (EventAction::Pause, true),
+            (EventAction::Start, true),
+            (EventAction::Create, true),
+            (EventAction::Update, true),
+            (EventAction::Rename { old_name: None }, true),
+            (EventAction::HealthStatus(HealthStatus::Unhealthy), true),
+            (EventAction::NetworkDisconnect { network: network() }, true),
+            (EventAction::NetworkConnect { network: network() }, true),
+            (EventAction::Kill, false),
+            (EventAction::Unpause, false),
+            (EventAction::Other("exec_start: sh".to_owned()), false),
+        ];
+        for (action, expected) in cases {
+            assert_eq!(can_mean_drift(&action), expected, "{action:?}");
+        }
+    }
 }
