@@ -82,6 +82,9 @@ pub struct NetnsHost {
     /// `unix://...`: the engine's socket, for `DOCKER_HOST`, reachable from the root namespace.
     pub docker_host: String,
     engine: Option<PrivateEngine>,
+    /// `docker events` of this engine, written to `engine-events.log`: what the engine was told to
+    /// do and when, kept with a failed test's logs (an agent's log says what it meant to do).
+    engine_events: Option<Child>,
     dir: PathBuf,
     store_url: String,
     /// A mutex so that [`NetnsHost::agent_running`] needs only `&self` (polled inside `eventually`).
@@ -133,12 +136,14 @@ impl Cluster {
         )
         .await;
         for (network, engine) in networks.into_iter().zip(engines) {
+            let engine_events = record_engine_events(&engine.host, &network.dir.join("engine-events.log"));
             cluster.hosts.push(NetnsHost {
                 name: format!("h{}-{}", network.index, cluster.run_id),
                 netns: network.netns.clone(),
                 address: network.address,
                 docker_host: engine.host.clone(),
                 engine: Some(engine),
+                engine_events,
                 dir: network.dir.clone(),
                 store_url: cluster.store_url.clone(),
                 agent: std::sync::Mutex::new(None),
@@ -202,6 +207,12 @@ impl Drop for Cluster {
                 eprintln!("--- {} ({}): last lines of the agent's log", host.name, host.netns);
                 eprintln!("{}", tail(&host.dir.join("agent.log"), 40));
                 let _ = std::fs::copy(host.dir.join("agent.log"), kept.join(format!("{}.log", host.name)));
+                let events = host.dir.join("engine-events.log");
+                let _ = std::fs::copy(events, kept.join(format!("{}-engine-events.log", host.name)));
+                if let Some(engine) = &host.engine {
+                    let dockerd = engine.dir().join("dockerd.log");
+                    let _ = std::fs::copy(dockerd, kept.join(format!("{}-dockerd.log", host.name)));
+                }
             }
             // etcd keeps its directory when a test fails; this cluster keeps only the members' logs.
             for i in 0..self.etcd.endpoints().len() {
@@ -215,7 +226,7 @@ impl Drop for Cluster {
                 }
             }
             let _ = std::fs::remove_dir_all(self.etcd.dir());
-            eprintln!("--- the agents' and etcd's logs are kept in {}", kept.display());
+            eprintln!("--- the agents', engines' and etcd's logs are kept in {}", kept.display());
         }
         // Hosts first (agents, engines, namespaces), then etcd and the hub as fields drop.
         self.hosts.clear();
@@ -376,10 +387,29 @@ impl Drop for NetnsHost {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(mut recorder) = self.engine_events.take() {
+            let _ = recorder.kill();
+            let _ = recorder.wait();
+        }
         // The engine removes every container it has, then stops; the namespace and the veth go when
         // `network` drops, after this.
         self.engine.take();
     }
+}
+
+/// Starts `docker events` against `docker_host`, one line per event (time, type, action, ID, name)
+/// appended to `log`. Only a diagnostic: when it cannot start, the test goes on without it.
+fn record_engine_events(docker_host: &str, log: &Path) -> Option<Child> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).ok()?;
+    let format = r#"{{.TimeNano}} {{.Type}} {{.Action}} {{.Actor.ID}} {{index .Actor.Attributes "name"}}"#;
+    Command::new("docker")
+        .args(["events", "--format", format])
+        .env("DOCKER_HOST", docker_host)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
 }
 
 /// The bridge in the root namespace that joins the hosts, and its /24.
