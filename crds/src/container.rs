@@ -641,6 +641,21 @@ pub struct ContainerStatus {
     /// recreate is asked for (`kedge restart container NAME --recreate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RolledBackUpdate>,
+    /// kedge's own starts of the container in its current crash loop, which set how long it waits
+    /// before the next one: kept here so that an agent restarted in the middle of a crash loop
+    /// goes on with the backoff it had reached instead of starting over at no delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<StartBackoff>,
+}
+
+/// Where a container's crash-loop backoff stands (see [`ContainerStatus::backoff`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartBackoff {
+    /// The container these starts were of; another container starts from no delay.
+    pub container_id: String,
+    /// Starts kedge made since the container last ran long enough to count as healthy again.
+    pub starts: u32,
 }
 
 /// A failed update the agent holds back (see [`ContainerStatus::rolled_back`]).

@@ -9,7 +9,8 @@
 //!   container in the next 60 s, Ready=True and Synced=False/RolledBack; a new spec clears it;
 //! - three `docker kill`s: RESTARTS >= 3, events naming the cause, DRIFT counting the run state;
 //! - `docker pause`: resumed, with an event;
-//! - and no Rust debug formatting in any event or status text.
+//! - and no Rust debug formatting in any event or status text;
+//! - an agent SIGKILLed in a crash loop and started again goes on with the backoff it had reached.
 //!
 //! The scenarios share one agent and run at the same time, so the test takes about as long as the
 //! longest wait (the rollback's 60 s watch).
@@ -122,6 +123,13 @@ impl Fixture {
             .unwrap_or_default()
     }
 
+    async fn wait_api(&self) {
+        eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+            self.kedge(&["version"]).status.success().then_some(())
+        })
+        .await;
+    }
+
     fn name(&self, what: &str) -> String {
         format!("{what}-{}", self.run)
     }
@@ -156,12 +164,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() {
-    let run = run_id();
-    let _cleanup = EngineCleanup::new(&run);
-    let state_dir = std::env::temp_dir().join(format!("kedge-crashloop-{run}"));
-    let host = format!("crash-{run}");
+/// Starts collecting this run's engine events (from now on), then an agent of host `what-RUN` on a
+/// new embedded store; returns once its API answers. The collector ends with the test's runtime.
+async fn start(run: &str, what: &str) -> (Fixture, AgentGuard) {
+    let state_dir = std::env::temp_dir().join(format!("kedge-{what}-{run}"));
+    let host = format!("{what}-{run}");
     // The agent's log (KEDGE_LOG=info) sits in its state directory, removed with it.
     std::fs::create_dir_all(&state_dir).unwrap();
 
@@ -169,7 +176,7 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
     let events: Seen = Arc::default();
     let docker = DockerClient::connect().await.expect("the engine");
     let mut stream = Box::pin(docker.events(&[format!("{TEST_LABEL}={run}")], Some(SystemTime::now())));
-    let collector = {
+    {
         let events = events.clone();
         tokio::spawn(async move {
             while let Some(Ok(event)) = stream.next().await {
@@ -177,22 +184,27 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
                 let name = event.name.clone().unwrap_or_default();
                 events.lock().unwrap().push((name, event.action, event.exit_code, event.id, at));
             }
-        })
-    };
+        });
+    }
 
-    let _agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let fx = Fixture {
         socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
         namespace: format!("ns-{run}"),
-        run,
+        run: run.to_owned(),
         host,
         state_dir,
         events,
     };
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        fx.kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    fx.wait_api().await;
+    (fx, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let (fx, _agent) = start(&run, "crash").await;
 
     tokio::join!(
         policy_no(&fx),
@@ -219,7 +231,58 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
     for text in &texts {
         assert!(!debug_formatting(text), "debug formatting in {text:?}");
     }
-    collector.abort();
+}
+
+/// SIGKILLed in the middle of a crash loop, an agent started again on the same store goes on with
+/// the backoff it had reached (`status.backoff`), instead of starting the container at once and
+/// climbing from 1 s again. Killed after kedge's fifth start, whose next start is due 16 s after
+/// the container died: the new agent takes the host's lock about 10 s after the kill (the embedded
+/// store renews a lease's TTL when it is opened again), so a start from nothing would come well
+/// before that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_goes_on_with_a_crash_loops_backoff() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let (fx, agent) = start(&run, "crashr").await;
+    let mut agent = agent.keeping_state();
+    let name = fx.name("resumed");
+    fx.apply(&name, "  image: kedge-test/fail:latest\n");
+    let starts = |fx: &Fixture| fx.get(&name)["status"]["backoff"]["starts"].as_u64();
+    let reached = eventually("kedge's fifth start of the crash loop", Duration::from_secs(120), || async {
+        starts(&fx).filter(|starts| *starts >= 5)
+    })
+    .await;
+    // The next start is 16 s away: nothing happens between the read and the kill.
+    agent.child.kill().expect("SIGKILL the agent");
+    agent.child.wait().expect("reap the agent");
+    let killed = SystemTime::now();
+    assert_eq!(reached, 5, "killed before a sixth start");
+    let last_die = eventually("the fifth start's die", Duration::from_secs(10), || async {
+        let seen = fx.events.lock().unwrap();
+        let last_start =
+            seen.iter().filter(|e| e.0 == name && e.1 == EventAction::Start).map(|e| e.4).max()?;
+        seen.iter().filter(|e| e.0 == name && e.1 == EventAction::Die && e.4 >= last_start).map(|e| e.4).max()
+    })
+    .await;
+
+    let _again = AgentGuard::spawn(&fx.state_dir, &fx.host, &[]);
+    fx.wait_api().await;
+    let next_start = eventually("the next start, from the new agent", Duration::from_secs(60), || async {
+        let seen = fx.events.lock().unwrap();
+        seen.iter().filter(|e| e.0 == name && e.1 == EventAction::Start && e.4 > killed).map(|e| e.4).min()
+    })
+    .await;
+    let waited = next_start.duration_since(last_die).unwrap_or_default();
+    eprintln!(
+        "measured: after a restart of the agent the crash loop's next start came {waited:?} after the \
+         container died (due 16 s); the agent was down {:?}",
+        next_start.duration_since(killed).unwrap_or_default()
+    );
+    assert!(waited >= Duration::from_millis(15_500), "the backoff went on: {waited:?}");
+    eventually("the loop's sixth start in the status", Duration::from_secs(30), || async {
+        starts(&fx).filter(|starts| *starts >= 6)
+    })
+    .await;
 }
 
 /// `no` + an image that exits 3: started exactly once in 40 s; status says it exited, with the code.

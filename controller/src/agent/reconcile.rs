@@ -515,7 +515,7 @@ impl Agent {
                 restarts::count(self.seen_before(key, previous.as_ref(), container).as_ref(), container)
                     .restarts;
             if has_stopped(container) {
-                let backoff = self.restart_memory().get(key).and_then(|memory| memory.backoff.clone());
+                let backoff = self.backoff_of(key, previous.as_ref());
                 let step = restarts::gate(backoff.as_ref(), container, now);
                 if let restarts::Gate::At { at, delay, .. } = &step {
                     facts.start_backoff = Some(backoff_message(container, *delay, *at));
@@ -615,8 +615,7 @@ impl Agent {
                 match restarts::policy_allows(policy, exit_code, counted.restarts) {
                     Err(why) => extra.left_stopped = Some(why),
                     Ok(()) => {
-                        let backoff =
-                            self.restart_memory().get(key).and_then(|memory| memory.backoff.clone());
+                        let backoff = self.backoff_of(key, previous.as_ref());
                         if let restarts::Gate::At { at, delay, .. } =
                             restarts::gate(backoff.as_ref(), container, self.engine().now())
                         {
@@ -716,6 +715,16 @@ impl Agent {
             started_at: previous.last_started_at.clone(),
             restarts: previous.restart_count,
             engine_restarts,
+        })
+    }
+
+    /// kedge's crash-loop backoff of `key`: what this agent remembers, else what the last status
+    /// says (written by this agent before it restarted, or by the agent this host had before).
+    fn backoff_of(&self, key: &str, previous: Option<&ContainerStatus>) -> Option<restarts::BackoffState> {
+        let remembered = self.restart_memory().get(key).and_then(|memory| memory.backoff.clone());
+        remembered.or_else(|| {
+            let stored = previous?.backoff.as_ref()?;
+            Some(restarts::BackoffState { container_id: stored.container_id.clone(), starts: stored.starts })
         })
     }
 
@@ -903,6 +912,10 @@ impl Agent {
             crash_loop: extra.crash_loop,
             left_stopped: extra.left_stopped,
             rolled_back,
+            backoff: self.backoff_of(key, previous.as_ref()).map(|backoff| kedge_crds::StartBackoff {
+                container_id: backoff.container_id,
+                starts: backoff.starts,
+            }),
         };
         let status = next_status(previous.as_ref(), &seen, Utc::now());
         if previous.as_ref() == Some(&status) {

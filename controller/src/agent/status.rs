@@ -40,6 +40,8 @@ pub struct Observation<'a> {
     pub left_stopped: Option<String>,
     /// The failed update the agent holds back, if any.
     pub rolled_back: Option<RolledBackUpdate>,
+    /// kedge's crash-loop backoff of the container, to outlive the agent.
+    pub backoff: Option<kedge_crds::StartBackoff>,
 }
 
 /// Where the reconcile left the spec.
@@ -158,6 +160,11 @@ pub fn next_status(
         },
         conditions,
         rolled_back: seen.rolled_back.clone(),
+        // Only the backoff of the container the status describes.
+        backoff: seen
+            .backoff
+            .clone()
+            .filter(|backoff| container.is_some_and(|container| container.id == backoff.container_id)),
     }
 }
 
@@ -248,6 +255,7 @@ mod tests {
             crash_loop: None,
             left_stopped: None,
             rolled_back: None,
+            backoff: None,
         }
     }
 

@@ -32,8 +32,14 @@ async fn fixture() -> Fixture {
     let store: SharedStore =
         Arc::new(EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap());
     let engine = Arc::new(FakeEngine::new());
+    let agent = new_agent(store, engine.clone());
+    Fixture { agent, engine, _dir: dir }
+}
+
+/// A freshly started agent of [`HOST`]: empty memory, the given store and engine.
+fn new_agent(store: SharedStore, engine: Arc<FakeEngine>) -> Agent {
     // The DockerClient is never reached: every reconcile reads and acts through the executor's engine.
-    let executor = Executor::with_engine(engine.clone());
+    let executor = Executor::with_engine(engine);
     let agent = Agent::new(
         store,
         "store-1".to_owned(),
@@ -43,7 +49,7 @@ async fn fixture() -> Fixture {
     );
     // No level is stored: every namespace gets the default.
     agent.policies.reflector().apply(&Event::Restarted { kvs: vec![], revision: 1 });
-    Fixture { agent, engine, _dir: dir }
+    agent
 }
 
 /// A spec of namespace `default` placed on [`HOST`], from JSON.
@@ -350,6 +356,35 @@ async fn a_crash_loop_is_started_again_after_1_2_4_8_16_seconds() {
     assert_eq!(seconds, [1, 2, 4, 8, 16]);
     assert!(delays.iter().all(|delay| delay.subsec_nanos() == 0), "exact: {delays:?}");
     assert_eq!(f.engine.calls("start_container"), 6);
+}
+
+/// An agent restarted in the middle of a crash loop goes on with the backoff it had reached (kept in
+/// the status), rather than starting the container again at once and climbing from 1 s again.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_keeps_a_crash_loops_backoff() {
+    let mut f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
+    f.specs(&[&web], 1);
+    f.engine.crash_on_start(1);
+    assert_eq!(f.reconcile("default/web").await, Next::Done);
+    for expected in [1, 2, 4] {
+        assert_eq!(f.reconcile("default/web").await, Next::After(Duration::from_secs(expected)));
+        f.engine.advance(Duration::from_secs(expected)).await;
+    }
+    assert_eq!(f.reconcile("default/web").await, Next::After(Duration::from_secs(8)), "started, crashed");
+    let starts = f.engine.calls("start_container");
+
+    f.agent = new_agent(f.agent.store.clone(), f.engine.clone());
+    f.specs(&[&web], 1);
+    assert_eq!(
+        f.reconcile("default/web").await,
+        Next::After(Duration::from_secs(8)),
+        "the backoff goes on where it was"
+    );
+    assert_eq!(f.engine.calls("start_container"), starts, "not started at once");
+    f.engine.advance(Duration::from_secs(8)).await;
+    assert_eq!(f.reconcile("default/web").await, Next::After(Duration::from_secs(16)));
+    assert_eq!(f.engine.calls("start_container"), starts + 1);
 }
 
 #[tokio::test(start_paused = true)]
