@@ -472,7 +472,7 @@ async fn a_declared_config_from_inspect_recreates_a_hand_made_container_onto_the
     let image = fx.docker.inspect_image(&observed.image_id).await.expect("inspect image").expect("image");
 
     let mut declared = declared_config(&observed, &image);
-    assert_eq!(declared.env, ["MINE=1"]);
+    assert_eq!(*declared.env, ["MINE=1"]);
     assert_eq!((declared.cmd.as_ref(), declared.entrypoint.as_ref()), (None, None));
     assert!(declared.networks.is_empty(), "{:?}", declared.networks);
 
