@@ -59,7 +59,7 @@ pub fn container_config_with_secrets(container: &Container, secrets: &ResolvedEn
     ContainerConfig {
         name: container.metadata.name.clone(),
         image: spec.image.to_string(),
-        env,
+        env: env.into(),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
         working_dir: spec.working_dir.clone(),
@@ -440,7 +440,7 @@ mod tests {
         let expected = ContainerConfig {
             name: "legacy".into(),
             image: "kedge-test/app:v1".into(),
-            env: strings(&["MODE=prod"]),
+            env: strings(&["MODE=prod"]).into(),
             labels: BTreeMap::from([("team".into(), "a".into())]),
             // 80 is the image's, 8080 is published: only the explicit `--expose 9000/udp` stays.
             exposed_ports: vec![ExposedPort { port: 9000, protocol: Protocol::Udp }],

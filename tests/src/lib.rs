@@ -228,6 +228,57 @@ pub fn kedge_bin() -> std::path::PathBuf {
     bin
 }
 
+/// A `kedge agent` process on the test environment's etcd and engine, logging to
+/// `<state_dir>/agent.log`; SIGKILLed when dropped, so a failing test leaves none behind.
+pub struct AgentProcess {
+    /// The process, for a test that waits for it to exit on its own.
+    pub child: std::process::Child,
+}
+
+impl AgentProcess {
+    /// Starts an agent as `host`. With `failpoint`, it aborts there (the binary must be built with
+    /// failpoints); without, a failpoint set in the test's own environment is not passed on.
+    pub fn start(
+        state_dir: &std::path::Path,
+        host: &str,
+        env: &TestEnv,
+        failpoint: Option<&str>,
+    ) -> AgentProcess {
+        use kedge_controller::executor::failpoint;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("agent.log")).unwrap();
+        let mut command = std::process::Command::new(kedge_bin());
+        command
+            .args(["agent", "--listen", "127.0.0.1:0", "--host-name", host])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--store")
+            .arg(format!("etcd://{}", env.etcd_endpoints.join(",")))
+            .env("DOCKER_HOST", &env.docker_host)
+            .env("KEDGE_LOG", "info")
+            .env_remove(failpoint::ENV)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(failpoint) = failpoint {
+            command.env(failpoint::ENV, failpoint);
+        }
+        AgentProcess { child: command.spawn().expect("kedge agent starts") }
+    }
+
+    /// Kills the agent with SIGKILL and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// An agent running in this test process against the test engine, stopped when dropped.
 pub struct InProcessAgent {
     pub store: kedge_controller::store::SharedStore,

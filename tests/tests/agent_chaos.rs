@@ -3,58 +3,19 @@
 //! exactly one container per spec, running the new image, no recreate leftovers, and no foreign
 //! container was touched.
 
-use crate::api_support;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use api_support::kedge_bin;
 use kedge_controller::store::objects;
-use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, TestEnv, TestScope, TEST_LABEL};
+use kedge_tests::{
+    docker, docker_cli, eventually, test_spec, wait_ready, AgentProcess, TestEnv, TestScope, TEST_LABEL,
+};
 use rand::Rng;
 use serde_json::json;
 
 const SPECS: usize = 30;
 const KILLS: usize = 20;
-
-/// The agent process; SIGKILLed when dropped so a failing test leaves none behind.
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(state_dir: &Path, host: &str, env: &TestEnv) -> Agent {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("agent.log")).unwrap();
-        let child = Command::new(kedge_bin())
-            .args(["agent", "--listen", "127.0.0.1:0", "--host-name", host])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--store")
-            .arg(format!("etcd://{}", env.etcd_endpoints.join(",")))
-            .env("DOCKER_HOST", &env.docker_host)
-            .env("KEDGE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("kedge agent starts");
-        Agent { child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Every container carrying the key label of a spec, by key: (name, image, running).
 async fn containers_by_key(namespace: &str) -> BTreeMap<String, Vec<(String, String, bool)>> {
@@ -110,7 +71,7 @@ async fn sigkill_twenty_times_during_a_rollout_leaves_exactly_one_container_per_
             .await
             .expect("apply");
     }
-    let mut agent = Agent::start(&state_dir, &host, &env);
+    let mut agent = AgentProcess::start(&state_dir, &host, &env, None);
     for name in &names {
         wait_ready(store.as_ref(), &namespace, name, Duration::from_secs(180)).await;
     }
@@ -125,7 +86,7 @@ async fn sigkill_twenty_times_during_a_rollout_leaves_exactly_one_container_per_
         let pause = Duration::from_millis(rand::rng().random_range(200..1500));
         tokio::time::sleep(pause).await; // The chaos schedule, not a wait for a condition.
         agent.kill();
-        agent = Agent::start(&state_dir, &host, &env);
+        agent = AgentProcess::start(&state_dir, &host, &env, None);
     }
 
     for name in &names {

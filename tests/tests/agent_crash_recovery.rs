@@ -6,52 +6,13 @@
 //! The agent binary must be built with failpoints (`--features kedge-controller/failpoints`, as
 //! scripts/test builds it); the test fails, saying so, when the agent does not abort.
 
-use crate::api_support::kedge_bin;
-
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kedge_controller::executor::failpoint;
 use kedge_controller::store::objects;
-use kedge_tests::{docker, docker_cli, eventually, test_spec, wait_ready, TestEnv, TestScope, TEST_LABEL};
+use kedge_tests::{
+    docker, docker_cli, eventually, test_spec, wait_ready, AgentProcess, TestEnv, TestScope, TEST_LABEL,
+};
 use serde_json::json;
-
-/// A `kedge agent` process; SIGKILLed when dropped, so a failing test leaves none behind.
-struct AgentProcess {
-    child: Child,
-}
-
-impl AgentProcess {
-    fn start(state_dir: &Path, host: &str, env: &TestEnv, failpoint: Option<&str>) -> AgentProcess {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("agent.log")).unwrap();
-        let mut command = Command::new(kedge_bin());
-        command
-            .args(["agent", "--listen", "127.0.0.1:0", "--host-name", host])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--store")
-            .arg(format!("etcd://{}", env.etcd_endpoints.join(",")))
-            .env("DOCKER_HOST", &env.docker_host)
-            .env("KEDGE_LOG", "info")
-            .env_remove(failpoint::ENV)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(failpoint) = failpoint {
-            command.env(failpoint::ENV, failpoint);
-        }
-        AgentProcess { child: command.spawn().expect("kedge agent starts") }
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
 
 /// `(id, name, image, running)` of every container whose name starts with `prefix`, by name.
 async fn containers_named(prefix: &str) -> Vec<(String, String, String, bool)> {

@@ -21,6 +21,30 @@ fn cli_ok(args: &[&str]) {
     assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// A test's own agent on the embedded store, with the spec `<prefix>-<run id>` made of `spec`
+/// applied to it. Answers the scope (keep it: its cleanup removes the container), the agent and the
+/// spec's name.
+async fn applied_on_own_agent(prefix: &str, spec: serde_json::Value) -> (TestScope, InProcessAgent, String) {
+    let scope = TestScope::new();
+    let agent = InProcessAgent::embedded(&format!("host-{}", scope.id)).await;
+    let name = format!("{prefix}-{}", scope.id);
+    let spec = test_spec(&name, &scope.namespace, &agent.host, &scope.cleanup, spec);
+    objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
+    (scope, agent, name)
+}
+
+/// Waits until the agent is idle: nothing in flight, and no reconcile for half a second. Answers its
+/// counts then.
+async fn wait_quiet(agent: &InProcessAgent) -> kedge_controller::agent::StatsSnapshot {
+    eventually("the agent to go quiet", READY, || async {
+        let before = agent.stats.snapshot();
+        tokio::time::sleep(Duration::from_millis(500)).await; // The window the count must hold still in.
+        let after = agent.stats.snapshot();
+        (before == after && after.in_flight == 0).then_some(after)
+    })
+    .await
+}
+
 async fn wait_running_with(
     name: &str,
     what: &str,
@@ -126,31 +150,20 @@ async fn repairs_drift_made_by_hand_on_etcd() {
 /// LimitNotApplied and left alone, while other limits are still repaired in place.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
-    let TestScope { id, cleanup, namespace } = TestScope::new();
-    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
-    let name = format!("blkio-{id}");
-    let spec = test_spec(
-        &name,
-        &namespace,
-        &agent.host,
-        &cleanup,
-        json!({
-            "image": "kedge-test/app:v1",
-            "resources": {"memory": "64Mi", "blkioWeight": 300},
-        }),
-    );
-    objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
+    let spec = json!({"image": "kedge-test/app:v1", "resources": {"memory": "64Mi", "blkioWeight": 300}});
+    let (scope, agent, name) = applied_on_own_agent("blkio", spec).await;
+    let namespace = &scope.namespace;
     let applied = eventually("the blkio weight to be applied or reported", READY, || async {
         let inspect = docker().await.inspect_container(&name, None).await.ok()?;
         if inspect.host_config.as_ref()?.blkio_weight == Some(300) {
             return Some(true);
         }
-        let synced = kedge_tests::condition(agent.store.as_ref(), &namespace, &name, "Synced").await?;
+        let synced = kedge_tests::condition(agent.store.as_ref(), namespace, &name, "Synced").await?;
         (synced.reason == "LimitNotApplied").then_some(false)
     })
     .await;
     if !applied {
-        let synced = kedge_tests::condition(agent.store.as_ref(), &namespace, &name, "Synced").await.unwrap();
+        let synced = kedge_tests::condition(agent.store.as_ref(), namespace, &name, "Synced").await.unwrap();
         assert!(synced.message.contains("blkioWeight=300"), "{synced:?}");
     }
 
@@ -162,14 +175,7 @@ async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
     .await;
 
     // And then the agent goes quiet: no reconcile keeps waking the next.
-    let stats = agent.stats.clone();
-    let quiet = eventually("the agent to go quiet", READY, || async {
-        let before = stats.snapshot();
-        tokio::time::sleep(Duration::from_millis(500)).await; // The window the count must hold still in.
-        let after = stats.snapshot();
-        (before == after && after.in_flight == 0).then_some(after)
-    })
-    .await;
+    let quiet = wait_quiet(&agent).await;
     assert!(quiet.actions_of("UpdateInPlace") <= 3, "no update loop: {quiet:?}");
     agent.stop().await.expect("stops");
 }
@@ -180,21 +186,13 @@ async fn a_limit_the_engine_ignores_is_reported_not_retried_for_ever() {
 /// way the spec converges and stays put (no recreate loop over the field the engine lacks).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_health_start_interval_is_sent_where_the_engine_has_it_and_reported_where_not() {
-    let TestScope { id, cleanup, namespace } = TestScope::new();
-    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
-    let name = format!("startint-{id}");
-    let spec = test_spec(
-        &name,
-        &namespace,
-        &agent.host,
-        &cleanup,
-        json!({
-            "image": "kedge-test/app:v1",
-            "healthcheck": {"test": "true", "interval": "2s", "startPeriod": "5s", "startInterval": "300ms"},
-        }),
-    );
-    objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
-    wait_ready(agent.store.as_ref(), &namespace, &name, READY).await;
+    let spec = json!({
+        "image": "kedge-test/app:v1",
+        "healthcheck": {"test": "true", "interval": "2s", "startPeriod": "5s", "startInterval": "300ms"},
+    });
+    let (scope, agent, name) = applied_on_own_agent("startint", spec).await;
+    let namespace = &scope.namespace;
+    wait_ready(agent.store.as_ref(), namespace, &name, READY).await;
 
     let engine = docker().await;
     let api = engine.client_version().to_string();
@@ -204,7 +202,7 @@ async fn a_health_start_interval_is_sent_where_the_engine_has_it_and_reported_wh
     let start_interval =
         inspect.config.and_then(|config| config.healthcheck).and_then(|check| check.start_interval);
     let events =
-        kedge_controller::events::list_events(agent.store.as_ref(), Some(&namespace)).await.expect("events");
+        kedge_controller::events::list_events(agent.store.as_ref(), Some(namespace)).await.expect("events");
     let warned: Vec<_> = events.iter().filter(|event| event.reason == "FieldNotSupported").collect();
     if has_it {
         assert_eq!(start_interval, Some(300_000_000), "API {api} keeps startInterval");
@@ -220,14 +218,7 @@ async fn a_health_start_interval_is_sent_where_the_engine_has_it_and_reported_wh
     }
 
     // Converged for good: the container is not replaced over the field.
-    let stats = agent.stats.clone();
-    eventually("the agent to go quiet", READY, || async {
-        let before = stats.snapshot();
-        tokio::time::sleep(Duration::from_millis(500)).await; // The window the count must hold still in.
-        let after = stats.snapshot();
-        (before == after && after.in_flight == 0).then_some(())
-    })
-    .await;
+    wait_quiet(&agent).await;
     let after = engine.inspect_container(&name, None).await.expect("inspect").id;
     assert_eq!(after.as_deref(), Some(first_id.as_str()), "the same container");
     agent.stop().await.expect("stops");

@@ -78,7 +78,7 @@ async fn the_driver_lists_inspects_creates_and_starts_containers_on_podman() {
     let config = ContainerConfig {
         name: name.clone(),
         image: "kedge-test/app:v1".into(),
-        env: vec!["GREETING=hello".into()],
+        env: vec!["GREETING=hello".to_owned()].into(),
         labels: [(TEST_LABEL.to_owned(), run.clone())].into(),
         ..Default::default()
     };

@@ -39,7 +39,7 @@ async fn every_config_field_survives_create_and_inspect() {
     let bind_dir = tempfile_dir(&fx.run);
     let host_port = free_port();
     let mut config = fx.managed("all", APP_V1);
-    config.env = vec!["GREETING=hello".into(), "VERSION=override".into()];
+    config.env = vec!["GREETING=hello".to_owned(), "VERSION=override".to_owned()].into();
     config.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
     config.cmd = Some(vec!["sleep 3600".into()]);
     config.working_dir = Some("/tmp".into());

@@ -7,7 +7,7 @@ use crate::docker_support;
 use std::time::Duration;
 
 use docker_support::*;
-use kedge_controller::docker::{ContainerStatus, ObservedContainer};
+use kedge_controller::docker::{ContainerStatus, ImageInfo, ObservedContainer};
 use kedge_controller::executor::{Action, RecreateStrategy};
 use kedge_controller::mapping::declared_config;
 use kedge_controller::planner::{plan, ImageFacts, Plan};
@@ -346,6 +346,24 @@ impl Drop for RepositoryCleanup {
     }
 }
 
+/// Executes `plan`, a recreate of `before` after its tag moved to [`APP_V2`], and checks that a new
+/// container runs v2 with v2's defaults (its `VERSION`), not the old image's frozen. Answers the new
+/// container and the v2 image.
+async fn recreate_onto_v2(
+    fx: &Fixture,
+    plan: &Plan,
+    desired: &Container,
+    before: &ObservedContainer,
+) -> (ObservedContainer, ImageInfo) {
+    execute(fx, plan).await;
+    let after = assert_in_sync(fx, desired).await;
+    let v2 = fx.docker.inspect_image(APP_V2).await.expect("inspect").expect("v2 exists");
+    assert_ne!(after.id, before.id);
+    assert_eq!(after.image_id, v2.id);
+    assert_eq!(env_value(&after.env, "VERSION"), Some("2"));
+    (after, v2)
+}
+
 #[tokio::test]
 async fn a_tag_moved_to_another_image_recreates_onto_the_new_image_defaults() {
     let fx = Fixture::new().await;
@@ -366,14 +384,7 @@ async fn a_tag_moved_to_another_image_recreates_onto_the_new_image_defaults() {
     assert_eq!(kinds(&plan), ["Recreate"]);
     assert!(plan.drift.is_empty(), "the spec did not change: {:?}", plan.drift);
     assert!(plan.reason.as_deref().unwrap_or_default().contains("now names image"), "{:?}", plan.reason);
-    execute(&fx, &plan).await;
-
-    let after = assert_in_sync(&fx, &desired).await;
-    let v2 = fx.docker.inspect_image(APP_V2).await.expect("inspect").expect("v2 exists");
-    assert_ne!(after.id, before.id);
-    assert_eq!(after.image_id, v2.id);
-    // The new image's defaults, not the old ones frozen: VERSION and CMD follow the image.
-    assert_eq!(env_value(&after.env, "VERSION"), Some("2"));
+    let (after, v2) = recreate_onto_v2(&fx, &plan, &desired, &before).await;
     assert_eq!(env_value(&after.env, "MINE"), Some("kept"));
     assert_eq!(after.cmd, v2.cmd);
 }
@@ -472,7 +483,7 @@ async fn a_declared_config_from_inspect_recreates_a_hand_made_container_onto_the
     let image = fx.docker.inspect_image(&observed.image_id).await.expect("inspect image").expect("image");
 
     let mut declared = declared_config(&observed, &image);
-    assert_eq!(declared.env, ["MINE=1"]);
+    assert_eq!(*declared.env, ["MINE=1"]);
     assert_eq!((declared.cmd.as_ref(), declared.entrypoint.as_ref()), (None, None));
     assert!(declared.networks.is_empty(), "{:?}", declared.networks);
 
@@ -557,11 +568,5 @@ async fn a_registry_digest_that_moved_recreates_with_a_pull_under_policy_registr
     assert_eq!(kinds(&plan), ["Recreate"]);
     let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
     assert!(strategy.pull, "the new image must be pulled first");
-    execute(&fx, &plan).await;
-
-    let after = assert_in_sync(&fx, &desired).await;
-    let v2 = fx.docker.inspect_image(APP_V2).await.expect("inspect").expect("v2 exists");
-    assert_ne!(after.id, before.id);
-    assert_eq!(after.image_id, v2.id);
-    assert_eq!(env_value(&after.env, "VERSION"), Some("2"));
+    recreate_onto_v2(&fx, &plan, &desired, &before).await;
 }

@@ -20,7 +20,7 @@ async fn recreate_keeps_networks_aliases_static_ip_volume_data_ports_and_env_and
     let volume = fx.volume("data");
     let host_port = free_port();
     let mut config = fx.managed("keep", APP_V1);
-    config.env = vec!["GREETING=hi".into()];
+    config.env = vec!["GREETING=hi".to_owned()].into();
     config.mounts = vec![Mount {
         source: MountSource::Volume { name: Some(volume.clone()) },
         target: "/data".into(),
@@ -179,7 +179,7 @@ async fn a_healthchecked_web_server_is_recreated_once_healthy_and_answers_on_its
     let old_id = fx.executor.create(&config).await.expect("create");
     fx.docker.start_container(&old_id).await.expect("start");
     let mut changed = config.clone();
-    changed.env = vec!["CHANGED=1".into()];
+    changed.env = vec!["CHANGED=1".to_owned()].into();
     let mut health_seen = Vec::new();
     let mut timeline = Vec::new();
     let started = std::time::Instant::now();
@@ -246,7 +246,7 @@ async fn recreate_any_of_an_unmanaged_container_takes_the_new_image_defaults() {
     assert!(docker_cli(&["tag", APP_V1, &tag]).status.success());
     let mut foreign = fx.managed("any", &tag);
     foreign.labels = fx.test_labels();
-    foreign.env = vec!["EXTRA=1".into()];
+    foreign.env = vec!["EXTRA=1".to_owned()].into();
     let old_id = fx.docker.create_container(&foreign).await.expect("create");
     fx.docker.start_container(&old_id).await.expect("start");
     assert!(docker_cli(&["tag", APP_V2, &tag]).status.success(), "the tag now names v2");

@@ -89,6 +89,46 @@ async fn wait_settled(store: &dyn Store, namespace: &str, set: &str, names: &[St
     .await
 }
 
+/// What the looks at a rollout to `image` saw: the most children not Ready at once, and the order in
+/// which the children took the image.
+struct RolloutWatch {
+    image: &'static str,
+    most_not_ready: std::cell::Cell<usize>,
+    order: std::sync::Mutex<Vec<String>>,
+}
+
+impl RolloutWatch {
+    fn new(image: &'static str) -> RolloutWatch {
+        RolloutWatch { image, most_not_ready: Default::default(), order: Default::default() }
+    }
+
+    /// Takes one look at the children; answers the set's status once it says the rollout is over,
+    /// with `replicas` children updated.
+    async fn look(
+        &self,
+        store: &dyn Store,
+        namespace: &str,
+        set: &str,
+        replicas: u32,
+    ) -> Option<kedge_crds::ContainerSetStatus> {
+        let children = children(store, namespace, set).await?;
+        self.most_not_ready
+            .set(self.most_not_ready.get().max(children.values().filter(|c| !c.ready).count()));
+        {
+            let mut order = self.order.lock().unwrap();
+            for (child_name, c) in &children {
+                if c.spec.spec.image.to_string() == self.image && !order.contains(child_name) {
+                    order.push(child_name.clone());
+                }
+            }
+        }
+        let status = set_status(store, namespace, set).await?;
+        let complete = progressing(&status)? == (ConditionStatus::False, "RolloutComplete".to_owned())
+            && status.updated_replicas == replicas;
+        complete.then_some(status)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and_goes() {
     let TestScope { id, cleanup: _cleanup, namespace } = TestScope::new();
@@ -206,25 +246,13 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
     objects::apply_set(store.as_ref(), &set_document(&name, &namespace, &id, "kedge-test/app:v2", 3), None)
         .await
         .unwrap();
-    let most_not_ready = &std::cell::Cell::new(0);
-    let order = &std::sync::Mutex::new(Vec::<String>::new());
+    let watch = &RolloutWatch::new("kedge-test/app:v2");
     let observations = &std::cell::Cell::new(0);
     let v1 = v1_revision.as_str();
     eventually("the v2 rollout to complete", READY, || async move {
-        let children = children(s, ns, set).await?;
         observations.set(observations.get() + 1);
-        most_not_ready.set(most_not_ready.get().max(children.values().filter(|c| !c.ready).count()));
-        for (child_name, c) in &children {
-            let mut order = order.lock().unwrap();
-            if c.spec.spec.image.to_string() == "kedge-test/app:v2" && !order.contains(child_name) {
-                order.push(child_name.clone());
-            }
-        }
-        let status = set_status(s, ns, set).await?;
-        let done = progressing(&status)? == (ConditionStatus::False, "RolloutComplete".to_owned())
-            && status.updated_replicas == 3
-            && status.current_revision.as_deref() != Some(v1);
-        done.then_some(())
+        let status = watch.look(s, ns, set, 3).await?;
+        (status.current_revision.as_deref() != Some(v1)).then_some(())
     })
     .await;
     eprintln!(
@@ -232,9 +260,9 @@ async fn a_set_spreads_rolls_back_a_broken_image_completes_a_good_one_scales_and
         started.elapsed(),
         observations.get()
     );
-    let most_not_ready = most_not_ready.get();
+    let most_not_ready = watch.most_not_ready.get();
     assert!(most_not_ready <= 1, "at most batchSize children not Ready at once, saw {most_not_ready}");
-    assert_eq!(*order.lock().unwrap(), first_three, "batches go in ordinal order");
+    assert_eq!(*watch.order.lock().unwrap(), first_three, "batches go in ordinal order");
     wait_settled(store.as_ref(), &namespace, &name, &first_three, "kedge-test/app:v2").await;
     for child_name in &first_three {
         let inspect = docker.inspect_container(child_name, None).await.unwrap();
@@ -345,31 +373,24 @@ async fn a_rollout_survives_a_change_of_leader() {
     let first_generation = children(s, ns, set).await.unwrap()[&names[0]].spec.metadata.generation;
     let stopped = Instant::now();
     leader.stop().await.expect("the leader stops");
-    let most_not_ready = &std::cell::Cell::new(0);
-    let order = &std::sync::Mutex::new(Vec::<String>::new());
+    let watch = &RolloutWatch::new("kedge-test/app:v2");
     eventually("the rollout to complete under the next leader", READY, || async move {
-        let children = children(s, ns, set).await?;
-        most_not_ready.set(most_not_ready.get().max(children.values().filter(|c| !c.ready).count()));
-        for (child_name, c) in &children {
-            let mut order = order.lock().unwrap();
-            if c.spec.spec.image.to_string() == "kedge-test/app:v2" && !order.contains(child_name) {
-                order.push(child_name.clone());
-            }
-        }
-        let status = set_status(s, ns, set).await?;
-        let done = progressing(&status)? == (ConditionStatus::False, "RolloutComplete".to_owned())
-            && status.updated_replicas == 3;
-        done.then_some(())
+        watch.look(s, ns, set, 3).await.map(drop)
     })
     .await;
     eprintln!("measured: rollout completed {:?} after the leader stopped", stopped.elapsed());
     let new_leader = store.get(keys::SCHEDULER_LEADER).await.unwrap().expect("someone leads");
     assert_ne!(new_leader.value, host(1).as_bytes(), "another agent took over");
     // The new leader went on where the old one stopped: the first batch was not written again.
-    assert_eq!(order.lock().unwrap().last(), Some(&names[2]), "the new leader went on with the last batch");
+    assert_eq!(
+        watch.order.lock().unwrap().last(),
+        Some(&names[2]),
+        "the new leader went on with the last batch"
+    );
     let after = children(s, ns, set).await.unwrap();
     assert_eq!(after[&names[0]].spec.metadata.generation, first_generation, "the first batch was not redone");
-    assert!(most_not_ready.get() <= 1, "at most one child not Ready at once, saw {}", most_not_ready.get());
+    let most_not_ready = watch.most_not_ready.get();
+    assert!(most_not_ready <= 1, "at most one child not Ready at once, saw {most_not_ready}");
     wait_settled(store.as_ref(), &namespace, &name, &names, "kedge-test/app:v2").await;
     let hosts: BTreeSet<String> =
         children(s, ns, set).await.unwrap().values().filter_map(|c| c.host.clone()).collect();

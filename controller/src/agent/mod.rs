@@ -293,127 +293,109 @@ fn spawn_tasks(
     stopping: &CancellationToken,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let health = agent.config.health.clone();
-    let supervised = |name: &'static str| (name, health.clone(), stopping.clone());
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("follow-store");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            sources::follow_store(
-                agent.store.clone(),
-                agent.cache.clone(),
-                agent.queue.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("follow-bindings");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            bindings::follow_bindings(
-                agent.store.clone(),
-                agent.bindings.clone(),
-                agent.queue.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("follow-policies");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            policies::follow_policies(
-                agent.store.clone(),
-                agent.policies.clone(),
-                agent.cache.clone(),
-                agent.queue.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("follow-secrets");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            secrets::follow_secrets(
-                agent.store.clone(),
-                agent.secrets.clone(),
-                agent.cache.clone(),
-                agent.queue.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("scheduler");
-        let mut restarted = false;
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            // After a death another agent gets the first chance at the leadership.
-            let standby =
-                if restarted { crate::controllers::scheduler::RESTART_STANDBY } else { Duration::ZERO };
-            restarted = true;
-            crate::controllers::scheduler::run(
-                agent.store.clone(),
-                agent.config.host_name.clone(),
-                agent.cache.clone(),
-                agent.config.scheduler_grace,
-                standby,
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("follow-engine");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            sources::follow_engine(
-                agent.config.host_name.clone(),
-                agent.docker.clone(),
-                agent.cache.clone(),
-                agent.queue.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("resync");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            sources::resync_every(
-                agent.config.host_name.clone(),
-                agent.config.resync_interval,
-                agent.docker.clone(),
-                agent.cache.clone(),
-                agent.queue.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping, identity) = (agent.clone(), stopping.clone(), identity.clone());
-        let (name, health, token) = supervised("host-registration");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            host::keep_registered(
-                agent.store.clone(),
-                agent.docker.clone(),
-                agent.config.host_name.clone(),
-                agent.config.host_labels.clone(),
-                identity.clone(),
-                agent.config.ready_file.clone(),
-                stopping.clone(),
-            )
-        }));
-    }
-    {
-        let (agent, stopping) = (agent.clone(), stopping.clone());
-        let (name, health, token) = supervised("upgrade-follower");
-        tasks.spawn(supervisor::supervise(name, health, token, move || {
-            upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
-        }));
-    }
+    let mut spawn = Supervised { tasks: &mut tasks, agent, stopping };
+    spawn.task("follow-store", |agent, stopping| {
+        sources::follow_store(agent.store.clone(), agent.cache.clone(), agent.queue.clone(), stopping.clone())
+    });
+    spawn.task("follow-bindings", |agent, stopping| {
+        bindings::follow_bindings(
+            agent.store.clone(),
+            agent.bindings.clone(),
+            agent.queue.clone(),
+            stopping.clone(),
+        )
+    });
+    spawn.task("follow-policies", |agent, stopping| {
+        policies::follow_policies(
+            agent.store.clone(),
+            agent.policies.clone(),
+            agent.cache.clone(),
+            agent.queue.clone(),
+            stopping.clone(),
+        )
+    });
+    spawn.task("follow-secrets", |agent, stopping| {
+        secrets::follow_secrets(
+            agent.store.clone(),
+            agent.secrets.clone(),
+            agent.cache.clone(),
+            agent.queue.clone(),
+            stopping.clone(),
+        )
+    });
+    let mut restarted = false;
+    spawn.task("scheduler", move |agent, stopping| {
+        // After a death another agent gets the first chance at the leadership.
+        let standby = if restarted { crate::controllers::scheduler::RESTART_STANDBY } else { Duration::ZERO };
+        restarted = true;
+        crate::controllers::scheduler::run(
+            agent.store.clone(),
+            agent.config.host_name.clone(),
+            agent.cache.clone(),
+            agent.config.scheduler_grace,
+            standby,
+            stopping.clone(),
+        )
+    });
+    spawn.task("follow-engine", |agent, stopping| {
+        sources::follow_engine(
+            agent.config.host_name.clone(),
+            agent.docker.clone(),
+            agent.cache.clone(),
+            agent.queue.clone(),
+            stopping.clone(),
+        )
+    });
+    spawn.task("resync", |agent, stopping| {
+        sources::resync_every(
+            agent.config.host_name.clone(),
+            agent.config.resync_interval,
+            agent.docker.clone(),
+            agent.cache.clone(),
+            agent.queue.clone(),
+            stopping.clone(),
+        )
+    });
+    let registered = identity.clone();
+    spawn.task("host-registration", move |agent, stopping| {
+        host::keep_registered(
+            agent.store.clone(),
+            agent.docker.clone(),
+            agent.config.host_name.clone(),
+            agent.config.host_labels.clone(),
+            registered.clone(),
+            agent.config.ready_file.clone(),
+            stopping.clone(),
+        )
+    });
+    spawn.task("upgrade-follower", move |agent, stopping| {
+        upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
+    });
     tasks
+}
+
+/// What [`spawn_tasks`] starts every task with: the set that owns them, the agent and its stop token.
+struct Supervised<'a> {
+    tasks: &'a mut tokio::task::JoinSet<()>,
+    agent: &'a Arc<Agent>,
+    stopping: &'a CancellationToken,
+}
+
+impl Supervised<'_> {
+    /// Spawns `name` under [`supervisor::supervise`]: `start` makes the task from the agent and the
+    /// stop token at each (re)start, so that a restarted task begins from the agent's state, not
+    /// from what a dead run left behind.
+    fn task<F, Fut>(&mut self, name: &'static str, mut start: F)
+    where
+        F: FnMut(&Arc<Agent>, &CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (agent, stopping) = (self.agent.clone(), self.stopping.clone());
+        let health = agent.config.health.clone();
+        let run =
+            supervisor::supervise(name, health, self.stopping.clone(), move || start(&agent, &stopping));
+        self.tasks.spawn(run);
+    }
 }
 
 impl Agent {

@@ -236,6 +236,17 @@ impl Desired {
     }
 }
 
+/// The Warning event of a spec that is not run ([`Agent::report_refusal`]).
+struct Refusal<'a> {
+    /// The event's reason, also the Synced condition's: a refusal with this reason already in the
+    /// status of this generation was told before.
+    reason: &'a str,
+    message: &'a str,
+    /// A new message in the same generation is told again: a missing secret that is created while
+    /// another one the spec names is still missing.
+    again_on_new_message: bool,
+}
+
 impl Agent {
     pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
         let mut desired = self.desired(key);
@@ -388,20 +399,9 @@ impl Agent {
             spec.metadata.namespace,
             fields.join("; ")
         );
-        let ours = observed.filter(|container| is_hosts_container_of(container, &self.config.host_name, key));
-        let previous = self.previous_status(key, spec).await;
-        let reported = previous.as_ref().is_some_and(|status| {
-            status.observed_generation == spec.metadata.generation
-                && status
-                    .condition(kedge_crds::condition_type::SYNCED)
-                    .is_some_and(|c| c.reason == "PolicyDenied")
-        });
         let sync = SyncState::PolicyDenied { message: message.clone() };
-        self.write_status(key, spec, ours, vec![], sync, Extra::default()).await;
-        if !reported {
-            tracing::warn!(key, %message, "a spec the policy refuses is not run");
-            self.events.record(key, EventType::Warning, "PolicyDenied", &message).await;
-        }
+        let event = Refusal { reason: "PolicyDenied", message: &message, again_on_new_message: false };
+        self.report_refusal(key, spec, observed, sync, event).await;
         Ok(Some(Next::Done))
     }
 
@@ -428,21 +428,42 @@ impl Agent {
             return Err(Next::After(STATUS_RETRY));
         }
         let message = format!("{missing}; the container is not created or changed until it exists");
+        let sync = SyncState::Progressing { reason: SECRET_NOT_FOUND.into(), message: message.clone() };
+        let event = Refusal { reason: SECRET_NOT_FOUND, message: &message, again_on_new_message: true };
+        let written = self.report_refusal(key, spec, observed, sync, event).await;
+        Err(if written { Next::Done } else { Next::After(STATUS_RETRY) })
+    }
+
+    /// Reports a spec that is not run: its status gets `sync` (no drift, its container as it is),
+    /// and the first refusal of the generation also a Warning event, so that a refusal looked at
+    /// again on every resync is told once. Answers whether the status was written.
+    async fn report_refusal(
+        &self,
+        key: &str,
+        spec: &Container,
+        observed: Option<&ObservedContainer>,
+        sync: SyncState,
+        event: Refusal<'_>,
+    ) -> bool {
         let ours = observed.filter(|container| is_hosts_container_of(container, &self.config.host_name, key));
         let previous = self.previous_status(key, spec).await;
         let reported = previous.as_ref().is_some_and(|status| {
             status.observed_generation == spec.metadata.generation
-                && status
-                    .condition(kedge_crds::condition_type::SYNCED)
-                    .is_some_and(|c| c.reason == SECRET_NOT_FOUND && c.message == message)
+                && status.condition(kedge_crds::condition_type::SYNCED).is_some_and(|c| {
+                    c.reason == event.reason && (!event.again_on_new_message || c.message == event.message)
+                })
         });
-        let sync = SyncState::Progressing { reason: SECRET_NOT_FOUND.into(), message: message.clone() };
         let written = self.write_status(key, spec, ours, vec![], sync, Extra::default()).await;
         if !reported {
-            tracing::warn!(key, secret = %missing.secret, secret_key = %missing.key, "a secret the spec names is missing; not running it");
-            self.events.record(key, EventType::Warning, SECRET_NOT_FOUND, &message).await;
+            tracing::warn!(
+                key,
+                reason = event.reason,
+                message = event.message,
+                "the spec is refused; not running it"
+            );
+            self.events.record(key, EventType::Warning, event.reason, event.message).await;
         }
-        Err(if written { Next::Done } else { Next::After(STATUS_RETRY) })
+        written
     }
 
     async fn reconcile_spec(&self, key: &str, spec: &Container, seen: EngineView) -> Result<Next, Failure> {

@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-/// A container to create: only what was declared. Its `Debug` redacts secret-sourced env values.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A container to create: only what was declared. Its `Debug` redacts the env values ([`ContainerEnv`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerConfig {
     /// The container name, without Docker's leading slash.
     pub name: String,
     /// The image reference as the user wrote it (`repo:tag` or `repo@digest`).
     pub image: String,
     /// `KEY=value` entries added to (and overriding) the image's own environment.
-    pub env: Vec<String>,
+    pub env: ContainerEnv,
     /// `None`: the image's CMD. `Some(vec![])`: an explicitly empty CMD.
     pub cmd: Option<Vec<String>>,
     /// `None`: the image's ENTRYPOINT. `Some(vec![])`: reset the entrypoint.
@@ -247,8 +247,8 @@ pub struct NetworkAttachment {
     pub ipv4_address: Option<String>,
 }
 
-/// A container as inspect reports it: raw values, image defaults merged in. Its `Debug` redacts
-/// secret-sourced env values.
+/// A container as inspect reports it: raw values, image defaults merged in. Its `Debug` redacts the
+/// env values, as [`ContainerEnv`] does.
 #[derive(Clone, PartialEq, Default)]
 pub struct ObservedContainer {
     pub id: String,
@@ -492,73 +492,74 @@ pub struct EngineInfo {
     pub containers_running: u64,
 }
 
-impl fmt::Debug for ContainerConfig {
-    /// As derived, but the value of every env variable named in the [`super::labels::SECRET_ENV`]
-    /// label is `<redacted>`: such a value came from a secret.
+/// A container's `KEY=value` env entries, as sent at create or as inspect reports them. Its `Debug`
+/// shows each name with a `<redacted>` value: a value may have come from a secret, and whether it
+/// did is not known where a config or an inspect is logged. Everything else reads it as the
+/// `Vec<String>` it wraps.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ContainerEnv(pub Vec<String>);
+
+impl fmt::Debug for ContainerEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ContainerConfig {
-            name,
-            image,
-            env,
-            cmd,
-            entrypoint,
-            working_dir,
-            user,
-            hostname,
-            labels,
-            exposed_ports,
-            port_bindings,
-            mounts,
-            restart_policy,
-            resources,
-            healthcheck,
-            stop_signal,
-            stop_timeout,
-            cap_add,
-            cap_drop,
-            privileged,
-            read_only_rootfs,
-            isolation,
-            log_config,
-            networks,
-            network_mode,
-            links,
-        } = self;
-        let env = redacted_env(env, labels);
-        f.debug_struct("ContainerConfig")
-            .field("name", &name)
-            .field("image", &image)
-            .field("env", &env)
-            .field("cmd", &cmd)
-            .field("entrypoint", &entrypoint)
-            .field("working_dir", &working_dir)
-            .field("user", &user)
-            .field("hostname", &hostname)
-            .field("labels", &labels)
-            .field("exposed_ports", &exposed_ports)
-            .field("port_bindings", &port_bindings)
-            .field("mounts", &mounts)
-            .field("restart_policy", &restart_policy)
-            .field("resources", &resources)
-            .field("healthcheck", &healthcheck)
-            .field("stop_signal", &stop_signal)
-            .field("stop_timeout", &stop_timeout)
-            .field("cap_add", &cap_add)
-            .field("cap_drop", &cap_drop)
-            .field("privileged", &privileged)
-            .field("read_only_rootfs", &read_only_rootfs)
-            .field("isolation", &isolation)
-            .field("log_config", &log_config)
-            .field("networks", &networks)
-            .field("network_mode", &network_mode)
-            .field("links", &links)
-            .finish()
+        RedactedEntries(&self.0).fmt(f)
+    }
+}
+
+/// `KEY=value` entries shown as `KEY=<redacted>`.
+struct RedactedEntries<'a>(&'a [String]);
+
+impl fmt::Debug for RedactedEntries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = self.0.iter().map(|entry| {
+            let name = entry.split_once('=').map_or(entry.as_str(), |(name, _)| name);
+            format!("{name}={}", kedge_crds::REDACTED)
+        });
+        f.debug_list().entries(redacted).finish()
+    }
+}
+
+impl std::ops::Deref for ContainerEnv {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ContainerEnv {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.0
+    }
+}
+
+impl From<Vec<String>> for ContainerEnv {
+    fn from(entries: Vec<String>) -> Self {
+        ContainerEnv(entries)
+    }
+}
+
+impl FromIterator<String> for ContainerEnv {
+    fn from_iter<I: IntoIterator<Item = String>>(entries: I) -> Self {
+        ContainerEnv(entries.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a ContainerEnv {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl PartialEq<Vec<String>> for ContainerEnv {
+    fn eq(&self, other: &Vec<String>) -> bool {
+        &self.0 == other
     }
 }
 
 impl fmt::Debug for ObservedContainer {
-    /// As derived, but the value of every env variable named in the [`super::labels::SECRET_ENV`]
-    /// label is `<redacted>`: such a value came from a secret.
+    /// As derived, but with the env values `<redacted>`, as [`ContainerEnv`] shows them. (Its `env` is
+    /// not a `ContainerEnv` yet because tests in `executor` build it from a `Vec`.)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ObservedContainer {
             id,
@@ -594,7 +595,6 @@ impl fmt::Debug for ObservedContainer {
             networks,
             links,
         } = self;
-        let env = redacted_env(env, labels);
         f.debug_struct("ObservedContainer")
             .field("id", &id)
             .field("name", &name)
@@ -603,7 +603,7 @@ impl fmt::Debug for ObservedContainer {
             .field("created", &created)
             .field("state", &state)
             .field("labels", &labels)
-            .field("env", &env)
+            .field("env", &RedactedEntries(env))
             .field("cmd", &cmd)
             .field("entrypoint", &entrypoint)
             .field("working_dir", &working_dir)
@@ -632,32 +632,18 @@ impl fmt::Debug for ObservedContainer {
     }
 }
 
-/// `env` with the value of each variable the [`super::labels::SECRET_ENV`] label names replaced.
-fn redacted_env(env: &[String], labels: &BTreeMap<String, String>) -> Vec<String> {
-    let secret = super::labels::secret_env_names(labels);
-    env.iter()
-        .map(|entry| match entry.split_once('=') {
-            Some((name, _)) if secret.iter().any(|s| s == name) => format!("{name}={}", kedge_crds::REDACTED),
-            _ => entry.clone(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod debug_tests {
     use super::*;
 
     #[test]
-    fn secret_sourced_env_values_are_redacted_in_debug() {
-        let labels =
-            BTreeMap::from([(super::super::labels::SECRET_ENV.to_owned(), "DB_PASSWORD".to_owned())]);
-        let env = vec!["MODE=prod".to_owned(), "DB_PASSWORD=hunter2".to_owned()];
-        let config =
-            ContainerConfig { env: env.clone(), labels: labels.clone(), ..ContainerConfig::default() };
-        let observed = ObservedContainer { env, labels, ..ObservedContainer::default() };
-        for shown in [format!("{config:?}"), format!("{observed:?}")] {
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(shown.contains("DB_PASSWORD=<redacted>") && shown.contains("MODE=prod"), "{shown}");
+    fn env_values_are_redacted_in_debug() {
+        let env = ContainerEnv::from(vec!["MODE=prod".to_owned(), "DB_PASSWORD=hunter2".to_owned()]);
+        let config = ContainerConfig { env: env.clone(), ..ContainerConfig::default() };
+        let observed = ObservedContainer { env: env.0, ..ObservedContainer::default() };
+        for shown in [format!("{config:?}"), format!("{observed:?}"), format!("{:#?}", config.env)] {
+            assert!(!shown.contains("hunter2") && !shown.contains("prod"), "{shown}");
+            assert!(shown.contains("DB_PASSWORD=<redacted>") && shown.contains("MODE=<redacted>"), "{shown}");
         }
     }
 }

@@ -241,7 +241,7 @@ pub fn helper_config(
     ContainerConfig {
         name: helper_name(host, campaign),
         image: helper_image.to_owned(),
-        env,
+        env: env.into(),
         cmd: Some(vec![
             "upgrade-helper".to_owned(),
             "--container".to_owned(),
