@@ -391,7 +391,7 @@ mod tests {
             name: "legacy".into(),
             image: "kedge-test/app:v1".into(),
             image_id: "sha256:old".into(),
-            env: strings(&["PATH=/usr/bin", "VERSION=1", "MODE=prod"]),
+            env: strings(&["PATH=/usr/bin", "VERSION=1", "MODE=prod"]).into(),
             cmd: Some(strings(&["/bin/sleep", "3600"])),
             entrypoint: Some(strings(&["/entry.sh"])),
             working_dir: Some("/app".into()),
@@ -465,7 +465,7 @@ mod tests {
     #[test]
     fn declared_config_keeps_what_differs_from_the_image() {
         let mut overridden = inspected();
-        overridden.env = strings(&["PATH=/usr/bin", "VERSION=9"]);
+        overridden.env = strings(&["PATH=/usr/bin", "VERSION=9"]).into();
         overridden.cmd = Some(strings(&["serve"]));
         overridden.entrypoint = Some(strings(&["/other"]));
         overridden.working_dir = Some("/srv".into());

@@ -411,7 +411,7 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
             health: health_from(state.health),
         },
         labels,
-        env: config.env.unwrap_or_default(),
+        env: config.env.unwrap_or_default().into(),
         cmd: config.cmd,
         entrypoint: config.entrypoint,
         working_dir: string_opt(config.working_dir),

@@ -249,7 +249,7 @@ pub struct NetworkAttachment {
 
 /// A container as inspect reports it: raw values, image defaults merged in. Its `Debug` redacts the
 /// env values, as [`ContainerEnv`] does.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObservedContainer {
     pub id: String,
     /// Without Docker's leading slash.
@@ -262,7 +262,7 @@ pub struct ObservedContainer {
     pub created: Option<String>,
     pub state: ContainerState,
     pub labels: BTreeMap<String, String>,
-    pub env: Vec<String>,
+    pub env: ContainerEnv,
     pub cmd: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
     pub working_dir: Option<String>,
@@ -557,81 +557,6 @@ impl PartialEq<Vec<String>> for ContainerEnv {
     }
 }
 
-impl fmt::Debug for ObservedContainer {
-    /// As derived, but with the env values `<redacted>`, as [`ContainerEnv`] shows them. (Its `env` is
-    /// not a `ContainerEnv` yet because tests in `executor` build it from a `Vec`.)
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ObservedContainer {
-            id,
-            name,
-            image,
-            image_id,
-            created,
-            state,
-            labels,
-            env,
-            cmd,
-            entrypoint,
-            working_dir,
-            user,
-            hostname,
-            exposed_ports,
-            port_bindings,
-            mounts,
-            volumes,
-            config_volumes,
-            restart_policy,
-            resources,
-            healthcheck,
-            stop_signal,
-            stop_timeout,
-            cap_add,
-            cap_drop,
-            privileged,
-            read_only_rootfs,
-            isolation,
-            log_config,
-            network_mode,
-            networks,
-            links,
-        } = self;
-        f.debug_struct("ObservedContainer")
-            .field("id", &id)
-            .field("name", &name)
-            .field("image", &image)
-            .field("image_id", &image_id)
-            .field("created", &created)
-            .field("state", &state)
-            .field("labels", &labels)
-            .field("env", &RedactedEntries(env))
-            .field("cmd", &cmd)
-            .field("entrypoint", &entrypoint)
-            .field("working_dir", &working_dir)
-            .field("user", &user)
-            .field("hostname", &hostname)
-            .field("exposed_ports", &exposed_ports)
-            .field("port_bindings", &port_bindings)
-            .field("mounts", &mounts)
-            .field("volumes", &volumes)
-            .field("config_volumes", &config_volumes)
-            .field("restart_policy", &restart_policy)
-            .field("resources", &resources)
-            .field("healthcheck", &healthcheck)
-            .field("stop_signal", &stop_signal)
-            .field("stop_timeout", &stop_timeout)
-            .field("cap_add", &cap_add)
-            .field("cap_drop", &cap_drop)
-            .field("privileged", &privileged)
-            .field("read_only_rootfs", &read_only_rootfs)
-            .field("isolation", &isolation)
-            .field("log_config", &log_config)
-            .field("network_mode", &network_mode)
-            .field("networks", &networks)
-            .field("links", &links)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod debug_tests {
     use super::*;
@@ -640,7 +565,7 @@ mod debug_tests {
     fn env_values_are_redacted_in_debug() {
         let env = ContainerEnv::from(vec!["MODE=prod".to_owned(), "DB_PASSWORD=hunter2".to_owned()]);
         let config = ContainerConfig { env: env.clone(), ..ContainerConfig::default() };
-        let observed = ObservedContainer { env: env.0, ..ObservedContainer::default() };
+        let observed = ObservedContainer { env, ..ObservedContainer::default() };
         for shown in [format!("{config:?}"), format!("{observed:?}"), format!("{:#?}", config.env)] {
             assert!(!shown.contains("hunter2") && !shown.contains("prod"), "{shown}");
             assert!(shown.contains("DB_PASSWORD=<redacted>") && shown.contains("MODE=<redacted>"), "{shown}");

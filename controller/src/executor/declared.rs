@@ -35,7 +35,7 @@ mod tests {
             id: "0123456789abcdef".into(),
             name: "web".into(),
             image: "app:latest".into(),
-            env: vec!["PATH=/bin".into(), "VERSION=1".into(), "MODE=x".into()],
+            env: vec!["PATH=/bin".into(), "VERSION=1".into(), "MODE=x".into()].into(),
             cmd: Some(vec!["/bin/sleep".into(), "3600".into()]),
             hostname: Some("0123456789ab".into()),
             exposed_ports: vec![ExposedPort { port: 80, protocol: Protocol::Tcp }],

@@ -107,7 +107,7 @@ pub(crate) fn created_with_id(config: &ContainerConfig, image: &ImageInfo, id: &
             ..ContainerState::default()
         },
         labels,
-        env,
+        env: env.into(),
         cmd,
         entrypoint,
         working_dir: config.working_dir.clone().or_else(|| image.working_dir.clone()),

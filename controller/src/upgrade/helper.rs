@@ -320,7 +320,7 @@ mod tests {
         let own = ObservedContainer {
             id: "0123".into(),
             name: "kedge-agent".into(),
-            env: vec!["DOCKER_HOST=unix:///var/run/docker.sock".into(), "KEDGE_STORE=etcd://x".into()],
+            env: vec!["DOCKER_HOST=unix:///var/run/docker.sock".into(), "KEDGE_STORE=etcd://x".into()].into(),
             mounts: vec![socket.clone(), state],
             networks: vec![ObservedNetwork { network: "host".into(), ..Default::default() }],
             ..Default::default()
