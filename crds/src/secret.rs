@@ -3,9 +3,9 @@
 //!
 //! `data` maps a key to its value as a plain UTF-8 string, not base64 as in Kubernetes: the only
 //! consumer is a container's environment, which is text, and base64 would protect nothing while
-//! suggesting it does (docs/secrets.md). A value is shown only as [`REDACTED`] with a salted
-//! fingerprint ([`redact_object`]), the one form in which the API, the CLI's diff and Debug output
-//! may carry it.
+//! suggesting it does (docs/secrets.md). A value is shown only as [`REDACTED`], with a keyed
+//! fingerprint when the shower holds the store's fingerprint key ([`redact_object`]): the one form
+//! in which the API, the CLI's diff and Debug output may carry it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -106,13 +106,13 @@ impl Secret {
     }
 }
 
-/// The fingerprint of one value: 16 hex digits of SHA-256 over the value salted with where it is
-/// stored (namespace, object name, field path). Two secrets holding one password do not show equal
-/// fingerprints, and no table made in advance reverses one; a value short enough to guess can still
-/// be confirmed by whoever reads the fingerprint, which is why reading secrets is a role's right
-/// (docs/secrets.md). Deterministic, so that the CLI compares a local file with the live object
-/// without the server's help.
-pub fn fingerprint(namespace: &str, name: &str, path: &str, value: &str) -> String {
+/// The digest of one value that goes into the spec hash on the container (`io.kedge.spec-hash`):
+/// SHA-256 over the value salted with where it is stored (namespace, object name, field path), so
+/// that a new value makes a new hash and the container is recreated. Never shown by the API or the
+/// CLI (they show [`redact_object`]'s keyed fingerprint): a short value could be guessed from it
+/// offline, and the label it reaches is read only through the engine, which shows the value itself
+/// in the container's env.
+pub fn hash_digest(namespace: &str, name: &str, path: &str, value: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"kedge.io/v1 secret fingerprint\0");
     for part in [namespace, name, path, value] {
@@ -133,40 +133,29 @@ pub fn is_redacted(text: &str) -> bool {
 }
 
 /// Replaces every string of a sensitive object's JSON, except its envelope (`apiVersion`, `kind`,
-/// `metadata`) and `status`, by its redacted form with a fingerprint salted by namespace, name and
-/// field path. One rule for every kind marked `Resource::SENSITIVE`, applied by the API on every
-/// read and by the CLI to the local side of a diff; a kind needs no code of its own to be redacted.
-pub fn redact_object(object: &mut Value) {
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+/// `metadata`) and `status`, by its redacted form: [`REDACTED`] and `fingerprint(value)` when a
+/// fingerprint is given (the API's, keyed by a key only the store holds: docs/secrets.md), else
+/// [`REDACTED`] alone (the CLI, which has no key and so cannot fingerprint a local file). One rule
+/// for every kind marked `Resource::SENSITIVE`; a kind needs no code of its own to be redacted.
+pub fn redact_object(object: &mut Value, fingerprint: Option<&dyn Fn(&str) -> String>) {
     let Some(fields) = object.as_object_mut() else { return };
     for (field, value) in fields.iter_mut() {
         if matches!(field.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
             continue;
         }
-        redact_strings(value, field.clone(), &|path, text| {
-            if is_redacted(text) {
-                text.to_owned()
-            } else {
-                redacted_value(&fingerprint(&namespace, &name, path, text))
-            }
+        redact_strings(value, &|text| match fingerprint {
+            _ if is_redacted(text) => text.to_owned(),
+            Some(fingerprint) => redacted_value(&fingerprint(text)),
+            None => REDACTED.to_owned(),
         });
     }
 }
 
-fn redact_strings(value: &mut Value, path: String, redact: &dyn Fn(&str, &str) -> String) {
+fn redact_strings(value: &mut Value, redact: &dyn Fn(&str) -> String) {
     match value {
-        Value::String(text) => *text = redact(&path, text),
-        Value::Array(items) => {
-            for (index, item) in items.iter_mut().enumerate() {
-                redact_strings(item, format!("{path}[{index}]"), redact);
-            }
-        }
-        Value::Object(fields) => {
-            for (key, item) in fields.iter_mut() {
-                redact_strings(item, format!("{path}.{key}"), redact);
-            }
-        }
+        Value::String(text) => *text = redact(text),
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_strings(item, redact)),
+        Value::Object(fields) => fields.values_mut().for_each(|item| redact_strings(item, redact)),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -198,12 +187,18 @@ pub fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// The values of a spec's `secretEnv`, read from the secrets of its namespace, by variable name,
-/// with each value's fingerprint (what the spec hash takes instead of the value). `Debug` shows
-/// names and fingerprints only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// with each value's [`hash_digest`] (what the spec hash takes instead of the value). `Debug` shows
+/// the variables' names only: a digest is not keyed, so a log line must not carry it.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ResolvedEnv {
     pub values: BTreeMap<String, SecretValue>,
     pub fingerprints: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ResolvedEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedEnv").field("variables", &self.values.keys().collect::<Vec<_>>()).finish()
+    }
 }
 
 impl ResolvedEnv {
@@ -255,7 +250,7 @@ pub fn resolve_env(
         let path = format!("data.{}", reference.key);
         resolved
             .fingerprints
-            .insert(variable.clone(), fingerprint(namespace, &reference.secret, &path, value));
+            .insert(variable.clone(), hash_digest(namespace, &reference.secret, &path, value));
         resolved.values.insert(variable.clone(), SecretValue::new(value.clone()));
     }
     Ok(resolved)
@@ -336,32 +331,30 @@ mod tests {
 
     #[test]
     fn redaction_keeps_keys_and_tells_changes_apart() {
-        let redacted = |secret: &Secret| {
+        // A stand-in for the API's keyed fingerprint (api/fingerprints.rs): any function of the value.
+        let keyed = |text: &str| hex::encode(&Sha256::digest(format!("key:{text}"))[..8]);
+        let redacted = |secret: &Secret, fingerprint: Option<&dyn Fn(&str) -> String>| {
             let mut value = serde_json::to_value(secret).unwrap();
-            redact_object(&mut value);
+            redact_object(&mut value, fingerprint);
             value
         };
-        let one = redacted(&secret(&[("password", "hunter2"), ("user", "app")]));
+        let one = redacted(&secret(&[("password", "hunter2"), ("user", "app")]), Some(&keyed));
         let text = one.to_string();
         assert!(!text.contains("hunter2") && !text.contains("\"app\""), "{text}");
         assert_eq!(one["metadata"]["name"], json!("db"), "the envelope is kept");
-        let shown = one["data"]["password"].as_str().unwrap();
-        assert!(shown.starts_with("<redacted> fingerprint:"), "{shown}");
-        assert_eq!(one, redacted(&secret(&[("password", "hunter2"), ("user", "app")])), "stable");
-        let changed = redacted(&secret(&[("password", "hunter3"), ("user", "app")]));
+        assert_eq!(one["data"]["password"], json!(redacted_value(&keyed("hunter2"))));
+        let changed = redacted(&secret(&[("password", "hunter3"), ("user", "app")]), Some(&keyed));
         assert_ne!(one["data"]["password"], changed["data"]["password"]);
         assert_eq!(one["data"]["user"], changed["data"]["user"]);
-        // Salted by place: one value under two keys or in two secrets shows two fingerprints.
-        let twice = redacted(&secret(&[("a", "same"), ("b", "same")]));
-        assert_ne!(twice["data"]["a"], twice["data"]["b"]);
-        assert_ne!(
-            fingerprint("default", "db", "data.a", "same"),
-            fingerprint("default", "other", "data.a", "same")
-        );
+        // Without a key, the value alone is held back.
+        let unkeyed = redacted(&secret(&[("password", "hunter2")]), None);
+        assert_eq!(unkeyed["data"]["password"], json!(REDACTED));
         // Redacting twice changes nothing.
         let mut again = one.clone();
-        redact_object(&mut again);
+        redact_object(&mut again, Some(&keyed));
         assert_eq!(again, one);
+        let debug = format!("{:?}", resolve_env("default", &BTreeMap::new(), |_| None).unwrap());
+        assert_eq!(debug, "ResolvedEnv { variables: [] }");
     }
 
     #[test]
@@ -393,7 +386,7 @@ mod tests {
         assert_eq!(resolved.values["DB_PASSWORD"].expose(), "hunter2");
         assert_eq!(
             resolved.fingerprints["DB_PASSWORD"],
-            fingerprint("default", "db", "data.password", "hunter2")
+            hash_digest("default", "db", "data.password", "hunter2")
         );
         assert!(!format!("{resolved:?}").contains("hunter2"));
         let missing = resolve_env("default", &refs, |_| None).unwrap_err();

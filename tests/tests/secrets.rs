@@ -240,3 +240,90 @@ async fn a_secret_reaches_the_container_env_and_nothing_else() {
         assert!(!shown.contains(value.as_str()), "{value} leaked:\n{shown}");
     }
 }
+
+/// The fingerprint the API shows is keyed by the store's own random key (docs/secrets.md), so that
+/// a short value cannot be guessed from it offline: one value in two secrets shows one fingerprint,
+/// which is neither the value's SHA-256 nor any salted hash a reader could compute, and nothing the
+/// API answers (or the agent logs) carries the key, which the store holds and the test reads back
+/// once the agent has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_fingerprints_are_keyed_and_the_key_is_served_nowhere() {
+    use sha2::{Digest, Sha256};
+    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
+    let parent = tempfile::tempdir().unwrap();
+    let state_dir = parent.path().join("state");
+    let host = format!("fingerprints-{run}");
+    let agent = AgentGuard::spawn(&state_dir, &host, &[]).keeping_state();
+    let socket_path = state_dir.join("kedge.sock");
+    let fx = Fixture {
+        socket: format!("unix://{}", socket_path.display()),
+        state_dir: state_dir.clone(),
+        namespace: namespace.clone(),
+        run,
+        host,
+        files: tempfile::tempdir().unwrap(),
+    };
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        fx.kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+
+    // A PIN: four digits, ten thousand guesses away from any unkeyed hash of it.
+    fx.ok(&["create", "secret", "card", "--from-literal", "pin=4711"]);
+    fx.ok(&["create", "secret", "door", "--from-literal", "code=4711", "--from-literal", "other=4712"]);
+    let shown_of = |secret: &str, key: &str| {
+        let value: Value = serde_json::from_str(&fx.ok(&["get", "secret", secret, "-o", "json"])).unwrap();
+        let text = value["data"][key].as_str().unwrap_or_default().to_owned();
+        text.strip_prefix("<redacted> fingerprint:")
+            .unwrap_or_else(|| panic!("not redacted: {value}"))
+            .to_owned()
+    };
+    let pin = shown_of("card", "pin");
+    assert_eq!(pin, shown_of("door", "code"), "one value, one fingerprint, in any secret and key");
+    assert_ne!(pin, shown_of("door", "other"), "another value, another fingerprint");
+    assert_eq!(pin.len(), 16, "{pin}");
+    let plain = hex::encode(&Sha256::digest(b"4711")[..8]);
+    let salted = kedge_crds::secret::hash_digest(&namespace, "card", "data.pin", "4711");
+    let mut fixed_salt = Sha256::new();
+    fixed_salt.update(b"kedge.io/v1 secret fingerprint\0");
+    fixed_salt.update(b"4711");
+    let fixed_salt = hex::encode(&fixed_salt.finalize()[..8]);
+    for unkeyed in [&plain, &salted, &fixed_salt] {
+        assert_ne!(&pin, unkeyed, "the fingerprint is a hash anyone can compute");
+    }
+
+    // No route serves the key: whatever path names it, an admin on the socket gets no 200.
+    let mut answered = String::new();
+    for path in [
+        "/kedge/v1/keys/secret-fingerprint",
+        "/api/v1/keys/secret-fingerprint",
+        "/api/v1/keys",
+        "/api/v1/namespaces/keys/secrets/secret-fingerprint",
+        "/api/v1/namespaces/default/secrets/..%2F..%2Fkeys%2Fsecret-fingerprint",
+    ] {
+        let reply = http_unix(&socket_path, "GET", path, None).await;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        assert_ne!(reply.status, 200, "{path} answered: {body}");
+        answered.push_str(&body);
+    }
+    answered.push_str(&fx.everything_shown(&[], &["card", "door"]).await);
+
+    // The agent stopped, the store is read: the fingerprint is the HMAC of the value under the key
+    // the store holds, and the key appears in nothing the API answered or the agent logged.
+    drop(agent);
+    let store = kedge_controller::store::embedded::EmbeddedStore::open(
+        state_dir.join("kedge.db"),
+        kedge_controller::store::embedded::EmbeddedOptions::default(),
+    )
+    .await
+    .expect("the agent's store opens once it has stopped");
+    let stored =
+        kedge_controller::store::Store::get(&store, kedge_controller::store::keys::SECRET_FINGERPRINT_KEY)
+            .await
+            .unwrap()
+            .expect("the first secret shown made the key");
+    let key_text = String::from_utf8(stored.value).unwrap();
+    let key = kedge_controller::api::fingerprints::load_or_create(&store).await.unwrap();
+    assert_eq!(key.fingerprint("4711"), pin, "keyed by the store's key");
+    assert!(!answered.contains(&key_text), "the key was served or logged");
+}
