@@ -327,3 +327,41 @@ async fn secret_fingerprints_are_keyed_and_the_key_is_served_nowhere() {
     assert_eq!(key.fingerprint("4711"), pin, "keyed by the store's key");
     assert!(!answered.contains(&key_text), "the key was served or logged");
 }
+
+/// `kedge run` of a spec whose env takes a value from a secret: refused before anything starts
+/// (exit 2, naming the field), because the values never leave the agent, and no one-off container
+/// is made with an environment other than the spec's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kedge_run_refuses_a_spec_with_secret_env() {
+    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
+    let parent = tempfile::tempdir().unwrap();
+    let state_dir = parent.path().join("state");
+    let host = format!("run-secrets-{run}");
+    let _agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let fx = Fixture {
+        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
+        state_dir: state_dir.clone(),
+        namespace,
+        run: run.clone(),
+        host,
+        files: tempfile::tempdir().unwrap(),
+    };
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        fx.kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+    fx.ok(&["create", "secret", "db", "--from-literal", &format!("password=run-s3cr3t-{run}")]);
+    let job = format!("job-{run}");
+    fx.apply(&job, "db", "password");
+    let script = fx.files.path().join("job.sh");
+    std::fs::write(&script, "echo \"$DB_PASSWORD\"\n").unwrap();
+    let script_container = format!("{job}-script");
+    let out =
+        fx.kedge(&["run", &job, "--script", script.to_str().unwrap(), "--container-name", &script_container]);
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("spec.secretEnv.DB_PASSWORD") && text.contains("nothing was run"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    let inspected = docker_cli(&["inspect", &script_container]);
+    assert!(!inspected.status.success(), "a one-off container was made");
+}
