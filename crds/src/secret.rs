@@ -22,6 +22,15 @@ use crate::meta::{ObjectMeta, DEFAULT_NAMESPACE};
 /// The `kind` of a [`Secret`].
 pub const KIND_SECRET: &str = "Secret";
 
+/// The most keys a secret holds: a secret is a handful of credentials, and each key becomes an
+/// environment variable of every container that names it.
+pub const MAX_SECRET_KEYS: usize = 1000;
+
+/// The most bytes of keys and values a secret holds (128 KiB). Under the API's 256 KiB body limit
+/// with room for JSON escaping, and the most one environment string may have on Linux
+/// (`MAX_ARG_STRLEN`): a larger value could be stored but no container could start with it.
+pub const MAX_SECRET_BYTES: usize = 128 << 10;
+
 /// What stands for a value that must not be shown.
 pub const REDACTED: &str = "<redacted>";
 
@@ -166,6 +175,10 @@ pub fn data_shape_errors(document: &Value) -> Vec<FieldError> {
     let field = |path: String, message: &str| FieldError { path, message: message.to_owned(), on_key: false };
     match document.get("data") {
         None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(data)) if data.len() > MAX_SECRET_KEYS => vec![field(
+            "data".to_owned(),
+            &format!("{} keys; a secret holds at most {MAX_SECRET_KEYS} keys", data.len()),
+        )],
         Some(Value::Object(data)) => data
             .iter()
             .filter(|(_, value)| !value.is_string())
@@ -173,6 +186,24 @@ pub fn data_shape_errors(document: &Value) -> Vec<FieldError> {
             .collect(),
         Some(_) => vec![field("data".to_owned(), "must be a map of keys to string values")],
     }
+}
+
+/// The limits of a secret's `data` ([`MAX_SECRET_KEYS`], [`MAX_SECRET_BYTES`]), as one message each
+/// for the field `data`: how much there is and the limit, never a value.
+pub fn data_limit_errors(data: &BTreeMap<String, String>) -> Vec<String> {
+    let mut errors = Vec::new();
+    if data.len() > MAX_SECRET_KEYS {
+        errors.push(format!("{} keys; a secret holds at most {MAX_SECRET_KEYS} keys", data.len()));
+    }
+    let bytes: usize = data.iter().map(|(key, value)| key.len() + value.len()).sum();
+    if bytes > MAX_SECRET_BYTES {
+        errors.push(format!(
+            "{} KiB of keys and values; a secret holds at most {} KiB",
+            bytes.div_ceil(1024),
+            MAX_SECRET_BYTES >> 10
+        ));
+    }
+    errors
 }
 
 /// A key of a secret's `data`: letters, digits, `-`, `_` and `.`, at most 253 characters.
@@ -355,6 +386,36 @@ mod tests {
         assert_eq!(again, one);
         let debug = format!("{:?}", resolve_env("default", &BTreeMap::new(), |_| None).unwrap());
         assert_eq!(debug, "ResolvedEnv { variables: [] }");
+    }
+
+    #[test]
+    fn a_secret_past_its_limits_is_one_error_naming_the_limit() {
+        let check = |data: BTreeMap<String, String>, expected: &[&str]| {
+            let errors = crate::validate::validate_secret(&Secret::new("big", data));
+            let messages: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+            assert_eq!(messages, expected);
+        };
+        let keys = |count: usize| (0..count).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        check(keys(MAX_SECRET_KEYS), &[]);
+        check(
+            keys(100_000),
+            &[
+                "data: 100000 keys; a secret holds at most 1000 keys",
+                "data: 673 KiB of keys and values; a secret holds at most 128 KiB",
+            ],
+        );
+        check([("blob".to_owned(), "x".repeat(MAX_SECRET_BYTES - 4))].into(), &[]);
+        check(
+            [("blob".to_owned(), "x".repeat(10 << 20))].into(),
+            &["data: 10241 KiB of keys and values; a secret holds at most 128 KiB"],
+        );
+        let document = serde_json::json!({"data": (0..2000).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>()});
+        let shape: Vec<String> = data_shape_errors(&document).into_iter().map(|e| e.message).collect();
+        assert_eq!(
+            shape,
+            ["2000 keys; a secret holds at most 1000 keys"],
+            "one error, before any per-key one"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! value appears nowhere else a user or operator reads: `kedge get`/`describe` of the secret and of
 //! the container (table, YAML, JSON), `kedge diff`, events, the status as stored, and the agent's
 //! log. A changed value recreates the container with the new one; a spec naming a missing secret
-//! is not run (`SecretNotFound`, one event) until the secret is created from a `.env` file.
+//! is not run (`SecretNotFound`, one event) until the secret is created from a `.env` file. The
+//! fingerprint shown is keyed by the store's key, which nothing serves; `kedge run` refuses a spec
+//! with `secretEnv`; a secret past its limits is refused naming the limit, nothing stored.
 
 use crate::api_support;
 
@@ -364,4 +366,103 @@ async fn kedge_run_refuses_a_spec_with_secret_env() {
     assert!(!text.contains("s3cr3t"), "{text}");
     let inspected = docker_cli(&["inspect", &script_container]);
     assert!(!inspected.status.success(), "a one-off container was made");
+}
+
+/// Poison input on secrets (docs/secrets.md, "Limits"): a 10 MB env file, one of 100,000 keys, a
+/// value over 128 KiB, and the same through the API; each refused with a message naming the limit,
+/// nothing stored, the agent still answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_secrets_are_refused_naming_the_limit_and_nothing_is_stored() {
+    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
+    let parent = tempfile::tempdir().unwrap();
+    let state_dir = parent.path().join("state");
+    let host = format!("poison-secrets-{run}");
+    let mut agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let socket_path = state_dir.join("kedge.sock");
+    let fx = Fixture {
+        socket: format!("unix://{}", socket_path.display()),
+        state_dir: state_dir.clone(),
+        namespace: namespace.clone(),
+        run,
+        host,
+        files: tempfile::tempdir().unwrap(),
+    };
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        fx.kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+
+    let write = |name: &str, text: String| {
+        let path = fx.files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let ten_mb = write("ten-mb.env", format!("blob={}\n", "x".repeat(10 << 20)));
+    let many_keys = write("many.env", (0..100_000).map(|i| format!("k{i}=v\n")).collect());
+    let big_value = format!("blob={}", write("big-value", "x".repeat(200 << 10)));
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        ("ten-mb", vec!["--from-env-file", &ten_mb], "1024 KiB a secret's source file may have"),
+        ("many", vec!["--from-env-file", &many_keys], "a secret holds at most 1000 keys"),
+        ("big", vec!["--from-file", &big_value], "a secret holds at most 128 KiB"),
+    ];
+    for (name, sources, limit) in &cases {
+        let mut args = vec!["create", "secret", name];
+        args.extend(sources.iter().copied());
+        let started = std::time::Instant::now();
+        let out = fx.kedge(&args);
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        eprintln!("measured: kedge create secret {name} refused in {:?}", started.elapsed());
+        assert_eq!(out.status.code(), Some(2), "{name}: {text}");
+        assert!(text.contains(limit), "{name}: the limit is named: {text}");
+        assert!(text.len() < 4096, "{name}: a short message, {} bytes", text.len());
+        assert!(!text.contains("xxxxxxxx"), "{name}: a value is quoted");
+    }
+
+    // The API refuses the same, whatever the client: past the key limit (a body under the API's
+    // body limit), past the byte limit, and past the body limit itself.
+    let path = |name: &str| format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+    let body = |name: &str, data: serde_json::Map<String, Value>| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "kedge.io/v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace}, "data": data,
+        }))
+        .unwrap()
+    };
+    let api_cases = [
+        (
+            "api-many",
+            body("api-many", (0..5000).map(|i| (format!("k{i}"), Value::from("v"))).collect()),
+            422,
+            "at most 1000 keys",
+        ),
+        (
+            "api-big",
+            body("api-big", [("blob".to_owned(), Value::from("x".repeat(200 << 10)))].into_iter().collect()),
+            422,
+            "at most 128 KiB",
+        ),
+        (
+            "api-huge",
+            body("api-huge", [("blob".to_owned(), Value::from("x".repeat(10 << 20)))].into_iter().collect()),
+            413,
+            "256 KiB limit",
+        ),
+    ];
+    for (name, body, status, limit) in &api_cases {
+        let reply = http_unix(&socket_path, "PUT", &path(name), Some(body)).await;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        assert_eq!(reply.status, *status, "{name}: {text}");
+        assert!(text.contains(limit), "{name}: {text}");
+        assert!(text.len() < 4096 && !text.contains("xxxxxxxx"), "{name}: {} bytes", text.len());
+    }
+
+    // Nothing stored, and the agent goes on.
+    for name in cases.iter().map(|c| c.0).chain(api_cases.iter().map(|c| c.0)) {
+        let reply = http_unix(&socket_path, "GET", &path(name), None).await;
+        assert_eq!(reply.status, 404, "{name} was stored");
+    }
+    assert!(agent.child.try_wait().unwrap().is_none(), "the agent is running");
+    let health = http_unix(&socket_path, "GET", "/healthz", None).await;
+    assert_eq!(health.status, 200, "{}", String::from_utf8_lossy(&health.body));
+    fx.ok(&["create", "secret", "fine", "--from-literal", "pin=4711"]);
 }
