@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use api_support::{http_unix, kedge_command, stdout, AgentGuard};
-use kedge_tests::{docker_cli, eventually, TestScope, TEST_LABEL};
+use kedge_tests::{docker_cli, eventually, EngineCleanup, TestScope, TEST_LABEL};
 use serde_json::Value;
 
 struct Fixture {
@@ -24,9 +24,38 @@ struct Fixture {
     run: String,
     host: String,
     files: tempfile::TempDir,
+    /// Removes what the run made on the engine, also when the test fails.
+    _cleanup: EngineCleanup,
+    /// Holds the agent's state directory.
+    _parent: tempfile::TempDir,
 }
 
 impl Fixture {
+    /// An agent of host `PREFIX-RUN` of its own, on an embedded store in a temporary state
+    /// directory, once its API answers; the agent is dropped (stopped) before the fixture.
+    async fn start(prefix: &str) -> (Fixture, AgentGuard) {
+        let TestScope { id: run, cleanup, namespace } = TestScope::new();
+        let parent = tempfile::tempdir().unwrap();
+        let state_dir = parent.path().join("state");
+        let host = format!("{prefix}-{run}");
+        let agent = AgentGuard::spawn(&state_dir, &host, &[]);
+        let fx = Fixture {
+            socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
+            state_dir,
+            namespace,
+            run,
+            host,
+            files: tempfile::tempdir().unwrap(),
+            _cleanup: cleanup,
+            _parent: parent,
+        };
+        eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+            fx.kedge(&["version"]).status.success().then_some(())
+        })
+        .await;
+        (fx, agent)
+    }
+
     fn kedge(&self, args: &[&str]) -> Output {
         kedge_command(self.files.path())
             .env("KEDGE_SERVER", &self.socket)
@@ -119,22 +148,8 @@ impl Fixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_reaches_the_container_env_and_nothing_else() {
-    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
-    let state_dir = std::env::temp_dir().join(format!("kedge-secrets-{run}"));
-    let host = format!("secrets-{run}");
-    let _agent = AgentGuard::spawn(&state_dir, &host, &[]);
-    let fx = Fixture {
-        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
-        state_dir: state_dir.clone(),
-        namespace,
-        run: run.clone(),
-        host,
-        files: tempfile::tempdir().unwrap(),
-    };
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        fx.kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    let (fx, _agent) = Fixture::start("secrets").await;
+    let run = fx.run.clone();
 
     // Distinctive values: any occurrence outside the container's env is a leak.
     let first = format!("first-s3cr3t-{run}");
@@ -251,24 +266,10 @@ async fn a_secret_reaches_the_container_env_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_fingerprints_are_keyed_and_the_key_is_served_nowhere() {
     use sha2::{Digest, Sha256};
-    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
-    let parent = tempfile::tempdir().unwrap();
-    let state_dir = parent.path().join("state");
-    let host = format!("fingerprints-{run}");
-    let agent = AgentGuard::spawn(&state_dir, &host, &[]).keeping_state();
+    let (fx, agent) = Fixture::start("fingerprints").await;
+    let agent = agent.keeping_state();
+    let (namespace, state_dir) = (fx.namespace.clone(), fx.state_dir.clone());
     let socket_path = state_dir.join("kedge.sock");
-    let fx = Fixture {
-        socket: format!("unix://{}", socket_path.display()),
-        state_dir: state_dir.clone(),
-        namespace: namespace.clone(),
-        run,
-        host,
-        files: tempfile::tempdir().unwrap(),
-    };
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        fx.kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
 
     // A PIN: four digits, ten thousand guesses away from any unkeyed hash of it.
     fx.ok(&["create", "secret", "card", "--from-literal", "pin=4711"]);
@@ -335,23 +336,8 @@ async fn secret_fingerprints_are_keyed_and_the_key_is_served_nowhere() {
 /// is made with an environment other than the spec's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kedge_run_refuses_a_spec_with_secret_env() {
-    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
-    let parent = tempfile::tempdir().unwrap();
-    let state_dir = parent.path().join("state");
-    let host = format!("run-secrets-{run}");
-    let _agent = AgentGuard::spawn(&state_dir, &host, &[]);
-    let fx = Fixture {
-        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
-        state_dir: state_dir.clone(),
-        namespace,
-        run: run.clone(),
-        host,
-        files: tempfile::tempdir().unwrap(),
-    };
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        fx.kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    let (fx, _agent) = Fixture::start("run-secrets").await;
+    let run = fx.run.clone();
     fx.ok(&["create", "secret", "db", "--from-literal", &format!("password=run-s3cr3t-{run}")]);
     let job = format!("job-{run}");
     fx.apply(&job, "db", "password");
@@ -373,24 +359,9 @@ async fn kedge_run_refuses_a_spec_with_secret_env() {
 /// nothing stored, the agent still answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_secrets_are_refused_naming_the_limit_and_nothing_is_stored() {
-    let TestScope { id: run, cleanup: _cleanup, namespace } = TestScope::new();
-    let parent = tempfile::tempdir().unwrap();
-    let state_dir = parent.path().join("state");
-    let host = format!("poison-secrets-{run}");
-    let mut agent = AgentGuard::spawn(&state_dir, &host, &[]);
-    let socket_path = state_dir.join("kedge.sock");
-    let fx = Fixture {
-        socket: format!("unix://{}", socket_path.display()),
-        state_dir: state_dir.clone(),
-        namespace: namespace.clone(),
-        run,
-        host,
-        files: tempfile::tempdir().unwrap(),
-    };
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        fx.kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    let (fx, mut agent) = Fixture::start("poison-secrets").await;
+    let namespace = fx.namespace.clone();
+    let socket_path = fx.state_dir.join("kedge.sock");
 
     let write = |name: &str, text: String| {
         let path = fx.files.path().join(name);
