@@ -136,23 +136,36 @@ pub(crate) fn too_large<K: Declared>(objects: &[K], files: &[String]) -> Vec<Str
         .collect()
 }
 
-/// An object as the CLI may print or compare it: a [`Resource::SENSITIVE`](kedge_crds::Resource)
-/// kind redacted by the rule the API applies (`<redacted>` and the same salted fingerprint), so a
-/// local file's secret is diffed against the live one without either value being printed.
+/// An object as the CLI may print it: a [`Resource::SENSITIVE`](kedge_crds::Resource) kind with
+/// each value as `<redacted>` alone. The CLI cannot fingerprint a value: the fingerprint is keyed by
+/// a key only the store holds (docs/secrets.md), so a local file is compared through
+/// [`as_the_server_shows`].
 fn shown<K: Declared>(object: &K) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     if K::SENSITIVE {
-        kedge_crds::secret::redact_object(&mut value);
+        kedge_crds::secret::redact_object(&mut value, None);
     }
     value
+}
+
+/// A local object as the API shows it, for comparing with the live one: a sensitive kind's answer
+/// to a dry-run write (redacted and fingerprinted by the server with its key, nothing stored),
+/// any other kind as [`shown`].
+async fn as_the_server_shows<K: Declared>(client: &Client, object: &K) -> CliResult<Value> {
+    if !K::SENSITIVE {
+        return Ok(shown(object));
+    }
+    let metadata = object.metadata();
+    let path = format!("{}?dryRun=All", resource_path::<K>(&metadata.namespace, &metadata.name));
+    let body = serde_json::to_value(object).map_err(bad_answer)?;
+    Ok(client.send(Method::PUT, &path, Some(&body)).await?.body)
 }
 
 /// The parts of an object a user declares: no status and no store-managed metadata.
 /// On the serialized form, by field name, because it serves every kind: each `Resource` serializes
 /// its `metadata` and `status` under these names (the only untyped field access of the CLI, with
 /// [`compared_by_diff`]'s).
-fn declared<K: Declared>(object: &K) -> Value {
-    let mut value = shown(object);
+fn declared(mut value: Value) -> Value {
     if let Some(object) = value.as_object_mut() {
         object.remove("status");
     }
@@ -166,8 +179,8 @@ fn declared<K: Declared>(object: &K) -> Value {
 
 /// What `diff` compares: what users declare, without the apply set label, which is bookkeeping (the
 /// same file applied as part of a directory and on its own differs only in it).
-fn compared_by_diff<K: Declared>(object: &K) -> Value {
-    let mut value = declared(object);
+fn compared_by_diff(value: Value) -> Value {
+    let mut value = declared(value);
     if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         if let Some(labels) = metadata.get_mut("labels").and_then(Value::as_object_mut) {
             labels.remove(APPLYSET_LABEL);
@@ -202,7 +215,11 @@ pub(crate) async fn apply_one<K: Declared>(
         DryRun::Client => {
             let word = match read::<K>(client, &metadata.namespace, &metadata.name).await? {
                 None => "created",
-                Some(live) if declared(&live) == declared(object) => "unchanged",
+                Some(live)
+                    if declared(shown(&live)) == declared(as_the_server_shows(client, object).await?) =>
+                {
+                    "unchanged"
+                }
                 Some(_) => "configured",
             };
             Ok((word.to_owned(), shown(object)))
@@ -246,8 +263,8 @@ pub(crate) async fn prune<K: Declared>(
 pub(crate) async fn diff_texts<K: Declared>(client: &Client, object: &K) -> CliResult<(String, String)> {
     let metadata = object.metadata();
     let live = read::<K>(client, &metadata.namespace, &metadata.name).await?;
-    let live = live.map(|live| output::to_yaml(&compared_by_diff(&live))).unwrap_or_default();
-    Ok((live, output::to_yaml(&compared_by_diff(object))))
+    let live = live.map(|live| output::to_yaml(&compared_by_diff(shown(&live)))).unwrap_or_default();
+    Ok((live, output::to_yaml(&compared_by_diff(as_the_server_shows(client, object).await?))))
 }
 
 /// Deletes one object by name, only at `resource_version` when given (a set's children go with it:

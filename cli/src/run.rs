@@ -34,6 +34,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let ns = resolved.namespace.clone();
     let spec: Container =
         serde_json::from_value(client.get(&object_path(&ns, &args.name)).await?).map_err(bad_answer)?;
+    refuse_secret_env(&spec)?;
 
     // Dependencies first, each in its dependsOn condition (their agents start them in order).
     let all = lifecycle::list(&client, &ns).await?;
@@ -140,6 +141,27 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
         std::process::exit(i32::try_from(code).unwrap_or(255).clamp(1, 255));
     }
     Ok(Exit::Ok)
+}
+
+/// A spec whose env takes values from secrets is refused before anything starts: the values never
+/// leave the agents (no API answer carries one, by design: docs/secrets.md), so this command, which
+/// talks straight to the engine, cannot give them to the script, and running without them would run
+/// it in another environment than the spec's container has. Each field is named.
+fn refuse_secret_env(spec: &Container) -> CliResult<()> {
+    if spec.spec.secret_env.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> =
+        spec.spec.secret_env.keys().map(|variable| format!("spec.secretEnv.{variable}")).collect();
+    Err(CliError::new(
+        Exit::Usage,
+        format!(
+            "kedge run {}: {} take(s) a value from a secret, which kedge run cannot read (the API never answers a secret's value); nothing was run",
+            spec.metadata.name,
+            fields.join(", ")
+        ),
+    )
+    .hint("run a spec without secretEnv, or let the script read what it needs from a file (docs/secrets.md)"))
 }
 
 /// The read-only bind mount of the script (a file: only that file; a directory: that directory), and
@@ -286,5 +308,12 @@ mod tests {
             assert!(check_policy(&spec(""), Some(&script(sensitive)), Privileged).is_ok());
         }
         assert!(check_policy(&spec("  pidMode: host\n"), None, Baseline).is_err());
+        assert!(refuse_secret_env(&spec("")).is_ok());
+        let refused =
+            refuse_secret_env(&spec("  secretEnv:\n    PIN: {secret: card, key: pin}\n")).unwrap_err();
+        assert_eq!(refused.exit, Exit::Usage);
+        assert!(
+            refused.message.contains("spec.secretEnv.PIN") && refused.message.contains("nothing was run")
+        );
     }
 }

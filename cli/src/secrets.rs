@@ -191,7 +191,9 @@ pub(crate) fn secret_data(
     for path in env_files {
         let text = read_text(path, "--from-env-file")?;
         let entries = kedge_crds::secret::parse_env_file(&text).map_err(|errors| {
-            for error in &errors {
+            // The first errors tell what is wrong; a file of a hundred thousand bad lines need not
+            // print them all.
+            for error in errors.iter().take(20) {
                 eprintln!("{}:{}: {}", path.display(), error.line, error.message);
             }
             CliError::usage(format!("{} error(s) in {}; nothing was changed", errors.len(), path.display()))
@@ -207,9 +209,24 @@ pub(crate) fn secret_data(
     Ok(data)
 }
 
+/// The largest file a secret's value or values are read from (1 MiB): eight times what a secret may
+/// hold ([`kedge_crds::secret::MAX_SECRET_BYTES`]), room for an env file's comments, so that a file
+/// given by mistake (a disk image, a log) is refused without being read.
+const MAX_SOURCE_FILE_BYTES: u64 = 1 << 20;
+
 fn read_text(path: &Path, option: &str) -> CliResult<String> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| CliError::usage(format!("{option} {}: {error}", path.display())))?;
+    let failed = |error: std::io::Error| CliError::usage(format!("{option} {}: {error}", path.display()));
+    let size = std::fs::metadata(path).map_err(failed)?.len();
+    if size > MAX_SOURCE_FILE_BYTES {
+        return Err(CliError::usage(format!(
+            "{option} {}: {} KiB, over the {} KiB a secret's source file may have (a secret holds at most {} KiB); nothing was changed",
+            path.display(),
+            size.div_ceil(1024),
+            MAX_SOURCE_FILE_BYTES >> 10,
+            kedge_crds::secret::MAX_SECRET_BYTES >> 10
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(failed)?;
     String::from_utf8(bytes).map_err(|_| {
         CliError::usage(format!(
             "{option} {}: not UTF-8 text (a value is an environment variable)",

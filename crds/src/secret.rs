@@ -3,9 +3,9 @@
 //!
 //! `data` maps a key to its value as a plain UTF-8 string, not base64 as in Kubernetes: the only
 //! consumer is a container's environment, which is text, and base64 would protect nothing while
-//! suggesting it does (docs/secrets.md). A value is shown only as [`REDACTED`] with a salted
-//! fingerprint ([`redact_object`]), the one form in which the API, the CLI's diff and Debug output
-//! may carry it.
+//! suggesting it does (docs/secrets.md). A value is shown only as [`REDACTED`], with a keyed
+//! fingerprint when the shower holds the store's fingerprint key ([`redact_object`]): the one form
+//! in which the API, the CLI's diff and Debug output may carry it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +21,15 @@ use crate::meta::{ObjectMeta, DEFAULT_NAMESPACE};
 
 /// The `kind` of a [`Secret`].
 pub const KIND_SECRET: &str = "Secret";
+
+/// The most keys a secret holds: a secret is a handful of credentials, and each key becomes an
+/// environment variable of every container that names it.
+pub const MAX_SECRET_KEYS: usize = 1000;
+
+/// The most bytes of keys and values a secret holds (128 KiB). Under the API's 256 KiB body limit
+/// with room for JSON escaping, and the most one environment string may have on Linux
+/// (`MAX_ARG_STRLEN`): a larger value could be stored but no container could start with it.
+pub const MAX_SECRET_BYTES: usize = 128 << 10;
 
 /// What stands for a value that must not be shown.
 pub const REDACTED: &str = "<redacted>";
@@ -106,13 +115,13 @@ impl Secret {
     }
 }
 
-/// The fingerprint of one value: 16 hex digits of SHA-256 over the value salted with where it is
-/// stored (namespace, object name, field path). Two secrets holding one password do not show equal
-/// fingerprints, and no table made in advance reverses one; a value short enough to guess can still
-/// be confirmed by whoever reads the fingerprint, which is why reading secrets is a role's right
-/// (docs/secrets.md). Deterministic, so that the CLI compares a local file with the live object
-/// without the server's help.
-pub fn fingerprint(namespace: &str, name: &str, path: &str, value: &str) -> String {
+/// The digest of one value that goes into the spec hash on the container (`io.kedge.spec-hash`):
+/// SHA-256 over the value salted with where it is stored (namespace, object name, field path), so
+/// that a new value makes a new hash and the container is recreated. Never shown by the API or the
+/// CLI (they show [`redact_object`]'s keyed fingerprint): a short value could be guessed from it
+/// offline, and the label it reaches is read only through the engine, which shows the value itself
+/// in the container's env.
+pub fn hash_digest(namespace: &str, name: &str, path: &str, value: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"kedge.io/v1 secret fingerprint\0");
     for part in [namespace, name, path, value] {
@@ -133,40 +142,29 @@ pub fn is_redacted(text: &str) -> bool {
 }
 
 /// Replaces every string of a sensitive object's JSON, except its envelope (`apiVersion`, `kind`,
-/// `metadata`) and `status`, by its redacted form with a fingerprint salted by namespace, name and
-/// field path. One rule for every kind marked `Resource::SENSITIVE`, applied by the API on every
-/// read and by the CLI to the local side of a diff; a kind needs no code of its own to be redacted.
-pub fn redact_object(object: &mut Value) {
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+/// `metadata`) and `status`, by its redacted form: [`REDACTED`] and `fingerprint(value)` when a
+/// fingerprint is given (the API's, keyed by a key only the store holds: docs/secrets.md), else
+/// [`REDACTED`] alone (the CLI, which has no key and so cannot fingerprint a local file). One rule
+/// for every kind marked `Resource::SENSITIVE`; a kind needs no code of its own to be redacted.
+pub fn redact_object(object: &mut Value, fingerprint: Option<&dyn Fn(&str) -> String>) {
     let Some(fields) = object.as_object_mut() else { return };
     for (field, value) in fields.iter_mut() {
         if matches!(field.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
             continue;
         }
-        redact_strings(value, field.clone(), &|path, text| {
-            if is_redacted(text) {
-                text.to_owned()
-            } else {
-                redacted_value(&fingerprint(&namespace, &name, path, text))
-            }
+        redact_strings(value, &|text| match fingerprint {
+            _ if is_redacted(text) => text.to_owned(),
+            Some(fingerprint) => redacted_value(&fingerprint(text)),
+            None => REDACTED.to_owned(),
         });
     }
 }
 
-fn redact_strings(value: &mut Value, path: String, redact: &dyn Fn(&str, &str) -> String) {
+fn redact_strings(value: &mut Value, redact: &dyn Fn(&str) -> String) {
     match value {
-        Value::String(text) => *text = redact(&path, text),
-        Value::Array(items) => {
-            for (index, item) in items.iter_mut().enumerate() {
-                redact_strings(item, format!("{path}[{index}]"), redact);
-            }
-        }
-        Value::Object(fields) => {
-            for (key, item) in fields.iter_mut() {
-                redact_strings(item, format!("{path}.{key}"), redact);
-            }
-        }
+        Value::String(text) => *text = redact(text),
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_strings(item, redact)),
+        Value::Object(fields) => fields.values_mut().for_each(|item| redact_strings(item, redact)),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
@@ -177,6 +175,10 @@ pub fn data_shape_errors(document: &Value) -> Vec<FieldError> {
     let field = |path: String, message: &str| FieldError { path, message: message.to_owned(), on_key: false };
     match document.get("data") {
         None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(data)) if data.len() > MAX_SECRET_KEYS => vec![field(
+            "data".to_owned(),
+            &format!("{} keys; a secret holds at most {MAX_SECRET_KEYS} keys", data.len()),
+        )],
         Some(Value::Object(data)) => data
             .iter()
             .filter(|(_, value)| !value.is_string())
@@ -184,6 +186,24 @@ pub fn data_shape_errors(document: &Value) -> Vec<FieldError> {
             .collect(),
         Some(_) => vec![field("data".to_owned(), "must be a map of keys to string values")],
     }
+}
+
+/// The limits of a secret's `data` ([`MAX_SECRET_KEYS`], [`MAX_SECRET_BYTES`]), as one message each
+/// for the field `data`: how much there is and the limit, never a value.
+pub fn data_limit_errors(data: &BTreeMap<String, String>) -> Vec<String> {
+    let mut errors = Vec::new();
+    if data.len() > MAX_SECRET_KEYS {
+        errors.push(format!("{} keys; a secret holds at most {MAX_SECRET_KEYS} keys", data.len()));
+    }
+    let bytes: usize = data.iter().map(|(key, value)| key.len() + value.len()).sum();
+    if bytes > MAX_SECRET_BYTES {
+        errors.push(format!(
+            "{} KiB of keys and values; a secret holds at most {} KiB",
+            bytes.div_ceil(1024),
+            MAX_SECRET_BYTES >> 10
+        ));
+    }
+    errors
 }
 
 /// A key of a secret's `data`: letters, digits, `-`, `_` and `.`, at most 253 characters.
@@ -198,12 +218,18 @@ pub fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// The values of a spec's `secretEnv`, read from the secrets of its namespace, by variable name,
-/// with each value's fingerprint (what the spec hash takes instead of the value). `Debug` shows
-/// names and fingerprints only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// with each value's [`hash_digest`] (what the spec hash takes instead of the value). `Debug` shows
+/// the variables' names only: a digest is not keyed, so a log line must not carry it.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ResolvedEnv {
     pub values: BTreeMap<String, SecretValue>,
     pub fingerprints: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ResolvedEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedEnv").field("variables", &self.values.keys().collect::<Vec<_>>()).finish()
+    }
 }
 
 impl ResolvedEnv {
@@ -255,7 +281,7 @@ pub fn resolve_env(
         let path = format!("data.{}", reference.key);
         resolved
             .fingerprints
-            .insert(variable.clone(), fingerprint(namespace, &reference.secret, &path, value));
+            .insert(variable.clone(), hash_digest(namespace, &reference.secret, &path, value));
         resolved.values.insert(variable.clone(), SecretValue::new(value.clone()));
     }
     Ok(resolved)
@@ -336,32 +362,60 @@ mod tests {
 
     #[test]
     fn redaction_keeps_keys_and_tells_changes_apart() {
-        let redacted = |secret: &Secret| {
+        // A stand-in for the API's keyed fingerprint (api/fingerprints.rs): any function of the value.
+        let keyed = |text: &str| hex::encode(&Sha256::digest(format!("key:{text}"))[..8]);
+        let redacted = |secret: &Secret, fingerprint: Option<&dyn Fn(&str) -> String>| {
             let mut value = serde_json::to_value(secret).unwrap();
-            redact_object(&mut value);
+            redact_object(&mut value, fingerprint);
             value
         };
-        let one = redacted(&secret(&[("password", "hunter2"), ("user", "app")]));
+        let one = redacted(&secret(&[("password", "hunter2"), ("user", "app")]), Some(&keyed));
         let text = one.to_string();
         assert!(!text.contains("hunter2") && !text.contains("\"app\""), "{text}");
         assert_eq!(one["metadata"]["name"], json!("db"), "the envelope is kept");
-        let shown = one["data"]["password"].as_str().unwrap();
-        assert!(shown.starts_with("<redacted> fingerprint:"), "{shown}");
-        assert_eq!(one, redacted(&secret(&[("password", "hunter2"), ("user", "app")])), "stable");
-        let changed = redacted(&secret(&[("password", "hunter3"), ("user", "app")]));
+        assert_eq!(one["data"]["password"], json!(redacted_value(&keyed("hunter2"))));
+        let changed = redacted(&secret(&[("password", "hunter3"), ("user", "app")]), Some(&keyed));
         assert_ne!(one["data"]["password"], changed["data"]["password"]);
         assert_eq!(one["data"]["user"], changed["data"]["user"]);
-        // Salted by place: one value under two keys or in two secrets shows two fingerprints.
-        let twice = redacted(&secret(&[("a", "same"), ("b", "same")]));
-        assert_ne!(twice["data"]["a"], twice["data"]["b"]);
-        assert_ne!(
-            fingerprint("default", "db", "data.a", "same"),
-            fingerprint("default", "other", "data.a", "same")
-        );
+        // Without a key, the value alone is held back.
+        let unkeyed = redacted(&secret(&[("password", "hunter2")]), None);
+        assert_eq!(unkeyed["data"]["password"], json!(REDACTED));
         // Redacting twice changes nothing.
         let mut again = one.clone();
-        redact_object(&mut again);
+        redact_object(&mut again, Some(&keyed));
         assert_eq!(again, one);
+        let debug = format!("{:?}", resolve_env("default", &BTreeMap::new(), |_| None).unwrap());
+        assert_eq!(debug, "ResolvedEnv { variables: [] }");
+    }
+
+    #[test]
+    fn a_secret_past_its_limits_is_one_error_naming_the_limit() {
+        let check = |data: BTreeMap<String, String>, expected: &[&str]| {
+            let errors = crate::validate::validate_secret(&Secret::new("big", data));
+            let messages: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+            assert_eq!(messages, expected);
+        };
+        let keys = |count: usize| (0..count).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        check(keys(MAX_SECRET_KEYS), &[]);
+        check(
+            keys(100_000),
+            &[
+                "data: 100000 keys; a secret holds at most 1000 keys",
+                "data: 673 KiB of keys and values; a secret holds at most 128 KiB",
+            ],
+        );
+        check([("blob".to_owned(), "x".repeat(MAX_SECRET_BYTES - 4))].into(), &[]);
+        check(
+            [("blob".to_owned(), "x".repeat(10 << 20))].into(),
+            &["data: 10241 KiB of keys and values; a secret holds at most 128 KiB"],
+        );
+        let document = serde_json::json!({"data": (0..2000).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>()});
+        let shape: Vec<String> = data_shape_errors(&document).into_iter().map(|e| e.message).collect();
+        assert_eq!(
+            shape,
+            ["2000 keys; a secret holds at most 1000 keys"],
+            "one error, before any per-key one"
+        );
     }
 
     #[test]
@@ -393,7 +447,7 @@ mod tests {
         assert_eq!(resolved.values["DB_PASSWORD"].expose(), "hunter2");
         assert_eq!(
             resolved.fingerprints["DB_PASSWORD"],
-            fingerprint("default", "db", "data.password", "hunter2")
+            hash_digest("default", "db", "data.password", "hunter2")
         );
         assert!(!format!("{resolved:?}").contains("hunter2"));
         let missing = resolve_env("default", &refs, |_| None).unwrap_err();

@@ -223,7 +223,11 @@ pub fn validate_secret(secret: &Secret) -> Vec<FieldError> {
         errors.push(field("kind".into(), message, false));
     }
     errors.extend(metadata_errors(&secret.metadata));
-    for (key, value) in &secret.data {
+    let over = crate::secret::data_limit_errors(&secret.data);
+    let too_many_keys = secret.data.len() > crate::secret::MAX_SECRET_KEYS;
+    errors.extend(over.into_iter().map(|message| field("data".into(), message, false)));
+    // Past the key limit, one error says so, not one per key.
+    for (key, value) in secret.data.iter().filter(|_| !too_many_keys) {
         if let Err(why) = check_key(key) {
             errors.push(field(format!("data.{key}"), why, true));
         }

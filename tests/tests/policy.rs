@@ -594,3 +594,109 @@ async fn policy_routes_store_levels_and_admission_follows_them() {
     let refused = server.call("PUT", &spec_path, Some(&container)).await;
     assert_eq!(refused.status, 422, "back to baseline: {refused:?}");
 }
+
+/// A namespace's level tightened while a loop writes specs that break the tighter level into it:
+/// a write that starts after `kedge policy set N baseline` has returned is refused by the API; every
+/// spec that got in before reports `PolicyDenied` once the agent's own cache has the new level
+/// (the agent re-checks every spec of the namespace on a change); and no container is started for
+/// any of them afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tightening_a_level_while_specs_are_written_runs_nothing_new() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let files = tempfile::tempdir().unwrap();
+    let store = files.path().join("store.db");
+    let host = format!("tighten-{run}");
+    let ns = format!("tighten-{run}");
+    let (_agent, socket) = agent(&run, &host, &store, "baseline").await;
+    let set = kedge(&socket, &["policy", "set", &ns, "privileged"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+
+    // The writer: a new spec with a capability beyond Docker's defaults (what baseline refuses) a
+    // round, until told to stop. Each write: (name, when it started, its exit code).
+    type Writes = Vec<(String, Instant, Option<i32>)>;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes: Arc<Mutex<Writes>> = Arc::default();
+    let writer = {
+        let (stop, writes, socket, dir) =
+            (stop.clone(), writes.clone(), socket.clone(), files.path().to_owned());
+        let (run, host, ns) = (run.clone(), host.clone(), ns.clone());
+        std::thread::spawn(move || {
+            for round in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let name = format!("w{round}-{run}");
+                let file = spec_file(&dir, &run, &host, &ns, &name, "  capAdd: [SYS_ADMIN]\n");
+                let started = Instant::now();
+                let code = kedge(&socket, &["apply", "-f", &file]).status.code();
+                writes.lock().unwrap().push((name, started, code));
+            }
+        })
+    };
+    let accepted =
+        |writes: &[(String, Instant, Option<i32>)]| writes.iter().filter(|w| w.2 == Some(0)).count();
+    eventually("a few specs are written at `privileged`", Duration::from_secs(30), || async {
+        (accepted(&writes.lock().unwrap()) >= 3).then_some(())
+    })
+    .await;
+    let tightened = kedge(&socket, &["policy", "set", &ns, "baseline"]);
+    assert!(tightened.status.success(), "{}", stderr(&tightened));
+    let landed = Instant::now();
+    eventually("the writer is refused a few times after", Duration::from_secs(30), || async {
+        let writes = writes.lock().unwrap();
+        (writes.iter().filter(|w| w.1 > landed).count() >= 3).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let writes = writes.lock().unwrap().clone();
+
+    // Every write started after the level landed is refused (exit 2) by the API.
+    for (name, started, code) in writes.iter().filter(|w| w.1 > landed) {
+        assert_eq!(
+            *code,
+            Some(2),
+            "{name}, written {:?} after the level landed, was accepted",
+            *started - landed
+        );
+    }
+    // Every spec that got in reports PolicyDenied: the agent re-checked it by its own cache.
+    let stored: Vec<&String> = writes.iter().filter(|w| w.2 == Some(0)).map(|w| &w.0).collect();
+    eventually("every stored spec reports PolicyDenied", Duration::from_secs(60), || async {
+        stored
+            .iter()
+            .all(|name| {
+                condition(&socket, &ns, name, "Synced")
+                    .is_some_and(|(status, reason, _)| status == "False" && reason == "PolicyDenied")
+            })
+            .then_some(())
+    })
+    .await;
+    // Nothing is started afterwards: the set of running containers no longer grows.
+    let running_now = || -> Vec<&String> { stored.iter().copied().filter(|name| running(name)).collect() };
+    let denied_at = running_now();
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(3) {
+        let now = running_now();
+        assert!(
+            now.iter().all(|name| denied_at.contains(name)),
+            "started after PolicyDenied: {now:?} vs {denied_at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "measured: {} specs stored at `privileged`, {} written after the level landed (all refused), {} containers started before the agent had the new level",
+        stored.len(),
+        writes.iter().filter(|w| w.1 > landed).count(),
+        denied_at.len()
+    );
+    // FIXME: a container started before the agent read the tighter level keeps running, as
+    // docs/policy.md says ("a container it already has is left as it is", as Kubernetes' Pod
+    // Security admission leaves running pods). The brief for issue 18 asks that no such container
+    // runs afterwards; that is a change of the documented rule (stop it, or remove it?), left to a
+    // decision rather than made here.
+}

@@ -390,6 +390,7 @@ mod tests {
             api: state,
             require_token: true,
             stopping: tokio_util::sync::CancellationToken::new(),
+            fingerprints: Default::default(),
         };
         let unguarded = Router::new().route("/api/v1/unguarded", get(|| async { "reached" }));
         let app = with_guard(unguarded, app_state);

@@ -42,6 +42,7 @@
 
 pub mod access;
 pub mod connections;
+pub mod fingerprints;
 mod logs;
 pub mod policies;
 mod restart;
@@ -236,12 +237,14 @@ struct AppState {
     stopping: CancellationToken,
     /// What each route needs of its caller (`access.rs`), built from the served kinds.
     access: Arc<access::AccessTable>,
+    /// The store's key of Secrets' fingerprints, read (or made) when a secret is first shown.
+    fingerprints: Arc<tokio::sync::OnceCell<Arc<fingerprints::FingerprintKey>>>,
 }
 
 fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Router {
     let access = Arc::new(access::AccessTable::new(&api.kinds));
     let guarded = guarded_routes(&api.kinds);
-    let state = AppState { api, require_token, stopping, access };
+    let state = AppState { api, require_token, stopping, access, fingerprints: Default::default() };
     with_guard(guarded, state)
 }
 

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A kind marked [`Resource::SENSITIVE`] (a Secret) is never shown back: every answer above
-//! carries `<redacted> fingerprint:HEX` in place of each value ([`shown`]).
+//! carries `<redacted> fingerprint:HEX` in place of each value ([`Shower`]), keyed by the store's
+//! fingerprint key (`fingerprints.rs`).
 //!
 //! `POST`, `PUT` and `DELETE` take `?dryRun=All`. Every kind answers the same way: an object whose stored
 //! form cannot be read is a 422 naming why (and can be replaced or deleted), a stale resource version a
@@ -35,6 +36,7 @@ use futures::StreamExt;
 use kedge_crds::Resource;
 use serde_json::{json, Value};
 
+use super::fingerprints::{self, FingerprintKey};
 use super::{
     after, invalid, is_dry_run, ndjson, parse_revision, selector_param, ApiError, ApiResult, AppState,
     FieldError, Params, OUTCOME_HEADER,
@@ -191,16 +193,44 @@ fn mount<K: Resource>(router: Router<AppState>, hooks: Hooks<K>) -> Router<AppSt
         )
 }
 
-/// An object as every answer shows it: a [`Resource::SENSITIVE`] kind with each of its values
-/// replaced by `<redacted>` and a salted fingerprint ([`kedge_crds::secret::redact_object`]), so
-/// that a client can tell a change without seeing the value. Every read, write answer, deletion
-/// answer and watch line of the generic routes goes through here: the one place values are held back.
-fn shown<K: Resource>(object: &K) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or_default();
-    if K::SENSITIVE {
-        kedge_crds::secret::redact_object(&mut value);
+/// How every answer shows an object: a [`Resource::SENSITIVE`] kind with each of its values
+/// replaced by `<redacted>` and its keyed fingerprint ([`kedge_crds::secret::redact_object`],
+/// `fingerprints.rs`), so that a client can tell a change without seeing the value. Every read,
+/// write answer, deletion answer and watch line of the generic routes goes through here: the one
+/// place values are held back.
+#[derive(Clone)]
+struct Shower {
+    /// The store's fingerprint key; `None` for a kind that is not sensitive.
+    key: Option<Arc<FingerprintKey>>,
+}
+
+impl Shower {
+    /// The shower of `K`: reads (or makes) the store's fingerprint key when `K` is sensitive.
+    async fn of<K: Resource>(state: &AppState) -> ApiResult<Shower> {
+        if !K::SENSITIVE {
+            return Ok(Shower { key: None });
+        }
+        let store = state.api.store.clone();
+        let key = state
+            .fingerprints
+            .get_or_try_init(
+                || async move { fingerprints::load_or_create(store.as_ref()).await.map(Arc::new) },
+            )
+            .await?;
+        Ok(Shower { key: Some(key.clone()) })
     }
-    value
+
+    fn show<K: Resource>(&self, object: &K) -> Value {
+        let mut value = serde_json::to_value(object).unwrap_or_default();
+        if K::SENSITIVE {
+            let keyed = self.key.as_ref().map(|key| move |text: &str| key.fingerprint(text));
+            kedge_crds::secret::redact_object(
+                &mut value,
+                keyed.as_ref().map(|f| f as &dyn Fn(&str) -> String),
+            );
+        }
+        value
+    }
 }
 
 /// The word of messages: `container`, `containerset`.
@@ -217,13 +247,14 @@ async fn list<K: Resource>(
     params: &HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
     let selector = selector_param(params)?;
+    let shower = Shower::of::<K>(state).await?;
     let read = Api::<K, _>::new(state.api.store.as_ref()).list_with_status(ns).await?;
     let items: Vec<&K> = read.items.iter().filter(|o| selector.matches(&o.metadata().labels)).collect();
     let mut list = json!({
         "apiVersion": K::API_VERSION,
         "kind": format!("{}List", K::KIND),
         "metadata": { "resourceVersion": read.revision.to_string() },
-        "items": items.into_iter().map(shown::<K>).collect::<Vec<_>>(),
+        "items": items.into_iter().map(|item| shower.show(item)).collect::<Vec<_>>(),
     });
     if !read.invalid.is_empty() && selector.is_empty() {
         list["invalid"] = serde_json::to_value(&read.invalid).unwrap_or_default();
@@ -239,7 +270,7 @@ async fn read<K: Resource>(state: &AppState, ns: &str, name: &str) -> ApiResult<
         None => return Err(not_found::<K>(ns, name)),
     };
     *object.status_mut() = api.get_status(ns, name).await?.map(|(status, _)| status);
-    Ok(Json(shown(&object)))
+    Ok(Json(Shower::of::<K>(state).await?.show(&object)))
 }
 
 async fn read_status<K: Resource>(state: &AppState, ns: &str, name: &str) -> ApiResult<Json<Value>> {
@@ -286,7 +317,8 @@ async fn write<K: Resource>(
         ApplyOutcome::Updated { .. } => (StatusCode::OK, "configured"),
         ApplyOutcome::Unchanged => (StatusCode::OK, "unchanged"),
     };
-    Ok(with_outcome((status, Json(shown(&applied.object))).into_response(), outcome))
+    let shown = Shower::of::<K>(state).await?.show(&applied.object);
+    Ok(with_outcome((status, Json(shown)).into_response(), outcome))
 }
 
 async fn remove<K: Resource>(
@@ -302,7 +334,7 @@ async fn remove<K: Resource>(
     };
     let dry_run = is_dry_run(params)?;
     let current = match api.get_or_invalid(ns, name).await? {
-        Some(Ok(object)) => shown(&object),
+        Some(Ok(object)) => Shower::of::<K>(state).await?.show(&object),
         // An unreadable object can be deleted (that is one way to repair it); the answer shows its identity.
         Some(Err(invalid)) => identity::<K>(ns, name, &invalid.resource_version),
         None => return Err(not_found::<K>(ns, name)),
@@ -341,6 +373,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
             && name.as_ref().is_none_or(|name| &meta.name == name)
             && selector.matches(&meta.labels)
     };
+    let shower = Shower::of::<K>(state).await?;
     let read = Api::<K, _>::new(state.api.store.as_ref()).list_with_status(None).await?;
     let (start, replay) = match params.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => (after(read.revision), true),
@@ -363,7 +396,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
         };
         if replay {
             for object in cache.values().filter(|o| wanted(o.metadata())) {
-                if sender.send(line("ADDED", shown(object))).await.is_err() {
+                if sender.send(line("ADDED", shower.show(object))).await.is_err() {
                     return;
                 }
             }
@@ -395,7 +428,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
                         // current list) already knows when replaying from an old revision.
                         let kind = if event.kv.version == 1 { "ADDED" } else { "MODIFIED" };
                         cache.insert(key, object.clone());
-                        Some((kind, object.metadata().clone(), shown(&object)))
+                        Some((kind, object.metadata().clone(), shower.show(&object)))
                     }
                     EventKind::Delete => {
                         let revision = event.revision.to_string();
@@ -403,7 +436,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
                             Some(mut object) => {
                                 object.metadata_mut().resource_version = Some(revision);
                                 let meta = object.metadata().clone();
-                                Some(("DELETED", meta, shown(&object)))
+                                Some(("DELETED", meta, shower.show(&object)))
                             }
                             // Replaying from an old revision, an object deleted since is in no list: report
                             // it with its identity only (a label-selected watch cannot tell whether it matched).
@@ -425,7 +458,7 @@ async fn watch<K: Resource>(state: &AppState, params: HashMap<String, String>) -
                     (EventKind::Put, Some(object)) => {
                         let Ok(status) = typed::decode_status::<K>(&event.kv) else { continue };
                         *object.status_mut() = Some(status);
-                        Some(("MODIFIED", object.metadata().clone(), shown(&*object)))
+                        Some(("MODIFIED", object.metadata().clone(), shower.show(&*object)))
                     }
                     _ => None,
                 }

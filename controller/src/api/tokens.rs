@@ -11,6 +11,12 @@
 //! (no controller has to sweep it); authentication also checks `expires`, because a lease may outlive
 //! its TTL a little (etcd renews leases when its leader changes; the embedded store when reopened), and
 //! the list leaves out a record past its `expires` for the same reason.
+//!
+//! No token outlives its TTL, by construction: the lease is granted first and the record is written
+//! once, with the lease attached, in one put (etcd attaches a lease in the put itself). A grant that
+//! fails writes nothing; a writer that dies after the grant leaves a lease with no key, which expires
+//! alone; a put that fails leaves nothing to attach later. And the record carries its `expires`, which
+//! authentication checks whatever happened to the lease.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -61,7 +67,12 @@ pub(super) async fn create_token(
         None => 0,
     };
     let value = serde_json::to_vec(&stored).unwrap_or_default();
-    match state.api.store.put(&key, value, PutCondition::Absent, lease).await {
+    let written = state.api.store.put(&key, value, PutCondition::Absent, lease).await;
+    if written.is_err() && lease != 0 {
+        // Nothing is on the lease; revoking it only spares the store its wait (it expires anyway).
+        let _ = state.api.store.lease_revoke(lease).await;
+    }
+    match written {
         Ok(_) => {}
         Err(StoreError::Conflict { .. }) => {
             return Err(ApiError::new(StatusCode::CONFLICT, "a token with this random id exists; ask again"))
@@ -182,5 +193,74 @@ mod tests {
         let mut long = request(Role::Admin, &[], None);
         long.description = "x".repeat(MAX_DESCRIPTION + 1);
         assert!(check_request(&long).unwrap_err().starts_with("description:"));
+    }
+
+    /// The store as the token route uses it: every grant and write in order, and grants or puts
+    /// refused on demand.
+    struct Recorded {
+        inner: crate::store::embedded::EmbeddedStore,
+        seen: std::sync::Mutex<Vec<String>>,
+        fail_grant: bool,
+        fail_put: bool,
+    }
+
+    impl crate::store::layer::StoreLayer for Recorded {
+        fn inner(&self) -> &dyn crate::store::Store {
+            &self.inner
+        }
+
+        fn admit(&self, request: crate::store::layer::Request<'_>) -> Result<(), StoreError> {
+            use crate::store::layer::Request;
+            let (seen, refuse) = match request {
+                Request::LeaseGrant => ("grant".to_owned(), self.fail_grant),
+                Request::Put(key) => (format!("put {}", key.split('/').nth(3).unwrap_or(key)), self.fail_put),
+                Request::LeaseRevoke(_) => ("revoke".to_owned(), false),
+                _ => return Ok(()),
+            };
+            self.seen.lock().unwrap().push(seen);
+            if refuse {
+                return Err(StoreError::Unavailable("refused by the test".to_owned()));
+            }
+            Ok(())
+        }
+    }
+
+    /// A token with a TTL is one put carrying its lease, after the grant: a failed grant or put
+    /// stores nothing, so no record can be left without its lease (an immortal token).
+    #[tokio::test]
+    async fn a_token_with_a_ttl_is_written_once_with_its_lease_or_not_at_all() {
+        use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+        use crate::store::Store;
+        use std::sync::Arc;
+        let check = |fail_grant: bool, fail_put: bool, status: u16, order: &'static [&'static str]| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let inner =
+                EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap();
+            let store = Arc::new(Recorded { inner, seen: Default::default(), fail_grant, fail_put });
+            let app = super::super::router(
+                super::super::ApiState::new(store.clone(), "tokens-host", None),
+                false,
+                tokio_util::sync::CancellationToken::new(),
+            );
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/v1/tokens")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(r#"{"role": "viewer", "ttlSeconds": 3600}"#))
+                .unwrap();
+            let answer = tower::ServiceExt::oneshot(app, request).await.unwrap();
+            assert_eq!(answer.status().as_u16(), status, "grant fails: {fail_grant}, put fails: {fail_put}");
+            assert_eq!(*store.seen.lock().unwrap(), order);
+            let stored = store.inner.list(keys::TOKENS).await.unwrap().kvs;
+            if status == 201 {
+                assert_eq!(stored.len(), 1);
+                assert_ne!(stored[0].lease, 0, "the record is on its lease from its first write");
+            } else {
+                assert!(stored.is_empty(), "nothing stored: {stored:?}");
+            }
+        };
+        check(false, false, 201, &["grant", "put tokens"]).await;
+        check(true, false, 503, &["grant"]).await;
+        check(false, true, 503, &["grant", "put tokens", "revoke"]).await;
     }
 }

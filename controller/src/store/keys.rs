@@ -64,6 +64,11 @@ pub const IDENTITY: &str = "/kedge/v1/identity";
 /// set`); a namespace without one gets the agent's `--policy-level`. Every agent follows these.
 pub const POLICIES: &str = "/kedge/v1/policies/";
 
+/// The key of the Secrets' fingerprints (api/fingerprints.rs): random bytes written once,
+/// create-only, by the first API to show a secret. No route serves it (the API serves typed objects
+/// of their own prefixes only, and the access table has no row for anything else).
+pub const SECRET_FINGERPRINT_KEY: &str = "/kedge/v1/keys/secret-fingerprint";
+
 /// `/kedge/v1/tokens/<id>`: an API token's record (`kedge_crds::token::StoredToken`), written and
 /// deleted only by the API; on a lease of its TTL when it has one, so that it disappears by itself.
 pub const TOKENS: &str = "/kedge/v1/tokens/";

@@ -235,10 +235,27 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.expect("request written");
-    // A server may answer (413) before reading the whole body and close; that is not a test failure.
-    let _ = stream.write_all(body).await;
+    // A server may answer (413) before reading the whole body and close. The answer is read while
+    // the body is still being written: read only after the write failed, it may be gone, the
+    // connection reset by the close of a server that left the body unread.
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw)).await;
+    let write = async {
+        let _ = writer.write_all(body).await;
+    };
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                // A reset after the whole answer arrived is the server closing on an unread body.
+                Err(_) if raw.windows(4).any(|w| w == b"\r\n\r\n") => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+    });
+    let ((), read) = tokio::join!(write, read);
     read.expect("the server answers within 30s").expect("the answer is readable");
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
