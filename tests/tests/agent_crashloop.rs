@@ -236,9 +236,9 @@ async fn restart_policies_backoff_rollback_hold_and_repairs_are_kept_and_told() 
 /// SIGKILLed in the middle of a crash loop, an agent started again on the same store goes on with
 /// the backoff it had reached (`status.backoff`), instead of starting the container at once and
 /// climbing from 1 s again. Killed after kedge's fifth start, whose next start is due 16 s after
-/// the container died: the new agent takes the host's lock about 10 s after the kill (the embedded
-/// store renews a lease's TTL when it is opened again), so a start from nothing would come well
-/// before that.
+/// the container died: the new agent takes the host's lock over at once (its holder died on this
+/// machine) and is reconciling within a few seconds, so a start from nothing would come well before
+/// that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_goes_on_with_a_crash_loops_backoff() {
     let run = run_id();
