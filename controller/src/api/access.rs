@@ -215,7 +215,9 @@ pub(super) async fn guard(State(state): State<AppState>, mut request: Request, n
 }
 
 /// Who presented the request's bearer token: the bootstrap token (or no token needed: the Unix
-/// socket, or an API without one) is an admin; a scoped token is read from the store by its id, its
+/// socket, or an API without one) is an admin; a scoped token is looked up by its id (in the token
+/// cache, else in the store; a revoke on another agent reaches this cache within its watch's
+/// latency, one on this agent before its answer), its
 /// secret's SHA-256 compared in constant time, and its expiry checked against now (its lease may
 /// outlive it a little: etcd renews leases when its leader changes). Any failure is one 401.
 async fn authenticate(state: &AppState, authorization: Option<&str>) -> Result<Identity, ApiError> {
@@ -237,11 +239,20 @@ async fn authenticate(state: &AppState, authorization: Option<&str>) -> Result<I
         };
     };
     let key = keys::token_key(id).map_err(|_| invalid())?;
-    let Some(kv) = state.api.store.get(&key).await? else { return Err(invalid()) };
-    let stored: StoredToken = serde_json::from_slice(&kv.value).map_err(|error| {
-        tracing::warn!(token = id, %error, "a stored token cannot be read; refusing it");
-        invalid()
-    })?;
+    // From the token cache when it has the token and follows the store; from the store otherwise (a
+    // token made a moment ago on another agent, a cache still listing, or one whose watch is down, so
+    // that a token revoked meanwhile elsewhere is not taken on the word of a stale cache).
+    let cached = state.tokens().sight(&key);
+    let stored: StoredToken = match cached.stored.filter(|_| cached.in_sync) {
+        Some(stored) => stored.object,
+        None => {
+            let Some(kv) = state.api.store.get(&key).await? else { return Err(invalid()) };
+            serde_json::from_slice(&kv.value).map_err(|error| {
+                tracing::warn!(token = id, %error, "a stored token cannot be read; refusing it");
+                invalid()
+            })?
+        }
+    };
     if !token::tokens_equal(&token::secret_sha256(secret), &stored.secret_sha256) {
         return Err(invalid());
     }
@@ -391,12 +402,72 @@ mod tests {
             require_token: true,
             stopping: tokio_util::sync::CancellationToken::new(),
             fingerprints: Default::default(),
+            tokens: Default::default(),
         };
         let unguarded = Router::new().route("/api/v1/unguarded", get(|| async { "reached" }));
         let app = with_guard(unguarded, app_state);
         let (status, body) = status_of(&app, &Method::GET, "/api/v1/unguarded", Some(BOOTSTRAP)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert!(body.contains("NoAccessRule") && !body.contains("reached"), "{body}");
+    }
+
+    /// A scoped token costs no store read per request once the token cache follows the store, and a
+    /// revoke on this agent refuses the token from its very answer on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scoped_tokens_are_checked_from_the_cache_and_a_revoke_here_refuses_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap();
+        let counting = std::sync::Arc::new(crate::store::CountingStore::new(std::sync::Arc::new(store)));
+        let api = ApiState::new(counting.clone(), "access-host", Some(BOOTSTRAP.to_owned()));
+        let app = super::super::router(api, true, tokio_util::sync::CancellationToken::new());
+        let create = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer {BOOTSTRAP}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"role": "viewer"}"#))
+            .unwrap();
+        let response = app.clone().oneshot(create).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let created: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let bearer = created["bearer"].as_str().expect("the new token").to_owned();
+        let id = created["id"].as_str().expect("its id").to_owned();
+
+        // Accepted at once (from the store while the cache starts), then from the cache.
+        let (status, body) = status_of(&app, &Method::GET, "/version", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let key = keys::token_key(&id).unwrap();
+        let cache = app_tokens_in_sync(&app, &bearer, &counting).await;
+        assert!(cache, "the token cache did not take over from the store within 10 s");
+        let before = counting.range_requests();
+        for _ in 0..20 {
+            let (status, body) = status_of(&app, &Method::GET, "/version", Some(&bearer)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        assert_eq!(counting.range_requests(), before, "20 requests read nothing from the store");
+
+        let (status, body) =
+            status_of(&app, &Method::DELETE, &format!("/api/v1/tokens/{id}"), Some(BOOTSTRAP)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, _) = status_of(&app, &Method::GET, "/version", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "refused from the revoke's answer on ({key})");
+    }
+
+    /// Polls (every 20 ms, for 10 s at most) until a request with `bearer` reads nothing from the
+    /// store: the token cache has it.
+    async fn app_tokens_in_sync(app: &Router, bearer: &str, counting: &crate::store::CountingStore) -> bool {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let before = counting.range_requests();
+            status_of(app, &Method::GET, "/version", Some(bearer)).await;
+            if counting.range_requests() == before {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
     }
 
     #[test]

@@ -239,12 +239,38 @@ struct AppState {
     access: Arc<access::AccessTable>,
     /// The store's key of Secrets' fingerprints, read (or made) when a secret is first shown.
     fingerprints: Arc<tokio::sync::OnceCell<Arc<fingerprints::FingerprintKey>>>,
+    /// The scoped tokens, followed from the store once the first one is presented, so that a request
+    /// costs no store read (`access::authenticate`).
+    tokens: Arc<std::sync::OnceLock<Arc<crate::runtime::Reflector<kedge_crds::token::StoredToken>>>>,
+}
+
+impl AppState {
+    /// The token cache, started on first use (in the runtime that serves requests) and stopped with
+    /// the API.
+    fn tokens(&self) -> &crate::runtime::Reflector<kedge_crds::token::StoredToken> {
+        self.tokens.get_or_init(|| {
+            crate::runtime::reflector::spawn(
+                self.api.store.clone(),
+                crate::store::keys::TOKENS,
+                "tokens",
+                |kv| serde_json::from_slice(&kv.value).map_err(|error| error.to_string()),
+                self.stopping.clone(),
+            )
+        })
+    }
 }
 
 fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Router {
     let access = Arc::new(access::AccessTable::new(&api.kinds));
     let guarded = guarded_routes(&api.kinds);
-    let state = AppState { api, require_token, stopping, access, fingerprints: Default::default() };
+    let state = AppState {
+        api,
+        require_token,
+        stopping,
+        access,
+        fingerprints: Default::default(),
+        tokens: Default::default(),
+    };
     with_guard(guarded, state)
 }
 

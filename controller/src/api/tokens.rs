@@ -141,9 +141,13 @@ pub(super) async fn revoke_token(
     let shown = serde_json::from_slice::<StoredToken>(&kv.value)
         .map(|stored| serde_json::to_value(stored.token).unwrap_or_default())
         .unwrap_or_else(|_| json!({ "id": id }));
-    match state.api.store.delete(&key, DeleteCondition::Always).await? {
-        Some(_) => {}
+    let deleted_at = match state.api.store.delete(&key, DeleteCondition::Always).await? {
+        Some(revision) => revision,
         None => return Err(not_found()),
+    };
+    // This agent's token cache drops it before the answer: revoked here means refused here.
+    if !state.tokens().wait_for_revision(deleted_at, std::time::Duration::from_secs(5)).await {
+        tracing::warn!(token = %id, "the token cache did not catch up with the revoke within 5 s");
     }
     if kv.lease != 0 {
         // The record is gone; the lease held nothing else. It may have expired meanwhile.
