@@ -441,6 +441,9 @@ fn main() -> ExitCode {
             cli.global.from_command_line.push(id);
         }
     }
+    if !matches!(cli.command, Commands::Agent(_)) {
+        quiet_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -472,6 +475,36 @@ fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(error) => report(error),
     }
+}
+
+/// Exit status of a client whose reader went away (`kedge get ... | head`): what a shell reports for
+/// a process ended by SIGPIPE, the way `yes | head` ends.
+const CLOSED_STDOUT_EXIT: i32 = 128 + 13;
+
+/// A client whose standard output is closed by its reader stops quietly with
+/// [`CLOSED_STDOUT_EXIT`], as a command killed by SIGPIPE does, instead of printing a panic: Rust
+/// ignores SIGPIPE, so the write fails and `print!` (or a library writing to stdout) panics; that
+/// panic is recognised here. (Restoring SIGPIPE's default action would need `unsafe`, which the
+/// workspace forbids.) Any other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_broken_pipe(info.payload()) {
+            std::process::exit(CLOSED_STDOUT_EXIT);
+        }
+        previous(info);
+    }));
+}
+
+/// Whether a panic's payload is a failed write to a closed pipe: std's `print!` says "Broken pipe
+/// (os error 32)", libraries that `expect` an `io::Error` show its `BrokenPipe` kind.
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    message.contains("Broken pipe (os error 32)") || message.contains("kind: BrokenPipe")
 }
 
 fn report(error: CliError) -> ExitCode {

@@ -14,6 +14,8 @@
 //! - oversized isolation fields (a 1 MiB sysctl value, 10,000 devices, 5,000 security options) are
 //!   refused by `kedge apply` at their line, column and field in a short message, and by the agent's
 //!   API (422 naming the field, 413 past the body limit); nothing is stored.
+//! - a reader that closes the CLI's output early (`kedge completion bash | head`) ends it quietly with
+//!   141, as SIGPIPE would, not with a panic.
 
 use std::path::Path;
 
@@ -343,4 +345,24 @@ async fn oversized_isolation_fields_are_refused_by_the_cli_and_the_agent_and_cha
     }
     drop(agent);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// `kedge completion bash | head -c 1`: the script (about 140 KB) outgrows the pipe's buffer, so the
+/// CLI writes again after its reader has gone; it stops quietly, exit 141, nothing on stderr.
+#[test]
+fn a_closed_output_pipe_ends_the_cli_quietly() {
+    use std::io::Read;
+    let mut child = kedge_command(&std::env::temp_dir())
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kedge runs");
+    let mut first = [0u8; 1];
+    child.stdout.take().expect("piped").read_exact(&mut first).expect("the script's first byte");
+    // The reader is dropped here, as `head` exits.
+    let output = child.wait_with_output().expect("kedge ends");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{errors}");
+    assert!(errors.is_empty(), "quiet: {errors}");
 }
