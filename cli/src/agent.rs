@@ -385,9 +385,12 @@ fn init_tracing(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A log line that cannot be written (a full disk) is dropped, not reported on stderr by the
     // subscriber itself, which would fail the same way.
+    // Colour only on a terminal (and without NO_COLOR): a log file or journald gets plain text.
+    let colour = crate::output::use_colour(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .log_internal_errors(false);
     if json {
         builder.json().init();

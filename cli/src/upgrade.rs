@@ -246,6 +246,7 @@ pub async fn helper(args: HelperArgs) -> CliResult<Exit> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::stderr)
+        .with_ansi(crate::output::use_colour(std::io::IsTerminal::is_terminal(&std::io::stderr())))
         .try_init();
     let timeout = kedge_controller::upgrade::bounded_timeout(args.timeout);
     let result = match kedge_controller::docker::DockerClient::connect().await {

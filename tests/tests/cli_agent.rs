@@ -1,6 +1,7 @@
 //! The real `kedge` binary against a real `kedge agent` on the test Docker Engine: the agent creates its
 //! token (0600) and socket, apply makes a real container, wait/get/describe see the agent's status, and
-//! delete removes the container. Needs `scripts/test-env up` (fails loudly without it).
+//! delete removes the container; its text log written to a file carries no terminal colour codes.
+//! Needs `scripts/test-env up` (fails loudly without it).
 
 use crate::api_support;
 
@@ -104,4 +105,34 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     })
     .await;
     drop(agent);
+}
+
+/// An agent whose log goes to a file (a service manager's, `2>agent.log`) writes plain text: no ANSI
+/// colour codes, even without NO_COLOR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_text_log_in_a_file_has_no_colour_codes() {
+    let run = run_id();
+    let state_dir = std::env::temp_dir().join(format!("kedge-plain-log-{run}"));
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let log_path = state_dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(kedge_tests::kedge_bin())
+        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--host-name", &format!("plain-{run}")])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DOCKER_HOST", &kedge_tests::TestEnv::get().docker_host)
+        .env("KEDGE_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("KEDGE_STORE")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("kedge agent starts");
+    let _agent = AgentGuard { child, state_dir: state_dir.clone(), keep_state: false };
+    let text = eventually("the agent logs that its API listens", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        text.contains("API listening").then_some(text)
+    })
+    .await;
+    assert!(text.contains("INFO"), "a text log: {text}");
+    assert!(!text.contains('\u{1b}'), "no escape codes in a log file: {text:?}");
 }
