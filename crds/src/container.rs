@@ -54,9 +54,10 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "forms::lenient_opt_vec")]
     #[schemars(schema_with = "forms::lenient_vec_schema")]
     pub command: Option<Vec<String>>,
-    /// Environment variables added to the image's. A map, or a list of `KEY=VALUE`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
-    #[schemars(schema_with = "forms::lenient_map_schema")]
+    /// Environment variables added to the image's. A map, or a list of `KEY=VALUE` strings or of
+    /// `{name, value}` maps (the Kubernetes form).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::env_map")]
+    #[schemars(schema_with = "forms::env_map_schema")]
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values come from a key of a Secret of the same namespace:
     /// `DB_PASSWORD: {secret: db, key: password}`. The agent reads the value just before it plans; the

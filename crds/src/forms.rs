@@ -176,6 +176,113 @@ pub(crate) fn lenient_map<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(MapVisitor)
 }
 
+/// An env map ([`lenient_map`]'s forms), or a list whose items are `KEY=VALUE` strings or, as
+/// Kubernetes writes env, `{name: KEY, value: VALUE}` maps (which kubectl users type first). A
+/// Kubernetes `valueFrom` is refused with the kedge way to say it (`secretEnv`).
+pub(crate) fn env_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct EnvVisitor;
+
+    impl<'de> Visitor<'de> for EnvVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of strings, or a list of `KEY=VALUE` strings or `{name, value}` maps")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(LenientStringSeed)?;
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some((key, value)) = seq.next_element_seed(EnvItemSeed)? {
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+    }
+
+    deserializer.deserialize_any(EnvVisitor)
+}
+
+/// One item of an env list: `KEY=VALUE`, or `{name: KEY, value: VALUE}` (`value` may be left out:
+/// an empty value, as in Kubernetes).
+struct EnvItemSeed;
+
+impl<'de> de::DeserializeSeed<'de> for EnvItemSeed {
+    type Value = (String, String);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvItemSeed {
+    type Value = (String, String);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a `KEY=VALUE` string or a `{name, value}` map")
+    }
+
+    fn visit_str<E: de::Error>(self, item: &str) -> Result<Self::Value, E> {
+        match item.split_once('=') {
+            Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+            None => Err(E::custom(format!("`{item}` is not of the form KEY=VALUE"))),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut name, mut value) = (None, None);
+        while let Some(field) = map.next_key::<String>()? {
+            match field.as_str() {
+                "name" => name = Some(map.next_value::<String>()?),
+                "value" => value = Some(map.next_value_seed(LenientStringSeed)?),
+                "valueFrom" => {
+                    return Err(de::Error::custom(
+                        "`valueFrom` is Kubernetes'; take a value from a kedge secret with \
+                         `secretEnv: {NAME: {secret: SECRET, key: KEY}}` (docs/secrets.md)",
+                    ))
+                }
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown field `{other}` in an env item; expected `name` and `value`"
+                    )))
+                }
+            }
+        }
+        let name = name.ok_or_else(|| de::Error::custom("an env item without `name`"))?;
+        Ok((name, value.unwrap_or_default()))
+    }
+}
+
+/// Schema of [`env_map`].
+pub(crate) fn env_map_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
+            { "type": "array", "items": { "anyOf": [
+                { "type": "string", "pattern": "=" },
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": { "type": "string" },
+                        "value": { "type": ["string", "number", "boolean"] }
+                    },
+                    "required": ["name"],
+                    "additionalProperties": false
+                }
+            ] } }
+        ]
+    })
+}
+
 /// Schema for string fields that also accept numbers and booleans.
 pub(crate) fn lenient_string_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": ["string", "number", "boolean"] })
@@ -192,4 +299,40 @@ pub(crate) fn lenient_map_schema(_: &mut SchemaGenerator) -> Schema {
             { "type": "array", "items": { "type": "string", "pattern": "=" } }
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct WithEnv {
+        #[serde(deserialize_with = "env_map")]
+        env: BTreeMap<String, String>,
+    }
+
+    fn env(json: &str) -> BTreeMap<String, String> {
+        serde_json::from_str::<WithEnv>(json).expect(json).env
+    }
+
+    #[test]
+    fn env_takes_a_map_key_value_strings_and_the_kubernetes_form_alike() {
+        let expected: BTreeMap<String, String> =
+            [("MODE", "prod"), ("PORT", "8080"), ("EMPTY", "")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(env(r#"{"env": {"MODE": "prod", "PORT": 8080, "EMPTY": ""}}"#), expected);
+        assert_eq!(env(r#"{"env": ["MODE=prod", "PORT=8080", "EMPTY="]}"#), expected);
+        assert_eq!(
+            env(
+                r#"{"env": [{"name": "MODE", "value": "prod"}, {"name": "PORT", "value": 8080}, {"name": "EMPTY"}]}"#
+            ),
+            expected
+        );
+        assert_eq!(env(r#"{"env": ["MODE=prod", {"name": "PORT", "value": 8080}, "EMPTY="]}"#), expected);
+        // As a user writes it in YAML.
+        let yaml =
+            "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  image: app:v1\n  \
+                    env:\n  - name: MODE\n    value: prod\n  - {name: PORT, value: 8080}\n  - name: EMPTY\n";
+        let specs = crate::parse::load_str("web.yaml", yaml).expect("the Kubernetes env form is accepted");
+        assert_eq!(specs[0].spec.env, expected);
+    }
 }

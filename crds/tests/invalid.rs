@@ -143,7 +143,17 @@ fn image_and_command() {
         "7:12: spec.command: invalid type: string \"sleep 1\", expected a list of strings",
     );
     check(&with_spec("env:\n  'A=B': x"), "8:5: spec.env.A=B: `A=B` is not a valid variable name: it must be non-empty, without `=` or whitespace");
-    check(&with_spec("env: [NOEQUALS]"), "7:8: spec.env: `NOEQUALS` is not of the form KEY=VALUE");
+    check(&with_spec("env: [NOEQUALS]"), "7:9: spec.env[0]: `NOEQUALS` is not of the form KEY=VALUE");
+    check(
+        &with_spec("env:\n  - name: DB\n    valueFrom: {secretKeyRef: {name: db, key: pw}}"),
+        "8:7: spec.env[0]: `valueFrom` is Kubernetes'; take a value from a kedge secret with \
+         `secretEnv: {NAME: {secret: SECRET, key: KEY}}` (docs/secrets.md)",
+    );
+    check(&with_spec("env:\n  - value: x"), "8:7: spec.env[0]: an env item without `name`");
+    check(
+        &with_spec("env:\n  - {name: A, vaule: x}"),
+        "8:7: spec.env[0]: unknown field `vaule`, did you mean `value`?",
+    );
     check(&with_spec("workingDir: app"), "7:15: spec.workingDir: `app` is not an absolute path");
     check(&with_spec("hostname: bad_host"), "7:13: spec.hostname: `bad_host` is not a valid hostname: use letters, digits and `-`, not at the start or end of a part");
     check(
