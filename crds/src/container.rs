@@ -110,6 +110,11 @@ pub struct ContainerSpec {
     /// How long to wait after the stop signal before killing (Docker's default: 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<HumanDuration>,
+    /// How many seconds a container started by a recreate must stay running (and not unhealthy)
+    /// before the recreate counts it ready and removes the old one (0 to 3600). Default: 0 when
+    /// the image or the spec has a healthcheck, which then decides; 1 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i64>,
     /// Linux capabilities to add, as Docker names them (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
