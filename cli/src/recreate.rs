@@ -57,6 +57,7 @@ pub async fn run(args: RecreateArgs, global: &GlobalArgs) -> CliResult<Exit> {
         pull: args.pull,
         health_timeout: args.health_timeout,
         running_grace: args.running_grace,
+        min_ready_healthy: Duration::ZERO,
         stop_timeout: None,
         remove_old_image: args.cleanup,
     };

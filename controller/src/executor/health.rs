@@ -1,5 +1,10 @@
 //! Waiting for a started container to prove itself: healthy by its Docker healthcheck, or still
 //! running after a grace period when it has none.
+//!
+//! The agent's recreates take both waits from the spec's `minReadySeconds`: without a healthcheck
+//! the container must run that long (1 s when the spec does not say); with one it must be healthy
+//! and, when the spec asks, have run that long since its start. A container that exits or turns
+//! unhealthy meanwhile fails the wait at once.
 
 use std::time::Duration;
 
@@ -14,8 +19,9 @@ const HEALTH_POLL: Duration = Duration::from_millis(200);
 /// How many log lines a failure report carries.
 const LOG_TAIL: usize = 20;
 
-/// Waits until container `id` is healthy (with a healthcheck) or still running after
-/// `strategy.running_grace` (without). Fails fast when it exits or turns unhealthy.
+/// Waits until container `id` is healthy and has run `strategy.min_ready_healthy` (with a
+/// healthcheck) or is still running after `strategy.running_grace` (without). Fails fast when it
+/// exits or turns unhealthy.
 pub(crate) async fn wait_until_proven(
     docker: &dyn Engine,
     id: &str,
@@ -25,6 +31,9 @@ pub(crate) async fn wait_until_proven(
     let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
     let has_healthcheck = observed.healthcheck.as_ref().is_some_and(|h| !h.is_disabled());
     if !has_healthcheck {
+        if strategy.running_grace.is_zero() {
+            return confirm_running(docker, id).await;
+        }
         // No healthcheck: the engine's wait answers as soon as the container stops; a timeout
         // means it is still running after the grace period.
         return match docker.wait_for_exit(id, strategy.running_grace).await {
@@ -48,7 +57,14 @@ pub(crate) async fn wait_until_proven(
             last = Some(health);
         }
         match health {
-            HealthStatus::Healthy => return Ok(()),
+            HealthStatus::Healthy if started.elapsed() >= strategy.min_ready_healthy => return Ok(()),
+            // Healthy, but not yet for as long as the spec asks: keep watching it, whatever the
+            // health timeout (which bounds only the wait for a first `healthy`).
+            HealthStatus::Healthy => {
+                let left = strategy.min_ready_healthy.saturating_sub(started.elapsed());
+                tokio::time::sleep(HEALTH_POLL.min(left)).await;
+                continue;
+            }
             HealthStatus::Unhealthy => {
                 return Err(WaitError::Failed(RecreateFailure::Unhealthy {
                     health,

@@ -108,6 +108,9 @@ pub struct RecreateStrategy {
     pub health_timeout: Duration,
     /// Without a healthcheck: the new container must still run after this long.
     pub running_grace: Duration,
+    /// With a healthcheck: once healthy, the new container must also have run this long since its
+    /// start (the spec's `minReadySeconds`; zero lets the healthcheck alone decide).
+    pub min_ready_healthy: Duration,
     /// The old container's stop grace period; `None`: its own stop timeout (Docker's 10 s default).
     pub stop_timeout: Option<Duration>,
     /// Remove the old container's image afterwards when no container uses it any more.
@@ -120,6 +123,7 @@ impl Default for RecreateStrategy {
             pull: false,
             health_timeout: Duration::from_secs(60),
             running_grace: Duration::from_secs(5),
+            min_ready_healthy: Duration::ZERO,
             stop_timeout: None,
             remove_old_image: false,
         }

@@ -84,6 +84,7 @@ pub async fn run(docker: DockerClient, name: &str, image: &str, timeout: Duratio
         pull: false,
         health_timeout: timeout,
         running_grace: timeout,
+        min_ready_healthy: Duration::ZERO,
         stop_timeout: None,
         remove_old_image: false,
     };

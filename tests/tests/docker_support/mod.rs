@@ -119,6 +119,7 @@ pub fn quick_strategy() -> RecreateStrategy {
         pull: false,
         health_timeout: Duration::from_secs(20),
         running_grace: Duration::from_secs(1),
+        min_ready_healthy: Duration::ZERO,
         stop_timeout: Some(Duration::from_secs(1)),
         remove_old_image: false,
     }
