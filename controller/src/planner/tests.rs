@@ -166,7 +166,7 @@ fn observed(desired: &Container, edit: impl FnOnce(&mut ObservedContainer)) -> O
     observed
 }
 
-fn facts() -> ImageFacts {
+pub(crate) fn facts() -> ImageFacts {
     ImageFacts {
         local_image_id: Some(OLD_IMAGE.to_owned()),
         running_image: Some(image()),
