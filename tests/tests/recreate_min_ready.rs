@@ -42,7 +42,11 @@ async fn a_container_that_crashes_after_half_a_second_is_rolled_back_with_min_re
     late.cmd = Some(vec!["sh".into(), "-c".into(), "sleep 0.5; echo crashing late; exit 4".into()]);
     let result = fx.executor.recreate(&late, &min_ready_2s(), &mut |_| {}).await;
     match &result {
-        Err(ExecutorError::RolledBack { old_id: back, failure: RecreateFailure::Exited { exit_code, logs }, .. }) => {
+        Err(ExecutorError::RolledBack {
+            old_id: back,
+            failure: RecreateFailure::Exited { exit_code, logs },
+            ..
+        }) => {
             assert_eq!(back, &old_id);
             assert_eq!(*exit_code, Some(4));
             assert!(logs.contains("crashing late"), "{logs}");
@@ -102,7 +106,11 @@ async fn a_healthy_container_that_crashes_within_min_ready_is_rolled_back() {
     flaky.healthcheck = Some(ready_file_healthcheck());
     let result = fx.executor.recreate(&flaky, &min_ready_2s(), &mut |_| {}).await;
     match &result {
-        Err(ExecutorError::RolledBack { old_id: back, failure: RecreateFailure::Exited { exit_code, .. }, .. }) => {
+        Err(ExecutorError::RolledBack {
+            old_id: back,
+            failure: RecreateFailure::Exited { exit_code, .. },
+            ..
+        }) => {
             assert_eq!(back, &old_id);
             assert_eq!(*exit_code, Some(5));
         }

@@ -24,8 +24,8 @@ use futures::future::BoxFuture;
 
 use crate::docker::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ContainerSummary, DockerError,
-    DockerResult, Engine, ExecOutcome, HealthStatus, ExecSpec, ImageInfo, LogLine, NetworkAttachment, ObservedContainer,
-    ObservedNetwork, ProcessInfo, PullProgress, RegistryDigest, RemoveOptions, Resources,
+    DockerResult, Engine, ExecOutcome, ExecSpec, HealthStatus, ImageInfo, LogLine, NetworkAttachment,
+    ObservedContainer, ObservedNetwork, ProcessInfo, PullProgress, RegistryDigest, RemoveOptions, Resources,
 };
 
 #[derive(Debug, Default)]

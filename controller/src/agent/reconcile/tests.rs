@@ -406,10 +406,14 @@ async fn a_healthy_new_container_is_ready_after_min_ready_seconds_and_not_a_mome
     // `(the spec's minReadySeconds, the time the recreate waits)`: the fake's container is healthy
     // from its start, so without the field the healthcheck alone decides at once. The recreate is
     // called on the executor directly: the store's writes in a reconcile let paused time jump.
-    for (min_ready, waited) in [("", 0), (r#", "minReadySeconds": 2"#, 2000), (r#", "minReadySeconds": 0"#, 0)] {
+    for (min_ready, waited) in
+        [("", 0), (r#", "minReadySeconds": 2"#, 2000), (r#", "minReadySeconds": 0"#, 0)]
+    {
         let f = fixture().await;
         let json = |value: &str| {
-            format!(r#"{{"image": "kedge-test/app:v1", "healthcheck": {{"test": ["CMD", "true"]}}, "env": {{"A": "{value}"}}{min_ready}}}"#)
+            format!(
+                r#"{{"image": "kedge-test/app:v1", "healthcheck": {{"test": ["CMD", "true"]}}, "env": {{"A": "{value}"}}{min_ready}}}"#
+            )
         };
         f.specs(&[&spec("web", &json("1"))], 1);
         f.reconcile("default/web").await;
