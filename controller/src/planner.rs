@@ -31,14 +31,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kedge_crds::secret::ResolvedEnv;
-use kedge_crds::{CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState};
+use kedge_crds::{
+    CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState, UpdateOrder,
+};
 
 use crate::docker::labels;
 use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer, Resources};
 use crate::mapping::{container_config_with_secrets, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
 use crate::restarts;
 
-pub use actions::{Action, RecreateStrategy};
+pub use actions::{Action, RecreateOrder, RecreateStrategy};
 use drift::Repair;
 
 /// What the caller learned about images (and processes) before planning; the planner reads no engine.
@@ -521,6 +523,12 @@ fn recreate_strategy(desired: &Container, facts: &ImageFacts) -> RecreateStrateg
         remove_old_image: strategy.and_then(|strategy| strategy.remove_old_image).unwrap_or(false),
         running_grace: min_ready.unwrap_or(DEFAULT_MIN_READY_WITHOUT_HEALTHCHECK),
         min_ready_healthy: min_ready.unwrap_or(Duration::ZERO),
+        // Start-first unless the spec asks otherwise; the executor falls back to stop-first when
+        // the two containers would share a host port, an address, a device or data.
+        order: match strategy.and_then(|strategy| strategy.kind) {
+            Some(UpdateOrder::StopFirst) => RecreateOrder::StopFirst,
+            Some(UpdateOrder::StartFirst) | None => RecreateOrder::StartFirst,
+        },
     }
 }
 

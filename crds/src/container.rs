@@ -546,7 +546,10 @@ pub enum PullPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateStrategy {
-    /// `stop-first` (default; forced when host ports are published) or `start-first`.
+    /// `start-first` (default): the new container starts and proves itself beside the old one,
+    /// which is then stopped; the agent stops the old one first anyway when the two would share a
+    /// host port, a static IP, a network namespace, a device or data (a volume or a writable bind).
+    /// `stop-first`: always stop the old container first.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<UpdateOrder>,
     /// How long the new container has to become healthy (default 60s).

@@ -6,7 +6,7 @@ use crate::docker_support;
 use std::time::Duration;
 
 use docker_support::*;
-use kedge_controller::docker::{HealthStatus, Healthcheck};
+use kedge_controller::docker::{HealthStatus, Healthcheck, RestartPolicy, RestartPolicyKind};
 use kedge_controller::executor::{ExecutorError, RecreateFailure, RecreateStrategy};
 
 /// The waits the planner gives a spec with `minReadySeconds: 2`.
@@ -115,6 +115,28 @@ async fn a_healthy_container_that_crashes_within_min_ready_is_rolled_back() {
             assert_eq!(*exit_code, Some(5));
         }
         other => panic!("expected a rollback after the crash within minReadySeconds, got {other:?}"),
+    }
+    assert_eq!(fx.inspect(&config.name).await.id, old_id);
+}
+
+#[tokio::test]
+async fn a_crash_looping_container_restarted_by_its_policy_is_rolled_back_whatever_the_moment() {
+    let fx = Fixture::new().await;
+    let mut config = fx.managed("crash-loop", APP_V1);
+    config.restart_policy = Some(RestartPolicy { kind: RestartPolicyKind::Always, max_retries: 0 });
+    let old_id = fx.executor.create(&config).await.expect("create");
+    fx.docker.start_container(&old_id).await.expect("start");
+    let mut looping = config.clone();
+    looping.image = FAIL.to_string();
+    // The planner's default without a healthcheck: 1 s, when the engine may have just started it
+    // again between two crashes.
+    let strategy = RecreateStrategy { running_grace: Duration::from_secs(1), ..quick_strategy() };
+    let result = fx.executor.recreate(&looping, &strategy, &mut |_| {}).await;
+    match &result {
+        Err(ExecutorError::RolledBack { old_id: back, failure: RecreateFailure::Exited { .. }, .. }) => {
+            assert_eq!(back, &old_id)
+        }
+        other => panic!("expected a rollback of the crash loop, got {other:?}"),
     }
     assert_eq!(fx.inspect(&config.name).await.id, old_id);
 }

@@ -30,14 +30,17 @@ pub(crate) async fn wait_until_proven(
 ) -> Result<(), WaitError> {
     let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
     let has_healthcheck = observed.healthcheck.as_ref().is_some_and(|h| !h.is_disabled());
+    // A restart policy starts a crashed container again at once: caught between two crashes it
+    // runs, so a restart since the wait began counts as the exit it was.
+    let restarts = observed.state.restart_count;
     if !has_healthcheck {
         if strategy.running_grace.is_zero() {
-            return confirm_running(docker, id).await;
+            return confirm_running(docker, id, restarts).await;
         }
         // No healthcheck: the engine's wait answers as soon as the container stops; a timeout
         // means it is still running after the grace period.
         return match docker.wait_for_exit(id, strategy.running_grace).await {
-            Err(DockerError::Timeout { .. }) => confirm_running(docker, id).await,
+            Err(DockerError::Timeout { .. }) => confirm_running(docker, id, restarts).await,
             Ok(code) => Err(exited(Some(code), tail(docker, id).await)),
             Err(other) => Err(other.into()),
         };
@@ -48,7 +51,7 @@ pub(crate) async fn wait_until_proven(
     let mut last = None;
     loop {
         let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
-        if !observed.state.running || observed.state.restarting {
+        if !observed.state.running || observed.state.restarting || observed.state.restart_count > restarts {
             return Err(exited(observed.state.exit_code, tail(docker, id).await));
         }
         let health = observed.state.health.unwrap_or(HealthStatus::None);
@@ -90,9 +93,10 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
-async fn confirm_running(docker: &dyn Engine, id: &str) -> Result<(), WaitError> {
+/// Still running, and not restarted since the wait began (`restarts` then).
+async fn confirm_running(docker: &dyn Engine, id: &str, restarts: i64) -> Result<(), WaitError> {
     let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
-    if observed.state.running && !observed.state.restarting {
+    if observed.state.running && !observed.state.restarting && observed.state.restart_count <= restarts {
         Ok(())
     } else {
         Err(exited(observed.state.exit_code, tail(docker, id).await))

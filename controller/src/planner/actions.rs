@@ -115,6 +115,20 @@ pub struct RecreateStrategy {
     pub stop_timeout: Option<Duration>,
     /// Remove the old container's image afterwards when no container uses it any more.
     pub remove_old_image: bool,
+    /// Which container runs first. `StartFirst` is a wish: the executor stops the old container
+    /// first anyway when the two could not run side by side (see `executor::start_first_conflict`).
+    pub order: RecreateOrder,
+}
+
+/// Which container of a recreate runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecreateOrder {
+    /// Stop the old container, then start the new one: never two at once.
+    #[default]
+    StopFirst,
+    /// Start and prove the new container under its temporary name while the old one still runs,
+    /// then stop the old one and give the new one the name: no gap in service.
+    StartFirst,
 }
 
 impl Default for RecreateStrategy {
@@ -124,6 +138,7 @@ impl Default for RecreateStrategy {
             health_timeout: Duration::from_secs(60),
             running_grace: Duration::from_secs(5),
             min_ready_healthy: Duration::ZERO,
+            order: RecreateOrder::StopFirst,
             stop_timeout: None,
             remove_old_image: false,
         }

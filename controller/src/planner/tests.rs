@@ -886,6 +886,27 @@ fn min_ready_seconds_sets_both_waits_and_defaults_by_healthcheck() {
 }
 
 #[test]
+fn recreates_are_start_first_unless_the_spec_says_stop_first() {
+    for (update_strategy, order) in [
+        ("", RecreateOrder::StartFirst),
+        (r#", "updateStrategy": {"type": "start-first"}"#, RecreateOrder::StartFirst),
+        (r#", "updateStrategy": {"type": "stop-first"}"#, RecreateOrder::StopFirst),
+    ] {
+        let desired =
+            spec(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}{update_strategy}}}"#));
+        let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
+        let plan = check(
+            &desired,
+            Some(&stale),
+            &facts(),
+            Expect { actions: &["Recreate"], drift: &["spec.env.A"] },
+        );
+        let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+        assert_eq!(strategy.order, order, "{update_strategy}");
+    }
+}
+
+#[test]
 fn image_defaults_are_not_declarations() {
     // The image has a HEALTHCHECK, STOPSIGNAL and WORKDIR the spec does not mention: no drift.
     let desired = spec(r#"{"image": "kedge-test/app:v1"}"#);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kedge_controller::docker::labels;
 use kedge_controller::docker::{ContainerConfig, DockerClient, ObservedContainer};
-use kedge_controller::executor::{Executor, RecreateStrategy};
+use kedge_controller::executor::{Executor, RecreateOrder, RecreateStrategy};
 use kedge_tests::{run_id, EngineCleanup, TestEnv, TEST_LABEL};
 
 pub const APP_V1: &str = "kedge-test/app:v1";
@@ -122,6 +122,7 @@ pub fn quick_strategy() -> RecreateStrategy {
         min_ready_healthy: Duration::ZERO,
         stop_timeout: Some(Duration::from_secs(1)),
         remove_old_image: false,
+        order: RecreateOrder::StopFirst,
     }
 }
 
