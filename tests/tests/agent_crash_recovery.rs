@@ -105,7 +105,8 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     // runs under its temporary name, nothing holds the name). The spec shares nothing exclusive,
     // so the agent's recreate is start-first.
     objects::apply_container(store.as_ref(), &spec("kedge-test/app:v2"), None).await.expect("apply v2");
-    let mut crashing = AgentProcess::start(state_dir.path(), &host, &env, Some("recreate.start_first.after_rename_old"));
+    let mut crashing =
+        AgentProcess::start(state_dir.path(), &host, &env, Some("recreate.start_first.after_rename_old"));
     let status = eventually("the agent to abort at its failpoint", Duration::from_secs(120), || {
         let exited = crashing.child.try_wait().expect("wait for the agent");
         async move { exited }

@@ -44,6 +44,11 @@ use crate::docker::labels;
 use crate::docker::{ContainerConfig, DockerError, MountSource, RemoveOptions};
 use crate::planner::{RecreateOrder, RecreateStrategy};
 
+/// A failed engine call of recreate step `step`, as the failure the rollback reports.
+fn step_failed(step: RecreateStep) -> impl FnOnce(DockerError) -> RecreateFailure {
+    move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
+}
+
 /// Why the new container of a recreate must not run beside the old one, or `None` when it may.
 /// `config` is the new container's, its carried volumes included (the old one's anonymous
 /// volumes, such as a `VOLUME` its image declares, mounted by name).
@@ -302,7 +307,7 @@ impl Executor {
         .await
     }
 
-    /// Steps 3-5: stop and set the old container aside, put the new one in place, prove it.
+    /// Stop-first steps 3-5: stop and set the old container aside, put the new one in place, prove it.
     async fn switch_over(
         &self,
         name: &str,
@@ -312,51 +317,15 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> Result<(), RecreateFailure> {
-        let step_failed = |step: RecreateStep| {
-            move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
-        };
-
-        progress(RecreateProgress::Step(RecreateStep::StopOld));
-        self.docker
-            .stop_container(&old.id, strategy.stop_timeout)
-            .instrument(info_span!("stop_old"))
-            .await
-            .map_err(step_failed(RecreateStep::StopOld))?;
+        self.stop_old(old, strategy, progress).await?;
         fail_point!("recreate.after_stop_old");
-
-        progress(RecreateProgress::Step(RecreateStep::RenameOldAside));
-        self.docker
-            .rename_container(&old.id, &labels::recreate_old_name(name, recreate_id))
-            .instrument(info_span!("rename_old_aside"))
-            .await
-            .map_err(step_failed(RecreateStep::RenameOldAside))?;
+        self.rename_old_aside(name, recreate_id, old, progress).await?;
         fail_point!("recreate.after_rename_old");
-
-        progress(RecreateProgress::Step(RecreateStep::RenameNew));
-        self.docker
-            .rename_container(new_id, name)
-            .instrument(info_span!("rename_new"))
-            .await
-            .map_err(step_failed(RecreateStep::RenameNew))?;
+        self.rename_new(name, new_id, progress).await?;
         fail_point!("recreate.after_rename_new");
-
-        progress(RecreateProgress::Step(RecreateStep::StartNew));
-        self.docker
-            .start_container(new_id)
-            .instrument(info_span!("start_new"))
-            .await
-            .map_err(step_failed(RecreateStep::StartNew))?;
+        self.start_new(new_id, progress).await?;
         fail_point!("recreate.after_start_new");
-
-        progress(RecreateProgress::Step(RecreateStep::WaitHealthy));
-        match wait_until_proven(&*self.docker, new_id, strategy, progress)
-            .instrument(info_span!("wait_healthy"))
-            .await
-        {
-            Ok(()) => {}
-            Err(WaitError::Failed(failure)) => return Err(failure),
-            Err(WaitError::Docker(e)) => return Err(step_failed(RecreateStep::WaitHealthy)(e)),
-        }
+        self.prove_new(new_id, strategy, progress).await?;
         fail_point!("recreate.after_healthy");
         Ok(())
     }
@@ -372,53 +341,91 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> Result<(), RecreateFailure> {
-        let step_failed = |step: RecreateStep| {
-            move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
-        };
-
-        progress(RecreateProgress::Step(RecreateStep::StartNew));
-        self.docker
-            .start_container(new_id)
-            .instrument(info_span!("start_new"))
-            .await
-            .map_err(step_failed(RecreateStep::StartNew))?;
+        self.start_new(new_id, progress).await?;
         fail_point!("recreate.start_first.after_start_new");
-
-        progress(RecreateProgress::Step(RecreateStep::WaitHealthy));
-        match wait_until_proven(&*self.docker, new_id, strategy, progress)
-            .instrument(info_span!("wait_healthy"))
-            .await
-        {
-            Ok(()) => {}
-            Err(WaitError::Failed(failure)) => return Err(failure),
-            Err(WaitError::Docker(e)) => return Err(step_failed(RecreateStep::WaitHealthy)(e)),
-        }
+        self.prove_new(new_id, strategy, progress).await?;
         fail_point!("recreate.start_first.after_healthy");
+        self.stop_old(old, strategy, progress).await?;
+        fail_point!("recreate.start_first.after_stop_old");
+        self.rename_old_aside(name, recreate_id, old, progress).await?;
+        fail_point!("recreate.start_first.after_rename_old");
+        self.rename_new(name, new_id, progress).await?;
+        fail_point!("recreate.start_first.after_rename_new");
+        Ok(())
+    }
 
+    async fn stop_old(
+        &self,
+        old: &crate::docker::ObservedContainer,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::StopOld));
         self.docker
             .stop_container(&old.id, strategy.stop_timeout)
             .instrument(info_span!("stop_old"))
             .await
-            .map_err(step_failed(RecreateStep::StopOld))?;
-        fail_point!("recreate.start_first.after_stop_old");
+            .map_err(step_failed(RecreateStep::StopOld))
+    }
 
+    async fn rename_old_aside(
+        &self,
+        name: &str,
+        recreate_id: &str,
+        old: &crate::docker::ObservedContainer,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::RenameOldAside));
         self.docker
             .rename_container(&old.id, &labels::recreate_old_name(name, recreate_id))
             .instrument(info_span!("rename_old_aside"))
             .await
-            .map_err(step_failed(RecreateStep::RenameOldAside))?;
-        fail_point!("recreate.start_first.after_rename_old");
+            .map_err(step_failed(RecreateStep::RenameOldAside))
+    }
 
+    async fn rename_new(
+        &self,
+        name: &str,
+        new_id: &str,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::RenameNew));
         self.docker
             .rename_container(new_id, name)
             .instrument(info_span!("rename_new"))
             .await
-            .map_err(step_failed(RecreateStep::RenameNew))?;
-        fail_point!("recreate.start_first.after_rename_new");
-        Ok(())
+            .map_err(step_failed(RecreateStep::RenameNew))
+    }
+
+    async fn start_new(
+        &self,
+        new_id: &str,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
+        progress(RecreateProgress::Step(RecreateStep::StartNew));
+        self.docker
+            .start_container(new_id)
+            .instrument(info_span!("start_new"))
+            .await
+            .map_err(step_failed(RecreateStep::StartNew))
+    }
+
+    /// Waits until the new container is healthy or has run long enough (`health.rs`).
+    async fn prove_new(
+        &self,
+        new_id: &str,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
+        progress(RecreateProgress::Step(RecreateStep::WaitHealthy));
+        match wait_until_proven(&*self.docker, new_id, strategy, progress)
+            .instrument(info_span!("wait_healthy"))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(WaitError::Failed(failure)) => Err(failure),
+            Err(WaitError::Docker(e)) => Err(step_failed(RecreateStep::WaitHealthy)(e)),
+        }
     }
 
     /// Undoes a recreate, each step idempotent so a crash inside is undone by running it again:
