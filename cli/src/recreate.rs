@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use kedge_controller::docker::{labels, DockerClient, HealthStatus, PullProgress};
 use kedge_controller::executor::{
-    Executor, ExecutorError, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy,
+    Executor, ExecutorError, RecreateOrder, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy,
 };
 
 use crate::error::{CliError, CliResult, Exit};
@@ -57,8 +57,10 @@ pub async fn run(args: RecreateArgs, global: &GlobalArgs) -> CliResult<Exit> {
         pull: args.pull,
         health_timeout: args.health_timeout,
         running_grace: args.running_grace,
+        min_ready_healthy: Duration::ZERO,
         stop_timeout: None,
         remove_old_image: args.cleanup,
+        order: RecreateOrder::StopFirst,
     };
     let report = recreate_any(docker, &args.name, &strategy).await?;
     println!("{}", report_line(&report));

@@ -33,13 +33,14 @@ use crate::docker::{
     ContainerConfig, DockerClient, DockerError, Engine, ExecOutcome, ObservedContainer, RemoveOptions,
 };
 
-pub use crate::planner::{Action, RecreateStrategy};
+pub use crate::planner::{Action, RecreateOrder, RecreateStrategy};
 pub use declared::declared_config;
 pub use progress::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep};
 pub use recover::{
     base_name_of_key, decide, find_leftovers, is_recreate_name_of, Decision, Leftovers, RecoveryOutcome,
     RecoveryReport, RecoveryScope,
 };
+pub use recreate::start_first_conflict;
 
 /// What carrying an action out produced.
 #[derive(Debug, Clone, PartialEq)]

@@ -28,16 +28,19 @@ pub(crate) mod limits;
 mod providers;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kedge_crds::secret::ResolvedEnv;
-use kedge_crds::{CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState};
+use kedge_crds::{
+    CommandMatch, Container, ExecPolicy, FieldDiff, ImageCheck, PullPolicy, RunState, UpdateOrder,
+};
 
 use crate::docker::labels;
 use crate::docker::{ContainerStatus, ExecSpec, ImageInfo, ObservedContainer, Resources};
 use crate::mapping::{container_config_with_secrets, RESTARTED_AT_ANNOTATION, RESTARTED_AT_LABEL};
 use crate::restarts;
 
-pub use actions::{Action, RecreateStrategy};
+pub use actions::{Action, RecreateOrder, RecreateStrategy};
 use drift::Repair;
 
 /// What the caller learned about images (and processes) before planning; the planner reads no engine.
@@ -493,6 +496,11 @@ fn needs_pull_before_create(desired: &Container, facts: &ImageFacts) -> bool {
     }
 }
 
+/// How long a container started by a recreate must stay running before it counts as ready, when
+/// neither its spec (`minReadySeconds`) nor a healthcheck says: long enough to catch a container
+/// that dies at once (a bad command, a missing file), short enough not to slow a rollout.
+pub const DEFAULT_MIN_READY_WITHOUT_HEALTHCHECK: Duration = Duration::from_secs(1);
+
 fn recreate_strategy(desired: &Container, facts: &ImageFacts) -> RecreateStrategy {
     let spec = &desired.spec;
     let registry_moved = spec.update_policy.as_ref().and_then(|policy| policy.image_check)
@@ -500,6 +508,8 @@ fn recreate_strategy(desired: &Container, facts: &ImageFacts) -> RecreateStrateg
         && facts.registry_digest.is_some();
     let defaults = RecreateStrategy::default();
     let strategy = spec.update_strategy.as_ref();
+    // Validation keeps the seconds in 0..=3600; a negative number that slipped past it counts as 0.
+    let min_ready = spec.min_ready_seconds.map(|seconds| Duration::from_secs(seconds.max(0).unsigned_abs()));
     RecreateStrategy {
         pull: match pull_policy(desired) {
             PullPolicy::Always => true,
@@ -511,7 +521,14 @@ fn recreate_strategy(desired: &Container, facts: &ImageFacts) -> RecreateStrateg
             .map_or(defaults.health_timeout, |timeout| timeout.duration()),
         stop_timeout: spec.stop_grace_period.map(|period| period.duration()).or(defaults.stop_timeout),
         remove_old_image: strategy.and_then(|strategy| strategy.remove_old_image).unwrap_or(false),
-        running_grace: defaults.running_grace,
+        running_grace: min_ready.unwrap_or(DEFAULT_MIN_READY_WITHOUT_HEALTHCHECK),
+        min_ready_healthy: min_ready.unwrap_or(Duration::ZERO),
+        // Start-first unless the spec asks otherwise; the executor falls back to stop-first when
+        // the two containers would share a host port, an address, a device or data.
+        order: match strategy.and_then(|strategy| strategy.kind) {
+            Some(UpdateOrder::StopFirst) => RecreateOrder::StopFirst,
+            Some(UpdateOrder::StartFirst) | None => RecreateOrder::StartFirst,
+        },
     }
 }
 

@@ -111,6 +111,11 @@ pub struct ContainerSpec {
     /// How long to wait after the stop signal before killing (Docker's default: 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<HumanDuration>,
+    /// How many seconds a container started by a recreate must stay running (and not unhealthy)
+    /// before the recreate counts it ready and removes the old one (0 to 3600). Default: 0 when
+    /// the image or the spec has a healthcheck, which then decides; 1 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i64>,
     /// Linux capabilities to add, as Docker names them (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -542,7 +547,10 @@ pub enum PullPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateStrategy {
-    /// `stop-first` (default; forced when host ports are published) or `start-first`.
+    /// `start-first` (default): the new container starts and proves itself beside the old one,
+    /// which is then stopped; the agent stops the old one first anyway when the two would share a
+    /// host port, a static IP, a network namespace, a device or data (a volume or a writable bind).
+    /// `stop-first`: always stop the old container first.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<UpdateOrder>,
     /// How long the new container has to become healthy (default 60s).

@@ -22,6 +22,9 @@ use crate::secret::{check_key, is_redacted, Secret, KIND_SECRET, REDACTED};
 pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
 /// The kernel's largest CPU weight (cgroup v1 `cpu.shares`); Docker refuses more.
 pub const MAX_CPU_SHARES: u64 = 262_144;
+/// The longest `spec.minReadySeconds`: a recreate that waits longer than an hour for one container
+/// is a mistake in the spec, not a rollout.
+pub const MAX_MIN_READY_SECONDS: i64 = 3600;
 
 /// Checks the rules of a single container, whatever its source (a file, or an API request body).
 pub fn validate_container(container: &Container) -> Vec<FieldError> {
@@ -385,6 +388,14 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
             if interval.duration() < Duration::from_secs(1) {
                 errors.add("spec.updatePolicy.checkInterval", "must be at least 1s");
             }
+        }
+    }
+    if let Some(seconds) = spec.min_ready_seconds {
+        if !(0..=MAX_MIN_READY_SECONDS).contains(&seconds) {
+            errors.add(
+                "spec.minReadySeconds",
+                format!("must be between 0 and {MAX_MIN_READY_SECONDS} (one hour), not {seconds}"),
+            );
         }
     }
     if let Some(strategy) = &spec.update_strategy {

@@ -440,6 +440,18 @@ fn updates_and_placement() {
         &with_spec("updateStrategy:\n  healthTimeout: 0s"),
         "8:20: spec.updateStrategy.healthTimeout: must be more than 0s",
     );
+    check(
+        &with_spec("minReadySeconds: 3601"),
+        "7:20: spec.minReadySeconds: must be between 0 and 3600 (one hour), not 3601",
+    );
+    check(
+        &with_spec("minReadySeconds: -1"),
+        "7:20: spec.minReadySeconds: must be between 0 and 3600 (one hour), not -1",
+    );
+    check(
+        &with_spec("minReadySeconds: soon"),
+        "7:20: spec.minReadySeconds: invalid type: string \"soon\", expected i64",
+    );
     check(&with_spec("placement: {}"), "7:14: spec.placement: give `host`, `hostSelector` or both");
     check(&with_spec("placement:\n  host: 'no such host'"), "8:11: spec.placement.host: `no such host` is not a valid host name: use letters, digits and `-`, not at the start or end of a part");
     check(

@@ -272,6 +272,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 healthcheck,
                 stop_signal,
                 stop_grace_period,
+                min_ready_seconds: None,
                 cap_add,
                 cap_drop,
                 privileged,

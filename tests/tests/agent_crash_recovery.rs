@@ -63,9 +63,11 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     let look_alike_before = docker().await.inspect_container(&look_alike, None).await.expect("inspect");
 
     // The update, and an agent that aborts once it has set the old container aside (the new one
-    // exists under its temporary name, nothing holds the name).
+    // runs under its temporary name, nothing holds the name). The spec shares nothing exclusive,
+    // so the agent's recreate is start-first.
     objects::apply_container(store.as_ref(), &spec("kedge-test/app:v2"), None).await.expect("apply v2");
-    let mut crashing = AgentProcess::start(state_dir.path(), &host, &env, Some("recreate.after_rename_old"));
+    let mut crashing =
+        AgentProcess::start(state_dir.path(), &host, &env, Some("recreate.start_first.after_rename_old"));
     let status = eventually("the agent to abort at its failpoint", Duration::from_secs(120), || {
         let exited = crashing.child.try_wait().expect("wait for the agent");
         async move { exited }
@@ -73,7 +75,7 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     .await;
     let log = std::fs::read_to_string(state_dir.path().join("agent.log")).unwrap_or_default();
     assert!(
-        log.contains("failpoint recreate.after_rename_old reached"),
+        log.contains("failpoint recreate.start_first.after_rename_old reached"),
         "the agent must abort at the failpoint (is it built with --features kedge-controller/failpoints?); \
          exit {status:?}, log:\n{log}"
     );

@@ -15,9 +15,9 @@ use std::sync::OnceLock;
 
 use docker_support::*;
 use kedge_controller::docker::labels;
-use kedge_controller::executor::{failpoint, RecoveryOutcome};
+use kedge_controller::executor::{failpoint, RecoveryOutcome, RecreateOrder, RecreateStrategy};
 
-/// Set in the child: `<run id>|<what>|<new image>`.
+/// Set in the child: `<run id>|<what>|<new image>|<start-first or stop-first>`.
 const CHILD_ENV: &str = "KEDGE_CRASH_CHILD";
 
 /// The child's side of the harness: run the recreate that the parent asked for, so that the
@@ -28,15 +28,18 @@ async fn crash_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         assert_eq!(failpoint::RECREATE_FAILPOINTS.len(), 7);
         assert_eq!(failpoint::ROLLBACK_FAILPOINTS.len(), 4);
+        assert_eq!(failpoint::START_FIRST_FAILPOINTS.len(), 5);
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let [run, what, image] = parts[..] else { panic!("bad {CHILD_ENV}: {spec}") };
+    let [run, what, image, order] = parts[..] else { panic!("bad {CHILD_ENV}: {spec}") };
+    let order = if order == "start-first" { RecreateOrder::StartFirst } else { RecreateOrder::StopFirst };
     assert!(failpoint::compiled(), "the crash child must be built with the failpoints feature");
     let docker = kedge_controller::docker::DockerClient::connect().await.expect("connect");
     let executor = kedge_controller::executor::Executor::new(docker);
     let config = managed_config(run, what, image);
-    let result = executor.recreate(&config, &quick_strategy(), &mut |_| {}).await;
+    let strategy = RecreateStrategy { order, ..quick_strategy() };
+    let result = executor.recreate(&config, &strategy, &mut |_| {}).await;
     panic!("the failpoint was not reached; the recreate ended with {result:?}");
 }
 
@@ -72,11 +75,11 @@ fn failpoint_binary() -> PathBuf {
 }
 
 /// Runs the child until it aborts at `failpoint`.
-fn crash_child_at(run: &str, what: &str, new_image: &str, failpoint: &str) {
+fn crash_child_at(run: &str, what: &str, new_image: &str, failpoint: &str, order: &str) {
     let binary = failpoint_binary();
     let output = Command::new(&binary)
         .args(["executor_crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{run}|{what}|{new_image}"))
+        .env(CHILD_ENV, format!("{run}|{what}|{new_image}|{order}"))
         .env(failpoint::ENV, failpoint)
         .output()
         .expect("run the crash child");
@@ -100,13 +103,18 @@ enum Expect {
 }
 
 async fn crash_and_recover(failpoint: &str, new_image: &str, expect: Expect) {
+    crash_and_recover_in("stop-first", failpoint, new_image, expect).await
+}
+
+/// [`crash_and_recover`] of a recreate in `order` (`start-first` or `stop-first`).
+async fn crash_and_recover_in(order: &str, failpoint: &str, new_image: &str, expect: Expect) {
     let fx = Fixture::new().await;
     let what = failpoint.replace(['.', '_'], "-");
     let config = fx.managed(&what, APP_V1);
     let old_id = fx.executor.create(&config).await.expect("create");
     fx.docker.start_container(&old_id).await.expect("start");
 
-    crash_child_at(&fx.run, &what, new_image, failpoint);
+    crash_child_at(&fx.run, &what, new_image, failpoint, order);
 
     let report = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover");
     let left = fx.containers_named(&config.name).await;
@@ -155,7 +163,7 @@ async fn recover_key_and_recover_all_find_leftovers_by_label() {
     for (config, what) in [(&by_key, "by-key"), (&by_name, "by-name")] {
         let id = fx.executor.create(config).await.expect("create");
         fx.docker.start_container(&id).await.expect("start");
-        crash_child_at(&fx.run, what, APP_V2, "recreate.after_rename_old");
+        crash_child_at(&fx.run, what, APP_V2, "recreate.after_rename_old", "stop-first");
         ids.push(id);
     }
     let key = labels::key(&by_key.labels).expect("key").to_string();
@@ -211,6 +219,46 @@ async fn crash_after_healthy_completes() {
 #[tokio::test]
 async fn crash_after_remove_old_is_already_complete() {
     crash_and_recover("recreate.after_remove_old", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_after_start_new_rolls_back_to_the_old_that_never_stopped() {
+    crash_and_recover_in("start-first", "recreate.start_first.after_start_new", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_after_healthy_rolls_back_before_the_old_is_touched() {
+    crash_and_recover_in("start-first", "recreate.start_first.after_healthy", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_after_stop_old_rolls_back() {
+    crash_and_recover_in("start-first", "recreate.start_first.after_stop_old", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_after_rename_old_rolls_back() {
+    crash_and_recover_in("start-first", "recreate.start_first.after_rename_old", APP_V2, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_after_rename_new_completes_once_the_new_one_proves_itself() {
+    crash_and_recover_in("start-first", "recreate.start_first.after_rename_new", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_after_remove_old_is_already_complete() {
+    crash_and_recover_in("start-first", "recreate.after_remove_old", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_in_rollback_after_new_aside_finishes_the_rollback() {
+    crash_and_recover_in("start-first", "rollback.after_new_aside", FAIL, Expect::Old).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_in_rollback_after_rename_old_finishes_the_rollback() {
+    crash_and_recover_in("start-first", "rollback.after_rename_old", FAIL, Expect::Old).await;
 }
 
 #[tokio::test]
@@ -283,7 +331,7 @@ async fn look_alikes_named_like_leftovers_are_left_alone_while_real_leftovers_ar
     let old_id = fx.executor.create(&config).await.expect("create");
     fx.docker.start_container(&old_id).await.expect("start");
     // A real interrupted recreate: the old container set aside, the new one under its temporary name.
-    crash_child_at(&fx.run, "alike", APP_V2, "recreate.after_rename_old");
+    crash_child_at(&fx.run, "alike", APP_V2, "recreate.after_rename_old", "stop-first");
 
     // Look-alikes, running: a hand-made container, another spec's container (its key names another
     // container), and a container claiming to be a new one of a recreate without kedge's labels.

@@ -43,6 +43,8 @@ mod multihost_replicas;
 mod multihost_upgrade;
 mod policy;
 mod recreate_handoff;
+mod recreate_min_ready;
+mod recreate_start_first;
 mod recreate_volumes;
 mod registry_auth;
 mod secrets;

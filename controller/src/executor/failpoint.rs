@@ -31,6 +31,16 @@ pub const RECREATE_FAILPOINTS: &[&str] = &[
     "recreate.after_remove_old",
 ];
 
+/// The failpoints of a start-first recreate that differ from [`RECREATE_FAILPOINTS`], in order
+/// (`recreate.after_create` and `recreate.after_remove_old` are reached by both).
+pub const START_FIRST_FAILPOINTS: &[&str] = &[
+    "recreate.start_first.after_start_new",
+    "recreate.start_first.after_healthy",
+    "recreate.start_first.after_stop_old",
+    "recreate.start_first.after_rename_old",
+    "recreate.start_first.after_rename_new",
+];
+
 /// The failpoints of a rollback, in order.
 pub const ROLLBACK_FAILPOINTS: &[&str] = &[
     "rollback.after_new_aside",

@@ -1,5 +1,10 @@
 //! Waiting for a started container to prove itself: healthy by its Docker healthcheck, or still
 //! running after a grace period when it has none.
+//!
+//! The agent's recreates take both waits from the spec's `minReadySeconds`: without a healthcheck
+//! the container must run that long (1 s when the spec does not say); with one it must be healthy
+//! and, when the spec asks, have run that long since its start. A container that exits or turns
+//! unhealthy meanwhile fails the wait at once.
 
 use std::time::Duration;
 
@@ -14,8 +19,9 @@ const HEALTH_POLL: Duration = Duration::from_millis(200);
 /// How many log lines a failure report carries.
 const LOG_TAIL: usize = 20;
 
-/// Waits until container `id` is healthy (with a healthcheck) or still running after
-/// `strategy.running_grace` (without). Fails fast when it exits or turns unhealthy.
+/// Waits until container `id` is healthy and has run `strategy.min_ready_healthy` (with a
+/// healthcheck) or is still running after `strategy.running_grace` (without). Fails fast when it
+/// exits or turns unhealthy.
 pub(crate) async fn wait_until_proven(
     docker: &dyn Engine,
     id: &str,
@@ -24,11 +30,17 @@ pub(crate) async fn wait_until_proven(
 ) -> Result<(), WaitError> {
     let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
     let has_healthcheck = observed.healthcheck.as_ref().is_some_and(|h| !h.is_disabled());
+    // A restart policy starts a crashed container again at once: caught between two crashes it
+    // runs, so a restart since the wait began counts as the exit it was.
+    let restarts = observed.state.restart_count;
     if !has_healthcheck {
+        if strategy.running_grace.is_zero() {
+            return confirm_running(docker, id, restarts).await;
+        }
         // No healthcheck: the engine's wait answers as soon as the container stops; a timeout
         // means it is still running after the grace period.
         return match docker.wait_for_exit(id, strategy.running_grace).await {
-            Err(DockerError::Timeout { .. }) => confirm_running(docker, id).await,
+            Err(DockerError::Timeout { .. }) => confirm_running(docker, id, restarts).await,
             Ok(code) => Err(exited(Some(code), tail(docker, id).await)),
             Err(other) => Err(other.into()),
         };
@@ -39,7 +51,7 @@ pub(crate) async fn wait_until_proven(
     let mut last = None;
     loop {
         let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
-        if !observed.state.running || observed.state.restarting {
+        if !observed.state.running || observed.state.restarting || observed.state.restart_count > restarts {
             return Err(exited(observed.state.exit_code, tail(docker, id).await));
         }
         let health = observed.state.health.unwrap_or(HealthStatus::None);
@@ -48,7 +60,14 @@ pub(crate) async fn wait_until_proven(
             last = Some(health);
         }
         match health {
-            HealthStatus::Healthy => return Ok(()),
+            HealthStatus::Healthy if started.elapsed() >= strategy.min_ready_healthy => return Ok(()),
+            // Healthy, but not yet for as long as the spec asks: keep watching it, whatever the
+            // health timeout (which bounds only the wait for a first `healthy`).
+            HealthStatus::Healthy => {
+                let left = strategy.min_ready_healthy.saturating_sub(started.elapsed());
+                tokio::time::sleep(HEALTH_POLL.min(left)).await;
+                continue;
+            }
             HealthStatus::Unhealthy => {
                 return Err(WaitError::Failed(RecreateFailure::Unhealthy {
                     health,
@@ -74,9 +93,10 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
-async fn confirm_running(docker: &dyn Engine, id: &str) -> Result<(), WaitError> {
+/// Still running, and not restarted since the wait began (`restarts` then).
+async fn confirm_running(docker: &dyn Engine, id: &str, restarts: i64) -> Result<(), WaitError> {
     let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
-    if observed.state.running && !observed.state.restarting {
+    if observed.state.running && !observed.state.restarting && observed.state.restart_count <= restarts {
         Ok(())
     } else {
         Err(exited(observed.state.exit_code, tail(docker, id).await))

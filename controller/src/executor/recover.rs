@@ -32,6 +32,10 @@
 //! | yes | any | another container                       | someone else took the name       | `Ambiguous`: touch nothing        |
 //! | -   | yes | another container                       | someone else took the name       | `Ambiguous`: touch nothing        |
 //!
+//! A start-first recreate (recreate.rs) passes through the same rows: the new container running
+//! under its temporary name beside the old one holding the name, running or stopped (row 1), the
+//! old one set aside (row 3), the new one holding the name (row 4).
+//!
 //! "It ran" comes from the new container's `recreate-old-running` label; when the new container
 //! is gone, the old one is started (a recreated container is one that should run). The decision
 //! is pure ([`find_leftovers`], [`decide`]); `Executor::recover` lists the containers and acts.
@@ -533,6 +537,59 @@ mod tests {
             // A finished recreate: the new one holds the name, nothing is left.
             check(&[c("web", "n", true, &new)], &scope, &[], &[]);
         }
+    }
+
+    #[test]
+    fn every_state_of_a_start_first_recreate_is_recovered() {
+        // A start-first recreate runs the new container under its temporary name beside the old
+        // one: until the new one holds the name, recovery undoes it; after, it proves it again.
+        let old = [MANAGED, KEY_WEB, HOST_A];
+        let new = [
+            MANAGED,
+            KEY_WEB,
+            HOST_A,
+            "io.kedge.recreate-role=new",
+            "io.kedge.recreate-id=r1",
+            "io.kedge.recreate-old-id=o",
+            "io.kedge.recreate-old-running=true",
+        ];
+        let scope = key_scope();
+        // After start new or once it is proven: both run, the old one holds the name.
+        check(
+            &[c("web", "o", true, &old), c("web-kedge-new-r1", "n", true, &new)],
+            &scope,
+            &[("r1", rollback("o", Some("n"), true))],
+            &[],
+        );
+        // After stop old: the old one holds the name, stopped.
+        check(
+            &[c("web", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
+            &scope,
+            &[("r1", rollback("o", Some("n"), true))],
+            &[],
+        );
+        // After rename aside: nothing holds the name.
+        check(
+            &[c("web-kedge-old-r1", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
+            &scope,
+            &[("r1", rollback("o", Some("n"), true))],
+            &[],
+        );
+        // After rename new: the new one holds the name and is proven again before the old goes.
+        check(
+            &[c("web-kedge-old-r1", "o", false, &old), c("web", "n", true, &new)],
+            &scope,
+            &[(
+                "r1",
+                Decision::ProveNew {
+                    new_id: "n".into(),
+                    new_running: true,
+                    new_old_running: true,
+                    old_id: "o".into(),
+                },
+            )],
+            &[],
+        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The safe recreate (DESIGN.md section 4): replace a container by a new one made from a config,
 //! with rollback to the very same old container on any failure.
 //!
-//! Order is always stop-first: the old container is stopped before the new one starts. Start-first
-//! would shorten the gap, but the new container would have to start under its temporary name while
-//! the old one holds host ports, static IPs and named volumes (two writers on one database volume),
-//! and a rename of a running container changes its DNS name under running clients. Stop-first is
-//! correct for every container; start-first is left for a later, opt-in strategy.
+//! Order is stop-first unless the strategy asks for start-first and [`start_first_conflict`] finds
+//! nothing the two containers could not share: a host port, a static address, a network namespace
+//! not of their own, a host device, or data (a volume, or a writable bind: two writers on one
+//! database are never safe). Stop-first is correct for every container; start-first only removes
+//! the gap in service.
 //!
-//! Steps, each observable from names and labels so `recover` can finish or undo it after a crash:
+//! Stop-first steps, each observable from names and labels so `recover` can finish or undo it after
+//! a crash:
 //!
 //! 1. pull (optional);
 //! 2. create `<name>-kedge-new-<id>` labeled `recreate-role=new`, `recreate-id=<id>`,
@@ -22,6 +23,13 @@
 //! The new container gets the old one's anonymous volumes at the same targets (`volumes`), so
 //! neither a success nor a rollback loses or orphans a `VOLUME`'s data.
 //!
+//! Start-first runs the same steps in another order: 1, 2, start the new container under its
+//! temporary name (4), wait for it (5), then stop the old one and set it aside (3), give the new
+//! one the name (4), and 6. Each state it passes through is one of recover.rs's table: the new
+//! container beside the old one holding the name (rolled back), the old one aside and the new one
+//! under its temporary name (rolled back), the new one holding the name with the old one aside
+//! (proven again, then completed).
+//!
 //! A failure in 2-5 rolls back: the new container is stopped and renamed back to its temporary
 //! name, the old one started (when it was running) and renamed back, then the new one removed.
 
@@ -33,8 +41,41 @@ use super::health::{wait_until_proven, WaitError};
 use super::progress::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep};
 use super::{declared_config, Executor, ExecutorError, ExecutorResult};
 use crate::docker::labels;
-use crate::docker::{ContainerConfig, DockerError, RemoveOptions};
-use crate::planner::RecreateStrategy;
+use crate::docker::{ContainerConfig, DockerError, MountSource, RemoveOptions};
+use crate::planner::{RecreateOrder, RecreateStrategy};
+
+/// A failed engine call of recreate step `step`, as the failure the rollback reports.
+fn step_failed(step: RecreateStep) -> impl FnOnce(DockerError) -> RecreateFailure {
+    move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
+}
+
+/// Why the new container of a recreate must not run beside the old one, or `None` when it may.
+/// `config` is the new container's, its carried volumes included (the old one's anonymous
+/// volumes, such as a `VOLUME` its image declares, mounted by name).
+pub fn start_first_conflict(config: &ContainerConfig) -> Option<&'static str> {
+    if config.port_bindings.iter().any(|binding| binding.host_port.is_some()) {
+        return Some("a published host port");
+    }
+    if config.networks.iter().any(|network| network.ipv4_address.is_some()) {
+        return Some("a static IP address");
+    }
+    // `host` and `container:NAME` share a network namespace with others: the ports would collide.
+    if !matches!(config.network_mode.as_deref(), None | Some("bridge") | Some("default")) {
+        return Some("a shared network namespace");
+    }
+    let carries_data = |source: &MountSource, read_only: bool| match source {
+        MountSource::Volume { .. } => true,
+        MountSource::Bind { .. } => !read_only,
+        MountSource::Tmpfs { .. } => false,
+    };
+    if config.mounts.iter().any(|mount| carries_data(&mount.source, mount.read_only)) {
+        return Some("a volume or writable bind mount");
+    }
+    if !config.isolation.devices.is_empty() {
+        return Some("a host device");
+    }
+    None
+}
 
 /// Which containers a recreate may replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +232,18 @@ impl Executor {
             };
             fail_point!("recreate.after_create");
 
-            let switched = self.switch_over(&name, &recreate_id, &old, &new_id, strategy, progress).await;
+            let start_first = strategy.order == RecreateOrder::StartFirst && {
+                let conflict = start_first_conflict(&new_config);
+                if let Some(conflict) = conflict {
+                    info!(conflict, "stop-first: the new container cannot run beside the old one");
+                }
+                conflict.is_none()
+            };
+            let switched = if start_first {
+                self.start_first_switch(&name, &recreate_id, &old, &new_id, strategy, progress).await
+            } else {
+                self.switch_over(&name, &recreate_id, &old, &new_id, strategy, progress).await
+            };
             if let Err(failure) = switched {
                 warn!(%failure, "recreate failed, rolling back");
                 progress(RecreateProgress::Step(RecreateStep::RollBack));
@@ -255,7 +307,7 @@ impl Executor {
         .await
     }
 
-    /// Steps 3-5: stop and set the old container aside, put the new one in place, prove it.
+    /// Stop-first steps 3-5: stop and set the old container aside, put the new one in place, prove it.
     async fn switch_over(
         &self,
         name: &str,
@@ -265,53 +317,115 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> Result<(), RecreateFailure> {
-        let step_failed = |step: RecreateStep| {
-            move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
-        };
+        self.stop_old(old, strategy, progress).await?;
+        fail_point!("recreate.after_stop_old");
+        self.rename_old_aside(name, recreate_id, old, progress).await?;
+        fail_point!("recreate.after_rename_old");
+        self.rename_new(name, new_id, progress).await?;
+        fail_point!("recreate.after_rename_new");
+        self.start_new(new_id, progress).await?;
+        fail_point!("recreate.after_start_new");
+        self.prove_new(new_id, strategy, progress).await?;
+        fail_point!("recreate.after_healthy");
+        Ok(())
+    }
 
+    /// Start-first: start the new container under its temporary name and prove it beside the old
+    /// one, then stop the old one, set it aside and give the new one the name.
+    async fn start_first_switch(
+        &self,
+        name: &str,
+        recreate_id: &str,
+        old: &crate::docker::ObservedContainer,
+        new_id: &str,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
+        self.start_new(new_id, progress).await?;
+        fail_point!("recreate.start_first.after_start_new");
+        self.prove_new(new_id, strategy, progress).await?;
+        fail_point!("recreate.start_first.after_healthy");
+        self.stop_old(old, strategy, progress).await?;
+        fail_point!("recreate.start_first.after_stop_old");
+        self.rename_old_aside(name, recreate_id, old, progress).await?;
+        fail_point!("recreate.start_first.after_rename_old");
+        self.rename_new(name, new_id, progress).await?;
+        fail_point!("recreate.start_first.after_rename_new");
+        Ok(())
+    }
+
+    async fn stop_old(
+        &self,
+        old: &crate::docker::ObservedContainer,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::StopOld));
         self.docker
             .stop_container(&old.id, strategy.stop_timeout)
             .instrument(info_span!("stop_old"))
             .await
-            .map_err(step_failed(RecreateStep::StopOld))?;
-        fail_point!("recreate.after_stop_old");
+            .map_err(step_failed(RecreateStep::StopOld))
+    }
 
+    async fn rename_old_aside(
+        &self,
+        name: &str,
+        recreate_id: &str,
+        old: &crate::docker::ObservedContainer,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::RenameOldAside));
         self.docker
             .rename_container(&old.id, &labels::recreate_old_name(name, recreate_id))
             .instrument(info_span!("rename_old_aside"))
             .await
-            .map_err(step_failed(RecreateStep::RenameOldAside))?;
-        fail_point!("recreate.after_rename_old");
+            .map_err(step_failed(RecreateStep::RenameOldAside))
+    }
 
+    async fn rename_new(
+        &self,
+        name: &str,
+        new_id: &str,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::RenameNew));
         self.docker
             .rename_container(new_id, name)
             .instrument(info_span!("rename_new"))
             .await
-            .map_err(step_failed(RecreateStep::RenameNew))?;
-        fail_point!("recreate.after_rename_new");
+            .map_err(step_failed(RecreateStep::RenameNew))
+    }
 
+    async fn start_new(
+        &self,
+        new_id: &str,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::StartNew));
         self.docker
             .start_container(new_id)
             .instrument(info_span!("start_new"))
             .await
-            .map_err(step_failed(RecreateStep::StartNew))?;
-        fail_point!("recreate.after_start_new");
+            .map_err(step_failed(RecreateStep::StartNew))
+    }
 
+    /// Waits until the new container is healthy or has run long enough (`health.rs`).
+    async fn prove_new(
+        &self,
+        new_id: &str,
+        strategy: &RecreateStrategy,
+        progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    ) -> Result<(), RecreateFailure> {
         progress(RecreateProgress::Step(RecreateStep::WaitHealthy));
         match wait_until_proven(&*self.docker, new_id, strategy, progress)
             .instrument(info_span!("wait_healthy"))
             .await
         {
-            Ok(()) => {}
-            Err(WaitError::Failed(failure)) => return Err(failure),
-            Err(WaitError::Docker(e)) => return Err(step_failed(RecreateStep::WaitHealthy)(e)),
+            Ok(()) => Ok(()),
+            Err(WaitError::Failed(failure)) => Err(failure),
+            Err(WaitError::Docker(e)) => Err(step_failed(RecreateStep::WaitHealthy)(e)),
         }
-        fail_point!("recreate.after_healthy");
-        Ok(())
     }
 
     /// Undoes a recreate, each step idempotent so a crash inside is undone by running it again:
@@ -346,10 +460,14 @@ impl Executor {
                     self.docker.start_container(old_id).await.map_err(fail("start old container", old_id))?;
                 }
                 fail_point!("rollback.after_start_old");
-                self.docker
-                    .rename_container(old_id, &plan.base)
-                    .await
-                    .map_err(fail("rename old back", old_id))?;
+                // A start-first recreate fails before the old container is set aside: it still
+                // holds the name, and Docker refuses a rename to the name a container has.
+                if old.name != plan.base {
+                    self.docker
+                        .rename_container(old_id, &plan.base)
+                        .await
+                        .map_err(fail("rename old back", old_id))?;
+                }
                 fail_point!("rollback.after_rename_old");
             }
         }
@@ -362,5 +480,59 @@ impl Executor {
         }
         fail_point!("rollback.after_remove_new");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::{DeviceMapping, Mount, NetworkAttachment, PortBinding, Protocol};
+
+    /// `edit` applied to a plain container's config, and the conflict expected.
+    fn check(edit: impl FnOnce(&mut ContainerConfig), expected: Option<&str>) {
+        let mut config =
+            ContainerConfig { name: "web".into(), image: "app:v2".into(), ..ContainerConfig::default() };
+        edit(&mut config);
+        assert_eq!(start_first_conflict(&config), expected, "{config:?}");
+    }
+
+    fn mount(source: MountSource, read_only: bool) -> Mount {
+        Mount { source, target: "/data".into(), read_only }
+    }
+
+    #[test]
+    fn start_first_only_when_the_two_containers_share_nothing_exclusive() {
+        check(|_| {}, None);
+        let port =
+            |host_port| PortBinding { container_port: 80, protocol: Protocol::Tcp, host_ip: None, host_port };
+        check(|c| c.port_bindings = vec![port(None)], None);
+        check(|c| c.port_bindings = vec![port(Some(8080))], Some("a published host port"));
+        let network = |ipv4_address: Option<&str>| NetworkAttachment {
+            network: "front".into(),
+            aliases: vec!["api".into()],
+            ipv4_address: ipv4_address.map(str::to_string),
+        };
+        check(|c| c.networks = vec![network(None)], None);
+        check(|c| c.networks = vec![network(Some("10.1.0.20"))], Some("a static IP address"));
+        check(|c| c.network_mode = Some("bridge".into()), None);
+        check(|c| c.network_mode = Some("host".into()), Some("a shared network namespace"));
+        check(|c| c.network_mode = Some("container:db".into()), Some("a shared network namespace"));
+        let data = Some("a volume or writable bind mount");
+        check(|c| c.mounts = vec![mount(MountSource::Volume { name: Some("db".into()) }, false)], data);
+        check(|c| c.mounts = vec![mount(MountSource::Volume { name: Some("db".into()) }, true)], data);
+        check(|c| c.mounts = vec![mount(MountSource::Volume { name: None }, false)], data);
+        check(|c| c.mounts = vec![mount(MountSource::Bind { host_path: "/srv".into() }, false)], data);
+        check(|c| c.mounts = vec![mount(MountSource::Bind { host_path: "/etc/app".into() }, true)], None);
+        check(|c| c.mounts = vec![mount(MountSource::Tmpfs { size_bytes: None }, false)], None);
+        check(
+            |c| {
+                c.isolation.devices = vec![DeviceMapping {
+                    host_path: "/dev/ttyUSB0".into(),
+                    container_path: "/dev/ttyUSB0".into(),
+                    ..DeviceMapping::default()
+                }]
+            },
+            Some("a host device"),
+        );
     }
 }

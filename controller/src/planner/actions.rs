@@ -108,10 +108,27 @@ pub struct RecreateStrategy {
     pub health_timeout: Duration,
     /// Without a healthcheck: the new container must still run after this long.
     pub running_grace: Duration,
+    /// With a healthcheck: once healthy, the new container must also have run this long since its
+    /// start (the spec's `minReadySeconds`; zero lets the healthcheck alone decide).
+    pub min_ready_healthy: Duration,
     /// The old container's stop grace period; `None`: its own stop timeout (Docker's 10 s default).
     pub stop_timeout: Option<Duration>,
     /// Remove the old container's image afterwards when no container uses it any more.
     pub remove_old_image: bool,
+    /// Which container runs first. `StartFirst` is a wish: the executor stops the old container
+    /// first anyway when the two could not run side by side (see `executor::start_first_conflict`).
+    pub order: RecreateOrder,
+}
+
+/// Which container of a recreate runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecreateOrder {
+    /// Stop the old container, then start the new one: never two at once.
+    #[default]
+    StopFirst,
+    /// Start and prove the new container under its temporary name while the old one still runs,
+    /// then stop the old one and give the new one the name: no gap in service.
+    StartFirst,
 }
 
 impl Default for RecreateStrategy {
@@ -120,6 +137,8 @@ impl Default for RecreateStrategy {
             pull: false,
             health_timeout: Duration::from_secs(60),
             running_grace: Duration::from_secs(5),
+            min_ready_healthy: Duration::ZERO,
+            order: RecreateOrder::StopFirst,
             stop_timeout: None,
             remove_old_image: false,
         }

@@ -166,7 +166,7 @@ fn observed(desired: &Container, edit: impl FnOnce(&mut ObservedContainer)) -> O
     observed
 }
 
-fn facts() -> ImageFacts {
+pub(crate) fn facts() -> ImageFacts {
     ImageFacts {
         local_image_id: Some(OLD_IMAGE.to_owned()),
         running_image: Some(image()),
@@ -862,6 +862,48 @@ fn recreate_strategy_follows_the_spec() {
     assert_eq!(strategy.health_timeout, Duration::from_secs(20));
     assert!(strategy.remove_old_image);
     assert!(!strategy.pull);
+}
+
+#[test]
+fn min_ready_seconds_sets_both_waits_and_defaults_by_healthcheck() {
+    // `(spec's minReadySeconds, running grace without a healthcheck, minimum run with one)`.
+    let cases: &[(Option<i64>, u64, u64)] =
+        &[(None, 1, 0), (Some(0), 0, 0), (Some(2), 2, 2), (Some(3600), 3600, 3600)];
+    for &(seconds, running_grace, min_ready_healthy) in cases {
+        let min_ready = seconds.map_or(String::new(), |s| format!(r#", "minReadySeconds": {s}"#));
+        let desired = spec(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}{min_ready}}}"#));
+        let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
+        let plan = check(
+            &desired,
+            Some(&stale),
+            &facts(),
+            Expect { actions: &["Recreate"], drift: &["spec.env.A"] },
+        );
+        let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+        assert_eq!(strategy.running_grace, Duration::from_secs(running_grace), "{seconds:?}");
+        assert_eq!(strategy.min_ready_healthy, Duration::from_secs(min_ready_healthy), "{seconds:?}");
+    }
+}
+
+#[test]
+fn recreates_are_start_first_unless_the_spec_says_stop_first() {
+    for (update_strategy, order) in [
+        ("", RecreateOrder::StartFirst),
+        (r#", "updateStrategy": {"type": "start-first"}"#, RecreateOrder::StartFirst),
+        (r#", "updateStrategy": {"type": "stop-first"}"#, RecreateOrder::StopFirst),
+    ] {
+        let desired =
+            spec(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}{update_strategy}}}"#));
+        let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
+        let plan = check(
+            &desired,
+            Some(&stale),
+            &facts(),
+            Expect { actions: &["Recreate"], drift: &["spec.env.A"] },
+        );
+        let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+        assert_eq!(strategy.order, order, "{update_strategy}");
+    }
 }
 
 #[test]

@@ -32,7 +32,9 @@ use crate::docker::{
     ContainerConfig, DockerClient, Healthcheck, MountSource, NetworkAttachment, ObservedContainer,
     RestartPolicy, RestartPolicyKind,
 };
-use crate::executor::{Executor, ExecutorError, RecoveryOutcome, RecreateFailure, RecreateStrategy};
+use crate::executor::{
+    Executor, ExecutorError, RecoveryOutcome, RecreateFailure, RecreateOrder, RecreateStrategy,
+};
 
 /// Marks a helper container; the value is the host whose agent it replaces.
 pub const HELPER_LABEL: &str = "io.kedge.upgrade-helper";
@@ -84,8 +86,10 @@ pub async fn run(docker: DockerClient, name: &str, image: &str, timeout: Duratio
         pull: false,
         health_timeout: timeout,
         running_grace: timeout,
+        min_ready_healthy: Duration::ZERO,
         stop_timeout: None,
         remove_old_image: false,
+        order: RecreateOrder::StopFirst,
     };
     let result = |outcome, message: String, old_id, new_id| HelperResult {
         kind: RESULT_KIND.to_owned(),

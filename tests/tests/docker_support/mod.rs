@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kedge_controller::docker::labels;
 use kedge_controller::docker::{ContainerConfig, DockerClient, ObservedContainer};
-use kedge_controller::executor::{Executor, RecreateStrategy};
+use kedge_controller::executor::{Executor, RecreateOrder, RecreateStrategy};
 use kedge_tests::{run_id, EngineCleanup, TestEnv, TEST_LABEL};
 
 pub const APP_V1: &str = "kedge-test/app:v1";
@@ -119,8 +119,10 @@ pub fn quick_strategy() -> RecreateStrategy {
         pull: false,
         health_timeout: Duration::from_secs(20),
         running_grace: Duration::from_secs(1),
+        min_ready_healthy: Duration::ZERO,
         stop_timeout: Some(Duration::from_secs(1)),
         remove_old_image: false,
+        order: RecreateOrder::StopFirst,
     }
 }
 

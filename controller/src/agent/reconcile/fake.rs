@@ -7,8 +7,9 @@
 //! `label=KEY=VALUE` and names; a create or connect to a network the engine lacks is not found
 //! (only `ensure_network` makes one); a start sets `startedAt` on its clock, and with
 //! [`FakeEngine::crash_on_start`] the container exits at once with that code; stop, remove and
-//! network calls change the state as Docker's would. Not modelled: pulls (they succeed), execs
-//! (exit 0), logs (none), health (as set by the test).
+//! network calls change the state as Docker's would; a container with a healthcheck is `healthy`
+//! from its start (its check passes at once). Not modelled: pulls (they succeed), execs (exit 0),
+//! logs (none), any other health (as set by the test).
 //!
 //! Its clock moves only with [`FakeEngine::advance`], which advances paused tokio time by as much:
 //! the embedded store's writes wait on a thread, and paused tokio time auto-advances to the next
@@ -23,8 +24,8 @@ use futures::future::BoxFuture;
 
 use crate::docker::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ContainerSummary, DockerError,
-    DockerResult, Engine, ExecOutcome, ExecSpec, ImageInfo, LogLine, NetworkAttachment, ObservedContainer,
-    ObservedNetwork, ProcessInfo, PullProgress, RegistryDigest, RemoveOptions, Resources,
+    DockerResult, Engine, ExecOutcome, ExecSpec, HealthStatus, ImageInfo, LogLine, NetworkAttachment,
+    ObservedContainer, ObservedNetwork, ProcessInfo, PullProgress, RegistryDigest, RemoveOptions, Resources,
 };
 
 #[derive(Debug, Default)]
@@ -192,6 +193,9 @@ fn set_running(container: &mut ObservedContainer, now: &str) {
     container.state.running = true;
     container.state.restarting = false;
     container.state.started_at = Some(now.to_owned());
+    if container.healthcheck.as_ref().is_some_and(|check| !check.is_disabled()) {
+        container.state.health = Some(HealthStatus::Healthy);
+    }
 }
 
 fn set_exited(container: &mut ObservedContainer, code: i64, now: &str) {

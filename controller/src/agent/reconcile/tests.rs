@@ -437,6 +437,41 @@ async fn a_new_image_under_the_tag_is_a_safe_recreate_under_the_same_name() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_healthy_new_container_is_ready_after_min_ready_seconds_and_not_a_moment_more() {
+    // `(the spec's minReadySeconds, the time the recreate waits)`: the fake's container is healthy
+    // from its start, so without the field the healthcheck alone decides at once. The recreate is
+    // called on the executor directly: the store's writes in a reconcile let paused time jump.
+    for (min_ready, waited) in
+        [("", 0), (r#", "minReadySeconds": 2"#, 2000), (r#", "minReadySeconds": 0"#, 0)]
+    {
+        let f = fixture().await;
+        let json = |value: &str| {
+            format!(
+                r#"{{"image": "kedge-test/app:v1", "healthcheck": {{"test": ["CMD", "true"]}}, "env": {{"A": "{value}"}}{min_ready}}}"#
+            )
+        };
+        f.specs(&[&spec("web", &json("1"))], 1);
+        f.reconcile("default/web").await;
+        let old = f.engine.container("web").expect("created");
+        let changed = spec("web", &json("2"));
+        f.specs(&[&changed], 2);
+        let plan = crate::planner::plan(&changed, Some(&old), &crate::planner::tests::facts());
+        let Some(crate::planner::Action::Recreate { strategy, .. }) = plan.actions.first() else {
+            panic!("{min_ready}: expected a recreate, got {:?}", plan.actions)
+        };
+        let mut config = crate::mapping::container_config(&changed);
+        config.labels.extend(old.labels.clone());
+        let executor = Executor::with_engine(f.engine.clone());
+        let started = tokio::time::Instant::now();
+        executor.recreate(&config, strategy, &mut |_| {}).await.expect("recreated");
+        assert_eq!(started.elapsed(), Duration::from_millis(waited), "{min_ready}");
+        let new = f.engine.container("web").expect("recreated");
+        assert_ne!(new.id, old.id, "{min_ready}");
+        assert_eq!(f.engine.names(), ["web"], "{min_ready}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_absent_image_with_pull_policy_never_fails_without_acting() {
     let f = fixture().await;
     let web = spec("web", r#"{"image": "kedge-test/absent:v1", "updatePolicy": {"pullPolicy": "never"}}"#);
