@@ -465,6 +465,15 @@ pub fn parse_wait_for(text: &str) -> CliResult<WaitFor> {
     if kind.is_empty() {
         return Err(CliError::usage(format!("--for {text}: no condition type")));
     }
+    // A type no container has would be waited for until the timeout: refuse it now. Any case, as
+    // kubectl takes it (`condition=ready`).
+    use kedge_crds::condition_type::{DEGRADED, READY, SYNCED};
+    let Some(kind) = [READY, SYNCED, DEGRADED].into_iter().find(|known| known.eq_ignore_ascii_case(kind))
+    else {
+        return Err(CliError::usage(format!(
+            "--for {text}: a container has no condition `{kind}`; its conditions are {READY}, {SYNCED} and {DEGRADED}"
+        )));
+    };
     Ok(WaitFor::Condition { kind: kind.to_owned(), status: status.to_owned() })
 }
 
@@ -680,9 +689,20 @@ mod tests {
             parse_wait_for("condition=Synced=false").unwrap(),
             WaitFor::Condition { kind: "Synced".into(), status: "False".into() }
         );
-        for bad in ["ready", "condition=", "condition=Ready=maybe"] {
+        assert_eq!(
+            parse_wait_for("condition=degraded").unwrap(),
+            WaitFor::Condition { kind: "Degraded".into(), status: "True".into() }
+        );
+        for bad in
+            ["ready", "condition=", "condition=Ready=maybe", "condition=Unknown", "condition=Healthy=True"]
+        {
             assert_eq!(parse_wait_for(bad).unwrap_err().exit, Exit::Usage, "{bad}");
         }
+        let message = parse_wait_for("condition=Unknown").unwrap_err().message;
+        assert!(
+            message.contains("no condition `Unknown`") && message.contains("Ready, Synced and Degraded"),
+            "{message}"
+        );
     }
 
     #[test]
