@@ -152,28 +152,39 @@ pub(crate) fn lenient_map<'de, D: Deserializer<'de>>(
             f.write_str("a map of strings or a list of `KEY=VALUE` strings")
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut entries = BTreeMap::new();
-            while let Some(key) = map.next_key::<String>()? {
-                let value = map.next_value_seed(LenientStringSeed)?;
-                entries.insert(key, value);
-            }
-            Ok(entries)
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            lenient_entries(map)
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut entries = BTreeMap::new();
             while let Some(item) = seq.next_element::<String>()? {
-                match item.split_once('=') {
-                    Some((key, value)) => entries.insert(key.to_owned(), value.to_owned()),
-                    None => return Err(de::Error::custom(format!("`{item}` is not of the form KEY=VALUE"))),
-                };
+                let (key, value) = key_value(&item)?;
+                entries.insert(key, value);
             }
             Ok(entries)
         }
     }
 
     deserializer.deserialize_any(MapVisitor)
+}
+
+/// A map's entries, values lenient (numbers and booleans as strings).
+fn lenient_entries<'de, A: MapAccess<'de>>(mut map: A) -> Result<BTreeMap<String, String>, A::Error> {
+    let mut entries = BTreeMap::new();
+    while let Some(key) = map.next_key::<String>()? {
+        let value = map.next_value_seed(LenientStringSeed)?;
+        entries.insert(key, value);
+    }
+    Ok(entries)
+}
+
+/// `KEY=VALUE` split at its first `=`.
+fn key_value<E: de::Error>(item: &str) -> Result<(String, String), E> {
+    match item.split_once('=') {
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err(E::custom(format!("`{item}` is not of the form KEY=VALUE"))),
+    }
 }
 
 /// An env map ([`lenient_map`]'s forms), or a list whose items are `KEY=VALUE` strings or, as
@@ -191,13 +202,8 @@ pub(crate) fn env_map<'de, D: Deserializer<'de>>(
             f.write_str("a map of strings, or a list of `KEY=VALUE` strings or `{name, value}` maps")
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut entries = BTreeMap::new();
-            while let Some(key) = map.next_key::<String>()? {
-                let value = map.next_value_seed(LenientStringSeed)?;
-                entries.insert(key, value);
-            }
-            Ok(entries)
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            lenient_entries(map)
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -232,10 +238,7 @@ impl<'de> Visitor<'de> for EnvItemSeed {
     }
 
     fn visit_str<E: de::Error>(self, item: &str) -> Result<Self::Value, E> {
-        match item.split_once('=') {
-            Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-            None => Err(E::custom(format!("`{item}` is not of the form KEY=VALUE"))),
-        }
+        key_value(item)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {

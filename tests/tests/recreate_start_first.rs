@@ -5,8 +5,10 @@
 use crate::docker_support;
 
 use docker_support::*;
-use kedge_controller::docker::{Mount, MountSource, NetworkAttachment};
-use kedge_controller::executor::{RecreateOrder, RecreateProgress, RecreateStep, RecreateStrategy};
+use kedge_controller::docker::{ContainerConfig, Mount, MountSource, NetworkAttachment};
+use kedge_controller::executor::{
+    RecreateOrder, RecreateProgress, RecreateReport, RecreateStep, RecreateStrategy,
+};
 
 fn start_first() -> RecreateStrategy {
     RecreateStrategy { order: RecreateOrder::StartFirst, ..quick_strategy() }
@@ -23,16 +25,7 @@ async fn start_first_proves_the_new_container_before_the_old_one_stops_and_keeps
     fx.docker.start_container(&old_id).await.expect("start v1");
     let mut v2 = config.clone();
     v2.image = APP_V2.to_string();
-    let mut steps = Vec::new();
-    let report = fx
-        .executor
-        .recreate(&v2, &start_first(), &mut |p| {
-            if let RecreateProgress::Step(step) = p {
-                steps.push(step)
-            }
-        })
-        .await
-        .expect("recreate");
+    let (report, steps) = recreate_asking_start_first(&fx, &v2).await;
     use RecreateStep::*;
     assert_eq!(
         steps,
@@ -82,18 +75,28 @@ async fn a_container_with_a_volume_is_recreated_stop_first_even_when_start_first
     fx.docker.start_container(&old_id).await.expect("start");
     let mut v2 = config.clone();
     v2.image = APP_V2.to_string();
+    let (_, steps) = recreate_asking_start_first(&fx, &v2).await;
+    use RecreateStep::*;
+    assert_eq!(
+        steps,
+        vec![CreateNew, StopOld, RenameOldAside, RenameNew, StartNew, WaitHealthy, RemoveOld, Done]
+    );
+}
+
+/// Recreates onto `config` asking for start-first; the report and the steps taken, in order.
+async fn recreate_asking_start_first(
+    fx: &Fixture,
+    config: &ContainerConfig,
+) -> (RecreateReport, Vec<RecreateStep>) {
     let mut steps = Vec::new();
-    fx.executor
-        .recreate(&v2, &start_first(), &mut |p| {
+    let report = fx
+        .executor
+        .recreate(config, &start_first(), &mut |p| {
             if let RecreateProgress::Step(step) = p {
                 steps.push(step)
             }
         })
         .await
         .expect("recreate");
-    use RecreateStep::*;
-    assert_eq!(
-        steps,
-        vec![CreateNew, StopOld, RenameOldAside, RenameNew, StartNew, WaitHealthy, RemoveOld, Done]
-    );
+    (report, steps)
 }

@@ -478,18 +478,22 @@ mod tests {
         Decision::RollBack { old_id: Some(old.to_string()), new_id: new.map(str::to_string), old_running }
     }
 
+    /// The labels of web's container on host A, and of the new container of its recreate `r1` (whose
+    /// old one, `o`, was running).
+    const OLD_WEB: [&str; 3] = [MANAGED, KEY_WEB, HOST_A];
+    const NEW_WEB_R1: [&str; 7] = [
+        MANAGED,
+        KEY_WEB,
+        HOST_A,
+        "io.kedge.recreate-role=new",
+        "io.kedge.recreate-id=r1",
+        "io.kedge.recreate-old-id=o",
+        "io.kedge.recreate-old-running=true",
+    ];
+
     #[test]
     fn a_managed_recreate_is_recovered_in_both_scopes() {
-        let old = [MANAGED, KEY_WEB, HOST_A];
-        let new = [
-            MANAGED,
-            KEY_WEB,
-            HOST_A,
-            "io.kedge.recreate-role=new",
-            "io.kedge.recreate-id=r1",
-            "io.kedge.recreate-old-id=o",
-            "io.kedge.recreate-old-running=true",
-        ];
+        let (old, new) = (OLD_WEB, NEW_WEB_R1);
         for scope in [key_scope(), RecoveryScope::AnyContainer] {
             // Crashed after create: F is the old one.
             check(
@@ -543,53 +547,42 @@ mod tests {
     fn every_state_of_a_start_first_recreate_is_recovered() {
         // A start-first recreate runs the new container under its temporary name beside the old
         // one: until the new one holds the name, recovery undoes it; after, it proves it again.
-        let old = [MANAGED, KEY_WEB, HOST_A];
-        let new = [
-            MANAGED,
-            KEY_WEB,
-            HOST_A,
-            "io.kedge.recreate-role=new",
-            "io.kedge.recreate-id=r1",
-            "io.kedge.recreate-old-id=o",
-            "io.kedge.recreate-old-running=true",
-        ];
+        let (old, new) = (OLD_WEB, NEW_WEB_R1);
         let scope = key_scope();
-        // After start new or once it is proven: both run, the old one holds the name.
-        check(
-            &[c("web", "o", true, &old), c("web-kedge-new-r1", "n", true, &new)],
-            &scope,
-            &[("r1", rollback("o", Some("n"), true))],
-            &[],
-        );
-        // After stop old: the old one holds the name, stopped.
-        check(
-            &[c("web", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
-            &scope,
-            &[("r1", rollback("o", Some("n"), true))],
-            &[],
-        );
-        // After rename aside: nothing holds the name.
-        check(
-            &[c("web-kedge-old-r1", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
-            &scope,
-            &[("r1", rollback("o", Some("n"), true))],
-            &[],
-        );
-        // After rename new: the new one holds the name and is proven again before the old goes.
-        check(
-            &[c("web-kedge-old-r1", "o", false, &old), c("web", "n", true, &new)],
-            &scope,
-            &[(
-                "r1",
-                Decision::ProveNew {
-                    new_id: "n".into(),
-                    new_running: true,
-                    new_old_running: true,
-                    old_id: "o".into(),
-                },
-            )],
-            &[],
-        );
+        let undo = rollback("o", Some("n"), true);
+        let prove_again = Decision::ProveNew {
+            new_id: "n".into(),
+            new_running: true,
+            new_old_running: true,
+            old_id: "o".into(),
+        };
+        // (the step last done, the containers then, what recovery decides)
+        let cases = [
+            (
+                "start new, or proven: both run, the old one holds the name",
+                [c("web", "o", true, &old), c("web-kedge-new-r1", "n", true, &new)],
+                &undo,
+            ),
+            (
+                "stop old: the old one holds the name, stopped",
+                [c("web", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
+                &undo,
+            ),
+            (
+                "rename aside: nothing holds the name",
+                [c("web-kedge-old-r1", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
+                &undo,
+            ),
+            (
+                "rename new: the new one holds the name and is proven again before the old goes",
+                [c("web-kedge-old-r1", "o", false, &old), c("web", "n", true, &new)],
+                &prove_again,
+            ),
+        ];
+        for (after, containers, decision) in cases {
+            eprintln!("after {after}");
+            check(&containers, &scope, &[("r1", decision.clone())], &[]);
+        }
     }
 
     #[test]

@@ -49,6 +49,17 @@ fn step_failed(step: RecreateStep) -> impl FnOnce(DockerError) -> RecreateFailur
     move |e: DockerError| RecreateFailure::Step { step, message: crate::error_chain(&e) }
 }
 
+/// Tells `progress` that `step` begins, runs it in a span named after it, and names the step in its
+/// failure: one step of a switch-over.
+async fn run_step(
+    step: RecreateStep,
+    progress: &mut (dyn FnMut(RecreateProgress) + Send),
+    action: impl std::future::Future<Output = Result<(), DockerError>>,
+) -> Result<(), RecreateFailure> {
+    progress(RecreateProgress::Step(step));
+    action.instrument(info_span!("recreate_step", ?step)).await.map_err(step_failed(step))
+}
+
 /// Why the new container of a recreate must not run beside the old one, or `None` when it may.
 /// `config` is the new container's, its carried volumes included (the old one's anonymous
 /// volumes, such as a `VOLUME` its image declares, mounted by name).
@@ -239,11 +250,8 @@ impl Executor {
                 }
                 conflict.is_none()
             };
-            let switched = if start_first {
-                self.start_first_switch(&name, &recreate_id, &old, &new_id, strategy, progress).await
-            } else {
-                self.switch_over(&name, &recreate_id, &old, &new_id, strategy, progress).await
-            };
+            let order = if start_first { RecreateOrder::StartFirst } else { RecreateOrder::StopFirst };
+            let switched = self.switch(order, &name, &recreate_id, &old, &new_id, strategy, progress).await;
             if let Err(failure) = switched {
                 warn!(%failure, "recreate failed, rolling back");
                 progress(RecreateProgress::Step(RecreateStep::RollBack));
@@ -307,9 +315,14 @@ impl Executor {
         .await
     }
 
-    /// Stop-first steps 3-5: stop and set the old container aside, put the new one in place, prove it.
-    async fn switch_over(
+    /// Steps 3-5 in `order`. Stop-first: stop the old container and set it aside, give the new one
+    /// the name, start and prove it. Start-first: start and prove the new container beside the old
+    /// one under its temporary name, then stop the old one, set it aside and give the new one the
+    /// name. Each step has its failpoint, for the crash tests of every state (`recover.rs`).
+    #[allow(clippy::too_many_arguments)]
+    async fn switch(
         &self,
+        order: RecreateOrder,
         name: &str,
         recreate_id: &str,
         old: &crate::docker::ObservedContainer,
@@ -317,97 +330,37 @@ impl Executor {
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> Result<(), RecreateFailure> {
-        self.stop_old(old, strategy, progress).await?;
-        fail_point!("recreate.after_stop_old");
-        self.rename_old_aside(name, recreate_id, old, progress).await?;
-        fail_point!("recreate.after_rename_old");
-        self.rename_new(name, new_id, progress).await?;
-        fail_point!("recreate.after_rename_new");
-        self.start_new(new_id, progress).await?;
-        fail_point!("recreate.after_start_new");
-        self.prove_new(new_id, strategy, progress).await?;
-        fail_point!("recreate.after_healthy");
+        use RecreateStep::{RenameNew, RenameOldAside, StartNew, StopOld};
+        let aside = labels::recreate_old_name(name, recreate_id);
+        match order {
+            RecreateOrder::StopFirst => {
+                run_step(StopOld, progress, self.docker.stop_container(&old.id, strategy.stop_timeout))
+                    .await?;
+                fail_point!("recreate.after_stop_old");
+                run_step(RenameOldAside, progress, self.docker.rename_container(&old.id, &aside)).await?;
+                fail_point!("recreate.after_rename_old");
+                run_step(RenameNew, progress, self.docker.rename_container(new_id, name)).await?;
+                fail_point!("recreate.after_rename_new");
+                run_step(StartNew, progress, self.docker.start_container(new_id)).await?;
+                fail_point!("recreate.after_start_new");
+                self.prove_new(new_id, strategy, progress).await?;
+                fail_point!("recreate.after_healthy");
+            }
+            RecreateOrder::StartFirst => {
+                run_step(StartNew, progress, self.docker.start_container(new_id)).await?;
+                fail_point!("recreate.start_first.after_start_new");
+                self.prove_new(new_id, strategy, progress).await?;
+                fail_point!("recreate.start_first.after_healthy");
+                run_step(StopOld, progress, self.docker.stop_container(&old.id, strategy.stop_timeout))
+                    .await?;
+                fail_point!("recreate.start_first.after_stop_old");
+                run_step(RenameOldAside, progress, self.docker.rename_container(&old.id, &aside)).await?;
+                fail_point!("recreate.start_first.after_rename_old");
+                run_step(RenameNew, progress, self.docker.rename_container(new_id, name)).await?;
+                fail_point!("recreate.start_first.after_rename_new");
+            }
+        }
         Ok(())
-    }
-
-    /// Start-first: start the new container under its temporary name and prove it beside the old
-    /// one, then stop the old one, set it aside and give the new one the name.
-    async fn start_first_switch(
-        &self,
-        name: &str,
-        recreate_id: &str,
-        old: &crate::docker::ObservedContainer,
-        new_id: &str,
-        strategy: &RecreateStrategy,
-        progress: &mut (dyn FnMut(RecreateProgress) + Send),
-    ) -> Result<(), RecreateFailure> {
-        self.start_new(new_id, progress).await?;
-        fail_point!("recreate.start_first.after_start_new");
-        self.prove_new(new_id, strategy, progress).await?;
-        fail_point!("recreate.start_first.after_healthy");
-        self.stop_old(old, strategy, progress).await?;
-        fail_point!("recreate.start_first.after_stop_old");
-        self.rename_old_aside(name, recreate_id, old, progress).await?;
-        fail_point!("recreate.start_first.after_rename_old");
-        self.rename_new(name, new_id, progress).await?;
-        fail_point!("recreate.start_first.after_rename_new");
-        Ok(())
-    }
-
-    async fn stop_old(
-        &self,
-        old: &crate::docker::ObservedContainer,
-        strategy: &RecreateStrategy,
-        progress: &mut (dyn FnMut(RecreateProgress) + Send),
-    ) -> Result<(), RecreateFailure> {
-        progress(RecreateProgress::Step(RecreateStep::StopOld));
-        self.docker
-            .stop_container(&old.id, strategy.stop_timeout)
-            .instrument(info_span!("stop_old"))
-            .await
-            .map_err(step_failed(RecreateStep::StopOld))
-    }
-
-    async fn rename_old_aside(
-        &self,
-        name: &str,
-        recreate_id: &str,
-        old: &crate::docker::ObservedContainer,
-        progress: &mut (dyn FnMut(RecreateProgress) + Send),
-    ) -> Result<(), RecreateFailure> {
-        progress(RecreateProgress::Step(RecreateStep::RenameOldAside));
-        self.docker
-            .rename_container(&old.id, &labels::recreate_old_name(name, recreate_id))
-            .instrument(info_span!("rename_old_aside"))
-            .await
-            .map_err(step_failed(RecreateStep::RenameOldAside))
-    }
-
-    async fn rename_new(
-        &self,
-        name: &str,
-        new_id: &str,
-        progress: &mut (dyn FnMut(RecreateProgress) + Send),
-    ) -> Result<(), RecreateFailure> {
-        progress(RecreateProgress::Step(RecreateStep::RenameNew));
-        self.docker
-            .rename_container(new_id, name)
-            .instrument(info_span!("rename_new"))
-            .await
-            .map_err(step_failed(RecreateStep::RenameNew))
-    }
-
-    async fn start_new(
-        &self,
-        new_id: &str,
-        progress: &mut (dyn FnMut(RecreateProgress) + Send),
-    ) -> Result<(), RecreateFailure> {
-        progress(RecreateProgress::Step(RecreateStep::StartNew));
-        self.docker
-            .start_container(new_id)
-            .instrument(info_span!("start_new"))
-            .await
-            .map_err(step_failed(RecreateStep::StartNew))
     }
 
     /// Waits until the new container is healthy or has run long enough (`health.rs`).

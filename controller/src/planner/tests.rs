@@ -183,6 +183,19 @@ struct Expect<'a> {
 }
 
 #[track_caller]
+/// [`check`], and the plan's reason begins with `reason` (`LinkTargetReplaced:`).
+fn check_because(
+    desired: &Container,
+    observed: Option<&ObservedContainer>,
+    facts: &ImageFacts,
+    expected: Expect<'_>,
+    reason: &str,
+) -> Plan {
+    let plan = check(desired, observed, facts, expected);
+    assert!(plan.reason.as_deref().is_some_and(|text| text.starts_with(reason)), "{reason}: {plan:#?}");
+    plan
+}
+
 fn check(
     desired: &Container,
     observed: Option<&ObservedContainer>,
@@ -1093,52 +1106,48 @@ fn a_network_mode_changed_in_the_spec_or_by_hand_recreates() {
     check(&bridge, Some(&bridged), &facts(), NOTHING);
 }
 
+/// A joiner (`networkMode: container:db`) sits in its provider's network namespace: when the
+/// provider is replaced it is recreated, when the provider is started again it is restarted, and
+/// when it is stopped it catches up as it starts (or is recreated: Docker cannot start it into a
+/// namespace that is gone).
 #[test]
-fn a_joiner_of_a_replaced_provider_is_recreated() {
+fn a_joiner_follows_its_provider_replaced_or_restarted() {
     let desired = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "container:db"}"#);
+    let stopped = observed(&desired, |container| {
+        *container = follower(&desired, PROVIDER_ID);
+        exited(137)(container);
+    });
+    let network_mode: &[&str] = &["spec.networkMode"];
+    // (provider, its creation and start, the action and reason prefix while the joiner runs, then
+    // the action and drift while it is stopped)
+    let cases = [
+        (
+            NEW_PROVIDER_ID,
+            ("2026-11-21T22:05:00Z", "2026-11-21T22:05:01Z"),
+            ("Recreate", "NetworkProviderReplaced:"),
+            ("Recreate", network_mode),
+        ),
+        (
+            PROVIDER_ID,
+            ("2026-11-21T21:59:00Z", "2026-11-21T22:01:00.2Z"),
+            ("Restart", "NetworkProviderRestarted:"),
+            ("Start", &[][..]),
+        ),
+    ];
+    for (provider, (created, started), (action, reason), (stopped_action, stopped_drift)) in cases {
+        let facts = with_providers(provider, created, started);
+        let running = follower(&desired, PROVIDER_ID);
+        let expect = Expect { actions: &[action], drift: network_mode };
+        check_because(&desired, Some(&running), &facts, expect, reason);
+        check(&desired, Some(&stopped), &facts, Expect { actions: &[stopped_action], drift: stopped_drift });
+    }
+    // The drift names the container the joiner is in and the one it should be in.
     let facts = with_providers(NEW_PROVIDER_ID, "2026-11-21T22:05:00Z", "2026-11-21T22:05:01Z");
-    let plan = check(
-        &desired,
-        Some(&follower(&desired, PROVIDER_ID)),
-        &facts,
-        Expect { actions: &["Recreate"], drift: &["spec.networkMode"] },
-    );
-    assert!(
-        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("NetworkProviderReplaced:")),
-        "{plan:#?}"
-    );
+    let plan = plan(&desired, Some(&follower(&desired, PROVIDER_ID)), &facts);
     assert_eq!(plan.drift[0].actual.as_deref(), Some("container:d00d0000d00d"));
     assert_eq!(plan.drift[0].desired.as_deref(), Some("container:db (feed0000feed)"));
-    // Stopped (Docker cannot start it: the namespace it names is gone): recreated, not started.
-    let stopped = observed(&desired, |container| {
-        *container = follower(&desired, PROVIDER_ID);
-        exited(137)(container);
-    });
-    check(&desired, Some(&stopped), &facts, Expect { actions: &["Recreate"], drift: &["spec.networkMode"] });
-}
-
-#[test]
-fn a_joiner_of_a_restarted_provider_is_restarted() {
-    let desired = spec(r#"{"image": "kedge-test/app:v1", "networkMode": "container:db"}"#);
-    // Same container, started again after the joiner joined: the joiner sits in the dead namespace.
-    let facts = with_providers(PROVIDER_ID, "2026-11-21T21:59:00Z", "2026-11-21T22:01:00.2Z");
-    let plan = check(
-        &desired,
-        Some(&follower(&desired, PROVIDER_ID)),
-        &facts,
-        Expect { actions: &["Restart"], drift: &["spec.networkMode"] },
-    );
-    assert!(
-        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("NetworkProviderRestarted:")),
-        "{plan:#?}"
-    );
-    // A joiner that was stopped joins the current namespace when it is started.
-    let stopped = observed(&desired, |container| {
-        *container = follower(&desired, PROVIDER_ID);
-        exited(137)(container);
-    });
-    check(&desired, Some(&stopped), &facts, Expect { actions: &["Start"], drift: &[] });
     // Meant to stay stopped: nothing to catch up with.
+    let facts = with_providers(PROVIDER_ID, "2026-11-21T21:59:00Z", "2026-11-21T22:01:00.2Z");
     let mut kept_stopped = desired.clone();
     kept_stopped.spec.run_state = Some(RunState::Stopped);
     check(&kept_stopped, Some(&stopped), &facts, NOTHING);
@@ -1150,28 +1159,12 @@ fn a_linker_follows_its_targets_new_container_and_address() {
     let linker = follower(&desired, "");
     // Target replaced after the link was made: only a new container links to the new one.
     let replaced = with_providers(NEW_PROVIDER_ID, "2026-11-21T22:05:00Z", "2026-11-21T22:05:01Z");
-    let plan = check(
-        &desired,
-        Some(&linker),
-        &replaced,
-        Expect { actions: &["Recreate"], drift: &["spec.links[0]"] },
-    );
-    assert!(
-        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("LinkTargetReplaced:")),
-        "{plan:#?}"
-    );
+    let expect = Expect { actions: &["Recreate"], drift: &["spec.links[0]"] };
+    check_because(&desired, Some(&linker), &replaced, expect, "LinkTargetReplaced:");
     // Same target container, started again (a new address): a restart rewrites /etc/hosts.
     let restarted = with_providers(PROVIDER_ID, "2026-11-21T21:59:00Z", "2026-11-21T22:03:00Z");
-    let plan = check(
-        &desired,
-        Some(&linker),
-        &restarted,
-        Expect { actions: &["Restart"], drift: &["spec.links[0]"] },
-    );
-    assert!(
-        plan.reason.as_deref().is_some_and(|reason| reason.starts_with("LinkTargetRestarted:")),
-        "{plan:#?}"
-    );
+    let expect = Expect { actions: &["Restart"], drift: &["spec.links[0]"] };
+    let plan = check_because(&desired, Some(&linker), &restarted, expect, "LinkTargetRestarted:");
     let Action::Restart { container, .. } = &plan.actions[0] else { unreachable!() };
     assert_eq!(container, CONTAINER_ID);
     // The safe recreate renames the old target aside; the engine's link follows the rename.
