@@ -2,7 +2,8 @@
 //! as JSON. Each figure is measured `--reps` times; the table shows the median and the spread.
 //!
 //! Phases, in order (each cleans up what it made, also on failure):
-//! 1. kedge (an in-process agent on an embedded store) and the floor: drift repair, then rollout;
+//! 1. kedge (an in-process agent on an embedded store) and the floor: drift repair, then rollout
+//!    (rollouts, kedge's and Swarm's, are skipped when `--only` names drift without rollout);
 //! 2. idle cost of the real `kedge agent` binary over many containers, then cold start over them;
 //! 3. specs applied per second through the API, on the embedded store and on etcd;
 //! 4. Docker Swarm: the same kill-and-restore and rollout (Swarm mode is left again at the end).
@@ -95,13 +96,22 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         o.reps >= 1 && o.drift >= 1 && o.rollout >= 1 && o.idle >= 1,
         "counts must be at least 1"
     );
-    anyhow::ensure!(o.rollout <= o.drift, "--rollout reuses the drift specs: it must be at most --drift");
+    anyhow::ensure!(
+        !o.measures_rollout() || o.rollout <= o.drift,
+        "--rollout reuses the drift specs: it must be at most --drift"
+    );
     Ok(o)
 }
 
 impl Options {
     fn wants(&self, phase: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
+
+    /// Whether rollouts are timed: always, unless `--only` names drift without rollout (drift repair
+    /// alone, of kedge or of Swarm, then takes minutes instead of a quarter of an hour).
+    fn measures_rollout(&self) -> bool {
+        self.wants("rollout") || !self.wants("drift")
     }
 }
 
@@ -182,7 +192,7 @@ fn summary(runs: &[Percentiles]) -> Value {
     })
 }
 
-/// Drift repair of kedge and the floor, interleaved rep by rep, then kedge's rollout.
+/// Drift repair of kedge and the floor, interleaved rep by rep, then kedge's rollout (if measured).
 async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow::Result<Value> {
     let dir = tmp_dir(run, "kedge")?;
     let result = async {
@@ -224,7 +234,7 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
 
         // Rollout: the first `rollout` specs flip between v1 and v2, rep by rep.
         let mut rollout_seconds = Vec::new();
-        for rep in 0..o.reps {
+        for rep in 0..if o.measures_rollout() { o.reps } else { 0 } {
             let image = if rep % 2 == 0 { V2 } else { V1 };
             let started = Instant::now();
             let mut wanted = Vec::new();
@@ -240,7 +250,7 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         }
         let stats = agent.stats.snapshot();
         agent.stop().await?;
-        anyhow::Ok(json!({
+        let mut out = json!({
             "initial_create_seconds": create_seconds,
             "drift_load": o.load,
             "drift_load_average_start": drift_load_start,
@@ -249,10 +259,13 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
             "drift_kedge_ms": summary(&kedge_runs),
             "drift_p99_ratio_kedge_over_floor": figure(&ratios),
             "drift_p50_ratio_kedge_over_floor": figure(&kedge_runs.iter().zip(&floor_runs).map(|(k, f)| k.p50 / f.p50).collect::<Vec<_>>()),
-            "rollout_kedge_seconds": figure(&rollout_seconds),
             "agent_actions": stats.actions,
             "agent_failures": stats.failures,
-        }))
+        });
+        if o.measures_rollout() {
+            out["rollout_kedge_seconds"] = json!(figure(&rollout_seconds));
+        }
+        anyhow::Ok(out)
     }
     .await;
     std::fs::remove_dir_all(&dir).ok();
@@ -447,6 +460,11 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
     let drift_load_end = common::load_average();
     drop(hogs);
     crate::swarm::docker_cli(&["service", "rm", &drift_service])?;
+    let mut out = json!({"drift_ms": summary(&runs), "drift_load": o.load, "drift_load_average_start": drift_load_start,
+            "drift_load_average_end": drift_load_end, "update_parallelism": o.workers});
+    if !o.measures_rollout() {
+        return Ok(out);
+    }
 
     let rollout_service = format!("br{run}");
     crate::swarm::create_service(&rollout_service, o.rollout, V1, &label, o.workers)?;
@@ -471,8 +489,8 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         rollout_seconds.push(seconds);
     }
     crate::swarm::docker_cli(&["service", "rm", &rollout_service])?;
-    Ok(json!({"drift_ms": summary(&runs), "drift_load": o.load, "drift_load_average_start": drift_load_start,
-            "drift_load_average_end": drift_load_end, "rollout_seconds": figure(&rollout_seconds), "update_parallelism": o.workers}))
+    out["rollout_seconds"] = json!(figure(&rollout_seconds));
+    Ok(out)
 }
 
 fn machine() -> Value {
@@ -539,12 +557,14 @@ fn table(r: &Value) -> Vec<String> {
             "target <= 1.25x".into(),
             verdict(ratio <= 1.25),
         ]);
-        rows.push([
-            "rollout (kedge)".into(),
-            cell(&k["rollout_kedge_seconds"], " s"),
-            String::new(),
-            String::new(),
-        ]);
+        if !k["rollout_kedge_seconds"].is_null() {
+            rows.push([
+                "rollout (kedge)".into(),
+                cell(&k["rollout_kedge_seconds"], " s"),
+                String::new(),
+                String::new(),
+            ]);
+        }
     }
     let s = &r["swarm"];
     if !s.is_null() {
@@ -562,12 +582,14 @@ fn table(r: &Value) -> Vec<String> {
                 verdict(kp < sp),
             ]);
         }
-        rows.push([
-            "rollout (Swarm)".into(),
-            cell(&s["rollout_seconds"], " s"),
-            String::new(),
-            String::new(),
-        ]);
+        if !s["rollout_seconds"].is_null() {
+            rows.push([
+                "rollout (Swarm)".into(),
+                cell(&s["rollout_seconds"], " s"),
+                String::new(),
+                String::new(),
+            ]);
+        }
         if let (Some(kr), Some(sr)) = (med(&k["rollout_kedge_seconds"]), med(&s["rollout_seconds"])) {
             rows.push([
                 "rollout kedge/Swarm".into(),
@@ -707,6 +729,18 @@ mod tests {
     }
 
     #[test]
+    fn only_drift_skips_the_rollouts_and_their_bound_on_drift() {
+        let o = parse(&args(&["--only", "drift", "--drift", "30"])).unwrap();
+        assert!(!o.measures_rollout());
+        let o = parse(&args(&["--only", "drift,swarm", "--drift", "30"])).unwrap();
+        assert!(!o.measures_rollout());
+        for only in [&["--only", "drift,rollout"][..], &["--only", "swarm"], &[]] {
+            assert!(parse(&args(only)).unwrap().measures_rollout(), "{only:?}");
+        }
+        assert!(parse(&args(&["--only", "rollout", "--drift", "30"])).is_err());
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         assert!(format!("{:#}", parse(&args(&["--lode", "2"])).unwrap_err())
             .contains("unknown argument \"--lode\""));
@@ -740,6 +774,7 @@ mod tests {
         assert!(loaded[0].ends_with("drift measured beside 2 busy loops (--load 2)"), "{}", loaded[0]);
         let drift_rows: Vec<&String> = loaded.iter().filter(|l| l.starts_with("drift")).collect();
         assert_eq!(drift_rows.len(), 6, "{loaded:#?}");
+        assert!(!loaded.iter().any(|l| l.starts_with("rollout")), "no rollout was measured: {loaded:#?}");
         assert!(drift_rows.iter().all(|l| l.contains(", 2 busy loops")), "{loaded:#?}");
     }
 }
