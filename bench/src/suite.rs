@@ -558,12 +558,7 @@ fn table(r: &Value) -> Vec<String> {
             verdict(ratio <= 1.25),
         ]);
         if !k["rollout_kedge_seconds"].is_null() {
-            rows.push([
-                "rollout (kedge)".into(),
-                cell(&k["rollout_kedge_seconds"], " s"),
-                String::new(),
-                String::new(),
-            ]);
+            rows.push(bare_row("rollout (kedge)", cell(&k["rollout_kedge_seconds"], " s")));
         }
     }
     let s = &r["swarm"];
@@ -583,12 +578,7 @@ fn table(r: &Value) -> Vec<String> {
             ]);
         }
         if !s["rollout_seconds"].is_null() {
-            rows.push([
-                "rollout (Swarm)".into(),
-                cell(&s["rollout_seconds"], " s"),
-                String::new(),
-                String::new(),
-            ]);
+            rows.push(bare_row("rollout (Swarm)", cell(&s["rollout_seconds"], " s")));
         }
         if let (Some(kr), Some(sr)) = (med(&k["rollout_kedge_seconds"]), med(&s["rollout_seconds"])) {
             rows.push([
@@ -667,6 +657,11 @@ fn table(r: &Value) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// A row with a figure and neither a reference nor a target.
+fn bare_row(name: &str, value: String) -> [String; 4] {
+    [name.to_owned(), value, String::new(), String::new()]
 }
 
 fn verdict(met: bool) -> String {
