@@ -4,11 +4,13 @@
 //! - `store [--etcd ENDPOINTS]`: the desired-state stores alone (`store.rs`);
 //! - `suite [...]`: every figure of BENCHMARKS.md against the engine on DOCKER_HOST (`suite.rs`):
 //!   drift repair against the floor and Swarm (`drift.rs`, `swarm.rs`), rollout, idle cost, cold
-//!   start and specs applied through the API, with the agent in process or as its binary (`kedge.rs`).
+//!   start and specs applied through the API, with the agent in process or as its binary (`kedge.rs`),
+//!   optionally beside N busy loops during drift repair (`load.rs`).
 
 mod common;
 mod drift;
 mod kedge;
+mod load;
 mod store;
 mod suite;
 mod swarm;

@@ -2,7 +2,8 @@
 //! as JSON. Each figure is measured `--reps` times; the table shows the median and the spread.
 //!
 //! Phases, in order (each cleans up what it made, also on failure):
-//! 1. kedge (an in-process agent on an embedded store) and the floor: drift repair, then rollout;
+//! 1. kedge (an in-process agent on an embedded store) and the floor: drift repair, then rollout
+//!    (rollouts, kedge's and Swarm's, are skipped when `--only` names drift without rollout);
 //! 2. idle cost of the real `kedge agent` binary over many containers, then cold start over them;
 //! 3. specs applied per second through the API, on the embedded store and on etcd;
 //! 4. Docker Swarm: the same kill-and-restore and rollout (Swarm mode is left again at the end).
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 use crate::common::{self, figure, percentiles, spec, typed, EventLog, Figure, Percentiles};
 use crate::drift::{kill_each, Floor};
 use crate::kedge::{open_embedded, wait_all_ready, AgentProcess, InProcessAgent};
+use crate::load::Hogs;
 
 const V1: &str = "kedge-test/app:v1";
 const V2: &str = "kedge-test/app:v2";
@@ -36,11 +38,15 @@ struct Options {
     dockerd_pid: Option<u32>,
     etcd: Option<String>,
     only: Vec<String>,
+    /// Busy loops run beside the drift repair measurements (kedge, the floor and Swarm).
+    load: usize,
+    /// The cargo profile the binaries were built with (scripts/bench passes it), for the record.
+    profile: String,
 }
 
 const USAGE: &str = "usage: kedge-bench suite --kedge-bin PATH [--reps 2] [--drift 100] [--rollout 50] \
 [--idle 500] [--idle-seconds 60] [--api-specs 200] [--workers 8] [--no-swarm] [--dockerd-pid PID] \
-[--etcd ENDPOINTS] [--only drift,rollout,idle,api,swarm] [--out bench-results/latest.json]";
+[--etcd ENDPOINTS] [--only drift,rollout,idle,api,swarm] [--load 0] [--profile release] [--out bench-results/latest.json]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -57,6 +63,8 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         dockerd_pid: std::env::var("KEDGE_BENCH_DOCKERD_PID").ok().and_then(|p| p.parse().ok()),
         etcd: std::env::var("KEDGE_ETCD_ENDPOINTS").ok().filter(|s| !s.is_empty()),
         only: Vec::new(),
+        load: 0,
+        profile: "release".to_owned(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -75,6 +83,12 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--dockerd-pid" => o.dockerd_pid = Some(value()?.parse()?),
             "--etcd" => o.etcd = Some(value()?.clone()),
             "--only" => o.only = value()?.split(',').map(str::to_owned).collect(),
+            "--profile" => o.profile = value()?.clone(),
+            "--load" => {
+                o.load = value()?
+                    .parse()
+                    .with_context(|| format!("--load takes a count of busy loops; {USAGE}"))?
+            }
             other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
@@ -82,13 +96,22 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         o.reps >= 1 && o.drift >= 1 && o.rollout >= 1 && o.idle >= 1,
         "counts must be at least 1"
     );
-    anyhow::ensure!(o.rollout <= o.drift, "--rollout reuses the drift specs: it must be at most --drift");
+    anyhow::ensure!(
+        !o.measures_rollout() || o.rollout <= o.drift,
+        "--rollout reuses the drift specs: it must be at most --drift"
+    );
     Ok(o)
 }
 
 impl Options {
     fn wants(&self, phase: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
+
+    /// Whether rollouts are timed: always, unless `--only` names drift without rollout (drift repair
+    /// alone, of kedge or of Swarm, then takes minutes instead of a quarter of an hour).
+    fn measures_rollout(&self) -> bool {
+        self.wants("rollout") || !self.wants("drift")
     }
 }
 
@@ -111,6 +134,7 @@ async fn suite(o: Options) -> anyhow::Result<()> {
         "options": {
             "reps": o.reps, "drift_containers": o.drift, "rollout_specs": o.rollout, "idle_containers": o.idle,
             "idle_seconds": o.idle_seconds, "api_specs": o.api_specs, "workers": o.workers, "swarm": o.swarm,
+            "load": o.load, "profile": o.profile,
         },
     });
     eprintln!("bench run {run}: load average {}", common::load_average());
@@ -168,7 +192,7 @@ fn summary(runs: &[Percentiles]) -> Value {
     })
 }
 
-/// Drift repair of kedge and the floor, interleaved rep by rep, then kedge's rollout.
+/// Drift repair of kedge and the floor, interleaved rep by rep, then kedge's rollout (if measured).
 async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow::Result<Value> {
     let dir = tmp_dir(run, "kedge")?;
     let result = async {
@@ -194,6 +218,8 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
             Box::new(move |n: &str| n == name)
         };
         let (mut floor_runs, mut kedge_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let hogs = Hogs::start(o.load)?;
+        let drift_load_start = common::load_average();
         for rep in 0..o.reps {
             let f = percentiles(&kill_each(docker, &log, &floor.names, same).await?);
             let k = percentiles(&kill_each(docker, &log, &names, same).await?);
@@ -202,11 +228,13 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
             floor_runs.push(f);
             kedge_runs.push(k);
         }
+        let drift_load_end = common::load_average();
+        drop(hogs);
         drop(floor);
 
         // Rollout: the first `rollout` specs flip between v1 and v2, rep by rep.
         let mut rollout_seconds = Vec::new();
-        for rep in 0..o.reps {
+        for rep in 0..if o.measures_rollout() { o.reps } else { 0 } {
             let image = if rep % 2 == 0 { V2 } else { V1 };
             let started = Instant::now();
             let mut wanted = Vec::new();
@@ -222,16 +250,22 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         }
         let stats = agent.stats.snapshot();
         agent.stop().await?;
-        anyhow::Ok(json!({
+        let mut out = json!({
             "initial_create_seconds": create_seconds,
+            "drift_load": o.load,
+            "drift_load_average_start": drift_load_start,
+            "drift_load_average_end": drift_load_end,
             "drift_floor_ms": summary(&floor_runs),
             "drift_kedge_ms": summary(&kedge_runs),
             "drift_p99_ratio_kedge_over_floor": figure(&ratios),
             "drift_p50_ratio_kedge_over_floor": figure(&kedge_runs.iter().zip(&floor_runs).map(|(k, f)| k.p50 / f.p50).collect::<Vec<_>>()),
-            "rollout_kedge_seconds": figure(&rollout_seconds),
             "agent_actions": stats.actions,
             "agent_failures": stats.failures,
-        }))
+        });
+        if o.measures_rollout() {
+            out["rollout_kedge_seconds"] = json!(figure(&rollout_seconds));
+        }
+        anyhow::Ok(out)
     }
     .await;
     std::fs::remove_dir_all(&dir).ok();
@@ -409,6 +443,8 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
     crate::swarm::wait_converged(docker, &drift_service, o.drift, V1, Duration::from_secs(600)).await?;
     let log = EventLog::follow(docker, run).await?;
     let mut runs = Vec::new();
+    let hogs = Hogs::start(o.load)?;
+    let drift_load_start = common::load_average();
     for rep in 0..o.reps {
         let mut tasks: Vec<String> =
             crate::swarm::running_tasks(docker, &drift_service).await?.into_iter().map(|t| t.0).collect();
@@ -421,7 +457,14 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         eprintln!("swarm drift rep {rep}: p50 {:.1} p99 {:.1} ms", p.p50, p.p99);
         runs.push(p);
     }
+    let drift_load_end = common::load_average();
+    drop(hogs);
     crate::swarm::docker_cli(&["service", "rm", &drift_service])?;
+    let mut out = json!({"drift_ms": summary(&runs), "drift_load": o.load, "drift_load_average_start": drift_load_start,
+            "drift_load_average_end": drift_load_end, "update_parallelism": o.workers});
+    if !o.measures_rollout() {
+        return Ok(out);
+    }
 
     let rollout_service = format!("br{run}");
     crate::swarm::create_service(&rollout_service, o.rollout, V1, &label, o.workers)?;
@@ -446,9 +489,8 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         rollout_seconds.push(seconds);
     }
     crate::swarm::docker_cli(&["service", "rm", &rollout_service])?;
-    Ok(
-        json!({"drift_ms": summary(&runs), "rollout_seconds": figure(&rollout_seconds), "update_parallelism": o.workers}),
-    )
+    out["rollout_seconds"] = json!(figure(&rollout_seconds));
+    Ok(out)
 }
 
 fn machine() -> Value {
@@ -486,12 +528,23 @@ fn cell(v: &Value, unit: &str) -> String {
 }
 
 fn print_table(r: &Value) {
+    for line in table(r) {
+        println!("{line}");
+    }
+}
+
+/// The table's lines: a header naming the machine's load (and the busy loops, if any), then one row
+/// per figure present in the results.
+fn table(r: &Value) -> Vec<String> {
     let mut rows: Vec<[String; 4]> = Vec::new();
+    // With `--load N`, every drift row says so: those figures were taken beside N busy loops.
+    let load = r["options"]["load"].as_u64().unwrap_or(0);
+    let beside = if load > 0 { format!(", {load} busy loops") } else { String::new() };
     let k = &r["kedge"];
     if !k.is_null() {
         for p in ["p50", "p95", "p99"] {
             rows.push([
-                format!("drift repair {p}"),
+                format!("drift repair {p}{beside}"),
                 cell(&k["drift_kedge_ms"][p], " ms"),
                 format!("floor {}", cell(&k["drift_floor_ms"][p], " ms")),
                 String::new(),
@@ -499,40 +552,34 @@ fn print_table(r: &Value) {
         }
         let ratio = med(&k["drift_p99_ratio_kedge_over_floor"]).unwrap_or(f64::NAN);
         rows.push([
-            "drift p99 kedge/floor".into(),
+            format!("drift p99 kedge/floor{beside}"),
             cell(&k["drift_p99_ratio_kedge_over_floor"], "x"),
             "target <= 1.25x".into(),
             verdict(ratio <= 1.25),
         ]);
-        rows.push([
-            "rollout (kedge)".into(),
-            cell(&k["rollout_kedge_seconds"], " s"),
-            String::new(),
-            String::new(),
-        ]);
+        if !k["rollout_kedge_seconds"].is_null() {
+            rows.push(bare_row("rollout (kedge)", cell(&k["rollout_kedge_seconds"], " s")));
+        }
     }
     let s = &r["swarm"];
     if !s.is_null() {
         rows.push([
-            "drift repair p99 (Swarm)".into(),
+            format!("drift repair p99 (Swarm){beside}"),
             cell(&s["drift_ms"]["p99"], " ms"),
             String::new(),
             String::new(),
         ]);
         if let (Some(kp), Some(sp)) = (med(&k["drift_kedge_ms"]["p99"]), med(&s["drift_ms"]["p99"])) {
             rows.push([
-                "drift p99 kedge/Swarm".into(),
+                format!("drift p99 kedge/Swarm{beside}"),
                 format!("{:.2}x", kp / sp),
                 "target < 1x".into(),
                 verdict(kp < sp),
             ]);
         }
-        rows.push([
-            "rollout (Swarm)".into(),
-            cell(&s["rollout_seconds"], " s"),
-            String::new(),
-            String::new(),
-        ]);
+        if !s["rollout_seconds"].is_null() {
+            rows.push(bare_row("rollout (Swarm)", cell(&s["rollout_seconds"], " s")));
+        }
         if let (Some(kr), Some(sr)) = (med(&k["rollout_kedge_seconds"]), med(&s["rollout_seconds"])) {
             rows.push([
                 "rollout kedge/Swarm".into(),
@@ -583,12 +630,22 @@ fn print_table(r: &Value) {
     }
     let widths: Vec<usize> =
         (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0).max(6)).collect();
-    println!(
-        "figure (median (min-max) over runs)   load average {}",
-        r["load_average_before"].as_str().unwrap_or("")
-    );
+    let mut lines = vec![format!(
+        "figure (median (min-max) over runs)   load average {}{}{}",
+        r["load_average_before"].as_str().unwrap_or(""),
+        match r["options"]["profile"].as_str() {
+            Some(profile) if profile != "release" =>
+                format!("   {profile} profile (not comparable to release)"),
+            _ => String::new(),
+        },
+        if load > 0 {
+            format!("   drift measured beside {load} busy loops (--load {load})")
+        } else {
+            String::new()
+        }
+    )];
     for row in rows {
-        println!(
+        lines.push(format!(
             "{:<w0$}  {:<w1$}  {:<w2$}  {}",
             row[0],
             row[1],
@@ -597,10 +654,122 @@ fn print_table(r: &Value) {
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2]
-        );
+        ));
     }
+    lines
+}
+
+/// A row with a figure and neither a reference nor a target.
+fn bare_row(name: &str, value: String) -> [String; 4] {
+    [name.to_owned(), value, String::new(), String::new()]
 }
 
 fn verdict(met: bool) -> String {
     if met { "met" } else { "MISSED" }.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn defaults_run_every_phase_without_load() {
+        let o = parse(&[]).unwrap();
+        assert_eq!((o.reps, o.drift, o.rollout, o.idle, o.workers), (2, 100, 50, 500, 8));
+        assert!(o.swarm && o.only.is_empty());
+        assert_eq!(o.load, 0);
+        assert_eq!(o.profile, "release");
+    }
+
+    #[test]
+    fn options_are_read() {
+        let o = parse(&args(&[
+            "--reps",
+            "1",
+            "--drift",
+            "30",
+            "--rollout",
+            "10",
+            "--no-swarm",
+            "--only",
+            "drift,swarm",
+            "--load",
+            "2",
+            "--out",
+            "x.json",
+            "--profile",
+            "dev",
+        ]))
+        .unwrap();
+        assert_eq!((o.reps, o.drift, o.rollout, o.load), (1, 30, 10, 2));
+        assert!(!o.swarm);
+        assert_eq!(o.only, ["drift", "swarm"]);
+        assert_eq!(o.out, PathBuf::from("x.json"));
+        assert_eq!(o.profile, "dev");
+        assert!(o.wants("drift") && o.wants("swarm") && !o.wants("idle"));
+    }
+
+    #[test]
+    fn load_must_be_a_count() {
+        for bad in ["-1", "two", "1.5", ""] {
+            let error = format!("{:#}", parse(&args(&["--load", bad])).unwrap_err());
+            assert!(error.contains("--load takes a count of busy loops"), "{bad:?}: {error}");
+        }
+        let error = format!("{:#}", parse(&args(&["--load"])).unwrap_err());
+        assert!(error.contains("--load needs a value"), "{error}");
+    }
+
+    #[test]
+    fn only_drift_skips_the_rollouts_and_their_bound_on_drift() {
+        let o = parse(&args(&["--only", "drift", "--drift", "30"])).unwrap();
+        assert!(!o.measures_rollout());
+        let o = parse(&args(&["--only", "drift,swarm", "--drift", "30"])).unwrap();
+        assert!(!o.measures_rollout());
+        for only in [&["--only", "drift,rollout"][..], &["--only", "swarm"], &[]] {
+            assert!(parse(&args(only)).unwrap().measures_rollout(), "{only:?}");
+        }
+        assert!(parse(&args(&["--only", "rollout", "--drift", "30"])).is_err());
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(format!("{:#}", parse(&args(&["--lode", "2"])).unwrap_err())
+            .contains("unknown argument \"--lode\""));
+        assert!(parse(&args(&["--reps", "0"])).is_err());
+        assert!(parse(&args(&["--drift", "10", "--rollout", "20"])).is_err());
+    }
+
+    #[test]
+    fn the_table_names_the_load_only_when_there_was_one() {
+        let p = json!({"runs": 1, "median": 600.0, "min": 600.0, "max": 600.0});
+        let drift = json!({"p50": p, "p95": p, "p99": p});
+        let result = |load: u64| {
+            json!({
+                "options": {"load": load, "profile": "release"},
+                "load_average_before": "1.00 1.00 1.00",
+                "kedge": {"drift_kedge_ms": drift, "drift_floor_ms": drift,
+                          "drift_p99_ratio_kedge_over_floor": {"runs": 1, "median": 1.0, "min": 1.0, "max": 1.0}},
+                "swarm": {"drift_ms": drift},
+            })
+        };
+        let quiet = table(&result(0)).join("\n");
+        assert!(!quiet.contains("busy loops"), "{quiet}");
+        assert!(
+            quiet.starts_with("figure (median (min-max) over runs)   load average 1.00 1.00 1.00\n"),
+            "{quiet}"
+        );
+        let mut dev = result(0);
+        dev["options"]["profile"] = json!("dev");
+        assert!(table(&dev)[0].ends_with("   dev profile (not comparable to release)"), "{}", table(&dev)[0]);
+        let loaded = table(&result(2));
+        assert!(loaded[0].ends_with("drift measured beside 2 busy loops (--load 2)"), "{}", loaded[0]);
+        let drift_rows: Vec<&String> = loaded.iter().filter(|l| l.starts_with("drift")).collect();
+        assert_eq!(drift_rows.len(), 6, "{loaded:#?}");
+        assert!(!loaded.iter().any(|l| l.starts_with("rollout")), "no rollout was measured: {loaded:#?}");
+        assert!(drift_rows.iter().all(|l| l.contains(", 2 busy loops")), "{loaded:#?}");
+    }
 }
