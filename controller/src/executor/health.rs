@@ -16,6 +16,9 @@ use crate::planner::RecreateStrategy;
 
 /// How often the health status is read while waiting for `healthy`.
 const HEALTH_POLL: Duration = Duration::from_millis(200);
+/// How long a container caught running between two crashes is given to exit again, so that the
+/// failure can say its exit code.
+const RESTARTED_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// How many log lines a failure report carries.
 const LOG_TAIL: usize = 20;
 
@@ -52,7 +55,7 @@ pub(crate) async fn wait_until_proven(
     loop {
         let observed = docker.inspect_container(id).await?.ok_or_else(|| exited(None, String::new()))?;
         if !observed.state.running || observed.state.restarting || observed.state.restart_count > restarts {
-            return Err(exited(observed.state.exit_code, tail(docker, id).await));
+            return Err(stopped(docker, id, &observed).await);
         }
         let health = observed.state.health.unwrap_or(HealthStatus::None);
         if last != Some(health) {
@@ -99,8 +102,22 @@ async fn confirm_running(docker: &dyn Engine, id: &str, restarts: i64) -> Result
     if observed.state.running && !observed.state.restarting && observed.state.restart_count <= restarts {
         Ok(())
     } else {
-        Err(exited(observed.state.exit_code, tail(docker, id).await))
+        Err(stopped(docker, id, &observed).await)
     }
+}
+
+/// The failure of a container that stopped (or restarted) during the wait, with its exit code. One
+/// its restart policy started again is running, and a running container's `ExitCode` is 0 whatever
+/// its last exit was: the code is then taken from its next exit, which a crash loop soon makes
+/// (within [`RESTARTED_EXIT_WAIT`], else it is not known).
+async fn stopped(docker: &dyn Engine, id: &str, observed: &crate::docker::ObservedContainer) -> WaitError {
+    // Restarting (the engine waits to start it again) keeps the last exit's code.
+    let exit_code = if observed.state.running && !observed.state.restarting {
+        docker.wait_for_exit(id, RESTARTED_EXIT_WAIT).await.ok()
+    } else {
+        observed.state.exit_code
+    };
+    exited(exit_code, tail(docker, id).await)
 }
 
 fn exited(exit_code: Option<i64>, logs: String) -> WaitError {
