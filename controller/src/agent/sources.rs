@@ -39,6 +39,7 @@ pub(crate) async fn follow_store(
     shutdown: CancellationToken,
 ) {
     let mut watcher = Watcher::new(store, keys::SPECS, shutdown);
+    let _following = cache.reflector().following();
     while let Some(event) = watcher.next().await {
         let (changed, applied) = cache.apply(&event);
         reflector::log_sync("specs", keys::SPECS, &event, &applied);

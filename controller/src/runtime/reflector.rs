@@ -62,6 +62,16 @@ impl<K> Sighting<K> {
     }
 }
 
+/// See [`Reflector::following`].
+pub struct Following<'a, K: Clone + Send + Sync + 'static>(&'a Reflector<K>);
+
+impl<K: Clone + Send + Sync + 'static> Drop for Following<'_, K> {
+    fn drop(&mut self) {
+        let message = "the task that follows the store for this cache ended".to_owned();
+        self.0.apply(&Event::Error { message, transient: false });
+    }
+}
+
 /// A cache of one prefix; see the module docs.
 pub struct Reflector<K> {
     decode: Decoder<K>,
@@ -149,6 +159,13 @@ impl<K: Clone + Send + Sync + 'static> Reflector<K> {
     /// Every unreadable entry.
     pub fn unreadable_entries(&self) -> BTreeMap<String, Unreadable> {
         self.read().unreadable.clone()
+    }
+
+    /// Held by the task that feeds this cache: when that task ends (shut down, or unwound by a
+    /// panic), the cache stops saying it is in sync, so that nobody decides on contents no watch
+    /// keeps current any more. The next list makes it in sync again.
+    pub fn following(&self) -> Following<'_, K> {
+        Following(self)
     }
 
     /// Whether a list succeeded and the watch behind it is still healthy: a missing key is absent.
@@ -302,6 +319,7 @@ pub async fn run<K: Clone + Send + Sync + 'static>(
     mut watcher: Watcher,
     mut on_applied: impl FnMut(&Event, &Applied),
 ) {
+    let _following = reflector.following();
     while let Some(event) = watcher.next().await {
         let applied = reflector.apply(&event);
         on_applied(&event, &applied);

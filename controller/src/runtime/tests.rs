@@ -270,3 +270,26 @@ async fn a_quiet_watch_ends_when_cancelled() {
     shutdown.cancel();
     assert_eq!(tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap(), None);
 }
+
+/// A cache whose follower ends (here: a panic unwinds it) stops saying it is in sync, keeping its
+/// contents: nothing decides an absence on a view no watch keeps current.
+#[tokio::test]
+async fn a_cache_whose_follower_ends_is_no_longer_in_sync() {
+    let cache = Arc::new(Reflector::new(number));
+    cache.apply(&Event::Restarted { kvs: vec![], revision: 3 });
+    assert!(cache.in_sync());
+    {
+        let _following = cache.following();
+    }
+    assert!(!cache.in_sync(), "ended normally");
+    cache.apply(&Event::Restarted { kvs: vec![], revision: 4 });
+    assert!(cache.in_sync(), "a list makes it in sync again");
+    let followed = cache.clone();
+    let task = tokio::spawn(async move {
+        let _following = followed.following();
+        panic!("the follower panics");
+    });
+    assert!(task.await.is_err_and(|error| error.is_panic()));
+    assert!(!cache.in_sync(), "unwound by a panic");
+    assert!(cache.last_error().is_some_and(|error| error.contains("ended")));
+}
