@@ -279,20 +279,21 @@ impl Agent {
     fn desired(&self, key: &str) -> Desired {
         let specs = self.cache.sight(key);
         let binding = self.bindings.sight(key);
-        let here = match specs.object().and_then(|spec| spec.spec.placement.as_ref()?.host.as_ref()) {
-            Some(host) => *host == self.config.host_name,
-            None => binding.object().is_some_and(|bound| bound.host == self.config.host_name),
-        };
-        Desired { here: specs.stored.is_some() && here, specs, binding }
+        let bound_to = binding.object().map(|bound| bound.host.as_str());
+        let here = specs.object().is_some_and(|spec| self.runs_here(spec, bound_to));
+        Desired { here, specs, binding }
     }
 
-    /// A spec that names a host runs there; any other runs where the scheduler bound it
-    /// ([`super::bindings`]), and nowhere while unbound.
+    /// Whether `spec` runs on this host, reading its binding from the cache now.
     fn placed_here(&self, key: &str, spec: &Container) -> bool {
-        match spec.spec.placement.as_ref().and_then(|placement| placement.host.as_ref()) {
-            Some(host) => *host == self.config.host_name,
-            None => self.bindings.host_of(key).as_deref() == Some(self.config.host_name.as_str()),
-        }
+        self.runs_here(spec, self.bindings.host_of(key).as_deref())
+    }
+
+    /// The placement rule: a spec that names a host runs there; any other runs where the scheduler
+    /// bound it (`bound_to`, [`super::bindings`]), and nowhere while unbound.
+    fn runs_here(&self, spec: &Container, bound_to: Option<&str>) -> bool {
+        let named = spec.spec.placement.as_ref().and_then(|placement| placement.host.as_deref());
+        named.or(bound_to) == Some(self.config.host_name.as_str())
     }
 
     /// The stored spec cannot be read: neither a spec to act on nor a deletion. Its container (if

@@ -884,15 +884,7 @@ fn min_ready_seconds_sets_both_waits_and_defaults_by_healthcheck() {
         &[(None, 1, 0), (Some(0), 0, 0), (Some(2), 2, 2), (Some(3600), 3600, 3600)];
     for &(seconds, running_grace, min_ready_healthy) in cases {
         let min_ready = seconds.map_or(String::new(), |s| format!(r#", "minReadySeconds": {s}"#));
-        let desired = spec(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}{min_ready}}}"#));
-        let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
-        let plan = check(
-            &desired,
-            Some(&stale),
-            &facts(),
-            Expect { actions: &["Recreate"], drift: &["spec.env.A"] },
-        );
-        let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+        let strategy = recreate_strategy_with(&min_ready);
         assert_eq!(strategy.running_grace, Duration::from_secs(running_grace), "{seconds:?}");
         assert_eq!(strategy.min_ready_healthy, Duration::from_secs(min_ready_healthy), "{seconds:?}");
     }
@@ -905,18 +897,19 @@ fn recreates_are_start_first_unless_the_spec_says_stop_first() {
         (r#", "updateStrategy": {"type": "start-first"}"#, RecreateOrder::StartFirst),
         (r#", "updateStrategy": {"type": "stop-first"}"#, RecreateOrder::StopFirst),
     ] {
-        let desired =
-            spec(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}{update_strategy}}}"#));
-        let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
-        let plan = check(
-            &desired,
-            Some(&stale),
-            &facts(),
-            Expect { actions: &["Recreate"], drift: &["spec.env.A"] },
-        );
-        let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
-        assert_eq!(strategy.order, order, "{update_strategy}");
+        assert_eq!(recreate_strategy_with(update_strategy).order, order, "{update_strategy}");
     }
+}
+
+/// The strategy of the recreate planned for a spec with `extra` (JSON fields after `image` and
+/// `env`) whose container lacks the spec's env entry.
+fn recreate_strategy_with(extra: &str) -> RecreateStrategy {
+    let desired = spec(&format!(r#"{{"image": "kedge-test/app:v1", "env": {{"A": "1"}}{extra}}}"#));
+    let stale = observed(&desired, |o| o.env.retain(|e| e != "A=1"));
+    let expect = Expect { actions: &["Recreate"], drift: &["spec.env.A"] };
+    let plan = check(&desired, Some(&stale), &facts(), expect);
+    let Action::Recreate { strategy, .. } = &plan.actions[0] else { unreachable!() };
+    strategy.clone()
 }
 
 #[test]
