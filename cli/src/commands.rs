@@ -39,7 +39,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         }
         Commands::Apply(args) => apply(args, global).await,
         Commands::Get(mut args) => {
-            args.name = args.name.map(|n| bare_name(&n));
+            args.names = args.names.iter().map(|n| bare_name(n)).collect();
             get(args, global).await
         }
         Commands::Describe { kind, name } => {
@@ -68,8 +68,10 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         Commands::Events { for_name, watch, all_namespaces, output } => {
             let args = GetArgs {
                 resource: Resource::Events,
-                name: for_name.map(|n| bare_name(&n)),
+                names: for_name.map(|n| bare_name(&n)).into_iter().collect(),
                 output,
+                sort_by: None,
+                no_headers: false,
                 selector: None,
                 all_namespaces,
                 watch,
@@ -241,19 +243,21 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let query = Query {
         client: &client,
         namespace: &resolved.namespace,
-        name: args.name.as_deref(),
+        name: None,
         selector: get::selector_query(args.selector.as_deref()),
         all_namespaces: args.all_namespaces,
         watch: args.watch,
-        options: get::table_options(args.output, args.all_namespaces),
+        options: get::table_options(args.output.as_ref(), args.all_namespaces),
     };
+    let view = get::View { output: args.output, sort_by: args.sort_by, no_headers: args.no_headers };
+    let names = &args.names;
     match args.resource {
-        Resource::Containers => get::get::<Container>(&query, args.output).await,
-        Resource::Containersets => get::get::<ContainerSet>(&query, args.output).await,
-        Resource::Secrets => get::get::<Secret>(&query, args.output).await,
-        Resource::Hosts => get::get::<HostView>(&query, args.output).await,
-        Resource::Events => get::get::<Event>(&query, args.output).await,
-        Resource::Upgrades => get::get::<Campaign>(&query, args.output).await,
+        Resource::Containers => get::get::<Container>(&query, names, &view).await,
+        Resource::Containersets => get::get::<ContainerSet>(&query, names, &view).await,
+        Resource::Secrets => get::get::<Secret>(&query, names, &view).await,
+        Resource::Hosts => get::get::<HostView>(&query, names, &view).await,
+        Resource::Events => get::get::<Event>(&query, names, &view).await,
+        Resource::Upgrades => get::get::<Campaign>(&query, names, &view).await,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::sets;
 use crate::types::{HostView, InvalidEntry, List};
 
 /// What `get` was asked for, resolved against the context.
+#[derive(Clone)]
 pub(crate) struct Query<'a> {
     pub client: &'a Client,
     pub namespace: &'a str,
@@ -40,7 +41,7 @@ pub(crate) struct Listed<K> {
 }
 
 impl<K> Listed<K> {
-    fn of(items: Vec<(Value, K)>) -> Listed<K> {
+    pub(crate) fn of(items: Vec<(Value, K)>) -> Listed<K> {
         Listed { items, unreadable_rows: Vec::new(), revision: 0 }
     }
 }

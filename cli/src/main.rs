@@ -25,6 +25,7 @@ mod recreate;
 mod run;
 mod secrets;
 mod sets;
+mod template;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -137,7 +138,10 @@ cat web.yaml | kedge apply -f - --dry-run=server")]
     /// List or show containers, ContainerSets, hosts or events.
     #[command(
         after_help = "Examples:\n  kedge get containers\n  kedge get containers -l app=web -o wide\n  \
-kedge get container web -o yaml\n  kedge get containers -A -w\n  kedge get sets"
+kedge get container web -o yaml\n  kedge get containers web db\n  kedge get containers -A -w\n  \
+kedge get container web -o jsonpath='{.status.containerId}'\n  \
+kedge get containers -o custom-columns=NAME:.metadata.name,IMAGE:.spec.image --sort-by .spec.image\n  \
+kedge get sets"
     )]
     Get(GetArgs),
     /// Show a container's (or a ContainerSet's) summary, status, conditions and recent events.
@@ -192,8 +196,9 @@ kedge wait container web --for delete")]
         watch: bool,
         #[arg(short = 'A', long)]
         all_namespaces: bool,
-        #[arg(short = 'o', long, value_enum)]
-        output: Option<OutputFormat>,
+        /// wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=SPEC (as `get`).
+        #[arg(short = 'o', long, value_parser = parse_get_output, value_name = "FORMAT")]
+        output: Option<GetOutput>,
     },
     /// Check spec files without a server: shape and every rule, with file:line:column and field path.
     #[command(after_help = "Example:\n  kedge validate -f specs/")]
@@ -319,6 +324,31 @@ pub enum OutputFormat {
     Name,
 }
 
+/// `-o` of `get` and `events`: one of the fixed formats, or a kubectl template.
+#[derive(Debug, Clone)]
+pub enum GetOutput {
+    Format(OutputFormat),
+    JsonPath(template::Template),
+    Columns(template::Columns),
+}
+
+fn parse_get_output(text: &str) -> Result<GetOutput, String> {
+    if let Some(template) = text.strip_prefix("jsonpath=") {
+        return template::Template::parse(template).map(GetOutput::JsonPath);
+    }
+    if let Some(spec) = text.strip_prefix("custom-columns=") {
+        return template::Columns::parse(spec).map(GetOutput::Columns);
+    }
+    OutputFormat::from_str(text, true).map(GetOutput::Format).map_err(|_| {
+        format!("`{text}` is not an output format: use wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=SPEC")
+    })
+}
+
+fn parse_sort_by(text: &str) -> Result<template::Path, String> {
+    let path = text.trim();
+    template::Path::parse(path.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(path))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DryRun {
     None,
@@ -349,9 +379,18 @@ pub struct ApplyArgs {
 pub struct GetArgs {
     #[arg(value_enum)]
     pub resource: Resource,
-    pub name: Option<String>,
-    #[arg(short = 'o', long, value_enum)]
-    pub output: Option<OutputFormat>,
+    /// One name, several, or none for all.
+    pub names: Vec<String>,
+    /// wide, yaml, json, name, jsonpath=TEMPLATE (`{.status.containerId}`), or
+    /// custom-columns=HEADER:PATH,... (`NAME:.metadata.name,IMAGE:.spec.image`).
+    #[arg(short = 'o', long, value_parser = parse_get_output, value_name = "FORMAT")]
+    pub output: Option<GetOutput>,
+    /// Sort the objects by the value a path finds in each (`.metadata.name`, `{.status.restarts}`).
+    #[arg(long, value_parser = parse_sort_by, value_name = "PATH")]
+    pub sort_by: Option<template::Path>,
+    /// Tables without their header row.
+    #[arg(long)]
+    pub no_headers: bool,
     /// Label selector: `k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated.
     #[arg(short = 'l', long)]
     pub selector: Option<String>,

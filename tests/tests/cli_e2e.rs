@@ -180,6 +180,85 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prints_kubectl_templates_columns_sorted_and_several_names() {
+    let server = TestServer::start().await;
+    let ns = unique("tpl");
+    let file = server.dir.join("three.yaml");
+    write(
+        &file,
+        &[("web", "nginx:1.27"), ("db", "postgres:16"), ("cache", "redis:7")]
+            .map(|(name, image)| spec_yaml(&ns, name, image))
+            .join("---\n"),
+    );
+    assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
+    let mut status = ready("h1");
+    status.container_id = Some("c0ffee".into());
+    objects::put_status(server.store.as_ref(), &ns, "web", &status, PutCondition::Always).await.unwrap();
+    let get = |args: &[&str]| {
+        let mut all = vec!["get", "containers", "-n", ns.as_str()];
+        all.extend_from_slice(args);
+        server.kedge(&all)
+    };
+
+    // One object: the path reads it; a list: `.items`.
+    let id = get(&["web", "-o", "jsonpath={.status.containerId}"]);
+    assert_exit(&id, 0);
+    assert_eq!(stdout(&id), "c0ffee\n");
+    let names = get(&["-o", "jsonpath={.items[*].metadata.name}", "--sort-by", ".metadata.name"]);
+    assert_eq!(stdout(&names), "cache db web\n");
+    let lines = get(&["-o", r#"jsonpath={range .items[*]}{.metadata.name}={.spec.image}{"\n"}{end}"#]);
+    let mut lines: Vec<String> = stdout(&lines).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["cache=redis:7", "db=postgres:16", "web=nginx:1.27"]);
+    let filtered = get(&["-o", r#"jsonpath={.items[?(@.spec.image=="redis:7")].metadata.name}"#]);
+    assert_eq!(stdout(&filtered), "cache\n");
+
+    let columns = get(&[
+        "-o",
+        "custom-columns=NAME:.metadata.name,IMAGE:.spec.image,ID:.status.containerId",
+        "--sort-by",
+        "{.spec.image}",
+    ]);
+    assert_exit(&columns, 0);
+    let text = stdout(&columns);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "IMAGE", "ID"],
+            vec!["web", "nginx:1.27", "c0ffee"],
+            vec!["db", "postgres:16", "<none>"],
+            vec!["cache", "redis:7", "<none>"],
+        ],
+        "{text}"
+    );
+    let bare = get(&["--no-headers", "--sort-by", ".metadata.name"]);
+    let bare = stdout(&bare);
+    let first_words: Vec<&str> = bare.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(first_words, ["cache", "db", "web"], "{bare}");
+
+    // Several names in one get; a missing one is reported after the found ones, exit 3.
+    let two = get(&["web", "container/db", "-o", "name"]);
+    assert_exit(&two, 0);
+    assert_eq!(stdout(&two), "container/web\ncontainer/db\n");
+    let with_missing = get(&["web", "nothing-here", "db", "-o", "name"]);
+    assert_exit(&with_missing, 3);
+    assert_eq!(stdout(&with_missing), "container/web\ncontainer/db\n");
+    assert!(stderr(&with_missing).contains("nothing-here"), "{}", stderr(&with_missing));
+
+    // A bad template is a usage error naming what is wrong, before anything is asked of the server.
+    for bad in ["jsonpath={.items[", "custom-columns=NAME", "jsonpath={range .items[*]}{.x}", "tabular"] {
+        let refused = get(&["-o", bad]);
+        assert_exit(&refused, 2);
+        assert!(
+            stderr(&refused).contains("-o") || stderr(&refused).contains("output"),
+            "{bad}: {}",
+            stderr(&refused)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_removes_exactly_the_dropped_spec() {
     let server = TestServer::start().await;
     let ns = unique("prune");
