@@ -95,6 +95,45 @@ impl Origins {
 
 /// [`load_objects`], also answering where each object came from.
 pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origins)> {
+    let (parsed, errors) = parse_files(files)?;
+    validated(parsed, errors, &[])
+}
+
+/// [`load_objects_from`] for a command that talks to a server (`apply`, `diff`): a `dependsOn`,
+/// `networkMode: container:NAME` or `links` entry may name a spec the server holds already. A
+/// document without a namespace (or with `default`) goes to `namespace` (the `-n`/context one), so
+/// that is where its targets are looked up.
+pub(crate) async fn load_objects_live(
+    files: &[PathBuf],
+    client: &Client,
+    namespace: &str,
+) -> CliResult<(Objects, Origins)> {
+    let (mut parsed, errors) = parse_files(files)?;
+    // Resolved first (as `objects::prepare` would), so that errors name the namespace written to.
+    let resolve = |written: &mut String| {
+        if written == kedge_crds::DEFAULT_NAMESPACE {
+            *written = namespace.to_owned();
+        }
+    };
+    parsed.containers.iter_mut().for_each(|p| resolve(&mut p.container.metadata.namespace));
+    parsed.unreadable_containers.iter_mut().for_each(|c| resolve(&mut c.metadata.namespace));
+    let mut live = Vec::new();
+    for (namespace, name) in
+        kedge_crds::validate::outside_targets(&parsed.containers, &parsed.unreadable_containers)
+    {
+        match client.get(&resource_path::<Container>(&namespace, &name)).await {
+            Ok(answer) => {
+                let Ok(found) = serde_json::from_value::<Container>(answer) else { continue };
+                live.push(found);
+            }
+            Err(error) if error.exit == Exit::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    validated(parsed, errors, &live)
+}
+
+fn parse_files(files: &[PathBuf]) -> CliResult<(ParsedObjects, Vec<SpecError>)> {
     let mut parsed = ParsedObjects::default();
     let mut errors: Vec<SpecError> = Vec::new();
     for file in files {
@@ -108,7 +147,15 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
         parsed.extend(more);
         errors.extend(more_errors);
     }
-    errors.extend(kedge_crds::validate_objects(&parsed));
+    Ok((parsed, errors))
+}
+
+fn validated(
+    parsed: ParsedObjects,
+    mut errors: Vec<SpecError>,
+    live: &[Container],
+) -> CliResult<(Objects, Origins)> {
+    errors.extend(kedge_crds::validate_objects_with(&parsed, live));
     kedge_crds::sort_errors(&mut errors);
     if !errors.is_empty() {
         for error in &errors {

@@ -10,7 +10,7 @@ use kedge_crds::{Container, ContainerSet, Secret};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::base::{connect, load_objects, load_objects_from, object_path, overrides, print_objects};
+use crate::base::{connect, load_objects, load_objects_live, object_path, overrides, print_objects};
 use crate::client::{encode, Client};
 use crate::config;
 use crate::error::{CliError, CliResult, Exit};
@@ -145,9 +145,8 @@ fn applyset_id(name: Option<&str>, files: &[PathBuf]) -> CliResult<String> {
         return Ok(name.to_owned());
     }
     if files.iter().any(|f| f.as_os_str() == "-") {
-        return Err(
-            CliError::usage("reading from stdin, the apply set needs a name").hint("add --applyset NAME")
-        );
+        return Err(CliError::usage("reading from stdin, --prune needs the apply set's name")
+            .hint("add --applyset NAME"));
     }
     let mut paths: Vec<String> = files
         .iter()
@@ -159,12 +158,31 @@ fn applyset_id(name: Option<&str>, files: &[PathBuf]) -> CliResult<String> {
 }
 
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
-    let (loaded, origins) = load_objects_from(&args.files)?;
-    let applyset = applyset_id(args.applyset.as_deref(), &args.files)?;
     let (resolved, client) = connect(global)?;
-    let secrets = objects::prepare(loaded.secrets, &resolved.namespace, &applyset);
-    let containers = objects::prepare(loaded.containers, &resolved.namespace, &applyset);
-    let container_sets = objects::prepare(loaded.sets, &resolved.namespace, &applyset);
+    let (loaded, origins) = load_objects_live(&args.files, &client, &resolved.namespace).await?;
+    // Only a pruning apply (or one naming its set) puts objects in an apply set: as in kubectl, the
+    // set matters only to what --prune deletes.
+    let applyset = match args.prune || args.applyset.is_some() {
+        true => Some(applyset_id(args.applyset.as_deref(), &args.files)?),
+        false => None,
+    };
+    let mut secrets = objects::prepare(loaded.secrets, &resolved.namespace, applyset.as_deref());
+    let mut containers = objects::prepare(loaded.containers, &resolved.namespace, applyset.as_deref());
+    let mut container_sets = objects::prepare(loaded.sets, &resolved.namespace, applyset.as_deref());
+    let (set, take) = (applyset.as_deref(), args.take_ownership);
+    let mut moves = objects::settle_membership(&client, &mut secrets, set, take).await?;
+    moves.extend(objects::settle_membership(&client, &mut containers, set, take).await?);
+    moves.extend(objects::settle_membership(&client, &mut container_sets, set, take).await?);
+    if !moves.is_empty() {
+        for line in &moves {
+            eprintln!("{line}");
+        }
+        return Err(CliError::usage(format!(
+            "{} object(s) belong to another apply set; nothing was changed",
+            moves.len()
+        ))
+        .hint("apply with that set's --applyset NAME, or add --take-ownership to move them into this one"));
+    }
     let mut too_large = objects::too_large(&secrets, &origins.secrets);
     too_large.extend(objects::too_large(&containers, &origins.containers));
     too_large.extend(objects::too_large(&container_sets, &origins.sets));
@@ -198,10 +216,10 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         let message = "some specs were not applied (see above); nothing was pruned";
         return Err(CliError { message: message.to_owned(), ..error });
     }
-    if args.prune {
-        objects::prune(&client, &containers, &applyset, args.dry_run, suffix).await?;
-        objects::prune(&client, &container_sets, &applyset, args.dry_run, suffix).await?;
-        objects::prune(&client, &secrets, &applyset, args.dry_run, suffix).await?;
+    if let (true, Some(applyset)) = (args.prune, applyset.as_deref()) {
+        objects::prune(&client, &containers, applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &container_sets, applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &secrets, applyset, args.dry_run, suffix).await?;
     }
     Ok(Exit::Ok)
 }
@@ -281,10 +299,10 @@ pub(crate) async fn logs(name: &str, follow: bool, tail: usize, global: &GlobalA
 }
 
 async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
-    let loaded = load_objects(files)?;
-    // The apply set label is not compared, so any value does.
-    let applyset = "diff";
     let (resolved, client) = connect(global)?;
+    let (loaded, _) = load_objects_live(files, &client, &resolved.namespace).await?;
+    // The apply set label is not compared.
+    let applyset = None;
     let colour = output::use_colour(std::io::stdout().is_terminal());
     let mut changed = false;
     for container in objects::prepare(loaded.containers, &resolved.namespace, applyset) {
@@ -362,13 +380,13 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
     }
     if !args.files.is_empty() {
         let loaded = load_objects(&args.files)?;
-        for secret in objects::prepare(loaded.secrets, &ns, "delete") {
+        for secret in objects::prepare(loaded.secrets, &ns, None) {
             secret_targets.push((secret.metadata.namespace, secret.metadata.name, None));
         }
-        for set in objects::prepare(loaded.sets, &ns, "delete") {
+        for set in objects::prepare(loaded.sets, &ns, None) {
             set_targets.push((set.metadata.namespace, set.metadata.name, None));
         }
-        for container in objects::prepare(loaded.containers, &ns, "delete") {
+        for container in objects::prepare(loaded.containers, &ns, None) {
             targets.push((container.metadata.namespace, container.metadata.name, None));
         }
     }

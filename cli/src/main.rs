@@ -368,9 +368,13 @@ pub struct ApplyArgs {
     /// Delete the containers applied earlier with the same apply set that are no longer in the input.
     #[arg(long)]
     pub prune: bool,
-    /// The apply set's name (default: derived from the input paths). Required with `-f -` and `--prune`.
+    /// The apply set's name (with `--prune`, default: derived from the input paths; required with `-f -`).
+    /// Without `--prune` or `--applyset` an apply keeps each object in the set it is in.
     #[arg(long)]
     pub applyset: Option<String>,
+    /// Move objects that are in another apply set into this apply's set (refused otherwise).
+    #[arg(long)]
+    pub take_ownership: bool,
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<OutputFormat>,
 }

@@ -101,15 +101,53 @@ pub(crate) async fn list_selected<K: Declared>(
 
 /// What apply sends: the namespace filled in from `-n` and the apply set label on the object itself
 /// (a set's template does not get it: children are never pruned by the apply set).
-pub(crate) fn prepare<K: Declared>(mut objects: Vec<K>, namespace: &str, applyset: &str) -> Vec<K> {
+pub(crate) fn prepare<K: Declared>(mut objects: Vec<K>, namespace: &str, applyset: Option<&str>) -> Vec<K> {
     for object in &mut objects {
         let metadata = object.metadata_mut();
         if metadata.namespace == kedge_crds::DEFAULT_NAMESPACE {
             metadata.namespace = namespace.to_owned();
         }
-        metadata.labels.insert(APPLYSET_LABEL.to_owned(), applyset.to_owned());
+        if let Some(applyset) = applyset {
+            metadata.labels.insert(APPLYSET_LABEL.to_owned(), applyset.to_owned());
+        }
     }
     objects
+}
+
+/// Apply-set membership is named, never implied: reads each object's live version, and
+/// - without a set of this apply's own (no `--prune`, no `--applyset`), keeps the set the live
+///   object is in (an apply without prune neither adds an object to a set nor takes it out);
+/// - with one, answers a line for each object the input would move out of another set (unless
+///   `take_ownership`), so that the caller refuses the whole apply.
+pub(crate) async fn settle_membership<K: Declared>(
+    client: &Client,
+    objects: &mut [K],
+    applyset: Option<&str>,
+    take_ownership: bool,
+) -> CliResult<Vec<String>> {
+    let mut moves = Vec::new();
+    for object in objects.iter_mut() {
+        let metadata = object.metadata();
+        let Some(live) = read::<K>(client, &metadata.namespace, &metadata.name).await? else {
+            continue;
+        };
+        let Some(live_set) = live.metadata().labels.get(APPLYSET_LABEL).cloned() else {
+            continue;
+        };
+        match applyset {
+            None => {
+                object.metadata_mut().labels.entry(APPLYSET_LABEL.to_owned()).or_insert(live_set);
+            }
+            Some(ours) if ours != live_set && !take_ownership => moves.push(format!(
+                "{}/{} (namespace {}) is in apply set `{live_set}`, not `{ours}`",
+                K::WORD,
+                metadata.name,
+                metadata.namespace
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok(moves)
 }
 
 /// The objects whose JSON, as apply sends it, is larger than the API accepts

@@ -129,7 +129,7 @@ async fn the_generic_verbs_serve_a_toy_kind_with_only_its_impls() {
     let dir = tempfile::tempdir().unwrap();
     let (resolved, _stop) = server(dir.path()).await;
     let client = Client::new(&resolved).unwrap();
-    let prepared = objects::prepare(vec![gizmo("g1", "red"), gizmo("g2", "blue")], "toys", "toyset");
+    let prepared = objects::prepare(vec![gizmo("g1", "red"), gizmo("g2", "blue")], "toys", Some("toyset"));
     let apply = |object: Gizmo, dry_run: DryRun| {
         let client = &client;
         async move { objects::apply_one(client, &object, dry_run).await.unwrap().0 }

@@ -66,8 +66,8 @@ pub use lenient::{from_json_lenient, Lenient};
 pub use meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{
     load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
-    sort_errors, validate_objects, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, ParsedSecret,
-    SpecError, SpecErrors,
+    sort_errors, validate_objects, validate_objects_with, Objects, ParsedContainer, ParsedContainerSet,
+    ParsedObjects, ParsedSecret, SpecError, SpecErrors,
 };
 pub use policy::{LevelSource, PolicyLevel, PolicySettings, StoredPolicy, Violation};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};

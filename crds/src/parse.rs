@@ -150,7 +150,15 @@ impl ParsedObjects {
 /// ([`crate::validate()`]), each `ContainerSet` ([`crate::validate_container_set`]), no two sets of
 /// one key, and no Container named like a set's child. Errors are sorted by file and position.
 pub fn validate_objects(objects: &ParsedObjects) -> Vec<SpecError> {
-    let mut errors = crate::validate::validate(&objects.containers, &objects.unreadable_containers);
+    validate_objects_with(objects, &[])
+}
+
+/// [`validate_objects`], with specs the store holds already: a `dependsOn`, `networkMode` or `links`
+/// entry may name one of them (`kedge apply -f one.yaml` of a spec whose dependency is live).
+pub fn validate_objects_with(objects: &ParsedObjects, live: &[Container]) -> Vec<SpecError> {
+    let mut existing = objects.unreadable_containers.clone();
+    existing.extend(live.iter().cloned());
+    let mut errors = crate::validate::validate(&objects.containers, &existing);
     for parsed in &objects.sets {
         errors.extend(
             crate::validate::validate_container_set(&parsed.set).into_iter().map(|e| parsed.field_error(e)),

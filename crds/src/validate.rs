@@ -101,6 +101,24 @@ pub fn validate(containers: &[ParsedContainer], existing: &[Container]) -> Vec<S
     errors
 }
 
+/// The specs the set's `dependsOn`, `networkMode: container:NAME` and `links` entries name but that
+/// neither the set nor `existing` holds, as (namespace, name): what a caller that can read the store
+/// looks up, then passes to [`validate`] among `existing`.
+pub fn outside_targets(containers: &[ParsedContainer], existing: &[Container]) -> BTreeSet<(String, String)> {
+    let held: BTreeSet<String> =
+        containers.iter().map(|p| p.container.key()).chain(existing.iter().map(Container::key)).collect();
+    let mut outside = BTreeSet::new();
+    for parsed in containers {
+        let namespace = &parsed.container.metadata.namespace;
+        for (_, name) in dependency_edges(&parsed.container.spec) {
+            if !held.contains(&format!("{namespace}/{name}")) {
+                outside.insert((namespace.clone(), name.to_owned()));
+            }
+        }
+    }
+    outside
+}
+
 /// Checks the rules of one `ContainerSet`: its metadata, its replica count and rollout settings, and
 /// its template as a Container spec (errors point into `spec.template.spec`). The template may not
 /// name a placement: the set's `spec.placement` decides where children run.

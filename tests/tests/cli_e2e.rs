@@ -91,7 +91,8 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
     assert_exit(&json, 0);
     let object: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
     assert_eq!(object["metadata"]["generation"], 1);
-    assert!(object["metadata"]["labels"]["kedge.io/applyset"].as_str().unwrap().starts_with("path-"));
+    // An apply without --prune puts nothing in an apply set.
+    assert_eq!(object["metadata"]["labels"].get("kedge.io/applyset"), None, "{object}");
     let yaml = server.kedge(&["get", "container", "web", "-n", &ns, "-o", "yaml"]);
     assert!(stdout(&yaml).contains("  image: nginx:1.27\n"), "{}", stdout(&yaml));
 
@@ -305,6 +306,103 @@ async fn prune_removes_exactly_the_dropped_spec() {
     assert_eq!(stdout(&output), "container/piped created\n");
     let stdin_without_name = server.kedge(&["apply", "-f", "-", "--prune"]);
     assert_exit(&stdin_without_name, 2);
+}
+
+/// `kedge apply` with stdin `input`.
+fn apply_stdin(server: &TestServer, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", &server.url)
+        .env("KEDGE_TOKEN", &server.token)
+        .args(["apply", "-f", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_set_membership_is_named_and_one_file_may_depend_on_live_specs() {
+    let server = TestServer::start().await;
+    let ns = unique("member");
+    let set_of = |name: &str| {
+        let out = server.kedge(&["get", "container", name, "-n", &ns, "-o", "jsonpath={.metadata.labels}"]);
+        assert_exit(&out, 0);
+        let labels: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        labels.get("kedge.io/applyset").and_then(|v| v.as_str()).map(str::to_owned)
+    };
+
+    // From stdin, no --applyset needed without --prune; nothing joins a set.
+    let piped = apply_stdin(&server, &[], &spec_yaml(&ns, "a", "busybox:1"));
+    assert_exit(&piped, 0);
+    assert_eq!(stdout(&piped), "container/a created\n");
+    assert_eq!(set_of("a"), None);
+
+    // A pruning apply adopts what is in no set.
+    let dir = server.dir.join("member");
+    write(&dir.join("a.yaml"), &spec_yaml(&ns, "a", "busybox:1"));
+    write(&dir.join("b.yaml"), &spec_yaml(&ns, "b", "busybox:1"));
+    let d = dir.to_str().unwrap();
+    assert_exit(&server.kedge(&["apply", "-f", d, "--prune"]), 0);
+    let first_set = set_of("a").expect("adopted by the pruning apply");
+    assert_eq!(set_of("b").as_deref(), Some(first_set.as_str()));
+
+    // A second -f is another set: the objects of the first are not moved silently, and nothing changes.
+    let extra = server.dir.join("extra.yaml");
+    write(&extra, &spec_yaml(&ns, "x", "busybox:1"));
+    let e = extra.to_str().unwrap();
+    let refused = server.kedge(&["apply", "-f", d, "-f", e, "--prune"]);
+    assert_exit(&refused, 2);
+    let err = stderr(&refused);
+    assert!(err.contains(&format!("container/a (namespace {ns}) is in apply set `{first_set}`")), "{err}");
+    assert!(err.contains("container/b") && err.contains("--take-ownership"), "{err}");
+    let none = server.kedge(&["get", "container", "x", "-n", &ns]);
+    assert_exit(&none, 3);
+    assert_eq!(set_of("a").as_deref(), Some(first_set.as_str()));
+    // Named explicitly, the move happens.
+    let moved = server.kedge(&["apply", "-f", d, "-f", e, "--prune", "--take-ownership"]);
+    assert_exit(&moved, 0);
+    let second_set = set_of("x").expect("x is in the new set");
+    assert_ne!(second_set, first_set);
+    assert_eq!(set_of("a").as_deref(), Some(second_set.as_str()));
+
+    // An apply without --prune keeps an object in its set, and says unchanged.
+    let again = server.kedge(&["apply", "-f", dir.join("a.yaml").to_str().unwrap()]);
+    assert_exit(&again, 0);
+    assert_eq!(stdout(&again), "container/a unchanged\n");
+    assert_eq!(set_of("a").as_deref(), Some(second_set.as_str()));
+
+    // One file whose dependency is live (in the -n namespace, the file naming none).
+    let web = server.dir.join("web.yaml");
+    write(
+        &web,
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  image: nginx:1.27\n  dependsOn: [a]\n  links: [b]\n",
+    );
+    let w = web.to_str().unwrap();
+    let diffed = server.kedge(&["diff", "-f", w, "-n", &ns]);
+    assert_exit(&diffed, 1);
+    let applied = server.kedge(&["apply", "-f", w, "-n", &ns]);
+    assert_exit(&applied, 0);
+    assert_eq!(stdout(&applied), "container/web created\n");
+    // A target that is nowhere is still refused, with its place in the file, and nothing is written.
+    write(
+        &web,
+        "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  image: nginx:1.28\n  dependsOn: [a, ghost]\n",
+    );
+    let ghost = server.kedge(&["apply", "-f", w, "-n", &ns]);
+    assert_exit(&ghost, 2);
+    assert!(
+        stderr(&ghost).contains("web.yaml:7:")
+            && stderr(&ghost).contains(&format!("`{ns}/ghost`, which is not among the specs")),
+        "{}",
+        stderr(&ghost)
+    );
+    let image = server.kedge(&["get", "container", "web", "-n", &ns, "-o", "jsonpath={.spec.image}"]);
+    assert_eq!(stdout(&image), "nginx:1.27\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
