@@ -177,8 +177,19 @@ impl Client {
 
     /// Reads a newline-delimited JSON answer to its end (a finite stream, such as logs without
     /// follow); `on_line` gets each object. An `ERROR` line ends it with that error.
-    pub async fn lines(&self, path: &str, mut on_line: impl FnMut(Value) -> CliResult<()>) -> CliResult<()> {
-        let mut response = self.request(Method::GET, path, None).await?;
+    pub async fn lines(&self, path: &str, on_line: impl FnMut(Value) -> CliResult<()>) -> CliResult<()> {
+        self.lines_of(Method::GET, path, None, on_line).await
+    }
+
+    /// [`Self::lines`] of the answer to any request (`POST .../exec`).
+    pub async fn lines_of(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        mut on_line: impl FnMut(Value) -> CliResult<()>,
+    ) -> CliResult<()> {
+        let mut response = self.request(method, path, body).await?;
         let mut buffer: Vec<u8> = Vec::new();
         let mut handle = |line: &[u8]| -> CliResult<()> {
             let Ok(value) = serde_json::from_slice::<Value>(line) else { return Ok(()) };

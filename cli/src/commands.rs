@@ -7,7 +7,8 @@ use std::time::Duration;
 use kedge_crds::campaign::Campaign;
 use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet, Secret};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::base::{connect, load_objects, load_objects_live, object_path, overrides, print_objects};
@@ -64,7 +65,17 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             args.name = bare_name(&args.name);
             wait(args, global).await
         }
-        Commands::Logs { name, follow, tail } => logs(&bare_name(&name), follow, tail, global).await,
+        Commands::Logs { name, follow, tail, since, timestamps } => {
+            let since = since.map(|d| d.duration().as_secs());
+            logs(&bare_name(&name), follow, tail, since, timestamps, global).await
+        }
+        Commands::Exec { name, stdin, tty, user, workdir, command } => {
+            if tty {
+                return Err(CliError::usage("kedge exec has no terminal (-t) yet")
+                    .hint("run without -t; a shell reads its commands from -i: `echo 'ls /' | kedge exec -i NAME -- sh`"));
+            }
+            exec(&bare_name(&name), stdin, user, workdir, command, global).await
+        }
         Commands::Events { for_name, watch, all_namespaces, output } => {
             let args = GetArgs {
                 resource: Resource::Events,
@@ -279,11 +290,25 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
     }
 }
 
-/// `kedge logs NAME [-f] [--tail N]`: the container's output, from the agent of its host.
-pub(crate) async fn logs(name: &str, follow: bool, tail: usize, global: &GlobalArgs) -> CliResult<Exit> {
+/// `kedge logs NAME [-f] [--tail N] [--since D] [--timestamps]`: the container's output, from the
+/// agent of its host.
+pub(crate) async fn logs(
+    name: &str,
+    follow: bool,
+    tail: usize,
+    since: Option<u64>,
+    timestamps: bool,
+    global: &GlobalArgs,
+) -> CliResult<Exit> {
     use std::io::Write;
     let (resolved, client) = connect(global)?;
-    let path = format!("{}/logs?tail={tail}&follow={follow}", object_path(&resolved.namespace, name));
+    let mut path = format!("{}/logs?tail={tail}&follow={follow}", object_path(&resolved.namespace, name));
+    if let Some(seconds) = since {
+        path.push_str(&format!("&sinceSeconds={seconds}"));
+    }
+    if timestamps {
+        path.push_str("&timestamps=true");
+    }
     client
         .lines(&path, |line| {
             let line: LogLine = serde_json::from_value(line).unwrap_or_default();
@@ -296,6 +321,57 @@ pub(crate) async fn logs(name: &str, follow: bool, tail: usize, global: &GlobalA
         })
         .await?;
     Ok(Exit::Ok)
+}
+
+/// `kedge exec NAME [-i] [-u USER] [-w DIR] -- COMMAND...`: runs the command in the container on
+/// its host's engine, passing its output through, and exits with the command's exit code.
+async fn exec(
+    name: &str,
+    stdin: bool,
+    user: Option<String>,
+    workdir: Option<String>,
+    command: Vec<String>,
+    global: &GlobalArgs,
+) -> CliResult<Exit> {
+    use std::io::{Read, Write};
+    let (resolved, client) = connect(global)?;
+    let mut body = json!({ "command": command });
+    if stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| CliError::usage("exec -i passes text: the standard input is not UTF-8"))?;
+        body["stdin"] = json!(text);
+    }
+    if let Some(user) = user {
+        body["user"] = json!(user);
+    }
+    if let Some(workdir) = workdir {
+        body["workingDir"] = json!(workdir);
+    }
+    let path = format!("{}/exec", object_path(&resolved.namespace, name));
+    let mut exit_code: Option<i64> = None;
+    client
+        .lines_of(Method::POST, &path, Some(&body), |line| {
+            if line["type"] == "EXIT" {
+                exit_code = line["exitCode"].as_i64();
+                return Ok(());
+            }
+            let text = line["text"].as_str().unwrap_or_default();
+            let written = if line["stream"] == "stderr" {
+                std::io::stderr().write_all(text.as_bytes())
+            } else {
+                std::io::stdout().write_all(text.as_bytes()).and_then(|()| std::io::stdout().flush())
+            };
+            written.map_err(|e| CliError::new(Exit::Usage, format!("cannot write the output: {e}")))
+        })
+        .await?;
+    let Some(code) = exit_code else {
+        return Err(CliError::new(Exit::Server, "the command's exit code never came: the stream was cut"));
+    };
+    let _ = std::io::stdout().flush();
+    // The command's own code, as `docker exec` and `kubectl exec` answer (a signal's 128+N included).
+    std::process::exit(i32::try_from(code).unwrap_or(1));
 }
 
 async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {

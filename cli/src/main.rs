@@ -185,6 +185,35 @@ kedge wait container web --for delete")]
         /// How many lines of history to print first.
         #[arg(long, default_value_t = 100)]
         tail: usize,
+        /// Only lines newer than this (`30s`, `5m`, `2h`).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<kedge_crds::HumanDuration>,
+        /// Start each line with the engine's RFC 3339 timestamp.
+        #[arg(long)]
+        timestamps: bool,
+    },
+    /// Run a command in a container, on its host's engine; exits with the command's exit code.
+    #[command(
+        after_help = "Examples:\n  kedge exec web -- nginx -t\n  kedge exec db -u postgres -- psql -c 'select 1'\n  \
+kedge exec -i db -- psql < dump.sql"
+    )]
+    Exec {
+        name: String,
+        /// Pass this command's standard input to the command (read to its end first).
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// A terminal (not supported: see docs/cli.md).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The user to run as (`name`, `uid`, `uid:gid`); default the container's.
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// The working directory; default the container's.
+        #[arg(short = 'w', long)]
+        workdir: Option<String>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// List events, or stream them with `-w`.
     #[command(after_help = "Examples:\n  kedge events\n  kedge events --for web -w")]

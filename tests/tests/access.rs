@@ -135,6 +135,12 @@ async fn scoped_tokens_are_shared_by_a_fleet_checked_per_route_and_stored_hashed
     assert!(stderr(&cli).contains("role `viewer`"), "{}", stderr(&cli));
     let restart = format!("/api/v1/namespaces/{ns_b}/containers/web/restart");
     assert_eq!(http(&a, "POST", &restart, Some(&deployer), None).await.status, 403);
+    // A shell in a container is a write: no viewer, no deployer outside its namespaces.
+    let command = br#"{"command": ["id"]}"#;
+    for (token, ns) in [(&viewer, &ns_a), (&deployer, &ns_b)] {
+        let exec = format!("/api/v1/namespaces/{ns}/containers/web/exec");
+        assert_eq!(http(&a, "POST", &exec, Some(token), Some(command)).await.status, 403, "{exec}");
+    }
 
     // Neither a viewer nor a deployer creates tokens or upgrades, or lists tokens; an admin token does.
     let upgrade = br#"{"version": "v2", "selector": "nothing=here"}"#;

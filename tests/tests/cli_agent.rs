@@ -93,6 +93,56 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     assert_eq!(follower.try_wait().unwrap(), None, "-f keeps following a running container");
     follower.kill().unwrap();
     follower.wait().unwrap();
+    // With the engine's timestamps; and --since leaves out what is older than its window.
+    let stamped = stdout(&kedge(&["logs", &name, "-n", &ns, "--timestamps"]));
+    let (stamp, text) = stamped.trim_end().split_once(' ').unwrap_or_else(|| panic!("{stamped:?}"));
+    assert!(stamp.starts_with("20") && stamp.contains('T') && stamp.ends_with('Z'), "{stamped:?}");
+    assert_eq!(text, format!("hello from {name}"));
+    assert_eq!(stdout(&kedge(&["logs", &name, "-n", &ns, "--since", "1h"])), format!("hello from {name}\n"));
+    eventually("--since 1s leaves out the line written at start", Duration::from_secs(30), || async {
+        let recent = kedge(&["logs", &name, "-n", &ns, "--since", "1s"]);
+        (recent.status.success() && stdout(&recent).is_empty()).then_some(())
+    })
+    .await;
+
+    // exec: the command's output on the matching streams, and its exit code as ours.
+    let ran = kedge(&["exec", &name, "-n", &ns, "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(ran.status.code(), Some(3), "{}", stderr(&ran));
+    assert_eq!((stdout(&ran).as_str(), stderr(&ran).as_str()), ("out\n", "err\n"));
+    let as_nobody = kedge(&[
+        "exec",
+        "-u",
+        "65534",
+        "-w",
+        "/tmp",
+        &format!("container/{name}"),
+        "-n",
+        &ns,
+        "--",
+        "sh",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_eq!(as_nobody.status.code(), Some(0), "{}", stderr(&as_nobody));
+    assert_eq!(stdout(&as_nobody), "65534\n/tmp\n");
+    let mut piped = kedge_command(&std::env::temp_dir())
+        .env("KEDGE_SERVER", &socket)
+        .args(["exec", "-i", &name, "-n", &ns, "--", "sh", "-c", "wc -l; tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), b"one\ntwo\n").unwrap();
+    let piped = piped.wait_with_output().unwrap();
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
+    assert_eq!(stdout(&piped).split_whitespace().next(), Some("2"), "{}", stdout(&piped));
+    let terminal = kedge(&["exec", "-it", &name, "-n", &ns, "--", "sh"]);
+    assert_eq!(terminal.status.code(), Some(2), "{}", stderr(&terminal));
+    let missing = kedge(&["exec", "nothing-here", "-n", &ns, "--", "true"]);
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+    let exec_events = stdout(&kedge(&["events", "--for", &name, "-n", &ns]));
+    assert!(exec_events.contains("Exec") && exec_events.contains("ran `sh`"), "{exec_events}");
 
     let deleted = kedge(&["delete", "container", &name, "-n", &ns]);
     assert_eq!(stdout(&deleted), format!("container/{name} deleted\n"));

@@ -56,6 +56,7 @@ pub const FIXED_RULES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/upgrades", Need::Admin),
     ("POST", "/api/v1/upgrades/{id}/cancel", Need::Admin),
     ("GET", "/api/v1/namespaces/{ns}/containers/{name}/logs", Need::Write),
+    ("POST", "/api/v1/namespaces/{ns}/containers/{name}/exec", Need::Write),
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/restart", Need::Write),
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/recreate", Need::Write),
     ("GET", "/api/v1/tokens", Need::Admin),

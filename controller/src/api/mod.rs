@@ -131,6 +131,7 @@ pub fn builtin_kinds() -> Vec<KindRoutes> {
 fn container_routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/api/v1/namespaces/{ns}/containers/{name}/logs", get(logs::container_logs))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/exec", post(logs::container_exec))
         .route("/api/v1/namespaces/{ns}/containers/{name}/restart", post(restart::restart_container))
         .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
 }

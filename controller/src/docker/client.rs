@@ -374,7 +374,12 @@ impl DockerClient {
 
     /// Creates an exec in a running container; returns the exec ID.
     pub async fn exec_create(&self, id: &str, spec: &ExecSpec) -> DockerResult<String> {
+        self.exec_create_attached(id, spec, false).await
+    }
+
+    async fn exec_create_attached(&self, id: &str, spec: &ExecSpec, stdin: bool) -> DockerResult<String> {
         let config = b::ExecConfig {
+            attach_stdin: stdin.then_some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             cmd: Some(spec.cmd.clone()),
@@ -413,6 +418,35 @@ impl DockerClient {
         let exec_id = self.exec_create(id, spec).await?;
         let output = self.exec_start(&exec_id).await?;
         Ok(ExecOutcome { exit_code: self.exec_exit_code(&exec_id).await?, output })
+    }
+
+    /// Runs a command in a running container for `kedge exec`: `stdin`, when given, is written to it
+    /// and then closed; the output streams as it comes. Answers the exec's ID (for
+    /// [`Self::exec_exit_code`] once the stream ends) and the stream.
+    pub async fn exec_streaming(
+        &self,
+        id: &str,
+        spec: &ExecSpec,
+        stdin: Option<Vec<u8>>,
+    ) -> DockerResult<(String, impl Stream<Item = DockerResult<LogLine>> + Send + 'static)> {
+        use bollard::exec::StartExecResults;
+        use tokio::io::AsyncWriteExt;
+        let exec_id = self.exec_create_attached(id, spec, stdin.is_some()).await?;
+        let output = match self.docker.start_exec(&exec_id, None).await? {
+            StartExecResults::Attached { output, mut input } => {
+                if let Some(bytes) = stdin {
+                    // Written beside the output, so that a command that writes before it has read
+                    // all its input cannot deadlock against us.
+                    tokio::spawn(async move {
+                        let _ = input.write_all(&bytes).await;
+                        let _ = input.shutdown().await;
+                    });
+                }
+                output.boxed()
+            }
+            StartExecResults::Detached => futures::stream::empty().boxed(),
+        };
+        Ok((exec_id, output.filter_map(|chunk| futures::future::ready(log_line(chunk)))))
     }
 
     /// Starts a command in the container and returns at once, without waiting for it to end: for
@@ -501,29 +535,18 @@ impl DockerClient {
         id: &str,
         tail: usize,
         follow: bool,
+        window: LogWindow,
     ) -> impl Stream<Item = DockerResult<LogLine>> + Send + 'static {
-        use bollard::container::LogOutput;
         let options = q::LogsOptions {
             stdout: true,
             stderr: true,
             follow,
             tail: tail.to_string(),
+            since: window.since,
+            timestamps: window.timestamps,
             ..Default::default()
         };
-        self.docker.logs(id, Some(options)).filter_map(|chunk| async move {
-            match chunk {
-                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(LogLine {
-                    stream: LogStream::Stdout,
-                    text: String::from_utf8_lossy(&message).into_owned(),
-                })),
-                Ok(LogOutput::StdErr { message }) => Some(Ok(LogLine {
-                    stream: LogStream::Stderr,
-                    text: String::from_utf8_lossy(&message).into_owned(),
-                })),
-                Ok(LogOutput::StdIn { .. }) => None,
-                Err(error) => Some(Err(error.into())),
-            }
-        })
+        self.docker.logs(id, Some(options)).filter_map(|chunk| futures::future::ready(log_line(chunk)))
     }
 
     /// Waits until the container is not running and returns its exit code, or `Timeout`.
@@ -612,6 +635,20 @@ fn none_on_not_found<T>(error: DockerError) -> DockerResult<Option<T>> {
         DockerError::NotFound { .. } => Ok(None),
         other => Err(other),
     }
+}
+
+/// One chunk of a container's (or an exec's) multiplexed output as a line kedge passes on.
+fn log_line(
+    chunk: Result<bollard::container::LogOutput, bollard::errors::Error>,
+) -> Option<DockerResult<LogLine>> {
+    use bollard::container::LogOutput;
+    let (stream, message) = match chunk {
+        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => (LogStream::Stdout, message),
+        Ok(LogOutput::StdErr { message }) => (LogStream::Stderr, message),
+        Ok(LogOutput::StdIn { .. }) => return None,
+        Err(error) => return Some(Err(error.into())),
+    };
+    Some(Ok(LogLine { stream, text: String::from_utf8_lossy(&message).into_owned() }))
 }
 
 #[cfg(test)]

@@ -477,6 +477,14 @@ pub enum LogStream {
     Stderr,
 }
 
+/// Which part of a container's log to read, beyond `tail`: `since` (Unix seconds; 0 for all) and
+/// whether each line starts with the engine's RFC 3339 timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogWindow {
+    pub since: i32,
+    pub timestamps: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub stream: LogStream,
