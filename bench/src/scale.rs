@@ -51,11 +51,14 @@ pub struct Options {
     pub out: PathBuf,
     /// Where etcd's members keep their data and logs (removed after), and `etcd.pids`.
     pub work_dir: PathBuf,
+    /// The run fails when this process's resident memory exceeds this (every agent caches every
+    /// spec: memory grows with hosts x containers), before the machine runs out.
+    pub max_rss_mib: f64,
     pub profile: String,
 }
 
 const USAGE: &str = "usage: kedge-bench scale [--hosts 100] [--per-host 30] [--changes 50] [--idle-seconds 20] \
-[--workers 8] [--deadline-seconds 900] [--work-dir DIR] [--profile release] [--out bench-results/latest.json]";
+[--workers 8] [--deadline-seconds 900] [--max-rss-mib 8192] [--work-dir DIR] [--profile release] [--out bench-results/latest.json]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -67,6 +70,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         deadline: Duration::from_secs(900),
         out: PathBuf::from("bench-results/latest.json"),
         work_dir: std::env::temp_dir().join(format!("kscale{}", std::process::id())),
+        max_rss_mib: 8192.0,
         profile: "release".to_owned(),
     };
     let mut it = args.iter();
@@ -83,6 +87,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                     Duration::from_secs(value()?.parse().context("--deadline-seconds takes seconds")?)
             }
             "--out" => o.out = PathBuf::from(value()?),
+            "--max-rss-mib" => o.max_rss_mib = value()?.parse().context("--max-rss-mib takes MiB")?,
             "--work-dir" => o.work_dir = PathBuf::from(value()?),
             "--profile" => o.profile = value()?.clone(),
             other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
@@ -127,6 +132,8 @@ fn print_figures(f: &Value) {
     );
     println!("  store writes per container         {}", f["store_writes_per_container"]);
     println!("  store bytes written per container  {}", f["store_bytes_per_container"]);
+    println!("  reconciles per container (fleet)   {}", f["reconciles_per_container"]);
+    println!("  peak resident memory (all agents)  {} MiB", f["peak_rss_mib"]);
     println!("  foreign wake-ups (non-leaders)     {}", f["foreign_wakeups"]);
     println!("  watch events per agent (median)    {}", f["watch_events_per_agent_median"]);
     println!("  leader range reads/s when idle     {}", f["leader_idle_reads_per_second"]);
@@ -153,6 +160,7 @@ struct SimHost {
     name: String,
     engine: Arc<SimEngine>,
     meter: Arc<Meter>,
+    stats: Arc<kedge_controller::agent::AgentStats>,
 }
 
 async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value> {
@@ -178,13 +186,14 @@ async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value
             Arc::new(MeteredStore { inner: members[index % members.len()].clone(), meter: meter.clone() });
         let mut config = AgentConfig::new(name.clone());
         config.workers = o.workers;
+        let stats = config.stats.clone();
         tasks.spawn(kedge_controller::agent::run_simulated(
             store,
             engine.clone(),
             config,
             shutdown.child_token(),
         ));
-        hosts.push(SimHost { name, engine, meter });
+        hosts.push(SimHost { name, engine, meter, stats });
     }
     let _stop_agents = shutdown.clone().drop_guard();
     let applier_meter = Arc::new(Meter::new("applier".to_owned(), total));
@@ -239,26 +248,49 @@ async fn measure(
     let before = Counts::take(hosts, applier_meter, cluster);
     let applied_at = Instant::now();
     let names: Vec<String> = (0..total).map(spec_name).collect();
-    common::bounded(
+    let applied = AtomicU64::new(0);
+    let apply = common::bounded(
         32,
-        names.iter().map(|name| async move {
-            let container = common::typed(spec(name, 0))?;
-            objects::apply_container(applier.as_ref(), &container, None).await?;
-            anyhow::Ok(())
+        names.iter().map(|name| {
+            let applied = &applied;
+            async move {
+                let container = common::typed(spec(name, 0))?;
+                objects::apply_container(applier.as_ref(), &container, None).await?;
+                applied.fetch_add(1, Ordering::Relaxed);
+                anyhow::Ok(())
+            }
         }),
-    )
-    .await
-    .context("applying the specs")?;
+    );
+    // The deadline counts from the first apply: applying is part of converging.
+    match tokio::time::timeout(o.deadline, apply).await {
+        Ok(outcome) => outcome.context("applying the specs")?,
+        Err(_) => anyhow::bail!(
+            "not converged: only {} of {total} specs applied in {} s ({})",
+            applied.load(Ordering::Relaxed),
+            o.deadline.as_secs(),
+            progress(hosts, total)
+        ),
+    };
     let applied_seconds = applied_at.elapsed().as_secs_f64();
     eprintln!("scale: applied {total} specs in {applied_seconds:.1} s; waiting for them to run");
-    let deadline = o.deadline;
+    let deadline = o.deadline.saturating_sub(applied_at.elapsed());
     let last_report = std::cell::Cell::new(Instant::now());
     wait_until("every container running", deadline, || async {
         let running: usize = hosts.iter().map(|h| h.engine.engine().running()).sum();
+        let rss = own_rss_mib();
         if last_report.get().elapsed() >= Duration::from_secs(10) {
             last_report.set(Instant::now());
-            eprintln!("scale: {running}/{total} running after {:.0} s", applied_at.elapsed().as_secs_f64());
+            eprintln!(
+                "scale: {running}/{total} running after {:.0} s; {} reconciles; {rss:.0} MiB resident",
+                applied_at.elapsed().as_secs_f64(),
+                reconciles(hosts)
+            );
         }
+        anyhow::ensure!(
+            rss <= o.max_rss_mib,
+            "this process holds {rss:.0} MiB, over --max-rss-mib {}",
+            o.max_rss_mib
+        );
         anyhow::Ok((running >= total).then_some(()))
     })
     .await
@@ -271,6 +303,7 @@ async fn measure(
     .await?;
     let converge_seconds = applied_at.elapsed().as_secs_f64();
     let after = Counts::take(hosts, applier_meter, cluster);
+    let converge_reconciles = reconciles(hosts);
     eprintln!("scale: all {total} Ready {converge_seconds:.1} s after the first apply");
 
     // Where the scheduler put each spec, for the changes and for whose work each event was.
@@ -313,6 +346,9 @@ async fn measure(
         "store_writes_per_container": round(writes as f64 / total as f64, 2),
         "store_bytes_per_container": round(bytes as f64 / total as f64, 0),
         "store_writes_converge": writes,
+        "reconciles_converge": converge_reconciles,
+        "reconciles_per_container": round(converge_reconciles as f64 / total as f64, 1),
+        "peak_rss_mib": round(common::status_mib(std::process::id(), "VmHWM").unwrap_or(f64::NAN), 0),
         "foreign_wakeups": wakeups.foreign,
         "foreign_wakeups_per_change": round(wakeups.foreign as f64 / wakeups.changes.max(1) as f64, 1),
         "own_watch_events": wakeups.own,
@@ -334,7 +370,17 @@ async fn measure(
 fn progress(hosts: &[SimHost], total: usize) -> String {
     let running: usize = hosts.iter().map(|h| h.engine.engine().running()).sum();
     let idle = hosts.iter().filter(|h| h.engine.engine().running() == 0).count();
-    format!("{running} of {total} containers running; {idle} hosts run none")
+    let reconciles = reconciles(hosts);
+    format!("{running} of {total} containers running; {idle} hosts run none; {reconciles} reconciles")
+}
+
+/// Reconciles finished by every agent so far (of any key: the agents' own and other hosts').
+fn reconciles(hosts: &[SimHost]) -> u64 {
+    hosts.iter().map(|h| h.stats.snapshot().reconciles).sum()
+}
+
+fn own_rss_mib() -> f64 {
+    common::status_mib(std::process::id(), "VmRSS").unwrap_or(0.0)
 }
 
 /// Polls `check` every half second until it gives a value; fails naming `what` after `limit`.
@@ -834,6 +880,7 @@ mod tests {
             deadline: Duration::from_secs(40),
             out: out.clone(),
             work_dir: dir.clone(),
+            max_rss_mib: 4096.0,
             profile: "dev".to_owned(),
         };
         let runtime =
