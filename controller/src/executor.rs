@@ -123,7 +123,7 @@ impl Executor {
         Executor::with_engine(std::sync::Arc::new(docker))
     }
 
-    /// An executor over any [`Engine`] (the agent's unit tests give it `agent::reconcile::fake::FakeEngine`).
+    /// An executor over any [`Engine`] (the agent's unit tests give it `docker::fake::FakeEngine`).
     pub fn with_engine(engine: std::sync::Arc<dyn Engine>) -> Executor {
         Executor { docker: engine }
     }

@@ -285,6 +285,66 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs an agent over an in-memory engine ([`crate::docker::fake::SimEngine`]) until `shutdown`, as
+/// [`run`] does over Docker, for the scale simulation (`kedge-bench scale`): the host lock, the
+/// store's identity, the host's registration, the store's specs, bindings, policies and secrets
+/// followed, the scheduler, the workers. Left out, because they need a real engine: the engine's
+/// event stream and the periodic resync over it (nothing drifts in memory), the recovery of
+/// interrupted recreates (a simulated host starts empty), the agent's own upgrades.
+#[cfg(feature = "sim")]
+pub async fn run_simulated(
+    store: SharedStore,
+    engine: Arc<dyn crate::docker::Engine>,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let host_lock = tokio::select! {
+        lock = lock::HostLock::acquire(store.clone(), &config.host_name) => lock?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let store_id = identity::store_identity(store.as_ref()).await?;
+    let executor = Executor::with_engine(engine);
+    let agent = Arc::new(Agent::new(store, store_id, DockerClient::unconnected(), executor, config));
+    let identity = host::AgentIdentity { container: None, version: env!("CARGO_PKG_VERSION").to_owned() };
+    let stopping = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let mut spawn = Supervised { tasks: &mut tasks, agent: &agent, stopping: &stopping };
+        spawn_store_followers(&mut spawn);
+        spawn.task("host-registration", move |agent, stopping| {
+            host::keep_registered(
+                agent.store.clone(),
+                agent.docker.clone(),
+                agent.config.host_name.clone(),
+                agent.config.host_labels.clone(),
+                identity.clone(),
+                None,
+                stopping.clone(),
+            )
+        });
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..agent.config.workers.max(1) {
+        let agent = agent.clone();
+        let (health, token) = (agent.config.health.clone(), stopping.clone());
+        workers.spawn(supervisor::supervise("worker", health, token, move || agent.clone().work()));
+    }
+    let lock_lost = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = host_lock.lost() => true,
+    };
+    stopping.cancel();
+    agent.queue.shutdown();
+    while workers.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
+    agent.events.flush().await;
+    host_lock.release().await;
+    if lock_lost {
+        return Err(AgentError::LockLost { host: agent.config.host_name.clone() });
+    }
+    Ok(())
+}
+
 /// Starts the agent's long-lived tasks, each under [`supervisor::supervise`] with its name. Each
 /// closure makes its task anew at every (re)start, from clones of what it needs.
 fn spawn_tasks(
@@ -294,6 +354,14 @@ fn spawn_tasks(
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut spawn = Supervised { tasks: &mut tasks, agent, stopping };
+    spawn_store_followers(&mut spawn);
+    spawn_engine_followers(&mut spawn, identity);
+    tasks
+}
+
+/// The tasks that follow the store (specs, bindings, policies, secrets) and the scheduler: what an
+/// agent runs whatever its engine.
+fn spawn_store_followers(spawn: &mut Supervised<'_>) {
     spawn.task("follow-store", |agent, stopping| {
         sources::follow_store(agent.store.clone(), agent.cache.clone(), agent.queue.clone(), stopping.clone())
     });
@@ -337,6 +405,11 @@ fn spawn_tasks(
             stopping.clone(),
         )
     });
+}
+
+/// The tasks that need a real engine: its event stream, the resync over it, the host's
+/// registration with the engine's facts, the agent's own upgrades.
+fn spawn_engine_followers(spawn: &mut Supervised<'_>, identity: host::AgentIdentity) {
     spawn.task("follow-engine", |agent, stopping| {
         sources::follow_engine(
             agent.config.host_name.clone(),
@@ -371,7 +444,6 @@ fn spawn_tasks(
     spawn.task("upgrade-follower", move |agent, stopping| {
         upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
     });
-    tasks
 }
 
 /// What [`spawn_tasks`] starts every task with: the set that owns them, the agent and its stop token.

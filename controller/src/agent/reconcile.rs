@@ -1232,6 +1232,4 @@ fn short(id: &str) -> &str {
 }
 
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 mod tests;

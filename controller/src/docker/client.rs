@@ -59,8 +59,9 @@ impl DockerClient {
 
     /// Connects to `host` (`unix://PATH`, `tcp://HOST:PORT` or `http://HOST:PORT`).
     /// A client that has never talked to an engine (nothing listens at its address), for unit tests
-    /// whose code reaches the engine only through the [`super::Engine`] trait.
-    #[cfg(test)]
+    /// whose code reaches the engine only through the [`super::Engine`] trait, and for the scale
+    /// simulation's agents.
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn unconnected() -> DockerClient {
         let host = "http://127.0.0.1:9";
         let docker = Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)

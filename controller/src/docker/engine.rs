@@ -1,6 +1,6 @@
 //! The driver trait: every engine call the executor and a reconcile's read pass make, so that the
 //! agent's decisions can run against an in-memory engine in unit tests
-//! (`agent::reconcile::fake`).
+//! (`docker::fake`).
 //! [`DockerClient`] is the one real implementation; it delegates to its own methods.
 //!
 //! Methods return boxed futures (the trait is used as `dyn Engine`); the semantics are the

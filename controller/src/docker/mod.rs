@@ -3,8 +3,8 @@
 //! - [`auth`]: registry credentials from a Docker `config.json`, sent with every pull, never shown.
 //! - [`client`]: `DockerClient`, every engine call kedge makes.
 //! - [`engine`]: the `Engine` trait, the calls the executor and a reconcile's read pass make,
-//!   implemented by `DockerClient` and, in unit tests, by the in-memory
-//!   `agent::reconcile::fake::FakeEngine`.
+//!   implemented by `DockerClient` and, in unit tests and the scale simulation (feature `sim`), by
+//!   the in-memory [`fake::FakeEngine`] and [`fake::SimEngine`] (it with latencies).
 //! - [`types`]: kedge's mirror of the Docker fields it uses (create config, inspect, image, events).
 //! - [`labels`]: the ownership contract (which containers kedge may touch) and recreate markers.
 //! - [`error`]: `DockerError`, the one error type of this module.
@@ -16,6 +16,8 @@ pub mod client;
 mod convert;
 pub mod engine;
 pub mod error;
+#[cfg(any(test, feature = "sim"))]
+pub mod fake;
 pub mod labels;
 pub mod types;
 

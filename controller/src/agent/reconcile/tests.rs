@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use kedge_crds::{Container, ContainerSpec};
 
-use super::fake::FakeEngine;
 use super::*;
 use crate::agent::{AgentConfig, DesiredState};
+use crate::docker::fake::FakeEngine;
 use crate::docker::{DockerClient, ImageInfo, ObservedContainer};
 use crate::executor::Executor;
 use crate::runtime::Event;

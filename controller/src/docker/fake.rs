@@ -1,7 +1,9 @@
-//! An in-memory [`Engine`] for unit tests: containers, networks and images in a map, every call
-//! counted, failures scripted per method, and a clock on paused tokio time. A create becomes what
-//! inspect would report through the planner tests' model of the engine
-//! (`planner::tests::created_with_id`), so a container the agent made shows no drift.
+//! An in-memory [`Engine`]: containers, networks and images in a map, every call counted, failures
+//! scripted per method, and a clock on paused tokio time (unit tests) or the machine's
+//! ([`SimEngine`], the scale simulation of `kedge-bench scale`). A create becomes what inspect would
+//! report through [`created_with_id`], so a container the agent made shows no drift.
+//!
+//! Compiled for unit tests and with the `sim` feature (the bench's), never in a default build.
 //!
 //! What it models: names are unique (a create of a taken name is a conflict); list filters match
 //! `label=KEY=VALUE` and names; a create or connect to a network the engine lacks is not found
@@ -26,6 +28,7 @@ use crate::docker::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ContainerSummary, DockerError,
     DockerResult, Engine, ExecOutcome, ExecSpec, HealthStatus, ImageInfo, LogLine, NetworkAttachment,
     ObservedContainer, ObservedNetwork, ProcessInfo, PullProgress, RegistryDigest, RemoveOptions, Resources,
+    RestartPolicy, RestartPolicyKind,
 };
 
 #[derive(Debug, Default)]
@@ -55,30 +58,41 @@ impl std::fmt::Debug for Hook {
 
 /// See the module documentation.
 #[derive(Debug)]
-pub(crate) struct FakeEngine {
+pub struct FakeEngine {
     state: Mutex<State>,
     /// Run inside the next `list_containers`, before it answers (see [`FakeEngine::during_next_list`]).
     list_hook: Mutex<Option<Hook>>,
     /// The engine's clock.
     clock: Mutex<DateTime<Utc>>,
+    /// Whether [`Engine::now`] is the machine's clock rather than `clock` ([`SimEngine`]).
+    real_clock: bool,
 }
 
 impl FakeEngine {
     /// An engine holding the planner tests' image (`kedge-test/app:v1`), at 2026-12-01T00:00:00Z.
+    #[cfg(test)]
     pub(crate) fn new() -> FakeEngine {
-        let engine = FakeEngine {
+        let engine = FakeEngine::empty(false);
+        engine.add_image("kedge-test/app:v1", crate::planner::tests::image());
+        engine
+    }
+
+    /// An engine without images, on the machine's clock when `real_clock`, else at
+    /// 2026-12-01T00:00:00Z until [`FakeEngine::advance`].
+    pub fn empty(real_clock: bool) -> FakeEngine {
+        FakeEngine {
             state: Mutex::default(),
             list_hook: Mutex::default(),
             clock: Mutex::new(
                 DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z").expect("a time").with_timezone(&Utc),
             ),
-        };
-        engine.add_image("kedge-test/app:v1", crate::planner::tests::image());
-        engine
+            real_clock,
+        }
     }
 
     /// Moves the engine's clock and paused tokio time forward by `by`.
-    pub(crate) async fn advance(&self, by: Duration) {
+    #[cfg(test)]
+    pub async fn advance(&self, by: Duration) {
         {
             let mut clock = self.clock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             *clock += chrono::Duration::from_std(by).expect("a test's duration");
@@ -90,53 +104,58 @@ impl FakeEngine {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn add_image(&self, reference: &str, image: ImageInfo) {
+    pub fn add_image(&self, reference: &str, image: ImageInfo) {
         let mut state = self.state();
         state.images.insert(image.id.clone(), image.clone());
         state.images.insert(reference.to_owned(), image);
     }
 
+    /// How many containers are running.
+    pub fn running(&self) -> usize {
+        self.state().containers.values().filter(|c| c.state.running).count()
+    }
+
     /// Puts a container on the engine as it is (any labels: a foreign one too).
-    pub(crate) fn add_container(&self, container: ObservedContainer) {
+    pub fn add_container(&self, container: ObservedContainer) {
         self.state().containers.insert(container.id.clone(), container);
     }
 
     /// The container of this ID or name, as inspect shows it.
-    pub(crate) fn container(&self, id_or_name: &str) -> Option<ObservedContainer> {
+    pub fn container(&self, id_or_name: &str) -> Option<ObservedContainer> {
         find(&self.state(), id_or_name).cloned()
     }
 
     /// Every container's name, sorted.
-    pub(crate) fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.state().containers.values().map(|c| c.name.clone()).collect();
         names.sort();
         names
     }
 
     /// The labels of the network of this name, if the engine has one.
-    pub(crate) fn network(&self, name: &str) -> Option<BTreeMap<String, String>> {
+    pub fn network(&self, name: &str) -> Option<BTreeMap<String, String>> {
         self.state().networks.get(name).cloned()
     }
 
     /// How many calls of `method` (`"inspect_container"`) or of `method:argument`
     /// (`"inspect_container:db"`) were made.
-    pub(crate) fn calls(&self, what: &str) -> usize {
+    pub fn calls(&self, what: &str) -> usize {
         self.state().calls.get(what).copied().unwrap_or(0)
     }
 
     /// Runs `hook` inside the next `list_containers` call, before it answers: a cache catching up
     /// while a reconcile reads the engine.
-    pub(crate) fn during_next_list(&self, hook: impl FnOnce() + Send + 'static) {
+    pub fn during_next_list(&self, hook: impl FnOnce() + Send + 'static) {
         *self.list_hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Hook(Box::new(hook)));
     }
 
     /// The next call of `method` fails with `error`.
-    pub(crate) fn fail_next(&self, method: &'static str, error: DockerError) {
+    pub fn fail_next(&self, method: &'static str, error: DockerError) {
         self.state().failures.entry(method).or_default().push(error);
     }
 
     /// From now on, a started container exits at once with `exit_code` (a crash loop).
-    pub(crate) fn crash_on_start(&self, exit_code: i64) {
+    pub fn crash_on_start(&self, exit_code: i64) {
         self.state().crash_on_start = Some(exit_code);
     }
 
@@ -234,6 +253,9 @@ impl Engine for FakeEngine {
     }
 
     fn now(&self) -> DateTime<Utc> {
+        if self.real_clock {
+            return Utc::now();
+        }
         *self.clock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -292,7 +314,7 @@ impl Engine for FakeEngine {
             })?;
             state.next_id += 1;
             let id = format!("{:064x}", state.next_id);
-            let mut container = crate::planner::tests::created_with_id(config, &image, &id);
+            let mut container = created_with_id(config, &image, &id);
             container.state = ContainerState { status: ContainerStatus::Created, ..Default::default() };
             state.containers.insert(id.clone(), container);
             Ok(id)
@@ -440,5 +462,328 @@ impl Engine for FakeEngine {
             Some(_) => Err(DockerError::Timeout { what: format!("{id} to exit"), after: timeout }),
             None => Err(not_found(id)),
         }))
+    }
+}
+
+/// What inspect reports for a container the engine created from `config` on `image`, running, with
+/// the container ID `id` (its short form is the default hostname): image defaults merged, swap twice
+/// the memory, hostname alias, default bridge, restart policy `no`. The planner's unit tests use it
+/// as their engine too; the end-to-end tests in tests/tests/drift_*.rs check the real engine agrees.
+pub fn created_with_id(config: &ContainerConfig, image: &ImageInfo, id: &str) -> ObservedContainer {
+    let mut env = image.env.clone();
+    for entry in &config.env {
+        let key = entry.split('=').next().unwrap_or_default();
+        env.retain(|existing| existing.split('=').next() != Some(key));
+        env.push(entry.clone());
+    }
+    let entrypoint = config.entrypoint.clone().or_else(|| image.entrypoint.clone());
+    let cmd = match (&config.cmd, &config.entrypoint) {
+        (Some(cmd), _) if !cmd.is_empty() => Some(cmd.clone()),
+        (_, Some(entrypoint)) if !entrypoint.is_empty() => None,
+        _ => image.cmd.clone(),
+    };
+    let mut labels = image.labels.clone();
+    labels.extend(config.labels.clone());
+    let short = &id[..id.len().min(12)];
+    let hostname = config.hostname.clone().unwrap_or_else(|| short.to_owned());
+    let networks = if config.networks.is_empty() {
+        vec![ObservedNetwork { network: "bridge".to_owned(), ..ObservedNetwork::default() }]
+    } else {
+        let mut networks: Vec<ObservedNetwork> = config
+            .networks
+            .iter()
+            .map(|attachment| ObservedNetwork {
+                network: attachment.network.clone(),
+                network_id: Some(format!("id-{}", attachment.network)),
+                aliases: attachment.aliases.iter().cloned().chain([hostname.clone()]).collect(),
+                ipv4_address: attachment.ipv4_address.clone(),
+                ip_address: Some("10.0.0.2".to_owned()),
+            })
+            .collect();
+        networks.sort_by(|a, b| a.network.cmp(&b.network));
+        networks
+    };
+    let mut resources = config.resources.clone();
+    if let (Some(memory), None) = (resources.memory, resources.memory_swap) {
+        resources.memory_swap = Some(memory * 2);
+    }
+    let mut mounts = config.mounts.clone();
+    mounts.sort();
+    let mut port_bindings = config.port_bindings.clone();
+    port_bindings.sort();
+    ObservedContainer {
+        id: id.to_owned(),
+        name: config.name.clone(),
+        image: config.image.clone(),
+        image_id: image.id.clone(),
+        created: Some("2026-11-21T22:00:00Z".to_owned()),
+        state: ContainerState {
+            status: ContainerStatus::Running,
+            running: true,
+            exit_code: Some(0),
+            ..ContainerState::default()
+        },
+        labels,
+        env: env.into(),
+        cmd,
+        entrypoint,
+        working_dir: config.working_dir.clone().or_else(|| image.working_dir.clone()),
+        user: config.user.clone().or_else(|| image.user.clone()),
+        hostname: Some(hostname.clone()),
+        exposed_ports: image.exposed_ports.clone(),
+        port_bindings,
+        mounts,
+        volumes: Vec::new(),
+        config_volumes: Vec::new(),
+        restart_policy: Some(
+            config.restart_policy.unwrap_or(RestartPolicy { kind: RestartPolicyKind::No, max_retries: 0 }),
+        ),
+        resources,
+        healthcheck: config.healthcheck.clone().or_else(|| image.healthcheck.clone()),
+        stop_signal: config.stop_signal.clone().or_else(|| image.stop_signal.clone()),
+        stop_timeout: config.stop_timeout,
+        cap_add: config.cap_add.clone(),
+        cap_drop: config.cap_drop.clone(),
+        privileged: config.privileged,
+        read_only_rootfs: config.read_only_rootfs,
+        // The engine reports its default IPC mode as if declared.
+        isolation: crate::docker::Isolation {
+            ipc_mode: config.isolation.ipc_mode.clone().or_else(|| Some("private".to_owned())),
+            ..config.isolation.clone()
+        },
+        log_config: Some(config.log_config.clone().unwrap_or(crate::docker::LogConfig {
+            driver: "json-file".to_owned(),
+            options: BTreeMap::new(),
+        })),
+        network_mode: Some(
+            config.network_mode.clone().unwrap_or_else(|| {
+                config.networks.first().map_or("default".to_owned(), |n| n.network.clone())
+            }),
+        ),
+        networks: match config.network_mode.as_deref() {
+            Some(mode) if mode.starts_with("container:") => Vec::new(),
+            Some(mode) => vec![ObservedNetwork { network: mode.to_owned(), ..ObservedNetwork::default() }],
+            None => networks,
+        },
+        links: config
+            .links
+            .iter()
+            .map(|link| {
+                let (target, alias) = link.split_once(':').expect("NAME:ALIAS");
+                format!("/{target}:/{}/{alias}", config.name)
+            })
+            .collect(),
+    }
+}
+
+/// How long each call of a [`SimEngine`] takes before it answers. [`Latencies::realistic`] is
+/// what `kedge-bench scale` uses: a local Docker Engine's typical figures on an idle host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latencies {
+    /// Lists and inspects (containers, images), and the other reads.
+    pub read: Duration,
+    pub create: Duration,
+    pub start: Duration,
+    /// Stop once the process has exited on its signal (not the stop grace of a process that ignores it).
+    pub stop: Duration,
+    pub remove: Duration,
+    /// Renames, updates, network (dis)connects, restarts.
+    pub other: Duration,
+}
+
+impl Latencies {
+    /// Reads 5 ms, create 50 ms, start 150 ms, stop 100 ms, remove 30 ms, anything else 20 ms.
+    pub fn realistic() -> Latencies {
+        Latencies {
+            read: Duration::from_millis(5),
+            create: Duration::from_millis(50),
+            start: Duration::from_millis(150),
+            stop: Duration::from_millis(100),
+            remove: Duration::from_millis(30),
+            other: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A [`FakeEngine`] on the machine's clock whose calls take [`Latencies`], and which notes when each
+/// change to a container began: the host of the scale simulation (`kedge-bench scale`).
+#[derive(Debug)]
+pub struct SimEngine {
+    inner: FakeEngine,
+    latencies: Latencies,
+    /// Container name and when a call that changes it (create, start, stop, remove, rename, ...)
+    /// was made, in order.
+    changes: Mutex<Vec<(String, std::time::Instant)>>,
+}
+
+impl SimEngine {
+    /// An engine holding `images` (reference and what inspect reports of it).
+    pub fn new(latencies: Latencies, images: &[(&str, ImageInfo)]) -> SimEngine {
+        let inner = FakeEngine::empty(true);
+        for (reference, image) in images {
+            inner.add_image(reference, image.clone());
+        }
+        SimEngine { inner, latencies, changes: Mutex::default() }
+    }
+
+    /// The engine underneath (its containers, its call counts).
+    pub fn engine(&self) -> &FakeEngine {
+        &self.inner
+    }
+
+    /// When the first change at or after `since` to a container whose name begins with `name` (a
+    /// recreate's temporary names do) began, if one did.
+    pub fn first_change_since(&self, name: &str, since: std::time::Instant) -> Option<std::time::Instant> {
+        let changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        changes.iter().find(|(changed, at)| changed.starts_with(name) && *at >= since).map(|(_, at)| *at)
+    }
+
+    /// Notes a change to the container `id_or_name` (its name, when the engine knows it).
+    fn changing(&self, id_or_name: &str) {
+        let name = self.inner.container(id_or_name).map_or_else(|| id_or_name.to_owned(), |c| c.name);
+        let mut changes = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        changes.push((name, std::time::Instant::now()));
+    }
+
+    /// `call` on the inner engine after `delay`.
+    fn after<'a, T: Send + 'a>(
+        &'a self,
+        delay: Duration,
+        call: impl FnOnce(&'a FakeEngine) -> BoxFuture<'a, DockerResult<T>> + Send + 'a,
+    ) -> BoxFuture<'a, DockerResult<T>> {
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            call(&self.inner).await
+        })
+    }
+
+    /// Notes the change to `id` now, then `call` after `delay`.
+    fn change<'a, T: Send + 'a>(
+        &'a self,
+        id: &str,
+        delay: Duration,
+        call: impl FnOnce(&'a FakeEngine) -> BoxFuture<'a, DockerResult<T>> + Send + 'a,
+    ) -> BoxFuture<'a, DockerResult<T>> {
+        self.changing(id);
+        self.after(delay, call)
+    }
+}
+
+impl Engine for SimEngine {
+    fn api_version(&self) -> String {
+        self.inner.api_version()
+    }
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn list_containers<'a>(
+        &'a self,
+        filter: &'a ContainerFilter,
+    ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
+        self.after(self.latencies.read, move |e| e.list_containers(filter))
+    }
+    fn inspect_container<'a>(
+        &'a self,
+        id_or_name: &'a str,
+    ) -> BoxFuture<'a, DockerResult<Option<ObservedContainer>>> {
+        self.after(self.latencies.read, move |e| e.inspect_container(id_or_name))
+    }
+    fn inspect_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, DockerResult<Option<ImageInfo>>> {
+        self.after(self.latencies.read, move |e| e.inspect_image(reference))
+    }
+    fn registry_digest<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, DockerResult<RegistryDigest>> {
+        self.after(self.latencies.read, move |e| e.registry_digest(reference))
+    }
+    fn pull<'a>(
+        &'a self,
+        reference: &'a str,
+        on_progress: &'a mut (dyn FnMut(PullProgress) + Send),
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        self.after(self.latencies.other, move |e| e.pull(reference, on_progress))
+    }
+    fn create_container<'a>(&'a self, config: &'a ContainerConfig) -> BoxFuture<'a, DockerResult<String>> {
+        self.change(&config.name, self.latencies.create, move |e| e.create_container(config))
+    }
+    fn start_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.start, move |e| e.start_container(id))
+    }
+    fn stop_container<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.stop, move |e| e.stop_container(id, timeout))
+    }
+    fn restart_container<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        let delay = self.latencies.stop + self.latencies.start;
+        self.change(id, delay, move |e| e.restart_container(id, timeout))
+    }
+    fn unpause_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.other, move |e| e.unpause_container(id))
+    }
+    fn rename_container<'a>(&'a self, id: &'a str, new_name: &'a str) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.other, move |e| e.rename_container(id, new_name))
+    }
+    fn remove_container<'a>(
+        &'a self,
+        id: &'a str,
+        options: RemoveOptions,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.remove, move |e| e.remove_container(id, options))
+    }
+    fn update_resources<'a>(
+        &'a self,
+        id: &'a str,
+        resources: &'a Resources,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.other, move |e| e.update_resources(id, resources))
+    }
+    fn connect_network<'a>(
+        &'a self,
+        id: &'a str,
+        network: &'a NetworkAttachment,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.other, move |e| e.connect_network(id, network))
+    }
+    fn disconnect_network<'a>(
+        &'a self,
+        id: &'a str,
+        network: &'a str,
+        force: bool,
+    ) -> BoxFuture<'a, DockerResult<()>> {
+        self.change(id, self.latencies.other, move |e| e.disconnect_network(id, network, force))
+    }
+    fn ensure_network<'a>(
+        &'a self,
+        name: &'a str,
+        subnet: Option<&'a str>,
+        labels: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, DockerResult<String>> {
+        self.after(self.latencies.other, move |e| e.ensure_network(name, subnet, labels))
+    }
+    fn exec<'a>(&'a self, id: &'a str, spec: &'a ExecSpec) -> BoxFuture<'a, DockerResult<ExecOutcome>> {
+        self.after(self.latencies.other, move |e| e.exec(id, spec))
+    }
+    fn exec_detached<'a>(&'a self, id: &'a str, spec: &'a ExecSpec) -> BoxFuture<'a, DockerResult<String>> {
+        self.after(self.latencies.other, move |e| e.exec_detached(id, spec))
+    }
+    fn top<'a>(&'a self, id: &'a str) -> BoxFuture<'a, DockerResult<Vec<ProcessInfo>>> {
+        self.after(self.latencies.read, move |e| e.top(id))
+    }
+    fn is_process_running<'a>(&'a self, id: &'a str, cmd: &'a [String]) -> BoxFuture<'a, DockerResult<bool>> {
+        self.after(self.latencies.read, move |e| e.is_process_running(id, cmd))
+    }
+    fn remove_image_if_unused<'a>(&'a self, image_id: &'a str) -> BoxFuture<'a, DockerResult<bool>> {
+        self.after(self.latencies.other, move |e| e.remove_image_if_unused(image_id))
+    }
+    fn logs<'a>(&'a self, id: &'a str, tail: usize) -> BoxFuture<'a, DockerResult<Vec<LogLine>>> {
+        self.after(self.latencies.read, move |e| e.logs(id, tail))
+    }
+    fn wait_for_exit<'a>(&'a self, id: &'a str, timeout: Duration) -> BoxFuture<'a, DockerResult<i64>> {
+        self.after(self.latencies.read, move |e| e.wait_for_exit(id, timeout))
     }
 }
