@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kedge_crds::campaign::Campaign;
 use kedge_crds::event::Event;
-use kedge_crds::{Container, ContainerSet, Secret};
+use kedge_crds::{Container, ContainerSet, GitSource, Secret};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -34,6 +34,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::UpgradeHelper(_)
         | Commands::Policy { .. }
         | Commands::Token { .. }
+        | Commands::Reconcile { .. }
         | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }
@@ -49,6 +50,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
                 ObjectKind::Container => objects::describe::<Container>(&client, ns, &name).await?,
                 ObjectKind::Containerset => objects::describe::<ContainerSet>(&client, ns, &name).await?,
                 ObjectKind::Secret => objects::describe::<Secret>(&client, ns, &name).await?,
+                ObjectKind::Gitsource => objects::describe::<GitSource>(&client, ns, &name).await?,
             }
             Ok(Exit::Ok)
         }
@@ -85,6 +87,9 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             if !objects.secrets.is_empty() {
                 counts.push(format!("{} secret(s)", objects.secrets.len()));
             }
+            if !objects.gitsources.is_empty() {
+                counts.push(format!("{} gitsource(s)", objects.gitsources.len()));
+            }
             println!("{} valid", counts.join(" and "));
             Ok(Exit::Ok)
         }
@@ -97,6 +102,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
                         "a Secret has no schema of its own: `data` maps keys to strings",
                     ))
                 }
+                ObjectKind::Gitsource => print!("{}", kedge_crds::schema::gitsource_schema_json()),
             }
             Ok(Exit::Ok)
         }
@@ -122,11 +128,20 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
 
 /// `container/web` (what `-o name` prints) names `web`, as in kubectl.
 fn bare_name(name: &str) -> String {
-    ["container/", "containers/", "containerset/", "containersets/", "secret/", "secrets/"]
-        .iter()
-        .find_map(|prefix| name.strip_prefix(prefix))
-        .unwrap_or(name)
-        .to_owned()
+    [
+        "container/",
+        "containers/",
+        "containerset/",
+        "containersets/",
+        "secret/",
+        "secrets/",
+        "gitsource/",
+        "gitsources/",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name)
+    .to_owned()
 }
 
 /// The apply set id: the `--applyset` name, or a hash of the canonical input paths.
@@ -163,6 +178,7 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let secrets = objects::prepare(loaded.secrets, &resolved.namespace, &applyset);
     let containers = objects::prepare(loaded.containers, &resolved.namespace, &applyset);
     let container_sets = objects::prepare(loaded.sets, &resolved.namespace, &applyset);
+    let gitsources = objects::prepare(loaded.gitsources, &resolved.namespace, &applyset);
     let mut too_large = objects::too_large(&secrets, &origins.secrets);
     too_large.extend(objects::too_large(&containers, &origins.containers));
     too_large.extend(objects::too_large(&container_sets, &origins.sets));
@@ -191,6 +207,11 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     apply_all(&client, &secrets, &args, suffix, &in_secrets, &mut applied, &mut failed).await;
     apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied, &mut failed).await;
     apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied, &mut failed).await;
+    let in_gitsources = |index: usize, field: &str, message: &str| {
+        let file = origins.gitsources.get(index).map_or("", String::as_str);
+        format!("{file}: {field}: {message}")
+    };
+    apply_all(&client, &gitsources, &args, suffix, &in_gitsources, &mut applied, &mut failed).await;
     print_objects(args.output, applied, true);
     if let Some(error) = failed {
         let message = "some specs were not applied (see above); nothing was pruned";
@@ -200,6 +221,7 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         objects::prune(&client, &containers, &applyset, args.dry_run, suffix).await?;
         objects::prune(&client, &container_sets, &applyset, args.dry_run, suffix).await?;
         objects::prune(&client, &secrets, &applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &gitsources, &applyset, args.dry_run, suffix).await?;
     }
     Ok(Exit::Ok)
 }
@@ -251,6 +273,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
         Resource::Containers => get::get::<Container>(&query, args.output).await,
         Resource::Containersets => get::get::<ContainerSet>(&query, args.output).await,
         Resource::Secrets => get::get::<Secret>(&query, args.output).await,
+        Resource::Gitsources => get::get::<GitSource>(&query, args.output).await,
         Resource::Hosts => get::get::<HostView>(&query, args.output).await,
         Resource::Events => get::get::<Event>(&query, args.output).await,
         Resource::Upgrades => get::get::<Campaign>(&query, args.output).await,
@@ -291,6 +314,9 @@ async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
     }
     for secret in objects::prepare(loaded.secrets, &resolved.namespace, applyset) {
         changed |= diff_one(&client, &secret, colour).await?;
+    }
+    for source in objects::prepare(loaded.gitsources, &resolved.namespace, applyset) {
+        changed |= diff_one(&client, &source, colour).await?;
     }
     Ok(if changed { Exit::Changes } else { Exit::Ok })
 }
@@ -350,14 +376,19 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
     }
     let mut set_targets: Vec<Target> = Vec::new();
     let mut secret_targets: Vec<Target> = Vec::new();
+    let mut gitsource_targets: Vec<Target> = Vec::new();
     let named = args.names.iter().map(|name| (ns.clone(), name.clone(), None));
     match args.kind {
         Some(ObjectKind::Containerset) => set_targets.extend(named),
         Some(ObjectKind::Secret) => secret_targets.extend(named),
+        Some(ObjectKind::Gitsource) => gitsource_targets.extend(named),
         _ => targets.extend(named),
     }
     if !args.files.is_empty() {
         let loaded = load_objects(&args.files)?;
+        for source in objects::prepare(loaded.gitsources, &ns, "delete") {
+            gitsource_targets.push((source.metadata.namespace, source.metadata.name, None));
+        }
         for secret in objects::prepare(loaded.secrets, &ns, "delete") {
             secret_targets.push((secret.metadata.namespace, secret.metadata.name, None));
         }
@@ -379,6 +410,11 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
                 selected::<Secret>(&client, &ns, selector, args.all_namespaces, &mut secret_targets).await?,
                 "secrets",
             ),
+            Some(ObjectKind::Gitsource) => (
+                selected::<GitSource>(&client, &ns, selector, args.all_namespaces, &mut gitsource_targets)
+                    .await?,
+                "gitsources",
+            ),
             _ => (
                 selected::<Container>(&client, &ns, selector, args.all_namespaces, &mut targets).await?,
                 "containers",
@@ -389,6 +425,8 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
     }
     let mut failed = None;
+    // First: a source deleted keeps what it applied, but no longer puts anything back.
+    delete_all::<GitSource>(&client, gitsource_targets, &args, &mut failed).await;
     delete_all::<ContainerSet>(&client, set_targets, &args, &mut failed).await;
     delete_all::<Container>(&client, targets, &args, &mut failed).await;
     // Last: a container deleted above no longer needs its secrets.

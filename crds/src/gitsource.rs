@@ -163,6 +163,14 @@ impl GitSourceSpec {
         }
     }
 
+    /// The branch, tag or (short) commit followed, as a table shows it.
+    pub fn reference_name(&self) -> String {
+        match self.reference() {
+            GitReference::Branch(name) | GitReference::Tag(name) => name,
+            GitReference::Commit(sha) => sha.get(..7).unwrap_or(&sha).to_owned(),
+        }
+    }
+
     /// How often to fetch (an invalid interval is refused by [`validate_git_source`]; it reads as
     /// the default here).
     pub fn interval(&self) -> Duration {
@@ -260,7 +268,8 @@ pub fn redact_git_source(source: &mut GitSource) {
 }
 
 /// The errors of a source's objects that name a namespace other than the source's own (or
-/// `default`, which reads as the source's): a source writes only into its own namespace.
+/// `default`, which reads as the source's): a source writes only into its own namespace. A GitSource
+/// document in a source's repository is refused too.
 pub fn foreign_namespace_errors(objects: &ParsedObjects, namespace: &str) -> Vec<SpecError> {
     let foreign = |ns: &str| ns != namespace && ns != DEFAULT_NAMESPACE;
     let message = |ns: &str| {
@@ -272,6 +281,18 @@ pub fn foreign_namespace_errors(objects: &ParsedObjects, namespace: &str) -> Vec
     }
     for parsed in objects.sets.iter().filter(|p| foreign(&p.set.metadata.namespace)) {
         errors.push(parsed.error_at("metadata.namespace", message(&parsed.set.metadata.namespace)));
+    }
+    for parsed in &objects.gitsources {
+        errors.push(SpecError {
+            file: parsed.file.clone(),
+            line: 0,
+            column: 0,
+            path: "kind".to_owned(),
+            message: format!(
+                "GitSource `{}`: a GitSource is not applied from another one's repository",
+                parsed.source.metadata.name
+            ),
+        });
     }
     for parsed in objects.secrets.iter().filter(|p| foreign(&p.secret.metadata.namespace)) {
         errors.push(SpecError {
