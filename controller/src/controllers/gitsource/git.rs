@@ -12,6 +12,9 @@ use kedge_crds::gitsource::{CommitRef, GitReference};
 /// The ref the wanted branch or tag is fetched into, inside the cache repository.
 const WANTED_REF: &str = "refs/kedge/wanted";
 
+/// The last commit fetched, kept so that the next fetch negotiates from it.
+const LAST_REF: &str = "refs/kedge/last";
+
 /// What a fetch found: the commit, and every spec file under the source's path.
 #[derive(Debug, Clone)]
 pub(crate) struct Fetched {
@@ -64,11 +67,23 @@ pub(crate) fn fetch(
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks(url));
     options.download_tags(git2::AutotagOption::None);
+    // A fetch whose source ref is gone leaves the destination as it was: the wanted ref is removed
+    // first, so that a deleted branch or tag reads as gone, not as its last commit. The last commit
+    // stays under LAST_REF, so the fetch still tells the server what it has.
+    if let Ok(mut wanted) = repo.find_reference(WANTED_REF) {
+        wanted.delete()?;
+    }
     remote.fetch(&[refspec.as_str()], Some(&mut options), None)?;
     let oid = match reference {
         GitReference::Commit(sha) => Oid::from_str(sha)?,
-        _ => repo.refname_to_id(WANTED_REF)?,
+        GitReference::Branch(name) => repo
+            .refname_to_id(WANTED_REF)
+            .map_err(|_| FetchError::Git(format!("branch `{name}` not found in the repository")))?,
+        GitReference::Tag(name) => repo
+            .refname_to_id(WANTED_REF)
+            .map_err(|_| FetchError::Git(format!("tag `{name}` not found in the repository")))?,
     };
+    repo.reference(LAST_REF, oid, true, "kedge: last fetched")?;
     let commit = repo
         .find_object(oid, None)
         .and_then(|object| object.peel_to_commit())
