@@ -7,9 +7,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::located::Located;
-use crate::meta::{Condition, ObjectMeta, DEFAULT_NAMESPACE};
-use crate::parse::{ParsedObjects, SpecError};
+use crate::meta::{Condition, ObjectMeta};
 use crate::quantity::HumanDuration;
 use crate::secret::REDACTED;
 use crate::validate::FieldError;
@@ -265,45 +263,6 @@ pub fn redact_git_source(source: &mut GitSource) {
     if let Some(webhook) = &mut source.spec.webhook {
         webhook.secret = REDACTED.to_owned();
     }
-}
-
-/// The errors of a source's objects that name a namespace other than the source's own (or
-/// `default`, which reads as the source's): a source writes only into its own namespace. A GitSource
-/// document in a source's repository is refused too.
-pub fn foreign_namespace_errors(objects: &ParsedObjects, namespace: &str) -> Vec<SpecError> {
-    let foreign = |ns: &str| ns != namespace && ns != DEFAULT_NAMESPACE;
-    let message = |ns: &str| {
-        format!("namespace `{ns}` is not this GitSource's (`{namespace}`); a source applies only into its own namespace")
-    };
-    let mut errors = Vec::new();
-    for parsed in objects.containers.iter().filter(|p| foreign(&p.container.metadata.namespace)) {
-        errors.push(parsed.error_at("metadata.namespace", message(&parsed.container.metadata.namespace)));
-    }
-    for parsed in objects.sets.iter().filter(|p| foreign(&p.set.metadata.namespace)) {
-        errors.push(parsed.error_at("metadata.namespace", message(&parsed.set.metadata.namespace)));
-    }
-    for parsed in &objects.gitsources {
-        errors.push(SpecError {
-            file: parsed.file.clone(),
-            line: 0,
-            column: 0,
-            path: "kind".to_owned(),
-            message: format!(
-                "GitSource `{}`: a GitSource is not applied from another one's repository",
-                parsed.source.metadata.name
-            ),
-        });
-    }
-    for parsed in objects.secrets.iter().filter(|p| foreign(&p.secret.metadata.namespace)) {
-        errors.push(SpecError {
-            file: parsed.file.clone(),
-            line: 0,
-            column: 0,
-            path: "metadata.namespace".to_owned(),
-            message: message(&parsed.secret.metadata.namespace),
-        });
-    }
-    errors
 }
 
 /// A branch or tag name Git accepts, kept to a conservative subset.

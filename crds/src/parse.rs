@@ -12,6 +12,7 @@ use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
 use crate::gitsource::{GitSource, KIND_GIT_SOURCE};
 use crate::located::{self, Located};
 pub use crate::located::{FieldError, ParsedContainer, ParsedContainerSet, SpecError};
+use crate::meta::DEFAULT_NAMESPACE;
 use crate::repair;
 use crate::secret::{Secret, KIND_SECRET};
 use crate::validate::{validate_container, validate_container_set};
@@ -187,6 +188,45 @@ pub fn validate_objects(objects: &ParsedObjects) -> Vec<SpecError> {
         }
     }
     sort_errors(&mut errors);
+    errors
+}
+
+/// The errors of a source's objects that name a namespace other than the source's own (or
+/// `default`, which reads as the source's): a source writes only into its own namespace. A GitSource
+/// document in a source's repository is refused too.
+pub fn git_source_scope_errors(objects: &ParsedObjects, namespace: &str) -> Vec<SpecError> {
+    let foreign = |ns: &str| ns != namespace && ns != DEFAULT_NAMESPACE;
+    let message = |ns: &str| {
+        format!("namespace `{ns}` is not this GitSource's (`{namespace}`); a source applies only into its own namespace")
+    };
+    let mut errors = Vec::new();
+    for parsed in objects.containers.iter().filter(|p| foreign(&p.container.metadata.namespace)) {
+        errors.push(parsed.error_at("metadata.namespace", message(&parsed.container.metadata.namespace)));
+    }
+    for parsed in objects.sets.iter().filter(|p| foreign(&p.set.metadata.namespace)) {
+        errors.push(parsed.error_at("metadata.namespace", message(&parsed.set.metadata.namespace)));
+    }
+    for parsed in &objects.gitsources {
+        errors.push(SpecError {
+            file: parsed.file.clone(),
+            line: 0,
+            column: 0,
+            path: "kind".to_owned(),
+            message: format!(
+                "GitSource `{}`: a GitSource is not applied from another one's repository",
+                parsed.source.metadata.name
+            ),
+        });
+    }
+    for parsed in objects.secrets.iter().filter(|p| foreign(&p.secret.metadata.namespace)) {
+        errors.push(SpecError {
+            file: parsed.file.clone(),
+            line: 0,
+            column: 0,
+            path: "metadata.namespace".to_owned(),
+            message: message(&parsed.secret.metadata.namespace),
+        });
+    }
     errors
 }
 

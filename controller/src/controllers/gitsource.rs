@@ -249,7 +249,7 @@ impl Controller {
             errors.extend(file_errors);
         }
         errors.extend(validate_objects(&parsed));
-        errors.extend(kedge_crds::gitsource::foreign_namespace_errors(&parsed, namespace));
+        errors.extend(kedge_crds::parse::git_source_scope_errors(&parsed, namespace));
         sort_errors(&mut errors);
         if !errors.is_empty() {
             let errors = errors.iter().map(ToString::to_string).collect();
