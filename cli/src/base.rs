@@ -70,6 +70,7 @@ pub(crate) struct Origins {
     pub containers: Vec<String>,
     pub sets: Vec<String>,
     pub secrets: Vec<String>,
+    pub gitsources: Vec<String>,
     /// The documents themselves, to place a field the server refuses at its line.
     pub container_documents: Vec<kedge_crds::ParsedContainer>,
     pub set_documents: Vec<kedge_crds::ParsedContainerSet>,
@@ -164,13 +165,20 @@ fn validated(
         return Err(CliError::usage(format!("{} error(s) in the input; nothing was changed", errors.len()))
             .hint("fix the fields named above; `kedge validate -f FILE` checks without a server"));
     }
-    if parsed.containers.is_empty() && parsed.sets.is_empty() && parsed.secrets.is_empty() {
-        return Err(CliError::usage("the input holds no Container, ContainerSet or Secret documents"));
+    if parsed.containers.is_empty()
+        && parsed.sets.is_empty()
+        && parsed.secrets.is_empty()
+        && parsed.gitsources.is_empty()
+    {
+        return Err(CliError::usage(
+            "the input holds no Container, ContainerSet, Secret or GitSource documents",
+        ));
     }
     let origins = Origins {
         containers: parsed.containers.iter().map(|p| p.file.clone()).collect(),
         sets: parsed.sets.iter().map(|p| p.file.clone()).collect(),
         secrets: parsed.secrets.iter().map(|p| p.file.clone()).collect(),
+        gitsources: parsed.gitsources.iter().map(|p| p.file.clone()).collect(),
         container_documents: parsed.containers.clone(),
         set_documents: parsed.sets.clone(),
     };
@@ -178,6 +186,7 @@ fn validated(
         containers: parsed.containers.into_iter().map(|p| p.container).collect(),
         sets: parsed.sets.into_iter().map(|p| p.set).collect(),
         secrets: parsed.secrets.into_iter().map(|p| p.secret).collect(),
+        gitsources: parsed.gitsources.into_iter().map(|p| p.source).collect(),
     };
     Ok((objects, origins))
 }
@@ -255,6 +264,7 @@ mod tests {
             containers: vec!["in.yaml".into()],
             sets: vec!["in.yaml".into()],
             secrets: Vec::new(),
+            gitsources: Vec::new(),
             container_documents: parsed.containers,
             set_documents: parsed.sets,
         };

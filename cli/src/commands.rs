@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kedge_crds::campaign::Campaign;
 use kedge_crds::event::Event;
-use kedge_crds::{Container, ContainerSet, Secret};
+use kedge_crds::{Container, ContainerSet, GitSource, Secret};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -35,6 +35,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::UpgradeHelper(_)
         | Commands::Policy { .. }
         | Commands::Token { .. }
+        | Commands::Reconcile { .. }
         | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }
@@ -50,6 +51,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
                 ObjectKind::Container => objects::describe::<Container>(&client, ns, &name).await?,
                 ObjectKind::Containerset => objects::describe::<ContainerSet>(&client, ns, &name).await?,
                 ObjectKind::Secret => objects::describe::<Secret>(&client, ns, &name).await?,
+                ObjectKind::Gitsource => objects::describe::<GitSource>(&client, ns, &name).await?,
             }
             Ok(Exit::Ok)
         }
@@ -98,6 +100,9 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             if !objects.secrets.is_empty() {
                 counts.push(format!("{} secret(s)", objects.secrets.len()));
             }
+            if !objects.gitsources.is_empty() {
+                counts.push(format!("{} gitsource(s)", objects.gitsources.len()));
+            }
             println!("{} valid", counts.join(" and "));
             Ok(Exit::Ok)
         }
@@ -110,6 +115,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
                         "a Secret has no schema of its own: `data` maps keys to strings",
                     ))
                 }
+                ObjectKind::Gitsource => print!("{}", kedge_crds::schema::gitsource_schema_json()),
             }
             Ok(Exit::Ok)
         }
@@ -135,11 +141,20 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
 
 /// `container/web` (what `-o name` prints) names `web`, as in kubectl.
 fn bare_name(name: &str) -> String {
-    ["container/", "containers/", "containerset/", "containersets/", "secret/", "secrets/"]
-        .iter()
-        .find_map(|prefix| name.strip_prefix(prefix))
-        .unwrap_or(name)
-        .to_owned()
+    [
+        "container/",
+        "containers/",
+        "containerset/",
+        "containersets/",
+        "secret/",
+        "secrets/",
+        "gitsource/",
+        "gitsources/",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name)
+    .to_owned()
 }
 
 /// The apply set id: the `--applyset` name, or a hash of the canonical input paths.
@@ -180,10 +195,12 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let mut secrets = objects::prepare(loaded.secrets, &resolved.namespace, applyset.as_deref());
     let mut containers = objects::prepare(loaded.containers, &resolved.namespace, applyset.as_deref());
     let mut container_sets = objects::prepare(loaded.sets, &resolved.namespace, applyset.as_deref());
+    let mut gitsources = objects::prepare(loaded.gitsources, &resolved.namespace, applyset.as_deref());
     let (set, take) = (applyset.as_deref(), args.take_ownership);
     let mut moves = objects::settle_membership(&client, &mut secrets, set, take).await?;
     moves.extend(objects::settle_membership(&client, &mut containers, set, take).await?);
     moves.extend(objects::settle_membership(&client, &mut container_sets, set, take).await?);
+    moves.extend(objects::settle_membership(&client, &mut gitsources, set, take).await?);
     if !moves.is_empty() {
         for line in &moves {
             eprintln!("{line}");
@@ -222,6 +239,11 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     apply_all(&client, &secrets, &args, suffix, &in_secrets, &mut applied, &mut failed).await;
     apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied, &mut failed).await;
     apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied, &mut failed).await;
+    let in_gitsources = |index: usize, field: &str, message: &str| {
+        let file = origins.gitsources.get(index).map_or("", String::as_str);
+        format!("{file}: {field}: {message}")
+    };
+    apply_all(&client, &gitsources, &args, suffix, &in_gitsources, &mut applied, &mut failed).await;
     print_objects(args.output, applied, true);
     if let Some(error) = failed {
         let message = "some specs were not applied (see above); nothing was pruned";
@@ -231,6 +253,7 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         objects::prune(&client, &containers, applyset, args.dry_run, suffix).await?;
         objects::prune(&client, &container_sets, applyset, args.dry_run, suffix).await?;
         objects::prune(&client, &secrets, applyset, args.dry_run, suffix).await?;
+        objects::prune(&client, &gitsources, applyset, args.dry_run, suffix).await?;
     }
     Ok(Exit::Ok)
 }
@@ -284,6 +307,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
         Resource::Containers => get::get::<Container>(&query, names, &view).await,
         Resource::Containersets => get::get::<ContainerSet>(&query, names, &view).await,
         Resource::Secrets => get::get::<Secret>(&query, names, &view).await,
+        Resource::Gitsources => get::get::<GitSource>(&query, names, &view).await,
         Resource::Hosts => get::get::<HostView>(&query, names, &view).await,
         Resource::Events => get::get::<Event>(&query, names, &view).await,
         Resource::Upgrades => get::get::<Campaign>(&query, names, &view).await,
@@ -390,6 +414,9 @@ async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
     for secret in objects::prepare(loaded.secrets, &resolved.namespace, applyset) {
         changed |= diff_one(&client, &secret, colour).await?;
     }
+    for source in objects::prepare(loaded.gitsources, &resolved.namespace, applyset) {
+        changed |= diff_one(&client, &source, colour).await?;
+    }
     Ok(if changed { Exit::Changes } else { Exit::Ok })
 }
 
@@ -448,14 +475,19 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
     }
     let mut set_targets: Vec<Target> = Vec::new();
     let mut secret_targets: Vec<Target> = Vec::new();
+    let mut gitsource_targets: Vec<Target> = Vec::new();
     let named = args.names.iter().map(|name| (ns.clone(), name.clone(), None));
     match args.kind {
         Some(ObjectKind::Containerset) => set_targets.extend(named),
         Some(ObjectKind::Secret) => secret_targets.extend(named),
+        Some(ObjectKind::Gitsource) => gitsource_targets.extend(named),
         _ => targets.extend(named),
     }
     if !args.files.is_empty() {
         let loaded = load_objects(&args.files)?;
+        for source in objects::prepare(loaded.gitsources, &ns, None) {
+            gitsource_targets.push((source.metadata.namespace, source.metadata.name, None));
+        }
         for secret in objects::prepare(loaded.secrets, &ns, None) {
             secret_targets.push((secret.metadata.namespace, secret.metadata.name, None));
         }
@@ -477,6 +509,11 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
                 selected::<Secret>(&client, &ns, selector, args.all_namespaces, &mut secret_targets).await?,
                 "secrets",
             ),
+            Some(ObjectKind::Gitsource) => (
+                selected::<GitSource>(&client, &ns, selector, args.all_namespaces, &mut gitsource_targets)
+                    .await?,
+                "gitsources",
+            ),
             _ => (
                 selected::<Container>(&client, &ns, selector, args.all_namespaces, &mut targets).await?,
                 "containers",
@@ -487,6 +524,8 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
     }
     let mut failed = None;
+    // First: a source deleted keeps what it applied, but no longer puts anything back.
+    delete_all::<GitSource>(&client, gitsource_targets, &args, &mut failed).await;
     delete_all::<ContainerSet>(&client, set_targets, &args, &mut failed).await;
     delete_all::<Container>(&client, targets, &args, &mut failed).await;
     // Last: a container deleted above no longer needs its secrets.

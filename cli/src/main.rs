@@ -15,6 +15,7 @@ mod commands;
 mod config;
 mod error;
 mod get;
+mod gitsources;
 mod handoff;
 mod kinds;
 mod lifecycle;
@@ -261,6 +262,13 @@ http://127.0.0.1:7443 and the local agent's token file ($KEDGE_STATE_DIR or /var
     /// Print the client's and the server's versions.
     #[command(after_help = "Example:\n  kedge version")]
     Version,
+    /// Sync a GitSource now: fetch its repository and apply the commit (docs/gitops.md).
+    #[command(after_help = "Example:\n  kedge reconcile gitsource apps")]
+    Reconcile {
+        #[arg(value_enum)]
+        kind: ReconcileKind,
+        name: String,
+    },
     /// Is a container's image current? Straight to the Docker Engine, for any container (no agent).
     #[command(after_help = "Examples:\n  kedge check\n  kedge check web; echo $?\n  \
 kedge check --pull --autoupdate web\n  \
@@ -324,6 +332,15 @@ pub enum ObjectKind {
     Containerset,
     #[value(alias = "secrets")]
     Secret,
+    #[value(alias = "gitsources", alias = "gs")]
+    Gitsource,
+}
+
+/// What `reconcile` acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReconcileKind {
+    #[value(alias = "gitsources", alias = "gs")]
+    Gitsource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -336,6 +353,9 @@ pub enum Resource {
     /// Secrets (values shown as `<redacted>` and a fingerprint).
     #[value(alias = "secret")]
     Secrets,
+    /// GitSources (Git repositories of specs kept applied; the webhook secret is never shown).
+    #[value(alias = "gitsource", alias = "gs")]
+    Gitsources,
     #[value(alias = "host")]
     Hosts,
     #[value(alias = "event", alias = "ev")]
@@ -538,6 +558,9 @@ fn main() -> ExitCode {
             Commands::Policy { command } => policy::run(command, &cli.global).await,
             Commands::Token { command } => token::run(command, &cli.global).await,
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
+            Commands::Reconcile { kind: ReconcileKind::Gitsource, name } => {
+                gitsources::reconcile(&name, &cli.global).await
+            }
             command => commands::run(command, &cli.global).await,
         }
     });

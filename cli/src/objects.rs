@@ -179,7 +179,10 @@ pub(crate) fn too_large<K: Declared>(objects: &[K], files: &[String]) -> Vec<Str
 /// a key only the store holds (docs/secrets.md), so a local file is compared through
 /// [`as_the_server_shows`].
 fn shown<K: Declared>(object: &K) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or_default();
+    // A GitSource's webhook secret, as the API hides it: a changed secret is not shown by diff.
+    let mut hidden = object.clone();
+    hidden.hide_credentials();
+    let mut value = serde_json::to_value(&hidden).unwrap_or_default();
     if K::SENSITIVE {
         kedge_crds::secret::redact_object(&mut value, None);
     }

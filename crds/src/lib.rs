@@ -38,6 +38,7 @@ pub mod container;
 pub mod container_set;
 pub mod event;
 mod forms;
+pub mod gitsource;
 mod hash;
 pub mod host;
 pub mod isolation;
@@ -61,6 +62,7 @@ pub use container_set::{
     template_revision, ContainerSet, ContainerSetSpec, ContainerSetStatus, ContainerTemplate, FailureAction,
     RollingUpdate, RolloutState, SetPlacement, TemplateMeta, KIND_CONTAINER_SET,
 };
+pub use gitsource::{GitSource, GitSourceSpec, GitSourceStatus, KIND_GIT_SOURCE};
 pub use hash::{spec_hash, spec_hash_with_secrets};
 pub use lenient::{from_json_lenient, Lenient};
 pub use meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};

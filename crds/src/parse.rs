@@ -9,8 +9,10 @@ use serde_json::Value;
 
 use crate::container::{Container, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
+use crate::gitsource::{GitSource, KIND_GIT_SOURCE};
 use crate::located::{self, Located};
 pub use crate::located::{FieldError, ParsedContainer, ParsedContainerSet, SpecError};
+use crate::meta::DEFAULT_NAMESPACE;
 use crate::repair;
 use crate::secret::{Secret, KIND_SECRET};
 use crate::validate::{validate_container, validate_container_set};
@@ -26,6 +28,14 @@ pub struct ParsedObjects {
     /// still name them without a second, misleading error.
     pub unreadable_containers: Vec<Container>,
     pub secrets: Vec<ParsedSecret>,
+    pub gitsources: Vec<ParsedGitSource>,
+}
+
+/// A `GitSource` read from a file (already checked: its rules need no other document).
+#[derive(Clone, Debug)]
+pub struct ParsedGitSource {
+    pub source: GitSource,
+    pub file: String,
 }
 
 /// A `Secret` read from a file (already checked: its rules need no other document).
@@ -41,6 +51,7 @@ pub struct Objects {
     pub containers: Vec<Container>,
     pub sets: Vec<ContainerSet>,
     pub secrets: Vec<Secret>,
+    pub gitsources: Vec<GitSource>,
 }
 
 /// Every problem found in a set of spec files, in file and line order.
@@ -71,12 +82,12 @@ pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError
 
 /// [`parse_str`] for files that may also hold `ContainerSet` and `Secret` documents.
 pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecError>) {
-    read_text(file, text, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET])
+    read_text(file, text, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET, KIND_GIT_SOURCE])
 }
 
 /// [`parse_paths`] for files that may also hold `ContainerSet` and `Secret` documents.
 pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<SpecError>) {
-    read_paths(paths, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET])
+    read_paths(paths, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET, KIND_GIT_SOURCE])
 }
 
 /// The documents of the `kinds` in one file's text, and every error of the others.
@@ -89,6 +100,7 @@ fn read_text(file: &str, text: &str, kinds: &[&str]) -> (ParsedObjects, Vec<Spec
             Ok(Parsed::Container(container)) => objects.containers.push(*container),
             Ok(Parsed::ContainerSet(set)) => objects.sets.push(*set),
             Ok(Parsed::Secret(secret)) => objects.secrets.push(*secret),
+            Ok(Parsed::GitSource(source)) => objects.gitsources.push(*source),
             Err(unreadable) => {
                 errors.extend(unreadable.errors);
                 objects.unreadable_containers.extend(unreadable.container.map(|container| *container));
@@ -143,6 +155,7 @@ impl ParsedObjects {
         self.sets.extend(more.sets);
         self.unreadable_containers.extend(more.unreadable_containers);
         self.secrets.extend(more.secrets);
+        self.gitsources.extend(more.gitsources);
     }
 }
 
@@ -186,6 +199,45 @@ pub fn validate_objects_with(objects: &ParsedObjects, live: &[Container]) -> Vec
     errors
 }
 
+/// The errors of a source's objects that name a namespace other than the source's own (or
+/// `default`, which reads as the source's): a source writes only into its own namespace. A GitSource
+/// document in a source's repository is refused too.
+pub fn git_source_scope_errors(objects: &ParsedObjects, namespace: &str) -> Vec<SpecError> {
+    let foreign = |ns: &str| ns != namespace && ns != DEFAULT_NAMESPACE;
+    let message = |ns: &str| {
+        format!("namespace `{ns}` is not this GitSource's (`{namespace}`); a source applies only into its own namespace")
+    };
+    let mut errors = Vec::new();
+    for parsed in objects.containers.iter().filter(|p| foreign(&p.container.metadata.namespace)) {
+        errors.push(parsed.error_at("metadata.namespace", message(&parsed.container.metadata.namespace)));
+    }
+    for parsed in objects.sets.iter().filter(|p| foreign(&p.set.metadata.namespace)) {
+        errors.push(parsed.error_at("metadata.namespace", message(&parsed.set.metadata.namespace)));
+    }
+    for parsed in &objects.gitsources {
+        errors.push(SpecError {
+            file: parsed.file.clone(),
+            line: 0,
+            column: 0,
+            path: "kind".to_owned(),
+            message: format!(
+                "GitSource `{}`: a GitSource is not applied from another one's repository",
+                parsed.source.metadata.name
+            ),
+        });
+    }
+    for parsed in objects.secrets.iter().filter(|p| foreign(&p.secret.metadata.namespace)) {
+        errors.push(SpecError {
+            file: parsed.file.clone(),
+            line: 0,
+            column: 0,
+            path: "metadata.namespace".to_owned(),
+            message: message(&parsed.secret.metadata.namespace),
+        });
+    }
+    errors
+}
+
 /// Puts errors in the order a reader fixes them, file by file and then by position (errors at one
 /// place keep the order they were found in), and drops repeats: one mistake can be found twice, by
 /// parsing and by a later rule, or once per alias that copied it.
@@ -207,6 +259,7 @@ pub fn load_objects_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Objects, SpecEr
         containers: objects.containers.into_iter().map(|parsed| parsed.container).collect(),
         sets: objects.sets.into_iter().map(|parsed| parsed.set).collect(),
         secrets: objects.secrets.into_iter().map(|parsed| parsed.secret).collect(),
+        gitsources: objects.gitsources.into_iter().map(|parsed| parsed.source).collect(),
     })
 }
 
@@ -295,6 +348,7 @@ enum Parsed {
     Container(Box<ParsedContainer>),
     ContainerSet(Box<ParsedContainerSet>),
     Secret(Box<ParsedSecret>),
+    GitSource(Box<ParsedGitSource>),
 }
 
 /// One document to a value of its kind, or every error of its shape (see [`crate::repair`]) and, for
@@ -360,6 +414,10 @@ fn parse_document(
     if kind == KIND_SECRET {
         return read_secret(file, &document.value, &error).map(|secret| Parsed::Secret(Box::new(secret)));
     }
+    if kind == KIND_GIT_SOURCE {
+        return read_git_source(file, &document.value, &error)
+            .map(|source| Parsed::GitSource(Box::new(source)));
+    }
     if kind == KIND_CONTAINER_SET {
         let set = match serde_path_to_error::deserialize::<_, ContainerSet>(&document.value) {
             Ok(set) => set,
@@ -424,6 +482,29 @@ fn read_secret(
         return Err(place(rules));
     }
     Ok(ParsedSecret { secret, file: file.to_owned() })
+}
+
+fn read_git_source(
+    file: &str,
+    document: &Value,
+    error: &impl Fn(&str, bool, String) -> SpecError,
+) -> Result<ParsedGitSource, Unreadable> {
+    let source = match serde_path_to_error::deserialize::<_, GitSource>(document) {
+        Ok(source) => source,
+        Err(failure) => {
+            let path = failure.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            return Err(Unreadable::from(error(&path, false, failure.into_inner().to_string())));
+        }
+    };
+    let rules = crate::gitsource::validate_git_source(&source);
+    if !rules.is_empty() {
+        return Err(Unreadable {
+            errors: rules.into_iter().map(|e| error(&e.path, e.on_key, e.message)).collect(),
+            container: None,
+        });
+    }
+    Ok(ParsedGitSource { source, file: file.to_owned() })
 }
 
 /// The errors of a document that needed repairs: its shape errors, then the value rules broken by what

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::container::{Container, ContainerSpec, ContainerStatus, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, ContainerSetSpec, ContainerSetStatus, KIND_CONTAINER_SET};
+use crate::gitsource::{GitSource, GitSourceSpec, GitSourceStatus, KIND_GIT_SOURCE};
 use crate::meta::ObjectMeta;
 use crate::secret::{Secret, SecretStatus, KIND_SECRET};
 
@@ -50,6 +51,10 @@ pub trait Resource: Clone + Serialize + DeserializeOwned + Send + Sync + 'static
     fn status(&self) -> Option<&Self::Status>;
     /// The status slot: `None` when the status is not merged in (the store never keeps it with the spec).
     fn status_mut(&mut self) -> &mut Option<Self::Status>;
+
+    /// Hides the fields of a kind that is not [`Resource::SENSITIVE`] as a whole but holds one
+    /// credential (a GitSource's webhook secret): every API answer goes through it.
+    fn hide_credentials(&mut self) {}
 
     /// `namespace/name`: the object's key in the work queue and in messages.
     fn key(&self) -> String {
@@ -132,5 +137,33 @@ impl Resource for Secret {
     }
     fn status_mut(&mut self) -> &mut Option<SecretStatus> {
         &mut self.status
+    }
+}
+
+impl Resource for GitSource {
+    type Spec = GitSourceSpec;
+    type Status = GitSourceStatus;
+    const KIND: &'static str = KIND_GIT_SOURCE;
+    const PLURAL: &'static str = "gitsources";
+    const STORE_SEGMENT: &'static str = "gitsources";
+    const STATUS_SEGMENT: &'static str = "gitsource-status";
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn spec(&self) -> &GitSourceSpec {
+        &self.spec
+    }
+    fn status(&self) -> Option<&GitSourceStatus> {
+        self.status.as_ref()
+    }
+    fn status_mut(&mut self) -> &mut Option<GitSourceStatus> {
+        &mut self.status
+    }
+    fn hide_credentials(&mut self) {
+        crate::gitsource::redact_git_source(self);
     }
 }

@@ -27,6 +27,15 @@ pub fn set_schema() -> schemars::Schema {
     schema
 }
 
+/// The JSON Schema of a GitSource (`kedge schema gitsource`).
+pub fn gitsource_schema_json() -> String {
+    let mut schema = schemars::schema_for!(crate::gitsource::GitSource);
+    schema.insert("$id".to_owned(), "https://kedge.io/schemas/v1/gitsource.schema.json".into());
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+    text.push('\n');
+    text
+}
+
 /// [`set_schema`] as pretty-printed JSON with a final newline (the checked-in file).
 pub fn set_schema_json() -> String {
     let mut text = serde_json::to_string_pretty(&set_schema()).expect("a schema always serializes");

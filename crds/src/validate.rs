@@ -271,7 +271,7 @@ pub const TEST_LABEL: &str = "io.kedge.test";
 pub const RESERVED_NAME_MARKERS: [&str; 2] = ["-kedge-new-", "-kedge-old-"];
 
 /// The rules of `metadata` every kind shares (name, namespace, label keys, generation).
-fn metadata_errors(metadata: &ObjectMeta) -> Vec<FieldError> {
+pub(crate) fn metadata_errors(metadata: &ObjectMeta) -> Vec<FieldError> {
     let mut errors = Errors::default();
     check_metadata(metadata, &mut errors);
     errors.0

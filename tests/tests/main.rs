@@ -32,6 +32,7 @@ mod environment;
 mod executor_actions;
 mod executor_crash;
 mod executor_recreate;
+mod gitsource;
 mod hostile_input;
 mod layering;
 mod multihost_failover;

@@ -7,7 +7,7 @@
 //!                                                          while an agent task keeps dying
 //! GET    /version
 //! GET    /api/v1/{plural}, /api/v1/namespaces/{ns}/{plural}[/{name}[/status]]   every kind of
-//! POST   /api/v1/namespaces/{ns}/{plural}                  [`builtin_kinds`] (containers, containersets, secrets),
+//! POST   /api/v1/namespaces/{ns}/{plural}                  [`builtin_kinds`] (containers, containersets, secrets, gitsources),
 //! PUT    /api/v1/namespaces/{ns}/{plural}/{name}           the same routes and answers: see `routes.rs`
 //! DELETE /api/v1/namespaces/{ns}/{plural}/{name}?resourceVersion=R
 //! GET    /api/v1/watch/{plural}?resourceVersion=R&namespace=NS&name=N&labelSelector=SEL   newline-delimited JSON
@@ -18,6 +18,8 @@
 //!                                                          (the agent installs one, which runs a managed container's
 //!                                                          recreate in its key's worker); errors carry a `reason`
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/restart    restart now, same container (an event records it)
+//! POST   /api/v1/namespaces/{ns}/gitsources/{name}/reconcile  sync the GitSource now (see `gitsources`)
+//! POST   /hooks/gitsources/{ns}/{name}                      a push webhook, signed instead of a token
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
 //! GET    /api/v1/hosts                                     each with its last agent upgrade (`upgrade`)
 //! POST   /api/v1/upgrades   GET /api/v1/upgrades[/{id}]    agent upgrade campaigns (see `upgrades`)
@@ -43,6 +45,7 @@
 pub mod access;
 pub mod connections;
 pub mod fingerprints;
+mod gitsources;
 mod logs;
 pub mod policies;
 mod restart;
@@ -71,7 +74,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use kedge_crds::{Container, ContainerSet, Secret};
+use kedge_crds::{Container, ContainerSet, GitSource, Secret};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -124,6 +127,7 @@ pub fn builtin_kinds() -> Vec<KindRoutes> {
         routes::<Container>().validate(validate).admit(admit_container).with_routes(container_routes).into(),
         routes::<ContainerSet>().validate(validate_set).admit(admit_set).into(),
         routes::<Secret>().validate(validate_secret).into(),
+        routes::<GitSource>().validate(validate_git_source).with_routes(gitsources::gitsource_routes).into(),
     ]
 }
 
@@ -607,6 +611,16 @@ fn validate_set(value: Value) -> Result<ContainerSet, Vec<FieldError>> {
 
 /// The crds rules of a Secret: the shape of `data` first (without quoting a value, as serde's
 /// messages would), then serde, then every rule of [`kedge_crds::validate::validate_secret`].
+fn validate_git_source(value: Value) -> Result<GitSource, Vec<FieldError>> {
+    let source = routes::read_as::<GitSource>(value)?;
+    let errors = kedge_crds::gitsource::validate_git_source(&source);
+    if errors.is_empty() {
+        Ok(source)
+    } else {
+        Err(errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect())
+    }
+}
+
 fn validate_secret(value: Value) -> Result<Secret, Vec<FieldError>> {
     let to_api = |errors: Vec<kedge_crds::FieldError>| -> Vec<FieldError> {
         errors.into_iter().map(|e| FieldError::new(e.path, e.message)).collect()

@@ -221,7 +221,9 @@ impl Shower {
     }
 
     fn show<K: Resource>(&self, object: &K) -> Value {
-        let mut value = serde_json::to_value(object).unwrap_or_default();
+        let mut hidden = object.clone();
+        hidden.hide_credentials();
+        let mut value = serde_json::to_value(&hidden).unwrap_or_default();
         if K::SENSITIVE {
             let keyed = self.key.as_ref().map(|key| move |text: &str| key.fingerprint(text));
             kedge_crds::secret::redact_object(

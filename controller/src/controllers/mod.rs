@@ -6,12 +6,14 @@
 //! - [`sets`]: the ContainerSet controller ([`sets::decide`], pure).
 //! - [`upgrade`]: drives the agent upgrade campaigns ([`crate::upgrade::advance`], pure).
 //! - [`compaction`]: compacts the store's history.
+//! - [`gitsource`]: keeps each GitSource's commit applied (docs/gitops.md).
 //!
 //! They read the store through reflector caches the leader starts when it wins and drops when it
 //! loses, and never list on a timer.
 
 pub(crate) mod caches;
 pub mod compaction;
+pub mod gitsource;
 pub mod scheduler;
 pub mod sets;
 pub mod upgrade;

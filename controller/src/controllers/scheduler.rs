@@ -278,7 +278,13 @@ pub(crate) async fn run(
                     compactor: super::compaction::Compactor::from_env(),
                     written: Written::default(),
                 };
+                // The GitSource controller syncs on its own clock (intervals, webhooks), so it runs
+                // beside the passes rather than in them, and stops with the leadership.
+                let gitsources = shutdown.child_token();
+                let _stop_gitsources = gitsources.clone().drop_guard();
+                tokio::spawn(super::gitsource::run(store.clone(), me.clone(), term, gitsources.clone()));
                 let stopped = leader.lead(&shutdown).await;
+                gitsources.cancel();
                 leader.events.flush().await;
                 drop(leader);
                 held.lease = None;

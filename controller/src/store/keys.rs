@@ -72,6 +72,9 @@ pub const SECRET_FINGERPRINT_KEY: &str = "/kedge/v1/keys/secret-fingerprint";
 /// `/kedge/v1/tokens/<id>`: an API token's record (`kedge_crds::token::StoredToken`), written and
 /// deleted only by the API; on a lease of its TTL when it has one, so that it disappears by itself.
 pub const TOKENS: &str = "/kedge/v1/tokens/";
+/// `gitsource-requests/<ns>/<name>`: a sync asked for now (the webhook, `kedge reconcile gitsource`);
+/// the scheduler's leader syncs the source when the key's revision moves.
+pub const GITSOURCE_REQUESTS: &str = "/kedge/v1/gitsource-requests/";
 
 /// Why a key segment was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +117,10 @@ pub fn status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment>
 
 pub fn binding_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
     two(BINDINGS, namespace, name)
+}
+
+pub fn gitsource_request_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    two(GITSOURCE_REQUESTS, namespace, name)
 }
 
 pub fn set_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {

@@ -1,0 +1,213 @@
+//! Fetching a GitSource's commit with libgit2 (the `git2` crate) and reading its spec files out of
+//! the commit's tree: no work tree, no `git` process. One bare repository per source is kept as a
+//! cache, so that a fetch moves only what changed.
+
+use std::path::Path;
+
+use git2::{
+    Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository, TreeWalkMode, TreeWalkResult,
+};
+use kedge_crds::gitsource::{CommitRef, GitReference};
+
+/// The ref the wanted branch or tag is fetched into, inside the cache repository.
+const WANTED_REF: &str = "refs/kedge/wanted";
+
+/// The last commit fetched, kept so that the next fetch negotiates from it.
+const LAST_REF: &str = "refs/kedge/last";
+
+/// What a fetch found: the commit, and every spec file under the source's path.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched {
+    pub commit: CommitRef,
+    /// `(path from the repository's root, text)`, in path order.
+    pub files: Vec<(String, String)>,
+}
+
+/// Why a fetch gave nothing to apply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// The repository could not be reached or read, or the reference is gone: tried again at the
+    /// next interval.
+    #[error("{0}")]
+    Git(String),
+    /// The commit has no such path, or a file is not text: the commit cannot be applied.
+    #[error("{0}")]
+    Content(String),
+}
+
+impl From<git2::Error> for FetchError {
+    fn from(error: git2::Error) -> FetchError {
+        FetchError::Git(error.message().to_owned())
+    }
+}
+
+/// Fetches `reference` of `url` into the bare repository at `cache` (made when missing) and reads the
+/// `.yaml`, `.yml` and `.json` files under `path` (recursively, hidden entries skipped).
+pub(crate) fn fetch(
+    cache: &Path,
+    url: &str,
+    reference: &GitReference,
+    path: &str,
+) -> Result<Fetched, FetchError> {
+    let repo = match Repository::open_bare(cache) {
+        Ok(repo) => repo,
+        Err(_) => {
+            std::fs::create_dir_all(cache)
+                .map_err(|e| FetchError::Git(format!("{}: {e}", cache.display())))?;
+            Repository::init_bare(cache)?
+        }
+    };
+    let refspec = match reference {
+        GitReference::Branch(branch) => format!("+refs/heads/{branch}:{WANTED_REF}"),
+        GitReference::Tag(tag) => format!("+refs/tags/{tag}:{WANTED_REF}"),
+        // A pinned commit is fetched with every branch: servers need not serve a bare SHA.
+        GitReference::Commit(_) => "+refs/heads/*:refs/kedge/heads/*".to_owned(),
+    };
+    let mut remote = repo.remote_anonymous(url)?;
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks(url));
+    options.download_tags(git2::AutotagOption::None);
+    // A fetch whose source ref is gone leaves the destination as it was: the wanted ref is removed
+    // first, so that a deleted branch or tag reads as gone, not as its last commit. The last commit
+    // stays under LAST_REF, so the fetch still tells the server what it has.
+    if let Ok(mut wanted) = repo.find_reference(WANTED_REF) {
+        wanted.delete()?;
+    }
+    remote.fetch(&[refspec.as_str()], Some(&mut options), None)?;
+    let oid = match reference {
+        GitReference::Commit(sha) => Oid::from_str(sha)?,
+        GitReference::Branch(name) => repo
+            .refname_to_id(WANTED_REF)
+            .map_err(|_| FetchError::Git(format!("branch `{name}` not found in the repository")))?,
+        GitReference::Tag(name) => repo
+            .refname_to_id(WANTED_REF)
+            .map_err(|_| FetchError::Git(format!("tag `{name}` not found in the repository")))?,
+    };
+    repo.reference(LAST_REF, oid, true, "kedge: last fetched")?;
+    let commit = repo
+        .find_object(oid, None)
+        .and_then(|object| object.peel_to_commit())
+        .map_err(|e| FetchError::Git(format!("commit {oid}: {}", e.message())))?;
+    let subject = commit.summary().ok().flatten().unwrap_or_default().to_owned();
+    let root = commit.tree()?;
+    let tree = if path.is_empty() {
+        root
+    } else {
+        let entry = root
+            .get_path(Path::new(path))
+            .map_err(|_| FetchError::Content(format!("commit {oid} has no path `{path}`")))?;
+        entry
+            .to_object(&repo)
+            .and_then(|object| object.peel_to_tree())
+            .map_err(|_| FetchError::Content(format!("`{path}` is not a directory in commit {oid}")))?
+    };
+    let mut files = Vec::new();
+    let mut unreadable = None;
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let name = entry.name().unwrap_or_default();
+        if name.starts_with('.') {
+            return TreeWalkResult::Skip;
+        }
+        let is_spec = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+        if entry.kind() != Some(git2::ObjectType::Blob) || !is_spec {
+            return TreeWalkResult::Ok;
+        }
+        let shown = [path, dir.trim_end_matches('/'), name]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        match repo.find_blob(entry.id()).map(|blob| String::from_utf8(blob.content().to_vec())) {
+            Ok(Ok(text)) => files.push((shown, text)),
+            _ => {
+                unreadable = Some(format!("{shown}: not UTF-8 text"));
+                return TreeWalkResult::Abort;
+            }
+        }
+        TreeWalkResult::Ok
+    })
+    .or_else(|e| if unreadable.is_some() { Ok(()) } else { Err(e) })?;
+    if let Some(message) = unreadable {
+        return Err(FetchError::Content(message));
+    }
+    files.sort();
+    Ok(Fetched { commit: CommitRef { sha: oid.to_string(), subject }, files })
+}
+
+/// Credentials for the URL's transport: the user and password (or token) written in an https
+/// URL, and for ssh the agent's SSH agent, then its default key files.
+fn callbacks(url: &str) -> RemoteCallbacks<'static> {
+    let (user, password) = userinfo(url);
+    let mut callbacks = RemoteCallbacks::new();
+    let mut tried_agent = false;
+    let mut tried_plain = false;
+    callbacks.credentials(move |_url, username, allowed| {
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && !tried_plain {
+            tried_plain = true;
+            if let Some(password) = &password {
+                return Cred::userpass_plaintext(user.as_deref().unwrap_or("git"), password);
+            }
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let user = username.unwrap_or("git");
+            if !tried_agent {
+                tried_agent = true;
+                return Cred::ssh_key_from_agent(user);
+            }
+            let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+            for key in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let private = home.join(".ssh").join(key);
+                if private.exists() {
+                    return Cred::ssh_key(user, None, &private, None);
+                }
+            }
+        }
+        Err(git2::Error::from_str("no credentials for this repository"))
+    });
+    callbacks
+}
+
+/// The user and password of `scheme://user:password@host/...`, percent-decoding left to the server.
+fn userinfo(url: &str) -> (Option<String>, Option<String>) {
+    let Some(rest) = url.split_once("://").map(|(_, rest)| rest) else { return (None, None) };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let Some((userinfo, _)) = authority.rsplit_once('@') else { return (None, None) };
+    match userinfo.split_once(':') {
+        Some((user, password)) => (Some(user.to_owned()), Some(password.to_owned())),
+        None => (Some(userinfo.to_owned()), None),
+    }
+}
+
+/// The URL with its password replaced, for messages and status.
+pub(crate) fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_read_from_the_url_and_never_shown() {
+        assert_eq!(
+            userinfo("https://bot:tok3n@git.example/a.git"),
+            (Some("bot".into()), Some("tok3n".into()))
+        );
+        assert_eq!(userinfo("ssh://git@host/a.git"), (Some("git".into()), None));
+        assert_eq!(userinfo("file:///srv/a.git"), (None, None));
+        assert_eq!(
+            without_password("https://bot:tok3n@git.example/a.git"),
+            "https://bot:***@git.example/a.git"
+        );
+        assert_eq!(without_password("file:///srv/a.git"), "file:///srv/a.git");
+    }
+}
