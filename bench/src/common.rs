@@ -14,7 +14,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 /// The label every engine object a bench run creates carries, valued with the run id.
-pub const BENCH_LABEL: &str = "io.kedge.bench";
+/// Not under `io.kedge.`: a spec may not carry kedge's own label prefix.
+pub const BENCH_LABEL: &str = "kedge-bench.run";
 
 /// A Docker client for the bench engine (DOCKER_HOST), API version negotiated.
 pub async fn docker() -> anyhow::Result<Docker> {
