@@ -234,6 +234,9 @@ pub(crate) struct KeyRestarts {
     pub(crate) engine_restarts: Option<(String, i64)>,
 }
 
+/// How long the workers wait at start for the first lists of specs, bindings and policy levels.
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
+
 /// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
 pub async fn run(
     store: SharedStore,
@@ -263,6 +266,14 @@ pub async fn run(
     let stopping = shutdown.child_token();
     let mut tasks = spawn_tasks(&agent, identity, listed_since, &stopping);
     agent.config.requests.attach(agent.queue.clone());
+    // Reconciles that run before the specs, bindings and policy levels were first read decide
+    // nothing and look again later: at a cold start over hundreds of containers that doubled the
+    // work. Wait for the first lists, but not for long: a store that does not answer is no reason
+    // to leave the host unrepaired (nothing is removed before a cache is in sync anyway).
+    tokio::select! {
+        _ = agent.caches_listed(FIRST_LIST_WAIT) => {}
+        _ = shutdown.cancelled() => {}
+    }
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
         // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
@@ -479,6 +490,21 @@ impl Agent {
                 Err(error) => tracing::warn!(%key, %error, "a requested recreate failed"),
             }
             request.answer((outcome, steps));
+        }
+    }
+
+    /// Waits until the specs, the bindings and the policy levels were each listed, or `timeout`.
+    async fn caches_listed(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let listed = self.cache.reflector().wait_in_sync(left()).await
+            && self.bindings.reflector().wait_in_sync(left()).await
+            && self.policies.reflector().wait_in_sync(left()).await;
+        if !listed {
+            tracing::warn!(
+                ?timeout,
+                "the store's specs, bindings or policy levels are not read yet; starting the workers anyway"
+            );
         }
     }
 
