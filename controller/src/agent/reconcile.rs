@@ -804,16 +804,16 @@ impl Agent {
 
     /// The keys of this host whose specs join `spec`'s network namespace or link to it.
     fn followers(&self, spec: &Container) -> Vec<String> {
-        self.cache
-            .keys()
+        // Every key's first reconcile after a start asks this: copying every spec each time made a
+        // cold start over 500 specs quadratic.
+        let following = self.cache.select(|other| {
+            other.metadata.namespace == spec.metadata.namespace
+                && other.spec.follows_container_of(&spec.metadata.name)
+        });
+        following
             .into_iter()
-            .filter(|key| {
-                self.cache.get(key).is_some_and(|other| {
-                    other.metadata.namespace == spec.metadata.namespace
-                        && other.spec.follows_container_of(&spec.metadata.name)
-                        && self.placed_here(key, &other)
-                })
-            })
+            .filter(|(key, other)| self.placed_here(key, other))
+            .map(|(key, _)| key)
             .collect()
     }
 
