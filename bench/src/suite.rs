@@ -331,8 +331,13 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
             let started = Instant::now();
             let store = open_embedded(&dir.join("kedge.db")).await?;
             let agent = InProcessAgent::start(store.clone(), &host, o.workers).await?;
+            let mut first_reconcile: Option<f64> = None;
             loop {
                 let now = agent.stats.snapshot();
+                if now.reconciles > 0 && first_reconcile.is_none() {
+                    first_reconcile = Some(started.elapsed().as_secs_f64());
+                    eprintln!("cold start rep {rep}: first reconcile done at {:.2} s", started.elapsed().as_secs_f64());
+                }
                 if now.reconciles >= o.idle as u64 && now.in_flight == 0 {
                     break;
                 }
