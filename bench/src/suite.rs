@@ -306,7 +306,7 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
         let engine_cpu0 = o.dockerd_pid.map(common::tree_cpu_seconds).transpose()?;
         let load_before = common::load_average();
         let window = Instant::now();
-        tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
+        let samples = idle_samples(pid, o.idle_seconds).await?;
         let seconds = window.elapsed().as_secs_f64();
         let agent_cpu = common::cpu_seconds(pid)? - agent_cpu0;
         let engine_cpu = match (o.dockerd_pid, engine_cpu0) {
@@ -316,8 +316,11 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
         let peak_rss = common::status_mib(pid, "VmHWM")?;
         let rss = common::status_mib(pid, "VmRSS")?;
         eprintln!(
-            "idle: agent {agent_cpu:.3} CPU s over {seconds:.0} s ({:.2}% of a core), peak RSS {peak_rss:.1} MiB, RSS {rss:.1} MiB; engine {engine_cpu:?} CPU s",
-            100.0 * agent_cpu / seconds
+            "idle: agent {agent_cpu:.3} CPU s over {seconds:.0} s ({:.2}% of a core; max {:.2}% in one second), RSS max {:.1} mean {:.1} MiB in the window, peak RSS {peak_rss:.1} MiB since start, RSS {rss:.1} MiB at the end; engine {engine_cpu:?} CPU s",
+            100.0 * agent_cpu / seconds,
+            samples.max_cpu_percent,
+            samples.max_rss_mib,
+            samples.mean_rss_mib,
         );
         agent.stop().await?;
 
@@ -328,8 +331,13 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
             let started = Instant::now();
             let store = open_embedded(&dir.join("kedge.db")).await?;
             let agent = InProcessAgent::start(store.clone(), &host, o.workers).await?;
+            let mut first_reconcile: Option<f64> = None;
             loop {
                 let now = agent.stats.snapshot();
+                if now.reconciles > 0 && first_reconcile.is_none() {
+                    first_reconcile = Some(started.elapsed().as_secs_f64());
+                    eprintln!("cold start rep {rep}: first reconcile done at {:.2} s", started.elapsed().as_secs_f64());
+                }
                 if now.reconciles >= o.idle as u64 && now.in_flight == 0 {
                     break;
                 }
@@ -356,8 +364,12 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
             "window_seconds": seconds,
             "agent_cpu_seconds": agent_cpu,
             "agent_cpu_percent_of_one_core": 100.0 * agent_cpu / seconds,
+            "agent_cpu_percent_max_per_second": samples.max_cpu_percent,
+            "agent_rss_mib_max": samples.max_rss_mib,
+            "agent_rss_mib_mean": samples.mean_rss_mib,
             "agent_peak_rss_mib": peak_rss,
             "agent_rss_mib_end": rss,
+            "samples": samples.count,
             "engine_cpu_seconds": engine_cpu,
             "engine_cpu_percent_of_one_core": engine_cpu.map(|c| 100.0 * c / seconds),
             "load_average_window_start": load_before,
@@ -371,6 +383,40 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
     .await;
     std::fs::remove_dir_all(&dir).ok();
     result
+}
+
+/// The idle window, sampled every second: the agent's CPU in each second and its RSS.
+struct IdleSamples {
+    count: usize,
+    /// The largest share of a core the agent used in any one second of the window.
+    max_cpu_percent: f64,
+    max_rss_mib: f64,
+    mean_rss_mib: f64,
+}
+
+/// Samples the agent `pid` every second for `seconds` seconds (a periodic spike shows in the
+/// maximum, where a mean over the window would hide it). CPU from the scheduler's nanosecond
+/// counters, which a per-second sample needs.
+async fn idle_samples(pid: u32, seconds: u64) -> anyhow::Result<IdleSamples> {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let (mut cpu_before, mut at_before) = (common::cpu_seconds_fine(pid)?, Instant::now());
+    let mut samples = IdleSamples { count: 0, max_cpu_percent: 0.0, max_rss_mib: 0.0, mean_rss_mib: 0.0 };
+    let mut rss_sum = 0.0;
+    for _ in 0..seconds.max(1) {
+        ticker.tick().await;
+        let (cpu, at) = (common::cpu_seconds_fine(pid)?, Instant::now());
+        let rss = common::status_mib(pid, "VmRSS")?;
+        let percent = 100.0 * (cpu - cpu_before) / (at - at_before).as_secs_f64();
+        samples.max_cpu_percent = samples.max_cpu_percent.max(percent);
+        samples.max_rss_mib = samples.max_rss_mib.max(rss);
+        rss_sum += rss;
+        samples.count += 1;
+        (cpu_before, at_before) = (cpu, at);
+    }
+    samples.mean_rss_mib = rss_sum / samples.count as f64;
+    Ok(samples)
 }
 
 /// (id, started at) per container: a recreate changes the id, a restart the start time.
@@ -598,29 +644,34 @@ fn table(r: &Value) -> Vec<String> {
     let i = &r["idle"];
     if !i.is_null() {
         let cpu = i["agent_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN);
-        let rss = i["agent_peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+        let cpu_max = i["agent_cpu_percent_max_per_second"].as_f64().unwrap_or(f64::NAN);
+        let rss_max = i["agent_rss_mib_max"].as_f64().unwrap_or(f64::NAN);
+        let rss_mean = i["agent_rss_mib_mean"].as_f64().unwrap_or(f64::NAN);
         rows.push([
             format!("idle CPU, {} containers", i["containers"]),
-            format!("{cpu:.3}% of a core"),
+            format!("{cpu:.3}% of a core, max {cpu_max:.2}% in a second"),
             format!(
-                "engine {:.2}%; target < 1%",
+                "engine {:.2}%; target <= 0.2%",
                 i["engine_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN)
             ),
-            verdict(cpu < 1.0),
+            verdict(cpu <= 0.2),
         ]);
         rows.push([
-            "idle peak RSS".into(),
-            format!("{rss:.1} MiB"),
-            "target < 64 MiB".into(),
-            verdict(rss < 64.0),
+            "idle RSS (sampled each second)".into(),
+            format!("max {rss_max:.1} MiB, mean {rss_mean:.1} MiB"),
+            format!(
+                "peak since start {:.1} MiB; target <= 24 MiB",
+                i["agent_peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+            ),
+            verdict(rss_max <= 24.0),
         ]);
         let cold = med(&i["cold_start_ready_seconds"]).unwrap_or(f64::NAN);
         let recreates = i["cold_start_recreates"].as_u64().unwrap_or(u64::MAX);
         rows.push([
             "cold start, all Ready".into(),
             cell(&i["cold_start_ready_seconds"], " s"),
-            format!("{recreates} recreates; target <= 3 s, 0"),
-            verdict(cold <= 3.0 && recreates == 0),
+            format!("{recreates} recreates; target <= 1.5 s, 0"),
+            verdict(cold <= 1.5 && recreates == 0),
         ]);
     }
     let a = &r["api"];

@@ -65,6 +65,18 @@ impl DesiredState {
         self.reflector.sight(&keys::spec_key_of(key))
     }
 
+    /// The keys and copies of the specs `wanted` picks, read in place under the cache's lock: only
+    /// the picked specs are copied (a scan for the few specs that follow one is cheap at 500 specs).
+    pub fn select(&self, wanted: impl Fn(&Container) -> bool) -> Vec<(String, Container)> {
+        self.reflector.with(|specs| {
+            specs
+                .iter()
+                .filter(|(_, stored)| wanted(&stored.object))
+                .filter_map(|(store_key, stored)| Some((work_key(store_key)?, stored.object.clone())))
+                .collect()
+        })
+    }
+
     pub fn keys(&self) -> Vec<String> {
         self.reflector.keys().iter().filter_map(|key| work_key(key)).collect()
     }

@@ -26,6 +26,7 @@ mod reconcile;
 mod report;
 pub mod requests;
 pub mod secrets;
+mod snapshot;
 mod sources;
 pub mod status;
 pub mod supervisor;
@@ -39,7 +40,7 @@ use std::time::Duration;
 use kedge_crds::ContainerStatus;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{labels, ContainerFilter, DockerClient, DockerError};
+use crate::docker::{labels, DockerClient, DockerError};
 use crate::events::EventRecorder;
 use crate::executor::{base_name_of_key, is_recreate_name_of, Executor, RecoveryScope, RecreateStrategy};
 use crate::queue::{BackoffConfig, WorkQueue};
@@ -189,6 +190,9 @@ pub(crate) struct Agent {
     pub(crate) instances: Mutex<HashMap<String, (String, Option<String>)>>,
     /// Per key: kedge's crash-loop backoff and the engine's restart count last seen.
     pub(crate) restart_memory: Mutex<HashMap<String, KeyRestarts>>,
+    /// The last full list of this host's containers, which reconciles read their own containers
+    /// from while it answers for them ([`snapshot`]).
+    pub(crate) snapshot: Arc<snapshot::EngineSnapshot>,
 }
 
 impl Agent {
@@ -213,6 +217,7 @@ impl Agent {
             ignored_limits: limits::IgnoredLimits::default(),
             instances: Mutex::new(HashMap::new()),
             restart_memory: Mutex::new(HashMap::new()),
+            snapshot: Arc::default(),
             store_id,
             store,
             docker,
@@ -228,6 +233,9 @@ pub(crate) struct KeyRestarts {
     /// The container and its engine `RestartCount` at the last status.
     pub(crate) engine_restarts: Option<(String, i64)>,
 }
+
+/// How long the workers wait at start for the first lists of specs, bindings and policy levels.
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
 pub async fn run(
@@ -248,14 +256,24 @@ pub async fn run(
     let executor = Executor::new(docker.clone());
     let agent = Arc::new(Agent::new(store, store_id, docker, executor, config));
 
-    agent.recover_interrupted_recreates().await?;
+    // A little before the list, for an engine whose clock is a little behind this one's.
+    let listed_since = std::time::SystemTime::now() - Duration::from_secs(2);
+    agent.start_from_snapshot().await?;
     let identity = host::identify(&agent.docker, agent.config.container.as_deref()).await;
     tracing::info!(version = %identity.version, container = identity.container.as_ref().map_or("none", |c| c.name.as_str()), "agent identity");
 
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();
-    let mut tasks = spawn_tasks(&agent, identity, &stopping);
+    let mut tasks = spawn_tasks(&agent, identity, listed_since, &stopping);
     agent.config.requests.attach(agent.queue.clone());
+    // Reconciles that run before the specs, bindings and policy levels were first read decide
+    // nothing and look again later: at a cold start over hundreds of containers that doubled the
+    // work. Wait for the first lists, but not for long: a store that does not answer is no reason
+    // to leave the host unrepaired (nothing is removed before a cache is in sync anyway).
+    tokio::select! {
+        _ = agent.caches_listed(FIRST_LIST_WAIT) => {}
+        _ = shutdown.cancelled() => {}
+    }
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
         // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
@@ -350,12 +368,13 @@ pub async fn run_simulated(
 fn spawn_tasks(
     agent: &Arc<Agent>,
     identity: host::AgentIdentity,
+    listed_since: std::time::SystemTime,
     stopping: &CancellationToken,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut spawn = Supervised { tasks: &mut tasks, agent, stopping };
     spawn_store_followers(&mut spawn);
-    spawn_engine_followers(&mut spawn, identity);
+    spawn_engine_followers(&mut spawn, identity, listed_since);
     tasks
 }
 
@@ -407,15 +426,23 @@ fn spawn_store_followers(spawn: &mut Supervised<'_>) {
     });
 }
 
-/// The tasks that need a real engine: its event stream, the resync over it, the host's
+/// The tasks that need a real engine: its event stream (the first subscription replays the engine's
+/// events from before the agent's first list, `listed_since`), the resync over it, the host's
 /// registration with the engine's facts, the agent's own upgrades.
-fn spawn_engine_followers(spawn: &mut Supervised<'_>, identity: host::AgentIdentity) {
-    spawn.task("follow-engine", |agent, stopping| {
+fn spawn_engine_followers(
+    spawn: &mut Supervised<'_>,
+    identity: host::AgentIdentity,
+    listed_since: std::time::SystemTime,
+) {
+    let mut since = Some(listed_since);
+    spawn.task("follow-engine", move |agent, stopping| {
         sources::follow_engine(
             agent.config.host_name.clone(),
             agent.docker.clone(),
             agent.cache.clone(),
+            agent.snapshot.clone(),
             agent.queue.clone(),
+            since.take(),
             stopping.clone(),
         )
     });
@@ -425,6 +452,7 @@ fn spawn_engine_followers(spawn: &mut Supervised<'_>, identity: host::AgentIdent
             agent.config.resync_interval,
             agent.docker.clone(),
             agent.cache.clone(),
+            agent.snapshot.clone(),
             agent.queue.clone(),
             stopping.clone(),
         )
@@ -521,6 +549,7 @@ impl Agent {
     /// nothing else touches the container meanwhile. The reconcile that follows sees the result.
     async fn serve_requests(&self, key: &str) {
         for request in self.config.requests.take(key) {
+            let _stamped_after = self.snapshot.stamp_now_and_on_drop(key);
             let mut steps = Vec::new();
             let mut on_progress = |event: crate::executor::RecreateProgress| {
                 if let crate::executor::RecreateProgress::Step(step) = event {
@@ -540,6 +569,21 @@ impl Agent {
         }
     }
 
+    /// Waits until the specs, the bindings and the policy levels were each listed, or `timeout`.
+    async fn caches_listed(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let listed = self.cache.reflector().wait_in_sync(left()).await
+            && self.bindings.reflector().wait_in_sync(left()).await
+            && self.policies.reflector().wait_in_sync(left()).await;
+        if !listed {
+            tracing::warn!(
+                ?timeout,
+                "the store's specs, bindings or policy levels are not read yet; starting the workers anyway"
+            );
+        }
+    }
+
     /// Finishes or rolls back the interrupted recreates of `key` made by this host's agent, identified
     /// by their labels (another agent's, on a shared engine, may be running right now and only looks
     /// interrupted; a look-alike container is left alone).
@@ -548,24 +592,26 @@ impl Agent {
         key: &str,
     ) -> crate::executor::ExecutorResult<crate::executor::RecoveryReport> {
         let scope = RecoveryScope::key_on_host(key, &self.config.host_name);
+        let _stamped_after = self.snapshot.stamp_now_and_on_drop(key);
         self.executor.recover(base_name_of_key(key), &scope, &RecreateStrategy::default()).await
     }
 
-    /// Finishes or rolls back every recreate a crash interrupted, before the workers start.
-    async fn recover_interrupted_recreates(&self) -> Result<(), AgentError> {
-        let filter = ContainerFilter {
-            labels: vec![labels::managed_filter(), labels::host_filter(&self.config.host_name)],
-            name: None,
-        };
-        let mut keys = std::collections::BTreeSet::new();
-        for container in self.docker.list_containers(&filter).await? {
+    /// The agent's first look at the engine, before the workers start: one list of this host's
+    /// containers, kept as the snapshot the first reconciles read ([`snapshot`]); every recreate a
+    /// crash interrupted (found by its labels in that list) finished or rolled back; every listed
+    /// key enqueued. Keys of specs are enqueued by the store follower as it reads them.
+    async fn start_from_snapshot(&self) -> Result<(), AgentError> {
+        let listed = self.snapshot.list(self.engine(), &self.config.host_name).await?;
+        let mut interrupted = std::collections::BTreeSet::new();
+        for container in &listed {
             if let Some(key) = labels::key(&container.labels) {
                 if is_recreate_name_of(&container.name, base_name_of_key(key)) {
-                    keys.insert(key.to_owned());
+                    interrupted.insert(key.to_owned());
                 }
+                self.queue.add(key.to_owned());
             }
         }
-        for key in keys {
+        for key in interrupted {
             match self.recover_key(&key).await {
                 Ok(report) => tracing::info!(%key, ?report, "recovered an interrupted recreate"),
                 // Left to the reconcile of its key, which retries with backoff and reports.

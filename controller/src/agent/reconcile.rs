@@ -92,16 +92,26 @@ pub(crate) struct EngineView {
 }
 
 /// The read pass of one reconcile: `spec` is the spec to run on this host (`None`: it is deleted,
-/// unreadable or placed elsewhere, and only the key's own containers matter).
+/// unreadable or placed elsewhere, and only the key's own containers matter). `listed`: the key's
+/// own containers as the engine snapshot lists them, when it still answers for the key
+/// ([`super::snapshot`]); `None` lists them from the engine.
 pub(crate) async fn observe(
     engine: &dyn Engine,
     host: &str,
     key: &str,
     spec: Option<&Container>,
+    listed: Option<Vec<ContainerSummary>>,
 ) -> Result<EngineView, Failure> {
-    let filter =
-        ContainerFilter { labels: vec![labels::key_filter(key), labels::host_filter(host)], name: None };
-    let listed = engine.list_containers(&filter).await.map_err(engine_unavailable)?;
+    let listed = match listed {
+        Some(listed) => listed,
+        None => {
+            let filter = ContainerFilter {
+                labels: vec![labels::key_filter(key), labels::host_filter(host)],
+                name: None,
+            };
+            engine.list_containers(&filter).await.map_err(engine_unavailable)?
+        }
+    };
     // The filters match the labels; ownership needs managed-by as well. Another host's agent may
     // share this engine (or have left containers on it): its containers are never this agent's.
     let owned =
@@ -251,14 +261,16 @@ impl Agent {
     pub(crate) async fn reconcile(&self, key: &str) -> Result<Next, Failure> {
         let mut desired = self.desired(key);
         let host = &self.config.host_name;
-        let mut seen = observe(self.engine(), host, key, desired.spec_here()).await?;
+        let listed = self.snapshot.owned(key);
+        let mut seen = observe(self.engine(), host, key, desired.spec_here(), listed).await?;
         if seen.owned.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key))) {
             // A recreate of this key was interrupted (a crash): finish or roll it back first. That
             // may wait for a health check, long enough for the spec to change, go, or move to
-            // another host: read it again before deciding on it.
+            // another host: read it again (from the engine: recovery stamps the key) before
+            // deciding on it.
             self.recover_key(key).await?;
             desired = self.desired(key);
-            seen = observe(self.engine(), host, key, desired.spec_here()).await?;
+            seen = observe(self.engine(), host, key, desired.spec_here(), None).await?;
         }
         if let Some(stored) = desired.specs.stored.as_ref().filter(|_| desired.here) {
             return self.reconcile_spec(key, &stored.object, seen).await;
@@ -271,7 +283,7 @@ impl Agent {
     }
 
     /// The engine every reconcile reads and (through the executor) acts on.
-    fn engine(&self) -> &dyn Engine {
+    pub(crate) fn engine(&self) -> &dyn Engine {
         self.executor.docker()
     }
 
@@ -368,7 +380,11 @@ impl Agent {
     /// Removes one of this host's containers of `key`, counted and recorded as an event.
     async fn remove(&self, key: &str, container: &ContainerSummary, why: &str) -> Result<(), Failure> {
         tracing::info!(key, container = %container.name, id = %short(&container.id), why, "removing a container");
-        self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await?;
+        self.snapshot.stamp(key);
+        let removed =
+            self.executor.execute(&Action::Remove { container: container.id.clone() }, &mut |_| {}).await;
+        self.snapshot.stamp(key);
+        removed?;
         self.config.stats.action("Remove");
         let message = format!("removed container {} ({}): {why}", container.name, short(&container.id));
         self.events.record(key, EventType::Normal, "Removed", &message).await;
@@ -478,7 +494,14 @@ impl Agent {
         };
         // Never two containers for one spec: a managed container of this key under another name
         // (a spec renamed by hand, a leftover) goes.
-        for extra in seen.owned.iter().filter(|container| container.name != name) {
+        // A container listed under another name by a snapshot may hold the spec's name by now: the
+        // live inspect says which container is the spec's, and that one never goes.
+        let current_id = seen.container.as_ref().map(|container| container.id.as_str());
+        let extras = seen
+            .owned
+            .iter()
+            .filter(|container| container.name != name && Some(container.id.as_str()) != current_id);
+        for extra in extras {
             match removal(extra, &self.store_id, Gone::Duplicate) {
                 Removal::Orphan | Removal::OtherStore => other_store(key, extra),
                 Removal::Remove => self.remove(key, extra, "a second container for one spec").await?,
@@ -562,6 +585,9 @@ impl Agent {
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
         self.report_start_interval_dropped(key, spec, &facts, &plan.actions).await;
         let mut drift = plan.drift.clone();
+        // From now on this key's containers are not what a snapshot listed, and again once the
+        // actions are done, whichever way this reconcile returns.
+        let _stamped_after = acted.then(|| self.snapshot.stamp_now_and_on_drop(key));
         for action in &plan.actions {
             if matches!(action, Action::Nothing) {
                 continue;
@@ -778,16 +804,16 @@ impl Agent {
 
     /// The keys of this host whose specs join `spec`'s network namespace or link to it.
     fn followers(&self, spec: &Container) -> Vec<String> {
-        self.cache
-            .keys()
+        // Every key's first reconcile after a start asks this: copying every spec each time made a
+        // cold start over 500 specs quadratic.
+        let following = self.cache.select(|other| {
+            other.metadata.namespace == spec.metadata.namespace
+                && other.spec.follows_container_of(&spec.metadata.name)
+        });
+        following
             .into_iter()
-            .filter(|key| {
-                self.cache.get(key).is_some_and(|other| {
-                    other.metadata.namespace == spec.metadata.namespace
-                        && other.spec.follows_container_of(&spec.metadata.name)
-                        && self.placed_here(key, &other)
-                })
-            })
+            .filter(|(key, other)| self.placed_here(key, other))
+            .map(|(key, _)| key)
             .collect()
     }
 

@@ -12,12 +12,13 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{labels, ContainerFilter, DockerClient, EngineEvent, EventAction};
+use crate::docker::{labels, DockerClient, Engine, EngineEvent, EventAction};
 use crate::queue::WorkQueue;
 use crate::runtime::{reflector, Watcher};
 use crate::store::{keys, SharedStore};
 
 use super::cache::DesiredState;
+use super::snapshot::EngineSnapshot;
 
 /// Reconnection backoff of the engine follower: quick at first, never slower than every 10 s.
 fn reconnect_backoff() -> ExponentialBackoff {
@@ -52,22 +53,28 @@ pub(crate) async fn follow_store(
 /// Turns the engine's container events into keys to reconcile. After every (re)connect it also
 /// enqueues every known key, since events may have been missed while disconnected (an engine restart
 /// is such a gap). Ends when `shutdown` is cancelled.
+///
+/// `since`: the first subscription asks the engine to replay the events from then on (the agent
+/// passes the time before its first list of containers, so no change falls between that list and
+/// the subscription). Every event stamps its key in `snapshot` ([`super::snapshot`]).
 pub(crate) async fn follow_engine(
     host: String,
     docker: DockerClient,
     cache: Arc<DesiredState>,
+    snapshot: Arc<EngineSnapshot>,
     queue: WorkQueue<String>,
+    since: Option<std::time::SystemTime>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = reconnect_backoff();
     let mut connected_before = false;
     // After a reconnect, the engine replays events since the last one seen, closing most of the gap.
-    let mut last_seen: Option<std::time::SystemTime> = None;
+    let mut last_seen: Option<std::time::SystemTime> = since;
     loop {
         let mut events = Box::pin(docker.events_with_networks(last_seen));
         // Resync after subscribing, so nothing falls between the resync and the subscription.
         if connected_before {
-            if let Err(error) = enqueue_everything(&host, &docker, &cache, &queue).await {
+            if let Err(error) = enqueue_everything(&host, &docker, &cache, &snapshot, &queue).await {
                 tracing::warn!(%error, "resync after an engine reconnect failed");
             }
         }
@@ -83,6 +90,7 @@ pub(crate) async fn follow_engine(
                     }
                     backoff = reconnect_backoff();
                     if let Some(key) = key_of(&host, &docker, &event).await {
+                        snapshot.stamp(&key);
                         queue.add(key);
                     }
                 }
@@ -134,39 +142,50 @@ fn can_mean_drift(action: &EventAction) -> bool {
     !matches!(action, EventAction::Other(_) | EventAction::Unpause | EventAction::Kill)
 }
 
-/// Enqueues every spec's key and the key of every managed container (which finds containers whose
-/// spec is gone). Runs at start, after an engine reconnect, and every `interval`.
+/// Every `interval`, enqueues every spec's key and the key of every managed container (which
+/// finds containers whose spec is gone), from one list of the engine's containers that those
+/// reconciles read ([`super::snapshot`]). The agent's start does the first one
+/// (`Agent::start_from_snapshot`); an engine reconnect does one too.
 pub(crate) async fn resync_every(
     host: String,
     interval: Duration,
     docker: DockerClient,
     cache: Arc<DesiredState>,
+    snapshot: Arc<EngineSnapshot>,
     queue: WorkQueue<String>,
     shutdown: CancellationToken,
 ) {
     loop {
-        if let Err(error) = enqueue_everything(&host, &docker, &cache, &queue).await {
-            tracing::warn!(%error, "periodic resync could not list the engine's containers");
+        // The snapshot is dropped once past its age, so that an idle agent does not keep it.
+        let expiry = super::snapshot::MAX_AGE.min(interval);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(expiry) => snapshot.expire(),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(interval - expiry) => {}
+        }
+        if let Err(error) = enqueue_everything(&host, &docker, &cache, &snapshot, &queue).await {
+            tracing::warn!(%error, "periodic resync could not list the engine's containers");
         }
     }
 }
 
+/// Lists the engine's containers once into `snapshot`, then enqueues every spec's key and every
+/// listed key.
 pub(crate) async fn enqueue_everything(
     host: &str,
-    docker: &DockerClient,
+    engine: &dyn Engine,
     cache: &DesiredState,
+    snapshot: &EngineSnapshot,
     queue: &WorkQueue<String>,
 ) -> Result<(), crate::docker::DockerError> {
+    let listed = snapshot.list(engine, host).await?;
     for key in cache.keys() {
         queue.add(key);
     }
-    let filter =
-        ContainerFilter { labels: vec![labels::managed_filter(), labels::host_filter(host)], name: None };
-    for container in docker.list_containers(&filter).await? {
+    for container in listed {
         if let Some(key) = labels::key(&container.labels) {
             queue.add(key.to_owned());
         }

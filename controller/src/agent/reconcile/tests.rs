@@ -612,3 +612,90 @@ async fn a_missing_secret_creates_nothing_until_it_exists_and_its_value_is_never
     let status = serde_json::to_string(&status).unwrap();
     assert!(!status.contains("hunter2"), "{status}");
 }
+
+/// `count` specs `app0`.. of namespace `default`, each already run by an agent of this store and
+/// host; answers the specs. The agent is then replaced by a freshly started one (empty memory)
+/// whose spec cache holds them.
+async fn running_specs(f: &mut Fixture, count: usize) -> Vec<Container> {
+    let specs: Vec<Container> =
+        (0..count).map(|i| spec(&format!("app{i}"), r#"{"image": "kedge-test/app:v1"}"#)).collect();
+    let listed: Vec<&Container> = specs.iter().collect();
+    f.specs(&listed, 1);
+    for spec in &specs {
+        f.reconcile(&format!("default/{}", spec.metadata.name)).await;
+    }
+    f.agent = new_agent(f.agent.store.clone(), f.engine.clone());
+    f.specs(&listed, 2);
+    specs
+}
+
+/// The cold start: one list of the engine's containers for every key, then per key one inspect of
+/// its container and nothing changed.
+#[tokio::test(start_paused = true)]
+async fn a_cold_start_lists_the_engine_once_for_every_key_and_changes_nothing() {
+    let mut f = fixture().await;
+    let specs = running_specs(&mut f, 20).await;
+    let (lists, made) = (f.engine.calls("list_containers"), f.mutations());
+    f.agent.start_from_snapshot().await.unwrap();
+    assert_eq!(f.agent.queue.len(), 20, "every listed key is enqueued");
+    for spec in &specs {
+        assert_eq!(f.reconcile(&format!("default/{}", spec.metadata.name)).await, Next::Done);
+    }
+    assert_eq!(f.engine.calls("list_containers") - lists, 1, "one list for 20 keys");
+    assert_eq!(f.mutations(), made, "nothing created, started or removed");
+}
+
+/// A snapshot answers only for keys nothing happened to since its list: an engine event or an
+/// action of the agent sends the key's next reconcile to the engine.
+#[tokio::test(start_paused = true)]
+async fn a_key_stamped_after_the_list_reads_the_engine() {
+    let mut f = fixture().await;
+    running_specs(&mut f, 2).await;
+    f.agent.start_from_snapshot().await.unwrap();
+    let lists = f.engine.calls("list_containers");
+    f.agent.snapshot.stamp("default/app0");
+    f.reconcile("default/app0").await;
+    assert_eq!(f.engine.calls("list_containers"), lists + 1, "stamped: listed");
+    f.reconcile("default/app1").await;
+    assert_eq!(f.engine.calls("list_containers"), lists + 1, "not stamped: from the snapshot");
+    // Past its age a snapshot answers for nothing.
+    f.engine.advance(crate::agent::snapshot::MAX_AGE + Duration::from_secs(1)).await;
+    f.reconcile("default/app1").await;
+    assert_eq!(f.engine.calls("list_containers"), lists + 2, "expired: listed");
+}
+
+/// A container of the key created after the list (by an agent that was still running, by hand) is
+/// not in the snapshot; the spec's container is inspected live, so it is not made a second time.
+#[tokio::test(start_paused = true)]
+async fn a_container_created_after_the_snapshot_is_not_duplicated() {
+    let mut f = fixture().await;
+    let specs = running_specs(&mut f, 1).await;
+    let existing = f.engine.container("app0").expect("created");
+    let force = crate::docker::RemoveOptions { force: true, anonymous_volumes: false };
+    f.engine.remove_container(&existing.id, force).await.unwrap();
+    f.agent.start_from_snapshot().await.unwrap();
+    // After the list: the container appears again, with no event seen yet.
+    f.engine.add_container(existing.clone());
+    let made = f.mutations();
+    assert_eq!(f.reconcile(&format!("default/{}", specs[0].metadata.name)).await, Next::Done);
+    assert_eq!(f.engine.names(), ["app0"], "one container");
+    assert_eq!(f.engine.container("app0").map(|c| c.id), Some(existing.id));
+    assert_eq!(f.mutations(), made, "nothing created");
+}
+
+/// A container the list saw under another name (a second container of the key, to be removed)
+/// that holds the spec's name by the time the key is reconciled is the spec's container now: it is
+/// kept, not removed as a duplicate on the snapshot's word.
+#[tokio::test(start_paused = true)]
+async fn a_container_listed_before_but_still_wanted_is_not_removed() {
+    let mut f = fixture().await;
+    running_specs(&mut f, 1).await;
+    let current = f.engine.container("app0").expect("created");
+    f.engine.rename_container(&current.id, "app0-old").await.unwrap();
+    f.agent.start_from_snapshot().await.unwrap();
+    f.engine.rename_container(&current.id, "app0").await.unwrap();
+    let made = f.mutations();
+    assert_eq!(f.reconcile("default/app0").await, Next::Done);
+    assert_eq!(f.engine.container("app0").map(|c| c.id), Some(current.id), "kept");
+    assert_eq!(f.mutations(), made, "nothing removed or created");
+}
