@@ -22,7 +22,9 @@ use crate::docker::{
     ObservedContainer,
 };
 use crate::events::EventType;
-use crate::executor::{base_name_of_key, is_recreate_name_of, ActionOutcome, ExecutorError};
+use crate::executor::{
+    base_name_of_key, is_recreate_name_of, is_retired_name_of, ActionOutcome, ExecutorError,
+};
 use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, Action, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
@@ -477,8 +479,13 @@ impl Agent {
             Err(next) => return Ok(next),
         };
         // Never two containers for one spec: a managed container of this key under another name
-        // (a spec renamed by hand, a leftover) goes.
-        for extra in seen.owned.iter().filter(|container| container.name != name) {
+        // (a spec renamed by hand, a leftover) goes. A retired one (the old container of a proven
+        // start-first recreate) is already going, with its stop grace period, in the background.
+        let extras = seen
+            .owned
+            .iter()
+            .filter(|container| container.name != name && !is_retired_name_of(&container.name, name));
+        for extra in extras {
             match removal(extra, &self.store_id, Gone::Duplicate) {
                 Removal::Orphan | Removal::OtherStore => other_store(key, extra),
                 Removal::Remove => self.remove(key, extra, "a second container for one spec").await?,
