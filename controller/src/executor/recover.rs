@@ -32,9 +32,14 @@
 //! | yes | any | another container                       | someone else took the name       | `Ambiguous`: touch nothing        |
 //! | -   | yes | another container                       | someone else took the name       | `Ambiguous`: touch nothing        |
 //!
-//! A start-first recreate (recreate.rs) passes through the same rows: the new container running
-//! under its temporary name beside the old one holding the name, running or stopped (row 1), the
-//! old one set aside (row 3), the new one holding the name (row 4).
+//! A start-first recreate (recreate.rs) passes through row 1 (the new container running under its
+//! temporary name beside the old one holding the name) until the new one is proven; then the old
+//! one, still running, is renamed `N-kedge-retired-r`, which no row above handles: a retired
+//! container means the new one was proven, so recovery never rolls back. With New under its
+//! temporary name and nothing holding `N`, New takes the name; with New holding `N` (or gone),
+//! nothing more; either way the old one is stopped and removed in the background (retire.rs) and
+//! never started again. A retired container while another container holds `N` and New waits is
+//! `Ambiguous`.
 //!
 //! "It ran" comes from the new container's `recreate-old-running` label; when the new container
 //! is gone, the old one is started (a recreated container is one that should run). The decision

@@ -24,11 +24,12 @@
 //! neither a success nor a rollback loses or orphans a `VOLUME`'s data.
 //!
 //! Start-first runs the same steps in another order: 1, 2, start the new container under its
-//! temporary name (4), wait for it (5), then stop the old one and set it aside (3), give the new
-//! one the name (4), and 6. Each state it passes through is one of recover.rs's table: the new
-//! container beside the old one holding the name (rolled back), the old one aside and the new one
-//! under its temporary name (rolled back), the new one holding the name with the old one aside
-//! (proven again, then completed).
+//! temporary name (4), wait for it (5), then rename the old one, still running, to
+//! `<name>-kedge-retired-<id>` (the record that the new one is proven), give the new one the name
+//! (4), and return: the old one is stopped and removed (6) in the background (`retire.rs`). Each
+//! state it passes through is one of recover.rs's table: the new container beside the old one
+//! holding the name (rolled back), the old one retired and the new one under its temporary or its
+//! own name (finished forward: the new one gets the name, the old one is retired again).
 //!
 //! A failure in 2-5 rolls back: the new container is stopped and renamed back to its temporary
 //! name, the old one started (when it was running) and renamed back, then the new one removed.
