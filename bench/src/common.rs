@@ -48,6 +48,28 @@ pub fn typed(spec: serde_json::Value) -> anyhow::Result<kedge_crds::Container> {
     Ok(serde_json::from_value(spec)?)
 }
 
+/// Waits until no container of this run bears a retired name (the old container of a start-first
+/// recreate, stopping in the background).
+pub async fn wait_no_retired(docker: &Docker, run: &str, deadline: Duration) -> anyhow::Result<()> {
+    let filters = HashMap::from([
+        ("label".to_owned(), vec![format!("{BENCH_LABEL}={run}")]),
+        ("name".to_owned(), vec!["-kedge-retired-".to_owned()]),
+    ]);
+    let started = std::time::Instant::now();
+    loop {
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let left = docker.list_containers(Some(options)).await?.len();
+        if left == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "{left} retired containers still there after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Removes every container labelled with this run (forced, with anonymous volumes).
 pub async fn remove_labelled(docker: &Docker, run: &str) -> anyhow::Result<usize> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("{BENCH_LABEL}={run}")])]);

@@ -42,11 +42,14 @@ struct Options {
     load: usize,
     /// The cargo profile the binaries were built with (scripts/bench passes it), for the record.
     profile: String,
+    /// Swarm's `--update-order` for the rollout: `stop-first` (its default) or `start-first`.
+    swarm_order: String,
 }
 
 const USAGE: &str = "usage: kedge-bench suite --kedge-bin PATH [--reps 2] [--drift 100] [--rollout 50] \
 [--idle 500] [--idle-seconds 60] [--api-specs 200] [--workers 8] [--no-swarm] [--dockerd-pid PID] \
-[--etcd ENDPOINTS] [--only drift,rollout,idle,api,swarm] [--load 0] [--profile release] [--out bench-results/latest.json]";
+[--etcd ENDPOINTS] [--only drift,rollout,idle,api,swarm] [--load 0] [--profile release] [--swarm-order stop-first] \
+[--out bench-results/latest.json]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -65,6 +68,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         only: Vec::new(),
         load: 0,
         profile: "release".to_owned(),
+        swarm_order: "stop-first".to_owned(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -84,6 +88,14 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--etcd" => o.etcd = Some(value()?.clone()),
             "--only" => o.only = value()?.split(',').map(str::to_owned).collect(),
             "--profile" => o.profile = value()?.clone(),
+            "--swarm-order" => {
+                o.swarm_order = value()?.clone();
+                anyhow::ensure!(
+                    ["stop-first", "start-first"].contains(&o.swarm_order.as_str()),
+                    "--swarm-order is stop-first or start-first, not {:?}",
+                    o.swarm_order
+                );
+            }
             "--load" => {
                 o.load = value()?
                     .parse()
@@ -237,7 +249,7 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         drop(floor);
 
         // Rollout: the first `rollout` specs flip between v1 and v2, rep by rep.
-        let mut rollout_seconds = Vec::new();
+        let (mut rollout_seconds, mut old_gone_seconds) = (Vec::new(), Vec::new());
         for rep in 0..if o.measures_rollout() { o.reps } else { 0 } {
             let image = if rep % 2 == 0 { V2 } else { V1 };
             let started = Instant::now();
@@ -249,8 +261,16 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
             }
             wait_all_ready(store.as_ref(), &ns, &wanted, Duration::from_secs(600)).await?;
             let seconds = started.elapsed().as_secs_f64();
-            eprintln!("kedge rollout rep {rep}: {} specs to {image} Ready in {seconds:.2} s", o.rollout);
+            // Start-first recreates stop their old containers in the background: also when the
+            // last one is gone (the next rep starts from one container per spec).
+            common::wait_no_retired(docker, run, Duration::from_secs(120)).await?;
+            let gone = started.elapsed().as_secs_f64();
+            eprintln!(
+                "kedge rollout rep {rep}: {} specs to {image} Ready in {seconds:.2} s, old containers gone at {gone:.2} s",
+                o.rollout
+            );
             rollout_seconds.push(seconds);
+            old_gone_seconds.push(gone);
         }
         let stats = agent.stats.snapshot();
         agent.stop().await?;
@@ -269,6 +289,7 @@ async fn kedge_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
         });
         if o.measures_rollout() {
             out["rollout_kedge_seconds"] = json!(figure(&rollout_seconds));
+            out["rollout_kedge_old_gone_seconds"] = json!(figure(&old_gone_seconds));
         }
         anyhow::Ok(out)
     }
@@ -491,7 +512,7 @@ async fn api_phase(o: &Options, run: &str) -> anyhow::Result<Value> {
 async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow::Result<Value> {
     let label = format!("{}={run}", common::BENCH_LABEL);
     let drift_service = format!("bs{run}");
-    crate::swarm::create_service(&drift_service, o.drift, V1, &label, o.workers)?;
+    crate::swarm::create_service(&drift_service, o.drift, V1, &label, o.workers, &o.swarm_order)?;
     crate::swarm::wait_converged(docker, &drift_service, o.drift, V1, Duration::from_secs(600)).await?;
     let log = EventLog::follow(docker, run).await?;
     let mut runs = Vec::new();
@@ -519,7 +540,7 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
     }
 
     let rollout_service = format!("br{run}");
-    crate::swarm::create_service(&rollout_service, o.rollout, V1, &label, o.workers)?;
+    crate::swarm::create_service(&rollout_service, o.rollout, V1, &label, o.workers, &o.swarm_order)?;
     crate::swarm::wait_converged(docker, &rollout_service, o.rollout, V1, Duration::from_secs(600)).await?;
     let mut rollout_seconds = Vec::new();
     for rep in 0..o.reps {
@@ -542,6 +563,7 @@ async fn swarm_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow
     }
     crate::swarm::docker_cli(&["service", "rm", &rollout_service])?;
     out["rollout_seconds"] = json!(figure(&rollout_seconds));
+    out["update_order"] = json!(o.swarm_order);
     Ok(out)
 }
 
@@ -612,6 +634,10 @@ fn table(r: &Value) -> Vec<String> {
         if !k["rollout_kedge_seconds"].is_null() {
             rows.push(bare_row("rollout (kedge)", cell(&k["rollout_kedge_seconds"], " s")));
         }
+        if !k["rollout_kedge_old_gone_seconds"].is_null() {
+            let gone = cell(&k["rollout_kedge_old_gone_seconds"], " s");
+            rows.push(bare_row("rollout (kedge), last old container gone", gone));
+        }
     }
     let s = &r["swarm"];
     if !s.is_null() {
@@ -630,7 +656,8 @@ fn table(r: &Value) -> Vec<String> {
             ]);
         }
         if !s["rollout_seconds"].is_null() {
-            rows.push(bare_row("rollout (Swarm)", cell(&s["rollout_seconds"], " s")));
+            let order = s["update_order"].as_str().unwrap_or("stop-first");
+            rows.push(bare_row(&format!("rollout (Swarm, {order})"), cell(&s["rollout_seconds"], " s")));
         }
         if let (Some(kr), Some(sr)) = (med(&k["rollout_kedge_seconds"]), med(&s["rollout_seconds"])) {
             rows.push([
@@ -760,8 +787,13 @@ mod tests {
             "x.json",
             "--profile",
             "dev",
+            "--swarm-order",
+            "start-first",
         ]))
         .unwrap();
+        assert_eq!(o.swarm_order, "start-first");
+        assert!(parse(&args(&["--swarm-order", "sideways"])).is_err());
+        assert_eq!(parse(&args(&[])).unwrap().swarm_order, "stop-first");
         assert_eq!((o.reps, o.drift, o.rollout, o.load), (1, 30, 10, 2));
         assert!(!o.swarm);
         assert_eq!(o.only, ["drift", "swarm"]);

@@ -44,13 +44,16 @@ impl Drop for SwarmMode {
     }
 }
 
-/// Creates a service of `replicas` tasks on `image`, restarted at once, tasks labelled for cleanup.
+/// Creates a service of `replicas` tasks on `image`, restarted at once, tasks labelled for cleanup,
+/// updated `parallelism` at a time in `update_order` (`stop-first`, Swarm's default, or
+/// `start-first`), each old task stopped with the 10 s grace Docker gives kedge's containers.
 pub fn create_service(
     name: &str,
     replicas: usize,
     image: &str,
     label: &str,
     parallelism: usize,
+    update_order: &str,
 ) -> anyhow::Result<()> {
     docker_cli(&[
         "service",
@@ -69,6 +72,10 @@ pub fn create_service(
         &parallelism.to_string(),
         "--update-delay",
         "0s",
+        "--update-order",
+        update_order,
+        "--stop-grace-period",
+        "10s",
         "--container-label",
         label,
         image,
@@ -93,7 +100,8 @@ pub async fn running_tasks(docker: &Docker, service: &str) -> anyhow::Result<Vec
         .collect())
 }
 
-/// Waits until `replicas` tasks run, all on `image`; returns the time it took.
+/// Waits until `replicas` tasks run `image` (old tasks of a start-first update may still be
+/// stopping, as kedge's retired containers may when its specs are Ready); returns the time it took.
 pub async fn wait_converged(
     docker: &Docker,
     service: &str,
@@ -104,7 +112,7 @@ pub async fn wait_converged(
     let started = Instant::now();
     loop {
         let tasks = running_tasks(docker, service).await?;
-        if tasks.len() == replicas && tasks.iter().all(|(_, i)| i == image) {
+        if tasks.iter().filter(|(_, i)| i == image).count() == replicas {
             return Ok(started.elapsed());
         }
         anyhow::ensure!(

@@ -115,7 +115,11 @@ pub(crate) async fn recreate_any(
     let executor = Executor::new(docker);
     let mut progress = ProgressPrinter::default();
     let mut on_progress = |event: RecreateProgress| progress.print(event);
-    executor.recreate_any(name, strategy, &mut on_progress).await.map_err(recreate_error)
+    let report = executor.recreate_any(name, strategy, &mut on_progress).await.map_err(recreate_error);
+    // Recovery may have found an agent's proven start-first recreate and retired its old container
+    // in the background: this process ends next, so it lets that finish first.
+    executor.wait_retired().await;
+    report
 }
 
 /// `container NAME recreated: OLD -> NEW in 2.3s (old image removed)`.

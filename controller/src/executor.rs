@@ -11,6 +11,7 @@
 //! - [`failpoint`]: crash hooks for the crash-safety tests (feature `failpoints`).
 //! - `recreate`: the safe recreate with rollback (DESIGN.md section 4).
 //! - `recover`: finishing or rolling back a recreate interrupted by a crash.
+//! - `retire`: the old container of a proven start-first recreate, stopped and removed in the background.
 //! - `declared`: the config a container was declared with, image defaults removed (`kedge recreate`).
 //! - `volumes`: the old container's anonymous volumes carried to the new one (Compose's rule).
 //! - `progress`: a recreate's steps, progress reports, outcome and failures.
@@ -23,6 +24,7 @@ mod health;
 mod progress;
 mod recover;
 mod recreate;
+mod retire;
 pub(crate) use progress::{health_words, step_words};
 mod volumes;
 
@@ -37,8 +39,8 @@ pub use crate::planner::{Action, RecreateOrder, RecreateStrategy};
 pub use declared::declared_config;
 pub use progress::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep};
 pub use recover::{
-    base_name_of_key, decide, find_leftovers, is_recreate_name_of, Decision, Leftovers, RecoveryOutcome,
-    RecoveryReport, RecoveryScope,
+    base_name_of_key, decide, find_leftovers, is_recreate_name_of, is_retired_name_of, Decision, Leftovers,
+    RecoveryOutcome, RecoveryReport, RecoveryScope,
 };
 pub use recreate::start_first_conflict;
 
@@ -116,6 +118,8 @@ pub type ExecutorResult<T> = Result<T, ExecutorError>;
 #[derive(Debug, Clone)]
 pub struct Executor {
     docker: std::sync::Arc<dyn Engine>,
+    /// The old containers being stopped and removed in the background (`retire`), shared by clones.
+    retirements: std::sync::Arc<retire::Retirements>,
 }
 
 impl Executor {
@@ -125,7 +129,7 @@ impl Executor {
 
     /// An executor over any [`Engine`] (the agent's unit tests give it `docker::fake::FakeEngine`).
     pub fn with_engine(engine: std::sync::Arc<dyn Engine>) -> Executor {
-        Executor { docker: engine }
+        Executor { docker: engine, retirements: Default::default() }
     }
 
     pub fn docker(&self) -> &dyn Engine {

@@ -42,6 +42,21 @@ async fn containers_named(prefix: &str) -> Vec<(String, String, String, bool)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_alone() {
+    // Killed once the new container was proven and the old one took its retired name: the new one
+    // runs under its temporary name, the old one under its retired name, nothing holds the name.
+    killed_at("recreate.start_first.after_retire_old", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_while_the_old_container_stops_in_the_background_removes_it_and_keeps_the_new() {
+    // Killed once the proven new container holds the name, while the old one (retired) stops.
+    killed_at("recreate.start_first.after_rename_new", true).await;
+}
+
+/// The rollout to v2 with an agent aborted at `failpoint`, then restarted: the proven new container
+/// holds the name (the very one made before the crash: never rolled back), the old one is gone,
+/// and the look-alike is untouched. `name_held`: whether the new one held the name at the crash.
+async fn killed_at(failpoint: &str, name_held: bool) {
     let env = TestEnv::get();
     let TestScope { id, cleanup, namespace } = TestScope::new();
     let host = format!("recover-{id}");
@@ -62,12 +77,10 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let look_alike_before = docker().await.inspect_container(&look_alike, None).await.expect("inspect");
 
-    // The update, and an agent that aborts once it has set the old container aside (the new one
-    // runs under its temporary name, nothing holds the name). The spec shares nothing exclusive,
-    // so the agent's recreate is start-first.
+    // The update, and an agent that aborts at `failpoint`. The spec shares nothing exclusive, so
+    // the agent's recreate is start-first.
     objects::apply_container(store.as_ref(), &spec("kedge-test/app:v2"), None).await.expect("apply v2");
-    let mut crashing =
-        AgentProcess::start(state_dir.path(), &host, &env, Some("recreate.start_first.after_rename_old"));
+    let mut crashing = AgentProcess::start(state_dir.path(), &host, &env, Some(failpoint));
     let status = eventually("the agent to abort at its failpoint", Duration::from_secs(120), || {
         let exited = crashing.child.try_wait().expect("wait for the agent");
         async move { exited }
@@ -75,14 +88,19 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     .await;
     let log = std::fs::read_to_string(state_dir.path().join("agent.log")).unwrap_or_default();
     assert!(
-        log.contains("failpoint recreate.start_first.after_rename_old reached"),
+        log.contains(&format!("failpoint {failpoint} reached")),
         "the agent must abort at the failpoint (is it built with --features kedge-controller/failpoints?); \
          exit {status:?}, log:\n{log}"
     );
     let left = containers_named(&name).await;
     let names: Vec<&str> = left.iter().map(|(_, name, _, _)| name.as_str()).collect();
-    assert_eq!(names.len(), 3, "the aside old, the temporary new and the look-alike: {names:?}");
-    assert!(!names.contains(&name.as_str()), "nothing holds the name: {names:?}");
+    assert_eq!(names.len(), 3, "the retired old, the new and the look-alike: {names:?}");
+    assert_eq!(names.contains(&name.as_str()), name_held, "{names:?}");
+    let retired =
+        left.iter().find(|(_, n, _, _)| n.contains("-kedge-retired-")).expect("a retired old container");
+    assert!(retired.3, "the old one still runs at the crash: {left:?}");
+    let proven =
+        left.iter().find(|(_, _, image, _)| image == "kedge-test/app:v2").expect("the new one").0.clone();
 
     let agent = AgentProcess::start(state_dir.path(), &host, &env, None);
     wait_ready(store.as_ref(), &namespace, &name, Duration::from_secs(180)).await;
@@ -105,6 +123,10 @@ async fn an_agent_killed_mid_recreate_recovers_by_label_and_leaves_a_look_alike_
     )
     .await;
     drop(agent);
+    assert_eq!(
+        settled[0].0, proven,
+        "the new container proven before the crash, not rolled back nor made again"
+    );
 
     let look_alike_after = docker().await.inspect_container(&look_alike, None).await.expect("inspect");
     assert_eq!(look_alike_after.id, look_alike_before.id, "the look-alike is the same container");

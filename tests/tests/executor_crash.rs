@@ -40,6 +40,9 @@ async fn crash_child() {
     let config = managed_config(run, what, image);
     let strategy = RecreateStrategy { order, ..quick_strategy() };
     let result = executor.recreate(&config, &strategy, &mut |_| {}).await;
+    // A start-first recreate returns before its old container is stopped and removed: the
+    // failpoints of that retirement are reached in the background.
+    executor.wait_retired().await;
     panic!("the failpoint was not reached; the recreate ended with {result:?}");
 }
 
@@ -117,6 +120,8 @@ async fn crash_and_recover_in(order: &str, failpoint: &str, new_image: &str, exp
     crash_child_at(&fx.run, &what, new_image, failpoint, order);
 
     let report = fx.executor.recover_name(&config.name, &quick_strategy()).await.expect("recover");
+    // A proven start-first recreate's old container is retired in the background.
+    fx.executor.wait_retired().await;
     let left = fx.containers_named(&config.name).await;
     let names: Vec<_> = left.iter().map(|c| c.name.clone()).collect();
     assert_eq!(
@@ -147,6 +152,11 @@ async fn crash_and_recover_in(order: &str, failpoint: &str, new_image: &str, exp
         (Expect::New, Some(RecoveryOutcome::Completed { new_id, removed_old_id })) => {
             assert_eq!(new_id, &holder.id);
             assert_eq!(removed_old_id, &old_id);
+        }
+        // The old container bore its retired name: the new one was proven, never rolled back.
+        (Expect::New, Some(RecoveryOutcome::Retiring { old_id: retired })) => {
+            assert_eq!(order, "start-first", "{failpoint}: only start-first retires");
+            assert_eq!(retired, &old_id);
         }
         (expect, outcome) => panic!("{failpoint}: expected {expect:?}, recovery reported {outcome:?}"),
     }
@@ -232,18 +242,18 @@ async fn start_first_crash_after_healthy_rolls_back_before_the_old_is_touched() 
 }
 
 #[tokio::test]
-async fn start_first_crash_after_stop_old_rolls_back() {
-    crash_and_recover_in("start-first", "recreate.start_first.after_stop_old", APP_V2, Expect::Old).await;
+async fn start_first_crash_after_retiring_the_old_one_gives_the_proven_new_one_the_name() {
+    crash_and_recover_in("start-first", "recreate.start_first.after_retire_old", APP_V2, Expect::New).await;
 }
 
 #[tokio::test]
-async fn start_first_crash_after_rename_old_rolls_back() {
-    crash_and_recover_in("start-first", "recreate.start_first.after_rename_old", APP_V2, Expect::Old).await;
-}
-
-#[tokio::test]
-async fn start_first_crash_after_rename_new_completes_once_the_new_one_proves_itself() {
+async fn start_first_crash_after_rename_new_retires_the_old_one_without_proving_again() {
     crash_and_recover_in("start-first", "recreate.start_first.after_rename_new", APP_V2, Expect::New).await;
+}
+
+#[tokio::test]
+async fn start_first_crash_in_the_background_stop_of_the_old_one_removes_it() {
+    crash_and_recover_in("start-first", "retire.after_stop_old", APP_V2, Expect::New).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Start-first recreates against the real engine: the new container runs and proves itself beside
-//! the old one before the old one stops, keeps its networks and aliases under the name, and a
-//! container that holds data falls back to stop-first.
+//! the old one before the old one stops (in the background, after the recreate), keeps its networks
+//! and aliases under the name, and a container that holds data falls back to stop-first.
 
 use crate::docker_support;
 
@@ -27,10 +27,14 @@ async fn start_first_proves_the_new_container_before_the_old_one_stops_and_keeps
     v2.image = APP_V2.to_string();
     let (report, steps) = recreate_asking_start_first(&fx, &v2).await;
     use RecreateStep::*;
-    assert_eq!(
-        steps,
-        vec![CreateNew, StartNew, WaitHealthy, StopOld, RenameOldAside, RenameNew, RemoveOld, Done]
-    );
+    assert_eq!(steps, vec![CreateNew, StartNew, WaitHealthy, RenameOldAside, RenameNew, RemoveOld, Done]);
+    // The recreate ends once the new container holds the name; the old one (whose PID 1 ignores
+    // SIGTERM: its 1 s grace period) still runs under its retired name, and goes in the background.
+    let retired = kedge_controller::docker::labels::recreate_retired_name(&config.name, &report.recreate_id);
+    let old = fx.inspect(&retired).await;
+    assert_eq!(old.id, old_id);
+    assert!(old.state.running, "the recreate did not wait for the old one's stop");
+    fx.executor.wait_retired().await;
     let new = fx.inspect(&config.name).await;
     assert_eq!(new.id, report.new_id);
     assert_ne!(new.id, old_id);

@@ -237,6 +237,10 @@ pub(crate) struct KeyRestarts {
 /// How long the workers wait at start for the first lists of specs, bindings and policy levels.
 const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a stopping agent waits for the old containers that start-first recreates are
+/// stopping in the background (executor/retire.rs).
+const RETIREMENTS_ON_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs an agent until `shutdown` is cancelled, then finishes the reconciles in flight and returns.
 pub async fn run(
     store: SharedStore,
@@ -291,6 +295,14 @@ pub async fn run(
     stopping.cancel();
     agent.queue.shutdown();
     while workers.join_next().await.is_some() {}
+    // Old containers of start-first recreates still stopping in the background: let them go, for
+    // a while. One cut short keeps its retired name, which the next start's recovery finishes.
+    if tokio::time::timeout(RETIREMENTS_ON_SHUTDOWN, agent.executor.wait_retired()).await.is_err() {
+        tracing::warn!(
+            in_flight = agent.executor.retirements_in_flight(),
+            "agent stopping before old containers finished stopping; the next start removes them"
+        );
+    }
     agent.config.requests.detach();
     while tasks.join_next().await.is_some() {}
     // Repeats of an event wait for the next flush: write them before the process exits.

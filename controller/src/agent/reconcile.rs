@@ -22,7 +22,9 @@ use crate::docker::{
     ObservedContainer,
 };
 use crate::events::EventType;
-use crate::executor::{base_name_of_key, is_recreate_name_of, ActionOutcome, ExecutorError};
+use crate::executor::{
+    base_name_of_key, is_recreate_name_of, is_retired_name_of, ActionOutcome, ExecutorError,
+};
 use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, Action, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
@@ -493,14 +495,16 @@ impl Agent {
             Err(next) => return Ok(next),
         };
         // Never two containers for one spec: a managed container of this key under another name
-        // (a spec renamed by hand, a leftover) goes.
+        // (a spec renamed by hand, a leftover) goes. A retired one (the old container of a proven
+        // start-first recreate) is already going, with its stop grace period, in the background.
         // A container listed under another name by a snapshot may hold the spec's name by now: the
         // live inspect says which container is the spec's, and that one never goes.
         let current_id = seen.container.as_ref().map(|container| container.id.as_str());
-        let extras = seen
-            .owned
-            .iter()
-            .filter(|container| container.name != name && Some(container.id.as_str()) != current_id);
+        let extras = seen.owned.iter().filter(|container| {
+            container.name != name
+                && Some(container.id.as_str()) != current_id
+                && !is_retired_name_of(&container.name, name)
+        });
         for extra in extras {
             match removal(extra, &self.store_id, Gone::Duplicate) {
                 Removal::Orphan | Removal::OtherStore => other_store(key, extra),

@@ -44,6 +44,9 @@ struct State {
     /// Method to the error its next call returns (each scripted failure is used once).
     failures: BTreeMap<&'static str, Vec<DockerError>>,
     crash_on_start: Option<i64>,
+    /// Set: containers ignore SIGTERM (a `sleep` as PID 1), so stopping a running one takes its
+    /// stop timeout, this long when the call names none.
+    ignores_sigterm: Option<Duration>,
     next_id: u64,
 }
 
@@ -152,6 +155,12 @@ impl FakeEngine {
     /// The next call of `method` fails with `error`.
     pub fn fail_next(&self, method: &'static str, error: DockerError) {
         self.state().failures.entry(method).or_default().push(error);
+    }
+
+    /// From now on, a stop waits `default_stop_timeout` (or the call's own) before the container
+    /// exits: a PID 1 that ignores SIGTERM.
+    pub fn containers_ignore_sigterm(&self, default_stop_timeout: Duration) {
+        self.state().ignores_sigterm = Some(default_stop_timeout);
     }
 
     /// From now on, a started container exits at once with `exit_code` (a crash loop).
@@ -332,13 +341,21 @@ impl Engine for FakeEngine {
     fn stop_container<'a>(
         &'a self,
         id: &'a str,
-        _timeout: Option<Duration>,
+        timeout: Option<Duration>,
     ) -> BoxFuture<'a, DockerResult<()>> {
-        ready(self.with_container("stop_container", id, |container, now| {
-            if container.state.running {
-                set_exited(container, 0, now);
+        let running = self.container(id).is_some_and(|container| container.state.running);
+        let grace =
+            self.state().ignores_sigterm.filter(|_| running).map(|default| timeout.unwrap_or(default));
+        Box::pin(async move {
+            if let Some(grace) = grace {
+                tokio::time::sleep(grace).await;
             }
-        }))
+            self.with_container("stop_container", id, |container, now| {
+                if container.state.running {
+                    set_exited(container, 0, now);
+                }
+            })
+        })
     }
 
     fn restart_container<'a>(

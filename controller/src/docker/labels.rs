@@ -107,6 +107,12 @@ pub fn recreate_old_name(name: &str, recreate_id: &str) -> String {
     format!("{name}-kedge-old-{recreate_id}")
 }
 
+/// The name the old container of a start-first recreate takes once the new one is proven: it is
+/// stopped and removed in the background, never started again (executor/retire.rs).
+pub fn recreate_retired_name(name: &str, recreate_id: &str) -> String {
+    format!("{name}-kedge-retired-{recreate_id}")
+}
+
 /// What a container name says about a recreate in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecreateName<'a> {
@@ -116,6 +122,8 @@ pub enum RecreateName<'a> {
     New { base: &'a str, recreate_id: &'a str },
     /// `<base>-kedge-old-<id>`.
     Old { base: &'a str, recreate_id: &'a str },
+    /// `<base>-kedge-retired-<id>`.
+    Retired { base: &'a str, recreate_id: &'a str },
 }
 
 /// The Docker label filter for containers made by the agent of `host`.
@@ -130,15 +138,15 @@ pub fn is_managed_by_host(labels: &BTreeMap<String, String>, host: &str) -> bool
 
 /// Splits a container name into its base name and recreate marker, if any.
 pub fn parse_recreate_name(name: &str) -> RecreateName<'_> {
-    for (marker, is_new) in [("-kedge-new-", true), ("-kedge-old-", false)] {
+    for marker in ["-kedge-new-", "-kedge-old-", "-kedge-retired-"] {
         if let Some(at) = name.rfind(marker) {
             let base = &name[..at];
             let recreate_id = &name[at + marker.len()..];
             if !base.is_empty() && !recreate_id.is_empty() && !recreate_id.contains('-') {
-                return if is_new {
-                    RecreateName::New { base, recreate_id }
-                } else {
-                    RecreateName::Old { base, recreate_id }
+                return match marker {
+                    "-kedge-new-" => RecreateName::New { base, recreate_id },
+                    "-kedge-old-" => RecreateName::Old { base, recreate_id },
+                    _ => RecreateName::Retired { base, recreate_id },
                 };
             }
         }
@@ -202,6 +210,10 @@ mod tests {
         check(
             &recreate_old_name("my-kedge-app", "ff00"),
             RecreateName::Old { base: "my-kedge-app", recreate_id: "ff00" },
+        );
+        check(
+            &recreate_retired_name("web", "ab12cd34"),
+            RecreateName::Retired { base: "web", recreate_id: "ab12cd34" },
         );
         check("web", RecreateName::Plain("web"));
         check("-kedge-new-x", RecreateName::Plain("-kedge-new-x"));

@@ -32,13 +32,15 @@ pub const RECREATE_FAILPOINTS: &[&str] = &[
 ];
 
 /// The failpoints of a start-first recreate that differ from [`RECREATE_FAILPOINTS`], in order
-/// (`recreate.after_create` and `recreate.after_remove_old` are reached by both).
+/// (`recreate.after_create` and `recreate.after_remove_old` are reached by both; a start-first
+/// recreate reaches `retire.after_stop_old` and `recreate.after_remove_old` in the background
+/// retirement of its old container, after the recreate itself has returned).
 pub const START_FIRST_FAILPOINTS: &[&str] = &[
     "recreate.start_first.after_start_new",
     "recreate.start_first.after_healthy",
-    "recreate.start_first.after_stop_old",
-    "recreate.start_first.after_rename_old",
+    "recreate.start_first.after_retire_old",
     "recreate.start_first.after_rename_new",
+    "retire.after_stop_old",
 ];
 
 /// The failpoints of a rollback, in order.

@@ -32,9 +32,14 @@
 //! | yes | any | another container                       | someone else took the name       | `Ambiguous`: touch nothing        |
 //! | -   | yes | another container                       | someone else took the name       | `Ambiguous`: touch nothing        |
 //!
-//! A start-first recreate (recreate.rs) passes through the same rows: the new container running
-//! under its temporary name beside the old one holding the name, running or stopped (row 1), the
-//! old one set aside (row 3), the new one holding the name (row 4).
+//! A start-first recreate (recreate.rs) passes through row 1 (the new container running under its
+//! temporary name beside the old one holding the name) until the new one is proven; then the old
+//! one, still running, is renamed `N-kedge-retired-r`, which no row above handles: a retired
+//! container means the new one was proven, so recovery never rolls back. With New under its
+//! temporary name and nothing holding `N`, New takes the name; with New holding `N` (or gone),
+//! nothing more; either way the old one is stopped and removed in the background (retire.rs) and
+//! never started again. A retired container while another container holds `N` and New waits is
+//! `Ambiguous`.
 //!
 //! "It ran" comes from the new container's `recreate-old-running` label; when the new container
 //! is gone, the old one is started (a recreated container is one that should run). The decision
@@ -46,6 +51,7 @@ use tracing::{debug, info, info_span, Instrument};
 
 use super::health::wait_until_proven;
 use super::recreate::RollbackPlan;
+use super::retire::Retirement;
 use super::{Executor, ExecutorError, ExecutorResult};
 use crate::docker::labels::{self, RecreateName};
 use crate::docker::{ContainerFilter, ContainerSummary, RemoveOptions};
@@ -93,6 +99,9 @@ pub enum RecoveryOutcome {
     RolledBack { old_id: String },
     /// The old container had vanished: the new one took the name and was started.
     FinishedForward { new_id: String },
+    /// The new container had been proven (the old one bore its retired name): the new one holds
+    /// the name, and the old one is being stopped and removed in the background (retire.rs).
+    Retiring { old_id: String },
 }
 
 /// The containers that matter for recovering base name `N`: the holder of the name and the
@@ -105,6 +114,9 @@ pub struct Leftovers {
     pub new: BTreeMap<String, ContainerSummary>,
     /// By recreate ID: the old container named `N-kedge-old-<id>`.
     pub old: BTreeMap<String, ContainerSummary>,
+    /// By recreate ID: the old container of a start-first recreate whose new container was proven,
+    /// named `N-kedge-retired-<id>` (linked and owned as an old container is).
+    pub retired: BTreeMap<String, ContainerSummary>,
     /// Names of containers that look like leftovers of `N` but are not (left alone).
     pub look_alikes: Vec<String>,
 }
@@ -112,7 +124,7 @@ pub struct Leftovers {
 impl Leftovers {
     /// The IDs of the recreates that left something, in order.
     pub fn recreate_ids(&self) -> BTreeSet<String> {
-        self.new.keys().chain(self.old.keys()).cloned().collect()
+        self.new.keys().chain(self.old.keys()).chain(self.retired.keys()).cloned().collect()
     }
 }
 
@@ -127,6 +139,10 @@ pub enum Decision {
     /// The new container holds the name: when it is running and proves itself the old one is
     /// removed, otherwise the recreate is rolled back.
     ProveNew { new_id: String, new_running: bool, new_old_running: bool, old_id: String },
+    /// The new container was proven before the old one took its retired name: the new one takes
+    /// the name when `rename_new` (it is still under its temporary name), and the old one is
+    /// stopped and removed in the background. Never a rollback.
+    Retire { old_id: String, rename_new: Option<String> },
     /// Something else holds the name: touch nothing.
     Ambiguous(String),
 }
@@ -149,10 +165,11 @@ pub fn find_leftovers(containers: &[ContainerSummary], base: &str, scope: &Recov
                     found.look_alikes.push(container.name.clone());
                 }
             }
-            Some(Marker::Old(recreate_id)) => old_candidates.push((recreate_id, container)),
+            Some(Marker::Old(recreate_id)) => old_candidates.push((recreate_id, container, false)),
+            Some(Marker::Retired(recreate_id)) => old_candidates.push((recreate_id, container, true)),
         }
     }
-    for (recreate_id, container) in old_candidates {
+    for (recreate_id, container, retired) in old_candidates {
         // The new container of the same recreate, under its temporary name or holding the name.
         let new = found.new.get(recreate_id).or(found.holder.as_ref().filter(|holder| {
             holder.labels.get(labels::RECREATE_ID).map(String::as_str) == Some(recreate_id)
@@ -173,7 +190,9 @@ pub fn find_leftovers(containers: &[ContainerSummary], base: &str, scope: &Recov
                 }
             },
         };
-        if leftover {
+        if leftover && retired {
+            found.retired.insert(recreate_id.to_string(), container.clone());
+        } else if leftover {
             found.old.insert(recreate_id.to_string(), container.clone());
         } else {
             found.look_alikes.push(container.name.clone());
@@ -188,6 +207,18 @@ pub fn decide(found: &Leftovers, recreate_id: &str) -> Decision {
     let new = found.new.get(recreate_id);
     let holder = found.holder.as_ref();
     let id = |c: &ContainerSummary| c.id.clone();
+    if let Some(retired) = found.retired.get(recreate_id) {
+        return match (new, holder) {
+            (Some(new), None) => Decision::Retire { old_id: id(retired), rename_new: Some(id(new)) },
+            (Some(new), Some(holder)) => Decision::Ambiguous(format!(
+                "container {} ({}) holds the name while the proven {} waits for it",
+                holder.id, holder.name, new.name
+            )),
+            // The new container holds the name, or is gone (removed by hand): either way the
+            // retired one is never started again; a reconcile makes a new container if need be.
+            (None, _) => Decision::Retire { old_id: id(retired), rename_new: None },
+        };
+    }
     match (old, new, holder) {
         (None, Some(new), Some(holder)) => {
             if new.labels.get(labels::RECREATE_OLD_ID) == Some(&holder.id) {
@@ -233,7 +264,13 @@ pub fn decide(found: &Leftovers, recreate_id: &str) -> Decision {
 
 /// Whether `name` names the base `base` or one of its recreate leftovers (by name only).
 pub fn is_recreate_name_of(name: &str, base: &str) -> bool {
-    matches!(marker_of(name, base), Some(Marker::New(_) | Marker::Old(_)))
+    matches!(marker_of(name, base), Some(Marker::New(_) | Marker::Old(_) | Marker::Retired(_)))
+}
+
+/// Whether `name` is the retired name of an old container of base `base`: it is being stopped
+/// and removed in the background (retire.rs), never a second container to remove by force.
+pub fn is_retired_name_of(name: &str, base: &str) -> bool {
+    matches!(marker_of(name, base), Some(Marker::Retired(_)))
 }
 
 /// The name of spec `key`'s container: the part after the namespace.
@@ -275,12 +312,17 @@ impl Executor {
         strategy: &RecreateStrategy,
     ) -> ExecutorResult<RecoveryReport> {
         let mut report = RecoveryReport { name: name.to_string(), outcomes: Vec::new() };
+        // A retired container stays listed while it stops in the background: handled once per call.
+        let mut handled = BTreeSet::new();
         for _ in 0..MAX_ROUNDS {
             let found = self.leftovers(name, scope).await?;
             if !found.look_alikes.is_empty() {
                 debug!(name, look_alikes = ?found.look_alikes, "left alone: not this name's recreate leftovers");
             }
-            let Some(recreate_id) = found.recreate_ids().into_iter().next() else { return Ok(report) };
+            let Some(recreate_id) = found.recreate_ids().into_iter().find(|id| !handled.contains(id)) else {
+                return Ok(report);
+            };
+            handled.insert(recreate_id.clone());
             let decision = decide(&found, &recreate_id);
             let span = info_span!("recover", name, recreate_id = %recreate_id);
             let outcome = self.carry_out(name, &recreate_id, decision, strategy).instrument(span).await?;
@@ -304,15 +346,19 @@ impl Executor {
         label_filters: &[String],
         strategy: &RecreateStrategy,
     ) -> ExecutorResult<Vec<RecoveryReport>> {
-        let filter =
-            ContainerFilter { labels: label_filters.to_vec(), name: Some("-kedge-(new|old)-".to_string()) };
+        let filter = ContainerFilter {
+            labels: label_filters.to_vec(),
+            name: Some("-kedge-(new|old|retired)-".to_string()),
+        };
         let containers = self.docker.list_containers(&filter).await.map_err(|source| {
             ExecutorError::Docker { step: "list containers", container: "*".to_string(), source }
         })?;
         let bases: BTreeSet<String> = containers
             .iter()
             .filter_map(|c| match labels::parse_recreate_name(&c.name) {
-                RecreateName::New { base, .. } | RecreateName::Old { base, .. } => Some(base.to_string()),
+                RecreateName::New { base, .. }
+                | RecreateName::Old { base, .. }
+                | RecreateName::Retired { base, .. } => Some(base.to_string()),
                 RecreateName::Plain(_) => None,
             })
             .collect();
@@ -378,6 +424,17 @@ impl Executor {
                     Ok(RecoveryOutcome::RolledBack { old_id })
                 }
             }
+            Decision::Retire { old_id, rename_new } => {
+                if let Some(new_id) = &rename_new {
+                    self.docker.rename_container(new_id, name).await.map_err(docker("rename new", new_id))?;
+                }
+                self.retire(Retirement {
+                    old_id: old_id.clone(),
+                    stop_timeout: strategy.stop_timeout,
+                    remove_image: None,
+                });
+                Ok(RecoveryOutcome::Retiring { old_id })
+            }
             Decision::Ambiguous(message) => Err(ExecutorError::Ambiguous { name: name.to_string(), message }),
         }
     }
@@ -389,6 +446,7 @@ enum Marker<'a> {
     Holder,
     New(&'a str),
     Old(&'a str),
+    Retired(&'a str),
 }
 
 fn marker_of<'a>(name: &'a str, base: &str) -> Option<Marker<'a>> {
@@ -399,6 +457,9 @@ fn marker_of<'a>(name: &'a str, base: &str) -> Option<Marker<'a>> {
     let valid = |id: &str| !id.is_empty() && !id.contains('-');
     if let Some(id) = rest.strip_prefix("-kedge-new-").filter(|id| valid(id)) {
         return Some(Marker::New(id));
+    }
+    if let Some(id) = rest.strip_prefix("-kedge-retired-").filter(|id| valid(id)) {
+        return Some(Marker::Retired(id));
     }
     rest.strip_prefix("-kedge-old-").filter(|id| valid(id)).map(Marker::Old)
 }
@@ -546,43 +607,77 @@ mod tests {
     #[test]
     fn every_state_of_a_start_first_recreate_is_recovered() {
         // A start-first recreate runs the new container under its temporary name beside the old
-        // one: until the new one holds the name, recovery undoes it; after, it proves it again.
+        // one: until the new one is proven, recovery undoes it. Once proven, the old one takes its
+        // retired name, and from then on recovery finishes forward, never back.
         let (old, new) = (OLD_WEB, NEW_WEB_R1);
         let scope = key_scope();
         let undo = rollback("o", Some("n"), true);
-        let prove_again = Decision::ProveNew {
-            new_id: "n".into(),
-            new_running: true,
-            new_old_running: true,
-            old_id: "o".into(),
-        };
+        let give_the_name = Decision::Retire { old_id: "o".into(), rename_new: Some("n".into()) };
+        let retire = Decision::Retire { old_id: "o".into(), rename_new: None };
         // (the step last done, the containers then, what recovery decides)
         let cases = [
             (
                 "start new, or proven: both run, the old one holds the name",
-                [c("web", "o", true, &old), c("web-kedge-new-r1", "n", true, &new)],
+                vec![c("web", "o", true, &old), c("web-kedge-new-r1", "n", true, &new)],
                 &undo,
             ),
             (
-                "stop old: the old one holds the name, stopped",
-                [c("web", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
+                "a rollback's stop: the old one holds the name, the new one stopped",
+                vec![c("web", "o", true, &old), c("web-kedge-new-r1", "n", false, &new)],
                 &undo,
             ),
             (
-                "rename aside: nothing holds the name",
-                [c("web-kedge-old-r1", "o", false, &old), c("web-kedge-new-r1", "n", true, &new)],
-                &undo,
+                "retire old: the old one runs under its retired name, the new one under its temporary name",
+                vec![c("web-kedge-retired-r1", "o", true, &old), c("web-kedge-new-r1", "n", true, &new)],
+                &give_the_name,
             ),
             (
-                "rename new: the new one holds the name and is proven again before the old goes",
-                [c("web-kedge-old-r1", "o", false, &old), c("web", "n", true, &new)],
-                &prove_again,
+                "rename new: the new one holds the name, the old one still stops",
+                vec![c("web-kedge-retired-r1", "o", true, &old), c("web", "n", true, &new)],
+                &retire,
+            ),
+            (
+                "the retirement's stop: the old one stopped, not removed",
+                vec![c("web-kedge-retired-r1", "o", false, &old), c("web", "n", true, &new)],
+                &retire,
+            ),
+            (
+                "the new one proven, then removed by hand: the old one is not started again",
+                vec![c("web-kedge-retired-r1", "o", false, &old)],
+                &retire,
             ),
         ];
         for (after, containers, decision) in cases {
             eprintln!("after {after}");
             check(&containers, &scope, &[("r1", decision.clone())], &[]);
         }
+        // A retired container of another key, host or recreate is a look-alike.
+        let other_host = [MANAGED, KEY_WEB, "io.kedge.host=b"];
+        check(
+            &[c("web", "n", true, &new), c("web-kedge-retired-r1", "x", true, &other_host)],
+            &scope,
+            &[],
+            &["web-kedge-retired-r1"],
+        );
+        let new_of_another_old =
+            [MANAGED, KEY_WEB, HOST_A, "io.kedge.recreate-id=r1", "io.kedge.recreate-old-id=zzz"];
+        check(
+            &[c("web", "n", true, &new_of_another_old), c("web-kedge-retired-r1", "o", true, &old)],
+            &scope,
+            &[],
+            &["web-kedge-retired-r1"],
+        );
+        // Someone else took the name while the proven new one waited for it: touch nothing.
+        let found = find_leftovers(
+            &[
+                c("web", "f", true, &old),
+                c("web-kedge-retired-r1", "o", true, &old),
+                c("web-kedge-new-r1", "n", true, &new),
+            ],
+            "web",
+            &scope,
+        );
+        assert!(matches!(decide(&found, "r1"), Decision::Ambiguous(m) if m.contains("f (web)")));
     }
 
     #[test]
@@ -691,6 +786,12 @@ mod tests {
         assert_eq!(marker_of("web", "web"), Some(Marker::Holder));
         assert_eq!(marker_of("web-kedge-new-ab", "web"), Some(Marker::New("ab")));
         assert_eq!(marker_of("web-kedge-old-ab", "web"), Some(Marker::Old("ab")));
+        assert_eq!(marker_of("web-kedge-retired-ab", "web"), Some(Marker::Retired("ab")));
+        assert!(
+            is_retired_name_of("web-kedge-retired-ab", "web")
+                && !is_retired_name_of("web-kedge-old-ab", "web")
+        );
+        assert!(is_recreate_name_of("web-kedge-retired-ab", "web"));
         assert_eq!(marker_of("web-kedge-old-ab-kedge-old-cd", "web"), None);
         assert_eq!(marker_of("web-kedge-old-", "web"), None);
         assert_eq!(marker_of("webshop", "web"), None);

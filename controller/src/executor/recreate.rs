@@ -24,11 +24,12 @@
 //! neither a success nor a rollback loses or orphans a `VOLUME`'s data.
 //!
 //! Start-first runs the same steps in another order: 1, 2, start the new container under its
-//! temporary name (4), wait for it (5), then stop the old one and set it aside (3), give the new
-//! one the name (4), and 6. Each state it passes through is one of recover.rs's table: the new
-//! container beside the old one holding the name (rolled back), the old one aside and the new one
-//! under its temporary name (rolled back), the new one holding the name with the old one aside
-//! (proven again, then completed).
+//! temporary name (4), wait for it (5), then rename the old one, still running, to
+//! `<name>-kedge-retired-<id>` (the record that the new one is proven), give the new one the name
+//! (4), and return: the old one is stopped and removed (6) in the background (`retire.rs`). Each
+//! state it passes through is one of recover.rs's table: the new container beside the old one
+//! holding the name (rolled back), the old one retired and the new one under its temporary or its
+//! own name (finished forward: the new one gets the name, the old one is retired again).
 //!
 //! A failure in 2-5 rolls back: the new container is stopped and renamed back to its temporary
 //! name, the old one started (when it was running) and renamed back, then the new one removed.
@@ -39,6 +40,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::failpoint::fail_point;
 use super::health::{wait_until_proven, WaitError};
 use super::progress::{RecreateFailure, RecreateProgress, RecreateReport, RecreateStep};
+use super::retire::Retirement;
 use super::{declared_config, Executor, ExecutorError, ExecutorResult};
 use crate::docker::labels;
 use crate::docker::{ContainerConfig, DockerError, MountSource, RemoveOptions};
@@ -274,6 +276,28 @@ impl Executor {
                 };
             }
 
+            if start_first {
+                // The new container holds the name and is proven: the old one (already under its
+                // retired name) is stopped, removed and its image cleaned up in the background.
+                progress(RecreateProgress::Step(RecreateStep::RemoveOld));
+                self.retire(Retirement {
+                    old_id: old.id.clone(),
+                    stop_timeout: strategy.stop_timeout,
+                    remove_image: strategy.remove_old_image.then(|| (old.image_id.clone(), new_id.clone())),
+                });
+                progress(RecreateProgress::Step(RecreateStep::Done));
+                let report = RecreateReport {
+                    name: name.clone(),
+                    recreate_id: recreate_id.clone(),
+                    old_id: Some(old.id.clone()),
+                    new_id,
+                    old_image_removed: false,
+                    duration: started.elapsed(),
+                };
+                info!(duration = ?report.duration, "recreated; the old container stops in the background");
+                return Ok(report);
+            }
+
             progress(RecreateProgress::Step(RecreateStep::RemoveOld));
             self.docker
                 .remove_container(&old.id, RemoveOptions { force: true, anonymous_volumes: false })
@@ -331,9 +355,9 @@ impl Executor {
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
     ) -> Result<(), RecreateFailure> {
         use RecreateStep::{RenameNew, RenameOldAside, StartNew, StopOld};
-        let aside = labels::recreate_old_name(name, recreate_id);
         match order {
             RecreateOrder::StopFirst => {
+                let aside = labels::recreate_old_name(name, recreate_id);
                 run_step(StopOld, progress, self.docker.stop_container(&old.id, strategy.stop_timeout))
                     .await?;
                 fail_point!("recreate.after_stop_old");
@@ -351,11 +375,12 @@ impl Executor {
                 fail_point!("recreate.start_first.after_start_new");
                 self.prove_new(new_id, strategy, progress).await?;
                 fail_point!("recreate.start_first.after_healthy");
-                run_step(StopOld, progress, self.docker.stop_container(&old.id, strategy.stop_timeout))
-                    .await?;
-                fail_point!("recreate.start_first.after_stop_old");
-                run_step(RenameOldAside, progress, self.docker.rename_container(&old.id, &aside)).await?;
-                fail_point!("recreate.start_first.after_rename_old");
+                // The old container, still running, takes the retired name: the record that the new
+                // one is proven. From here on recovery finishes forward, never rolls back (retire.rs);
+                // the caller stops and removes it in the background.
+                let retired = labels::recreate_retired_name(name, recreate_id);
+                run_step(RenameOldAside, progress, self.docker.rename_container(&old.id, &retired)).await?;
+                fail_point!("recreate.start_first.after_retire_old");
                 run_step(RenameNew, progress, self.docker.rename_container(new_id, name)).await?;
                 fail_point!("recreate.start_first.after_rename_new");
             }

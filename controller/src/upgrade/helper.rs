@@ -118,6 +118,17 @@ pub async fn run(docker: DockerClient, name: &str, image: &str, timeout: Duratio
                         Some(removed_old_id.clone()),
                         Some(new_id.clone()),
                     ),
+                    // Not made by the helper (always stop-first), but finished the same way; the
+                    // helper exits next, so it waits for the old container to go.
+                    RecoveryOutcome::Retiring { old_id } => {
+                        executor.wait_retired().await;
+                        result(
+                            HelperOutcome::Succeeded,
+                            format!("{name} now runs {image} (completed after the upgrade helper crashed)"),
+                            Some(old_id.clone()),
+                            None,
+                        )
+                    }
                     RecoveryOutcome::FinishedForward { new_id } => result(
                         HelperOutcome::Succeeded,
                         format!("{name} now runs {image} (finished after the upgrade helper crashed)"),

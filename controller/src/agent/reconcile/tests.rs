@@ -467,8 +467,56 @@ async fn a_healthy_new_container_is_ready_after_min_ready_seconds_and_not_a_mome
         assert_eq!(started.elapsed(), Duration::from_millis(waited), "{min_ready}");
         let new = f.engine.container("web").expect("recreated");
         assert_ne!(new.id, old.id, "{min_ready}");
+        executor.wait_retired().await;
         assert_eq!(f.engine.names(), ["web"], "{min_ready}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_first_recreate_ends_when_the_new_container_is_proven_and_the_old_one_stops_behind() {
+    // The old container ignores SIGTERM: a stop takes its whole 10 s grace period. The recreate is
+    // called on the agent's executor directly: the store's writes in a reconcile let paused time jump.
+    let f = fixture().await;
+    f.engine.containers_ignore_sigterm(Duration::from_secs(10));
+    let json = |value: &str| {
+        format!(
+            r#"{{"image": "kedge-test/app:v1", "healthcheck": {{"test": ["CMD", "true"]}}, "env": {{"A": "{value}"}}}}"#
+        )
+    };
+    f.specs(&[&spec("web", &json("1"))], 1);
+    f.reconcile("default/web").await;
+    let old = f.engine.container("web").expect("created");
+    let changed = spec("web", &json("2"));
+    f.specs(&[&changed], 2);
+    let plan = crate::planner::plan(&changed, Some(&old), &crate::planner::tests::facts());
+    let Some(crate::planner::Action::Recreate { strategy, .. }) = plan.actions.first() else {
+        panic!("expected a recreate, got {:?}", plan.actions)
+    };
+    assert_eq!(strategy.order, crate::planner::RecreateOrder::StartFirst);
+    let mut config = crate::mapping::container_config(&changed);
+    config.labels.extend(old.labels.clone());
+    let executor = &f.agent.executor;
+    let started = tokio::time::Instant::now();
+    let report = executor.recreate(&config, strategy, &mut |_| {}).await.expect("recreated");
+    assert_eq!(started.elapsed(), Duration::ZERO, "the recreate does not wait for the old one's stop");
+    let retired = crate::docker::labels::recreate_retired_name("web", &report.recreate_id);
+    assert_eq!(
+        f.engine.names(),
+        ["web".to_owned(), retired],
+        "the old one is retired, the new one holds the name"
+    );
+    assert_eq!(f.engine.container("web").expect("new").id, report.new_id);
+    assert_eq!(executor.retirements_in_flight(), 1);
+
+    // A reconcile meanwhile leaves the retired container to its retirement: no removal by force
+    // of "a second container for one spec" (which would be a second `remove_container` call).
+    f.reconcile("default/web").await;
+    assert_eq!(f.agent.config.stats.snapshot().actions_of("Remove"), 0, "the reconcile removed nothing");
+    executor.wait_retired().await;
+    assert!(started.elapsed() >= Duration::from_secs(10), "retired with its grace period");
+    assert_eq!(f.engine.names(), ["web"]);
+    assert_eq!(f.engine.calls(&format!("stop_container:{}", old.id)), 1, "stopped once");
+    assert_eq!(f.engine.calls(&format!("remove_container:{}", old.id)), 1, "removed once, by the retirement");
 }
 
 #[tokio::test(start_paused = true)]
