@@ -81,11 +81,18 @@ async fn killed_at(failpoint: &str, name_held: bool) {
     // the agent's recreate is start-first.
     objects::apply_container(store.as_ref(), &spec("kedge-test/app:v2"), None).await.expect("apply v2");
     let mut crashing = AgentProcess::start(state_dir.path(), &host, &env, Some(failpoint));
-    let status = eventually("the agent to abort at its failpoint", Duration::from_secs(120), || {
-        let exited = crashing.child.try_wait().expect("wait for the agent");
-        async move { exited }
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = crashing.child.try_wait().expect("wait for the agent") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let log = std::fs::read_to_string(state_dir.path().join("agent.log")).unwrap_or_default();
+            let left = containers_named(&name).await;
+            panic!("the agent did not abort at {failpoint} within 120 s; containers {left:?}\nlog:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let log = std::fs::read_to_string(state_dir.path().join("agent.log")).unwrap_or_default();
     assert!(
         log.contains(&format!("failpoint {failpoint} reached")),
@@ -96,8 +103,10 @@ async fn killed_at(failpoint: &str, name_held: bool) {
     let names: Vec<&str> = left.iter().map(|(_, name, _, _)| name.as_str()).collect();
     assert_eq!(names.len(), 3, "the retired old, the new and the look-alike: {names:?}");
     assert_eq!(names.contains(&name.as_str()), name_held, "{names:?}");
-    let retired =
-        left.iter().find(|(_, n, _, _)| n.contains("-kedge-retired-")).expect("a retired old container");
+    let retired = left
+        .iter()
+        .find(|(_, n, _, _)| n.contains("-kedge-retired-"))
+        .unwrap_or_else(|| panic!("a retired old container: {left:?}\nlog:\n{log}"));
     assert!(retired.3, "the old one still runs at the crash: {left:?}");
     let proven =
         left.iter().find(|(_, _, image, _)| image == "kedge-test/app:v2").expect("the new one").0.clone();
