@@ -190,3 +190,20 @@ async fn crash_loop(fx: &Fixture) {
     );
     assert_eq!(messages.len(), 1, "one message for the crash loop, not one per crash: {lines:?}");
 }
+
+/// A `--notify` URL kedge cannot use is input to fix: exit 2 before anything starts, and the error
+/// does not print the URL's path (a token).
+#[test]
+fn a_bad_notify_url_is_a_usage_error_that_hides_its_token() {
+    let state_dir = std::env::temp_dir().join(format!("kedge-notify-bad-{}", run_id()));
+    let out = std::process::Command::new(kedge_tests::kedge_bin())
+        .args(["agent", "--state-dir", state_dir.to_str().unwrap(), "--host-name", "bad"])
+        .args(["--notify", "ftp://hooks.example.com/s3cr3t-t0ken"])
+        .output()
+        .expect("kedge runs");
+    let error = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{error}");
+    assert!(error.contains("--notify") && error.contains("hooks.example.com"), "{error}");
+    assert!(!error.contains("s3cr3t"), "{error}");
+    assert!(!state_dir.exists(), "nothing was started");
+}
