@@ -100,8 +100,7 @@ impl Default for Settings {
 
 /// The Normal events that are notified; every Warning event is. Reasons of features not in this
 /// build simply never occur.
-pub const NOTIFIED_NORMAL_REASONS: &[&str] =
-    &["UpdateAvailable", "UpdateApplied", "UpgradeSucceeded", "HostNotReady", "Rescheduled"];
+pub const NOTIFIED_NORMAL_REASONS: &[&str] = &["UpdateAvailable", "UpdateApplied", "UpgradeSucceeded"];
 
 /// Whether an event of this type and reason is notified.
 pub fn is_notified(kind: EventType, reason: &str) -> bool {
