@@ -288,8 +288,16 @@ impl Batcher {
                     }
                 }
                 _ => {
+                    // Repeats held back before the interval ended are folded in, not lost.
+                    let line = match self.sent.get_mut(&key).and_then(|sent| sent.held.take()) {
+                        Some(mut held) => {
+                            fold(&mut held, item);
+                            held
+                        }
+                        None => item,
+                    };
                     index.insert(key, batch.len());
-                    batch.push(item);
+                    batch.push(line);
                 }
             }
         }

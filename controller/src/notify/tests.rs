@@ -148,3 +148,53 @@ fn the_formats_render_every_line() {
         }])
     );
 }
+
+#[test]
+fn each_format_is_its_own_request() {
+    let client = reqwest::Client::new();
+    let batch = [line("default/web", "RolledBack", "rolled back to nginx:1")];
+    let request = |spec: &str| render(&client, &Target::parse(spec).unwrap(), "h1", &batch).build().unwrap();
+    let body = |request: &reqwest::Request| {
+        String::from_utf8(request.body().and_then(|body| body.as_bytes()).unwrap().to_vec()).unwrap()
+    };
+    let header = |request: &reqwest::Request, name: &str| {
+        request.headers().get(name).map(|value| value.to_str().unwrap().to_owned())
+    };
+
+    let webhook = request("http://127.0.0.1:9/hook");
+    assert_eq!(webhook.method(), reqwest::Method::POST);
+    assert_eq!(header(&webhook, "content-type").as_deref(), Some("application/json"));
+    let items: serde_json::Value = serde_json::from_str(&body(&webhook)).unwrap();
+    assert_eq!(items[0]["object"], "default/web");
+
+    let slack = request("slack+https://chat.example.com/hooks/abc");
+    assert_eq!(slack.url().as_str(), "https://chat.example.com/hooks/abc", "the prefix is not sent");
+    let text: serde_json::Value = serde_json::from_str(&body(&slack)).unwrap();
+    assert_eq!(text, serde_json::json!({ "text": text_of(&batch) }));
+
+    let ntfy = request("ntfy+https://ntfy.example.com/alerts");
+    assert_eq!(ntfy.url().as_str(), "https://ntfy.example.com/alerts");
+    assert_eq!(header(&ntfy, "title").as_deref(), Some("kedge: RolledBack default/web"));
+    assert_eq!(header(&ntfy, "priority").as_deref(), Some("high"));
+    assert_eq!(body(&ntfy), text_of(&batch));
+}
+
+fn text_of(batch: &[Notification]) -> String {
+    text("h1", batch)
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_repeats_join_the_next_occurrence_after_the_interval() {
+    let (notifier, mut batcher) = Notifier::new("h1".to_owned(), settings());
+    let start = Instant::now();
+    notifier.submit(line("default/web", "BackOff", "crash 0"));
+    assert_eq!(summary(&batcher.next().await), vec![row("default/web", "BackOff", 1)]);
+    notifier.submit(line("default/web", "BackOff", "crash 1"));
+    // Taken within the repeat interval: held back.
+    assert_eq!(batcher.take(Instant::now()), vec![]);
+    tokio::time::advance(Duration::from_secs(400)).await;
+    notifier.submit(line("default/web", "BackOff", "crash 2"));
+    let batch = batcher.take(start + Duration::from_secs(403));
+    assert_eq!(summary(&batch), vec![row("default/web", "BackOff", 2)], "the held repeat is not lost");
+    assert_eq!(batch[0].message, "crash 2");
+}
