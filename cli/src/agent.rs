@@ -319,6 +319,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     servers.spawn(api::serve(state, ApiListener::Unix(unix), shutdown.clone().cancelled_owned()));
 
     let outcome = agent::run(store, docker, config, shutdown.clone()).await;
+    // What the last moments recorded (a rollback, say) is sent before the process exits.
+    kedge_controller::notify::flush(Duration::from_secs(3)).await;
     shutdown.cancel();
     while let Some(result) = servers.join_next().await {
         if let Ok(Err(error)) = result {

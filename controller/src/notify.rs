@@ -13,6 +13,7 @@
 //! - A failed delivery is retried with exponential backoff, [`Settings::retries`] times, then
 //!   dropped with a warning. Targets are delivered to concurrently; one slow target delays only
 //!   the next batch, which meanwhile collects in the bounded queue.
+//! - [`flush`] (the agent stopping) sends what is queued at once and waits a bounded time for it.
 //! - A URL is logged only redacted (scheme, host and port): Slack and ntfy URLs carry secrets.
 
 use std::collections::{HashMap, VecDeque};
@@ -167,6 +168,37 @@ pub fn submit(notification: Notification) {
     }
 }
 
+/// For the agent's shutdown: sends what is queued at once and waits, at most `timeout`, for its
+/// delivery. Repeats held back by the rate limit are not sent.
+pub async fn flush(timeout: Duration) {
+    if let Some(notifier) = GLOBAL.get() {
+        notifier.flush(timeout).await
+    }
+}
+
+impl Notifier {
+    async fn flush(&self, timeout: Duration) {
+        let queue = &self.queue;
+        queue.flushing.store(true, std::sync::atomic::Ordering::Relaxed);
+        queue.wake.notify_one();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let idle = {
+                let pending = queue.lock();
+                pending.items.is_empty() && !pending.in_flight
+            };
+            if idle {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!("notifications not all delivered before the agent stopped");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The sending side of the notification queue; its worker runs until the process ends.
 #[derive(Clone)]
 pub struct Notifier {
@@ -177,6 +209,8 @@ struct Queue {
     pending: Mutex<Pending>,
     wake: Notify,
     capacity: usize,
+    /// Set by [`flush`]: the batcher sends what is queued without waiting for the window.
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -184,6 +218,8 @@ struct Pending {
     items: VecDeque<Notification>,
     /// Dropped because the queue was full, since the last batch.
     dropped: u64,
+    /// A batch was taken and its delivery has not ended.
+    in_flight: bool,
 }
 
 impl Notifier {
@@ -200,6 +236,7 @@ impl Notifier {
             pending: Mutex::default(),
             wake: Notify::new(),
             capacity: settings.capacity.max(1),
+            flushing: Default::default(),
         });
         let batcher = Batcher { queue: queue.clone(), host, settings, sent: HashMap::new() };
         (Notifier { queue }, batcher)
@@ -220,6 +257,10 @@ impl Notifier {
 }
 
 impl Queue {
+    fn flushing(&self) -> bool {
+        self.flushing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -257,7 +298,11 @@ impl Batcher {
                 }
             }
             if !self.queue.lock().items.is_empty() {
-                tokio::time::sleep(self.settings.window).await;
+                // The window, cut short by a flush (each submit wakes this loop to check).
+                let window_end = Instant::now() + self.settings.window;
+                while !self.queue.flushing() && Instant::now() < window_end {
+                    let _ = tokio::time::timeout_at(window_end, self.queue.wake.notified()).await;
+                }
             }
             let batch = self.take(Instant::now());
             if !batch.is_empty() {
@@ -270,6 +315,7 @@ impl Batcher {
     fn take(&mut self, now: Instant) -> Vec<Notification> {
         let (items, dropped) = {
             let mut pending = self.queue.lock();
+            pending.in_flight = !pending.items.is_empty() || pending.dropped > 0;
             (std::mem::take(&mut pending.items), std::mem::take(&mut pending.dropped))
         };
         let mut batch: Vec<Notification> = Vec::new();
@@ -355,6 +401,7 @@ async fn deliver_batches(mut batches: Batcher, targets: Vec<Target>, settings: S
         let host = batches.host.clone();
         let sends = targets.iter().map(|target| deliver(&client, target, &host, &batch, &settings));
         futures::future::join_all(sends).await;
+        batches.queue.lock().in_flight = false;
     }
 }
 

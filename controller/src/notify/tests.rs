@@ -198,3 +198,19 @@ async fn held_repeats_join_the_next_occurrence_after_the_interval() {
     assert_eq!(summary(&batch), vec![row("default/web", "BackOff", 2)], "the held repeat is not lost");
     assert_eq!(batch[0].message, "crash 2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_sends_without_waiting_for_the_window_and_waits_for_the_delivery() {
+    let (notifier, mut batcher) = Notifier::new("h1".to_owned(), settings());
+    notifier.submit(line("default/web", "RolledBack", "rolled back"));
+    let start = Instant::now();
+    let flusher = notifier.clone();
+    let flushed = tokio::spawn(async move { flusher.flush(Duration::from_secs(60)).await });
+    assert_eq!(summary(&batcher.next().await), vec![row("default/web", "RolledBack", 1)]);
+    assert_eq!(start.elapsed(), Duration::ZERO, "no window while flushing");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!flushed.is_finished(), "the flush waits while the batch is in flight");
+    batcher.queue.lock().in_flight = false;
+    flushed.await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+}
