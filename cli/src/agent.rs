@@ -88,6 +88,11 @@ pub struct AgentArgs {
         value_name = "REPOSITORY"
     )]
     pub upgrade_repositories: Vec<String>,
+    /// Send Warning events, rollbacks, updates and upgrade results to this URL (repeatable): a JSON
+    /// webhook; Slack for hooks.slack.com or `slack+https://…`; ntfy for ntfy.sh or
+    /// `ntfy+https://…` (docs/notifications.md). Batched and rate-limited.
+    #[arg(long = "notify", env = "KEDGE_NOTIFY", value_delimiter = ',', value_name = "URL")]
+    pub notify: Vec<String>,
     /// The host-escape policy level of every namespace without one stored (`kedge policy set`;
     /// docs/policy.md): `baseline` refuses
     /// privileged containers, added capabilities, the host network and bind mounts of sensitive
@@ -240,6 +245,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    // Read before anything starts, like the files above; logged without paths (they hold tokens).
+    let notify_targets = args
+        .notify
+        .iter()
+        .map(|url| kedge_controller::notify::Target::parse(url))
+        .collect::<Result<Vec<_>, _>>()?;
     create_private_dir(&args.state_dir)?;
     let store = open_store(&args.store, &args.state_dir, &args.etcd).await?;
     let mut docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
@@ -252,6 +263,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         docker = docker.with_registry_auth(auth);
     }
 
+    if !notify_targets.is_empty() {
+        let targets: Vec<String> =
+            notify_targets.iter().map(|t| format!("{:?} {}", t.format, t.redacted())).collect();
+        tracing::info!(?targets, "notifications enabled");
+        let notifier = kedge_controller::notify::Notifier::start(
+            notify_targets,
+            host_name.clone(),
+            kedge_controller::notify::Settings::default(),
+        );
+        kedge_controller::notify::install(notifier);
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
@@ -297,6 +319,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     servers.spawn(api::serve(state, ApiListener::Unix(unix), shutdown.clone().cancelled_owned()));
 
     let outcome = agent::run(store, docker, config, shutdown.clone()).await;
+    // What the last moments recorded (a rollback, say) is sent before the process exits.
+    kedge_controller::notify::flush(Duration::from_secs(3)).await;
     shutdown.cancel();
     while let Some(result) = servers.join_next().await {
         if let Ok(Err(error)) = result {

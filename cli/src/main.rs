@@ -545,8 +545,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Commands::Agent(args) => agent::run(*args).await.map(|()| Exit::Ok).map_err(|error| {
-                // A registry config kedge cannot use is input to fix, not a failure of a service.
-                let input = error.is::<kedge_controller::docker::RegistryConfigError>();
+                // A registry config kedge cannot use is input to fix, not a failure of a service;
+                // so is a --notify URL that is not one.
+                let input = error.is::<kedge_controller::docker::RegistryConfigError>()
+                    || error.is::<kedge_controller::notify::TargetError>();
                 CliError::new(if input { Exit::Usage } else { Exit::Server }, format!("{error:#}"))
             }),
             Commands::Check(args) => check::run(args, &cli.global).await,

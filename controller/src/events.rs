@@ -31,7 +31,8 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// series only restarts its count).
 const MAX_SERIES: usize = 4096;
 
-/// Records events for one agent. Failures to record are logged, never fatal: an event is a report,
+/// Records events for one agent, and hands each occurrence to the notifier ([`crate::notify`]),
+/// which decides what is sent. Failures to record are logged, never fatal: an event is a report,
 /// and a store outage must not stop repairs.
 ///
 /// Guarantees: a new event (a series' first occurrence, or one whose last write is older than the
@@ -143,6 +144,20 @@ impl EventRecorder {
         let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
         let id = event_id(key, reason, message, &self.inner.host);
         let timestamp = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+        // Every occurrence, repeats included: the notifier does its own batching (notify.rs).
+        crate::notify::submit(crate::notify::Notification {
+            kind,
+            reason: reason.to_owned(),
+            object: match object_kind {
+                "Container" => key.to_owned(),
+                "Host" => format!("Host/{name}"),
+                _ => format!("{object_kind}/{key}"),
+            },
+            host: self.inner.host.clone(),
+            message: message.to_owned(),
+            time: timestamp.clone(),
+            count: 1,
+        });
         let interval = self.inner.flush_interval;
         let event = {
             let mut state = self.inner.lock();

@@ -24,7 +24,8 @@
 //! - an unplaced spec (no `placement.host`) without a binding is bound to the ready host matching its
 //!   `hostSelector` with the fewest specs (bound or named), ties broken by name;
 //! - a binding to a host NotReady (no liveness key) for longer than the grace period moves to another
-//!   ready host, and so does a binding to a host that no longer matches the selector;
+//!   ready host, and so does a binding to a host that no longer matches the selector (the host
+//!   going NotReady is a Warning event `HostNotReady`, once per host and leader);
 //! - the binding of a deleted spec, or of a spec that now names its host, is deleted.
 //!
 //! Children of one ContainerSet (specs labelled `kedge.io/set`) are spread: each goes to the matching
@@ -49,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use kedge_crds::container_set::{MAX_PER_HOST_ANNOTATION, SET_LABEL};
 
-use crate::events::EventRecorder;
+use crate::events::{EventRecorder, EventType};
 use crate::store::{keys, DeleteCondition, Fence, LeaseId, PutCondition, SharedStore, StoreError};
 
 use crate::agent::bindings::{Binding, StoredBinding};
@@ -451,10 +452,22 @@ impl Leader<'_> {
             self.not_ready_since.remove(host);
         }
         let bindings = self.bindings();
+        let mut went_not_ready = Vec::new();
         for stored in bindings.values() {
-            if !view.ready.contains_key(&stored.binding.host) {
-                self.not_ready_since.entry(stored.binding.host.clone()).or_insert(now);
+            let host = &stored.binding.host;
+            if !view.ready.contains_key(host) && !self.not_ready_since.contains_key(host) {
+                self.not_ready_since.insert(host.clone(), now);
+                went_not_ready.push(host.clone());
             }
+        }
+        // Told once per host and leader: `kedge events`, and `kedge agent --notify` (a Warning).
+        for host in went_not_ready {
+            let bound = bindings.values().filter(|stored| stored.binding.host == host).count();
+            let message = format!(
+                "host {host} is NotReady (no heartbeat); its {bound} container(s) move to other hosts after {}s",
+                self.grace.as_secs()
+            );
+            self.events.record_host(&host, EventType::Warning, "HostNotReady", &message).await;
         }
         let specs = self.placements();
         let grace = self.grace;
@@ -870,14 +883,11 @@ mod leader_tests {
         assert_eq!(leader.written, Written::default(), "nothing written twice");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_next_deadline_is_the_grace_expiry_of_a_host_that_went_not_ready() {
-        let (_dir, store, term) = leading_store().await;
-        let grace = Duration::from_secs(30);
-        let mut leader = leader_of_one_spec(&store, term, grace);
+    /// Feeds `leader` hosts h1 and h2, only h2 alive, and "web" bound to h1; answers the binding's
+    /// revision.
+    async fn web_bound_to_dead_h1(leader: &mut Leader<'_>, store: &SharedStore, term: i64) -> i64 {
         let hosts = ["h1", "h2"].map(|h| kv(keys::host_key(h).unwrap(), b"{}", 3));
         leader.caches.hosts.apply(&restarted(hosts.to_vec(), 3));
-        // "web" is bound to h1, which is not alive; h2 is.
         let binding = serde_json::to_vec(&Binding { host: "h1".into(), term }).unwrap();
         let bound = kv(keys::binding_key("default", "web").unwrap(), &binding, 4);
         store.put(&bound.key, binding.clone(), PutCondition::Absent, 0).await.unwrap();
@@ -888,6 +898,15 @@ mod leader_tests {
             .caches
             .alive
             .apply(&restarted(vec![kv(keys::host_lease_key("h2").unwrap(), b"", 3)], revision));
+        revision
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_deadline_is_the_grace_expiry_of_a_host_that_went_not_ready() {
+        let (_dir, store, term) = leading_store().await;
+        let grace = Duration::from_secs(30);
+        let mut leader = leader_of_one_spec(&store, term, grace);
+        let revision = web_bound_to_dead_h1(&mut leader, &store, term).await;
         let start = Instant::now();
         assert_eq!(leader.schedule().await.unwrap(), Some(start + grace), "wake when h1's grace ends");
         assert_eq!(leader.written, Written::default(), "within the grace period, nothing moves");
@@ -896,5 +915,25 @@ mod leader_tests {
         assert!(leader.written.bindings > revision, "the spec moved to h2");
         let moved = store.get(&keys::binding_key("default", "web").unwrap()).await.unwrap().unwrap();
         assert_eq!(serde_json::from_slice::<Binding>(&moved.value).unwrap().host, "h2");
+    }
+
+    /// Real time: paused time would expire the events' lease while the embedded store writes.
+    #[tokio::test]
+    async fn a_host_going_not_ready_is_a_warning_event_once() {
+        let (_dir, store, term) = leading_store().await;
+        let mut leader = leader_of_one_spec(&store, term, Duration::from_secs(30));
+        web_bound_to_dead_h1(&mut leader, &store, term).await;
+        leader.schedule().await.unwrap();
+        leader.schedule().await.unwrap();
+        let events = crate::events::list_events(store.as_ref(), None).await.unwrap();
+        let told: Vec<(&str, &str, u32)> =
+            events.iter().map(|e| (e.involved_object.as_str(), e.reason.as_str(), e.count)).collect();
+        assert_eq!(told, vec![("Host/h1", "HostNotReady", 1)], "told once, not every pass");
+        assert_eq!(events[0].kind, EventType::Warning);
+        assert!(
+            events[0].message.contains("1 container(s) move to other hosts after 30s"),
+            "{}",
+            events[0].message
+        );
     }
 }
