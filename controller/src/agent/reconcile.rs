@@ -625,6 +625,7 @@ impl Agent {
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
+        self.time_repair(key, &plan.actions, after.as_ref());
         self.wake_followers(key, spec, after.as_ref());
         self.check_limits_took(key, spec, &plan.actions, after.as_ref()).await;
         let digest = facts.registry_digest.clone();
@@ -897,6 +898,22 @@ impl Agent {
             }
         }
         Ok(None)
+    }
+
+    /// Ends the timing of `key`'s drift ([`crate::metrics`]): a start or create that left the
+    /// container running is its repair; any other outcome with the container running means the
+    /// drift events seen were the agent's own (a recreate's) or were mended already.
+    fn time_repair(&self, key: &str, actions: &[Action], after: Option<&ObservedContainer>) {
+        if !after.is_some_and(|container| container.state.running) {
+            return;
+        }
+        let repair = actions.iter().any(|action| {
+            matches!(action, Action::Start { .. } | Action::Unpause { .. } | Action::Create { .. })
+        });
+        match repair {
+            true => self.config.metrics.repaired(key),
+            false => self.config.metrics.no_drift(key),
+        }
     }
 
     /// Records one action carried out as an event, and logs it at INFO: what drifted, what was done.
