@@ -61,11 +61,25 @@ pub struct Metrics {
     repair_paused: Histogram,
     queue_depth: Gauge,
     backoff_keys: Gauge,
+    leader: Gauge,
+    term: Gauge,
     containers: Family<ConditionLabels, Gauge>,
     /// Per key, the first drift event not yet repaired: its time and kind.
     drifts: Mutex<HashMap<String, (SystemTime, DriftKind)>>,
     /// Set while an agent runs; without one the gauges read 0.
     sampler: Mutex<Option<std::sync::Weak<dyn Sampler>>>,
+}
+
+/// Holds `kedge_scheduler_leader` at 1 while it lives ([`Metrics::leading`]).
+#[derive(Debug)]
+pub struct Leading<'a> {
+    leader: &'a Gauge,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.leader.set(0);
+    }
 }
 
 /// The kind of drift a repair mended, the `drift` label of `kedge_repair_duration_seconds`.
@@ -118,6 +132,18 @@ impl Metrics {
         registry.register("kedge_queue_depth", "Keys waiting in the work queue", queue_depth.clone());
         let backoff_keys = Gauge::default();
         registry.register("kedge_backoff_keys", "Keys waiting out a failure's backoff", backoff_keys.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "kedge_scheduler_leader",
+            "1 while this agent leads the scheduler, else 0",
+            leader.clone(),
+        );
+        let term = Gauge::default();
+        registry.register(
+            "kedge_scheduler_term",
+            "The term of this agent's last scheduler leadership (the leader key's revision), 0 before one",
+            term.clone(),
+        );
         let containers = Family::<ConditionLabels, Gauge>::default();
         registry.register(
             "kedge_containers",
@@ -141,6 +167,8 @@ impl Metrics {
             repair_paused: repair("paused"),
             queue_depth,
             backoff_keys,
+            leader,
+            term,
             containers,
             drifts: Mutex::new(HashMap::new()),
             sampler: Mutex::new(None),
@@ -197,6 +225,13 @@ impl Metrics {
         if !drifts.is_empty() {
             drifts.remove(key);
         }
+    }
+
+    /// This agent leads the scheduler in `term` until the answer is dropped.
+    pub fn leading(&self, term: i64) -> Leading<'_> {
+        self.term.set(term);
+        self.leader.set(1);
+        Leading { leader: &self.leader }
     }
 
     /// Makes the gauges read `sampler` when scraped (the running agent; a `Weak`, so a stopped
@@ -321,5 +356,92 @@ mod tests {
         assert_eq!(value_of(&text, "kedge_reconcile_total{result=\"error\"}"), Some(2.0), "{text}");
         assert_eq!(value_of(&text, "kedge_reconcile_duration_seconds_count"), Some(3.0), "{text}");
         assert!(text.contains("kedge_build_info{version=\""), "{text}");
+    }
+
+    /// A sampler with one key, so that every family has a series (an empty one is not rendered).
+    struct OneKey;
+
+    impl Sampler for OneKey {
+        fn queue_depth(&self) -> usize {
+            1
+        }
+        fn backoff_keys(&self) -> usize {
+            0
+        }
+        fn conditions(&self, each: &mut dyn FnMut(&str, &str)) {
+            each("Ready", "True");
+            each("Synced", "True");
+            each("NotACondition", "True");
+        }
+    }
+
+    fn sampled() -> (Metrics, std::sync::Arc<dyn Sampler>) {
+        let metrics = Metrics::new();
+        let sampler: std::sync::Arc<dyn Sampler> = std::sync::Arc::new(OneKey);
+        metrics.attach(std::sync::Arc::downgrade(&sampler));
+        (metrics, sampler)
+    }
+
+    #[test]
+    fn gauges_are_sampled_when_scraped() {
+        let (metrics, _sampler) = sampled();
+        let text = metrics.render();
+        assert_eq!(value_of(&text, "kedge_queue_depth"), Some(1.0), "{text}");
+        assert_eq!(
+            value_of(&text, "kedge_containers{condition=\"Ready\",status=\"True\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(!text.contains("NotACondition"), "{text}");
+        let _leading = metrics.leading(7);
+        let text = metrics.render();
+        assert_eq!(value_of(&text, "kedge_scheduler_leader"), Some(1.0), "{text}");
+        assert_eq!(value_of(&text, "kedge_scheduler_term"), Some(7.0), "{text}");
+        drop(_leading);
+        assert_eq!(value_of(&metrics.render(), "kedge_scheduler_leader"), Some(0.0));
+    }
+
+    /// The families `render` declares (`# TYPE NAME`), and the names their samples may carry.
+    fn rendered_names() -> std::collections::BTreeSet<String> {
+        let (metrics, _sampler) = sampled();
+        let text = metrics.render();
+        let families = text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next());
+        families
+            .flat_map(|family| {
+                ["", "_total", "_bucket", "_count", "_sum", "_info"].map(|suffix| format!("{family}{suffix}"))
+            })
+            .collect()
+    }
+
+    fn kedge_names(text: &str) -> std::collections::BTreeSet<&str> {
+        text.match_indices("kedge_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_dashboard_queries_only_metrics_the_agent_serves() {
+        let rendered = rendered_names();
+        let dashboard = include_str!("../../charts/grafana/kedge-dashboard.json");
+        for name in kedge_names(dashboard) {
+            assert!(rendered.contains(name), "the dashboard queries {name}, which /metrics does not serve");
+        }
+    }
+
+    #[test]
+    fn every_served_metric_is_documented() {
+        let docs = include_str!("../../docs/metrics.md");
+        let (metrics, _sampler) = sampled();
+        let text = metrics.render();
+        for family in text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()) {
+            let documented = [family.to_owned(), format!("{family}_total"), format!("{family}_info")]
+                .iter()
+                .any(|name| docs.contains(&format!("`{name}`")));
+            assert!(documented, "docs/metrics.md does not list {family}");
+        }
     }
 }

@@ -427,6 +427,7 @@ fn spawn_store_followers(spawn: &mut Supervised<'_>) {
             agent.cache.clone(),
             agent.config.scheduler_grace,
             standby,
+            agent.config.metrics.clone(),
             stopping.clone(),
         )
     });
