@@ -41,6 +41,10 @@ pub struct AgentArgs {
     /// Address the HTTP API listens on (bearer-token authenticated).
     #[arg(long, env = "KEDGE_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: String,
+    /// Also serve `GET /metrics` (Prometheus text) without a token on this address, for a
+    /// Prometheus that holds none (docs/metrics.md). The API serves it to any valid token anyway.
+    #[arg(long, env = "KEDGE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// How many specs are reconciled at once.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
@@ -288,6 +292,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         )),
         docker: Some(docker.clone()),
         health: Some(config.health.clone()),
+        metrics: Some(config.metrics.clone()),
         limits: api::ConnectionLimits {
             max_connections: args.api_max_connections as usize,
             ..Default::default()
@@ -305,6 +310,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Some(_) => "https",
     };
     tracing::info!(address = %tcp.local_addr()?, scheme, "API listening (bearer token in {})", api::token::token_path(&args.state_dir).display());
+    let metrics_listener = match &args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--metrics-listen: cannot listen on {address}"))?;
+            tracing::info!(address = %listener.local_addr()?, "metrics listening (GET /metrics, no token)");
+            Some(listener)
+        }
+        None => None,
+    };
     let socket_path = args.state_dir.join("kedge.sock");
     let _ = std::fs::remove_file(&socket_path);
     let unix = tokio::net::UnixListener::bind(&socket_path)
@@ -317,6 +332,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     servers.spawn(api::serve(state.clone(), tcp, shutdown.clone().cancelled_owned()));
     servers.spawn(api::serve(state, ApiListener::Unix(unix), shutdown.clone().cancelled_owned()));
+    if let Some(listener) = metrics_listener {
+        servers.spawn(api::serve_metrics(
+            config.metrics.clone(),
+            listener,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
 
     let outcome = agent::run(store, docker, config, shutdown.clone()).await;
     // What the last moments recorded (a rollback, say) is sent before the process exits.

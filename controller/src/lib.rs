@@ -22,6 +22,7 @@ pub mod hosts;
 #[cfg(test)]
 mod invariants;
 pub mod mapping;
+pub mod metrics;
 pub mod notify;
 pub mod planner;
 pub mod queue;

@@ -200,6 +200,11 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
         state.dirty.len() + delayed_only
     }
 
+    /// Number of keys failing now, each waiting out its backoff.
+    pub fn backing_off(&self) -> usize {
+        self.lock().failures.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

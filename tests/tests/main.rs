@@ -14,6 +14,7 @@ mod agent_crashloop;
 mod agent_dependents;
 mod agent_engine_restart;
 mod agent_host;
+mod agent_metrics;
 mod agent_notify;
 mod agent_outage;
 mod agent_ownership;

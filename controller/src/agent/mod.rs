@@ -88,6 +88,9 @@ pub struct AgentConfig {
     /// to the store. The API enforces the same settings on writes. The default level and the state
     /// directory; the levels stored per namespace are followed from the store.
     pub policy: kedge_crds::PolicySettings,
+    /// The Prometheus metrics this agent counts (docs/metrics.md). Shared: clone the `Arc` for the
+    /// API before `run`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -150,6 +153,7 @@ impl AgentConfig {
             health: Arc::default(),
             upgrade_repositories: Vec::new(),
             policy: kedge_crds::PolicySettings::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -259,6 +263,7 @@ pub async fn run(
 
     let executor = Executor::new(docker.clone());
     let agent = Arc::new(Agent::new(store, store_id, docker, executor, config));
+    agent.config.metrics.attach(Arc::downgrade(&agent) as std::sync::Weak<dyn crate::metrics::Sampler>);
 
     // A little before the list, for an engine whose clock is a little behind this one's.
     let listed_since = std::time::SystemTime::now() - Duration::from_secs(2);
@@ -335,6 +340,7 @@ pub async fn run_simulated(
     let store_id = identity::store_identity(store.as_ref()).await?;
     let executor = Executor::with_engine(engine);
     let agent = Arc::new(Agent::new(store, store_id, DockerClient::unconnected(), executor, config));
+    agent.config.metrics.attach(Arc::downgrade(&agent) as std::sync::Weak<dyn crate::metrics::Sampler>);
     let identity = host::AgentIdentity { container: None, version: env!("CARGO_PKG_VERSION").to_owned() };
     let stopping = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
@@ -433,6 +439,7 @@ fn spawn_store_followers(spawn: &mut Supervised<'_>) {
             agent.cache.clone(),
             agent.config.scheduler_grace,
             standby,
+            agent.config.metrics.clone(),
             stopping.clone(),
         )
     });
@@ -448,15 +455,7 @@ fn spawn_engine_followers(
 ) {
     let mut since = Some(listed_since);
     spawn.task("follow-engine", move |agent, stopping| {
-        sources::follow_engine(
-            agent.config.host_name.clone(),
-            agent.docker.clone(),
-            agent.cache.clone(),
-            agent.snapshot.clone(),
-            agent.queue.clone(),
-            since.take(),
-            stopping.clone(),
-        )
+        sources::follow_engine(agent.clone(), since.take(), stopping.clone())
     });
     spawn.task("resync", |agent, stopping| {
         sources::resync_every(
@@ -484,6 +483,29 @@ fn spawn_engine_followers(
     spawn.task("upgrade-follower", move |agent, stopping| {
         upgrade::follow(agent.clone(), identity.clone(), stopping.clone())
     });
+}
+
+/// What `/metrics` samples when scraped: read from the queue and the statuses, never on a timer.
+impl crate::metrics::Sampler for Agent {
+    fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn backoff_keys(&self) -> usize {
+        self.queue.backing_off()
+    }
+
+    fn conditions(&self, each: &mut dyn FnMut(&str, &str)) {
+        let statuses = self.statuses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for condition in statuses.values().flat_map(|status| &status.conditions) {
+            let status = match condition.status {
+                kedge_crds::ConditionStatus::True => "True",
+                kedge_crds::ConditionStatus::False => "False",
+                kedge_crds::ConditionStatus::Unknown => "Unknown",
+            };
+            each(&condition.kind, status);
+        }
+    }
 }
 
 /// What [`spawn_tasks`] starts every task with: the set that owns them, the agent and its stop token.
@@ -517,6 +539,7 @@ impl Agent {
             let span = tracing::info_span!("reconcile", %key);
             let stats = &self.config.stats;
             stats.in_flight.fetch_add(1, Ordering::SeqCst);
+            let started = std::time::Instant::now();
             let attempt = tracing::Instrument::instrument(
                 async {
                     #[cfg(feature = "failpoints")]
@@ -545,6 +568,12 @@ impl Agent {
             stats.reconciles.fetch_add(1, Ordering::SeqCst);
             stats.in_flight.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!(%key, ?outcome, "reconciled");
+            let result = match &outcome {
+                Ok(reconcile::Next::Done) => crate::metrics::ReconcileResult::Done,
+                Ok(reconcile::Next::After(_)) => crate::metrics::ReconcileResult::Requeue,
+                Err(_) => crate::metrics::ReconcileResult::Error,
+            };
+            self.config.metrics.reconciled(result, started.elapsed());
             match outcome {
                 Ok(reconcile::Next::Done) => self.queue.succeeded(&key),
                 Ok(reconcile::Next::After(delay)) => self.queue.done_requeue_after(&key, delay),

@@ -277,6 +277,8 @@ impl Agent {
         if let Some(stored) = desired.specs.stored.as_ref().filter(|_| desired.here) {
             return self.reconcile_spec(key, &stored.object, seen).await;
         }
+        // No spec to run here, no repair to time: a removal's `destroy` must not wait for one.
+        self.config.metrics.no_drift(key);
         match desired.specs.stored {
             None if self.cache.invalid(key).is_some() => self.reconcile_invalid(key).await,
             None => self.reconcile_deleted(key, &desired, &seen.owned).await,
@@ -629,6 +631,7 @@ impl Agent {
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
+        self.time_repair(key, stopped, &plan.actions, after.as_ref());
         self.wake_followers(key, spec, after.as_ref());
         self.check_limits_took(key, spec, &plan.actions, after.as_ref()).await;
         let digest = facts.registry_digest.clone();
@@ -901,6 +904,26 @@ impl Agent {
             }
         }
         Ok(None)
+    }
+
+    /// Ends the timing of `key`'s drift ([`crate::metrics`]): a start or create that left the
+    /// container running is its repair; any other outcome with the container running means the
+    /// drift events seen were the agent's own (a recreate's) or were mended already.
+    /// A spec stopped on purpose has no repair to wait for.
+    fn time_repair(&self, key: &str, stopped: bool, actions: &[Action], after: Option<&ObservedContainer>) {
+        if stopped {
+            return self.config.metrics.no_drift(key);
+        }
+        if !after.is_some_and(|container| container.state.running) {
+            return;
+        }
+        let repair = actions.iter().any(|action| {
+            matches!(action, Action::Start { .. } | Action::Unpause { .. } | Action::Create { .. })
+        });
+        match repair {
+            true => self.config.metrics.repaired(key),
+            false => self.config.metrics.no_drift(key),
+        }
     }
 
     /// Records one action carried out as an event, and logs it at INFO: what drifted, what was done.

@@ -58,14 +58,12 @@ pub(crate) async fn follow_store(
 /// passes the time before its first list of containers, so no change falls between that list and
 /// the subscription). Every event stamps its key in `snapshot` ([`super::snapshot`]).
 pub(crate) async fn follow_engine(
-    host: String,
-    docker: DockerClient,
-    cache: Arc<DesiredState>,
-    snapshot: Arc<EngineSnapshot>,
-    queue: WorkQueue<String>,
+    agent: Arc<super::Agent>,
     since: Option<std::time::SystemTime>,
     shutdown: CancellationToken,
 ) {
+    let (host, docker, cache) = (&agent.config.host_name, &agent.docker, &agent.cache);
+    let (snapshot, queue, metrics) = (&agent.snapshot, &agent.queue, &agent.config.metrics);
     let mut backoff = reconnect_backoff();
     let mut connected_before = false;
     // After a reconnect, the engine replays events since the last one seen, closing most of the gap.
@@ -74,7 +72,7 @@ pub(crate) async fn follow_engine(
         let mut events = Box::pin(docker.events_with_networks(last_seen));
         // Resync after subscribing, so nothing falls between the resync and the subscription.
         if connected_before {
-            if let Err(error) = enqueue_everything(&host, &docker, &cache, &snapshot, &queue).await {
+            if let Err(error) = enqueue_everything(host, docker, cache, snapshot, queue).await {
                 tracing::warn!(%error, "resync after an engine reconnect failed");
             }
         }
@@ -85,11 +83,15 @@ pub(crate) async fn follow_engine(
             };
             match next {
                 Some(Ok(event)) => {
-                    if let Ok(nanos) = u64::try_from(event.time_nano) {
-                        last_seen = Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos));
-                    }
+                    let at = u64::try_from(event.time_nano)
+                        .map(|nanos| std::time::UNIX_EPOCH + Duration::from_nanos(nanos))
+                        .ok();
+                    last_seen = at.or(last_seen);
                     backoff = reconnect_backoff();
-                    if let Some(key) = key_of(&host, &docker, &event).await {
+                    if let Some(key) = key_of(host, docker, &event).await {
+                        if let (Some(kind), Some(at)) = (drift_kind(&event.action), at) {
+                            metrics.drift_seen(&key, kind, at);
+                        }
                         snapshot.stamp(&key);
                         queue.add(key);
                     }
@@ -130,6 +132,16 @@ async fn key_of(host: &str, docker: &DockerClient, event: &EngineEvent) -> Optio
             let ours = labels::is_managed_by_host(&event.labels, host);
             ours.then(|| labels::key(&event.labels).map(str::to_owned))?
         }
+    }
+}
+
+/// The kind of drift an event shows, for timing its repair ([`crate::metrics`]).
+fn drift_kind(action: &EventAction) -> Option<crate::metrics::DriftKind> {
+    match action {
+        EventAction::Die => Some(crate::metrics::DriftKind::Stopped),
+        EventAction::Destroy => Some(crate::metrics::DriftKind::Missing),
+        EventAction::Pause => Some(crate::metrics::DriftKind::Paused),
+        _ => None,
     }
 }
 

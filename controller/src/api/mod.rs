@@ -6,6 +6,8 @@
 //! GET    /healthz                                          no authentication; 503 with the failing task(s)
 //!                                                          while an agent task keeps dying
 //! GET    /version
+//! GET    /metrics                                          Prometheus text (docs/metrics.md); also without a
+//!                                                          token on `kedge agent --metrics-listen` ([`serve_metrics`])
 //! GET    /api/v1/{plural}, /api/v1/namespaces/{ns}/{plural}[/{name}[/status]]   every kind of
 //! POST   /api/v1/namespaces/{ns}/{plural}                  [`builtin_kinds`] (containers, containersets, secrets, gitsources),
 //! PUT    /api/v1/namespaces/{ns}/{plural}/{name}           the same routes and answers: see `routes.rs`
@@ -107,6 +109,8 @@ pub struct ApiState {
     pub docker: Option<crate::docker::DockerClient>,
     /// The agent's task health, which `/healthz` reports; without it `/healthz` always says ok.
     pub health: Option<Arc<crate::agent::supervisor::Health>>,
+    /// The agent's metrics, which `/metrics` renders; without them it answers 501.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Limits every listener keeps before anyone has authenticated (`kedge agent --api-max-connections`).
     pub limits: ConnectionLimits,
     /// Image repositories an upgrade campaign may move agents to besides the one each runs
@@ -189,6 +193,7 @@ impl ApiState {
             recreate: None,
             docker: None,
             health: None,
+            metrics: None,
             limits: ConnectionLimits::default(),
             upgrade_repositories: Vec::new(),
             policy: kedge_crds::PolicySettings::default(),
@@ -284,6 +289,7 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
 fn guarded_routes(kinds: &[KindRoutes]) -> Router<AppState> {
     let router = Router::new()
         .route("/version", get(version))
+        .route("/metrics", get(metrics))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/watch/events", get(watch_events))
         .route("/api/v1/hosts", get(list_hosts))
@@ -403,6 +409,31 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// `GET /metrics`: the agent's metrics as Prometheus (OpenMetrics) text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.api.metrics {
+        Some(metrics) => render_metrics(metrics),
+        None => ApiError::new(StatusCode::NOT_IMPLEMENTED, "this server keeps no metrics").into_response(),
+    }
+}
+
+fn render_metrics(metrics: &crate::metrics::Metrics) -> Response {
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.render()).into_response()
+}
+
+/// Serves only `GET /metrics`, without authentication, on `listener` until `shutdown`
+/// (`kedge agent --metrics-listen`): for a Prometheus that holds no token. Everything else is 404.
+pub async fn serve_metrics(
+    metrics: Arc<crate::metrics::Metrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(render_metrics(&metrics))))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") });
+    connections::serve(listener, app, ConnectionLimits::default(), shutdown).await
+}
 
 async fn version(State(state): State<AppState>) -> Json<Value> {
     Json(json!({

@@ -230,6 +230,7 @@ pub(crate) async fn run(
     specs: Arc<DesiredState>,
     grace: Duration,
     standby: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     tokio::select! {
@@ -266,6 +267,8 @@ pub(crate) async fn run(
                 // Revokes the lease if this task panics while leading, so that another agent takes
                 // over at once instead of after the lease's TTL.
                 let mut held = LeaseGuard { store: &store, lease: Some(lease) };
+                // Down again however the leadership ends, a panic included.
+                let _leading = metrics.leading(term);
                 tracing::info!(host = %me, term, "this agent leads the scheduler");
                 announced_follower = false;
                 let mut leader = Leader {
