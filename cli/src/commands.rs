@@ -21,8 +21,8 @@ use crate::objects::{self, Declared};
 use crate::output::{self};
 use crate::types::{HostView, List, LogLine, VersionInfo};
 use crate::{
-    ApplyArgs, Commands, ConfigCommand, CreateCommand, DeleteArgs, DryRun, GetArgs, GlobalArgs, ObjectKind,
-    OutputFormat, Resource, WaitArgs,
+    ApplyArgs, Commands, ConfigCommand, CreateCommand, DeleteArgs, DryRun, EventTypeArg, GetArgs, GlobalArgs,
+    ObjectKind, OutputFormat, Resource, WaitArgs,
 };
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
@@ -78,10 +78,31 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             }
             exec(&bare_name(&name), stdin, user, workdir, command, global).await
         }
-        Commands::Events { for_name, watch, all_namespaces, output } => {
+        Commands::Events { for_name, types, watch, all_namespaces, output } => {
+            let (kind, name) = match for_name.as_deref().map(event_object) {
+                Some(found) => {
+                    let (kind, name) = found?;
+                    (kind, Some(name))
+                }
+                None => (None, None),
+            };
+            let mut filter = Vec::new();
+            if let Some(kind) = kind {
+                filter.push(format!("objectKind={kind}"));
+            }
+            if !types.is_empty() {
+                let types: Vec<&str> = types
+                    .iter()
+                    .map(|t| if *t == EventTypeArg::Warning { "Warning" } else { "Normal" })
+                    .collect();
+                filter.push(format!("type={}", types.join(",")));
+            }
+            // A host's events are in no namespace of the user's (kedge-system): look everywhere.
+            let all_namespaces = all_namespaces || kind == Some("Host");
             let args = GetArgs {
                 resource: Resource::Events,
-                names: for_name.map(|n| bare_name(&n)).into_iter().collect(),
+                names: name.into_iter().collect(),
+                filter: filter.join("&"),
                 output,
                 sort_by: None,
                 no_headers: false,
@@ -140,6 +161,27 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
 }
 
 /// `container/web` (what `-o name` prints) names `web`, as in kubectl.
+/// `--for [KIND/]NAME` of `kedge events`: the involved object's kind as events name it (none: any
+/// kind), and the name.
+fn event_object(written: &str) -> CliResult<(Option<&'static str>, String)> {
+    let Some((kind, name)) = written.split_once('/') else { return Ok((None, written.to_owned())) };
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "container" | "containers" => "Container",
+        "containerset" | "containersets" | "set" | "sets" | "cs" => "ContainerSet",
+        "secret" | "secrets" => "Secret",
+        "gitsource" | "gitsources" | "gs" => "GitSource",
+        "host" | "hosts" => "Host",
+        other => {
+            return Err(CliError::usage(format!("`{other}` is not a kind with events"))
+                .hint("use container/, containerset/, secret/, gitsource/ or host/"))
+        }
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(CliError::usage(format!("`{written}` is not KIND/NAME")));
+    }
+    Ok((Some(kind), name.to_owned()))
+}
+
 fn bare_name(name: &str) -> String {
     [
         "container/",
@@ -296,6 +338,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
         client: &client,
         namespace: &resolved.namespace,
         name: None,
+        filter: args.filter.clone(),
         selector: get::selector_query(args.selector.as_deref()),
         all_namespaces: args.all_namespaces,
         watch: args.watch,

@@ -30,6 +30,8 @@ pub(crate) struct Query<'a> {
     pub all_namespaces: bool,
     pub watch: bool,
     pub options: TableOptions,
+    /// More query parameters of a kind's list and watch (`kedge events --for KIND/NAME --types`).
+    pub filter: String,
 }
 
 /// What a kind's list gave: each object with the JSON `-o json|yaml` prints, the rows of objects
@@ -355,7 +357,8 @@ impl Kind for Event {
     }
 }
 
-/// `namespace=NS` (not with `-A`) and `object=NAME` (`--for NAME`).
+/// `namespace=NS` (not with `-A`), `object=NAME` (`--for NAME`) and the query's filter
+/// (`objectKind=KIND`, `type=TYPES`).
 fn events_query(query: &Query<'_>) -> String {
     let mut text = String::new();
     if !query.all_namespaces {
@@ -363,6 +366,10 @@ fn events_query(query: &Query<'_>) -> String {
     }
     if let Some(name) = query.name {
         text.push_str(&format!("&object={}", encode(name)));
+    }
+    if !query.filter.is_empty() {
+        text.push('&');
+        text.push_str(&query.filter);
     }
     text
 }

@@ -217,11 +217,17 @@ kedge exec -i db -- psql < dump.sql"
         command: Vec<String>,
     },
     /// List events, or stream them with `-w`.
-    #[command(after_help = "Examples:\n  kedge events\n  kedge events --for web -w")]
+    #[command(
+        after_help = "Examples:\n  kedge events\n  kedge events --for web -w\n  kedge events --for containerset/web --types Warning"
+    )]
     Events {
-        /// Only the events of this container.
-        #[arg(long = "for")]
+        /// Only the events of this object: NAME (a container, or any kind's object of that name) or
+        /// KIND/NAME (`container/web`, `containerset/web`, `gitsource/site`, `host/h1`).
+        #[arg(long = "for", value_name = "[KIND/]NAME")]
         for_name: Option<String>,
+        /// Only events of these types (comma-separated).
+        #[arg(long, value_enum, ignore_case = true, value_delimiter = ',', value_name = "TYPE")]
+        types: Vec<EventTypeArg>,
         #[arg(short = 'w', long)]
         watch: bool,
         #[arg(short = 'A', long)]
@@ -398,6 +404,13 @@ fn parse_sort_by(text: &str) -> Result<template::Path, String> {
     template::Path::parse(path.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(path))
 }
 
+/// `kedge events --types`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventTypeArg {
+    Normal,
+    Warning,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DryRun {
     None,
@@ -453,6 +466,9 @@ pub struct GetArgs {
     /// After listing, stream changes.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// More query parameters of the list and watch (set by `kedge events`, not a flag).
+    #[arg(skip)]
+    pub filter: String,
 }
 
 #[derive(Debug, Args)]

@@ -152,6 +152,7 @@ async fn the_generic_verbs_serve_a_toy_kind_with_only_its_impls() {
         all_namespaces: false,
         watch: true,
         options: TableOptions { wide: false, namespaces: false },
+        filter: String::new(),
     };
     let listed = Gizmo::list(&query).await.unwrap();
     let rows =

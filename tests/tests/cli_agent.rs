@@ -143,6 +143,27 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
     let exec_events = stdout(&kedge(&["events", "--for", &name, "-n", &ns]));
     assert!(exec_events.contains("Exec") && exec_events.contains("ran `sh`"), "{exec_events}");
+    // --for KIND/NAME and --types narrow the list; the kind must match the object's.
+    let normal = kedge(&["events", "--for", &format!("container/{name}"), "-n", &ns, "--types", "Normal"]);
+    assert!(stdout(&normal).contains("Exec"), "{}{}", stdout(&normal), stderr(&normal));
+    let warnings = kedge(&[
+        "events",
+        "--for",
+        &format!("container/{name}"),
+        "-n",
+        &ns,
+        "--types",
+        "Warning",
+        "-o",
+        "jsonpath={.items[*].type}",
+    ]);
+    assert!(warnings.status.success(), "{}", stderr(&warnings));
+    assert!(!stdout(&warnings).contains("Normal"), "only Warning events: {}", stdout(&warnings));
+    let other_kind = kedge(&["events", "--for", &format!("containerset/{name}"), "-n", &ns, "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&other_kind)).unwrap();
+    assert_eq!(listed["items"], serde_json::json!([]), "no ContainerSet of that name has events");
+    let bad_kind = kedge(&["events", "--for", &format!("pod/{name}"), "-n", &ns]);
+    assert_eq!(bad_kind.status.code(), Some(2), "{}", stderr(&bad_kind));
 
     let deleted = kedge(&["delete", "container", &name, "-n", &ns]);
     assert_eq!(stdout(&deleted), format!("container/{name} deleted\n"));

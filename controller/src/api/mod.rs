@@ -530,14 +530,23 @@ async fn list_hosts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     ))
 }
 
-/// `?object=NAME` keeps the events about one container: those whose `involvedObject`
-/// (`Container/<ns>/<name>`) names it. `?namespace=` is already applied by the key prefix.
+/// `?object=NAME` keeps the events about one object: those whose `involvedObject`
+/// (`Container/<ns>/<name>`) names it; `?objectKind=KIND` those about objects of that kind
+/// (`Container`, `ContainerSet`, `Host`...); `?type=Warning[,Normal]` those of these types.
+/// `?namespace=` is already applied by the key prefix.
 fn event_matches(event: &Value, params: &HashMap<String, String>) -> bool {
-    let Some(wanted) = params.get("object") else { return true };
-    event
-        .get("involvedObject")
-        .and_then(Value::as_str)
-        .is_some_and(|object| object == wanted || object.rsplit('/').next() == Some(wanted.as_str()))
+    let object = event.get("involvedObject").and_then(Value::as_str).unwrap_or_default();
+    let named = params
+        .get("object")
+        .is_none_or(|wanted| object == wanted || object.rsplit('/').next() == Some(wanted.as_str()));
+    let of_kind = params
+        .get("objectKind")
+        .is_none_or(|kind| object.split('/').next().is_some_and(|k| k.eq_ignore_ascii_case(kind)));
+    let event_type = event.get("type").and_then(Value::as_str).unwrap_or_default();
+    let typed = params
+        .get("type")
+        .is_none_or(|types| types.split(',').any(|wanted| wanted.trim().eq_ignore_ascii_case(event_type)));
+    named && of_kind && typed
 }
 
 async fn watch_events(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
