@@ -8,7 +8,7 @@ use crate::api_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use api_support::{http, kedge_command, stderr, AgentGuard};
+use api_support::{http, stderr, AgentGuard};
 use kedge_tests::{docker_cli, eventually, run_id, EngineCleanup, TEST_LABEL};
 
 const STOPPED_COUNT: &str = "kedge_repair_duration_seconds_count{drift=\"stopped\"}";
@@ -51,14 +51,7 @@ async fn metrics_count_a_killed_containers_repair() {
         ),
     )
     .unwrap();
-    let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
-    let kedge = |args: &[&str]| {
-        kedge_command(&std::env::temp_dir())
-            .env("KEDGE_SERVER", &socket)
-            .args(args)
-            .output()
-            .expect("kedge runs")
-    };
+    let kedge = |args: &[&str]| agent.kedge(args);
     let applied = kedge(&["apply", "-f", spec.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", stderr(&applied));
     let waited =

@@ -18,14 +18,8 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let state_dir = std::env::temp_dir().join(format!("kedge-cli-agent-{run}"));
     let host = format!("cli-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
-    let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
-    let kedge = |args: &[&str]| {
-        kedge_command(&std::env::temp_dir())
-            .env("KEDGE_SERVER", &socket)
-            .args(args)
-            .output()
-            .expect("kedge runs")
-    };
+    let socket = agent.socket_url();
+    let kedge = |args: &[&str]| agent.kedge(args);
     eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
         kedge(&["version"]).status.success().then_some(())
     })

@@ -273,7 +273,7 @@ pub async fn run(
 
     // Sources stop on `stopping`; the lock's loss stops everything too.
     let stopping = shutdown.child_token();
-    let mut tasks = spawn_tasks(&agent, identity, listed_since, &stopping);
+    let tasks = spawn_tasks(&agent, identity, listed_since, &stopping);
     agent.config.requests.attach(agent.queue.clone());
     // Reconciles that run before the specs, bindings and policy levels were first read decide
     // nothing and look again later: at a cold start over hundreds of containers that doubled the
@@ -283,15 +283,34 @@ pub async fn run(
         _ = agent.caches_listed(FIRST_LIST_WAIT) => {}
         _ = shutdown.cancelled() => {}
     }
+    let workers = spawn_workers(&agent, &stopping);
+    serve_until_stopped(&agent, host_lock, &shutdown, &stopping, workers, tasks).await
+}
+
+/// The agent's workers, each under [`supervisor::supervise`]. A reconcile's panic is caught in
+/// `work`; the supervisor restarts a worker that died outside one. Workers end when the queue shuts
+/// down, after `stopping` is cancelled: not a death.
+fn spawn_workers(agent: &Arc<Agent>, stopping: &CancellationToken) -> tokio::task::JoinSet<()> {
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.config.workers.max(1) {
-        // A reconcile's panic is caught in `work`; this restarts a worker that died outside one.
-        // Workers end when the queue shuts down, after `stopping` is cancelled: not a death.
         let agent = agent.clone();
         let (health, token) = (agent.config.health.clone(), stopping.clone());
         workers.spawn(supervisor::supervise("worker", health, token, move || agent.clone().work()));
     }
+    workers
+}
 
+/// Waits until `shutdown` or the loss of the host's lock, then winds the agent down: the
+/// reconciles in flight finished, the old containers of start-first recreates given a while to
+/// stop, the tasks ended, repeated events written, the lock released.
+async fn serve_until_stopped(
+    agent: &Arc<Agent>,
+    host_lock: lock::HostLock,
+    shutdown: &CancellationToken,
+    stopping: &CancellationToken,
+    mut workers: tokio::task::JoinSet<()>,
+    mut tasks: tokio::task::JoinSet<()>,
+) -> Result<(), AgentError> {
     let lock_lost = tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = host_lock.lost() => true,
@@ -359,26 +378,8 @@ pub async fn run_simulated(
             )
         });
     }
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..agent.config.workers.max(1) {
-        let agent = agent.clone();
-        let (health, token) = (agent.config.health.clone(), stopping.clone());
-        workers.spawn(supervisor::supervise("worker", health, token, move || agent.clone().work()));
-    }
-    let lock_lost = tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = host_lock.lost() => true,
-    };
-    stopping.cancel();
-    agent.queue.shutdown();
-    while workers.join_next().await.is_some() {}
-    while tasks.join_next().await.is_some() {}
-    agent.events.flush().await;
-    host_lock.release().await;
-    if lock_lost {
-        return Err(AgentError::LockLost { host: agent.config.host_name.clone() });
-    }
-    Ok(())
+    let workers = spawn_workers(&agent, &stopping);
+    serve_until_stopped(&agent, host_lock, &shutdown, &stopping, workers, tasks).await
 }
 
 /// Starts the agent's long-lived tasks, each under [`supervisor::supervise`] with its name. Each

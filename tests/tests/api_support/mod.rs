@@ -357,6 +357,20 @@ impl AgentGuard {
         AgentGuard { child, state_dir: state_dir.to_owned(), keep_state: false }
     }
 
+    /// The `unix://` address of the agent's socket (file permissions, no token).
+    pub fn socket_url(&self) -> String {
+        format!("unix://{}", self.state_dir.join("kedge.sock").display())
+    }
+
+    /// Runs `kedge ARGS` against this agent's socket.
+    pub fn kedge(&self, args: &[&str]) -> std::process::Output {
+        kedge_command(&std::env::temp_dir())
+            .env("KEDGE_SERVER", self.socket_url())
+            .args(args)
+            .output()
+            .expect("kedge runs")
+    }
+
     /// This agent, its state directory left in place when it stops, so that another agent can be
     /// started on the same store.
     pub fn keeping_state(mut self) -> AgentGuard {
