@@ -15,7 +15,7 @@
 //! The scenarios share one agent and run at the same time, so the test takes about as long as the
 //! longest wait (the rollback's 60 s watch).
 
-use crate::api_support::{kedge_command, stderr, stdout, AgentGuard};
+use crate::api_support::{stdout, AgentGuard, SpecsOnAgent};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -33,59 +33,18 @@ const READY: Duration = Duration::from_secs(60);
 type Seen = Arc<Mutex<Vec<(String, EventAction, Option<i64>, String, SystemTime)>>>;
 
 struct Fixture {
-    run: String,
-    host: String,
-    namespace: String,
-    socket: String,
-    state_dir: std::path::PathBuf,
+    specs: SpecsOnAgent,
     events: Seen,
 }
 
+impl std::ops::Deref for Fixture {
+    type Target = SpecsOnAgent;
+    fn deref(&self) -> &SpecsOnAgent {
+        &self.specs
+    }
+}
+
 impl Fixture {
-    fn kedge(&self, args: &[&str]) -> std::process::Output {
-        kedge_command(&std::env::temp_dir())
-            .env("KEDGE_SERVER", &self.socket)
-            .args(args)
-            .output()
-            .expect("kedge runs")
-    }
-
-    fn apply(&self, name: &str, spec: &str) {
-        let dir = self.state_dir.join(format!("specs-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("spec.yaml");
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-                 spec:\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n{spec}",
-                ns = self.namespace,
-                run = self.run,
-                host = self.host,
-            ),
-        )
-        .unwrap();
-        let applied = self.kedge(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(applied.status.success(), "apply {name}: {}", stderr(&applied));
-    }
-
-    /// `kedge get container NAME -o json`.
-    fn get(&self, name: &str) -> Value {
-        let out = self.kedge(&["get", "container", name, "-n", &self.namespace, "-o", "json"]);
-        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null)
-    }
-
-    fn condition(&self, name: &str, kind: &str) -> Option<(String, String, String)> {
-        let object = self.get(name);
-        let conditions = object["status"]["conditions"].as_array()?.clone();
-        let found = conditions.into_iter().find(|c| c["type"] == kind)?;
-        Some((
-            found["status"].as_str()?.to_owned(),
-            found["reason"].as_str()?.to_owned(),
-            found["message"].as_str().unwrap_or_default().to_owned(),
-        ))
-    }
-
     /// Watches `name` for the crash-loop window (the counts are over a fixed window, so this observes
     /// it whole) and returns the first Degraded=True/CrashLoopBackOff message seen, if any.
     async fn first_crash_loop_message(&self, name: &str) -> Option<String> {
@@ -121,13 +80,6 @@ impl Fixture {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    async fn wait_api(&self) {
-        eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-            self.kedge(&["version"]).status.success().then_some(())
-        })
-        .await;
     }
 
     fn name(&self, what: &str) -> String {
@@ -188,14 +140,7 @@ async fn start(run: &str, what: &str) -> (Fixture, AgentGuard) {
     }
 
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
-    let fx = Fixture {
-        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
-        namespace: format!("ns-{run}"),
-        run: run.to_owned(),
-        host,
-        state_dir,
-        events,
-    };
+    let fx = Fixture { specs: SpecsOnAgent::new(run, &host, &state_dir), events };
     fx.wait_api().await;
     (fx, agent)
 }

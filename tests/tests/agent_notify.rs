@@ -8,12 +8,12 @@
 //!
 //! Both scenarios share one agent and run at the same time.
 
-use crate::api_support::{kedge_command, stderr, stdout, AgentGuard};
+use crate::api_support::{stderr, AgentGuard, SpecsOnAgent};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kedge_tests::{eventually, run_id, EngineCleanup, TEST_LABEL};
+use kedge_tests::{eventually, run_id, EngineCleanup};
 use serde_json::Value;
 
 const READY: Duration = Duration::from_secs(60);
@@ -41,54 +41,18 @@ async fn receiver(received: Received) -> String {
 }
 
 struct Fixture {
-    run: String,
-    host: String,
-    namespace: String,
-    socket: String,
-    state_dir: std::path::PathBuf,
+    specs: SpecsOnAgent,
     received: Received,
 }
 
+impl std::ops::Deref for Fixture {
+    type Target = SpecsOnAgent;
+    fn deref(&self) -> &SpecsOnAgent {
+        &self.specs
+    }
+}
+
 impl Fixture {
-    fn kedge(&self, args: &[&str]) -> std::process::Output {
-        kedge_command(&std::env::temp_dir())
-            .env("KEDGE_SERVER", &self.socket)
-            .args(args)
-            .output()
-            .expect("kedge runs")
-    }
-
-    fn apply(&self, name: &str, spec: &str) {
-        let dir = self.state_dir.join(format!("specs-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("spec.yaml");
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-                 spec:\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n{spec}",
-                ns = self.namespace,
-                run = self.run,
-                host = self.host,
-            ),
-        )
-        .unwrap();
-        let applied = self.kedge(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(applied.status.success(), "apply {name}: {}", stderr(&applied));
-    }
-
-    fn get(&self, name: &str) -> Value {
-        let out = self.kedge(&["get", "container", name, "-n", &self.namespace, "-o", "json"]);
-        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null)
-    }
-
-    fn condition(&self, name: &str, kind: &str) -> Option<(String, String)> {
-        let object = self.get(name);
-        let conditions = object["status"]["conditions"].as_array()?.clone();
-        let found = conditions.into_iter().find(|c| c["type"] == kind)?;
-        Some((found["status"].as_str()?.to_owned(), found["reason"].as_str()?.to_owned()))
-    }
-
     /// The messages (arrival, body) with a line about `object`, and those lines.
     fn messages_about(&self, object: &str) -> Vec<(Instant, Vec<Value>)> {
         let received = self.received.lock().unwrap();
@@ -112,18 +76,8 @@ async fn rollbacks_and_crash_loops_reach_a_webhook_batched() {
     let state_dir = std::env::temp_dir().join(format!("kedge-notify-{run}"));
     let host = format!("notify-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &["--notify", &url]);
-    let fx = Fixture {
-        socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
-        namespace: format!("ns-{run}"),
-        run: run.clone(),
-        host,
-        state_dir,
-        received,
-    };
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        fx.kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    let fx = Fixture { specs: SpecsOnAgent::new(&run, &host, &state_dir), received };
+    fx.wait_api().await;
 
     tokio::join!(rollback(&fx), crash_loop(&fx));
 
@@ -143,7 +97,7 @@ async fn rollback(fx: &Fixture) {
     .await;
     fx.apply(&name, "  image: kedge-test/fail:latest\n");
     let rolled_back = eventually("the broken update to be rolled back", READY, || async {
-        let (status, reason) = fx.condition(&name, "Synced")?;
+        let (status, reason, _) = fx.condition(&name, "Synced")?;
         (status == "False" && reason == "RolledBack").then(Instant::now)
     })
     .await;

@@ -424,3 +424,81 @@ impl Drop for AgentGuard {
         }
     }
 }
+
+/// One test's specs on a real agent, driven through the CLI on the agent's socket: each spec in the
+/// test's namespace, labelled with its run and placed on the agent's host.
+pub struct SpecsOnAgent {
+    pub run: String,
+    pub host: String,
+    pub namespace: String,
+    pub socket: String,
+    pub state_dir: PathBuf,
+}
+
+impl SpecsOnAgent {
+    /// For `agent`, started as `host` in `state_dir`, with namespace `ns-RUN`.
+    pub fn new(run: &str, host: &str, state_dir: &Path) -> SpecsOnAgent {
+        SpecsOnAgent {
+            run: run.to_owned(),
+            host: host.to_owned(),
+            namespace: format!("ns-{run}"),
+            socket: format!("unix://{}", state_dir.join("kedge.sock").display()),
+            state_dir: state_dir.to_owned(),
+        }
+    }
+
+    pub fn kedge(&self, args: &[&str]) -> Output {
+        kedge_command(&std::env::temp_dir())
+            .env("KEDGE_SERVER", &self.socket)
+            .args(args)
+            .output()
+            .expect("kedge runs")
+    }
+
+    /// Waits until the agent's API answers on its socket.
+    pub async fn wait_api(&self) {
+        kedge_tests::eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+            self.kedge(&["version"]).status.success().then_some(())
+        })
+        .await;
+    }
+
+    /// Applies Container `name` with `spec` (YAML lines indented under `spec:`) added.
+    pub fn apply(&self, name: &str, spec: &str) {
+        let dir = self.state_dir.join(format!("specs-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("spec.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+                 spec:\n  labels:\n    {label}: {run}\n  placement:\n    host: {host}\n{spec}",
+                label = kedge_tests::TEST_LABEL,
+                ns = self.namespace,
+                run = self.run,
+                host = self.host,
+            ),
+        )
+        .unwrap();
+        let applied = self.kedge(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(applied.status.success(), "apply {name}: {}", stderr(&applied));
+    }
+
+    /// `kedge get container NAME -o json` (`Null` when it cannot be read).
+    pub fn get(&self, name: &str) -> serde_json::Value {
+        let out = self.kedge(&["get", "container", name, "-n", &self.namespace, "-o", "json"]);
+        serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The status, reason and message of condition `kind` of container `name`.
+    pub fn condition(&self, name: &str, kind: &str) -> Option<(String, String, String)> {
+        let object = self.get(name);
+        let conditions = object["status"]["conditions"].as_array()?.clone();
+        let found = conditions.into_iter().find(|c| c["type"] == kind)?;
+        Some((
+            found["status"].as_str()?.to_owned(),
+            found["reason"].as_str()?.to_owned(),
+            found["message"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+}
