@@ -436,6 +436,28 @@ async fn a_new_image_under_the_tag_is_a_safe_recreate_under_the_same_name() {
     assert_eq!(f.mutations(), mutations, "converged");
 }
 
+/// Spec `web` applied as `first` and reconciled, then changed to `second`: the old container, the
+/// changed spec's config as the executor gets it (the old container's labels included) and the
+/// recreate strategy the planner picks. The recreate itself is left to the test.
+async fn planned_recreate(
+    f: &Fixture,
+    first: &str,
+    second: &str,
+) -> (ObservedContainer, crate::docker::ContainerConfig, crate::planner::RecreateStrategy) {
+    f.specs(&[&spec("web", first)], 1);
+    f.reconcile("default/web").await;
+    let old = f.engine.container("web").expect("created");
+    let changed = spec("web", second);
+    f.specs(&[&changed], 2);
+    let plan = crate::planner::plan(&changed, Some(&old), &crate::planner::tests::facts());
+    let Some(crate::planner::Action::Recreate { strategy, .. }) = plan.actions.into_iter().next() else {
+        panic!("expected a recreate of web for {second}")
+    };
+    let mut config = crate::mapping::container_config(&changed);
+    config.labels.extend(old.labels.clone());
+    (old, config, strategy)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_healthy_new_container_is_ready_after_min_ready_seconds_and_not_a_moment_more() {
     // `(the spec's minReadySeconds, the time the recreate waits)`: the fake's container is healthy
@@ -450,20 +472,10 @@ async fn a_healthy_new_container_is_ready_after_min_ready_seconds_and_not_a_mome
                 r#"{{"image": "kedge-test/app:v1", "healthcheck": {{"test": ["CMD", "true"]}}, "env": {{"A": "{value}"}}{min_ready}}}"#
             )
         };
-        f.specs(&[&spec("web", &json("1"))], 1);
-        f.reconcile("default/web").await;
-        let old = f.engine.container("web").expect("created");
-        let changed = spec("web", &json("2"));
-        f.specs(&[&changed], 2);
-        let plan = crate::planner::plan(&changed, Some(&old), &crate::planner::tests::facts());
-        let Some(crate::planner::Action::Recreate { strategy, .. }) = plan.actions.first() else {
-            panic!("{min_ready}: expected a recreate, got {:?}", plan.actions)
-        };
-        let mut config = crate::mapping::container_config(&changed);
-        config.labels.extend(old.labels.clone());
+        let (old, config, strategy) = planned_recreate(&f, &json("1"), &json("2")).await;
         let executor = Executor::with_engine(f.engine.clone());
         let started = tokio::time::Instant::now();
-        executor.recreate(&config, strategy, &mut |_| {}).await.expect("recreated");
+        executor.recreate(&config, &strategy, &mut |_| {}).await.expect("recreated");
         assert_eq!(started.elapsed(), Duration::from_millis(waited), "{min_ready}");
         let new = f.engine.container("web").expect("recreated");
         assert_ne!(new.id, old.id, "{min_ready}");
@@ -483,21 +495,11 @@ async fn a_start_first_recreate_ends_when_the_new_container_is_proven_and_the_ol
             r#"{{"image": "kedge-test/app:v1", "healthcheck": {{"test": ["CMD", "true"]}}, "env": {{"A": "{value}"}}}}"#
         )
     };
-    f.specs(&[&spec("web", &json("1"))], 1);
-    f.reconcile("default/web").await;
-    let old = f.engine.container("web").expect("created");
-    let changed = spec("web", &json("2"));
-    f.specs(&[&changed], 2);
-    let plan = crate::planner::plan(&changed, Some(&old), &crate::planner::tests::facts());
-    let Some(crate::planner::Action::Recreate { strategy, .. }) = plan.actions.first() else {
-        panic!("expected a recreate, got {:?}", plan.actions)
-    };
+    let (old, config, strategy) = planned_recreate(&f, &json("1"), &json("2")).await;
     assert_eq!(strategy.order, crate::planner::RecreateOrder::StartFirst);
-    let mut config = crate::mapping::container_config(&changed);
-    config.labels.extend(old.labels.clone());
     let executor = &f.agent.executor;
     let started = tokio::time::Instant::now();
-    let report = executor.recreate(&config, strategy, &mut |_| {}).await.expect("recreated");
+    let report = executor.recreate(&config, &strategy, &mut |_| {}).await.expect("recreated");
     assert_eq!(started.elapsed(), Duration::ZERO, "the recreate does not wait for the old one's stop");
     let retired = crate::docker::labels::recreate_retired_name("web", &report.recreate_id);
     assert_eq!(
