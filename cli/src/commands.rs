@@ -403,9 +403,21 @@ async fn exec(
     use std::io::{Read, Write};
     let (resolved, client) = connect(global)?;
     let mut body = json!({ "command": command });
+    // One request carries the input: read no more than the API takes, and say so before sending.
+    let limit = kedge_controller::api::MAX_BODY_BYTES;
+    let too_large = || {
+        CliError::usage(format!(
+            "exec -i takes at most {} KiB of standard input (the API's limit for one request)",
+            limit >> 10
+        ))
+        .hint("copy large data into the container through a volume or a bind mount")
+    };
     if stdin {
         let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes)?;
+        std::io::stdin().take(limit as u64 + 1).read_to_end(&mut bytes)?;
+        if bytes.len() > limit {
+            return Err(too_large());
+        }
         let text = String::from_utf8(bytes)
             .map_err(|_| CliError::usage("exec -i passes text: the standard input is not UTF-8"))?;
         body["stdin"] = json!(text);
@@ -415,6 +427,9 @@ async fn exec(
     }
     if let Some(workdir) = workdir {
         body["workingDir"] = json!(workdir);
+    }
+    if serde_json::to_vec(&body).map_or(0, |json| json.len()) > limit {
+        return Err(too_large());
     }
     let path = format!("{}/exec", object_path(&resolved.namespace, name));
     let mut exit_code: Option<i64> = None;

@@ -131,6 +131,23 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let piped = piped.wait_with_output().unwrap();
     assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
     assert_eq!(stdout(&piped).split_whitespace().next(), Some("2"), "{}", stdout(&piped));
+    // More input than one request may carry is refused before anything is sent (and not read whole).
+    let mut flood = kedge_command(&std::env::temp_dir())
+        .env("KEDGE_SERVER", &socket)
+        .args(["exec", "-i", &name, "-n", &ns, "--", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = flood.stdin.take().unwrap();
+    // The CLI stops reading at the limit: the rest of the write may meet a closed pipe.
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &vec![b'x'; 4 << 20]).ok());
+    let flood = flood.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(flood.status.code(), Some(2), "{}", stderr(&flood));
+    assert!(stderr(&flood).contains("at most 256 KiB"), "{}", stderr(&flood));
+    assert_eq!(stdout(&flood), "", "nothing ran");
     let terminal = kedge(&["exec", "-it", &name, "-n", &ns, "--", "sh"]);
     assert_eq!(terminal.status.code(), Some(2), "{}", stderr(&terminal));
     let missing = kedge(&["exec", "nothing-here", "-n", &ns, "--", "true"]);
