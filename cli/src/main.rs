@@ -631,5 +631,86 @@ fn report(error: CliError) -> ExitCode {
 
 /// The command tree, for completions.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    let command = <Cli as clap::CommandFactory>::command();
+    // The client's global flags (which server, which token, which namespace) mean nothing to the agent,
+    // and listed among its own they hid them: `kedge agent --help` shows only the agent's. They are
+    // hidden, not removed, so that a shell exporting KEDGE_SERVER or KEDGE_NAMESPACE still starts it.
+    // clap copies a global flag into a subcommand only when the subcommand has none of that id, so
+    // the agent gets hidden copies of them first. (Changing the flags after clap has built the
+    // command breaks its lookup of them.)
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|flag| flag.is_global_set())
+        .map(|flag| flag.clone().hide(true))
+        .collect();
+    command.mut_subcommand("agent", |agent| agent.args(hidden))
+}
+
+#[cfg(test)]
+mod help_tests {
+    /// The long help of `kedge SUBCOMMAND`.
+    fn help_of(subcommand: &str) -> String {
+        let mut command = crate::command();
+        command.build();
+        let sub = command.find_subcommand_mut(subcommand).expect("the subcommand exists");
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn the_agent_help_lists_only_the_agents_flags() {
+        let agent = help_of("agent");
+        assert!(agent.contains("--store"), "{agent}");
+        assert!(agent.contains("--state-dir"), "{agent}");
+        for client in ["--server", "--token ", "--token-file", "--kedgeconfig", "--namespace", "--client-key"]
+        {
+            assert!(!agent.contains(client), "`kedge agent --help` lists the client's {client}:\n{agent}");
+        }
+    }
+
+    #[test]
+    fn client_commands_keep_the_global_flags() {
+        let get = help_of("get");
+        for client in ["--server", "--token ", "--namespace", "--context"] {
+            assert!(get.contains(client), "`kedge get --help` lacks {client}:\n{get}");
+        }
+        assert!(!get.contains("--store"), "{get}");
+    }
+
+    #[test]
+    fn the_hidden_flags_still_parse_for_the_agent() {
+        // A shell that exports the client's settings must still be able to start an agent.
+        let matches = crate::command()
+            .try_get_matches_from([
+                "kedge", "agent", "--server", "http://x", "-n", "ns", "--store", "embedded",
+            ])
+            .expect("the agent accepts the client's global flags");
+        assert_eq!(matches.get_one::<String>("server").map(String::as_str), Some("http://x"));
+    }
+
+    /// charts/systemd/kedge-agent.service starts the agent with flags it has, and restarts it after
+    /// the exits it makes on purpose (status 5 on a failed store write).
+    #[test]
+    fn the_systemd_unit_starts_an_agent_this_binary_accepts() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/systemd/kedge-agent.service");
+        let unit = std::fs::read_to_string(path).expect("the unit is in charts/systemd");
+        let value = |key: &str| {
+            let prefix = format!("{key}=");
+            let found: Vec<&str> =
+                unit.lines().filter_map(|line| line.strip_prefix(prefix.as_str())).collect();
+            assert_eq!(found.len(), 1, "{key} set {} times in {path}", found.len());
+            found[0].to_owned()
+        };
+        assert_eq!(value("Restart"), "always");
+        let exec = value("ExecStart");
+        let words: Vec<&str> = exec.split_whitespace().filter(|word| *word != "$KEDGE_AGENT_ARGS").collect();
+        assert_eq!(words[..2], ["/usr/local/bin/kedge", "agent"], "{exec}");
+        let mut argv = vec!["kedge"];
+        argv.extend(&words[1..]);
+        // With the arguments an operator would put in /etc/default/kedge-agent, as the unit's comment shows.
+        argv.extend(["--store", "etcd://10.0.0.1:2379", "--host-name", "web-1"]);
+        crate::command().try_get_matches_from(&argv).unwrap_or_else(|error| panic!("{exec}: {error}"));
+        let state_dir = words.iter().position(|word| *word == "--state-dir").map(|at| words[at + 1]);
+        assert_eq!(state_dir, Some("/var/lib/kedge"), "the unit's StateDirectory=kedge is /var/lib/kedge");
+        assert_eq!(value("StateDirectory"), "kedge");
+    }
 }
