@@ -140,6 +140,12 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             }
             Ok(Exit::Ok)
         }
+        Commands::Explain { path, recursive } => {
+            let text = kedge_crds::explain::explain(&path, recursive)
+                .map_err(|error| CliError::usage(error.to_string()))?;
+            print!("{text}");
+            Ok(Exit::Ok)
+        }
         Commands::Completion { shell } => {
             clap_complete::generate(shell, &mut crate::command(), "kedge", &mut std::io::stdout());
             Ok(Exit::Ok)

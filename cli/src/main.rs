@@ -250,6 +250,21 @@ kedge exec -i db -- psql < dump.sql"
         #[arg(value_enum, default_value = "container")]
         kind: ObjectKind,
     },
+    /// Describe a field of a kind from its schema: type, documentation and the fields below it.
+    #[command(
+        after_help = "Examples:\n  kedge explain container.spec\n  kedge explain container.spec.resources.memory\n  \
+kedge explain containerset.spec.template --recursive\n  kedge explain gitsource.spec.webhook\n\n\
+A path goes through lists (`container.spec.ports.hostPort`) and into the map form of fields that also\n\
+take a string (ports, mounts, restartPolicy)."
+    )]
+    Explain {
+        /// KIND[.FIELD...]: container, containerset or gitsource, then field names as written in a spec.
+        #[arg(value_name = "KIND.FIELD")]
+        path: String,
+        /// Every field below, names and types only.
+        #[arg(long)]
+        recursive: bool,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kedge completion bash > /etc/bash_completion.d/kedge")]
     Completion {

@@ -37,6 +37,7 @@ pub mod campaign;
 pub mod container;
 pub mod container_set;
 pub mod event;
+pub mod explain;
 mod forms;
 pub mod gitsource;
 mod hash;

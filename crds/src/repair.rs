@@ -295,7 +295,7 @@ fn rewrite_serde_message(path: String, message: String) -> ShapeError {
 }
 
 /// The known name closest to `field` by edit distance, when it is close enough to be a likely typo.
-fn closest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
     let lower = field.to_ascii_lowercase();
     known
         .iter()
