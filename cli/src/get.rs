@@ -68,8 +68,10 @@ pub(crate) async fn get<K: Kind>(query: &Query<'_>, names: &[String], view: &Vie
     let rows = rows_of(listed.items.iter().map(|(_, k)| k), &listed.unreadable_rows, options, Utc::now());
     let header = K::header(options);
     let following = query.watch && K::FOLLOW == Follow::Stream;
+    // A table that rows will be streamed under is printed with the widths the stream uses.
+    let min_width = if following { K::STREAM_MIN_WIDTH } else { 0 };
     let table = |header: &[&str], rows: &[Vec<String>]| {
-        let text = output::table(header, rows);
+        let text = output::table_at_least(header, rows, min_width);
         if view.no_headers {
             print!("{}", text.split_once('\n').map_or("", |(_, rest)| rest));
         } else {
@@ -137,7 +139,7 @@ pub(crate) async fn get<K: Kind>(query: &Query<'_>, names: &[String], view: &Vie
     if !following {
         return Ok(Exit::Ok);
     }
-    // The streamed rows keep the first table's columns (at least STREAM_MIN_WIDTH once there are rows).
+    // The streamed rows keep the first table's columns: the same widths, computed the same way.
     let stream_header: Vec<&str> = match &view.output {
         Some(GetOutput::Columns(columns)) => columns.header(),
         _ => header.clone(),
@@ -146,14 +148,7 @@ pub(crate) async fn get<K: Kind>(query: &Query<'_>, names: &[String], view: &Vie
         Some(GetOutput::Columns(columns)) => listed.items.iter().map(|(raw, _)| columns.row(raw)).collect(),
         _ => rows,
     };
-    let mut widths: Vec<usize> = stream_header.iter().map(|h| h.len()).collect();
-    for row in &first_rows {
-        for (index, cell) in row.iter().enumerate() {
-            if index < widths.len() {
-                widths[index] = widths[index].max(cell.len()).max(K::STREAM_MIN_WIDTH);
-            }
-        }
-    }
+    let widths = output::column_widths(&stream_header, &first_rows, min_width);
     let _ = std::io::stdout().flush();
     let path = K::watch_path(query, listed.revision);
     query

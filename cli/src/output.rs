@@ -17,14 +17,13 @@ pub const NONE: &str = "<none>";
 
 /// Left-aligned columns separated by three spaces; the last column is not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            if index < widths.len() {
-                widths[index] = widths[index].max(cell.chars().count());
-            }
-        }
-    }
+    table_at_least(header, rows, 0)
+}
+
+/// [`table`] with every column at least `min_width` characters wide: `get -w` prints its first table
+/// so, and the rows it streams after with the same [`column_widths`], so that they line up.
+pub fn table_at_least(header: &[&str], rows: &[Vec<String>], min_width: usize) -> String {
+    let widths = column_widths(header, rows, min_width);
     let mut out = String::new();
     let header_row: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     for row in std::iter::once(&header_row).chain(rows) {
@@ -34,6 +33,19 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Each column's width in characters (not bytes): the widest of its header and cells, and `min_width`.
+pub fn column_widths(header: &[&str], rows: &[Vec<String>], min_width: usize) -> Vec<usize> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count().max(min_width)).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if index < widths.len() {
+                widths[index] = widths[index].max(cell.chars().count());
+            }
+        }
+    }
+    widths
+}
+
 /// One row padded to `widths` (for streaming rows under a header printed earlier).
 pub fn table_row(widths: &[usize], row: &[String]) -> String {
     let mut line = String::new();
@@ -41,6 +53,7 @@ pub fn table_row(widths: &[usize], row: &[String]) -> String {
         if index + 1 == row.len() {
             line.push_str(cell);
         } else {
+            // `{:<width$}` pads by characters, as the widths are counted.
             let width = widths.get(index).copied().unwrap_or(0);
             let _ = write!(line, "{cell:<width$}   ");
         }
@@ -647,6 +660,28 @@ mod tests {
     use super::*;
     use kedge_crds::{Condition, ConditionStatus, FieldDiff};
     use serde_json::json;
+
+    /// Where each column of a line starts (a column is preceded by three spaces).
+    fn column_starts(line: &str) -> Vec<usize> {
+        let chars: Vec<char> = line.chars().collect();
+        (3..chars.len())
+            .filter(|&at| chars[at - 3..at].iter().all(|c| *c == ' ') && chars[at] != ' ')
+            .collect()
+    }
+
+    #[test]
+    fn streamed_rows_line_up_with_the_table_printed_before_them() {
+        let header = ["NAME", "HOST", "READY"];
+        // Narrower than the minimum width, and not ASCII (counted in characters, not bytes).
+        let first = vec![vec!["a".to_owned(), "hôst-µ".to_owned(), "True".to_owned()]];
+        let table = table_at_least(&header, &first, 12);
+        let widths = column_widths(&header, &first, 12);
+        let later = table_row(&widths, &["web-frontend".to_owned(), "h2".to_owned(), "False".to_owned()]);
+        let lines: Vec<&str> = table.lines().chain([later.as_str()]).collect();
+        let starts: Vec<Vec<usize>> = lines.iter().map(|line| column_starts(line)).collect();
+        assert_eq!(starts[0], vec![15, 30], "{table}");
+        assert!(starts.iter().all(|s| *s == starts[0]), "columns move:\n{}", lines.join("\n"));
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z").unwrap().with_timezone(&Utc)
