@@ -353,6 +353,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let view = get::View { output: args.output, sort_by: args.sort_by, no_headers: args.no_headers };
     let names = &args.names;
     match args.resource {
+        Resource::All => get::all(&query, names, &view).await,
         Resource::Containers => get::get::<Container>(&query, names, &view).await,
         Resource::Containersets => get::get::<ContainerSet>(&query, names, &view).await,
         Resource::Secrets => get::get::<Secret>(&query, names, &view).await,

@@ -188,6 +188,69 @@ pub(crate) async fn get<K: Kind>(query: &Query<'_>, names: &[String], view: &Vie
     Ok(Exit::Ok)
 }
 
+/// `kedge get all`: the tables of containers, ContainerSets and GitSources one after the other, each
+/// name written `KIND/NAME` as kubectl does; kinds with nothing to show are left out.
+pub(crate) async fn all(query: &Query<'_>, names: &[String], view: &View) -> CliResult<Exit> {
+    if !names.is_empty() {
+        return Err(
+            CliError::usage("`get all` takes no names").hint("name a kind: `kedge get containers web`")
+        );
+    }
+    if query.watch {
+        return Err(CliError::usage("`get all -w` is not supported: watch one kind at a time"));
+    }
+    let names_only = match &view.output {
+        None | Some(GetOutput::Format(OutputFormat::Wide)) => false,
+        Some(GetOutput::Format(OutputFormat::Name)) => true,
+        Some(_) => {
+            return Err(CliError::usage("`get all` prints tables or names (-o wide, -o name)")
+                .hint("for json, yaml or templates, get one kind at a time"))
+        }
+    };
+    let sections = [
+        section::<kedge_crds::Container>(query, view, names_only).await?,
+        section::<kedge_crds::ContainerSet>(query, view, names_only).await?,
+        section::<kedge_crds::GitSource>(query, view, names_only).await?,
+    ];
+    let printed: Vec<String> = sections.into_iter().flatten().collect();
+    if printed.is_empty() {
+        eprintln!("No resources found in {}.", crate::kinds::namespace_words(query));
+    } else {
+        let separator = if names_only { "" } else { "\n" };
+        print!("{}", printed.join(separator));
+    }
+    Ok(Exit::Ok)
+}
+
+/// One kind's part of `get all`, or nothing when it has no objects.
+async fn section<K: Kind>(query: &Query<'_>, view: &View, names_only: bool) -> CliResult<Option<String>> {
+    let mut listed = K::list(query).await?;
+    if listed.items.is_empty() && listed.unreadable_rows.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = &view.sort_by {
+        listed.items.sort_by(|(a, _), (b, _)| template::compare_by(path, a, b));
+    }
+    if names_only {
+        return Ok(Some(listed.items.iter().map(|(_, k)| format!("{}/{}\n", K::WORD, k.name())).collect()));
+    }
+    let options = query.options;
+    let mut rows = rows_of(listed.items.iter().map(|(_, k)| k), &listed.unreadable_rows, options, Utc::now());
+    // NAME follows NAMESPACE when every namespace is listed.
+    let name_column = usize::from(options.namespaces);
+    for row in &mut rows {
+        if let Some(name) = row.get_mut(name_column) {
+            *name = format!("{}/{name}", K::WORD);
+        }
+    }
+    let text = output::table(&K::header(options), &rows);
+    Ok(Some(if view.no_headers {
+        text.split_once('\n').map_or("", |(_, rest)| rest).to_owned()
+    } else {
+        text
+    }))
+}
+
 /// The names `get` did not find: printed after what it found, and the command's error (exit 3).
 fn report_missing(mut missing: Vec<CliError>) -> Option<CliError> {
     let last = missing.pop()?;

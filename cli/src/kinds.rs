@@ -103,7 +103,7 @@ pub(crate) trait Kind: DeserializeOwned + Sized {
     }
 }
 
-fn namespace_words(query: &Query<'_>) -> String {
+pub(crate) fn namespace_words(query: &Query<'_>) -> String {
     if query.all_namespaces {
         "any namespace".to_owned()
     } else {

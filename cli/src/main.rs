@@ -142,7 +142,7 @@ cat web.yaml | kedge apply -f - --dry-run=server")]
 kedge get container web -o yaml\n  kedge get containers web db\n  kedge get containers -A -w\n  \
 kedge get container web -o jsonpath='{.status.containerId}'\n  \
 kedge get containers -o custom-columns=NAME:.metadata.name,IMAGE:.spec.image --sort-by .spec.image\n  \
-kedge get sets"
+kedge get sets\n  kedge get all -A"
     )]
     Get(GetArgs),
     /// Show a container's (or a ContainerSet's) summary, status, conditions and recent events.
@@ -366,6 +366,8 @@ pub enum ReconcileKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Resource {
+    /// Containers, ContainerSets and GitSources: what runs and what makes it run.
+    All,
     #[value(alias = "container", alias = "c")]
     Containers,
     /// ContainerSets (replicas of one container template).

@@ -181,6 +181,56 @@ async fn apply_a_directory_then_get_describe_diff_wait_and_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_all_prints_each_kind_with_kind_slash_name() {
+    let server = TestServer::start().await;
+    let ns = unique("all");
+    let set = format!(
+        "apiVersion: kedge.io/v1\nkind: ContainerSet\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  replicas: 2\n  \
+template:\n    spec:\n      image: nginx:1.27\n"
+    );
+    let file = server.dir.join("all.yaml");
+    write(
+        &file,
+        &[spec_yaml(&ns, "db", "postgres:16"), spec_yaml(&ns, "cache", "redis:7"), set].join("---\n"),
+    );
+    assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
+
+    let all = server.kedge(&["get", "all", "-n", &ns]);
+    assert_exit(&all, 0);
+    let text = stdout(&all);
+    let sections: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(sections.len(), 2, "containers, then sets (no GitSources here):\n{text}");
+    let first_words = |section: &str| -> Vec<String> {
+        section.lines().filter_map(|line| line.split_whitespace().next()).map(str::to_owned).collect()
+    };
+    let mut containers = first_words(sections[0]);
+    containers[1..].sort();
+    assert_eq!(containers, ["NAME", "container/cache", "container/db"], "{text}");
+    assert_eq!(first_words(sections[1]), ["NAME", "containerset/web"], "{text}");
+
+    // Every namespace: NAME is the second column.
+    let everywhere = server.kedge(&["get", "all", "-A"]);
+    assert_exit(&everywhere, 0);
+    let row = stdout(&everywhere).lines().find(|line| line.starts_with(ns.as_str())).map(str::to_owned);
+    let words: Vec<String> = row.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+    assert!(words.get(1).is_some_and(|name| name.starts_with("container")), "{words:?}");
+
+    let names = server.kedge(&["get", "all", "-n", &ns, "-o", "name", "--sort-by", ".metadata.name"]);
+    assert_exit(&names, 0);
+    assert_eq!(stdout(&names), "container/cache\ncontainer/db\ncontainerset/web\n");
+
+    let empty = server.kedge(&["get", "all", "-n", &unique("none")]);
+    assert_exit(&empty, 0);
+    assert_eq!(stdout(&empty), "");
+    assert!(stderr(&empty).starts_with("No resources found in namespace "), "{}", stderr(&empty));
+    for refused in [&["-o", "json"][..], &["-w"], &["db"]] {
+        let mut args = vec!["get", "all", "-n", ns.as_str()];
+        args.extend_from_slice(refused);
+        assert_exit(&server.kedge(&args), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_prints_kubectl_templates_columns_sorted_and_several_names() {
     let server = TestServer::start().await;
     let ns = unique("tpl");
