@@ -11,7 +11,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::base::{connect, load_objects, load_objects_live, object_path, overrides, print_objects};
+use crate::base::{
+    connect, load_objects, load_objects_live, object_path, overrides, print_objects, resource_path,
+};
 use crate::client::{encode, Client};
 use crate::config;
 use crate::error::{CliError, CliResult, Exit};
@@ -19,6 +21,7 @@ use crate::get;
 use crate::kinds::Query;
 use crate::objects::{self, Declared};
 use crate::output::{self};
+use crate::readiness;
 use crate::types::{HostView, List, LogLine, VersionInfo};
 use crate::{
     ApplyArgs, Commands, ConfigCommand, CreateCommand, DeleteArgs, DryRun, EventTypeArg, GetArgs, GlobalArgs,
@@ -274,8 +277,10 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         DryRun::Client => " (dry run)",
         DryRun::Server => " (server dry run)",
     };
-    let mut failed: Option<CliError> = None;
-    let mut applied = Vec::new();
+    if args.wait && args.dry_run != DryRun::None {
+        return Err(CliError::usage("--wait waits for what was applied: a dry run applies nothing"));
+    }
+    let mut applied = Applied::default();
     let in_containers =
         |index: usize, field: &str, message: &str| origins.place(false, index, field, message);
     let in_sets = |index: usize, field: &str, message: &str| origins.place(true, index, field, message);
@@ -284,16 +289,16 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         format!("{file}: {field}: {message}")
     };
     // Secrets first: the containers applied next may name them in `secretEnv`.
-    apply_all(&client, &secrets, &args, suffix, &in_secrets, &mut applied, &mut failed).await;
-    apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied, &mut failed).await;
-    apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied, &mut failed).await;
+    apply_all(&client, &secrets, &args, suffix, &in_secrets, &mut applied).await;
+    apply_all(&client, &containers, &args, suffix, &in_containers, &mut applied).await;
+    apply_all(&client, &container_sets, &args, suffix, &in_sets, &mut applied).await;
     let in_gitsources = |index: usize, field: &str, message: &str| {
         let file = origins.gitsources.get(index).map_or("", String::as_str);
         format!("{file}: {field}: {message}")
     };
-    apply_all(&client, &gitsources, &args, suffix, &in_gitsources, &mut applied, &mut failed).await;
-    print_objects(args.output, applied, true);
-    if let Some(error) = failed {
+    apply_all(&client, &gitsources, &args, suffix, &in_gitsources, &mut applied).await;
+    print_objects(args.output, applied.objects, true);
+    if let Some(error) = applied.failed {
         let message = "some specs were not applied (see above); nothing was pruned";
         return Err(CliError { message: message.to_owned(), ..error });
     }
@@ -303,7 +308,21 @@ async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
         objects::prune(&client, &secrets, applyset, args.dry_run, suffix).await?;
         objects::prune(&client, &gitsources, applyset, args.dry_run, suffix).await?;
     }
+    if args.wait {
+        // Secrets have nothing to become; a set's children are waited for through the set.
+        let awaited: Vec<_> = applied.awaited.into_iter().filter(|one| one.word != "secret").collect();
+        return readiness::wait_all(&client, &awaited, args.timeout.duration()).await;
+    }
     Ok(Exit::Ok)
+}
+
+/// What an apply has done so far: the objects as the server answered them (for `-o json|yaml`),
+/// those `--wait` waits for, and the first failure.
+#[derive(Default)]
+struct Applied {
+    objects: Vec<Value>,
+    awaited: Vec<readiness::Awaited>,
+    failed: Option<CliError>,
 }
 
 /// Applies each object of one kind, printing each outcome (or collecting the objects for `-o
@@ -316,23 +335,32 @@ async fn apply_all<K: Declared>(
     args: &ApplyArgs,
     suffix: &str,
     place: &dyn Fn(usize, &str, &str) -> String,
-    applied: &mut Vec<Value>,
-    failed: &mut Option<CliError>,
+    applied: &mut Applied,
 ) {
     for (index, object) in objects.iter().enumerate() {
         let name = &object.metadata().name;
         match objects::apply_one(client, object, args.dry_run).await {
-            Ok((outcome, object)) => match args.output {
-                Some(OutputFormat::Name) => println!("{}/{name}", K::WORD),
-                Some(OutputFormat::Json | OutputFormat::Yaml) => applied.push(object),
-                _ => println!("{}/{name} {outcome}{suffix}", K::WORD),
-            },
+            Ok((outcome, object)) => {
+                let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+                applied.awaited.push(readiness::Awaited {
+                    word: K::WORD,
+                    path: resource_path::<K>(&namespace, name),
+                    generation: object["metadata"]["generation"].as_i64().unwrap_or(0),
+                    namespace,
+                    name: name.clone(),
+                });
+                match args.output {
+                    Some(OutputFormat::Name) => println!("{}/{name}", K::WORD),
+                    Some(OutputFormat::Json | OutputFormat::Yaml) => applied.objects.push(object),
+                    _ => println!("{}/{name} {outcome}{suffix}", K::WORD),
+                }
+            }
             Err(error) => {
                 eprintln!("error: {}/{name}: {}", K::WORD, error.message);
                 for (field, message) in &error.fields {
                     eprintln!("{}", place(index, field, message));
                 }
-                failed.get_or_insert(error);
+                applied.failed.get_or_insert(error);
             }
         }
     }

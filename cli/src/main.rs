@@ -22,6 +22,7 @@ mod lifecycle;
 mod objects;
 mod output;
 mod policy;
+mod readiness;
 mod recreate;
 mod run;
 mod secrets;
@@ -134,7 +135,7 @@ pub enum Commands {
     Agent(Box<agent::AgentArgs>),
     /// Create or update specs from files, directories (recursively) or `-` (stdin).
     #[command(after_help = "Examples:\n  kedge apply -f web.yaml\n  kedge apply -f specs/ --prune\n  \
-cat web.yaml | kedge apply -f - --dry-run=server")]
+cat web.yaml | kedge apply -f - --dry-run=server\n  kedge apply -f specs/ --wait --timeout 2m")]
     Apply(ApplyArgs),
     /// List or show containers, ContainerSets, hosts or events.
     #[command(
@@ -456,6 +457,14 @@ pub struct ApplyArgs {
     pub take_ownership: bool,
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<OutputFormat>,
+    /// After applying, wait until each container is Ready and Synced at its new generation, each
+    /// ContainerSet has every replica ready and up to date, and each GitSource is Ready (exit 1 at
+    /// once when an update is rolled back or a revision fails, 6 at --timeout).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits: `30s`, `5m`.
+    #[arg(long, default_value = "5m", requires = "wait", value_name = "DURATION")]
+    pub timeout: kedge_crds::HumanDuration,
 }
 
 #[derive(Debug, Args)]

@@ -218,3 +218,59 @@ async fn an_agents_text_log_in_a_file_has_no_colour_codes() {
     assert!(text.contains("INFO"), "a text log: {text}");
     assert!(!text.contains('\u{1b}'), "no escape codes in a log file: {text:?}");
 }
+
+/// `apply --wait` returns once what it applied is Ready and Synced at the applied generation (not
+/// before: the status read right after says so), and at `--timeout` names what is not, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_wait_returns_when_ready_and_names_what_is_not() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let state_dir = std::env::temp_dir().join(format!("kedge-apply-wait-{run}"));
+    let host = format!("wait-{run}");
+    let agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let kedge = |args: &[&str]| agent.kedge(args);
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+    let ns = format!("ns-{run}");
+    let spec = |name: &str, image: &str| {
+        format!(
+            "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+             spec:\n  image: {image}\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n\
+             \x20 updatePolicy:\n    pullPolicy: never\n  command: [/bin/sh, -c, 'exec sleep 3600']\n"
+        )
+    };
+    let dir = state_dir.join("specs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    let name = format!("waited-{run}");
+    std::fs::write(&good, spec(&name, "kedge-test/app:v1")).unwrap();
+
+    let applied = kedge(&["apply", "-f", good.to_str().unwrap(), "--wait", "--timeout", "90s"]);
+    assert!(applied.status.success(), "{}{}", stdout(&applied), stderr(&applied));
+    assert_eq!(stdout(&applied), format!("container/{name} created\ncontainer/{name} ready\n"));
+    let object: serde_json::Value =
+        serde_json::from_str(&stdout(&kedge(&["get", "container", &name, "-n", &ns, "-o", "json"]))).unwrap();
+    assert_eq!(object["status"]["observedGeneration"], object["metadata"]["generation"], "{object}");
+    let conditions = object["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    for kind in ["Ready", "Synced"] {
+        assert!(
+            conditions.iter().any(|c| c["type"] == kind && c["status"] == "True"),
+            "{kind} is True once apply --wait returned: {object}"
+        );
+    }
+
+    // An image that is not there and may not be pulled never gets Ready: exit 6, naming it.
+    let missing = format!("never-{run}");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, spec(&missing, &format!("kedge-test/absent-{run}:v1"))).unwrap();
+    let timed_out = kedge(&["apply", "-f", bad.to_str().unwrap(), "--wait", "--timeout", "4s"]);
+    assert_eq!(timed_out.status.code(), Some(6), "{}{}", stdout(&timed_out), stderr(&timed_out));
+    let said = stderr(&timed_out);
+    assert!(said.contains(&format!("container/{missing} ({ns}): ")), "{said}");
+    assert!(said.contains("timed out after 4s: 1 of 1 object(s) not ready"), "{said}");
+
+    let dry = kedge(&["apply", "-f", good.to_str().unwrap(), "--wait", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(2), "{}", stderr(&dry));
+}
