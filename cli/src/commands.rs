@@ -62,6 +62,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             crate::secrets::create(args, global).await
         }
         Commands::Diff { files } => diff(&files, global).await,
+        Commands::Rollout { command } => crate::rollout::run(command, global).await,
         Commands::Delete(mut args) => {
             args.names = args.names.iter().map(|n| bare_name(n)).collect();
             delete(args, global).await

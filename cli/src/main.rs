@@ -24,6 +24,7 @@ mod output;
 mod policy;
 mod readiness;
 mod recreate;
+mod rollout;
 mod run;
 mod secrets;
 mod sets;
@@ -313,6 +314,11 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
     Upgrade {
         #[command(subcommand)]
         command: upgrade::UpgradeCommand,
+    },
+    /// A ContainerSet's rollouts: `kedge rollout status|history|undo containerset NAME`.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
     },
     /// The host-escape policy level of each namespace (docs/policy.md): `kedge policy set NAMESPACE
     /// privileged|baseline|restricted|default`, `kedge policy get [NAMESPACE]`. Admin only.

@@ -171,6 +171,23 @@ pub struct ContainerSetStatus {
     /// `Available` and `Progressing`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The revisions that were current before `currentRevision`, the latest first (at most 10):
+    /// what `kedge rollout history` lists and `kedge rollout undo` goes back to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+}
+
+/// How many earlier revisions a set's status keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// A revision that was current once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    pub revision: String,
+    pub template: ContainerTemplate,
+    /// When another revision replaced it (RFC 3339).
+    pub replaced_at: String,
 }
 
 /// A rollout in progress: which children have been moved to the new revision, and the batch that is

@@ -274,3 +274,99 @@ async fn apply_wait_returns_when_ready_and_names_what_is_not() {
     let dry = kedge(&["apply", "-f", good.to_str().unwrap(), "--wait", "--dry-run"]);
     assert_eq!(dry.status.code(), Some(2), "{}", stderr(&dry));
 }
+
+/// `kedge rollout status|history|undo` on a ContainerSet run by a real agent (the embedded store's
+/// single agent leads the scheduler): v1 rolled out, then v2, then undone back to v1, whose image the
+/// children's containers then run; each status wait returns only once every replica is up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_history_and_undo_of_a_set_on_a_real_agent() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let state_dir = std::env::temp_dir().join(format!("kedge-rollout-{run}"));
+    let host = format!("roll-{run}");
+    let agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let kedge = |args: &[&str]| agent.kedge(args);
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+    let (ns, set) = (format!("ns-{run}"), format!("pool-{run}"));
+    let file = state_dir.join("set.yaml");
+    let write = |image: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: kedge.io/v1\nkind: ContainerSet\nmetadata:\n  name: {set}\n  namespace: {ns}\n\
+                 spec:\n  replicas: 2\n  rollingUpdate:\n    batchSize: 2\n  template:\n    spec:\n\
+                 \x20     image: {image}\n      labels:\n        {TEST_LABEL}: {run}\n      minReadySeconds: 0\n"
+            ),
+        )
+        .unwrap()
+    };
+    let status = |what: &str| {
+        let out = kedge(&["rollout", "status", "containerset", &set, "-n", &ns, "--timeout", "120s"]);
+        assert!(out.status.success(), "{what}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(stdout(&out), format!("containerset/{set} ready\n"), "{what}");
+    };
+    let history = || -> Vec<(String, String)> {
+        let out = kedge(&["rollout", "history", "containerset", &set, "-n", &ns]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // IMAGE and STATE of each row under the header.
+        stdout(&out)
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                (words[1].to_owned(), words[2].to_owned())
+            })
+            .collect()
+    };
+    let images = || -> Vec<String> {
+        (0..2)
+            .map(|ordinal| {
+                let out = docker_cli(&["inspect", "-f", "{{.Config.Image}}", &format!("{set}-{ordinal}")]);
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            })
+            .collect()
+    };
+
+    write("kedge-test/app:v1");
+    let apply = || {
+        let out = kedge(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    apply();
+    status("v1");
+    assert_eq!(history(), [("kedge-test/app:v1".to_owned(), "current".to_owned())]);
+    let nothing = kedge(&["rollout", "undo", "containerset", &set, "-n", &ns]);
+    assert_eq!(nothing.status.code(), Some(2), "no earlier revision: {}", stderr(&nothing));
+
+    write("kedge-test/app:v2");
+    apply();
+    status("v2");
+    assert_eq!(images(), ["kedge-test/app:v2", "kedge-test/app:v2"]);
+    let v2_then_v1 = [
+        ("kedge-test/app:v2".to_owned(), "current".to_owned()),
+        ("kedge-test/app:v1".to_owned(), "replaced".to_owned()),
+    ];
+    assert_eq!(history(), v2_then_v1);
+
+    let undone = kedge(&["rollout", "undo", "containerset", &set, "-n", &ns]);
+    assert!(undone.status.success(), "{}", stderr(&undone));
+    assert!(
+        stdout(&undone).starts_with(&format!("containerset/{set} rolled back to revision ")),
+        "{}",
+        stdout(&undone)
+    );
+    status("undone to v1");
+    assert_eq!(images(), ["kedge-test/app:v1", "kedge-test/app:v1"]);
+    let v1_then_v2 = [
+        ("kedge-test/app:v1".to_owned(), "current".to_owned()),
+        ("kedge-test/app:v2".to_owned(), "replaced".to_owned()),
+    ];
+    assert_eq!(history(), v1_then_v2);
+    let unknown = kedge(&["rollout", "undo", "containerset", &set, "-n", &ns, "--to-revision", "zzzz"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+
+    assert!(kedge(&["delete", "containerset", &set, "-n", &ns]).status.success());
+}

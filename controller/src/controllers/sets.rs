@@ -33,7 +33,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use kedge_crds::container_set::{set_condition, MAX_PER_HOST_ANNOTATION, SET_LABEL, SET_REVISION_LABEL};
+use kedge_crds::container_set::{
+    set_condition, RevisionRecord, HISTORY_LIMIT, MAX_PER_HOST_ANNOTATION, SET_LABEL, SET_REVISION_LABEL,
+};
 use kedge_crds::meta::{rfc3339, transition_time};
 use kedge_crds::{
     condition_type, template_revision, Condition, ConditionStatus, Container, ContainerSet,
@@ -141,6 +143,18 @@ pub(crate) fn decide(
         if !finished && rollout.paused.is_none() && rollout.batch.is_empty() {
             let batch = next_batch(replicas, &rollout.updated, set.spec.batch_size_or_default());
             if batch.is_empty() {
+                // The revision being replaced joins the history (`kedge rollout undo` goes back to it).
+                if let (Some(revision), Some(template)) =
+                    (status.current_revision.take(), status.current_template.take())
+                {
+                    status
+                        .history
+                        .retain(|record| record.revision != revision && record.revision != rollout.revision);
+                    status
+                        .history
+                        .insert(0, RevisionRecord { revision, template, replaced_at: rfc3339(now) });
+                    status.history.truncate(HISTORY_LIMIT);
+                }
                 status.current_revision = Some(rollout.revision.clone());
                 status.current_template = Some(set.spec.template.clone());
                 event = Some((

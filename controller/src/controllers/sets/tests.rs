@@ -129,6 +129,44 @@ fn a_rollout_moves_batch_by_batch_through_the_health_gate() {
     assert_eq!(done.status.updated_replicas, 3);
     assert_eq!(progressing(&done.status), (ConditionStatus::False, "RolloutComplete".into()));
     assert_eq!(done.event.as_ref().unwrap().1, "RolloutComplete");
+    // v1 is history now: what `kedge rollout undo` goes back to.
+    let record = RevisionRecord {
+        revision: template_revision(&v1.spec.template),
+        template: v1.spec.template.clone(),
+        replaced_at: rfc3339(at(5)),
+    };
+    assert_eq!(done.status.history, vec![record]);
+}
+
+/// Rolls a one-replica set from `status` to `to` (its child reconciled and healthy), returning the
+/// status after the rollout completed.
+fn rolled(status: &ContainerSetStatus, to: &ContainerSet, generation: i64, now: i64) -> ContainerSetStatus {
+    let started = decide(to, Some(status), &BTreeMap::new(), at(now));
+    assert_eq!(started.writes.len(), 1, "the one child is written");
+    let children: BTreeMap<u32, Child> = [healthy(to, 0, to, generation)].into();
+    let done = decide(to, Some(&started.status), &children, at(now + 1));
+    assert_eq!(done.status.rollout, None, "the rollout to {} completed", to.spec.template.spec.image);
+    done.status
+}
+
+#[test]
+fn the_history_keeps_the_latest_replaced_revisions_once_each() {
+    let version = |n: u32| set(&format!("app:v{n}"), 1, 1);
+    let first = decide(&version(0), None, &BTreeMap::new(), at(0));
+    let mut status = first.status;
+    for n in 1..=12 {
+        status = rolled(&status, &version(n), i64::from(n) + 1, i64::from(n) * 10);
+    }
+    let images: Vec<String> = status.history.iter().map(|r| r.template.spec.image.to_string()).collect();
+    let expected: Vec<String> = (2..=11).rev().map(|n| format!("app:v{n}")).collect();
+    assert_eq!(images, expected, "the latest first, at most {HISTORY_LIMIT}, never the current one");
+
+    // Back to v10 (an undo): it leaves the history, and v12 joins it; nothing appears twice.
+    status = rolled(&status, &version(10), 14, 500);
+    let images: Vec<String> = status.history.iter().map(|r| r.template.spec.image.to_string()).collect();
+    assert_eq!(images[..3], ["app:v12", "app:v11", "app:v9"]);
+    assert!(!images.contains(&"app:v10".to_owned()), "{images:?}");
+    assert_eq!(images.len(), HISTORY_LIMIT, "{images:?}");
 }
 
 #[test]
