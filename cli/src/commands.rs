@@ -63,6 +63,10 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         }
         Commands::Diff { files } => diff(&files, global).await,
         Commands::Rollout { command } => crate::rollout::run(command, global).await,
+        Commands::Top { names } => {
+            let names: Vec<String> = names.iter().map(|n| bare_name(n)).collect();
+            crate::top::top(&names, global).await
+        }
         Commands::Delete(mut args) => {
             args.names = args.names.iter().map(|n| bare_name(n)).collect();
             delete(args, global).await

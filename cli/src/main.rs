@@ -32,6 +32,7 @@ mod template;
 #[cfg(test)]
 mod tests;
 mod token;
+mod top;
 mod types;
 mod upgrade;
 
@@ -217,6 +218,14 @@ kedge exec -i db -- psql < dump.sql"
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// CPU, memory, network and block I/O and processes of containers, from their host's agent.
+    #[command(after_help = "Examples:\n  kedge top\n  kedge top web db -n shop\n\n\
+Without names: the namespace's containers on the host of the agent --server names (the others are\n\
+counted; ask their agents). One sample each, taken by the engine over about a second.")]
+    Top {
+        /// Containers to sample (default: the namespace's containers on this agent's host).
+        names: Vec<String>,
     },
     /// List events, or stream them with `-w`.
     #[command(

@@ -370,3 +370,47 @@ async fn rollout_status_history_and_undo_of_a_set_on_a_real_agent() {
 
     assert!(kedge(&["delete", "containerset", &set, "-n", &ns]).status.success());
 }
+
+/// `kedge top` samples a running container through its agent: CPU, memory against the spec's limit,
+/// processes; without names, the namespace's containers on the agent's host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_samples_containers_through_their_agent() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let state_dir = std::env::temp_dir().join(format!("kedge-top-{run}"));
+    let host = format!("top-{run}");
+    let agent = AgentGuard::spawn(&state_dir, &host, &[]);
+    let kedge = |args: &[&str]| agent.kedge(args);
+    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        kedge(&["version"]).status.success().then_some(())
+    })
+    .await;
+    let (ns, name) = (format!("ns-{run}"), format!("busy-{run}"));
+    let file = state_dir.join("busy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+             spec:\n  image: kedge-test/app:v1\n  labels:\n    {TEST_LABEL}: {run}\n  resources:\n    memory: 64Mi\n\
+             \x20 command: [/bin/sh, -c, 'sleep 3600 & sleep 3600 & exec sleep 3600']\n"
+        ),
+    )
+    .unwrap();
+    let applied = kedge(&["apply", "-f", file.to_str().unwrap(), "--wait", "--timeout", "90s"]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    for args in [vec!["top", name.as_str(), "-n", ns.as_str()], vec!["top", "-n", ns.as_str()]] {
+        let out = kedge(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME ") && lines[0].contains("MEM USAGE / LIMIT"), "{text}");
+        assert_eq!(lines.len(), 2, "one container: {text}");
+        let row = lines[1];
+        assert!(row.starts_with(&name), "{text}");
+        assert!(row.contains(" / 64MiB "), "memory against the spec's limit: {text}");
+        assert!(row.trim_end().ends_with(" 3"), "three processes: {text}");
+    }
+    let missing = kedge(&["top", "nothing-here", "-n", &ns]);
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+}

@@ -58,6 +58,8 @@ pub const FIXED_RULES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/upgrades", Need::Admin),
     ("POST", "/api/v1/upgrades/{id}/cancel", Need::Admin),
     ("GET", "/api/v1/namespaces/{ns}/containers/{name}/logs", Need::Write),
+    // CPU, memory, I/O and process counts: nothing a viewer of the namespace may not know.
+    ("GET", "/api/v1/namespaces/{ns}/containers/{name}/stats", Need::Read),
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/exec", Need::Write),
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/restart", Need::Write),
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/recreate", Need::Write),

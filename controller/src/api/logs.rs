@@ -1,3 +1,5 @@
+//! Routes only the agent of a container's host can serve, from its own engine.
+//!
 //! `GET /api/v1/namespaces/{ns}/containers/{name}/logs?tail=N&follow=true&sinceSeconds=S&timestamps=true`:
 //! a spec's container's logs, from the engine of the agent that serves the request, as
 //! newline-delimited JSON (`{"type":"LOG","stream":"stdout|stderr","text":"..."}`). Only the agent of
@@ -21,7 +23,8 @@ use serde_json::json;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::docker::{
-    labels, DockerClient, DockerResult, ExecSpec, LogLine, LogStream, LogWindow, ObservedContainer,
+    labels, ContainerStats, DockerClient, DockerResult, ExecSpec, LogLine, LogStream, LogWindow,
+    ObservedContainer,
 };
 use crate::events::{EventRecorder, EventType};
 use crate::store::objects;
@@ -123,6 +126,20 @@ pub(super) async fn container_exec(
     let stopping = state.stopping.clone();
     let lines = output.map(line_json).chain(exit).take_until(async move { stopping.cancelled().await });
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+/// `GET /api/v1/namespaces/{ns}/containers/{name}/stats`: one sample of the container's resource use
+/// (`kedge top`), from the engine of the agent of its host (another agent answers 409 naming it).
+pub(super) async fn container_stats(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Json<ContainerStats>> {
+    let (docker, container) = local_container(&state, &namespace, &name, "for its stats").await?;
+    let stats = docker
+        .stats(&container.id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("the Docker Engine: {e}")))?;
+    Ok(Json(stats))
 }
 
 /// The spec's container on this agent's engine, for a route that only that agent can serve: 404

@@ -14,6 +14,7 @@
 //! DELETE /api/v1/namespaces/{ns}/{plural}/{name}?resourceVersion=R
 //! GET    /api/v1/watch/{plural}?resourceVersion=R&namespace=NS&name=N&labelSelector=SEL   newline-delimited JSON
 //! GET    /api/v1/namespaces/{ns}/containers/{name}/logs
+//! GET    /api/v1/namespaces/{ns}/containers/{name}/stats
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/recreate   body {"pull": true, "cleanup": false,
 //!                                                          "healthTimeoutSeconds": 60, "runningGraceSeconds": 5}
 //!                                                          or ?pull=true; 501 unless a RecreateHandler is installed
@@ -140,6 +141,7 @@ fn container_routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/api/v1/namespaces/{ns}/containers/{name}/logs", get(logs::container_logs))
         .route("/api/v1/namespaces/{ns}/containers/{name}/exec", post(logs::container_exec))
+        .route("/api/v1/namespaces/{ns}/containers/{name}/stats", get(logs::container_stats))
         .route("/api/v1/namespaces/{ns}/containers/{name}/restart", post(restart::restart_container))
         .route("/api/v1/namespaces/{ns}/containers/{name}/recreate", post(recreate))
 }

@@ -550,6 +550,19 @@ impl DockerClient {
         self.docker.logs(id, Some(options)).filter_map(|chunk| futures::future::ready(log_line(chunk)))
     }
 
+    /// One sample of the container's resource use. The engine takes two readings about a second
+    /// apart (`stream=false` without `one-shot`) so that the CPU share can be computed.
+    pub async fn stats(&self, id: &str) -> DockerResult<ContainerStats> {
+        let options = q::StatsOptions { stream: false, one_shot: false };
+        let mut answers = self.docker.stats(id, Some(options));
+        match answers.next().await {
+            Some(answer) => Ok(convert::stats_from(&answer?)),
+            None => {
+                Err(DockerError::Unexpected { message: format!("stats of {id} ended without an answer") })
+            }
+        }
+    }
+
     /// Waits until the container is not running and returns its exit code, or `Timeout`.
     pub async fn wait_for_exit(&self, id: &str, timeout: Duration) -> DockerResult<i64> {
         let options = q::WaitContainerOptions { condition: "not-running".to_string() };

@@ -502,6 +502,60 @@ pub(crate) fn image_from_inspect(i: b::ImageInspect) -> Option<ImageInfo> {
 }
 
 /// A container event, or `None` for events about other object types.
+/// A stats answer (taken with `stream=false`, so `precpu_stats` is the sample before) in the figures
+/// `docker stats` prints: CPU as the share of the system's CPU time the container used between the two
+/// samples, times the CPUs online; memory without the inactive page cache (`inactive_file` on cgroup
+/// v2, `total_inactive_file` on v1).
+pub(crate) fn stats_from(s: &b::ContainerStatsResponse) -> ContainerStats {
+    let usage = |cpu: &Option<b::ContainerCpuStats>| {
+        let cpu = cpu.as_ref();
+        let total = cpu.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
+        (total, cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0))
+    };
+    let ((total, system), (pre_total, pre_system)) = (usage(&s.cpu_stats), usage(&s.precpu_stats));
+    let online = s.cpu_stats.as_ref().and_then(|c| c.online_cpus).filter(|n| *n > 0).unwrap_or_else(|| {
+        let per_cpu =
+            s.cpu_stats.as_ref().and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.percpu_usage.as_ref());
+        per_cpu.map_or(1, |cpus| u32::try_from(cpus.len()).unwrap_or(1).max(1))
+    });
+    let (cpu_delta, system_delta) = (total.saturating_sub(pre_total), system.saturating_sub(pre_system));
+    let cpu_percent = if cpu_delta > 0 && system_delta > 0 {
+        cpu_delta as f64 / system_delta as f64 * f64::from(online) * 100.0
+    } else {
+        0.0
+    };
+    let memory = s.memory_stats.as_ref();
+    let cache = memory
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|stats| stats.get("inactive_file").or_else(|| stats.get("total_inactive_file")).copied());
+    let used = memory.and_then(|m| m.usage).unwrap_or(0);
+    let (mut rx, mut tx) = (0u64, 0u64);
+    for network in s.networks.iter().flat_map(|n| n.values()) {
+        rx = rx.saturating_add(network.rx_bytes.unwrap_or(0));
+        tx = tx.saturating_add(network.tx_bytes.unwrap_or(0));
+    }
+    let (mut read, mut write) = (0u64, 0u64);
+    let entries = s.blkio_stats.as_ref().and_then(|b| b.io_service_bytes_recursive.as_ref());
+    for entry in entries.into_iter().flatten() {
+        let value = entry.value.unwrap_or(0);
+        match entry.op.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("read") => read = read.saturating_add(value),
+            Some("write") => write = write.saturating_add(value),
+            _ => {}
+        }
+    }
+    ContainerStats {
+        cpu_percent,
+        memory_bytes: used.saturating_sub(cache.unwrap_or(0)),
+        memory_limit_bytes: memory.and_then(|m| m.limit).unwrap_or(0),
+        net_rx_bytes: rx,
+        net_tx_bytes: tx,
+        block_read_bytes: read,
+        block_write_bytes: write,
+        pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+    }
+}
+
 pub(crate) fn event_from(e: b::EventMessage) -> Option<EngineEvent> {
     if e.typ == Some(b::EventMessageTypeEnum::NETWORK) {
         return network_event_from(e);
@@ -579,6 +633,37 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn stats_read_as_docker_stats_prints_them() {
+        let answer: b::ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 3_000_000_000u64}, "system_cpu_usage": 20_000_000_000u64, "online_cpus": 2},
+            "precpu_stats": {"cpu_usage": {"total_usage": 2_000_000_000u64}, "system_cpu_usage": 10_000_000_000u64},
+            "memory_stats": {"usage": 50_000_000u64, "limit": 67_108_864u64, "stats": {"inactive_file": 10_000_000u64}},
+            "networks": {"eth0": {"rx_bytes": 100, "tx_bytes": 40}, "eth1": {"rx_bytes": 5, "tx_bytes": 1}},
+            "blkio_stats": {"io_service_bytes_recursive": [
+                {"major": 8, "minor": 0, "op": "read", "value": 4096},
+                {"major": 8, "minor": 0, "op": "Write", "value": 8192},
+                {"major": 8, "minor": 0, "op": "total", "value": 12288}]},
+            "pids_stats": {"current": 3}
+        }))
+        .unwrap();
+        let stats = stats_from(&answer);
+        // 1 s of CPU in 10 s of the system's time, on 2 CPUs: 20% of one CPU.
+        assert!((stats.cpu_percent - 20.0).abs() < 1e-9, "{stats:?}");
+        assert_eq!(stats.memory_bytes, 40_000_000);
+        assert_eq!(stats.memory_limit_bytes, 67_108_864);
+        assert_eq!((stats.net_rx_bytes, stats.net_tx_bytes), (105, 41));
+        assert_eq!((stats.block_read_bytes, stats.block_write_bytes), (4096, 8192));
+        assert_eq!(stats.pids, 3);
+        // A first sample (no earlier one) and counters that went back: 0%, never negative or NaN.
+        let first: b::ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 5}, "system_cpu_usage": 10},
+            "precpu_stats": {"cpu_usage": {"total_usage": 9}, "system_cpu_usage": 10}
+        }))
+        .unwrap();
+        assert_eq!(stats_from(&first).cpu_percent, 0.0);
+    }
 
     #[test]
     fn a_linked_container_is_listed_by_its_own_name() {

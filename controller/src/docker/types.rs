@@ -580,3 +580,20 @@ mod debug_tests {
         }
     }
 }
+
+/// One sample of a container's resource use, as `docker stats` shows it (`kedge top`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStats {
+    /// Percent of one CPU over the engine's sampling interval (200 = two CPUs busy).
+    pub cpu_percent: f64,
+    /// Memory in use, page cache that can be reclaimed left out (as `docker stats`).
+    pub memory_bytes: u64,
+    /// The container's memory limit, or the host's memory when it has none.
+    pub memory_limit_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub pids: u64,
+}
