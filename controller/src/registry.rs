@@ -64,8 +64,11 @@ struct Inner {
     /// own connect timeout).
     not_before: Mutex<HashMap<String, (Instant, Pause)>>,
     /// Answers by key (`digest REF`, `tags REPO`): one in flight at a time, then shared.
-    answers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(Instant, Answer)>>>>>,
+    answers: Mutex<HashMap<String, AnswerSlot>>,
 }
+
+/// One key's answer and when it was fetched; its lock is held while it is being fetched.
+type AnswerSlot = Arc<tokio::sync::Mutex<Option<(Instant, Answer)>>>;
 
 /// Why a registry is left alone for a while.
 #[derive(Clone, Copy, Debug)]
