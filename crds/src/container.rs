@@ -559,13 +559,33 @@ pub enum UpdateMode {
     Notify,
 }
 
-/// Which newer tags a spec follows: a semver range, or rules.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+/// Which newer tags a spec follows: a semver range, or rules. Read by hand rather than as an
+/// untagged enum, so that a mistake inside the map is reported at its field (`tags.level`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum TagPolicy {
     /// A semver range: `"^1.0"`, `"~1.2"`, `">=1.2, <2"` (also `">=1.2 <2"`).
     Range(String),
     Rules(TagRules),
+}
+
+impl<'de> Deserialize<'de> for TagPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TagPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a semver range (\"^1.2\") or a map of tag rules (semver, level, include, exclude, transform, prerelease)")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TagPolicy, E> {
+                Ok(TagPolicy::Range(text.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TagPolicy, A::Error> {
+                TagRules::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TagPolicy::Rules)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The rules form of [`TagPolicy`]. A tag is a candidate when it matches `include` (if given),
