@@ -304,8 +304,11 @@ http://127.0.0.1:7443 and the local agent's token file ($KEDGE_STATE_DIR or /var
     /// Is a container's image current? Straight to the Docker Engine, for any container (no agent).
     #[command(after_help = "Examples:\n  kedge check\n  kedge check web; echo $?\n  \
 kedge check --pull --autoupdate web\n  \
+kedge check --registry -o json\n  \
 docker run --rm -v /var/run/docker.sock:/var/run/docker.sock kedge check web\n\n\
-Without NAME: the running containers, one name a line (not kedge's own container).\n\
+Without NAME: a report of the running containers (not kedge's own): image, update available\n\
+(local; with --registry also the registry's digest and the newer tag under a kedge spec's\n\
+updatePolicy.tags); exit 1 when any has an update. `-o name` lists the names only, exit 0.\n\
 Exit codes: 0 current (or updated by --autoupdate), 1 update available, 2 usage,\n\
 3 no such container or local image, 5 engine unreachable or failed, recreate rolled back.")]
     Check(check::CheckArgs),

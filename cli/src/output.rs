@@ -130,7 +130,16 @@ pub fn container_row(container: &Container, options: TableOptions, now: DateTime
     }
     row.push(container.metadata.name.clone());
     row.push(host_of(container));
-    row.push(container.spec.image.to_string());
+    // A newer tag the agent took under `updatePolicy.tags` is what runs: `web:1.0.0 -> 1.2.0`.
+    let resolved = status
+        .and_then(|s| s.update.as_ref())
+        .filter(|update| update.spec_image == container.spec.image.to_string())
+        .and_then(|update| update.resolved_image.as_deref())
+        .and_then(|resolved| resolved.parse::<kedge_crds::ImageReference>().ok());
+    row.push(match resolved {
+        Some(resolved) => format!("{} -> {}", container.spec.image, resolved.tag_or_default()),
+        None => container.spec.image.to_string(),
+    });
     row.push(condition_word(status, condition_type::READY));
     row.push(condition_word(status, condition_type::SYNCED));
     row.push(status.map_or("0".to_owned(), |s| s.restart_count.to_string()));
@@ -455,6 +464,25 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
         field("Secret Env", map_lines(&sources, 18));
     }
     field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
+    if let Some(update) = status.and_then(|s| s.update.as_ref()) {
+        // The update policy's findings: the newer tag the agent runs instead of spec.image (the
+        // stored spec is never rewritten), and an update found but held back.
+        let mut lines = Vec::new();
+        if let Some(resolved) = &update.resolved_image {
+            lines.push(format!("runs {resolved} (newer tag than the spec's {})", update.spec_image));
+        }
+        if let Some(available) = &update.available {
+            let why = update.held_reason.as_deref().unwrap_or("Available");
+            lines.push(format!("available: {available} (held: {why})"));
+        }
+        if let Some(checked) = &update.last_check {
+            lines.push(format!("registry checked {checked}"));
+        }
+        field(
+            "Image Update",
+            if lines.is_empty() { NONE.to_owned() } else { lines.join(&format!("\n{}", " ".repeat(18))) },
+        );
+    }
 
     out.push_str(&conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
     let drift = status.map_or(&[][..], |s| &s.drift[..]);

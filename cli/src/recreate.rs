@@ -134,33 +134,97 @@ pub(crate) fn report_line(report: &RecreateReport) -> String {
     )
 }
 
-/// Prints a recreate's steps on stderr, and pull progress once per layer and status (never one line per
-/// byte count).
-#[derive(Default)]
+/// Prints a recreate's steps on stderr, and pull progress: on a terminal one indicatif bar per
+/// layer, otherwise plain lines once per layer and status (never one line per byte count, so logs
+/// and CI output stay readable).
 pub(crate) struct ProgressPrinter {
     last_pull_line: Option<(Option<String>, String)>,
+    /// Set when stderr is a terminal.
+    bars: Option<PullBars>,
+}
+
+struct PullBars {
+    multi: indicatif::MultiProgress,
+    by_layer: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+impl Default for ProgressPrinter {
+    fn default() -> ProgressPrinter {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        ProgressPrinter {
+            last_pull_line: None,
+            bars: terminal.then(|| PullBars {
+                multi: indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()),
+                by_layer: std::collections::HashMap::new(),
+            }),
+        }
+    }
 }
 
 impl ProgressPrinter {
     pub(crate) fn print(&mut self, event: RecreateProgress) {
         match event {
-            RecreateProgress::Step(step) => eprintln!("recreate: {}", step_text(step)),
+            RecreateProgress::Step(step) => self.say(&format!("recreate: {}", step_text(step))),
             RecreateProgress::Pull(line) => self.print_pull(line),
-            RecreateProgress::Health(health) => eprintln!("recreate: health {}", health_text(health)),
+            RecreateProgress::Health(health) => {
+                self.say(&format!("recreate: health {}", health_text(health)))
+            }
         }
         let _ = std::io::stderr().flush();
     }
 
     pub(crate) fn print_pull(&mut self, line: PullProgress) {
+        if let (Some(bars), Some(layer)) = (self.bars.as_mut(), line.layer.as_ref()) {
+            bars.show(layer, &line);
+            return;
+        }
         let key = (line.layer.clone(), line.status.clone());
         if self.last_pull_line.as_ref() == Some(&key) {
             return;
         }
         match &line.layer {
-            Some(layer) => eprintln!("pull: {layer}: {}", line.status),
-            None => eprintln!("pull: {}", line.status),
+            Some(layer) => self.say(&format!("pull: {layer}: {}", line.status)),
+            None => self.say(&format!("pull: {}", line.status)),
         }
         self.last_pull_line = Some(key);
+    }
+
+    /// A line on stderr, above the bars when there are some.
+    fn say(&self, text: &str) {
+        match &self.bars {
+            Some(bars) if !bars.by_layer.is_empty() => {
+                let _ = bars.multi.println(text);
+            }
+            _ => eprintln!("{text}"),
+        }
+    }
+}
+
+impl PullBars {
+    fn show(&mut self, layer: &str, line: &PullProgress) {
+        let multi = &self.multi;
+        let bar = self.by_layer.entry(layer.to_owned()).or_insert_with(|| {
+            let bar = multi.add(indicatif::ProgressBar::new(0));
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:.bold} {wide_msg} [{bar:30}] {bytes}/{total_bytes}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(layer.chars().take(12).collect::<String>());
+            bar
+        });
+        if let Some(total) = line.total.and_then(|total| u64::try_from(total).ok()).filter(|total| *total > 0)
+        {
+            bar.set_length(total);
+        }
+        if let Some(current) = line.current.and_then(|current| u64::try_from(current).ok()) {
+            bar.set_position(current);
+        }
+        bar.set_message(line.status.clone());
+        if matches!(line.status.as_str(), "Pull complete" | "Already exists") {
+            bar.finish_with_message(line.status.clone());
+        }
     }
 }
 

@@ -515,11 +515,113 @@ pub struct UpdatePolicy {
     /// for the tag moved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_check: Option<ImageCheck>,
-    /// How often to check (default 5m).
+    /// How often to check (default 5m). The older spelling of `interval`, still read; a spec gives
+    /// one or the other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_interval: Option<HumanDuration>,
+    /// How often to check (default 5m). Registry checks are spread with up to 10% of jitter so that
+    /// many agents started together do not all ask the registry in the same second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
+    /// Follow newer tags instead of only the spec's own (default: the same tag only). A semver
+    /// range (`"^1.0"`, `"~1.2"`, `">=1.2, <2"`) or a map of rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<TagPolicy>,
+    /// Do not take an image younger than this (`1h`): its age counts from when this host's agent
+    /// first saw its digest, kept in `status.update.firstSeen` across agent restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_age: Option<HumanDuration>,
+    /// A daily time window in which updates may run: `"02:00-04:00"` (UTC), `"22:00-02:00"`
+    /// (across midnight), `"02:00-04:00 +02:00"` (a fixed UTC offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// `auto` (default): apply an update and record UpdateApplied. `notify`: only record
+    /// UpdateAvailable (a condition and an event); the container is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<UpdateMode>,
+}
+
+impl UpdatePolicy {
+    /// The check interval, by either spelling.
+    pub fn interval(&self) -> Option<HumanDuration> {
+        self.interval.or(self.check_interval)
+    }
+}
+
+/// What an update does once it is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateMode {
+    #[default]
+    Auto,
+    Notify,
+}
+
+/// Which newer tags a spec follows: a semver range, or rules. Read by hand rather than as an
+/// untagged enum, so that a mistake inside the map is reported at its field (`tags.level`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TagPolicy {
+    /// A semver range: `"^1.0"`, `"~1.2"`, `">=1.2, <2"` (also `">=1.2 <2"`).
+    Range(String),
+    Rules(TagRules),
+}
+
+impl<'de> Deserialize<'de> for TagPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TagPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a semver range (\"^1.2\") or a map of tag rules (semver, level, include, exclude, transform, prerelease)")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TagPolicy, E> {
+                Ok(TagPolicy::Range(text.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TagPolicy, A::Error> {
+                TagRules::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TagPolicy::Rules)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The rules form of [`TagPolicy`]. A tag is a candidate when it matches `include` (if given),
+/// does not match `exclude`, parses as a version after `transform`, satisfies `semver` and
+/// `level`, and is no pre-release unless `prerelease` is true.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagRules {
+    /// A semver range, as in the string form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// How far from the running tag to move: `patch` (same major.minor), `minor` (same major),
+    /// `major` (any newer version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<TagLevel>,
+    /// Only tags this regex matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<String>,
+    /// Never tags this regex matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<String>,
+    /// `REGEX => REPLACEMENT`: the version a tag stands for, e.g. `^v?(\d+\.\d+\.\d+)-alpine$ => $1`.
+    /// Without it a leading `v` is dropped and `1.2` reads as `1.2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// Take pre-releases (`1.3.0-rc.1`) too (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prerelease: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TagLevel {
+    Major,
+    Minor,
+    Patch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
@@ -655,6 +757,36 @@ pub struct ContainerStatus {
     /// goes on with the backoff it had reached instead of starting over at no delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<StartBackoff>,
+    /// What the update policy found (`spec.updatePolicy`): the newer tag the agent runs instead of
+    /// the spec's, an update waiting, and when digests were first seen (for `minAge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<ImageUpdateStatus>,
+}
+
+/// Where a spec's image updates stand (see [`ContainerStatus::update`]). The spec in the store is
+/// never rewritten: a newer tag taken under `updatePolicy.tags` lives here, and the agent runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageUpdateStatus {
+    /// `spec.image` when this was found; another spec image drops `resolvedImage`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spec_image: String,
+    /// The image reference the agent runs instead of `spec.image` (a newer tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_image: Option<String>,
+    /// An update found but not taken (mode notify, outside the window, younger than minAge):
+    /// the reference (with a newer tag) or `REFERENCE@DIGEST` (the same tag moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<String>,
+    /// Why `available` was not taken: `Notify`, `OutsideWindow`, `TooYoung`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_reason: Option<String>,
+    /// When this agent first saw each registry digest (RFC 3339), for `minAge`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first_seen: BTreeMap<String, String>,
+    /// When the registry was last checked (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
 }
 
 /// Where a container's crash-loop backoff stands (see [`ContainerStatus::backoff`]).

@@ -55,6 +55,7 @@ pub mod resource;
 pub mod schema;
 pub mod secret;
 pub mod token;
+pub mod update_policy;
 pub mod validate;
 mod yaml;
 
@@ -78,5 +79,6 @@ pub use reference::ImageReference;
 pub use resource::Resource;
 pub use schema::{schema, schema_json, set_schema, set_schema_json};
 pub use secret::{Secret, SecretKeyRef, SecretValue, KIND_SECRET, REDACTED};
+pub use update_policy::{parse_loose_version, DailyWindow, PolicyFieldError, TagSelector};
 pub use validate::{validate, validate_container, validate_container_set, FieldError};
 pub use yaml::Position;

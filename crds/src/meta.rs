@@ -71,6 +71,9 @@ pub mod condition_type {
     pub const SYNCED: &str = "Synced";
     /// Reconciling fails and is backing off (reason `Stalled`), or the container keeps failing.
     pub const DEGRADED: &str = "Degraded";
+    /// The update policy (`spec.updatePolicy`) found an update it did not take (mode notify,
+    /// outside the window, younger than minAge); only on specs with an image check.
+    pub const UPDATE_AVAILABLE: &str = "UpdateAvailable";
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

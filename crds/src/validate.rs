@@ -407,6 +407,33 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
                 errors.add("spec.updatePolicy.checkInterval", "must be at least 1s");
             }
         }
+        if let Some(interval) = policy.interval {
+            if interval.duration() < Duration::from_secs(1) {
+                errors.add("spec.updatePolicy.interval", "must be at least 1s");
+            }
+            if policy.check_interval.is_some() {
+                errors.add(
+                    "spec.updatePolicy.interval",
+                    "give `interval` or its older spelling `checkInterval`, not both",
+                );
+            }
+        }
+        if let Some(tags) = &policy.tags {
+            if let Err(error) = crate::update_policy::TagSelector::compile(tags) {
+                errors.add(format!("spec.updatePolicy.{}", error.field), error.problem);
+            }
+            if policy.image_check.unwrap_or_default() != crate::container::ImageCheck::Registry {
+                errors.add(
+                    "spec.updatePolicy.tags",
+                    "following tags needs `imageCheck: registry` (the tags are listed there)",
+                );
+            }
+        }
+        if let Some(window) = &policy.window {
+            if let Err(error) = crate::update_policy::DailyWindow::parse(window) {
+                errors.add(format!("spec.updatePolicy.{}", error.field), error.problem);
+            }
+        }
     }
     if let Some(seconds) = spec.min_ready_seconds {
         if !(0..=MAX_MIN_READY_SECONDS).contains(&seconds) {

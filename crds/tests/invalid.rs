@@ -428,6 +428,30 @@ fn healthcheck_and_lifecycle() {
 }
 
 #[test]
+fn update_policy_tags_window_and_interval() {
+    let registry = "updatePolicy:\n  imageCheck: registry\n";
+    let cases: &[(String, &str)] = &[
+        (format!("{registry}  tags: 'not a range'"), "9:11: spec.updatePolicy.tags: \"not a range\" is not a semver range: unexpected character 'n' while parsing major version number"),
+        (format!("{registry}  tags:\n    semver: '^^1'"), "10:15: spec.updatePolicy.tags.semver: \"^^1\" is not a semver range: unexpected character '^' while parsing major version number"),
+        (format!("{registry}  tags:\n    include: '('"), "10:16: spec.updatePolicy.tags.include: not a regex: regex parse error: ( ^ error: unclosed group"),
+        (format!("{registry}  tags:\n    transform: 'no arrow'"), "10:18: spec.updatePolicy.tags.transform: \"no arrow\" is not `REGEX => REPLACEMENT` (e.g. `^v(.*)$ => $1`)"),
+        (format!("{registry}  tags:\n    level: huge"), "10:14: spec.updatePolicy.tags.level: unknown variant `huge`, expected one of `major`, `minor`, `patch`"),
+        ("updatePolicy:\n  imageCheck: local\n  tags: '^1'".to_owned(), "9:11: spec.updatePolicy.tags: following tags needs `imageCheck: registry` (the tags are listed there)"),
+        (format!("{registry}  window: '02:00-02:00'"), "9:13: spec.updatePolicy.window: \"02:00-02:00\" is empty: start and end are the same time"),
+        (format!("{registry}  window: '02:00-04:00 Europe/Paris'"), "9:13: spec.updatePolicy.window: zone \"Europe/Paris\" is not UTC or a fixed offset like +02:00 (named zones are not supported)"),
+        (format!("{registry}  interval: 1m\n  checkInterval: 1m"), "9:15: spec.updatePolicy.interval: give `interval` or its older spelling `checkInterval`, not both"),
+        (format!("{registry}  mode: sometimes"), "9:11: spec.updatePolicy.mode: unknown variant `sometimes`, expected `auto` or `notify`"),
+    ];
+    for (input, expected) in cases {
+        check(&with_spec(input), expected);
+    }
+    let valid = format!(
+        "{registry}  interval: 2s\n  tags:\n    semver: '^1'\n    level: minor\n    include: '^v'\n    transform: '^v(.*)$ => $1'\n  minAge: 1h\n  window: '22:00-02:00 +01:00'\n  mode: notify"
+    );
+    check(&with_spec(&valid), "");
+}
+
+#[test]
 fn updates_and_placement() {
     check(&with_spec("updatePolicy:\n  imageCheck: remote"), "8:17: spec.updatePolicy.imageCheck: unknown variant `remote`, expected one of `none`, `local`, `registry`");
     check(

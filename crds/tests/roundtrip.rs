@@ -193,6 +193,7 @@ fn lifecycle(
             image_check,
             check_interval,
             pull_policy,
+            ..UpdatePolicy::default()
         });
     let update_strategy = (
         of(prop_oneof![Just(UpdateOrder::StopFirst), Just(UpdateOrder::StartFirst)]),

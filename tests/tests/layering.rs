@@ -19,7 +19,7 @@ const TEST_FILES: &[&str] =
 /// `controller`'s layers, lowest first: a module may import from its own layer and the ones below.
 /// A new top-level module must be placed here.
 const CONTROLLER_LAYERS: &[&[&str]] = &[
-    &["store", "docker", "queue", "runtime", "hosts", "metrics", "notify"],
+    &["store", "docker", "registry", "queue", "runtime", "hosts", "metrics", "notify"],
     &["events", "mapping", "restarts"],
     &["planner"],
     &["executor"],

@@ -59,5 +59,6 @@ mod store_scale;
 mod updater_check;
 mod updater_image;
 mod updater_recreate;
+mod updates_policy;
 mod upgrade_cancel;
 mod upgrade_repository;

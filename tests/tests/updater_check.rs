@@ -33,7 +33,8 @@ fn walkthrough_same_tag_rebuilt_is_an_update_and_autoupdate_keeps_name_networks_
     ]);
     assert_eq!(t.page(&mws), "page one\n");
 
-    let listed = t.kedge(&["check"]);
+    // `-o name`: the seed's list, one name a line (the report without it is tested below).
+    let listed = t.kedge(&["check", "-o", "name"]);
     assert_eq!(code(&listed), 0, "{}", stderr(&listed));
     assert!(stdout(&listed).lines().any(|line| line == mws), "{mws} not in:\n{}", stdout(&listed));
 
@@ -143,4 +144,38 @@ fn kedge_with_docker_host(t: &Updater, host: &str, args: &[&str]) -> std::proces
         .env("NO_COLOR", "1")
         .output()
         .expect("run kedge")
+}
+
+#[test]
+fn check_without_a_name_reports_and_exits_one_naming_the_outdated_container() {
+    let t = Updater::new();
+    let repository = format!("kedge-test/report-{}", t.run);
+    t.build_web(&repository, "one\n");
+    let (current, outdated) = (t.name("current"), t.name("outdated"));
+    let label = t.label();
+    docker_ok(&["run", "-d", "--name", &current, "--label", &label, "kedge-test/web:latest"]);
+    docker_ok(&["run", "-d", "--name", &outdated, "--label", &label, &repository]);
+    t.build_web(&repository, "two\n");
+
+    let report = t.kedge(&["check"]);
+    assert_eq!(code(&report), 1, "{}{}", stdout(&report), stderr(&report));
+    let line = |name: &str| {
+        stdout(&report)
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in:\n{}", stdout(&report)))
+            .to_owned()
+    };
+    assert!(stdout(&report).starts_with("NAME "), "{}", stdout(&report));
+    let outdated_line = line(&outdated);
+    assert!(outdated_line.contains("yes (local)") && outdated_line.contains(&repository), "{outdated_line}");
+    assert!(line(&current).contains("no (local)"), "{}", line(&current));
+
+    let json = t.kedge(&["check", "-o", "json"]);
+    assert_eq!(code(&json), 1, "{}", stderr(&json));
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let row = rows.as_array().unwrap().iter().find(|row| row["name"] == outdated.as_str()).cloned().unwrap();
+    assert_eq!(row["localUpdate"], true, "{row}");
+    assert_eq!(row["updateAvailable"], true, "{row}");
+    assert!(row.get("registryUpdate").is_none(), "the registry is asked only with --registry: {row}");
 }

@@ -30,6 +30,7 @@ mod snapshot;
 mod sources;
 pub mod status;
 pub mod supervisor;
+mod updates;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
@@ -197,6 +198,9 @@ pub(crate) struct Agent {
     /// The last full list of this host's containers, which reconciles read their own containers
     /// from while it answers for them ([`snapshot`]).
     pub(crate) snapshot: Arc<snapshot::EngineSnapshot>,
+    /// Registry checks of the update policy (updates.rs), shared by every key so that all the
+    /// containers of one image reference cost one request per interval.
+    pub(crate) registry: crate::registry::RegistryClient,
 }
 
 impl Agent {
@@ -222,6 +226,7 @@ impl Agent {
             instances: Mutex::new(HashMap::new()),
             restart_memory: Mutex::new(HashMap::new()),
             snapshot: Arc::default(),
+            registry: crate::registry::RegistryClient::new(docker.registry_auth()),
             store_id,
             store,
             docker,

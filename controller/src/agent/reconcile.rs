@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use super::updates::{self, DEFAULT_CHECK_INTERVAL};
+
 use chrono::Utc;
 use kedge_crds::secret::ResolvedEnv;
 use kedge_crds::{
@@ -75,8 +77,6 @@ const SECRET_NOT_FOUND: &str = "SecretNotFound";
 
 /// When a store write fails, the status is written again this soon.
 const STATUS_RETRY: Duration = Duration::from_secs(5);
-/// Default period of image checks when the spec sets none.
-const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What one reconcile reads from the engine about one key, read once before anything is decided.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -143,12 +143,15 @@ pub(crate) async fn observe(
 
 /// The read pass's second part, once the spec's dependencies are met: what the planner needs to
 /// know about the spec's image (the local image the tag names, the one the container runs, the
-/// registry's digest when the spec checks the registry, the processes when an `ensureRunning`
-/// command is to be kept). Whether to pull is the planner's decision.
+/// processes when an `ensureRunning` command is to be kept). The registry's digest is not asked
+/// here: the update check ([`updates::find`]) asks the registry itself, with a HEAD, once for
+/// every spec of a reference, and hands it in as `registry_digest`. Whether to pull is the
+/// planner's decision.
 pub(crate) async fn observe_image(
     engine: &dyn Engine,
     spec: &Container,
     observed: Option<&ObservedContainer>,
+    registry_digest: Option<String>,
 ) -> Result<ImageFacts, Failure> {
     let reference = spec.spec.image.to_string();
     let pull_policy =
@@ -162,18 +165,7 @@ pub(crate) async fn observe_image(
             format!("image {reference} is not on this host and the pull policy is Never"),
         ));
     }
-    let registry_digest = if image_check(spec) == ImageCheck::Registry {
-        match engine.registry_digest(&reference).await {
-            Ok(digest) => Some(digest.digest),
-            Err(error) => {
-                // Not knowing is not drift: keep the container, say why in the log.
-                tracing::warn!(%reference, %error, "could not read the registry digest");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let registry_digest = registry_digest.filter(|_| image_check(spec) == ImageCheck::Registry);
     // What inspect merged into the container came from the image it runs, which is not
     // necessarily the one the tag names now.
     let running_image = match observed {
@@ -555,11 +547,18 @@ impl Agent {
             return Ok(Next::After(self.config.dependency_poll));
         }
 
-        let mut facts = observe_image(self.engine(), spec, observed.as_ref()).await?;
-        facts.providers = provider_containers(spec, &dependencies);
-        facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let previous = self.previous_status(key, spec).await;
         let now = self.engine().now();
+        // The update policy: which reference to run (the spec's, or a newer tag taken), what the
+        // registry says it names, and whether an update found may be taken now.
+        let mut update = self.check_updates(key, spec, previous.as_ref(), now).await;
+        let effective = update.spec_to_run(spec);
+        let spec_to_run: &Container = effective.as_ref().unwrap_or(spec);
+        let mut facts =
+            observe_image(self.engine(), spec_to_run, observed.as_ref(), update.registry_digest()).await?;
+        update.hold_same_tag(spec, observed.as_ref(), &mut facts, now);
+        facts.providers = provider_containers(spec, &dependencies);
+        facts.start_requested = !stopped && self.stopped_as_desired_before(key, spec).await;
         let mut gate = None;
         if let Some(container) = &observed {
             facts.restarts =
@@ -577,12 +576,13 @@ impl Agent {
         let held = previous
             .as_ref()
             .and_then(|status| status.rolled_back.clone())
-            .filter(|held| !facts.force_recreate && hold_applies(held, spec, &update_image(&facts)));
+            .filter(|held| !facts.force_recreate && hold_applies(held, spec_to_run, &update_image(&facts)));
         facts.update_held = held.is_some();
         facts.owner_labels = owner_labels(spec, &self.config.host_name, &self.store_id);
         facts.ignored_limits = self.ignored_limits.current(key, spec.metadata.generation);
         facts.secret_env = secret_env;
-        let plan = planner::plan(spec, observed.as_ref(), &facts);
+        let observed_id = observed.as_ref().map(|container| container.id.clone());
+        let plan = planner::plan(spec_to_run, observed.as_ref(), &facts);
         if let Some(conflict) = &plan.conflict {
             let sync = SyncState::Conflict { container_id: conflict.container_id.clone() };
             self.write_status(key, spec, None, plan.drift.clone(), sync, Extra::default()).await;
@@ -602,7 +602,9 @@ impl Agent {
                 Ok(outcome) => outcome,
                 Err(ExecutorError::RolledBack { old_id, failure, .. }) => {
                     // The old container runs again: keep it, and hold this update until something changes.
-                    return self.hold_rolled_back(key, spec, &facts, &old_id, &failure, plan.drift).await;
+                    return self
+                        .hold_rolled_back(key, spec_to_run, &facts, &old_id, &failure, plan.drift)
+                        .await;
                 }
                 Err(error) => {
                     return Err(match (action, error) {
@@ -652,7 +654,13 @@ impl Agent {
             },
             None => SyncState::Synced,
         };
-        let mut extra = Extra { rolled_back: Some(held), ..Extra::default() };
+        let recreated = acted
+            && plan
+                .actions
+                .iter()
+                .any(|action| matches!(action, Action::Recreate { .. } | Action::Create { .. }));
+        self.report_updates(key, &update, recreated, observed_id.as_deref(), after.as_ref()).await;
+        let mut extra = Extra { rolled_back: Some(held), update: update.status(), ..Extra::default() };
         let mut next_start = None;
         if let Some(container) = after.as_ref().filter(|_| !stopped) {
             let counted =
@@ -708,7 +716,12 @@ impl Agent {
         }
         let periodic = match image_check(spec) {
             ImageCheck::None => None,
-            ImageCheck::Local | ImageCheck::Registry => Some(check_interval(spec)),
+            ImageCheck::Local => Some(check_interval(spec)),
+            ImageCheck::Registry => Some(updates::jittered(check_interval(spec))),
+        };
+        let periodic = match (periodic, update.recheck_after(spec, now)) {
+            (Some(check), Some(recheck)) => Some(check.min(recheck.max(Duration::from_secs(1)))),
+            (periodic, _) => periodic,
         };
         Ok(match (next_start, periodic) {
             (Some(start), Some(check)) => Next::After(start.min(check)),
@@ -987,6 +1000,14 @@ impl Agent {
             crash_loop: extra.crash_loop,
             left_stopped: extra.left_stopped,
             rolled_back,
+            // The update policy's findings outlive writes that did not look (a dependency wait),
+            // but not a spec whose image changed.
+            update: extra.update.or_else(|| {
+                previous
+                    .as_ref()
+                    .and_then(|status| status.update.clone())
+                    .filter(|update| update.spec_image == spec.spec.image.to_string())
+            }),
             backoff: self.backoff_of(key, previous.as_ref()).map(|backoff| kedge_crds::StartBackoff {
                 container_id: backoff.container_id,
                 starts: backoff.starts,
@@ -1187,6 +1208,8 @@ pub(crate) struct Extra {
     /// `Some`: the held update to write (`Some(None)`: none); `None`: keep the last one while the
     /// spec's generation is the same.
     rolled_back: Option<Option<RolledBackUpdate>>,
+    /// The update policy's findings to write; `None`: keep the last ones.
+    update: Option<kedge_crds::ImageUpdateStatus>,
 }
 
 /// Stopped on its own: exited or dead, and not being restarted by the engine.
@@ -1266,7 +1289,7 @@ fn check_interval(spec: &Container) -> Duration {
     spec.spec
         .update_policy
         .as_ref()
-        .and_then(|policy| policy.check_interval)
+        .and_then(|policy| policy.interval())
         .map_or(DEFAULT_CHECK_INTERVAL, |interval| interval.duration())
 }
 

@@ -42,6 +42,8 @@ pub struct Observation<'a> {
     pub rolled_back: Option<RolledBackUpdate>,
     /// kedge's crash-loop backoff of the container, to outlive the agent.
     pub backoff: Option<kedge_crds::StartBackoff>,
+    /// What the update policy found; with it the status has an `UpdateAvailable` condition.
+    pub update: Option<kedge_crds::ImageUpdateStatus>,
 }
 
 /// Where the reconcile left the spec.
@@ -118,12 +120,30 @@ pub fn next_status(
             None => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
         },
     };
+    let update_available = seen.update.as_ref().map(|update| match &update.available {
+        Some(available) => (
+            condition_type::UPDATE_AVAILABLE,
+            ConditionStatus::True,
+            update.held_reason.clone().unwrap_or_else(|| "Available".to_owned()),
+            format!("{available} is available"),
+        ),
+        None => (
+            condition_type::UPDATE_AVAILABLE,
+            ConditionStatus::False,
+            "UpToDate".to_owned(),
+            match &update.resolved_image {
+                Some(resolved) => format!("runs {resolved} (newer than the spec's {})", update.spec_image),
+                None => String::new(),
+            },
+        ),
+    });
     let conditions = [
         (condition_type::READY, ready, ready_reason, ready_message),
         (condition_type::SYNCED, synced, synced_reason, synced_message),
         (condition_type::DEGRADED, degraded, degraded_reason, degraded_message),
     ]
     .into_iter()
+    .chain(update_available)
     .map(|(kind, status, reason, message)| {
         let last_transition_time =
             transition_time(previous.and_then(|previous| previous.condition(kind)), status, now);
@@ -165,6 +185,7 @@ pub fn next_status(
             .backoff
             .clone()
             .filter(|backoff| container.is_some_and(|container| container.id == backoff.container_id)),
+        update: seen.update.clone(),
     }
 }
 
@@ -256,6 +277,7 @@ mod tests {
             left_stopped: None,
             rolled_back: None,
             backoff: None,
+            update: None,
         }
     }
 

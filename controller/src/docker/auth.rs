@@ -173,6 +173,13 @@ impl RegistryAuth {
 }
 
 impl RegistryCredentials {
+    /// User name and password for HTTP basic authentication against the registry itself or its
+    /// token service (registry.rs), when the entry has them.
+    pub(crate) fn basic(&self) -> Option<(&str, &str)> {
+        let user = self.username.as_deref()?;
+        Some((user, self.password.0.as_str()))
+    }
+
     /// The credentials in bollard's form, made only when a request is sent.
     pub(crate) fn to_engine(&self) -> bollard::auth::DockerCredentials {
         bollard::auth::DockerCredentials {

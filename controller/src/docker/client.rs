@@ -103,6 +103,12 @@ impl DockerClient {
     }
 
     /// The credentials for `reference`'s registry, in bollard's form, made per request.
+    /// The registry credentials this client was given, for the registry checks that do not go
+    /// through the engine (registry.rs).
+    pub fn registry_auth(&self) -> Option<std::sync::Arc<RegistryAuth>> {
+        self.registry_auth.clone()
+    }
+
     fn credentials_for(&self, reference: &str) -> Option<bollard::auth::DockerCredentials> {
         self.registry_auth.as_ref()?.for_image(reference).map(|credentials| credentials.to_engine())
     }
