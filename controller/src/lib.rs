@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod notify;
 pub mod planner;
 pub mod queue;
+pub mod remediation;
 pub mod restarts;
 pub mod runtime;
 pub mod store;

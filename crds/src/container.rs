@@ -116,6 +116,17 @@ pub struct ContainerSpec {
     /// the image or the spec has a healthcheck, which then decides; 1 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ready_seconds: Option<i64>,
+    /// What kedge does when the container's healthcheck reports it unhealthy (Docker itself never
+    /// restarts an unhealthy container, moby#28400): `restart` (default: a healthcheck declares
+    /// what "working" means, and a declared state is kept), `recreate` (a restart first, then a new
+    /// container when the restart did not help), or `none` (only report it). See docs/health.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unhealthy: Option<OnUnhealthy>,
+    /// The flap limit of `onUnhealthy`: after this many remediations within `period` (default 5 in
+    /// 5m) kedge gives up, says `Degraded` (reason `UnhealthyFlapping`) and leaves the container
+    /// alone until the spec changes or the container turns healthy by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_limit: Option<UnhealthyLimit>,
     /// Linux capabilities to add, as Docker names them (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -507,6 +518,31 @@ pub enum ExecPolicy {
     EnsureRunning,
 }
 
+/// What kedge does with a container whose healthcheck reports it unhealthy (`spec.onUnhealthy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    /// Restart it (the same container, its stop signal and grace period), with per-key backoff.
+    #[default]
+    Restart,
+    /// Restart it once; when it is still unhealthy after that, replace it by a new container.
+    Recreate,
+    /// Leave it as it is: only `Ready=False` (reason `Unhealthy`) says so.
+    None,
+}
+
+/// The flap limit of unhealthy remediation (`spec.unhealthyLimit`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnhealthyLimit {
+    /// Remediations allowed within `period` (default 5, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediations: Option<u32>,
+    /// The sliding window the remediations are counted in (default 5m, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<HumanDuration>,
+}
+
 /// How kedge notices that the image reference now names another image.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -520,6 +556,10 @@ pub struct UpdatePolicy {
     pub check_interval: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
+    /// After a successful update, remove the old image when no container (kedge's or not, running
+    /// or stopped) uses it any more (default false; the same as `updateStrategy.removeOldImage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
@@ -655,6 +695,30 @@ pub struct ContainerStatus {
     /// goes on with the backoff it had reached instead of starting over at no delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<StartBackoff>,
+    /// kedge's remediations of an unhealthy container (`spec.onUnhealthy`): kept here so that the
+    /// flap limit and its backoff outlive an agent restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<UnhealthyRemediation>,
+}
+
+/// Where the remediation of an unhealthy container stands (see [`ContainerStatus::remediation`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnhealthyRemediation {
+    /// The spec generation these remediations were made for; a new generation starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When each remediation within the flap limit's period was made (RFC 3339), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<String>,
+    /// Remediations since the container was last seen healthy: the backoff's step, and for
+    /// `onUnhealthy: recreate` whether a restart was already tried.
+    #[serde(default)]
+    pub consecutive: u32,
+    /// When kedge gave up (the flap limit was reached): the container is left alone until the spec
+    /// changes or it turns healthy by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up_at: Option<String>,
 }
 
 /// Where a container's crash-loop backoff stands (see [`ContainerStatus::backoff`]).
@@ -685,6 +749,9 @@ pub struct RolledBackUpdate {
     /// Why the new container failed: one CamelCase word (`NewContainerExited`).
     pub reason: String,
     pub message: String,
+    /// When the update was rolled back (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<String>,
 }
 
 /// A volume mounted in the container, by target.

@@ -14,7 +14,7 @@ use chrono::Utc;
 use kedge_crds::secret::ResolvedEnv;
 use kedge_crds::{
     Container, ContainerStatus, DeletionPolicy, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy,
-    RolledBackUpdate, RunState,
+    RolledBackUpdate, RunState, UnhealthyRemediation,
 };
 
 use crate::docker::{
@@ -28,6 +28,7 @@ use crate::executor::{
 use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, Action, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
+use crate::remediation;
 use crate::restarts;
 use crate::runtime::Sighting;
 use crate::store::{keys, objects, PutCondition};
@@ -588,6 +589,13 @@ impl Agent {
             self.write_status(key, spec, None, plan.drift.clone(), sync, Extra::default()).await;
             return Ok(Next::After(self.config.conflict_poll));
         }
+        let remedied =
+            remediate(spec, observed.as_ref(), &facts, previous.as_ref(), plan, held.is_some(), now);
+        let plan = remedied.plan;
+        if let Some(message) = remedied.gave_up.as_ref().filter(|_| remedied.newly_gave_up) {
+            tracing::warn!(key, "{message}");
+            self.events.record(key, EventType::Warning, "UnhealthyFlapping", message).await;
+        }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
         self.report_start_interval_dropped(key, spec, &facts, &plan.actions).await;
         let mut drift = plan.drift.clone();
@@ -652,7 +660,12 @@ impl Agent {
             },
             None => SyncState::Synced,
         };
-        let mut extra = Extra { rolled_back: Some(held), ..Extra::default() };
+        let mut extra = Extra {
+            rolled_back: Some(held),
+            remediation: remedied.record,
+            unhealthy_gave_up: remedied.gave_up,
+            ..Extra::default()
+        };
         let mut next_start = None;
         if let Some(container) = after.as_ref().filter(|_| !stopped) {
             let counted =
@@ -710,6 +723,10 @@ impl Agent {
             ImageCheck::None => None,
             ImageCheck::Local | ImageCheck::Registry => Some(check_interval(spec)),
         };
+        let next_start = match (next_start, remedied.wait) {
+            (Some(start), Some(wait)) => Some(start.min(wait)),
+            (start, wait) => start.or(wait),
+        };
         Ok(match (next_start, periodic) {
             (Some(start), Some(check)) => Next::After(start.min(check)),
             (Some(delay), None) | (None, Some(delay)) => Next::After(delay),
@@ -737,6 +754,7 @@ impl Agent {
             restarted_at: spec.metadata.annotations.get(RESTARTED_AT_ANNOTATION).cloned(),
             reason: failure.reason().to_owned(),
             message: failure.to_string(),
+            failed_at: Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         };
         let message = format!("{}; rolled back to container {}", held_message(&held, name), short(old_id));
         tracing::warn!(key, "{message}");
@@ -974,6 +992,12 @@ impl Agent {
                 .and_then(|status| status.rolled_back.clone())
                 .filter(|held| held.generation == spec.metadata.generation)
         });
+        let remediation = extra.remediation.unwrap_or_else(|| {
+            previous
+                .as_ref()
+                .and_then(|status| status.remediation.clone())
+                .filter(|record| record.generation == spec.metadata.generation)
+        });
         let seen = Observation {
             generation: spec.metadata.generation,
             host: &self.config.host_name,
@@ -991,6 +1015,8 @@ impl Agent {
                 container_id: backoff.container_id,
                 starts: backoff.starts,
             }),
+            remediation,
+            unhealthy_gave_up: extra.unhealthy_gave_up,
         };
         let status = next_status(previous.as_ref(), &seen, Utc::now());
         if previous.as_ref() == Some(&status) {
@@ -1187,6 +1213,113 @@ pub(crate) struct Extra {
     /// `Some`: the held update to write (`Some(None)`: none); `None`: keep the last one while the
     /// spec's generation is the same.
     rolled_back: Option<Option<RolledBackUpdate>>,
+    /// `Some`: the unhealthy remediation record to write (`Some(None)`: none); `None`: keep the
+    /// last one while the spec's generation is the same.
+    remediation: Option<Option<UnhealthyRemediation>>,
+    /// kedge gave up remediating the unhealthy container: why, for `Degraded`.
+    unhealthy_gave_up: Option<String>,
+}
+
+/// What unhealthy remediation ([`crate::remediation`]) made of one reconcile's plan.
+struct Remedied {
+    /// The planner's plan, or the remediation's when the planner had nothing to do.
+    plan: planner::Plan,
+    /// The record to write (`None`: keep the last one).
+    record: Option<Option<UnhealthyRemediation>>,
+    /// kedge gave up (the flap limit): why; `newly_gave_up` when that happened in this reconcile.
+    gave_up: Option<String>,
+    newly_gave_up: bool,
+    /// The next remediation is due after this long (its backoff).
+    wait: Option<Duration>,
+}
+
+/// Remediation of a running container whose healthcheck reports it unhealthy: a restart, or for
+/// `onUnhealthy: recreate` a recreate once a restart did not help, when the planner has nothing
+/// else to do (a spec change or a drift repair comes first and makes a new container anyway). A
+/// held update (rolled back) is never retried this way: its recreate becomes a restart.
+fn remediate(
+    spec: &Container,
+    observed: Option<&ObservedContainer>,
+    facts: &ImageFacts,
+    previous: Option<&ContainerStatus>,
+    plan: planner::Plan,
+    held: bool,
+    now: chrono::DateTime<Utc>,
+) -> Remedied {
+    let unchanged = |plan| Remedied { plan, record: None, gave_up: None, newly_gave_up: false, wait: None };
+    let busy = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
+    let Some(container) = observed.filter(|_| !busy && spec.spec.run_state_or_default() == RunState::Running)
+    else {
+        return unchanged(plan);
+    };
+    let policy = spec.spec.on_unhealthy.unwrap_or_default();
+    let limit = remediation::Limit::of(&spec.spec);
+    let recorded = previous.and_then(|status| status.remediation.as_ref());
+    let (step, record) =
+        remediation::decide(policy, limit, recorded, spec.metadata.generation, container, now);
+    let mut remedied = Remedied { record: Some(record), ..unchanged(plan) };
+    let within = |number: u32| {
+        format!(
+            "the health check reports the container unhealthy (remediation {number} of at most {} within {}, spec.onUnhealthy: {})",
+            limit.remediations,
+            humantime_words(limit.period),
+            match policy {
+                kedge_crds::OnUnhealthy::Restart => "restart",
+                kedge_crds::OnUnhealthy::Recreate => "recreate",
+                kedge_crds::OnUnhealthy::None => "none",
+            }
+        )
+    };
+    let restart = |reason: String| Action::Restart {
+        container: container.id.clone(),
+        reason,
+        timeout: spec.spec.stop_grace_period.map(|period| period.duration()),
+    };
+    match step {
+        remediation::Step::Nothing => {}
+        remediation::Step::Wait { at } => remedied.wait = Some((at - now).to_std().unwrap_or_default()),
+        remediation::Step::Restart { number } => {
+            remedied.plan.reason = Some(within(number));
+            remedied.plan.actions = vec![restart(within(number))];
+        }
+        remediation::Step::Recreate { number } => {
+            let reason = format!("{}; a restart did not help", within(number));
+            let forced = ImageFacts { force_recreate: true, update_held: false, ..facts.clone() };
+            let mut replanned = planner::plan(spec, Some(container), &forced);
+            let recreates = replanned.actions.iter().any(|action| matches!(action, Action::Recreate { .. }));
+            if held || !recreates {
+                remedied.plan.actions = vec![restart(within(number))];
+                remedied.plan.reason = Some(within(number));
+            } else {
+                for action in &mut replanned.actions {
+                    if let Action::Recreate { reason: why, .. } = action {
+                        why.clone_from(&reason);
+                    }
+                }
+                replanned.reason = Some(reason);
+                remedied.plan = replanned;
+            }
+        }
+        remediation::Step::GaveUp { newly } => {
+            remedied.newly_gave_up = newly;
+            remedied.gave_up = Some(format!(
+                "the container stays unhealthy after {} remediations within {}; kedge leaves it alone until the spec changes or it turns healthy by itself (spec.unhealthyLimit)",
+                limit.remediations,
+                humantime_words(limit.period)
+            ));
+        }
+    }
+    remedied
+}
+
+/// `5m`, `90s`, `2h`: a period as specs write it.
+fn humantime_words(period: Duration) -> String {
+    let seconds = period.as_secs();
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Stopped on its own: exited or dead, and not being restarted by the engine.

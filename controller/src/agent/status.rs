@@ -7,7 +7,8 @@
 //! - `Degraded`: reconciling fails and backs off (reason `Stalled`), a conflict blocks it, the
 //!   container crash loops (reason `CrashLoopBackOff`, with the next start when kedge makes it), or
 //!   an update failed and was rolled back (reason `RolledBack`, held until something changes), or
-//!   the spec breaks the host-escape policy (reason `PolicyDenied`, also on `Synced`).
+//!   the spec breaks the host-escape policy (reason `PolicyDenied`, also on `Synced`), or the
+//!   container stays unhealthy and kedge gave up remediating it (reason `UnhealthyFlapping`).
 //!
 //! A condition's `lastTransitionTime` moves only when its status changes (the one rule of every kind,
 //! [`kedge_crds::meta::transition_time`]), so a status that says the same thing again compares equal
@@ -42,6 +43,10 @@ pub struct Observation<'a> {
     pub rolled_back: Option<RolledBackUpdate>,
     /// kedge's crash-loop backoff of the container, to outlive the agent.
     pub backoff: Option<kedge_crds::StartBackoff>,
+    /// kedge's remediations of the container while unhealthy (`spec.onUnhealthy`), to outlive the agent.
+    pub remediation: Option<kedge_crds::UnhealthyRemediation>,
+    /// The container stays unhealthy and kedge gave up remediating it (the flap limit): why.
+    pub unhealthy_gave_up: Option<String>,
 }
 
 /// Where the reconcile left the spec.
@@ -113,9 +118,10 @@ pub fn next_status(
         SyncState::PolicyDenied { message } => {
             (ConditionStatus::True, "PolicyDenied".to_owned(), message.clone())
         }
-        _ => match &seen.crash_loop {
-            Some(message) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),
-            None => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
+        _ => match (&seen.crash_loop, &seen.unhealthy_gave_up) {
+            (Some(message), _) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),
+            (None, Some(message)) => (ConditionStatus::True, "UnhealthyFlapping".to_owned(), message.clone()),
+            (None, None) => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
         },
     };
     let conditions = [
@@ -165,6 +171,7 @@ pub fn next_status(
             .backoff
             .clone()
             .filter(|backoff| container.is_some_and(|container| container.id == backoff.container_id)),
+        remediation: seen.remediation.clone(),
     }
 }
 
@@ -256,6 +263,8 @@ mod tests {
             left_stopped: None,
             rolled_back: None,
             backoff: None,
+            remediation: None,
+            unhealthy_gave_up: None,
         }
     }
 
