@@ -442,6 +442,47 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
         field("Secret Env", map_lines(&sources, 18));
     }
     field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
+    // The last update: which order it took and why, and where its soak stands.
+    if let Some(update) = status.and_then(|s| s.last_update.as_ref()) {
+        field("Update Order", update.order_reason.clone());
+        let soak = match (update.phase.as_str(), update.soak_until.as_deref()) {
+            ("Soaking", Some(until)) => format!("; soaking until {until}"),
+            ("RolledBack", _) => "; failed its soak and was rolled back".to_owned(),
+            (_, Some(until)) => format!("; soaked until {until}"),
+            _ => String::new(),
+        };
+        let previous = update
+            .previous_image_id
+            .as_deref()
+            .map_or(String::new(), |id| format!(" (was {})", short_id(id)));
+        field(
+            "Last Update",
+            format!("image {}{previous}, ready at {}{soak}", short_id(&update.image_id), update.ready_at),
+        );
+    }
+    if let Some(failed) = status.and_then(|s| s.rolled_back.as_ref()) {
+        let id = failed.image_id.as_deref().map_or(String::new(), |id| format!(" ({})", short_id(id)));
+        let at = failed.failed_at.as_deref().map_or(String::new(), |at| format!(" at {at}"));
+        field(
+            "Failed Image",
+            format!(
+                "{}{id}: {}{at}, held back until the spec or the image changes",
+                failed.image, failed.reason
+            ),
+        );
+    }
+    if let Some(remediation) = status.and_then(|s| s.remediation.as_ref()) {
+        let gave_up =
+            remediation.gave_up_at.as_deref().map_or(String::new(), |at| format!("; gave up at {at}"));
+        field(
+            "Unhealthy Remediations",
+            format!(
+                "{} in the flap limit's period, {} since last healthy{gave_up}",
+                remediation.at.len(),
+                remediation.consecutive
+            ),
+        );
+    }
 
     out.push_str(&conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
     let drift = status.map_or(&[][..], |s| &s.drift[..]);

@@ -593,9 +593,16 @@ pub struct UpdateStrategy {
     /// `stop-first`: always stop the old container first.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<UpdateOrder>,
-    /// How long the new container has to become healthy (default 60s).
+    /// How long the new container has to become healthy by its healthcheck (default 60s); past
+    /// it, the update is rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<HumanDuration>,
+    /// Once the new container is proven (healthy, or running `minReadySeconds`) and holds the name,
+    /// how long it must go on running without a restart and without turning unhealthy (default: no
+    /// soak). A failure inside the window rolls back to the image ID the old container ran (not its
+    /// tag, which may have moved), and the failed image ID is held back (`status.rolledBack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<HumanDuration>,
     /// Put the old container back when the new one fails (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_on_failure: Option<bool>,
@@ -695,10 +702,50 @@ pub struct ContainerStatus {
     /// goes on with the backoff it had reached instead of starting over at no delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<StartBackoff>,
+    /// The last update (recreate) of the container: which order it took and why, when the new
+    /// container was ready, and its soak (`updateStrategy.soak`), kept here so that an agent
+    /// restart goes on with the soak, and rolls back a failure inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<LastUpdate>,
     /// kedge's remediations of an unhealthy container (`spec.onUnhealthy`): kept here so that the
     /// flap limit and its backoff outlive an agent restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<UnhealthyRemediation>,
+}
+
+/// The last update of a container (see [`ContainerStatus::last_update`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LastUpdate {
+    /// The spec generation the update was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The new container.
+    pub container_id: String,
+    /// When the new container last started, as the engine said right after the update: a later
+    /// start inside the soak is a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_started_at: Option<String>,
+    /// The image ID the new container runs.
+    pub image_id: String,
+    /// The image ID the replaced container ran: what a failed soak rolls back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image_id: Option<String>,
+    /// `start-first` or `stop-first`.
+    pub order: String,
+    /// Why that order: `start-first: nothing the two containers must not share`,
+    /// `stop-first: a published host port`, `stop-first: updateStrategy.type says so`.
+    pub order_reason: String,
+    /// When the update began and when the new container was ready (proven), RFC 3339.
+    pub started_at: String,
+    pub ready_at: String,
+    /// Where the soak stands: `Soaking` (until `soakUntil`), `Complete`, or `RolledBack`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<String>,
+    /// Remove the previous image once the soak is over (`updatePolicy.cleanup`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup: bool,
 }
 
 /// Where the remediation of an unhealthy container stands (see [`ContainerStatus::remediation`]).
@@ -804,6 +851,21 @@ impl ContainerSpec {
     /// The declared exit codes that force a recreate, or `[-127, -1]`.
     pub fn non_recoverable_exit_codes_or_default(&self) -> Vec<i64> {
         self.non_recoverable_exit_codes.clone().unwrap_or_else(|| DEFAULT_NON_RECOVERABLE_EXIT_CODES.to_vec())
+    }
+
+    /// Whether an update removes the old image once no container uses it: `updatePolicy.cleanup`,
+    /// or its older spelling `updateStrategy.removeOldImage`.
+    pub fn cleanup_or_default(&self) -> bool {
+        self.update_policy.as_ref().and_then(|policy| policy.cleanup).unwrap_or(false)
+            || self.update_strategy.as_ref().and_then(|strategy| strategy.remove_old_image).unwrap_or(false)
+    }
+
+    /// `updateStrategy.soak`, zero when unset.
+    pub fn soak_or_default(&self) -> std::time::Duration {
+        self.update_strategy
+            .as_ref()
+            .and_then(|strategy| strategy.soak)
+            .map_or(std::time::Duration::ZERO, |soak| soak.duration())
     }
 
     pub fn deletion_policy_or_default(&self) -> DeletionPolicy {

@@ -188,11 +188,13 @@ fn lifecycle(
         of(prop_oneof![Just(ImageCheck::None), Just(ImageCheck::Local), Just(ImageCheck::Registry)]),
         of(duration()),
         of(prop_oneof![Just(PullPolicy::Always), Just(PullPolicy::IfNotPresent), Just(PullPolicy::Never)]),
+        of(any::<bool>()),
     )
-        .prop_map(|(image_check, check_interval, pull_policy)| UpdatePolicy {
+        .prop_map(|(image_check, check_interval, pull_policy, cleanup)| UpdatePolicy {
             image_check,
             check_interval,
             pull_policy,
+            cleanup,
         });
     let update_strategy = (
         of(prop_oneof![Just(UpdateOrder::StopFirst), Just(UpdateOrder::StartFirst)]),
@@ -200,10 +202,20 @@ fn lifecycle(
         of(any::<bool>()),
         of(any::<bool>()),
         of(any::<bool>()),
+        of(duration()),
     )
-        .prop_map(|(kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset)| {
-            UpdateStrategy { kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset }
-        });
+        .prop_map(
+            |(kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset, soak)| {
+                UpdateStrategy {
+                    kind,
+                    health_timeout,
+                    rollback_on_failure,
+                    remove_old_image,
+                    skip_limit_reset,
+                    soak,
+                }
+            },
+        );
     (vec(dependency, 0..3), vec(exec, 0..3), of(update_policy), of(update_strategy))
 }
 

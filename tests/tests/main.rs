@@ -22,6 +22,7 @@ mod agent_repairs;
 mod agent_restart;
 mod agent_supervision;
 mod agent_unhealthy;
+mod agent_update_health;
 mod api_server;
 mod api_tls;
 mod cli_agent;

@@ -36,6 +36,7 @@ use crate::store::{keys, objects, PutCondition};
 use super::bindings::Binding;
 use super::limits;
 use super::report;
+use super::soak;
 use super::status::{next_status, Observation, SyncState};
 use super::Agent;
 
@@ -589,6 +590,51 @@ impl Agent {
             self.write_status(key, spec, None, plan.drift.clone(), sync, Extra::default()).await;
             return Ok(Next::After(self.config.conflict_poll));
         }
+        // A soak that failed rolls back before anything else; one that passed may clean up.
+        let soaking = soak::running(spec, previous.as_ref()).cloned();
+        let soak_check =
+            soaking.as_ref().map_or(soak::Check::None, |record| soak::check(record, observed.as_ref(), now));
+        let mut last_update: Option<Option<kedge_crds::LastUpdate>> = None;
+        let mut soak_failed = None;
+        let mut soak_wait = None;
+        let plan = match (&soak_check, &soaking) {
+            (soak::Check::Failed { why }, Some(record)) => {
+                let previous_image = record.previous_image_id.clone().unwrap_or_default();
+                let reason = format!(
+                    "{why} inside its soak (until {}); rolling back to image {}",
+                    record.soak_until.as_deref().unwrap_or("its end"),
+                    short_image(&previous_image)
+                );
+                match soak::rollback_plan(spec, observed.as_ref(), &facts, &previous_image, &reason) {
+                    Some(rollback) => {
+                        soak_failed = Some((why.clone(), record.clone()));
+                        rollback
+                    }
+                    None => plan,
+                }
+            }
+            (soak::Check::Passed, Some(record)) => {
+                let mut plan = plan;
+                let previous_image = record.previous_image_id.as_deref().filter(|previous| {
+                    record.cleanup
+                        && observed.as_ref().is_some_and(|container| container.image_id != *previous)
+                });
+                if let Some(image) = previous_image {
+                    plan.actions.retain(|action| !matches!(action, Action::Nothing));
+                    plan.actions.push(Action::RemoveImage { image: image.to_owned() });
+                    plan.reason
+                        .get_or_insert_with(|| "the update's soak is over (updatePolicy.cleanup)".to_owned());
+                }
+                let complete = kedge_crds::LastUpdate { phase: soak::COMPLETE.to_owned(), ..record.clone() };
+                last_update = Some(Some(complete));
+                plan
+            }
+            (soak::Check::Soaking { wait }, _) => {
+                soak_wait = Some(*wait);
+                plan
+            }
+            _ => plan,
+        };
         let remedied =
             remediate(spec, observed.as_ref(), &facts, previous.as_ref(), plan, held.is_some(), now);
         let plan = remedied.plan;
@@ -602,10 +648,12 @@ impl Agent {
         // From now on this key's containers are not what a snapshot listed, and again once the
         // actions are done, whichever way this reconcile returns.
         let _stamped_after = acted.then(|| self.snapshot.stamp_now_and_on_drop(key));
+        let mut recreated = None;
         for action in &plan.actions {
             if matches!(action, Action::Nothing) {
                 continue;
             }
+            let began = Utc::now();
             let outcome = match self.executor.execute(action, &mut |_| {}).await {
                 Ok(outcome) => outcome,
                 Err(ExecutorError::RolledBack { old_id, failure, .. }) => {
@@ -636,14 +684,43 @@ impl Agent {
                 }
             }
             self.record_action(key, action, &outcome, observed.as_ref(), &plan).await;
+            if let ActionOutcome::Recreated(report) = &outcome {
+                recreated = Some((report.clone(), began));
+            }
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
+        if let Some((report, began)) = recreated.filter(|(report, _)| report.old_id.is_some()) {
+            let soak = if soak_failed.is_some() { Duration::ZERO } else { spec.spec.soak_or_default() };
+            let mut record = soak::record(spec, &report, after.as_ref(), began, soak);
+            if let Some((_, failed)) = &soak_failed {
+                // The rollback's own record keeps the failed update's order, for `describe`.
+                record = kedge_crds::LastUpdate { phase: soak::ROLLED_BACK.to_owned(), ..failed.clone() };
+            } else if let Some(until) = record.soak_until.as_deref() {
+                let message = format!(
+                    "the new container is ready ({}); it soaks until {until}, and a restart or an unhealthy check before then rolls back to image {}",
+                    record.order_reason,
+                    short_image(record.previous_image_id.as_deref().unwrap_or_default())
+                );
+                self.events.record(key, EventType::Normal, "Soaking", &message).await;
+                soak_wait =
+                    spec.spec.update_strategy.as_ref().and_then(|s| s.soak).map(|soak| soak.duration());
+            }
+            last_update = Some(Some(record));
+        }
+        let soak_hold = match &soak_failed {
+            Some((why, record)) => {
+                let hold = self.hold_soak_failure(key, spec, &facts, record, why).await;
+                Some(hold)
+            }
+            None => None,
+        };
         self.time_repair(key, stopped, &plan.actions, after.as_ref());
         self.wake_followers(key, spec, after.as_ref());
         self.check_limits_took(key, spec, &plan.actions, after.as_ref()).await;
         let digest = facts.registry_digest.clone();
         let stopped_as_desired = stopped && after.as_ref().is_some_and(|container| !container.state.running);
+        let held = soak_hold.clone().or(held);
         let sync = match self.ignored_limits.current(key, spec.metadata.generation) {
             _ if stopped_as_desired => SyncState::StoppedAsDesired,
             _ if held.is_some() => {
@@ -662,6 +739,7 @@ impl Agent {
         };
         let mut extra = Extra {
             rolled_back: Some(held),
+            last_update,
             remediation: remedied.record,
             unhealthy_gave_up: remedied.gave_up,
             ..Extra::default()
@@ -723,10 +801,7 @@ impl Agent {
             ImageCheck::None => None,
             ImageCheck::Local | ImageCheck::Registry => Some(check_interval(spec)),
         };
-        let next_start = match (next_start, remedied.wait) {
-            (Some(start), Some(wait)) => Some(start.min(wait)),
-            (start, wait) => start.or(wait),
-        };
+        let next_start = [next_start, remedied.wait, soak_wait].into_iter().flatten().min();
         Ok(match (next_start, periodic) {
             (Some(start), Some(check)) => Next::After(start.min(check)),
             (Some(delay), None) | (None, Some(delay)) => Next::After(delay),
@@ -766,6 +841,41 @@ impl Agent {
             return Ok(Next::After(STATUS_RETRY));
         }
         Ok(Next::Done)
+    }
+
+    /// A soak failed and the previous image ID runs again: the failed image is held back like a
+    /// failed recreate's (not tried again until the spec or the image its tag names changes), and
+    /// a `RolledBack` Warning event says why.
+    async fn hold_soak_failure(
+        &self,
+        key: &str,
+        spec: &Container,
+        facts: &ImageFacts,
+        record: &kedge_crds::LastUpdate,
+        why: &str,
+    ) -> RolledBackUpdate {
+        let name = spec.metadata.name.as_str();
+        let held = RolledBackUpdate {
+            generation: spec.metadata.generation,
+            image: spec.spec.image.to_string(),
+            image_id: update_image(facts).or_else(|| Some(record.image_id.clone())),
+            restarted_at: spec.metadata.annotations.get(RESTARTED_AT_ANNOTATION).cloned(),
+            reason: "SoakFailed".to_owned(),
+            message: format!(
+                "{why} inside its soak (ready at {}, soaking until {})",
+                record.ready_at,
+                record.soak_until.as_deref().unwrap_or_default()
+            ),
+            failed_at: Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        };
+        let message = format!(
+            "{}; rolled back to image {}",
+            held_message(&held, name),
+            short_image(record.previous_image_id.as_deref().unwrap_or_default())
+        );
+        tracing::warn!(key, "{message}");
+        self.events.record(key, EventType::Warning, "RolledBack", &message).await;
+        held
     }
 
     /// What the restart count of `key` was at its last status, for [`restarts::count`].
@@ -992,6 +1102,9 @@ impl Agent {
                 .and_then(|status| status.rolled_back.clone())
                 .filter(|held| held.generation == spec.metadata.generation)
         });
+        let last_update = extra
+            .last_update
+            .unwrap_or_else(|| previous.as_ref().and_then(|status| status.last_update.clone()));
         let remediation = extra.remediation.unwrap_or_else(|| {
             previous
                 .as_ref()
@@ -1017,6 +1130,7 @@ impl Agent {
             }),
             remediation,
             unhealthy_gave_up: extra.unhealthy_gave_up,
+            last_update,
         };
         let status = next_status(previous.as_ref(), &seen, Utc::now());
         if previous.as_ref() == Some(&status) {
@@ -1218,6 +1332,8 @@ pub(crate) struct Extra {
     remediation: Option<Option<UnhealthyRemediation>>,
     /// kedge gave up remediating the unhealthy container: why, for `Degraded`.
     unhealthy_gave_up: Option<String>,
+    /// `Some`: the last update's record to write; `None`: keep the last one.
+    last_update: Option<Option<kedge_crds::LastUpdate>>,
 }
 
 /// What unhealthy remediation ([`crate::remediation`]) made of one reconcile's plan.

@@ -47,6 +47,8 @@ pub struct Observation<'a> {
     pub remediation: Option<kedge_crds::UnhealthyRemediation>,
     /// The container stays unhealthy and kedge gave up remediating it (the flap limit): why.
     pub unhealthy_gave_up: Option<String>,
+    /// The last update: its order and why, and its soak.
+    pub last_update: Option<kedge_crds::LastUpdate>,
 }
 
 /// Where the reconcile left the spec.
@@ -172,6 +174,7 @@ pub fn next_status(
             .clone()
             .filter(|backoff| container.is_some_and(|container| container.id == backoff.container_id)),
         remediation: seen.remediation.clone(),
+        last_update: seen.last_update.clone(),
     }
 }
 
@@ -265,6 +268,7 @@ mod tests {
             backoff: None,
             remediation: None,
             unhealthy_gave_up: None,
+            last_update: None,
         }
     }
 
