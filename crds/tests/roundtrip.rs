@@ -251,6 +251,13 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                         .prop_map(|(name, alias)| Link { name, alias }),
                     0..3,
                 ),
+                of(prop_oneof![
+                    Just(OnUnhealthy::Restart),
+                    Just(OnUnhealthy::Recreate),
+                    Just(OnUnhealthy::None)
+                ]),
+                of((of(any::<u32>()), of(duration()))
+                    .prop_map(|(remediations, period)| UnhealthyLimit { remediations, period })),
             ),
         ),
     )
@@ -264,7 +271,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                     (depends_on, post_start, update_policy, update_strategy),
                     placement,
                     non_recoverable_exit_codes,
-                    (deletion_policy, run_state, network_mode, links),
+                    (deletion_policy, run_state, network_mode, links, on_unhealthy, unhealthy_limit),
                 ),
             )| ContainerSpec {
                 image,
@@ -305,6 +312,8 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 non_recoverable_exit_codes,
                 deletion_policy,
                 run_state,
+                on_unhealthy,
+                unhealthy_limit,
             },
         )
 }
