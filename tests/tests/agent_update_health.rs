@@ -314,3 +314,39 @@ async fn cleanup_removes_the_old_image_after_the_soak_and_only_when_unused() {
     .await;
     assert!(image_exists(&old), "an image another container uses is kept: {events}");
 }
+
+/// The soak is a record in status: an agent stopped inside it, whose new container crashes while no
+/// agent runs, is followed by one that finds the failure at its start and rolls it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_failure_while_the_agent_is_down_is_rolled_back_by_the_next_agent() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let images = Images::new(&run);
+    let tag = images.tag("app");
+    let good = images.build(&tag, "FROM kedge-test/health:latest\nLABEL h21.version=1\n");
+    let (fx, agent) = start(&run, "soakrestart").await;
+    let agent = agent.keeping_state();
+    let name = format!("soakr-{run}");
+    fx.apply(&name, &spec(&tag, "  updateStrategy: {soak: 60s}\n"));
+    ready_on(&fx, &name, &good).await;
+    let crashing = images.build(
+        &tag,
+        "FROM kedge-test/health:latest\nLABEL h21.version=2\nCMD [\"/bin/sh\",\"-c\",\"sleep 6; exit 9\"]\n",
+    );
+    eventually("the soak to begin", READY, || async {
+        let update = fx.get(&name)["status"]["lastUpdate"].clone();
+        (update["imageId"] == crashing.as_str() && update["phase"] == "Soaking").then_some(())
+    })
+    .await;
+    let state_dir = agent.state_dir.clone();
+    drop(agent);
+    eventually("the new container to crash with no agent", READY, || async {
+        (inspect(&name, "{{.State.Running}}") == "false").then_some(())
+    })
+    .await;
+    let _agent = AgentGuard::spawn(&state_dir, &fx.host, &[]);
+    fx.wait_api().await;
+    let object = rolled_back(&fx, &name, Duration::from_secs(60)).await;
+    assert_eq!(object["status"]["rolledBack"]["reason"], "SoakFailed", "{object}");
+    ready_on(&fx, &name, &good).await;
+}
