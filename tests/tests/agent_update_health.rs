@@ -6,10 +6,12 @@
 //! - an image whose healthcheck fails is rolled back to the previous image ID within
 //!   `healthTimeout`, held (`status.rolledBack` names the image ID and when), not tried again over
 //!   several check intervals, also not by a new agent on the same store; a fixed image pushed under
-//!   the same tag is then taken;
+//!   the same tag is then taken; one whose healthcheck never decides is rolled back when
+//!   `healthTimeout` passes;
 //! - with `minReadySeconds: 0` and a healthcheck, the update is ready as soon as the container is
 //!   healthy (from `status.lastUpdate.readyAt` and the engine's health log, not from the test's clock);
-//! - an image that crashes after it became healthy, inside `updateStrategy.soak`, is rolled back;
+//! - an image that crashes after it became healthy, inside `updateStrategy.soak`, is rolled back,
+//!   also when it crashed while no agent ran (the soak is a record in status);
 //! - `updatePolicy.cleanup` removes the old image only after the soak, and only when no container
 //!   (here a foreign one) uses it.
 
@@ -349,4 +351,33 @@ async fn a_soak_failure_while_the_agent_is_down_is_rolled_back_by_the_next_agent
     let object = rolled_back(&fx, &name, Duration::from_secs(60)).await;
     assert_eq!(object["status"]["rolledBack"]["reason"], "SoakFailed", "{object}");
     ready_on(&fx, &name, &good).await;
+}
+
+/// A new container whose healthcheck never decides (still `starting`, its start period long) is
+/// rolled back once `updateStrategy.healthTimeout` has passed, not before and not much after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_never_healthy_is_rolled_back_when_its_health_timeout_passes() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let images = Images::new(&run);
+    let tag = images.tag("app");
+    let good = images.build(&tag, "FROM kedge-test/health:latest\nLABEL h21.version=1\n");
+    let (fx, _agent) = start(&run, "hctimeout").await;
+    let name = format!("hct-{run}");
+    fx.apply(&name, &spec(&tag, "  updateStrategy: {healthTimeout: 5s}\n"));
+    ready_on(&fx, &name, &good).await;
+    let pushed = Utc::now();
+    let undecided = images.build(
+        &tag,
+        "FROM kedge-test/health:latest\nLABEL h21.version=2\nHEALTHCHECK --interval=1s --start-period=120s CMD false\n",
+    );
+    let object = rolled_back(&fx, &name, Duration::from_secs(60)).await;
+    let held = &object["status"]["rolledBack"];
+    let took = (time(held["failedAt"].as_str().unwrap()) - pushed).to_std().unwrap_or_default();
+    eprintln!("measured: an update still starting rolled back {took:?} after the tag moved: {held}");
+    assert_eq!(held["imageId"], undecided.as_str(), "{held}");
+    assert!(held["message"].as_str().unwrap().contains("still starting after 5s"), "{held}");
+    // The check interval, the pull-free create and start, then the 5 s timeout (failedAt in seconds).
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(12), "{took:?}");
+    assert_eq!(inspect(&name, "{{.Image}}"), good);
 }
