@@ -7,9 +7,10 @@
 //! - with `/tmp` in the container's own layer (a restart keeps the file), it is restarted with
 //!   backoff until the flap limit (5), then Degraded=True/UnhealthyFlapping, and not started again
 //!   over a further window;
+//! - `onUnhealthy: recreate`: restarted once, then replaced by a new container, healthy again;
 //! - `onUnhealthy: none`: never restarted, Ready=False/Unhealthy.
 //!
-//! The three share one agent and run at the same time.
+//! The four share one agent and run at the same time.
 
 use std::time::Duration;
 
@@ -111,6 +112,26 @@ async fn flapping_ends_degraded(fx: &SpecsOnAgent) {
     assert_eq!((status.as_str(), reason.as_str()), ("True", "UnhealthyFlapping"));
 }
 
+/// `onUnhealthy: recreate`: a restart keeps the file, so the second remediation is a new container
+/// (without it), healthy again.
+async fn recreate_when_a_restart_does_not_help(fx: &SpecsOnAgent) {
+    let name = format!("recreated-{}", fx.run);
+    fx.apply(&name, "  image: kedge-test/health:latest\n  onUnhealthy: recreate\n");
+    ready(fx, &name).await;
+    let id = inspect(&name, "{{.Id}}");
+    make_unhealthy(&name);
+    eventually("a new, healthy container", Duration::from_secs(60), || async {
+        let new = inspect(&name, "{{.Id}}");
+        (!new.is_empty() && new != id && inspect(&name, "{{.State.Health.Status}}") == "healthy")
+            .then_some(())
+    })
+    .await;
+    let events = String::from_utf8_lossy(&fx.kedge(&["events", "--for", &name, "-n", &fx.namespace]).stdout)
+        .into_owned();
+    assert!(events.contains("Restarted") && events.contains("a restart did not help"), "{events}");
+    ready(fx, &name).await;
+}
+
 /// `onUnhealthy: none`: reported, never touched.
 async fn none_is_never_touched(fx: &SpecsOnAgent) {
     let name = format!("none-{}", fx.run);
@@ -130,13 +151,14 @@ async fn none_is_never_touched(fx: &SpecsOnAgent) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unhealthy_containers_are_restarted_flapping_ones_left_degraded_and_none_left_alone() {
+async fn unhealthy_containers_are_restarted_or_recreated_flapping_ones_left_degraded_and_none_left_alone() {
     let run = run_id();
     let _cleanup = EngineCleanup::new(&run);
     let (fx, _agent) = start(&run, "unhealthy").await;
     tokio::join!(
         restarted_within_two_intervals(&fx),
         flapping_ends_degraded(&fx),
+        recreate_when_a_restart_does_not_help(&fx),
         none_is_never_touched(&fx)
     );
 }
