@@ -483,6 +483,47 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
             if lines.is_empty() { NONE.to_owned() } else { lines.join(&format!("\n{}", " ".repeat(18))) },
         );
     }
+    // The last update: which order it took and why, and where its soak stands.
+    if let Some(update) = status.and_then(|s| s.last_update.as_ref()) {
+        field("Update Order", update.order_reason.clone());
+        let soak = match (update.phase.as_str(), update.soak_until.as_deref()) {
+            ("Soaking", Some(until)) => format!("; soaking until {until}"),
+            ("RolledBack", _) => "; failed its soak and was rolled back".to_owned(),
+            (_, Some(until)) => format!("; soaked until {until}"),
+            _ => String::new(),
+        };
+        let previous = update
+            .previous_image_id
+            .as_deref()
+            .map_or(String::new(), |id| format!(" (was {})", short_id(id)));
+        field(
+            "Last Update",
+            format!("image {}{previous}, ready at {}{soak}", short_id(&update.image_id), update.ready_at),
+        );
+    }
+    if let Some(failed) = status.and_then(|s| s.rolled_back.as_ref()) {
+        let id = failed.image_id.as_deref().map_or(String::new(), |id| format!(" ({})", short_id(id)));
+        let at = failed.failed_at.as_deref().map_or(String::new(), |at| format!(" at {at}"));
+        field(
+            "Failed Image",
+            format!(
+                "{}{id}: {}{at}, held back until the spec or the image changes",
+                failed.image, failed.reason
+            ),
+        );
+    }
+    if let Some(remediation) = status.and_then(|s| s.remediation.as_ref()) {
+        let gave_up =
+            remediation.gave_up_at.as_deref().map_or(String::new(), |at| format!("; gave up at {at}"));
+        field(
+            "Remediations",
+            format!(
+                "{} in the flap limit's period, {} since last healthy{gave_up}",
+                remediation.at.len(),
+                remediation.consecutive
+            ),
+        );
+    }
 
     out.push_str(&conditions_section(status.map_or(&[], |s| &s.conditions[..]), now));
     let drift = status.map_or(&[][..], |s| &s.drift[..]);
@@ -897,6 +938,46 @@ Events:
         assert!(page.contains("Restart Policy:   unless-stopped\n"), "{page}");
         assert!(page.contains("Container ID:     0123456789ab\n"), "{page}");
         assert!(page.ends_with("Drift:\n  <none>\nEvents:\n  <none>\n"), "{page}");
+    }
+
+    #[test]
+    fn describe_page_tells_the_update_order_the_soak_the_failed_image_and_remediations() {
+        let mut container = fixtures()[0].clone();
+        let status = container.status.get_or_insert_with(Default::default);
+        status.last_update = Some(kedge_crds::LastUpdate {
+            container_id: "c2".into(),
+            image_id: "sha256:bbbbbbbbbbbbbbbb".into(),
+            previous_image_id: Some("sha256:aaaaaaaaaaaaaaaa".into()),
+            order: "stop-first".into(),
+            order_reason:
+                "stop-first: the new container has a published host port, which two containers must not share"
+                    .into(),
+            ready_at: "2026-12-07T02:53:03.545Z".into(),
+            phase: "Soaking".into(),
+            soak_until: Some("2026-12-07T02:58:03.545Z".into()),
+            ..Default::default()
+        });
+        status.rolled_back = Some(kedge_crds::RolledBackUpdate {
+            image: "app:2".into(),
+            image_id: Some("sha256:dddddddddddddddd".into()),
+            reason: "NewContainerUnhealthy".into(),
+            failed_at: Some("2026-12-07T02:52:16Z".into()),
+            ..Default::default()
+        });
+        status.remediation = Some(kedge_crds::UnhealthyRemediation {
+            at: vec!["2026-12-07T02:50:00Z".into(), "2026-12-07T02:50:01Z".into()],
+            consecutive: 2,
+            ..Default::default()
+        });
+        let page = describe_container(&container, &[], now());
+        for line in [
+            "Update Order:     stop-first: the new container has a published host port, which two containers must not share\n",
+            "Last Update:      image bbbbbbbbbbbb (was aaaaaaaaaaaa), ready at 2026-12-07T02:53:03.545Z; soaking until 2026-12-07T02:58:03.545Z\n",
+            "Failed Image:     app:2 (dddddddddddd): NewContainerUnhealthy at 2026-12-07T02:52:16Z, held back until the spec or the image changes\n",
+            "Remediations:     2 in the flap limit's period, 2 since last healthy\n",
+        ] {
+            assert!(page.contains(line), "{line:?} in\n{page}");
+        }
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum ActionOutcome {
     Recreated(RecreateReport),
     /// The exec ran (`None`: skipped because the process already runs).
     Exec(Option<ExecOutcome>),
+    /// An image was removed (`false`: a container uses it, or it was gone already).
+    ImageRemoved(bool),
 }
 
 /// Why an action failed.
@@ -243,6 +245,15 @@ impl Executor {
                 Action::Recreate { config, reason, strategy } => {
                     info!(name = %config.name, reason, "recreating");
                     Ok(ActionOutcome::Recreated(self.recreate(config, strategy, progress).await?))
+                }
+                Action::RemoveImage { image } => {
+                    // Never forced: an image some container uses, kedge's or not, stays.
+                    let removed = self
+                        .docker
+                        .remove_image_if_unused(image)
+                        .await
+                        .map_err(docker_error("remove image", image))?;
+                    Ok(ActionOutcome::ImageRemoved(removed))
                 }
                 Action::RunExec { container, exec, unless_running } => {
                     let id = self.owned(container).await?.id;

@@ -27,6 +27,7 @@ pub mod notify;
 pub mod planner;
 pub mod queue;
 pub mod registry;
+pub mod remediation;
 pub mod restarts;
 pub mod runtime;
 pub mod store;

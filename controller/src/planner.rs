@@ -520,7 +520,9 @@ fn recreate_strategy(desired: &Container, facts: &ImageFacts) -> RecreateStrateg
             .and_then(|strategy| strategy.health_timeout)
             .map_or(defaults.health_timeout, |timeout| timeout.duration()),
         stop_timeout: spec.stop_grace_period.map(|period| period.duration()).or(defaults.stop_timeout),
-        remove_old_image: strategy.and_then(|strategy| strategy.remove_old_image).unwrap_or(false),
+        // With a soak, the old image is what a failure inside it rolls back to: the agent removes
+        // it once the soak is over, not the recreate.
+        remove_old_image: spec.cleanup_or_default() && spec.soak_or_default().is_zero(),
         running_grace: min_ready.unwrap_or(DEFAULT_MIN_READY_WITHOUT_HEALTHCHECK),
         min_ready_healthy: min_ready.unwrap_or(Duration::ZERO),
         // Start-first unless the spec asks otherwise; the executor falls back to stop-first when

@@ -116,6 +116,17 @@ pub struct ContainerSpec {
     /// the image or the spec has a healthcheck, which then decides; 1 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ready_seconds: Option<i64>,
+    /// What kedge does when the container's healthcheck reports it unhealthy (Docker itself never
+    /// restarts an unhealthy container, moby#28400): `restart` (default: a healthcheck declares
+    /// what "working" means, and a declared state is kept), `recreate` (a restart first, then a new
+    /// container when the restart did not help), or `none` (only report it). See docs/health.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unhealthy: Option<OnUnhealthy>,
+    /// The flap limit of `onUnhealthy`: after this many remediations within `period` (default 5 in
+    /// 5m) kedge gives up, says `Degraded` (reason `UnhealthyFlapping`) and leaves the container
+    /// alone until the spec changes or the container turns healthy by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_limit: Option<UnhealthyLimit>,
     /// Linux capabilities to add, as Docker names them (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -507,6 +518,31 @@ pub enum ExecPolicy {
     EnsureRunning,
 }
 
+/// What kedge does with a container whose healthcheck reports it unhealthy (`spec.onUnhealthy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    /// Restart it (the same container, its stop signal and grace period), with per-key backoff.
+    #[default]
+    Restart,
+    /// Restart it once; when it is still unhealthy after that, replace it by a new container.
+    Recreate,
+    /// Leave it as it is: only `Ready=False` (reason `Unhealthy`) says so.
+    None,
+}
+
+/// The flap limit of unhealthy remediation (`spec.unhealthyLimit`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnhealthyLimit {
+    /// Remediations allowed within `period` (default 5, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediations: Option<u32>,
+    /// The sliding window the remediations are counted in (default 5m, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<HumanDuration>,
+}
+
 /// How kedge notices that the image reference now names another image.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -541,6 +577,10 @@ pub struct UpdatePolicy {
     /// UpdateAvailable (a condition and an event); the container is left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<UpdateMode>,
+    /// After a successful update, remove the old image when no container (kedge's or not, running
+    /// or stopped) uses it any more (default false; the same as `updateStrategy.removeOldImage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<bool>,
 }
 
 impl UpdatePolicy {
@@ -655,9 +695,16 @@ pub struct UpdateStrategy {
     /// `stop-first`: always stop the old container first.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<UpdateOrder>,
-    /// How long the new container has to become healthy (default 60s).
+    /// How long the new container has to become healthy by its healthcheck (default 60s); past
+    /// it, the update is rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<HumanDuration>,
+    /// Once the new container is proven (healthy, or running `minReadySeconds`) and holds the name,
+    /// how long it must go on running without a restart and without turning unhealthy (default: no
+    /// soak). A failure inside the window rolls back to the image ID the old container ran (not its
+    /// tag, which may have moved), and the failed image ID is held back (`status.rolledBack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<HumanDuration>,
     /// Put the old container back when the new one fails (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_on_failure: Option<bool>,
@@ -761,6 +808,15 @@ pub struct ContainerStatus {
     /// the spec's, an update waiting, and when digests were first seen (for `minAge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<ImageUpdateStatus>,
+    /// The last update (recreate) of the container: which order it took and why, when the new
+    /// container was ready, and its soak (`updateStrategy.soak`), kept here so that an agent
+    /// restart goes on with the soak, and rolls back a failure inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<LastUpdate>,
+    /// kedge's remediations of an unhealthy container (`spec.onUnhealthy`): kept here so that the
+    /// flap limit and its backoff outlive an agent restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<UnhealthyRemediation>,
 }
 
 /// Where a spec's image updates stand (see [`ContainerStatus::update`]). The spec in the store is
@@ -787,6 +843,61 @@ pub struct ImageUpdateStatus {
     /// When the registry was last checked (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<String>,
+}
+
+/// The last update of a container (see [`ContainerStatus::last_update`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LastUpdate {
+    /// The spec generation the update was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The new container.
+    pub container_id: String,
+    /// When the new container last started, as the engine said right after the update: a later
+    /// start inside the soak is a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_started_at: Option<String>,
+    /// The image ID the new container runs.
+    pub image_id: String,
+    /// The image ID the replaced container ran: what a failed soak rolls back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image_id: Option<String>,
+    /// `start-first` or `stop-first`.
+    pub order: String,
+    /// Why that order: `start-first: nothing the two containers must not share`,
+    /// `stop-first: a published host port`, `stop-first: updateStrategy.type says so`.
+    pub order_reason: String,
+    /// When the update began and when the new container was ready (proven), RFC 3339.
+    pub started_at: String,
+    pub ready_at: String,
+    /// Where the soak stands: `Soaking` (until `soakUntil`), `Complete`, or `RolledBack`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<String>,
+    /// Remove the previous image once the soak is over (`updatePolicy.cleanup`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup: bool,
+}
+
+/// Where the remediation of an unhealthy container stands (see [`ContainerStatus::remediation`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnhealthyRemediation {
+    /// The spec generation these remediations were made for; a new generation starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When each remediation within the flap limit's period was made (RFC 3339), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<String>,
+    /// Remediations since the container was last seen healthy: the backoff's step, and for
+    /// `onUnhealthy: recreate` whether a restart was already tried.
+    #[serde(default)]
+    pub consecutive: u32,
+    /// When kedge gave up (the flap limit was reached): the container is left alone until the spec
+    /// changes or it turns healthy by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up_at: Option<String>,
 }
 
 /// Where a container's crash-loop backoff stands (see [`ContainerStatus::backoff`]).
@@ -817,6 +928,9 @@ pub struct RolledBackUpdate {
     /// Why the new container failed: one CamelCase word (`NewContainerExited`).
     pub reason: String,
     pub message: String,
+    /// When the update was rolled back (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<String>,
 }
 
 /// A volume mounted in the container, by target.
@@ -869,6 +983,21 @@ impl ContainerSpec {
     /// The declared exit codes that force a recreate, or `[-127, -1]`.
     pub fn non_recoverable_exit_codes_or_default(&self) -> Vec<i64> {
         self.non_recoverable_exit_codes.clone().unwrap_or_else(|| DEFAULT_NON_RECOVERABLE_EXIT_CODES.to_vec())
+    }
+
+    /// Whether an update removes the old image once no container uses it: `updatePolicy.cleanup`,
+    /// or its older spelling `updateStrategy.removeOldImage`.
+    pub fn cleanup_or_default(&self) -> bool {
+        self.update_policy.as_ref().and_then(|policy| policy.cleanup).unwrap_or(false)
+            || self.update_strategy.as_ref().and_then(|strategy| strategy.remove_old_image).unwrap_or(false)
+    }
+
+    /// `updateStrategy.soak`, zero when unset.
+    pub fn soak_or_default(&self) -> std::time::Duration {
+        self.update_strategy
+            .as_ref()
+            .and_then(|strategy| strategy.soak)
+            .map_or(std::time::Duration::ZERO, |soak| soak.duration())
     }
 
     pub fn deletion_policy_or_default(&self) -> DeletionPolicy {

@@ -435,6 +435,17 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
             }
         }
     }
+    if let Some(limit) = &spec.unhealthy_limit {
+        if limit.remediations == Some(0) {
+            errors.add(
+                "spec.unhealthyLimit.remediations",
+                "must be at least 1 (use `onUnhealthy: none` for none)",
+            );
+        }
+        if limit.period.is_some_and(|period| period.duration() < Duration::from_secs(1)) {
+            errors.add("spec.unhealthyLimit.period", "must be at least 1s");
+        }
+    }
     if let Some(seconds) = spec.min_ready_seconds {
         if !(0..=MAX_MIN_READY_SECONDS).contains(&seconds) {
             errors.add(

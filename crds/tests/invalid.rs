@@ -465,6 +465,18 @@ fn updates_and_placement() {
         "8:20: spec.updateStrategy.healthTimeout: must be more than 0s",
     );
     check(
+        &with_spec("onUnhealthy: kill"),
+        "7:16: spec.onUnhealthy: unknown variant `kill`, expected one of `restart`, `recreate`, `none`",
+    );
+    check(
+        &with_spec("unhealthyLimit:\n  remediations: 0"),
+        "8:19: spec.unhealthyLimit.remediations: must be at least 1 (use `onUnhealthy: none` for none)",
+    );
+    check(
+        &with_spec("unhealthyLimit:\n  period: 100ms"),
+        "8:13: spec.unhealthyLimit.period: must be at least 1s",
+    );
+    check(
         &with_spec("minReadySeconds: 3601"),
         "7:20: spec.minReadySeconds: must be between 0 and 3600 (one hour), not 3601",
     );

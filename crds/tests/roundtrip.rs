@@ -188,11 +188,13 @@ fn lifecycle(
         of(prop_oneof![Just(ImageCheck::None), Just(ImageCheck::Local), Just(ImageCheck::Registry)]),
         of(duration()),
         of(prop_oneof![Just(PullPolicy::Always), Just(PullPolicy::IfNotPresent), Just(PullPolicy::Never)]),
+        of(any::<bool>()),
     )
-        .prop_map(|(image_check, check_interval, pull_policy)| UpdatePolicy {
+        .prop_map(|(image_check, check_interval, pull_policy, cleanup)| UpdatePolicy {
             image_check,
             check_interval,
             pull_policy,
+            cleanup,
             ..UpdatePolicy::default()
         });
     let update_strategy = (
@@ -201,10 +203,20 @@ fn lifecycle(
         of(any::<bool>()),
         of(any::<bool>()),
         of(any::<bool>()),
+        of(duration()),
     )
-        .prop_map(|(kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset)| {
-            UpdateStrategy { kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset }
-        });
+        .prop_map(
+            |(kind, health_timeout, rollback_on_failure, remove_old_image, skip_limit_reset, soak)| {
+                UpdateStrategy {
+                    kind,
+                    health_timeout,
+                    rollback_on_failure,
+                    remove_old_image,
+                    skip_limit_reset,
+                    soak,
+                }
+            },
+        );
     (vec(dependency, 0..3), vec(exec, 0..3), of(update_policy), of(update_strategy))
 }
 
@@ -240,6 +252,13 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                         .prop_map(|(name, alias)| Link { name, alias }),
                     0..3,
                 ),
+                of(prop_oneof![
+                    Just(OnUnhealthy::Restart),
+                    Just(OnUnhealthy::Recreate),
+                    Just(OnUnhealthy::None)
+                ]),
+                of((of(any::<u32>()), of(duration()))
+                    .prop_map(|(remediations, period)| UnhealthyLimit { remediations, period })),
             ),
         ),
     )
@@ -253,7 +272,7 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                     (depends_on, post_start, update_policy, update_strategy),
                     placement,
                     non_recoverable_exit_codes,
-                    (deletion_policy, run_state, network_mode, links),
+                    (deletion_policy, run_state, network_mode, links, on_unhealthy, unhealthy_limit),
                 ),
             )| ContainerSpec {
                 image,
@@ -294,6 +313,8 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 non_recoverable_exit_codes,
                 deletion_policy,
                 run_state,
+                on_unhealthy,
+                unhealthy_limit,
             },
         )
 }

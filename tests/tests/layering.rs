@@ -20,7 +20,7 @@ const TEST_FILES: &[&str] =
 /// A new top-level module must be placed here.
 const CONTROLLER_LAYERS: &[&[&str]] = &[
     &["store", "docker", "registry", "queue", "runtime", "hosts", "metrics", "notify"],
-    &["events", "mapping", "restarts"],
+    &["events", "mapping", "restarts", "remediation"],
     &["planner"],
     &["executor"],
     &["agent", "api", "controllers", "updater", "upgrade", "invariants"],

@@ -21,6 +21,8 @@ mod agent_ownership;
 mod agent_repairs;
 mod agent_restart;
 mod agent_supervision;
+mod agent_unhealthy;
+mod agent_update_health;
 mod api_server;
 mod api_tls;
 mod cli_agent;

@@ -27,6 +27,7 @@ mod report;
 pub mod requests;
 pub mod secrets;
 mod snapshot;
+mod soak;
 mod sources;
 pub mod status;
 pub mod supervisor;

@@ -16,7 +16,7 @@ use chrono::Utc;
 use kedge_crds::secret::ResolvedEnv;
 use kedge_crds::{
     Container, ContainerStatus, DeletionPolicy, DependencyCondition, ExecPolicy, ImageCheck, PullPolicy,
-    RolledBackUpdate, RunState,
+    RolledBackUpdate, RunState, UnhealthyRemediation,
 };
 
 use crate::docker::{
@@ -30,6 +30,7 @@ use crate::executor::{
 use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, Action, ImageFacts, ProviderContainer};
 use crate::queue::Retry;
+use crate::remediation;
 use crate::restarts;
 use crate::runtime::Sighting;
 use crate::store::{keys, objects, PutCondition};
@@ -37,6 +38,7 @@ use crate::store::{keys, objects, PutCondition};
 use super::bindings::Binding;
 use super::limits;
 use super::report;
+use super::soak;
 use super::status::{next_status, Observation, SyncState};
 use super::Agent;
 
@@ -588,16 +590,70 @@ impl Agent {
             self.write_status(key, spec, None, plan.drift.clone(), sync, Extra::default()).await;
             return Ok(Next::After(self.config.conflict_poll));
         }
+        // A soak that failed rolls back before anything else; one that passed may clean up.
+        let soaking = soak::running(spec, previous.as_ref()).cloned();
+        let soak_check =
+            soaking.as_ref().map_or(soak::Check::None, |record| soak::check(record, observed.as_ref(), now));
+        let mut last_update: Option<Option<kedge_crds::LastUpdate>> = None;
+        let mut soak_failed = None;
+        let mut soak_wait = None;
+        let plan = match (&soak_check, &soaking) {
+            (soak::Check::Failed { why }, Some(record)) => {
+                let previous_image = record.previous_image_id.clone().unwrap_or_default();
+                let reason = format!(
+                    "{why} inside its soak (until {}); rolling back to image {}",
+                    record.soak_until.as_deref().unwrap_or("its end"),
+                    short_image(&previous_image)
+                );
+                match soak::rollback_plan(spec, observed.as_ref(), &facts, &previous_image, &reason) {
+                    Some(rollback) => {
+                        soak_failed = Some((why.clone(), record.clone()));
+                        rollback
+                    }
+                    None => plan,
+                }
+            }
+            (soak::Check::Passed, Some(record)) => {
+                let mut plan = plan;
+                let previous_image = record.previous_image_id.as_deref().filter(|previous| {
+                    record.cleanup
+                        && observed.as_ref().is_some_and(|container| container.image_id != *previous)
+                });
+                if let Some(image) = previous_image {
+                    plan.actions.retain(|action| !matches!(action, Action::Nothing));
+                    plan.actions.push(Action::RemoveImage { image: image.to_owned() });
+                    plan.reason
+                        .get_or_insert_with(|| "the update's soak is over (updatePolicy.cleanup)".to_owned());
+                }
+                let complete = kedge_crds::LastUpdate { phase: soak::COMPLETE.to_owned(), ..record.clone() };
+                last_update = Some(Some(complete));
+                plan
+            }
+            (soak::Check::Soaking { wait }, _) => {
+                soak_wait = Some(*wait);
+                plan
+            }
+            _ => plan,
+        };
+        let remedied =
+            remediate(spec, observed.as_ref(), &facts, previous.as_ref(), plan, held.is_some(), now);
+        let plan = remedied.plan;
+        if let Some(message) = remedied.gave_up.as_ref().filter(|_| remedied.newly_gave_up) {
+            tracing::warn!(key, "{message}");
+            self.events.record(key, EventType::Warning, "UnhealthyFlapping", message).await;
+        }
         let acted = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
         self.report_start_interval_dropped(key, spec, &facts, &plan.actions).await;
         let mut drift = plan.drift.clone();
         // From now on this key's containers are not what a snapshot listed, and again once the
         // actions are done, whichever way this reconcile returns.
         let _stamped_after = acted.then(|| self.snapshot.stamp_now_and_on_drop(key));
+        let mut recreated = None;
         for action in &plan.actions {
             if matches!(action, Action::Nothing) {
                 continue;
             }
+            let began = Utc::now();
             let outcome = match self.executor.execute(action, &mut |_| {}).await {
                 Ok(outcome) => outcome,
                 Err(ExecutorError::RolledBack { old_id, failure, .. }) => {
@@ -630,14 +686,43 @@ impl Agent {
                 }
             }
             self.record_action(key, action, &outcome, observed.as_ref(), &plan).await;
+            if let ActionOutcome::Recreated(report) = &outcome {
+                recreated = Some((report.clone(), began));
+            }
         }
 
         let after = if acted { self.inspect(name).await? } else { observed };
+        if let Some((report, began)) = recreated.filter(|(report, _)| report.old_id.is_some()) {
+            let soak = if soak_failed.is_some() { Duration::ZERO } else { spec.spec.soak_or_default() };
+            let mut record = soak::record(spec, &report, after.as_ref(), began, soak);
+            if let Some((_, failed)) = &soak_failed {
+                // The rollback's own record keeps the failed update's order, for `describe`.
+                record = kedge_crds::LastUpdate { phase: soak::ROLLED_BACK.to_owned(), ..failed.clone() };
+            } else if let Some(until) = record.soak_until.as_deref() {
+                let message = format!(
+                    "the new container is ready ({}); it soaks until {until}, and a restart or an unhealthy check before then rolls back to image {}",
+                    record.order_reason,
+                    short_image(record.previous_image_id.as_deref().unwrap_or_default())
+                );
+                self.events.record(key, EventType::Normal, "Soaking", &message).await;
+                soak_wait =
+                    spec.spec.update_strategy.as_ref().and_then(|s| s.soak).map(|soak| soak.duration());
+            }
+            last_update = Some(Some(record));
+        }
+        let soak_hold = match &soak_failed {
+            Some((why, record)) => {
+                let hold = self.hold_soak_failure(key, spec, &facts, record, why).await;
+                Some(hold)
+            }
+            None => None,
+        };
         self.time_repair(key, stopped, &plan.actions, after.as_ref());
         self.wake_followers(key, spec, after.as_ref());
         self.check_limits_took(key, spec, &plan.actions, after.as_ref()).await;
         let digest = facts.registry_digest.clone();
         let stopped_as_desired = stopped && after.as_ref().is_some_and(|container| !container.state.running);
+        let held = soak_hold.clone().or(held);
         let sync = match self.ignored_limits.current(key, spec.metadata.generation) {
             _ if stopped_as_desired => SyncState::StoppedAsDesired,
             _ if held.is_some() => {
@@ -660,7 +745,14 @@ impl Agent {
                 .iter()
                 .any(|action| matches!(action, Action::Recreate { .. } | Action::Create { .. }));
         self.report_updates(key, &update, recreated, observed_id.as_deref(), after.as_ref()).await;
-        let mut extra = Extra { rolled_back: Some(held), update: update.status(), ..Extra::default() };
+        let mut extra = Extra {
+            rolled_back: Some(held),
+            update: update.status(),
+            last_update,
+            remediation: remedied.record,
+            unhealthy_gave_up: remedied.gave_up,
+            ..Extra::default()
+        };
         let mut next_start = None;
         if let Some(container) = after.as_ref().filter(|_| !stopped) {
             let counted =
@@ -723,6 +815,7 @@ impl Agent {
             (Some(check), Some(recheck)) => Some(check.min(recheck.max(Duration::from_secs(1)))),
             (periodic, _) => periodic,
         };
+        let next_start = [next_start, remedied.wait, soak_wait].into_iter().flatten().min();
         Ok(match (next_start, periodic) {
             (Some(start), Some(check)) => Next::After(start.min(check)),
             (Some(delay), None) | (None, Some(delay)) => Next::After(delay),
@@ -750,6 +843,7 @@ impl Agent {
             restarted_at: spec.metadata.annotations.get(RESTARTED_AT_ANNOTATION).cloned(),
             reason: failure.reason().to_owned(),
             message: failure.to_string(),
+            failed_at: Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         };
         let message = format!("{}; rolled back to container {}", held_message(&held, name), short(old_id));
         tracing::warn!(key, "{message}");
@@ -761,6 +855,41 @@ impl Agent {
             return Ok(Next::After(STATUS_RETRY));
         }
         Ok(Next::Done)
+    }
+
+    /// A soak failed and the previous image ID runs again: the failed image is held back like a
+    /// failed recreate's (not tried again until the spec or the image its tag names changes), and
+    /// a `RolledBack` Warning event says why.
+    async fn hold_soak_failure(
+        &self,
+        key: &str,
+        spec: &Container,
+        facts: &ImageFacts,
+        record: &kedge_crds::LastUpdate,
+        why: &str,
+    ) -> RolledBackUpdate {
+        let name = spec.metadata.name.as_str();
+        let held = RolledBackUpdate {
+            generation: spec.metadata.generation,
+            image: spec.spec.image.to_string(),
+            image_id: update_image(facts).or_else(|| Some(record.image_id.clone())),
+            restarted_at: spec.metadata.annotations.get(RESTARTED_AT_ANNOTATION).cloned(),
+            reason: "SoakFailed".to_owned(),
+            message: format!(
+                "{why} inside its soak (ready at {}, soaking until {})",
+                record.ready_at,
+                record.soak_until.as_deref().unwrap_or_default()
+            ),
+            failed_at: Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        };
+        let message = format!(
+            "{}; rolled back to image {}",
+            held_message(&held, name),
+            short_image(record.previous_image_id.as_deref().unwrap_or_default())
+        );
+        tracing::warn!(key, "{message}");
+        self.events.record(key, EventType::Warning, "RolledBack", &message).await;
+        held
     }
 
     /// What the restart count of `key` was at its last status, for [`restarts::count`].
@@ -987,6 +1116,15 @@ impl Agent {
                 .and_then(|status| status.rolled_back.clone())
                 .filter(|held| held.generation == spec.metadata.generation)
         });
+        let last_update = extra
+            .last_update
+            .unwrap_or_else(|| previous.as_ref().and_then(|status| status.last_update.clone()));
+        let remediation = extra.remediation.unwrap_or_else(|| {
+            previous
+                .as_ref()
+                .and_then(|status| status.remediation.clone())
+                .filter(|record| record.generation == spec.metadata.generation)
+        });
         let seen = Observation {
             generation: spec.metadata.generation,
             host: &self.config.host_name,
@@ -1012,6 +1150,9 @@ impl Agent {
                 container_id: backoff.container_id,
                 starts: backoff.starts,
             }),
+            remediation,
+            unhealthy_gave_up: extra.unhealthy_gave_up,
+            last_update,
         };
         let status = next_status(previous.as_ref(), &seen, Utc::now());
         if previous.as_ref() == Some(&status) {
@@ -1210,6 +1351,115 @@ pub(crate) struct Extra {
     rolled_back: Option<Option<RolledBackUpdate>>,
     /// The update policy's findings to write; `None`: keep the last ones.
     update: Option<kedge_crds::ImageUpdateStatus>,
+    /// `Some`: the unhealthy remediation record to write (`Some(None)`: none); `None`: keep the
+    /// last one while the spec's generation is the same.
+    remediation: Option<Option<UnhealthyRemediation>>,
+    /// kedge gave up remediating the unhealthy container: why, for `Degraded`.
+    unhealthy_gave_up: Option<String>,
+    /// `Some`: the last update's record to write; `None`: keep the last one.
+    last_update: Option<Option<kedge_crds::LastUpdate>>,
+}
+
+/// What unhealthy remediation ([`crate::remediation`]) made of one reconcile's plan.
+struct Remedied {
+    /// The planner's plan, or the remediation's when the planner had nothing to do.
+    plan: planner::Plan,
+    /// The record to write (`None`: keep the last one).
+    record: Option<Option<UnhealthyRemediation>>,
+    /// kedge gave up (the flap limit): why; `newly_gave_up` when that happened in this reconcile.
+    gave_up: Option<String>,
+    newly_gave_up: bool,
+    /// The next remediation is due after this long (its backoff).
+    wait: Option<Duration>,
+}
+
+/// Remediation of a running container whose healthcheck reports it unhealthy: a restart, or for
+/// `onUnhealthy: recreate` a recreate once a restart did not help, when the planner has nothing
+/// else to do (a spec change or a drift repair comes first and makes a new container anyway). A
+/// held update (rolled back) is never retried this way: its recreate becomes a restart.
+fn remediate(
+    spec: &Container,
+    observed: Option<&ObservedContainer>,
+    facts: &ImageFacts,
+    previous: Option<&ContainerStatus>,
+    plan: planner::Plan,
+    held: bool,
+    now: chrono::DateTime<Utc>,
+) -> Remedied {
+    let unchanged = |plan| Remedied { plan, record: None, gave_up: None, newly_gave_up: false, wait: None };
+    let busy = !plan.actions.iter().all(|action| matches!(action, Action::Nothing));
+    let Some(container) = observed.filter(|_| !busy && spec.spec.run_state_or_default() == RunState::Running)
+    else {
+        return unchanged(plan);
+    };
+    let policy = spec.spec.on_unhealthy.unwrap_or_default();
+    let limit = remediation::Limit::of(&spec.spec);
+    let recorded = previous.and_then(|status| status.remediation.as_ref());
+    let (step, record) =
+        remediation::decide(policy, limit, recorded, spec.metadata.generation, container, now);
+    let mut remedied = Remedied { record: Some(record), ..unchanged(plan) };
+    let within = |number: u32| {
+        format!(
+            "the health check reports the container unhealthy (remediation {number} of at most {} within {}, spec.onUnhealthy: {})",
+            limit.remediations,
+            humantime_words(limit.period),
+            match policy {
+                kedge_crds::OnUnhealthy::Restart => "restart",
+                kedge_crds::OnUnhealthy::Recreate => "recreate",
+                kedge_crds::OnUnhealthy::None => "none",
+            }
+        )
+    };
+    let restart = |reason: String| Action::Restart {
+        container: container.id.clone(),
+        reason,
+        timeout: spec.spec.stop_grace_period.map(|period| period.duration()),
+    };
+    match step {
+        remediation::Step::Nothing => {}
+        remediation::Step::Wait { at } => remedied.wait = Some((at - now).to_std().unwrap_or_default()),
+        remediation::Step::Restart { number } => {
+            remedied.plan.reason = Some(within(number));
+            remedied.plan.actions = vec![restart(within(number))];
+        }
+        remediation::Step::Recreate { number } => {
+            let reason = format!("{}; a restart did not help", within(number));
+            let forced = ImageFacts { force_recreate: true, update_held: false, ..facts.clone() };
+            let mut replanned = planner::plan(spec, Some(container), &forced);
+            let recreates = replanned.actions.iter().any(|action| matches!(action, Action::Recreate { .. }));
+            if held || !recreates {
+                remedied.plan.actions = vec![restart(within(number))];
+                remedied.plan.reason = Some(within(number));
+            } else {
+                for action in &mut replanned.actions {
+                    if let Action::Recreate { reason: why, .. } = action {
+                        why.clone_from(&reason);
+                    }
+                }
+                replanned.reason = Some(reason);
+                remedied.plan = replanned;
+            }
+        }
+        remediation::Step::GaveUp { newly } => {
+            remedied.newly_gave_up = newly;
+            remedied.gave_up = Some(format!(
+                "the container stays unhealthy after {} remediations within {}; kedge leaves it alone until the spec changes or it turns healthy by itself (spec.unhealthyLimit)",
+                limit.remediations,
+                humantime_words(limit.period)
+            ));
+        }
+    }
+    remedied
+}
+
+/// `5m`, `90s`, `2h`: a period as specs write it.
+fn humantime_words(period: Duration) -> String {
+    let seconds = period.as_secs();
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Stopped on its own: exited or dead, and not being restarted by the engine.

@@ -56,6 +56,12 @@ pub fn action_event(
         }
         (Action::RunExec { exec, .. }, _) => ("ExecRan", format!("ran `{}`", exec.cmd.join(" "))),
         (Action::Pull { image }, _) => ("Pulled", format!("pulled {image}")),
+        (Action::RemoveImage { image }, ActionOutcome::ImageRemoved(false)) => {
+            ("ImageKept", format!("{why}; image {} is still used by a container, kept", short_image(image)))
+        }
+        (Action::RemoveImage { image }, _) => {
+            ("ImageRemoved", format!("{why}; removed image {}", short_image(image)))
+        }
         (Action::EnsureNetwork { network }, _) => ("NetworkEnsured", format!("network {network} exists")),
         (Action::Nothing, _) => ("Nothing", "nothing to do".to_owned()),
     }
@@ -110,6 +116,10 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+fn short_image(id: &str) -> &str {
+    short(id.strip_prefix("sha256:").unwrap_or(id))
+}
+
 /// Rust's debug formatting, which no message people read may show.
 #[cfg(test)]
 pub(crate) fn shows_debug_formatting(text: &str) -> bool {
@@ -162,6 +172,10 @@ mod tests {
             new_id: "bbbbbbbbbbbbbbbb".into(),
             old_image_removed: false,
             duration: Duration::from_millis(3200),
+            old_image_id: Some("sha256:aaaa".into()),
+            order: Some(crate::executor::RecreateOrder::StartFirst),
+            order_reason: "start-first: the two containers share nothing exclusive".into(),
+            ready_after: Duration::from_millis(2100),
         };
         let cases: Vec<(Action, ActionOutcome)> = vec![
             (

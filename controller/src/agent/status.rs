@@ -7,7 +7,8 @@
 //! - `Degraded`: reconciling fails and backs off (reason `Stalled`), a conflict blocks it, the
 //!   container crash loops (reason `CrashLoopBackOff`, with the next start when kedge makes it), or
 //!   an update failed and was rolled back (reason `RolledBack`, held until something changes), or
-//!   the spec breaks the host-escape policy (reason `PolicyDenied`, also on `Synced`).
+//!   the spec breaks the host-escape policy (reason `PolicyDenied`, also on `Synced`), or the
+//!   container stays unhealthy and kedge gave up remediating it (reason `UnhealthyFlapping`).
 //!
 //! A condition's `lastTransitionTime` moves only when its status changes (the one rule of every kind,
 //! [`kedge_crds::meta::transition_time`]), so a status that says the same thing again compares equal
@@ -44,6 +45,12 @@ pub struct Observation<'a> {
     pub backoff: Option<kedge_crds::StartBackoff>,
     /// What the update policy found; with it the status has an `UpdateAvailable` condition.
     pub update: Option<kedge_crds::ImageUpdateStatus>,
+    /// kedge's remediations of the container while unhealthy (`spec.onUnhealthy`), to outlive the agent.
+    pub remediation: Option<kedge_crds::UnhealthyRemediation>,
+    /// The container stays unhealthy and kedge gave up remediating it (the flap limit): why.
+    pub unhealthy_gave_up: Option<String>,
+    /// The last update: its order and why, and its soak.
+    pub last_update: Option<kedge_crds::LastUpdate>,
 }
 
 /// Where the reconcile left the spec.
@@ -115,9 +122,10 @@ pub fn next_status(
         SyncState::PolicyDenied { message } => {
             (ConditionStatus::True, "PolicyDenied".to_owned(), message.clone())
         }
-        _ => match &seen.crash_loop {
-            Some(message) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),
-            None => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
+        _ => match (&seen.crash_loop, &seen.unhealthy_gave_up) {
+            (Some(message), _) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),
+            (None, Some(message)) => (ConditionStatus::True, "UnhealthyFlapping".to_owned(), message.clone()),
+            (None, None) => (ConditionStatus::False, "AsExpected".to_owned(), String::new()),
         },
     };
     let update_available = seen.update.as_ref().map(|update| match &update.available {
@@ -186,6 +194,8 @@ pub fn next_status(
             .clone()
             .filter(|backoff| container.is_some_and(|container| container.id == backoff.container_id)),
         update: seen.update.clone(),
+        remediation: seen.remediation.clone(),
+        last_update: seen.last_update.clone(),
     }
 }
 
@@ -278,6 +288,9 @@ mod tests {
             rolled_back: None,
             backoff: None,
             update: None,
+            remediation: None,
+            unhealthy_gave_up: None,
+            last_update: None,
         }
     }
 

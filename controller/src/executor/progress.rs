@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::docker::{HealthStatus, PullProgress};
+use crate::planner::RecreateOrder;
 
 /// The steps of a recreate, as reported to a progress callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,14 @@ pub struct RecreateReport {
     pub new_id: String,
     pub old_image_removed: bool,
     pub duration: Duration,
+    /// The image ID the replaced container ran (what a later rollback goes back to).
+    pub old_image_id: Option<String>,
+    /// The order the recreate took (`None`: there was no container to replace) and why, in words
+    /// for status and `kedge describe`.
+    pub order: Option<RecreateOrder>,
+    pub order_reason: String,
+    /// How long after the recreate began the new container was proven.
+    pub ready_after: Duration,
 }
 
 /// Why a recreate was rolled back.

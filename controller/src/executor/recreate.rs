@@ -214,6 +214,10 @@ impl Executor {
                     new_id,
                     old_image_removed: false,
                     duration: started.elapsed(),
+                    old_image_id: None,
+                    order: None,
+                    order_reason: "no container to replace".to_owned(),
+                    ready_after: started.elapsed(),
                 });
             };
 
@@ -245,15 +249,31 @@ impl Executor {
             };
             fail_point!("recreate.after_create");
 
+            let conflict = start_first_conflict(&new_config);
             let start_first = strategy.order == RecreateOrder::StartFirst && {
-                let conflict = start_first_conflict(&new_config);
                 if let Some(conflict) = conflict {
                     info!(conflict, "stop-first: the new container cannot run beside the old one");
                 }
                 conflict.is_none()
             };
             let order = if start_first { RecreateOrder::StartFirst } else { RecreateOrder::StopFirst };
-            let switched = self.switch(order, &name, &recreate_id, &old, &new_id, strategy, progress).await;
+            let order_reason = match (strategy.order, conflict) {
+                (RecreateOrder::StartFirst, None) => {
+                    "start-first: the two containers share nothing exclusive".to_owned()
+                }
+                (RecreateOrder::StartFirst, Some(conflict)) => {
+                    format!(
+                        "stop-first: the new container has {conflict}, which two containers must not share"
+                    )
+                }
+                (RecreateOrder::StopFirst, _) => "stop-first: the update strategy asks for it".to_owned(),
+            };
+            let mut ready_after = std::time::Duration::ZERO;
+            let switched = self
+                .switch(order, &name, &recreate_id, &old, &new_id, strategy, progress, &mut || {
+                    ready_after = started.elapsed()
+                })
+                .await;
             if let Err(failure) = switched {
                 warn!(%failure, "recreate failed, rolling back");
                 progress(RecreateProgress::Step(RecreateStep::RollBack));
@@ -293,6 +313,10 @@ impl Executor {
                     new_id,
                     old_image_removed: false,
                     duration: started.elapsed(),
+                    old_image_id: Some(old.image_id.clone()),
+                    order: Some(order),
+                    order_reason,
+                    ready_after,
                 };
                 info!(duration = ?report.duration, "recreated; the old container stops in the background");
                 return Ok(report);
@@ -331,6 +355,10 @@ impl Executor {
                 new_id,
                 old_image_removed,
                 duration: started.elapsed(),
+                old_image_id: Some(old.image_id.clone()),
+                order: Some(order),
+                order_reason,
+                ready_after,
             };
             info!(duration = ?report.duration, "recreated");
             Ok(report)
@@ -353,6 +381,7 @@ impl Executor {
         new_id: &str,
         strategy: &RecreateStrategy,
         progress: &mut (dyn FnMut(RecreateProgress) + Send),
+        proven: &mut (dyn FnMut() + Send),
     ) -> Result<(), RecreateFailure> {
         use RecreateStep::{RenameNew, RenameOldAside, StartNew, StopOld};
         match order {
@@ -368,12 +397,14 @@ impl Executor {
                 run_step(StartNew, progress, self.docker.start_container(new_id)).await?;
                 fail_point!("recreate.after_start_new");
                 self.prove_new(new_id, strategy, progress).await?;
+                proven();
                 fail_point!("recreate.after_healthy");
             }
             RecreateOrder::StartFirst => {
                 run_step(StartNew, progress, self.docker.start_container(new_id)).await?;
                 fail_point!("recreate.start_first.after_start_new");
                 self.prove_new(new_id, strategy, progress).await?;
+                proven();
                 fail_point!("recreate.start_first.after_healthy");
                 // The old container, still running, takes the retired name: the record that the new
                 // one is proven. From here on recovery finishes forward, never rolls back (retire.rs);

@@ -68,6 +68,11 @@ pub enum Action {
         reason: String,
         strategy: RecreateStrategy,
     },
+    /// Remove an image when no container (kedge's or not, running or stopped) uses it: the old
+    /// image of an update once its soak is over (`updatePolicy.cleanup`).
+    RemoveImage {
+        image: String,
+    },
     /// Run a command in the running container (post-start commands). With `unless_running`, the
     /// command is skipped when a process with exactly this command line already runs.
     RunExec {
@@ -95,6 +100,7 @@ impl Action {
             Action::DisconnectNetwork { .. } => "DisconnectNetwork",
             Action::Recreate { .. } => "Recreate",
             Action::RunExec { .. } => "RunExec",
+            Action::RemoveImage { .. } => "RemoveImage",
         }
     }
 }

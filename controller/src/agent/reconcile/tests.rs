@@ -749,3 +749,57 @@ async fn a_container_listed_before_but_still_wanted_is_not_removed() {
     assert_eq!(f.engine.container("app0").map(|c| c.id), Some(current.id), "kept");
     assert_eq!(f.mutations(), made, "nothing removed or created");
 }
+
+/// An unhealthy container is restarted at once, then no sooner than 1, 2, 4, 8 s after the last
+/// restart (the crash-loop delays); at the flap limit (5 in 5 min) kedge gives up and leaves it
+/// alone, Degraded, and a restarted agent keeps to that (the record is in status).
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_container_is_restarted_after_0_1_2_4_8_seconds_then_left_degraded() {
+    let mut f = fixture().await;
+    let web = spec("web", r#"{"image": "kedge-test/app:v1", "healthcheck": {"test": ["CMD", "true"]}}"#);
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    let turn_unhealthy = |f: &Fixture| {
+        let mut container = f.engine.container("web").unwrap();
+        container.state.health = Some(HealthStatus::Unhealthy);
+        f.engine.add_container(container);
+    };
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        turn_unhealthy(&f);
+        let restarts = f.engine.calls("restart_container");
+        if let Next::After(wait) = f.reconcile("default/web").await {
+            assert_eq!(f.engine.calls("restart_container"), restarts, "not before the backoff");
+            waits.push(wait.as_secs_f64().round() as u64);
+            f.engine.advance(wait).await;
+            f.reconcile("default/web").await;
+        } else {
+            waits.push(0);
+        }
+        assert_eq!(f.engine.calls("restart_container"), restarts + 1, "restarted");
+    }
+    assert_eq!(waits, [0, 1, 2, 4, 8]);
+    let degraded = |status: &ContainerStatus| {
+        status.condition(kedge_crds::condition_type::DEGRADED).map(|c| (c.status, c.reason.clone()))
+    };
+    turn_unhealthy(&f);
+    let restarts = f.engine.calls("restart_container");
+    f.engine.advance(Duration::from_secs(60)).await;
+    f.reconcile("default/web").await;
+    assert_eq!(f.engine.calls("restart_container"), restarts, "given up");
+    let stored = objects::get_status(f.agent.store.as_ref(), "default", "web").await.unwrap().unwrap().0;
+    assert_eq!(degraded(&stored), Some((kedge_crds::ConditionStatus::True, "UnhealthyFlapping".to_owned())));
+
+    f.agent = new_agent(f.agent.store.clone(), f.engine.clone());
+    f.specs(&[&web], 1);
+    f.reconcile("default/web").await;
+    assert_eq!(f.engine.calls("restart_container"), restarts, "a new agent keeps to it");
+    // Healthy by itself: a clean slate.
+    let mut container = f.engine.container("web").unwrap();
+    container.state.health = Some(HealthStatus::Healthy);
+    f.engine.add_container(container);
+    f.reconcile("default/web").await;
+    let stored = objects::get_status(f.agent.store.as_ref(), "default", "web").await.unwrap().unwrap().0;
+    assert_eq!(stored.remediation, None);
+    assert_eq!(degraded(&stored).map(|d| d.0), Some(kedge_crds::ConditionStatus::False));
+}
