@@ -21,6 +21,7 @@ pub mod host;
 mod identity;
 mod limits;
 mod lock;
+pub mod placements;
 pub mod policies;
 mod reconcile;
 mod report;
@@ -178,6 +179,9 @@ pub(crate) struct Agent {
     pub(crate) cache: Arc<DesiredState>,
     /// Where the scheduler put the specs that name no host.
     pub(crate) bindings: Arc<bindings::BindingCache>,
+    /// The caches follow this host's placements, not every spec and binding ([`placements`]): a
+    /// spec missing from them may run on another host rather than be deleted.
+    pub(crate) placed: std::sync::atomic::AtomicBool,
     /// The policy levels stored per namespace (`kedge policy set`).
     pub(crate) policies: Arc<policies::PolicyCache>,
     /// The secrets specs name in `secretEnv`, read just before planning.
@@ -200,6 +204,11 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
+    /// Whether the caches follow this host's placements only (see [`placements`]).
+    pub(crate) fn follows_placements(&self) -> bool {
+        self.placed.load(Ordering::SeqCst)
+    }
+
     /// An agent with empty caches; `executor` carries its actions out (over `docker`'s engine, or
     /// in unit tests an in-memory one).
     pub(crate) fn new(
@@ -214,6 +223,7 @@ impl Agent {
             events: EventRecorder::new(store.clone(), config.host_name.clone()),
             cache: Arc::new(DesiredState::default()),
             bindings: Arc::new(bindings::BindingCache::default()),
+            placed: std::sync::atomic::AtomicBool::new(false),
             policies: Arc::new(policies::PolicyCache::default()),
             secrets: Arc::new(secrets::SecretCache::default()),
             queue: WorkQueue::new(config.backoff),
@@ -397,20 +407,10 @@ fn spawn_tasks(
     tasks
 }
 
-/// The tasks that follow the store (specs, bindings, policies, secrets) and the scheduler: what an
-/// agent runs whatever its engine.
+/// The tasks that follow the store (this host's placements, or specs and bindings until they are
+/// complete; policies, secrets) and the scheduler: what an agent runs whatever its engine.
 fn spawn_store_followers(spawn: &mut Supervised<'_>) {
-    spawn.task("follow-store", |agent, stopping| {
-        sources::follow_store(agent.store.clone(), agent.cache.clone(), agent.queue.clone(), stopping.clone())
-    });
-    spawn.task("follow-bindings", |agent, stopping| {
-        bindings::follow_bindings(
-            agent.store.clone(),
-            agent.bindings.clone(),
-            agent.queue.clone(),
-            stopping.clone(),
-        )
-    });
+    spawn.task("follow-store", |agent, stopping| placements::follow_desired(agent.clone(), stopping.clone()));
     spawn.task("follow-policies", |agent, stopping| {
         policies::follow_policies(
             agent.store.clone(),
@@ -437,7 +437,6 @@ fn spawn_store_followers(spawn: &mut Supervised<'_>) {
         crate::controllers::scheduler::run(
             agent.store.clone(),
             agent.config.host_name.clone(),
-            agent.cache.clone(),
             agent.config.scheduler_grace,
             standby,
             agent.config.metrics.clone(),
