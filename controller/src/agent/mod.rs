@@ -101,6 +101,8 @@ pub struct AgentStats {
     in_flight: AtomicU64,
     failures: AtomicU64,
     actions: Mutex<BTreeMap<&'static str, u64>>,
+    /// The agent follows its host's placements, not every spec and binding ([`placements`]).
+    placements: std::sync::atomic::AtomicBool,
 }
 
 /// A point-in-time copy of [`AgentStats`].
@@ -122,6 +124,11 @@ impl StatsSnapshot {
 }
 
 impl AgentStats {
+    /// Whether the agent follows its host's placements only (once the leader marked them complete).
+    pub fn follows_placements(&self) -> bool {
+        self.placements.load(Ordering::SeqCst)
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             reconciles: self.reconciles.load(Ordering::SeqCst),
@@ -179,9 +186,6 @@ pub(crate) struct Agent {
     pub(crate) cache: Arc<DesiredState>,
     /// Where the scheduler put the specs that name no host.
     pub(crate) bindings: Arc<bindings::BindingCache>,
-    /// The caches follow this host's placements, not every spec and binding ([`placements`]): a
-    /// spec missing from them may run on another host rather than be deleted.
-    pub(crate) placed: std::sync::atomic::AtomicBool,
     /// The policy levels stored per namespace (`kedge policy set`).
     pub(crate) policies: Arc<policies::PolicyCache>,
     /// The secrets specs name in `secretEnv`, read just before planning.
@@ -204,9 +208,10 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Whether the caches follow this host's placements only (see [`placements`]).
+    /// Whether the caches follow this host's placements only (see [`placements`]): then a spec
+    /// missing from them may run on another host rather than be deleted.
     pub(crate) fn follows_placements(&self) -> bool {
-        self.placed.load(Ordering::SeqCst)
+        self.config.stats.follows_placements()
     }
 
     /// An agent with empty caches; `executor` carries its actions out (over `docker`'s engine, or
@@ -223,7 +228,6 @@ impl Agent {
             events: EventRecorder::new(store.clone(), config.host_name.clone()),
             cache: Arc::new(DesiredState::default()),
             bindings: Arc::new(bindings::BindingCache::default()),
-            placed: std::sync::atomic::AtomicBool::new(false),
             policies: Arc::new(policies::PolicyCache::default()),
             secrets: Arc::new(secrets::SecretCache::default()),
             queue: WorkQueue::new(config.backoff),

@@ -156,7 +156,7 @@ fn ready(marker: &Reflector<ReadyMarker>) -> bool {
 
 /// How an agent follows what it should run: the old layout (every spec and binding) until the
 /// marker says the placements are complete, then its own placements until `stopping` (see the
-/// module docs). Tells `placed` once it follows placements.
+/// module docs). Says so in the agent's stats once it follows placements.
 pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: CancellationToken) {
     let watching = stopping.child_token();
     let _stop_watching = watching.clone().drop_guard();
@@ -199,7 +199,7 @@ pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: Cancellat
         old.cancel();
         followers.await;
         tracing::info!(host = %agent.config.host_name, "the placements are complete: following this host's placements only");
-        agent.placed.store(true, std::sync::atomic::Ordering::SeqCst);
+        agent.config.stats.placements.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     follow_placements(
         agent.store.clone(),
