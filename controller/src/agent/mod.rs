@@ -92,6 +92,10 @@ pub struct AgentConfig {
     /// The Prometheus metrics this agent counts (docs/metrics.md). Shared: clone the `Arc` for the
     /// API before `run`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether this agent's scheduler, when it leads, keeps every host's placements
+    /// (`controllers/projection.rs`). Always on in kedge; tests of the migration turn it off to lead
+    /// as an agent from before placements did.
+    pub project_placements: bool,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -162,6 +166,7 @@ impl AgentConfig {
             upgrade_repositories: Vec::new(),
             policy: kedge_crds::PolicySettings::default(),
             metrics: Arc::default(),
+            project_placements: true,
         }
     }
 }
@@ -443,6 +448,7 @@ fn spawn_store_followers(spawn: &mut Supervised<'_>) {
             agent.config.host_name.clone(),
             agent.config.scheduler_grace,
             standby,
+            agent.config.project_placements,
             agent.config.metrics.clone(),
             stopping.clone(),
         )

@@ -25,6 +25,9 @@ use crate::store::{keys, KeyValue, SharedStore};
 use super::bindings::{Binding, BindingCache};
 use super::cache::DesiredState;
 
+/// How long an agent waits at start to read the marker before it follows the old layout meanwhile.
+const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The layout version the marker names; an agent switches to placements only for a version it knows.
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -167,7 +170,14 @@ pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: Cancellat
         |kv| serde_json::from_slice::<ReadyMarker>(&kv.value).map_err(|e| e.to_string()),
         watching,
     );
-    if !agent.follows_placements() {
+    // A restarted agent of a fleet that switched long ago goes straight to its placements, instead
+    // of listing every spec and binding first; a store that does not answer is waited for only a
+    // little (the old layout is followed meanwhile: it removes nothing while not in sync either).
+    tokio::select! {
+        _ = marker.wait_in_sync(MARKER_WAIT) => {}
+        _ = stopping.cancelled() => return,
+    }
+    if !agent.follows_placements() && !ready(&marker) {
         let old = stopping.child_token();
         let followers = async {
             tokio::join!(
@@ -199,8 +209,8 @@ pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: Cancellat
         old.cancel();
         followers.await;
         tracing::info!(host = %agent.config.host_name, "the placements are complete: following this host's placements only");
-        agent.config.stats.placements.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    agent.config.stats.placements.store(true, std::sync::atomic::Ordering::SeqCst);
     follow_placements(
         agent.store.clone(),
         agent.config.host_name.clone(),

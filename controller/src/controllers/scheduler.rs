@@ -228,6 +228,7 @@ pub(crate) async fn run(
     me: String,
     grace: Duration,
     standby: Duration,
+    project: bool,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -280,6 +281,7 @@ pub(crate) async fn run(
                     compactor: super::compaction::Compactor::from_env(),
                     written: Written::default(),
                     marked: false,
+                    project,
                 };
                 // The GitSource controller syncs on its own clock (intervals, webhooks), so it runs
                 // beside the passes rather than in them, and stops with the leadership.
@@ -373,6 +375,8 @@ struct Leader<'a> {
     written: Written,
     /// The placements' marker is known written ([`super::projection`]).
     marked: bool,
+    /// Whether the passes keep the placements (see `AgentConfig::project_placements`).
+    project: bool,
 }
 
 /// How soon a pass that failed (the store unreachable, say) is tried again.
@@ -430,10 +434,12 @@ impl Leader<'_> {
         let mut deadlines = vec![settle("scheduler", schedule)?];
         // Each host's placements follow the specs and bindings (after this pass's bindings are
         // seen: the next pass waits for the caches to catch up with them).
-        let projected =
-            super::projection::pass(self.store, fence, &self.caches, &mut self.written, &mut self.marked)
-                .await;
-        deadlines.push(settle("placement projection", projected.map(|()| None))?);
+        if self.project {
+            let (caches, written) = (&self.caches, &mut self.written);
+            let projected =
+                super::projection::pass(self.store, fence, caches, written, &mut self.marked).await;
+            deadlines.push(settle("placement projection", projected.map(|()| None))?);
+        }
         let sets = super::sets::pass(self.store, fence, &self.caches, &self.events, &mut self.written).await;
         deadlines.push(settle("ContainerSet controller", sets.map(|at| at.map(instant_of)))?);
         // The agent upgrade campaign is driven by the same leader, fenced on the same term.
@@ -850,6 +856,7 @@ mod leader_tests {
             compactor: None,
             written: Written::default(),
             marked: false,
+            project: true,
         }
     }
 
