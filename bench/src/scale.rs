@@ -200,8 +200,36 @@ async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value
     let applier: SharedStore =
         Arc::new(MeteredStore { inner: members[0].clone(), meter: applier_meter.clone() });
     let observer = members[0].clone();
+    // Every agent that led during the run: each watches everything while it leads, by design.
+    let leaders: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let sampling = shutdown.child_token();
+    tokio::spawn({
+        let (observer, leaders, sampling) = (observer.clone(), leaders.clone(), sampling.clone());
+        async move {
+            let (started, mut last) = (Instant::now(), String::new());
+            while !sampling.is_cancelled() {
+                if let Ok(Some(kv)) = observer.get(keys::SCHEDULER_LEADER).await {
+                    let leader = String::from_utf8_lossy(&kv.value).into_owned();
+                    if leader != last {
+                        eprintln!(
+                            "scale: {leader} leads (term {}) at {:.1} s",
+                            kv.mod_revision,
+                            started.elapsed().as_secs_f64()
+                        );
+                        last = leader.clone();
+                    }
+                    leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(leader);
+                }
+                tokio::select! {
+                    _ = sampling.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        }
+    });
 
-    let figures = measure(o, &hosts, &applier, &applier_meter, observer.as_ref(), cluster).await;
+    let figures = measure(o, &hosts, &applier, &applier_meter, observer.as_ref(), cluster, &leaders).await;
+    sampling.cancel();
     shutdown.cancel();
     let stopping = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(60), stopping).await.is_err() {
@@ -226,6 +254,7 @@ async fn measure(
     applier_meter: &Meter,
     observer: &dyn Store,
     cluster: &EtcdCluster,
+    leaders: &Mutex<std::collections::BTreeSet<String>>,
 ) -> anyhow::Result<Value> {
     let total = o.hosts * o.per_host;
     let started = Instant::now();
@@ -332,8 +361,12 @@ async fn measure(
         .unwrap_or_default();
     let leader_index = hosts.iter().position(|h| h.name == leader);
     let leader_idle = leader_index.map_or(f64::NAN, |i| idle_reads[i]);
+    let mut leaders = leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    leaders.insert(leader.clone());
+    let led: Vec<usize> =
+        hosts.iter().enumerate().filter(|(_, h)| leaders.contains(&h.name)).map(|(i, _)| i).collect();
 
-    let wakeups = Wakeups::count(hosts, &placement, leader_index);
+    let wakeups = Wakeups::count(hosts, &placement, &led);
     let writes = after.writes - before.writes;
     let bytes = after.bytes - before.bytes;
     let db_bytes = cluster.db_size_bytes().await.unwrap_or(f64::NAN);
@@ -361,6 +394,7 @@ async fn measure(
         "leader_watch_events": wakeups.leader,
         "watch_events_per_agent_median": wakeups.per_agent_median,
         "leader": leader,
+        "leaders": leaders.iter().collect::<Vec<_>>(),
         "leader_idle_reads_per_second": round(leader_idle, 2),
         "idle_reads_per_second": round(idle_reads.iter().sum::<f64>(), 2),
         "idle_seconds": o.idle_seconds,
@@ -611,11 +645,13 @@ impl Meter {
 
 /// Watch events the agents received, by whose work they were.
 struct Wakeups {
-    /// Received by an agent other than the scheduler's leader for a spec placed on another host.
+    /// Received by an agent that never led the scheduler during the run, for a spec placed on
+    /// another host.
     foreign: u64,
     /// Received by an agent for its own specs.
     own: u64,
-    /// Received by the leader's process (its scheduler watches everything by design).
+    /// Received by the agents that led at some time during the run (a leader watches everything,
+    /// by design).
     leader: u64,
     /// Spec and binding changes of the run (the applied specs, their bindings, the timed changes):
     /// what each agent would receive were the watches per host.
@@ -624,7 +660,8 @@ struct Wakeups {
 }
 
 impl Wakeups {
-    fn count(hosts: &[SimHost], placement: &[Option<usize>], leader: Option<usize>) -> Wakeups {
+    /// `led`: the agents that led at some time during the run.
+    fn count(hosts: &[SimHost], placement: &[Option<usize>], led: &[usize]) -> Wakeups {
         let mut w = Wakeups { foreign: 0, own: 0, leader: 0, changes: 0, per_agent_median: 0 };
         let mut per_agent = Vec::new();
         for (index, host) in hosts.iter().enumerate() {
@@ -639,7 +676,7 @@ impl Wakeups {
                 }
             }
             per_agent.push(own + foreign + host.meter.other_events.load(Ordering::Relaxed));
-            if Some(index) == leader {
+            if led.contains(&index) {
                 w.leader += own + foreign;
             } else {
                 w.own += own;
@@ -649,7 +686,7 @@ impl Wakeups {
         per_agent.sort_unstable();
         w.per_agent_median = per_agent.get(per_agent.len() / 2).copied().unwrap_or(0);
         // Every non-leader receives each change once per watch: own + foreign over the agents.
-        let agents = hosts.len().saturating_sub(usize::from(leader.is_some())).max(1) as u64;
+        let agents = hosts.len().saturating_sub(led.len()).max(1) as u64;
         w.changes = (w.own + w.foreign) / agents;
         w
     }

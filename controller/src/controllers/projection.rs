@@ -23,6 +23,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
+
 use crate::agent::placements::{Placement, ReadyMarker, LAYOUT_VERSION};
 use crate::store::{keys, DeleteCondition, Fence, PutCondition, SharedStore, StoreError};
 
@@ -150,8 +152,16 @@ fn views(caches: &LeaderCaches) -> Option<Views> {
     Some((wanted, existing, unreadable))
 }
 
-/// One projection pass of the leader of `fence`'s term: the writes [`plan`] decides, then the
-/// marker once a pass finds nothing to write (`marked`: this leader saw it written or there). A placement changed meanwhile is decided again on the
+/// The most writes one pass makes: the leader renews its lease between passes, so a pass must stay
+/// well within the lease's TTL even when a migration projects 30,000 specs at once.
+const MAX_WRITES_PER_PASS: usize = 1024;
+/// How many of a pass's writes are in flight at once.
+const CONCURRENT_WRITES: usize = 32;
+
+/// One projection pass of the leader of `fence`'s term: the writes [`plan`] decides (every delete
+/// before any create, at most [`MAX_WRITES_PER_PASS`]), then the marker once a pass finds nothing
+/// to write (`marked`: this leader saw it written or there). Answers when to pass again: at once
+/// when writes were left for the next pass. A placement changed meanwhile is decided again on the
 /// next pass; only a lost leadership ends the pass with an error.
 pub(crate) async fn pass(
     store: &SharedStore,
@@ -159,33 +169,49 @@ pub(crate) async fn pass(
     caches: &LeaderCaches,
     written: &mut Written,
     marked: &mut bool,
-) -> Result<(), StoreError> {
+) -> Result<Option<tokio::time::Instant>, StoreError> {
     let Some((wanted, existing, unreadable)) = views(caches) else {
         tracing::debug!("not projecting placements: the caches are not in sync");
-        return Ok(());
+        return Ok(None);
     };
-    let writes = plan(&wanted, &existing, &unreadable);
+    let mut writes = plan(&wanted, &existing, &unreadable);
     if writes.is_empty() {
         if !*marked {
             mark_ready(store, fence).await?;
             *marked = true;
         }
-        return Ok(());
+        return Ok(None);
     }
-    for write in writes {
-        match apply(store, fence, caches, &write).await {
-            Ok(Some(revision)) => {
-                written.placements = written.placements.max(revision);
-                tracing::debug!(?write, "placement written");
+    let more = writes.len() > MAX_WRITES_PER_PASS;
+    writes.truncate(MAX_WRITES_PER_PASS);
+    // The deletes all land before the first create: a moved spec is never placed twice.
+    let creates_from =
+        writes.iter().position(|write| matches!(write, Write::Put { .. })).unwrap_or(writes.len());
+    let creates = writes.split_off(creates_from);
+    for batch in [writes, creates] {
+        let outcomes: Vec<(Write, Result<Option<i64>, StoreError>)> = futures::stream::iter(batch)
+            .map(|write| async move {
+                let outcome = apply(store, fence, caches, &write).await;
+                (write, outcome)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (write, outcome) in outcomes {
+            match outcome {
+                Ok(Some(revision)) => {
+                    written.placements = written.placements.max(revision);
+                    tracing::debug!(?write, "placement written");
+                }
+                Ok(None) => {}
+                Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => {
+                    tracing::debug!(?write, "placement changed meanwhile; deciding again next pass");
+                }
+                Err(error) => return Err(error),
             }
-            Ok(None) => {}
-            Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => {
-                tracing::debug!(?write, "placement changed meanwhile; deciding again next pass");
-            }
-            Err(error) => return Err(error),
         }
     }
-    Ok(())
+    Ok(more.then(tokio::time::Instant::now))
 }
 
 fn lost_leadership(error: &StoreError) -> bool {

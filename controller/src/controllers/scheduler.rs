@@ -387,25 +387,17 @@ impl Leader<'_> {
     /// changed, a deadline came or the safety tick passed ([`Wake`]), once the caches have seen the
     /// leader's own last writes.
     async fn lead(&mut self, shutdown: &CancellationToken) -> bool {
-        let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
-        let mut renewed = Instant::now();
+        // The lease is renewed beside the passes, not between them: a pass that waits on a slow
+        // store (hundreds of writes while a fleet converges) must not let the lease lapse, which
+        // handed the leadership to another agent every TTL at 100 simulated hosts.
+        let renewing = renew_until_lost(self.store.clone(), self.lease);
+        tokio::pin!(renewing);
         let mut wake = Wake::new(self.caches.subscribe());
         let mut deadline: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
-                _ = tokio::time::sleep_until(renewed + renew_every) => {
-                    match self.store.lease_keep_alive(self.lease).await {
-                        Ok(_) => renewed = Instant::now(),
-                        Err(StoreError::NotFound(_)) => return false,
-                        // The fence protects the store meanwhile; keep trying.
-                        Err(error) => {
-                            tracing::debug!(%error, "could not renew the scheduler's lease");
-                            renewed += Duration::from_millis(500);
-                        }
-                    }
-                    continue;
-                }
+                _ = &mut renewing => return false,
                 reason = wake.next(deadline) => tracing::trace!(?reason, "leader pass"),
             }
             if !self.caches.caught_up(&self.written) {
@@ -414,7 +406,14 @@ impl Leader<'_> {
                 continue;
             }
             self.written = Written::default();
-            match self.pass().await {
+            // A pass cut short by the lease's loss wrote nothing a successor could not: every
+            // write is fenced.
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                _ = &mut renewing => return false,
+                outcome = self.pass() => outcome,
+            };
+            match outcome {
                 Ok(next) => deadline = next,
                 Err(error) if lost_leadership(&error) => return false,
                 Err(error) => {
@@ -438,7 +437,7 @@ impl Leader<'_> {
             let (caches, written) = (&self.caches, &mut self.written);
             let projected =
                 super::projection::pass(self.store, fence, caches, written, &mut self.marked).await;
-            deadlines.push(settle("placement projection", projected.map(|()| None))?);
+            deadlines.push(settle("placement projection", projected)?);
         }
         let sets = super::sets::pass(self.store, fence, &self.caches, &self.events, &mut self.written).await;
         deadlines.push(settle("ContainerSet controller", sets.map(|at| at.map(instant_of)))?);
@@ -575,6 +574,24 @@ impl Leader<'_> {
             Change::Unbind { key, mod_revision } => {
                 let condition = DeleteCondition::ModRevision(*mod_revision);
                 Ok(self.store.delete_fenced(fence, &key_of(key)?, condition).await?.unwrap_or(0))
+            }
+        }
+    }
+}
+
+/// Renews the leader's lease every third of its TTL; returns once the store says it is gone (a
+/// failed renewal is tried again every 500 ms meanwhile: the fence protects the store).
+async fn renew_until_lost(store: SharedStore, lease: LeaseId) {
+    let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
+    let mut next = Instant::now() + renew_every;
+    loop {
+        tokio::time::sleep_until(next).await;
+        match store.lease_keep_alive(lease).await {
+            Ok(_) => next = Instant::now() + renew_every,
+            Err(StoreError::NotFound(_)) => return,
+            Err(error) => {
+                tracing::debug!(%error, "could not renew the scheduler's lease");
+                next = Instant::now() + Duration::from_millis(500);
             }
         }
     }
