@@ -55,7 +55,8 @@ async fn a_fleet_moves_to_placements_without_touching_a_container_and_a_moved_sp
     let spec = |name: &str, on: Option<String>| {
         let mut container =
             test_spec(name, &namespace, "unused", &cleanup, json!({"image": "kedge-test/app:v1"}));
-        container.spec.placement = on.map(|host| Placement { host: Some(host), host_selector: BTreeMap::new() });
+        container.spec.placement =
+            on.map(|host| Placement { host: Some(host), host_selector: BTreeMap::new() });
         container
     };
     let (pinned, other) = (format!("pin1-{id}"), format!("pin2-{id}"));
