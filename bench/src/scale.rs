@@ -187,12 +187,24 @@ async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value
         let mut config = AgentConfig::new(name.clone());
         config.workers = o.workers;
         let stats = config.stats.clone();
-        tasks.spawn(kedge_controller::agent::run_simulated(
-            store,
-            engine.clone(),
-            config,
-            shutdown.child_token(),
-        ));
+        // An agent that lost its host lock (its lease lapsed while 1,000 agents started on two
+        // cores) ends, and is started again, as its service manager would start `kedge agent`.
+        let (sim_engine, token) = (engine.clone(), shutdown.child_token());
+        tasks.spawn(async move {
+            loop {
+                let outcome = kedge_controller::agent::run_simulated(
+                    store.clone(),
+                    sim_engine.clone(),
+                    config.clone(),
+                    token.clone(),
+                )
+                .await;
+                if token.is_cancelled() {
+                    return outcome;
+                }
+                eprintln!("scale: agent {} ended ({outcome:?}); starting it again", config.host_name);
+            }
+        });
         hosts.push(SimHost { name, engine, meter, stats });
     }
     let _stop_agents = shutdown.clone().drop_guard();
@@ -270,9 +282,23 @@ async fn measure(
     .await?;
     // The leader projects the (empty) placements and marks them complete; each agent then
     // follows its own host's placements only. What is measured is that layout, not the switch.
-    wait_until("every agent following its host's placements", Duration::from_secs(120), || async {
-        anyhow::Ok(hosts.iter().all(|host| host.stats.follows_placements()).then_some(()))
-    })
+    let last_report = std::cell::Cell::new(Instant::now());
+    wait_until(
+        "every agent following its host's placements",
+        Duration::from_secs(120).max(o.deadline / 2),
+        || async {
+            let following = hosts.iter().filter(|host| host.stats.follows_placements()).count();
+            if last_report.get().elapsed() >= Duration::from_secs(10) {
+                last_report.set(Instant::now());
+                let marked = observer.get(keys::PLACEMENTS_READY).await?.is_some();
+                eprintln!(
+                    "scale: {following}/{} agents follow their placements (marker written: {marked})",
+                    o.hosts
+                );
+            }
+            anyhow::Ok((following == o.hosts).then_some(()))
+        },
+    )
     .await?;
     eprintln!(
         "scale: {} agents up and following their placements in {:.1} s; applying {total} specs",
