@@ -42,6 +42,7 @@ mod layering;
 mod multihost_failover;
 mod multihost_idle;
 mod multihost_leader;
+mod multihost_migration;
 mod multihost_netns;
 mod multihost_placement;
 mod multihost_replicas;

@@ -1,6 +1,8 @@
 //! Bindings: which host runs each spec that names no host. The scheduler writes them
-//! (`/kedge/v1/bindings/<ns>/<name>`); every agent follows them, as it follows specs, into a cache
-//! that keeps the last known bindings through a store outage (a [`Reflector`]).
+//! (`/kedge/v1/bindings/<ns>/<name>`); an agent follows them, as it follows specs, into a cache
+//! that keeps the last known bindings through a store outage (a [`Reflector`]), until it follows
+//! its host's placements instead (each one then stands for a binding to this host, see
+//! [`super::placements`]).
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;

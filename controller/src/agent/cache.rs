@@ -1,6 +1,7 @@
 //! The desired-state cache: the last specs read from the store, kept by one writer (the store
 //! follower) and read by every worker. It is a [`Reflector`] of [`keys::SPECS`], read by
-//! `namespace/name`.
+//! `namespace/name`: every spec under the old layout, or only this host's once the agent follows
+//! its placements (translated into the spec keys they project, see [`super::placements`]).
 //!
 //! It is what lets the agent keep repairing through a store outage: the cache is never emptied by a
 //! failure, only changed by a successful list or a watch event. [`DesiredState::authoritative`] tells

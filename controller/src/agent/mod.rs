@@ -21,6 +21,7 @@ pub mod host;
 mod identity;
 mod limits;
 mod lock;
+pub mod placements;
 pub mod policies;
 mod reconcile;
 mod report;
@@ -93,6 +94,10 @@ pub struct AgentConfig {
     /// The Prometheus metrics this agent counts (docs/metrics.md). Shared: clone the `Arc` for the
     /// API before `run`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether this agent's scheduler, when it leads, keeps every host's placements
+    /// (`controllers/projection.rs`). Always on in kedge; tests of the migration turn it off to lead
+    /// as an agent from before placements did.
+    pub project_placements: bool,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -102,6 +107,8 @@ pub struct AgentStats {
     in_flight: AtomicU64,
     failures: AtomicU64,
     actions: Mutex<BTreeMap<&'static str, u64>>,
+    /// The agent follows its host's placements, not every spec and binding ([`placements`]).
+    placements: std::sync::atomic::AtomicBool,
 }
 
 /// A point-in-time copy of [`AgentStats`].
@@ -123,6 +130,11 @@ impl StatsSnapshot {
 }
 
 impl AgentStats {
+    /// Whether the agent follows its host's placements only (once the leader marked them complete).
+    pub fn follows_placements(&self) -> bool {
+        self.placements.load(Ordering::SeqCst)
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             reconciles: self.reconciles.load(Ordering::SeqCst),
@@ -156,6 +168,7 @@ impl AgentConfig {
             upgrade_repositories: Vec::new(),
             policy: kedge_crds::PolicySettings::default(),
             metrics: Arc::default(),
+            project_placements: true,
         }
     }
 }
@@ -205,6 +218,12 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
+    /// Whether the caches follow this host's placements only (see [`placements`]): then a spec
+    /// missing from them may run on another host rather than be deleted.
+    pub(crate) fn follows_placements(&self) -> bool {
+        self.config.stats.follows_placements()
+    }
+
     /// An agent with empty caches; `executor` carries its actions out (over `docker`'s engine, or
     /// in unit tests an in-memory one).
     pub(crate) fn new(
@@ -403,20 +422,10 @@ fn spawn_tasks(
     tasks
 }
 
-/// The tasks that follow the store (specs, bindings, policies, secrets) and the scheduler: what an
-/// agent runs whatever its engine.
+/// The tasks that follow the store (this host's placements, or specs and bindings until they are
+/// complete; policies, secrets) and the scheduler: what an agent runs whatever its engine.
 fn spawn_store_followers(spawn: &mut Supervised<'_>) {
-    spawn.task("follow-store", |agent, stopping| {
-        sources::follow_store(agent.store.clone(), agent.cache.clone(), agent.queue.clone(), stopping.clone())
-    });
-    spawn.task("follow-bindings", |agent, stopping| {
-        bindings::follow_bindings(
-            agent.store.clone(),
-            agent.bindings.clone(),
-            agent.queue.clone(),
-            stopping.clone(),
-        )
-    });
+    spawn.task("follow-store", |agent, stopping| placements::follow_desired(agent.clone(), stopping.clone()));
     spawn.task("follow-policies", |agent, stopping| {
         policies::follow_policies(
             agent.store.clone(),
@@ -443,9 +452,9 @@ fn spawn_store_followers(spawn: &mut Supervised<'_>) {
         crate::controllers::scheduler::run(
             agent.store.clone(),
             agent.config.host_name.clone(),
-            agent.cache.clone(),
             agent.config.scheduler_grace,
             standby,
+            agent.config.project_placements,
             agent.config.metrics.clone(),
             stopping.clone(),
         )

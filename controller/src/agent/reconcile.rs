@@ -275,6 +275,9 @@ impl Agent {
         self.config.metrics.no_drift(key);
         match desired.specs.stored {
             None if self.cache.invalid(key).is_some() => self.reconcile_invalid(key).await,
+            None if self.follows_placements() => {
+                self.reconcile_not_placed_here(key, &desired, &seen.owned).await
+            }
             None => self.reconcile_deleted(key, &desired, &seen.owned).await,
             Some(_) => self.reconcile_placed_elsewhere(key, &desired, &seen.owned).await,
         }
@@ -351,6 +354,42 @@ impl Agent {
         }
         self.forget_status(key).await;
         Ok(Next::Done)
+    }
+
+    /// Following this host's placements only ([`super::placements`]), a key without one is either
+    /// deleted or placed on another host. Which one is read from its spec key, and only when this
+    /// host has something of it (a container, or a status it wrote): the other hosts' keys, dropped
+    /// from the caches at the switch to placements, cost no store read.
+    async fn reconcile_not_placed_here(
+        &self,
+        key: &str,
+        desired: &Desired,
+        owned: &[ContainerSummary],
+    ) -> Result<Next, Failure> {
+        if !desired.specs.known_absent() {
+            tracing::debug!(key, "no placement in a cache not in sync; waiting for the cache");
+            return Ok(Next::After(STATUS_RETRY));
+        }
+        if owned.is_empty() && !self.statuses_lock().contains_key(key) {
+            return Ok(Next::Done);
+        }
+        let spec_key = keys::spec_key_of(key);
+        match self.store.get(&spec_key).await {
+            Ok(None) => self.reconcile_deleted(key, desired, owned).await,
+            Ok(Some(_)) => {
+                for container in owned {
+                    match removal(container, &self.store_id, Gone::PlacedElsewhere) {
+                        Removal::Orphan | Removal::OtherStore => other_store(key, container),
+                        Removal::Remove => {
+                            self.remove(key, container, "its spec is placed on another host").await?
+                        }
+                    }
+                }
+                self.statuses_lock().remove(key);
+                Ok(Next::Done)
+            }
+            Err(error) => Err(Failure::new("StoreUnavailable", format!("reading {spec_key}: {error}"))),
+        }
     }
 
     /// The spec belongs to another host now: remove what this host still runs of it.

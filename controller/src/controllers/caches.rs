@@ -1,7 +1,8 @@
 //! The leader's caches: a [`Reflector`] of every prefix the leader's passes read, started when this
 //! agent wins the scheduler's leadership and stopped (their watches cancelled) when it loses it, so
-//! that a pass reads memory, not the store. The specs come from the agent's own spec cache
-//! ([`DesiredState`]), which every agent keeps anyway.
+//! that a pass reads memory, not the store. The leader keeps its own cache of every spec
+//! ([`DesiredState`]): an agent's own cache holds only the specs its host runs once it follows
+//! its placements (`agent/placements.rs`).
 //!
 //! Two rules keep decisions from stale data:
 //! - A pass decides only from caches that are in sync ([`LeaderCaches::scheduling_view`] and the
@@ -19,6 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::agent::bindings::Binding;
 use crate::agent::cache::DesiredState;
+use crate::agent::placements::PlacementHeader;
 use crate::hosts::HostRecord;
 use crate::runtime::{reflector, Reflector, Watcher};
 use crate::store::{keys, objects, KeyValue, SharedStore};
@@ -26,13 +28,15 @@ use crate::upgrade::{Campaign, HostUpgrade};
 
 /// Every cache the leader reads; see the module docs.
 pub(crate) struct LeaderCaches {
-    /// The agent's spec cache (kept by its spec follower, not by the leader).
+    /// Every spec (the leader's own cache, fed while it leads).
     pub specs: Arc<DesiredState>,
     /// Host records; a record that cannot be decoded is a host without labels (`None`).
     pub hosts: Arc<Reflector<Option<HostRecord>>>,
     /// Host liveness keys: a host is ready while its key exists.
     pub alive: Arc<Reflector<()>>,
     pub bindings: Arc<Reflector<Binding>>,
+    /// Every host's placements, by their spec key's revision (`controllers/projection.rs`).
+    pub placements: Arc<Reflector<PlacementHeader>>,
     /// ContainerSets; an unreadable one is kept apart (it still owns its children).
     pub sets: Arc<Reflector<ContainerSet>>,
     /// ContainerSet statuses; an unreadable one is rewritten by compare-and-swap on its revision.
@@ -53,6 +57,7 @@ pub(crate) struct LeaderCaches {
 pub(crate) struct Written {
     pub specs: i64,
     pub bindings: i64,
+    pub placements: i64,
     pub set_statuses: i64,
     pub campaigns: i64,
     pub host_upgrades: i64,
@@ -70,10 +75,21 @@ fn decode_json<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, Strin
 impl LeaderCaches {
     /// Starts a watch of every prefix; they stop when the returned caches are dropped or `shutdown`
     /// is cancelled.
-    pub(crate) fn start(store: &SharedStore, specs: Arc<DesiredState>, shutdown: &CancellationToken) -> Self {
+    pub(crate) fn start(store: &SharedStore, shutdown: &CancellationToken) -> Self {
         let token = shutdown.child_token();
-        let mut caches = LeaderCaches::unfed(specs);
+        let mut caches = LeaderCaches::unfed(Arc::new(DesiredState::default()));
         let feed = |prefix: &str, what: &'static str| (store.clone(), prefix.to_owned(), what, token.clone());
+        let specs = caches.specs.clone();
+        let watcher = Watcher::new(store.clone(), keys::SPECS, token.clone());
+        tokio::spawn(async move {
+            let _following = specs.reflector().following();
+            let mut watcher = watcher;
+            while let Some(event) = watcher.next().await {
+                let (_, applied) = specs.apply(&event);
+                reflector::log_sync("leader: specs", keys::SPECS, &event, &applied);
+            }
+        });
+        spawn_feed(feed(keys::PLACEMENTS, "leader: placements"), caches.placements.clone());
         spawn_feed(feed(keys::HOSTS, "leader: hosts"), caches.hosts.clone());
         spawn_feed(feed(keys::HOST_LEASES, "leader: host liveness"), caches.alive.clone());
         spawn_feed(feed(keys::BINDINGS, "leader: bindings"), caches.bindings.clone());
@@ -94,6 +110,7 @@ impl LeaderCaches {
             hosts: Arc::new(Reflector::new(|kv| Ok(serde_json::from_slice(&kv.value).ok()))),
             alive: Arc::new(Reflector::new(|_| Ok(()))),
             bindings: Arc::new(Reflector::new(decode_json)),
+            placements: Arc::new(Reflector::new(decode_json)),
             sets: Arc::new(Reflector::new(|kv| objects::decode_set(kv).map_err(|e| e.to_string()))),
             set_statuses: Arc::new(Reflector::new(decode_set_status)),
             statuses: Arc::new(Reflector::new(|kv| objects::decode_status(&kv.value))),
@@ -116,12 +133,13 @@ impl LeaderCaches {
 
     /// Every cache, once: the one list [`LeaderCaches::subscribe`] and [`LeaderCaches::revision`]
     /// iterate, so that a cache added to the leader is both watched for changes and counted.
-    fn every_cache(&self) -> [&dyn AnyCache; 9] {
+    fn every_cache(&self) -> [&dyn AnyCache; 10] {
         let LeaderCaches {
             specs,
             hosts,
             alive,
             bindings,
+            placements,
             sets,
             set_statuses,
             statuses,
@@ -134,6 +152,7 @@ impl LeaderCaches {
             hosts.as_ref(),
             alive.as_ref(),
             bindings.as_ref(),
+            placements.as_ref(),
             sets.as_ref(),
             set_statuses.as_ref(),
             statuses.as_ref(),
@@ -147,6 +166,7 @@ impl LeaderCaches {
         let seen = |revision: i64, in_sync: bool, wrote: i64| wrote == 0 || (in_sync && revision >= wrote);
         seen(self.specs.revision(), self.specs.authoritative(), written.specs)
             && seen(self.bindings.revision(), self.bindings.in_sync(), written.bindings)
+            && seen(self.placements.revision(), self.placements.in_sync(), written.placements)
             && seen(self.set_statuses.revision(), self.set_statuses.in_sync(), written.set_statuses)
             && seen(self.campaigns.revision(), self.campaigns.in_sync(), written.campaigns)
             && seen(self.host_upgrades.revision(), self.host_upgrades.in_sync(), written.host_upgrades)

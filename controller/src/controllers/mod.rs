@@ -3,6 +3,8 @@
 //!
 //! - [`scheduler`]: the leadership (campaign, lease, fence) and the leader's loop; binds unplaced specs
 //!   to ready hosts ([`scheduler::plan`], pure).
+//! - [`projection`]: keeps each host's placements equal to the specs and bindings
+//!   ([`projection::plan`], pure), so that an agent watches only its own host's prefix.
 //! - [`sets`]: the ContainerSet controller ([`sets::decide`], pure).
 //! - [`upgrade`]: drives the agent upgrade campaigns ([`crate::upgrade::advance`], pure).
 //! - [`compaction`]: compacts the store's history.
@@ -14,6 +16,7 @@
 pub(crate) mod caches;
 pub mod compaction;
 pub mod gitsource;
+pub(crate) mod projection;
 pub mod scheduler;
 pub mod sets;
 pub mod upgrade;

@@ -54,7 +54,6 @@ use crate::events::{EventRecorder, EventType};
 use crate::store::{keys, DeleteCondition, Fence, LeaseId, PutCondition, SharedStore, StoreError};
 
 use crate::agent::bindings::{Binding, StoredBinding};
-use crate::agent::cache::DesiredState;
 
 use super::caches::{LeaderCaches, Written};
 use super::wake::Wake;
@@ -227,9 +226,9 @@ pub(crate) const RESTART_STANDBY: Duration = Duration::from_secs(2);
 pub(crate) async fn run(
     store: SharedStore,
     me: String,
-    specs: Arc<DesiredState>,
     grace: Duration,
     standby: Duration,
+    project: bool,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -276,11 +275,13 @@ pub(crate) async fn run(
                     store: &store,
                     term,
                     lease,
-                    caches: LeaderCaches::start(&store, specs.clone(), &shutdown),
+                    caches: LeaderCaches::start(&store, &shutdown),
                     grace,
                     not_ready_since: HashMap::new(),
                     compactor: super::compaction::Compactor::from_env(),
                     written: Written::default(),
+                    marked: false,
+                    project,
                 };
                 // The GitSource controller syncs on its own clock (intervals, webhooks), so it runs
                 // beside the passes rather than in them, and stops with the leadership.
@@ -372,6 +373,10 @@ struct Leader<'a> {
     compactor: Option<super::compaction::Compactor>,
     /// What this leader wrote that its caches have not seen yet: no pass runs before they have.
     written: Written,
+    /// The placements' marker is known written ([`super::projection`]).
+    marked: bool,
+    /// Whether the passes keep the placements (see `AgentConfig::project_placements`).
+    project: bool,
 }
 
 /// How soon a pass that failed (the store unreachable, say) is tried again.
@@ -382,25 +387,17 @@ impl Leader<'_> {
     /// changed, a deadline came or the safety tick passed ([`Wake`]), once the caches have seen the
     /// leader's own last writes.
     async fn lead(&mut self, shutdown: &CancellationToken) -> bool {
-        let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
-        let mut renewed = Instant::now();
+        // The lease is renewed beside the passes, not between them: a pass that waits on a slow
+        // store (hundreds of writes while a fleet converges) must not let the lease lapse, which
+        // handed the leadership to another agent every TTL at 100 simulated hosts.
+        let renewing = renew_until_lost(self.store.clone(), self.lease);
+        tokio::pin!(renewing);
         let mut wake = Wake::new(self.caches.subscribe());
         let mut deadline: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
-                _ = tokio::time::sleep_until(renewed + renew_every) => {
-                    match self.store.lease_keep_alive(self.lease).await {
-                        Ok(_) => renewed = Instant::now(),
-                        Err(StoreError::NotFound(_)) => return false,
-                        // The fence protects the store meanwhile; keep trying.
-                        Err(error) => {
-                            tracing::debug!(%error, "could not renew the scheduler's lease");
-                            renewed += Duration::from_millis(500);
-                        }
-                    }
-                    continue;
-                }
+                _ = &mut renewing => return false,
                 reason = wake.next(deadline) => tracing::trace!(?reason, "leader pass"),
             }
             if !self.caches.caught_up(&self.written) {
@@ -409,7 +406,14 @@ impl Leader<'_> {
                 continue;
             }
             self.written = Written::default();
-            match self.pass().await {
+            // A pass cut short by the lease's loss wrote nothing a successor could not: every
+            // write is fenced.
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                _ = &mut renewing => return false,
+                outcome = self.pass() => outcome,
+            };
+            match outcome {
                 Ok(next) => deadline = next,
                 Err(error) if lost_leadership(&error) => return false,
                 Err(error) => {
@@ -427,6 +431,14 @@ impl Leader<'_> {
         // compactor) still run. Only a lost leader key ends the pass.
         let schedule = self.schedule().await;
         let mut deadlines = vec![settle("scheduler", schedule)?];
+        // Each host's placements follow the specs and bindings (after this pass's bindings are
+        // seen: the next pass waits for the caches to catch up with them).
+        if self.project {
+            let (caches, written) = (&self.caches, &mut self.written);
+            let projected =
+                super::projection::pass(self.store, fence, caches, written, &mut self.marked).await;
+            deadlines.push(settle("placement projection", projected)?);
+        }
         let sets = super::sets::pass(self.store, fence, &self.caches, &self.events, &mut self.written).await;
         deadlines.push(settle("ContainerSet controller", sets.map(|at| at.map(instant_of)))?);
         // The agent upgrade campaign is driven by the same leader, fenced on the same term.
@@ -510,36 +522,40 @@ impl Leader<'_> {
         })
     }
 
-    /// Every cached spec's placement.
+    /// Every cached spec's placement, read in place (a pass over 30,000 specs copies no spec).
     fn placements(&self) -> Vec<SpecPlacement> {
-        let specs = &self.caches.specs;
-        specs
-            .keys()
-            .into_iter()
-            .filter_map(|key| {
-                let spec = specs.get(&key)?;
-                let placement = spec.spec.placement.clone().unwrap_or_default();
-                let labels = &spec.metadata.labels;
-                let group = labels.get(SET_LABEL).map(|set| format!("{}/{set}", spec.metadata.namespace));
-                let max_per_host =
-                    spec.metadata.annotations.get(MAX_PER_HOST_ANNOTATION).and_then(|max| max.parse().ok());
-                let namespace = &spec.metadata.namespace;
-                let depends_on = spec
-                    .spec
-                    .dependencies()
-                    .into_iter()
-                    .map(|dependency| format!("{namespace}/{}", dependency.name))
-                    .collect();
-                Some(SpecPlacement {
-                    key,
-                    named_host: placement.host,
-                    selector: placement.host_selector,
-                    group,
-                    max_per_host,
-                    depends_on,
+        self.caches.specs.reflector().with(|all| {
+            all.iter()
+                .filter_map(|(store_key, stored)| {
+                    let (namespace, name) = keys::parse_spec_key(store_key)?;
+                    let spec = &stored.object;
+                    let placement = spec.spec.placement.as_ref();
+                    let labels = &spec.metadata.labels;
+                    let group = labels.get(SET_LABEL).map(|set| format!("{namespace}/{set}"));
+                    let max_per_host = spec
+                        .metadata
+                        .annotations
+                        .get(MAX_PER_HOST_ANNOTATION)
+                        .and_then(|max| max.parse().ok());
+                    let depends_on = spec
+                        .spec
+                        .dependencies()
+                        .into_iter()
+                        .map(|dependency| format!("{namespace}/{}", dependency.name))
+                        .collect();
+                    Some(SpecPlacement {
+                        key: format!("{namespace}/{name}"),
+                        named_host: placement.and_then(|placement| placement.host.clone()),
+                        selector: placement
+                            .map(|placement| placement.host_selector.clone())
+                            .unwrap_or_default(),
+                        group,
+                        max_per_host,
+                        depends_on,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Writes one change; answers the revision it wrote at.
@@ -558,6 +574,24 @@ impl Leader<'_> {
             Change::Unbind { key, mod_revision } => {
                 let condition = DeleteCondition::ModRevision(*mod_revision);
                 Ok(self.store.delete_fenced(fence, &key_of(key)?, condition).await?.unwrap_or(0))
+            }
+        }
+    }
+}
+
+/// Renews the leader's lease every third of its TTL; returns once the store says it is gone (a
+/// failed renewal is tried again every 500 ms meanwhile: the fence protects the store).
+async fn renew_until_lost(store: SharedStore, lease: LeaseId) {
+    let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
+    let mut next = Instant::now() + renew_every;
+    loop {
+        tokio::time::sleep_until(next).await;
+        match store.lease_keep_alive(lease).await {
+            Ok(_) => next = Instant::now() + renew_every,
+            Err(StoreError::NotFound(_)) => return,
+            Err(error) => {
+                tracing::debug!(%error, "could not renew the scheduler's lease");
+                next = Instant::now() + Duration::from_millis(500);
             }
         }
     }
@@ -784,6 +818,7 @@ mod tests {
 #[cfg(test)]
 mod leader_tests {
     use super::*;
+    use crate::agent::cache::DesiredState;
     use crate::runtime::Event;
     use crate::store::{EmbeddedOptions, EmbeddedStore, KeyValue};
 
@@ -837,6 +872,8 @@ mod leader_tests {
             events: EventRecorder::new(store.clone(), "me"),
             compactor: None,
             written: Written::default(),
+            marked: false,
+            project: true,
         }
     }
 

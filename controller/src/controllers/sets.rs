@@ -451,8 +451,14 @@ pub(crate) async fn pass(
         .collect();
     // Children by set, from the cache: a write from a stale cache fails its compare-and-swap.
     let mut children: HashMap<(String, String), BTreeMap<u32, Container>> = HashMap::new();
-    for key in specs.keys() {
-        let Some(spec) = specs.get(&key) else { continue };
+    // Only the labelled specs are copied: a pass over 30,000 specs of no set copies none.
+    let labelled: Vec<Container> = specs.reflector().with(|all| {
+        all.values()
+            .filter(|stored| stored.object.metadata.labels.contains_key(SET_LABEL))
+            .map(|stored| stored.object.clone())
+            .collect()
+    });
+    for spec in labelled {
         // Only what the controller wrote (both labels) counts as a child: a spec a user labelled
         // `kedge.io/set` by hand is not deleted with a set it never belonged to.
         let Some(set_name) = spec.metadata.labels.get(SET_LABEL).cloned() else { continue };

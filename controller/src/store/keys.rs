@@ -6,6 +6,10 @@
 //! /kedge/v1/hosts/<host>          an agent's heartbeat, on a lease
 //! /kedge/v1/events/<ns>/<id>      events, on a lease so that they expire
 //! /kedge/v1/bindings/<ns>/<name>  which host runs an unplaced spec (written only by the scheduler)
+//! /kedge/v1/placements/<host>/<ns>/<name>  the spec as that host runs it, with the spec key's revision
+//!                                 (a projection of specs and bindings, written only by the leader)
+//! /kedge/v1/placements-ready      the placements' layout version, written by the leader after its
+//!                                 first complete projection: agents follow placements from then on
 //! /kedge/v1/scheduler/leader      the scheduler's leader, on its lease (create-only)
 //! /kedge/v1/sets/<ns>/<name>      a ContainerSet as the user applied it
 //! /kedge/v1/set-status/<ns>/<name> its status and rollout state (written only by the scheduler's leader)
@@ -39,6 +43,13 @@ pub const EVENTS: &str = "/kedge/v1/events/";
 pub const HOST_LEASES: &str = "/kedge/v1/host-leases/";
 /// `/kedge/v1/bindings/<ns>/<name>`: the host the scheduler chose for a spec that names none.
 pub const BINDINGS: &str = "/kedge/v1/bindings/";
+/// `/kedge/v1/placements/<host>/<ns>/<name>`: the spec `<ns>/<name>` as `<host>` runs it, projected
+/// by the scheduler's leader from specs and bindings (`controllers/projection.rs`). An agent watches
+/// only its own host's prefix, so a write reaches one agent (and the leader), not every agent.
+pub const PLACEMENTS: &str = "/kedge/v1/placements/";
+/// The leader's marker that the placements are complete (its value names the layout version): an
+/// agent follows `specs/` and `bindings/` until it exists, and its own placements from then on.
+pub const PLACEMENTS_READY: &str = "/kedge/v1/placements-ready";
 /// The scheduler's leader key: created only when absent, on the leader's lease. Its `mod_revision`
 /// is the leader's term, and every scheduler write is fenced on it.
 pub const SCHEDULER_LEADER: &str = "/kedge/v1/scheduler/leader";
@@ -117,6 +128,28 @@ pub fn status_key(namespace: &str, name: &str) -> Result<String, InvalidSegment>
 
 pub fn binding_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
     two(BINDINGS, namespace, name)
+}
+
+/// The key of the placement of `namespace/name` on `host`.
+pub fn placement_key(host: &str, namespace: &str, name: &str) -> Result<String, InvalidSegment> {
+    check_segment(host)?;
+    two(&format!("{PLACEMENTS}{host}/"), namespace, name)
+}
+
+/// The prefix of every placement on `host`: what that host's agent watches.
+pub fn placements_prefix(host: &str) -> Result<String, InvalidSegment> {
+    check_segment(host)?;
+    Ok(format!("{PLACEMENTS}{host}/"))
+}
+
+/// Splits a placement key into (host, namespace, name).
+pub fn parse_placement_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (host, rest) = key.strip_prefix(PLACEMENTS)?.split_once('/')?;
+    check_segment(host).ok()?;
+    let (namespace, name) = rest.split_once('/')?;
+    check_segment(namespace).ok()?;
+    check_segment(name).ok()?;
+    Some((host, namespace, name))
 }
 
 pub fn gitsource_request_key(namespace: &str, name: &str) -> Result<String, InvalidSegment> {
@@ -353,6 +386,14 @@ mod tests {
         assert_eq!(parse_policy_key("/kedge/v1/policies/ops"), Some("ops"));
         assert_eq!(parse_policy_key("/kedge/v1/policies/a/b"), None);
         assert!(policy_key("a/b").is_err());
+        let placed = placement_key("h1", "ns", "web").unwrap();
+        assert_eq!(placed, "/kedge/v1/placements/h1/ns/web");
+        assert_eq!(parse_placement_key(&placed), Some(("h1", "ns", "web")));
+        assert!(placed.starts_with(&placements_prefix("h1").unwrap()));
+        assert!(!placed.starts_with(&placements_prefix("h").unwrap()), "h1's placements are not h's");
+        assert_eq!(parse_placement_key("/kedge/v1/placements/h1/ns"), None);
+        assert_eq!(parse_placement_key("/kedge/v1/placements/h1/ns/a/b"), None);
+        assert!(!PLACEMENTS_READY.starts_with(PLACEMENTS), "the marker is no placement");
     }
 
     #[test]

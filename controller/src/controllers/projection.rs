@@ -1,0 +1,487 @@
+//! The placement projection: the scheduler's leader keeps each host's placements
+//! (`/kedge/v1/placements/<host>/<ns>/<name>`, [`keys::PLACEMENTS`]) equal to the specs and bindings,
+//! so that an agent watches only its own host's prefix (`agent/placements.rs`).
+//!
+//! On every leader pass, from the leader's caches (specs, bindings, placements; all in sync or
+//! nothing is decided), [`plan`] decides:
+//! - a spec's host is the host it names, else the host its binding names; a spec with neither has
+//!   no placement (it waits for the scheduler);
+//! - a placement whose spec is gone, or runs on another host now, is deleted; one whose spec
+//!   changed is rewritten (compare-and-swap on the placement); a missing one is created;
+//! - a spec that cannot be read keeps its placements as they are: an unreadable spec is neither a
+//!   deletion nor a move, and its container is left alone.
+//!
+//! The deletes of a pass are written before its creates, one at a time: when a spec moves, the
+//! store never holds two placements of it at one revision, so no agent is told to run it while
+//! another still is (the old agent removes its container when its placement goes; the new one
+//! creates its own when its placement comes, at a later revision).
+//!
+//! Every write is fenced on the leader's term, like the bindings. After the first pass that found
+//! nothing to write, the leader writes the marker [`keys::PLACEMENTS_READY`] (create-only): from
+//! then on agents follow their placements instead of every spec and binding. A full pass runs at
+//! each new leadership (the caches are listed anew), and writes nothing when nothing changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
+
+use crate::agent::placements::{Placement, ReadyMarker, LAYOUT_VERSION};
+use crate::store::{keys, DeleteCondition, Fence, PutCondition, SharedStore, StoreError};
+
+use super::caches::{LeaderCaches, Written};
+
+/// Where one readable spec runs: its host and the revision of its spec key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    pub host: String,
+    pub spec_revision: i64,
+}
+
+/// One placement as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Existing {
+    pub host: String,
+    /// The placement key's own revision (for compare-and-swap).
+    pub mod_revision: i64,
+    /// The spec revision it carries.
+    pub spec_revision: i64,
+}
+
+/// One write of the projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Delete `key`'s placement on `host`, at `mod_revision`.
+    Delete { key: String, host: String, mod_revision: i64 },
+    /// Write `key`'s placement on `host`; `previous`: the placement's revision (None: create).
+    Put { key: String, host: String, previous: Option<i64> },
+}
+
+/// Decides the writes that make the placements (`existing`, by `namespace/name`) match the specs
+/// (`wanted`, by `namespace/name`); `unreadable`: specs whose placements are kept as they are.
+/// Deletes come first. Pure: the unit tests' surface.
+pub(crate) fn plan(
+    wanted: &BTreeMap<String, Wanted>,
+    existing: &BTreeMap<String, Vec<Existing>>,
+    unreadable: &BTreeSet<String>,
+) -> Vec<Write> {
+    let mut deletes = Vec::new();
+    for (key, placements) in existing {
+        if unreadable.contains(key) {
+            continue;
+        }
+        for placement in placements {
+            if wanted.get(key).is_none_or(|want| want.host != placement.host) {
+                let (host, mod_revision) = (placement.host.clone(), placement.mod_revision);
+                deletes.push(Write::Delete { key: key.clone(), host, mod_revision });
+            }
+        }
+    }
+    let mut puts = Vec::new();
+    for (key, want) in wanted {
+        let current =
+            existing.get(key).and_then(|all| all.iter().find(|placement| placement.host == want.host));
+        match current {
+            Some(placement) if placement.spec_revision == want.spec_revision => {}
+            current => puts.push(Write::Put {
+                key: key.clone(),
+                host: want.host.clone(),
+                previous: current.map(|placement| placement.mod_revision),
+            }),
+        }
+    }
+    deletes.extend(puts);
+    deletes
+}
+
+/// What the caches say the placements should be, and are; `None` while one of them is not in sync.
+type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeSet<String>);
+
+fn views(caches: &LeaderCaches) -> Option<Views> {
+    if !(caches.specs.authoritative() && caches.bindings.in_sync() && caches.placements.in_sync()) {
+        return None;
+    }
+    let bound: BTreeMap<String, String> = caches.bindings.with(|all| {
+        all.iter()
+            .filter_map(|(key, stored)| {
+                let (namespace, name) = keys::parse_binding_key(key)?;
+                Some((format!("{namespace}/{name}"), stored.object.host.clone()))
+            })
+            .collect()
+    });
+    let wanted = caches.specs.reflector().with(|all| {
+        all.iter()
+            .filter_map(|(key, stored)| {
+                let (namespace, name) = keys::parse_spec_key(key)?;
+                let key = format!("{namespace}/{name}");
+                let named =
+                    stored.object.spec.placement.as_ref().and_then(|placement| placement.host.clone());
+                let host = named.or_else(|| bound.get(&key).cloned())?;
+                Some((key, Wanted { host, spec_revision: stored.mod_revision }))
+            })
+            .collect()
+    });
+    let mut existing: BTreeMap<String, Vec<Existing>> = BTreeMap::new();
+    caches.placements.with(|all| {
+        for (key, stored) in all {
+            let Some((host, namespace, name)) = keys::parse_placement_key(key) else { continue };
+            existing.entry(format!("{namespace}/{name}")).or_default().push(Existing {
+                host: host.to_owned(),
+                mod_revision: stored.mod_revision,
+                spec_revision: stored.object.spec_revision,
+            });
+        }
+    });
+    // An unreadable placement (written by hand, or by a newer kedge) counts as one of no spec
+    // revision: rewritten by compare-and-swap when its host is right, deleted when not.
+    for (key, unreadable) in caches.placements.unreadable_entries() {
+        let Some((host, namespace, name)) = keys::parse_placement_key(&key) else { continue };
+        let existing = existing.entry(format!("{namespace}/{name}")).or_default();
+        existing.push(Existing {
+            host: host.to_owned(),
+            mod_revision: unreadable.mod_revision,
+            spec_revision: 0,
+        });
+    }
+    let unreadable = caches
+        .specs
+        .reflector()
+        .unreadable_entries()
+        .into_keys()
+        .filter_map(|key| keys::parse_spec_key(&key).map(|(namespace, name)| format!("{namespace}/{name}")))
+        .collect();
+    Some((wanted, existing, unreadable))
+}
+
+/// The most writes one pass makes: the leader renews its lease between passes, so a pass must stay
+/// well within the lease's TTL even when a migration projects 30,000 specs at once.
+const MAX_WRITES_PER_PASS: usize = 1024;
+/// How many of a pass's writes are in flight at once.
+const CONCURRENT_WRITES: usize = 32;
+
+/// One projection pass of the leader of `fence`'s term: the writes [`plan`] decides (every delete
+/// before any create, at most [`MAX_WRITES_PER_PASS`]), then the marker once a pass finds nothing
+/// to write (`marked`: this leader saw it written or there). Answers when to pass again: at once
+/// when writes were left for the next pass. A placement changed meanwhile is decided again on the
+/// next pass; only a lost leadership ends the pass with an error.
+pub(crate) async fn pass(
+    store: &SharedStore,
+    fence: Fence<'_>,
+    caches: &LeaderCaches,
+    written: &mut Written,
+    marked: &mut bool,
+) -> Result<Option<tokio::time::Instant>, StoreError> {
+    let Some((wanted, existing, unreadable)) = views(caches) else {
+        tracing::debug!("not projecting placements: the caches are not in sync");
+        return Ok(None);
+    };
+    let mut writes = plan(&wanted, &existing, &unreadable);
+    if writes.is_empty() {
+        if !*marked {
+            mark_ready(store, fence).await?;
+            *marked = true;
+        }
+        return Ok(None);
+    }
+    let more = writes.len() > MAX_WRITES_PER_PASS;
+    writes.truncate(MAX_WRITES_PER_PASS);
+    // The deletes all land before the first create: a moved spec is never placed twice.
+    let creates_from =
+        writes.iter().position(|write| matches!(write, Write::Put { .. })).unwrap_or(writes.len());
+    let creates = writes.split_off(creates_from);
+    for batch in [writes, creates] {
+        let outcomes: Vec<(Write, Result<Option<i64>, StoreError>)> = futures::stream::iter(batch)
+            .map(|write| async move {
+                let outcome = apply(store, fence, caches, &write).await;
+                (write, outcome)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (write, outcome) in outcomes {
+            match outcome {
+                Ok(Some(revision)) => {
+                    written.placements = written.placements.max(revision);
+                    tracing::debug!(?write, "placement written");
+                }
+                Ok(None) => {}
+                Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => {
+                    tracing::debug!(?write, "placement changed meanwhile; deciding again next pass");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(more.then(tokio::time::Instant::now))
+}
+
+fn lost_leadership(error: &StoreError) -> bool {
+    matches!(error, StoreError::Conflict { key, .. } if key == keys::SCHEDULER_LEADER)
+}
+
+/// Writes one change; answers the revision it wrote at (None: nothing written, the spec went).
+async fn apply(
+    store: &SharedStore,
+    fence: Fence<'_>,
+    caches: &LeaderCaches,
+    write: &Write,
+) -> Result<Option<i64>, StoreError> {
+    let invalid = |e: keys::InvalidSegment| StoreError::Invalid(e.to_string());
+    let placement_key = |host: &str, key: &str| {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        keys::placement_key(host, namespace, name).map_err(invalid)
+    };
+    match write {
+        Write::Delete { key, host, mod_revision } => {
+            let condition = DeleteCondition::ModRevision(*mod_revision);
+            store.delete_fenced(fence, &placement_key(host, key)?, condition).await
+        }
+        Write::Put { key, host, previous } => {
+            let Some(stored) = caches.specs.reflector().stored(&keys::spec_key_of(key)) else {
+                return Ok(None);
+            };
+            let spec =
+                serde_json::to_value(&stored.object).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let placement = Placement { term: fence.mod_revision, spec_revision: stored.mod_revision, spec };
+            let value = serde_json::to_vec(&placement).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let condition = previous.map_or(PutCondition::Absent, PutCondition::ModRevision);
+            store.put_fenced(fence, &placement_key(host, key)?, value, condition).await.map(Some)
+        }
+    }
+}
+
+/// Writes the marker that the placements are complete, unless it is there already.
+async fn mark_ready(store: &SharedStore, fence: Fence<'_>) -> Result<(), StoreError> {
+    let marker = ReadyMarker { version: LAYOUT_VERSION, term: fence.mod_revision };
+    let value = serde_json::to_vec(&marker).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    match store.put_fenced(fence, keys::PLACEMENTS_READY, value, PutCondition::Absent).await {
+        Ok(_) => {
+            tracing::info!(
+                term = fence.mod_revision,
+                "the placements are complete; agents follow them from now on"
+            );
+            Ok(())
+        }
+        Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::agent::bindings::Binding;
+    use crate::agent::cache::DesiredState;
+    use crate::runtime::Event;
+    use crate::store::{EmbeddedOptions, EmbeddedStore};
+
+    fn wanted(list: &[(&str, &str, i64)]) -> BTreeMap<String, Wanted> {
+        list.iter()
+            .map(|(key, host, revision)| {
+                (key.to_string(), Wanted { host: host.to_string(), spec_revision: *revision })
+            })
+            .collect()
+    }
+
+    fn existing(list: &[(&str, &str, i64, i64)]) -> BTreeMap<String, Vec<Existing>> {
+        let mut all: BTreeMap<String, Vec<Existing>> = BTreeMap::new();
+        for (key, host, mod_revision, spec_revision) in list {
+            all.entry(key.to_string()).or_default().push(Existing {
+                host: host.to_string(),
+                mod_revision: *mod_revision,
+                spec_revision: *spec_revision,
+            });
+        }
+        all
+    }
+
+    fn put(key: &str, host: &str, previous: Option<i64>) -> Write {
+        Write::Put { key: key.into(), host: host.into(), previous }
+    }
+
+    fn delete(key: &str, host: &str, mod_revision: i64) -> Write {
+        Write::Delete { key: key.into(), host: host.into(), mod_revision }
+    }
+
+    #[test]
+    fn placements_follow_specs_and_a_move_deletes_before_it_creates() {
+        let none = BTreeSet::new();
+        // New specs: created where they run.
+        let want = wanted(&[("ns/a", "h1", 5), ("ns/b", "h2", 6)]);
+        assert_eq!(
+            plan(&want, &existing(&[]), &none),
+            vec![put("ns/a", "h1", None), put("ns/b", "h2", None)]
+        );
+        // Up to date: nothing to write.
+        let have = existing(&[("ns/a", "h1", 10, 5), ("ns/b", "h2", 11, 6)]);
+        assert!(plan(&want, &have, &none).is_empty());
+        // A changed spec is rewritten in place, by compare-and-swap.
+        let changed = wanted(&[("ns/a", "h1", 12), ("ns/b", "h2", 6)]);
+        assert_eq!(plan(&changed, &have, &none), vec![put("ns/a", "h1", Some(10))]);
+        // A moved spec (ns/b from h2 to h1): the old placement goes first, then the new one comes.
+        let moved = wanted(&[("ns/a", "h1", 5), ("ns/b", "h1", 6)]);
+        assert_eq!(plan(&moved, &have, &none), vec![delete("ns/b", "h2", 11), put("ns/b", "h1", None)]);
+        // A deleted spec: its placement goes; an unreadable one keeps its placement as it is.
+        let gone = wanted(&[("ns/a", "h1", 5)]);
+        assert_eq!(plan(&gone, &have, &none), vec![delete("ns/b", "h2", 11)]);
+        let unreadable = BTreeSet::from(["ns/b".to_owned()]);
+        assert!(plan(&gone, &have, &unreadable).is_empty());
+        // Two placements of one spec (a move cut short): the stray one goes.
+        let both = existing(&[("ns/a", "h1", 10, 5), ("ns/a", "h3", 9, 5)]);
+        assert_eq!(plan(&gone, &both, &none), vec![delete("ns/a", "h3", 9)]);
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: SharedStore,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store: SharedStore = Arc::new(
+                EmbeddedStore::open(dir.path().join("kedge.db"), EmbeddedOptions::default()).await.unwrap(),
+            );
+            Fixture { _dir: dir, store }
+        }
+
+        /// Makes this test the leader (again): answers the new term.
+        async fn lead(&self) -> i64 {
+            let _ = self.store.delete(keys::SCHEDULER_LEADER, DeleteCondition::Always).await;
+            self.store.put(keys::SCHEDULER_LEADER, b"me".to_vec(), PutCondition::Absent, 0).await.unwrap()
+        }
+
+        /// Caches as a new leader lists them.
+        async fn caches(&self) -> LeaderCaches {
+            let caches = LeaderCaches::unfed(Arc::new(DesiredState::default()));
+            let specs = self.store.list(keys::SPECS).await.unwrap();
+            caches.specs.apply(&Event::Restarted { kvs: specs.kvs, revision: specs.revision });
+            let bindings = self.store.list(keys::BINDINGS).await.unwrap();
+            caches.bindings.apply(&Event::Restarted { kvs: bindings.kvs, revision: bindings.revision });
+            let placements = self.store.list(keys::PLACEMENTS).await.unwrap();
+            caches.placements.apply(&Event::Restarted { kvs: placements.kvs, revision: placements.revision });
+            caches
+        }
+
+        async fn spec(&self, name: &str, host: Option<&str>, image: &str) {
+            let mut value = serde_json::json!({
+                "apiVersion": "kedge.io/v1",
+                "kind": "Container",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"image": image}
+            });
+            if let Some(host) = host {
+                value["spec"]["placement"] = serde_json::json!({"host": host});
+            }
+            let key = keys::spec_key("ns", name).unwrap();
+            self.store.put(&key, value.to_string().into_bytes(), PutCondition::Always, 0).await.unwrap();
+        }
+
+        async fn bind(&self, name: &str, host: &str) {
+            let value = serde_json::to_vec(&Binding { host: host.into(), term: 1 }).unwrap();
+            let key = keys::binding_key("ns", name).unwrap();
+            self.store.put(&key, value, PutCondition::Always, 0).await.unwrap();
+        }
+
+        /// One projection pass as a leader of `term` with fresh caches; answers whether it wrote.
+        async fn pass(&self, term: i64, marked: &mut bool) -> Result<bool, StoreError> {
+            let caches = self.caches().await;
+            let mut written = Written::default();
+            let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
+            pass(&self.store, fence, &caches, &mut written, marked).await?;
+            Ok(written.placements > 0)
+        }
+
+        /// Every placement: (key, spec revision), and each key's revision.
+        async fn placements(&self) -> Vec<(String, i64, i64)> {
+            let listed = self.store.list(keys::PLACEMENTS).await.unwrap();
+            listed
+                .kvs
+                .iter()
+                .map(|kv| {
+                    let placement: Placement = serde_json::from_slice(&kv.value).unwrap();
+                    (kv.key.clone(), placement.spec_revision, kv.mod_revision)
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_leader_projects_pinned_and_bound_specs_and_marks_them_ready_once_complete() {
+        let f = Fixture::new().await;
+        let term = f.lead().await;
+        f.spec("pinned", Some("h1"), "app:v1").await;
+        f.spec("bound", None, "app:v1").await;
+        f.spec("waiting", None, "app:v1").await;
+        f.bind("bound", "h2").await;
+        let mut marked = false;
+        assert!(f.pass(term, &mut marked).await.unwrap(), "the first pass writes the placements");
+        assert!(!marked && f.store.get(keys::PLACEMENTS_READY).await.unwrap().is_none(), "not complete yet");
+        let keys: Vec<String> = f.placements().await.into_iter().map(|(key, ..)| key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                keys::placement_key("h1", "ns", "pinned").unwrap(),
+                keys::placement_key("h2", "ns", "bound").unwrap()
+            ],
+            "an unbound spec waits for the scheduler"
+        );
+        // The placement carries the spec as stored, at the spec key's revision.
+        let spec = f.store.get(&keys::spec_key("ns", "pinned").unwrap()).await.unwrap().unwrap();
+        let stored = f.store.get(&keys::placement_key("h1", "ns", "pinned").unwrap()).await.unwrap().unwrap();
+        let placement: Placement = serde_json::from_slice(&stored.value).unwrap();
+        assert_eq!((placement.spec_revision, placement.term), (spec.mod_revision, term));
+        assert_eq!(placement.spec["spec"]["image"], "app:v1");
+
+        // Nothing changed: no write, and the marker.
+        assert!(!f.pass(term, &mut marked).await.unwrap());
+        assert!(marked);
+        let marker = f.store.get(keys::PLACEMENTS_READY).await.unwrap().unwrap();
+        let ready: ReadyMarker = serde_json::from_slice(&marker.value).unwrap();
+        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term });
+
+        // A new leader (the agent restarted, or another took over): its full pass writes nothing.
+        let before = f.store.list(keys::ROOT).await.unwrap().revision;
+        let next = f.lead().await;
+        let mut marked_again = false;
+        assert!(!f.pass(next, &mut marked_again).await.unwrap(), "idempotent");
+        assert_eq!(f.store.list(keys::ROOT).await.unwrap().revision, before + 2, "only the leader key moved");
+        // The old term can write nothing.
+        f.spec("pinned", Some("h1"), "app:v2").await;
+        let refused = f.pass(term, &mut marked).await.unwrap_err();
+        assert!(lost_leadership(&refused), "{refused:?}");
+        assert!(f.pass(next, &mut marked_again).await.unwrap(), "the new leader rewrites the changed spec");
+        let spec = f.store.get(&keys::spec_key("ns", "pinned").unwrap()).await.unwrap().unwrap();
+        assert!(f
+            .placements()
+            .await
+            .iter()
+            .any(|(key, revision, _)| key.ends_with("/h1/ns/pinned") && *revision == spec.mod_revision));
+    }
+
+    #[tokio::test]
+    async fn a_moved_spec_leaves_its_old_host_before_it_reaches_the_new_one_and_a_deleted_one_goes() {
+        let f = Fixture::new().await;
+        let term = f.lead().await;
+        f.spec("web", None, "app:v1").await;
+        f.bind("web", "h1").await;
+        let mut marked = false;
+        f.pass(term, &mut marked).await.unwrap();
+        f.bind("web", "h2").await;
+        let moved_at = f.store.list(keys::ROOT).await.unwrap().revision;
+        assert!(f.pass(term, &mut marked).await.unwrap());
+        let placements = f.placements().await;
+        assert_eq!(placements.len(), 1, "one placement of a spec: {placements:?}");
+        assert_eq!(placements[0].0, keys::placement_key("h2", "ns", "web").unwrap());
+        // The delete of h1's was the first write after the move, the create of h2's the second:
+        // at no revision did both exist.
+        assert_eq!(placements[0].2, moved_at + 2);
+        let history = f.store.get(&keys::placement_key("h1", "ns", "web").unwrap()).await.unwrap();
+        assert!(history.is_none());
+
+        f.store.delete(&keys::spec_key("ns", "web").unwrap(), DeleteCondition::Always).await.unwrap();
+        assert!(f.pass(term, &mut marked).await.unwrap());
+        assert!(f.placements().await.is_empty(), "a deleted spec's placement goes");
+    }
+}
