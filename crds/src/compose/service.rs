@@ -312,6 +312,44 @@ fn convert_service(
                 };
                 spec.set_in("resources", field, value, &at);
             }
+            "init" => spec.set("init", value.clone(), &at),
+            "shm_size" => match scalar(value) {
+                Some(size) => spec.set("shmSize", json!(size), &at),
+                None => r.error(&at, "`shm_size` must be a size such as `128m`"),
+            },
+            "extra_hosts" => {
+                let hosts: Vec<Value> = match value {
+                    // The map form (`host: ip`) is Compose's newer spelling of `host:ip`.
+                    Value::Object(map) => map.iter().map(|(host, ip)| json!(format!("{host}:{}", scalar(ip).unwrap_or_default()))).collect(),
+                    Value::Array(items) => items.iter().map(|item| json!(scalar(item).unwrap_or_default().replacen('=', ":", 1))).collect(),
+                    _ => {
+                        r.error(&at, "`extra_hosts` must be a list of `HOST:IP` or a map");
+                        Vec::new()
+                    }
+                };
+                spec.set("extraHosts", Value::Array(hosts), &at);
+            }
+            "ulimits" => {
+                let mut limits = Map::new();
+                for (limit, setting) in value.as_object().into_iter().flatten() {
+                    let converted = match setting {
+                        Value::Number(both) => Some(json!({"soft": both, "hard": both})),
+                        Value::Object(pair) => match (pair.get("soft"), pair.get("hard")) {
+                            (Some(soft), Some(hard)) => Some(json!({"soft": soft, "hard": hard})),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    match converted {
+                        Some(converted) => drop(limits.insert(limit.clone(), converted)),
+                        None => r.error(&format!("{at}.{limit}"), "a ulimit is a number or `{soft, hard}`"),
+                    }
+                }
+                if !value.is_object() {
+                    r.error(&at, "`ulimits` must be a map");
+                }
+                spec.set("ulimits", Value::Object(limits), &at);
+            }
             "logging" => {
                 let driver = value.get("driver").and_then(Value::as_str).unwrap_or("json-file");
                 let mut logging = json!({"driver": driver});

@@ -67,6 +67,10 @@ services:
     user: "1000:1000"
     working_dir: /srv
     labels: [a=b]
+    init: true
+    shm_size: 128m
+    extra_hosts: ["db.local:10.0.0.5", "gw=host-gateway"]
+    ulimits: {nproc: 512, nofile: {soft: 1024, hard: 2048}}
     x-anything: ignored
   worker:
     image: busybox
@@ -103,6 +107,11 @@ networks:
     assert_eq!(spec["dependsOn"][0]["condition"], "healthy");
     assert_eq!(spec["restartPolicy"]["maximumRetryCount"], 3);
     assert_eq!(spec["resources"]["memory"], "64Mi");
+    assert_eq!(spec["init"], true);
+    assert_eq!(spec["shmSize"], "128Mi");
+    assert_eq!(spec["extraHosts"], serde_json::json!(["db.local:10.0.0.5", "gw:host-gateway"]));
+    assert_eq!(spec["ulimits"]["nproc"], serde_json::json!({"soft": 512, "hard": 512}));
+    assert_eq!(spec["ulimits"]["nofile"], serde_json::json!({"soft": 1024, "hard": 2048}));
     let db = &objects.containers.iter().find(|c| c.container.metadata.name == "demo-db").unwrap().container;
     assert_eq!(db.spec.healthcheck.as_ref().unwrap().test, ["CMD-SHELL", "wget -q localhost"]);
     assert_eq!(db.spec.networks[0].name, "demo_default");
