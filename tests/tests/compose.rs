@@ -9,7 +9,8 @@
 //! its own), Compose's `com.docker.compose.*` labels and kedge's `io.kedge.*` ownership labels, the
 //! container's short ID among its network aliases (the engine adds it, and the IDs differ), and the
 //! `tmpfs` form (Compose v1 sends `HostConfig.Tmpfs`, kedge a tmpfs mount; both are compared as
-//! target and size).
+//! target and size). The fields kedge's spec gained for Compose (`init`, `shmSize`, `extraHosts`,
+//! `ulimits`) are compared too.
 //!
 //! And `kedge apply` of a file with three unsupported keys names all three with their lines and
 //! applies nothing.
@@ -76,6 +77,12 @@ services:
       driver: json-file
       options: {max-size: 1m}
     tmpfs: ["/scratch:size=1m"]
+    init: true
+    shm_size: 128m
+    extra_hosts: ["db.example:192.0.2.10", "cache.example:192.0.2.11"]
+    ulimits:
+      nproc: 512
+      nofile: {soft: 1024, hard: 2048}
   worker:
     image: kedge-test/app:v1
     deploy:
@@ -222,6 +229,18 @@ async fn a_compose_file_runs_under_kedge_as_under_docker_compose() {
             );
         }
     }
+    // What kedge made is what its spec says: no drift left (Synced), so no recreate loop from a
+    // field read back differently from the engine (the new fields above included).
+    let web_id = inspect(&web).unwrap()["Id"].clone();
+    eventually("kedge's web container is Ready and Synced", Duration::from_secs(30), || async {
+        let answer = kedge(&["get", "container", &web, "-n", k, "-o", "json"]);
+        let object: Value = serde_json::from_slice(&answer.stdout).ok()?;
+        let conditions = object["status"]["conditions"].as_array()?.clone();
+        let holds = |kind: &str| conditions.iter().any(|c| c["type"] == kind && c["status"] == "True");
+        (holds("Ready") && holds("Synced")).then_some(())
+    })
+    .await;
+    assert_eq!(inspect(&web).unwrap()["Id"], web_id, "the web container was not recreated");
     // The dependency gate and the interpolated command ran: the web container printed the greeting.
     let logs = Command::new("docker").args(["logs", &web]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello\n");
@@ -304,6 +323,10 @@ fn comparable(inspect: &Value, project: &str, port: u16) -> Value {
             (port_key.clone(), json!(bindings))
         })
         .collect();
+    let mut extra_hosts = strings(&host["ExtraHosts"]);
+    extra_hosts.sort();
+    let mut ulimits: Vec<Value> = host["Ulimits"].as_array().cloned().unwrap_or_default();
+    ulimits.sort_by_key(|u| u["Name"].as_str().unwrap_or_default().to_owned());
     json!({
         "image": config["Image"],
         "env": env,
@@ -327,6 +350,10 @@ fn comparable(inspect: &Value, project: &str, port: u16) -> Value {
         "mounts": mounts,
         "tmpfs": tmpfs,
         "networks": networks,
+        "init": host["Init"],
+        "shm size": host["ShmSize"],
+        "extra hosts": extra_hosts,
+        "ulimits": ulimits,
     })
 }
 
