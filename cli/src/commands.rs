@@ -872,6 +872,43 @@ fn absolute(path: &Path) -> PathBuf {
     std::env::current_dir().map(|dir| dir.join(path)).unwrap_or_else(|_| path.to_owned())
 }
 
+/// `kedge convert`: the kedge specs of the input (Compose files, or kedge files as they are),
+/// validated, printed as YAML documents or written one file per object to `-o DIR`.
+fn convert(args: &ConvertArgs) -> CliResult<Exit> {
+    let objects = load_objects(&args.files, &args.compose.options())?;
+    let mut documents: Vec<(String, Value)> = Vec::new();
+    let mut add = |kind: &str, name: &str, value: Result<Value, serde_json::Error>| {
+        documents.push((format!("{kind}-{name}.yaml"), value.unwrap_or_default()));
+    };
+    for set in &objects.sets {
+        add("containerset", &set.metadata.name, serde_json::to_value(set));
+    }
+    for container in &objects.containers {
+        add("container", &container.metadata.name, serde_json::to_value(container));
+    }
+    for secret in &objects.secrets {
+        add("secret", &secret.metadata.name, serde_json::to_value(secret));
+    }
+    for source in &objects.gitsources {
+        add("gitsource", &source.metadata.name, serde_json::to_value(source));
+    }
+    match &args.output_dir {
+        None => {
+            let texts: Vec<String> = documents.iter().map(|(_, value)| output::to_yaml(value)).collect();
+            print!("{}", texts.join("---\n"));
+        }
+        Some(directory) => {
+            std::fs::create_dir_all(directory)?;
+            for (file, value) in &documents {
+                let path = directory.join(file);
+                std::fs::write(&path, output::to_yaml(value))?;
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -923,41 +960,4 @@ mod tests {
             "--- live/container/ns/x\n+++ local/container/ns/x\n@@ -1,2 +1,2 @@\n a: 1\n-b: 2\n+b: 3\n"
         );
     }
-}
-
-/// `kedge convert`: the kedge specs of the input (Compose files, or kedge files as they are),
-/// validated, printed as YAML documents or written one file per object to `-o DIR`.
-fn convert(args: &ConvertArgs) -> CliResult<Exit> {
-    let objects = load_objects(&args.files, &args.compose.options())?;
-    let mut documents: Vec<(String, Value)> = Vec::new();
-    let mut add = |kind: &str, name: &str, value: Result<Value, serde_json::Error>| {
-        documents.push((format!("{kind}-{name}.yaml"), value.unwrap_or_default()));
-    };
-    for set in &objects.sets {
-        add("containerset", &set.metadata.name, serde_json::to_value(set));
-    }
-    for container in &objects.containers {
-        add("container", &container.metadata.name, serde_json::to_value(container));
-    }
-    for secret in &objects.secrets {
-        add("secret", &secret.metadata.name, serde_json::to_value(secret));
-    }
-    for source in &objects.gitsources {
-        add("gitsource", &source.metadata.name, serde_json::to_value(source));
-    }
-    match &args.output_dir {
-        None => {
-            let texts: Vec<String> = documents.iter().map(|(_, value)| output::to_yaml(value)).collect();
-            print!("{}", texts.join("---\n"));
-        }
-        Some(directory) => {
-            std::fs::create_dir_all(directory)?;
-            for (file, value) in &documents {
-                let path = directory.join(file);
-                std::fs::write(&path, output::to_yaml(value))?;
-                println!("{}", path.display());
-            }
-        }
-    }
-    Ok(Exit::Ok)
 }
