@@ -449,6 +449,10 @@ pub enum DependencyCondition {
     Started,
     /// The dependency's container reports healthy (it needs a health check).
     Healthy,
+    /// The dependency's container ran and exited with code 0: a one-off job, such as a database
+    /// migration (Compose's `service_completed_successfully`). Give the job no restart policy (or
+    /// `no`/`on-failure`), so that it is left exited rather than started again.
+    Completed,
 }
 
 /// Docker's network mode. Written as a string: `bridge`, `host`, `none` or `container:NAME`.

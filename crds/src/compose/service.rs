@@ -729,10 +729,7 @@ fn depends_on(value: &Value, at: &str, known: &BTreeMap<String, Known>, spec: &m
         let condition = match condition {
             "service_started" => "started",
             "service_healthy" => "healthy",
-            "service_completed_successfully" => {
-                spec.report.error(&other_at, "`service_completed_successfully` is not supported yet: kedge waits for a dependency to run or be healthy, not to exit");
-                continue;
-            }
+            "service_completed_successfully" => "completed",
             other => {
                 spec.report.error(&other_at, format!("unknown condition `{other}`"));
                 continue;
