@@ -1,5 +1,6 @@
 //! The Compose import against Compose itself: one file, with interpolation (environment and `.env`),
-//! `env_file`, a `service_healthy` dependency, a named and a relative bind volume, two networks with
+//! `env_file`, a `service_healthy` and a `service_completed_successfully` dependency (a one-off job that
+//! writes into the named volume), a named and a relative bind volume, two networks with
 //! aliases, limits and `deploy.replicas: 2`, brought up by `docker-compose --compatibility` (Debian's
 //! 1.29.2; `--compatibility` is what maps `deploy.*` to containers in Compose v1) and by a real kedge
 //! agent from `kedge apply -f compose.yml`. Each service's `docker inspect` is compared field by field.
@@ -59,6 +60,7 @@ services:
     ports: ["127.0.0.1:${WEB_PORT}:80", "90/udp"]
     depends_on:
       db: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
     networks:
       front: {aliases: [www]}
       back:
@@ -83,6 +85,13 @@ services:
     ulimits:
       nproc: 512
       nofile: {soft: 1024, hard: 2048}
+  migrate:
+    image: kedge-test/app:v1
+    command: ["sh", "-c", "echo migrated > /data/migrated"]
+    volumes: [data:/data]
+    networks: [back]
+    labels:
+      io.kedge.test: ${RUN}
   worker:
     image: kedge-test/app:v1
     deploy:
@@ -154,8 +163,11 @@ fn inspect(name: &str) -> Option<Value> {
     serde_json::from_str::<Value>(&text).ok()?.get(0).cloned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Two free ports, one for each side: both listeners are held until both are chosen, so the two differ.
+fn two_free_ports() -> (u16, u16) {
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (first.local_addr().unwrap().port(), second.local_addr().unwrap().port())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +185,7 @@ async fn a_compose_file_runs_under_kedge_as_under_docker_compose() {
         compose: format!("cmp{run}"),
         kedge: format!("kdg{run}"),
     };
-    let (compose_port, kedge_port) = (free_port(), free_port());
+    let (compose_port, kedge_port) = two_free_ports();
 
     let up = projects.docker_compose(&["--compatibility", "up", "-d"], compose_port);
     assert!(up.status.success(), "docker-compose up: {}", stderr(&up));
@@ -198,24 +210,42 @@ async fn a_compose_file_runs_under_kedge_as_under_docker_compose() {
     let k = &projects.kedge;
     assert_eq!(
         stdout(&applied),
-        format!("container/{k}-db created\ncontainer/{k}-web created\ncontainerset/{k}-worker created\n")
+        format!(
+            "container/{k}-db created\ncontainer/{k}-migrate created\ncontainer/{k}-web created\ncontainerset/{k}-worker created\n"
+        )
     );
     let diff = kedge(&["diff", "-f", "compose.yml", "-p", k]);
     assert_eq!(diff.status.code(), Some(0), "diff of what was applied: {}", stdout(&diff));
 
     let (web, db) = (format!("{k}-web"), format!("{k}-db"));
     let workers = [format!("{k}-worker-0"), format!("{k}-worker-1")];
-    eventually("kedge's containers run, the database healthy", Duration::from_secs(120), || async {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
         let running = |name: &str| inspect(name).is_some_and(|i| i["State"]["Running"] == true);
         let healthy = inspect(&db).is_some_and(|i| i["State"]["Health"]["Status"] == "healthy");
-        (healthy && running(&web) && workers.iter().all(|w| running(w))).then_some(())
-    })
-    .await;
+        if healthy && running(&web) && workers.iter().all(|w| running(w)) {
+            break;
+        }
+        // On a timeout, what kedge says of them, to tell why.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kedge's containers did not all run (the database healthy) within 120 s:\n{}\n{}",
+            stdout(&kedge(&["get", "containers", "-n", k])),
+            stdout(&kedge(&["describe", "container", &db, "-n", k]))
+                .lines()
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let c = &projects.compose;
     let pairs = [
         (format!("{c}_db_1"), db.clone()),
         (format!("{c}_web_1"), web.clone()),
+        (format!("{c}_migrate_1"), format!("{k}-migrate")),
         (format!("{c}_worker_1"), workers[0].clone()),
         (format!("{c}_worker_2"), workers[1].clone()),
     ];
@@ -241,6 +271,17 @@ async fn a_compose_file_runs_under_kedge_as_under_docker_compose() {
     })
     .await;
     assert_eq!(inspect(&web).unwrap()["Id"], web_id, "the web container was not recreated");
+    // The job ran to completion (exit 0) before web started, and wrote into kedge's named volume.
+    let migrate = inspect(&format!("{k}-migrate")).unwrap();
+    assert_eq!(migrate["State"]["ExitCode"], 0);
+    // Docker's times are UTC RFC 3339 with up to 9 fractional digits: padded, they sort as text.
+    let time = |value: &Value| {
+        let text = value.as_str().unwrap().trim_end_matches('Z');
+        let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+        format!("{seconds}.{fraction:0<9}")
+    };
+    let web_started = time(&inspect(&web).unwrap()["State"]["StartedAt"]);
+    assert!(time(&migrate["State"]["FinishedAt"]) <= web_started, "the job finished before web started");
     // The dependency gate and the interpolated command ran: the web container printed the greeting.
     let logs = Command::new("docker").args(["logs", &web]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello\n");
