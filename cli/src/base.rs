@@ -2,8 +2,9 @@
 //! answers into kedge's types. Every command builds on it; it builds on no command.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use kedge_crds::compose::ComposeOptions;
 use kedge_crds::event::Event;
 use kedge_crds::{Container, Objects, ParsedObjects, Resource, SpecError};
 use serde::de::DeserializeOwned;
@@ -55,14 +56,14 @@ fn local_token() -> Option<String> {
 
 /// Parses and validates every Container spec in `files` (`-` is stdin); prints every error and fails
 /// when any. ContainerSets in the files are validated too, and left out of the answer.
-pub(crate) fn load_specs(files: &[PathBuf]) -> CliResult<Vec<Container>> {
-    Ok(load_objects(files)?.containers)
+pub(crate) fn load_specs(files: &[PathBuf], compose: &ComposeOptions) -> CliResult<Vec<Container>> {
+    Ok(load_objects(files, compose)?.containers)
 }
 
 /// Parses and validates every Container and ContainerSet in `files` (`-` is stdin); prints every error
 /// and fails when any.
-pub(crate) fn load_objects(files: &[PathBuf]) -> CliResult<Objects> {
-    Ok(load_objects_from(files)?.0)
+pub(crate) fn load_objects(files: &[PathBuf], compose: &ComposeOptions) -> CliResult<Objects> {
+    Ok(load_objects_from(files, compose)?.0)
 }
 
 /// The file each loaded object came from, in the order of [`Objects`]' lists.
@@ -95,8 +96,11 @@ impl Origins {
 }
 
 /// [`load_objects`], also answering where each object came from.
-pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origins)> {
-    let (parsed, errors) = parse_files(files)?;
+pub(crate) fn load_objects_from(
+    files: &[PathBuf],
+    compose: &ComposeOptions,
+) -> CliResult<(Objects, Origins)> {
+    let (parsed, errors) = parse_files(files, compose)?;
     validated(parsed, errors, &[])
 }
 
@@ -106,10 +110,11 @@ pub(crate) fn load_objects_from(files: &[PathBuf]) -> CliResult<(Objects, Origin
 /// that is where its targets are looked up.
 pub(crate) async fn load_objects_live(
     files: &[PathBuf],
+    compose: &ComposeOptions,
     client: &Client,
     namespace: &str,
 ) -> CliResult<(Objects, Origins)> {
-    let (mut parsed, errors) = parse_files(files)?;
+    let (mut parsed, errors) = parse_files(files, compose)?;
     // Resolved first (as `objects::prepare` would), so that errors name the namespace written to.
     let resolve = |written: &mut String| {
         if written == kedge_crds::DEFAULT_NAMESPACE {
@@ -134,17 +139,22 @@ pub(crate) async fn load_objects_live(
     validated(parsed, errors, &live)
 }
 
-fn parse_files(files: &[PathBuf]) -> CliResult<(ParsedObjects, Vec<SpecError>)> {
+/// Reads every file; a Compose file among them (recognised by its shape) is converted with
+/// `compose`'s options, its warnings printed here.
+fn parse_files(files: &[PathBuf], compose: &ComposeOptions) -> CliResult<(ParsedObjects, Vec<SpecError>)> {
     let mut parsed = ParsedObjects::default();
     let mut errors: Vec<SpecError> = Vec::new();
     for file in files {
         let (more, more_errors) = if file.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            kedge_crds::parse_objects_str("<stdin>", &text)
+            kedge_crds::parse_objects_str_with("<stdin>", &text, Path::new("."), compose)
         } else {
-            kedge_crds::parse_objects_paths(std::slice::from_ref(file))
+            kedge_crds::parse_objects_paths_with(std::slice::from_ref(file), compose)
         };
+        for warning in &more.warnings {
+            eprintln!("warning: {warning}");
+        }
         parsed.extend(more);
         errors.extend(more_errors);
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kedge_crds::campaign::Campaign;
+use kedge_crds::compose::ComposeOptions;
 use kedge_crds::event::Event;
 use kedge_crds::{Container, ContainerSet, GitSource, Secret};
 use reqwest::Method;
@@ -24,8 +25,8 @@ use crate::output::{self};
 use crate::readiness;
 use crate::types::{HostView, List, LogLine, VersionInfo};
 use crate::{
-    ApplyArgs, Commands, ConfigCommand, CreateCommand, DeleteArgs, DryRun, EventTypeArg, GetArgs, GlobalArgs,
-    ObjectKind, OutputFormat, Resource, WaitArgs,
+    ApplyArgs, Commands, ConfigCommand, ConvertArgs, CreateCommand, DeleteArgs, DryRun, EventTypeArg,
+    GetArgs, GlobalArgs, ObjectKind, OutputFormat, Resource, WaitArgs,
 };
 
 pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
@@ -61,7 +62,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         Commands::Create { command: CreateCommand::Secret(args) } => {
             crate::secrets::create(args, global).await
         }
-        Commands::Diff { files } => diff(&files, global).await,
+        Commands::Diff { files, compose } => diff(&files, &compose.options(), global).await,
         Commands::Rollout { command } => crate::rollout::run(command, global).await,
         Commands::Top { names } => {
             let names: Vec<String> = names.iter().map(|n| bare_name(n)).collect();
@@ -120,8 +121,9 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
             };
             get(args, global).await
         }
-        Commands::Validate { files } => {
-            let objects = load_objects(&files)?;
+        Commands::Convert(args) => convert(&args),
+        Commands::Validate { files, compose } => {
+            let objects = load_objects(&files, &compose.options())?;
             let mut counts = vec![format!("{} container spec(s)", objects.containers.len())];
             if !objects.sets.is_empty() {
                 counts.push(format!("{} container set(s)", objects.sets.len()));
@@ -241,7 +243,8 @@ fn applyset_id(name: Option<&str>, files: &[PathBuf]) -> CliResult<String> {
 
 async fn apply(args: ApplyArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let (resolved, client) = connect(global)?;
-    let (loaded, origins) = load_objects_live(&args.files, &client, &resolved.namespace).await?;
+    let (loaded, origins) =
+        load_objects_live(&args.files, &args.compose.options(), &client, &resolved.namespace).await?;
     // Only a pruning apply (or one naming its set) puts objects in an apply set: as in kubectl, the
     // set matters only to what --prune deletes.
     let applyset = match args.prune || args.applyset.is_some() {
@@ -496,9 +499,9 @@ async fn exec(
     std::process::exit(i32::try_from(code).unwrap_or(1));
 }
 
-async fn diff(files: &[PathBuf], global: &GlobalArgs) -> CliResult<Exit> {
+async fn diff(files: &[PathBuf], compose: &ComposeOptions, global: &GlobalArgs) -> CliResult<Exit> {
     let (resolved, client) = connect(global)?;
-    let (loaded, _) = load_objects_live(files, &client, &resolved.namespace).await?;
+    let (loaded, _) = load_objects_live(files, compose, &client, &resolved.namespace).await?;
     // The apply set label is not compared.
     let applyset = None;
     let colour = output::use_colour(std::io::stdout().is_terminal());
@@ -582,7 +585,7 @@ async fn delete(args: DeleteArgs, global: &GlobalArgs) -> CliResult<Exit> {
         _ => targets.extend(named),
     }
     if !args.files.is_empty() {
-        let loaded = load_objects(&args.files)?;
+        let loaded = load_objects(&args.files, &args.compose.options())?;
         for source in objects::prepare(loaded.gitsources, &ns, None) {
             gitsource_targets.push((source.metadata.namespace, source.metadata.name, None));
         }
@@ -907,6 +910,43 @@ fn config_command(command: ConfigCommand, global: &GlobalArgs) -> CliResult<Exit
 
 fn absolute(path: &Path) -> PathBuf {
     std::env::current_dir().map(|dir| dir.join(path)).unwrap_or_else(|_| path.to_owned())
+}
+
+/// `kedge convert`: the kedge specs of the input (Compose files, or kedge files as they are),
+/// validated, printed as YAML documents or written one file per object to `-o DIR`.
+fn convert(args: &ConvertArgs) -> CliResult<Exit> {
+    let objects = load_objects(&args.files, &args.compose.options())?;
+    let mut documents: Vec<(String, Value)> = Vec::new();
+    let mut add = |kind: &str, name: &str, value: Result<Value, serde_json::Error>| {
+        documents.push((format!("{kind}-{name}.yaml"), value.unwrap_or_default()));
+    };
+    for set in &objects.sets {
+        add("containerset", &set.metadata.name, serde_json::to_value(set));
+    }
+    for container in &objects.containers {
+        add("container", &container.metadata.name, serde_json::to_value(container));
+    }
+    for secret in &objects.secrets {
+        add("secret", &secret.metadata.name, serde_json::to_value(secret));
+    }
+    for source in &objects.gitsources {
+        add("gitsource", &source.metadata.name, serde_json::to_value(source));
+    }
+    match &args.output_dir {
+        None => {
+            let texts: Vec<String> = documents.iter().map(|(_, value)| output::to_yaml(value)).collect();
+            print!("{}", texts.join("---\n"));
+        }
+        Some(directory) => {
+            std::fs::create_dir_all(directory)?;
+            for (file, value) in &documents {
+                let path = directory.join(file);
+                std::fs::write(&path, output::to_yaml(value))?;
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

@@ -417,7 +417,7 @@ fn set_from_files(files: &[PathBuf], ns: &str) -> CliResult<Vec<Container>> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let mut containers = load_specs(files)?;
+    let mut containers = load_specs(files, &crate::ComposeArgs::default().options())?;
     for container in &mut containers {
         if container.metadata.namespace == kedge_crds::DEFAULT_NAMESPACE {
             container.metadata.namespace = ns.to_owned();

@@ -169,7 +169,16 @@ Values are never shown back: `get`, `describe` and `diff` print `<redacted>` and
         /// Files, directories or `-`.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        compose: ComposeArgs,
     },
+    /// Convert Compose files to kedge specs: print them, or write one file per object to `-o DIR`.
+    /// `apply`, `diff`, `validate` and `delete` also take Compose files directly (docs/compose.md).
+    #[command(
+        after_help = "Examples:\n  kedge convert -f compose.yml\n  kedge convert -f compose.yml -o specs/ -p shop\n  \
+kedge convert -f compose.yml --env-file prod.env --profile debug"
+    )]
+    Convert(ConvertArgs),
     /// Delete containers or ContainerSets by name, by the files that declare them, or by label
     /// selector. Deleting a ContainerSet deletes its children.
     #[command(after_help = "Examples:\n  kedge delete container web\n  kedge delete -f specs/\n  \
@@ -252,6 +261,8 @@ counted; ask their agents). One sample each, taken by the engine over about a se
     Validate {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        compose: ComposeArgs,
     },
     /// Print the JSON Schema of the Container (or ContainerSet) resource (for editors and CI).
     #[command(
@@ -483,6 +494,46 @@ pub struct ApplyArgs {
     /// How long --wait waits: `30s`, `5m`.
     #[arg(long, default_value = "5m", requires = "wait", value_name = "DURATION")]
     pub timeout: kedge_crds::HumanDuration,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+}
+
+/// How a Compose file in the input is read (docs/compose.md); kedge's own files ignore these.
+#[derive(Debug, Default, Args)]
+pub struct ComposeArgs {
+    /// The Compose project's name (default: the file's `name:`, else its directory's name).
+    #[arg(short = 'p', long = "project-name", value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Read variables from these files instead of the `.env` beside the Compose file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Also run the services of these Compose profiles.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+}
+
+impl ComposeArgs {
+    /// The options, with this process's environment for interpolation.
+    pub fn options(&self) -> kedge_crds::compose::ComposeOptions {
+        kedge_crds::compose::ComposeOptions {
+            project: self.project.clone(),
+            environment: std::env::vars().collect(),
+            env_files: self.env_files.clone(),
+            profiles: self.profiles.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Compose files (or kedge files), directories or `-`.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write one file per object (`container-NAME.yaml`, `containerset-NAME.yaml`) into this directory.
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -522,6 +573,8 @@ pub struct DeleteArgs {
     pub names: Vec<String>,
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
     #[arg(short = 'A', long)]

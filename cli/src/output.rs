@@ -448,6 +448,21 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
             None => json_word(&r.name),
         }),
     );
+    // Shown only when declared, as the golden pages of specs without them stay as they were.
+    if spec.init == Some(true) {
+        field("Init", "true".to_owned());
+    }
+    if let Some(size) = spec.shm_size {
+        field("Shm Size", size.to_string());
+    }
+    if !spec.extra_hosts.is_empty() {
+        field("Extra Hosts", list_or_none(&spec.extra_hosts));
+    }
+    if !spec.ulimits.is_empty() {
+        let limits: Vec<String> =
+            spec.ulimits.iter().map(|(name, l)| format!("{name}={}:{}", l.soft, l.hard)).collect();
+        field("Ulimits", list_or_none(&limits));
+    }
     field("Env", map_lines(&spec.env, 18));
     if !spec.secret_env.is_empty() {
         // Where each value comes from, never the value: the agent alone reads it.

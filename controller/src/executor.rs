@@ -116,6 +116,9 @@ impl ExecutorError {
 
 pub type ExecutorResult<T> = Result<T, ExecutorError>;
 
+/// Serializes [`Action::EnsureNetwork`] across the process's workers (see its use).
+static ENSURE_NETWORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Carries actions out against one Docker Engine (the real one, or in unit tests an in-memory one).
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -153,6 +156,10 @@ impl Executor {
                         labels::MANAGED_BY.to_owned(),
                         labels::MANAGED_BY_VALUE.to_owned(),
                     )]);
+                    // One at a time in the process: Docker allows two networks of one name, so two
+                    // workers that both found it missing would make two, and every later attach by
+                    // name fails as ambiguous (seen with five Compose services on one new network).
+                    let _one_at_a_time = ENSURE_NETWORK.lock().await;
                     self.docker
                         .ensure_network(network, None, &owned)
                         .await

@@ -18,8 +18,8 @@ use kedge_crds::{
 use crate::docker::labels;
 use crate::docker::{
     ContainerConfig, DeviceMapping, ExposedPort, Healthcheck, ImageInfo, Isolation, LogConfig, Mount,
-    MountSource, NetworkAttachment, ObservedContainer, PortBinding, Protocol, Resources, RestartPolicy,
-    RestartPolicyKind,
+    MountSource, NetworkAttachment, ObservedContainer, PortBinding, ProcessSettings, Protocol, Resources,
+    RestartPolicy, RestartPolicyKind,
 };
 
 /// The annotation a user (or `kedge rollout restart`-like tooling) sets to ask for a recreate: any
@@ -83,6 +83,7 @@ pub fn container_config_with_secrets(container: &Container, secrets: &ResolvedEn
         privileged: spec.privileged.unwrap_or(false),
         read_only_rootfs: spec.read_only_rootfs.unwrap_or(false),
         isolation: isolation(spec),
+        process: process(spec),
         log_config: spec
             .logging
             .as_ref()
@@ -124,6 +125,17 @@ fn isolation(spec: &ContainerSpec) -> Isolation {
             .collect(),
         security_opt: spec.security_opt.clone(),
         sysctls: spec.sysctls.clone(),
+    }
+}
+
+/// The spec's `init`, `shmSize`, `extraHosts` and `ulimits` for the engine (ulimits sorted by name,
+/// as inspect is read).
+fn process(spec: &ContainerSpec) -> ProcessSettings {
+    ProcessSettings {
+        init: spec.init.unwrap_or(false),
+        shm_size: spec.shm_size.map(|size| saturating_i64(size.bytes())),
+        extra_hosts: spec.extra_hosts.clone(),
+        ulimits: spec.ulimits.iter().map(|(name, limit)| (name.clone(), limit.soft, limit.hard)).collect(),
     }
 }
 
@@ -202,6 +214,8 @@ pub fn declared_config(observed: &ObservedContainer, image: &ImageInfo) -> Conta
         read_only_rootfs: observed.read_only_rootfs,
         // Docker's default IPC mode is reported as if declared; carrying it over is harmless.
         isolation: observed.isolation.clone(),
+        // The engine's default `/dev/shm` size is reported as if declared; carrying it over is harmless.
+        process: observed.process.clone(),
         log_config: observed.log_config.clone(),
         networks: declared_networks(observed),
         // Another container's namespace, by the ID the engine resolved at create: the same

@@ -159,6 +159,19 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "forms::lenient_map")]
     #[schemars(schema_with = "forms::lenient_map_schema")]
     pub sysctls: BTreeMap<String, String>,
+    /// Run an init process as PID 1 (Docker's `--init`): it reaps zombie processes and forwards
+    /// signals to the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// The size of `/dev/shm` (`128Mi`); Docker's default is 64Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<ByteSize>,
+    /// Extra `/etc/hosts` entries, as `docker run --add-host`: `HOST:IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Process resource limits, as `docker run --ulimit`: `nofile: {soft: 1024, hard: 4096}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
     /// Specs (same namespace) that must be started, or healthy, before this one starts: `db` or a map.
@@ -401,6 +414,14 @@ pub struct Healthcheck {
     pub start_interval: Option<HumanDuration>,
 }
 
+/// One process resource limit (`setrlimit`): the soft limit a process may raise up to the hard one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
 /// A logging driver and its options, as `docker run --log-driver --log-opt`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -439,6 +460,10 @@ pub enum DependencyCondition {
     Started,
     /// The dependency's container reports healthy (it needs a health check).
     Healthy,
+    /// The dependency's container ran and exited with code 0: a one-off job, such as a database
+    /// migration (Compose's `service_completed_successfully`). Give the job no restart policy (or
+    /// `no`/`on-failure`), so that it is left exited rather than started again.
+    Completed,
 }
 
 /// Docker's network mode. Written as a string: `bridge`, `host`, `none` or `container:NAME`.

@@ -34,6 +34,7 @@
 //! - `forms` (private): serde plumbing for short and long forms of the same field.
 
 pub mod campaign;
+pub mod compose;
 pub mod container;
 pub mod container_set;
 pub mod event;
@@ -69,9 +70,10 @@ pub use hash::{spec_hash, spec_hash_with_secrets};
 pub use lenient::{from_json_lenient, Lenient};
 pub use meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{
-    load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_str, parse_paths, parse_str,
-    sort_errors, validate_objects, validate_objects_with, Objects, ParsedContainer, ParsedContainerSet,
-    ParsedObjects, ParsedSecret, SpecError, SpecErrors,
+    load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_paths_with,
+    parse_objects_str, parse_objects_str_with, parse_paths, parse_str, sort_errors, validate_objects,
+    validate_objects_with, Objects, ParsedContainer, ParsedContainerSet, ParsedObjects, ParsedSecret,
+    SpecError, SpecErrors,
 };
 pub use policy::{LevelSource, PolicyLevel, PolicySettings, StoredPolicy, Violation};
 pub use quantity::{ByteSize, HumanDuration, MemorySwap, NanoCpus};

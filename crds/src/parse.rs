@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::compose::ComposeOptions;
 use crate::container::{Container, API_VERSION, KIND_CONTAINER};
 use crate::container_set::{ContainerSet, KIND_CONTAINER_SET};
 use crate::gitsource::{GitSource, KIND_GIT_SOURCE};
@@ -29,6 +30,9 @@ pub struct ParsedObjects {
     pub unreadable_containers: Vec<Container>,
     pub secrets: Vec<ParsedSecret>,
     pub gitsources: Vec<ParsedGitSource>,
+    /// What converting a Compose file found that changes nothing at run time (`build` beside
+    /// `image`, an unset variable): shown, never a reason to refuse the file.
+    pub warnings: Vec<SpecError>,
 }
 
 /// A `GitSource` read from a file (already checked: its rules need no other document).
@@ -76,25 +80,73 @@ impl std::error::Error for SpecErrors {}
 /// parsed on its own, so one bad document does not hide the errors of the next; a YAML syntax error ends the
 /// file. Only the shape of the documents is checked here; [`crate::validate`] checks their values.
 pub fn parse_str(file: &str, text: &str) -> (Vec<ParsedContainer>, Vec<SpecError>) {
-    let (objects, errors) = read_text(file, text, &[KIND_CONTAINER]);
+    let (objects, errors) = read_text(file, text, &[KIND_CONTAINER], &Compose::default());
     (objects.containers, errors)
 }
 
 /// [`parse_str`] for files that may also hold `ContainerSet` and `Secret` documents.
 pub fn parse_objects_str(file: &str, text: &str) -> (ParsedObjects, Vec<SpecError>) {
-    read_text(file, text, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET, KIND_GIT_SOURCE])
+    read_text(file, text, &ALL_KINDS, &Compose::default())
 }
 
 /// [`parse_paths`] for files that may also hold `ContainerSet` and `Secret` documents.
 pub fn parse_objects_paths<P: AsRef<Path>>(paths: &[P]) -> (ParsedObjects, Vec<SpecError>) {
-    read_paths(paths, &[KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET, KIND_GIT_SOURCE])
+    read_paths(paths, &ALL_KINDS, &ComposeOptions::default())
 }
 
-/// The documents of the `kinds` in one file's text, and every error of the others.
-fn read_text(file: &str, text: &str, kinds: &[&str]) -> (ParsedObjects, Vec<SpecError>) {
-    let (documents, syntax_error) = yaml::read_documents(text);
+/// [`parse_objects_str`] that also reads Compose files (see [`crate::compose`]), as found in
+/// `directory` (where `.env`, `env_file`s and relative binds are).
+pub fn parse_objects_str_with(
+    file: &str,
+    text: &str,
+    directory: &Path,
+    compose: &ComposeOptions,
+) -> (ParsedObjects, Vec<SpecError>) {
+    read_text(
+        file,
+        text,
+        &ALL_KINDS,
+        &Compose { directory: directory.to_path_buf(), options: compose.clone() },
+    )
+}
+
+/// [`parse_objects_paths`] that also reads Compose files, with these options.
+pub fn parse_objects_paths_with<P: AsRef<Path>>(
+    paths: &[P],
+    compose: &ComposeOptions,
+) -> (ParsedObjects, Vec<SpecError>) {
+    read_paths(paths, &ALL_KINDS, compose)
+}
+
+const ALL_KINDS: [&str; 4] = [KIND_CONTAINER, KIND_CONTAINER_SET, KIND_SECRET, KIND_GIT_SOURCE];
+
+/// Where a text came from, for a Compose file in it.
+#[derive(Default)]
+struct Compose {
+    directory: PathBuf,
+    options: ComposeOptions,
+}
+
+/// The documents of the `kinds` in one file's text, and every error of the others. A Compose file
+/// (recognised by its shape) becomes the documents it converts to, then read like any other.
+fn read_text(file: &str, text: &str, kinds: &[&str], compose: &Compose) -> (ParsedObjects, Vec<SpecError>) {
+    let (mut documents, syntax_error) = yaml::read_documents(text);
     let mut objects = ParsedObjects::default();
     let mut errors = Vec::new();
+    if kinds.contains(&KIND_CONTAINER_SET) && documents.iter().any(|d| crate::compose::is_compose(&d.value)) {
+        let mut converted_documents = Vec::new();
+        for document in documents {
+            if crate::compose::is_compose(&document.value) {
+                let converted = crate::compose::convert(file, &compose.directory, document, &compose.options);
+                errors.extend(converted.errors);
+                objects.warnings.extend(converted.warnings);
+                converted_documents.extend(converted.documents);
+            } else {
+                converted_documents.push(document);
+            }
+        }
+        documents = converted_documents;
+    }
     for document in documents {
         match parse_document(file, document, kinds) {
             Ok(Parsed::Container(container)) => objects.containers.push(*container),
@@ -121,7 +173,11 @@ fn read_text(file: &str, text: &str, kinds: &[&str]) -> (ParsedObjects, Vec<Spec
 }
 
 /// [`read_text`] for files and directories.
-fn read_paths<P: AsRef<Path>>(paths: &[P], kinds: &[&str]) -> (ParsedObjects, Vec<SpecError>) {
+fn read_paths<P: AsRef<Path>>(
+    paths: &[P],
+    kinds: &[&str],
+    options: &ComposeOptions,
+) -> (ParsedObjects, Vec<SpecError>) {
     let mut objects = ParsedObjects::default();
     let mut errors = Vec::new();
     for path in paths {
@@ -137,7 +193,9 @@ fn read_paths<P: AsRef<Path>>(paths: &[P], kinds: &[&str]) -> (ParsedObjects, Ve
             let name = file.display().to_string();
             match std::fs::read_to_string(&file) {
                 Ok(text) => {
-                    let (parsed, file_errors) = read_text(&name, &text, kinds);
+                    let directory = file.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let compose = Compose { directory, options: options.clone() };
+                    let (parsed, file_errors) = read_text(&name, &text, kinds, &compose);
                     objects.extend(parsed);
                     errors.extend(file_errors);
                 }
@@ -156,6 +214,7 @@ impl ParsedObjects {
         self.unreadable_containers.extend(more.unreadable_containers);
         self.secrets.extend(more.secrets);
         self.gitsources.extend(more.gitsources);
+        self.warnings.extend(more.warnings);
     }
 }
 
@@ -267,21 +326,21 @@ pub fn load_objects_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Objects, SpecEr
 /// `.yml` or `.json` in name order and skipping hidden entries; a file named directly is read whatever its
 /// name. Errors of all files are collected.
 pub fn parse_paths<P: AsRef<Path>>(paths: &[P]) -> (Vec<ParsedContainer>, Vec<SpecError>) {
-    let (objects, errors) = read_paths(paths, &[KIND_CONTAINER]);
+    let (objects, errors) = read_paths(paths, &[KIND_CONTAINER], &ComposeOptions::default());
     (objects.containers, errors)
 }
 
 /// Parses and validates files and directories (what `kedge validate -f` and `apply -f` need): every
 /// `Container` in them, or every error in them.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Container>, SpecErrors> {
-    let (objects, errors) = read_paths(paths, &[KIND_CONTAINER]);
+    let (objects, errors) = read_paths(paths, &[KIND_CONTAINER], &ComposeOptions::default());
     finish_loading(objects, errors)
 }
 
 /// Parses and validates one file's text, as [`load_paths`] does for files: for standard input or an API
 /// request body. `file` names the text in errors.
 pub fn load_str(file: &str, text: &str) -> Result<Vec<Container>, SpecErrors> {
-    let (objects, errors) = read_text(file, text, &[KIND_CONTAINER]);
+    let (objects, errors) = read_text(file, text, &[KIND_CONTAINER], &Compose::default());
     finish_loading(objects, errors)
 }
 

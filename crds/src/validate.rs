@@ -382,6 +382,7 @@ fn check_spec(spec: &ContainerSpec, errors: &mut Errors) {
         }
     }
     check_isolation(spec, errors);
+    check_process(spec, errors);
     if let Some(logging) = &spec.logging {
         if logging.driver.is_empty() {
             errors.add("spec.logging.driver", "must not be empty");
@@ -524,6 +525,57 @@ fn check_isolation(spec: &ContainerSpec, errors: &mut Errors) {
         if let Err(why) = isolation::check_length(value) {
             errors.add(format!("spec.sysctls.{name}"), why);
         }
+    }
+}
+
+/// The names `setrlimit` knows, as Docker's `--ulimit` takes them.
+const ULIMIT_NAMES: [&str; 15] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// `extraHosts` (`HOST:IP`), `ulimits` (known names, soft at most hard) and `shmSize` (not zero).
+fn check_process(spec: &ContainerSpec, errors: &mut Errors) {
+    for (index, entry) in spec.extra_hosts.iter().enumerate() {
+        let valid = entry.split_once(':').is_some_and(|(host, address)| {
+            check_hostname(host).is_ok()
+                && (address == "host-gateway" || address.parse::<std::net::IpAddr>().is_ok())
+        });
+        if !valid {
+            errors.add(
+                format!("spec.extraHosts[{index}]"),
+                "an entry is `HOST:IP` (or `HOST:host-gateway`), such as `db.local:10.0.0.5`",
+            );
+        }
+    }
+    for (name, limit) in &spec.ulimits {
+        if !ULIMIT_NAMES.contains(&name.as_str()) {
+            errors.add_on_key(
+                format!("spec.ulimits.{name}"),
+                format!("not a process limit; one of {}", ULIMIT_NAMES.join(", ")),
+            );
+        } else if limit.hard != -1 && (limit.soft == -1 || limit.soft > limit.hard) {
+            errors.add(
+                format!("spec.ulimits.{name}"),
+                "the soft limit must not exceed the hard one (-1: unlimited)",
+            );
+        }
+    }
+    if spec.shm_size.is_some_and(|size| size.bytes() == 0) {
+        errors.add("spec.shmSize", "must be more than zero (leave it out for Docker's 64Mi)");
     }
 }
 

@@ -63,6 +63,11 @@ impl PositionIndex {
         }
     }
 
+    /// Places the value at `path` (a generated document's field, at the Compose key it came from).
+    pub(crate) fn set_value(&mut self, path: String, position: Position) {
+        self.values.insert(path, position);
+    }
+
     /// The position of the key of the map entry at `path`, falling back as [`Self::value_position`] does.
     pub fn key_position(&self, path: &str) -> Option<Position> {
         self.keys.get(path).copied().or_else(|| self.value_position(path))

@@ -126,3 +126,30 @@ fn a_spec_that_depends_on_a_broken_one_gets_no_error_of_its_own() {
         ],
     );
 }
+
+#[test]
+fn process_settings_are_checked() {
+    check(
+        "\
+apiVersion: kedge.io/v1
+kind: Container
+metadata:
+  name: web
+spec:
+  image: busybox
+  shmSize: 0
+  extraHosts: [db.local:10.0.0.5, gw:host-gateway, nocolon, bad:999.1.1.1]
+  ulimits:
+    nofile: {soft: 10, hard: 5}
+    bogus: {soft: 1, hard: 1}
+    nproc: {soft: 1, hard: -1}
+",
+        &[
+            "four.yaml:7:12: spec.shmSize: must be more than zero (leave it out for Docker's 64Mi)",
+            "four.yaml:8:52: spec.extraHosts[2]: an entry is `HOST:IP` (or `HOST:host-gateway`), such as `db.local:10.0.0.5`",
+            "four.yaml:8:61: spec.extraHosts[3]: an entry is `HOST:IP` (or `HOST:host-gateway`), such as `db.local:10.0.0.5`",
+            "four.yaml:10:13: spec.ulimits.nofile: the soft limit must not exceed the hard one (-1: unlimited)",
+            "four.yaml:11:5: spec.ulimits.bogus: not a process limit; one of core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack",
+        ],
+    );
+}

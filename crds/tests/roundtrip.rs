@@ -169,9 +169,15 @@ fn healthcheck() -> impl Strategy<Value = Healthcheck> {
 fn lifecycle(
 ) -> impl Strategy<Value = (Vec<Dependency>, Vec<PostStartExec>, Option<UpdatePolicy>, Option<UpdateStrategy>)>
 {
-    let dependency =
-        (text(), prop_oneof![Just(DependencyCondition::Started), Just(DependencyCondition::Healthy)])
-            .prop_map(|(name, condition)| Dependency { name, condition });
+    let dependency = (
+        text(),
+        prop_oneof![
+            Just(DependencyCondition::Started),
+            Just(DependencyCondition::Healthy),
+            Just(DependencyCondition::Completed)
+        ],
+    )
+        .prop_map(|(name, condition)| Dependency { name, condition });
     let exec = (
         texts(),
         of(text()),
@@ -302,6 +308,10 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 devices: Vec::new(),
                 security_opt: Vec::new(),
                 sysctls: Default::default(),
+                init: None,
+                shm_size: None,
+                extra_hosts: Vec::new(),
+                ulimits: Default::default(),
                 logging,
                 depends_on,
                 network_mode,

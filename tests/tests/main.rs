@@ -29,6 +29,7 @@ mod cli_agent;
 mod cli_e2e;
 mod cli_sets;
 mod compat_podman;
+mod compose;
 mod docker_client;
 mod dockermap_actions;
 mod drift_repair;

@@ -1338,6 +1338,12 @@ fn unmet_dependency(
         let Some(container) = dependencies.get(&dependency.name).and_then(Option::as_ref) else {
             return Some(format!("waiting for {} to exist", dependency.name));
         };
+        if dependency.condition == DependencyCondition::Completed {
+            if !completed(container) {
+                return Some(format!("waiting for {} to complete (exit with code 0)", dependency.name));
+            }
+            continue;
+        }
         if !container.state.running {
             return Some(format!("waiting for {} to run", dependency.name));
         }
@@ -1351,6 +1357,15 @@ fn unmet_dependency(
         }
     }
     None
+}
+
+/// Whether a dependency's container ran and exited with code 0 (a `completed` dependency): not
+/// running, not restarting, code 0, and a finish time (a container never started has none, or
+/// Docker's zero time).
+fn completed(container: &ObservedContainer) -> bool {
+    let state = &container.state;
+    let finished = state.finished_at.as_deref().is_some_and(|at| !at.starts_with("0001-01-01"));
+    !state.running && !state.restarting && state.exit_code == Some(0) && finished
 }
 
 /// The current containers of the specs `spec` follows, for the planner's provider rules, from

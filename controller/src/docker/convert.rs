@@ -69,6 +69,16 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
             }).collect()
         }),
         security_opt: non_empty(&config.isolation.security_opt),
+        init: config.process.init.then_some(true),
+        shm_size: config.process.shm_size,
+        extra_hosts: non_empty(&config.process.extra_hosts),
+        ulimits: (!config.process.ulimits.is_empty()).then(|| {
+            config.process.ulimits.iter().map(|(name, soft, hard)| b::ResourcesUlimits {
+                name: Some(name.clone()),
+                soft: Some(*soft),
+                hard: Some(*hard),
+            }).collect()
+        }),
         sysctls: (!config.isolation.sysctls.is_empty())
             .then(|| config.isolation.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         log_config: config.log_config.as_ref().map(|log| b::HostConfigLogConfig {
@@ -432,6 +442,7 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         privileged: host.privileged.unwrap_or(false),
         read_only_rootfs: host.readonly_rootfs.unwrap_or(false),
         isolation: isolation_from_host_config(&host),
+        process: process_from_host_config(&host),
         log_config: host
             .log_config
             .clone()
@@ -461,6 +472,23 @@ fn isolation_from_host_config(host: &b::HostConfig) -> Isolation {
             .collect(),
         security_opt: host.security_opt.clone().unwrap_or_default(),
         sysctls: host.sysctls.clone().unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// `HostConfig`'s init, `/dev/shm` size, extra hosts and ulimits (sorted by name).
+fn process_from_host_config(host: &b::HostConfig) -> ProcessSettings {
+    let mut ulimits: Vec<(String, i64, i64)> = host
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u| (u.name.clone().unwrap_or_default(), u.soft.unwrap_or_default(), u.hard.unwrap_or_default()))
+        .collect();
+    ulimits.sort();
+    ProcessSettings {
+        init: host.init.unwrap_or(false),
+        shm_size: host.shm_size.filter(|size| *size > 0),
+        extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
+        ulimits,
     }
 }
 

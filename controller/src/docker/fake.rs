@@ -568,6 +568,11 @@ pub fn created_with_id(config: &ContainerConfig, image: &ImageInfo, id: &str) ->
             ipc_mode: config.isolation.ipc_mode.clone().or_else(|| Some("private".to_owned())),
             ..config.isolation.clone()
         },
+        // The engine reports its default `/dev/shm` size as if declared.
+        process: crate::docker::ProcessSettings {
+            shm_size: config.process.shm_size.or(Some(64 << 20)),
+            ..config.process.clone()
+        },
         log_config: Some(config.log_config.clone().unwrap_or(crate::docker::LogConfig {
             driver: "json-file".to_owned(),
             options: BTreeMap::new(),

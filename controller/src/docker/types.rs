@@ -41,6 +41,8 @@ pub struct ContainerConfig {
     pub read_only_rootfs: bool,
     /// PID and IPC namespaces, devices, security options and sysctls.
     pub isolation: Isolation,
+    /// Init, `/dev/shm` size, extra hosts and ulimits.
+    pub process: ProcessSettings,
     pub log_config: Option<LogConfig>,
     /// Ordered: the first network is attached at create (Docker allows one), the rest are connected
     /// before the container starts. Empty: Docker's default bridge.
@@ -66,6 +68,21 @@ pub struct Isolation {
     /// `HostConfig.SecurityOpt`, as sent.
     pub security_opt: Vec<String>,
     pub sysctls: BTreeMap<String, String>,
+}
+
+/// How the container's processes run (`docker run --init --shm-size --add-host --ulimit`), as
+/// declared at create and as inspect reports them (`HostConfig`). Each only a new container changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// `HostConfig.Init`; false: none (inspect reports no init as `null`).
+    pub init: bool,
+    /// `HostConfig.ShmSize` in bytes; `None` at create: the engine's default (64 MiB), which
+    /// inspect then reports.
+    pub shm_size: Option<i64>,
+    /// `HostConfig.ExtraHosts`, `HOST:IP`.
+    pub extra_hosts: Vec<String>,
+    /// `HostConfig.Ulimits`: name, soft, hard; sorted by name.
+    pub ulimits: Vec<(String, i64, i64)>,
 }
 
 /// A host device in the container (`HostConfig.Devices`).
@@ -290,6 +307,8 @@ pub struct ObservedContainer {
     pub read_only_rootfs: bool,
     /// PID and IPC namespaces, devices, security options and sysctls.
     pub isolation: Isolation,
+    /// Init, `/dev/shm` size, extra hosts and ulimits, as `HostConfig` reports them.
+    pub process: ProcessSettings,
     pub log_config: Option<LogConfig>,
     /// `HostConfig.NetworkMode` (`default`, `bridge`, `host`, `none`, a network name, `container:...`).
     pub network_mode: Option<String>,

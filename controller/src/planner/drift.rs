@@ -15,7 +15,7 @@ use kedge_crds::FieldDiff;
 use crate::docker::labels;
 use crate::docker::{
     ContainerConfig, DeviceMapping, Healthcheck, ImageInfo, Isolation, Mount, MountSource, NetworkAttachment,
-    ObservedContainer, PortBinding, Resources, RestartPolicy, RestartPolicyKind,
+    ObservedContainer, PortBinding, ProcessSettings, Resources, RestartPolicy, RestartPolicyKind,
 };
 use crate::mapping::{parse_observed_link, short_id, RESTARTED_AT_LABEL};
 
@@ -209,6 +209,7 @@ pub(crate) fn compare(
     }
 
     compare_isolation(&desired.isolation, &observed.isolation, &mut drift.findings);
+    compare_process(&desired.process, &observed.process, &mut drift.findings);
     compare_resources(&desired.resources, &observed.resources, &mut drift.findings);
     let want_mode = ModeClass::of(desired.network_mode.as_deref());
     let have_mode = ModeClass::of(observed.network_mode.as_deref());
@@ -446,6 +447,36 @@ fn compare_isolation(want: &Isolation, have: &Isolation, findings: &mut Vec<Find
     if want.sysctls != have.sysctls {
         recreate("spec.sysctls", Some(format!("{:?}", want.sysctls)), Some(format!("{:?}", have.sysctls)));
     }
+}
+
+/// `init`, `shmSize`, `extraHosts` and `ulimits`: each only a new container changes. An undeclared
+/// `/dev/shm` size is the engine's default, which inspect reports as if declared.
+fn compare_process(want: &ProcessSettings, have: &ProcessSettings, findings: &mut Vec<Finding>) {
+    let mut recreate = |field: &str, want: String, have: String| {
+        if want != have {
+            findings.push(Finding {
+                diff: FieldDiff { field: field.to_owned(), desired: Some(want), actual: Some(have) },
+                repair: Repair::Recreate,
+            });
+        }
+    };
+    recreate("spec.init", want.init.to_string(), have.init.to_string());
+    if let Some(size) = want.shm_size {
+        recreate(
+            "spec.shmSize",
+            size.to_string(),
+            have.shm_size.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        );
+    }
+    let (want_hosts, have_hosts): (BTreeSet<String>, BTreeSet<String>) =
+        (want.extra_hosts.iter().cloned().collect(), have.extra_hosts.iter().cloned().collect());
+    recreate("spec.extraHosts", render_set(&want_hosts), render_set(&have_hosts));
+    let render_limits = |limits: &[(String, i64, i64)]| {
+        let rendered: Vec<String> =
+            limits.iter().map(|(name, soft, hard)| format!("{name}={soft}:{hard}")).collect();
+        render_list(&rendered)
+    };
+    recreate("spec.ulimits", render_limits(&want.ulimits), render_limits(&have.ulimits));
 }
 
 fn compare_resources(want: &Resources, have: &Resources, findings: &mut Vec<Finding>) {

@@ -1108,6 +1108,36 @@ fn start_interval_is_sent_and_compared_only_where_the_engine_has_it() {
 }
 
 #[test]
+fn process_settings_recreate_and_the_engine_default_shm_size_is_not_drift() {
+    let before = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let running = observed(&before, |o| o.process.shm_size = Some(64 << 20));
+    check(&before, Some(&running), &facts(), NOTHING);
+    let recreate = |after: &str, drift: &[&str]| {
+        check(&spec(after), Some(&running), &facts(), Expect { actions: &["Recreate"], drift });
+    };
+    recreate(r#"{"image": "kedge-test/app:v1", "init": true}"#, &["spec.init"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "shmSize": "128Mi"}"#, &["spec.shmSize"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "extraHosts": ["db:10.0.0.5"]}"#, &["spec.extraHosts"]);
+    recreate(
+        r#"{"image": "kedge-test/app:v1", "ulimits": {"nofile": {"soft": 10, "hard": 20}}}"#,
+        &["spec.ulimits"],
+    );
+    // Declared and created so: nothing to do, whatever the order of the hosts.
+    let full = spec(
+        r#"{"image": "kedge-test/app:v1", "init": true, "shmSize": "128Mi", "extraHosts": ["a:10.0.0.1", "b:10.0.0.2"],
+            "ulimits": {"nproc": {"soft": 5, "hard": 5}, "nofile": {"soft": 10, "hard": 20}}}"#,
+    );
+    check(&full, Some(&observed(&full, |o| o.process.extra_hosts.reverse())), &facts(), NOTHING);
+    // Removed from the spec: the container still has them, so it is recreated without.
+    check(
+        &before,
+        Some(&observed(&full, |_| {})),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.init", "spec.extraHosts", "spec.ulimits"] },
+    );
+}
+
+#[test]
 fn isolation_changes_recreate_and_the_engine_default_ipc_mode_is_not_drift() {
     let before = spec(r#"{"image": "kedge-test/app:v1"}"#);
     let running = observed(&before, |_| {});

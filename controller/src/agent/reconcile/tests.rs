@@ -332,6 +332,39 @@ async fn a_missing_dependency_waits_without_acting() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_completed_dependency_waits_for_the_job_to_exit_0() {
+    let f = fixture().await;
+    let job = spec("job", r#"{"image": "kedge-test/app:v1"}"#);
+    let web = spec(
+        "web",
+        r#"{"image": "kedge-test/app:v1", "dependsOn": [{"name": "job", "condition": "completed"}]}"#,
+    );
+    f.specs(&[&job, &web], 1);
+    // The job runs: not completed yet.
+    f.reconcile("default/job").await;
+    assert_eq!(f.reconcile("default/web").await, Next::After(f.agent.config.dependency_poll));
+    assert!(f.engine.container("web").is_none());
+    // It failed (exit 3): still not completed.
+    f.engine.add_container(exited_like(&f.engine.container("job").unwrap(), 3));
+    assert_eq!(f.reconcile("default/web").await, Next::After(f.agent.config.dependency_poll));
+    assert!(f.engine.container("web").is_none());
+    // It exited 0: the dependent starts (and stays up: the gate is the job's exit, not its running).
+    f.engine.add_container(exited_like(&f.engine.container("job").unwrap(), 0));
+    f.reconcile("default/web").await;
+    assert!(f.engine.container("web").is_some(), "created once the job completed");
+}
+
+/// `container` as it is after exiting with `code`.
+fn exited_like(container: &ObservedContainer, code: i64) -> ObservedContainer {
+    let mut exited = container.clone();
+    exited.state.running = false;
+    exited.state.status = crate::docker::ContainerStatus::Exited;
+    exited.state.exit_code = Some(code);
+    exited.state.finished_at = Some("2026-01-01T00:00:00.000Z".to_owned());
+    exited
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_loop_is_started_again_after_1_2_4_8_16_seconds() {
     let f = fixture().await;
     let web = spec("web", r#"{"image": "kedge-test/app:v1"}"#);
