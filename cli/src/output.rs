@@ -46,6 +46,11 @@ pub fn column_widths(header: &[&str], rows: &[Vec<String>], min_width: usize) ->
     widths
 }
 
+/// Bytes as megabytes with one decimal (`12.3`), as pull progress reads.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1_000_000.0)
+}
+
 /// One row padded to `widths` (for streaming rows under a header printed earlier).
 pub fn table_row(widths: &[usize], row: &[String]) -> String {
     let mut line = String::new();
@@ -479,6 +484,21 @@ pub fn describe_container(container: &Container, events: &[Event], now: DateTime
         field("Secret Env", map_lines(&sources, 18));
     }
     field("Last Error", status.and_then(|s| s.last_error.clone()).unwrap_or_else(|| NONE.to_owned()));
+    if let Some(pull) = status.and_then(|s| s.pull.as_ref()) {
+        // A long pull under way (the agent writes it while the pull runs).
+        field(
+            "Pulling",
+            format!(
+                "{}: {} of {} layers done, {} of {} MB, since {}",
+                pull.image,
+                pull.layers_done,
+                pull.layers,
+                megabytes(pull.bytes_done),
+                megabytes(pull.bytes_total),
+                pull.started_at
+            ),
+        );
+    }
     if let Some(update) = status.and_then(|s| s.update.as_ref()) {
         // The update policy's findings: the newer tag the agent runs instead of spec.image (the
         // stored spec is never rewritten), and an update found but held back.

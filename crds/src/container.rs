@@ -842,6 +842,27 @@ pub struct ContainerStatus {
     /// flap limit and its backoff outlive an agent restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<UnhealthyRemediation>,
+    /// A pull for this spec that has been running for a few seconds: how far it got, rewritten as
+    /// it goes (at most once a second). Gone once the pull ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullStatus>,
+}
+
+/// How far a long pull got (see [`ContainerStatus::pull`]), summed over the image's layers as the
+/// engine reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PullStatus {
+    /// The image being pulled.
+    pub image: String,
+    /// When the pull began (RFC 3339).
+    pub started_at: String,
+    /// Layers the engine named so far, and those done (downloaded and extracted, or already there).
+    pub layers: u32,
+    pub layers_done: u32,
+    /// Bytes downloaded, and the sum of the sizes of the layers whose size is known so far.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 /// Where a spec's image updates stand (see [`ContainerStatus::update`]). The spec in the store is

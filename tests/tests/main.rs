@@ -18,6 +18,7 @@ mod agent_metrics;
 mod agent_notify;
 mod agent_outage;
 mod agent_ownership;
+mod agent_pull_progress;
 mod agent_repairs;
 mod agent_restart;
 mod agent_supervision;

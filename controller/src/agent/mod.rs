@@ -23,6 +23,7 @@ mod limits;
 mod lock;
 pub mod placements;
 pub mod policies;
+mod pulls;
 mod reconcile;
 mod report;
 pub mod requests;

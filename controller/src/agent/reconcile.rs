@@ -25,7 +25,7 @@ use crate::docker::{
 };
 use crate::events::EventType;
 use crate::executor::{
-    base_name_of_key, is_recreate_name_of, is_retired_name_of, ActionOutcome, ExecutorError,
+    base_name_of_key, is_recreate_name_of, is_retired_name_of, ActionOutcome, ExecutorError, RecreateProgress,
 };
 use crate::mapping::RESTARTED_AT_ANNOTATION;
 use crate::planner::{self, Action, ImageFacts, ProviderContainer};
@@ -37,6 +37,7 @@ use crate::store::{keys, objects, PutCondition};
 
 use super::bindings::Binding;
 use super::limits;
+use super::pulls;
 use super::report;
 use super::soak;
 use super::status::{next_status, Observation, SyncState};
@@ -693,7 +694,11 @@ impl Agent {
                 continue;
             }
             let began = Utc::now();
-            let outcome = match self.executor.execute(action, &mut |_| {}).await {
+            let image = match action {
+                Action::Pull { image } => image.clone(),
+                _ => spec_to_run.spec.image.to_string(),
+            };
+            let outcome = match self.execute_reporting_pulls(key, spec, action, &image).await {
                 Ok(outcome) => outcome,
                 Err(ExecutorError::RolledBack { old_id, failure, .. }) => {
                     // The old container runs again: keep it, and hold this update until something changes.
@@ -1121,6 +1126,62 @@ impl Agent {
             report::action_event(action, outcome, observed, &plan.drift, plan.reason.as_deref());
         tracing::info!(key, reason, "{message}");
         self.events.record(key, EventType::Normal, reason, &message).await;
+    }
+
+    /// Carries `action` out. A pull in it (a pull action, or a recreate's) that runs longer than
+    /// [`pulls::REPORT_AFTER`] is shown in the spec's status as it goes (`agent/pulls.rs`).
+    async fn execute_reporting_pulls(
+        &self,
+        key: &str,
+        spec: &Container,
+        action: &Action,
+        image: &str,
+    ) -> Result<ActionOutcome, ExecutorError> {
+        let began = kedge_crds::meta::rfc3339(Utc::now());
+        let tally = std::sync::Mutex::new(pulls::PullTally::default());
+        let mut on_progress = |progress: RecreateProgress| {
+            if let (RecreateProgress::Pull(line), Ok(mut tally)) = (progress, tally.lock()) {
+                tally.record(&line);
+            }
+        };
+        let execute = self.executor.execute(action, &mut on_progress);
+        tokio::pin!(execute);
+        let first = tokio::time::Instant::now() + pulls::REPORT_AFTER;
+        let mut ticker = tokio::time::interval_at(first, pulls::REPORT_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut written: Option<kedge_crds::PullStatus> = None;
+        loop {
+            tokio::select! {
+                outcome = &mut execute => return outcome,
+                _ = ticker.tick() => {
+                    let now = match tally.lock() {
+                        Ok(tally) if !tally.is_empty() => tally.status(image, &began),
+                        _ => continue,
+                    };
+                    if written.as_ref() != Some(&now) {
+                        self.write_pull_status(key, spec, now.clone()).await;
+                        written = Some(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the last status with `pull` in it (a status of its own for a spec that has none yet).
+    /// A failed write is only logged: the next tick or the status after the pull writes again.
+    async fn write_pull_status(&self, key: &str, spec: &Container, pull: kedge_crds::PullStatus) {
+        let mut status = self.previous_status(key, spec).await.unwrap_or_else(|| ContainerStatus {
+            host: Some(self.config.host_name.clone()),
+            ..ContainerStatus::default()
+        });
+        status.pull = Some(pull);
+        let (namespace, name) = (spec.metadata.namespace.as_str(), spec.metadata.name.as_str());
+        match objects::put_status(self.store.as_ref(), namespace, name, &status, PutCondition::Always).await {
+            Ok(_) => {
+                self.statuses_lock().insert(key.to_owned(), status);
+            }
+            Err(error) => tracing::debug!(key, %error, "could not write the pull's progress"),
+        }
     }
 
     /// Writes the status for `spec` if it differs from the last one written. Returns false when the

@@ -196,6 +196,8 @@ pub fn next_status(
         update: seen.update.clone(),
         remediation: seen.remediation.clone(),
         last_update: seen.last_update.clone(),
+        // Written only while a pull runs (`agent/pulls.rs`); any status written after it ends drops it.
+        pull: None,
     }
 }
 
