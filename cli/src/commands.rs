@@ -139,8 +139,9 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         }
         Commands::Schema { kind } => {
             match kind {
-                ObjectKind::Container => println!("{}", kedge_crds::schema_json()),
-                ObjectKind::Containerset => println!("{}", kedge_crds::set_schema_json()),
+                // The texts end with their own line break (they are the checked-in files).
+                ObjectKind::Container => print!("{}", kedge_crds::schema_json()),
+                ObjectKind::Containerset => print!("{}", kedge_crds::set_schema_json()),
                 ObjectKind::Secret => {
                     return Err(CliError::usage(
                         "a Secret has no schema of its own: `data` maps keys to strings",

@@ -185,7 +185,7 @@ pub fn started(container: &ObservedContainer) -> Option<String> {
 }
 
 fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text?).ok().map(|time| time.with_timezone(&Utc))
+    kedge_crds::meta::parse_rfc3339(text?)
 }
 
 #[cfg(test)]

@@ -123,6 +123,17 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// [`rfc3339`] with milliseconds, for records whose sub-second order matters (an update's `readyAt`,
+/// the remediations of a flap limit).
+pub fn rfc3339_millis(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Reads a time kedge (or the engine) wrote as RFC 3339, in UTC; `None` when it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc))
+}
+
 fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_owned()
 }

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use kedge_crds::{Container, ContainerStatus, LastUpdate};
 
 use crate::docker::{HealthStatus, ObservedContainer};
@@ -135,13 +135,7 @@ pub(crate) fn rollback_plan(
     replaced.then_some(plan)
 }
 
-fn stamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse(at: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(at).ok().map(|at| at.with_timezone(&Utc))
-}
+use kedge_crds::meta::{parse_rfc3339 as parse, rfc3339_millis as stamp};
 
 #[cfg(test)]
 mod tests {
