@@ -296,6 +296,7 @@ impl Executor {
                 };
             }
 
+            let mut old_image_removed = false;
             if start_first {
                 // The new container holds the name and is proven: the old one (already under its
                 // retired name) is stopped, removed and its image cleaned up in the background.
@@ -305,45 +306,31 @@ impl Executor {
                     stop_timeout: strategy.stop_timeout,
                     remove_image: strategy.remove_old_image.then(|| (old.image_id.clone(), new_id.clone())),
                 });
-                progress(RecreateProgress::Step(RecreateStep::Done));
-                let report = RecreateReport {
-                    name: name.clone(),
-                    recreate_id: recreate_id.clone(),
-                    old_id: Some(old.id.clone()),
-                    new_id,
-                    old_image_removed: false,
-                    duration: started.elapsed(),
-                    old_image_id: Some(old.image_id.clone()),
-                    order: Some(order),
-                    order_reason,
-                    ready_after,
-                };
-                info!(duration = ?report.duration, "recreated; the old container stops in the background");
-                return Ok(report);
-            }
+            } else {
+                progress(RecreateProgress::Step(RecreateStep::RemoveOld));
+                self.docker
+                    .remove_container(&old.id, RemoveOptions { force: true, anonymous_volumes: false })
+                    .instrument(info_span!("remove_old"))
+                    .await
+                    .map_err(|source| ExecutorError::Docker {
+                        step: "remove old container",
+                        container: old.id.clone(),
+                        source,
+                    })?;
+                fail_point!("recreate.after_remove_old");
 
-            progress(RecreateProgress::Step(RecreateStep::RemoveOld));
-            self.docker
-                .remove_container(&old.id, RemoveOptions { force: true, anonymous_volumes: false })
-                .instrument(info_span!("remove_old"))
-                .await
-                .map_err(|source| ExecutorError::Docker {
-                    step: "remove old container",
-                    container: old.id.clone(),
-                    source,
-                })?;
-            fail_point!("recreate.after_remove_old");
-
-            let mut old_image_removed = false;
-            if strategy.remove_old_image {
-                progress(RecreateProgress::Step(RecreateStep::RemoveOldImage));
-                let new_image =
-                    self.docker.inspect_container(&new_id).await.ok().flatten().map(|c| c.image_id);
-                if new_image.as_deref() != Some(old.image_id.as_str()) {
-                    match self.docker.remove_image_if_unused(&old.image_id).await {
-                        Ok(removed) => old_image_removed = removed,
-                        // The recreate itself succeeded; a leftover image is not worth failing it.
-                        Err(e) => warn!(image = %old.image_id, error = %e, "could not remove the old image"),
+                if strategy.remove_old_image {
+                    progress(RecreateProgress::Step(RecreateStep::RemoveOldImage));
+                    let new_image =
+                        self.docker.inspect_container(&new_id).await.ok().flatten().map(|c| c.image_id);
+                    if new_image.as_deref() != Some(old.image_id.as_str()) {
+                        match self.docker.remove_image_if_unused(&old.image_id).await {
+                            Ok(removed) => old_image_removed = removed,
+                            // The recreate itself succeeded; a leftover image is not worth failing it.
+                            Err(e) => {
+                                warn!(image = %old.image_id, error = %e, "could not remove the old image")
+                            }
+                        }
                     }
                 }
             }
@@ -360,7 +347,11 @@ impl Executor {
                 order_reason,
                 ready_after,
             };
-            info!(duration = ?report.duration, "recreated");
+            if start_first {
+                info!(duration = ?report.duration, "recreated; the old container stops in the background");
+            } else {
+                info!(duration = ?report.duration, "recreated");
+            }
             Ok(report)
         }
         .instrument(span)
