@@ -53,9 +53,22 @@ impl fmt::Display for SpecError {
         if !self.path.is_empty() {
             write!(f, ": {}", self.path)?;
         }
-        write!(f, ": {}", self.message)
+        // A message may quote the value it is about, and a hostile value can be megabytes long: one
+        // error stays one readable line.
+        match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((cut, _)) => write!(
+                f,
+                ": {}... (the message is {} bytes; shortened)",
+                &self.message[..cut],
+                self.message.len()
+            ),
+            None => write!(f, ": {}", self.message),
+        }
     }
 }
+
+/// How much of a [`SpecError`]'s message is displayed.
+const MAX_MESSAGE_CHARS: usize = 500;
 
 impl std::error::Error for SpecError {}
 

@@ -75,7 +75,11 @@ impl FromStr for ImageReference {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let fail = |why: &str| Err(format!("invalid image reference `{text}`: {why}"));
+        let shown = match text.char_indices().nth(100) {
+            Some((cut, _)) => format!("{}...", &text[..cut]),
+            None => text.to_owned(),
+        };
+        let fail = |why: &str| Err(format!("invalid image reference `{shown}`: {why}"));
         if text.is_empty() {
             return fail("it is empty");
         }
