@@ -48,6 +48,7 @@ pub enum Need {
 /// row here (a `GET` row covers `HEAD`).
 pub const FIXED_RULES: &[(&str, &str, Need)] = &[
     ("GET", "/version", Need::Read),
+    ("GET", "/api/v1/whoami", Need::Read),
     // Counts and durations, no names of anything: every role may scrape.
     ("GET", "/metrics", Need::Read),
     ("GET", "/api/v1/events", Need::Read),
@@ -219,6 +220,7 @@ pub(super) async fn guard(State(state): State<AppState>, mut request: Request, n
         .with("lacks", json!(lacks))
         .into_response();
     }
+    request.extensions_mut().insert(identity);
     next.run(request).await
 }
 
