@@ -86,13 +86,26 @@ async fn js(client: &Client, script: &str) -> Value {
     client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script}: {e}"))
 }
 
-/// Polls `script` in the page until it answers something other than `null`/`false`.
+/// Polls `script` in the page until it answers something other than `null`/`false`; on timeout the
+/// panic shows where the page is and what it says.
 async fn page_until(client: &Client, what: &str, script: &str) -> Value {
-    eventually(what, DEADLINE, || async {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
         let value = js(client, script).await;
-        (!value.is_null() && value != json!(false)).then_some(value)
-    })
-    .await
+        if !value.is_null() && value != json!(false) {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            let page = js(
+                client,
+                "return [location.href, document.getElementById('error').textContent, \
+                 document.getElementById('view').textContent.slice(0, 2000)]",
+            )
+            .await;
+            panic!("timed out after {DEADLINE:?} waiting for {what}; the page: {page}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +141,33 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
         let (address, token) = (api_address.clone(), token.clone());
         async move { http(&address, "GET", &path, Some(&token), None).await }
     };
+    // A ContainerSet of one replica (its child runs here too) and a GitSource whose fetch fails.
+    let set = format!("set-{id}");
+    let set_body = json!({
+        "apiVersion": "kedge.io/v1", "kind": "ContainerSet",
+        "metadata": {"name": set, "namespace": namespace},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "pool"}}, "spec": {
+            "image": "kedge-test/app:v1", "stopGracePeriod": "1s",
+            "labels": {kedge_tests::TEST_LABEL: id}}}},
+    });
+    let path = format!("/api/v1/namespaces/{namespace}/containersets/{set}");
+    let put = http(&api_address, "PUT", &path, Some(&token), Some(set_body.to_string().as_bytes())).await;
+    assert!(put.status < 300, "{}", String::from_utf8_lossy(&put.body));
+    let source = format!("git-{id}");
+    let source_url = format!("file:///nonexistent/{id}.git");
+    let source_body = json!({
+        "apiVersion": "kedge.io/v1", "kind": "GitSource",
+        "metadata": {"name": source, "namespace": namespace},
+        "spec": {"url": source_url, "branch": "main", "interval": "1m"},
+    });
+    let path = format!("/api/v1/namespaces/{namespace}/gitsources/{source}");
+    let put = http(&api_address, "PUT", &path, Some(&token), Some(source_body.to_string().as_bytes())).await;
+    assert!(put.status < 300, "{}", String::from_utf8_lossy(&put.body));
+    eventually("the set's replica to be ready", Duration::from_secs(60), || async {
+        let set = api_get(format!("/api/v1/namespaces/{namespace}/containersets/{set}")).await.json();
+        (set["status"]["readyReplicas"] == json!(1)).then_some(())
+    })
+    .await;
 
     // `kedge dashboard` with the CLI's credentials in its environment, never in the browser.
     let mut dashboard = Group::spawn(
@@ -178,24 +218,32 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
 
     // Containers: every one the API lists, with its restarts; the markup-shaped label stays text.
     client.goto(&format!("{url}#/containers")).await.expect("open the dashboard");
-    let listed = api_get(format!("/api/v1/namespaces/{namespace}/containers")).await.json();
-    let names: Vec<String> = listed["items"]
+    let listed = api_get("/api/v1/containers".into()).await.json();
+    let mut names: Vec<String> = listed["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["metadata"]["name"].as_str().unwrap().to_owned())
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["metadata"]["namespace"].as_str().unwrap(),
+                c["metadata"]["name"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert_eq!(names.len(), 2, "{listed}");
-    for name in &names {
-        page_until(
-            &client,
-            &format!("the row of {name}"),
-            &format!("return document.querySelector('tr[data-container=\"{namespace}/{name}\"]') !== null"),
-        )
-        .await;
-    }
-    let rows = js(&client, "return document.querySelectorAll('tr[data-container]').length").await;
-    assert_eq!(rows, json!(names.len()), "the page lists exactly what the API lists");
+    names.sort();
+    assert_eq!(names.len(), 3, "two containers and the set's replica: {listed}");
+    let shown = page_until(
+        &client,
+        "the page to list every container the API lists",
+        &format!(
+            "const rows = [...document.querySelectorAll('tr[data-container]')].map(r => r.getAttribute('data-container')).sort(); \
+             return JSON.stringify(rows) === JSON.stringify({}) && rows",
+            serde_json::to_string(&names).unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(shown, json!(names), "the page lists exactly what the API lists");
     let label = js(
         &client,
         &format!("return document.querySelector('tr[data-container=\"{namespace}/{marked}\"] td.labels').textContent"),
@@ -218,6 +266,57 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     let status = api_get(format!("/api/v1/namespaces/{namespace}/containers/{killed}")).await.json();
     assert!(status["status"]["restartCount"].as_u64().unwrap() > before, "{status}");
 
+    // The container's page: conditions, restarts and its logs, read through the proxy.
+    let link = format!("tr[data-container=\"{namespace}/{killed}\"] td.name a");
+    client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
+    let page = page_until(
+        &client,
+        "the container's page",
+        "const logs = document.getElementById('logs'); \
+         const rows = [...document.querySelectorAll('main table tr')].map(r => r.textContent); \
+         return logs && [rows.some(r => r.startsWith('ReadyTrue')), \
+           document.querySelector('dd[data-fact=\"Restarts\"]').textContent, logs.textContent]",
+    )
+    .await;
+    assert_eq!(page[0], json!(true), "the Ready condition is listed: {page}");
+    assert!(page[1].as_str().unwrap().parse::<u64>().unwrap() > before, "{page}");
+    assert!(!page[2].as_str().unwrap().contains("unavailable"), "an admin reads the logs: {page}");
+
+    // Events, live: a second kill adds a row without a reload.
+    client.goto(&format!("{url}#/events")).await.unwrap();
+    let count = "return document.querySelectorAll('#events li').length";
+    let mentions = format!(
+        "return [...document.querySelectorAll('#events li')].filter(li => li.textContent.includes('{killed}')).length"
+    );
+    let seen =
+        page_until(&client, "the repair's events", &format!("{mentions} || null")).await.as_u64().unwrap();
+    let rows_before = js(&client, count).await.as_u64().unwrap();
+    js(&client, "window.__kedgeMarker = 43; return null").await;
+    let kill = docker_cli(&["kill", &killed]);
+    assert!(kill.status.success(), "docker kill: {}", String::from_utf8_lossy(&kill.stderr));
+    page_until(&client, "a new event on the page", &format!("{mentions} > {seen}")).await;
+    assert!(js(&client, count).await.as_u64().unwrap() > rows_before);
+    assert_eq!(js(&client, "return window.__kedgeMarker").await, json!(43), "no reload");
+
+    // ContainerSets with their rollout, GitSources with their source.
+    client.goto(&format!("{url}#/sets")).await.unwrap();
+    let row = format!("document.querySelector('tr[data-set=\"{namespace}/{set}\"]')");
+    let ready = page_until(
+        &client,
+        "the set's row",
+        &format!("const r = {row}; return r && r.children[2].textContent"),
+    )
+    .await;
+    assert_eq!(ready, json!("1/1"));
+    client.goto(&format!("{url}#/gitsources")).await.unwrap();
+    let row = format!("document.querySelector('tr[data-gitsource=\"{namespace}/{source}\"]')");
+    let shown = page_until(
+        &client,
+        "the GitSource's row",
+        &format!("const r = {row}; return r && r.children[2].textContent"),
+    )
+    .await;
+    assert_eq!(shown, json!(source_url));
     // Hosts: this agent, Ready, with the version it reports.
     client.goto(&format!("{url}#/hosts")).await.unwrap();
     let hosts = api_get("/api/v1/hosts".into()).await.json();
@@ -297,4 +396,19 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
 
     client.close().await.ok();
+}
+
+/// The proxy carries the CLI's credentials, so it never listens beyond this machine.
+#[test]
+fn the_proxy_refuses_to_listen_on_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kedge_command(dir.path())
+        .env("KEDGE_SERVER", "http://127.0.0.1:9")
+        .args(["dashboard", "--no-browser", "--address", "0.0.0.0", "--port", "0"])
+        .output()
+        .expect("kedge runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing listened: {}", String::from_utf8_lossy(&output.stdout));
 }

@@ -16,7 +16,7 @@ function el(tag, attrs, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null) continue;
     node.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
   }
@@ -376,7 +376,8 @@ async function viewContainer(root, namespace, name) {
   ];
   root.appendChild(el("dl", { id: "facts" }, facts.filter(([, v]) => v !== undefined && v !== null && v !== "")
     .map(([k, v]) => [el("dt", {}, k), el("dd", { "data-fact": k }, String(v))])));
-  root.appendChild(el("h3", {}, "Labels"), el("p", {}, labelList(c.metadata.labels)));
+  root.appendChild(el("h3", {}, "Labels"));
+  root.appendChild(el("p", {}, labelList(c.metadata.labels)));
   root.appendChild(el("h3", {}, "Conditions"));
   root.appendChild(table(["TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"], (status.conditions || []).map((k) =>
     el("tr", {}, el("td", {}, k.type), el("td", {}, k.status), el("td", {}, k.reason), el("td", {}, k.message),
@@ -387,7 +388,8 @@ async function viewContainer(root, namespace, name) {
     el("tr", {}, el("td", {}, d.field), el("td", {}, d.desired === undefined ? "-" : d.desired),
       el("td", {}, d.actual === undefined ? "-" : d.actual)))) : el("p", {}, "None recorded."));
   if (status.lastUpdate) {
-    root.appendChild(el("h3", {}, "Last update"), el("pre", {}, JSON.stringify(status.lastUpdate, null, 2)));
+    root.appendChild(el("h3", {}, "Last update"));
+    root.appendChild(el("pre", {}, JSON.stringify(status.lastUpdate, null, 2)));
   }
   root.appendChild(el("h3", {}, "Events"));
   const events = await items("/api/v1/events?namespace=" + encodeURIComponent(namespace) + "&object=" + encodeURIComponent(name));
