@@ -86,6 +86,15 @@ async fn js(client: &Client, script: &str) -> Value {
     client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script}: {e}"))
 }
 
+/// Clicks the element `css` finds, again if the page replaced it in between (the views are rendered
+/// anew on every change they follow).
+async fn click(client: &Client, css: &str) {
+    eventually(&format!("a click on {css}"), DEADLINE, || async {
+        client.find(Locator::Css(css)).await.ok()?.click().await.ok()
+    })
+    .await
+}
+
 /// Polls `script` in the page until it answers something other than `null`/`false`; on timeout the
 /// panic shows where the page is and what it says.
 async fn page_until(client: &Client, what: &str, script: &str) -> Value {
@@ -268,7 +277,7 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
 
     // The container's page: conditions, restarts and its logs, read through the proxy.
     let link = format!("tr[data-container=\"{namespace}/{killed}\"] td.name a");
-    client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
+    click(&client, &link).await;
     let page = page_until(
         &client,
         "the container's page",
@@ -336,7 +345,7 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     let input = client.find(Locator::Id("upgrade-version")).await.unwrap();
     input.clear().await.unwrap();
     input.send_keys("9.9.9").await.unwrap();
-    client.find(Locator::Id("upgrade-agents")).await.unwrap().click().await.unwrap();
+    click(&client, "#upgrade-agents").await;
     eventually("the confirmation dialog", DEADLINE, || async { client.accept_alert().await.ok() }).await;
     let created = eventually("a campaign through the API", DEADLINE, || async {
         let campaigns = api_get("/api/v1/upgrades".into()).await.json();

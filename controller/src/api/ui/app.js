@@ -204,7 +204,14 @@ async function viewHosts(root) {
   if (latest) root.appendChild(campaignView(latest));
 }
 
+// The form is made once and the same element is put back each time the view is read again (every
+// few seconds on the hosts page), so that what is being typed, and the focus, stay.
 function upgradeForm(newest) {
+  if (!state.upgradeForm) state.upgradeForm = makeUpgradeForm(newest);
+  return state.upgradeForm;
+}
+
+function makeUpgradeForm(newest) {
   const input = el("input", { id: "upgrade-version", placeholder: "version (image tag)", value: newest || "" });
   const selector = el("input", { id: "upgrade-selector", placeholder: "host label selector (optional)" });
   const result = el("span", { id: "upgrade-result" });
@@ -323,12 +330,20 @@ async function viewSets(root) {
   root.appendChild(table(["NAMESPACE", "NAME", "READY", "UPDATED", "ROLLOUT", "IMAGE", "REVISION"], sets.map((s) => {
     const status = s.status || {};
     const wanted = s.spec.replicas || 0;
-    const rollout = status.rollout ? JSON.stringify(status.rollout) : (status.failureMessage || "complete");
+    const r = status.rollout;
+    const progressing = condition(s, "Progressing");
+    let rollout = progressing ? progressing.reason + (progressing.message ? ": " + progressing.message : "") : "-";
+    if (r) {
+      rollout = "rolling out " + r.revision + ": " + (r.updated || []).length + "/" + wanted + " written, batch ["
+        + (r.batch || []).join(", ") + "]" + (r.paused ? ", paused: " + r.paused : "");
+    } else if (status.failedRevision) {
+      rollout = "revision " + status.failedRevision + " failed" + (status.failureMessage ? ": " + status.failureMessage : "");
+    }
     return el("tr", { "data-set": s.metadata.namespace + "/" + s.metadata.name },
       el("td", {}, s.metadata.namespace), el("td", {}, s.metadata.name),
       el("td", {}, (status.readyReplicas || 0) + "/" + wanted),
       el("td", {}, el("progress", { max: wanted || 1, value: status.updatedReplicas || 0 }), " " + (status.updatedReplicas || 0) + "/" + wanted),
-      el("td", {}, rollout),
+      el("td", { class: "rollout" }, rollout),
       el("td", {}, (s.spec.template && s.spec.template.spec && s.spec.template.spec.image) || "-"),
       el("td", {}, status.updateRevision || status.currentRevision || "-"));
   })));
@@ -444,13 +459,17 @@ async function render() {
     await view(root, ...parts.slice(1));
     const main = document.getElementById("view");
     const focused = document.activeElement && document.activeElement.id;
-    const caret = focused === "filter" ? document.activeElement.selectionStart : null;
+    const caret = focused && document.activeElement.tagName === "INPUT" ? document.activeElement.selectionStart : null;
     main.replaceChildren(root);
     if (focused) {
       const again = document.getElementById(focused);
       if (again) {
         again.focus();
-        if (caret !== null) again.setSelectionRange(caret, caret);
+        if (caret !== null && caret !== undefined && again.setSelectionRange) {
+          try {
+            again.setSelectionRange(caret, caret);
+          } catch (_) { /* an input type without a caret */ }
+        }
       }
     }
     document.body.setAttribute("data-rendered", String(Date.now()));
@@ -467,14 +486,10 @@ async function render() {
   }
 }
 
-// Re-renders soon, once for a burst of changes; an open form being typed in is left alone.
+// Re-renders soon, once for a burst of changes (the focused field and its caret are put back).
 function scheduleRender() {
   clearTimeout(state.refreshTimer);
-  state.refreshTimer = setTimeout(() => {
-    const active = document.activeElement;
-    if (active && active.closest && active.closest("form") && active.value) return scheduleRender();
-    render();
-  }, 300);
+  state.refreshTimer = setTimeout(render, 300);
 }
 
 function onEvent(line) {
