@@ -65,7 +65,7 @@ async fn browser(profile: &std::path::Path) -> (Group, Client) {
         "goog:chromeOptions".into(),
         json!({
             "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000",
                      format!("--user-data-dir={}", profile.display())],
         }),
     );
@@ -84,6 +84,14 @@ async fn browser(profile: &std::path::Path) -> (Group, Client) {
 /// Runs `script` in the page and answers its value.
 async fn js(client: &Client, script: &str) -> Value {
     client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script}: {e}"))
+}
+
+/// With `KEDGE_TEST_SCREENSHOTS=DIR`, saves a picture of the page as `DIR/dashboard-NAME.png` (to look
+/// at the views a run rendered).
+async fn picture(client: &Client, name: &str) {
+    let Some(dir) = std::env::var_os("KEDGE_TEST_SCREENSHOTS") else { return };
+    let png = client.screenshot().await.expect("a screenshot");
+    std::fs::write(std::path::Path::new(&dir).join(format!("dashboard-{name}.png")), png).expect("written");
 }
 
 /// Clicks the element `css` finds, again if the page replaced it in between (the views are rendered
@@ -253,6 +261,7 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     )
     .await;
     assert_eq!(shown, json!(names), "the page lists exactly what the API lists");
+    picture(&client, "containers").await;
     let label = js(
         &client,
         &format!("return document.querySelector('tr[data-container=\"{namespace}/{marked}\"] td.labels').textContent"),
@@ -290,6 +299,7 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     assert_eq!(page[0], json!(true), "the Ready condition is listed: {page}");
     assert!(page[1].as_str().unwrap().parse::<u64>().unwrap() > before, "{page}");
     assert!(!page[2].as_str().unwrap().contains("unavailable"), "an admin reads the logs: {page}");
+    picture(&client, "container").await;
 
     // Events, live: a second kill adds a row without a reload.
     client.goto(&format!("{url}#/events")).await.unwrap();
@@ -317,6 +327,7 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     )
     .await;
     assert_eq!(ready, json!("1/1"));
+    picture(&client, "sets").await;
     client.goto(&format!("{url}#/gitsources")).await.unwrap();
     let row = format!("document.querySelector('tr[data-gitsource=\"{namespace}/{source}\"]')");
     let shown = page_until(
@@ -369,6 +380,7 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     )
     .await;
     assert!(host_state.as_str().is_some_and(|s| !s.is_empty()), "{host_state}");
+    picture(&client, "hosts").await;
     let cancel =
         http(&api_address, "POST", &format!("/api/v1/upgrades/{id}/cancel"), Some(&token), None).await;
     assert!(
