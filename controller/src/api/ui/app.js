@@ -496,7 +496,11 @@ function onEvent(line) {
   if (!line || !line.object) return;
   if (location.hash.startsWith("#/events")) {
     const list = document.getElementById("events");
-    if (list) list.insertBefore(eventRow(line.object), list.firstChild);
+    if (list) {
+      list.insertBefore(eventRow(line.object), list.firstChild);
+      // A page left open for days keeps the newest few hundred.
+      while (list.children.length > 500) list.removeChild(list.lastChild);
+    }
     return;
   }
   scheduleRender();
