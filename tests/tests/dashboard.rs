@@ -417,6 +417,8 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
 
     client.close().await.ok();
+    // Stopped before the scope's cleanup removes the containers, so that nothing recreates them.
+    agent.stop().await.expect("the agent stops cleanly");
 }
 
 /// The proxy carries the CLI's credentials, so it never listens beyond this machine.
