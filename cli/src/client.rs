@@ -78,13 +78,15 @@ pub struct Answer {
     pub outcome: Option<String>,
 }
 
-type BodyStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
 
 /// An answer of either transport, before its status is judged.
-struct Response {
-    status: StatusCode,
-    outcome: Option<String>,
-    body: BodyStream,
+pub struct Response {
+    pub status: StatusCode,
+    pub outcome: Option<String>,
+    /// The answer's `Content-Type` (JSON, or newline-delimited JSON for watches and logs).
+    pub content_type: Option<String>,
+    pub body: BodyStream,
 }
 
 impl Client {
@@ -237,6 +239,13 @@ impl Client {
         body: Option<&Value>,
     ) -> CliResult<Response> {
         let body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
+        self.forward(method, path, body).await
+    }
+
+    /// Sends `body` (JSON bytes, when any) as it is and answers the response unjudged, its body a
+    /// stream: for `kedge dashboard`'s proxy, which passes answers and streams on to the browser.
+    /// Only an unreachable server is an error.
+    pub async fn forward(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> CliResult<Response> {
         match &self.transport {
             Transport::Tcp(http) => self.tcp_request(http, method, path, body).await,
             Transport::Unix(socket) => self.unix_request(socket, method, path, body).await,
@@ -274,6 +283,7 @@ impl Client {
         Ok(Response {
             status: response.status(),
             outcome: outcome_header(response.headers()),
+            content_type: content_type(response.headers()),
             body: Box::pin(
                 response.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec()).map_err(|e| root_cause(&e))),
             ),
@@ -304,13 +314,14 @@ impl Client {
         let response = sender.send_request(request).await.map_err(|e| self.unreachable(root_cause(&e)))?;
         let status = response.status();
         let outcome = outcome_header(response.headers());
+        let content_type = content_type(response.headers());
         let body = http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async move {
             match frame {
                 Ok(frame) => frame.into_data().ok().map(|data| Ok(data.to_vec())),
                 Err(error) => Some(Err(root_cause(&error))),
             }
         });
-        Ok(Response { status, outcome, body: Box::pin(body) })
+        Ok(Response { status, outcome, content_type, body: Box::pin(body) })
     }
 
     fn unreachable(&self, cause: String) -> CliError {
@@ -321,6 +332,10 @@ impl Client {
 
 fn outcome_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers.get("x-kedge-outcome").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn content_type(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// The innermost cause of an error: "Connection refused", not "error sending request".

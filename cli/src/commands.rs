@@ -38,6 +38,7 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::Upgrade { .. }
         | Commands::UpgradeHelper(_)
         | Commands::Policy { .. }
+        | Commands::Dashboard(_)
         | Commands::Token { .. }
         | Commands::Reconcile { .. }
         | Commands::Healthcheck(_) => {

@@ -5,7 +5,7 @@
 //! (answers that are no crds kind), `output` (every table, YAML and describe page), `config` (server,
 //! token and contexts), `error` (exit codes), `base` (connecting, input files, decoding); `sets` (a
 //! ContainerSet's row and page), `kinds` (the per-kind table of `get`: a crds kind's row, `Table`),
-//! `secrets` (a Secret's row and page, `create secret`), `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `token`, `lifecycle`, `run`, `check`, `recreate`.
+//! `secrets` (a Secret's row and page, `create secret`), `objects` (apply/prune/diff/delete/describe of declared kinds); then the verbs: `get`, `commands` (one function per command), `upgrade`, `token`, `dashboard` (the local proxy of the web dashboard), `lifecycle`, `run`, `check`, `recreate`.
 
 mod agent;
 mod base;
@@ -13,6 +13,7 @@ mod check;
 mod client;
 mod commands;
 mod config;
+mod dashboard;
 mod error;
 mod get;
 mod gitsources;
@@ -349,6 +350,16 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// The web dashboard on a local port, through a proxy that adds this CLI's credentials
+    /// (docs/dashboard.md).
+    #[command(after_help = "Examples:\n  kedge dashboard\n  kedge dashboard --port 0 --no-browser\n  \
+kedge --context lab dashboard --port 9000\n\n\
+Prints `Dashboard at http://127.0.0.1:PORT/ui/` and opens it with xdg-open unless --no-browser.\n\
+The browser never sees the token: the proxy adds it to each request it forwards to the server.\n\
+It listens only on loopback, answers only requests addressed to its own host and port (DNS\n\
+rebinding), and forwards changes (POST, PUT, DELETE) only from its own page's origin (CSRF).\n\
+What the page may do is what the CLI's token may do: the upgrade button shows for admins only.")]
+    Dashboard(dashboard::DashboardArgs),
     /// The API's scoped tokens: `kedge token create|list|revoke` (docs/access.md).
     Token {
         #[command(subcommand)]
@@ -672,6 +683,7 @@ fn main() -> ExitCode {
             Commands::UpgradeHelper(args) => upgrade::helper(args).await,
             Commands::Policy { command } => policy::run(command, &cli.global).await,
             Commands::Token { command } => token::run(command, &cli.global).await,
+            Commands::Dashboard(args) => dashboard::run(args, &cli.global).await,
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
             Commands::Reconcile { kind: ReconcileKind::Gitsource, name } => {
                 gitsources::reconcile(&name, &cli.global).await

@@ -31,6 +31,7 @@ mod cli_e2e;
 mod cli_sets;
 mod compat_podman;
 mod compose;
+mod dashboard;
 mod docker_client;
 mod dockermap_actions;
 mod drift_repair;

@@ -48,6 +48,7 @@ pub enum Need {
 /// row here (a `GET` row covers `HEAD`).
 pub const FIXED_RULES: &[(&str, &str, Need)] = &[
     ("GET", "/version", Need::Read),
+    ("GET", "/api/v1/whoami", Need::Read),
     // Counts and durations, no names of anything: every role may scrape.
     ("GET", "/metrics", Need::Read),
     ("GET", "/api/v1/events", Need::Read),
@@ -219,6 +220,7 @@ pub(super) async fn guard(State(state): State<AppState>, mut request: Request, n
         .with("lacks", json!(lacks))
         .into_response();
     }
+    request.extensions_mut().insert(identity);
     next.run(request).await
 }
 
@@ -398,6 +400,48 @@ mod tests {
                 "a row for no route: {method} {pattern}"
             );
         }
+    }
+
+    /// `GET /api/v1/whoami` answers the identity the check found: the bootstrap token is an admin with
+    /// no token id, a scoped token its role, namespaces and id; no token is a 401. The dashboard's
+    /// files need none.
+    #[tokio::test]
+    async fn whoami_answers_the_callers_role_and_the_dashboard_needs_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await, true, tokio_util::sync::CancellationToken::new());
+        let (status, body) = status_of(&app, &Method::GET, "/api/v1/whoami", Some(BOOTSTRAP)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let admin: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(admin, serde_json::json!({"role": "admin", "namespaces": [], "token": null}));
+        let create = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer {BOOTSTRAP}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"role": "deployer", "namespaces": ["shop"]}"#))
+            .unwrap();
+        let response = app.clone().oneshot(create).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let created: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let bearer = created["bearer"].as_str().unwrap();
+        let (status, body) = status_of(&app, &Method::GET, "/api/v1/whoami", Some(bearer)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let deployer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            deployer,
+            serde_json::json!({"role": "deployer", "namespaces": ["shop"], "token": created["id"]})
+        );
+        let (status, _) = status_of(&app, &Method::GET, "/api/v1/whoami", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = status_of(&app, &Method::GET, "/api/v1/whoami", Some("kedge_x_wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        for path in ["/ui/", "/ui/app.js", "/ui/style.css"] {
+            let (status, body) = status_of(&app, &Method::GET, path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+        let (status, _) = status_of(&app, &Method::GET, "/ui/nothing.js", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

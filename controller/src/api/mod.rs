@@ -6,6 +6,9 @@
 //! GET    /healthz                                          no authentication; 503 with the failing task(s)
 //!                                                          while an agent task keeps dying
 //! GET    /version
+//! GET    /api/v1/whoami                                    the caller's role, namespaces and token id
+//! GET    /ui/                                              the web dashboard's files, no token (they hold no
+//!                                                          data; the page reads the API with the caller's)
 //! GET    /metrics                                          Prometheus text (docs/metrics.md); also without a
 //!                                                          token on `kedge agent --metrics-listen` ([`serve_metrics`])
 //! GET    /api/v1/{plural}, /api/v1/namespaces/{ns}/{plural}[/{name}[/status]]   every kind of
@@ -57,6 +60,7 @@ mod selector;
 pub mod tls;
 pub mod token;
 mod tokens;
+pub mod ui;
 mod upgrades;
 
 #[cfg(test)]
@@ -291,6 +295,7 @@ fn router(api: ApiState, require_token: bool, stopping: CancellationToken) -> Ro
 fn guarded_routes(kinds: &[KindRoutes]) -> Router<AppState> {
     let router = Router::new()
         .route("/version", get(version))
+        .route("/api/v1/whoami", get(whoami))
         .route("/metrics", get(metrics))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/watch/events", get(watch_events))
@@ -313,6 +318,7 @@ fn with_guard(guarded: Router<AppState>, state: AppState) -> Router {
     let guarded = guarded.route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(ui::routes())
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -435,6 +441,18 @@ pub async fn serve_metrics(
         .route("/metrics", get(move || std::future::ready(render_metrics(&metrics))))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") });
     connections::serve(listener, app, ConnectionLimits::default(), shutdown).await
+}
+
+/// `GET /api/v1/whoami`: the caller's role, its namespaces and its token's id (none for the
+/// bootstrap token and the Unix socket), so that a client (the dashboard) shows only what the role
+/// may do. The access check has already authenticated the caller and left its identity here.
+async fn whoami(identity: Option<axum::Extension<access::Identity>>) -> Json<Value> {
+    let identity = identity.map_or_else(access::Identity::bootstrap, |axum::Extension(identity)| identity);
+    Json(json!({
+        "role": identity.role,
+        "namespaces": identity.namespaces,
+        "token": identity.token,
+    }))
 }
 
 async fn version(State(state): State<AppState>) -> Json<Value> {

@@ -209,13 +209,25 @@ pub async fn http(
     body: Option<&[u8]>,
 ) -> Reply {
     let stream = tokio::net::TcpStream::connect(address).await.expect("the server accepts");
-    exchange(stream, method, path, token, body).await
+    exchange(stream, method, path, token, &[], body).await
+}
+
+/// [`http`] with headers of the caller's own (`Host`, replacing the default, or `Origin`), no token.
+pub async fn http_with_headers(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(address).await.expect("the server accepts");
+    exchange(stream, method, path, None, headers, body).await
 }
 
 /// The same over a Unix socket.
 pub async fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
     let stream = tokio::net::UnixStream::connect(socket).await.expect("the socket accepts");
-    exchange(stream, method, path, None, body).await
+    exchange(stream, method, path, None, &[], body).await
 }
 
 async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -223,9 +235,16 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     method: &str,
     path: &str,
     token: Option<&str>,
+    headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Reply {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: test\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
