@@ -148,7 +148,8 @@ fn print_figures(f: &Value) {
     println!("  leader range reads/s when idle     {}", f["leader_idle_reads_per_second"]);
     println!("  all agents' range reads/s idle     {}", f["idle_reads_per_second"]);
     println!("  etcd CPU during convergence        {} s", f["etcd_cpu_seconds_converge"]);
-    println!("  agents' (this process) CPU         {} s", f["agents_cpu_seconds_converge"]);
+    println!("  agents' CPU (their processes)     {} s", f["agents_cpu_seconds_converge"]);
+    println!("  agent processes                    {}", f["agent_processes"]);
     println!("  etcd database size                 {} MiB", f["etcd_db_mib"]);
     println!(
         "  load average start / end          {} / {}",
@@ -594,7 +595,7 @@ async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value
     sampling.cancel();
     shutdown.cancel();
     let mut figures = figures?;
-    figures["agent_processes"] = json!(fleet.pids().len());
+    figures["agent_processes"] = json!(processes);
     fleet.stop().await;
     figures["load_average_before"] = json!(load_before);
     figures["load_average_after"] = json!(common::load_average());
