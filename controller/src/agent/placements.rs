@@ -447,4 +447,68 @@ mod tests {
         assert!(specs.get("default/web").is_none());
         assert!(specs.invalid("default/web").is_some(), "set aside, so its container is left alone");
     }
+
+    fn kv(key: &str, value: Vec<u8>, revision: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn marker_of(term: i64, revision: i64) -> KeyValue {
+        let value = serde_json::to_vec(&ReadyMarker { version: LAYOUT_VERSION, term }).unwrap();
+        kv(keys::PLACEMENTS_READY, value, revision)
+    }
+
+    /// Whether `until_unvouched` is still waiting after `after`.
+    async fn still_vouched(
+        marker: &Reflector<ReadyMarker>,
+        leader: &Reflector<()>,
+        grace: std::time::Duration,
+        after: std::time::Duration,
+    ) -> bool {
+        tokio::time::timeout(after, until_unvouched(marker, leader, grace)).await.is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn placements_are_trusted_while_the_marker_names_the_current_leader() {
+        let grace = std::time::Duration::from_secs(30);
+        let marker: Reflector<ReadyMarker> =
+            Reflector::new(|kv| serde_json::from_slice(&kv.value).map_err(|e| e.to_string()));
+        let leader: Reflector<()> = Reflector::new(|_| Ok(()));
+        leader.apply(&Event::Restarted {
+            kvs: vec![kv(keys::SCHEDULER_LEADER, b"h1".to_vec(), 10)],
+            revision: 12,
+        });
+        marker.apply(&Event::Restarted { kvs: vec![marker_of(10, 12)], revision: 12 });
+        assert!(ready(&marker, &leader));
+        assert!(still_vouched(&marker, &leader, grace, grace * 4).await, "the leader of term 10 vouches");
+
+        // A leader that does not mark (an older kedge) takes over: trusted for the grace, no longer.
+        leader.apply(&Event::Put { kv: kv(keys::SCHEDULER_LEADER, b"old".to_vec(), 20), revision: 20 });
+        assert!(!ready(&marker, &leader));
+        assert!(still_vouched(&marker, &leader, grace, grace - std::time::Duration::from_secs(1)).await);
+        let started = tokio::time::Instant::now();
+        until_unvouched(&marker, &leader, grace).await;
+        assert_eq!(started.elapsed(), grace, "a fresh wait counts the whole grace again");
+
+        // A new leader of this kedge marks within the grace: the placements stay trusted.
+        leader.apply(&Event::Put { kv: kv(keys::SCHEDULER_LEADER, b"h2".to_vec(), 30), revision: 30 });
+        let waiting = until_unvouched(&marker, &leader, grace);
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(std::time::Duration::from_secs(5), &mut waiting).await.is_err());
+        marker.apply(&Event::Put { kv: marker_of(30, 31), revision: 31 });
+        assert!(tokio::time::timeout(grace * 4, &mut waiting).await.is_err(), "vouched for again");
+
+        // The marker deleted, or nobody leading: not vouched for.
+        marker.apply(&Event::Delete { key: keys::PLACEMENTS_READY.into(), revision: 40 });
+        assert!(!ready(&marker, &leader));
+        marker.apply(&Event::Put { kv: marker_of(30, 41), revision: 41 });
+        leader.apply(&Event::Delete { key: keys::SCHEDULER_LEADER.into(), revision: 42 });
+        assert!(!ready(&marker, &leader));
+    }
 }
