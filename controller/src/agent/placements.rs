@@ -4,14 +4,20 @@
 //! (`controllers/projection.rs`); each carries the spec as stored and the spec key's revisions.
 //!
 //! An agent follows `specs/` and `bindings/` (every host's: the old layout) until the leader's
-//! marker [`keys::PLACEMENTS_READY`] says the placements are complete, then only its own
-//! placements, for good. Both feed the same two caches ([`DesiredState`] and [`BindingCache`]): a
+//! marker [`keys::PLACEMENTS_READY`] says the placements are complete and names the current
+//! leader's term, then only its own placements. When the marker has not named the current leader
+//! for [`super::AgentConfig::placements_grace`] (a leader of an older kedge, which keeps no
+//! placements; no leader; no marker), it follows the old layout again, until a leader marks the
+//! placements anew. Both feed the same two caches ([`DesiredState`] and [`BindingCache`]): a
 //! placement is translated into the spec key it projects (at the spec's own revisions, so a spec
 //! is the same object whichever way it was read) and a binding to this host. The switch therefore
 //! changes nothing for the specs this host runs (same keys, same revisions: nothing is enqueued,
 //! nothing recreated), and drops the other hosts' specs from the caches. Between the old followers'
 //! end and the first list of the placements the caches are not in sync, and nothing is removed
-//! while they are not.
+//! while they are not; the same holds for a switch back. A placement whose spec the leader found
+//! unreadable keeps the last readable version and says why ([`Placement::invalid`]): its key is
+//! noted beside the spec cache ([`DesiredState::placed_invalid`]) and its reconcile reports
+//! `InvalidSpec` instead of acting.
 
 use std::sync::Arc;
 
