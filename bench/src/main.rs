@@ -7,7 +7,8 @@
 //!   start and specs applied through the API, with the agent in process or as its binary (`kedge.rs`),
 //!   optionally beside N busy loops during drift repair (`load.rs`);
 //! - `scale [--hosts H --per-host C]`: H simulated agents over in-memory engines against a
-//!   three-member etcd cluster of its own (`scale.rs`, docs/scale.md).
+//!   three-member etcd cluster of its own (`scale.rs`, docs/scale.md), the agents spread over child
+//!   processes, each a `scale-agents` (internal: started and asked by `scale`).
 
 mod common;
 mod drift;
@@ -24,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         Some("store") => store::run(&args[1..]),
         Some("suite") => suite::run(&args[1..]),
         Some("scale") => scale::run(&args[1..]),
+        Some("scale-agents") => scale::run_agents(&args[1..]),
         _ => {
             println!("usage: kedge-bench store [--etcd ENDPOINTS] | kedge-bench suite [--help] | kedge-bench scale [--hosts H --per-host C]");
             Ok(())

@@ -55,10 +55,15 @@ pub struct Options {
     /// spec: memory grows with hosts x containers), before the machine runs out.
     pub max_rss_mib: f64,
     pub profile: String,
+    /// How many child processes run the agents (`kedge-bench scale-agents`); 0: this process.
+    /// `None`: one per 100 hosts. One process of 1,000 agents on two cores starved its own lease
+    /// keep-alives; a process each has its own runtime, scheduled by the kernel.
+    pub agent_processes: Option<usize>,
 }
 
 const USAGE: &str = "usage: kedge-bench scale [--hosts 100] [--per-host 30] [--changes 50] [--idle-seconds 20] \
-[--workers 8] [--deadline-seconds 900] [--max-rss-mib 8192] [--work-dir DIR] [--profile release] [--out bench-results/latest.json]";
+[--workers 8] [--deadline-seconds 900] [--max-rss-mib 8192] [--agent-processes HOSTS/100, 0: this one] [--work-dir DIR] \
+[--profile release] [--out bench-results/latest.json]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -72,6 +77,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         work_dir: std::env::temp_dir().join(format!("kscale{}", std::process::id())),
         max_rss_mib: 8192.0,
         profile: "release".to_owned(),
+        agent_processes: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -90,6 +96,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--max-rss-mib" => o.max_rss_mib = value()?.parse().context("--max-rss-mib takes MiB")?,
             "--work-dir" => o.work_dir = PathBuf::from(value()?),
             "--profile" => o.profile = value()?.clone(),
+            "--agent-processes" => {
+                o.agent_processes = Some(value()?.parse().context("--agent-processes takes a count")?)
+            }
             other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
@@ -139,7 +148,8 @@ fn print_figures(f: &Value) {
     println!("  leader range reads/s when idle     {}", f["leader_idle_reads_per_second"]);
     println!("  all agents' range reads/s idle     {}", f["idle_reads_per_second"]);
     println!("  etcd CPU during convergence        {} s", f["etcd_cpu_seconds_converge"]);
-    println!("  agents' (this process) CPU         {} s", f["agents_cpu_seconds_converge"]);
+    println!("  agents' CPU (their processes)     {} s", f["agents_cpu_seconds_converge"]);
+    println!("  agent processes                    {}", f["agent_processes"]);
     println!("  etcd database size                 {} MiB", f["etcd_db_mib"]);
     println!(
         "  load average start / end          {} / {}",
@@ -157,57 +167,398 @@ pub async fn simulate(o: &Options) -> anyhow::Result<Value> {
 
 /// One metered agent of the simulation.
 struct SimHost {
-    name: String,
+    /// Its index in the fleet (`sim00042` is 42).
+    index: usize,
     engine: Arc<SimEngine>,
     meter: Arc<Meter>,
     stats: Arc<kedge_controller::agent::AgentStats>,
 }
 
-async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value> {
-    let load_before = common::load_average();
-    cluster.wait_healthy(Duration::from_secs(30)).await?;
-    // One client per member, the agents spread over them as a fleet's would be.
+/// Connects one client per etcd member; the agents are spread over them as a fleet's would be.
+async fn connect_members(endpoints: &[String]) -> anyhow::Result<Vec<SharedStore>> {
     let mut members: Vec<SharedStore> = Vec::new();
-    for endpoint in &cluster.clients {
+    for endpoint in endpoints {
         let mut options = EtcdOptions::new([endpoint.clone()]);
         options.request_timeout = Duration::from_secs(30);
         members.push(Arc::new(EtcdStore::connect(options).await?));
     }
+    Ok(members)
+}
+
+/// The simulated agents `range` of a fleet of `total` specs, in this process.
+struct LocalGroup {
+    hosts: Vec<SimHost>,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<Result<(), kedge_controller::agent::AgentError>>,
+}
+
+impl LocalGroup {
+    fn start(
+        members: &[SharedStore],
+        range: std::ops::Range<usize>,
+        total: usize,
+        workers: usize,
+    ) -> LocalGroup {
+        let latencies = Latencies::realistic();
+        let shutdown = CancellationToken::new();
+        let mut hosts = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in range {
+            let name = host_name(index);
+            let engine = Arc::new(SimEngine::new(latencies, &[(IMAGE, image())]));
+            let meter = Arc::new(Meter::new(name.clone(), total));
+            let store: SharedStore = Arc::new(MeteredStore {
+                inner: members[index % members.len()].clone(),
+                meter: meter.clone(),
+            });
+            let mut config = AgentConfig::new(name.clone());
+            config.workers = workers;
+            let stats = config.stats.clone();
+            // An agent that lost its host lock (its lease lapsed while the machine was saturated)
+            // ends, and is started again, as its service manager would start `kedge agent`.
+            let (sim_engine, token) = (engine.clone(), shutdown.child_token());
+            tasks.spawn(async move {
+                loop {
+                    let outcome = kedge_controller::agent::run_simulated(
+                        store.clone(),
+                        sim_engine.clone(),
+                        config.clone(),
+                        token.clone(),
+                    )
+                    .await;
+                    if token.is_cancelled() {
+                        return outcome;
+                    }
+                    eprintln!("scale: agent {} ended ({outcome:?}); starting it again", config.host_name);
+                }
+            });
+            hosts.push(SimHost { index, engine, meter, stats });
+        }
+        LocalGroup { hosts, shutdown, tasks }
+    }
+
+    fn report(&self, detail: bool) -> GroupReport {
+        let mut report = GroupReport::default();
+        for host in &self.hosts {
+            let running = host.engine.engine().running();
+            report.following += usize::from(host.stats.follows_placements());
+            report.running += running;
+            report.idle_hosts += usize::from(running == 0);
+            report.reconciles += host.stats.snapshot().reconciles;
+            report.writes += host.meter.writes.load(Ordering::Relaxed);
+            report.bytes += host.meter.write_bytes.load(Ordering::Relaxed);
+            if detail {
+                report.hosts.push(host.meter.report(host.index));
+            }
+        }
+        report
+    }
+
+    /// Waits up to `limit` for the first engine call of host `index` for spec `name` at or after
+    /// `since`; answers when it began.
+    async fn wait_change(
+        &self,
+        index: usize,
+        name: &str,
+        since: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Instant> {
+        let host = self.hosts.iter().find(|host| host.index == index).context("no such host here")?;
+        wait_until_fast(limit, || host.engine.first_change_since(&container_name(name), since)).await
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let stopping = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(60), stopping).await.is_err() {
+            eprintln!("scale: agents did not all stop within 60 s");
+        }
+    }
+}
+
+/// What a group of agents has done so far (summed), and with `detail` each host's meter.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct GroupReport {
+    following: usize,
+    running: usize,
+    /// Hosts that run no container.
+    idle_hosts: usize,
+    reconciles: u64,
+    writes: u64,
+    bytes: u64,
+    hosts: Vec<HostReport>,
+}
+
+impl GroupReport {
+    fn add(&mut self, other: GroupReport) {
+        self.following += other.following;
+        self.running += other.running;
+        self.idle_hosts += other.idle_hosts;
+        self.reconciles += other.reconciles;
+        self.writes += other.writes;
+        self.bytes += other.bytes;
+        self.hosts.extend(other.hosts);
+    }
+}
+
+/// One host's meter.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct HostReport {
+    index: usize,
+    reads: u64,
+    own_bindings: u64,
+    foreign_bindings: u64,
+    other_events: u64,
+    /// Spec and status events by spec index, the nonzero ones.
+    spec_events: Vec<(usize, u8)>,
+}
+
+/// Simulated agents in a child process (`kedge-bench scale-agents`), asked over its stdin and
+/// stdout, one JSON line each way. The child ends when its stdin closes (this process ended).
+struct ChildGroup {
+    child: tokio::process::Child,
+    io: tokio::sync::Mutex<(
+        tokio::process::ChildStdin,
+        tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    )>,
+}
+
+impl ChildGroup {
+    fn start(
+        endpoints: &[String],
+        range: std::ops::Range<usize>,
+        total: usize,
+        workers: usize,
+    ) -> anyhow::Result<ChildGroup> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().context("finding kedge-bench")?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("scale-agents")
+            .args(["--endpoints", &endpoints.join(",")])
+            .args(["--first", &range.start.to_string(), "--count", &range.len().to_string()])
+            .args(["--total", &total.to_string(), "--workers", &workers.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a process of simulated agents")?;
+        let stdin = child.stdin.take().context("the child's stdin")?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let lines = tokio::io::BufReader::new(stdout).lines();
+        Ok(ChildGroup { child, io: tokio::sync::Mutex::new((stdin, lines)) })
+    }
+
+    async fn ask(&self, request: Value) -> anyhow::Result<Value> {
+        use tokio::io::AsyncWriteExt;
+        let mut io = self.io.lock().await;
+        let (stdin, lines) = &mut *io;
+        stdin.write_all(format!("{request}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        let line = lines.next_line().await?.context("the process of simulated agents ended")?;
+        let answer: Value = serde_json::from_str(&line)?;
+        if let Some(error) = answer.get("error").and_then(Value::as_str) {
+            anyhow::bail!("{error}");
+        }
+        Ok(answer)
+    }
+}
+
+/// A group of simulated agents: in this process, or in a child process.
+enum Group {
+    Local(LocalGroup),
+    Child(Box<ChildGroup>),
+}
+
+impl Group {
+    async fn report(&self, detail: bool) -> anyhow::Result<GroupReport> {
+        match self {
+            Group::Local(group) => Ok(group.report(detail)),
+            Group::Child(child) => {
+                Ok(serde_json::from_value(child.ask(json!({"report": {"detail": detail}})).await?)?)
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Group::Local(_) => None,
+            Group::Child(child) => child.child.id(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Group::Local(group) => group.stop().await,
+            Group::Child(child) => {
+                let ChildGroup { mut child, io } = *child;
+                drop(io);
+                if tokio::time::timeout(Duration::from_secs(60), child.wait()).await.is_err() {
+                    eprintln!("scale: a process of simulated agents did not stop within 60 s; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// Every simulated agent, in one or more groups.
+struct Fleet {
+    groups: Vec<(std::ops::Range<usize>, Group)>,
+    hosts: usize,
+}
+
+impl Fleet {
+    /// `processes`: how many child processes share the agents (0: all in this process).
+    fn start(
+        endpoints: &[String],
+        members: &[SharedStore],
+        o: &Options,
+        processes: usize,
+    ) -> anyhow::Result<Fleet> {
+        let total = o.hosts * o.per_host;
+        let mut groups = Vec::new();
+        if processes == 0 {
+            groups.push((0..o.hosts, Group::Local(LocalGroup::start(members, 0..o.hosts, total, o.workers))));
+        } else {
+            let per = o.hosts.div_ceil(processes);
+            for first in (0..o.hosts).step_by(per) {
+                let range = first..(first + per).min(o.hosts);
+                let child = ChildGroup::start(endpoints, range.clone(), total, o.workers)?;
+                groups.push((range, Group::Child(Box::new(child))));
+            }
+        }
+        Ok(Fleet { groups, hosts: o.hosts })
+    }
+
+    async fn report(&self, detail: bool) -> anyhow::Result<GroupReport> {
+        let reports =
+            futures::future::try_join_all(self.groups.iter().map(|(_, group)| group.report(detail))).await?;
+        let mut all = GroupReport::default();
+        for report in reports {
+            all.add(report);
+        }
+        all.hosts.sort_by_key(|host| host.index);
+        Ok(all)
+    }
+
+    /// The milliseconds from `at` (just before a change of spec `name` was written) to the first
+    /// engine call host `index` made for it.
+    async fn change_ms(
+        &self,
+        index: usize,
+        name: &str,
+        at: Instant,
+        at_wall: std::time::SystemTime,
+    ) -> anyhow::Result<f64> {
+        let limit = Duration::from_secs(30);
+        let (_, group) = self
+            .groups
+            .iter()
+            .find(|(range, _)| range.contains(&index))
+            .context("no group runs this host")?;
+        match group {
+            Group::Local(group) => {
+                Ok(group.wait_change(index, name, at, limit).await?.duration_since(at).as_secs_f64() * 1000.0)
+            }
+            Group::Child(child) => {
+                let since = at_wall.duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+                let request = json!({"change": {"host": index, "name": name, "since_micros": since, "limit_ms": limit.as_millis() as u64}});
+                child.ask(request).await?["ms"].as_f64().context("no answer")
+            }
+        }
+    }
+
+    /// The agents' processes: this one when they run here, else the children.
+    fn pids(&self) -> Vec<u32> {
+        let children: Vec<u32> = self.groups.iter().filter_map(|(_, group)| group.pid()).collect();
+        if children.is_empty() {
+            vec![std::process::id()]
+        } else {
+            children
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.pids().into_iter().map(|pid| common::cpu_seconds(pid).unwrap_or(0.0)).sum()
+    }
+
+    fn rss_mib(&self, field: &str) -> f64 {
+        self.pids().into_iter().map(|pid| common::status_mib(pid, field).unwrap_or(0.0)).sum()
+    }
+
+    async fn stop(self) {
+        futures::future::join_all(self.groups.into_iter().map(|(_, group)| group.stop())).await;
+    }
+}
+
+/// `kedge-bench scale-agents --endpoints E1,E2,E3 --first F --count N --total T --workers W`: the
+/// simulated agents F..F+N of a fleet, in this process, answering the parent `kedge-bench scale`
+/// on stdin/stdout (one JSON request and one answer a line) until its stdin closes.
+pub fn run_agents(args: &[String]) -> anyhow::Result<()> {
+    let (mut endpoints, mut first, mut count, mut total, mut workers) = (Vec::new(), 0, 0, 0, 8);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--endpoints" => endpoints = value.split(',').map(str::to_owned).collect(),
+            "--first" => first = value.parse()?,
+            "--count" => count = value.parse()?,
+            "--total" => total = value.parse()?,
+            "--workers" => workers = value.parse()?,
+            other => anyhow::bail!("unknown argument {other:?}"),
+        }
+    }
+    anyhow::ensure!(!endpoints.is_empty() && count >= 1, "scale-agents needs --endpoints and --count");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let members = connect_members(&endpoints).await?;
+        let group = LocalGroup::start(&members, first..first + count, total, workers);
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = lines.next_line().await? {
+            let answer = match answer(&group, &line).await {
+                Ok(answer) => answer,
+                Err(error) => json!({"error": format!("{error:#}")}),
+            };
+            stdout.write_all(format!("{answer}\n").as_bytes()).await?;
+            stdout.flush().await?;
+        }
+        group.stop().await;
+        anyhow::Ok(())
+    })
+}
+
+/// The answer of a child's group to one request line of its parent.
+async fn answer(group: &LocalGroup, line: &str) -> anyhow::Result<Value> {
+    let request: Value = serde_json::from_str(line)?;
+    if let Some(report) = request.get("report") {
+        return Ok(serde_json::to_value(group.report(report["detail"].as_bool().unwrap_or(false)))?);
+    }
+    if let Some(change) = request.get("change") {
+        let since_wall =
+            std::time::UNIX_EPOCH + Duration::from_micros(change["since_micros"].as_u64().context("since")?);
+        let ago = std::time::SystemTime::now().duration_since(since_wall).unwrap_or_default();
+        let since = Instant::now().checked_sub(ago).context("since before this process")?;
+        let index = change["host"].as_u64().context("host")? as usize;
+        let name = change["name"].as_str().context("name")?;
+        let limit = Duration::from_millis(change["limit_ms"].as_u64().unwrap_or(30_000));
+        let at = group.wait_change(index, name, since, limit).await?;
+        return Ok(json!({"ms": at.duration_since(since).as_secs_f64() * 1000.0}));
+    }
+    anyhow::bail!("unknown request {line}")
+}
+
+async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value> {
+    let load_before = common::load_average();
+    cluster.wait_healthy(Duration::from_secs(30)).await?;
+    let members = connect_members(&cluster.clients).await?;
     let total = o.hosts * o.per_host;
     let latencies = Latencies::realistic();
+    let processes = o.agent_processes.unwrap_or_else(|| o.hosts.div_ceil(100));
+    let fleet = Fleet::start(&cluster.clients, &members, o, processes)?;
+    eprintln!("scale: {} agents in {} process(es)", o.hosts, fleet.pids().len());
     let shutdown = CancellationToken::new();
-    let mut hosts = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..o.hosts {
-        let name = host_name(index);
-        let engine = Arc::new(SimEngine::new(latencies, &[(IMAGE, image())]));
-        let meter = Arc::new(Meter::new(name.clone(), total));
-        let store: SharedStore =
-            Arc::new(MeteredStore { inner: members[index % members.len()].clone(), meter: meter.clone() });
-        let mut config = AgentConfig::new(name.clone());
-        config.workers = o.workers;
-        let stats = config.stats.clone();
-        // An agent that lost its host lock (its lease lapsed while 1,000 agents started on two
-        // cores) ends, and is started again, as its service manager would start `kedge agent`.
-        let (sim_engine, token) = (engine.clone(), shutdown.child_token());
-        tasks.spawn(async move {
-            loop {
-                let outcome = kedge_controller::agent::run_simulated(
-                    store.clone(),
-                    sim_engine.clone(),
-                    config.clone(),
-                    token.clone(),
-                )
-                .await;
-                if token.is_cancelled() {
-                    return outcome;
-                }
-                eprintln!("scale: agent {} ended ({outcome:?}); starting it again", config.host_name);
-            }
-        });
-        hosts.push(SimHost { name, engine, meter, stats });
-    }
-    let _stop_agents = shutdown.clone().drop_guard();
     let applier_meter = Arc::new(Meter::new("applier".to_owned(), total));
     let applier: SharedStore =
         Arc::new(MeteredStore { inner: members[0].clone(), meter: applier_meter.clone() });
@@ -240,14 +591,12 @@ async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value
         }
     });
 
-    let figures = measure(o, &hosts, &applier, &applier_meter, observer.as_ref(), cluster, &leaders).await;
+    let figures = measure(o, &fleet, &applier, &applier_meter, observer.as_ref(), cluster, &leaders).await;
     sampling.cancel();
     shutdown.cancel();
-    let stopping = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(60), stopping).await.is_err() {
-        eprintln!("scale: agents did not all stop within 60 s");
-    }
     let mut figures = figures?;
+    figures["agent_processes"] = json!(processes);
+    fleet.stop().await;
     figures["load_average_before"] = json!(load_before);
     figures["load_average_after"] = json!(common::load_average());
     figures["profile"] = json!(o.profile);
@@ -261,7 +610,7 @@ async fn simulate_on(o: &Options, cluster: &EtcdCluster) -> anyhow::Result<Value
 
 async fn measure(
     o: &Options,
-    hosts: &[SimHost],
+    fleet: &Fleet,
     applier: &SharedStore,
     applier_meter: &Meter,
     observer: &dyn Store,
@@ -287,7 +636,7 @@ async fn measure(
         "every agent following its host's placements",
         Duration::from_secs(120).max(o.deadline / 2),
         || async {
-            let following = hosts.iter().filter(|host| host.stats.follows_placements()).count();
+            let following = fleet.report(false).await?.following;
             if last_report.get().elapsed() >= Duration::from_secs(10) {
                 last_report.set(Instant::now());
                 let marked = observer.get(keys::PLACEMENTS_READY).await?.is_some();
@@ -306,7 +655,7 @@ async fn measure(
         started.elapsed().as_secs_f64()
     );
 
-    let before = Counts::take(hosts, applier_meter, cluster);
+    let before = Counts::take(fleet, applier_meter, cluster).await?;
     let applied_at = Instant::now();
     let names: Vec<String> = (0..total).map(spec_name).collect();
     let applied = AtomicU64::new(0);
@@ -329,22 +678,24 @@ async fn measure(
             "not converged: only {} of {total} specs applied in {} s ({})",
             applied.load(Ordering::Relaxed),
             o.deadline.as_secs(),
-            progress(hosts, total)
+            progress(fleet, total).await
         ),
     };
     let applied_seconds = applied_at.elapsed().as_secs_f64();
     eprintln!("scale: applied {total} specs in {applied_seconds:.1} s; waiting for them to run");
     let deadline = o.deadline.saturating_sub(applied_at.elapsed());
     let last_report = std::cell::Cell::new(Instant::now());
-    wait_until("every container running", deadline, || async {
-        let running: usize = hosts.iter().map(|h| h.engine.engine().running()).sum();
-        let rss = own_rss_mib();
+    let outcome = wait_until("every container running", deadline, || async {
+        let report = fleet.report(false).await?;
+        let running = report.running;
+        let rss = fleet.rss_mib("VmRSS");
         if last_report.get().elapsed() >= Duration::from_secs(10) {
             last_report.set(Instant::now());
             eprintln!(
-                "scale: {running}/{total} running after {:.0} s; {} reconciles; {rss:.0} MiB resident",
+                "scale: {running}/{total} running after {:.0} s; {} reconciles; {rss:.0} MiB resident; load {}",
                 applied_at.elapsed().as_secs_f64(),
-                reconciles(hosts)
+                report.reconciles,
+                common::load_average()
             );
         }
         anyhow::ensure!(
@@ -354,8 +705,10 @@ async fn measure(
         );
         anyhow::Ok((running >= total).then_some(()))
     })
-    .await
-    .map_err(|error| error.context(format!("not converged: {}", progress(hosts, total))))?;
+    .await;
+    if let Err(error) = outcome {
+        return Err(error.context(format!("not converged: {}", progress(fleet, total).await)));
+    }
     let remaining = deadline.saturating_sub(applied_at.elapsed()).max(Duration::from_secs(30));
     wait_until("every container Ready", remaining, || async {
         let ready = ready_count(observer).await?;
@@ -363,36 +716,36 @@ async fn measure(
     })
     .await?;
     let converge_seconds = applied_at.elapsed().as_secs_f64();
-    let after = Counts::take(hosts, applier_meter, cluster);
-    let converge_reconciles = reconciles(hosts);
+    let after = Counts::take(fleet, applier_meter, cluster).await?;
+    let converge_reconciles = fleet.report(false).await?.reconciles;
     eprintln!("scale: all {total} Ready {converge_seconds:.1} s after the first apply");
 
     // Where the scheduler put each spec, for the changes and for whose work each event was.
-    let placement = placement(observer, hosts).await?;
-    let changes = time_changes(o, hosts, applier, &placement).await?;
+    let placement = placement(observer, total).await?;
+    let changes = time_changes(o, fleet, applier, &placement).await?;
     let change = percentiles(&changes);
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_before: Vec<u64> = hosts.iter().map(|h| h.meter.reads()).collect();
+    let idle_before = fleet.report(true).await?.hosts;
     tokio::time::sleep(Duration::from_secs(o.idle_seconds)).await;
-    let idle_reads: Vec<f64> = hosts
+    let detail = fleet.report(true).await?.hosts;
+    let idle_reads: Vec<f64> = detail
         .iter()
         .zip(&idle_before)
-        .map(|(h, before)| (h.meter.reads() - before) as f64 / o.idle_seconds as f64)
+        .map(|(h, before)| (h.reads - before.reads) as f64 / o.idle_seconds as f64)
         .collect();
     let leader = observer
         .get(keys::SCHEDULER_LEADER)
         .await?
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
         .unwrap_or_default();
-    let leader_index = hosts.iter().position(|h| h.name == leader);
-    let leader_idle = leader_index.map_or(f64::NAN, |i| idle_reads[i]);
+    let leader_index = host_index(&leader);
+    let leader_idle = leader_index.and_then(|i| idle_reads.get(i).copied()).unwrap_or(f64::NAN);
     let mut leaders = leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
     leaders.insert(leader.clone());
-    let led: Vec<usize> =
-        hosts.iter().enumerate().filter(|(_, h)| leaders.contains(&h.name)).map(|(i, _)| i).collect();
+    let led: Vec<usize> = leaders.iter().filter_map(|name| host_index(name)).collect();
 
-    let wakeups = Wakeups::count(hosts, &placement, &led);
+    let wakeups = Wakeups::count(&detail, &placement, &led, fleet.hosts);
     let writes = after.writes - before.writes;
     let bytes = after.bytes - before.bytes;
     let db_bytes = cluster.db_size_bytes().await.unwrap_or(f64::NAN);
@@ -413,7 +766,7 @@ async fn measure(
         "store_writes_converge": writes,
         "reconciles_converge": converge_reconciles,
         "reconciles_per_container": round(converge_reconciles as f64 / total as f64, 1),
-        "peak_rss_mib": round(common::status_mib(std::process::id(), "VmHWM").unwrap_or(f64::NAN), 0),
+        "peak_rss_mib": round(fleet.rss_mib("VmHWM"), 0),
         "foreign_wakeups": wakeups.foreign,
         "foreign_wakeups_per_change": round(wakeups.foreign as f64 / wakeups.changes.max(1) as f64, 1),
         "own_watch_events": wakeups.own,
@@ -433,20 +786,14 @@ async fn measure(
 }
 
 /// How far the fleet got, for a failure's message.
-fn progress(hosts: &[SimHost], total: usize) -> String {
-    let running: usize = hosts.iter().map(|h| h.engine.engine().running()).sum();
-    let idle = hosts.iter().filter(|h| h.engine.engine().running() == 0).count();
-    let reconciles = reconciles(hosts);
-    format!("{running} of {total} containers running; {idle} hosts run none; {reconciles} reconciles")
-}
-
-/// Reconciles finished by every agent so far (of any key: the agents' own and other hosts').
-fn reconciles(hosts: &[SimHost]) -> u64 {
-    hosts.iter().map(|h| h.stats.snapshot().reconciles).sum()
-}
-
-fn own_rss_mib() -> f64 {
-    common::status_mib(std::process::id(), "VmRSS").unwrap_or(0.0)
+async fn progress(fleet: &Fleet, total: usize) -> String {
+    match fleet.report(false).await {
+        Ok(report) => format!(
+            "{} of {total} containers running; {} hosts run none; {} reconciles",
+            report.running, report.idle_hosts, report.reconciles
+        ),
+        Err(error) => format!("the agents did not report: {error:#}"),
+    }
 }
 
 /// Polls `check` every half second until it gives a value; fails naming `what` after `limit`.
@@ -482,8 +829,7 @@ async fn ready_count(store: &dyn Store) -> anyhow::Result<usize> {
 }
 
 /// The host index of each spec (by its index), from the bindings the scheduler wrote.
-async fn placement(store: &dyn Store, hosts: &[SimHost]) -> anyhow::Result<Vec<Option<usize>>> {
-    let total = hosts.first().map_or(0, |h| h.meter.specs);
+async fn placement(store: &dyn Store, total: usize) -> anyhow::Result<Vec<Option<usize>>> {
     let mut placed = vec![None; total];
     for kv in store.list(keys::BINDINGS).await?.kvs {
         let Some((key, stored)) = bindings::decode(&kv) else { continue };
@@ -500,7 +846,7 @@ async fn placement(store: &dyn Store, hosts: &[SimHost]) -> anyhow::Result<Vec<O
 /// be acted on), and times each from just before its write to its agent's first engine call for it.
 async fn time_changes(
     o: &Options,
-    hosts: &[SimHost],
+    fleet: &Fleet,
     applier: &SharedStore,
     placement: &[Option<usize>],
 ) -> anyhow::Result<Vec<f64>> {
@@ -510,16 +856,14 @@ async fn time_changes(
     for round in 0..count {
         let index = round * total / count;
         let name = spec_name(index);
-        let host = &hosts[placement[index].context("unplaced")?];
+        let host = placement[index].context("unplaced")?;
         let changed = common::typed(spec(&name, round + 1))?;
-        let at = Instant::now();
+        let (at, at_wall) = (Instant::now(), std::time::SystemTime::now());
         objects::apply_container(applier.as_ref(), &changed, None).await?;
-        let acted = wait_until_fast(Duration::from_secs(30), || {
-            host.engine.first_change_since(&container_name(&name), at)
-        })
-        .await
-        .with_context(|| format!("the change of {name} was not acted on by {} within 30 s", host.name))?;
-        samples.push(acted.duration_since(at).as_secs_f64() * 1000.0);
+        let acted = fleet.change_ms(host, &name, at, at_wall).await.with_context(|| {
+            format!("the change of {name} was not acted on by {} within 30 s", host_name(host))
+        })?;
+        samples.push(acted);
     }
     Ok(samples)
 }
@@ -587,19 +931,14 @@ struct Counts {
 }
 
 impl Counts {
-    fn take(hosts: &[SimHost], applier: &Meter, cluster: &EtcdCluster) -> Counts {
-        let meters = hosts.iter().map(|h| h.meter.as_ref()).chain([applier]);
-        let (mut writes, mut bytes) = (0, 0);
-        for meter in meters {
-            writes += meter.writes.load(Ordering::Relaxed);
-            bytes += meter.write_bytes.load(Ordering::Relaxed);
-        }
-        Counts {
-            writes,
-            bytes,
+    async fn take(fleet: &Fleet, applier: &Meter, cluster: &EtcdCluster) -> anyhow::Result<Counts> {
+        let report = fleet.report(false).await?;
+        Ok(Counts {
+            writes: report.writes + applier.writes.load(Ordering::Relaxed),
+            bytes: report.bytes + applier.write_bytes.load(Ordering::Relaxed),
             etcd_cpu: cluster.cpu_seconds(),
-            own_cpu: common::cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
-        }
+            own_cpu: fleet.cpu_seconds(),
+        })
     }
 }
 
@@ -635,8 +974,22 @@ impl Meter {
         }
     }
 
-    fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
+    /// What this meter counted, for host `index`.
+    fn report(&self, index: usize) -> HostReport {
+        let counts = self.spec_events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        HostReport {
+            index,
+            reads: self.reads.load(Ordering::Relaxed),
+            own_bindings: self.own_bindings.load(Ordering::Relaxed),
+            foreign_bindings: self.foreign_bindings.load(Ordering::Relaxed),
+            other_events: self.other_events.load(Ordering::Relaxed),
+            spec_events: counts
+                .iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(|(i, c)| (i, *c))
+                .collect(),
+        }
     }
 
     fn wrote(&self, key: &str, value_len: usize) {
@@ -686,22 +1039,21 @@ struct Wakeups {
 }
 
 impl Wakeups {
-    /// `led`: the agents that led at some time during the run.
-    fn count(hosts: &[SimHost], placement: &[Option<usize>], led: &[usize]) -> Wakeups {
+    /// `led`: the agents that led at some time during the run; `hosts`: the fleet's size.
+    fn count(reports: &[HostReport], placement: &[Option<usize>], led: &[usize], hosts: usize) -> Wakeups {
         let mut w = Wakeups { foreign: 0, own: 0, leader: 0, changes: 0, per_agent_median: 0 };
         let mut per_agent = Vec::new();
-        for (index, host) in hosts.iter().enumerate() {
-            let counts = host.meter.spec_events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let (mut own, mut foreign) = (host.meter.own_bindings.load(Ordering::Relaxed), 0);
-            foreign += host.meter.foreign_bindings.load(Ordering::Relaxed);
-            for (spec, count) in counts.iter().enumerate() {
-                if placement.get(spec).copied().flatten() == Some(index) {
+        for host in reports {
+            let index = host.index;
+            let (mut own, mut foreign) = (host.own_bindings, host.foreign_bindings);
+            for (spec, count) in &host.spec_events {
+                if placement.get(*spec).copied().flatten() == Some(index) {
                     own += u64::from(*count);
                 } else {
                     foreign += u64::from(*count);
                 }
             }
-            per_agent.push(own + foreign + host.meter.other_events.load(Ordering::Relaxed));
+            per_agent.push(own + foreign + host.other_events);
             if led.contains(&index) {
                 w.leader += own + foreign;
             } else {
@@ -712,7 +1064,7 @@ impl Wakeups {
         per_agent.sort_unstable();
         w.per_agent_median = per_agent.get(per_agent.len() / 2).copied().unwrap_or(0);
         // Every non-leader receives each change once per watch: own + foreign over the agents.
-        let agents = hosts.len().saturating_sub(led.len()).max(1) as u64;
+        let agents = hosts.saturating_sub(led.len()).max(1) as u64;
         w.changes = (w.own + w.foreign) / agents;
         w
     }
@@ -953,6 +1305,7 @@ mod tests {
             work_dir: dir.clone(),
             max_rss_mib: 4096.0,
             profile: "dev".to_owned(),
+            agent_processes: Some(0),
         };
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use kedge_controller::agent::AgentConfig;
 use kedge_controller::docker::labels;
-use kedge_controller::store::{keys, objects};
+use kedge_controller::store::{keys, objects, PutCondition};
 use kedge_crds::Placement;
 use kedge_tests::etcd::EtcdCluster;
 use kedge_tests::{docker, eventually, test_spec, wait_host_ready, wait_ready, InProcessAgent, TestScope};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(90);
+/// How long the agents of this test trust placements the current leader has not vouched for.
+const GRACE: Duration = Duration::from_secs(3);
 
 /// `(id, host label, running)` of every container of spec `namespace/name` on the test engine.
 async fn containers_of(namespace: &str, name: &str) -> Vec<(String, String, bool)> {
@@ -82,8 +84,9 @@ async fn a_fleet_moves_to_placements_without_touching_a_container_and_a_moved_sp
     for agent in agents.drain(..) {
         agent.stop().await.expect("stops");
     }
+    let short_grace = |config: &mut AgentConfig| config.placements_grace = GRACE;
     for n in 1..=2 {
-        agents.push(InProcessAgent::start(store.clone(), &host(n), None).await);
+        agents.push(InProcessAgent::start_with(store.clone(), &host(n), None, None, short_grace).await);
     }
     eventually("both agents to follow their placements", READY, || async {
         agents.iter().all(|agent| agent.stats.follows_placements()).then_some(())
@@ -130,7 +133,96 @@ async fn a_fleet_moves_to_placements_without_touching_a_container_and_a_moved_sp
     for name in names.iter().filter(|name| **name != pinned) {
         assert_eq!(containers_of(&namespace, name).await, vec![before[name].clone()], "{name}");
     }
+
+    // A mixed fleet: the leadership goes to a kedge from before placements, which keeps no
+    // placements (here the test itself holds the leader key and writes nothing). The marker names
+    // an earlier term, so the agents follow specs and bindings again, and a spec change reaches
+    // its agent although its placement never changes.
+    let old_leader = take_leadership(store.as_ref()).await;
+    eventually("both agents to follow specs and bindings again", READY, || async {
+        agents.iter().all(|agent| !agent.stats.follows_placements()).then_some(())
+    })
+    .await;
+    let other_placement = keys::placement_key(&host(2), &namespace, &other).unwrap();
+    let placed_before = store.get(&other_placement).await.unwrap().expect("placed").mod_revision;
+    let mut changed = spec(&other, Some(host(2)));
+    changed.spec.image = "kedge-test/app:v2".parse().expect("an image reference");
+    objects::apply_container(store.as_ref(), &changed, None).await.unwrap();
+    eventually("the changed spec to run its new image on host 2", READY, || async {
+        let found = containers_of(&namespace, &other).await;
+        (found.len() == 1 && found[0].0 != before[&other].0 && found[0].1 == host(2) && found[0].2)
+            .then_some(found[0].clone())
+    })
+    .await;
+    wait_ready(store.as_ref(), &namespace, &other, READY).await;
+    let after_change = containers_of(&namespace, &other).await;
+    let placed_now = store.get(&other_placement).await.unwrap().expect("still placed").mod_revision;
+    assert_eq!(placed_now, placed_before, "no leader projected the change: the agent followed the spec");
+
+    // A leader of this kedge again: it marks the placements with its term after its first
+    // complete pass (the changed spec's placement rewritten), and the agents follow them again,
+    // without touching a container.
+    store.lease_revoke(old_leader).await.expect("give the leadership up");
+    eventually("both agents to follow their placements again", READY, || async {
+        agents.iter().all(|agent| agent.stats.follows_placements()).then_some(())
+    })
+    .await;
+    let placed_again = store.get(&other_placement).await.unwrap().expect("placed").mod_revision;
+    assert!(placed_again > placed_before, "the new leader projected the changed spec");
+    assert_eq!(containers_of(&namespace, &other).await, after_change, "not recreated on the way back");
+
+    // A spec that turns unreadable in the store (written by hand, or by a newer kedge): its
+    // placement keeps the last readable version, its container is left as it is, and its status
+    // says why.
+    let spec_key = keys::spec_key(&namespace, &other).unwrap();
+    let garbled =
+        store.put(&spec_key, b"{\"kind\": \"Container\", not json".to_vec(), PutCondition::Always, 0).await;
+    let garbled = garbled.expect("write an unreadable spec");
+    eventually("the unreadable spec to be reported in its status", READY, || async {
+        let (status, _) = objects::get_status(store.as_ref(), &namespace, &other).await.ok()??;
+        let synced = status.condition(kedge_crds::condition_type::SYNCED)?;
+        (synced.reason == "InvalidSpec" && synced.message.contains(&format!("resourceVersion {garbled}")))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(containers_of(&namespace, &other).await, after_change, "its container is left as it is");
+    let placement = store.get(&other_placement).await.unwrap().expect("still placed");
+    let placement: kedge_controller::agent::placements::Placement =
+        serde_json::from_slice(&placement.value).unwrap();
+    assert_eq!(placement.spec["spec"]["image"], "kedge-test/app:v2", "the last readable version");
+    assert_eq!(placement.invalid.map(|invalid| invalid.resource_version), Some(garbled));
+    let events = kedge_controller::events::list_events(store.as_ref(), Some(&namespace)).await.unwrap();
+    let about = format!("Container/{namespace}/{other}");
+    assert!(
+        events.iter().any(|event| event.reason == "InvalidSpec" && event.involved_object == about),
+        "a Warning event says so: {events:?}"
+    );
     for agent in agents {
         agent.stop().await.expect("stops");
+    }
+}
+
+/// Takes the scheduler's leadership away from the agents, as a leader of an older kedge would
+/// hold it: the current leader's lease is revoked and the test writes the leader key with a lease
+/// of its own, again until it wins the race with the agents' campaigns. Answers that lease.
+async fn take_leadership(store: &dyn kedge_controller::store::Store) -> i64 {
+    let deadline = std::time::Instant::now() + READY;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "could not take the scheduler's leadership");
+        if let Some(held) = store.get(keys::SCHEDULER_LEADER).await.unwrap() {
+            if held.lease != 0 {
+                let _ = store.lease_revoke(held.lease).await;
+            }
+        }
+        let lease = store.lease_grant(300).await.unwrap();
+        match store
+            .put(keys::SCHEDULER_LEADER, b"kedge-before-placements".to_vec(), PutCondition::Absent, lease)
+            .await
+        {
+            Ok(_) => return lease,
+            Err(_) => {
+                let _ = store.lease_revoke(lease).await;
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use kedge_crds::Container;
 
+use super::placements::{InvalidNotes, InvalidSpec};
 use crate::runtime::{Applied, Event, Reflector, Sighting};
 use crate::store::objects::{self, InvalidObject};
 use crate::store::{keys, KeyValue};
@@ -25,11 +26,19 @@ pub struct DesiredState {
     reflector: Reflector<Container>,
     /// Unreadable specs already reported, with the revision reported (`namespace/name`).
     reported: Mutex<BTreeMap<String, i64>>,
+    /// Following placements: the specs whose placement says the stored spec cannot be read any
+    /// more, by `namespace/name`. The cache holds their last readable version, which is not acted
+    /// on ([`super::placements::InvalidSpec`]).
+    placed_invalid: Mutex<BTreeMap<String, InvalidSpec>>,
 }
 
 impl Default for DesiredState {
     fn default() -> DesiredState {
-        DesiredState { reflector: Reflector::new(decode_spec), reported: Mutex::default() }
+        DesiredState {
+            reflector: Reflector::new(decode_spec),
+            reported: Mutex::default(),
+            placed_invalid: Mutex::default(),
+        }
     }
 }
 
@@ -148,6 +157,44 @@ impl DesiredState {
         }
         reported.insert(key.to_owned(), revision);
         Some(object)
+    }
+
+    /// Why the key's placement says its stored spec cannot be read, if it says so.
+    pub fn placed_invalid(&self, key: &str) -> Option<InvalidSpec> {
+        self.placed_invalid_lock().get(key).cloned()
+    }
+
+    /// Takes the placements' word on unreadable specs (`all`: `notes` are all there are); answers
+    /// the keys whose word changed, to reconcile.
+    pub(crate) fn note_invalid(&self, all: bool, notes: InvalidNotes) -> Vec<String> {
+        let mut placed_invalid = self.placed_invalid_lock();
+        let mut changed = Vec::new();
+        if all {
+            let fresh: BTreeMap<String, InvalidSpec> =
+                notes.into_iter().filter_map(|(key, invalid)| Some((key, invalid?))).collect();
+            for key in placed_invalid.keys().chain(fresh.keys()) {
+                if placed_invalid.get(key) != fresh.get(key) && !changed.contains(key) {
+                    changed.push(key.clone());
+                }
+            }
+            *placed_invalid = fresh;
+            return changed;
+        }
+        for (key, invalid) in notes {
+            let same = placed_invalid.get(&key) == invalid.as_ref();
+            match invalid {
+                Some(invalid) => placed_invalid.insert(key.clone(), invalid),
+                None => placed_invalid.remove(&key),
+            };
+            if !same {
+                changed.push(key);
+            }
+        }
+        changed
+    }
+
+    fn placed_invalid_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, InvalidSpec>> {
+        self.placed_invalid.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn reported(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {

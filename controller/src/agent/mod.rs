@@ -99,6 +99,11 @@ pub struct AgentConfig {
     /// (`controllers/projection.rs`). Always on in kedge; tests of the migration turn it off to lead
     /// as an agent from before placements did.
     pub project_placements: bool,
+    /// How long the placements marker may go without naming the current leader's term (an older
+    /// kedge leads and does not keep the placements, nobody leads, or the marker is gone) before
+    /// this agent follows every spec and binding again ([`placements`]). A new leader marks them
+    /// within its first complete pass, so an ordinary change of leader stays well within it.
+    pub placements_grace: Duration,
 }
 
 /// What an agent has done so far. Shared: clone the `Arc` from the config before `run`.
@@ -170,6 +175,7 @@ impl AgentConfig {
             policy: kedge_crds::PolicySettings::default(),
             metrics: Arc::default(),
             project_placements: true,
+            placements_grace: Duration::from_secs(30),
         }
     }
 }

@@ -4,14 +4,20 @@
 //! (`controllers/projection.rs`); each carries the spec as stored and the spec key's revisions.
 //!
 //! An agent follows `specs/` and `bindings/` (every host's: the old layout) until the leader's
-//! marker [`keys::PLACEMENTS_READY`] says the placements are complete, then only its own
-//! placements, for good. Both feed the same two caches ([`DesiredState`] and [`BindingCache`]): a
+//! marker [`keys::PLACEMENTS_READY`] says the placements are complete and names the current
+//! leader's term, then only its own placements. When the marker has not named the current leader
+//! for [`super::AgentConfig::placements_grace`] (a leader of an older kedge, which keeps no
+//! placements; no leader; no marker), it follows the old layout again, until a leader marks the
+//! placements anew. Both feed the same two caches ([`DesiredState`] and [`BindingCache`]): a
 //! placement is translated into the spec key it projects (at the spec's own revisions, so a spec
 //! is the same object whichever way it was read) and a binding to this host. The switch therefore
 //! changes nothing for the specs this host runs (same keys, same revisions: nothing is enqueued,
 //! nothing recreated), and drops the other hosts' specs from the caches. Between the old followers'
 //! end and the first list of the placements the caches are not in sync, and nothing is removed
-//! while they are not.
+//! while they are not; the same holds for a switch back. A placement whose spec the leader found
+//! unreadable keeps the last readable version and says why ([`Placement::invalid`]): its key is
+//! noted beside the spec cache ([`DesiredState::placed_invalid`]) and its reconcile reports
+//! `InvalidSpec` instead of acting.
 
 use std::sync::Arc;
 
@@ -40,8 +46,22 @@ pub struct Placement {
     /// The spec key's `mod_revision`: the spec's resourceVersion, and what tells the leader that
     /// the placement is behind its spec.
     pub spec_revision: i64,
-    /// The spec's envelope as the leader read it.
+    /// The spec's envelope as the leader read it: its last readable version.
     pub spec: serde_json::Value,
+    /// Set when the stored spec cannot be read any more: the placement keeps its last readable
+    /// version (so nothing is removed or moved), and the agent reports why it acts on none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<InvalidSpec>,
+}
+
+/// Why a placed spec is not acted on: its stored version cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidSpec {
+    /// The unreadable spec key's `mod_revision`.
+    pub resource_version: i64,
+    /// Why it cannot be read (file-less: the store key, the field and the reason).
+    pub error: String,
 }
 
 /// What the leader reads of a placement to compare it with its spec (the spec itself is skipped).
@@ -49,6 +69,16 @@ pub struct Placement {
 #[serde(rename_all = "camelCase")]
 pub struct PlacementHeader {
     pub spec_revision: i64,
+    /// The revision of the unreadable spec the placement reports, if it reports one.
+    #[serde(default)]
+    pub invalid: Option<InvalidHeader>,
+}
+
+/// The part of [`InvalidSpec`] the leader compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidHeader {
+    pub resource_version: i64,
 }
 
 /// The marker's value ([`keys::PLACEMENTS_READY`]).
@@ -60,26 +90,60 @@ pub struct ReadyMarker {
     pub term: i64,
 }
 
+/// One placement key-value of this host, as the caches take it.
+struct Translated {
+    spec: KeyValue,
+    binding: KeyValue,
+    /// The placement says its stored spec cannot be read ([`Placement::invalid`]).
+    invalid: Option<InvalidSpec>,
+}
+
 /// The spec key-value and the binding key-value one placement key-value of `host` stands for;
 /// `None` for a key that is not one of `host`'s placements. A placement that cannot be decoded
 /// gives a spec that cannot either: set aside, neither run nor taken for a deletion.
-fn translate_kv(kv: &KeyValue, host: &str) -> Option<(KeyValue, KeyValue)> {
+fn translate_kv(kv: &KeyValue, host: &str) -> Option<Translated> {
     let (placed_on, namespace, name) = keys::parse_placement_key(&kv.key)?;
     if placed_on != host {
         return None;
     }
     let spec_key = keys::spec_key(namespace, name).ok()?;
     let binding_key = keys::binding_key(namespace, name).ok()?;
-    let (spec_value, mod_revision, term) = match serde_json::from_slice::<Placement>(&kv.value) {
-        Ok(placement) => {
-            (serde_json::to_vec(&placement.spec).unwrap_or_default(), placement.spec_revision, placement.term)
-        }
-        Err(_) => (kv.value.clone(), kv.mod_revision, 0),
+    let (spec_value, mod_revision, term, invalid) = match serde_json::from_slice::<Placement>(&kv.value) {
+        Ok(placement) => (
+            serde_json::to_vec(&placement.spec).unwrap_or_default(),
+            placement.spec_revision,
+            placement.term,
+            placement.invalid,
+        ),
+        Err(_) => (kv.value.clone(), kv.mod_revision, 0, None),
     };
     let binding = serde_json::to_vec(&Binding { host: host.to_owned(), term }).unwrap_or_default();
     let spec = KeyValue { key: spec_key, value: spec_value, mod_revision, lease: 0, ..kv.clone() };
     let binding = KeyValue { key: binding_key, value: binding, ..kv.clone() };
-    Some((spec, binding))
+    Some(Translated { spec, binding, invalid })
+}
+
+/// Work keys (`namespace/name`), each with what its placement says of an unreadable spec.
+pub(crate) type InvalidNotes = Vec<(String, Option<InvalidSpec>)>;
+
+/// The work keys (`namespace/name`) whose placements in `event` say that their stored spec cannot
+/// be read, and why; a listing gives every one (the rest are readable), a put or a delete its own.
+fn invalid_notes(event: &Event, host: &str) -> Option<(bool, InvalidNotes)> {
+    let work_key = |store_key: &str| {
+        keys::parse_placement_key(store_key).map(|(_, namespace, name)| format!("{namespace}/{name}"))
+    };
+    match event {
+        Event::Restarted { kvs, .. } => Some((
+            true,
+            kvs.iter()
+                .filter_map(|kv| Some((work_key(&kv.key)?, translate_kv(kv, host)?.invalid)))
+                .filter(|(_, invalid)| invalid.is_some())
+                .collect(),
+        )),
+        Event::Put { kv, .. } => Some((false, vec![(work_key(&kv.key)?, translate_kv(kv, host)?.invalid)])),
+        Event::Delete { key, .. } => Some((false, vec![(work_key(key)?, None)])),
+        Event::Error { .. } => None,
+    }
 }
 
 /// The events of the spec cache and of the binding cache that one event of `host`'s placements
@@ -88,14 +152,18 @@ fn translate_kv(kv: &KeyValue, host: &str) -> Option<(KeyValue, KeyValue)> {
 pub(crate) fn translate(event: &Event, host: &str) -> Option<(Event, Event)> {
     Some(match event {
         Event::Restarted { kvs, revision } => {
-            let (specs, bindings) = kvs.iter().filter_map(|kv| translate_kv(kv, host)).unzip();
+            let (specs, bindings) = kvs
+                .iter()
+                .filter_map(|kv| translate_kv(kv, host))
+                .map(|translated| (translated.spec, translated.binding))
+                .unzip();
             (
                 Event::Restarted { kvs: specs, revision: *revision },
                 Event::Restarted { kvs: bindings, revision: *revision },
             )
         }
         Event::Put { kv, revision } => {
-            let (spec, binding) = translate_kv(kv, host)?;
+            let Translated { spec, binding, .. } = translate_kv(kv, host)?;
             (Event::Put { kv: spec, revision: *revision }, Event::Put { kv: binding, revision: *revision })
         }
         Event::Delete { key, revision } => {
@@ -140,6 +208,13 @@ pub(crate) async fn follow_placements(
         let bound = bindings.reflector().apply(&binding_event);
         let (changed, applied) = specs.apply(&spec_event);
         reflector::log_sync("placements", &prefix, &event, &applied);
+        // A placement that reports its spec unreadable keeps the spec's revision: the key is
+        // enqueued for the report, since the spec cache saw no change.
+        if let Some((all, notes)) = invalid_notes(&event, &host) {
+            for key in specs.note_invalid(all, notes) {
+                queue.add(key);
+            }
+        }
         for key in bound.keys.iter().filter_map(|key| keys::parse_binding_key(key)) {
             queue.add(format!("{}/{}", key.0, key.1));
         }
@@ -149,17 +224,58 @@ pub(crate) async fn follow_placements(
     }
 }
 
-/// Whether the marker says the placements are complete, in a layout this agent knows.
-fn ready(marker: &Reflector<ReadyMarker>) -> bool {
+/// Whether the marker says the placements are complete, in a layout this agent knows, and was
+/// written by the scheduler's current leader: a leader of an older kedge does not keep the
+/// placements, so a marker of an earlier term does not vouch for them.
+fn ready(marker: &Reflector<ReadyMarker>, leader: &Reflector<()>) -> bool {
     marker.in_sync()
-        && marker
-            .get(keys::PLACEMENTS_READY)
-            .is_some_and(|ready| ready.version >= 1 && ready.version <= LAYOUT_VERSION)
+        && leader.in_sync()
+        && marker.get(keys::PLACEMENTS_READY).is_some_and(|ready| {
+            ready.version >= 1
+                && ready.version <= LAYOUT_VERSION
+                && leader.stored(keys::SCHEDULER_LEADER).is_some_and(|term| term.mod_revision == ready.term)
+        })
+}
+
+/// Waits until the marker has not vouched for the placements ([`ready`]) for `grace` on end: the
+/// leadership went to a leader that does not keep them, or nobody leads, or the marker is gone. A
+/// new leader of this kedge marks them again after its first complete pass, well within `grace`,
+/// so an ordinary change of leader changes nothing for the agents.
+async fn until_unvouched(
+    marker: &Reflector<ReadyMarker>,
+    leader: &Reflector<()>,
+    grace: std::time::Duration,
+) {
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        let (mut marker_changes, mut leader_changes) = (marker.subscribe(), leader.subscribe());
+        if ready(marker, leader) {
+            since = None;
+        } else {
+            let began = *since.get_or_insert_with(tokio::time::Instant::now);
+            if began.elapsed() >= grace {
+                return;
+            }
+        }
+        let deadline = since.map(|began| began + grace);
+        tokio::select! {
+            _ = marker_changes.changed() => {}
+            _ = leader_changes.changed() => {}
+            _ = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
 }
 
 /// How an agent follows what it should run: the old layout (every spec and binding) until the
-/// marker says the placements are complete, then its own placements until `stopping` (see the
-/// module docs). Says so in the agent's stats once it follows placements.
+/// marker says the placements are complete under the current leader, then its own placements
+/// until `stopping`, or until the marker has not vouched for them for
+/// [`super::AgentConfig::placements_grace`]: then the old layout again, until a leader marks them
+/// anew (see the module docs). The agent's stats say which it follows.
 pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: CancellationToken) {
     let watching = stopping.child_token();
     let _stop_watching = watching.clone().drop_guard();
@@ -168,58 +284,90 @@ pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: Cancellat
         keys::PLACEMENTS_READY,
         "placements marker",
         |kv| serde_json::from_slice::<ReadyMarker>(&kv.value).map_err(|e| e.to_string()),
+        watching.clone(),
+    );
+    // The leader key's revision is the leader's term: what the marker must name.
+    let leader = reflector::spawn(
+        agent.store.clone(),
+        keys::SCHEDULER_LEADER,
+        "scheduler leader",
+        |_| Ok(()),
         watching,
     );
     // A restarted agent of a fleet that switched long ago goes straight to its placements, instead
     // of listing every spec and binding first; a store that does not answer is waited for only a
     // little (the old layout is followed meanwhile: it removes nothing while not in sync either).
     tokio::select! {
-        _ = marker.wait_in_sync(MARKER_WAIT) => {}
+        _ = async { tokio::join!(marker.wait_in_sync(MARKER_WAIT), leader.wait_in_sync(MARKER_WAIT)) } => {}
         _ = stopping.cancelled() => return,
     }
-    if !agent.follows_placements() && !ready(&marker) {
-        let old = stopping.child_token();
-        let followers = async {
-            tokio::join!(
-                super::sources::follow_store(
-                    agent.store.clone(),
-                    agent.cache.clone(),
-                    agent.queue.clone(),
-                    old.clone()
-                ),
-                super::bindings::follow_bindings(
-                    agent.store.clone(),
-                    agent.bindings.clone(),
-                    agent.queue.clone(),
-                    old.clone()
-                ),
-            )
-        };
-        tokio::pin!(followers);
-        loop {
-            let mut changes = marker.subscribe();
-            if ready(&marker) {
-                break;
+    let grace = agent.config.placements_grace;
+    let mut placements_now = agent.follows_placements();
+    loop {
+        if !placements_now && !ready(&marker, &leader) {
+            agent.config.stats.placements.store(false, std::sync::atomic::Ordering::SeqCst);
+            let old = stopping.child_token();
+            let followers = async {
+                tokio::join!(
+                    super::sources::follow_store(
+                        agent.store.clone(),
+                        agent.cache.clone(),
+                        agent.queue.clone(),
+                        old.clone()
+                    ),
+                    super::bindings::follow_bindings(
+                        agent.store.clone(),
+                        agent.bindings.clone(),
+                        agent.queue.clone(),
+                        old.clone()
+                    ),
+                )
+            };
+            tokio::pin!(followers);
+            loop {
+                let (mut marker_changes, mut leader_changes) = (marker.subscribe(), leader.subscribe());
+                if ready(&marker, &leader) {
+                    break;
+                }
+                tokio::select! {
+                    _ = &mut followers => return,
+                    _ = marker_changes.changed() => {}
+                    _ = leader_changes.changed() => {}
+                }
             }
-            tokio::select! {
-                _ = &mut followers => return,
-                _ = changes.changed() => {}
-            }
+            old.cancel();
+            followers.await;
+            tracing::info!(host = %agent.config.host_name, "the placements are complete: following this host's placements only");
         }
-        old.cancel();
-        followers.await;
-        tracing::info!(host = %agent.config.host_name, "the placements are complete: following this host's placements only");
+        agent.config.stats.placements.store(true, std::sync::atomic::Ordering::SeqCst);
+        let following = stopping.child_token();
+        let placements = follow_placements(
+            agent.store.clone(),
+            agent.config.host_name.clone(),
+            agent.cache.clone(),
+            agent.bindings.clone(),
+            agent.queue.clone(),
+            following.clone(),
+        );
+        tokio::select! {
+            _ = placements => return,
+            _ = until_unvouched(&marker, &leader, grace) => {}
+        }
+        following.cancel();
+        // The old layout's cache holds unreadable specs apart by itself.
+        agent.cache.note_invalid(true, Vec::new());
+        if stopping.is_cancelled() {
+            return;
+        }
+        // The old layout's followers list everything again; nothing is removed while they do.
+        tracing::warn!(
+            host = %agent.config.host_name,
+            grace_seconds = grace.as_secs(),
+            "the current leader has not vouched for the placements (an older kedge leads, nobody does, or the marker is gone): following every spec and binding again"
+        );
+        agent.config.stats.placements.store(false, std::sync::atomic::Ordering::SeqCst);
+        placements_now = false;
     }
-    agent.config.stats.placements.store(true, std::sync::atomic::Ordering::SeqCst);
-    follow_placements(
-        agent.store.clone(),
-        agent.config.host_name.clone(),
-        agent.cache.clone(),
-        agent.bindings.clone(),
-        agent.queue.clone(),
-        stopping,
-    )
-    .await;
 }
 
 #[cfg(test)]
@@ -236,6 +384,7 @@ mod tests {
                 "metadata": {"name": name, "namespace": "default"},
                 "spec": {"image": "kedge-test/app:v1"}
             }),
+            invalid: None,
         };
         KeyValue {
             key: keys::placement_key(host, "default", name).unwrap(),
@@ -303,5 +452,69 @@ mod tests {
         specs.apply(&spec_event);
         assert!(specs.get("default/web").is_none());
         assert!(specs.invalid("default/web").is_some(), "set aside, so its container is left alone");
+    }
+
+    fn kv(key: &str, value: Vec<u8>, revision: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn marker_of(term: i64, revision: i64) -> KeyValue {
+        let value = serde_json::to_vec(&ReadyMarker { version: LAYOUT_VERSION, term }).unwrap();
+        kv(keys::PLACEMENTS_READY, value, revision)
+    }
+
+    /// Whether `until_unvouched` is still waiting after `after`.
+    async fn still_vouched(
+        marker: &Reflector<ReadyMarker>,
+        leader: &Reflector<()>,
+        grace: std::time::Duration,
+        after: std::time::Duration,
+    ) -> bool {
+        tokio::time::timeout(after, until_unvouched(marker, leader, grace)).await.is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn placements_are_trusted_while_the_marker_names_the_current_leader() {
+        let grace = std::time::Duration::from_secs(30);
+        let marker: Reflector<ReadyMarker> =
+            Reflector::new(|kv| serde_json::from_slice(&kv.value).map_err(|e| e.to_string()));
+        let leader: Reflector<()> = Reflector::new(|_| Ok(()));
+        leader.apply(&Event::Restarted {
+            kvs: vec![kv(keys::SCHEDULER_LEADER, b"h1".to_vec(), 10)],
+            revision: 12,
+        });
+        marker.apply(&Event::Restarted { kvs: vec![marker_of(10, 12)], revision: 12 });
+        assert!(ready(&marker, &leader));
+        assert!(still_vouched(&marker, &leader, grace, grace * 4).await, "the leader of term 10 vouches");
+
+        // A leader that does not mark (an older kedge) takes over: trusted for the grace, no longer.
+        leader.apply(&Event::Put { kv: kv(keys::SCHEDULER_LEADER, b"old".to_vec(), 20), revision: 20 });
+        assert!(!ready(&marker, &leader));
+        assert!(still_vouched(&marker, &leader, grace, grace - std::time::Duration::from_secs(1)).await);
+        let started = tokio::time::Instant::now();
+        until_unvouched(&marker, &leader, grace).await;
+        assert_eq!(started.elapsed(), grace, "a fresh wait counts the whole grace again");
+
+        // A new leader of this kedge marks within the grace: the placements stay trusted.
+        leader.apply(&Event::Put { kv: kv(keys::SCHEDULER_LEADER, b"h2".to_vec(), 30), revision: 30 });
+        let waiting = until_unvouched(&marker, &leader, grace);
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(std::time::Duration::from_secs(5), &mut waiting).await.is_err());
+        marker.apply(&Event::Put { kv: marker_of(30, 31), revision: 31 });
+        assert!(tokio::time::timeout(grace * 4, &mut waiting).await.is_err(), "vouched for again");
+
+        // The marker deleted, or nobody leading: not vouched for.
+        marker.apply(&Event::Delete { key: keys::PLACEMENTS_READY.into(), revision: 40 });
+        assert!(!ready(&marker, &leader));
+        marker.apply(&Event::Put { kv: marker_of(30, 41), revision: 41 });
+        leader.apply(&Event::Delete { key: keys::SCHEDULER_LEADER.into(), revision: 42 });
+        assert!(!ready(&marker, &leader));
     }
 }

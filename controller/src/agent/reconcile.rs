@@ -521,8 +521,33 @@ impl Agent {
         written
     }
 
+    /// Following placements, the placement of a spec whose stored version cannot be read any more
+    /// keeps its last readable version (`controllers/projection.rs`): that is not acted on. A
+    /// container it already has is left exactly as it is, as under the old layout, and its status
+    /// says why (Synced False, reason `InvalidSpec`) with a Warning event, once per unreadable
+    /// revision. `None`: the placement reports no unreadable spec.
+    async fn refuse_invalid(
+        &self,
+        key: &str,
+        spec: &Container,
+        observed: Option<&ObservedContainer>,
+    ) -> Option<Next> {
+        let invalid = self.cache.placed_invalid(key)?;
+        let message = format!(
+            "the stored spec (resourceVersion {}) cannot be read, so it is not acted on; its container is left as it is: {}",
+            invalid.resource_version, invalid.error
+        );
+        let sync = SyncState::InvalidSpec { message: message.clone() };
+        let event = Refusal { reason: "InvalidSpec", message: &message, again_on_new_message: true };
+        self.report_refusal(key, spec, observed, sync, event).await;
+        Some(Next::Done)
+    }
+
     async fn reconcile_spec(&self, key: &str, spec: &Container, seen: EngineView) -> Result<Next, Failure> {
         let name = spec.metadata.name.as_str();
+        if let Some(next) = self.refuse_invalid(key, spec, seen.container.as_ref()).await {
+            return Ok(next);
+        }
         if let Some(next) = self.refuse_by_policy(key, spec, seen.container.as_ref()).await? {
             return Ok(next);
         }

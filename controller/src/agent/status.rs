@@ -71,6 +71,9 @@ pub enum SyncState {
     /// The spec breaks the host-escape policy (docs/policy.md): nothing is created or started for
     /// it, and a container it already has is left as it is.
     PolicyDenied { message: String },
+    /// The stored spec cannot be read (its placement says so): its last readable version is not
+    /// acted on, and a container it already has is left as it is.
+    InvalidSpec { message: String },
 }
 
 /// The status to write after a reconcile, given the one written before.
@@ -100,6 +103,9 @@ pub fn next_status(
         SyncState::PolicyDenied { message } => {
             (ConditionStatus::False, "PolicyDenied".to_owned(), message.clone())
         }
+        SyncState::InvalidSpec { message } => {
+            (ConditionStatus::False, "InvalidSpec".to_owned(), message.clone())
+        }
     };
     let (degraded, degraded_reason, degraded_message) = match &seen.sync {
         SyncState::Failed { error, attempt, retry_in, .. } => (
@@ -121,6 +127,9 @@ pub fn next_status(
         }
         SyncState::PolicyDenied { message } => {
             (ConditionStatus::True, "PolicyDenied".to_owned(), message.clone())
+        }
+        SyncState::InvalidSpec { message } => {
+            (ConditionStatus::True, "InvalidSpec".to_owned(), message.clone())
         }
         _ => match (&seen.crash_loop, &seen.unhealthy_gave_up) {
             (Some(message), _) => (ConditionStatus::True, "CrashLoopBackOff".to_owned(), message.clone()),

@@ -8,24 +8,30 @@
 //!   no placement (it waits for the scheduler);
 //! - a placement whose spec is gone, or runs on another host now, is deleted; one whose spec
 //!   changed is rewritten (compare-and-swap on the placement); a missing one is created;
-//! - a spec that cannot be read keeps its placements as they are: an unreadable spec is neither a
-//!   deletion nor a move, and its container is left alone.
+//! - a spec that cannot be read keeps its placements and their last readable version: an
+//!   unreadable spec is neither a deletion nor a move, and its container is left alone. Each of
+//!   its placements is rewritten once per unreadable revision to say so ([`Placement::invalid`]),
+//!   so that its agent reports why (reason `InvalidSpec`).
 //!
 //! The deletes of a pass are written before its creates, one at a time: when a spec moves, the
 //! store never holds two placements of it at one revision, so no agent is told to run it while
 //! another still is (the old agent removes its container when its placement goes; the new one
 //! creates its own when its placement comes, at a later revision).
 //!
-//! Every write is fenced on the leader's term, like the bindings. After the first pass that found
-//! nothing to write, the leader writes the marker [`keys::PLACEMENTS_READY`] (create-only): from
-//! then on agents follow their placements instead of every spec and binding. A full pass runs at
-//! each new leadership (the caches are listed anew), and writes nothing when nothing changed.
+//! Every write is fenced on the leader's term, like the bindings. After its first complete pass
+//! (every write it decided made, none refused: the placements then match the caches it read), each
+//! leader writes the marker [`keys::PLACEMENTS_READY`] with its term: agents follow their
+//! placements instead of every spec and binding only while the marker names the current leader's
+//! term. A leader of an older kedge, which does not keep the placements, does not rewrite the
+//! marker, so the agents go back to following specs and bindings (`agent/placements.rs`). A full
+//! pass runs at each new leadership (the caches are listed anew), and writes nothing when nothing
+//! changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
-use crate::agent::placements::{Placement, ReadyMarker, LAYOUT_VERSION};
+use crate::agent::placements::{InvalidSpec, Placement, ReadyMarker, LAYOUT_VERSION};
 use crate::store::{keys, DeleteCondition, Fence, PutCondition, SharedStore, StoreError};
 
 use super::caches::{LeaderCaches, Written};
@@ -45,6 +51,8 @@ pub(crate) struct Existing {
     pub mod_revision: i64,
     /// The spec revision it carries.
     pub spec_revision: i64,
+    /// The unreadable spec revision it reports, if any ([`Placement::invalid`]).
+    pub invalid_revision: Option<i64>,
 }
 
 /// One write of the projection.
@@ -54,19 +62,34 @@ pub(crate) enum Write {
     Delete { key: String, host: String, mod_revision: i64 },
     /// Write `key`'s placement on `host`; `previous`: the placement's revision (None: create).
     Put { key: String, host: String, previous: Option<i64> },
+    /// Rewrite `key`'s placement on `host` (at `mod_revision`) to say that its spec, at
+    /// `spec_revision`, cannot be read, keeping the last readable version it carries.
+    Invalid { key: String, host: String, mod_revision: i64, spec_revision: i64 },
 }
 
 /// Decides the writes that make the placements (`existing`, by `namespace/name`) match the specs
-/// (`wanted`, by `namespace/name`); `unreadable`: specs whose placements are kept as they are.
+/// (`wanted`, by `namespace/name`); `unreadable`: specs that cannot be read, with their spec
+/// key's revision, whose placements are kept, only told once that the spec cannot be read.
 /// Deletes come first. Pure: the unit tests' surface.
 pub(crate) fn plan(
     wanted: &BTreeMap<String, Wanted>,
     existing: &BTreeMap<String, Vec<Existing>>,
-    unreadable: &BTreeSet<String>,
+    unreadable: &BTreeMap<String, i64>,
 ) -> Vec<Write> {
     let mut deletes = Vec::new();
+    let mut told = Vec::new();
     for (key, placements) in existing {
-        if unreadable.contains(key) {
+        if let Some(spec_revision) = unreadable.get(key) {
+            for placement in
+                placements.iter().filter(|placement| placement.invalid_revision != Some(*spec_revision))
+            {
+                told.push(Write::Invalid {
+                    key: key.clone(),
+                    host: placement.host.clone(),
+                    mod_revision: placement.mod_revision,
+                    spec_revision: *spec_revision,
+                });
+            }
             continue;
         }
         for placement in placements {
@@ -90,11 +113,12 @@ pub(crate) fn plan(
         }
     }
     deletes.extend(puts);
+    deletes.extend(told);
     deletes
 }
 
 /// What the caches say the placements should be, and are; `None` while one of them is not in sync.
-type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeSet<String>);
+type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeMap<String, i64>);
 
 fn views(caches: &LeaderCaches) -> Option<Views> {
     if !(caches.specs.authoritative() && caches.bindings.in_sync() && caches.placements.in_sync()) {
@@ -128,6 +152,7 @@ fn views(caches: &LeaderCaches) -> Option<Views> {
                 host: host.to_owned(),
                 mod_revision: stored.mod_revision,
                 spec_revision: stored.object.spec_revision,
+                invalid_revision: stored.object.invalid.map(|invalid| invalid.resource_version),
             });
         }
     });
@@ -140,14 +165,18 @@ fn views(caches: &LeaderCaches) -> Option<Views> {
             host: host.to_owned(),
             mod_revision: unreadable.mod_revision,
             spec_revision: 0,
+            invalid_revision: None,
         });
     }
     let unreadable = caches
         .specs
         .reflector()
         .unreadable_entries()
-        .into_keys()
-        .filter_map(|key| keys::parse_spec_key(&key).map(|(namespace, name)| format!("{namespace}/{name}")))
+        .into_iter()
+        .filter_map(|(key, unreadable)| {
+            let (namespace, name) = keys::parse_spec_key(&key)?;
+            Some((format!("{namespace}/{name}"), unreadable.mod_revision))
+        })
         .collect();
     Some((wanted, existing, unreadable))
 }
@@ -182,6 +211,7 @@ pub(crate) async fn pass(
         }
         return Ok(None);
     }
+    let mut complete = writes.len() <= MAX_WRITES_PER_PASS;
     let more = writes.len() > MAX_WRITES_PER_PASS;
     writes.truncate(MAX_WRITES_PER_PASS);
     // The deletes all land before the first create: a moved spec is never placed twice.
@@ -206,10 +236,17 @@ pub(crate) async fn pass(
                 Ok(None) => {}
                 Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => {
                     tracing::debug!(?write, "placement changed meanwhile; deciding again next pass");
+                    complete = false;
                 }
                 Err(error) => return Err(error),
             }
         }
+    }
+    // Every write this pass decided was made: the placements match the caches it read, and this
+    // leader keeps them so from now on.
+    if complete && !*marked {
+        mark_ready(store, fence).await?;
+        *marked = true;
     }
     Ok(more.then(tokio::time::Instant::now))
 }
@@ -241,19 +278,45 @@ async fn apply(
             };
             let spec =
                 serde_json::to_value(&stored.object).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let placement = Placement { term: fence.mod_revision, spec_revision: stored.mod_revision, spec };
+            let placement = Placement {
+                term: fence.mod_revision,
+                spec_revision: stored.mod_revision,
+                spec,
+                invalid: None,
+            };
             let value = serde_json::to_vec(&placement).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let condition = previous.map_or(PutCondition::Absent, PutCondition::ModRevision);
             store.put_fenced(fence, &placement_key(host, key)?, value, condition).await.map(Some)
         }
+        Write::Invalid { key, host, mod_revision, spec_revision } => {
+            let Some(unreadable) = caches.specs.reflector().unreadable(&keys::spec_key_of(key)) else {
+                return Ok(None);
+            };
+            // The last readable version is the placement's own: read it back (a rare write).
+            let placement_key = placement_key(host, key)?;
+            let Some(stored) = store.get(&placement_key).await? else { return Ok(None) };
+            if stored.mod_revision != *mod_revision {
+                return Ok(None);
+            }
+            let Ok(mut placement) = serde_json::from_slice::<Placement>(&stored.value) else {
+                return Ok(None);
+            };
+            placement.term = fence.mod_revision;
+            placement.invalid =
+                Some(InvalidSpec { resource_version: *spec_revision, error: unreadable.error });
+            let value = serde_json::to_vec(&placement).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let condition = PutCondition::ModRevision(*mod_revision);
+            store.put_fenced(fence, &placement_key, value, condition).await.map(Some)
+        }
     }
 }
 
-/// Writes the marker that the placements are complete, unless it is there already.
+/// Writes the marker that the placements are complete and kept by the leader of `fence`'s term
+/// (replacing an earlier leader's).
 async fn mark_ready(store: &SharedStore, fence: Fence<'_>) -> Result<(), StoreError> {
     let marker = ReadyMarker { version: LAYOUT_VERSION, term: fence.mod_revision };
     let value = serde_json::to_vec(&marker).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    match store.put_fenced(fence, keys::PLACEMENTS_READY, value, PutCondition::Absent).await {
+    match store.put_fenced(fence, keys::PLACEMENTS_READY, value, PutCondition::Always).await {
         Ok(_) => {
             tracing::info!(
                 term = fence.mod_revision,
@@ -291,6 +354,7 @@ mod tests {
                 host: host.to_string(),
                 mod_revision: *mod_revision,
                 spec_revision: *spec_revision,
+                invalid_revision: None,
             });
         }
         all
@@ -306,7 +370,7 @@ mod tests {
 
     #[test]
     fn placements_follow_specs_and_a_move_deletes_before_it_creates() {
-        let none = BTreeSet::new();
+        let none = BTreeMap::new();
         // New specs: created where they run.
         let want = wanted(&[("ns/a", "h1", 5), ("ns/b", "h2", 6)]);
         assert_eq!(
@@ -325,8 +389,14 @@ mod tests {
         // A deleted spec: its placement goes; an unreadable one keeps its placement as it is.
         let gone = wanted(&[("ns/a", "h1", 5)]);
         assert_eq!(plan(&gone, &have, &none), vec![delete("ns/b", "h2", 11)]);
-        let unreadable = BTreeSet::from(["ns/b".to_owned()]);
-        assert!(plan(&gone, &have, &unreadable).is_empty());
+        // An unreadable spec keeps its placement, which is told once per unreadable revision.
+        let unreadable = BTreeMap::from([("ns/b".to_owned(), 13)]);
+        let told =
+            Write::Invalid { key: "ns/b".into(), host: "h2".into(), mod_revision: 11, spec_revision: 13 };
+        assert_eq!(plan(&gone, &have, &unreadable), vec![told]);
+        let mut reported = have.clone();
+        reported.get_mut("ns/b").unwrap()[0].invalid_revision = Some(13);
+        assert!(plan(&gone, &reported, &unreadable).is_empty(), "told already");
         // Two placements of one spec (a move cut short): the stray one goes.
         let both = existing(&[("ns/a", "h1", 10, 5), ("ns/a", "h3", 9, 5)]);
         assert_eq!(plan(&gone, &both, &none), vec![delete("ns/a", "h3", 9)]);
@@ -417,7 +487,15 @@ mod tests {
         f.bind("bound", "h2").await;
         let mut marked = false;
         assert!(f.pass(term, &mut marked).await.unwrap(), "the first pass writes the placements");
-        assert!(!marked && f.store.get(keys::PLACEMENTS_READY).await.unwrap().is_none(), "not complete yet");
+        // Every write it decided was made: the placements are complete, and marked with its term.
+        assert!(marked);
+        let marker = f.store.get(keys::PLACEMENTS_READY).await.unwrap().unwrap();
+        let ready: ReadyMarker = serde_json::from_slice(&marker.value).unwrap();
+        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term });
+        assert!(
+            marker.mod_revision > f.placements().await.iter().map(|(.., revision)| *revision).max().unwrap(),
+            "the marker comes after the placements it vouches for"
+        );
         let keys: Vec<String> = f.placements().await.into_iter().map(|(key, ..)| key).collect();
         assert_eq!(
             keys,
@@ -434,19 +512,24 @@ mod tests {
         assert_eq!((placement.spec_revision, placement.term), (spec.mod_revision, term));
         assert_eq!(placement.spec["spec"]["image"], "app:v1");
 
-        // Nothing changed: no write, and the marker.
-        assert!(!f.pass(term, &mut marked).await.unwrap());
-        assert!(marked);
-        let marker = f.store.get(keys::PLACEMENTS_READY).await.unwrap().unwrap();
-        let ready: ReadyMarker = serde_json::from_slice(&marker.value).unwrap();
-        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term });
-
-        // A new leader (the agent restarted, or another took over): its full pass writes nothing.
+        // Nothing changed: no write at all, the marker not either.
         let before = f.store.list(keys::ROOT).await.unwrap().revision;
+        assert!(!f.pass(term, &mut marked).await.unwrap());
+        assert_eq!(f.store.list(keys::ROOT).await.unwrap().revision, before);
+
+        // A new leader (the agent restarted, or another took over): its full pass writes no
+        // placement, and marks them with its own term (agents trust only the current leader's).
         let next = f.lead().await;
         let mut marked_again = false;
         assert!(!f.pass(next, &mut marked_again).await.unwrap(), "idempotent");
-        assert_eq!(f.store.list(keys::ROOT).await.unwrap().revision, before + 2, "only the leader key moved");
+        assert_eq!(
+            f.store.list(keys::ROOT).await.unwrap().revision,
+            before + 3,
+            "only the leader key (deleted, written) and the marker moved"
+        );
+        let marker = f.store.get(keys::PLACEMENTS_READY).await.unwrap().unwrap();
+        let ready: ReadyMarker = serde_json::from_slice(&marker.value).unwrap();
+        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term: next });
         // The old term can write nothing.
         f.spec("pinned", Some("h1"), "app:v2").await;
         let refused = f.pass(term, &mut marked).await.unwrap_err();
@@ -483,5 +566,31 @@ mod tests {
         f.store.delete(&keys::spec_key("ns", "web").unwrap(), DeleteCondition::Always).await.unwrap();
         assert!(f.pass(term, &mut marked).await.unwrap());
         assert!(f.placements().await.is_empty(), "a deleted spec's placement goes");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_spec_keeps_its_last_readable_placement_which_says_so_once() {
+        let f = Fixture::new().await;
+        let term = f.lead().await;
+        f.spec("web", Some("h1"), "app:v1").await;
+        let mut marked = false;
+        f.pass(term, &mut marked).await.unwrap();
+        let key = keys::spec_key("ns", "web").unwrap();
+        let garbled = f.store.put(&key, b"{not json".to_vec(), PutCondition::Always, 0).await.unwrap();
+        assert!(f.pass(term, &mut marked).await.unwrap(), "the placement is told");
+        let placement_key = keys::placement_key("h1", "ns", "web").unwrap();
+        let read =
+            |stored: crate::store::KeyValue| serde_json::from_slice::<Placement>(&stored.value).unwrap();
+        let placement = read(f.store.get(&placement_key).await.unwrap().unwrap());
+        assert_eq!(placement.spec["spec"]["image"], "app:v1", "the last readable version is kept");
+        let invalid = placement.invalid.expect("says the spec cannot be read");
+        assert_eq!(invalid.resource_version, garbled);
+        assert!(invalid.error.contains("not JSON"), "{}", invalid.error);
+        assert!(!f.pass(term, &mut marked).await.unwrap(), "told once per unreadable revision");
+        // Repaired: the placement is the spec again.
+        f.spec("web", Some("h1"), "app:v2").await;
+        assert!(f.pass(term, &mut marked).await.unwrap());
+        let placement = read(f.store.get(&placement_key).await.unwrap().unwrap());
+        assert_eq!((placement.spec["spec"]["image"].as_str(), placement.invalid), (Some("app:v2"), None));
     }
 }
