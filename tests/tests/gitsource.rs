@@ -18,13 +18,13 @@ use kedge_tests::{eventually, run_id, wait_ready, EngineCleanup, InProcessAgent,
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A bare repository and a clone that pushes to it.
-struct Repo {
-    bare: PathBuf,
-    work: PathBuf,
+pub(crate) struct Repo {
+    pub(crate) bare: PathBuf,
+    pub(crate) work: PathBuf,
 }
 
 impl Repo {
-    fn new(dir: &Path) -> Repo {
+    pub(crate) fn new(dir: &Path) -> Repo {
         let bare = dir.join("apps.git");
         let work = dir.join("work");
         git(dir, &["init", "--quiet", "--bare", "--initial-branch=main", bare.to_str().unwrap()]);
@@ -35,24 +35,24 @@ impl Repo {
         Repo { bare, work }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.bare.display())
     }
 
-    fn write(&self, path: &str, text: &str) {
+    pub(crate) fn write(&self, path: &str, text: &str) {
         let file = self.work.join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, text).unwrap();
     }
 
     /// Commits everything and pushes (`force`: a force-push); answers the commit's SHA.
-    fn commit_and_push(&self, message: &str, force: bool) -> String {
+    pub(crate) fn commit_and_push(&self, message: &str, force: bool) -> String {
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "--quiet", "--allow-empty", "-m", message]);
         self.push(force)
     }
 
-    fn push(&self, force: bool) -> String {
+    pub(crate) fn push(&self, force: bool) -> String {
         let mut args = vec!["push", "--quiet", "origin", "main"];
         if force {
             args.push("--force");
@@ -62,7 +62,7 @@ impl Repo {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .current_dir(dir)
         .args([
@@ -81,7 +81,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A Container document placed on `host`, labelled for cleanup.
-fn container(name: &str, host: &str, run: &str, env: &str) -> String {
+pub(crate) fn container(name: &str, host: &str, run: &str, env: &str) -> String {
     format!(
         "apiVersion: kedge.io/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: kedge-test/app:v1\n  \
 command: [sleep, \"3600\"]\n  env:\n    VERSION: \"{env}\"\n  labels:\n    {TEST_LABEL}: {run}\n  placement:\n    host: {host}\n"
@@ -96,21 +96,21 @@ branch: main\n  path: deploy\n  interval: {interval}\n{webhook}"
     )
 }
 
-async fn read_status(server: &TestServer, ns: &str) -> Option<kedge_crds::GitSourceStatus> {
+pub(crate) async fn read_status(server: &TestServer, ns: &str) -> Option<kedge_crds::GitSourceStatus> {
     Api::<GitSource>::new(server.store.clone()).get_status(ns, "apps").await.ok()?.map(|(status, _)| status)
 }
 
-fn ready(status: &kedge_crds::GitSourceStatus) -> Option<(ConditionStatus, String)> {
+pub(crate) fn ready(status: &kedge_crds::GitSourceStatus) -> Option<(ConditionStatus, String)> {
     let found = status.conditions.iter().find(|c| c.kind == "Ready")?;
     Some((found.status, found.reason.clone()))
 }
 
-async fn env_of(server: &TestServer, ns: &str, name: &str) -> Option<String> {
+pub(crate) async fn env_of(server: &TestServer, ns: &str, name: &str) -> Option<String> {
     let spec = objects::get_container(server.store.as_ref(), ns, name).await.ok()??;
     spec.spec.env.get("VERSION").map(|v| v.to_string())
 }
 
-async fn wait_applied(
+pub(crate) async fn wait_applied(
     server: &TestServer,
     ns: &str,
     sha: &str,
@@ -125,7 +125,7 @@ async fn wait_applied(
 }
 
 #[track_caller]
-fn assert_exit(output: &std::process::Output, code: i32) {
+pub(crate) fn assert_exit(output: &std::process::Output, code: i32) {
     assert_eq!(output.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(output), stderr(output));
 }
 
