@@ -40,6 +40,8 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::Policy { .. }
         | Commands::Token { .. }
         | Commands::Reconcile { .. }
+        | Commands::Suspend { .. }
+        | Commands::Resume { .. }
         | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }

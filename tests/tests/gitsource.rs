@@ -502,3 +502,64 @@ async fn a_repository_served_over_http_with_a_token() {
     http.abort();
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_source_applies_no_push_until_resumed() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let server = TestServer::start().await;
+    let host = unique("gs-suspend");
+    let agent = InProcessAgent::start(server.store.clone(), &host, None).await;
+    let ns = unique("gitops-suspend");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(dir.path());
+    repo.write("deploy/web.yaml", &container("web", "nowhere", &run, "1"));
+    let first = repo.commit_and_push("first", false);
+    let file = dir.path().join("source.yaml");
+    std::fs::write(&file, source(&ns, &repo.url(), "1s", Some("kept-secret"))).unwrap();
+    assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
+    wait_applied(&server, &ns, &first, Duration::from_secs(12)).await;
+
+    let suspended = server.kedge(&["suspend", "gitsource", "apps", "-n", &ns]);
+    assert_exit(&suspended, 0);
+    assert!(stdout(&suspended).contains("gitsource/apps suspended"), "{}", stdout(&suspended));
+    assert!(stdout(&server.kedge(&["suspend", "gitsource", "apps", "-n", &ns])).contains("already suspended"));
+    let table = stdout(&server.kedge(&["get", "gitsources", "-n", &ns]));
+    assert!(table.lines().nth(1).is_some_and(|row| row.contains("Suspended")), "{table}");
+    eventually("Reconciling=False Suspended", Duration::from_secs(10), || async {
+        let status = read_status(&server, &ns).await?;
+        status.conditions.iter().any(|c| c.kind == "Reconciling" && c.reason == "Suspended").then_some(())
+    })
+    .await;
+
+    // A push while suspended: not applied over many intervals, and `reconcile` refuses, saying why.
+    repo.write("deploy/web.yaml", &container("web", "nowhere", &run, "2"));
+    let second = repo.commit_and_push("second", false);
+    let reconciled = server.kedge(&["reconcile", "gitsource", "apps", "-n", &ns]);
+    assert_ne!(reconciled.status.code(), Some(0), "{}", stdout(&reconciled));
+    assert!(stderr(&reconciled).contains("suspended"), "{}", stderr(&reconciled));
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        let status = read_status(&server, &ns).await.unwrap();
+        assert_eq!(status.last_applied_commit.as_ref().unwrap().sha, first, "applied while suspended");
+        assert_eq!(env_of(&server, &ns, "web").await.as_deref(), Some("1"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Resumed: the push is applied, and the rest of the spec was kept (the webhook secret too,
+    // which the CLI only ever saw redacted).
+    let resumed = server.kedge(&["resume", "gitsource", "apps", "-n", &ns]);
+    assert_exit(&resumed, 0);
+    assert!(stdout(&resumed).contains("gitsource/apps resumed"), "{}", stdout(&resumed));
+    wait_applied(&server, &ns, &second, Duration::from_secs(10)).await;
+    assert_eq!(env_of(&server, &ns, "web").await.as_deref(), Some("2"));
+    let stored = Api::<GitSource>::new(server.store.clone()).get(&ns, "apps").await.unwrap().unwrap();
+    assert!(!stored.spec.suspend);
+    assert_eq!(stored.spec.webhook.map(|w| w.secret).as_deref(), Some("kept-secret"));
+    assert_eq!(stored.spec.interval.as_deref(), Some("1s"));
+    assert_exit(&server.kedge(&["reconcile", "gitsource", "apps", "-n", &ns]), 0);
+
+    assert_exit(&server.kedge(&["delete", "gitsource", "apps", "-n", &ns]), 0);
+    Api::<Container>::new(server.store.clone()).delete(&ns, "web", None).await.unwrap();
+    agent.stop().await.unwrap();
+}
