@@ -537,6 +537,7 @@ impl ComposeArgs {
             environment: std::env::vars().collect(),
             env_files: self.env_files.clone(),
             profiles: self.profiles.clone(),
+            ..Default::default()
         }
     }
 }

@@ -40,6 +40,14 @@ pub struct ComposeOptions {
     pub env_files: Vec<PathBuf>,
     /// Active profiles (`--profile`; also `COMPOSE_PROFILES` in the environment, comma-separated).
     pub profiles: Vec<String>,
+    /// The namespace the documents go into; the project's name when not given (a GitSource gives
+    /// its own, since it applies only there).
+    pub namespace: Option<String>,
+    /// The files of a Git commit, by their path from the repository's root, when the Compose file
+    /// was read from one (a GitSource) rather than from the disk: `.env` and `env_file`s are read
+    /// from here, never from the disk, and a relative bind path is refused (the commit is nowhere on
+    /// the host the container runs on).
+    pub commit_files: Option<BTreeMap<String, String>>,
 }
 
 /// Whether a document is a Compose file: a map with `services` and no `apiVersion`.
@@ -61,7 +69,10 @@ pub(crate) fn convert(
     document: PositionedDocument,
     options: &ComposeOptions,
 ) -> Converted {
-    let directory = absolute(directory);
+    let directory = match options.commit_files {
+        Some(_) => normalize(&Path::new("/").join(directory)),
+        None => absolute(directory),
+    };
     let mut report =
         Report { file, positions: &document.positions, errors: Vec::new(), warnings: Vec::new() };
     let environment = environment(&directory, options, &mut report);
@@ -87,7 +98,16 @@ pub(crate) fn convert(
     if let Some(listed) = environment.get("COMPOSE_PROFILES") {
         profiles.extend(listed.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
     }
-    let project = Project { name: project, directory, environment, volumes, networks, profiles };
+    let project = Project {
+        name: project,
+        directory,
+        environment,
+        volumes,
+        networks,
+        profiles,
+        namespace: options.namespace.clone(),
+        commit_files: options.commit_files.clone(),
+    };
     let services = match top.get("services") {
         Some(Value::Object(services)) => services.clone(),
         _ => {
@@ -111,12 +131,22 @@ pub(crate) struct Project {
     /// Top-level network name (and `default`) to the Docker network's name.
     pub networks: BTreeMap<String, String>,
     pub profiles: Vec<String>,
+    /// [`ComposeOptions::namespace`].
+    pub namespace: Option<String>,
+    /// [`ComposeOptions::commit_files`].
+    pub commit_files: Option<BTreeMap<String, String>>,
 }
 
 impl Project {
-    /// kedge's names are DNS labels: the project's `_` become `-`.
+    /// The given namespace, else the project's name (kedge's names are DNS labels: the project's
+    /// `_` become `-`).
     pub fn namespace(&self) -> String {
-        dns_label(&self.name)
+        self.namespace.clone().unwrap_or_else(|| dns_label(&self.name))
+    }
+
+    /// A file the Compose file names (an `env_file`): from the commit, or from the disk.
+    pub fn read(&self, path: &Path) -> Result<String, String> {
+        read_file(self.commit_files.as_ref(), path)
     }
 
     /// The spec name of a service: `<project>-<service>` (Docker's names are global on a host, so
@@ -186,16 +216,37 @@ fn environment(directory: &Path, options: &ComposeOptions, report: &mut Report) 
         options.env_files.iter().map(|file| (file.clone(), true)).collect()
     };
     for (file, required) in files {
-        match std::fs::read_to_string(&file) {
+        let exists = match &options.commit_files {
+            Some(files) => files.contains_key(commit_path(&file).as_str()),
+            None => file.exists(),
+        };
+        if !exists && !required {
+            continue;
+        }
+        match read_file(options.commit_files.as_ref(), &file) {
             Ok(text) => environment.extend(read_env_file(&text, &BTreeMap::new())),
-            Err(error) if required || error.kind() != std::io::ErrorKind::NotFound => {
-                report.error("", format!("cannot read the env file {}: {error}", file.display()));
-            }
-            Err(_) => {}
+            Err(error) => report.error("", format!("cannot read the env file {}: {error}", file.display())),
         }
     }
     environment.extend(options.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
     environment
+}
+
+/// A file's text: from the commit's files when given (by its path from the repository's root), else
+/// from the disk.
+fn read_file(commit_files: Option<&BTreeMap<String, String>>, path: &Path) -> Result<String, String> {
+    match commit_files {
+        Some(files) => files
+            .get(commit_path(path).as_str())
+            .cloned()
+            .ok_or_else(|| "no such file in the commit (under the GitSource's path)".to_owned()),
+        None => std::fs::read_to_string(path).map_err(|error| error.to_string()),
+    }
+}
+
+/// A path under the commit's root (`/`) as the commit's files are keyed: `deploy/.env`.
+fn commit_path(path: &Path) -> String {
+    normalize(path).display().to_string().trim_start_matches('/').to_owned()
 }
 
 /// A `.env` or `env_file` file's variables: `KEY=VALUE` lines, `#` comments, blank lines, an optional

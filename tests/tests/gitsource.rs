@@ -563,3 +563,91 @@ async fn a_suspended_source_applies_no_push_until_resumed() {
     Api::<Container>::new(server.store.clone()).delete(&ns, "web", None).await.unwrap();
     agent.stop().await.unwrap();
 }
+
+/// A Compose file of a GitSource's repository: its `.env` and `env_file` read from the commit.
+fn compose_file(run: &str, extra: &str) -> String {
+    format!(
+        "name: shop\nservices:\n  web:\n    image: kedge-test/app:${{TAG}}\n    command: [sleep, \"3600\"]\n    \
+env_file: web.env\n    environment:\n      GREETING: ${{GREETING}}\n      HOME_SEEN: ${{HOME:-unset}}\n    \
+labels:\n      {TEST_LABEL}: {run}\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compose_file_in_the_repository_is_converted_and_applied_whole_or_not_at_all() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let server = TestServer::start().await;
+    let host = unique("gs-compose");
+    let agent = InProcessAgent::start(server.store.clone(), &host, None).await;
+    let ns = unique("gitops-compose");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(dir.path());
+    repo.write("deploy/compose.yml", &compose_file(&run, ""));
+    repo.write("deploy/.env", "TAG=v1\nGREETING=hello\n");
+    repo.write("deploy/web.env", "FROM_FILE=yes\n");
+    let first = repo.commit_and_push("compose", false);
+    let file = dir.path().join("source.yaml");
+    std::fs::write(&file, source(&ns, &repo.url(), "1s", None)).unwrap();
+    assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
+    let status = wait_applied(&server, &ns, &first, Duration::from_secs(12)).await;
+    assert_eq!(status.applied, 1);
+
+    // One Container per service, in the source's namespace, named `<project>-<service>`, with the
+    // commit's `.env` interpolated and its `env_file` read; the leader's own environment (HOME) is
+    // not read.
+    let web =
+        objects::get_container(server.store.as_ref(), &ns, "shop-web").await.unwrap().expect("shop-web");
+    assert_eq!(web.spec.image.to_string(), "kedge-test/app:v1");
+    let env = |key: &str| web.spec.env.get(key).map(|v| v.to_string());
+    assert_eq!(env("GREETING").as_deref(), Some("hello"));
+    assert_eq!(env("FROM_FILE").as_deref(), Some("yes"));
+    assert_eq!(env("HOME_SEEN").as_deref(), Some("unset"));
+    let applyset = kedge_controller::controllers::gitsource::applyset_id(&ns, "apps");
+    assert_eq!(web.metadata.labels.get("kedge.io/applyset"), Some(&applyset));
+
+    // A broken compose file (a key kedge does not know, a relative bind) beside a change of `.env`:
+    // nothing applied, and the status names the file, line and key.
+    repo.write("deploy/.env", "TAG=v2\nGREETING=changed\n");
+    repo.write(
+        "deploy/compose.yml",
+        &compose_file(&run, "    volumes:\n      - ./data:/data\n    scale_typo: 2\n"),
+    );
+    let broken = repo.commit_and_push("broken compose", false);
+    let status = eventually("the broken compose file refused", Duration::from_secs(12), || async {
+        let status = read_status(&server, &ns).await?;
+        let refused =
+            status.conditions.iter().any(|c| c.kind == "Stalled" && c.status == ConditionStatus::True);
+        (status.last_fetched_commit.as_ref()?.sha == broken && refused).then_some(status)
+    })
+    .await;
+    assert_eq!(ready(&status), Some((ConditionStatus::False, "InvalidSpecs".to_owned())));
+    assert!(
+        status.errors.iter().any(|e| e.starts_with("deploy/compose.yml:14:5: services.web.scale_typo")),
+        "{:?}",
+        status.errors
+    );
+    assert!(
+        status
+            .errors
+            .iter()
+            .any(|e| e.starts_with("deploy/compose.yml:13:") && e.contains("relative bind path")),
+        "{:?}",
+        status.errors
+    );
+    assert_eq!(status.last_applied_commit.as_ref().unwrap().sha, first);
+    let web = objects::get_container(server.store.as_ref(), &ns, "shop-web").await.unwrap().unwrap();
+    assert_eq!(web.spec.image.to_string(), "kedge-test/app:v1", "nothing of the broken commit applied");
+
+    // Fixed: the new `.env` applies.
+    repo.write("deploy/compose.yml", &compose_file(&run, ""));
+    let fixed = repo.commit_and_push("fixed", false);
+    wait_applied(&server, &ns, &fixed, Duration::from_secs(12)).await;
+    let web = objects::get_container(server.store.as_ref(), &ns, "shop-web").await.unwrap().unwrap();
+    assert_eq!(web.spec.image.to_string(), "kedge-test/app:v2");
+    assert_eq!(web.spec.env.get("GREETING").map(|v| v.to_string()).as_deref(), Some("changed"));
+
+    assert_exit(&server.kedge(&["delete", "gitsource", "apps", "-n", &ns]), 0);
+    Api::<Container>::new(server.store.clone()).delete(&ns, "shop-web", None).await.unwrap();
+    agent.stop().await.unwrap();
+}

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kedge_crds::compose::ComposeOptions;
 use kedge_crds::event::EventType;
 use kedge_crds::gitsource::{gitsource_condition, CommitRef, GitSource, GitSourceStatus};
 use kedge_crds::meta::{rfc3339, set_condition};
@@ -252,8 +253,19 @@ impl Controller {
         let namespace = source.metadata.namespace.as_str();
         let mut parsed = ParsedObjects::default();
         let mut errors = Vec::new();
+        // A Compose file reads its `.env` and `env_file`s from the commit, never from the leader's
+        // disk or environment, and lands in the source's namespace.
+        let mut commit_files = fetched.others.clone();
+        commit_files.extend(fetched.files.iter().cloned());
+        let compose = ComposeOptions {
+            namespace: Some(namespace.to_owned()),
+            commit_files: Some(commit_files),
+            ..ComposeOptions::default()
+        };
         for (file, text) in &fetched.files {
-            let (objects, file_errors) = kedge_crds::parse_objects_str(file, text);
+            let directory = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(""));
+            let (objects, file_errors) =
+                kedge_crds::parse::parse_objects_str_with(file, text, directory, &compose);
             parsed.extend(objects);
             errors.extend(file_errors);
         }

@@ -171,7 +171,7 @@ fn convert_service(
                 };
                 for (file, required) in files {
                     let full = project.directory.join(&file);
-                    match std::fs::read_to_string(&full) {
+                    match project.read(&full) {
                         Ok(text) => env_from_files.extend(read_env_file(&text, &project.environment)),
                         Err(_) if !required => {}
                         Err(error) => r.error(&at, format!("cannot read the env_file {}: {error}", full.display())),
@@ -578,6 +578,16 @@ fn volumes(project: &Project, value: &Value, at: &str, spec: &mut Spec) {
 /// A bind's source, a named volume's Docker name, or an error for an undeclared volume.
 fn source(project: &Project, source: &str, at: &str, report: &mut Report) -> Option<(&'static str, String)> {
     if source.starts_with('.') || source.starts_with('/') || source.starts_with('~') {
+        if project.commit_files.is_some() && !source.starts_with('/') {
+            report.error(
+                at,
+                format!("the relative bind path `{source}` cannot be used from a GitSource: the repository is not on the host the container runs on; give an absolute path or a named volume"),
+            );
+            return None;
+        }
+        if project.commit_files.is_some() {
+            return Some(("bind", normalize(Path::new(source)).display().to_string()));
+        }
         let path = match source.strip_prefix('~') {
             Some(rest) => Path::new(project.environment.get("HOME").map_or("/", String::as_str))
                 .join(rest.trim_start_matches('/')),

@@ -25,7 +25,13 @@ pub(crate) struct Fetched {
     pub commit: CommitRef,
     /// `(path from the repository's root, text)`, in path order.
     pub files: Vec<(String, String)>,
+    /// Every other text file under the path (hidden ones such as `.env` included), by its path from
+    /// the repository's root: what a Compose file there may read (`.env`, `env_file`).
+    pub others: std::collections::BTreeMap<String, String>,
 }
+
+/// The largest file kept in [`Fetched::others`]: an env file is small; an asset is not read.
+const OTHER_FILE_LIMIT: usize = 1 << 20;
 
 /// Why a fetch gave nothing to apply.
 #[derive(Debug, thiserror::Error)]
@@ -128,22 +134,33 @@ pub(crate) fn fetch(
             .map_err(|_| FetchError::Content(format!("`{path}` is not a directory in commit {oid}")))?
     };
     let mut files = Vec::new();
+    let mut others = std::collections::BTreeMap::new();
     let mut unreadable = None;
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or_default();
-        if name.starts_with('.') {
-            return TreeWalkResult::Skip;
-        }
-        let is_spec = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
-        if entry.kind() != Some(git2::ObjectType::Blob) || !is_spec {
-            return TreeWalkResult::Ok;
-        }
+        let is_blob = entry.kind() == Some(git2::ObjectType::Blob);
         let shown = [path, dir.trim_end_matches('/'), name]
             .iter()
             .filter(|p| !p.is_empty())
             .copied()
             .collect::<Vec<_>>()
             .join("/");
+        let is_spec = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+        if !is_blob || name.starts_with('.') || !is_spec {
+            // A hidden directory is skipped whole; a hidden file (`.env`) or another file is kept
+            // for a Compose file to read, when it is small text.
+            if !is_blob {
+                return if name.starts_with('.') { TreeWalkResult::Skip } else { TreeWalkResult::Ok };
+            }
+            if let Ok(blob) = repo.find_blob(entry.id()) {
+                if blob.size() <= OTHER_FILE_LIMIT {
+                    if let Ok(text) = String::from_utf8(blob.content().to_vec()) {
+                        others.insert(shown, text);
+                    }
+                }
+            }
+            return TreeWalkResult::Ok;
+        }
         match repo.find_blob(entry.id()).map(|blob| String::from_utf8(blob.content().to_vec())) {
             Ok(Ok(text)) => files.push((shown, text)),
             _ => {
@@ -158,7 +175,7 @@ pub(crate) fn fetch(
         return Err(FetchError::Content(message));
     }
     files.sort();
-    Ok(Fetched { commit: CommitRef { sha: oid.to_string(), subject }, files })
+    Ok(Fetched { commit: CommitRef { sha: oid.to_string(), subject }, files, others })
 }
 
 /// Credentials for the URL's transport: the user and password (or token) written in an https
