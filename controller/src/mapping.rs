@@ -128,7 +128,7 @@ fn isolation(spec: &ContainerSpec) -> Isolation {
     }
 }
 
-/// The spec's `init`, `shmSize`, `extraHosts` and `ulimits` for the engine (ulimits sorted by name,
+/// The spec's `init`, `shmSize`, `extraHosts`, `ulimits`, `dns*`, `tty` and `stdinOpen` for the engine (ulimits sorted by name,
 /// as inspect is read).
 fn process(spec: &ContainerSpec) -> ProcessSettings {
     ProcessSettings {
@@ -136,6 +136,11 @@ fn process(spec: &ContainerSpec) -> ProcessSettings {
         shm_size: spec.shm_size.map(|size| saturating_i64(size.bytes())),
         extra_hosts: spec.extra_hosts.clone(),
         ulimits: spec.ulimits.iter().map(|(name, limit)| (name.clone(), limit.soft, limit.hard)).collect(),
+        dns: spec.dns.clone(),
+        dns_search: spec.dns_search.clone(),
+        dns_options: spec.dns_options.clone(),
+        tty: spec.tty.unwrap_or(false),
+        open_stdin: spec.stdin_open.unwrap_or(false),
     }
 }
 

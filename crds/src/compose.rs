@@ -83,7 +83,7 @@ pub(crate) fn convert(
     };
     for key in top.keys() {
         match key.as_str() {
-            "version" | "name" | "services" | "volumes" | "networks" => {}
+            "version" | "name" | "services" | "volumes" | "networks" | "secrets" | "configs" => {}
             key if key.starts_with("x-") => {}
             _ => report.unsupported(key, key),
         }
@@ -93,6 +93,8 @@ pub(crate) fn convert(
     };
     let volumes = top_level(top, "volumes", &project, &mut report);
     let mut networks = top_level(top, "networks", &project, &mut report);
+    let secrets = file_sources(top, "secrets", &mut report);
+    let configs = file_sources(top, "configs", &mut report);
     networks.entry("default".to_owned()).or_insert_with(|| format!("{project}_default"));
     let mut profiles = options.profiles.clone();
     if let Some(listed) = environment.get("COMPOSE_PROFILES") {
@@ -107,6 +109,8 @@ pub(crate) fn convert(
         profiles,
         namespace: options.namespace.clone(),
         commit_files: options.commit_files.clone(),
+        secrets,
+        configs,
     };
     let services = match top.get("services") {
         Some(Value::Object(services)) => services.clone(),
@@ -135,6 +139,9 @@ pub(crate) struct Project {
     pub namespace: Option<String>,
     /// [`ComposeOptions::commit_files`].
     pub commit_files: Option<BTreeMap<String, String>>,
+    /// Top-level `secrets` and `configs`: the name to its `file`, as written.
+    pub secrets: BTreeMap<String, String>,
+    pub configs: BTreeMap<String, String>,
 }
 
 impl Project {
@@ -191,6 +198,12 @@ impl Report<'_> {
         self.errors.push(error);
     }
 
+    /// An error about the key at `path` itself.
+    pub fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+        let error = self.placed(path, true, message.into());
+        self.errors.push(error);
+    }
+
     /// A key kedge reads but that changes nothing at run time.
     pub fn warn(&mut self, path: &str, message: impl Into<String>) {
         let warning = self.placed(path, true, message.into());
@@ -230,6 +243,45 @@ fn environment(directory: &Path, options: &ComposeOptions, report: &mut Report) 
     }
     environment.extend(options.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
     environment
+}
+
+/// The top-level `secrets` or `configs`: each a `file:` (bind-mounted read-only, as Compose does
+/// without Swarm). `environment:`, `external:` and `content:` sources are errors naming the key.
+fn file_sources(top: &Map<String, Value>, section: &str, report: &mut Report) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    let Some(entries) = top.get(section) else {
+        return files;
+    };
+    let Value::Object(entries) = entries else {
+        report.error(section, format!("`{section}` must be a map"));
+        return files;
+    };
+    for (name, settings) in entries {
+        let path = format!("{section}.{name}");
+        let Value::Object(settings) = settings else {
+            report.error(&path, "must be a map with a `file`");
+            continue;
+        };
+        for (key, setting) in settings {
+            let key_path = format!("{path}.{key}");
+            match (key.as_str(), setting) {
+                ("file", Value::String(file)) => drop(files.insert(name.clone(), file.clone())),
+                ("file", _) => report.error(&key_path, "`file` must be a path"),
+                ("name", _) => {}
+                (key, _) if key.starts_with("x-") => {}
+                _ => {
+                    let message = format!(
+                        "`{key}` is not supported by kedge (see docs/compose.md): only a `file` source; for a value kept out of files use a kedge Secret"
+                    );
+                    report.error_at_key(&key_path, message);
+                }
+            }
+        }
+        if !settings.contains_key("file") && settings.keys().all(|k| k == "name" || k.starts_with("x-")) {
+            report.error(&path, "needs a `file`");
+        }
+    }
+    files
 }
 
 /// A file's text: from the commit's files when given (by its path from the repository's root), else

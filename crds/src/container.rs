@@ -172,6 +172,25 @@ pub struct ContainerSpec {
     /// Process resource limits, as `docker run --ulimit`: `nofile: {soft: 1024, hard: 4096}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
+    /// DNS servers the container's resolver asks, as `docker run --dns` (IP addresses). Default: the
+    /// engine's (its embedded DNS on a user-defined network, else the host's resolvers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains, as `docker run --dns-search`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// Resolver options written into the container's `/etc/resolv.conf`, as `docker run
+    /// --dns-option` (Compose's `dns_opt`): `ndots:2`, `use-vc`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// Give the container a terminal (`docker run -t`, Compose's `tty`): some programs only run, or
+    /// only keep running, with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+    /// Keep the container's standard input open (`docker run -i`, Compose's `stdin_open`): a shell
+    /// or a REPL as the command then waits instead of exiting at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_open: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
     /// Specs (same namespace) that must be started, or healthy, before this one starts: `db` or a map.

@@ -79,6 +79,9 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
                 hard: Some(*hard),
             }).collect()
         }),
+        dns: non_empty(&config.process.dns),
+        dns_search: non_empty(&config.process.dns_search),
+        dns_options: non_empty(&config.process.dns_options),
         sysctls: (!config.isolation.sysctls.is_empty())
             .then(|| config.isolation.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         log_config: config.log_config.as_ref().map(|log| b::HostConfigLogConfig {
@@ -101,6 +104,8 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         healthcheck: config.healthcheck.as_ref().map(healthcheck_to_bollard),
         stop_signal: config.stop_signal.clone(),
         stop_timeout: config.stop_timeout.map(|d| d.as_secs() as i64),
+        tty: config.process.tty.then_some(true),
+        open_stdin: config.process.open_stdin.then_some(true),
         host_config: Some(host_config),
         // A network mode other than a network (`host`, `container:NAME`) takes no endpoint.
         networking_config: first_network.filter(|_| config.network_mode.is_none()).map(|n| {
@@ -442,7 +447,11 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         privileged: host.privileged.unwrap_or(false),
         read_only_rootfs: host.readonly_rootfs.unwrap_or(false),
         isolation: isolation_from_host_config(&host),
-        process: process_from_host_config(&host),
+        process: ProcessSettings {
+            tty: config.tty.unwrap_or(false),
+            open_stdin: config.open_stdin.unwrap_or(false),
+            ..process_from_host_config(&host)
+        },
         log_config: host
             .log_config
             .clone()
@@ -489,6 +498,12 @@ fn process_from_host_config(host: &b::HostConfig) -> ProcessSettings {
         shm_size: host.shm_size.filter(|size| *size > 0),
         extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
         ulimits,
+        dns: host.dns.clone().unwrap_or_default(),
+        dns_search: host.dns_search.clone().unwrap_or_default(),
+        dns_options: host.dns_options.clone().unwrap_or_default(),
+        // `Config.Tty` and `Config.OpenStdin` are not in `HostConfig`: the caller sets them.
+        tty: false,
+        open_stdin: false,
     }
 }
 

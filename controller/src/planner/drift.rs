@@ -449,7 +449,8 @@ fn compare_isolation(want: &Isolation, have: &Isolation, findings: &mut Vec<Find
     }
 }
 
-/// `init`, `shmSize`, `extraHosts` and `ulimits`: each only a new container changes. An undeclared
+/// `init`, `shmSize`, `extraHosts`, `ulimits`, `dns*`, `tty` and `stdinOpen`: each only a new
+/// container changes. An undeclared
 /// `/dev/shm` size is the engine's default, which inspect reports as if declared.
 fn compare_process(want: &ProcessSettings, have: &ProcessSettings, findings: &mut Vec<Finding>) {
     let mut recreate = |field: &str, want: String, have: String| {
@@ -477,6 +478,12 @@ fn compare_process(want: &ProcessSettings, have: &ProcessSettings, findings: &mu
         render_list(&rendered)
     };
     recreate("spec.ulimits", render_limits(&want.ulimits), render_limits(&have.ulimits));
+    // The order of DNS servers and search domains is the resolver's order: a list, not a set.
+    recreate("spec.dns", render_list(&want.dns), render_list(&have.dns));
+    recreate("spec.dnsSearch", render_list(&want.dns_search), render_list(&have.dns_search));
+    recreate("spec.dnsOptions", render_list(&want.dns_options), render_list(&have.dns_options));
+    recreate("spec.tty", want.tty.to_string(), have.tty.to_string());
+    recreate("spec.stdinOpen", want.open_stdin.to_string(), have.open_stdin.to_string());
 }
 
 fn compare_resources(want: &Resources, have: &Resources, findings: &mut Vec<Finding>) {

@@ -313,6 +313,27 @@ fn convert_service(
                 spec.set_in("resources", field, value, &at);
             }
             "init" => spec.set("init", value.clone(), &at),
+            "tty" => spec.set("tty", value.clone(), &at),
+            "stdin_open" => spec.set("stdinOpen", value.clone(), &at),
+            "dns" | "dns_search" | "dns_opt" => {
+                let field = match key.as_str() {
+                    "dns" => "dns",
+                    "dns_search" => "dnsSearch",
+                    _ => "dnsOptions",
+                };
+                let items: Vec<Value> = match value {
+                    Value::Array(items) => items.iter().map(|item| json!(scalar(item).unwrap_or_default())).collect(),
+                    one => match scalar(one) {
+                        Some(one) => vec![json!(one)],
+                        None => {
+                            r.error(&at, format!("`{key}` must be a string or a list of strings"));
+                            Vec::new()
+                        }
+                    },
+                };
+                spec.set(field, Value::Array(items), &at);
+            }
+            "secrets" | "configs" => file_mounts(project, key, value, &at, &mut spec),
             "shm_size" => match scalar(value) {
                 Some(size) => spec.set("shmSize", json!(size), &at),
                 None => r.error(&at, "`shm_size` must be a size such as `128m`"),
@@ -552,6 +573,61 @@ pub(super) fn short_port(text: &str) -> Result<Vec<Value>, String> {
             port
         })
         .collect())
+}
+
+/// A service's `secrets` or `configs`: each a read-only bind of the top-level entry's file, at
+/// `/run/secrets/NAME` (a secret) or `/NAME` (a config) unless `target` says otherwise, as Compose
+/// mounts them without Swarm. `uid`, `gid` and `mode` are errors: a bind keeps the file's own.
+fn file_mounts(project: &Project, key: &str, value: &Value, at: &str, spec: &mut Spec) {
+    let Value::Array(items) = value else {
+        spec.report.error(at, format!("`{key}` must be a list"));
+        return;
+    };
+    let (declared, under) =
+        if key == "secrets" { (&project.secrets, "/run/secrets/") } else { (&project.configs, "/") };
+    for (index, item) in items.iter().enumerate() {
+        let item_at = format!("{at}[{index}]");
+        let (name, target) = match item {
+            Value::String(name) => (name.clone(), None),
+            Value::Object(long) => {
+                for (option, _) in long {
+                    match option.as_str() {
+                        "source" | "target" => {}
+                        other if other.starts_with("x-") => {}
+                        other => spec.report.unsupported(&format!("{item_at}.{other}"), other),
+                    }
+                }
+                let Some(name) = long.get("source").and_then(Value::as_str) else {
+                    spec.report.error(&item_at, "needs a `source`");
+                    continue;
+                };
+                (name.to_owned(), long.get("target").and_then(Value::as_str).map(str::to_owned))
+            }
+            _ => {
+                spec.report.error(&item_at, "must be a name or a map with `source`");
+                continue;
+            }
+        };
+        let Some(file) = declared.get(&name) else {
+            spec.report.error(
+                &item_at,
+                format!("`{name}` is not declared under the top-level `{key}` with a `file`"),
+            );
+            continue;
+        };
+        let file = if file.starts_with(['/', '.', '~']) { file.clone() } else { format!("./{file}") };
+        let Some((_, path)) = source(project, &file, &item_at, spec.report) else { continue };
+        let target = match target {
+            Some(target) if target.starts_with('/') => target,
+            Some(target) => format!("{under}{target}"),
+            None => format!("{under}{name}"),
+        };
+        spec.push(
+            "mounts",
+            json!({"type": "bind", "source": path, "target": target, "readOnly": true}),
+            &item_at,
+        );
+    }
 }
 
 fn volumes(project: &Project, value: &Value, at: &str, spec: &mut Spec) {
