@@ -296,9 +296,10 @@ fn mount(mount: &SpecMount) -> Mount {
     let source = match mount.kind {
         MountKind::Bind => MountSource::Bind { host_path: mount.source.clone().unwrap_or_default() },
         MountKind::Volume => MountSource::Volume { name: mount.source.clone() },
-        MountKind::Tmpfs => {
-            MountSource::Tmpfs { size_bytes: mount.tmpfs_size.map(|size| saturating_i64(size.bytes())) }
-        }
+        MountKind::Tmpfs => MountSource::Tmpfs {
+            size_bytes: mount.tmpfs_size.map(|size| saturating_i64(size.bytes())),
+            mode: mount.tmpfs_mode.as_deref().and_then(kedge_crds::container::tmpfs_mode_bits).map(i64::from),
+        },
     };
     Mount { source, target: mount.target.clone(), read_only: mount.read_only.unwrap_or(false) }
 }
@@ -602,7 +603,7 @@ mod tests {
                     read_only: false
                 },
                 Mount {
-                    source: MountSource::Tmpfs { size_bytes: Some(16 << 20) },
+                    source: MountSource::Tmpfs { size_bytes: Some(16 << 20), mode: None },
                     target: "/tmp".into(),
                     read_only: false
                 },

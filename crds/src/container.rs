@@ -297,6 +297,10 @@ pub struct Mount {
     /// Size limit of a `tmpfs` mount.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmpfs_size: Option<ByteSize>,
+    /// The permission bits of a `tmpfs` mount's root, in octal (`1777`, `0700`); Docker's default
+    /// is `1777`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_mode: Option<String>,
 }
 
 /// A mount, as a map.
@@ -313,6 +317,8 @@ pub(crate) struct MountLong {
     read_only: Option<bool>,
     #[serde(default)]
     tmpfs_size: Option<ByteSize>,
+    #[serde(default)]
+    tmpfs_mode: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -1245,6 +1251,7 @@ impl From<MountLong> for Mount {
             target: long.target,
             read_only: long.read_only,
             tmpfs_size: long.tmpfs_size,
+            tmpfs_mode: long.tmpfs_mode,
         }
     }
 }
@@ -1276,6 +1283,7 @@ impl ShortForm for Mount {
             target: target.to_owned(),
             read_only,
             tmpfs_size: None,
+            tmpfs_mode: None,
         })
     }
 }
@@ -1419,6 +1427,14 @@ fn healthcheck_test_schema(_: &mut SchemaGenerator) -> Schema {
             { "type": "array", "items": { "type": ["string", "number", "boolean"] }, "minItems": 1 }
         ]
     })
+}
+
+/// The permission bits of a `tmpfsMode` (`1777`, `0700`): octal, at most `7777`.
+pub fn tmpfs_mode_bits(mode: &str) -> Option<u32> {
+    if mode.is_empty() || mode.len() > 5 {
+        return None;
+    }
+    u32::from_str_radix(mode, 8).ok().filter(|bits| *bits <= 0o7777)
 }
 
 #[cfg(test)]

@@ -669,6 +669,16 @@ fn check_mounts(spec: &ContainerSpec, errors: &mut Errors) {
         if mount.tmpfs_size.is_some() && mount.kind != MountKind::Tmpfs {
             errors.add(format!("{path}.tmpfsSize"), "only a tmpfs mount has a size");
         }
+        if let Some(mode) = &mount.tmpfs_mode {
+            if mount.kind != MountKind::Tmpfs {
+                errors.add(format!("{path}.tmpfsMode"), "only a tmpfs mount has a mode");
+            } else if crate::container::tmpfs_mode_bits(mode).is_none() {
+                errors.add(
+                    format!("{path}.tmpfsMode"),
+                    format!("`{mode}` is not permission bits in octal, such as `1777` or `0700`"),
+                );
+            }
+        }
         if mount.kind == MountKind::Tmpfs && mount.read_only == Some(true) {
             errors.add(format!("{path}.readOnly"), "a read-only tmpfs mount cannot be written at all");
         }

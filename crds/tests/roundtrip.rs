@@ -84,13 +84,15 @@ fn mount() -> impl Strategy<Value = Mount> {
         text(),
         of(any::<bool>()),
         of(byte_size()),
+        of("[0-7]{3,4}"),
     )
-        .prop_map(|(kind, source, target, read_only, tmpfs_size)| Mount {
+        .prop_map(|(kind, source, target, read_only, tmpfs_size, tmpfs_mode)| Mount {
             kind,
             source,
             target,
             read_only,
             tmpfs_size,
+            tmpfs_mode,
         })
 }
 

@@ -10,7 +10,7 @@
 //! its own), Compose's `com.docker.compose.*` labels and kedge's `io.kedge.*` ownership labels, the
 //! container's short ID among its network aliases (the engine adds it, and the IDs differ), and the
 //! `tmpfs` form (Compose v1 sends `HostConfig.Tmpfs`, kedge a tmpfs mount; both are compared as
-//! target and size). The fields kedge's spec gained for Compose (`init`, `shmSize`, `extraHosts`,
+//! target, size and mode). The fields kedge's spec gained for Compose (`init`, `shmSize`, `extraHosts`,
 //! `ulimits`, `dns`, `dnsSearch`, `dnsOptions`, `tty`, `stdinOpen`) are compared too, and a
 //! file-sourced secret (a read-only bind at `/run/secrets/NAME`, or at its relative `target` there).
 //!
@@ -79,7 +79,7 @@ services:
     logging:
       driver: json-file
       options: {max-size: 1m}
-    tmpfs: ["/scratch:size=1m"]
+    tmpfs: ["/scratch:size=1m,mode=1770"]
     init: true
     shm_size: 128m
     extra_hosts: ["db.example:192.0.2.10", "cache.example:192.0.2.11"]
@@ -361,12 +361,24 @@ fn comparable(inspect: &Value, project: &str, port: u16) -> Value {
         .into_iter()
         .flatten()
         .map(|(target, options)| {
-            (target.clone(), options.as_str().unwrap_or_default().replace("size=1m", "1048576"))
+            // Compose v1's `size=1m,mode=1770`, written as kedge's mount is read below.
+            let mut shown: Vec<String> = options
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .map(|option| option.replace("size=1m", "size=1048576"))
+                .collect();
+            shown.sort();
+            (target.clone(), shown.join(" "))
         })
         .collect();
     for mount in host["Mounts"].as_array().into_iter().flatten().filter(|m| m["Type"] == "tmpfs") {
         let size = mount["TmpfsOptions"]["SizeBytes"].as_i64().unwrap_or_default();
-        tmpfs.insert(mount["Target"].as_str().unwrap_or_default().to_owned(), size.to_string());
+        let mode = mount["TmpfsOptions"]["Mode"].as_i64().unwrap_or_default();
+        tmpfs.insert(
+            mount["Target"].as_str().unwrap_or_default().to_owned(),
+            format!("mode={mode:o} size={size}"),
+        );
     }
     let ports: BTreeMap<String, Value> = host["PortBindings"]
         .as_object()

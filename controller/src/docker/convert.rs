@@ -200,10 +200,14 @@ fn mount_to_bollard(m: &Mount) -> b::Mount {
     let (typ, source, tmpfs_options) = match &m.source {
         MountSource::Bind { host_path } => (b::MountType::BIND, Some(host_path.clone()), None),
         MountSource::Volume { name } => (b::MountType::VOLUME, name.clone(), None),
-        MountSource::Tmpfs { size_bytes } => (
+        MountSource::Tmpfs { size_bytes, mode } => (
             b::MountType::TMPFS,
             None,
-            size_bytes.map(|size| b::MountTmpfsOptions { size_bytes: Some(size), ..Default::default() }),
+            (size_bytes.is_some() || mode.is_some()).then(|| b::MountTmpfsOptions {
+                size_bytes: *size_bytes,
+                mode: *mode,
+                ..Default::default()
+            }),
         ),
     };
     b::Mount {
@@ -221,7 +225,11 @@ fn mount_from_bollard(m: b::Mount) -> Option<Mount> {
         b::MountType::BIND => MountSource::Bind { host_path: m.source.unwrap_or_default() },
         b::MountType::VOLUME => MountSource::Volume { name: m.source.filter(|s| !s.is_empty()) },
         b::MountType::TMPFS => {
-            MountSource::Tmpfs { size_bytes: m.tmpfs_options.and_then(|o| o.size_bytes).filter(|s| *s > 0) }
+            let options = m.tmpfs_options.unwrap_or_default();
+            MountSource::Tmpfs {
+                size_bytes: options.size_bytes.filter(|s| *s > 0),
+                mode: options.mode.filter(|mode| *mode != 0),
+            }
         }
         _ => return None,
     };
@@ -372,7 +380,11 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         host.mounts.clone().unwrap_or_default().into_iter().filter_map(mount_from_bollard).collect();
     mounts.extend(host.binds.clone().unwrap_or_default().iter().filter_map(|b| mount_from_bind_string(b)));
     for target in host.tmpfs.clone().unwrap_or_default().into_keys() {
-        mounts.push(Mount { source: MountSource::Tmpfs { size_bytes: None }, target, read_only: false });
+        mounts.push(Mount {
+            source: MountSource::Tmpfs { size_bytes: None, mode: None },
+            target,
+            read_only: false,
+        });
     }
     let labels = labels_from(config.labels.clone());
     let mut mounts = declared_mounts(mounts, &labels::carried_volumes(&labels));

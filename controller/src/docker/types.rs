@@ -172,7 +172,8 @@ pub enum MountSource {
     /// A named volume (`None`: an anonymous volume).
     Volume { name: Option<String> },
     /// A tmpfs, optionally size-limited.
-    Tmpfs { size_bytes: Option<i64> },
+    /// `mode`: the root's permission bits (`TmpfsOptions.Mode`); `None`: Docker's 1777.
+    Tmpfs { size_bytes: Option<i64>, mode: Option<i64> },
 }
 
 /// A mount into the container.

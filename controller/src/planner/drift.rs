@@ -386,8 +386,18 @@ fn compare_mounts(
     have: &[Mount],
     recreate: &mut impl FnMut(&str, Option<String>, Option<String>),
 ) {
+    // Docker's default tmpfs mode (1777) declared is the same tmpfs as one left out.
+    let normalized = |mount: &Mount| {
+        let mut mount = mount.clone();
+        if let MountSource::Tmpfs { mode, .. } = &mut mount.source {
+            if *mode == Some(0o1777) {
+                *mode = None;
+            }
+        }
+        mount
+    };
     let by_target = |mounts: &[Mount]| -> BTreeMap<String, Mount> {
-        mounts.iter().map(|mount| (mount.target.clone(), mount.clone())).collect()
+        mounts.iter().map(|mount| (mount.target.clone(), normalized(mount))).collect()
     };
     let (want, have) = (by_target(want), by_target(have));
     let targets: BTreeSet<&String> = want.keys().chain(have.keys()).collect();
@@ -708,8 +718,13 @@ fn render_mount(mount: &Mount) -> String {
         MountSource::Bind { host_path } => format!("bind {host_path}:{}{mode}", mount.target),
         MountSource::Volume { name: Some(name) } => format!("volume {name}:{}{mode}", mount.target),
         MountSource::Volume { name: None } => format!("volume {}{mode}", mount.target),
-        MountSource::Tmpfs { size_bytes: Some(size) } => format!("tmpfs {} size={size}{mode}", mount.target),
-        MountSource::Tmpfs { size_bytes: None } => format!("tmpfs {}{mode}", mount.target),
+        MountSource::Tmpfs { size_bytes, mode: bits } => {
+            let size = size_bytes.map(|size| format!(" size={size}")).unwrap_or_default();
+            // Docker's default root mode is 1777: declared so or left out, the same tmpfs.
+            let bits =
+                bits.filter(|bits| *bits != 0o1777).map(|bits| format!(" mode={bits:o}")).unwrap_or_default();
+            format!("tmpfs {}{size}{bits}{mode}", mount.target)
+        }
     }
 }
 

@@ -1130,6 +1130,22 @@ fn dns_tty_and_stdin_recreate_and_dns_order_matters() {
     // spec's hash unchanged).
     let reordered = observed(&full, |o| o.process.dns.reverse());
     check(&full, Some(&reordered), &facts(), Expect { actions: &["Recreate"], drift: &["spec.dns"] });
+    // A tmpfs's mode: a change recreates; Docker's default declared is no drift.
+    let tmpfs = |mode: &str| {
+        spec(&format!(
+            r#"{{"image": "kedge-test/app:v1", "mounts": [{{"type": "tmpfs", "target": "/run", "tmpfsMode": "{mode}"}}]}}"#
+        ))
+    };
+    let running_1770 = observed(&tmpfs("1770"), |_| {});
+    check(&tmpfs("1770"), Some(&running_1770), &facts(), NOTHING);
+    check(
+        &tmpfs("0700"),
+        Some(&running_1770),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.mounts[/run]"] },
+    );
+    let plain = spec(r#"{"image": "kedge-test/app:v1", "mounts": [{"type": "tmpfs", "target": "/run"}]}"#);
+    check(&tmpfs("1777"), Some(&observed(&plain, |_| {})), &facts(), NOTHING);
     // A terminal taken away by hand (inspect says no tty): recreated with one.
     let no_tty = observed(&full, |o| o.process.tty = false);
     check(&full, Some(&no_tty), &facts(), Expect { actions: &["Recreate"], drift: &["spec.tty"] });

@@ -238,7 +238,8 @@ fn convert_service(
                     for option in options.split(',').filter(|o| !o.is_empty()) {
                         match option.split_once('=') {
                             Some(("size", size)) => mount["tmpfsSize"] = json!(size),
-                            _ => spec.report.error(&item_at, format!("the tmpfs option `{option}` is not supported (only `size`)")),
+                            Some(("mode", mode)) => mount["tmpfsMode"] = json!(mode),
+                            _ => spec.report.error(&item_at, format!("the tmpfs option `{option}` is not supported (only `size` and `mode`)")),
                         }
                     }
                     spec.push("mounts", mount, &item_at);
@@ -735,6 +736,8 @@ fn long_volume(project: &Project, long: &Map<String, Value>, at: &str, report: &
                 for (option, value) in options {
                     match option.as_str() {
                         "size" => mount["tmpfsSize"] = json!(scalar(value).unwrap_or_default()),
+                        // Written as octal digits (`1770`), whether as a number or a string.
+                        "mode" => mount["tmpfsMode"] = json!(scalar(value).unwrap_or_default()),
                         other => report.unsupported(&format!("{key_at}.{other}"), other),
                     }
                 }
