@@ -158,6 +158,8 @@ async fn a_bare_repository_is_applied_pruned_refused_whole_and_healed() {
     assert_eq!(status.last_applied_commit.unwrap().subject, "first");
     wait_ready(server.store.as_ref(), &ns, "web", Duration::from_secs(30)).await;
     eprintln!("first commit running after {:?} (interval 2s)", started.elapsed());
+    // #20's bar: the specs run within the interval and 10 s.
+    assert!(started.elapsed() < Duration::from_secs(2 + 10), "running after {:?}", started.elapsed());
 
     // The table and the YAML: the webhook secret is never shown.
     let table = server.kedge(&["get", "gitsources", "-n", &ns]);
