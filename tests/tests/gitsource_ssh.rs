@@ -218,6 +218,13 @@ async fn a_repository_over_ssh_checks_the_host_key_and_logs_in_with_the_given_ke
         let text = stdout(&shown);
         assert!(!text.contains(secret_line) && !text.contains("PRIVATE KEY"), "{text}");
     }
+    // Nor by `kedge diff` of a file with another key (neither the stored nor the new one).
+    let other_file = dir.path().join("other-key.yaml");
+    std::fs::write(&other_file, ssh_source(&ns, &url, &known, &stranger)).unwrap();
+    let diff = server.kedge(&["diff", "-f", other_file.to_str().unwrap()]);
+    let stranger_line = stranger.lines().nth(1).unwrap();
+    let shown = format!("{}{}", stdout(&diff), crate::api_support::stderr(&diff));
+    assert!(!shown.contains(secret_line) && !shown.contains(stranger_line), "{shown}");
     let yaml = stdout(&server.kedge(&["get", "gitsource", "apps", "-n", &ns, "-o", "yaml"]));
     assert!(yaml.contains("<redacted>") && yaml.contains(&public_key(&host_key)[12..]), "{yaml}");
     let ready_row = stdout(&server.kedge(&["get", "gitsources", "-n", &ns]));
