@@ -41,6 +41,8 @@ pub async fn run(command: Commands, global: &GlobalArgs) -> CliResult<Exit> {
         | Commands::Dashboard(_)
         | Commands::Token { .. }
         | Commands::Reconcile { .. }
+        | Commands::Suspend { .. }
+        | Commands::Resume { .. }
         | Commands::Healthcheck(_) => {
             unreachable!("dispatched in main")
         }

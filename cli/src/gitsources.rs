@@ -1,5 +1,5 @@
-//! The GitSource's row (`kedge get gitsources`), its describe page, and `kedge reconcile gitsource
-//! NAME` (docs/gitops.md). The webhook secret never reaches the CLI: the API shows it `<redacted>`.
+//! The GitSource's row (`kedge get gitsources`), its describe page, `kedge reconcile gitsource NAME`
+//! and `kedge suspend|resume gitsource NAME` (docs/gitops.md). The webhook secret never reaches the CLI: the API shows it `<redacted>`.
 
 use chrono::{DateTime, Utc};
 use kedge_crds::gitsource::{gitsource_condition, CommitRef};
@@ -76,6 +76,23 @@ pub(crate) async fn reconcile(name: &str, global: &GlobalArgs) -> CliResult<Exit
     let path = format!("{}/reconcile", resource_path::<GitSource>(&resolved.namespace, name));
     client.send(Method::POST, &path, None).await?;
     println!("gitsource/{name} sync requested");
+    Ok(Exit::Ok)
+}
+
+/// `kedge suspend|resume gitsource NAME`: sets its `spec.suspend` on the server, which keeps the rest
+/// of the stored spec (the CLI only ever sees the secrets redacted, so it could not write them back).
+pub(crate) async fn suspend(name: &str, suspend: bool, global: &GlobalArgs) -> CliResult<Exit> {
+    let (resolved, client) = connect(global)?;
+    let verb = if suspend { "suspend" } else { "resume" };
+    let path = format!("{}/{verb}", resource_path::<GitSource>(&resolved.namespace, name));
+    let answer = client.send(Method::POST, &path, None).await?;
+    let changed = answer.body.get("changed").and_then(|v| v.as_bool()).unwrap_or(true);
+    match (suspend, changed) {
+        (true, true) => println!("gitsource/{name} suspended"),
+        (true, false) => println!("gitsource/{name} was already suspended"),
+        (false, true) => println!("gitsource/{name} resumed"),
+        (false, false) => println!("gitsource/{name} was not suspended"),
+    }
     Ok(Exit::Ok)
 }
 

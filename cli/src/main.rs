@@ -313,6 +313,23 @@ http://127.0.0.1:7443 and the local agent's token file ($KEDGE_STATE_DIR or /var
         kind: ReconcileKind,
         name: String,
     },
+    /// Stop syncing a GitSource: nothing is fetched or applied, what runs keeps running (sets its
+    /// spec.suspend, the rest of the spec kept; docs/gitops.md).
+    #[command(
+        after_help = "Example:\n  kedge suspend gitsource apps\n  kedge get gitsources    # READY shows Suspended"
+    )]
+    Suspend {
+        #[arg(value_enum)]
+        kind: ReconcileKind,
+        name: String,
+    },
+    /// Sync a suspended GitSource again, at once (clears its spec.suspend; docs/gitops.md).
+    #[command(after_help = "Example:\n  kedge resume gitsource apps")]
+    Resume {
+        #[arg(value_enum)]
+        kind: ReconcileKind,
+        name: String,
+    },
     /// Is a container's image current? Straight to the Docker Engine, for any container (no agent).
     #[command(after_help = "Examples:\n  kedge check\n  kedge check web; echo $?\n  \
 kedge check --pull --autoupdate web\n  \
@@ -398,7 +415,7 @@ pub enum ObjectKind {
     Gitsource,
 }
 
-/// What `reconcile` acts on.
+/// What `reconcile`, `suspend` and `resume` act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReconcileKind {
     #[value(alias = "gitsources", alias = "gs")]
@@ -531,6 +548,7 @@ impl ComposeArgs {
             environment: std::env::vars().collect(),
             env_files: self.env_files.clone(),
             profiles: self.profiles.clone(),
+            ..Default::default()
         }
     }
 }
@@ -687,6 +705,12 @@ fn main() -> ExitCode {
             Commands::Healthcheck(args) => upgrade::healthcheck(args),
             Commands::Reconcile { kind: ReconcileKind::Gitsource, name } => {
                 gitsources::reconcile(&name, &cli.global).await
+            }
+            Commands::Suspend { kind: ReconcileKind::Gitsource, name } => {
+                gitsources::suspend(&name, true, &cli.global).await
+            }
+            Commands::Resume { kind: ReconcileKind::Gitsource, name } => {
+                gitsources::suspend(&name, false, &cli.global).await
             }
             command => commands::run(command, &cli.global).await,
         }

@@ -219,6 +219,7 @@ fn check_policy(spec: &Container, script: Option<&Mount>, level: kedge_crds::Pol
             target: target.clone(),
             read_only: Some(*read_only),
             tmpfs_size: None,
+            tmpfs_mode: None,
         });
     }
     let script_index = spec.spec.mounts.len();

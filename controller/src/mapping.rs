@@ -128,7 +128,7 @@ fn isolation(spec: &ContainerSpec) -> Isolation {
     }
 }
 
-/// The spec's `init`, `shmSize`, `extraHosts` and `ulimits` for the engine (ulimits sorted by name,
+/// The spec's `init`, `shmSize`, `extraHosts`, `ulimits`, `dns*`, `tty` and `stdinOpen` for the engine (ulimits sorted by name,
 /// as inspect is read).
 fn process(spec: &ContainerSpec) -> ProcessSettings {
     ProcessSettings {
@@ -136,6 +136,11 @@ fn process(spec: &ContainerSpec) -> ProcessSettings {
         shm_size: spec.shm_size.map(|size| saturating_i64(size.bytes())),
         extra_hosts: spec.extra_hosts.clone(),
         ulimits: spec.ulimits.iter().map(|(name, limit)| (name.clone(), limit.soft, limit.hard)).collect(),
+        dns: spec.dns.clone(),
+        dns_search: spec.dns_search.clone(),
+        dns_options: spec.dns_options.clone(),
+        tty: spec.tty.unwrap_or(false),
+        open_stdin: spec.stdin_open.unwrap_or(false),
     }
 }
 
@@ -291,9 +296,10 @@ fn mount(mount: &SpecMount) -> Mount {
     let source = match mount.kind {
         MountKind::Bind => MountSource::Bind { host_path: mount.source.clone().unwrap_or_default() },
         MountKind::Volume => MountSource::Volume { name: mount.source.clone() },
-        MountKind::Tmpfs => {
-            MountSource::Tmpfs { size_bytes: mount.tmpfs_size.map(|size| saturating_i64(size.bytes())) }
-        }
+        MountKind::Tmpfs => MountSource::Tmpfs {
+            size_bytes: mount.tmpfs_size.map(|size| saturating_i64(size.bytes())),
+            mode: mount.tmpfs_mode.as_deref().and_then(kedge_crds::container::tmpfs_mode_bits).map(i64::from),
+        },
     };
     Mount { source, target: mount.target.clone(), read_only: mount.read_only.unwrap_or(false) }
 }
@@ -597,7 +603,7 @@ mod tests {
                     read_only: false
                 },
                 Mount {
-                    source: MountSource::Tmpfs { size_bytes: Some(16 << 20) },
+                    source: MountSource::Tmpfs { size_bytes: Some(16 << 20), mode: None },
                     target: "/tmp".into(),
                     read_only: false
                 },

@@ -40,6 +40,14 @@ pub struct ComposeOptions {
     pub env_files: Vec<PathBuf>,
     /// Active profiles (`--profile`; also `COMPOSE_PROFILES` in the environment, comma-separated).
     pub profiles: Vec<String>,
+    /// The namespace the documents go into; the project's name when not given (a GitSource gives
+    /// its own, since it applies only there).
+    pub namespace: Option<String>,
+    /// The files of a Git commit, by their path from the repository's root, when the Compose file
+    /// was read from one (a GitSource) rather than from the disk: `.env` and `env_file`s are read
+    /// from here, never from the disk, and a relative bind path is refused (the commit is nowhere on
+    /// the host the container runs on).
+    pub commit_files: Option<BTreeMap<String, String>>,
 }
 
 /// Whether a document is a Compose file: a map with `services` and no `apiVersion`.
@@ -61,7 +69,10 @@ pub(crate) fn convert(
     document: PositionedDocument,
     options: &ComposeOptions,
 ) -> Converted {
-    let directory = absolute(directory);
+    let directory = match options.commit_files {
+        Some(_) => normalize(&Path::new("/").join(directory)),
+        None => absolute(directory),
+    };
     let mut report =
         Report { file, positions: &document.positions, errors: Vec::new(), warnings: Vec::new() };
     let environment = environment(&directory, options, &mut report);
@@ -72,7 +83,7 @@ pub(crate) fn convert(
     };
     for key in top.keys() {
         match key.as_str() {
-            "version" | "name" | "services" | "volumes" | "networks" => {}
+            "version" | "name" | "services" | "volumes" | "networks" | "secrets" | "configs" => {}
             key if key.starts_with("x-") => {}
             _ => report.unsupported(key, key),
         }
@@ -82,12 +93,25 @@ pub(crate) fn convert(
     };
     let volumes = top_level(top, "volumes", &project, &mut report);
     let mut networks = top_level(top, "networks", &project, &mut report);
+    let secrets = file_sources(top, "secrets", &mut report);
+    let configs = file_sources(top, "configs", &mut report);
     networks.entry("default".to_owned()).or_insert_with(|| format!("{project}_default"));
     let mut profiles = options.profiles.clone();
     if let Some(listed) = environment.get("COMPOSE_PROFILES") {
         profiles.extend(listed.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
     }
-    let project = Project { name: project, directory, environment, volumes, networks, profiles };
+    let project = Project {
+        name: project,
+        directory,
+        environment,
+        volumes,
+        networks,
+        profiles,
+        namespace: options.namespace.clone(),
+        commit_files: options.commit_files.clone(),
+        secrets,
+        configs,
+    };
     let services = match top.get("services") {
         Some(Value::Object(services)) => services.clone(),
         _ => {
@@ -111,12 +135,25 @@ pub(crate) struct Project {
     /// Top-level network name (and `default`) to the Docker network's name.
     pub networks: BTreeMap<String, String>,
     pub profiles: Vec<String>,
+    /// [`ComposeOptions::namespace`].
+    pub namespace: Option<String>,
+    /// [`ComposeOptions::commit_files`].
+    pub commit_files: Option<BTreeMap<String, String>>,
+    /// Top-level `secrets` and `configs`: the name to its `file`, as written.
+    pub secrets: BTreeMap<String, String>,
+    pub configs: BTreeMap<String, String>,
 }
 
 impl Project {
-    /// kedge's names are DNS labels: the project's `_` become `-`.
+    /// The given namespace, else the project's name (kedge's names are DNS labels: the project's
+    /// `_` become `-`).
     pub fn namespace(&self) -> String {
-        dns_label(&self.name)
+        self.namespace.clone().unwrap_or_else(|| dns_label(&self.name))
+    }
+
+    /// A file the Compose file names (an `env_file`): from the commit, or from the disk.
+    pub fn read(&self, path: &Path) -> Result<String, String> {
+        read_file(self.commit_files.as_ref(), path)
     }
 
     /// The spec name of a service: `<project>-<service>` (Docker's names are global on a host, so
@@ -161,6 +198,12 @@ impl Report<'_> {
         self.errors.push(error);
     }
 
+    /// An error about the key at `path` itself.
+    pub fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+        let error = self.placed(path, true, message.into());
+        self.errors.push(error);
+    }
+
     /// A key kedge reads but that changes nothing at run time.
     pub fn warn(&mut self, path: &str, message: impl Into<String>) {
         let warning = self.placed(path, true, message.into());
@@ -186,16 +229,76 @@ fn environment(directory: &Path, options: &ComposeOptions, report: &mut Report) 
         options.env_files.iter().map(|file| (file.clone(), true)).collect()
     };
     for (file, required) in files {
-        match std::fs::read_to_string(&file) {
+        let exists = match &options.commit_files {
+            Some(files) => files.contains_key(commit_path(&file).as_str()),
+            None => file.exists(),
+        };
+        if !exists && !required {
+            continue;
+        }
+        match read_file(options.commit_files.as_ref(), &file) {
             Ok(text) => environment.extend(read_env_file(&text, &BTreeMap::new())),
-            Err(error) if required || error.kind() != std::io::ErrorKind::NotFound => {
-                report.error("", format!("cannot read the env file {}: {error}", file.display()));
-            }
-            Err(_) => {}
+            Err(error) => report.error("", format!("cannot read the env file {}: {error}", file.display())),
         }
     }
     environment.extend(options.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
     environment
+}
+
+/// The top-level `secrets` or `configs`: each a `file:` (bind-mounted read-only, as Compose does
+/// without Swarm). `environment:`, `external:` and `content:` sources are errors naming the key.
+fn file_sources(top: &Map<String, Value>, section: &str, report: &mut Report) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    let Some(entries) = top.get(section) else {
+        return files;
+    };
+    let Value::Object(entries) = entries else {
+        report.error(section, format!("`{section}` must be a map"));
+        return files;
+    };
+    for (name, settings) in entries {
+        let path = format!("{section}.{name}");
+        let Value::Object(settings) = settings else {
+            report.error(&path, "must be a map with a `file`");
+            continue;
+        };
+        for (key, setting) in settings {
+            let key_path = format!("{path}.{key}");
+            match (key.as_str(), setting) {
+                ("file", Value::String(file)) => drop(files.insert(name.clone(), file.clone())),
+                ("file", _) => report.error(&key_path, "`file` must be a path"),
+                ("name", _) => {}
+                (key, _) if key.starts_with("x-") => {}
+                _ => {
+                    let message = format!(
+                        "`{key}` is not supported by kedge (see docs/compose.md): only a `file` source; for a value kept out of files use a kedge Secret"
+                    );
+                    report.error_at_key(&key_path, message);
+                }
+            }
+        }
+        if !settings.contains_key("file") && settings.keys().all(|k| k == "name" || k.starts_with("x-")) {
+            report.error(&path, "needs a `file`");
+        }
+    }
+    files
+}
+
+/// A file's text: from the commit's files when given (by its path from the repository's root), else
+/// from the disk.
+fn read_file(commit_files: Option<&BTreeMap<String, String>>, path: &Path) -> Result<String, String> {
+    match commit_files {
+        Some(files) => files
+            .get(commit_path(path).as_str())
+            .cloned()
+            .ok_or_else(|| "no such file in the commit (under the GitSource's path)".to_owned()),
+        None => std::fs::read_to_string(path).map_err(|error| error.to_string()),
+    }
+}
+
+/// A path under the commit's root (`/`) as the commit's files are keyed: `deploy/.env`.
+fn commit_path(path: &Path) -> String {
+    normalize(path).display().to_string().trim_start_matches('/').to_owned()
 }
 
 /// A `.env` or `env_file` file's variables: `KEY=VALUE` lines, `#` comments, blank lines, an optional

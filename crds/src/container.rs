@@ -172,6 +172,25 @@ pub struct ContainerSpec {
     /// Process resource limits, as `docker run --ulimit`: `nofile: {soft: 1024, hard: 4096}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
+    /// DNS servers the container's resolver asks, as `docker run --dns` (IP addresses). Default: the
+    /// engine's (its embedded DNS on a user-defined network, else the host's resolvers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains, as `docker run --dns-search`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// Resolver options written into the container's `/etc/resolv.conf`, as `docker run
+    /// --dns-option` (Compose's `dns_opt`): `ndots:2`, `use-vc`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// Give the container a terminal (`docker run -t`, Compose's `tty`): some programs only run, or
+    /// only keep running, with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+    /// Keep the container's standard input open (`docker run -i`, Compose's `stdin_open`): a shell
+    /// or a REPL as the command then waits instead of exiting at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_open: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
     /// Specs (same namespace) that must be started, or healthy, before this one starts: `db` or a map.
@@ -278,6 +297,10 @@ pub struct Mount {
     /// Size limit of a `tmpfs` mount.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmpfs_size: Option<ByteSize>,
+    /// The permission bits of a `tmpfs` mount's root, in octal (`1777`, `0700`); Docker's default
+    /// is `1777`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_mode: Option<String>,
 }
 
 /// A mount, as a map.
@@ -294,6 +317,8 @@ pub(crate) struct MountLong {
     read_only: Option<bool>,
     #[serde(default)]
     tmpfs_size: Option<ByteSize>,
+    #[serde(default)]
+    tmpfs_mode: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -1226,6 +1251,7 @@ impl From<MountLong> for Mount {
             target: long.target,
             read_only: long.read_only,
             tmpfs_size: long.tmpfs_size,
+            tmpfs_mode: long.tmpfs_mode,
         }
     }
 }
@@ -1257,6 +1283,7 @@ impl ShortForm for Mount {
             target: target.to_owned(),
             read_only,
             tmpfs_size: None,
+            tmpfs_mode: None,
         })
     }
 }
@@ -1400,6 +1427,14 @@ fn healthcheck_test_schema(_: &mut SchemaGenerator) -> Schema {
             { "type": "array", "items": { "type": ["string", "number", "boolean"] }, "minItems": 1 }
         ]
     })
+}
+
+/// The permission bits of a `tmpfsMode` (`1777`, `0700`): octal, at most `7777`.
+pub fn tmpfs_mode_bits(mode: &str) -> Option<u32> {
+    if mode.is_empty() || mode.len() > 5 {
+        return None;
+    }
+    u32::from_str_radix(mode, 8).ok().filter(|bits| *bits <= 0o7777)
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub struct GitSource {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GitSourceSpec {
     /// The repository: `file:///path`, `http(s)://host/repo.git` (a token as the URL's password),
-    /// or `ssh://user@host/repo.git` (the agent's SSH agent or keys).
+    /// or `ssh://user@host[:port]/repo.git` (with `ssh`: the server's host keys, and a client key).
     pub url: String,
     /// The branch to follow (the default when none of `branch`, `tag`, `commit` is given: `main`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +85,104 @@ pub struct GitSourceSpec {
     /// A push webhook: `POST /hooks/gitsources/NAMESPACE/NAME` signed with this secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<GitSourceWebhook>,
+    /// How an `ssh://` repository is reached; required for one, refused for any other URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<GitSourceSsh>,
+}
+
+/// The two halves of trusting an ssh:// server and being trusted by it: the server's host keys, and
+/// the client key kedge logs in with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitSourceSsh {
+    /// The server's host keys as `known_hosts` lines (what `ssh-keyscan -p PORT HOST` prints; hashed
+    /// names and `@revoked` accepted). A server whose key is not listed for its host, or listed with
+    /// another key, is refused before any credential is sent: without this nobody can tell the
+    /// repository from someone in the middle.
+    pub known_hosts: String,
+    /// The client's private key, unencrypted, OpenSSH or PEM format, written inline; never shown back
+    /// by the API. Without it and without `privateKeyFile`: the agent's SSH agent (`SSH_AUTH_SOCK`),
+    /// then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// An absolute path to the client's private key file on the host of the agent that leads (every
+    /// agent that may lead must have it), instead of `privateKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+}
+
+impl std::fmt::Debug for GitSourceSsh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSourceSsh")
+            .field("known_hosts", &self.known_hosts)
+            .field("private_key", &self.private_key.as_ref().map(|_| REDACTED))
+            .field("private_key_file", &self.private_key_file)
+            .finish()
+    }
+}
+
+/// One line of a `known_hosts` text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownHost {
+    /// `@revoked`: this key is refused for these hosts, whatever other lines say.
+    pub revoked: bool,
+    /// The host patterns: `host`, `[host]:port`, `*`/`?` wildcards, `!` negations, or hashed
+    /// `|1|SALT|HASH` names.
+    pub hosts: Vec<String>,
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`...
+    pub key_type: String,
+    /// The public key blob (SSH wire format), base64-decoded.
+    pub key: Vec<u8>,
+}
+
+/// Reads a `known_hosts` text: blank lines and `#` comments skipped. An error names the line
+/// (1-based) and what is wrong with it.
+pub fn parse_known_hosts(text: &str) -> Result<Vec<KnownHost>, String> {
+    use base64::Engine as _;
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace().peekable();
+        let revoked = match fields.peek() {
+            Some(&"@revoked") => {
+                fields.next();
+                true
+            }
+            Some(&"@cert-authority") => {
+                return Err(format!("line {line_number}: `@cert-authority` lines are not supported"));
+            }
+            Some(marker) if marker.starts_with('@') => {
+                return Err(format!("line {line_number}: unknown marker `{marker}`"));
+            }
+            _ => false,
+        };
+        let (Some(hosts), Some(key_type), Some(key)) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(format!("line {line_number}: expected `HOSTS KEYTYPE BASE64-KEY`"));
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| format!("line {line_number}: the key is not base64"))?;
+        let blob_type = key
+            .get(..4)
+            .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
+            .and_then(|len| key.get(4..4 + len));
+        if blob_type != Some(key_type.as_bytes()) {
+            return Err(format!("line {line_number}: the key is not a `{key_type}` key"));
+        }
+        let hosts: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+        if hosts.iter().any(|h| h.starts_with('|') && !h.starts_with("|1|")) {
+            return Err(format!("line {line_number}: only `|1|` hashed host names are known"));
+        }
+        found.push(KnownHost { revoked, hosts, key_type: key_type.to_owned(), key });
+    }
+    if found.iter().all(|k| k.revoked) {
+        return Err("no host key: give at least one `HOST KEYTYPE KEY` line".to_owned());
+    }
+    Ok(found)
 }
 
 /// The webhook's shared secret; never shown back by the API.
@@ -245,6 +343,7 @@ pub fn validate_git_source(source: &GitSource) -> Vec<FieldError> {
             Err(why) => errors.push(field("spec.interval", why)),
         }
     }
+    errors.extend(ssh_errors(spec));
     if let Some(webhook) = &spec.webhook {
         if webhook.secret.is_empty() {
             errors.push(field("spec.webhook.secret", "must not be empty".to_owned()));
@@ -258,10 +357,59 @@ pub fn validate_git_source(source: &GitSource) -> Vec<FieldError> {
     errors
 }
 
-/// Hides the webhook's secret: what every API answer shows.
+/// The rules of `spec.ssh`: required with its known hosts for an ssh:// URL, refused for another.
+fn ssh_errors(spec: &GitSourceSpec) -> Vec<FieldError> {
+    let field = |path: &str, message: String| FieldError { path: path.to_owned(), message, on_key: false };
+    let is_ssh = spec.url.starts_with("ssh://");
+    let Some(ssh) = &spec.ssh else {
+        if is_ssh {
+            let message = "required for an ssh:// URL: `knownHosts` (the server's host keys, as \
+                           `ssh-keyscan -p PORT HOST` prints them) and the client key"
+                .to_owned();
+            return vec![field("spec.ssh", message)];
+        }
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    if !is_ssh {
+        errors.push(field("spec.ssh", "only for an ssh:// URL".to_owned()));
+    }
+    if let Err(why) = parse_known_hosts(&ssh.known_hosts) {
+        errors.push(field("spec.ssh.knownHosts", why));
+    }
+    if ssh.private_key.is_some() && ssh.private_key_file.is_some() {
+        errors.push(field("spec.ssh", "give at most one of `privateKey` and `privateKeyFile`".to_owned()));
+    }
+    if let Some(key) = &ssh.private_key {
+        if key.starts_with(REDACTED) {
+            let message =
+                format!("the value is a redacted one as the API shows it (`{REDACTED}`); write the real key");
+            errors.push(field("spec.ssh.privateKey", message));
+        } else if !(key.trim_start().starts_with("-----BEGIN ") && key.contains("PRIVATE KEY-----")) {
+            let message = "not a private key: expected `-----BEGIN ... PRIVATE KEY-----`".to_owned();
+            errors.push(field("spec.ssh.privateKey", message));
+        } else if key.contains("ENCRYPTED") {
+            errors.push(field(
+                "spec.ssh.privateKey",
+                "the key is encrypted: give an unencrypted one".to_owned(),
+            ));
+        }
+    }
+    if let Some(file) = &ssh.private_key_file {
+        if !file.starts_with('/') {
+            errors.push(field("spec.ssh.privateKeyFile", format!("`{file}` is not an absolute path")));
+        }
+    }
+    errors
+}
+
+/// Hides the webhook's secret and the ssh private key: what every API answer shows.
 pub fn redact_git_source(source: &mut GitSource) {
     if let Some(webhook) = &mut source.spec.webhook {
         webhook.secret = REDACTED.to_owned();
+    }
+    if let Some(key) = source.spec.ssh.as_mut().and_then(|ssh| ssh.private_key.as_mut()) {
+        *key = REDACTED.to_owned();
     }
 }
 
@@ -318,6 +466,56 @@ mod tests {
         check(GitSourceSpec { webhook: webhook(REDACTED), ..url("file:///r") }, &["spec.webhook.secret"]);
     }
 
+    const HOST_KEY: &str =
+        "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhsAYgafhpiGmisgHS22pbI4x0L/2cB2UtmyYgJgCZW";
+
+    fn ssh(known_hosts: &str, private_key: Option<&str>) -> GitSourceSpec {
+        let ssh = GitSourceSsh {
+            known_hosts: known_hosts.into(),
+            private_key: private_key.map(Into::into),
+            private_key_file: None,
+        };
+        GitSourceSpec { ssh: Some(ssh), ..url("ssh://git@127.0.0.1:2222/apps.git") }
+    }
+
+    #[test]
+    fn rules_of_ssh() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n";
+        check(ssh(HOST_KEY, Some(key)), &[]);
+        check(ssh(HOST_KEY, None), &[]);
+        check(url("ssh://git@host/apps.git"), &["spec.ssh"]);
+        check(GitSourceSpec { url: "file:///r".into(), ..ssh(HOST_KEY, None) }, &["spec.ssh"]);
+        check(ssh("", None), &["spec.ssh.knownHosts"]);
+        check(ssh("host ssh-ed25519 not-base64!", None), &["spec.ssh.knownHosts"]);
+        check(ssh(&HOST_KEY.replace("ssh-ed25519", "ssh-rsa"), None), &["spec.ssh.knownHosts"]);
+        check(ssh(&format!("@cert-authority {HOST_KEY}"), None), &["spec.ssh.knownHosts"]);
+        check(ssh(&format!("@revoked {HOST_KEY}"), None), &["spec.ssh.knownHosts"]);
+        check(ssh(HOST_KEY, Some("hunter2")), &["spec.ssh.privateKey"]);
+        check(ssh(HOST_KEY, Some(REDACTED)), &["spec.ssh.privateKey"]);
+        let mut both = ssh(HOST_KEY, Some(key));
+        both.ssh.as_mut().unwrap().private_key_file = Some("/etc/kedge/id".into());
+        check(both, &["spec.ssh"]);
+        let mut relative = ssh(HOST_KEY, None);
+        relative.ssh.as_mut().unwrap().private_key_file = Some("id_ed25519".into());
+        check(relative, &["spec.ssh.privateKeyFile"]);
+    }
+
+    #[test]
+    fn known_hosts_lines() {
+        let text = format!(
+            "# a comment\n\n{HOST_KEY}\n@revoked host.example,|1|c2FsdA==|aGFzaA== {}\n",
+            HOST_KEY.split_once(' ').unwrap().1
+        );
+        let found = parse_known_hosts(&text).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].hosts, ["[127.0.0.1]:2222"]);
+        assert_eq!(found[0].key_type, "ssh-ed25519");
+        assert_eq!(found[0].key.len(), 51);
+        assert!(found[1].revoked);
+        assert_eq!(found[1].hosts, ["host.example", "|1|c2FsdA==|aGFzaA=="]);
+        assert_eq!(parse_known_hosts("a b\n").unwrap_err(), "line 1: expected `HOSTS KEYTYPE BASE64-KEY`");
+    }
+
     #[test]
     fn defaults() {
         let spec = url("file:///r");
@@ -336,8 +534,16 @@ mod tests {
             webhook: Some(GitSourceWebhook { secret: "hunter2".into() }),
             ..url("file:///r")
         });
+        s.spec.ssh = Some(GitSourceSsh {
+            known_hosts: HOST_KEY.into(),
+            private_key: Some("-----BEGIN OPENSSH PRIVATE KEY-----\nhunter3\n".into()),
+            private_key_file: None,
+        });
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter3"));
         redact_git_source(&mut s);
-        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(shown.contains("AAAAC3NzaC1lZDI1NTE5"), "the host keys are not secret: {shown}");
     }
 }

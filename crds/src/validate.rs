@@ -547,7 +547,8 @@ const ULIMIT_NAMES: [&str; 15] = [
     "stack",
 ];
 
-/// `extraHosts` (`HOST:IP`), `ulimits` (known names, soft at most hard) and `shmSize` (not zero).
+/// `extraHosts` (`HOST:IP`), `ulimits` (known names, soft at most hard), `shmSize` (not zero), and
+/// `dns` (IP addresses), `dnsSearch` (domains), `dnsOptions` (one word each).
 fn check_process(spec: &ContainerSpec, errors: &mut Errors) {
     for (index, entry) in spec.extra_hosts.iter().enumerate() {
         let valid = entry.split_once(':').is_some_and(|(host, address)| {
@@ -576,6 +577,24 @@ fn check_process(spec: &ContainerSpec, errors: &mut Errors) {
     }
     if spec.shm_size.is_some_and(|size| size.bytes() == 0) {
         errors.add("spec.shmSize", "must be more than zero (leave it out for Docker's 64Mi)");
+    }
+    for (index, server) in spec.dns.iter().enumerate() {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            errors.add(format!("spec.dns[{index}]"), format!("`{server}` is not an IP address"));
+        }
+    }
+    for (index, domain) in spec.dns_search.iter().enumerate() {
+        if domain != "." && check_hostname(domain.trim_end_matches('.')).is_err() {
+            errors.add(format!("spec.dnsSearch[{index}]"), format!("`{domain}` is not a domain name"));
+        }
+    }
+    for (index, option) in spec.dns_options.iter().enumerate() {
+        if option.is_empty() || option.chars().any(char::is_whitespace) {
+            errors.add(
+                format!("spec.dnsOptions[{index}]"),
+                "a resolver option is one word such as `ndots:2` or `use-vc`",
+            );
+        }
     }
 }
 
@@ -649,6 +668,16 @@ fn check_mounts(spec: &ContainerSpec, errors: &mut Errors) {
         }
         if mount.tmpfs_size.is_some() && mount.kind != MountKind::Tmpfs {
             errors.add(format!("{path}.tmpfsSize"), "only a tmpfs mount has a size");
+        }
+        if let Some(mode) = &mount.tmpfs_mode {
+            if mount.kind != MountKind::Tmpfs {
+                errors.add(format!("{path}.tmpfsMode"), "only a tmpfs mount has a mode");
+            } else if crate::container::tmpfs_mode_bits(mode).is_none() {
+                errors.add(
+                    format!("{path}.tmpfsMode"),
+                    format!("`{mode}` is not permission bits in octal, such as `1777` or `0700`"),
+                );
+            }
         }
         if mount.kind == MountKind::Tmpfs && mount.read_only == Some(true) {
             errors.add(format!("{path}.readOnly"), "a read-only tmpfs mount cannot be written at all");

@@ -84,13 +84,15 @@ fn mount() -> impl Strategy<Value = Mount> {
         text(),
         of(any::<bool>()),
         of(byte_size()),
+        of("[0-7]{3,4}"),
     )
-        .prop_map(|(kind, source, target, read_only, tmpfs_size)| Mount {
+        .prop_map(|(kind, source, target, read_only, tmpfs_size, tmpfs_mode)| Mount {
             kind,
             source,
             target,
             read_only,
             tmpfs_size,
+            tmpfs_mode,
         })
 }
 
@@ -312,6 +314,11 @@ fn spec() -> impl Strategy<Value = ContainerSpec> {
                 shm_size: None,
                 extra_hosts: Vec::new(),
                 ulimits: Default::default(),
+                dns: Vec::new(),
+                dns_search: Vec::new(),
+                dns_options: Vec::new(),
+                tty: None,
+                stdin_open: None,
                 logging,
                 depends_on,
                 network_mode,

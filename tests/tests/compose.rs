@@ -10,8 +10,9 @@
 //! its own), Compose's `com.docker.compose.*` labels and kedge's `io.kedge.*` ownership labels, the
 //! container's short ID among its network aliases (the engine adds it, and the IDs differ), and the
 //! `tmpfs` form (Compose v1 sends `HostConfig.Tmpfs`, kedge a tmpfs mount; both are compared as
-//! target and size). The fields kedge's spec gained for Compose (`init`, `shmSize`, `extraHosts`,
-//! `ulimits`) are compared too.
+//! target, size and mode). The fields kedge's spec gained for Compose (`init`, `shmSize`, `extraHosts`,
+//! `ulimits`, `dns`, `dnsSearch`, `dnsOptions`, `tty`, `stdinOpen`) are compared too, and a
+//! file-sourced secret (a read-only bind at `/run/secrets/NAME`, or at its relative `target` there).
 //!
 //! And `kedge apply` of a file with three unsupported keys names all three with their lines and
 //! applies nothing.
@@ -78,13 +79,19 @@ services:
     logging:
       driver: json-file
       options: {max-size: 1m}
-    tmpfs: ["/scratch:size=1m"]
+    tmpfs: ["/scratch:size=1m,mode=1770"]
     init: true
     shm_size: 128m
     extra_hosts: ["db.example:192.0.2.10", "cache.example:192.0.2.11"]
     ulimits:
       nproc: 512
       nofile: {soft: 1024, hard: 2048}
+    dns: [192.0.2.53, 192.0.2.54]
+    dns_search: svc.example
+    dns_opt: ["ndots:2"]
+    tty: true
+    stdin_open: true
+    secrets: [token, {source: token, target: token2}]
   migrate:
     image: kedge-test/app:v1
     command: ["sh", "-c", "echo migrated > /data/migrated"]
@@ -109,6 +116,9 @@ volumes:
 networks:
   front:
   back:
+secrets:
+  token:
+    file: ./token.txt
 "#;
 
 /// Both projects' containers, networks and volumes, removed when dropped (also when the test fails):
@@ -176,6 +186,7 @@ async fn a_compose_file_runs_under_kedge_as_under_docker_compose() {
     let dir = std::env::temp_dir().join(format!("kedge-compose-{run}"));
     std::fs::create_dir_all(dir.join("files")).unwrap();
     std::fs::write(dir.join("files/hello"), "hi\n").unwrap();
+    std::fs::write(dir.join("token.txt"), "s3cret\n").unwrap();
     std::fs::write(dir.join("compose.yml"), COMPOSE_FILE).unwrap();
     std::fs::write(dir.join(".env"), "MODE=dotenv\n").unwrap();
     std::fs::write(dir.join("app.env"), "FROM_FILE=yes\nMODE=file\n").unwrap();
@@ -284,7 +295,18 @@ async fn a_compose_file_runs_under_kedge_as_under_docker_compose() {
     assert!(time(&migrate["State"]["FinishedAt"]) <= web_started, "the job finished before web started");
     // The dependency gate and the interpolated command ran: the web container printed the greeting.
     let logs = Command::new("docker").args(["logs", &web]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello\n");
+    // With `tty: true` the output went through a terminal, which ends lines with CR LF.
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello\r\n");
+    // The file secret is readable where Compose puts it, and read-only.
+    for target in ["/run/secrets/token", "/run/secrets/token2"] {
+        let read = Command::new("docker").args(["exec", &web, "cat", target]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&read.stdout), "s3cret\n", "{target}");
+    }
+    let write = Command::new("docker")
+        .args(["exec", &web, "sh", "-c", "echo x > /run/secrets/token"])
+        .output()
+        .unwrap();
+    assert!(!write.status.success(), "the secret is read-only");
     drop(agent);
 }
 
@@ -339,12 +361,24 @@ fn comparable(inspect: &Value, project: &str, port: u16) -> Value {
         .into_iter()
         .flatten()
         .map(|(target, options)| {
-            (target.clone(), options.as_str().unwrap_or_default().replace("size=1m", "1048576"))
+            // Compose v1's `size=1m,mode=1770`, written as kedge's mount is read below.
+            let mut shown: Vec<String> = options
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .map(|option| option.replace("size=1m", "size=1048576"))
+                .collect();
+            shown.sort();
+            (target.clone(), shown.join(" "))
         })
         .collect();
     for mount in host["Mounts"].as_array().into_iter().flatten().filter(|m| m["Type"] == "tmpfs") {
         let size = mount["TmpfsOptions"]["SizeBytes"].as_i64().unwrap_or_default();
-        tmpfs.insert(mount["Target"].as_str().unwrap_or_default().to_owned(), size.to_string());
+        let mode = mount["TmpfsOptions"]["Mode"].as_i64().unwrap_or_default();
+        tmpfs.insert(
+            mount["Target"].as_str().unwrap_or_default().to_owned(),
+            format!("mode={mode:o} size={size}"),
+        );
     }
     let ports: BTreeMap<String, Value> = host["PortBindings"]
         .as_object()
@@ -395,6 +429,11 @@ fn comparable(inspect: &Value, project: &str, port: u16) -> Value {
         "shm size": host["ShmSize"],
         "extra hosts": extra_hosts,
         "ulimits": ulimits,
+        "dns": host["Dns"],
+        "dns search": host["DnsSearch"],
+        "dns options": host["DnsOptions"],
+        "tty": config["Tty"],
+        "stdin open": config["OpenStdin"],
     })
 }
 
@@ -410,7 +449,7 @@ async fn unsupported_compose_keys_are_all_named_and_nothing_is_applied() {
     let file = server.dir.join("compose.yml");
     std::fs::write(
         &file,
-        "services:\n  ok:\n    image: busybox\n  web:\n    image: busybox\n    stdin_open: true\n    dns: [192.0.2.1]\nsecrets:\n  key: {file: ./key}\n",
+        "services:\n  ok:\n    image: busybox\n  web:\n    image: busybox\n    mac_address: 02:42:ac:11:00:02\n    volumes_from: [ok]\ninclude: [other.yml]\n",
     )
     .unwrap();
     let applied = server.kedge(&["apply", "-f", file.to_str().unwrap(), "-p", &project]);
@@ -418,9 +457,9 @@ async fn unsupported_compose_keys_are_all_named_and_nothing_is_applied() {
     let shown = stderr(&applied);
     let f = file.display();
     for expected in [
-        format!("{f}:6:5: services.web.stdin_open: `stdin_open` is not supported"),
-        format!("{f}:7:5: services.web.dns: `dns` is not supported"),
-        format!("{f}:8:1: secrets: `secrets` is not supported"),
+        format!("{f}:6:5: services.web.mac_address: `mac_address` is not supported"),
+        format!("{f}:7:5: services.web.volumes_from: `volumes_from` is not supported"),
+        format!("{f}:8:1: include: `include` is not supported"),
     ] {
         assert!(shown.contains(&expected), "{expected} in:\n{shown}");
     }

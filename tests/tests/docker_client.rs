@@ -65,7 +65,7 @@ async fn every_config_field_survives_create_and_inspect() {
             read_only: false,
         },
         Mount {
-            source: MountSource::Tmpfs { size_bytes: Some(1 << 20) },
+            source: MountSource::Tmpfs { size_bytes: Some(1 << 20), mode: None },
             target: "/scratch".into(),
             read_only: false,
         },

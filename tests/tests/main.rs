@@ -40,6 +40,7 @@ mod executor_actions;
 mod executor_crash;
 mod executor_recreate;
 mod gitsource;
+mod gitsource_ssh;
 mod hostile_input;
 mod layering;
 mod multihost_failover;

@@ -65,6 +65,8 @@ pub const FIXED_RULES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/restart", Need::Write),
     ("POST", "/api/v1/namespaces/{ns}/containers/{name}/recreate", Need::Write),
     ("POST", "/api/v1/namespaces/{ns}/gitsources/{name}/reconcile", Need::Write),
+    ("POST", "/api/v1/namespaces/{ns}/gitsources/{name}/suspend", Need::Write),
+    ("POST", "/api/v1/namespaces/{ns}/gitsources/{name}/resume", Need::Write),
     // Verified by the source's webhook secret in the handler, not by a token (`gitsources.rs`).
     ("POST", "/hooks/gitsources/{ns}/{name}", Need::Open),
     ("GET", "/api/v1/tokens", Need::Admin),

@@ -2,6 +2,10 @@
 //!
 //! - `POST /api/v1/namespaces/{ns}/gitsources/{name}/reconcile` (a deployer of `ns`): `kedge
 //!   reconcile gitsource NAME`.
+//! - `POST /api/v1/namespaces/{ns}/gitsources/{name}/suspend` and `.../resume` (a deployer of `ns`):
+//!   `kedge suspend|resume gitsource NAME`. They set `spec.suspend` in the stored spec, keeping the
+//!   rest of it as stored (the webhook secret and ssh key included, which a client only ever sees
+//!   redacted and so could not write back).
 //! - `POST /hooks/gitsources/{ns}/{name}`: a Git host's push webhook, with no bearer token. It is
 //!   verified by `X-Hub-Signature-256` (`sha256=HEX`, the HMAC-SHA256 of the body under the source's
 //!   `spec.webhook.secret`: GitHub, Gitea, Forgejo) or `X-Gitlab-Token` (the secret itself). Any
@@ -28,6 +32,8 @@ use crate::store::{keys, PutCondition};
 pub(super) fn gitsource_routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/api/v1/namespaces/{ns}/gitsources/{name}/reconcile", post(reconcile))
+        .route("/api/v1/namespaces/{ns}/gitsources/{name}/suspend", post(suspend))
+        .route("/api/v1/namespaces/{ns}/gitsources/{name}/resume", post(resume))
         .route("/hooks/gitsources/{ns}/{name}", post(webhook))
 }
 
@@ -36,11 +42,61 @@ async fn reconcile(
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let api = Api::<GitSource>::new(state.api.store.clone());
-    if api.get(&namespace, &name).await?.is_none() {
+    let Some(source) = api.get(&namespace, &name).await? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("gitsource {namespace}/{name} not found")));
+    };
+    if source.spec.suspend {
+        let message = format!(
+            "gitsource {namespace}/{name} is suspended: nothing is fetched or applied until `kedge resume gitsource {name}`"
+        );
+        return Err(ApiError::new(StatusCode::CONFLICT, message));
     }
     request_sync(&state, &namespace, &name, "reconcile").await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "requested": true, "gitsource": format!("{namespace}/{name}") }))))
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    set_suspend(&state, &namespace, &name, true).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    set_suspend(&state, &namespace, &name, false).await
+}
+
+/// Writes `spec.suspend` into the stored source, compare-and-swap on its revision (tried again when
+/// another write came between). Answers whether it changed.
+async fn set_suspend(state: &AppState, namespace: &str, name: &str, suspend: bool) -> ApiResult<Json<Value>> {
+    let api = Api::<GitSource>::new(state.api.store.clone());
+    for _ in 0..5 {
+        let Some(mut source) = api.get(namespace, name).await? else {
+            let message = format!("gitsource {namespace}/{name} not found");
+            return Err(ApiError::new(StatusCode::NOT_FOUND, message));
+        };
+        if source.spec.suspend == suspend {
+            return Ok(Json(
+                json!({ "gitsource": format!("{namespace}/{name}"), "suspend": suspend, "changed": false }),
+            ));
+        }
+        let revision = source.metadata.resource_version.as_deref().and_then(|rv| rv.parse().ok());
+        source.spec.suspend = suspend;
+        match api.apply(&source, revision).await {
+            Ok(_) => {
+                tracing::info!(gitsource = %format!("{namespace}/{name}"), suspend, "GitSource suspend set");
+                return Ok(Json(
+                    json!({ "gitsource": format!("{namespace}/{name}"), "suspend": suspend, "changed": true }),
+                ));
+            }
+            Err(crate::store::StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::new(StatusCode::CONFLICT, format!("gitsource {namespace}/{name} kept changing; try again")))
 }
 
 async fn webhook(

@@ -24,7 +24,9 @@
 //!                                                          (the agent installs one, which runs a managed container's
 //!                                                          recreate in its key's worker); errors carry a `reason`
 //! POST   /api/v1/namespaces/{ns}/containers/{name}/restart    restart now, same container (an event records it)
-//! POST   /api/v1/namespaces/{ns}/gitsources/{name}/reconcile  sync the GitSource now (see `gitsources`)
+//! POST   /api/v1/namespaces/{ns}/gitsources/{name}/reconcile  sync the GitSource now (see `gitsources`);
+//!                                                          409 while it is suspended
+//! POST   /api/v1/namespaces/{ns}/gitsources/{name}/suspend|resume  set its spec.suspend, the rest kept
 //! POST   /hooks/gitsources/{ns}/{name}                      a push webhook, signed instead of a token
 //! GET    /api/v1/events?namespace=NS   GET /api/v1/watch/events?resourceVersion=R
 //! GET    /api/v1/hosts                                     each with its last agent upgrade (`upgrade`)

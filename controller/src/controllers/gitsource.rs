@@ -13,6 +13,7 @@
 //! - A source writes only into its own namespace.
 
 mod git;
+mod ssh;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kedge_crds::compose::ComposeOptions;
 use kedge_crds::event::EventType;
 use kedge_crds::gitsource::{gitsource_condition, CommitRef, GitSource, GitSourceStatus};
 use kedge_crds::meta::{rfc3339, set_condition};
@@ -58,8 +60,9 @@ pub(crate) enum Outcome {
     Applied { commit: CommitRef, applied: u32, pruned: u32 },
     /// The commit (when it could be read) holds invalid specs: nothing was applied.
     Invalid { commit: Option<CommitRef>, errors: Vec<String> },
-    /// The repository could not be fetched.
-    FetchFailed { message: String },
+    /// The repository could not be fetched. `reason`: `FetchFailed`, or `HostKeyRejected` (the ssh
+    /// server's key is not in `spec.ssh.knownHosts`), or `AuthenticationFailed`.
+    FetchFailed { reason: &'static str, message: String },
     /// The store refused a write half-way: tried again soon.
     ApplyFailed { commit: CommitRef, message: String },
 }
@@ -183,9 +186,10 @@ impl Controller {
         let cache = self.cache_root.join(applyset_id(namespace, name));
         let (url, reference, path) =
             (source.spec.url.clone(), source.spec.reference(), source.spec.path().to_owned());
+        let access = git::Access { ssh: source.spec.ssh.clone() };
         let fetched = tokio::time::timeout(
             FETCH_TIMEOUT,
-            tokio::task::spawn_blocking(move || git::fetch(&cache, &url, &reference, &path)),
+            tokio::task::spawn_blocking(move || git::fetch(&cache, &url, &access, &reference, &path)),
         )
         .await;
         let fetched = match fetched {
@@ -197,7 +201,13 @@ impl Controller {
         };
         let last_applied = previous.as_ref().and_then(|status| status.last_applied_commit.clone());
         let outcome = match fetched {
-            Err(git::FetchError::Git(message)) => Outcome::FetchFailed { message },
+            Err(git::FetchError::Git(message)) => Outcome::FetchFailed { reason: "FetchFailed", message },
+            Err(git::FetchError::HostKey(message)) => {
+                Outcome::FetchFailed { reason: "HostKeyRejected", message }
+            }
+            Err(git::FetchError::Auth(message)) => {
+                Outcome::FetchFailed { reason: "AuthenticationFailed", message }
+            }
             Err(git::FetchError::Content(message)) => {
                 Outcome::Invalid { commit: None, errors: vec![message] }
             }
@@ -243,8 +253,19 @@ impl Controller {
         let namespace = source.metadata.namespace.as_str();
         let mut parsed = ParsedObjects::default();
         let mut errors = Vec::new();
+        // A Compose file reads its `.env` and `env_file`s from the commit, never from the leader's
+        // disk or environment, and lands in the source's namespace.
+        let mut commit_files = fetched.others.clone();
+        commit_files.extend(fetched.files.iter().cloned());
+        let compose = ComposeOptions {
+            namespace: Some(namespace.to_owned()),
+            commit_files: Some(commit_files),
+            ..ComposeOptions::default()
+        };
         for (file, text) in &fetched.files {
-            let (objects, file_errors) = kedge_crds::parse_objects_str(file, text);
+            let directory = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(""));
+            let (objects, file_errors) =
+                kedge_crds::parse::parse_objects_str_with(file, text, directory, &compose);
             parsed.extend(objects);
             errors.extend(file_errors);
         }
@@ -398,9 +419,9 @@ impl Controller {
                     format!("{at} applies nothing: {}{more}", shown.join("; ")),
                 )
             }
-            Outcome::FetchFailed { message } => (
+            Outcome::FetchFailed { reason, message } => (
                 EventType::Warning,
-                "FetchFailed",
+                *reason,
                 format!("{}: {message}", git::without_password(&source.spec.url)),
             ),
             Outcome::ApplyFailed { commit, message } => {
@@ -505,10 +526,10 @@ pub(crate) fn next_status(
             condition(gitsource_condition::RECONCILING, false, "InvalidSpecs", "");
             errors = found.clone();
         }
-        Outcome::FetchFailed { message } => {
-            condition(gitsource_condition::READY, false, "FetchFailed", &format!("{message}; {running}"));
+        Outcome::FetchFailed { reason, message } => {
+            condition(gitsource_condition::READY, false, reason, &format!("{message}; {running}"));
             condition(gitsource_condition::STALLED, false, "Retrying", "fetched again at the next interval");
-            condition(gitsource_condition::RECONCILING, false, "FetchFailed", "");
+            condition(gitsource_condition::RECONCILING, false, reason, "");
         }
         Outcome::ApplyFailed { commit, message } => {
             let message = format!("applying {}: {message}", short(commit));
@@ -577,7 +598,7 @@ mod tests {
             None,
             Some(1),
             None,
-            &Outcome::FetchFailed { message: "no route".into() },
+            &Outcome::FetchFailed { reason: "FetchFailed", message: "no route".into() },
             Utc::now(),
         );
         assert_eq!(condition(&status, "Ready"), (ConditionStatus::False, "FetchFailed".into()));

@@ -79,6 +79,9 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
                 hard: Some(*hard),
             }).collect()
         }),
+        dns: non_empty(&config.process.dns),
+        dns_search: non_empty(&config.process.dns_search),
+        dns_options: non_empty(&config.process.dns_options),
         sysctls: (!config.isolation.sysctls.is_empty())
             .then(|| config.isolation.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         log_config: config.log_config.as_ref().map(|log| b::HostConfigLogConfig {
@@ -101,6 +104,8 @@ pub(crate) fn create_body(config: &ContainerConfig) -> b::ContainerCreateBody {
         healthcheck: config.healthcheck.as_ref().map(healthcheck_to_bollard),
         stop_signal: config.stop_signal.clone(),
         stop_timeout: config.stop_timeout.map(|d| d.as_secs() as i64),
+        tty: config.process.tty.then_some(true),
+        open_stdin: config.process.open_stdin.then_some(true),
         host_config: Some(host_config),
         // A network mode other than a network (`host`, `container:NAME`) takes no endpoint.
         networking_config: first_network.filter(|_| config.network_mode.is_none()).map(|n| {
@@ -195,10 +200,14 @@ fn mount_to_bollard(m: &Mount) -> b::Mount {
     let (typ, source, tmpfs_options) = match &m.source {
         MountSource::Bind { host_path } => (b::MountType::BIND, Some(host_path.clone()), None),
         MountSource::Volume { name } => (b::MountType::VOLUME, name.clone(), None),
-        MountSource::Tmpfs { size_bytes } => (
+        MountSource::Tmpfs { size_bytes, mode } => (
             b::MountType::TMPFS,
             None,
-            size_bytes.map(|size| b::MountTmpfsOptions { size_bytes: Some(size), ..Default::default() }),
+            (size_bytes.is_some() || mode.is_some()).then(|| b::MountTmpfsOptions {
+                size_bytes: *size_bytes,
+                mode: *mode,
+                ..Default::default()
+            }),
         ),
     };
     b::Mount {
@@ -216,7 +225,11 @@ fn mount_from_bollard(m: b::Mount) -> Option<Mount> {
         b::MountType::BIND => MountSource::Bind { host_path: m.source.unwrap_or_default() },
         b::MountType::VOLUME => MountSource::Volume { name: m.source.filter(|s| !s.is_empty()) },
         b::MountType::TMPFS => {
-            MountSource::Tmpfs { size_bytes: m.tmpfs_options.and_then(|o| o.size_bytes).filter(|s| *s > 0) }
+            let options = m.tmpfs_options.unwrap_or_default();
+            MountSource::Tmpfs {
+                size_bytes: options.size_bytes.filter(|s| *s > 0),
+                mode: options.mode.filter(|mode| *mode != 0),
+            }
         }
         _ => return None,
     };
@@ -367,7 +380,11 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         host.mounts.clone().unwrap_or_default().into_iter().filter_map(mount_from_bollard).collect();
     mounts.extend(host.binds.clone().unwrap_or_default().iter().filter_map(|b| mount_from_bind_string(b)));
     for target in host.tmpfs.clone().unwrap_or_default().into_keys() {
-        mounts.push(Mount { source: MountSource::Tmpfs { size_bytes: None }, target, read_only: false });
+        mounts.push(Mount {
+            source: MountSource::Tmpfs { size_bytes: None, mode: None },
+            target,
+            read_only: false,
+        });
     }
     let labels = labels_from(config.labels.clone());
     let mut mounts = declared_mounts(mounts, &labels::carried_volumes(&labels));
@@ -442,7 +459,11 @@ pub(crate) fn observed_from_inspect(i: b::ContainerInspectResponse) -> Option<Ob
         privileged: host.privileged.unwrap_or(false),
         read_only_rootfs: host.readonly_rootfs.unwrap_or(false),
         isolation: isolation_from_host_config(&host),
-        process: process_from_host_config(&host),
+        process: ProcessSettings {
+            tty: config.tty.unwrap_or(false),
+            open_stdin: config.open_stdin.unwrap_or(false),
+            ..process_from_host_config(&host)
+        },
         log_config: host
             .log_config
             .clone()
@@ -489,6 +510,12 @@ fn process_from_host_config(host: &b::HostConfig) -> ProcessSettings {
         shm_size: host.shm_size.filter(|size| *size > 0),
         extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
         ulimits,
+        dns: host.dns.clone().unwrap_or_default(),
+        dns_search: host.dns_search.clone().unwrap_or_default(),
+        dns_options: host.dns_options.clone().unwrap_or_default(),
+        // `Config.Tty` and `Config.OpenStdin` are not in `HostConfig`: the caller sets them.
+        tty: false,
+        open_stdin: false,
     }
 }
 

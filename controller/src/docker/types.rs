@@ -83,6 +83,13 @@ pub struct ProcessSettings {
     pub extra_hosts: Vec<String>,
     /// `HostConfig.Ulimits`: name, soft, hard; sorted by name.
     pub ulimits: Vec<(String, i64, i64)>,
+    /// `HostConfig.Dns`, `DnsSearch`, `DnsOptions`, as sent.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `Config.Tty` and `Config.OpenStdin`.
+    pub tty: bool,
+    pub open_stdin: bool,
 }
 
 /// A host device in the container (`HostConfig.Devices`).
@@ -165,7 +172,8 @@ pub enum MountSource {
     /// A named volume (`None`: an anonymous volume).
     Volume { name: Option<String> },
     /// A tmpfs, optionally size-limited.
-    Tmpfs { size_bytes: Option<i64> },
+    /// `mode`: the root's permission bits (`TmpfsOptions.Mode`); `None`: Docker's 1777.
+    Tmpfs { size_bytes: Option<i64>, mode: Option<i64> },
 }
 
 /// A mount into the container.

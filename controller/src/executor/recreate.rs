@@ -523,7 +523,7 @@ mod tests {
         check(|c| c.mounts = vec![mount(MountSource::Volume { name: None }, false)], data);
         check(|c| c.mounts = vec![mount(MountSource::Bind { host_path: "/srv".into() }, false)], data);
         check(|c| c.mounts = vec![mount(MountSource::Bind { host_path: "/etc/app".into() }, true)], None);
-        check(|c| c.mounts = vec![mount(MountSource::Tmpfs { size_bytes: None }, false)], None);
+        check(|c| c.mounts = vec![mount(MountSource::Tmpfs { size_bytes: None, mode: None }, false)], None);
         check(
             |c| {
                 c.isolation.devices = vec![DeviceMapping {

@@ -386,8 +386,18 @@ fn compare_mounts(
     have: &[Mount],
     recreate: &mut impl FnMut(&str, Option<String>, Option<String>),
 ) {
+    // Docker's default tmpfs mode (1777) declared is the same tmpfs as one left out.
+    let normalized = |mount: &Mount| {
+        let mut mount = mount.clone();
+        if let MountSource::Tmpfs { mode, .. } = &mut mount.source {
+            if *mode == Some(0o1777) {
+                *mode = None;
+            }
+        }
+        mount
+    };
     let by_target = |mounts: &[Mount]| -> BTreeMap<String, Mount> {
-        mounts.iter().map(|mount| (mount.target.clone(), mount.clone())).collect()
+        mounts.iter().map(|mount| (mount.target.clone(), normalized(mount))).collect()
     };
     let (want, have) = (by_target(want), by_target(have));
     let targets: BTreeSet<&String> = want.keys().chain(have.keys()).collect();
@@ -449,7 +459,8 @@ fn compare_isolation(want: &Isolation, have: &Isolation, findings: &mut Vec<Find
     }
 }
 
-/// `init`, `shmSize`, `extraHosts` and `ulimits`: each only a new container changes. An undeclared
+/// `init`, `shmSize`, `extraHosts`, `ulimits`, `dns*`, `tty` and `stdinOpen`: each only a new
+/// container changes. An undeclared
 /// `/dev/shm` size is the engine's default, which inspect reports as if declared.
 fn compare_process(want: &ProcessSettings, have: &ProcessSettings, findings: &mut Vec<Finding>) {
     let mut recreate = |field: &str, want: String, have: String| {
@@ -477,6 +488,12 @@ fn compare_process(want: &ProcessSettings, have: &ProcessSettings, findings: &mu
         render_list(&rendered)
     };
     recreate("spec.ulimits", render_limits(&want.ulimits), render_limits(&have.ulimits));
+    // The order of DNS servers and search domains is the resolver's order: a list, not a set.
+    recreate("spec.dns", render_list(&want.dns), render_list(&have.dns));
+    recreate("spec.dnsSearch", render_list(&want.dns_search), render_list(&have.dns_search));
+    recreate("spec.dnsOptions", render_list(&want.dns_options), render_list(&have.dns_options));
+    recreate("spec.tty", want.tty.to_string(), have.tty.to_string());
+    recreate("spec.stdinOpen", want.open_stdin.to_string(), have.open_stdin.to_string());
 }
 
 fn compare_resources(want: &Resources, have: &Resources, findings: &mut Vec<Finding>) {
@@ -701,8 +718,13 @@ fn render_mount(mount: &Mount) -> String {
         MountSource::Bind { host_path } => format!("bind {host_path}:{}{mode}", mount.target),
         MountSource::Volume { name: Some(name) } => format!("volume {name}:{}{mode}", mount.target),
         MountSource::Volume { name: None } => format!("volume {}{mode}", mount.target),
-        MountSource::Tmpfs { size_bytes: Some(size) } => format!("tmpfs {} size={size}{mode}", mount.target),
-        MountSource::Tmpfs { size_bytes: None } => format!("tmpfs {}{mode}", mount.target),
+        MountSource::Tmpfs { size_bytes, mode: bits } => {
+            let size = size_bytes.map(|size| format!(" size={size}")).unwrap_or_default();
+            // Docker's default root mode is 1777: declared so or left out, the same tmpfs.
+            let bits =
+                bits.filter(|bits| *bits != 0o1777).map(|bits| format!(" mode={bits:o}")).unwrap_or_default();
+            format!("tmpfs {}{size}{bits}{mode}", mount.target)
+        }
     }
 }
 

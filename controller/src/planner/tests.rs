@@ -1108,6 +1108,50 @@ fn start_interval_is_sent_and_compared_only_where_the_engine_has_it() {
 }
 
 #[test]
+fn dns_tty_and_stdin_recreate_and_dns_order_matters() {
+    let before = spec(r#"{"image": "kedge-test/app:v1"}"#);
+    let running = observed(&before, |o| o.process.shm_size = Some(64 << 20));
+    check(&before, Some(&running), &facts(), NOTHING);
+    let recreate = |after: &str, drift: &[&str]| {
+        check(&spec(after), Some(&running), &facts(), Expect { actions: &["Recreate"], drift });
+    };
+    recreate(r#"{"image": "kedge-test/app:v1", "dns": ["10.0.0.53"]}"#, &["spec.dns"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "dnsSearch": ["svc.example"]}"#, &["spec.dnsSearch"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "dnsOptions": ["ndots:2"]}"#, &["spec.dnsOptions"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "tty": true}"#, &["spec.tty"]);
+    recreate(r#"{"image": "kedge-test/app:v1", "stdinOpen": true}"#, &["spec.stdinOpen"]);
+    // Declared and created so: nothing to do.
+    let full = spec(
+        r#"{"image": "kedge-test/app:v1", "dns": ["10.0.0.53", "10.0.0.54"], "dnsSearch": ["a.example"],
+            "dnsOptions": ["ndots:2"], "tty": true, "stdinOpen": true}"#,
+    );
+    check(&full, Some(&observed(&full, |_| {})), &facts(), NOTHING);
+    // The resolver asks the servers in order: another order is drift (seen from inspect, the
+    // spec's hash unchanged).
+    let reordered = observed(&full, |o| o.process.dns.reverse());
+    check(&full, Some(&reordered), &facts(), Expect { actions: &["Recreate"], drift: &["spec.dns"] });
+    // A tmpfs's mode: a change recreates; Docker's default declared is no drift.
+    let tmpfs = |mode: &str| {
+        spec(&format!(
+            r#"{{"image": "kedge-test/app:v1", "mounts": [{{"type": "tmpfs", "target": "/run", "tmpfsMode": "{mode}"}}]}}"#
+        ))
+    };
+    let running_1770 = observed(&tmpfs("1770"), |_| {});
+    check(&tmpfs("1770"), Some(&running_1770), &facts(), NOTHING);
+    check(
+        &tmpfs("0700"),
+        Some(&running_1770),
+        &facts(),
+        Expect { actions: &["Recreate"], drift: &["spec.mounts[/run]"] },
+    );
+    let plain = spec(r#"{"image": "kedge-test/app:v1", "mounts": [{"type": "tmpfs", "target": "/run"}]}"#);
+    check(&tmpfs("1777"), Some(&observed(&plain, |_| {})), &facts(), NOTHING);
+    // A terminal taken away by hand (inspect says no tty): recreated with one.
+    let no_tty = observed(&full, |o| o.process.tty = false);
+    check(&full, Some(&no_tty), &facts(), Expect { actions: &["Recreate"], drift: &["spec.tty"] });
+}
+
+#[test]
 fn process_settings_recreate_and_the_engine_default_shm_size_is_not_drift() {
     let before = spec(r#"{"image": "kedge-test/app:v1"}"#);
     let running = observed(&before, |o| o.process.shm_size = Some(64 << 20));

@@ -171,7 +171,7 @@ fn convert_service(
                 };
                 for (file, required) in files {
                     let full = project.directory.join(&file);
-                    match std::fs::read_to_string(&full) {
+                    match project.read(&full) {
                         Ok(text) => env_from_files.extend(read_env_file(&text, &project.environment)),
                         Err(_) if !required => {}
                         Err(error) => r.error(&at, format!("cannot read the env_file {}: {error}", full.display())),
@@ -238,7 +238,8 @@ fn convert_service(
                     for option in options.split(',').filter(|o| !o.is_empty()) {
                         match option.split_once('=') {
                             Some(("size", size)) => mount["tmpfsSize"] = json!(size),
-                            _ => spec.report.error(&item_at, format!("the tmpfs option `{option}` is not supported (only `size`)")),
+                            Some(("mode", mode)) => mount["tmpfsMode"] = json!(mode),
+                            _ => spec.report.error(&item_at, format!("the tmpfs option `{option}` is not supported (only `size` and `mode`)")),
                         }
                     }
                     spec.push("mounts", mount, &item_at);
@@ -313,6 +314,27 @@ fn convert_service(
                 spec.set_in("resources", field, value, &at);
             }
             "init" => spec.set("init", value.clone(), &at),
+            "tty" => spec.set("tty", value.clone(), &at),
+            "stdin_open" => spec.set("stdinOpen", value.clone(), &at),
+            "dns" | "dns_search" | "dns_opt" => {
+                let field = match key.as_str() {
+                    "dns" => "dns",
+                    "dns_search" => "dnsSearch",
+                    _ => "dnsOptions",
+                };
+                let items: Vec<Value> = match value {
+                    Value::Array(items) => items.iter().map(|item| json!(scalar(item).unwrap_or_default())).collect(),
+                    one => match scalar(one) {
+                        Some(one) => vec![json!(one)],
+                        None => {
+                            r.error(&at, format!("`{key}` must be a string or a list of strings"));
+                            Vec::new()
+                        }
+                    },
+                };
+                spec.set(field, Value::Array(items), &at);
+            }
+            "secrets" | "configs" => file_mounts(project, key, value, &at, &mut spec),
             "shm_size" => match scalar(value) {
                 Some(size) => spec.set("shmSize", json!(size), &at),
                 None => r.error(&at, "`shm_size` must be a size such as `128m`"),
@@ -554,6 +576,61 @@ pub(super) fn short_port(text: &str) -> Result<Vec<Value>, String> {
         .collect())
 }
 
+/// A service's `secrets` or `configs`: each a read-only bind of the top-level entry's file, at
+/// `/run/secrets/NAME` (a secret) or `/NAME` (a config) unless `target` says otherwise, as Compose
+/// mounts them without Swarm. `uid`, `gid` and `mode` are errors: a bind keeps the file's own.
+fn file_mounts(project: &Project, key: &str, value: &Value, at: &str, spec: &mut Spec) {
+    let Value::Array(items) = value else {
+        spec.report.error(at, format!("`{key}` must be a list"));
+        return;
+    };
+    let (declared, under) =
+        if key == "secrets" { (&project.secrets, "/run/secrets/") } else { (&project.configs, "/") };
+    for (index, item) in items.iter().enumerate() {
+        let item_at = format!("{at}[{index}]");
+        let (name, target) = match item {
+            Value::String(name) => (name.clone(), None),
+            Value::Object(long) => {
+                for (option, _) in long {
+                    match option.as_str() {
+                        "source" | "target" => {}
+                        other if other.starts_with("x-") => {}
+                        other => spec.report.unsupported(&format!("{item_at}.{other}"), other),
+                    }
+                }
+                let Some(name) = long.get("source").and_then(Value::as_str) else {
+                    spec.report.error(&item_at, "needs a `source`");
+                    continue;
+                };
+                (name.to_owned(), long.get("target").and_then(Value::as_str).map(str::to_owned))
+            }
+            _ => {
+                spec.report.error(&item_at, "must be a name or a map with `source`");
+                continue;
+            }
+        };
+        let Some(file) = declared.get(&name) else {
+            spec.report.error(
+                &item_at,
+                format!("`{name}` is not declared under the top-level `{key}` with a `file`"),
+            );
+            continue;
+        };
+        let file = if file.starts_with(['/', '.', '~']) { file.clone() } else { format!("./{file}") };
+        let Some((_, path)) = source(project, &file, &item_at, spec.report) else { continue };
+        let target = match target {
+            Some(target) if target.starts_with('/') => target,
+            Some(target) => format!("{under}{target}"),
+            None => format!("{under}{name}"),
+        };
+        spec.push(
+            "mounts",
+            json!({"type": "bind", "source": path, "target": target, "readOnly": true}),
+            &item_at,
+        );
+    }
+}
+
 fn volumes(project: &Project, value: &Value, at: &str, spec: &mut Spec) {
     let Value::Array(items) = value else {
         spec.report.error(at, "`volumes` must be a list");
@@ -578,6 +655,16 @@ fn volumes(project: &Project, value: &Value, at: &str, spec: &mut Spec) {
 /// A bind's source, a named volume's Docker name, or an error for an undeclared volume.
 fn source(project: &Project, source: &str, at: &str, report: &mut Report) -> Option<(&'static str, String)> {
     if source.starts_with('.') || source.starts_with('/') || source.starts_with('~') {
+        if project.commit_files.is_some() && !source.starts_with('/') {
+            report.error(
+                at,
+                format!("the relative bind path `{source}` cannot be used from a GitSource: the repository is not on the host the container runs on; give an absolute path or a named volume"),
+            );
+            return None;
+        }
+        if project.commit_files.is_some() {
+            return Some(("bind", normalize(Path::new(source)).display().to_string()));
+        }
         let path = match source.strip_prefix('~') {
             Some(rest) => Path::new(project.environment.get("HOME").map_or("/", String::as_str))
                 .join(rest.trim_start_matches('/')),
@@ -649,6 +736,8 @@ fn long_volume(project: &Project, long: &Map<String, Value>, at: &str, report: &
                 for (option, value) in options {
                     match option.as_str() {
                         "size" => mount["tmpfsSize"] = json!(scalar(value).unwrap_or_default()),
+                        // Written as octal digits (`1770`), whether as a number or a string.
+                        "mode" => mount["tmpfsMode"] = json!(scalar(value).unwrap_or_default()),
                         other => report.unsupported(&format!("{key_at}.{other}"), other),
                     }
                 }

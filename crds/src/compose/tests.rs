@@ -121,16 +121,88 @@ networks:
 
 #[test]
 fn every_unsupported_key_is_named_with_its_line() {
-    let text = "services:\n  web:\n    image: busybox\n    stdin_open: true\n    dns: [1.1.1.1]\n    deploy:\n      mode: global\nsecrets: {}\n";
+    let text = "services:\n  web:\n    image: busybox\n    mac_address: 02:42:ac:11:00:02\n    volumes_from: [db]\n    deploy:\n      mode: global\nsecrets:\n  token:\n    environment: TOKEN\n";
     let errors = errors_of(text);
     assert_eq!(errors.len(), 4, "{errors:#?}");
     assert!(
-        errors[0].starts_with("compose.yml:4:5: services.web.stdin_open: `stdin_open` is not supported"),
+        errors[0].starts_with("compose.yml:4:5: services.web.mac_address: `mac_address` is not supported"),
         "{errors:#?}"
     );
-    assert!(errors[1].starts_with("compose.yml:5:5: services.web.dns:"), "{errors:#?}");
+    assert!(errors[1].starts_with("compose.yml:5:5: services.web.volumes_from:"), "{errors:#?}");
     assert!(errors[2].starts_with("compose.yml:7:7: services.web.deploy.mode:"), "{errors:#?}");
-    assert!(errors[3].starts_with("compose.yml:8:1: secrets:"), "{errors:#?}");
+    assert!(
+        errors[3].starts_with("compose.yml:10:5: secrets.token.environment: `environment` is not supported"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn dns_terminal_and_file_secrets_and_configs() {
+    let text = "services:\n  web:\n    image: busybox\n    dns: 10.0.0.53\n    dns_search: [a.example, b.example]\n    \
+dns_opt: [ndots:2]\n    tty: true\n    stdin_open: true\n    secrets: [token, {source: token, target: other}]\n    \
+configs: [{source: app, target: /etc/app.conf}, app]\nsecrets:\n  token:\n    file: ./token.txt\nconfigs:\n  app:\n    file: /srv/app.conf\n";
+    let (objects, errors) = convert_with(text, &options());
+    assert!(errors.is_empty(), "{errors:#?}");
+    let spec = &objects.containers[0].container.spec;
+    assert_eq!(spec.dns, ["10.0.0.53"]);
+    assert_eq!(spec.dns_search, ["a.example", "b.example"]);
+    assert_eq!(spec.dns_options, ["ndots:2"]);
+    assert_eq!((spec.tty, spec.stdin_open), (Some(true), Some(true)));
+    let spec = serde_json::to_value(spec).unwrap();
+    let mounts = spec["mounts"].as_array().unwrap();
+    let targets: Vec<&str> = mounts.iter().map(|m| m["target"].as_str().unwrap()).collect();
+    // Keys in name order: `configs` before `secrets`.
+    assert_eq!(targets, ["/etc/app.conf", "/app", "/run/secrets/token", "/run/secrets/other"]);
+    assert!(mounts.iter().all(|m| m["readOnly"] == true && m["type"] == "bind"), "{mounts:?}");
+    assert!(mounts[2]["source"].as_str().unwrap().ends_with("/token.txt"), "{mounts:?}");
+    assert_eq!(mounts[0]["source"], "/srv/app.conf");
+
+    // An undeclared secret, a secret's uid, and a secret with no file: each named.
+    let text = "services:\n  web:\n    image: busybox\n    secrets: [nope, {source: token, uid: \"1\"}]\nsecrets:\n  token:\n    name: t\n";
+    let errors = errors_of(text);
+    // `token` has no file, so the second item names it as undeclared too.
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(errors
+        .iter()
+        .any(|e| e.contains("services.web.secrets[0]") && e.contains("`nope` is not declared")));
+    assert!(errors.iter().any(|e| e.contains("services.web.secrets[1].uid")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("secrets.token: needs a `file`")), "{errors:#?}");
+}
+
+#[test]
+fn from_a_commit_env_files_come_from_it_and_relative_binds_are_refused() {
+    let files: std::collections::BTreeMap<String, String> =
+        [("deploy/.env", "TAG=7\n"), ("deploy/web.env", "FROM_FILE=yes\n")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+    let options = ComposeOptions {
+        namespace: Some("team".into()),
+        commit_files: Some(files),
+        ..ComposeOptions::default()
+    };
+    let text = "services:\n  web:\n    image: busybox:${TAG}\n    env_file: web.env\n";
+    let (objects, errors) = crate::parse::parse_objects_str_with(
+        "deploy/compose.yml",
+        text,
+        std::path::Path::new("deploy"),
+        &options,
+    );
+    assert!(errors.is_empty(), "{errors:#?}");
+    let web = &objects.containers[0].container;
+    assert_eq!((web.metadata.namespace.as_str(), web.metadata.name.as_str()), ("team", "deploy-web"));
+    assert_eq!(web.spec.image.to_string(), "busybox:7");
+    assert_eq!(web.spec.env.get("FROM_FILE").map(|v| v.to_string()).as_deref(), Some("yes"));
+    let text = "services:\n  web:\n    image: busybox\n    env_file: missing.env\n    volumes: [./data:/data, /srv:/srv]\n";
+    let (_, errors) = crate::parse::parse_objects_str_with(
+        "deploy/compose.yml",
+        text,
+        std::path::Path::new("deploy"),
+        &options,
+    );
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("cannot read the env_file /deploy/missing.env")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("relative bind path `./data`")), "{errors:#?}");
 }
 
 #[test]

@@ -3,11 +3,15 @@
 //! cache, so that a fetch moves only what changed.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use git2::{
-    Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository, TreeWalkMode, TreeWalkResult,
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository,
+    TreeWalkMode, TreeWalkResult,
 };
-use kedge_crds::gitsource::{CommitRef, GitReference};
+use kedge_crds::gitsource::{parse_known_hosts, CommitRef, GitReference, GitSourceSsh};
+
+use super::ssh::{check_host_key, host_and_port, HostKeyVerdict};
 
 /// The ref the wanted branch or tag is fetched into, inside the cache repository.
 const WANTED_REF: &str = "refs/kedge/wanted";
@@ -21,7 +25,13 @@ pub(crate) struct Fetched {
     pub commit: CommitRef,
     /// `(path from the repository's root, text)`, in path order.
     pub files: Vec<(String, String)>,
+    /// Every other text file under the path (hidden ones such as `.env` included), by its path from
+    /// the repository's root: what a Compose file there may read (`.env`, `env_file`).
+    pub others: std::collections::BTreeMap<String, String>,
 }
+
+/// The largest file kept in [`Fetched::others`]: an env file is small; an asset is not read.
+const OTHER_FILE_LIMIT: usize = 1 << 20;
 
 /// Why a fetch gave nothing to apply.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +40,12 @@ pub(crate) enum FetchError {
     /// next interval.
     #[error("{0}")]
     Git(String),
+    /// The ssh server's host key is not the one `spec.ssh.knownHosts` lists: nothing was sent to it.
+    #[error("{0}")]
+    HostKey(String),
+    /// The server refused the credentials.
+    #[error("{0}")]
+    Auth(String),
     /// The commit has no such path, or a file is not text: the commit cannot be applied.
     #[error("{0}")]
     Content(String),
@@ -37,8 +53,18 @@ pub(crate) enum FetchError {
 
 impl From<git2::Error> for FetchError {
     fn from(error: git2::Error) -> FetchError {
+        if error.code() == git2::ErrorCode::Auth {
+            return FetchError::Auth(error.message().to_owned());
+        }
         FetchError::Git(error.message().to_owned())
     }
+}
+
+/// How the repository is reached, beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    /// `spec.ssh`, for an ssh:// URL.
+    pub ssh: Option<GitSourceSsh>,
 }
 
 /// Fetches `reference` of `url` into the bare repository at `cache` (made when missing) and reads the
@@ -46,6 +72,7 @@ impl From<git2::Error> for FetchError {
 pub(crate) fn fetch(
     cache: &Path,
     url: &str,
+    access: &Access,
     reference: &GitReference,
     path: &str,
 ) -> Result<Fetched, FetchError> {
@@ -65,7 +92,9 @@ pub(crate) fn fetch(
     };
     let mut remote = repo.remote_anonymous(url)?;
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(url));
+    // A refusal decided in a callback is kept here: libgit2 reports it only as a failed connection.
+    let refused: Arc<Mutex<Option<FetchError>>> = Arc::default();
+    options.remote_callbacks(callbacks(url, access, refused.clone())?);
     options.download_tags(git2::AutotagOption::None);
     // A fetch whose source ref is gone leaves the destination as it was: the wanted ref is removed
     // first, so that a deleted branch or tag reads as gone, not as its last commit. The last commit
@@ -73,7 +102,10 @@ pub(crate) fn fetch(
     if let Ok(mut wanted) = repo.find_reference(WANTED_REF) {
         wanted.delete()?;
     }
-    remote.fetch(&[refspec.as_str()], Some(&mut options), None)?;
+    if let Err(error) = remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
+        let decided = refused.lock().map(|mut slot| slot.take()).unwrap_or(None);
+        return Err(decided.unwrap_or_else(|| error.into()));
+    }
     let oid = match reference {
         GitReference::Commit(sha) => Oid::from_str(sha)?,
         GitReference::Branch(name) => repo
@@ -102,22 +134,33 @@ pub(crate) fn fetch(
             .map_err(|_| FetchError::Content(format!("`{path}` is not a directory in commit {oid}")))?
     };
     let mut files = Vec::new();
+    let mut others = std::collections::BTreeMap::new();
     let mut unreadable = None;
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or_default();
-        if name.starts_with('.') {
-            return TreeWalkResult::Skip;
-        }
-        let is_spec = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
-        if entry.kind() != Some(git2::ObjectType::Blob) || !is_spec {
-            return TreeWalkResult::Ok;
-        }
+        let is_blob = entry.kind() == Some(git2::ObjectType::Blob);
         let shown = [path, dir.trim_end_matches('/'), name]
             .iter()
             .filter(|p| !p.is_empty())
             .copied()
             .collect::<Vec<_>>()
             .join("/");
+        let is_spec = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+        if !is_blob || name.starts_with('.') || !is_spec {
+            // A hidden directory is skipped whole; a hidden file (`.env`) or another file is kept
+            // for a Compose file to read, when it is small text.
+            if !is_blob {
+                return if name.starts_with('.') { TreeWalkResult::Skip } else { TreeWalkResult::Ok };
+            }
+            if let Ok(blob) = repo.find_blob(entry.id()) {
+                if blob.size() <= OTHER_FILE_LIMIT {
+                    if let Ok(text) = String::from_utf8(blob.content().to_vec()) {
+                        others.insert(shown, text);
+                    }
+                }
+            }
+            return TreeWalkResult::Ok;
+        }
         match repo.find_blob(entry.id()).map(|blob| String::from_utf8(blob.content().to_vec())) {
             Ok(Ok(text)) => files.push((shown, text)),
             _ => {
@@ -132,40 +175,120 @@ pub(crate) fn fetch(
         return Err(FetchError::Content(message));
     }
     files.sort();
-    Ok(Fetched { commit: CommitRef { sha: oid.to_string(), subject }, files })
+    Ok(Fetched { commit: CommitRef { sha: oid.to_string(), subject }, files, others })
 }
 
 /// Credentials for the URL's transport: the user and password (or token) written in an https
-/// URL, and for ssh the agent's SSH agent, then its default key files.
-fn callbacks(url: &str) -> RemoteCallbacks<'static> {
+/// URL; for ssh, the server's host key checked against `spec.ssh.knownHosts` first, then the key of
+/// `spec.ssh` (else the agent's SSH agent, then its default key files). Each credential is offered
+/// once: a second request means the server refused it.
+fn callbacks(
+    url: &str,
+    access: &Access,
+    refused: Arc<Mutex<Option<FetchError>>>,
+) -> Result<RemoteCallbacks<'static>, FetchError> {
     let (user, password) = userinfo(url);
     let mut callbacks = RemoteCallbacks::new();
-    let mut tried_agent = false;
+    if url.starts_with("ssh://") {
+        let Some(ssh) = access.ssh.clone() else {
+            return Err(FetchError::HostKey(
+                "an ssh:// URL needs spec.ssh.knownHosts: the server's host key cannot be checked".to_owned(),
+            ));
+        };
+        let known = parse_known_hosts(&ssh.known_hosts)
+            .map_err(|why| FetchError::HostKey(format!("spec.ssh.knownHosts: {why}")))?;
+        let (host, port) = host_and_port(url)
+            .ok_or_else(|| FetchError::Git(format!("`{url}` has no host and port that can be read")))?;
+        let certificate_refused = refused.clone();
+        callbacks.certificate_check(move |cert, _hostname| {
+            let shown = if port == 22 { host.clone() } else { format!("[{host}]:{port}") };
+            let Some(key) = cert.as_hostkey().and_then(|hostkey| hostkey.hostkey()) else {
+                let message = format!("{shown} showed no ssh host key to check against spec.ssh.knownHosts");
+                return Err(refuse(&certificate_refused, FetchError::HostKey(message)));
+            };
+            let message = match check_host_key(&known, &host, port, key) {
+                HostKeyVerdict::Known => return Ok(CertificateCheckStatus::CertificateOk),
+                HostKeyVerdict::UnknownHost { fingerprint } => format!(
+                    "host key not verified: spec.ssh.knownHosts has no line for {shown} (the server showed {fingerprint})"
+                ),
+                HostKeyVerdict::Changed { fingerprint } => format!(
+                    "host key mismatch: {shown} showed {fingerprint}, not a key spec.ssh.knownHosts lists for it \
+                     (the server's key changed, or someone is in the middle); nothing was sent to it"
+                ),
+                HostKeyVerdict::Revoked { fingerprint } => {
+                    format!("host key revoked: {shown} showed {fingerprint}, an @revoked key of spec.ssh.knownHosts")
+                }
+            };
+            Err(refuse(&certificate_refused, FetchError::HostKey(message)))
+        });
+        let mut tried = false;
+        let mut tried_defaults = false;
+        callbacks.credentials(move |_url, username, allowed| {
+            let user = username.unwrap_or("git");
+            if !allowed.contains(CredentialType::SSH_KEY) {
+                let message = format!("the ssh server offers no public key login for user `{user}`");
+                return Err(refuse(&refused, FetchError::Auth(message)));
+            }
+            let given = match (&ssh.private_key, &ssh.private_key_file) {
+                (Some(key), _) => Some(("spec.ssh.privateKey", Cred::ssh_key_from_memory(user, None, key, None))),
+                (None, Some(file)) => {
+                    Some(("spec.ssh.privateKeyFile", Cred::ssh_key(user, None, Path::new(file), None)))
+                }
+                (None, None) => None,
+            };
+            if let Some((field, credential)) = given {
+                if tried {
+                    let message = format!("authentication failed: the ssh server refused the key of {field} for user `{user}`");
+                    return Err(refuse(&refused, FetchError::Auth(message)));
+                }
+                tried = true;
+                return credential.map_err(|e| {
+                    let message = format!("{field}: the key cannot be used: {}", e.message());
+                    refuse(&refused, FetchError::Auth(message))
+                });
+            }
+            if !tried {
+                tried = true;
+                return Cred::ssh_key_from_agent(user);
+            }
+            if !tried_defaults {
+                tried_defaults = true;
+                let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+                for key in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                    let private = home.join(".ssh").join(key);
+                    if private.exists() {
+                        return Cred::ssh_key(user, None, &private, None);
+                    }
+                }
+            }
+            let message = format!(
+                "authentication failed: the ssh server refused the SSH agent's and ~/.ssh's keys for user `{user}` \
+                 (give spec.ssh.privateKey)"
+            );
+            Err(refuse(&refused, FetchError::Auth(message)))
+        });
+        return Ok(callbacks);
+    }
     let mut tried_plain = false;
-    callbacks.credentials(move |_url, username, allowed| {
+    callbacks.credentials(move |_url, _username, allowed| {
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && !tried_plain {
             tried_plain = true;
             if let Some(password) = &password {
                 return Cred::userpass_plaintext(user.as_deref().unwrap_or("git"), password);
             }
         }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            let user = username.unwrap_or("git");
-            if !tried_agent {
-                tried_agent = true;
-                return Cred::ssh_key_from_agent(user);
-            }
-            let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
-            for key in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                let private = home.join(".ssh").join(key);
-                if private.exists() {
-                    return Cred::ssh_key(user, None, &private, None);
-                }
-            }
-        }
         Err(git2::Error::from_str("no credentials for this repository"))
     });
-    callbacks
+    Ok(callbacks)
+}
+
+/// Keeps the reason of a refusal for [`fetch`], and answers the error libgit2 is given.
+fn refuse(slot: &Mutex<Option<FetchError>>, error: FetchError) -> git2::Error {
+    let shown = git2::Error::from_str(&error.to_string());
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some(error);
+    }
+    shown
 }
 
 /// The user and password of `scheme://user:password@host/...`, percent-decoding left to the server.
