@@ -309,7 +309,10 @@ pub fn validate_git_source(source: &GitSource) -> Vec<FieldError> {
     if !scheme_ok {
         errors.push(field(
             "spec.url",
-            format!("`{}` is not a file://, http://, https:// or ssh:// URL", spec.url),
+            format!(
+                "`{}` is not a file://, http://, https:// or ssh:// URL",
+                url_without_password(&spec.url)
+            ),
         ));
     }
     let chosen =
@@ -342,6 +345,12 @@ pub fn validate_git_source(source: &GitSource) -> Vec<FieldError> {
             Ok(_) => {}
             Err(why) => errors.push(field("spec.interval", why)),
         }
+    }
+    if password_span(&spec.url).is_some_and(|(start, end)| spec.url[start..end].starts_with(REDACTED)) {
+        let message = format!(
+            "the URL's password is a redacted one as the API shows it (`{REDACTED}`); write the real token"
+        );
+        errors.push(field("spec.url", message));
     }
     errors.extend(ssh_errors(spec));
     if let Some(webhook) = &spec.webhook {
@@ -403,14 +412,35 @@ fn ssh_errors(spec: &GitSourceSpec) -> Vec<FieldError> {
     errors
 }
 
-/// Hides the webhook's secret and the ssh private key: what every API answer shows.
+/// Hides the webhook's secret, the ssh private key and the password (token) of an http(s) URL:
+/// what every API answer shows.
 pub fn redact_git_source(source: &mut GitSource) {
+    source.spec.url = url_without_password(&source.spec.url);
     if let Some(webhook) = &mut source.spec.webhook {
         webhook.secret = REDACTED.to_owned();
     }
     if let Some(key) = source.spec.ssh.as_mut().and_then(|ssh| ssh.private_key.as_mut()) {
         *key = REDACTED.to_owned();
     }
+}
+
+/// `url` with the password of its `user:password@` part (an https token) replaced by
+/// [`REDACTED`], for API answers, messages and status; any other URL as it is.
+pub fn url_without_password(url: &str) -> String {
+    match password_span(url) {
+        Some((start, end)) => format!("{}{REDACTED}{}", &url[..start], &url[end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Where the password of `scheme://user:password@host/...` lies in `url` (byte offsets).
+fn password_span(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let rest = &url[authority_start..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let colon = userinfo.find(':')?;
+    Some((authority_start + colon + 1, authority_start + userinfo.len()))
 }
 
 /// A branch or tag name Git accepts, kept to a conservative subset.
@@ -545,5 +575,33 @@ mod tests {
         let shown = serde_json::to_string(&s).unwrap();
         assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
         assert!(shown.contains("AAAAC3NzaC1lZDI1NTE5"), "the host keys are not secret: {shown}");
+    }
+
+    #[test]
+    fn an_https_token_is_redacted_and_a_redacted_one_is_refused() {
+        assert_eq!(
+            url_without_password("https://bot:tok3n@git.example/a.git"),
+            format!("https://bot:{REDACTED}@git.example/a.git")
+        );
+        // A password with an `@` (written unencoded), no path, a user without password, other schemes.
+        assert_eq!(
+            url_without_password("https://u:p@ss@git.example"),
+            format!("https://u:{REDACTED}@git.example")
+        );
+        assert_eq!(url_without_password("https://bot@git.example/a.git"), "https://bot@git.example/a.git");
+        assert_eq!(url_without_password("ssh://git@host:2222/a.git"), "ssh://git@host:2222/a.git");
+        assert_eq!(url_without_password("file:///srv/a.git"), "file:///srv/a.git");
+        assert_eq!(url_without_password("https://git.example/a:b@c.git"), "https://git.example/a:b@c.git");
+        assert_eq!(url_without_password("not a url: x@y"), "not a url: x@y");
+
+        let mut s = source(url("https://bot:tok3n@git.example/a.git"));
+        redact_git_source(&mut s);
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("tok3n"), "{shown}");
+        // Written back as shown, it is refused rather than stored as the token.
+        check(s.spec.clone(), &["spec.url"]);
+        check(url("https://bot:tok3n@git.example/a.git"), &[]);
+        let errors = validate_git_source(&source(url("htps://bot:tok3n@git.example/a.git")));
+        assert!(errors.iter().all(|e| !e.message.contains("tok3n")), "{errors:?}");
     }
 }

@@ -490,7 +490,26 @@ async fn a_repository_served_over_http_with_a_token() {
     assert_exit(&server.kedge(&["apply", "-f", file.to_str().unwrap()]), 0);
     wait_applied(&server, &ns, &first, Duration::from_secs(15)).await;
     let table = stdout(&server.kedge(&["get", "gitsources", "-n", &ns]));
-    assert!(table.contains("http://ci:***@") && !table.contains("tok3n"), "{table}");
+    assert!(table.contains("http://ci:<redacted>@") && !table.contains("tok3n"), "{table}");
+    for shown in [
+        stdout(&server.kedge(&["get", "gitsource", "apps", "-n", &ns, "-o", "yaml"])),
+        stdout(&server.kedge(&["get", "gitsource", "apps", "-n", &ns, "-o", "json"])),
+    ] {
+        assert!(shown.contains("ci:<redacted>@") && !shown.contains("tok3n"), "{shown}");
+    }
+    let described = stdout(&server.kedge(&["describe", "gitsource", "apps", "-n", &ns]));
+    assert!(!described.contains("tok3n"), "{described}");
+    // The file as applied is what runs: no difference, and the token not printed.
+    let diff = server.kedge(&["diff", "-f", file.to_str().unwrap()]);
+    assert_exit(&diff, 0);
+    assert!(!stdout(&diff).contains("tok3n"));
+    // What the API shows, applied back, is refused: it would replace the token with the marker.
+    let shown = stdout(&server.kedge(&["get", "gitsource", "apps", "-n", &ns, "-o", "yaml"]));
+    let written_back = dir.path().join("shown.yaml");
+    std::fs::write(&written_back, shown).unwrap();
+    let refused = server.kedge(&["apply", "-f", written_back.to_str().unwrap()]);
+    assert_exit(&refused, 2);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("spec.url"), "{refused:?}");
 
     // A push, then `kedge reconcile`: applied over HTTP.
     repo.write("deploy/web.yaml", &container("web", "nowhere", &run, "2"));

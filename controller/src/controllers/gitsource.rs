@@ -422,7 +422,7 @@ impl Controller {
             Outcome::FetchFailed { reason, message } => (
                 EventType::Warning,
                 *reason,
-                format!("{}: {message}", git::without_password(&source.spec.url)),
+                format!("{}: {message}", kedge_crds::gitsource::url_without_password(&source.spec.url)),
             ),
             Outcome::ApplyFailed { commit, message } => {
                 (EventType::Warning, "ApplyFailed", format!("{}: {message}", short(commit)))
