@@ -1,7 +1,7 @@
 //! A real `kedge agent`'s Prometheus metrics (docs/metrics.md): `GET /metrics` on the API answers any
 //! valid token and refuses none, `--metrics-listen` answers without one, the text parses strictly,
 //! and a `docker kill` of a managed container adds exactly one repair to
-//! `kedge_repair_duration_seconds{drift="stopped"}`. Needs `scripts/test-env up`.
+//! `kedge_repair_duration_seconds{drift="stopped"}`; the embedded store's requests are timed. Needs `scripts/test-env up`.
 
 use crate::api_support;
 
@@ -76,6 +76,13 @@ async fn metrics_count_a_killed_containers_repair() {
     assert!(reconciles(&before) >= 1.0, "{before:?}");
     assert!(before.contains_key("kedge_backoff_keys"), "{before:?}");
     assert!(before.keys().any(|series| series.starts_with("kedge_build_info{version=")), "{before:?}");
+    // The embedded store's requests are timed: the apply's write, the agent's status writes, its lists.
+    for operation in ["put", "get", "list", "watch"] {
+        let series = format!(
+            "kedge_store_request_duration_seconds_count{{store=\"embedded\",operation=\"{operation}\"}}"
+        );
+        assert!(before.get(&series).is_some_and(|count| *count >= 1.0), "{series}: {before:?}");
+    }
 
     let killed = docker_cli(&["kill", &name]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
@@ -95,6 +102,13 @@ async fn metrics_count_a_killed_containers_repair() {
 
     let deleted = kedge(&["delete", "container", &name, "-n", &ns]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
+}
+
+/// The samples of the agent whose state directory is `state_dir`, read over its Unix socket.
+pub(crate) async fn scrape(state_dir: &std::path::Path) -> BTreeMap<String, f64> {
+    let reply = api_support::http_unix(&state_dir.join("kedge.sock"), "GET", "/metrics", None).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    parse(&String::from_utf8_lossy(&reply.body))
 }
 
 /// The `--metrics-listen` address, read from the agent's log once it says so.
@@ -117,7 +131,7 @@ async fn metrics_address(agent: &AgentGuard) -> String {
 /// Parses Prometheus (OpenMetrics) text strictly: every line is `# HELP`, `# TYPE`, `# UNIT`, the
 /// closing `# EOF`, or a sample `name{labels} value` of a family a `# TYPE` line declared before it.
 /// Panics on anything else; answers every sample by its series (`name{labels}`).
-fn parse(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
     let mut families = BTreeSet::new();
     let mut samples = BTreeMap::new();
     let lines: Vec<&str> = text.lines().collect();

@@ -81,6 +81,10 @@ impl<L: StoreLayer> Store for L {
         }
     }
 
+    fn watch_restarted(&self, prefix: &str) {
+        self.inner().watch_restarted(prefix);
+    }
+
     fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId> {
         match self.admit(Request::LeaseGrant) {
             Ok(()) => self.inner().lease_grant(ttl_seconds),
