@@ -231,6 +231,8 @@ impl StoreLayer for Down {
     fn admit(&self, _: Request<'_>) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+
+    fn pass_watch_restarted(&self, _: &str) {}
 }
 
 #[tokio::test(start_paused = true)]
