@@ -20,10 +20,7 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let socket = agent.socket_url();
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let token_file = state_dir.join("api-token");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
@@ -229,10 +226,7 @@ async fn apply_wait_returns_when_ready_and_names_what_is_not() {
     let host = format!("wait-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let ns = format!("ns-{run}");
     let spec = |name: &str, image: &str| {
         format!(
@@ -286,10 +280,7 @@ async fn rollout_status_history_and_undo_of_a_set_on_a_real_agent() {
     let host = format!("roll-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let (ns, set) = (format!("ns-{run}"), format!("pool-{run}"));
     let file = state_dir.join("set.yaml");
     let write = |image: &str| {
@@ -381,10 +372,7 @@ async fn top_samples_containers_through_their_agent() {
     let host = format!("top-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let (ns, name) = (format!("ns-{run}"), format!("busy-{run}"));
     let file = state_dir.join("busy.yaml");
     std::fs::write(
