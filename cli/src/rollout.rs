@@ -272,6 +272,11 @@ pub(crate) enum Undo {
 /// own but whose image differs (the tag moved) is named by its registry digest when known.
 pub(crate) fn choose_undo(container: &Container, to: Option<i64>) -> CliResult<Undo> {
     let (namespace, name) = (&container.metadata.namespace, &container.metadata.name);
+    if let Some(set) = container.metadata.labels.get(kedge_crds::container_set::SET_LABEL) {
+        // The set's leader writes its children: an undo here would be put back at its next pass.
+        return Err(CliError::usage(format!("container {namespace}/{name} belongs to containerset {set}"))
+            .hint(format!("roll the set back: `kedge rollout undo containerset {set}`")));
+    }
     let status = container.status.clone().unwrap_or_default();
     let history = &status.image_history;
     let hint = || format!("list them with `kedge rollout history container {name}`");
@@ -402,6 +407,13 @@ mod tests {
         // to what ran last.
         let pending = container("app:v3", 4, "sha256:2", &history);
         assert_eq!(choose_undo(&pending, None).unwrap(), to(3, "app:v2"));
+
+        // A set's child is the set's to roll back.
+        let mut child = running_v2.clone();
+        child.metadata.labels.insert(kedge_crds::container_set::SET_LABEL.to_owned(), "web".to_owned());
+        let refused = choose_undo(&child, None).expect_err("refused");
+        assert_eq!(refused.exit, Exit::Usage);
+        assert!(refused.hint.is_some_and(|hint| hint.contains("rollout undo containerset web")));
 
         // Only one image ever ran: nothing to go back to.
         let only = container("app:v1", 2, "sha256:1", &history[1..]);
