@@ -1,7 +1,8 @@
 //! A real `kedge agent`'s Prometheus metrics (docs/metrics.md): `GET /metrics` on the API answers any
 //! valid token and refuses none, `--metrics-listen` answers without one, the text parses strictly,
 //! and a `docker kill` of a managed container adds exactly one repair to
-//! `kedge_repair_duration_seconds{drift="stopped"}`; the embedded store's requests are timed. Needs `scripts/test-env up`.
+//! `kedge_repair_duration_seconds{drift="stopped"}`; the embedded store's requests are timed, and an
+//! agent on etcd's too. Needs `scripts/test-env up`.
 
 use crate::api_support;
 
@@ -102,6 +103,48 @@ async fn metrics_count_a_killed_containers_repair() {
 
     let deleted = kedge(&["delete", "container", &name, "-n", &ns]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
+}
+
+/// The same series from an agent on etcd: the wrapper times every store alike, the watches' opens
+/// included, and nothing failed while the agent started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_etcd_times_its_store_requests() {
+    let run = run_id();
+    let env = kedge_tests::TestEnv::get();
+    let state_dir = std::env::temp_dir().join(format!("kedge-metrics-etcd-{run}"));
+    let store = format!("etcd://{}", env.etcd_endpoints.join(","));
+    let agent = AgentGuard::spawn(&state_dir, &format!("metrics-etcd-{run}"), &["--store", &store]);
+    agent.wait_api().await;
+    let samples = eventually("the agent's first writes and watches", Duration::from_secs(30), || async {
+        let samples = scrape(&state_dir).await;
+        let count = |operation: &str| {
+            samples
+                .get(&format!(
+                    "kedge_store_request_duration_seconds_count{{store=\"etcd\",operation=\"{operation}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        ["put", "get", "list", "watch", "lease_grant"]
+            .iter()
+            .all(|operation| count(operation) >= 1.0)
+            .then_some(samples)
+    })
+    .await;
+    assert!(
+        !samples.keys().any(|series| series.contains("store=\"embedded\"")),
+        "one store, named etcd: {samples:?}"
+    );
+    let failed: Vec<_> = samples
+        .iter()
+        .filter(|(series, value)| {
+            series.starts_with("kedge_store_errors_total")
+                && **value > 0.0
+                && !series.contains("error=\"conflict\"")
+                && !series.contains("error=\"not_found\"")
+        })
+        .collect();
+    assert!(failed.is_empty(), "no store failure at a healthy start: {failed:?}");
 }
 
 /// The samples of the agent whose state directory is `state_dir`, read over its Unix socket.
