@@ -112,6 +112,10 @@ async fn rollback(fx: &Fixture) {
         arrived.saturating_duration_since(rolled_back)
     );
     assert!(arrived.saturating_duration_since(rolled_back) < Duration::from_secs(10));
+    let about_rollback = |lines: &Vec<Value>| lines.iter().any(|line| line["reason"] == "RolledBack");
+    let rollback_messages =
+        fx.messages_about(&object).iter().filter(|(_, lines)| about_rollback(lines)).count();
+    assert_eq!(rollback_messages, 1, "one message about the rollback");
     let line = lines.iter().find(|line| line["reason"] == "RolledBack").unwrap();
     assert_eq!(line["kind"], "Warning", "{line}");
     assert_eq!(line["host"], fx.host.as_str(), "{line}");

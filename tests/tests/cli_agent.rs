@@ -54,6 +54,27 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let table = stdout(&kedge(&["get", "containers", "-n", &ns]));
     let row = table.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains(&host) && row.contains("kedge-test/app:v1") && row.contains(" True "), "{table}");
+    // The Done-when forms of #22, as typed, against what the engine runs.
+    let id = docker_cli(&["inspect", "-f", "{{.Id}}", &name]);
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    let by_jsonpath = kedge(&["get", "container", &name, "-n", &ns, "-o", "jsonpath={.status.containerId}"]);
+    assert_eq!(stdout(&by_jsonpath), format!("{id}\n"), "{}", stderr(&by_jsonpath));
+    let columns = kedge(&[
+        "get",
+        "containers",
+        "-n",
+        &ns,
+        "-o",
+        "custom-columns=NAME:.metadata.name,IMAGE:.spec.image",
+    ]);
+    let columns: Vec<Vec<String>> =
+        stdout(&columns).lines().map(|line| line.split_whitespace().map(str::to_owned).collect()).collect();
+    assert_eq!(
+        columns,
+        [vec!["NAME".to_owned(), "IMAGE".into()], vec![name.clone(), "kedge-test/app:v1".into()]]
+    );
+    let named = kedge(&["get", "containers", "-n", &ns, "-o", "name"]);
+    assert_eq!(stdout(&named), format!("container/{name}\n"), "{}", stderr(&named));
     let described = stdout(&kedge(&["describe", "container", &name, "-n", &ns]));
     assert!(described.contains(&format!("Host:             {host}\n")), "{described}");
     assert!(described.contains("  Ready "), "{described}");
