@@ -257,6 +257,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     create_private_dir(&args.state_dir)?;
     let store = open_store(&args.store, &args.state_dir, &args.etcd).await?;
+    // Every request of the agent and its API is timed, whichever store it is (docs/metrics.md).
+    let store_kind = if args.store.starts_with("etcd://") { "etcd" } else { "embedded" };
+    let store: SharedStore =
+        Arc::new(kedge_controller::store::MeteredStore::new(store, store_kind, config.metrics.clone()));
     let mut docker = DockerClient::connect().await.context("cannot reach the Docker Engine (DOCKER_HOST)")?;
     if let Some(auth) = registry_auth {
         if auth.names_credential_helpers() {

@@ -356,7 +356,8 @@ Exit codes: 0 recreated, 2 usage, 3 not found, 4 name conflict, 5 engine failed 
         #[command(subcommand)]
         command: upgrade::UpgradeCommand,
     },
-    /// A ContainerSet's rollouts: `kedge rollout status|history|undo containerset NAME`.
+    /// A ContainerSet's rollouts and a Container's images: `kedge rollout status|history|undo
+    /// containerset|container NAME`.
     Rollout {
         #[command(subcommand)]
         command: rollout::RolloutCommand,

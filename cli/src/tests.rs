@@ -94,7 +94,7 @@ fn gizmo(name: &str, colour: &str) -> Gizmo {
 }
 
 /// A real API server serving gizmos on `127.0.0.1:0` (no token), how to reach it, and what stops it.
-async fn server(dir: &std::path::Path) -> (Resolved, tokio::sync::oneshot::Sender<()>) {
+pub(crate) async fn server(dir: &std::path::Path) -> (Resolved, tokio::sync::oneshot::Sender<()>) {
     let store = EmbeddedStore::open(dir.join("store.db"), EmbeddedOptions::default()).await.unwrap();
     let store: SharedStore = std::sync::Arc::new(store);
     let state = ApiState::new(store, "test-host", None).with_kind(api::routes::<Gizmo>());

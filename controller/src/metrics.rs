@@ -9,6 +9,10 @@
 //! `pause` of a managed container, [`Metrics::drift_seen`]) to the end of the reconcile that left the
 //! container running again ([`Metrics::repaired`]). A drift the agent finds without such an event (a
 //! resync, a start) is repaired but not timed: it has no start.
+//!
+//! Store requests are timed by a wrapper around whichever store the agent opened
+//! (`store::metered`), so etcd and the embedded store report the same series; a watcher that lists
+//! again (after an error, an ended stream or a compaction) tells its store, which counts a restart.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +31,21 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// The labels of `kedge_containers`: a condition (`Ready`, `Synced`, `Degraded`) and its status.
 type ConditionLabels = [(&'static str, String); 2];
+
+/// The labels of the store's series: the implementation (`etcd`, `embedded`) and the operation.
+type StoreLabels = [(&'static str, &'static str); 2];
+
+/// The labels of `kedge_store_errors_total`: the implementation, the operation and the error's kind.
+type StoreErrorLabels = [(&'static str, &'static str); 3];
+
+/// Why an update was rolled back, the `phase` label of `kedge_updates_rolled_back_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackPhase {
+    /// The recreate itself failed (the new container did not start or did not become healthy).
+    Recreate,
+    /// The new container ran, then failed inside its soak (`updatePolicy`'s `minReadySeconds`).
+    Soak,
+}
 
 /// How a reconcile ended, the `result` label of `kedge_reconcile_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +83,13 @@ pub struct Metrics {
     leader: Gauge,
     term: Gauge,
     containers: Family<ConditionLabels, Gauge>,
+    store_duration: Family<StoreLabels, Histogram>,
+    store_errors: Family<StoreErrorLabels, Counter>,
+    watch_restarts: Family<[(&'static str, String); 1], Counter>,
+    updates_available: Gauge,
+    updates_applied: Counter,
+    rolled_back_recreate: Counter,
+    rolled_back_soak: Counter,
     /// Per key, the first drift event not yet repaired: its time and kind.
     drifts: Mutex<HashMap<String, (SystemTime, DriftKind)>>,
     /// Set while an agent runs; without one the gauges read 0.
@@ -150,11 +176,51 @@ impl Metrics {
             "This host's containers by condition and status, as the agent last wrote them",
             containers.clone(),
         );
+        let store_duration = Family::<StoreLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "kedge_store_request_duration_seconds",
+            "How long one store request took, by store (etcd, embedded) and operation, errors included",
+            store_duration.clone(),
+        );
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "kedge_store_errors",
+            "Store requests that failed, by store, operation and kind of error",
+            store_errors.clone(),
+        );
+        let watch_restarts = Family::<[(&'static str, String); 1], Counter>::default();
+        registry.register(
+            "kedge_watch_restarts",
+            "Store watches listed again after an error, an ended stream or a compaction, by what was watched",
+            watch_restarts.clone(),
+        );
+        let updates_available = Gauge::default();
+        registry.register(
+            "kedge_updates_available",
+            "This host's containers whose update policy found an update not applied yet",
+            updates_available.clone(),
+        );
+        let updates_applied = Counter::default();
+        registry.register(
+            "kedge_updates_applied",
+            "Containers replaced for an update their update policy found",
+            updates_applied.clone(),
+        );
+        let rolled_back = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "kedge_updates_rolled_back",
+            "Updates rolled back to the previous container or image, by phase (recreate, soak)",
+            rolled_back.clone(),
+        );
         registry.register(
             "kedge_build",
             "The agent's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let rolled_back_recreate = rolled_back.get_or_create(&[("phase", "recreate")]).clone();
+        let rolled_back_soak = rolled_back.get_or_create(&[("phase", "soak")]).clone();
         let result = |value| reconciles.get_or_create(&[("result", value)]).clone();
         let repair = |value| repairs.get_or_create(&[("drift", value)]).clone();
         Metrics {
@@ -170,6 +236,13 @@ impl Metrics {
             leader,
             term,
             containers,
+            store_duration,
+            store_errors,
+            watch_restarts,
+            updates_available,
+            updates_applied,
+            rolled_back_recreate,
+            rolled_back_soak,
             drifts: Mutex::new(HashMap::new()),
             sampler: Mutex::new(None),
             registry,
@@ -227,6 +300,43 @@ impl Metrics {
         }
     }
 
+    /// Counts one store request of `operation` on `store` that took `took`, and failed with an
+    /// error of kind `error` when that is `Some`.
+    pub fn store_request(
+        &self,
+        store: &'static str,
+        operation: &'static str,
+        took: Duration,
+        error: Option<&'static str>,
+    ) {
+        self.store_duration
+            .get_or_create(&[("store", store), ("operation", operation)])
+            .observe(took.as_secs_f64());
+        if let Some(error) = error {
+            self.store_errors
+                .get_or_create(&[("store", store), ("operation", operation), ("error", error)])
+                .inc();
+        }
+    }
+
+    /// A watch of `watched` (a name for the prefix, as `store::metered` gives it) was listed again.
+    pub fn watch_restarted(&self, watched: &str) {
+        self.watch_restarts.get_or_create(&[("watch", watched.to_owned())]).inc();
+    }
+
+    /// A container was replaced for an update its update policy found.
+    pub fn update_applied(&self) {
+        self.updates_applied.inc();
+    }
+
+    /// An update was rolled back in `phase`.
+    pub fn update_rolled_back(&self, phase: RollbackPhase) {
+        match phase {
+            RollbackPhase::Recreate => self.rolled_back_recreate.inc(),
+            RollbackPhase::Soak => self.rolled_back_soak.inc(),
+        };
+    }
+
     /// This agent leads the scheduler in `term` until the answer is dropped.
     pub fn leading(&self, term: i64) -> Leading<'_> {
         self.term.set(term);
@@ -257,7 +367,11 @@ impl Metrics {
         self.queue_depth.set(sampler.queue_depth() as i64);
         self.backoff_keys.set(sampler.backoff_keys() as i64);
         let mut counts: HashMap<ConditionLabels, i64> = HashMap::new();
+        let mut updates_available = 0;
         sampler.conditions(&mut |condition, status| {
+            if condition == "UpdateAvailable" && status == "True" {
+                updates_available += 1;
+            }
             let Some(condition) =
                 ["Ready", "Synced", "Degraded"].into_iter().find(|known| *known == condition)
             else {
@@ -267,6 +381,7 @@ impl Metrics {
                 .entry([("condition", condition.to_owned()), ("status", status.to_owned())])
                 .or_default() += 1;
         });
+        self.updates_available.set(updates_available);
         self.containers.clear();
         for (labels, count) in counts {
             self.containers.get_or_create(&labels).set(count);
@@ -358,6 +473,23 @@ mod tests {
         assert!(text.contains("kedge_build_info{version=\""), "{text}");
     }
 
+    #[test]
+    fn updates_applied_and_rolled_back_are_counted_by_phase() {
+        let metrics = Metrics::new();
+        metrics.update_applied();
+        metrics.update_rolled_back(RollbackPhase::Recreate);
+        metrics.update_rolled_back(RollbackPhase::Soak);
+        metrics.update_rolled_back(RollbackPhase::Soak);
+        let text = metrics.render();
+        assert_eq!(value_of(&text, "kedge_updates_applied_total"), Some(1.0), "{text}");
+        assert_eq!(
+            value_of(&text, "kedge_updates_rolled_back_total{phase=\"recreate\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(value_of(&text, "kedge_updates_rolled_back_total{phase=\"soak\"}"), Some(2.0), "{text}");
+    }
+
     /// A sampler with one key, so that every family has a series (an empty one is not rendered).
     struct OneKey;
 
@@ -372,11 +504,16 @@ mod tests {
             each("Ready", "True");
             each("Synced", "True");
             each("NotACondition", "True");
+            each("UpdateAvailable", "True");
+            each("UpdateAvailable", "False");
         }
     }
 
     fn sampled() -> (Metrics, std::sync::Arc<dyn Sampler>) {
         let metrics = Metrics::new();
+        // A series in every family of the store's and the watches' too.
+        metrics.store_request("etcd", "get", Duration::from_millis(1), Some("unavailable"));
+        metrics.watch_restarted("specs");
         let sampler: std::sync::Arc<dyn Sampler> = std::sync::Arc::new(OneKey);
         metrics.attach(std::sync::Arc::downgrade(&sampler));
         (metrics, sampler)
@@ -393,6 +530,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("NotACondition"), "{text}");
+        assert_eq!(value_of(&text, "kedge_updates_available"), Some(1.0), "only True counts: {text}");
         let _leading = metrics.leading(7);
         let text = metrics.render();
         assert_eq!(value_of(&text, "kedge_scheduler_leader"), Some(1.0), "{text}");

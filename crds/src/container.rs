@@ -871,6 +871,33 @@ pub struct ContainerStatus {
     /// it goes (at most once a second). Gone once the pull ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullStatus>,
+    /// The images the container ran, the latest first: one record each time a generation or an
+    /// image ID was applied and synced, at most [`IMAGE_HISTORY_LIMIT`]. What `kedge rollout
+    /// history|undo container` read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_history: Vec<AppliedImage>,
+}
+
+/// How many records [`ContainerStatus::image_history`] keeps.
+pub const IMAGE_HISTORY_LIMIT: usize = 10;
+
+/// One image a container ran (see [`ContainerStatus::image_history`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppliedImage {
+    /// The spec's generation the container was synced to.
+    pub generation: i64,
+    /// The image reference the container was created from (a newer tag the update policy took
+    /// included).
+    pub image: String,
+    /// The local image ID (`sha256:...`) it ran.
+    pub image_id: String,
+    /// The registry digest of that image, when known: how `rollout undo` names an image whose tag
+    /// has moved since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// When the agent first saw it synced (RFC 3339).
+    pub applied_at: String,
 }
 
 /// How far a long pull got (see [`ContainerStatus::pull`]), summed over the image's layers as the

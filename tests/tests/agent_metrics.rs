@@ -1,7 +1,8 @@
 //! A real `kedge agent`'s Prometheus metrics (docs/metrics.md): `GET /metrics` on the API answers any
 //! valid token and refuses none, `--metrics-listen` answers without one, the text parses strictly,
 //! and a `docker kill` of a managed container adds exactly one repair to
-//! `kedge_repair_duration_seconds{drift="stopped"}`. Needs `scripts/test-env up`.
+//! `kedge_repair_duration_seconds{drift="stopped"}`; the embedded store's requests are timed, and an
+//! agent on etcd's too. Needs `scripts/test-env up`.
 
 use crate::api_support;
 
@@ -76,6 +77,13 @@ async fn metrics_count_a_killed_containers_repair() {
     assert!(reconciles(&before) >= 1.0, "{before:?}");
     assert!(before.contains_key("kedge_backoff_keys"), "{before:?}");
     assert!(before.keys().any(|series| series.starts_with("kedge_build_info{version=")), "{before:?}");
+    // The embedded store's requests are timed: the apply's write, the agent's status writes, its lists.
+    for operation in ["put", "get", "list", "watch"] {
+        let series = format!(
+            "kedge_store_request_duration_seconds_count{{store=\"embedded\",operation=\"{operation}\"}}"
+        );
+        assert!(before.get(&series).is_some_and(|count| *count >= 1.0), "{series}: {before:?}");
+    }
 
     let killed = docker_cli(&["kill", &name]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
@@ -95,6 +103,55 @@ async fn metrics_count_a_killed_containers_repair() {
 
     let deleted = kedge(&["delete", "container", &name, "-n", &ns]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
+}
+
+/// The same series from an agent on etcd: the wrapper times every store alike, the watches' opens
+/// included, and nothing failed while the agent started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_etcd_times_its_store_requests() {
+    let run = run_id();
+    let env = kedge_tests::TestEnv::get();
+    let state_dir = std::env::temp_dir().join(format!("kedge-metrics-etcd-{run}"));
+    let store = format!("etcd://{}", env.etcd_endpoints.join(","));
+    let agent = AgentGuard::spawn(&state_dir, &format!("metrics-etcd-{run}"), &["--store", &store]);
+    agent.wait_api().await;
+    let samples = eventually("the agent's first writes and watches", Duration::from_secs(30), || async {
+        let samples = scrape(&state_dir).await;
+        let count = |operation: &str| {
+            samples
+                .get(&format!(
+                    "kedge_store_request_duration_seconds_count{{store=\"etcd\",operation=\"{operation}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        ["put", "get", "list", "watch", "lease_grant"]
+            .iter()
+            .all(|operation| count(operation) >= 1.0)
+            .then_some(samples)
+    })
+    .await;
+    assert!(
+        !samples.keys().any(|series| series.contains("store=\"embedded\"")),
+        "one store, named etcd: {samples:?}"
+    );
+    let failed: Vec<_> = samples
+        .iter()
+        .filter(|(series, value)| {
+            series.starts_with("kedge_store_errors_total")
+                && **value > 0.0
+                && !series.contains("error=\"conflict\"")
+                && !series.contains("error=\"not_found\"")
+        })
+        .collect();
+    assert!(failed.is_empty(), "no store failure at a healthy start: {failed:?}");
+}
+
+/// The samples of the agent whose state directory is `state_dir`, read over its Unix socket.
+pub(crate) async fn scrape(state_dir: &std::path::Path) -> BTreeMap<String, f64> {
+    let reply = api_support::http_unix(&state_dir.join("kedge.sock"), "GET", "/metrics", None).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    parse(&String::from_utf8_lossy(&reply.body))
 }
 
 /// The `--metrics-listen` address, read from the agent's log once it says so.
@@ -117,7 +174,7 @@ async fn metrics_address(agent: &AgentGuard) -> String {
 /// Parses Prometheus (OpenMetrics) text strictly: every line is `# HELP`, `# TYPE`, `# UNIT`, the
 /// closing `# EOF`, or a sample `name{labels} value` of a family a `# TYPE` line declared before it.
 /// Panics on anything else; answers every sample by its series (`name{labels}`).
-fn parse(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
     let mut families = BTreeSet::new();
     let mut samples = BTreeMap::new();
     let lines: Vec<&str> = text.lines().collect();

@@ -2,7 +2,7 @@
 //! 127.0.0.1:0) and a real agent and engine (docs/notifications.md):
 //!
 //! - a broken update rolled back: one message naming the container arrives within 10 s of the
-//!   rollback, with the JSON fields the docs promise;
+//!   rollback, with the JSON fields the docs promise, and `kedge_updates_rolled_back_total` counts it;
 //! - a crash loop: one message about it, however many times it crashes, not one per crash;
 //! - the URL's path (where a token would be) is not in the agent's log.
 //!
@@ -112,12 +112,21 @@ async fn rollback(fx: &Fixture) {
         arrived.saturating_duration_since(rolled_back)
     );
     assert!(arrived.saturating_duration_since(rolled_back) < Duration::from_secs(10));
+    let about_rollback = |lines: &Vec<Value>| lines.iter().any(|line| line["reason"] == "RolledBack");
+    let rollback_messages =
+        fx.messages_about(&object).iter().filter(|(_, lines)| about_rollback(lines)).count();
+    assert_eq!(rollback_messages, 1, "one message about the rollback");
     let line = lines.iter().find(|line| line["reason"] == "RolledBack").unwrap();
     assert_eq!(line["kind"], "Warning", "{line}");
     assert_eq!(line["host"], fx.host.as_str(), "{line}");
     assert!(line["message"].as_str().is_some_and(|m| m.contains("kedge-test/fail:latest")), "{line}");
     assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
     assert_eq!(line["count"], 1, "{line}");
+
+    // The same rollback, counted in the agent's metrics (nothing else in this agent rolls back).
+    let samples = crate::agent_metrics::scrape(&fx.state_dir).await;
+    assert_eq!(samples.get("kedge_updates_rolled_back_total{phase=\"recreate\"}"), Some(&1.0), "{samples:?}");
+    assert_eq!(samples.get("kedge_updates_rolled_back_total{phase=\"soak\"}"), Some(&0.0), "{samples:?}");
 }
 
 /// An image that exits at once, no restart policy: kedge restarts it with its backoff; the

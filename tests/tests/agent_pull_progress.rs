@@ -1,7 +1,8 @@
 //! A long pull shows in the spec's status while it runs, and the status written after it drops it.
 //! The pull is made long the way a slow registry link would: the test registry behind a proxy on
 //! loopback that passes the registry's answers on at 400 kB/s, for an image with a 3 MB layer of
-//! random bytes (which no compression shrinks).
+//! random bytes (which no compression shrinks). An agent killed in the middle of such a pull leaves
+//! no stale pull in status once the agent after it has run the container.
 
 use crate::api_support::{AgentGuard, SpecsOnAgent};
 use crate::updater_support::{docker_ok, path_str, Updater};
@@ -63,9 +64,9 @@ impl Drop for SlowProxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_pull_shows_its_progress_in_status_until_it_ends() {
-    let up = Updater::new();
+/// An image with a 3 MB layer of random bytes, pushed to the test registry and removed locally, and
+/// the proxy it is pulled through slowly; answers the proxy and the slow reference.
+async fn slow_image(up: &Updater) -> (SlowProxy, String) {
     let context = up.dir.path().join("big");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(
@@ -81,6 +82,13 @@ async fn a_long_pull_shows_its_progress_in_status_until_it_ends() {
     let slow = format!("127.0.0.1:{}/{repository}:v1", proxy.port);
     // The engine must fetch it: nothing of the new layer stays local.
     docker_ok(&["image", "rm", &pushed]);
+    (proxy, slow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pull_shows_its_progress_in_status_until_it_ends() {
+    let up = Updater::new();
+    let (_proxy, slow) = slow_image(&up).await;
 
     let host = format!("pull-{}", up.run);
     let state_dir = up.dir.path().join("agent");
@@ -117,4 +125,44 @@ async fn a_long_pull_shows_its_progress_in_status_until_it_ends() {
     .await;
     let running = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &name]);
     assert_eq!(crate::api_support::stdout(&running).trim(), slow);
+}
+
+/// An agent killed in the middle of a long pull leaves its last `status.pull` in the store; the agent
+/// started after it on the same store must not leave it there: once the container runs, the status
+/// has no pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_pull_leaves_no_stale_pull_status_after_its_restart() {
+    let up = Updater::new();
+    let (_proxy, slow) = slow_image(&up).await;
+    let host = format!("pullkill-{}", up.run);
+    let state_dir = up.dir.path().join("agent");
+    let mut first = AgentGuard::spawn(&state_dir, &host, &[]).keeping_state();
+    let specs = SpecsOnAgent::new(&up.run, &host, &state_dir);
+    specs.wait_api().await;
+    let name = format!("bigkill-{}", up.run);
+    specs.apply(&name, &format!("  image: {slow}\n  command: [/bin/sleep, '3600']\n"));
+    let pulling = eventually("the pull's progress in status", Duration::from_secs(60), || async {
+        let pull = specs.get(&name)["status"]["pull"].clone();
+        pull.is_object().then_some(pull)
+    })
+    .await;
+
+    // Killed at once, no shutdown: the status it wrote last says a pull runs.
+    first.child.kill().expect("kill the agent");
+    first.child.wait().expect("the agent ends");
+    drop(first);
+    let _second = AgentGuard::spawn(&state_dir, &host, &[]);
+    specs.wait_api().await;
+    let status = specs.get(&name)["status"].clone();
+    eprintln!("right after the restart, status.pull: {}", status["pull"]);
+    eventually("Ready, and no pull left in status", Duration::from_secs(120), || async {
+        let object = specs.get(&name);
+        let pull = &object["status"]["pull"];
+        let ready = specs.condition(&name, "Ready").is_some_and(|(status, _, _)| status == "True");
+        (ready && pull.is_null()).then_some(())
+    })
+    .await;
+    let running = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &name]);
+    assert_eq!(crate::api_support::stdout(&running).trim(), slow);
+    assert!(pulling["startedAt"].is_string(), "{pulling}");
 }

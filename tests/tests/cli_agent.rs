@@ -20,10 +20,7 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let socket = agent.socket_url();
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let token_file = state_dir.join("api-token");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
@@ -57,6 +54,27 @@ async fn apply_wait_get_describe_delete_against_a_real_agent() {
     let table = stdout(&kedge(&["get", "containers", "-n", &ns]));
     let row = table.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains(&host) && row.contains("kedge-test/app:v1") && row.contains(" True "), "{table}");
+    // The Done-when forms of #22, as typed, against what the engine runs.
+    let id = docker_cli(&["inspect", "-f", "{{.Id}}", &name]);
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    let by_jsonpath = kedge(&["get", "container", &name, "-n", &ns, "-o", "jsonpath={.status.containerId}"]);
+    assert_eq!(stdout(&by_jsonpath), format!("{id}\n"), "{}", stderr(&by_jsonpath));
+    let columns = kedge(&[
+        "get",
+        "containers",
+        "-n",
+        &ns,
+        "-o",
+        "custom-columns=NAME:.metadata.name,IMAGE:.spec.image",
+    ]);
+    let columns: Vec<Vec<String>> =
+        stdout(&columns).lines().map(|line| line.split_whitespace().map(str::to_owned).collect()).collect();
+    assert_eq!(
+        columns,
+        [vec!["NAME".to_owned(), "IMAGE".into()], vec![name.clone(), "kedge-test/app:v1".into()]]
+    );
+    let named = kedge(&["get", "containers", "-n", &ns, "-o", "name"]);
+    assert_eq!(stdout(&named), format!("container/{name}\n"), "{}", stderr(&named));
     let described = stdout(&kedge(&["describe", "container", &name, "-n", &ns]));
     assert!(described.contains(&format!("Host:             {host}\n")), "{described}");
     assert!(described.contains("  Ready "), "{described}");
@@ -229,10 +247,7 @@ async fn apply_wait_returns_when_ready_and_names_what_is_not() {
     let host = format!("wait-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let ns = format!("ns-{run}");
     let spec = |name: &str, image: &str| {
         format!(
@@ -286,10 +301,7 @@ async fn rollout_status_history_and_undo_of_a_set_on_a_real_agent() {
     let host = format!("roll-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let (ns, set) = (format!("ns-{run}"), format!("pool-{run}"));
     let file = state_dir.join("set.yaml");
     let write = |image: &str| {
@@ -381,10 +393,7 @@ async fn top_samples_containers_through_their_agent() {
     let host = format!("top-{run}");
     let agent = AgentGuard::spawn(&state_dir, &host, &[]);
     let kedge = |args: &[&str]| agent.kedge(args);
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&["version"]).status.success().then_some(())
-    })
-    .await;
+    agent.wait_api().await;
     let (ns, name) = (format!("ns-{run}"), format!("busy-{run}"));
     let file = state_dir.join("busy.yaml");
     std::fs::write(

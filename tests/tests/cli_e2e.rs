@@ -669,3 +669,54 @@ async fn an_object_over_the_api_limit_is_refused_before_sending() {
     let stored = objects::list_containers(server.store.as_ref(), Some(&ns)).await.unwrap();
     assert!(stored.containers.is_empty() && stored.invalid.is_empty(), "nothing was applied");
 }
+
+/// CLI hygiene (issue 22): a reader that closed the pipe (`kedge get ... | head`) ends the client
+/// quietly, with the status a shell gives a process ended by SIGPIPE; an error on a stderr that is no
+/// terminal carries no colour codes; and `wait --for condition=Unknown` is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_is_quiet_errors_have_no_colour_off_a_terminal_and_wait_for_unknown_fails_at_once() {
+    let server = TestServer::start().await;
+    let ns = unique("hygiene");
+    let dir = server.dir.join("hygiene");
+    for name in ["a", "b", "c"] {
+        write(&dir.join(format!("{name}.yaml")), &spec_yaml(&ns, name, "busybox:1"));
+    }
+    assert_exit(&server.kedge(&["apply", "-f", dir.to_str().unwrap()]), 0);
+
+    // The reader is gone before the client writes a byte: every write meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = kedge_command(&server.dir)
+        .env("KEDGE_SERVER", &server.url)
+        .env("KEDGE_TOKEN", &server.token)
+        .args(["get", "containers", "-n", &ns])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(closed.status.code(), Some(128 + 13), "{}", stderr(&closed));
+    assert_eq!(stderr(&closed), "", "quiet: no panic, no message");
+
+    // An error, its stderr a pipe: plain text.
+    let missing = server.kedge(&["get", "container", "nothing-here", "-n", &ns]);
+    assert_exit(&missing, 3);
+    assert!(stderr(&missing).starts_with("error: "), "{}", stderr(&missing));
+    assert!(!stderr(&missing).contains('\u{1b}'), "no ANSI codes: {:?}", stderr(&missing));
+
+    // A condition is never awaited as Unknown: refused before any waiting (the timeout is long).
+    let started = std::time::Instant::now();
+    let unknown = server.kedge(&[
+        "wait",
+        "container",
+        "a",
+        "-n",
+        &ns,
+        "--for",
+        "condition=Unknown",
+        "--timeout",
+        "60s",
+    ]);
+    assert_exit(&unknown, 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "at once: {:?}", started.elapsed());
+    assert!(!stderr(&unknown).contains('\u{1b}'), "{:?}", stderr(&unknown));
+}

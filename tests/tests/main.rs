@@ -28,6 +28,7 @@ mod api_server;
 mod api_tls;
 mod cli_agent;
 mod cli_e2e;
+mod cli_rollout_container;
 mod cli_sets;
 mod compat_podman;
 mod compose;

@@ -32,10 +32,7 @@ async fn agent(run: &str, host: &str, store: &Path, level: &str) -> (AgentGuard,
         .expect("kedge agent starts");
     let guard = AgentGuard { child, state_dir: state_dir.clone(), keep_state: false };
     let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&socket, &["version"]).status.success().then_some(())
-    })
-    .await;
+    api_support::wait_api_on(&socket).await;
     (guard, socket)
 }
 
@@ -320,10 +317,7 @@ async fn etcd_agent(run: &str, host: &str) -> (AgentGuard, String) {
     let store = format!("etcd://{}", env.etcd_endpoints.join(","));
     let guard = AgentGuard::spawn(&state_dir, host, &["--store", &store]);
     let socket = format!("unix://{}", state_dir.join("kedge.sock").display());
-    eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-        kedge(&socket, &["version"]).status.success().then_some(())
-    })
-    .await;
+    api_support::wait_api_on(&socket).await;
     (guard, socket)
 }
 

@@ -109,6 +109,8 @@ async fn a_caret_range_moves_to_the_newest_minor_never_the_next_major_with_head_
         events(&specs).contains("UpdateApplied").then_some(())
     })
     .await;
+    let samples = crate::agent_metrics::scrape(&specs.state_dir).await;
+    assert_eq!(samples.get("kedge_updates_applied_total"), Some(&1.0), "{samples:?}");
 
     // Several more checks later it still runs 1.2.0: 2.0.0 is outside ^1.0.
     let checked = object["status"]["update"]["lastCheck"].as_str().unwrap_or_default().to_owned();
@@ -202,6 +204,9 @@ async fn min_age_holds_a_fresh_digest_and_notify_only_records_update_available()
     assert_eq!(updater_support::inspect("{{.Id}}", &young_name), ids[0], "minAge kept the container");
     assert_eq!(updater_support::inspect("{{.Id}}", &notify_name), ids[1], "notify kept the container");
     assert!(!events(&specs).contains("UpdateApplied"), "{}", events(&specs));
+    let samples = crate::agent_metrics::scrape(&specs.state_dir).await;
+    assert_eq!(samples.get("kedge_updates_available"), Some(&2.0), "both held: {samples:?}");
+    assert_eq!(samples.get("kedge_updates_applied_total"), Some(&0.0), "{samples:?}");
 
     // `kedge check --registry` (no name) sees both, names them, exits 1; -o json says the same.
     let config = registry.config_file();

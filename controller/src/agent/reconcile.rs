@@ -916,6 +916,7 @@ impl Agent {
         };
         let message = format!("{}; rolled back to container {}", held_message(&held, name), short(old_id));
         tracing::warn!(key, "{message}");
+        self.config.metrics.update_rolled_back(crate::metrics::RollbackPhase::Recreate);
         self.events.record(key, EventType::Warning, "RolledBack", &message).await;
         let after = self.inspect(name).await?;
         let sync = SyncState::RolledBack { message: held_message(&held, name), error: held_error(&held) };
@@ -957,6 +958,7 @@ impl Agent {
             short_image(record.previous_image_id.as_deref().unwrap_or_default())
         );
         tracing::warn!(key, "{message}");
+        self.config.metrics.update_rolled_back(crate::metrics::RollbackPhase::Soak);
         self.events.record(key, EventType::Warning, "RolledBack", &message).await;
         held
     }

@@ -207,7 +207,39 @@ pub fn next_status(
         last_update: seen.last_update.clone(),
         // Written only while a pull runs (`agent/pulls.rs`); any status written after it ends drops it.
         pull: None,
+        image_history: image_history(previous, seen, now),
     }
+}
+
+/// `previous`'s image history, with the container `seen` left synced put first when its generation
+/// or image ID is new: a generation rolled back, failed or still progressing is not an applied one.
+fn image_history(
+    previous: Option<&ContainerStatus>,
+    seen: &Observation<'_>,
+    now: DateTime<Utc>,
+) -> Vec<kedge_crds::AppliedImage> {
+    let mut history = previous.map(|previous| previous.image_history.clone()).unwrap_or_default();
+    let (Some(generation), Some(container), SyncState::Synced) =
+        (seen.generation, seen.container, &seen.sync)
+    else {
+        return history;
+    };
+    let head = history.first();
+    if head.is_some_and(|head| head.generation == generation && head.image_id == container.image_id) {
+        return history;
+    }
+    history.insert(
+        0,
+        kedge_crds::AppliedImage {
+            generation,
+            image: container.image.clone(),
+            image_id: container.image_id.clone(),
+            image_digest: seen.image_digest.clone(),
+            applied_at: rfc3339(now),
+        },
+    );
+    history.truncate(kedge_crds::IMAGE_HISTORY_LIMIT);
+    history
 }
 
 fn readiness(
@@ -282,6 +314,49 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_image_history_records_each_synced_generation_and_image_once_latest_first_bounded() {
+        let v1 = ObservedContainer { image: "app:v1".into(), ..running(None) };
+        let first = next_status(None, &seen(Some(&v1), SyncState::Synced), at(0));
+        let history = |status: &ContainerStatus| -> Vec<(i64, String, String)> {
+            status.image_history.iter().map(|r| (r.generation, r.image.clone(), r.image_id.clone())).collect()
+        };
+        assert_eq!(history(&first), vec![(3, "app:v1".into(), "sha256:1".into())]);
+        assert_eq!(first.image_history[0].applied_at, rfc3339(at(0)));
+        // The same again is no new record, and the status compares equal (nothing written).
+        assert_eq!(next_status(Some(&first), &seen(Some(&v1), SyncState::Synced), at(9)), first);
+
+        // A new generation still progressing, or rolled back, is not applied.
+        let v2 = ObservedContainer { image: "app:v2".into(), image_id: "sha256:2".into(), ..running(None) };
+        let mut next =
+            seen(Some(&v2), SyncState::Progressing { reason: "Updating".into(), message: "".into() });
+        next.generation = Some(4);
+        assert_eq!(history(&next_status(Some(&first), &next, at(10))), history(&first));
+        let mut held = seen(Some(&v1), SyncState::RolledBack { message: "m".into(), error: "e".into() });
+        held.generation = Some(4);
+        assert_eq!(history(&next_status(Some(&first), &held, at(10))), history(&first));
+
+        // Synced at generation 4: first. The same tag moved to a new image ID: first again.
+        next.sync = SyncState::Synced;
+        let second = next_status(Some(&first), &next, at(20));
+        assert_eq!(history(&second)[0], (4, "app:v2".into(), "sha256:2".into()));
+        let moved = ObservedContainer { image_id: "sha256:3".into(), ..v2.clone() };
+        let mut again = seen(Some(&moved), SyncState::Synced);
+        again.generation = Some(4);
+        let third = next_status(Some(&second), &again, at(30));
+        assert_eq!(history(&third).len(), 3);
+        assert_eq!(history(&third)[0].2, "sha256:3");
+
+        let mut status = third;
+        for generation in 5..30 {
+            let mut later = seen(Some(&v1), SyncState::Synced);
+            later.generation = Some(generation);
+            status = next_status(Some(&status), &later, at(generation));
+        }
+        assert_eq!(status.image_history.len(), kedge_crds::IMAGE_HISTORY_LIMIT);
+        assert_eq!(status.image_history[0].generation, 29);
     }
 
     fn seen(container: Option<&ObservedContainer>, sync: SyncState) -> Observation<'_> {

@@ -409,6 +409,7 @@ impl super::Agent {
                     short(before.unwrap_or_default()),
                     after.map_or("", |after| short(&after.id))
                 );
+                self.config.metrics.update_applied();
                 self.events.record(key, EventType::Normal, "UpdateApplied", &message).await;
             }
         }

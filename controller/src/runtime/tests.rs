@@ -231,6 +231,8 @@ impl StoreLayer for Down {
     fn admit(&self, _: Request<'_>) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+
+    fn pass_watch_restarted(&self, _: &str) {}
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,4 +294,45 @@ async fn a_cache_whose_follower_ends_is_no_longer_in_sync() {
     assert!(task.await.is_err_and(|error| error.is_panic()));
     assert!(!cache.in_sync(), "unwound by a panic");
     assert!(cache.last_error().is_some_and(|error| error.contains("ended")));
+}
+
+#[tokio::test]
+async fn every_list_after_a_failure_or_a_compaction_is_a_counted_watch_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = flaky(&dir).await;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metered: SharedStore =
+        Arc::new(crate::store::MeteredStore::new(store.clone() as SharedStore, "embedded", metrics.clone()));
+    let restarts = || {
+        let text = metrics.render();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix("kedge_watch_restarts_total{watch=\"p\"} ")?.parse::<f64>().ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let revision = put(store.as_ref(), "/p/a", "1").await;
+    let mut watcher = Watcher::with_backoff(metered, "/p/", CancellationToken::new(), FAST);
+    assert!(matches!(watcher.next().await, Some(Event::Restarted { .. })));
+    assert_eq!(restarts(), 0.0, "the first list is no restart");
+
+    store.set_down(true);
+    assert!(matches!(watcher.next().await, Some(Event::Error { .. })));
+    assert!(matches!(watcher.next().await, Some(Event::Error { .. })));
+    assert_eq!(restarts(), 2.0, "the broken stream, then the failed list");
+    store.set_down(false);
+    assert!(matches!(watcher.next().await, Some(Event::Restarted { .. })));
+    assert_eq!(restarts(), 2.0, "a list that succeeds is not another restart");
+
+    // A compaction past the watch: the watcher lists again at once.
+    store.compact(revision).await.unwrap();
+    store.stale_watch.store(true, Ordering::SeqCst);
+    store.set_down(true);
+    assert!(matches!(watcher.next().await, Some(Event::Error { .. })));
+    store.set_down(false);
+    assert!(matches!(watcher.next().await, Some(Event::Restarted { .. })));
+    put(store.as_ref(), "/p/b", "2").await;
+    let next = watcher.next().await;
+    assert!(matches!(next, Some(Event::Restarted { .. })), "{next:?}");
+    assert_eq!(restarts(), 4.0, "the outage's and the compaction's");
 }

@@ -158,6 +158,7 @@ impl Watcher {
                         }
                         Some(Err(StoreError::Compacted { compact_revision })) => {
                             tracing::info!(prefix = %self.prefix, compact_revision, "the store compacted past the watch; listing again");
+                            self.store.watch_restarted(&self.prefix);
                             self.state = State::List { delay: Duration::ZERO };
                         }
                         Some(Err(error)) => return Some(self.failed(error)),
@@ -174,6 +175,7 @@ impl Watcher {
 
     /// Schedules the next list after a backoff and describes the failure.
     fn failed(&mut self, error: StoreError) -> Event {
+        self.store.watch_restarted(&self.prefix);
         let delay = self.delays.next().unwrap_or(self.backoff.max);
         self.state = State::List { delay };
         Event::Error { message: error.to_string(), transient: error.is_transient() }

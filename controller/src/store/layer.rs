@@ -39,6 +39,12 @@ pub trait StoreLayer: Send + Sync + 'static {
     fn open_watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream> {
         self.inner().watch(prefix, start_revision)
     }
+
+    /// Passes a watcher's [`Store::watch_restarted`] on to the inner store (a metered store behind
+    /// this layer counts it). A layer whose inner store is never reached overrides it.
+    fn pass_watch_restarted(&self, prefix: &str) {
+        self.inner().watch_restarted(prefix);
+    }
 }
 
 fn refused<'a, T: Send + 'a>(error: StoreError) -> StoreFuture<'a, T> {
@@ -79,6 +85,10 @@ impl<L: StoreLayer> Store for L {
             Ok(()) => self.open_watch(prefix, start_revision),
             Err(error) => refused(error),
         }
+    }
+
+    fn watch_restarted(&self, prefix: &str) {
+        self.pass_watch_restarted(prefix);
     }
 
     fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId> {

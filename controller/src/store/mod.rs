@@ -35,6 +35,7 @@ pub mod embedded;
 pub mod etcd;
 pub mod keys;
 pub mod layer;
+pub mod metered;
 pub mod objects;
 
 #[doc(hidden)]
@@ -45,6 +46,7 @@ pub mod conformance;
 pub use counting::CountingStore;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
+pub use metered::MeteredStore;
 
 /// A boxed, `Send` future: what the [`Store`] trait's methods return, so `Arc<dyn Store>` works.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -259,6 +261,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watches every key under `prefix` from `start_revision` (inclusive) on. See the module docs.
     fn watch<'a>(&'a self, prefix: &'a str, start_revision: i64) -> StoreFuture<'a, WatchStream>;
+
+    /// Told by a watcher (`runtime::watcher`) that its watch of `prefix` ended and is listed again:
+    /// a store that measures itself ([`MeteredStore`]) counts it. Nothing by default.
+    fn watch_restarted(&self, prefix: &str) {
+        let _ = prefix;
+    }
 
     /// Grants a lease of `ttl_seconds` (the server may round it up to its minimum).
     fn lease_grant(&self, ttl_seconds: i64) -> StoreFuture<'_, LeaseId>;

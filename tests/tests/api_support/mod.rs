@@ -200,6 +200,22 @@ impl Reply {
     }
 }
 
+/// Waits until an agent's API answers `kedge version` at `server` (a `unix://` socket or a URL),
+/// up to 30 s: the one wait every test that starts an agent needs before its first command.
+pub async fn wait_api_on(server: &str) {
+    kedge_tests::eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
+        kedge_command(&std::env::temp_dir())
+            .env("KEDGE_SERVER", server)
+            .arg("version")
+            .output()
+            .expect("kedge runs")
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+}
+
 /// One request on a fresh TCP connection (`Connection: close`), read to the end.
 pub async fn http(
     address: &str,
@@ -376,6 +392,11 @@ impl AgentGuard {
         AgentGuard { child, state_dir: state_dir.to_owned(), keep_state: false }
     }
 
+    /// Waits until the agent's API answers on its socket (`kedge version`), up to 30 s.
+    pub async fn wait_api(&self) {
+        wait_api_on(&self.socket_url()).await;
+    }
+
     /// The `unix://` address of the agent's socket (file permissions, no token).
     pub fn socket_url(&self) -> String {
         format!("unix://{}", self.state_dir.join("kedge.sock").display())
@@ -476,10 +497,7 @@ impl SpecsOnAgent {
 
     /// Waits until the agent's API answers on its socket.
     pub async fn wait_api(&self) {
-        kedge_tests::eventually("the agent's API answers on its socket", Duration::from_secs(30), || async {
-            self.kedge(&["version"]).status.success().then_some(())
-        })
-        .await;
+        wait_api_on(&self.socket).await;
     }
 
     /// Applies Container `name` with `spec` (YAML lines indented under `spec:`) added.
