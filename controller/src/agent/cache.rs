@@ -16,10 +16,24 @@ use std::sync::Mutex;
 
 use kedge_crds::Container;
 
-use super::placements::{InvalidNotes, InvalidSpec};
 use crate::runtime::{Applied, Event, Reflector, Sighting};
 use crate::store::objects::{self, InvalidObject};
 use crate::store::{keys, KeyValue};
+
+/// Why a placed spec is not acted on: its stored version cannot be read. The leader writes it into
+/// the placement ([`super::placements::Placement::invalid`]); the spec cache keeps it beside the
+/// last readable spec.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidSpec {
+    /// The unreadable spec key's `mod_revision`.
+    pub resource_version: i64,
+    /// Why it cannot be read (file-less: the store key, the field and the reason).
+    pub error: String,
+}
+
+/// Work keys (`namespace/name`), each with what its placement says of an unreadable spec.
+pub(crate) type InvalidNotes = Vec<(String, Option<InvalidSpec>)>;
 
 /// Shared read access to the desired state; the store follower is its only writer.
 pub struct DesiredState {
@@ -28,7 +42,7 @@ pub struct DesiredState {
     reported: Mutex<BTreeMap<String, i64>>,
     /// Following placements: the specs whose placement says the stored spec cannot be read any
     /// more, by `namespace/name`. The cache holds their last readable version, which is not acted
-    /// on ([`super::placements::InvalidSpec`]).
+    /// on ([`InvalidSpec`]).
     placed_invalid: Mutex<BTreeMap<String, InvalidSpec>>,
 }
 

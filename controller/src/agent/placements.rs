@@ -29,7 +29,8 @@ use crate::runtime::{reflector, Event, Reflector, Watcher};
 use crate::store::{keys, KeyValue, SharedStore};
 
 use super::bindings::{Binding, BindingCache};
-use super::cache::DesiredState;
+pub use super::cache::InvalidSpec;
+use super::cache::{DesiredState, InvalidNotes};
 
 /// How long an agent waits at start to read the marker before it follows the old layout meanwhile.
 const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -52,16 +53,6 @@ pub struct Placement {
     /// version (so nothing is removed or moved), and the agent reports why it acts on none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<InvalidSpec>,
-}
-
-/// Why a placed spec is not acted on: its stored version cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InvalidSpec {
-    /// The unreadable spec key's `mod_revision`.
-    pub resource_version: i64,
-    /// Why it cannot be read (file-less: the store key, the field and the reason).
-    pub error: String,
 }
 
 /// What the leader reads of a placement to compare it with its spec (the spec itself is skipped).
@@ -122,9 +113,6 @@ fn translate_kv(kv: &KeyValue, host: &str) -> Option<Translated> {
     let binding = KeyValue { key: binding_key, value: binding, ..kv.clone() };
     Some(Translated { spec, binding, invalid })
 }
-
-/// Work keys (`namespace/name`), each with what its placement says of an unreadable spec.
-pub(crate) type InvalidNotes = Vec<(String, Option<InvalidSpec>)>;
 
 /// The work keys (`namespace/name`) whose placements in `event` say that their stored spec cannot
 /// be read, and why; a listing gives every one (the rest are readable), a put or a delete its own.
