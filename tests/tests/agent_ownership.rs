@@ -126,3 +126,61 @@ async fn an_agent_on_a_new_store_prunes_nothing_it_did_not_make() {
     assert_eq!(stats.snapshot().actions_of("Remove"), 0);
     assert_eq!(identity(&kept).await, before, "the container is still there, untouched");
 }
+
+/// The engine resolves a name it does not know as an ID prefix: asked for `3f`, it answers with the
+/// container whose ID begins `3f`, or with an error when several do. A spec whose name is such a
+/// prefix (`db`, `cafe`, `c19` are all hex) still gets its own container, and the containers whose
+/// IDs it matched are left exactly as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_named_like_the_start_of_foreign_ids_gets_its_own_container() {
+    let TestScope { id, cleanup, namespace } = TestScope::new();
+    let label = format!("io.kedge.test={id}");
+    // Foreign containers (created, not started) until two IDs share their first two characters.
+    let mut foreign: Vec<String> = Vec::new();
+    let ambiguous = loop {
+        assert!(foreign.len() < 200, "no two of {} IDs share a two-character prefix", foreign.len());
+        let output = docker_cli(&["create", "--label", &label, "kedge-test/app:v1"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let new = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if let Some(twin) = foreign.iter().find(|other| other[..2] == new[..2]) {
+            let prefix = new[..2].to_owned();
+            assert_ne!(twin, &new);
+            foreign.push(new);
+            break prefix;
+        }
+        foreign.push(new);
+    };
+    // One foreign ID's unique prefix, four characters long.
+    let unique = foreign
+        .iter()
+        .map(|f| f[..4].to_owned())
+        .find(|p| {
+            !p.starts_with(&ambiguous) && foreign.iter().filter(|f| f.starts_with(p.as_str())).count() == 1
+        })
+        .expect("a four-character prefix only one ID has");
+    let before: Vec<_> = futures::future::join_all(foreign.iter().map(|f| async move {
+        let inspect = docker().await.inspect_container(f, None).await.expect("exists");
+        (inspect.id.unwrap(), inspect.state.and_then(|s| s.status).map(|s| s.to_string()))
+    }))
+    .await;
+
+    let agent = InProcessAgent::embedded(&format!("host-{id}")).await;
+    for name in [&ambiguous, &unique] {
+        let spec = test_spec(name, &namespace, &agent.host, &cleanup, json!({"image": "kedge-test/app:v1"}));
+        objects::apply_container(agent.store.as_ref(), &spec, None).await.expect("apply");
+    }
+    for name in [&ambiguous, &unique] {
+        wait_ready(agent.store.as_ref(), &namespace, name, READY).await;
+        // An exact name comes before any ID prefix in the engine's lookup.
+        let own = docker().await.inspect_container(name, None).await.expect("named");
+        assert_eq!(own.name.as_deref(), Some(format!("/{name}").as_str()));
+        assert!(!foreign.contains(own.id.as_ref().unwrap()), "{name} is a container of its own");
+    }
+    agent.stop().await.expect("the agent stops cleanly");
+    let after: Vec<_> = futures::future::join_all(foreign.iter().map(|f| async move {
+        let inspect = docker().await.inspect_container(f, None).await.expect("still exists");
+        (inspect.id.unwrap(), inspect.state.and_then(|s| s.status).map(|s| s.to_string()))
+    }))
+    .await;
+    assert_eq!(before, after, "every foreign container is still there, never started");
+}

@@ -178,13 +178,55 @@ impl DockerClient {
     }
 
     /// Inspects a container by ID or name; `Ok(None)` when there is none.
+    ///
+    /// Only the container with exactly this name or ID, or whose ID starts with it when it is as
+    /// long as a short ID (12 characters) or longer. The engine also answers a shorter ID prefix
+    /// when no container has the name: asked for `db` (or `c19`), it returned whichever container's
+    /// ID began with those letters, and a spec so named was stuck on a "foreign container holds
+    /// the name" for as long as that container lived.
     pub async fn inspect_container(&self, id_or_name: &str) -> DockerResult<Option<ObservedContainer>> {
         match self.docker.inspect_container(id_or_name, None::<q::InspectContainerOptions>).await {
-            Ok(inspect) => convert::observed_from_inspect(inspect).map(Some).ok_or_else(|| {
-                DockerError::Unexpected { message: format!("inspect of {id_or_name} has no ID") }
-            }),
-            Err(e) => none_on_not_found(e.into()),
+            Ok(inspect) => match convert::observed_from_inspect(inspect) {
+                Some(observed) if answers_to(&observed, id_or_name) => Ok(Some(observed)),
+                Some(_) => Ok(None),
+                None => {
+                    Err(DockerError::Unexpected { message: format!("inspect of {id_or_name} has no ID") })
+                }
+            },
+            Err(e) => match none_on_not_found(e.into()) {
+                // Several containers' IDs begin with the name and none is so named: the engine
+                // says the prefix is ambiguous (Docker answers 500 for it), which is no reason to
+                // think it unavailable. Asked by exact name, it answers plainly.
+                Err(error) if id_or_name.len() < FULL_ID => match self.named(id_or_name).await {
+                    Ok(Some(id)) => {
+                        match self.docker.inspect_container(&id, None::<q::InspectContainerOptions>).await {
+                            Ok(inspect) => Ok(convert::observed_from_inspect(inspect)),
+                            Err(e) => none_on_not_found(e.into()),
+                        }
+                    }
+                    Ok(None) => Ok(None),
+                    Err(_) => Err(error),
+                },
+                other => other,
+            },
         }
+    }
+
+    /// The ID of the container with exactly this name, found by listing (Docker's name filter is a
+    /// regular expression over `/name`).
+    async fn named(&self, name: &str) -> DockerResult<Option<String>> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let escaped: String = name
+            .chars()
+            .flat_map(|c| if c.is_ascii_alphanumeric() { vec![c] } else { vec!['\\', c] })
+            .collect();
+        let filters = HashMap::from([("name".to_owned(), vec![format!("^/{escaped}$")])]);
+        let options = q::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_containers(Some(options)).await?;
+        let exact = list.into_iter().find(|container| {
+            container.names.iter().flatten().any(|listed| listed.strip_prefix('/').unwrap_or(listed) == name)
+        });
+        Ok(exact.and_then(|container| container.id))
     }
 
     /// Inspects a local image by reference or ID; `Ok(None)` when it is not present.
@@ -650,6 +692,19 @@ fn secs_i32(d: Duration) -> i32 {
     d.as_secs().min(i32::MAX as u64) as i32
 }
 
+/// A short container ID's length, and a full one's.
+const SHORT_ID: usize = 12;
+const FULL_ID: usize = 64;
+
+/// Whether an inspected container is the one `id_or_name` names: its name (with or without
+/// Docker's leading slash), its ID, or an ID prefix at least as long as a short ID.
+fn answers_to(container: &ObservedContainer, id_or_name: &str) -> bool {
+    let asked = id_or_name.strip_prefix('/').unwrap_or(id_or_name);
+    container.name == asked
+        || container.id == asked
+        || (asked.len() >= SHORT_ID && container.id.starts_with(asked))
+}
+
 fn none_on_not_found<T>(error: DockerError) -> DockerResult<Option<T>> {
     match error {
         DockerError::NotFound { .. } => Ok(None),
@@ -673,7 +728,22 @@ fn log_line(
 
 #[cfg(test)]
 mod tests {
-    use super::split_reference;
+    use super::{answers_to, split_reference};
+    use crate::docker::ObservedContainer;
+
+    #[test]
+    fn an_inspect_answers_only_to_the_exact_name_the_id_or_a_short_id_prefix() {
+        let id = format!("db{}", "7".repeat(62));
+        let container = ObservedContainer { id: id.clone(), name: "web".to_owned(), ..Default::default() };
+        assert!(answers_to(&container, "web"));
+        assert!(answers_to(&container, "/web"));
+        assert!(answers_to(&container, &id));
+        assert!(answers_to(&container, &id[..12]));
+        // The engine answers `db` with this container when no container is named `db`.
+        assert!(!answers_to(&container, "db"));
+        assert!(!answers_to(&container, &id[..11]));
+        assert!(!answers_to(&container, "we"));
+    }
 
     #[test]
     fn references_split_into_image_and_tag() {
