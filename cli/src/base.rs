@@ -129,7 +129,7 @@ pub(crate) async fn load_objects_live(
     {
         match client.get(&resource_path::<Container>(&namespace, &name)).await {
             Ok(answer) => {
-                let Ok(found) = serde_json::from_value::<Container>(answer) else { continue };
+                let Ok(found) = from_server::<Container>(answer) else { continue };
                 live.push(found);
             }
             Err(error) if error.exit == Exit::NotFound => {}
@@ -215,13 +215,29 @@ pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
     CliError::new(Exit::Server, format!("unexpected answer from the server: {error}"))
 }
 
+/// An object the server answered, read as `T`. Fields this kedge does not know (the server is a
+/// newer kedge, as it is for a while during a fleet's upgrade) are set aside and named once on
+/// stderr, instead of failing the command or, in a list, leaving the object out: every type the
+/// API takes refuses unknown fields, which is right for what a person writes and wrong for what a
+/// newer agent reports.
+pub(crate) fn from_server<T: DeserializeOwned>(answer: Value) -> CliResult<T> {
+    let read = kedge_crds::from_value_lenient::<T>(answer).map_err(bad_answer)?;
+    if !read.ignored.is_empty() {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            eprintln!(
+                "warning: the server sent fields this kedge does not know ({}); it is probably newer than this CLI, which shows the rest",
+                read.ignored.join(", ")
+            );
+        });
+    }
+    Ok(read.value)
+}
+
 /// Items of a list that the API passes through from the store as they are (hosts, events): each is
 /// read on its own, the raw JSON kept for `-o json|yaml`; one that is not of its type is left out.
 pub(crate) fn typed_items<T: DeserializeOwned>(items: Vec<Value>) -> Vec<(Value, T)> {
-    items
-        .into_iter()
-        .filter_map(|raw| serde_json::from_value::<T>(raw.clone()).ok().map(|typed| (raw, typed)))
-        .collect()
+    items.into_iter().filter_map(|raw| from_server::<T>(raw.clone()).ok().map(|typed| (raw, typed))).collect()
 }
 
 pub(crate) fn list_items(list: &Value) -> CliResult<Vec<Container>> {
@@ -262,7 +278,30 @@ pub(crate) async fn recent_events(
 
 #[cfg(test)]
 mod tests {
-    use super::Origins;
+    use super::{from_server, typed_items, Origins};
+    use kedge_crds::Container;
+    use serde_json::json;
+
+    /// A newer agent reports a status field this CLI does not know: `get` still shows the
+    /// container (it used to drop it from lists and fail a single `get`), and a wrong type is
+    /// still an error.
+    #[test]
+    fn objects_from_a_newer_server_are_read_without_the_fields_this_cli_does_not_know() {
+        let newer = json!({
+            "apiVersion": "kedge.io/v1", "kind": "Container",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"image": "nginx:1.27", "futureKnob": true},
+            "status": {"observedGeneration": 1, "somethingNew": {"a": 1}},
+        });
+        let read: Container = from_server(newer.clone()).expect("read without the new fields");
+        assert_eq!(read.metadata.name, "web");
+        assert_eq!(read.spec.image.to_string(), "nginx:1.27");
+        let listed: Vec<(serde_json::Value, Container)> = typed_items(vec![newer.clone(), newer]);
+        assert_eq!(listed.len(), 2, "a list keeps both");
+        let wrong = json!({"apiVersion": "kedge.io/v1", "kind": "Container", "metadata": {"name": 3}, "spec": {"image": "x"}});
+        let error = from_server::<Container>(wrong).expect_err("a wrong type is an error");
+        assert!(error.message.contains("metadata.name"), "{}", error.message);
+    }
 
     #[test]
     fn a_field_the_server_refused_is_placed_at_its_line() {

@@ -26,8 +26,7 @@ pub struct WatchEvent {
 impl WatchEvent {
     /// The object as its type.
     pub fn object<T: DeserializeOwned>(&self) -> CliResult<T> {
-        serde_json::from_value(self.object.clone())
-            .map_err(|e| CliError::new(Exit::Server, format!("unexpected answer from the server: {e}")))
+        crate::base::from_server(self.object.clone())
     }
 
     fn error(&self) -> Option<String> {

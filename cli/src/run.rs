@@ -17,7 +17,7 @@ use kedge_controller::docker::{
 use kedge_controller::mapping::{container_config, RESTARTED_AT_LABEL};
 use kedge_crds::{Container, RunState};
 
-use crate::base::{bad_answer, connect, object_path};
+use crate::base::{connect, object_path};
 use crate::error::{CliError, CliResult, Exit};
 use crate::lifecycle::{self, Direction, Goal, RunArgs};
 use crate::GlobalArgs;
@@ -32,8 +32,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let dependency_timeout = duration("--dependency-timeout", &args.dependency_timeout)?;
     let (resolved, client) = connect(global)?;
     let ns = resolved.namespace.clone();
-    let spec: Container =
-        serde_json::from_value(client.get(&object_path(&ns, &args.name)).await?).map_err(bad_answer)?;
+    let spec: Container = crate::base::from_server(client.get(&object_path(&ns, &args.name)).await?)?;
     refuse_secret_env(&spec)?;
 
     // Dependencies first, each in its dependsOn condition (their agents start them in order).

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{CliError, CliResult, Exit};
+use crate::error::CliResult;
 
 /// A list answer of the API: its items, the store revision to watch from, and (containers only)
 /// the stored specs that cannot be read.
@@ -52,8 +52,7 @@ impl<T: DeserializeOwned> List<T> {
         if !answer.is_object() {
             return Ok(List::empty());
         }
-        serde_json::from_value(answer)
-            .map_err(|e| CliError::new(Exit::Server, format!("unexpected answer from the server: {e}")))
+        crate::base::from_server(answer)
     }
 
     /// The store revision the list was read at: a watch from it misses nothing.

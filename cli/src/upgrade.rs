@@ -12,7 +12,7 @@ use serde_json::json;
 
 use kedge_crds::campaign::{Campaign, CampaignState, HostUpgradeState};
 
-use crate::base::{bad_answer, connect};
+use crate::base::connect;
 use crate::client::{encode, Client};
 use crate::error::{CliError, CliResult, Exit};
 use crate::GlobalArgs;
@@ -103,8 +103,7 @@ async fn cancel(args: CancelArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let timeout = parse_duration(&args.timeout).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
     let (_, client) = connect(global)?;
     let path = format!("/api/v1/upgrades/{}/cancel", encode(&args.id));
-    let campaign: Campaign =
-        serde_json::from_value(client.send(Method::POST, &path, None).await?.body).map_err(bad_answer)?;
+    let campaign: Campaign = crate::base::from_server(client.send(Method::POST, &path, None).await?.body)?;
     let in_flight: Vec<&str> = campaign
         .hosts
         .iter()
@@ -154,8 +153,7 @@ async fn agents(args: AgentsArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
     }
     let campaign: Campaign =
-        serde_json::from_value(client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body)
-            .map_err(bad_answer)?;
+        crate::base::from_server(client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body)?;
     let id = campaign.id.clone();
     let hosts = &campaign.hosts;
     let names = |wanted: bool| -> Vec<String> {
@@ -282,7 +280,7 @@ pub fn healthcheck(args: HealthcheckArgs) -> CliResult<Exit> {
 }
 
 async fn read_campaign(client: &Client, id: &str) -> CliResult<Campaign> {
-    serde_json::from_value(client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?).map_err(bad_answer)
+    crate::base::from_server(client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?)
 }
 
 /// A duration as people write it: `30s`, `5m`, `1h30m`.

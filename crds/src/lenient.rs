@@ -22,7 +22,12 @@ const MAX_IGNORED: usize = 64;
 /// Decodes JSON `bytes` as `T`, dropping each field `T` does not know (one at a time, as serde names
 /// them). Any other error (a wrong type, a missing field, not JSON) is an error with its field path.
 pub fn from_json_lenient<T: DeserializeOwned>(bytes: &[u8]) -> Result<Lenient<T>, String> {
-    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    from_value_lenient(value)
+}
+
+/// [`from_json_lenient`] of a JSON value already parsed (an API answer, say).
+pub fn from_value_lenient<T: DeserializeOwned>(mut value: Value) -> Result<Lenient<T>, String> {
     let mut ignored = Vec::new();
     loop {
         let error = match serde_path_to_error::deserialize::<_, T>(&value) {

@@ -67,7 +67,7 @@ pub use container_set::{
 };
 pub use gitsource::{GitSource, GitSourceSpec, GitSourceStatus, KIND_GIT_SOURCE};
 pub use hash::{spec_hash, spec_hash_with_secrets};
-pub use lenient::{from_json_lenient, Lenient};
+pub use lenient::{from_json_lenient, from_value_lenient, Lenient};
 pub use meta::{condition_type, Condition, ConditionStatus, ObjectMeta, DEFAULT_NAMESPACE};
 pub use parse::{
     load_objects_paths, load_paths, load_str, parse_objects_paths, parse_objects_paths_with,
