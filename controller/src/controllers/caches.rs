@@ -161,6 +161,25 @@ impl LeaderCaches {
         ]
     }
 
+    /// The change counts ([`Reflector::changes`]) of what the scheduling pass reads: specs, bindings,
+    /// hosts and liveness.
+    pub(crate) fn scheduling_changes(&self) -> [u64; 4] {
+        let (specs, bindings) = (self.specs.reflector().changes(), self.bindings.changes());
+        [specs, bindings, self.hosts.changes(), self.alive.changes()]
+    }
+
+    /// The change counts of what the placement projection reads: specs, bindings and placements.
+    pub(crate) fn projection_changes(&self) -> [u64; 3] {
+        [self.specs.reflector().changes(), self.bindings.changes(), self.placements.changes()]
+    }
+
+    /// The change counts of what the ContainerSet controller reads: specs, sets, set statuses and
+    /// container statuses.
+    pub(crate) fn sets_changes(&self) -> [u64; 4] {
+        let specs = self.specs.reflector().changes();
+        [specs, self.sets.changes(), self.set_statuses.changes(), self.statuses.changes()]
+    }
+
     /// Whether every cache the leader wrote under has seen (in sync) the leader's own last write there.
     pub(crate) fn caught_up(&self, written: &Written) -> bool {
         let seen = |revision: i64, in_sync: bool, wrote: i64| wrote == 0 || (in_sync && revision >= wrote);

@@ -118,9 +118,9 @@ pub(crate) fn plan(
 }
 
 /// What the caches say the placements should be, and are; `None` while one of them is not in sync.
-type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeMap<String, i64>);
+pub(crate) type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeMap<String, i64>);
 
-fn views(caches: &LeaderCaches) -> Option<Views> {
+pub(crate) fn views(caches: &LeaderCaches) -> Option<Views> {
     if !(caches.specs.authoritative() && caches.bindings.in_sync() && caches.placements.in_sync()) {
         return None;
     }
@@ -198,7 +198,14 @@ pub(crate) async fn pass(
     caches: &LeaderCaches,
     written: &mut Written,
     marked: &mut bool,
+    settled: &mut Option<[u64; 3]>,
 ) -> Result<Option<tokio::time::Instant>, StoreError> {
+    // Nothing it reads changed since a pass that found nothing to write: this one would not either.
+    let seen = caches.projection_changes();
+    if *settled == Some(seen) && *marked {
+        return Ok(None);
+    }
+    *settled = None;
     let Some((wanted, existing, unreadable)) = views(caches) else {
         tracing::debug!("not projecting placements: the caches are not in sync");
         return Ok(None);
@@ -209,6 +216,7 @@ pub(crate) async fn pass(
             mark_ready(store, fence).await?;
             *marked = true;
         }
+        *settled = Some(seen);
         return Ok(None);
     }
     let mut complete = writes.len() <= MAX_WRITES_PER_PASS;
@@ -459,7 +467,7 @@ mod tests {
             let caches = self.caches().await;
             let mut written = Written::default();
             let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
-            pass(&self.store, fence, &caches, &mut written, marked).await?;
+            pass(&self.store, fence, &caches, &mut written, marked, &mut None).await?;
             Ok(written.placements > 0)
         }
 
