@@ -18,7 +18,8 @@
 //! grace expiry, a rollout's health timeout, a campaign's report deadline, the history compactor's
 //! next sample) and at least every 10 s ([`Wake`]). It decides nothing from a cache that is not in
 //! sync, nor binds or unbinds while no host is ready; and after its own writes it runs the next pass
-//! only once the caches have seen them ([`Written`]), so a pass never acts twice on one state.
+//! only once the caches have seen them ([`Written`]), so a pass never acts twice on one state. A
+//! controller whose caches did not change since it last decided nothing is skipped ([`Settled`]).
 //!
 //! Each pass, from those caches, [`plan`] decides:
 //! - an unplaced spec (no `placement.host`) without a binding is bound to the ready host matching its
@@ -31,7 +32,7 @@
 //! Children of one ContainerSet (specs labelled `kedge.io/set`) are spread: each goes to the matching
 //! ready host with the fewest children of its set, then the fewest specs; a host already holding the
 //! set's `maxPerHost` children (annotation `kedge.io/max-per-host`) is not a candidate. The leader also
-//! runs the ContainerSet controller ([`super::sets`]) on every pass, fenced on the same term.
+//! runs the ContainerSet controller ([`super::sets`]) in its passes, fenced on the same term.
 //!
 //! A leader whose task panics revokes its lease on the way down ([`LeaseGuard`]), and its agent's
 //! supervisor starts the scheduler again after [`RESTART_STANDBY`], so another agent takes over
