@@ -57,7 +57,7 @@ use crate::store::{keys, DeleteCondition, Fence, LeaseId, PutCondition, SharedSt
 
 use crate::agent::bindings::{Binding, StoredBinding};
 
-use super::caches::{LeaderCaches, Written};
+use super::caches::{Changed, LeaderCaches, Reader, Written};
 use super::wake::Wake;
 
 /// The leader lease's TTL: how long a dead leader blocks scheduling at most.
@@ -83,9 +83,20 @@ const FULL_PASS_EVERY: Duration = Duration::from_secs(30);
 /// deadline and on the quiet safety tick: those passes decide everything.
 #[derive(Debug, Default)]
 struct Settled {
-    schedule: Option<[u64; 4]>,
-    projection: Option<[u64; 3]>,
+    schedule: Option<ScheduleMemo>,
+    /// The bindings' and placements' change counts (the specs' changes are taken by key).
+    projection: Option<[u64; 2]>,
     sets: Option<[u64; 4]>,
+}
+
+/// A scheduling pass that decided nothing: the bindings', hosts' and liveness change counts it read,
+/// and every spec's placement. While those counts stay, a pass whose changed specs (taken by key,
+/// [`super::caches::ChangedSpecs`]) all have the placement remembered (an env change, say) would
+/// decide nothing either: `plan` reads the specs only through their placements.
+#[derive(Debug)]
+struct ScheduleMemo {
+    counts: [u64; 3],
+    specs: HashMap<String, SpecPlacement>,
 }
 
 /// Where an unplaced spec may go.
@@ -511,10 +522,19 @@ impl Leader<'_> {
     /// The scheduling pass; answers when the next NotReady host's grace period ends. Decides nothing
     /// while the caches are not in sync or no host is ready ([`LeaderCaches::scheduling_view`]).
     async fn schedule(&mut self) -> Result<Option<Instant>, StoreError> {
-        // Read before the caches are: a change while the pass runs makes the next pass decide again.
+        // Taken and read before the caches are: a change while the pass runs is decided next pass.
+        let changed = self.caches.changed_specs.take(Reader::Scheduling);
         let seen = self.caches.scheduling_changes();
-        if self.settled.schedule == Some(seen) {
-            return Ok(None);
+        if let (Some(memo), Changed::Keys(keys)) = (&self.settled.schedule, &changed) {
+            let unchanged = |store_key: &String| {
+                let Some((namespace, name)) = keys::parse_spec_key(store_key) else { return true };
+                let now = self.caches.specs.reflector().stored(store_key);
+                let now = now.and_then(|stored| spec_placement(store_key, &stored.object));
+                now.as_ref() == memo.specs.get(&format!("{namespace}/{name}"))
+            };
+            if memo.counts == seen && keys.iter().all(unchanged) {
+                return Ok(None);
+            }
         }
         self.settled.schedule = None;
         let Some(view) = self.caches.scheduling_view() else {
@@ -552,7 +572,8 @@ impl Leader<'_> {
         if changes.is_empty() && next_expiry.is_none() {
             // Decided from these caches alone (every grace period ahead has ended): the same caches
             // decide nothing again.
-            self.settled.schedule = Some(seen);
+            let specs = specs.into_iter().map(|spec| (spec.key.clone(), spec)).collect();
+            self.settled.schedule = Some(ScheduleMemo { counts: seen, specs });
         }
         let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
         // A few at a time and a bounded number per pass: 9,000 specs applied at once were bound
@@ -603,36 +624,7 @@ impl Leader<'_> {
     /// Every cached spec's placement, read in place (a pass over 30,000 specs copies no spec).
     fn placements(&self) -> Vec<SpecPlacement> {
         self.caches.specs.reflector().with(|all| {
-            all.iter()
-                .filter_map(|(store_key, stored)| {
-                    let (namespace, name) = keys::parse_spec_key(store_key)?;
-                    let spec = &stored.object;
-                    let placement = spec.spec.placement.as_ref();
-                    let labels = &spec.metadata.labels;
-                    let group = labels.get(SET_LABEL).map(|set| format!("{namespace}/{set}"));
-                    let max_per_host = spec
-                        .metadata
-                        .annotations
-                        .get(MAX_PER_HOST_ANNOTATION)
-                        .and_then(|max| max.parse().ok());
-                    let depends_on = spec
-                        .spec
-                        .dependencies()
-                        .into_iter()
-                        .map(|dependency| format!("{namespace}/{}", dependency.name))
-                        .collect();
-                    Some(SpecPlacement {
-                        key: format!("{namespace}/{name}"),
-                        named_host: placement.and_then(|placement| placement.host.clone()),
-                        selector: placement
-                            .map(|placement| placement.host_selector.clone())
-                            .unwrap_or_default(),
-                        group,
-                        max_per_host,
-                        depends_on,
-                    })
-                })
-                .collect()
+            all.iter().filter_map(|(store_key, stored)| spec_placement(store_key, &stored.object)).collect()
         })
     }
 
@@ -655,6 +647,30 @@ impl Leader<'_> {
             }
         }
     }
+}
+
+/// Where the spec at `store_key` may go, as [`plan`] reads it.
+fn spec_placement(store_key: &str, spec: &kedge_crds::Container) -> Option<SpecPlacement> {
+    let (namespace, name) = keys::parse_spec_key(store_key)?;
+    let placement = spec.spec.placement.as_ref();
+    let labels = &spec.metadata.labels;
+    let group = labels.get(SET_LABEL).map(|set| format!("{namespace}/{set}"));
+    let max_per_host =
+        spec.metadata.annotations.get(MAX_PER_HOST_ANNOTATION).and_then(|max| max.parse().ok());
+    let depends_on = spec
+        .spec
+        .dependencies()
+        .into_iter()
+        .map(|dependency| format!("{namespace}/{}", dependency.name))
+        .collect();
+    Some(SpecPlacement {
+        key: format!("{namespace}/{name}"),
+        named_host: placement.and_then(|placement| placement.host.clone()),
+        selector: placement.map(|placement| placement.host_selector.clone()).unwrap_or_default(),
+        group,
+        max_per_host,
+        depends_on,
+    })
 }
 
 /// Renews the leader's lease every third of its TTL; returns once the store says it is gone (a
@@ -1024,11 +1040,23 @@ mod leader_tests {
         assert_eq!(leader.schedule().await.unwrap(), None);
         assert_eq!(leader.written, Written::default(), "settled: nothing to bind");
         assert!(leader.settled.schedule.is_some(), "remembered as settled");
-        // A status (no cache the scheduler reads) changes: still settled, and skipped.
+        // A status (no cache the scheduler reads) changes, and web's image: still settled, skipped.
         leader.caches.statuses.apply(&restarted(vec![], web));
-        assert_eq!(leader.caches.scheduling_changes(), leader.settled.schedule.unwrap());
+        let revised = serde_json::json!({
+            "apiVersion": "kedge.io/v1", "kind": "Container",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"image": "kedge-test/app:v2"}
+        });
+        let web_key = keys::spec_key("default", "web").unwrap();
+        let revised = kv(web_key.clone(), revised.to_string().as_bytes(), web + 1);
+        leader.caches.specs.apply(&Event::Put { kv: revised, revision: web + 1 });
+        leader.caches.changed_specs.note(Some(std::slice::from_ref(&web_key)));
+        assert_eq!(leader.schedule().await.unwrap(), None);
+        assert!(leader.settled.schedule.is_some(), "an image changed: where web may run did not");
         // A new spec: the next pass decides again and binds it.
-        leader.caches.specs.apply(&Event::Put { kv: unplaced_spec("api", web + 1), revision: web + 1 });
+        let api = unplaced_spec("api", web + 2);
+        leader.caches.changed_specs.note(Some(std::slice::from_ref(&api.key)));
+        leader.caches.specs.apply(&Event::Put { kv: api, revision: web + 2 });
         leader.schedule().await.unwrap();
         assert!(leader.written.bindings > web, "the new spec is bound");
         assert!(leader.settled.schedule.is_none(), "a pass that wrote is not settled");
