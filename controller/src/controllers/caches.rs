@@ -11,8 +11,8 @@
 //!   cache has seen R ([`Written`], [`LeaderCaches::caught_up`]): the next pass never acts again on
 //!   the state its own write replaced (a second binding, a child written twice).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use kedge_crds::{ContainerSet, ContainerSetStatus, ContainerStatus};
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ use crate::agent::bindings::Binding;
 use crate::agent::cache::DesiredState;
 use crate::agent::placements::PlacementHeader;
 use crate::hosts::HostRecord;
-use crate::runtime::{reflector, Reflector, Watcher};
+use crate::runtime::{reflector, Event, Reflector, Watcher};
 use crate::store::{keys, objects, KeyValue, SharedStore};
 use crate::upgrade::{Campaign, HostUpgrade};
 
@@ -47,8 +47,74 @@ pub(crate) struct LeaderCaches {
     pub campaigns: Arc<Reflector<(Campaign, i64)>>,
     /// Each host's upgrade request.
     pub host_upgrades: Arc<Reflector<HostUpgrade>>,
+    /// The specs that changed since each incremental reader last looked.
+    pub changed_specs: Arc<ChangedSpecs>,
     /// Stops the watches when the caches are dropped (the leadership ended).
     _stop: Option<DropGuard>,
+}
+
+/// Which spec keys changed, as a reader of [`ChangedSpecs`] sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Changed {
+    /// Anything may have: the cache was listed anew or its watch failed, or too many keys changed to
+    /// remember them. The reader decides from every spec.
+    Everything,
+    /// These store keys (`/kedge/v1/specs/<ns>/<name>`), and no other.
+    Keys(BTreeSet<String>),
+}
+
+/// The readers that take the changed spec keys, each its own copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reader {
+    Scheduling = 0,
+    Projection = 1,
+}
+
+/// Beyond this many changed keys a reader is told [`Changed::Everything`].
+const MAX_CHANGED: usize = 4096;
+
+/// The spec keys changed since each [`Reader`] last took them. The specs' feed notes an event's keys
+/// after applying it, then wakes the leader: whatever a reader takes, the cache already holds those
+/// keys' new contents, and a key applied but not yet noted when a reader takes is noted after, and
+/// wakes the next pass.
+#[derive(Debug)]
+pub(crate) struct ChangedSpecs {
+    readers: Mutex<[Changed; 2]>,
+    noted: watch::Sender<u64>,
+}
+
+impl Default for ChangedSpecs {
+    /// Everything changed: a reader's first look decides from every spec.
+    fn default() -> ChangedSpecs {
+        ChangedSpecs {
+            readers: Mutex::new([Changed::Everything, Changed::Everything]),
+            noted: watch::channel(0).0,
+        }
+    }
+}
+
+impl ChangedSpecs {
+    /// Notes that `keys` changed (`None`: anything may have) and wakes the leader.
+    pub(crate) fn note(&self, keys: Option<&[String]>) {
+        {
+            let mut readers = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for changed in readers.iter_mut() {
+                match (keys, &mut *changed) {
+                    (Some(keys), Changed::Keys(set)) if set.len() + keys.len() <= MAX_CHANGED => {
+                        set.extend(keys.iter().cloned())
+                    }
+                    (_, changed) => *changed = Changed::Everything,
+                }
+            }
+        }
+        self.noted.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// What changed since `reader` last took it; from now on, nothing.
+    pub(crate) fn take(&self, reader: Reader) -> Changed {
+        let mut readers = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut readers[reader as usize], Changed::Keys(BTreeSet::new()))
+    }
 }
 
 /// The highest revision the leader wrote under each cached prefix since its caches last caught up;
@@ -80,12 +146,15 @@ impl LeaderCaches {
         let mut caches = LeaderCaches::unfed(Arc::new(DesiredState::default()));
         let feed = |prefix: &str, what: &'static str| (store.clone(), prefix.to_owned(), what, token.clone());
         let specs = caches.specs.clone();
+        let changed = caches.changed_specs.clone();
         let watcher = Watcher::new(store.clone(), keys::SPECS, token.clone());
         tokio::spawn(async move {
             let _following = specs.reflector().following();
             let mut watcher = watcher;
             while let Some(event) = watcher.next().await {
                 let (_, applied) = specs.apply(&event);
+                let one_key = matches!(event, Event::Put { .. } | Event::Delete { .. });
+                changed.note(one_key.then_some(applied.keys.as_slice()));
                 reflector::log_sync("leader: specs", keys::SPECS, &event, &applied);
             }
         });
@@ -116,13 +185,16 @@ impl LeaderCaches {
             statuses: Arc::new(Reflector::new(|kv| objects::decode_status(&kv.value))),
             campaigns: Arc::new(Reflector::new(|kv| decode_json(kv).map(|c| (c, kv.create_revision)))),
             host_upgrades: Arc::new(Reflector::new(decode_json)),
+            changed_specs: Arc::new(ChangedSpecs::default()),
             _stop: None,
         }
     }
 
     /// A receiver per cache that changes with it: what wakes the leader.
     pub(crate) fn subscribe(&self) -> Vec<watch::Receiver<u64>> {
-        self.every_cache().iter().map(|cache| cache.subscribe()).collect()
+        let mut all: Vec<_> = self.every_cache().iter().map(|cache| cache.subscribe()).collect();
+        all.push(self.changed_specs.noted.subscribe());
+        all
     }
 
     /// The highest revision any cache reflects: a revision the store has reached (a lower bound of
@@ -145,6 +217,7 @@ impl LeaderCaches {
             statuses,
             campaigns,
             host_upgrades,
+            changed_specs: _,
             _stop,
         } = self;
         [
@@ -159,6 +232,25 @@ impl LeaderCaches {
             campaigns.as_ref(),
             host_upgrades.as_ref(),
         ]
+    }
+
+    /// The change counts ([`Reflector::changes`]) of what the scheduling pass reads besides the
+    /// specs (whose changes it takes by key, [`ChangedSpecs`]): bindings, hosts and liveness.
+    pub(crate) fn scheduling_changes(&self) -> [u64; 3] {
+        [self.bindings.changes(), self.hosts.changes(), self.alive.changes()]
+    }
+
+    /// The change counts of what the placement projection reads besides the specs: bindings and
+    /// placements.
+    pub(crate) fn projection_changes(&self) -> [u64; 2] {
+        [self.bindings.changes(), self.placements.changes()]
+    }
+
+    /// The change counts of what the ContainerSet controller reads: specs, sets, set statuses and
+    /// container statuses.
+    pub(crate) fn sets_changes(&self) -> [u64; 4] {
+        let specs = self.specs.reflector().changes();
+        [specs, self.sets.changes(), self.set_statuses.changes(), self.statuses.changes()]
     }
 
     /// Whether every cache the leader wrote under has seen (in sync) the leader's own last write there.

@@ -27,14 +27,14 @@
 //! pass runs at each new leadership (the caches are listed anew), and writes nothing when nothing
 //! changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 
 use crate::agent::placements::{InvalidSpec, Placement, ReadyMarker, LAYOUT_VERSION};
 use crate::store::{keys, DeleteCondition, Fence, PutCondition, SharedStore, StoreError};
 
-use super::caches::{LeaderCaches, Written};
+use super::caches::{Changed, LeaderCaches, Reader, Written};
 
 /// Where one readable spec runs: its host and the revision of its spec key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,10 +117,66 @@ pub(crate) fn plan(
     deletes
 }
 
-/// What the caches say the placements should be, and are; `None` while one of them is not in sync.
-type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeMap<String, i64>);
+/// Decides the writes for the specs `keys` (`namespace/name`) alone, when the placements matched
+/// every spec at a settled pass with no unreadable spec, and since then only these specs changed
+/// (no binding, no placement did). `wanted(key)`: where the spec runs now (None: gone, unreadable or
+/// unplaced); `existing(key, host)`: its placement on `host`. Answers the same writes [`plan`] would
+/// over every spec (the property test `changed_keys_decide_what_a_full_plan_decides`), or `None`
+/// when a key may have moved or gone, which only [`plan`] decides. Pure.
+pub(crate) fn plan_changed(
+    keys: &BTreeSet<String>,
+    wanted: impl Fn(&str) -> Option<Wanted>,
+    existing: impl Fn(&str, &str) -> Option<Existing>,
+) -> Option<Vec<Write>> {
+    let mut writes = Vec::new();
+    for key in keys {
+        let want = wanted(key)?;
+        // Settled, the spec's one placement was where it ran; one where it runs now is that one.
+        let current = existing(key, &want.host)?;
+        if current.invalid_revision.is_some() {
+            return None;
+        }
+        if current.spec_revision != want.spec_revision {
+            writes.push(Write::Put {
+                key: key.clone(),
+                host: want.host,
+                previous: Some(current.mod_revision),
+            });
+        }
+    }
+    Some(writes)
+}
 
-fn views(caches: &LeaderCaches) -> Option<Views> {
+/// Where the spec `key` (`namespace/name`) runs now, read from the caches for it alone.
+fn wanted_of(caches: &LeaderCaches, key: &str) -> Option<Wanted> {
+    let stored = caches.specs.reflector().stored(&keys::spec_key_of(key))?;
+    let named = stored.object.spec.placement.as_ref().and_then(|placement| placement.host.clone());
+    let host = match named {
+        Some(host) => host,
+        None => {
+            let (namespace, name) = key.split_once('/')?;
+            caches.bindings.get(&keys::binding_key(namespace, name).ok()?)?.host
+        }
+    };
+    Some(Wanted { host, spec_revision: stored.mod_revision })
+}
+
+/// The placement of the spec `key` (`namespace/name`) on `host`, if readable.
+fn existing_at(caches: &LeaderCaches, key: &str, host: &str) -> Option<Existing> {
+    let (namespace, name) = key.split_once('/')?;
+    let stored = caches.placements.stored(&keys::placement_key(host, namespace, name).ok()?)?;
+    Some(Existing {
+        host: host.to_owned(),
+        mod_revision: stored.mod_revision,
+        spec_revision: stored.object.spec_revision,
+        invalid_revision: stored.object.invalid.map(|invalid| invalid.resource_version),
+    })
+}
+
+/// What the caches say the placements should be, and are; `None` while one of them is not in sync.
+pub(crate) type Views = (BTreeMap<String, Wanted>, BTreeMap<String, Vec<Existing>>, BTreeMap<String, i64>);
+
+pub(crate) fn views(caches: &LeaderCaches) -> Option<Views> {
     if !(caches.specs.authoritative() && caches.bindings.in_sync() && caches.placements.in_sync()) {
         return None;
     }
@@ -198,16 +254,43 @@ pub(crate) async fn pass(
     caches: &LeaderCaches,
     written: &mut Written,
     marked: &mut bool,
+    settled: &mut Option<[u64; 2]>,
 ) -> Result<Option<tokio::time::Instant>, StoreError> {
-    let Some((wanted, existing, unreadable)) = views(caches) else {
-        tracing::debug!("not projecting placements: the caches are not in sync");
-        return Ok(None);
+    // Taken and read before the caches are: a change while the pass runs is decided next pass.
+    let changed = caches.changed_specs.take(Reader::Projection);
+    let seen = caches.projection_changes();
+    // Since a settled pass (no write, no unreadable spec) only these specs changed: they alone are
+    // decided, unless one may have moved or gone.
+    let incremental = match &changed {
+        Changed::Keys(keys) if *settled == Some(seen) && *marked => {
+            let keys: BTreeSet<String> = keys
+                .iter()
+                .filter_map(|key| {
+                    keys::parse_spec_key(key).map(|(namespace, name)| format!("{namespace}/{name}"))
+                })
+                .collect();
+            plan_changed(&keys, |key| wanted_of(caches, key), |key, host| existing_at(caches, key, host))
+        }
+        _ => None,
     };
-    let mut writes = plan(&wanted, &existing, &unreadable);
+    *settled = None;
+    let (mut writes, clean) = match incremental {
+        Some(writes) => (writes, true),
+        None => {
+            let Some((wanted, existing, unreadable)) = views(caches) else {
+                tracing::debug!("not projecting placements: the caches are not in sync");
+                return Ok(None);
+            };
+            (plan(&wanted, &existing, &unreadable), unreadable.is_empty())
+        }
+    };
     if writes.is_empty() {
         if !*marked {
             mark_ready(store, fence).await?;
             *marked = true;
+        }
+        if clean {
+            *settled = Some(seen);
         }
         return Ok(None);
     }
@@ -326,6 +409,162 @@ async fn mark_ready(store: &SharedStore, fence: Fence<'_>) -> Result<(), StoreEr
         }
         Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => Ok(()),
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod changed_keys {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
+
+    /// One spec of the model: the host it names, its revision, whether it can be read.
+    #[derive(Debug, Clone)]
+    struct Spec {
+        named: Option<usize>,
+        revision: i64,
+        readable: bool,
+    }
+
+    /// What a change does to one spec.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        /// A new revision (an env change, say): the same placement, rewritten.
+        Revise,
+        Name(Option<usize>),
+        Delete,
+        Create(Option<usize>),
+        Unreadable,
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            4 => Just(Edit::Revise),
+            1 => prop::option::of(0..3usize).prop_map(Edit::Name),
+            1 => Just(Edit::Delete),
+            1 => prop::option::of(0..3usize).prop_map(Edit::Create),
+            1 => Just(Edit::Unreadable),
+        ]
+    }
+
+    type Model = (BTreeMap<String, Spec>, BTreeMap<String, usize>);
+
+    fn model() -> impl Strategy<Value = Model> {
+        let spec = (prop::option::of(0..3usize), 1..50i64).prop_map(|(named, revision)| Spec {
+            named: named.filter(|_| revision % 3 == 0),
+            revision,
+            readable: true,
+        });
+        let specs = prop::collection::btree_map("ns/s[0-9]", spec, 0..10);
+        let bindings = prop::collection::btree_map("ns/s[0-9]", 0..3usize, 0..10);
+        (specs, bindings)
+    }
+
+    fn views_of((specs, bindings): &Model) -> (BTreeMap<String, Wanted>, BTreeMap<String, i64>) {
+        let mut wanted = BTreeMap::new();
+        let mut unreadable = BTreeMap::new();
+        for (key, spec) in specs {
+            if !spec.readable {
+                unreadable.insert(key.clone(), spec.revision);
+                continue;
+            }
+            let host = spec.named.or_else(|| bindings.get(key).copied());
+            if let Some(host) = host {
+                wanted.insert(
+                    key.clone(),
+                    Wanted { host: HOSTS[host].to_owned(), spec_revision: spec.revision },
+                );
+            }
+        }
+        (wanted, unreadable)
+    }
+
+    proptest! {
+        /// From a settled state (the placements as a full pass leaves them, no unreadable spec),
+        /// changes to some specs and none to bindings or placements: whenever the changed keys alone
+        /// decide, they decide what a full plan decides. Sequences of edits include a key edited
+        /// twice, as between two passes.
+        #[test]
+        fn changed_keys_decide_what_a_full_plan_decides(
+            before in model(),
+            edits in prop::collection::vec(("ns/s[0-9]", edit()), 1..6),
+        ) {
+            let (wanted, _) = views_of(&before);
+            let mut existing: BTreeMap<String, Vec<Existing>> = BTreeMap::new();
+            for (n, (key, want)) in wanted.iter().enumerate() {
+                existing.entry(key.clone()).or_default().push(Existing {
+                    host: want.host.clone(),
+                    mod_revision: 100 + n as i64,
+                    spec_revision: want.spec_revision,
+                    invalid_revision: None,
+                });
+            }
+            prop_assert!(plan(&wanted, &existing, &BTreeMap::new()).is_empty(), "settled");
+            let mut after = before.clone();
+            let mut keys = BTreeSet::new();
+            for (key, edit) in edits {
+                keys.insert(key.clone());
+                let specs = &mut after.0;
+                match edit {
+                    Edit::Revise => {
+                        if let Some(spec) = specs.get_mut(&key) {
+                            spec.revision += 1000;
+                        }
+                    }
+                    Edit::Name(host) => {
+                        if let Some(spec) = specs.get_mut(&key) {
+                            spec.named = host;
+                            spec.revision += 1000;
+                        }
+                    }
+                    Edit::Delete => {
+                        specs.remove(&key);
+                    }
+                    Edit::Create(named) => {
+                        specs.entry(key).or_insert(Spec { named, revision: 2000, readable: true });
+                    }
+                    Edit::Unreadable => {
+                        if let Some(spec) = specs.get_mut(&key) {
+                            spec.readable = false;
+                            spec.revision += 1000;
+                        }
+                    }
+                }
+            }
+            let (wanted_after, unreadable_after) = views_of(&after);
+            let full = plan(&wanted_after, &existing, &unreadable_after);
+            let incremental = plan_changed(
+                &keys,
+                |key| wanted_after.get(key).cloned(),
+                |key, host| existing.get(key).and_then(|all| all.iter().find(|e| e.host == host)).cloned(),
+            );
+            if let Some(writes) = incremental {
+                prop_assert_eq!(writes, full);
+            }
+        }
+    }
+
+    #[test]
+    fn a_revised_spec_is_decided_alone() {
+        let want = |host: &str, revision| Wanted { host: host.into(), spec_revision: revision };
+        let placed = |host: &str, revision| Existing {
+            host: host.into(),
+            mod_revision: 7,
+            spec_revision: revision,
+            invalid_revision: None,
+        };
+        let keys: BTreeSet<String> = ["ns/web".to_owned()].into();
+        let writes = plan_changed(&keys, |_| Some(want("h1", 9)), |_, host| Some(placed(host, 5)));
+        assert_eq!(
+            writes,
+            Some(vec![Write::Put { key: "ns/web".into(), host: "h1".into(), previous: Some(7) }])
+        );
+        // Not placed where it runs now: it may have moved, which only a full plan decides.
+        assert_eq!(plan_changed(&keys, |_| Some(want("h2", 9)), |_, _| None), None);
+        // Gone (or unreadable): a full plan decides.
+        assert_eq!(plan_changed(&keys, |_| None, |_, host| Some(placed(host, 5))), None);
     }
 }
 
@@ -459,7 +698,7 @@ mod tests {
             let caches = self.caches().await;
             let mut written = Written::default();
             let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
-            pass(&self.store, fence, &caches, &mut written, marked).await?;
+            pass(&self.store, fence, &caches, &mut written, marked, &mut None).await?;
             Ok(written.placements > 0)
         }
 
@@ -475,6 +714,56 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    /// Polls `done` until it holds, for 10 s at most.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settled_leader_projects_a_changed_spec_from_its_key_alone() {
+        let f = Fixture::new().await;
+        let term = f.lead().await;
+        f.spec("web", Some("h1"), "app:v1").await;
+        f.spec("api", None, "app:v1").await;
+        f.bind("api", "h2").await;
+        let token = tokio_util::sync::CancellationToken::new();
+        let _stop = token.clone().drop_guard();
+        let caches = LeaderCaches::start(&f.store, &token);
+        let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
+        let (mut marked, mut settled, mut written) = (false, None, Written::default());
+        let synced =
+            |c: &LeaderCaches| c.specs.authoritative() && c.bindings.in_sync() && c.placements.in_sync();
+        until("the caches", || synced(&caches)).await;
+        pass(&f.store, fence, &caches, &mut written, &mut marked, &mut settled).await.unwrap();
+        assert!(written.placements > 0 && settled.is_none(), "the first pass writes: not settled");
+        until("the placements", || caches.caught_up(&written)).await;
+        written = Written::default();
+        pass(&f.store, fence, &caches, &mut written, &mut marked, &mut settled).await.unwrap();
+        assert!(marked && settled.is_some() && written == Written::default(), "settled: {settled:?}");
+        // web's image changes: a settled leader rewrites its one placement, as a full pass would.
+        f.spec("web", Some("h1"), "app:v2").await;
+        let revision =
+            f.store.get(&keys::spec_key("ns", "web").unwrap()).await.unwrap().unwrap().mod_revision;
+        until("the spec", || caches.specs.revision() >= revision).await;
+        let placed = |placements: &[(String, i64, i64)]| {
+            let key = keys::placement_key("h1", "ns", "web").unwrap();
+            placements.iter().any(|(k, spec_revision, _)| *k == key && *spec_revision == revision)
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !placed(&f.placements().await) {
+            assert!(tokio::time::Instant::now() < deadline, "web's placement was not rewritten");
+            assert!(settled.is_some(), "nothing but web changed: the pass stays incremental");
+            pass(&f.store, fence, &caches, &mut written, &mut marked, &mut settled).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(settled.is_none(), "a pass that wrote is not settled");
+        assert_eq!(f.placements().await.len(), 2, "api's placement untouched, none added");
     }
 
     #[tokio::test]

@@ -183,6 +183,12 @@ impl<K: Clone + Send + Sync + 'static> Reflector<K> {
         self.read().last_error.clone()
     }
 
+    /// How many events the cache applied so far: while it stays the same, neither its contents nor
+    /// whether it is in sync changed (a reader that found nothing to do may skip the same reading).
+    pub fn changes(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// A receiver that changes whenever an event was applied.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
