@@ -129,7 +129,7 @@ pub(crate) async fn load_objects_live(
     {
         match client.get(&resource_path::<Container>(&namespace, &name)).await {
             Ok(answer) => {
-                let Ok(found) = from_server::<Container>(answer) else { continue };
+                let Ok(found) = crate::error::from_server::<Container>(answer) else { continue };
                 live.push(found);
             }
             Err(error) if error.exit == Exit::NotFound => {}
@@ -212,32 +212,16 @@ pub(crate) fn object_path(namespace: &str, name: &str) -> String {
 }
 
 pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
-    CliError::new(Exit::Server, format!("unexpected answer from the server: {error}"))
-}
-
-/// An object the server answered, read as `T`. Fields this kedge does not know (the server is a
-/// newer kedge, as it is for a while during a fleet's upgrade) are set aside and named once on
-/// stderr, instead of failing the command or, in a list, leaving the object out: every type the
-/// API takes refuses unknown fields, which is right for what a person writes and wrong for what a
-/// newer agent reports.
-pub(crate) fn from_server<T: DeserializeOwned>(answer: Value) -> CliResult<T> {
-    let read = kedge_crds::from_value_lenient::<T>(answer).map_err(bad_answer)?;
-    if !read.ignored.is_empty() {
-        static TOLD: std::sync::Once = std::sync::Once::new();
-        TOLD.call_once(|| {
-            eprintln!(
-                "warning: the server sent fields this kedge does not know ({}); it is probably newer than this CLI, which shows the rest",
-                read.ignored.join(", ")
-            );
-        });
-    }
-    Ok(read.value)
+    crate::error::bad_answer(error)
 }
 
 /// Items of a list that the API passes through from the store as they are (hosts, events): each is
 /// read on its own, the raw JSON kept for `-o json|yaml`; one that is not of its type is left out.
 pub(crate) fn typed_items<T: DeserializeOwned>(items: Vec<Value>) -> Vec<(Value, T)> {
-    items.into_iter().filter_map(|raw| from_server::<T>(raw.clone()).ok().map(|typed| (raw, typed))).collect()
+    items
+        .into_iter()
+        .filter_map(|raw| crate::error::from_server::<T>(raw.clone()).ok().map(|typed| (raw, typed)))
+        .collect()
 }
 
 pub(crate) fn list_items(list: &Value) -> CliResult<Vec<Container>> {
@@ -278,7 +262,8 @@ pub(crate) async fn recent_events(
 
 #[cfg(test)]
 mod tests {
-    use super::{from_server, typed_items, Origins};
+    use super::{typed_items, Origins};
+    use crate::error::from_server;
     use kedge_crds::Container;
     use serde_json::json;
 

@@ -26,7 +26,7 @@ pub struct WatchEvent {
 impl WatchEvent {
     /// The object as its type.
     pub fn object<T: DeserializeOwned>(&self) -> CliResult<T> {
-        crate::base::from_server(self.object.clone())
+        crate::error::from_server(self.object.clone())
     }
 
     fn error(&self) -> Option<String> {

@@ -58,3 +58,27 @@ impl From<std::io::Error> for CliError {
         CliError::usage(error.to_string())
     }
 }
+
+/// The error of an answer the CLI cannot read.
+pub(crate) fn bad_answer(error: impl std::fmt::Display) -> CliError {
+    CliError::new(Exit::Server, format!("unexpected answer from the server: {error}"))
+}
+
+/// An object the server answered, read as `T`. Fields this kedge does not know (the server is a
+/// newer kedge, as it is for a while during a fleet's upgrade) are set aside and named once on
+/// stderr, instead of failing the command or, in a list, leaving the object out: every type the
+/// API takes refuses unknown fields, which is right for what a person writes and wrong for what a
+/// newer agent reports.
+pub(crate) fn from_server<T: serde::de::DeserializeOwned>(answer: serde_json::Value) -> CliResult<T> {
+    let read = kedge_crds::from_value_lenient::<T>(answer).map_err(bad_answer)?;
+    if !read.ignored.is_empty() {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            eprintln!(
+                "warning: the server sent fields this kedge does not know ({}); it is probably newer than this CLI, which shows the rest",
+                read.ignored.join(", ")
+            );
+        });
+    }
+    Ok(read.value)
+}

@@ -180,7 +180,7 @@ async fn list_resource<K: Resource + Kind>(
     };
     if let Some(name) = query.name {
         let one: K =
-            crate::base::from_server(query.client.get(&resource_path::<K>(query.namespace, name)).await?)
+            crate::error::from_server(query.client.get(&resource_path::<K>(query.namespace, name)).await?)
                 .map_err(bad_answer)?;
         let revision = if query.watch {
             List::<Value>::from_answer(query.client.get(&list_path).await?)?.revision()
@@ -385,7 +385,7 @@ impl Kind for Campaign {
         };
         let mut items = Vec::new();
         for value in raw {
-            let campaign = crate::base::from_server(value.clone())?;
+            let campaign = crate::error::from_server(value.clone())?;
             items.push((value, campaign));
         }
         Ok(Listed::of(items))

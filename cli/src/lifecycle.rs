@@ -402,7 +402,7 @@ pub(crate) async fn list(client: &Client, ns: &str) -> CliResult<BTreeMap<String
 }
 
 async fn get(client: &Client, ns: &str, name: &str) -> CliResult<Container> {
-    crate::base::from_server(client.get(&object_path(ns, name)).await?)
+    crate::error::from_server(client.get(&object_path(ns, name)).await?)
 }
 
 fn require(all: &BTreeMap<String, Container>, ns: &str, name: &str) -> CliResult<()> {

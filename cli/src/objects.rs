@@ -76,7 +76,7 @@ impl Declared for ContainerSet {
 
 /// `kedge describe KIND NAME`: reads the object and its recent events, and prints its page.
 pub(crate) async fn describe<K: Declared>(client: &Client, namespace: &str, name: &str) -> CliResult<()> {
-    let object: K = crate::base::from_server(client.get(&resource_path::<K>(namespace, name)).await?)
+    let object: K = crate::error::from_server(client.get(&resource_path::<K>(namespace, name)).await?)
         .map_err(bad_answer)?;
     let events = recent_events(client, namespace, name, K::about).await?;
     print!("{}", object.describe_page(client, &events, Utc::now()).await?);
@@ -236,7 +236,7 @@ fn compared_by_diff(value: Value) -> Value {
 /// Reads one object; `None` when it does not exist.
 async fn read<K: Declared>(client: &Client, namespace: &str, name: &str) -> CliResult<Option<K>> {
     match client.get(&resource_path::<K>(namespace, name)).await {
-        Ok(live) => Ok(Some(crate::base::from_server(live)?)),
+        Ok(live) => Ok(Some(crate::error::from_server(live)?)),
         Err(error) if error.exit == Exit::NotFound => Ok(None),
         Err(error) => Err(error),
     }

@@ -130,7 +130,7 @@ async fn status(client: &Client, namespace: &str, args: &StatusArgs) -> CliResul
 
 async fn read_set(client: &Client, namespace: &str, name: &str) -> CliResult<ContainerSet> {
     let answer = client.get(&resource_path::<ContainerSet>(namespace, name)).await?;
-    crate::base::from_server(answer)
+    crate::error::from_server(answer)
 }
 
 /// One row of `rollout history`: REVISION IMAGE STATE SINCE.
@@ -217,7 +217,7 @@ async fn undo(client: &Client, namespace: &str, name: &str, to: Option<&str>) ->
 
 async fn read_container(client: &Client, namespace: &str, name: &str) -> CliResult<Container> {
     let answer = client.get(&resource_path::<Container>(namespace, name)).await?;
-    crate::base::from_server(answer)
+    crate::error::from_server(answer)
 }
 
 /// `rollout history container NAME`: GENERATION IMAGE IMAGE-ID STATE APPLIED, the latest first; a

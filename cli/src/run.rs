@@ -32,7 +32,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let dependency_timeout = duration("--dependency-timeout", &args.dependency_timeout)?;
     let (resolved, client) = connect(global)?;
     let ns = resolved.namespace.clone();
-    let spec: Container = crate::base::from_server(client.get(&object_path(&ns, &args.name)).await?)?;
+    let spec: Container = crate::error::from_server(client.get(&object_path(&ns, &args.name)).await?)?;
     refuse_secret_env(&spec)?;
 
     // Dependencies first, each in its dependsOn condition (their agents start them in order).

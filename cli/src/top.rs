@@ -45,7 +45,7 @@ pub async fn top(names: &[String], global: &GlobalArgs) -> CliResult<Exit> {
             let client = &client;
             async move {
                 let sample = match client.get(&format!("{}/stats", object_path(namespace, &name))).await {
-                    Ok(answer) => crate::base::from_server(answer),
+                    Ok(answer) => crate::error::from_server(answer),
                     Err(error) => Err(error),
                 };
                 (name, sample)

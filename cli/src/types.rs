@@ -52,7 +52,7 @@ impl<T: DeserializeOwned> List<T> {
         if !answer.is_object() {
             return Ok(List::empty());
         }
-        crate::base::from_server(answer)
+        crate::error::from_server(answer)
     }
 
     /// The store revision the list was read at: a watch from it misses nothing.

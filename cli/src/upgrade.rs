@@ -103,7 +103,7 @@ async fn cancel(args: CancelArgs, global: &GlobalArgs) -> CliResult<Exit> {
     let timeout = parse_duration(&args.timeout).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
     let (_, client) = connect(global)?;
     let path = format!("/api/v1/upgrades/{}/cancel", encode(&args.id));
-    let campaign: Campaign = crate::base::from_server(client.send(Method::POST, &path, None).await?.body)?;
+    let campaign: Campaign = crate::error::from_server(client.send(Method::POST, &path, None).await?.body)?;
     let in_flight: Vec<&str> = campaign
         .hosts
         .iter()
@@ -153,7 +153,7 @@ async fn agents(args: AgentsArgs, global: &GlobalArgs) -> CliResult<Exit> {
         }
     }
     let campaign: Campaign =
-        crate::base::from_server(client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body)?;
+        crate::error::from_server(client.send(Method::POST, "/api/v1/upgrades", Some(&body)).await?.body)?;
     let id = campaign.id.clone();
     let hosts = &campaign.hosts;
     let names = |wanted: bool| -> Vec<String> {
@@ -280,7 +280,7 @@ pub fn healthcheck(args: HealthcheckArgs) -> CliResult<Exit> {
 }
 
 async fn read_campaign(client: &Client, id: &str) -> CliResult<Campaign> {
-    crate::base::from_server(client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?)
+    crate::error::from_server(client.get(&format!("/api/v1/upgrades/{}", encode(id))).await?)
 }
 
 /// A duration as people write it: `30s`, `5m`, `1h30m`.
