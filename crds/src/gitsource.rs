@@ -55,7 +55,7 @@ pub struct GitSource {
 }
 
 /// Where the specs are and how they are kept applied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GitSourceSpec {
     /// The repository: `file:///path`, `http(s)://host/repo.git` (a token as the URL's password),
@@ -109,6 +109,25 @@ pub struct GitSourceSsh {
     /// agent that may lead must have it), instead of `privateKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<String>,
+}
+
+/// Without the URL's token, like the webhook's secret and the ssh key: a `{:?}` in a log line must
+/// not carry a credential.
+impl std::fmt::Debug for GitSourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSourceSpec")
+            .field("url", &url_without_password(&self.url))
+            .field("branch", &self.branch)
+            .field("tag", &self.tag)
+            .field("commit", &self.commit)
+            .field("path", &self.path)
+            .field("interval", &self.interval)
+            .field("prune", &self.prune)
+            .field("suspend", &self.suspend)
+            .field("webhook", &self.webhook)
+            .field("ssh", &self.ssh)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for GitSourceSsh {
@@ -562,7 +581,7 @@ mod tests {
     fn the_secret_is_never_in_debug_or_a_redacted_copy() {
         let mut s = source(GitSourceSpec {
             webhook: Some(GitSourceWebhook { secret: "hunter2".into() }),
-            ..url("file:///r")
+            ..url("https://bot:hunter4@git.example/r.git")
         });
         s.spec.ssh = Some(GitSourceSsh {
             known_hosts: HOST_KEY.into(),
@@ -571,9 +590,14 @@ mod tests {
         });
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{s:?}").contains("hunter3"));
+        assert!(!format!("{s:?}").contains("hunter4"), "the URL's token: {s:?}");
+        assert!(format!("{s:?}").contains("git.example/r.git"), "the rest of the URL is shown: {s:?}");
         redact_git_source(&mut s);
         let shown = serde_json::to_string(&s).unwrap();
-        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3") && !shown.contains("hunter4"),
+            "{shown}"
+        );
         assert!(shown.contains("AAAAC3NzaC1lZDI1NTE5"), "the host keys are not secret: {shown}");
     }
 
