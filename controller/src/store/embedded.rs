@@ -29,7 +29,8 @@
 //! # History, watches and leases
 //!
 //! Watch history lives in memory: every event since the compaction revision. It is compacted
-//! automatically to the newest `history_events / 2` events when it grows past `history_events`, and on
+//! automatically to the newest half when it grows past `history_events` events or `history_bytes`
+//! bytes of keys and values (an idle agent's memory is then bounded whatever it wrote before), and on
 //! reopen it starts at the revision after the last snapshot. A watcher reads history at its own pace
 //! (writers never wait for watchers); a watcher that falls behind the compaction point gets
 //! [`StoreError::Compacted`] and must re-list. Leases are persisted with their TTL; as in etcd, a lease
@@ -71,11 +72,18 @@ pub struct EmbeddedOptions {
     pub snapshot_threshold_bytes: u64,
     /// Keep at most this many events of watch history in memory (see the module docs).
     pub history_events: usize,
+    /// ... and at most this many bytes of their keys and values. Each event holds a copy of the value
+    /// written, so this, not the count, is what bounds the memory history takes.
+    pub history_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { snapshot_threshold_bytes: 16 << 20, history_events: 100_000 }
+        EmbeddedOptions {
+            snapshot_threshold_bytes: 16 << 20,
+            history_events: 100_000,
+            history_bytes: 4 << 20,
+        }
     }
 }
 
@@ -126,6 +134,8 @@ struct State {
     /// History holds every event with revision >= compact_revision.
     compact_revision: i64,
     history: VecDeque<WatchEvent>,
+    /// The bytes of keys and values the events in `history` hold ([`event_bytes`]).
+    history_bytes: usize,
     leases: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
     pending: VecDeque<PendingFrame>,
@@ -201,6 +211,7 @@ impl EmbeddedStore {
             durable_revision: 1,
             compact_revision: 0,
             history: VecDeque::new(),
+            history_bytes: 0,
             leases: HashMap::new(),
             next_lease: 1,
             pending: VecDeque::new(),
@@ -216,7 +227,7 @@ impl EmbeddedStore {
                 if meta.permissions().mode() & 0o077 != 0 {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(PRIVATE)).map_err(io)?;
                 }
-                let valid_len = replay(&path, &mut state, options.history_events)?;
+                let valid_len = replay(&path, &mut state, &options)?;
                 let file = OpenOptions::new().read(true).append(true).open(&path).map_err(io)?;
                 if valid_len < meta.len() {
                     tracing::warn!(
@@ -322,7 +333,7 @@ fn frame(record: &Record) -> Vec<u8> {
 }
 
 /// Replays the file into `state`; returns the length of its valid prefix.
-fn replay(path: &Path, state: &mut State, history_events: usize) -> Result<u64, StoreError> {
+fn replay(path: &Path, state: &mut State, options: &EmbeddedOptions) -> Result<u64, StoreError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
@@ -349,7 +360,7 @@ fn replay(path: &Path, state: &mut State, history_events: usize) -> Result<u64, 
             }
         };
         state.replay_record(record, now)?;
-        state.trim_history(history_events);
+        state.trim_history(options);
         offset += len;
     }
     Ok(offset as u64)
@@ -383,6 +394,11 @@ fn decode_value(hex_value: &str) -> Result<Vec<u8>, StoreError> {
     hex::decode(hex_value).map_err(|e| StoreError::Corrupt(format!("bad value encoding: {e}")))
 }
 
+/// What one event of history holds in memory, near enough: its key and value and a fixed part.
+fn event_bytes(event: &WatchEvent) -> usize {
+    event.kv.key.len() + event.kv.value.len() + std::mem::size_of::<WatchEvent>()
+}
+
 impl State {
     fn replay_record(&mut self, record: Record, now: Instant) -> Result<(), StoreError> {
         match record {
@@ -390,6 +406,7 @@ impl State {
                 self.kvs.clear();
                 self.leases.clear();
                 self.history.clear();
+                self.history_bytes = 0;
                 for l in leases {
                     self.leases.insert(
                         l.id,
@@ -429,7 +446,7 @@ impl State {
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 let events = self.apply(revision, ops, revoke);
-                self.history.extend(events);
+                self.push_history(events);
             }
             Record::Grant { id, ttl } => {
                 self.leases.insert(id, Lease { ttl, deadline: now + secs(ttl), keys: BTreeSet::new() });
@@ -502,14 +519,41 @@ impl State {
         }
         self.compact_revision = revision;
         while self.history.front().is_some_and(|e| e.revision < revision) {
-            self.history.pop_front();
+            if let Some(gone) = self.history.pop_front() {
+                self.history_bytes -= event_bytes(&gone);
+            }
         }
     }
 
-    fn trim_history(&mut self, limit: usize) {
-        if self.history.len() > limit {
-            let keep_from = self.history[self.history.len() - limit / 2].revision;
+    fn push_history(&mut self, events: impl IntoIterator<Item = WatchEvent>) {
+        for event in events {
+            self.history_bytes += event_bytes(&event);
+            self.history.push_back(event);
+        }
+    }
+
+    /// Past either bound, keeps the newest half of it (whole revisions: a transaction's events go
+    /// together, so a watcher never sees part of one).
+    fn trim_history(&mut self, options: &EmbeddedOptions) {
+        if self.history.len() > options.history_events {
+            let keep_from = self.history[self.history.len() - options.history_events / 2].revision;
             self.compact_history(keep_from);
+        }
+        if self.history_bytes > options.history_bytes {
+            let mut kept = 0;
+            let mut keep_from = None;
+            for event in self.history.iter().rev() {
+                kept += event_bytes(event);
+                if kept > options.history_bytes / 2 {
+                    break;
+                }
+                keep_from = Some(event.revision);
+            }
+            // Even the newest event alone is over half the bound: keep that one revision.
+            let newest = self.history.back().map(|e| e.revision);
+            if let Some(keep_from) = keep_from.or(newest) {
+                self.compact_history(keep_from);
+            }
         }
     }
 
@@ -683,9 +727,8 @@ fn commit_loop(shared: Arc<Shared>, mut file: File) {
                     st.durable_revision = st.durable_revision.max(last.revision);
                 }
                 let compact = st.compact_revision;
-                st.history.extend(events.into_iter().filter(|e| e.revision >= compact));
-                let limit = shared.options.history_events;
-                st.trim_history(limit);
+                st.push_history(events.into_iter().filter(|e| e.revision >= compact));
+                st.trim_history(&shared.options);
                 drop(st);
                 shared.durable.send_replace(seq);
             }

@@ -143,7 +143,11 @@ fn flip_byte(path: &std::path::Path, at: u64) {
 async fn snapshots_rewrite_the_file_and_keep_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kedge.db");
-    let options = EmbeddedOptions { snapshot_threshold_bytes: 64 * 1024, history_events: 100_000 };
+    let options = EmbeddedOptions {
+        snapshot_threshold_bytes: 64 * 1024,
+        history_events: 100_000,
+        ..EmbeddedOptions::default()
+    };
     let last;
     {
         let store = EmbeddedStore::open(&path, options.clone()).await.unwrap();
@@ -170,7 +174,11 @@ async fn snapshots_rewrite_the_file_and_keep_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_limit_compacts_and_slow_watchers_are_told() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { snapshot_threshold_bytes: 16 << 20, history_events: 100 };
+    let options = EmbeddedOptions {
+        snapshot_threshold_bytes: 16 << 20,
+        history_events: 100,
+        ..EmbeddedOptions::default()
+    };
     let store = EmbeddedStore::open(dir.path().join("kedge.db"), options).await.unwrap();
     let mut w = store.watch("/", 2).await.unwrap();
     for i in 0..300 {
@@ -188,6 +196,40 @@ async fn history_limit_compacts_and_slow_watchers_are_told() {
             other => panic!("{other:?} after {seen} events"),
         }
     }
+}
+
+/// History is bounded by the bytes it holds, not only by its count: 300 writes of 10 KiB against a
+/// 256 KiB bound keep the newest half of it (about 12 writes), a watch from before that is told it
+/// was compacted, and one from within it gets every event. A value over the bound keeps its own revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { history_bytes: 256 << 10, ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open(dir.path().join("kedge.db"), options).await.unwrap();
+    let mut last = 0;
+    for i in 0..300 {
+        last =
+            store.put(&format!("/k{}", i % 7), vec![b'v'; 10 << 10], PutCondition::Always, 0).await.unwrap();
+    }
+    let mut old = store.watch("/", last - 40).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut old)).await.unwrap() {
+        Some(Err(StoreError::Compacted { compact_revision })) => {
+            assert!(
+                compact_revision > last - 40 && compact_revision <= last - 5,
+                "{compact_revision} of {last}"
+            )
+        }
+        other => panic!("a watch from 40 writes back (400 KiB) should be compacted, got {other:?}"),
+    }
+    let mut recent = store.watch("/", last - 5).await.unwrap();
+    let events = conformance::take_events(&mut recent, 6).await;
+    assert_eq!(events.first().unwrap().revision, last - 5);
+    assert_eq!(events.last().unwrap().revision, last);
+
+    let big = store.put("/big", vec![b'b'; 1 << 20], PutCondition::Always, 0).await.unwrap();
+    let mut w = store.watch("/big", big).await.unwrap();
+    let events = conformance::take_events(&mut w, 1).await;
+    assert_eq!((events[0].revision, events[0].kv.value.len()), (big, 1 << 20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
