@@ -284,6 +284,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    crate::memory::hand_back_freed_memory();
 
     let token = api::token::load_or_create_token(&args.state_dir)
         .with_context(|| format!("cannot create the API token in {}", args.state_dir.display()))?;

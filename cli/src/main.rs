@@ -20,6 +20,7 @@ mod gitsources;
 mod handoff;
 mod kinds;
 mod lifecycle;
+mod memory;
 mod objects;
 mod output;
 mod policy;
@@ -652,6 +653,10 @@ pub enum ConfigCommand {
     #[command(after_help = "Example:\n  kedge config delete-context lab")]
     DeleteContext { name: String },
 }
+
+/// jemalloc rather than glibc's allocator: see memory.rs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let matches = command().get_matches();
