@@ -70,17 +70,23 @@ const MAX_BINDINGS_PER_PASS: usize = 1024;
 /// How many of a pass's binding writes are in flight at once.
 const CONCURRENT_BINDINGS: usize = 32;
 /// How often every controller of a pass decides from scratch at the least, even those whose caches
-/// did not change since they last found nothing to do ([`Settled`]): a safety net, since a busy
-/// leader (a change every few hundred ms) never sees the quiet [`super::wake::SAFETY_TICK`].
-const FULL_PASS_EVERY: Duration = Duration::from_secs(30);
+/// did not change since they last found nothing to do ([`Settled`]): a safety net under the
+/// skipping, whose rule is that a controller is a pure function of its caches and its deadlines
+/// (`changed_keys_decide_what_a_full_plan_decides` checks it for the scheduling pass). As often as
+/// an agent re-reads its whole engine (the default resync). It was 30 s, and the quiet safety tick
+/// ([`super::wake::SAFETY_TICK`]) decided from scratch too: at 500 specs that was 2.5 to 3.4 ms of
+/// CPU every 10 s, the only spike of an idle agent's second-by-second CPU.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(300);
 
 /// The caches' change counts ([`crate::runtime::Reflector::changes`]) at which each controller last
 /// decided nothing and had no deadline ahead. A controller is a pure function of its caches (and,
 /// through its deadlines, of time): while the counts it reads stay the same it would decide nothing
 /// again, and its pass is skipped. Most wake-ups of a settled fleet are container statuses, which only
 /// the ContainerSet controller reads, so the scheduling and projection passes over every spec run only
-/// when specs, bindings, hosts or placements changed. Cleared at each [`FULL_PASS_EVERY`], on a
-/// deadline and on the quiet safety tick: those passes decide everything.
+/// when specs, bindings, hosts or placements changed. Cleared at each [`FULL_PASS_EVERY`], at a
+/// leadership's first pass and on a deadline: those passes decide everything. The quiet safety
+/// tick does not clear it: it is there for a change that failed to wake the leader, and such a
+/// change moved the counts the skipping compares.
 #[derive(Debug, Default)]
 struct Settled {
     schedule: Option<ScheduleMemo>,
@@ -449,7 +455,8 @@ impl Leader<'_> {
                 _ = &mut renewing => return false,
                 reason = wake.next(deadline) => {
                     tracing::trace!(?reason, "leader pass");
-                    if reason != super::wake::Reason::Changed || self.full_at.elapsed() >= FULL_PASS_EVERY {
+                    let from_scratch = matches!(reason, super::wake::Reason::First | super::wake::Reason::Deadline);
+                    if from_scratch || self.full_at.elapsed() >= FULL_PASS_EVERY {
                         self.settled = Settled::default();
                         self.full_at = Instant::now();
                     }
