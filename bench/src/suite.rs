@@ -47,7 +47,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: kedge-bench suite --kedge-bin PATH [--reps 2] [--drift 100] [--rollout 50] \
-[--idle 500] [--idle-seconds 60] [--api-specs 200] [--workers 8] [--no-swarm] [--dockerd-pid PID] \
+[--idle 500] [--idle-seconds 330] [--api-specs 200] [--workers 8] [--no-swarm] [--dockerd-pid PID] \
 [--etcd ENDPOINTS] [--only drift,rollout,idle,api,swarm] [--load 0] [--profile release] [--swarm-order stop-first] \
 [--out bench-results/latest.json]";
 
@@ -57,7 +57,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         drift: 100,
         rollout: 50,
         idle: 500,
-        idle_seconds: 60,
+        // Long enough to hold the agent's periodic resync (300 s after its start) and the leader's
+        // from-scratch pass (as often): a 60 s window missed both, and with them a 19% spike.
+        idle_seconds: 330,
         api_specs: 200,
         workers: 8,
         swarm: true,
@@ -305,6 +307,7 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
         let host = format!("bench-{run}-idle");
         let ns = format!("bi{run}");
         let agent = AgentProcess::start(&o.kedge_bin, &dir, "embedded", &host).await?;
+        let agent_started = Instant::now();
         let client = reqwest::Client::new();
         let names: Vec<String> = (0..o.idle).map(|i| format!("bi{i}-{run}")).collect();
         let started = Instant::now();
@@ -327,6 +330,7 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
         let engine_cpu0 = o.dockerd_pid.map(common::tree_cpu_seconds).transpose()?;
         let load_before = common::load_average();
         let window = Instant::now();
+        let agent_age_at_window = agent_started.elapsed().as_secs_f64();
         let samples = idle_samples(pid, o.idle_seconds).await?;
         let seconds = window.elapsed().as_secs_f64();
         let agent_cpu = common::cpu_seconds(pid)? - agent_cpu0;
@@ -398,6 +402,10 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
             "agent_rss_anon_mib_end": rss_anon,
             "agent_rss_file_mib_end": rss_file,
             "samples": samples.count,
+            // The agent's periodic resync comes 300 s after its start: inside the window when this
+            // plus window_seconds passes 300.
+            "agent_age_at_window_start_seconds": agent_age_at_window,
+            "window_covers_first_resync": agent_age_at_window < 300.0 && agent_age_at_window + seconds > 300.0,
             "engine_cpu_seconds": engine_cpu,
             "engine_cpu_percent_of_one_core": engine_cpu.map(|c| 100.0 * c / seconds),
             "load_average_window_start": load_before,
@@ -682,13 +690,18 @@ fn table(r: &Value) -> Vec<String> {
         let rss_max = i["agent_rss_mib_max"].as_f64().unwrap_or(f64::NAN);
         let rss_mean = i["agent_rss_mib_mean"].as_f64().unwrap_or(f64::NAN);
         rows.push([
-            format!("idle CPU, {} containers", i["containers"]),
+            format!(
+                "idle CPU, {} containers, {:.0} s",
+                i["containers"],
+                i["window_seconds"].as_f64().unwrap_or(f64::NAN)
+            ),
             format!("{cpu:.3}% of a core, max {cpu_max:.2}% in a second"),
             format!(
-                "engine {:.2}%; target <= 0.2% (the window's mean)",
-                i["engine_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN)
+                "engine {:.2}%; resync in the window: {}; target <= 0.2% (the mean and every second)",
+                i["engine_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN),
+                i["window_covers_first_resync"]
             ),
-            verdict(cpu <= 0.2),
+            verdict(cpu <= 0.2 && cpu_max <= 0.2),
         ]);
         rows.push([
             "idle RSS (sampled each second)".into(),
