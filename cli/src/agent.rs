@@ -48,8 +48,9 @@ pub struct AgentArgs {
     /// How many specs are reconciled at once.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
-    /// How often every spec is reconciled even without an event, in seconds.
-    #[arg(long, default_value_t = 300)]
+    /// How often every spec is reconciled even without an event, in seconds (spread evenly over
+    /// the interval).
+    #[arg(long, env = "KEDGE_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
     /// How long a host must be NotReady before the scheduler moves its specs to other hosts, in
     /// seconds. Only the agent leading the scheduler uses it; give every agent the same value.
