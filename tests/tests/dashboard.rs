@@ -22,6 +22,11 @@ use serde_json::{json, Value};
 use crate::api_support::{http, http_with_headers, kedge_command};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// How long the browser session may take to start. The test failed its first try at about 36 s in
+/// three CI runs in a row (the first Chromium start of the run, under the suite's load) and passed
+/// its retry in 6 s; which wait ran out was not recorded, and the session start, the one wait
+/// that depends on a cold Chromium, is the likeliest. The phases' times are printed (shown on failure).
+const SESSION_DEADLINE: Duration = Duration::from_secs(120);
 /// A label value a careless page would turn into markup that runs script.
 const XSS: &str = "<img src=x onerror=\"window.__kedgeXss=1\">";
 
@@ -69,7 +74,7 @@ async fn browser(profile: &std::path::Path) -> (Group, Client) {
                      format!("--user-data-dir={}", profile.display())],
         }),
     );
-    let client = eventually("chromedriver to start a session", DEADLINE, || {
+    let client = eventually("chromedriver to start a session", SESSION_DEADLINE, || {
         let capabilities = capabilities.clone();
         let url = url.clone();
         async move {
@@ -231,7 +236,9 @@ async fn the_dashboard_lists_the_api_updates_live_and_upgrades_only_for_admins()
     assert_eq!(api_get("/api/v1/upgrades".into()).await.json()["items"], json!([]), "nothing forwarded");
 
     let profile = tempfile::tempdir().unwrap();
+    let session = std::time::Instant::now();
     let (_driver, client) = browser(profile.path()).await;
+    eprintln!("measured: the browser session started in {:.1}s", session.elapsed().as_secs_f64());
 
     // Containers: every one the API lists, with its restarts; the markup-shaped label stays text.
     client.goto(&format!("{url}#/containers")).await.expect("open the dashboard");
