@@ -72,7 +72,8 @@ pub(crate) async fn follow_engine(
         let mut events = Box::pin(docker.events_with_networks(last_seen));
         // Resync after subscribing, so nothing falls between the resync and the subscription.
         if connected_before {
-            if let Err(error) = enqueue_everything(host, docker, cache, snapshot, queue).await {
+            if let Err(error) = enqueue_everything(host, docker, cache, snapshot, queue, Duration::ZERO).await
+            {
                 tracing::warn!(%error, "resync after an engine reconnect failed");
             }
         }
@@ -158,7 +159,7 @@ fn can_mean_drift(action: &EventAction) -> bool {
 /// finds containers whose spec is gone), from one list of the engine's containers
 /// ([`super::snapshot`]). The agent's start does the first one (`Agent::start_from_snapshot`),
 /// and an engine reconnect does one too, each all at once; the periodic one spreads the specs' keys
-/// evenly over the interval ([`spread_everything`]).
+/// evenly over the interval ([`enqueue_everything`]).
 pub(crate) async fn resync_every(
     host: String,
     interval: Duration,
@@ -179,42 +180,21 @@ pub(crate) async fn resync_every(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval - expiry) => {}
         }
-        if let Err(error) = spread_everything(&host, &docker, &cache, &snapshot, &queue, interval).await {
+        if let Err(error) = enqueue_everything(&host, &docker, &cache, &snapshot, &queue, interval).await {
             tracing::warn!(%error, "periodic resync could not list the engine's containers");
         }
     }
 }
 
-/// Lists the engine's containers once into `snapshot`, then enqueues every spec's key and every
-/// listed key.
+/// Lists the engine's containers once into `snapshot`, enqueues at once the keys of listed
+/// containers that have no spec (a spec deleted behind the agent's back), and the specs' keys evenly
+/// over `over` (all at once when it is zero: an engine reconnect). The periodic resync spreads them
+/// over its interval: at 500 containers, enqueueing them all at once cost an idle agent 194 ms of CPU
+/// within two seconds every 5 minutes (19% of a core in the worst second). A key that something
+/// else enqueues meanwhile (an engine event, a spec change) runs at once as always: a spread key is
+/// only a deadline by which it is looked at again. Keys revisited after the snapshot's age read the
+/// engine themselves.
 pub(crate) async fn enqueue_everything(
-    host: &str,
-    engine: &dyn Engine,
-    cache: &DesiredState,
-    snapshot: &EngineSnapshot,
-    queue: &WorkQueue<String>,
-) -> Result<(), crate::docker::DockerError> {
-    let listed = snapshot.list(engine, host).await?;
-    for key in cache.keys() {
-        queue.add(key);
-    }
-    for container in listed {
-        if let Some(key) = labels::key(&container.labels) {
-            queue.add(key.to_owned());
-        }
-    }
-    Ok(())
-}
-
-/// The periodic resync: lists the engine's containers once into `snapshot`, enqueues at once the
-/// keys of listed containers that have no spec (a spec deleted behind the agent's back), and the
-/// specs' keys one after another, evenly over `over`. At 500 containers, enqueueing them all at
-/// once cost an idle agent 194 ms of CPU within two seconds every 5 minutes (19% of a core in the
-/// worst second); spread, it is under a millisecond a second. A key that something else enqueues
-/// meanwhile (an engine event, a spec change) runs at once as always: a spread key is only a
-/// deadline by which it is looked at again. Keys revisited after the snapshot's age read the engine
-/// themselves.
-pub(crate) async fn spread_everything(
     host: &str,
     engine: &dyn Engine,
     cache: &DesiredState,

@@ -75,7 +75,7 @@ const CONCURRENT_BINDINGS: usize = 32;
 /// (`changed_keys_decide_what_a_full_plan_decides` checks it for the scheduling pass). As often as
 /// an agent re-reads its whole engine (the default resync). It was 30 s, and the quiet safety tick
 /// ([`super::wake::SAFETY_TICK`]) decided from scratch too: at 500 specs that was 2.5 to 3.4 ms of
-/// CPU every 10 s, the only spike of an idle agent's second-by-second CPU.
+/// CPU every 10 s in an idle agent's second-by-second CPU.
 const FULL_PASS_EVERY: Duration = Duration::from_secs(300);
 
 /// The caches' change counts ([`crate::runtime::Reflector::changes`]) at which each controller last
