@@ -5,14 +5,20 @@
 //!
 //! An agent follows `specs/` and `bindings/` (every host's: the old layout) until the leader's
 //! marker [`keys::PLACEMENTS_READY`] says the placements are complete and names the current
-//! leader's term, then only its own placements. When the marker has not named the current leader
-//! for [`super::AgentConfig::placements_grace`] (a leader of an older kedge, which keeps no
-//! placements; no leader; no marker), it follows the old layout again, until a leader marks the
-//! placements anew. Both feed the same two caches ([`DesiredState`] and [`BindingCache`]): a
-//! placement is translated into the spec key it projects (at the spec's own revisions, so a spec
-//! is the same object whichever way it was read) and a binding to this host. The switch therefore
-//! changes nothing for the specs this host runs (same keys, same revisions: nothing is enqueued,
-//! nothing recreated), and drops the other hosts' specs from the caches. Between the old followers'
+//! leader's term, then only its own placements. A new leader of this kedge says in the marker, as
+//! it takes over, that it keeps the placements ([`ReadyMarker::keeper`]), and marks them complete
+//! after its first pass; meanwhile the agents go on following them. When the current leader has
+//! neither marked nor kept them for [`super::AgentConfig::placements_grace`] (a leader of an older
+//! kedge, which keeps no placements; no leader; no marker), an agent follows the old layout again,
+//! until a leader marks the placements anew. An agent that starts follows its placements when they
+//! are marked under the current leader; when there is a marker but not of the current leader, it
+//! follows nothing until they are (for at most the grace unless the leader keeps them), and only
+//! without any marker does it start on the old layout. Both feed the same two caches
+//! ([`DesiredState`] and [`BindingCache`]): a placement is translated into the spec key it
+//! projects (at the spec's own revisions, so a spec is the same object whichever way it was read)
+//! and a binding to this host. The switch therefore changes nothing for the specs this host runs
+//! (same keys, same revisions: nothing is enqueued, nothing recreated), and drops the other hosts'
+//! specs from the caches. Between the old followers'
 //! end and the first list of the placements the caches are not in sync, and nothing is removed
 //! while they are not; the same holds for a switch back. A placement whose spec the leader found
 //! unreadable keeps the last readable version and says why ([`Placement::invalid`]): its key is
@@ -31,9 +37,6 @@ use crate::store::{keys, KeyValue, SharedStore};
 use super::bindings::{Binding, BindingCache};
 pub use super::cache::InvalidSpec;
 use super::cache::{DesiredState, InvalidNotes};
-
-/// How long an agent waits at start to read the marker before it follows the old layout meanwhile.
-const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The layout version the marker names; an agent switches to placements only for a version it knows.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -77,8 +80,16 @@ pub struct InvalidHeader {
 pub struct ReadyMarker {
     /// The placements' layout version ([`LAYOUT_VERSION`]).
     pub version: u32,
-    /// The term of the leader that wrote it.
+    /// The term of the leader that found the placements complete and wrote it.
     pub term: i64,
+    /// The term of a leader that took over from `term`'s and keeps the placements, but has not
+    /// found them complete yet (its first pass needs every spec, binding and placement listed,
+    /// which can take minutes on a loaded store with tens of thousands of specs). While it leads,
+    /// agents that follow their placements go on doing so, and a starting agent waits for its
+    /// mark, instead of every agent listing every spec and binding at once (see the module
+    /// documentation). Older kedges neither write nor read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<i64>,
 }
 
 /// One placement key-value of this host, as the caches take it.
@@ -216,19 +227,95 @@ pub(crate) async fn follow_placements(
 /// written by the scheduler's current leader: a leader of an older kedge does not keep the
 /// placements, so a marker of an earlier term does not vouch for them.
 fn ready(marker: &Reflector<ReadyMarker>, leader: &Reflector<()>) -> bool {
-    marker.in_sync()
-        && leader.in_sync()
-        && marker.get(keys::PLACEMENTS_READY).is_some_and(|ready| {
-            ready.version >= 1
-                && ready.version <= LAYOUT_VERSION
-                && leader.stored(keys::SCHEDULER_LEADER).is_some_and(|term| term.mod_revision == ready.term)
-        })
+    current_marker(marker, leader).is_some_and(|(ready, term)| ready.term == term)
 }
 
-/// Waits until the marker has not vouched for the placements ([`ready`]) for `grace` on end: the
+/// Whether the scheduler's current leader keeps the placements: it found them complete
+/// ([`ready`]), or it took over from a leader that did and said it keeps them
+/// ([`ReadyMarker::keeper`]) while its first pass runs.
+fn kept(marker: &Reflector<ReadyMarker>, leader: &Reflector<()>) -> bool {
+    current_marker(marker, leader)
+        .is_some_and(|(ready, term)| ready.term == term || ready.keeper == Some(term))
+}
+
+/// The marker, when it is in a layout this agent knows, and the current leader's term; `None`
+/// while either is not known (not in sync) or missing.
+fn current_marker(marker: &Reflector<ReadyMarker>, leader: &Reflector<()>) -> Option<(ReadyMarker, i64)> {
+    if !marker.in_sync() || !leader.in_sync() {
+        return None;
+    }
+    let ready =
+        marker.get(keys::PLACEMENTS_READY).filter(|ready| (1..=LAYOUT_VERSION).contains(&ready.version))?;
+    let term = leader.stored(keys::SCHEDULER_LEADER)?.mod_revision;
+    Some((ready, term))
+}
+
+/// What a starting agent does before it follows anything, once the marker and the leader key are
+/// read ([`follow_desired`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtStart {
+    /// The placements are complete under the current leader: follow them.
+    Placements,
+    /// There is a marker but the current leader has not found the placements complete (a change
+    /// of leader is under way, an older kedge leads, or nobody does): wait for it, following
+    /// nothing, for at most the grace if the current leader does not keep them, however long it
+    /// takes if it does ([`kept`]). Following placements not vouched for could remove a container
+    /// bound here since; following every spec and binding is a list of the whole store by every
+    /// agent that starts, which is what a fleet's store can least afford while its leadership
+    /// changes.
+    Wait,
+    /// No marker: a fleet whose leaders never kept placements. Follow every spec and binding.
+    OldLayout,
+}
+
+fn at_start(marker: &Reflector<ReadyMarker>, leader: &Reflector<()>) -> AtStart {
+    if ready(marker, leader) {
+        AtStart::Placements
+    } else if marker.get(keys::PLACEMENTS_READY).is_some() {
+        AtStart::Wait
+    } else {
+        AtStart::OldLayout
+    }
+}
+
+/// A starting agent's wait ([`AtStart::Wait`]): true once the placements are complete under the
+/// current leader, false once they have not been and the current leader has not kept them for
+/// `grace` on end.
+async fn wait_for_mark(
+    marker: &Reflector<ReadyMarker>,
+    leader: &Reflector<()>,
+    grace: std::time::Duration,
+) -> bool {
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        let (mut marker_changes, mut leader_changes) = (marker.subscribe(), leader.subscribe());
+        if ready(marker, leader) {
+            return true;
+        }
+        if kept(marker, leader) {
+            since = None;
+        } else if since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= grace {
+            return false;
+        }
+        let deadline = since.map(|began| began + grace);
+        tokio::select! {
+            _ = marker_changes.changed() => {}
+            _ = leader_changes.changed() => {}
+            _ = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+/// Waits until the current leader has not kept the placements ([`kept`]) for `grace` on end: the
 /// leadership went to a leader that does not keep them, or nobody leads, or the marker is gone. A
-/// new leader of this kedge marks them again after its first complete pass, well within `grace`,
-/// so an ordinary change of leader changes nothing for the agents.
+/// new leader of this kedge says it keeps them as it takes over and marks them after its first
+/// complete pass, so a change of leader changes nothing for the agents, however long that pass
+/// takes.
 async fn until_unvouched(
     marker: &Reflector<ReadyMarker>,
     leader: &Reflector<()>,
@@ -237,7 +324,7 @@ async fn until_unvouched(
     let mut since: Option<tokio::time::Instant> = None;
     loop {
         let (mut marker_changes, mut leader_changes) = (marker.subscribe(), leader.subscribe());
-        if ready(marker, leader) {
+        if kept(marker, leader) {
             since = None;
         } else {
             let began = *since.get_or_insert_with(tokio::time::Instant::now);
@@ -283,14 +370,33 @@ pub(crate) async fn follow_desired(agent: Arc<super::Agent>, stopping: Cancellat
         watching,
     );
     // A restarted agent of a fleet that switched long ago goes straight to its placements, instead
-    // of listing every spec and binding first; a store that does not answer is waited for only a
-    // little (the old layout is followed meanwhile: it removes nothing while not in sync either).
+    // of listing every spec and binding first. It reads the marker and the leader key first,
+    // however long a loaded store takes: the old layout would be a list of the whole store, which
+    // a slow store can least afford (a thousand agents that lost their host locks to a slow store
+    // and started again, each listing 30,000 specs, kept it from ever answering again).
+    let known = async {
+        while !marker.wait_in_sync(std::time::Duration::from_secs(60)).await {}
+        while !leader.wait_in_sync(std::time::Duration::from_secs(60)).await {}
+    };
     tokio::select! {
-        _ = async { tokio::join!(marker.wait_in_sync(MARKER_WAIT), leader.wait_in_sync(MARKER_WAIT)) } => {}
+        _ = known => {}
         _ = stopping.cancelled() => return,
     }
     let grace = agent.config.placements_grace;
     let mut placements_now = agent.follows_placements();
+    if !placements_now {
+        match at_start(&marker, &leader) {
+            AtStart::Placements => placements_now = true,
+            AtStart::Wait => {
+                tracing::info!(host = %agent.config.host_name, "waiting for the scheduler's leader to find the placements complete");
+                tokio::select! {
+                    found = wait_for_mark(&marker, &leader, grace) => placements_now = found,
+                    _ = stopping.cancelled() => return,
+                }
+            }
+            AtStart::OldLayout => {}
+        }
+    }
     loop {
         if !placements_now && !ready(&marker, &leader) {
             agent.config.stats.placements.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -454,8 +560,59 @@ mod tests {
     }
 
     fn marker_of(term: i64, revision: i64) -> KeyValue {
-        let value = serde_json::to_vec(&ReadyMarker { version: LAYOUT_VERSION, term }).unwrap();
+        let value = serde_json::to_vec(&ReadyMarker { version: LAYOUT_VERSION, term, keeper: None }).unwrap();
         kv(keys::PLACEMENTS_READY, value, revision)
+    }
+
+    fn marker_kept(term: i64, keeper: i64, revision: i64) -> KeyValue {
+        let marker = ReadyMarker { version: LAYOUT_VERSION, term, keeper: Some(keeper) };
+        kv(keys::PLACEMENTS_READY, serde_json::to_vec(&marker).unwrap(), revision)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_that_keeps_the_placements_vouches_for_them_until_its_pass_marks_them() {
+        let grace = std::time::Duration::from_secs(30);
+        let marker: Reflector<ReadyMarker> =
+            Reflector::new(|kv| serde_json::from_slice(&kv.value).map_err(|e| e.to_string()));
+        let leader: Reflector<()> = Reflector::new(|_| Ok(()));
+        leader.apply(&Event::Restarted {
+            kvs: vec![kv(keys::SCHEDULER_LEADER, b"h1".to_vec(), 10)],
+            revision: 12,
+        });
+        marker.apply(&Event::Restarted { kvs: vec![marker_of(10, 12)], revision: 12 });
+        assert_eq!(at_start(&marker, &leader), AtStart::Placements);
+
+        // The leadership moves; the new leader says it keeps the placements before its first pass
+        // has listed everything. Agents on them stay, however long that pass takes.
+        leader.apply(&Event::Put { kv: kv(keys::SCHEDULER_LEADER, b"h2".to_vec(), 20), revision: 20 });
+        marker.apply(&Event::Put { kv: marker_kept(10, 20, 21), revision: 21 });
+        assert!(!ready(&marker, &leader) && kept(&marker, &leader));
+        assert!(still_vouched(&marker, &leader, grace, grace * 10).await, "kept by the leader of term 20");
+        // An agent that starts now neither trusts them yet nor lists the old layout: it waits for
+        // the mark, past the grace.
+        assert_eq!(at_start(&marker, &leader), AtStart::Wait);
+        let waiting = wait_for_mark(&marker, &leader, grace);
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(grace * 10, &mut waiting).await.is_err(), "still waiting");
+        marker.apply(&Event::Put { kv: marker_of(20, 30), revision: 30 });
+        let marked = tokio::time::timeout(std::time::Duration::from_secs(1), &mut waiting).await;
+        assert_eq!(marked, Ok(true), "the mark ends the wait: follow the placements");
+
+        // A marker the current leader neither wrote nor keeps (an older kedge leads): a starting
+        // agent waits the grace for a mark, then follows the old layout.
+        leader.apply(&Event::Put { kv: kv(keys::SCHEDULER_LEADER, b"old".to_vec(), 40), revision: 40 });
+        assert!(!kept(&marker, &leader));
+        assert_eq!(at_start(&marker, &leader), AtStart::Wait);
+        let started = tokio::time::Instant::now();
+        assert!(!wait_for_mark(&marker, &leader, grace).await);
+        assert_eq!(started.elapsed(), grace);
+        // A keeper that lost the leadership keeps nothing.
+        marker.apply(&Event::Put { kv: marker_kept(20, 30, 41), revision: 41 });
+        assert!(!kept(&marker, &leader));
+
+        // No marker at all: a fleet that never had placements starts on the old layout at once.
+        marker.apply(&Event::Delete { key: keys::PLACEMENTS_READY.into(), revision: 50 });
+        assert_eq!(at_start(&marker, &leader), AtStart::OldLayout);
     }
 
     /// Whether `until_unvouched` is still waiting after `after`.

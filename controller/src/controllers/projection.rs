@@ -394,10 +394,38 @@ async fn apply(
     }
 }
 
+/// Says in the marker of an earlier leader that the leader of `fence`'s term keeps the placements
+/// ([`ReadyMarker::keeper`]), as it takes over: the agents that follow them go on doing so while
+/// its first pass lists everything (minutes, on a loaded store with tens of thousands of specs),
+/// instead of all of them listing every spec and binding once their grace is out, which is the
+/// load that kept a loaded store from ever answering that pass. Nothing is written when there is
+/// no marker (the agents are on the old layout and stay there until the pass marks), nor over a
+/// marker of a layout this kedge does not keep.
+pub(crate) async fn announce_keeper(store: &SharedStore, fence: Fence<'_>) -> Result<(), StoreError> {
+    let Some(current) = store.get(keys::PLACEMENTS_READY).await? else { return Ok(()) };
+    let Ok(marker) = serde_json::from_slice::<ReadyMarker>(&current.value) else { return Ok(()) };
+    let term = fence.mod_revision;
+    if !(1..=LAYOUT_VERSION).contains(&marker.version) || marker.term == term || marker.keeper == Some(term) {
+        return Ok(());
+    }
+    let announced = ReadyMarker { keeper: Some(term), ..marker };
+    let value = serde_json::to_vec(&announced).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let condition = PutCondition::ModRevision(current.mod_revision);
+    match store.put_fenced(fence, keys::PLACEMENTS_READY, value, condition).await {
+        Ok(_) => {
+            tracing::info!(term, complete_under = marker.term, "keeping the placements of the leader before");
+            Ok(())
+        }
+        // Changed meanwhile: the first complete pass marks them anyway.
+        Err(error @ StoreError::Conflict { .. }) if !lost_leadership(&error) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// Writes the marker that the placements are complete and kept by the leader of `fence`'s term
 /// (replacing an earlier leader's).
 async fn mark_ready(store: &SharedStore, fence: Fence<'_>) -> Result<(), StoreError> {
-    let marker = ReadyMarker { version: LAYOUT_VERSION, term: fence.mod_revision };
+    let marker = ReadyMarker { version: LAYOUT_VERSION, term: fence.mod_revision, keeper: None };
     let value = serde_json::to_vec(&marker).map_err(|e| StoreError::Invalid(e.to_string()))?;
     match store.put_fenced(fence, keys::PLACEMENTS_READY, value, PutCondition::Always).await {
         Ok(_) => {
@@ -726,6 +754,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_leader_says_it_keeps_an_earlier_leaders_placements_until_its_pass_marks_them() {
+        let f = Fixture::new().await;
+        let marker = || async {
+            let stored = f.store.get(keys::PLACEMENTS_READY).await.unwrap()?;
+            Some((serde_json::from_slice::<ReadyMarker>(&stored.value).unwrap(), stored.mod_revision))
+        };
+        let fence = |term| Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
+        // No marker: the agents are on the old layout, and nothing is said until a pass marks.
+        let first = f.lead().await;
+        announce_keeper(&f.store, fence(first)).await.unwrap();
+        assert_eq!(marker().await, None);
+        f.spec("web", Some("h1"), "app:v1").await;
+        let mut marked = false;
+        f.pass(first, &mut marked).await.unwrap();
+        f.pass(first, &mut marked).await.unwrap();
+        let complete = ReadyMarker { version: LAYOUT_VERSION, term: first, keeper: None };
+        assert_eq!(marker().await.map(|(marker, _)| marker), Some(complete));
+
+        // A new leader keeps them from the start; once, however often it says so.
+        let second = f.lead().await;
+        announce_keeper(&f.store, fence(second)).await.unwrap();
+        let (kept, revision) = marker().await.unwrap();
+        assert_eq!(kept, ReadyMarker { keeper: Some(second), ..complete });
+        announce_keeper(&f.store, fence(second)).await.unwrap();
+        assert_eq!(marker().await.unwrap().1, revision, "said once");
+        // The leader before can say nothing any more: the write is fenced on the current term.
+        let stale = ReadyMarker { term: 0, ..kept };
+        f.store
+            .put(keys::PLACEMENTS_READY, serde_json::to_vec(&stale).unwrap(), PutCondition::Always, 0)
+            .await
+            .unwrap();
+        let refused = announce_keeper(&f.store, fence(first)).await.unwrap_err();
+        assert!(lost_leadership(&refused), "{refused:?}");
+        f.store
+            .put(keys::PLACEMENTS_READY, serde_json::to_vec(&kept).unwrap(), PutCondition::Always, 0)
+            .await
+            .unwrap();
+        // Its first complete pass marks them as its own, keeper gone.
+        let mut marked = false;
+        f.pass(second, &mut marked).await.unwrap();
+        assert!(marked);
+        let own = ReadyMarker { version: LAYOUT_VERSION, term: second, keeper: None };
+        assert_eq!(marker().await.map(|(marker, _)| marker), Some(own));
+
+        // A marker of a layout this kedge does not keep is left alone.
+        let newer =
+            serde_json::to_vec(&ReadyMarker { version: LAYOUT_VERSION + 1, term: second, keeper: None });
+        f.store.put(keys::PLACEMENTS_READY, newer.unwrap(), PutCondition::Always, 0).await.unwrap();
+        let third = f.lead().await;
+        announce_keeper(&f.store, fence(third)).await.unwrap();
+        assert_eq!(marker().await.unwrap().0.keeper, None);
+    }
+
+    #[tokio::test]
     async fn a_settled_leader_projects_a_changed_spec_from_its_key_alone() {
         let f = Fixture::new().await;
         let term = f.lead().await;
@@ -780,7 +862,7 @@ mod tests {
         assert!(marked);
         let marker = f.store.get(keys::PLACEMENTS_READY).await.unwrap().unwrap();
         let ready: ReadyMarker = serde_json::from_slice(&marker.value).unwrap();
-        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term });
+        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term, keeper: None });
         assert!(
             marker.mod_revision > f.placements().await.iter().map(|(.., revision)| *revision).max().unwrap(),
             "the marker comes after the placements it vouches for"
@@ -818,7 +900,7 @@ mod tests {
         );
         let marker = f.store.get(keys::PLACEMENTS_READY).await.unwrap().unwrap();
         let ready: ReadyMarker = serde_json::from_slice(&marker.value).unwrap();
-        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term: next });
+        assert_eq!(ready, ReadyMarker { version: LAYOUT_VERSION, term: next, keeper: None });
         // The old term can write nothing.
         f.spec("pinned", Some("h1"), "app:v2").await;
         let refused = f.pass(term, &mut marked).await.unwrap_err();

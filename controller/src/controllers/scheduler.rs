@@ -60,8 +60,14 @@ use crate::agent::bindings::{Binding, StoredBinding};
 use super::caches::{Changed, LeaderCaches, Reader, Written};
 use super::wake::Wake;
 
-/// The leader lease's TTL: how long a dead leader blocks scheduling at most.
-const LEADER_TTL_SECONDS: i64 = 6;
+/// The leader lease's TTL: how long a dead leader blocks scheduling at most (a leader that stops
+/// revokes its lease, and another agent takes over at once). It was 6 s: at 1,000 simulated
+/// hosts and 30,000 specs applied at full speed, leaders lost their leases while the store still
+/// answered within a second, and every new leader lost its own within a TTL, each listing every
+/// prefix again, so that nothing was scheduled for minutes.
+const LEADER_TTL_SECONDS: i64 = 10;
+/// How often the leader renews its lease: five tries within a TTL.
+const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// How often an agent that could not reach the store tries again to take over.
 const TICK: Duration = Duration::from_secs(1);
 /// The most bindings one pass writes (the lease is renewed beside the passes, but a pass should
@@ -339,6 +345,12 @@ pub(crate) async fn run(
                 let gitsources = shutdown.child_token();
                 let _stop_gitsources = gitsources.clone().drop_guard();
                 tokio::spawn(super::gitsource::run(store.clone(), me.clone(), term, gitsources.clone()));
+                if project {
+                    let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
+                    if let Err(error) = super::projection::announce_keeper(&store, fence).await {
+                        tracing::warn!(%error, term, "could not say in the placements' marker that this leader keeps them");
+                    }
+                }
                 let stopped = leader.lead(&shutdown).await;
                 gitsources.cancel();
                 leader.events.flush().await;
@@ -444,15 +456,16 @@ impl Leader<'_> {
     async fn lead(&mut self, shutdown: &CancellationToken) -> bool {
         // The lease is renewed beside the passes, not between them: a pass that waits on a slow
         // store (hundreds of writes while a fleet converges) must not let the lease lapse, which
-        // handed the leadership to another agent every TTL at 100 simulated hosts.
-        let renewing = renew_until_lost(self.store.clone(), self.lease);
-        tokio::pin!(renewing);
+        // handed the leadership to another agent every TTL at 100 simulated hosts. On a task of
+        // its own, so that a pass's stretches of computing (over tens of thousands of specs) do
+        // not hold a renewal back either.
+        let mut renewing = AbortOnDrop(tokio::spawn(renew_until_lost(self.store.clone(), self.lease)));
         let mut wake = Wake::new(self.caches.subscribe());
         let mut deadline: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
-                _ = &mut renewing => return false,
+                _ = &mut renewing.0 => return false,
                 reason = wake.next(deadline) => {
                     tracing::trace!(?reason, "leader pass");
                     let from_scratch = matches!(reason, super::wake::Reason::First | super::wake::Reason::Deadline);
@@ -472,7 +485,7 @@ impl Leader<'_> {
             // write is fenced.
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return true,
-                _ = &mut renewing => return false,
+                _ = &mut renewing.0 => return false,
                 outcome = self.pass() => outcome,
             };
             match outcome {
@@ -680,10 +693,19 @@ fn spec_placement(store_key: &str, spec: &kedge_crds::Container) -> Option<SpecP
     })
 }
 
-/// Renews the leader's lease every third of its TTL; returns once the store says it is gone (a
+/// Aborts its task when dropped: the lease's renewal ends with the leadership.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews the leader's lease every [`RENEW_EVERY`]; returns once the store says it is gone (a
 /// failed renewal is tried again every 500 ms meanwhile: the fence protects the store).
 async fn renew_until_lost(store: SharedStore, lease: LeaseId) {
-    let renew_every = Duration::from_secs((LEADER_TTL_SECONDS / 3) as u64);
+    let renew_every = RENEW_EVERY;
     let mut next = Instant::now() + renew_every;
     loop {
         tokio::time::sleep_until(next).await;
