@@ -345,12 +345,6 @@ pub(crate) async fn run(
                 let gitsources = shutdown.child_token();
                 let _stop_gitsources = gitsources.clone().drop_guard();
                 tokio::spawn(super::gitsource::run(store.clone(), me.clone(), term, gitsources.clone()));
-                if project {
-                    let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: term };
-                    if let Err(error) = super::projection::announce_keeper(&store, fence).await {
-                        tracing::warn!(%error, term, "could not say in the placements' marker that this leader keeps them");
-                    }
-                }
                 let stopped = leader.lead(&shutdown).await;
                 gitsources.cancel();
                 leader.events.flush().await;
@@ -460,6 +454,23 @@ impl Leader<'_> {
         // its own, so that a pass's stretches of computing (over tens of thousands of specs) do
         // not hold a renewal back either.
         let mut renewing = AbortOnDrop(tokio::spawn(renew_until_lost(self.store.clone(), self.lease)));
+        if self.project {
+            // Before the first pass, which lists everything: the agents keep their placements
+            // meanwhile ([`super::projection::announce_keeper`]).
+            let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
+            let announced = tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                _ = &mut renewing.0 => return false,
+                announced = super::projection::announce_keeper(self.store, fence) => announced,
+            };
+            match announced {
+                Ok(()) => {}
+                Err(error) if lost_leadership(&error) => return false,
+                Err(error) => {
+                    tracing::warn!(%error, term = self.term, "could not say in the placements' marker that this leader keeps them");
+                }
+            }
+        }
         let mut wake = Wake::new(self.caches.subscribe());
         let mut deadline: Option<Instant> = None;
         loop {
