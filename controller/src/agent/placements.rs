@@ -279,36 +279,13 @@ fn at_start(marker: &Reflector<ReadyMarker>, leader: &Reflector<()>) -> AtStart 
 }
 
 /// A starting agent's wait ([`AtStart::Wait`]): true once the placements are complete under the
-/// current leader, false once they have not been and the current leader has not kept them for
-/// `grace` on end.
+/// current leader, false once the current leader has not kept them for `grace` on end.
 async fn wait_for_mark(
     marker: &Reflector<ReadyMarker>,
     leader: &Reflector<()>,
     grace: std::time::Duration,
 ) -> bool {
-    let mut since: Option<tokio::time::Instant> = None;
-    loop {
-        let (mut marker_changes, mut leader_changes) = (marker.subscribe(), leader.subscribe());
-        if ready(marker, leader) {
-            return true;
-        }
-        if kept(marker, leader) {
-            since = None;
-        } else if since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= grace {
-            return false;
-        }
-        let deadline = since.map(|began| began + grace);
-        tokio::select! {
-            _ = marker_changes.changed() => {}
-            _ = leader_changes.changed() => {}
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
-    }
+    watch_marker(marker, leader, grace, ready).await
 }
 
 /// Waits until the current leader has not kept the placements ([`kept`]) for `grace` on end: the
@@ -321,16 +298,28 @@ async fn until_unvouched(
     leader: &Reflector<()>,
     grace: std::time::Duration,
 ) {
+    watch_marker(marker, leader, grace, |_, _| false).await;
+}
+
+/// Follows the marker and the leader key: true as soon as `done` holds, false once the current
+/// leader has not kept the placements ([`kept`]) for `grace` on end (the count starts again
+/// whenever it keeps them).
+async fn watch_marker(
+    marker: &Reflector<ReadyMarker>,
+    leader: &Reflector<()>,
+    grace: std::time::Duration,
+    done: fn(&Reflector<ReadyMarker>, &Reflector<()>) -> bool,
+) -> bool {
     let mut since: Option<tokio::time::Instant> = None;
     loop {
         let (mut marker_changes, mut leader_changes) = (marker.subscribe(), leader.subscribe());
+        if done(marker, leader) {
+            return true;
+        }
         if kept(marker, leader) {
             since = None;
-        } else {
-            let began = *since.get_or_insert_with(tokio::time::Instant::now);
-            if began.elapsed() >= grace {
-                return;
-            }
+        } else if since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= grace {
+            return false;
         }
         let deadline = since.map(|began| began + grace);
         tokio::select! {
@@ -564,14 +553,9 @@ mod tests {
         kv(keys::PLACEMENTS_READY, value, revision)
     }
 
-    fn marker_kept(term: i64, keeper: i64, revision: i64) -> KeyValue {
-        let marker = ReadyMarker { version: LAYOUT_VERSION, term, keeper: Some(keeper) };
-        kv(keys::PLACEMENTS_READY, serde_json::to_vec(&marker).unwrap(), revision)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_new_leader_that_keeps_the_placements_vouches_for_them_until_its_pass_marks_them() {
-        let grace = std::time::Duration::from_secs(30);
+    /// The marker and leader-key caches of a store where h1 leads in term 10 and has marked the
+    /// placements complete.
+    fn marked_by_the_leader_of_term_10() -> (Reflector<ReadyMarker>, Reflector<()>) {
         let marker: Reflector<ReadyMarker> =
             Reflector::new(|kv| serde_json::from_slice(&kv.value).map_err(|e| e.to_string()));
         let leader: Reflector<()> = Reflector::new(|_| Ok(()));
@@ -580,6 +564,18 @@ mod tests {
             revision: 12,
         });
         marker.apply(&Event::Restarted { kvs: vec![marker_of(10, 12)], revision: 12 });
+        (marker, leader)
+    }
+
+    fn marker_kept(term: i64, keeper: i64, revision: i64) -> KeyValue {
+        let marker = ReadyMarker { version: LAYOUT_VERSION, term, keeper: Some(keeper) };
+        kv(keys::PLACEMENTS_READY, serde_json::to_vec(&marker).unwrap(), revision)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_that_keeps_the_placements_vouches_for_them_until_its_pass_marks_them() {
+        let grace = std::time::Duration::from_secs(30);
+        let (marker, leader) = marked_by_the_leader_of_term_10();
         assert_eq!(at_start(&marker, &leader), AtStart::Placements);
 
         // The leadership moves; the new leader says it keeps the placements before its first pass
@@ -628,14 +624,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn placements_are_trusted_while_the_marker_names_the_current_leader() {
         let grace = std::time::Duration::from_secs(30);
-        let marker: Reflector<ReadyMarker> =
-            Reflector::new(|kv| serde_json::from_slice(&kv.value).map_err(|e| e.to_string()));
-        let leader: Reflector<()> = Reflector::new(|_| Ok(()));
-        leader.apply(&Event::Restarted {
-            kvs: vec![kv(keys::SCHEDULER_LEADER, b"h1".to_vec(), 10)],
-            revision: 12,
-        });
-        marker.apply(&Event::Restarted { kvs: vec![marker_of(10, 12)], revision: 12 });
+        let (marker, leader) = marked_by_the_leader_of_term_10();
         assert!(ready(&marker, &leader));
         assert!(still_vouched(&marker, &leader, grace, grace * 4).await, "the leader of term 10 vouches");
 

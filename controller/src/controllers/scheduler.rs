@@ -716,12 +716,11 @@ impl Drop for AbortOnDrop {
 /// Renews the leader's lease every [`RENEW_EVERY`]; returns once the store says it is gone (a
 /// failed renewal is tried again every 500 ms meanwhile: the fence protects the store).
 async fn renew_until_lost(store: SharedStore, lease: LeaseId) {
-    let renew_every = RENEW_EVERY;
-    let mut next = Instant::now() + renew_every;
+    let mut next = Instant::now() + RENEW_EVERY;
     loop {
         tokio::time::sleep_until(next).await;
         match store.lease_keep_alive(lease).await {
-            Ok(_) => next = Instant::now() + renew_every,
+            Ok(_) => next = Instant::now() + RENEW_EVERY,
             Err(StoreError::NotFound(_)) => return,
             Err(error) => {
                 tracing::debug!(%error, "could not renew the scheduler's lease");
