@@ -90,6 +90,8 @@ pub struct Metrics {
     updates_applied: Counter,
     rolled_back_recreate: Counter,
     rolled_back_soak: Counter,
+    resync_reconciled: Counter,
+    resync_passed: Counter,
     /// Per key, the first drift event not yet repaired: its time and kind.
     drifts: Mutex<HashMap<String, (SystemTime, DriftKind)>>,
     /// Set while an agent runs; without one the gauges read 0.
@@ -219,6 +221,14 @@ impl Metrics {
             "The agent's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let resync_keys = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "kedge_resync_keys",
+            "Specs' keys the periodic resync went through, by decision (reconciled, or passed over: settled and listed as before)",
+            resync_keys.clone(),
+        );
+        let resync_reconciled = resync_keys.get_or_create(&[("decision", "reconciled")]).clone();
+        let resync_passed = resync_keys.get_or_create(&[("decision", "passed")]).clone();
         let rolled_back_recreate = rolled_back.get_or_create(&[("phase", "recreate")]).clone();
         let rolled_back_soak = rolled_back.get_or_create(&[("phase", "soak")]).clone();
         let result = |value| reconciles.get_or_create(&[("result", value)]).clone();
@@ -243,6 +253,8 @@ impl Metrics {
             updates_applied,
             rolled_back_recreate,
             rolled_back_soak,
+            resync_reconciled,
+            resync_passed,
             drifts: Mutex::new(HashMap::new()),
             sampler: Mutex::new(None),
             registry,
@@ -250,6 +262,12 @@ impl Metrics {
     }
 
     /// Counts one reconcile that took `took`.
+    /// A periodic resync enqueued `reconciled` specs' keys and passed over `passed`.
+    pub fn resynced(&self, reconciled: usize, passed: usize) {
+        self.resync_reconciled.inc_by(reconciled as u64);
+        self.resync_passed.inc_by(passed as u64);
+    }
+
     pub fn reconciled(&self, result: ReconcileResult, took: Duration) {
         let counter = match result {
             ReconcileResult::Done => &self.reconcile_done,

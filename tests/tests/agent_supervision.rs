@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::agent_metrics::scrape;
 use crate::api_support::{http_unix, stderr, stdout};
 use crate::store_scale::{apply_json, store_url, unplaced_spec, wait_running, AgentProcess};
 use kedge_controller::store::{keys, SharedStore};
@@ -165,7 +166,9 @@ async fn a_panicking_leader_hands_over_at_once_where_a_killed_one_waits_for_its_
 /// Without the engine's event stream (its follower panics at every start, so no `die` and no
 /// reconnect resync reach the agent), the periodic resync alone repairs drift: with a 4 s interval,
 /// spread over the interval, a container killed by hand runs again and one removed by hand is made
-/// again. Nothing else would: no store write follows either.
+/// again. Nothing else would: no store write follows either. The drift comes only once the resync
+/// passes over the settled keys (their containers listed as before): passing over a key must not
+/// hide what its own list shows, even with no event to tell it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_engine_events_the_periodic_resync_repairs_drift() {
     let run = run_id();
@@ -190,6 +193,19 @@ async fn without_engine_events_the_periodic_resync_repairs_drift() {
     assert!(
         task(&body, "follow-engine").is_some_and(|t| t["totalDeaths"].as_u64() >= Some(1)),
         "{status} {body}"
+    );
+
+    let passed = "kedge_resync_keys_total{decision=\"passed\"}";
+    let reconciled = "kedge_resync_keys_total{decision=\"reconciled\"}";
+    let settled =
+        eventually("a resync to pass over all three settled keys", Duration::from_secs(30), || async {
+            let samples = scrape(&agent.state_dir).await;
+            (samples.get(passed).copied().unwrap_or(0.0) >= 3.0).then_some(samples)
+        })
+        .await;
+    eprintln!(
+        "measured: before the drift, the resync reconciled {} keys and passed over {}",
+        settled[reconciled], settled[passed]
     );
 
     let before: Vec<String> = names.iter().map(|name| identity(name)).collect();

@@ -480,17 +480,7 @@ fn spawn_engine_followers(
     spawn.task("follow-engine", move |agent, stopping| {
         sources::follow_engine(agent.clone(), since.take(), stopping.clone())
     });
-    spawn.task("resync", |agent, stopping| {
-        sources::resync_every(
-            agent.config.host_name.clone(),
-            agent.config.resync_interval,
-            agent.docker.clone(),
-            agent.cache.clone(),
-            agent.snapshot.clone(),
-            agent.queue.clone(),
-            stopping.clone(),
-        )
-    });
+    spawn.task("resync", |agent, stopping| sources::resync_every(agent.clone(), stopping.clone()));
     let registered = identity.clone();
     spawn.task("host-registration", move |agent, stopping| {
         host::keep_registered(
@@ -563,6 +553,7 @@ impl Agent {
             let stats = &self.config.stats;
             stats.in_flight.fetch_add(1, Ordering::SeqCst);
             let started = std::time::Instant::now();
+            let began = self.snapshot.began();
             let attempt = tracing::Instrument::instrument(
                 async {
                     #[cfg(feature = "failpoints")]
@@ -597,6 +588,7 @@ impl Agent {
                 Err(_) => crate::metrics::ReconcileResult::Error,
             };
             self.config.metrics.reconciled(result, started.elapsed());
+            self.snapshot.ended(&key, began, matches!(outcome, Ok(reconcile::Next::Done)));
             match outcome {
                 Ok(reconcile::Next::Done) => self.queue.succeeded(&key),
                 Ok(reconcile::Next::After(delay)) => self.queue.done_requeue_after(&key, delay),
@@ -665,15 +657,26 @@ impl Agent {
     /// crash interrupted (found by its labels in that list) finished or rolled back; every listed
     /// key enqueued. Keys of specs are enqueued by the store follower as it reads them.
     async fn start_from_snapshot(&self) -> Result<(), AgentError> {
-        let listed = self.snapshot.list(self.engine(), &self.config.host_name).await?;
+        let host = &self.config.host_name;
+        let listed = self.snapshot.list(self.engine(), host).await?;
         let mut interrupted = std::collections::BTreeSet::new();
+        let mut by_key: std::collections::BTreeMap<&str, Vec<&crate::docker::ContainerSummary>> =
+            std::collections::BTreeMap::new();
         for container in &listed {
             if let Some(key) = labels::key(&container.labels) {
                 if is_recreate_name_of(&container.name, base_name_of_key(key)) {
                     interrupted.insert(key.to_owned());
                 }
+                if labels::is_managed_by_host(&container.labels, host) {
+                    by_key.entry(key).or_default().push(container);
+                }
                 self.queue.add(key.to_owned());
             }
+        }
+        // What the first periodic resync compares its list with: a key its reconcile at start
+        // leaves settled need not be reconciled again then.
+        for (key, containers) in by_key {
+            self.snapshot.resync(key, snapshot::print(containers), false);
         }
         for key in interrupted {
             match self.recover_key(&key).await {

@@ -18,6 +18,15 @@
 //!   since the creating event enqueues the key again and that reconcile reads the engine. A container
 //!   listed but gone since is removed by ID, which finds nothing; one listed under another name but
 //!   now holding the spec's name is never removed as a duplicate (the reconcile checks the ID).
+//!
+//! The same stamps tell the periodic resync which keys it may pass over ([`EngineSnapshot::resync`]):
+//! a key is *settled* when a reconcile that began after its last stamp (and after the last resync
+//! that enqueued it) ended converged. Such a key whose containers the resync's list shows exactly as
+//! the list before did (same IDs, names, states and images) has had nothing happen to it that the
+//! engine showed or its own list can tell, and is not reconciled again. What the list cannot show
+//! and no event told (none is known: limits changed in place send `update`, network changes send
+//! network events, health changes `health_status`) waits for the next event, a reconnect's resync
+//! (which passes over nothing) or the agent's restart.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,6 +53,21 @@ struct Inner {
     /// Per key: the sequence of its last stamp.
     stamped: HashMap<String, u64>,
     current: Option<Listed>,
+    /// Per key: what the periodic resync needs to know to pass over it. Kept for the keys of specs
+    /// and listed containers only (pruned at every resync).
+    settled: HashMap<String, Settled>,
+}
+
+/// One key, for the periodic resync ([`EngineSnapshot::resync`]).
+#[derive(Debug, Default)]
+struct Settled {
+    /// The sequence of the last thing that may have changed the key: a stamp, or a resync that
+    /// enqueued it.
+    changed: u64,
+    /// A reconcile that began after `changed` ended converged.
+    converged: bool,
+    /// The key's containers as the last resync's list showed them ([`print`]).
+    print: Option<u64>,
 }
 
 impl Inner {
@@ -117,6 +141,51 @@ impl EngineSnapshot {
         inner.sequence += 1;
         let sequence = inner.sequence;
         inner.stamped.insert(key.to_owned(), sequence);
+        let settled = inner.settled.entry(key.to_owned()).or_default();
+        settled.changed = sequence;
+        settled.converged = false;
+    }
+
+    /// Marks the start of a reconcile: hand the answer to [`EngineSnapshot::ended`].
+    pub(crate) fn began(&self) -> u64 {
+        self.lock().sequence
+    }
+
+    /// A reconcile of `key` that began at `began` ended, `converged` (`Next::Done`) or not. The key
+    /// is settled when it converged and nothing was stamped on it since it began (its own actions
+    /// are).
+    pub(crate) fn ended(&self, key: &str, began: u64, converged: bool) {
+        let mut inner = self.lock();
+        match inner.settled.get_mut(key) {
+            Some(settled) => settled.converged = converged && settled.changed <= began,
+            None if converged => {
+                inner.settled.insert(key.to_owned(), Settled { converged, ..Settled::default() });
+            }
+            None => {}
+        }
+    }
+
+    /// For a resync whose list shows `key`'s containers as `print` ([`print`]): whether to
+    /// reconcile the key. Not when `may_pass` and the key is settled and shows what the list before
+    /// showed (see the module documentation). A key to reconcile counts as changed: a reconcile
+    /// already under way when the list was taken does not settle it.
+    pub(crate) fn resync(&self, key: &str, print: u64, may_pass: bool) -> bool {
+        let mut inner = self.lock();
+        inner.sequence += 1;
+        let sequence = inner.sequence;
+        let settled = inner.settled.entry(key.to_owned()).or_default();
+        let unchanged = settled.print.replace(print) == Some(print);
+        if may_pass && unchanged && settled.converged {
+            return false;
+        }
+        settled.changed = sequence;
+        settled.converged = false;
+        true
+    }
+
+    /// Forgets the keys for which `keep` is false (specs gone and containers gone).
+    pub(crate) fn retain_settled(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().settled.retain(|key, _| keep(key));
     }
 
     /// [`EngineSnapshot::stamp`] now and again when the answer is dropped: around actions on `key`.
@@ -144,5 +213,116 @@ impl EngineSnapshot {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A fingerprint of one key's containers as a list shows them: their IDs, names, states, images
+/// (the engine lists a container whose tag was moved to another image by its image's ID) and
+/// image IDs, in any order. Only compared within one agent's life.
+pub(crate) fn print<'a>(containers: impl IntoIterator<Item = &'a ContainerSummary>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut seen: Vec<(&str, &str, &str, &str, &str)> = containers
+        .into_iter()
+        .map(|c| (c.id.as_str(), c.name.as_str(), c.state.as_str(), c.image.as_str(), c.image_id.as_str()))
+        .collect();
+    seen.sort_unstable();
+    let mut hasher = std::hash::DefaultHasher::new();
+    seen.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(id: &str, state: &str) -> ContainerSummary {
+        ContainerSummary {
+            id: id.to_owned(),
+            name: "web".to_owned(),
+            image: "nginx:1".to_owned(),
+            image_id: "sha256:aa".to_owned(),
+            state: state.to_owned(),
+            labels: Default::default(),
+        }
+    }
+
+    /// A reconcile of `key` that begins now and ends converged (or not).
+    fn reconcile(snapshot: &EngineSnapshot, key: &str, converged: bool) {
+        let began = snapshot.began();
+        snapshot.ended(key, began, converged);
+    }
+
+    #[test]
+    fn a_print_tells_ids_names_states_and_images_apart_in_any_order() {
+        let (a, b) = (container("a", "running"), container("b", "running"));
+        assert_eq!(print([&a, &b]), print([&b, &a]));
+        assert_ne!(print([&a]), print([&a, &b]));
+        assert_ne!(print([&a]), print([&container("a", "exited")]));
+        assert_ne!(print([&a]), print([&b]));
+        let retagged = ContainerSummary { image: "sha256:aa".to_owned(), ..a.clone() };
+        assert_ne!(print([&a]), print([&retagged]), "the engine lists a moved tag's container by image ID");
+        let renamed = ContainerSummary { name: "web-old".to_owned(), ..a.clone() };
+        assert_ne!(print([&a]), print([&renamed]));
+        assert_eq!(print([]), print(Vec::<&ContainerSummary>::new()));
+    }
+
+    #[test]
+    fn the_resync_passes_over_a_settled_key_listed_as_before_and_nothing_else() {
+        let snapshot = EngineSnapshot::default();
+        let running = print([&container("a", "running")]);
+        // First seen: reconciled, whatever its state.
+        assert!(snapshot.resync("ns/web", running, true));
+        reconcile(&snapshot, "ns/web", true);
+        assert!(!snapshot.resync("ns/web", running, true), "settled and listed as before");
+        assert!(!snapshot.resync("ns/web", running, true), "and again");
+        // Listed otherwise (an event missed): reconciled, and until a reconcile settles it again.
+        let exited = print([&container("a", "exited")]);
+        assert!(snapshot.resync("ns/web", exited, true));
+        assert!(snapshot.resync("ns/web", exited, true), "not settled since");
+        reconcile(&snapshot, "ns/web", true);
+        assert!(!snapshot.resync("ns/web", exited, true));
+        // A reconnect's resync passes over nothing.
+        assert!(snapshot.resync("ns/web", exited, false));
+    }
+
+    #[test]
+    fn a_key_is_settled_only_by_a_converged_reconcile_that_began_after_everything_on_it() {
+        let snapshot = EngineSnapshot::default();
+        let listed = print([&container("a", "running")]);
+        assert!(snapshot.resync("ns/web", listed, true));
+        // A failed or requeued reconcile does not settle it.
+        reconcile(&snapshot, "ns/web", false);
+        assert!(snapshot.resync("ns/web", listed, true));
+        // An event or an action during the reconcile: not settled.
+        let began = snapshot.began();
+        snapshot.stamp("ns/web");
+        snapshot.ended("ns/web", began, true);
+        assert!(snapshot.resync("ns/web", listed, true));
+        // A reconcile under way when the resync enqueued the key does not settle it either.
+        let began = snapshot.began();
+        assert!(snapshot.resync("ns/web", listed, true));
+        snapshot.ended("ns/web", began, true);
+        assert!(snapshot.resync("ns/web", listed, true));
+        // An event after a settling reconcile: reconciled at the next resync.
+        reconcile(&snapshot, "ns/web", true);
+        snapshot.stamp("ns/web");
+        assert!(snapshot.resync("ns/web", listed, true));
+        // The reconcile the first list enqueues, settling before any resync.
+        let fresh = EngineSnapshot::default();
+        reconcile(&fresh, "ns/db", true);
+        assert!(fresh.resync("ns/db", listed, true), "no list before to compare with");
+    }
+
+    #[test]
+    fn the_resync_forgets_keys_it_no_longer_needs() {
+        let snapshot = EngineSnapshot::default();
+        let listed = print([&container("a", "running")]);
+        for key in ["ns/kept", "ns/gone"] {
+            assert!(snapshot.resync(key, listed, true));
+            reconcile(&snapshot, key, true);
+        }
+        snapshot.retain_settled(|key| key == "ns/kept");
+        assert!(!snapshot.resync("ns/kept", listed, true));
+        assert!(snapshot.resync("ns/gone", listed, true), "forgotten, so seen anew");
     }
 }

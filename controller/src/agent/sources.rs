@@ -159,31 +159,43 @@ fn can_mean_drift(action: &EventAction) -> bool {
 /// finds containers whose spec is gone), from one list of the engine's containers
 /// ([`super::snapshot`]). The agent's start does the first one (`Agent::start_from_snapshot`),
 /// and an engine reconnect does one too, each all at once; the periodic one spreads the specs' keys
-/// evenly over the interval ([`enqueue_everything`]).
-pub(crate) async fn resync_every(
-    host: String,
-    interval: Duration,
-    docker: DockerClient,
-    cache: Arc<DesiredState>,
-    snapshot: Arc<EngineSnapshot>,
-    queue: WorkQueue<String>,
-    shutdown: CancellationToken,
-) {
+/// evenly over the interval and passes over the settled keys whose containers did not change
+/// ([`enqueue_everything`]).
+pub(crate) async fn resync_every(agent: Arc<super::Agent>, shutdown: CancellationToken) {
+    let interval = agent.config.resync_interval;
     loop {
         // The snapshot is dropped once past its age, so that an idle agent does not keep it.
         let expiry = super::snapshot::MAX_AGE.min(interval);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(expiry) => snapshot.expire(),
+            _ = tokio::time::sleep(expiry) => agent.snapshot.expire(),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval - expiry) => {}
         }
-        if let Err(error) = enqueue_everything(&host, &docker, &cache, &snapshot, &queue, interval).await {
-            tracing::warn!(%error, "periodic resync could not list the engine's containers");
+        let (host, docker, cache) = (&agent.config.host_name, &agent.docker, &agent.cache);
+        match enqueue_everything(host, docker, cache, &agent.snapshot, &agent.queue, interval).await {
+            Ok(resynced) => {
+                agent.config.metrics.resynced(resynced.reconciled, resynced.passed);
+                tracing::debug!(
+                    reconciled = resynced.reconciled,
+                    passed_over = resynced.passed,
+                    "periodic resync"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "periodic resync could not list the engine's containers"),
         }
     }
+}
+
+/// What a resync did with the specs' keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Resynced {
+    /// Enqueued to be reconciled.
+    pub reconciled: usize,
+    /// Passed over: settled, and their containers listed as the list before showed them.
+    pub passed: usize,
 }
 
 /// Lists the engine's containers once into `snapshot`, enqueues at once the keys of listed
@@ -194,6 +206,11 @@ pub(crate) async fn resync_every(
 /// else enqueues meanwhile (an engine event, a spec change) runs at once as always: a spread key is
 /// only a deadline by which it is looked at again. Keys revisited after the snapshot's age read the
 /// engine themselves.
+///
+/// The periodic resync (`over` not zero) also passes over the settled keys whose containers are
+/// listed as the list before showed them ([`EngineSnapshot::resync`]): at 500 settled containers
+/// their reconciles were 1.3 to 3.9 ms of CPU in every second of the interval. A reconnect may
+/// have missed events, and passes over nothing.
 pub(crate) async fn enqueue_everything(
     host: &str,
     engine: &dyn Engine,
@@ -201,19 +218,41 @@ pub(crate) async fn enqueue_everything(
     snapshot: &EngineSnapshot,
     queue: &WorkQueue<String>,
     over: Duration,
-) -> Result<(), crate::docker::DockerError> {
+) -> Result<Resynced, crate::docker::DockerError> {
     let listed = snapshot.list(engine, host).await?;
     let specs = cache.keys();
     let known: std::collections::HashSet<&str> = specs.iter().map(String::as_str).collect();
-    for container in &listed {
-        if let Some(key) = labels::key(&container.labels).filter(|key| !known.contains(key)) {
-            queue.add(key.to_owned());
+    let mut by_key: std::collections::HashMap<&str, Vec<&crate::docker::ContainerSummary>> =
+        std::collections::HashMap::new();
+    for container in listed.iter().filter(|container| labels::is_managed_by_host(&container.labels, host)) {
+        if let Some(key) = labels::key(&container.labels) {
+            by_key.entry(key).or_default().push(container);
         }
     }
-    for (key, after) in spread(specs, over) {
+    for key in by_key.keys().filter(|key| !known.contains(**key)) {
+        queue.add((*key).to_owned());
+    }
+    snapshot.retain_settled(|key| known.contains(key) || by_key.contains_key(key));
+    let may_pass = !over.is_zero();
+    let mut resynced = Resynced::default();
+    let due: Vec<String> = specs
+        .iter()
+        .filter(|key| {
+            let print = super::snapshot::print(by_key.get(key.as_str()).into_iter().flatten().copied());
+            let due = snapshot.resync(key, print, may_pass);
+            if due {
+                resynced.reconciled += 1;
+            } else {
+                resynced.passed += 1;
+            }
+            due
+        })
+        .cloned()
+        .collect();
+    for (key, after) in spread(due, over) {
         queue.add_after(key, after);
     }
-    Ok(())
+    Ok(resynced)
 }
 
 /// `keys` paired with delays from zero up to (not including) `over`, evenly apart.
