@@ -246,6 +246,44 @@ async fn inspect_and_list_answer_none_and_filter_by_label() {
     assert_eq!(listed[0].state, "running");
 }
 
+/// The periodic resync lists in pages (the engine's `limit` and `before` filter): newest first,
+/// each container once across the pages, the label filter kept; a page asked to start before a
+/// container that is gone is NotFound, which the resync answers with one whole list.
+#[tokio::test]
+async fn a_list_in_pages_is_the_whole_list_newest_first_and_a_gone_anchor_is_not_found() {
+    let fx = Fixture::new().await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created
+            .push(fx.docker.create_container(&fx.managed(&format!("p{i}"), APP_V1)).await.expect("create"));
+    }
+    // Another run's container with the same image is not listed.
+    let filter = ContainerFilter { labels: vec![format!("io.kedge.test={}", fx.run)], name: None };
+    let mut paged = Vec::new();
+    let mut pages = 0;
+    loop {
+        let before = paged.last().cloned();
+        let page = fx.docker.list_containers_page(&filter, 2, before.as_deref()).await.expect("page");
+        pages += 1;
+        assert!(page.len() <= 2, "{page:?}");
+        let last_page = page.len() < 2;
+        paged.extend(page.into_iter().map(|c| c.id));
+        if last_page {
+            break;
+        }
+    }
+    let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+    assert_eq!(paged, newest_first, "each once, newest first");
+    assert_eq!(pages, 3, "2, 2 and 1");
+
+    fx.docker
+        .remove_container(&created[2], RemoveOptions { force: true, anonymous_volumes: false })
+        .await
+        .expect("rm");
+    let gone = fx.docker.list_containers_page(&filter, 2, Some(&created[2])).await;
+    assert!(matches!(gone, Err(kedge_controller::docker::DockerError::NotFound { .. })), "{gone:?}");
+}
+
 #[tokio::test]
 async fn image_info_carries_the_image_defaults() {
     let fx = Fixture::new().await;

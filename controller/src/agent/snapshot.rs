@@ -107,17 +107,64 @@ impl EngineSnapshot {
     /// Lists this host's managed containers once and keeps them as the current snapshot. Returns
     /// the listed containers.
     pub(crate) async fn list(&self, engine: &dyn Engine, host: &str) -> DockerResult<Vec<ContainerSummary>> {
-        let asked = {
-            let mut inner = self.lock();
-            inner.sequence += 1;
-            inner.sequence
-        };
-        let at = Instant::now();
-        let filter =
-            ContainerFilter { labels: vec![labels::managed_filter(), labels::host_filter(host)], name: None };
-        let listed = engine.list_containers(&filter).await?;
+        let (asked, at) = (self.ask(), Instant::now());
+        let listed = engine.list_containers(&owned_filter(host)).await?;
+        self.keep(host, asked, at, &listed);
+        Ok(listed)
+    }
+
+    /// [`EngineSnapshot::list`] in pages of `page` containers, newest first, `pause` apart: the
+    /// periodic resync's list, which no one waits for, so that no second of an idle agent holds the
+    /// decoding of every container (about 11 ms of CPU at 500 containers in one list). The snapshot
+    /// is as old as its first page: a container created after that may be missing from it, as from
+    /// one list, and none is listed twice (each page holds only containers created before the
+    /// last one of the page before). When a page after the first fails (that last one was removed
+    /// meanwhile, and the engine cannot page on from it), everything is listed again at once.
+    pub(crate) async fn list_in_pages(
+        &self,
+        engine: &dyn Engine,
+        host: &str,
+        page: usize,
+        pause: Duration,
+    ) -> DockerResult<Vec<ContainerSummary>> {
+        let (asked, at) = (self.ask(), Instant::now());
+        let filter = owned_filter(host);
+        let page = page.max(1);
+        let mut listed: Vec<ContainerSummary> = Vec::new();
+        loop {
+            let before = listed.last().map(|last| last.id.as_str());
+            let next = match engine.list_containers_page(&filter, page, before).await {
+                Ok(next) => next,
+                Err(error) if before.is_some() => {
+                    tracing::debug!(%error, "the list's next page failed; listing the rest at once");
+                    listed = engine.list_containers(&filter).await?;
+                    break;
+                }
+                Err(error) => return Err(error),
+            };
+            let last_page = next.len() < page;
+            listed.extend(next);
+            if last_page {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        self.keep(host, asked, at, &listed);
+        Ok(listed)
+    }
+
+    /// The sequence a list is asked at.
+    fn ask(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.sequence += 1;
+        inner.sequence
+    }
+
+    /// Keeps `listed`, asked for at sequence `asked` and instant `at`, as the current snapshot,
+    /// unless a later list already answered.
+    fn keep(&self, host: &str, asked: u64, at: Instant, listed: &[ContainerSummary]) {
         let mut by_key: HashMap<String, Vec<ContainerSummary>> = HashMap::new();
-        for container in &listed {
+        for container in listed {
             // The filters match the labels; ownership needs managed-by as well.
             if !labels::is_managed_by_host(&container.labels, host) {
                 continue;
@@ -127,11 +174,9 @@ impl EngineSnapshot {
             }
         }
         let mut inner = self.lock();
-        // A later list already answered: keep it.
         if inner.current.as_ref().is_none_or(|current| current.sequence < asked) {
             inner.current = Some(Listed { sequence: asked, at, by_key });
         }
-        Ok(listed)
     }
 
     /// Says that `key`'s containers may change from now on (an engine event, an action of the
@@ -214,6 +259,11 @@ impl EngineSnapshot {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// This host's managed containers (by their labels; ownership needs managed-by as well).
+fn owned_filter(host: &str) -> ContainerFilter {
+    ContainerFilter { labels: vec![labels::managed_filter(), labels::host_filter(host)], name: None }
 }
 
 /// A fingerprint of one key's containers as a list shows them: their IDs, names, states, images

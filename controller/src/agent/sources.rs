@@ -189,6 +189,10 @@ pub(crate) async fn resync_every(agent: Arc<super::Agent>, shutdown: Cancellatio
     }
 }
 
+/// Containers in one page of the periodic resync's list: about 1 ms of an idle agent's CPU each
+/// (11 ms for 500 in one list, `opt-level = "s"`).
+const RESYNC_PAGE: usize = 50;
+
 /// What a resync did with the specs' keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Resynced {
@@ -219,7 +223,13 @@ pub(crate) async fn enqueue_everything(
     queue: &WorkQueue<String>,
     over: Duration,
 ) -> Result<Resynced, crate::docker::DockerError> {
-    let listed = snapshot.list(engine, host).await?;
+    let listed = if over.is_zero() {
+        snapshot.list(engine, host).await?
+    } else {
+        // At most a second apart, and all the pages within a fifth of the interval at 60 pages.
+        let pause = (over / 300).min(Duration::from_secs(1));
+        snapshot.list_in_pages(engine, host, RESYNC_PAGE, pause).await?
+    };
     let specs = cache.keys();
     let known: std::collections::HashSet<&str> = specs.iter().map(String::as_str).collect();
     let mut by_key: std::collections::HashMap<&str, Vec<&crate::docker::ContainerSummary>> =

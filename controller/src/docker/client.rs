@@ -165,6 +165,35 @@ impl DockerClient {
 
     /// Lists containers in every state (running, stopped, created) matching `filter`.
     pub async fn list_containers(&self, filter: &ContainerFilter) -> DockerResult<Vec<ContainerSummary>> {
+        self.list(filter, None, None).await
+    }
+
+    /// One page of [`DockerClient::list_containers`]: at most `limit` containers, newest first,
+    /// created before the container `before` when given (the engine's `limit` and `before`
+    /// filter). A `before` container that is gone is `NotFound` (Engine 20.10 answers it with a 500
+    /// saying "no such container").
+    pub async fn list_containers_page(
+        &self,
+        filter: &ContainerFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> DockerResult<Vec<ContainerSummary>> {
+        match self.list(filter, Some(limit), before).await {
+            Err(DockerError::Engine { message, .. })
+                if before.is_some() && message.to_ascii_lowercase().contains("no such container") =>
+            {
+                Err(DockerError::NotFound { message })
+            }
+            other => other,
+        }
+    }
+
+    async fn list(
+        &self,
+        filter: &ContainerFilter,
+        limit: Option<usize>,
+        before: Option<&str>,
+    ) -> DockerResult<Vec<ContainerSummary>> {
         let mut filters: HashMap<String, Vec<String>> = HashMap::new();
         if !filter.labels.is_empty() {
             filters.insert("label".to_string(), filter.labels.clone());
@@ -172,7 +201,13 @@ impl DockerClient {
         if let Some(name) = &filter.name {
             filters.insert("name".to_string(), vec![name.clone()]);
         }
-        let options = q::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        if let Some(before) = before {
+            filters.insert("before".to_string(), vec![before.to_owned()]);
+        }
+        // The engine takes a 32-bit limit; no page is asked for that many.
+        let limit = limit.map(|limit| i32::try_from(limit).unwrap_or(i32::MAX));
+        let options =
+            q::ListContainersOptions { all: true, limit, filters: Some(filters), ..Default::default() };
         let list = self.docker.list_containers(Some(options)).await?;
         Ok(list.into_iter().filter_map(convert::summary_from).collect())
     }

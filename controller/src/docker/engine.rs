@@ -32,6 +32,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         &'a self,
         filter: &'a ContainerFilter,
     ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>>;
+    /// One page of [`Engine::list_containers`]: at most `limit` of the containers `filter`
+    /// matches, newest first, and only those created before the container `before` when it is
+    /// given (the last of the page before). A `before` container that is gone is `NotFound`.
+    fn list_containers_page<'a>(
+        &'a self,
+        filter: &'a ContainerFilter,
+        limit: usize,
+        before: Option<&'a str>,
+    ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>>;
     fn inspect_container<'a>(
         &'a self,
         id_or_name: &'a str,
@@ -100,6 +109,14 @@ impl Engine for DockerClient {
         filter: &'a ContainerFilter,
     ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
         Box::pin(DockerClient::list_containers(self, filter))
+    }
+    fn list_containers_page<'a>(
+        &'a self,
+        filter: &'a ContainerFilter,
+        limit: usize,
+        before: Option<&'a str>,
+    ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
+        Box::pin(DockerClient::list_containers_page(self, filter, limit, before))
     }
     fn inspect_container<'a>(
         &'a self,

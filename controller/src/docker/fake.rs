@@ -282,6 +282,29 @@ impl Engine for FakeEngine {
         )
     }
 
+    /// Newest first by ID: the fake hands its IDs out in order.
+    fn list_containers_page<'a>(
+        &'a self,
+        filter: &'a ContainerFilter,
+        limit: usize,
+        before: Option<&'a str>,
+    ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
+        ready(self.call("list_containers_page", before.unwrap_or("")).and_then(|state| {
+            let before = match before {
+                Some(before) => Some(find(&state, before).ok_or_else(|| not_found(before))?.id.clone()),
+                None => None,
+            };
+            Ok(state
+                .containers
+                .values()
+                .rev()
+                .filter(|c| before.as_ref().is_none_or(|before| c.id < *before) && matches(c, filter))
+                .take(limit)
+                .map(summary)
+                .collect())
+        }))
+    }
+
     fn inspect_container<'a>(
         &'a self,
         id_or_name: &'a str,
@@ -703,6 +726,14 @@ impl Engine for SimEngine {
         filter: &'a ContainerFilter,
     ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
         self.after(self.latencies.read, move |e| e.list_containers(filter))
+    }
+    fn list_containers_page<'a>(
+        &'a self,
+        filter: &'a ContainerFilter,
+        limit: usize,
+        before: Option<&'a str>,
+    ) -> BoxFuture<'a, DockerResult<Vec<ContainerSummary>>> {
+        self.after(self.latencies.read, move |e| e.list_containers_page(filter, limit, before))
     }
     fn inspect_container<'a>(
         &'a self,

@@ -766,6 +766,43 @@ async fn a_container_created_after_the_snapshot_is_not_duplicated() {
     assert_eq!(f.mutations(), made, "nothing created");
 }
 
+/// The periodic resync's list in pages: every container once, newest first, a page at a time; when
+/// the container a page would start after is removed between two pages, the rest is one list.
+#[tokio::test(start_paused = true)]
+async fn a_list_in_pages_sees_every_container_once_and_survives_its_anchor_removed() {
+    let mut f = fixture().await;
+    running_specs(&mut f, 7).await;
+    let ids =
+        |listed: &[crate::docker::ContainerSummary]| listed.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    let mut all = ids(&f.agent.snapshot.list(&*f.engine, HOST).await.unwrap());
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(all.len(), 7);
+    let pages = f.engine.calls("list_containers_page");
+    let paged = f.agent.snapshot.list_in_pages(&*f.engine, HOST, 3, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(ids(&paged), all, "each once, newest first");
+    assert_eq!(f.engine.calls("list_containers_page") - pages, 3, "pages of 3, 3 and 1");
+    assert_eq!(f.agent.snapshot.owned("default/app6").map(|owned| owned.len()), Some(1));
+
+    // The first page's last container goes before the second page is asked for.
+    let anchor = all[2].clone();
+    let (snapshot, engine) = (f.agent.snapshot.clone(), f.engine.clone());
+    let pages = f.engine.calls("list_containers_page");
+    let listing =
+        tokio::spawn(async move { snapshot.list_in_pages(&*engine, HOST, 3, Duration::from_secs(1)).await });
+    while f.engine.calls("list_containers_page") == pages {
+        tokio::task::yield_now().await;
+    }
+    let force = crate::docker::RemoveOptions { force: true, anonymous_volumes: false };
+    f.engine.remove_container(&anchor, force).await.unwrap();
+    let lists = f.engine.calls("list_containers");
+    let paged = listing.await.unwrap().unwrap();
+    let rest: Vec<String> = all.iter().filter(|id| **id != anchor).cloned().collect();
+    let mut got = ids(&paged);
+    got.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(got, rest, "the rest as one list");
+    assert_eq!(f.engine.calls("list_containers") - lists, 1);
+}
+
 /// A container the list saw under another name (a second container of the key, to be removed)
 /// that holds the spec's name by the time the key is reconciled is the spec's container now: it is
 /// kept, not removed as a duplicate on the snapshot's word.
