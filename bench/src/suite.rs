@@ -352,6 +352,9 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
             samples.max_rss_mib,
             samples.mean_rss_mib,
         );
+        let busiest = samples.busiest(5, agent_age_at_window);
+        let told: Vec<String> = busiest.iter().map(|(age, p)| format!("{p:.2}% at {age:.0} s")).collect();
+        eprintln!("idle: the busiest seconds (the agent's age at their end): {}", told.join(", "));
         agent.stop().await?;
 
         // Cold start: an agent (in process, for its counters) over the same store and containers.
@@ -402,6 +405,11 @@ async fn idle_phase(o: &Options, docker: &bollard::Docker, run: &str) -> anyhow:
             "agent_rss_anon_mib_end": rss_anon,
             "agent_rss_file_mib_end": rss_file,
             "samples": samples.count,
+            "agent_cpu_busiest_seconds": busiest
+                .iter()
+                .map(|(age, percent)| json!({"agent_age_seconds": age, "cpu_percent": percent}))
+                .collect::<Vec<_>>(),
+            "agent_cpu_percent_per_second": samples.cpu_percent.iter().map(|p| (p * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
             // The agent's periodic resync comes 300 s after its start: inside the window when this
             // plus window_seconds passes 300.
             "agent_age_at_window_start_seconds": agent_age_at_window,
@@ -428,6 +436,20 @@ struct IdleSamples {
     max_cpu_percent: f64,
     max_rss_mib: f64,
     mean_rss_mib: f64,
+    /// Every second's share of a core, in order: when a spike came tells what it was (the agent's
+    /// periodic work runs at fixed ages: its resync and its leader's pass from scratch every 300 s).
+    cpu_percent: Vec<f64>,
+}
+
+impl IdleSamples {
+    /// The `n` busiest seconds, busiest first: (the agent's age at the end of the second, % of a core).
+    fn busiest(&self, n: usize, age_at_window: f64) -> Vec<(f64, f64)> {
+        let mut seconds: Vec<(f64, f64)> =
+            self.cpu_percent.iter().enumerate().map(|(i, p)| (age_at_window + (i + 1) as f64, *p)).collect();
+        seconds.sort_by(|a, b| b.1.total_cmp(&a.1));
+        seconds.truncate(n);
+        seconds
+    }
 }
 
 /// Samples the agent `pid` every second for `seconds` seconds (a periodic spike shows in the
@@ -438,7 +460,13 @@ async fn idle_samples(pid: u32, seconds: u64) -> anyhow::Result<IdleSamples> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let (mut cpu_before, mut at_before) = (common::cpu_seconds_fine(pid)?, Instant::now());
-    let mut samples = IdleSamples { count: 0, max_cpu_percent: 0.0, max_rss_mib: 0.0, mean_rss_mib: 0.0 };
+    let mut samples = IdleSamples {
+        count: 0,
+        max_cpu_percent: 0.0,
+        max_rss_mib: 0.0,
+        mean_rss_mib: 0.0,
+        cpu_percent: Vec::new(),
+    };
     let mut rss_sum = 0.0;
     for _ in 0..seconds.max(1) {
         ticker.tick().await;
@@ -446,6 +474,7 @@ async fn idle_samples(pid: u32, seconds: u64) -> anyhow::Result<IdleSamples> {
         let rss = common::status_mib(pid, "VmRSS")?;
         let percent = 100.0 * (cpu - cpu_before) / (at - at_before).as_secs_f64();
         samples.max_cpu_percent = samples.max_cpu_percent.max(percent);
+        samples.cpu_percent.push(percent);
         samples.max_rss_mib = samples.max_rss_mib.max(rss);
         rss_sum += rss;
         samples.count += 1;
@@ -695,7 +724,10 @@ fn table(r: &Value) -> Vec<String> {
                 i["containers"],
                 i["window_seconds"].as_f64().unwrap_or(f64::NAN)
             ),
-            format!("{cpu:.3}% of a core, max {cpu_max:.2}% in a second"),
+            format!(
+                "{cpu:.3}% of a core, max {cpu_max:.2}% in a second (at agent age {:.0} s)",
+                i["agent_cpu_busiest_seconds"][0]["agent_age_seconds"].as_f64().unwrap_or(f64::NAN)
+            ),
             format!(
                 "engine {:.2}%; resync in the window: {}; target <= 0.2% (the mean and every second)",
                 i["engine_cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN),
