@@ -50,7 +50,7 @@ pub struct AgentArgs {
     pub workers: usize,
     /// How often the agent lists its containers and reconciles each spec even without an event,
     /// in seconds (spread evenly over the interval). A spec whose last reconcile converged and whose
-    /// containers are listed as the last time is passed over (`kedge_resync_keys_total`).
+    /// containers are listed as that reconcile saw them is passed over (`kedge_resync_keys_total`).
     #[arg(long, env = "KEDGE_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
     /// How long a host must be NotReady before the scheduler moves its specs to other hosts, in

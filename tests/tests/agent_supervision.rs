@@ -167,8 +167,8 @@ async fn a_panicking_leader_hands_over_at_once_where_a_killed_one_waits_for_its_
 /// reconnect resync reach the agent), the periodic resync alone repairs drift: with a 4 s interval,
 /// spread over the interval, a container killed by hand runs again and one removed by hand is made
 /// again. Nothing else would: no store write follows either. The drift comes only once the resync
-/// passes over the settled keys (their containers listed as before): passing over a key must not
-/// hide what its own list shows, even with no event to tell it.
+/// passes over the settled keys (their containers listed as their last reconcile saw them):
+/// passing over a key must not hide what its own list shows, even with no event to tell it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_engine_events_the_periodic_resync_repairs_drift() {
     let run = run_id();

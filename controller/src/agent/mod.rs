@@ -657,26 +657,15 @@ impl Agent {
     /// crash interrupted (found by its labels in that list) finished or rolled back; every listed
     /// key enqueued. Keys of specs are enqueued by the store follower as it reads them.
     async fn start_from_snapshot(&self) -> Result<(), AgentError> {
-        let host = &self.config.host_name;
-        let listed = self.snapshot.list(self.engine(), host).await?;
+        let listed = self.snapshot.list(self.engine(), &self.config.host_name).await?;
         let mut interrupted = std::collections::BTreeSet::new();
-        let mut by_key: std::collections::BTreeMap<&str, Vec<&crate::docker::ContainerSummary>> =
-            std::collections::BTreeMap::new();
         for container in &listed {
             if let Some(key) = labels::key(&container.labels) {
                 if is_recreate_name_of(&container.name, base_name_of_key(key)) {
                     interrupted.insert(key.to_owned());
                 }
-                if labels::is_managed_by_host(&container.labels, host) {
-                    by_key.entry(key).or_default().push(container);
-                }
                 self.queue.add(key.to_owned());
             }
-        }
-        // What the first periodic resync compares its list with: a key its reconcile at start
-        // leaves settled need not be reconciled again then.
-        for (key, containers) in by_key {
-            self.snapshot.resync(key, snapshot::print(containers), false);
         }
         for key in interrupted {
             match self.recover_key(&key).await {

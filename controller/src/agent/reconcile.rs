@@ -269,6 +269,8 @@ impl Agent {
             desired = self.desired(key);
             seen = observe(self.engine(), host, key, desired.spec_here(), None).await?;
         }
+        // What the periodic resync's list is compared with, should this reconcile settle the key.
+        self.snapshot.saw(key, super::snapshot::print(&seen.owned));
         if let Some(stored) = desired.specs.stored.as_ref().filter(|_| desired.here) {
             return self.reconcile_spec(key, &stored.object, seen).await;
         }

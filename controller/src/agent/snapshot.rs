@@ -22,8 +22,8 @@
 //! The same stamps tell the periodic resync which keys it may pass over ([`EngineSnapshot::resync`]):
 //! a key is *settled* when a reconcile that began after its last stamp (and after the last resync
 //! that enqueued it) ended converged. Such a key whose containers the resync's list shows exactly as
-//! the list before did (same IDs, names, states and images) has had nothing happen to it that the
-//! engine showed or its own list can tell, and is not reconciled again. What the list cannot show
+//! that reconcile's own list saw them (same IDs, names, states and images) has had nothing happen to
+//! it that the engine showed or a list can tell, and is not reconciled again. What the list cannot show
 //! and no event told (none is known: limits changed in place send `update`, network changes send
 //! network events, health changes `health_status`) waits for the next event, a reconnect's resync
 //! (which passes over nothing) or the agent's restart.
@@ -66,8 +66,12 @@ struct Settled {
     changed: u64,
     /// A reconcile that began after `changed` ended converged.
     converged: bool,
-    /// The key's containers as the last resync's list showed them ([`print`]).
+    /// The key's containers as the last converged reconcile's list saw them, or as a resync's list
+    /// showed them since ([`print`]).
     print: Option<u64>,
+    /// The key's containers as the read pass of the reconcile under way listed them
+    /// ([`EngineSnapshot::saw`]).
+    seen: Option<u64>,
 }
 
 impl Inner {
@@ -196,23 +200,28 @@ impl EngineSnapshot {
         self.lock().sequence
     }
 
+    /// The read pass of the reconcile of `key` under way listed its containers as `print`.
+    pub(crate) fn saw(&self, key: &str, print: u64) {
+        self.lock().settled.entry(key.to_owned()).or_default().seen = Some(print);
+    }
+
     /// A reconcile of `key` that began at `began` ended, `converged` (`Next::Done`) or not. The key
     /// is settled when it converged and nothing was stamped on it since it began (its own actions
-    /// are).
+    /// are), and what its read pass listed ([`EngineSnapshot::saw`]) is what the next resync's list
+    /// is compared with.
     pub(crate) fn ended(&self, key: &str, began: u64, converged: bool) {
         let mut inner = self.lock();
-        match inner.settled.get_mut(key) {
-            Some(settled) => settled.converged = converged && settled.changed <= began,
-            None if converged => {
-                inner.settled.insert(key.to_owned(), Settled { converged, ..Settled::default() });
-            }
-            None => {}
+        let Some(settled) = inner.settled.get_mut(key) else { return };
+        let seen = settled.seen.take();
+        settled.converged = converged && settled.changed <= began && seen.is_some();
+        if settled.converged {
+            settled.print = seen;
         }
     }
 
     /// For a resync whose list shows `key`'s containers as `print` ([`print`]): whether to
-    /// reconcile the key. Not when `may_pass` and the key is settled and shows what the list before
-    /// showed (see the module documentation). A key to reconcile counts as changed: a reconcile
+    /// reconcile the key. Not when `may_pass` and the key is settled and shows what its settling
+    /// reconcile's list saw (see the module documentation). A key to reconcile counts as changed: a reconcile
     /// already under way when the list was taken does not settle it.
     pub(crate) fn resync(&self, key: &str, print: u64, may_pass: bool) -> bool {
         let mut inner = self.lock();
@@ -296,9 +305,11 @@ mod tests {
         }
     }
 
-    /// A reconcile of `key` that begins now and ends converged (or not).
-    fn reconcile(snapshot: &EngineSnapshot, key: &str, converged: bool) {
+    /// A reconcile of `key` that begins now, lists its containers as `seen` and ends converged (or
+    /// not).
+    fn reconcile(snapshot: &EngineSnapshot, key: &str, seen: u64, converged: bool) {
         let began = snapshot.began();
+        snapshot.saw(key, seen);
         snapshot.ended(key, began, converged);
     }
 
@@ -317,50 +328,55 @@ mod tests {
     }
 
     #[test]
-    fn the_resync_passes_over_a_settled_key_listed_as_before_and_nothing_else() {
+    fn the_resync_passes_over_a_settled_key_listed_as_its_reconcile_saw_it_and_nothing_else() {
         let snapshot = EngineSnapshot::default();
         let running = print([&container("a", "running")]);
-        // First seen: reconciled, whatever its state.
-        assert!(snapshot.resync("ns/web", running, true));
-        reconcile(&snapshot, "ns/web", true);
-        assert!(!snapshot.resync("ns/web", running, true), "settled and listed as before");
+        let exited = print([&container("a", "exited")]);
+        // Settled by the reconcile its container's creation enqueued: passed over at the first resync.
+        reconcile(&snapshot, "ns/web", running, true);
+        assert!(!snapshot.resync("ns/web", running, true), "settled and listed as its reconcile saw it");
         assert!(!snapshot.resync("ns/web", running, true), "and again");
         // Listed otherwise (an event missed): reconciled, and until a reconcile settles it again.
-        let exited = print([&container("a", "exited")]);
         assert!(snapshot.resync("ns/web", exited, true));
         assert!(snapshot.resync("ns/web", exited, true), "not settled since");
-        reconcile(&snapshot, "ns/web", true);
-        assert!(!snapshot.resync("ns/web", exited, true));
+        reconcile(&snapshot, "ns/web", running, true);
+        assert!(!snapshot.resync("ns/web", running, true));
+        // Listed as an earlier list showed it but not as the settling reconcile saw it: reconciled.
+        reconcile(&snapshot, "ns/web", exited, true);
+        assert!(snapshot.resync("ns/web", running, true));
         // A reconnect's resync passes over nothing.
-        assert!(snapshot.resync("ns/web", exited, false));
+        reconcile(&snapshot, "ns/web", running, true);
+        assert!(snapshot.resync("ns/web", running, false));
     }
 
     #[test]
     fn a_key_is_settled_only_by_a_converged_reconcile_that_began_after_everything_on_it() {
         let snapshot = EngineSnapshot::default();
         let listed = print([&container("a", "running")]);
-        assert!(snapshot.resync("ns/web", listed, true));
+        assert!(snapshot.resync("ns/web", listed, true), "never reconciled");
         // A failed or requeued reconcile does not settle it.
-        reconcile(&snapshot, "ns/web", false);
+        reconcile(&snapshot, "ns/web", listed, false);
         assert!(snapshot.resync("ns/web", listed, true));
         // An event or an action during the reconcile: not settled.
         let began = snapshot.began();
+        snapshot.saw("ns/web", listed);
         snapshot.stamp("ns/web");
         snapshot.ended("ns/web", began, true);
         assert!(snapshot.resync("ns/web", listed, true));
         // A reconcile under way when the resync enqueued the key does not settle it either.
         let began = snapshot.began();
+        snapshot.saw("ns/web", listed);
         assert!(snapshot.resync("ns/web", listed, true));
         snapshot.ended("ns/web", began, true);
         assert!(snapshot.resync("ns/web", listed, true));
         // An event after a settling reconcile: reconciled at the next resync.
-        reconcile(&snapshot, "ns/web", true);
+        reconcile(&snapshot, "ns/web", listed, true);
         snapshot.stamp("ns/web");
         assert!(snapshot.resync("ns/web", listed, true));
-        // The reconcile the first list enqueues, settling before any resync.
-        let fresh = EngineSnapshot::default();
-        reconcile(&fresh, "ns/db", true);
-        assert!(fresh.resync("ns/db", listed, true), "no list before to compare with");
+        // A reconcile that converged without reading the engine (none does) does not settle it.
+        let began = snapshot.began();
+        snapshot.ended("ns/web", began, true);
+        assert!(snapshot.resync("ns/web", listed, true));
     }
 
     #[test]
@@ -368,8 +384,7 @@ mod tests {
         let snapshot = EngineSnapshot::default();
         let listed = print([&container("a", "running")]);
         for key in ["ns/kept", "ns/gone"] {
-            assert!(snapshot.resync(key, listed, true));
-            reconcile(&snapshot, key, true);
+            reconcile(&snapshot, key, listed, true);
         }
         snapshot.retain_settled(|key| key == "ns/kept");
         assert!(!snapshot.resync("ns/kept", listed, true));
