@@ -284,6 +284,49 @@ async fn a_list_in_pages_is_the_whole_list_newest_first_and_a_gone_anchor_is_not
     assert!(matches!(gone, Err(kedge_controller::docker::DockerError::NotFound { .. })), "{gone:?}");
 }
 
+/// The list carries each container's health (from its status line), which the periodic resync
+/// compares with what the last reconcile saw: a missed `health_status` event still shows.
+#[tokio::test]
+async fn a_list_tells_the_health_of_each_container() {
+    let fx = Fixture::new().await;
+    let check = |command: &str| Healthcheck {
+        test: vec!["CMD-SHELL".into(), command.into()],
+        interval: Some(Duration::from_secs(1)),
+        timeout: Some(Duration::from_secs(1)),
+        retries: Some(1),
+        start_period: None,
+        start_interval: None,
+    };
+    let mut sick = fx.managed("sick", APP_V1);
+    sick.healthcheck = Some(check("exit 1"));
+    let mut well = fx.managed("well", APP_V1);
+    well.healthcheck = Some(check("true"));
+    let plain = fx.managed("plain", APP_V1);
+    for config in [&sick, &well, &plain] {
+        let id = fx.docker.create_container(config).await.expect("create");
+        fx.docker.start_container(&id).await.expect("start");
+    }
+    let filter = ContainerFilter { labels: vec![format!("io.kedge.test={}", fx.run)], name: None };
+    let health = |name: String| {
+        let (docker, filter) = (&fx.docker, &filter);
+        async move {
+            let listed = docker.list_containers(filter).await.expect("list");
+            listed.into_iter().find(|c| c.name == name).map(|c| c.health)
+        }
+    };
+    eventually(
+        "the list to show one unhealthy and one healthy container",
+        Duration::from_secs(30),
+        || async {
+            (health(sick.name.clone()).await == Some(Some(HealthStatus::Unhealthy))
+                && health(well.name.clone()).await == Some(Some(HealthStatus::Healthy)))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(health(plain.name.clone()).await, Some(None), "no healthcheck, no health");
+}
+
 #[tokio::test]
 async fn image_info_carries_the_image_defaults() {
     let fx = Fixture::new().await;

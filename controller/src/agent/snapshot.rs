@@ -22,11 +22,11 @@
 //! The same stamps tell the periodic resync which keys it may pass over ([`EngineSnapshot::resync`]):
 //! a key is *settled* when a reconcile that began after its last stamp (and after the last resync
 //! that enqueued it) ended converged. Such a key whose containers the resync's list shows exactly as
-//! that reconcile's own list saw them (same IDs, names, states and images) has had nothing happen to
-//! it that the engine showed or a list can tell, and is not reconciled again. What the list cannot show
-//! and no event told (none is known: limits changed in place send `update`, network changes send
-//! network events, health changes `health_status`) waits for the next event, a reconnect's resync
-//! (which passes over nothing) or the agent's restart.
+//! that reconcile's own list saw them (same IDs, names, states, health and images) has had nothing
+//! happen to it that the engine showed or a list can tell, and is not reconciled again. What the
+//! list cannot show and no event told (none is known: limits changed in place send `update`,
+//! network changes send network events) waits for the next event, a reconnect's resync (which
+//! passes over nothing) or the agent's restart.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -221,8 +221,8 @@ impl EngineSnapshot {
 
     /// For a resync whose list shows `key`'s containers as `print` ([`print`]): whether to
     /// reconcile the key. Not when `may_pass` and the key is settled and shows what its settling
-    /// reconcile's list saw (see the module documentation). A key to reconcile counts as changed: a reconcile
-    /// already under way when the list was taken does not settle it.
+    /// reconcile's list saw (see the module documentation). A key to reconcile counts as changed:
+    /// a reconcile already under way when the list was taken does not settle it.
     pub(crate) fn resync(&self, key: &str, print: u64, may_pass: bool) -> bool {
         let mut inner = self.lock();
         inner.sequence += 1;
@@ -275,14 +275,24 @@ fn owned_filter(host: &str) -> ContainerFilter {
     ContainerFilter { labels: vec![labels::managed_filter(), labels::host_filter(host)], name: None }
 }
 
-/// A fingerprint of one key's containers as a list shows them: their IDs, names, states, images
-/// (the engine lists a container whose tag was moved to another image by its image's ID) and
-/// image IDs, in any order. Only compared within one agent's life.
+/// A fingerprint of one key's containers as a list shows them: their IDs, names, states, health,
+/// images (the engine lists a container whose tag was moved to another image by its image's ID)
+/// and image IDs, in any order. Only compared within one agent's life.
 pub(crate) fn print<'a>(containers: impl IntoIterator<Item = &'a ContainerSummary>) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut seen: Vec<(&str, &str, &str, &str, &str)> = containers
+    type Seen<'a> = (&'a str, &'a str, &'a str, Option<crate::docker::HealthStatus>, &'a str, &'a str);
+    let mut seen: Vec<Seen> = containers
         .into_iter()
-        .map(|c| (c.id.as_str(), c.name.as_str(), c.state.as_str(), c.image.as_str(), c.image_id.as_str()))
+        .map(|c| {
+            (
+                c.id.as_str(),
+                c.name.as_str(),
+                c.state.as_str(),
+                c.health,
+                c.image.as_str(),
+                c.image_id.as_str(),
+            )
+        })
         .collect();
     seen.sort_unstable();
     let mut hasher = std::hash::DefaultHasher::new();
@@ -302,6 +312,7 @@ mod tests {
             image_id: "sha256:aa".to_owned(),
             state: state.to_owned(),
             labels: Default::default(),
+            health: None,
         }
     }
 
@@ -324,6 +335,13 @@ mod tests {
         assert_ne!(print([&a]), print([&retagged]), "the engine lists a moved tag's container by image ID");
         let renamed = ContainerSummary { name: "web-old".to_owned(), ..a.clone() };
         assert_ne!(print([&a]), print([&renamed]));
+        let unhealthy =
+            ContainerSummary { health: Some(crate::docker::HealthStatus::Unhealthy), ..a.clone() };
+        assert_ne!(
+            print([&a]),
+            print([&unhealthy]),
+            "a missed health_status shows in the list's status line"
+        );
         assert_eq!(print([]), print(Vec::<&ContainerSummary>::new()));
     }
 

@@ -535,7 +535,22 @@ pub(crate) fn summary_from(s: b::ContainerSummary) -> Option<ContainerSummary> {
         image_id: image_id(s.image_id.unwrap_or_default()),
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
         labels: labels_from(s.labels),
+        health: s.status.as_deref().and_then(health_of_status),
     })
+}
+
+/// The health a list's status line ends with (`Up 2 minutes (healthy)`, `(unhealthy)`, `(health:
+/// starting)`), which Engine 20.10 to 26 give only there.
+fn health_of_status(status: &str) -> Option<HealthStatus> {
+    if status.ends_with("(healthy)") {
+        Some(HealthStatus::Healthy)
+    } else if status.ends_with("(unhealthy)") {
+        Some(HealthStatus::Unhealthy)
+    } else if status.ends_with("(health: starting)") {
+        Some(HealthStatus::Starting)
+    } else {
+        None
+    }
 }
 
 pub(crate) fn image_from_inspect(i: b::ImageInspect) -> Option<ImageInfo> {

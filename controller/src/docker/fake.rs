@@ -249,6 +249,7 @@ fn summary(container: &ObservedContainer) -> ContainerSummary {
         image_id: container.image_id.clone(),
         state: if container.state.running { "running" } else { "exited" }.to_owned(),
         labels: container.labels.clone(),
+        health: container.state.health.filter(|_| container.state.running),
     }
 }
 

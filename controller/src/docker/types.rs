@@ -355,7 +355,7 @@ pub enum ContainerStatus {
 }
 
 /// A container's health as Docker's healthcheck reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HealthStatus {
     /// The container has no healthcheck.
     None,
@@ -391,6 +391,9 @@ pub struct ContainerSummary {
     /// Docker's state word (`running`, `exited`, ...).
     pub state: String,
     pub labels: BTreeMap<String, String>,
+    /// The health the list's status line ends with (`Up 2 minutes (unhealthy)`); `None` without a
+    /// healthcheck.
+    pub health: Option<HealthStatus>,
 }
 
 /// An image and its own config defaults (what inspect of a container merges in).
