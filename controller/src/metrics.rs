@@ -224,7 +224,7 @@ impl Metrics {
         let resync_keys = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "kedge_resync_keys",
-            "Specs' keys the periodic resync went through, by decision (reconciled, or passed over: settled and listed as before)",
+            "Specs' keys the periodic resync went through, by decision (reconciled, or passed over: settled and listed as its last reconcile saw them)",
             resync_keys.clone(),
         );
         let resync_reconciled = resync_keys.get_or_create(&[("decision", "reconciled")]).clone();

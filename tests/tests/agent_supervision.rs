@@ -228,6 +228,54 @@ async fn without_engine_events_the_periodic_resync_repairs_drift() {
     assert_eq!(identity(&names[0]), before[0], "the container nobody touched was left alone");
 }
 
+/// A settled container that turns unhealthy while the agent gets no engine events (no
+/// `health_status`) is still remediated by the periodic resync: the list's status line carries the
+/// health, so the key is not passed over. `kedge-test/health` is unhealthy while `/tmp/unhealthy`
+/// exists; the default remediation restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_engine_events_the_resync_still_restarts_a_container_gone_unhealthy() {
+    let run = run_id();
+    let _cleanup = EngineCleanup::new(&run);
+    let work = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start_with_env(
+        "embedded",
+        &format!("unhealthy-{run}"),
+        &work.path().join("state"),
+        &[("KEDGE_FAILPOINT", "panic-task:follow-engine"), ("KEDGE_RESYNC_SECONDS", "4")],
+    );
+    agent.wait_serving().await;
+    require_failpoints();
+    let name = format!("sick-{run}");
+    let mut spec = unplaced_spec(&name, &run);
+    spec["spec"]["image"] = "kedge-test/health:latest".into();
+    spec["spec"].as_object_mut().unwrap().remove("command");
+    apply_json(&agent, work.path(), &spec);
+    eventually(&format!("{name} healthy"), Duration::from_secs(30), || async {
+        let health = docker_cli(&["inspect", "-f", "{{.State.Health.Status}}", &name]);
+        (String::from_utf8_lossy(&health.stdout).trim() == "healthy").then_some(())
+    })
+    .await;
+    let passed = "kedge_resync_keys_total{decision=\"passed\"}";
+    eventually("a resync to pass over the settled key", Duration::from_secs(30), || async {
+        (scrape(&agent.state_dir).await.get(passed).copied().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
+
+    let before = identity(&name);
+    let sick = docker_cli(&["exec", &name, "touch", "/tmp/unhealthy"]);
+    assert!(sick.status.success(), "docker exec: {}", String::from_utf8_lossy(&sick.stderr));
+    let started = Instant::now();
+    eventually(&format!("{name} restarted for its health"), Duration::from_secs(30), || async {
+        let now = identity(&name);
+        (now.starts_with("true ") && now != before).then_some(())
+    })
+    .await;
+    eprintln!(
+        "measured: restarted {:.1}s after turning unhealthy, by the resync alone",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// `running startedAt id` of the container `name` (empty when there is none).
 fn identity(name: &str) -> String {
     let inspect = docker_cli(&["inspect", "-f", "{{.State.Running}} {{.State.StartedAt}} {{.Id}}", name]);
