@@ -75,13 +75,16 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_BINDINGS_PER_PASS: usize = 1024;
 /// How many of a pass's binding writes are in flight at once.
 const CONCURRENT_BINDINGS: usize = 32;
-/// How often every controller of a pass decides from scratch at the least, even those whose caches
-/// did not change since they last found nothing to do ([`Settled`]): a safety net under the
-/// skipping, whose rule is that a controller is a pure function of its caches and its deadlines
-/// (`changed_keys_decide_what_a_full_plan_decides` checks it for the scheduling pass). As often as
-/// an agent re-reads its whole engine (the default resync). It was 30 s, and the quiet safety tick
-/// ([`super::wake::SAFETY_TICK`]) decided from scratch too: at 500 specs that was 2.5 to 3.4 ms of
-/// CPU every 10 s in an idle agent's second-by-second CPU.
+/// How often the projection and ContainerSet controllers decide from scratch at the least, even
+/// when their caches did not change since they last found nothing to do ([`Settled`]): a safety net
+/// under the skipping, whose rule is that a controller is a pure function of its caches and its
+/// deadlines (`changed_keys_decide_what_a_full_plan_decides` checks it for the scheduling pass). As
+/// often as an agent re-reads its whole engine (the default resync). It was 30 s, and the quiet
+/// safety tick ([`super::wake::SAFETY_TICK`]) decided from scratch too: at 500 specs that was 2.5 to
+/// 3.4 ms of CPU every 10 s in an idle agent's second-by-second CPU. The scheduling pass, the
+/// costliest from scratch (every spec's placement and the whole plan: 3 to 5 ms at 500 specs, the
+/// idle agent's busiest second), has its own net instead, spread over the same period: the rolling
+/// audit of [`audit`].
 const FULL_PASS_EVERY: Duration = Duration::from_secs(300);
 
 /// The caches' change counts ([`crate::runtime::Reflector::changes`]) at which each controller last
@@ -89,10 +92,11 @@ const FULL_PASS_EVERY: Duration = Duration::from_secs(300);
 /// through its deadlines, of time): while the counts it reads stay the same it would decide nothing
 /// again, and its pass is skipped. Most wake-ups of a settled fleet are container statuses, which only
 /// the ContainerSet controller reads, so the scheduling and projection passes over every spec run only
-/// when specs, bindings, hosts or placements changed. Cleared at each [`FULL_PASS_EVERY`], at a
-/// leadership's first pass and on a deadline: those passes decide everything. The quiet safety
-/// tick does not clear it: it is there for a change that failed to wake the leader, and such a
-/// change moved the counts the skipping compares.
+/// when specs, bindings, hosts or placements changed. Cleared at a leadership's first pass and on a
+/// controller's deadline ([`Due`]): those passes decide everything; the projection's and sets' parts
+/// also at each [`FULL_PASS_EVERY`], the scheduling part when its rolling audit finds a placement it
+/// does not remember ([`audit`]). The quiet safety tick does not clear it: it is there for a change
+/// that failed to wake the leader, and such a change moved the counts the skipping compares.
 #[derive(Debug, Default)]
 struct Settled {
     schedule: Option<ScheduleMemo>,
@@ -109,6 +113,57 @@ struct Settled {
 struct ScheduleMemo {
     counts: [u64; 3],
     specs: HashMap<String, SpecPlacement>,
+    /// How many entries the spec cache held when the memo was made.
+    listed: usize,
+    /// The store key of the last spec the rolling audit compared ([`audit`]); `None`: start over.
+    audited: Option<String>,
+    /// When the rolling audit last ran.
+    audited_at: Option<Instant>,
+}
+
+/// How many skipped scheduling passes the rolling audit takes to compare every spec once: one
+/// [`FULL_PASS_EVERY`] of quiet safety ticks.
+const AUDIT_PASSES: usize = (FULL_PASS_EVERY.as_secs() / super::wake::SAFETY_TICK.as_secs()) as usize;
+
+/// The scheduling memo's safety net, in place of deciding from scratch every [`FULL_PASS_EVERY`]:
+/// a skipped pass at least a [`super::wake::SAFETY_TICK`] after the last audit compares the next
+/// `1/AUDIT_PASSES` of the cached specs (at least one), in key order, with the placements the memo
+/// remembers, and the number of cached specs with the number then. Every spec is compared within
+/// a period, for a slice of the cost: a pass over 500 specs compares 17. Busy passes (a fleet's
+/// statuses wake the leader up to ten times a second) do not audit more often. Answers the store key
+/// of a spec whose placement differs (or a note that the count differs): a change the skipping
+/// missed, which the caller decides from scratch. The bindings', hosts' and liveness counts are
+/// compared at every pass already.
+fn audit(
+    memo: &mut ScheduleMemo,
+    specs: &crate::runtime::Reflector<kedge_crds::Container>,
+    now: Instant,
+) -> Option<String> {
+    use std::ops::Bound;
+    if memo.audited_at.is_some_and(|at| now.duration_since(at) < super::wake::SAFETY_TICK) {
+        return None;
+    }
+    memo.audited_at = Some(now);
+    specs.with(|all| {
+        if all.len() != memo.listed {
+            return Some(format!("{} specs cached where {} were", all.len(), memo.listed));
+        }
+        let slice = all.len().div_ceil(AUDIT_PASSES).max(1);
+        let from = memo.audited.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut compared = 0;
+        for (store_key, stored) in all.range::<str, _>((from, Bound::Unbounded)).take(slice) {
+            compared += 1;
+            memo.audited = Some(store_key.clone());
+            let Some(placement) = spec_placement(store_key, &stored.object) else { continue };
+            if memo.specs.get(&placement.key) != Some(&placement) {
+                return Some(store_key.clone());
+            }
+        }
+        if compared < slice {
+            memo.audited = None;
+        }
+        None
+    })
 }
 
 /// Where an unplaced spec may go.
@@ -440,6 +495,33 @@ struct Leader<'a> {
     full_at: Instant,
 }
 
+/// What the leader's next pass is woken for, besides a change and the safety tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Due {
+    /// The nearest deadline a controller asked for (a grace expiry, a rollout's health timeout, a
+    /// retry): time is one of a controller's inputs, so that pass decides from scratch.
+    controllers: Option<Instant>,
+    /// The history compactor's next sample. No controller reads it: a pass woken by it alone is
+    /// skipped where nothing changed, as on the safety tick. It used to count as a controller's
+    /// deadline, which made every controller decide from scratch every 300 s (the compactor's
+    /// sampling period) on top of [`FULL_PASS_EVERY`].
+    compactor: Option<Instant>,
+}
+
+impl Due {
+    fn next(&self) -> Option<Instant> {
+        self.controllers.into_iter().chain(self.compactor).min()
+    }
+
+    /// Whether a pass woken for `reason` at `now` decides everything from scratch: a leadership's
+    /// first pass, or a controller's deadline come.
+    fn decides_everything(&self, reason: super::wake::Reason, now: Instant) -> bool {
+        use super::wake::Reason;
+        let deadline = reason == Reason::Deadline && self.controllers.is_some_and(|at| at <= now);
+        reason == Reason::First || deadline
+    }
+}
+
 /// How soon a pass that failed (the store unreachable, say) is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -472,17 +554,22 @@ impl Leader<'_> {
             }
         }
         let mut wake = Wake::new(self.caches.subscribe());
-        let mut deadline: Option<Instant> = None;
+        let mut due = Due::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
                 _ = &mut renewing.0 => return false,
-                reason = wake.next(deadline) => {
+                reason = wake.next(due.next()) => {
                     tracing::trace!(?reason, "leader pass");
-                    let from_scratch = matches!(reason, super::wake::Reason::First | super::wake::Reason::Deadline);
-                    if from_scratch || self.full_at.elapsed() >= FULL_PASS_EVERY {
+                    let now = Instant::now();
+                    if due.decides_everything(reason, now) {
                         self.settled = Settled::default();
-                        self.full_at = Instant::now();
+                        self.full_at = now;
+                    } else if now.duration_since(self.full_at) >= FULL_PASS_EVERY {
+                        // The scheduling pass's own net is its rolling audit.
+                        self.settled.projection = None;
+                        self.settled.sets = None;
+                        self.full_at = now;
                     }
                 }
             }
@@ -500,18 +587,19 @@ impl Leader<'_> {
                 outcome = self.pass() => outcome,
             };
             match outcome {
-                Ok(next) => deadline = next,
+                Ok(next) => due = next,
                 Err(error) if lost_leadership(&error) => return false,
                 Err(error) => {
                     tracing::debug!(%error, "leader pass failed; retrying");
-                    deadline = Some(Instant::now() + RETRY);
+                    due = Due { controllers: Some(Instant::now() + RETRY), compactor: None };
                 }
             }
         }
     }
 
-    /// One pass of every controller; answers the nearest deadline they know of.
-    async fn pass(&mut self) -> Result<Option<Instant>, StoreError> {
+    /// One pass of every controller; answers the nearest deadline they know of, and when the
+    /// compactor's next sample is due.
+    async fn pass(&mut self) -> Result<Due, StoreError> {
         let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
         // Each controller's failure is its own: it retries soon, and the others (and the
         // compactor) still run. Only a lost leader key ends the pass.
@@ -541,13 +629,14 @@ impl Leader<'_> {
         deadlines.push(settle("upgrade campaign", campaign.map(|at| at.map(instant_of)))?);
         #[cfg(feature = "failpoints")]
         crate::executor::failpoint::panic_task("leader");
+        let mut compactor_due = None;
         if let Some(compactor) = &mut self.compactor {
             if let Err(error) = compactor.tick(self.store, self.caches.revision()).await {
                 tracing::warn!(%error, "could not compact the store's history; retrying");
             }
-            deadlines.push(compactor.next_due());
+            compactor_due = compactor.next_due();
         }
-        Ok(deadlines.into_iter().flatten().min())
+        Ok(Due { controllers: deadlines.into_iter().flatten().min(), compactor: compactor_due })
     }
 
     /// The scheduling pass; answers when the next NotReady host's grace period ends. Decides nothing
@@ -564,7 +653,11 @@ impl Leader<'_> {
                 now.as_ref() == memo.specs.get(&format!("{namespace}/{name}"))
             };
             if memo.counts == seen && keys.iter().all(unchanged) {
-                return Ok(None);
+                let memo = self.settled.schedule.as_mut().expect("matched above");
+                let Some(missed) = audit(memo, self.caches.specs.reflector(), Instant::now()) else {
+                    return Ok(None);
+                };
+                tracing::warn!(%missed, "the scheduler's rolling audit found a change its skipping missed; deciding from scratch");
             }
         }
         self.settled.schedule = None;
@@ -594,7 +687,7 @@ impl Leader<'_> {
             );
             self.events.record_host(&host, EventType::Warning, "HostNotReady", &message).await;
         }
-        let specs = self.placements();
+        let (specs, listed) = self.placements();
         let grace = self.grace;
         let since = &self.not_ready_since;
         let expired = |host: &str| since.get(host).is_some_and(|at| now.duration_since(*at) >= grace);
@@ -604,7 +697,8 @@ impl Leader<'_> {
             // Decided from these caches alone (every grace period ahead has ended): the same caches
             // decide nothing again.
             let specs = specs.into_iter().map(|spec| (spec.key.clone(), spec)).collect();
-            self.settled.schedule = Some(ScheduleMemo { counts: seen, specs });
+            self.settled.schedule =
+                Some(ScheduleMemo { counts: seen, specs, listed, audited: None, audited_at: Some(now) });
         }
         let fence = Fence { key: keys::SCHEDULER_LEADER, mod_revision: self.term };
         // A few at a time and a bounded number per pass: 9,000 specs applied at once were bound
@@ -652,10 +746,15 @@ impl Leader<'_> {
         })
     }
 
-    /// Every cached spec's placement, read in place (a pass over 30,000 specs copies no spec).
-    fn placements(&self) -> Vec<SpecPlacement> {
+    /// Every cached spec's placement, read in place (a pass over 30,000 specs copies no spec), and
+    /// how many entries the cache held.
+    fn placements(&self) -> (Vec<SpecPlacement>, usize) {
         self.caches.specs.reflector().with(|all| {
-            all.iter().filter_map(|(store_key, stored)| spec_placement(store_key, &stored.object)).collect()
+            let placements = all
+                .iter()
+                .filter_map(|(store_key, stored)| spec_placement(store_key, &stored.object))
+                .collect();
+            (placements, all.len())
         })
     }
 
@@ -1010,6 +1109,81 @@ mod leader_tests {
             settled: Settled::default(),
             full_at: Instant::now(),
         }
+    }
+
+    #[test]
+    fn only_a_leaderships_first_pass_or_a_controllers_deadline_decides_everything_from_scratch() {
+        use super::super::wake::Reason;
+        let now = Instant::now();
+        let compactor_only = Due { controllers: None, compactor: Some(now) };
+        assert!(
+            !compactor_only.decides_everything(Reason::Deadline, now),
+            "the compactor's sample is no controller's input"
+        );
+        assert!(!compactor_only.decides_everything(Reason::SafetyTick, now));
+        assert!(!compactor_only.decides_everything(Reason::Changed, now));
+        let both = Due { controllers: Some(now), compactor: Some(now) };
+        assert!(
+            both.decides_everything(Reason::Deadline, now),
+            "a grace expiry or a retry decides everything"
+        );
+        let later = Due { controllers: Some(now + Duration::from_secs(5)), compactor: Some(now) };
+        assert!(
+            !later.decides_everything(Reason::Deadline, now),
+            "woken for the compactor before the controller's deadline"
+        );
+        assert!(Due::default().decides_everything(Reason::First, now), "a leadership's first pass");
+        assert_eq!(later.next(), Some(now));
+        assert_eq!(Due::default().next(), None);
+    }
+
+    /// The scheduling memo's safety net: a placement changed behind the skipping's back (no
+    /// change noted) is found by the rolling audit within one period of quiet safety ticks, and a
+    /// spec added that way at the next audit; no audit runs twice within a tick.
+    #[test]
+    fn the_rolling_audit_finds_what_the_skipping_missed_within_a_period() {
+        use super::super::wake::SAFETY_TICK;
+        let specs = DesiredState::default();
+        let names: Vec<String> = (0..100).map(|i| format!("web{i:03}")).collect();
+        specs.apply(&restarted(names.iter().map(|name| unplaced_spec(name, 2)).collect(), 2));
+        let remember = |specs: &DesiredState| {
+            let (remembered, listed) = specs.reflector().with(|all| {
+                let placements = all.iter().filter_map(|(key, stored)| spec_placement(key, &stored.object));
+                (placements.map(|placement| (placement.key.clone(), placement)).collect(), all.len())
+            });
+            ScheduleMemo { counts: [0; 3], specs: remembered, listed, audited: None, audited_at: None }
+        };
+        let mut memo = remember(&specs);
+        let start = Instant::now();
+        let tick = |n: usize| start + SAFETY_TICK * n as u32;
+        for n in 0..2 * AUDIT_PASSES {
+            assert_eq!(audit(&mut memo, specs.reflector(), tick(n)), None, "nothing missed: pass {n}");
+        }
+
+        // web077 now names its host, and nobody told the scheduler.
+        let mut named = serde_json::json!({
+            "apiVersion": "kedge.io/v1", "kind": "Container",
+            "metadata": {"name": "web077", "namespace": "default"},
+            "spec": {"image": "kedge-test/app:v1"}
+        });
+        named["spec"]["placement"] = serde_json::json!({"host": "h2"});
+        let web077 = keys::spec_key("default", "web077").unwrap();
+        specs.apply(&Event::Put { kv: kv(web077.clone(), named.to_string().as_bytes(), 3), revision: 3 });
+        let after = 2 * AUDIT_PASSES;
+        // Twice within one tick: the second does not audit.
+        assert_eq!(audit(&mut memo, specs.reflector(), tick(after)), None);
+        let cursor = memo.audited.clone();
+        assert_eq!(audit(&mut memo, specs.reflector(), tick(after) + Duration::from_secs(1)), None);
+        assert_eq!(memo.audited, cursor, "not audited again within a tick");
+        let found =
+            (after + 1..=after + AUDIT_PASSES).find_map(|n| audit(&mut memo, specs.reflector(), tick(n)));
+        assert_eq!(found, Some(web077), "found within a period");
+
+        // A spec added behind the skipping's back: the count tells at the next audit.
+        let mut memo = remember(&specs);
+        specs.apply(&Event::Put { kv: unplaced_spec("api", 4), revision: 4 });
+        let found = audit(&mut memo, specs.reflector(), start).expect("found at once");
+        assert!(found.contains("101 specs cached where 100 were"), "{found}");
     }
 
     async fn bindings_in(store: &SharedStore) -> Vec<String> {
