@@ -44,7 +44,7 @@ use std::time::Duration;
 use kedge_crds::ContainerStatus;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{labels, DockerClient, DockerError};
+use crate::docker::{DockerClient, DockerError};
 use crate::events::EventRecorder;
 use crate::executor::{base_name_of_key, is_recreate_name_of, Executor, RecoveryScope, RecreateStrategy};
 use crate::queue::{BackoffConfig, WorkQueue};
@@ -659,13 +659,12 @@ impl Agent {
     async fn start_from_snapshot(&self) -> Result<(), AgentError> {
         let listed = self.snapshot.list(self.engine(), &self.config.host_name).await?;
         let mut interrupted = std::collections::BTreeSet::new();
-        for container in &listed {
-            if let Some(key) = labels::key(&container.labels) {
-                if is_recreate_name_of(&container.name, base_name_of_key(key)) {
-                    interrupted.insert(key.to_owned());
-                }
-                self.queue.add(key.to_owned());
+        for (key, containers) in listed.iter() {
+            if containers.iter().any(|container| is_recreate_name_of(&container.name, base_name_of_key(key)))
+            {
+                interrupted.insert(key.clone());
             }
+            self.queue.add(key.clone());
         }
         for key in interrupted {
             match self.recover_key(&key).await {

@@ -189,9 +189,10 @@ pub(crate) async fn resync_every(agent: Arc<super::Agent>, shutdown: Cancellatio
     }
 }
 
-/// Containers in one page of the periodic resync's list: a tenth of what one list of 500 cost an
-/// idle agent (about 11 ms of CPU, `opt-level = "s"`).
-const RESYNC_PAGE: usize = 50;
+/// Containers in one page of the periodic resync's list. One list of 500 cost an idle agent about
+/// 11 ms of CPU (`opt-level = "s"`); pages of 50 still took 1.5 to 2 ms each, most of a second's
+/// budget of an idle agent (2 ms). At 25 a page, 500 containers take 20 pages, 20 s.
+const RESYNC_PAGE: usize = 25;
 
 /// What a resync did with the specs' keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -224,7 +225,7 @@ pub(crate) async fn enqueue_everything(
     queue: &WorkQueue<String>,
     over: Duration,
 ) -> Result<Resynced, crate::docker::DockerError> {
-    let listed = if over.is_zero() {
+    let by_key = if over.is_zero() {
         snapshot.list(engine, host).await?
     } else {
         // At most a second apart, and all the pages within a fifth of the interval at 60 pages.
@@ -233,15 +234,8 @@ pub(crate) async fn enqueue_everything(
     };
     let specs = cache.keys();
     let known: std::collections::HashSet<&str> = specs.iter().map(String::as_str).collect();
-    let mut by_key: std::collections::HashMap<&str, Vec<&crate::docker::ContainerSummary>> =
-        std::collections::HashMap::new();
-    for container in listed.iter().filter(|container| labels::is_managed_by_host(&container.labels, host)) {
-        if let Some(key) = labels::key(&container.labels) {
-            by_key.entry(key).or_default().push(container);
-        }
-    }
-    for key in by_key.keys().filter(|key| !known.contains(**key)) {
-        queue.add((*key).to_owned());
+    for key in by_key.keys().filter(|key| !known.contains(key.as_str())) {
+        queue.add(key.clone());
     }
     snapshot.retain_settled(|key| known.contains(key) || by_key.contains_key(key));
     let may_pass = !over.is_zero();
@@ -249,7 +243,7 @@ pub(crate) async fn enqueue_everything(
     let due: Vec<String> = specs
         .iter()
         .filter(|key| {
-            let print = super::snapshot::print(by_key.get(key.as_str()).into_iter().flatten().copied());
+            let print = super::snapshot::print(by_key.get(key.as_str()).into_iter().flatten());
             let due = snapshot.resync(key, print, may_pass);
             if due {
                 resynced.reconciled += 1;
