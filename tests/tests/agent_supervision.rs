@@ -174,14 +174,7 @@ async fn without_engine_events_the_periodic_resync_repairs_drift() {
     let run = run_id();
     let _cleanup = EngineCleanup::new(&run);
     let work = tempfile::tempdir().unwrap();
-    let agent = AgentProcess::start_with_env(
-        "embedded",
-        &format!("resync-{run}"),
-        &work.path().join("state"),
-        &[("KEDGE_FAILPOINT", "panic-task:follow-engine"), ("KEDGE_RESYNC_SECONDS", "4")],
-    );
-    agent.wait_serving().await;
-    require_failpoints();
+    let agent = agent_without_engine_events(&format!("resync-{run}"), work.path()).await;
     let names: Vec<String> = (0..3).map(|i| format!("resync{i}-{run}")).collect();
     for name in &names {
         apply_json(&agent, work.path(), &unplaced_spec(name, &run));
@@ -197,12 +190,7 @@ async fn without_engine_events_the_periodic_resync_repairs_drift() {
 
     let passed = "kedge_resync_keys_total{decision=\"passed\"}";
     let reconciled = "kedge_resync_keys_total{decision=\"reconciled\"}";
-    let settled =
-        eventually("a resync to pass over all three settled keys", Duration::from_secs(30), || async {
-            let samples = scrape(&agent.state_dir).await;
-            (samples.get(passed).copied().unwrap_or(0.0) >= 3.0).then_some(samples)
-        })
-        .await;
+    let settled = resync_passed_over(&agent, 3).await;
     eprintln!(
         "measured: before the drift, the resync reconciled {} keys and passed over {}",
         settled[reconciled], settled[passed]
@@ -237,14 +225,7 @@ async fn without_engine_events_the_resync_still_restarts_a_container_gone_unheal
     let run = run_id();
     let _cleanup = EngineCleanup::new(&run);
     let work = tempfile::tempdir().unwrap();
-    let agent = AgentProcess::start_with_env(
-        "embedded",
-        &format!("unhealthy-{run}"),
-        &work.path().join("state"),
-        &[("KEDGE_FAILPOINT", "panic-task:follow-engine"), ("KEDGE_RESYNC_SECONDS", "4")],
-    );
-    agent.wait_serving().await;
-    require_failpoints();
+    let agent = agent_without_engine_events(&format!("unhealthy-{run}"), work.path()).await;
     let name = format!("sick-{run}");
     let mut spec = unplaced_spec(&name, &run);
     spec["spec"]["image"] = "kedge-test/health:latest".into();
@@ -255,11 +236,7 @@ async fn without_engine_events_the_resync_still_restarts_a_container_gone_unheal
         (String::from_utf8_lossy(&health.stdout).trim() == "healthy").then_some(())
     })
     .await;
-    let passed = "kedge_resync_keys_total{decision=\"passed\"}";
-    eventually("a resync to pass over the settled key", Duration::from_secs(30), || async {
-        (scrape(&agent.state_dir).await.get(passed).copied().unwrap_or(0.0) >= 1.0).then_some(())
-    })
-    .await;
+    resync_passed_over(&agent, 1).await;
 
     let before = identity(&name);
     let sick = docker_cli(&["exec", &name, "touch", "/tmp/unhealthy"]);
@@ -274,6 +251,32 @@ async fn without_engine_events_the_resync_still_restarts_a_container_gone_unheal
         "measured: restarted {:.1}s after turning unhealthy, by the resync alone",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// An agent on the embedded store whose engine-event follower panics at every start (so no `die` and
+/// no reconnect resync reach it) and whose periodic resync runs every 4 s: only the resync can see
+/// drift.
+async fn agent_without_engine_events(host: &str, work: &std::path::Path) -> AgentProcess {
+    let agent = AgentProcess::start_with_env(
+        "embedded",
+        host,
+        &work.join("state"),
+        &[("KEDGE_FAILPOINT", "panic-task:follow-engine"), ("KEDGE_RESYNC_SECONDS", "4")],
+    );
+    agent.wait_serving().await;
+    require_failpoints();
+    agent
+}
+
+/// Waits until the periodic resyncs passed over at least `keys` settled keys in all; answers the
+/// agent's metric samples then.
+async fn resync_passed_over(agent: &AgentProcess, keys: u32) -> std::collections::BTreeMap<String, f64> {
+    let passed = "kedge_resync_keys_total{decision=\"passed\"}";
+    eventually(&format!("the resync to pass over {keys} settled key(s)"), Duration::from_secs(30), || async {
+        let samples = scrape(&agent.state_dir).await;
+        (samples.get(passed).copied().unwrap_or(0.0) >= f64::from(keys)).then_some(samples)
+    })
+    .await
 }
 
 /// `running startedAt id` of the container `name` (empty when there is none).

@@ -156,18 +156,16 @@ fn audit(
         }
         let slice = all.len().div_ceil(AUDIT_PASSES).max(1);
         let from = memo.audited.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let mut compared = 0;
+        let (mut compared, mut last) = (0, None);
         for (store_key, stored) in all.range::<str, _>((from, Bound::Unbounded)).take(slice) {
-            compared += 1;
-            memo.audited = Some(store_key.clone());
+            (compared, last) = (compared + 1, Some(store_key));
             let Some(placement) = spec_placement(store_key, &stored.object) else { continue };
             if memo.specs.get(&placement.key) != Some(&placement) {
                 return Some(store_key.clone());
             }
         }
-        if compared < slice {
-            memo.audited = None;
-        }
+        // A short slice reached the end: the next audit starts over.
+        memo.audited = if compared < slice { None } else { last.cloned() };
         None
     })
 }
